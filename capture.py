@@ -1,0 +1,307 @@
+"""Forward-hook capture of per-layer activations during generation, for any decoder-only model.
+
+Public names:
+    ActivationCapture(model, layers=None, positions="all", dtype=None)   context manager
+    find_decoder_layers(model) -> (path, ModuleList)
+    find_final_norm(model) -> (path, module) or (None, None)
+    layer_names(model) -> ["embeddings", "layer_0", ..., "final_norm"]
+    resolve_layers(model, layers) -> [name, ...]   (validates; names, ints, module paths)
+    parse_positions(positions) -> "all" | "prompt" | "generated" | "last_prompt" | [int, ...]
+    CaptureError                                   the model's layers cannot be found
+
+Example:
+    >>> with ActivationCapture(model, layers=["embeddings", 0, -1, "final_norm"]) as cap:
+    ...     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    >>> acts = cap.example_activations(0, pad=0, prompt_len=P, gen_len=N)   # {name: (positions, hidden)}
+
+Semantics (equal to transformers' output_hidden_states=True, see ACTIVATION_CAPTURE_README.md):
+    embeddings   input of the first decoder layer = hidden_states[0] (position embeddings and
+                 embedding scaling included, unlike a hook on the embedding module)
+    layer_i      output of decoder layer i = hidden_states[i+1]; layer_{L-1} is BEFORE the final norm
+    final_norm   output of the final norm = the model's last_hidden_state
+    module path  output (or output[0] for tuples) of any module in model.named_modules()
+With the KV cache, call 0 of a hook sees the whole (left-padded) prompt and each later call one
+token, so an example with P prompt and N generated tokens covers positions 0 .. P+N-2: the last
+generated token is never fed back and has no activation.
+"""
+import torch
+from torch import nn
+
+POSITION_MODES = ("all", "prompt", "generated", "last_prompt")
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "final_norm")
+
+
+class CaptureError(ValueError):
+    """The model's decoder layers or final norm cannot be found."""
+
+
+# ----------------------------------------------------------------------------- finding layers
+
+def find_decoder_layers(model):
+    """The ModuleList of decoder layers: the longest list of same-class blocks (path, module)."""
+    n_expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    best = None
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        score = (len(module) == n_expected, len(module), -path.count("."))
+        if best is None or score > best[0]:
+            best = (score, path, module)
+    if best is None:
+        raise CaptureError(
+            f"cannot find the decoder layers of {type(model).__name__}: no nn.ModuleList of blocks. "
+            f"Pass module paths instead, e.g. one of: {_suggest_paths(model)}")
+    return best[1], best[2]
+
+
+def find_final_norm(model):
+    """The norm applied after the last decoder layer, next to the layer list: (path, module)."""
+    layers_path, _ = find_decoder_layers(model)
+    parent_path = layers_path.rpartition(".")[0]
+    parent = model.get_submodule(parent_path) if parent_path else model
+    norms = [(name, child) for name, child in parent.named_children()
+             if "norm" in type(child).__name__.lower() or name in FINAL_NORM_NAMES]
+    if not norms:
+        return None, None
+    named = [item for item in norms if item[0] in FINAL_NORM_NAMES]
+    name, module = (named or norms)[-1]
+    return (f"{parent_path}.{name}" if parent_path else name), module
+
+
+def _suggest_paths(model, limit=8):
+    paths = [p for p, m in model.named_modules() if p and p.count(".") <= 3 and not isinstance(m, nn.ModuleList)]
+    return ", ".join(paths[:limit]) or "(the model has no sub-modules)"
+
+
+def layer_names(model):
+    """Every canonical name this model offers, in forward order."""
+    _, layers = find_decoder_layers(model)
+    names = ["embeddings"] + [f"layer_{i}" for i in range(len(layers))]
+    if find_final_norm(model)[1] is not None:
+        names.append("final_norm")
+    return names
+
+
+# ----------------------------------------------------------------------------- parsing user input
+
+def resolve_layers(model, layers=None):
+    """Validate and normalise a layer request into canonical names / module paths.
+
+    layers: None (embeddings + every decoder layer), a comma-separated string, or a list of
+    names ("embeddings", "layer_3", "final_norm"), ints (negative count from the end: -1 is the
+    last decoder layer) and module paths ("model.layers.3.mlp"). Raises ValueError listing the
+    valid names before any hook exists.
+    """
+    valid = layer_names(model)
+    n_layers = sum(name.startswith("layer_") for name in valid)
+    if layers is None:
+        return valid[: n_layers + 1]
+    if isinstance(layers, (str, int)):
+        layers = [layers]
+    items = []
+    for item in layers:
+        items.extend(p.strip() for p in item.split(",")) if isinstance(item, str) else items.append(item)
+    modules = dict(model.named_modules())
+    resolved = []
+    for item in items:
+        name = _resolve_one(item, valid, n_layers, modules)
+        if name not in resolved:
+            resolved.append(name)
+    if not resolved:
+        raise ValueError(f"no layers requested; valid names: {_describe(valid)}")
+    return resolved
+
+
+def _resolve_one(item, valid, n_layers, modules):
+    if isinstance(item, str) and item.lstrip("-").isdigit():
+        item = int(item)
+    if isinstance(item, bool) or not isinstance(item, (int, str)):
+        raise ValueError(f"layer {item!r} must be a name, an int or a module path; valid names: {_describe(valid)}")
+    if isinstance(item, int):
+        if not -n_layers <= item < n_layers:
+            raise ValueError(f"layer index {item} is out of range for a model with {n_layers} layers "
+                             f"(use {-n_layers} .. {n_layers - 1}); valid names: {_describe(valid)}")
+        return f"layer_{item % n_layers}"
+    if item in valid:
+        return item
+    if item and item in modules:
+        return item
+    raise ValueError(f"unknown layer {item!r}; valid names: {_describe(valid)}, "
+                     f"or a module path from model.named_modules() such as 'model.layers.0.mlp'")
+
+
+def _describe(valid):
+    layers = [v for v in valid if v.startswith("layer_")]
+    rest = [v for v in valid if not v.startswith("layer_")]
+    span = f"{layers[0]} .. {layers[-1]}" if len(layers) > 1 else ", ".join(layers)
+    return ", ".join(rest[:1] + [span] + rest[1:]) + f" (or ints {-len(layers)} .. {len(layers) - 1})"
+
+
+def parse_positions(positions="all"):
+    """'all' | 'prompt' | 'generated' | 'last_prompt' | ints (list, or a string '0,5,-1')."""
+    if positions is None:
+        return "all"
+    if isinstance(positions, str):
+        if positions in POSITION_MODES:
+            return positions
+        try:
+            positions = [int(p) for p in positions.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)} "
+                             f"or comma-separated token indices like 0,5,-1") from None
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = [positions]
+    if not isinstance(positions, (list, tuple)) or not positions or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        raise ValueError(f"positions must be one of {', '.join(POSITION_MODES)} or a non-empty list of ints, got {positions!r}")
+    return list(positions)
+
+
+def kept_positions(positions, prompt_len, gen_len):
+    """Absolute positions kept for one example with prompt_len prompt and gen_len generated tokens."""
+    covered = prompt_len + max(gen_len, 1) - 1  # positions 0 .. P+N-2 have activations
+    if positions == "all":
+        return list(range(covered))
+    if positions == "prompt":
+        return list(range(prompt_len))
+    if positions == "last_prompt":
+        return [prompt_len - 1]
+    if positions == "generated":
+        return list(range(prompt_len, covered))
+    kept = []
+    for p in positions:
+        if not -covered <= p < covered:
+            raise ValueError(f"position {p} is out of range: this example has activations at positions "
+                             f"0 .. {covered - 1} ({prompt_len} prompt + {gen_len} generated tokens; the last "
+                             f"generated token has none)")
+        kept.append(p % covered)
+    return kept
+
+
+# ----------------------------------------------------------------------------- the context manager
+
+class ActivationCapture:
+    """Register forward hooks on entry, remove exactly those on exit (also on exceptions).
+
+    >>> with ActivationCapture(model, layers=[0, -1], positions="last_prompt") as cap:
+    ...     model.generate(**batch, max_new_tokens=8, do_sample=False)
+    >>> cap.example_activations(0, pad=2, prompt_len=7, gen_len=8)["layer_0"].shape   # (1, hidden)
+
+    Per step a hook only appends a detached reference to the layer output (no copy, no device
+    transfer): tensors stay on the model's device until `example_activations` is called.
+    """
+
+    def __init__(self, model, layers=None, positions="all", dtype=None):
+        self.model = model
+        self.names = resolve_layers(model, layers)          # validated before any hook exists
+        self.positions = parse_positions(positions)
+        self.dtype = dtype or next(model.parameters()).dtype
+        self._targets = self._hook_targets()
+        self._handles = []
+        self._steps = {name: [] for name in self.names}      # name -> per-call tensors (B, T, H)
+        self._calls = {name: 0 for name in self.names}
+        self._joined = {}
+
+    def _hook_targets(self):
+        _, layers = find_decoder_layers(self.model)
+        _, norm = find_final_norm(self.model)
+        targets = []
+        for name in self.names:
+            if name == "embeddings":
+                targets.append((name, layers[0], "pre"))
+            elif name == "final_norm":
+                targets.append((name, norm, "post"))
+            elif name.startswith("layer_") and name[6:].isdigit():
+                targets.append((name, layers[int(name[6:])], "post"))
+            else:
+                targets.append((name, self.model.get_submodule(name), "post"))
+        return targets
+
+    def __enter__(self):
+        try:
+            for name, module, kind in self._targets:
+                if kind == "pre":
+                    handle = module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
+                else:
+                    handle = module.register_forward_hook(self._post_hook(name))
+                self._handles.append(handle)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    def remove(self):
+        """Remove this capture's hooks, newest first; safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def _pre_hook(self, name):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            self._store(name, hidden)
+        return hook
+
+    def _post_hook(self, name):
+        def hook(module, args, output):
+            # 5.x decoder layers return a bare tensor; output[0] on it would take batch row 0
+            self._store(name, output if isinstance(output, torch.Tensor) else output[0])
+        return hook
+
+    def _store(self, name, hidden):
+        call = self._calls[name]
+        self._calls[name] = call + 1
+        mode = self.positions
+        if mode in ("prompt", "last_prompt") and call > 0:
+            return                                           # only the prompt step is needed
+        if mode == "generated" and call == 0:
+            # keep only the shape, so a 1-token answer still yields an empty (0, hidden) tensor
+            self._steps[name].append(hidden.new_empty((hidden.shape[0], 0, hidden.shape[-1])))
+            return
+        hidden = hidden.detach()
+        if mode == "last_prompt":
+            hidden = hidden[:, -1:].clone()                  # do not keep the whole prompt alive
+        self._steps[name].append(hidden)
+
+    def _offset(self, prompt_width):
+        """Padded index of the first stored position."""
+        return {"last_prompt": prompt_width - 1, "generated": prompt_width}.get(self.positions, 0)
+
+    def joined(self, name):
+        """All stored steps of one layer as one CPU tensor (B, S, H), in the capture dtype."""
+        if name not in self._joined:
+            steps = self._steps.pop(name)
+            if not steps:
+                raise RuntimeError(f"layer {name!r} was never called: run the model inside the capture")
+            if steps[0].dim() != 3:
+                raise CaptureError(f"{name!r} outputs shape {tuple(steps[0].shape)}, not (batch, seq, hidden)")
+            full = torch.cat(steps, dim=1) if len(steps) > 1 else steps[0]
+            self._joined[name] = full.to(dtype=self.dtype).cpu()  # one transfer per layer
+        return self._joined[name]
+
+    def example_activations(self, row, *, pad, prompt_len, gen_len, prompt_width=None):
+        """{name: (positions, hidden)} for batch row `row`, cut to its own positions.
+
+        pad: left-pad tokens of this row; prompt_len: its real prompt tokens; gen_len: tokens it
+        generated up to and including its EOS; prompt_width: the padded prompt width (pad+prompt_len
+        when omitted). Returns (acts, kept) with kept the absolute positions.
+        """
+        width = prompt_width if prompt_width is not None else pad + prompt_len
+        kept = kept_positions(self.positions, prompt_len, gen_len)
+        offset = self._offset(width)
+        index = torch.tensor([pad + p - offset for p in kept], dtype=torch.long)
+        acts = {}
+        for name in self.names:
+            full = self.joined(name)
+            acts[name] = full[row].index_select(0, index)   # a fresh tensor owning its storage
+        return acts, kept
+
+    def release(self):
+        """Drop every buffered tensor (call after the records are built)."""
+        self._steps = {name: [] for name in self.names}
+        self._joined = {}
