@@ -270,7 +270,9 @@ class ActivationCapture:
 
     def _offset(self, prompt_width):
         """Padded index of the first stored position."""
-        return {"last_prompt": prompt_width - 1, "generated": prompt_width}.get(self.positions, 0)
+        if self.positions == "last_prompt":
+            return prompt_width - 1
+        return prompt_width if self.positions == "generated" else 0
 
     def joined(self, name):
         """All stored steps of one layer as one CPU tensor (B, S, H), in the capture dtype."""

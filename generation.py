@@ -3,6 +3,7 @@
 Public names:
     GenerationSettings        max_new_tokens / chat template / extra generate() kwargs
     encode_prompts(tokenizer, prompts, use_chat_template) -> BatchEncoding (left-padded)
+    prompt_lengths(tokenizer, prompts, use_chat_template) -> [int]
     generate_records(model, tokenizer, prompts, settings, capture=None) -> [record, ...]
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
 
@@ -64,6 +65,14 @@ def encode_prompts(tokenizer, prompts, use_chat_template="auto"):
                                                add_generation_prompt=True) for p in prompts]
         return tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
     return tokenizer(list(prompts), padding=True, return_tensors="pt")
+
+
+def prompt_lengths(tokenizer, prompts, use_chat_template="auto"):
+    """Token count of each prompt as encode_prompts feeds it (no padding, no tensors)."""
+    if uses_chat_template(tokenizer, use_chat_template):
+        return [len(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
+                                                  add_generation_prompt=True, return_dict=False)) for p in prompts]
+    return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
 
 
 def _eos_ids(model, tokenizer):
