@@ -1,0 +1,40 @@
+"""Answer and grade benchmark rows in one batch: rows -> prompts -> records -> graded results.
+
+Public names:
+    answer_rows(model, tokenizer, rows, settings=None, capture=None) -> [(result, record), ...]
+    RESULT_FIELDS   the keys of every result row, in order
+
+Example:
+    >>> rows = load_benchmark()[:8]
+    >>> for result, record in answer_rows(model, tok, rows, GenerationSettings(max_new_tokens=32)):
+    ...     print(result["id"], result["correct"])
+
+A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
+extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capture`, each record
+also holds its activations and a "grading" entry with the same verdict.
+"""
+from benchmark import format_question, grade
+from generation import generate_records
+
+RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
+                 "grader", "num_prompt_tokens", "num_generated_tokens")
+
+
+_UNGRADED = {"extracted": None, "correct": None, "grader": None}  # a bare question has no gold answer
+
+
+def answer_rows(model, tokenizer, rows, settings=None, capture=None):
+    """Generate (one left-padded batch) and grade every row; results keep the rows' order."""
+    prompts = [format_question(row) for row in rows]
+    records = generate_records(model, tokenizer, prompts, settings, capture)
+    pairs = []
+    for row, prompt, record in zip(rows, prompts, records):
+        verdict = grade(record["response"], row) if row.get("answer") else _UNGRADED
+        result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
+                  "prompt": prompt, "response": record["response"], "answer": row["answer"],
+                  "extracted": verdict["extracted"], "correct": verdict["correct"],
+                  "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
+                  "num_generated_tokens": record["num_generated_tokens"]}
+        record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
+        pairs.append((result, record))
+    return pairs

@@ -1,0 +1,127 @@
+"""Evaluate a causal LM on a question benchmark; optionally save every question's activations.
+
+    python main.py                                   # default model, built-in benchmark
+    python main.py --limit 20 --capture_activations --layers embeddings,0,-1,final_norm
+    python main.py --model path/to/model --benchmark my.csv --question_field q --answer_field a
+
+Public names: build_parser(), config_from_args(args), main(argv=None) -> exit code.
+Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback).
+"""
+import argparse
+import logging
+import os
+import sys
+
+log = logging.getLogger("main")
+
+EPILOG = """examples:
+  python main.py --limit 20
+  python main.py --capture_activations --positions last_prompt --activation_format safetensors
+  python main.py --model HuggingFaceTB/SmolLM2-360M-Instruct --batch_size 16 --dtype bfloat16
+  python main.py --output_dir results/run1 --resume
+"""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", metavar="NAME_OR_PATH", default=None,
+                   help="hub id, local model folder or .gguf file (default: SmolLM2-135M-Instruct, offline)")
+    m.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="model dtype (default: auto = float32 on CPU, the checkpoint's elsewhere)")
+    m.add_argument("--device_map", default=None, metavar="MAP", help="passed to from_pretrained, e.g. auto")
+    m.add_argument("--chat_template", default="auto", choices=["auto", "on", "off"],
+                   help="wrap prompts in the tokenizer's chat template (default: auto = when it has one)")
+
+    b = p.add_argument_group("benchmark")
+    b.add_argument("--benchmark", metavar="PATH", default=None,
+                   help="JSONL, JSON or CSV file (default: the built-in data/benchmark.jsonl)")
+    b.add_argument("--question_field", default="question", metavar="NAME")
+    b.add_argument("--answer_field", default="answer", metavar="NAME")
+    b.add_argument("--choices_field", default="choices", metavar="NAME")
+    b.add_argument("--id_field", default="id", metavar="NAME")
+    b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--batch_size", type=int, default=8, metavar="N", help="prompts per batch (default: 8)")
+    g.add_argument("--max_new_tokens", type=int, default=32, metavar="N", help="(default: 32)")
+    g.add_argument("--seed", type=int, default=0, metavar="N")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--output_dir", default=None, metavar="DIR", help="run folder (default: results/<timestamp>)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --output_dir, skipping answered questions")
+
+    c = p.add_argument_group("activation capture")
+    c.add_argument("--capture_activations", action="store_true", help="save each question's per-layer activations")
+    c.add_argument("--activation_save_dir", default=None, metavar="DIR", help="(default: <output_dir>/activations)")
+    c.add_argument("--layers", default=None, metavar="LIST",
+                   help="comma-separated names, indices or module paths, e.g. embeddings,0,5,-1,final_norm "
+                        "(default: embeddings and every decoder layer)")
+    c.add_argument("--positions", default="all", metavar="MODE",
+                   help="all, prompt, generated, last_prompt, or token indices like 0,5,-1 (default: all)")
+    c.add_argument("--activation_dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="(default: the model's dtype)")
+    c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"], help="(default: pkl)")
+
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    return p
+
+
+def config_from_args(args):
+    """The one place command-line values become a RunConfig (checked there)."""
+    from benchmark import DEFAULT_BENCHMARK
+    from models import DEFAULT_MODEL
+    from runner import RunConfig
+    return RunConfig(model=args.model or DEFAULT_MODEL, benchmark=args.benchmark or DEFAULT_BENCHMARK,
+                     question_field=args.question_field, answer_field=args.answer_field,
+                     choices_field=args.choices_field, id_field=args.id_field, limit=args.limit,
+                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                     chat_template=args.chat_template, device=args.device, dtype=args.dtype,
+                     device_map=args.device_map, output_dir=args.output_dir, resume=args.resume,
+                     capture_activations=args.capture_activations, activation_save_dir=args.activation_save_dir,
+                     layers=args.layers, positions=args.positions, activation_dtype=args.activation_dtype,
+                     activation_format=args.activation_format)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        from runner import format_summary, run_benchmark
+        config = config_from_args(args)
+        summary = run_benchmark(config)
+    except KeyboardInterrupt:
+        print("interrupted: rows written so far are kept; continue with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # every input error of the project is a ValueError or OSError
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    if config.capture_activations:
+        print(activation_overview(config.activation_save_dir))
+    return 0
+
+
+def activation_overview(directory):
+    """Where the records are, and what one of them holds."""
+    import storage
+    files = storage.iter_record_files(directory)
+    if not files:
+        return f"activations  none saved in {directory}"
+    size = sum(os.path.getsize(f) for f in files)
+    record = storage.load_activations(files[0])
+    acts = record["activations"]
+    first = next(iter(acts.values()))
+    return (f"activations  {len(files)} files, {size / 2**20:.1f} MiB in {directory}\n"
+            f"             each: {len(acts)} layers ({', '.join(list(acts)[:3])}{', ...' if len(acts) > 3 else ''}), "
+            f"positions {record.get('positions', 'all')}, e.g. {tuple(first.shape)} {record.get('dtype', first.dtype)}\n"
+            f"             analyse: python analyze_activations.py --probe {os.path.dirname(os.path.abspath(directory))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,909 @@
+"""Activation record files: save, load safely, and read one layer across a whole run.
+
+Public names:
+    FORMATS                              (".pkl", ".safetensors"): format = file extension
+    save_activations(record, path)       atomic, compact write of one record; returns the path
+    load_activations(path, layers=None)  read one record back, optionally only some layers;
+                                         never runs code from the file
+    load_run_layer(run_dir, layer, positions="last_prompt")
+                                         one vector per captured question -> (matrix, rows)
+    read_results(run_dir)                rows of run_dir/results.jsonl (skips a torn last line)
+    iter_record_files(directory)         sorted record files of a folder or run folder
+    record_path(directory, question_id, fmt="pkl")
+                                         a filesystem-safe record file path for a question id
+    remove_stale_temp_files(directory)   delete temp files left by killed writers; -> count
+    write_text_atomic(path, text)        atomic UTF-8 text write (results.jsonl rewrites)
+    write_json_atomic(path, obj)         atomic JSON write (summary.json, config)
+    StorageError(OSError)                a write failed (the previous file is left unchanged)
+    CorruptFileError(ValueError)         a file is empty, truncated, garbled or not a record
+    UnsafeFileError(ValueError)          a pickle references what a record never contains
+
+Example:
+    >>> path = record_path("run/activations", "geo-001", "safetensors")
+    >>> save_activations(record, path)
+    'run/activations/geo-001.safetensors'
+    >>> rec = load_activations(path, layers=["layer_3"])      # reads only that tensor
+    >>> X, rows = load_run_layer("run", "layer_3")            # X: float32 [n_questions, hidden]
+    >>> y = [row["correct"] for row in rows]
+
+Formats:
+    .pkl          a standard pickle of the record dict (tensors stay torch tensors; plain
+                  `pickle.load` reads it where torch is installed). Our reader uses an allow-list
+                  unpickler (see _GLOBALS) and never calls torch.load(weights_only=False).
+    .safetensors  tensors under "activations.<name>", "input_ids", "output_ids" (any top-level
+                  tensor field under its own name); every other field as JSON in the header
+                  metadata, so one layer can be read without reading the others. Datetimes
+                  become ISO-8601 strings.
+"""
+import datetime
+import errno
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import secrets
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMATS = (".pkl", ".safetensors")
+
+log = logging.getLogger(__name__)
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # ".<final name>.<8 hex>.tmp"
+_SAFETENSORS_FORMAT = "activation-record"              # header metadata "format" value
+_MAX_SAFETENSORS_HEADER = 100_000_000                  # the safetensors library's own limit
+_RESULTS = "results.jsonl"
+# dtypes whose tensors torch itself can pickle and unpickle again (others hit a torch bug)
+_PICKLE_DTYPES = {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64,
+                  torch.complex128, torch.int64, torch.int32, torch.int16, torch.int8,
+                  torch.uint8, torch.bool}
+
+
+class StorageError(OSError):
+    """Writing a record file failed (disk full, permission denied, ...); any previous file at
+    that path is unchanged and no temp file is left behind. `errno` is the cause's errno."""
+
+
+class CorruptFileError(ValueError):
+    """A record file is empty, truncated, garbled, or not an activation record.
+    The message ends with the file's path."""
+
+
+class UnsafeFileError(ValueError):
+    """A pickle references a global that activation records never contain (it could run code).
+    The message names the global and ends with the file's path."""
+
+
+# ----------------------------------------------------------------------------- file names
+
+def _extension(path):
+    """The format of `path` from its extension, or ValueError naming the file."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"unsupported activation file extension {ext or '(none)'!r}; "
+                         f"supported: {', '.join(FORMATS)}: {path}")
+    return ext
+
+
+def record_path(directory, question_id, fmt="pkl"):
+    """Path of the record file for `question_id` in `directory`.
+
+    >>> record_path("acts", "geo/001 (b)", "safetensors")
+    'acts/geo_001__b_-cca2507873.safetensors'
+
+    Keeps [A-Za-z0-9._-] and replaces anything else with "_"; when anything was changed (or the
+    name would look like a hash-suffixed one) a short hash of the id is appended, so distinct
+    ids never share a file. Note: ids that differ only in case share a file on case-insensitive
+    file systems (macOS, Windows).
+    """
+    ext = "." + str(fmt).lstrip(".")
+    if ext not in FORMATS:
+        raise ValueError(f"unsupported record format {fmt!r}; use 'pkl' or 'safetensors'")
+    qid = str(question_id)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", qid)[:120]
+    if safe.startswith("."):
+        safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
+    if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
+        safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
+    return os.path.join(os.fspath(directory), safe + ext)
+
+
+def iter_record_files(directory):
+    """Sorted paths of the record files (.pkl/.safetensors) in `directory`.
+
+    >>> iter_record_files("runs/r1")          # a run folder: its activations/ subfolder
+    ['runs/r1/activations/geo-001.pkl', ...]
+
+    For a run folder (it holds results.jsonl) the records are in its activations/ subfolder,
+    or, without one, wherever the rows' activation_file fields point. Temp and hidden files
+    are ignored.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"not a directory: {directory}")
+    if os.path.isfile(os.path.join(directory, _RESULTS)):
+        sub = os.path.join(directory, "activations")
+        if not os.path.isdir(sub):
+            files = [os.path.join(directory, row["activation_file"])
+                     for row in read_results(directory) if row.get("activation_file")]
+            return sorted(p for p in files if os.path.isfile(p))
+        directory = sub
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                  if not name.startswith(".")
+                  and os.path.splitext(name)[1].lower() in FORMATS
+                  and os.path.isfile(os.path.join(directory, name)))
+
+
+def remove_stale_temp_files(directory):
+    """Delete temp files (".<name>.<8 hex>.tmp") that killed writers left in `directory`.
+
+    >>> remove_stale_temp_files("runs/r1/activations")
+    2
+
+    Call it when no writer is using the folder (e.g. at the start of a run). A missing folder
+    holds nothing: returns 0.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return 0
+    removed = 0
+    for name in os.listdir(directory):
+        full = os.path.join(directory, name)
+        if _TEMP_NAME.match(name) and os.path.isfile(full):
+            try:
+                os.unlink(full)
+                removed += 1
+            except FileNotFoundError:
+                pass                                # another cleaner got it first
+    return removed
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_activations(record, path):
+    """Write `record` to `path` (.pkl or .safetensors, by extension) atomically; returns path.
+
+    >>> save_activations({"prompt": "2+2=", "activations": {"layer_0": t}, ...}, "acts/q1.pkl")
+    'acts/q1.pkl'
+
+    Tensors are detached, moved to the CPU and copied when they are views of larger buffers,
+    so the file holds only their own bytes. The file appears complete or not at all: data goes
+    to a temp file in the same folder, is fsynced and renamed over `path`. Raises StorageError
+    on I/O failure (the previous file at `path`, if any, is unchanged), TypeError/ValueError
+    for a record that this format cannot hold.
+    """
+    path = os.fspath(path)
+    ext = _extension(path)
+    record = _prepare_record(record)
+    if ext == ".pkl":
+        _check_picklable_dtypes(record)
+        _atomic_write(path, lambda tmp_path: _write_pickle(record, tmp_path))
+    else:
+        tensors, metadata = _safetensors_payload(record)
+        _atomic_write(path, lambda tmp_path: save_file(tensors, tmp_path, metadata=metadata))
+    return path
+
+
+def write_text_atomic(path, text):
+    """Write `text` (UTF-8) to `path` so that readers see the old or the new file, never half.
+
+    >>> write_text_atomic("runs/r1/results.jsonl", "".join(json.dumps(r) + "\\n" for r in rows))
+
+    Same temp-file + fsync + rename as save_activations; raises StorageError on I/O failure.
+    """
+    path = os.fspath(path)
+    data = text.encode("utf-8")
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
+            f.write(data)
+    _atomic_write(path, write)
+    return path
+
+
+def write_json_atomic(path, obj):
+    """Write `obj` as indented JSON to `path` atomically (see write_text_atomic).
+
+    >>> write_json_atomic("runs/r1/summary.json", {"accuracy": 0.75})
+    """
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False,
+                                              default=_json_default) + "\n")
+
+
+def _prepare_record(record):
+    """A shallow copy of `record` whose tensors are detached CPU tensors owning their storage."""
+    if not isinstance(record, Mapping):
+        raise TypeError(f"a record must be a dict, got {type(record).__name__}")
+    acts = record.get("activations")
+    if not isinstance(acts, Mapping):
+        raise TypeError("record['activations'] must be a dict {layer name: tensor}, "
+                        f"got {type(acts).__name__}")
+    seen = set()
+    out = {}
+    for key, value in record.items():
+        if not isinstance(key, str):
+            raise TypeError(f"record keys must be strings, got {key!r}")
+        if key == "activations":
+            out[key] = {}
+            for name, t in acts.items():
+                if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+                    raise TypeError(f"record['activations'] must map str -> torch.Tensor; "
+                                    f"{name!r} -> {type(t).__name__}")
+                out[key][name] = _owned(t, seen)
+        else:
+            out[key] = _owned(value, seen) if isinstance(value, torch.Tensor) else value
+    return out
+
+
+def _owned(t, seen):
+    """`t` detached, on the CPU, dense, and owning exactly its own bytes (copied if needed)."""
+    t = t.detach()
+    if type(t) is not torch.Tensor:
+        t = t.as_subclass(torch.Tensor)
+    t = t.cpu().resolve_conj().resolve_neg()
+    storage = t.untyped_storage()
+    owns = (t.storage_offset() == 0 and t.is_contiguous()
+            and storage.nbytes() == t.numel() * t.element_size())
+    if not owns or (t.numel() and storage.data_ptr() in seen):
+        # pickling a view writes its whole storage; safetensors refuses shared storage
+        t = t.clone(memory_format=torch.contiguous_format)
+    seen.add(t.untyped_storage().data_ptr())
+    return t
+
+
+def _check_picklable_dtypes(record):
+    tensors = list(record["activations"].items()) + [
+        (k, v) for k, v in record.items() if isinstance(v, torch.Tensor)]
+    for name, t in tensors:
+        if t.dtype not in _PICKLE_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which torch "
+                             f"{torch.__version__} cannot unpickle again; save as .safetensors")
+
+
+def _write_pickle(record, tmp_path):
+    with open(tmp_path, "wb") as f:
+        pickle.dump(record, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _safetensors_payload(record):
+    """(tensors, metadata) for safetensors: tensors by key, other fields as header JSON."""
+    tensors, fields, tensor_fields = {}, {}, []
+    for name, t in record["activations"].items():
+        tensors[f"activations.{name}"] = t
+    for key, value in record.items():
+        if key == "activations":
+            continue
+        if isinstance(value, torch.Tensor):
+            if key in tensors:
+                raise ValueError(f"record field {key!r} clashes with an activation's tensor key")
+            tensors[key] = value
+            tensor_fields.append(key)
+            continue
+        try:
+            json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"record field {key!r} cannot be stored as JSON in a .safetensors "
+                            f"header ({e}); save as .pkl or convert it") from None
+        fields[key] = value
+    metadata = {
+        "format": _SAFETENSORS_FORMAT,
+        "format_version": "1",
+        "record": json.dumps(fields, default=_json_default),
+        "key_order": json.dumps(list(record)),
+        "tensor_fields": json.dumps(tensor_fields),
+        "layer_order": json.dumps(list(record["activations"])),
+    }
+    return tensors, metadata
+
+
+def _atomic_write(path, write):
+    """Run write(tmp_path) on a temp file next to `path`, fsync it, rename it to `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    created = False
+    try:
+        os.makedirs(folder, exist_ok=True)
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
+        created = True
+        write(tmp_path)
+        _fsync_path(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException as e:
+        if created:
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
+        if isinstance(e, (OSError, SafetensorError)):
+            raise _storage_error(e, "could not write activation record", path,
+                                 "any previous file there is unchanged") from e
+        raise
+    try:
+        _fsync_directory(folder)        # makes the rename itself survive a power loss
+    except OSError as e:
+        raise _storage_error(e, "wrote activation record but could not fsync its folder", path,
+                             "it may not survive a crash") from e
+
+
+def _storage_error(cause, what, path, consequence):
+    err = StorageError(f"{what} ({type(cause).__name__}: {cause}); {consequence}: {path}")
+    err.errno = getattr(cause, "errno", None) or errno.EIO
+    return err
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(folder):
+    if os.name == "posix":          # directories cannot be opened for fsync on Windows
+        _fsync_path(folder)
+
+
+# ----------------------------------------------------------------------------- safe unpickling
+
+class _Refused(Exception):
+    """Internal: a pickle asked for a global outside the allow-list (or an unsafe payload)."""
+
+
+_NDARRAY = object()   # stands for numpy.ndarray: passed to _reconstruct, never called
+_TENSOR = object()    # stands for torch.Tensor: passed to _rebuild_from_type_v2, never called
+_NP_RECONSTRUCT = np.zeros(1).__reduce_ex__(2)[0]       # numpy(._core).multiarray._reconstruct
+_NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]        # numpy(._core).numeric._frombuffer
+_NP_SCALAR = np.float32(0).__reduce__()[0]               # numpy(._core).multiarray.scalar
+_TORCH_DTYPES = {n: v for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
+
+
+def _ints(values, what):
+    if not isinstance(values, (tuple, list, torch.Size)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"bad tensor {what}: {values!r}")
+    return tuple(values)
+
+
+def _checked_storage(storage, storage_offset, size, stride, itemsize):
+    """(size, stride) after checking the view fits the storage: Tensor.set_ would otherwise
+    silently grow the storage to whatever a file claims."""
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+        raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage")
+    size, stride = _ints(size, "size"), _ints(stride, "stride")
+    if (not isinstance(storage_offset, int) or storage_offset < 0 or len(size) != len(stride)
+            or min(size + stride, default=0) < 0):
+        raise ValueError(f"bad tensor layout: offset {storage_offset!r}, size {size}, "
+                         f"stride {stride}")
+    if 0 not in size:
+        end = storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
+        have = storage.nbytes() if isinstance(storage, torch.UntypedStorage) else \
+            storage._untyped_storage.nbytes()
+        if end * itemsize > have:
+            raise ValueError(f"tensor of size {size} needs {end * itemsize} bytes but its "
+                             f"storage holds {have}")
+    return size, stride
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       metadata=None):
+    """torch._utils._rebuild_tensor_v2 minus backward hooks (callables) and fake modes."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise ValueError(f"tensor storage is a {type(storage).__name__}, not a typed storage")
+    size, stride = _checked_storage(storage, storage_offset, size, stride,
+                                    storage.dtype.itemsize)
+    t = torch._utils._rebuild_tensor(storage, storage_offset, size, stride)
+    if metadata:
+        torch._utils.set_tensor_metadata(t, metadata)
+    t.requires_grad = bool(requires_grad)
+    return t
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       dtype, metadata=None):
+    """torch._utils._rebuild_tensor_v3 (dtypes without a typed storage) minus hooks."""
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"bad tensor dtype {dtype!r}")
+    size, stride = _checked_storage(storage, storage_offset, size, stride, dtype.itemsize)
+    if isinstance(storage, torch.storage.TypedStorage):
+        storage = storage._untyped_storage
+    t = torch.empty((0,), dtype=dtype).set_(storage, storage_offset, size, stride)
+    if metadata:
+        torch._utils.set_tensor_metadata(t, metadata)
+    t.requires_grad = bool(requires_grad)
+    return t
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    """Tensors that carried Python attributes: rebuild the plain tensor, drop the attributes."""
+    if new_type is not _TENSOR or func not in (_rebuild_tensor_v2, _rebuild_tensor_v3):
+        raise _Refused("torch._tensor._rebuild_from_type_v2 with a non-tensor type")
+    return func(*args)
+
+
+def _load_from_bytes(b):
+    """torch.storage._load_from_bytes without code execution: checks the embedded legacy
+    torch.save payload (allow-listed globals, declared sizes vs. bytes present), then loads it
+    with torch.load(weights_only=True) onto the CPU."""
+    if not isinstance(b, (bytes, bytearray)):
+        raise ValueError("storage payload is not bytes")
+    if bytes(b[:4]) == b"PK\x03\x04":
+        raise _Refused("torch.storage._load_from_bytes with a torch.save zip archive "
+                       "(tensor pickles embed only the legacy format)")
+    _check_storage_payload(b)
+    storage = torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+        raise ValueError(f"storage payload holds a {type(storage).__name__}, not a storage")
+    return storage
+
+
+class _BoundedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, minus its one allocation of a size read from the file."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, size_limit):
+        super().__init__(file)
+        self.size_limit = size_limit            # no object can be larger than the input
+
+    def load_bytearray8(self):
+        """BYTEARRAY8 allocates its declared size before reading: check it first."""
+        size = int.from_bytes(self.read(8), "little")
+        if size > self.size_limit:
+            raise EOFError
+        data = bytearray(size)
+        self.readinto(data)
+        self.append(data)
+
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+
+class _StorageType:
+    """Stands for a storage class inside a payload pickle (never called)."""
+
+    def __init__(self, itemsize):
+        self.itemsize = itemsize
+
+
+def _storage_types():
+    """{(module, name): itemsize} of the storage classes legacy payloads reference."""
+    types = {("torch", "UntypedStorage"): 1, ("torch.storage", "UntypedStorage"): 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # TypedStorage deprecation noise
+        for name, obj in vars(torch).items():
+            if (isinstance(obj, type) and issubclass(obj, torch.storage._LegacyStorage)
+                    and obj is not torch.storage._LegacyStorage):
+                types[("torch", name)] = obj.dtype.itemsize
+    return types
+
+
+_STORAGE_TYPES = _storage_types()
+
+
+class _PayloadUnpickler(_BoundedUnpickler):
+    """Reads the small pickles of a legacy torch.save payload: only storage classes (as inert
+    tokens) and storage references, whose declared sizes it records."""
+
+    def __init__(self, file, size_limit):
+        super().__init__(file, size_limit)
+        self.nbytes = {}
+
+    def find_class(self, module, name):
+        if (module, name) not in _STORAGE_TYPES:
+            raise _Refused(f"{module}.{name} (inside an embedded tensor payload)")
+        return _StorageType(_STORAGE_TYPES[(module, name)])
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[4], int) and pid[4] >= 0):
+            raise ValueError(f"malformed storage reference {pid!r:.200}")
+        self.nbytes[str(pid[2])] = pid[4] * pid[1].itemsize
+        return None
+
+
+def _check_storage_payload(b):
+    """Legacy torch.save layout: magic, protocol, sys info, object (with storage references),
+    storage keys, then per storage an int64 count and its raw bytes."""
+    f = io.BytesIO(b)
+    if _PayloadUnpickler(f, len(b)).load() != torch.serialization.MAGIC_NUMBER:
+        raise ValueError("embedded tensor payload has no torch magic number")
+    _PayloadUnpickler(f, len(b)).load()                 # protocol version
+    _PayloadUnpickler(f, len(b)).load()                 # sys info
+    main = _PayloadUnpickler(f, len(b))
+    main.load()                                         # the storage, by reference
+    keys = _PayloadUnpickler(f, len(b)).load()
+    declared = sum(main.nbytes.values()) + 8 * len(main.nbytes)
+    present = len(b) - f.tell()
+    if not isinstance(keys, list) or declared > present:
+        raise ValueError(f"embedded tensor declares {declared} bytes of data but holds {present}")
+
+
+def _safe_codecs_encode(obj, encoding="utf-8"):
+    """_codecs.encode as protocol-2 pickles use it for bytes: latin-1 text only."""
+    if not isinstance(obj, str) or encoding != "latin1":
+        raise ValueError(f"unexpected _codecs.encode({type(obj).__name__}, {encoding!r})")
+    return obj.encode("latin1")
+
+
+def _safe_bytes(*args):
+    """bytes()/bytearray() as pickles use them: never bytes(n), which allocates n bytes."""
+    if args and not isinstance(args[0], (bytes, bytearray)):
+        raise ValueError(f"unexpected bytes({type(args[0]).__name__})")
+    return bytes(*args[:1])
+
+
+def _safe_bytearray(*args):
+    return bytearray(_safe_bytes(*args))
+
+
+def _np_reconstruct(subtype, shape, dtype):
+    """numpy's _reconstruct for plain arrays; numpy pickles always start from an empty array."""
+    if subtype is not _NDARRAY:
+        raise _Refused("numpy _reconstruct of a non-ndarray type")
+    if math.prod(_ints(shape, "shape")) != 0:
+        raise ValueError(f"numpy _reconstruct with non-empty shape {shape!r}")
+    return _NP_RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+def _np_dtype(obj, align=False, copy=False):
+    """numpy.dtype, always a fresh copy: pickle's BUILD then sets only this copy's state,
+    never that of numpy's shared built-in dtypes."""
+    return np.dtype(obj, bool(align), True)
+
+
+_GLOBALS = {
+    # torch tensors (what pickle emits for every dense CPU/GPU tensor, checked with pickletools)
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,     # uint16/32/64, float8
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,  # tensor with attributes
+    ("torch", "Tensor"): _TENSOR,
+    ("torch._tensor", "Tensor"): _TENSOR,
+    ("torch.storage", "_load_from_bytes"): _load_from_bytes,       # replaced: weights_only load
+    ("torch", "Size"): torch.Size,
+    ("torch.torch_version", "TorchVersion"): torch.torch_version.TorchVersion,  # torch.__version__
+    ("collections", "OrderedDict"): OrderedDict,                    # tensors' backward_hooks
+    # numpy arrays and scalars (numpy 1.x "numpy.core" and 2.x "numpy._core" names)
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _np_dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _NP_SCALAR,
+    ("numpy._core.multiarray", "scalar"): _NP_SCALAR,
+    ("numpy.core.numeric", "_frombuffer"): _NP_FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _NP_FROMBUFFER,
+    # datetimes (seed records' timestamp)
+    ("datetime", "datetime"): datetime.datetime,
+    ("datetime", "date"): datetime.date,
+    ("datetime", "time"): datetime.time,
+    ("datetime", "timedelta"): datetime.timedelta,
+    ("datetime", "timezone"): datetime.timezone,
+    # plain containers as protocol 2 writes them
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("builtins", "bytes"): _safe_bytes,
+    ("builtins", "bytearray"): _safe_bytearray,
+    ("_codecs", "encode"): _safe_codecs_encode,
+}
+
+
+class _RecordUnpickler(_BoundedUnpickler):
+    """Unpickler that resolves only _GLOBALS and torch dtypes; anything else is refused.
+
+    It is the pure-Python unpickler so that BUILD (set an object's state) can be limited to
+    numpy arrays and fresh numpy dtypes: on a tensor, Tensor.__setstate__ would call set_()
+    (growing the storage to any size), on an allowed function it would rewrite its defaults
+    for the whole process. Records hold few objects and tensor bytes are read in bulk, so the
+    speed difference from the C unpickler is small."""
+
+    dispatch = dict(_BoundedUnpickler.dispatch)
+
+    def load_build(self):
+        state = self.stack.pop()
+        if not (type(self.stack[-1]) is np.ndarray or isinstance(self.stack[-1], np.dtype)):
+            raise _Refused(f"setting the state of a {type(self.stack[-1]).__name__} "
+                           f"(pickle BUILD)")
+        self.stack[-1].__setstate__(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def find_class(self, module, name):
+        if module == "__builtin__":                    # protocol 2 spelling
+            module = "builtins"
+        if (module, name) in _GLOBALS:
+            return _GLOBALS[(module, name)]
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _TORCH_DTYPES[name]
+        raise _Refused(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise ValueError("unexpected persistent id in a record pickle")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_activations(path, layers=None):
+    """Read the record at `path`; with `layers`, only those activations (in file order).
+
+    >>> rec = load_activations("acts/q1.safetensors", layers=["layer_3"])
+    >>> rec["activations"]["layer_3"].shape      # (n_positions, hidden)
+
+    For .safetensors only the requested tensors are read. Pickles are read with an allow-list
+    unpickler: a file that references anything else raises UnsafeFileError and runs nothing.
+    Raises CorruptFileError for empty/truncated/garbled files, ValueError for an unsupported
+    extension or unknown layer names (the message lists the available ones).
+    """
+    path = os.fspath(path)
+    ext = _extension(path)
+    layers = _parse_layers(layers)
+    if ext == ".pkl":
+        record = _load_pickle(path)
+        names = _select_layers(list(record["activations"]), layers, path)
+        if layers is not None:
+            record["activations"] = {n: record["activations"][n] for n in names}
+        return record
+    return _load_safetensors(path, layers)
+
+
+def _parse_layers(layers):
+    """None, one name, or an iterable of names -> None or a list of str."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        return [layers]
+    layers = list(layers)
+    if not all(isinstance(n, str) for n in layers):
+        raise TypeError(f"layers must be layer names (str), got {layers!r}")
+    return layers
+
+
+def _select_layers(available, layers, path):
+    if layers is None:
+        return available
+    unknown = [n for n in layers if n not in available]
+    if unknown:
+        raise ValueError(f"unknown layer name(s) {unknown}; available: {available}: {path}")
+    wanted = set(layers)
+    return [n for n in available if n in wanted]
+
+
+def _corrupt(path, reason):
+    return CorruptFileError(f"corrupt or unreadable activation record ({reason}): {path}")
+
+
+def _other_format_hint(head):
+    if head[:4] == b"PK\x03\x04":
+        return "; it looks like a torch.save zip archive: use torch.load(path, weights_only=True)"
+    if head[:1] == b"\x80":
+        return "; it looks like a pickle: name it .pkl"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "; it looks like safetensors: name it .safetensors"
+    return ""
+
+
+def _load_pickle(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise _corrupt(path, "empty file")
+    if data[0] != 0x80 or len(data) < 2 or not 2 <= data[1] <= pickle.HIGHEST_PROTOCOL:
+        raise _corrupt(path, "not a pickle (protocol 2+) file" + _other_format_hint(data[:16]))
+    stream = io.BytesIO(data)
+    try:
+        record = _RecordUnpickler(stream, len(data)).load()
+    except _Refused as e:
+        raise UnsafeFileError(f"refusing to load pickle: it references {e}, which activation "
+                              f"records never contain (loading it could run code): {path}"
+                              ) from None
+    except RecursionError:
+        raise _corrupt(path, "nesting too deep") from None
+    except EOFError:
+        raise _corrupt(path, "truncated: the file ends before the pickle does") from None
+    except Exception as e:                    # any failure to parse untrusted bytes = corrupt
+        raise _corrupt(path, f"{type(e).__name__}: {str(e)[:300]}") from None
+    if stream.tell() != len(data):
+        raise _corrupt(path, f"{len(data) - stream.tell()} unexpected bytes after the pickle")
+    if not isinstance(record, dict) or not isinstance(record.get("activations"), dict):
+        found = type(record).__name__ if not isinstance(record, dict) else "a dict without one"
+        raise _corrupt(path, f"not an activation record: expected a dict with an 'activations' "
+                             f"dict, found {found}")
+    return record
+
+
+def _check_safetensors_header(path):
+    """Validate the 8-byte header length against the file size before anything is allocated."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise _corrupt(path, "empty file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if size < 8:
+        raise _corrupt(path, f"only {size} bytes, shorter than a safetensors header")
+    n = int.from_bytes(head[:8], "little")
+    if n > min(size - 8, _MAX_SAFETENSORS_HEADER):
+        raise _corrupt(path, f"not a safetensors file: header length {n} does not fit the "
+                             f"{size}-byte file" + _other_format_hint(head))
+    if head[8:9] != b"{":
+        raise _corrupt(path, "not a safetensors file: the header is not JSON"
+                       + _other_format_hint(head))
+
+
+def _load_safetensors(path, layers):
+    _check_safetensors_header(path)
+    try:
+        handle = safe_open(path, framework="pt", device="cpu")
+    except Exception as e:
+        raise _corrupt(path, f"{type(e).__name__}: {str(e)[:300]}") from None
+    with handle as f:
+        try:
+            meta = f.metadata() or {}
+            if meta.get("format") != _SAFETENSORS_FORMAT:
+                raise ValueError("no activation-record metadata (written by another tool?)")
+            fields = json.loads(meta["record"])
+            key_order = json.loads(meta["key_order"])
+            tensor_fields = json.loads(meta["tensor_fields"])
+            layer_order = json.loads(meta["layer_order"])
+            if not (isinstance(fields, dict) and isinstance(layer_order, list)
+                    and isinstance(tensor_fields, list) and "activations" in key_order):
+                raise ValueError("malformed activation-record metadata")
+            wanted = {f"activations.{n}" for n in layer_order} | set(tensor_fields)
+            missing = wanted - set(f.keys())
+            if missing:
+                raise ValueError(f"tensors {sorted(missing)} listed in the header are missing")
+        except Exception as e:
+            raise _corrupt(path, f"{type(e).__name__}: {str(e)[:300]}") from None
+        names = _select_layers(layer_order, layers, path)
+        try:
+            tensors = {k: f.get_tensor(k) for k in tensor_fields}
+            acts = {n: f.get_tensor(f"activations.{n}") for n in names}
+        except Exception as e:
+            raise _corrupt(path, f"{type(e).__name__}: {str(e)[:300]}") from None
+    record = {}
+    for key in key_order:
+        if key == "activations":
+            record[key] = acts
+        elif key in tensors:
+            record[key] = tensors[key]
+        elif key in fields:
+            record[key] = fields[key]
+    return record
+
+
+# ----------------------------------------------------------------------------- runs
+
+def read_results(run_dir):
+    """The rows (dicts) of run_dir/results.jsonl, in file order.
+
+    >>> rows = read_results("runs/r1")
+    >>> sum(r["correct"] for r in rows) / len(rows)
+
+    A torn last line (a writer killed mid-line: no final newline) is skipped with a warning;
+    a bad line anywhere else raises CorruptFileError.
+    """
+    path = os.path.join(os.fspath(run_dir), _RESULTS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {_RESULTS} in run folder: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn = number == len(lines)          # the last piece has no newline after it
+        try:
+            row = json.loads(line.decode("utf-8"))
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        except ValueError as e:
+            if torn:
+                log.warning("ignoring torn last line %d of %s (%s)", number, path, e)
+                continue
+            raise CorruptFileError(f"line {number} of {_RESULTS} is not a JSON object "
+                                   f"({e}): {path}") from None
+        rows.append(row)
+    return rows
+
+
+_POSITION_MODES = ("last_prompt", "mean_prompt", "last")
+
+
+def _parse_positions(positions):
+    """"last_prompt" | "mean_prompt" | "last" | an int token index >= 0, checked once."""
+    if isinstance(positions, str) and positions in _POSITION_MODES:
+        return positions
+    if isinstance(positions, (int, np.integer)) and not isinstance(positions, bool) \
+            and positions >= 0:
+        return int(positions)
+    raise ValueError(f"positions must be one of {_POSITION_MODES} or a token index >= 0, "
+                     f"got {positions!r}")
+
+
+def load_run_layer(run_dir, layer, positions="last_prompt"):
+    """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
+
+    >>> X, rows = load_run_layer("runs/r1", "layer_5", positions="mean_prompt")
+    >>> y = np.array([r["correct"] for r in rows])
+
+    positions: "last_prompt" (the last prompt token's row), "mean_prompt" (mean over kept
+    prompt positions), "last" (last kept row), or an int absolute token index. Rows of
+    results.jsonl without an activation_file are skipped; `rows` are the results rows used,
+    in the matrix's order. Reads only `layer` from .safetensors files.
+    """
+    run_dir = os.fspath(run_dir)
+    positions = _parse_positions(positions)
+    vectors, used = [], []
+    for row in read_results(run_dir):
+        rel = row.get("activation_file")
+        if not rel:
+            continue
+        path = os.path.join(run_dir, rel)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
+                                    f"{rel!r}, which does not exist: {path}")
+        record = load_activations(path, layers=[layer])
+        vectors.append(_pick_vector(record, layer, positions, path))
+        used.append(row)
+    if not vectors:
+        raise ValueError(f"no row of {_RESULTS} has an activation_file: {run_dir}")
+    widths = {v.shape[0] for v in vectors}
+    if len(widths) > 1:
+        raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
+                         f"run's records: {run_dir}")
+    return np.stack(vectors).astype(np.float32, copy=False), used
+
+
+def _pick_vector(record, layer, positions, path):
+    """The float32 [hidden] vector of `layer` at `positions` in one record."""
+    t = torch.as_tensor(record["activations"][layer])   # seed pickles may hold numpy arrays
+    if t.dim() == 3 and t.shape[0] == 1:        # seed records may keep a batch dimension
+        t = t[0]
+    if t.dim() != 2:
+        raise ValueError(f"activation {layer!r} has shape {tuple(t.shape)}, expected "
+                         f"(n_positions, hidden): {path}")
+    kept = list(record.get("positions_kept") or range(t.shape[0]))
+    if len(kept) != t.shape[0]:
+        raise CorruptFileError(f"positions_kept lists {len(kept)} positions but {layer!r} has "
+                               f"{t.shape[0]} rows: {path}")
+    if positions == "last":
+        if not kept:
+            raise ValueError(f"record keeps no positions: {path}")
+        return t[-1].float().numpy()
+    if "num_prompt_tokens" in record:
+        n_prompt = record["num_prompt_tokens"]
+    elif "input_ids" in record:                 # seed records: [P] or [1, P]
+        n_prompt = int(np.shape(record["input_ids"])[-1])
+    else:
+        raise ValueError(f"record has neither num_prompt_tokens nor input_ids: {path}")
+    if positions == "mean_prompt":
+        rows = [i for i, p in enumerate(kept) if p < n_prompt]
+        if not rows:
+            raise ValueError(f"record keeps no prompt positions (kept: {_short(kept)}): {path}")
+        return t[rows].float().mean(dim=0).numpy()
+    target = n_prompt - 1 if positions == "last_prompt" else positions
+    if target not in kept:
+        raise ValueError(f"record has no row for token position {target} "
+                         f"(positions={positions!r}; kept: {_short(kept)}): {path}")
+    return t[kept.index(target)].float().numpy()
+
+
+def _short(values, n=8):
+    return str(values) if len(values) <= n else f"[{values[0]}, ..., {values[-1]}] ({len(values)})"

@@ -1,0 +1,122 @@
+"""main.py end to end on tiny saved models (fast) and, once, on the real default model."""
+import json
+import os
+
+import pytest
+import torch
+
+import main
+import storage
+from conftest import make_tokenizer, tiny_model
+from evaluate import answer_rows
+from generation import GenerationSettings
+from benchmark import load_benchmark
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny llama with a chat template, saved as an ordinary model folder."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = make_tokenizer(chat_template=True)
+    model, _ = tiny_model("llama", tok)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def run_main(*args):
+    return main.main([*map(str, args), "--quiet"])
+
+
+def read_rows(folder):
+    with open(os.path.join(folder, "results.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_run_writes_graded_rows_summary_and_records(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_main("--model", tiny_dir, "--limit", 10, "--batch_size", 4, "--max_new_tokens", 6,
+                    "--output_dir", out, "--capture_activations", "--layers", "embeddings,0,-1,final_norm")
+    assert code == 0
+    rows = read_rows(out)
+    bench = load_benchmark()[:10]
+    assert [r["id"] for r in rows] == [b["id"] for b in bench]          # benchmark order
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 10 and summary["correct"] == sum(r["correct"] for r in rows)
+    assert summary["accuracy"] == pytest.approx(summary["correct"] / 10)
+    assert sum(c["n"] for c in summary["per_category"].values()) == 10
+    for row in rows:
+        rec = storage.load_activations(out / row["activation_file"])
+        assert list(rec["activations"]) == ["embeddings", "layer_0", "layer_2", "final_norm"]
+        assert rec["response"] == row["response"] and rec["grading"]["correct"] == row["correct"]
+        n = len(rec["input_ids"]) + len(rec["output_ids"]) - 1
+        assert rec["activations"]["layer_0"].shape == (n, 64)
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "activations  10 files" in printed
+
+
+def test_batch_8_gives_the_same_answers_as_batch_1(tiny_dir, tmp_path):
+    for bs in (1, 8):
+        assert run_main("--model", tiny_dir, "--limit", 12, "--batch_size", bs, "--max_new_tokens", 6,
+                        "--output_dir", tmp_path / f"b{bs}") == 0
+    strip = lambda rows: [(r["id"], r["response"], r["correct"]) for r in rows]
+    assert strip(read_rows(tmp_path / "b1")) == strip(read_rows(tmp_path / "b8"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/nonexistent/model"], "model path not found"),
+    (["--benchmark", "/nonexistent.jsonl"], "nonexistent.jsonl"),
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--batch_size", "0"], "--batch_size must be at least 1"),
+    (["--question_field", "prompt_text"], "prompt_text"),
+    (["--capture_activations", "--layers", "embeddings,99"], "out of range"),
+    (["--capture_activations", "--layers", "attn"], "valid names"),
+    (["--capture_activations", "--positions", "middle"], "positions"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tiny_dir, tmp_path, capsys, args, message):
+    model = [] if "--model" in args else ["--model", tiny_dir]
+    code = run_main(*model, "--limit", 2, "--output_dir", tmp_path / "o", *args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_and_empty_benchmarks_are_refused(tiny_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "question": "Q?", "answer": "x"}\n{not json\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for path in (bad, empty):
+        assert run_main("--model", tiny_dir, "--benchmark", path, "--output_dir", tmp_path / path.stem) == 2
+        assert str(path.name) in capsys.readouterr().err
+
+
+def test_existing_output_folder_is_refused_without_resume(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert run_main("--model", tiny_dir, "--limit", 2, "--output_dir", out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_utils_api_matches_main_on_one_question(tiny_dir, tmp_path):
+    import utils
+    model, tok = utils.load_model(tiny_dir)
+    row = load_benchmark()[0]
+    result = utils.answer_and_grade_benchmark_question(row, model, tokenizer=tok, max_new_tokens=6,
+                                                       capture_activations=True, activation_save_dir=tmp_path)
+    for key in ("id", "question", "prompt", "response", "answer", "extracted", "correct", "grader"):
+        assert key in result
+    alone, _ = answer_rows(model, tok, [row], GenerationSettings(max_new_tokens=6))[0]
+    assert alone["response"] == result["response"]
+    rec = utils.load_activations(result["activation_file"])
+    assert rec["response"] == result["response"]
+    assert utils.load_model(tiny_dir)[0] is model                         # loaded once, cached
+    response, data = utils.generate_inference_with_activations(
+        row["question"], model, tokenizer=tok, save_path=tmp_path / "x.safetensors", layers_to_capture=[0],
+        max_new_tokens=4)
+    assert response == utils.generate_inference(row["question"], model, tokenizer=tok, max_new_tokens=4)
+    assert torch.equal(utils.load_activations(tmp_path / "x.safetensors")["activations"]["layer_0"],
+                       data["activations"]["layer_0"])

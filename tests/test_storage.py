@@ -1,0 +1,687 @@
+"""Tests for storage.py: formats, compact + atomic writes, safe loading, corrupt files, runs."""
+import datetime
+import errno
+import io
+import json
+import logging
+import os
+import pickle
+import random
+import re
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import storage  # noqa: E402
+from storage import (CorruptFileError, StorageError, UnsafeFileError,  # noqa: E402
+                     iter_record_files, load_activations, load_run_layer, read_results,
+                     record_path, remove_stale_temp_files, save_activations)
+
+FMTS = ["pkl", "safetensors"]
+LAYERS = ["embeddings", "layer_0", "layer_1", "model.layers.1.mlp", "final_norm"]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float32, torch.float16]
+
+
+def make_record(seed=0, n_prompt=5, n_generated=3, hidden=16, positions_kept=None):
+    """A full capture record; row i of each activation is position positions_kept[i]."""
+    g = torch.Generator().manual_seed(seed)
+    kept = list(range(n_prompt + n_generated - 1)) if positions_kept is None else positions_kept
+    acts = {name: torch.randn(len(kept), hidden, generator=g).to(dt)
+            for name, dt in zip(LAYERS, DTYPES)}
+    return {
+        "prompt": f"Question {seed}?", "response": "Answer ü", "model": "tiny/random",
+        "timestamp": "2025-01-02T03:04:05+00:00",
+        "input_ids": torch.randint(0, 100, (n_prompt,), generator=g),
+        "output_ids": torch.randint(0, 100, (n_generated,), generator=g),
+        "activations": acts, "layer_names": list(acts), "positions": "all",
+        "positions_kept": kept, "num_prompt_tokens": n_prompt,
+        "num_generated_tokens": n_generated, "dtype": "float32",
+        "model_info": {"n_layers": 2, "hidden": hidden, "arch": ["X"]},
+        "generation": {"max_new_tokens": 3, "do_sample": False, "temperature": None},
+        "versions": {"torch": torch.__version__},
+        "grading": {"id": f"q{seed}", "category": "geo", "answer": "A", "extracted": "A",
+                    "correct": True, "grader": "exact"},
+    }
+
+
+def assert_same_record(got, want):
+    assert list(got) == list(want)                               # field order kept
+    assert list(got["activations"]) == list(want["activations"])  # layer order kept
+    for name, t in want["activations"].items():
+        assert got["activations"][name].dtype == t.dtype
+        assert torch.equal(got["activations"][name], t)
+    for key in ("input_ids", "output_ids"):
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key])
+    for key, value in want.items():
+        if not isinstance(value, torch.Tensor) and key != "activations":
+            assert got[key] == value, key
+
+
+def tensor_bytes(record):
+    tensors = list(record["activations"].values()) + [record["input_ids"], record["output_ids"]]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def files_in(folder):
+    return sorted(os.listdir(folder))
+
+
+class Reduce:
+    """Pickles as func(*args): how a malicious file smuggles a call into pickle.load."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def storage_payload(obj, zip_format):
+    """Bytes for torch.storage._load_from_bytes whose inner pickle holds `obj`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=zip_format)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_round_trip(tmp_path, fmt):
+    rec = make_record()
+    path = save_activations(rec, tmp_path / f"q.{fmt}")
+    assert path == str(tmp_path / f"q.{fmt}")
+    assert_same_record(load_activations(path), rec)
+    assert files_in(tmp_path) == [f"q.{fmt}"]
+
+
+def test_plain_pickle_load_reads_pkl(tmp_path):
+    rec = make_record()
+    save_activations(rec, tmp_path / "q.pkl")
+    with open(tmp_path / "q.pkl", "rb") as f:
+        assert_same_record(pickle.load(f), rec)
+
+
+def test_seed_record_with_datetime(tmp_path):
+    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    seed = {"prompt": "p", "response": "r", "model": "m", "timestamp": stamp,
+            "input_ids": torch.arange(4), "output_ids": torch.arange(2),
+            "activations": {"layer_0": torch.randn(5, 8)}}
+    with open(tmp_path / "seed.pkl", "wb") as f:               # as the seed wrote it
+        pickle.dump(seed, f)
+    assert load_activations(tmp_path / "seed.pkl")["timestamp"] == stamp
+    save_activations(seed, tmp_path / "seed.safetensors")
+    assert load_activations(tmp_path / "seed.safetensors")["timestamp"] == stamp.isoformat()
+
+
+def test_pickle_of_gpu_tensor_loads_on_cpu(tmp_path):
+    """Seed files pickled CUDA tensors: their storage payload names the device 'cuda:0'."""
+    t = torch.arange(6.0).reshape(2, 3)
+    payload = storage_payload(t._typed_storage(), zip_format=False)
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"
+    assert payload.count(cpu) == 1
+    tensor = Reduce(torch._utils._rebuild_tensor_v2,
+                    Reduce(torch.storage._load_from_bytes, payload.replace(cpu, cuda)),
+                    0, (2, 3), (3, 1), False, OrderedDict())
+    (tmp_path / "gpu.pkl").write_bytes(pickle.dumps({"activations": {"layer_0": tensor}}))
+    got = load_activations(tmp_path / "gpu.pkl")["activations"]["layer_0"]
+    assert got.device.type == "cpu" and torch.equal(got, t)
+
+
+def test_torch_save_file_gets_a_hint(tmp_path):
+    torch.save(make_record(), tmp_path / "q.pkl")
+    with pytest.raises(CorruptFileError, match="torch.save zip archive.*q.pkl$"):
+        load_activations(tmp_path / "q.pkl")
+
+
+def test_numpy_values_in_pickle_load(tmp_path):
+    rec = make_record()
+    rec["extra"] = {"arr": np.arange(6, dtype=np.float16).reshape(2, 3), "x": np.float32(1.5),
+                    "s": {1, 2}, "b": b"\x00\x01", "od": OrderedDict(a=1)}
+    save_activations(rec, tmp_path / "q.pkl")
+    extra = load_activations(tmp_path / "q.pkl")["extra"]
+    np.testing.assert_array_equal(extra["arr"], rec["extra"]["arr"])
+    assert extra["arr"].dtype == np.float16 and extra["x"] == np.float32(1.5)
+    assert extra["s"] == {1, 2} and extra["b"] == b"\x00\x01" and extra["od"] == {"a": 1}
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_empty_and_shared_tensors(tmp_path, fmt):
+    rec = make_record()
+    same = torch.randn(3, 16)
+    rec["activations"] = {"layer_0": torch.zeros(0, 16), "layer_1": torch.zeros(0, 16),
+                          "a": same, "b": same}                  # one tensor under two names
+    save_activations(rec, tmp_path / f"q.{fmt}")
+    got = load_activations(tmp_path / f"q.{fmt}")["activations"]
+    assert got["layer_0"].shape == (0, 16) and torch.equal(got["b"], same)
+
+
+def test_save_does_not_modify_caller_record(tmp_path):
+    rec = make_record()
+    buf = torch.randn(20, 16, requires_grad=True)
+    rec["activations"]["layer_0"] = buf[2:9]
+    before = dict(rec["activations"])
+    save_activations(rec, tmp_path / "q.pkl")
+    assert rec["activations"] == before and rec["activations"]["layer_0"]._base is buf
+    got = load_activations(tmp_path / "q.pkl")["activations"]["layer_0"]
+    assert not got.requires_grad and torch.equal(got, buf[2:9].detach())
+
+
+def test_unpicklable_dtype_refused_for_pkl(tmp_path):
+    rec = make_record()
+    rec["activations"]["layer_0"] = torch.zeros(3, 4, dtype=torch.uint16)
+    with pytest.raises(ValueError, match="safetensors"):
+        save_activations(rec, tmp_path / "q.pkl")
+    assert files_in(tmp_path) == []
+    save_activations(rec, tmp_path / "q.safetensors")
+    got = load_activations(tmp_path / "q.safetensors")["activations"]["layer_0"]
+    assert got.dtype == torch.uint16
+
+
+def test_non_json_field_refused_for_safetensors(tmp_path):
+    rec = make_record()
+    rec["generation"] = {"stopper": object()}
+    with pytest.raises(TypeError, match="'generation'"):
+        save_activations(rec, tmp_path / "q.safetensors")
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", ["q.pt", "q.json", "q", "q.pkl.bak"])
+def test_unsupported_extension(tmp_path, bad):
+    path = str(tmp_path / bad)
+    with pytest.raises(ValueError, match=r"\.pkl, \.safetensors: " + re.escape(path) + "$"):
+        save_activations(make_record(), path)
+    open(path, "wb").close()
+    with pytest.raises(ValueError, match="supported"):
+        load_activations(path)
+
+
+# ----------------------------------------------------------------------------- partial loads
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_partial_layers(tmp_path, fmt):
+    rec = make_record()
+    path = save_activations(rec, tmp_path / f"q.{fmt}")
+    got = load_activations(path, layers=["final_norm", "model.layers.1.mlp"])
+    assert list(got["activations"]) == ["model.layers.1.mlp", "final_norm"]    # file order
+    assert torch.equal(got["activations"]["final_norm"], rec["activations"]["final_norm"])
+    assert list(load_activations(path, layers="layer_1")["activations"]) == ["layer_1"]
+    assert got["prompt"] == rec["prompt"] and torch.equal(got["input_ids"], rec["input_ids"])
+    with pytest.raises(ValueError,
+                       match=r"unknown layer name\(s\) \['layer_9'\]; available: .*'final_norm'"):
+        load_activations(path, layers=["layer_9"])
+
+
+class SpyHandle:
+    """Wraps a safetensors handle and records which tensors are read."""
+
+    def __init__(self, handle, reads):
+        self.handle, self.reads = handle, reads
+
+    def __enter__(self):
+        self.inner = self.handle.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.handle.__exit__(*exc)
+
+    def get_tensor(self, key):
+        self.reads.append(key)
+        return self.inner.get_tensor(key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def tensor_reads(monkeypatch):
+    reads = []
+    real = storage.safe_open
+    monkeypatch.setattr(storage, "safe_open", lambda *a, **k: SpyHandle(real(*a, **k), reads))
+    return reads
+
+
+def test_safetensors_reads_only_requested_layer(tmp_path, tensor_reads):
+    path = save_activations(make_record(), tmp_path / "q.safetensors")
+    load_activations(path, layers=["layer_1"])
+    assert [k for k in tensor_reads if k.startswith("activations.")] == ["activations.layer_1"]
+
+
+# ----------------------------------------------------------------------------- compact files
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_views_are_saved_compactly(tmp_path, fmt):
+    big = torch.randn(512, 1024)                              # 2 MiB buffer
+    rec = make_record()
+    rec["activations"] = {f"layer_{i}": big[i * 8:(i + 1) * 8] for i in range(8)}   # row views
+    rec["activations"]["transposed"] = big[:64, :64].t()      # non-contiguous view
+    naive = len(pickle.dumps(rec["activations"]))
+    path = save_activations(rec, tmp_path / f"q.{fmt}")
+    size = os.path.getsize(path)
+    assert size <= 1.05 * tensor_bytes(rec) + 16384, (size, tensor_bytes(rec))
+    assert naive > 8 * size                                   # what the copy avoids
+    assert_same_record(load_activations(path), rec)
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_plain_record_is_compact(tmp_path, fmt):
+    rec = make_record(hidden=2048)
+    path = save_activations(rec, tmp_path / f"q.{fmt}")
+    assert os.path.getsize(path) <= 1.05 * tensor_bytes(rec) + 16384
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def fail_with(exc):
+    def boom(*args, **kwargs):
+        raise exc
+    return boom
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+@pytest.mark.parametrize("target,exc", [
+    ("fsync", OSError(errno.ENOSPC, "No space left on device")),
+    ("replace", PermissionError(errno.EACCES, "Permission denied")),
+])
+def test_failed_write_keeps_old_file(tmp_path, monkeypatch, fmt, target, exc):
+    path = str(tmp_path / f"q.{fmt}")
+    old = make_record(seed=1)
+    save_activations(old, path)
+    old_bytes = Path(path).read_bytes()
+    monkeypatch.setattr(os, target, fail_with(exc))
+    with pytest.raises(StorageError) as info:
+        save_activations(make_record(seed=2), path)
+    monkeypatch.undo()
+    err = info.value
+    assert isinstance(err, OSError) and err.errno == exc.errno
+    assert str(err).endswith(": " + path) and exc.strerror in str(err)
+    assert err.__cause__ is exc
+    assert files_in(tmp_path) == [f"q.{fmt}"]                 # no temp file left
+    assert Path(path).read_bytes() == old_bytes
+    assert_same_record(load_activations(path), old)
+
+
+def test_failed_write_of_new_file_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", fail_with(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(StorageError, match="I/O error"):
+        save_activations(make_record(), tmp_path / "sub" / "q.pkl")
+    assert files_in(tmp_path / "sub") == []
+
+
+def test_non_io_error_during_write_cleans_up(tmp_path):
+    rec = make_record()
+    rec["generation"] = {"callback": lambda: None}            # cannot be pickled
+    save_activations(make_record(seed=1), tmp_path / "q.pkl")
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_activations(rec, tmp_path / "q.pkl")
+    assert files_in(tmp_path) == ["q.pkl"]
+    assert load_activations(tmp_path / "q.pkl")["prompt"] == make_record(seed=1)["prompt"]
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_write_goes_through_temp_file_in_same_folder(tmp_path, monkeypatch, fmt):
+    renames, fsyncs = [], []
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    path = save_activations(make_record(), tmp_path / f"q.{fmt}")
+    (src, dst), = renames
+    assert dst == path and os.path.dirname(src) == str(tmp_path)
+    name = os.path.basename(src)
+    assert name.startswith(".") and ".tmp" in name and storage._TEMP_NAME.match(name)
+    assert len(fsyncs) == 2                                   # the file, then the folder
+
+
+def test_write_text_and_json_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    assert storage.write_json_atomic(path, {"acc": 0.5, "name": "é"}) == str(path)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"acc": 0.5, "name": "é"}
+    storage.write_text_atomic(tmp_path / "results.jsonl", '{"id": 1}\n')
+    monkeypatch.setattr(os, "replace", fail_with(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(StorageError, match="summary.json$"):
+        storage.write_json_atomic(path, {"acc": 1.0})
+    monkeypatch.undo()
+    assert json.loads(path.read_text(encoding="utf-8"))["acc"] == 0.5
+    assert files_in(tmp_path) == ["results.jsonl", "summary.json"]
+
+
+def test_remove_stale_temp_files(tmp_path):
+    stale = [".q1.pkl.0123abcd.tmp", ".q2.safetensors.deadbeef.tmp"]
+    keep = ["q1.pkl", ".hidden", "notes.tmp", ".x.tmp", "q3.safetensors"]
+    for name in stale + keep:
+        (tmp_path / name).write_bytes(b"x")
+    assert iter_record_files(tmp_path) == [str(tmp_path / n) for n in ("q1.pkl", "q3.safetensors")]
+    assert remove_stale_temp_files(tmp_path) == 2
+    assert files_in(tmp_path) == sorted(keep)
+    assert remove_stale_temp_files(tmp_path) == 0
+    assert remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+# ----------------------------------------------------------------------------- unsafe pickles
+
+def malicious_pickles(marker):
+    touch = f"touch {marker}"
+    py_touch = f"open({str(marker)!r}, 'w').close()"
+    evil = Reduce(os.system, touch)
+    wrap = lambda payload: {"prompt": "x", "activations": {"layer_0": payload}}  # noqa: E731
+    return {
+        "os.system": evil,
+        "builtins.eval": Reduce(eval, py_touch),
+        "builtins.exec": Reduce(exec, py_touch),
+        "subprocess.Popen": Reduce(subprocess.Popen, ["touch", str(marker)]),
+        "builtins.getattr": Reduce(getattr, Reduce(__import__, "os"), "system"),
+        "nested os.system": {"prompt": "x", "activations": {"layer_0": torch.zeros(2)},
+                             "generation": {"a": [{"b": (1, 2, {"c": [evil]})}]}},
+        "zip storage payload": wrap(Reduce(torch.storage._load_from_bytes,
+                                           storage_payload({"x": evil}, zip_format=True))),
+        "legacy storage payload": wrap(Reduce(torch.storage._load_from_bytes,
+                                              storage_payload(evil, zip_format=False))),
+    }
+
+
+CASES = list(malicious_pickles("m"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_malicious_pickle_refused_without_side_effect(tmp_path, case):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(malicious_pickles(marker)[case], protocol=4))
+    with pytest.raises(UnsafeFileError) as info:
+        load_activations(path)
+    assert str(info.value).endswith(str(path))
+    expected = {"os.system": "system", "nested os.system": "system", "builtins.eval": "eval",
+                "builtins.exec": "exec", "subprocess.Popen": "Popen",
+                "builtins.getattr": "getattr", "zip storage payload": "zip",
+                "legacy storage payload": "system"}[case]
+    assert expected in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", ["os.system", "zip storage payload", "legacy storage payload"])
+def test_malicious_pickles_are_live(tmp_path, case):
+    """Control: plain pickle.loads does run these payloads, so the refusal above is real."""
+    marker = tmp_path / "PWNED"
+    data = pickle.dumps(malicious_pickles(marker)[case], protocol=4)
+    try:
+        pickle.loads(data)
+    except Exception:
+        pass                                  # the side effect happens before any error
+    assert marker.exists()
+
+
+class ReduceWithState(Reduce):
+    """Pickles as func(*args) followed by BUILD(state): sets the new object's state."""
+
+    def __init__(self, func, args, state):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
+def test_build_on_tensor_or_function_refused(tmp_path):
+    payload = storage_payload(torch.arange(6.0)._typed_storage(), zip_format=False)
+    grow = ReduceWithState(torch._utils._rebuild_tensor_v2,
+                           (Reduce(torch.storage._load_from_bytes, payload), 0, (6,), (1,),
+                            False, OrderedDict()),
+                           (Reduce(torch.storage._load_from_bytes, payload), 0, (10 ** 9,), (1,)))
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps({"activations": {"l": grow}}))
+    with pytest.raises(UnsafeFileError, match=r"state of a Tensor \(pickle BUILD\).*a\.pkl$"):
+        load_activations(tmp_path / "a.pkl")
+    # rewrite an allowed function's defaults: (None, {"__defaults__": (1,)}) BUILD
+    rebuild = storage._GLOBALS[("torch._utils", "_rebuild_tensor_v2")]
+    before = rebuild.__defaults__
+    (tmp_path / "b.pkl").write_bytes(
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__"
+        b"K\x01\x85s\x86b.")
+    with pytest.raises(UnsafeFileError, match="BUILD"):
+        load_activations(tmp_path / "b.pkl")
+    assert rebuild.__defaults__ == before
+
+
+def test_oversized_declarations_refused_fast(tmp_path):
+    # bytes(10**12) would allocate a terabyte
+    (tmp_path / "a.pkl").write_bytes(
+        b"\x80\x02c__builtin__\nbytes\n\x8a\x06" + (10 ** 12).to_bytes(6, "little") + b"\x85R.")
+    with pytest.raises(CorruptFileError, match="a.pkl$"):
+        load_activations(tmp_path / "a.pkl")
+    for opcode in (b"\x8e", b"\x96", b"\x8d"):           # BINBYTES8, BYTEARRAY8, BINUNICODE8
+        (tmp_path / "a.pkl").write_bytes(b"\x80\x05" + opcode + (10 ** 12).to_bytes(8, "little"))
+        with pytest.raises(CorruptFileError, match="truncated.*a.pkl$"):
+            load_activations(tmp_path / "a.pkl")
+    # a tensor payload claiming 2**31 floats while holding 6
+    payload = storage_payload(torch.arange(6.0)._typed_storage(), zip_format=False)
+    assert b"K\x06Nt" in payload
+    forged = payload.replace(b"K\x06Nt", b"J\xff\xff\xff\x7fNt")
+    tensor = Reduce(torch._utils._rebuild_tensor_v2,
+                    Reduce(torch.storage._load_from_bytes, forged), 0, (6,), (1,), False,
+                    OrderedDict())
+    (tmp_path / "b.pkl").write_bytes(pickle.dumps({"activations": {"l": tensor}}))
+    with pytest.raises(CorruptFileError, match=r"declares \d+ bytes.*b\.pkl$"):
+        load_activations(tmp_path / "b.pkl")
+    # out-of-bounds view of a real storage
+    oob = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, payload),
+                 0, (1000,), (1,), False, OrderedDict())
+    empty = storage_payload(torch.zeros(0)._typed_storage(), zip_format=False)
+    for size, stride, data in [((1000,), (1,), payload), ((3, 4), (4, 1), payload),
+                               ((10 ** 6,), (1,), empty), ((2,), (-1,), payload)]:
+        oob = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, data),
+                     0, size, stride, False, OrderedDict())    # Tensor.set_ would grow storage
+        (tmp_path / "c.pkl").write_bytes(pickle.dumps({"activations": {"l": oob}}))
+        with pytest.raises(CorruptFileError, match="c.pkl$"):
+            load_activations(tmp_path / "c.pkl")
+
+
+# ----------------------------------------------------------------------------- corrupt files
+
+def corrupt_files(folder):
+    """{name: path} of broken files, each expected to raise CorruptFileError."""
+    rec = make_record()
+    good_pkl = save_activations(rec, folder / "good.pkl")
+    good_st = save_activations(rec, folder / "good.safetensors")
+    pkl, st = Path(good_pkl).read_bytes(), Path(good_st).read_bytes()
+    rng = random.Random(1234)
+    junk = bytes(rng.getrandbits(8) for _ in range(4096))
+    header_len = int.from_bytes(st[:8], "little")
+    files = {
+        "empty.pkl": b"", "empty.safetensors": b"",
+        "half.pkl": pkl[:len(pkl) // 2], "head.pkl": pkl[:10], "minus1.pkl": pkl[:-1],
+        "half.safetensors": st[:len(st) // 2], "four.safetensors": st[:4],
+        "nodata.safetensors": st[:8 + header_len],
+        "random.pkl": b"\x00" + junk, "random.safetensors": junk,
+        "pickle_named.safetensors": pkl, "safetensors_named.pkl": st,
+        "bogus_len.safetensors": (2 ** 60).to_bytes(8, "little") + st[8:],
+        "bad_json.safetensors": (20).to_bytes(8, "little") + b"{not json at all!!!}" + b"0" * 64,
+        "not_dict.pkl": pickle.dumps([1, 2, 3]),
+        "no_activations.pkl": pickle.dumps({"prompt": "x"}),
+        "trailing.pkl": pkl + b"garbage",
+    }
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(folder / "foreign.safetensors"))
+    out = {"foreign.safetensors": folder / "foreign.safetensors"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        out[name] = folder / name
+    return out
+
+
+def test_corrupt_files_raise_one_clear_error(tmp_path):
+    for name, path in corrupt_files(tmp_path).items():
+        with pytest.raises(CorruptFileError) as info:
+            load_activations(path)
+        assert str(info.value).endswith(str(path)), name
+        assert "Traceback" not in str(info.value)
+    with pytest.raises(CorruptFileError, match="looks like a pickle: name it .pkl"):
+        load_activations(tmp_path / "pickle_named.safetensors")
+    with pytest.raises(CorruptFileError, match="looks like safetensors"):
+        load_activations(tmp_path / "safetensors_named.pkl")
+    with pytest.raises(FileNotFoundError):
+        load_activations(tmp_path / "missing.pkl")
+
+
+def test_fuzzed_pickles_never_crash(tmp_path):
+    """Random bytes behind a valid pickle header: always one of our two errors."""
+    pkl = Path(save_activations(make_record(), tmp_path / "good.pkl")).read_bytes()
+    rng = random.Random(7)
+    path = tmp_path / "fuzz.pkl"
+    for i in range(300):
+        if i % 2:
+            data = bytearray(pkl)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(2, len(data))] = rng.getrandbits(8)
+        else:
+            data = b"\x80\x04" + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        path.write_bytes(bytes(data))
+        try:
+            load_activations(path)
+        except (CorruptFileError, UnsafeFileError) as e:
+            assert str(e).endswith(str(path))
+
+
+# ----------------------------------------------------------------------------- names and folders
+
+def test_record_path():
+    assert record_path("acts", "geo-001.v2_x", "pkl") == os.path.join("acts", "geo-001.v2_x.pkl")
+    assert record_path("acts", 17, ".safetensors") == os.path.join("acts", "17.safetensors")
+    ids = ["a b", "a_b", "a/b", "a\\b", "..", ".", "", ".hidden", "é", "x" * 300]
+    names = [os.path.basename(record_path("acts", i, "pkl")) for i in ids]
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert name.endswith(".pkl") and not name.startswith(".") and len(name) < 200
+        assert set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    hashed = os.path.basename(record_path("acts", "a b", "pkl"))[:-4]    # "a_b-<hash>"
+    assert record_path("acts", hashed, "pkl") != record_path("acts", "a b", "pkl")
+    with pytest.raises(ValueError, match="'npz'"):
+        record_path("acts", "q", "npz")
+
+
+def write_run(run_dir, fmt_of=lambda i: FMTS[i % 2], n=4, torn=False):
+    """A synthetic run folder; returns {id: record}. Question 2 has no activation file."""
+    os.makedirs(run_dir / "activations")
+    records, lines = {}, []
+    for i in range(n):
+        qid = f"geo-{i:03d}"
+        row = {"id": qid, "correct": i % 3 == 0, "category": "geo"}
+        if i != 2:
+            rec = make_record(seed=i, n_prompt=4 + i)
+            path = record_path(run_dir / "activations", qid, fmt_of(i))
+            save_activations(rec, path)
+            row["activation_file"] = os.path.relpath(path, run_dir)
+            records[qid] = rec
+        lines.append(json.dumps(row) + "\n")
+    text = "".join(lines) + ('{"id": "geo-999", "corr' if torn else "")
+    (run_dir / "results.jsonl").write_text(text)
+    (run_dir / "summary.json").write_text("{}")
+    return records
+
+
+def test_iter_record_files(tmp_path):
+    run = tmp_path / "run"
+    write_run(run)
+    expected = sorted(str(run / "activations" / f) for f in os.listdir(run / "activations"))
+    assert len(expected) == 3 and iter_record_files(run) == expected
+    assert iter_record_files(run / "activations") == expected
+    os.rename(run / "activations", run / "acts")              # only the activation_file fields
+    rows = read_results(run)
+    for row in rows:
+        if "activation_file" in row:
+            row["activation_file"] = row["activation_file"].replace("activations", "acts")
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert iter_record_files(run) == [p.replace("activations", "acts") for p in expected]
+    with pytest.raises(NotADirectoryError):
+        iter_record_files(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("positions", ["last_prompt", "mean_prompt", "last", 2])
+def test_load_run_layer_values(tmp_path, positions):
+    records = write_run(tmp_path / "run")
+    X, rows = load_run_layer(tmp_path / "run", "layer_1", positions=positions)
+    assert [r["id"] for r in rows] == ["geo-000", "geo-001", "geo-003"]
+    assert [r["correct"] for r in rows] == [True, False, True]
+    assert X.dtype == np.float32 and X.shape == (3, 16)
+    for x, row in zip(X, rows):
+        rec = records[row["id"]]
+        t = rec["activations"]["layer_1"].float()
+        kept, n_prompt = rec["positions_kept"], rec["num_prompt_tokens"]
+        want = {"last_prompt": lambda: t[kept.index(n_prompt - 1)],
+                "mean_prompt": lambda: t[:n_prompt].mean(0),
+                "last": lambda: t[-1],
+                2: lambda: t[kept.index(2)]}[positions]()
+        np.testing.assert_allclose(x, want.numpy(), rtol=1e-6)
+
+
+def test_load_run_layer_with_kept_subsets(tmp_path):
+    run = tmp_path / "run"
+    os.makedirs(run / "activations")
+    rec = make_record(n_prompt=6, positions_kept=[5, 6, 7])   # last prompt + generated rows
+    save_activations(rec, run / "activations" / "q.safetensors")
+    seed = {"prompt": "p", "response": "r", "model": "m", "input_ids": torch.arange(3),
+            "output_ids": torch.arange(2), "activations": {"layer_1": torch.randn(4, 16)}}
+    save_activations(seed, run / "activations" / "seed.pkl")  # no positions_kept / num_prompt
+    (run / "results.jsonl").write_text(
+        json.dumps({"id": "q", "correct": True, "category": "c",
+                    "activation_file": "activations/q.safetensors"}) + "\n"
+        + json.dumps({"id": "s", "correct": False, "category": "c",
+                      "activation_file": "activations/seed.pkl"}) + "\n")
+    X, _ = load_run_layer(run, "layer_1")
+    np.testing.assert_array_equal(X[0], rec["activations"]["layer_1"][0].float().numpy())
+    np.testing.assert_array_equal(X[1], seed["activations"]["layer_1"][2].numpy())
+    X, _ = load_run_layer(run, "layer_1", positions="mean_prompt")
+    np.testing.assert_allclose(X[1], seed["activations"]["layer_1"][:3].mean(0).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"no row for token position 0 .*kept: \[5, 6, 7\]"):
+        load_run_layer(run, "layer_1", positions=0)
+
+
+def test_load_run_layer_reads_only_that_layer(tmp_path, tensor_reads):
+    write_run(tmp_path / "run", fmt_of=lambda i: "safetensors")
+    load_run_layer(tmp_path / "run", "model.layers.1.mlp")
+    acts = [k for k in tensor_reads if k.startswith("activations.")]
+    assert acts == ["activations.model.layers.1.mlp"] * 3
+
+
+def test_torn_last_line_is_skipped(tmp_path, caplog):
+    write_run(tmp_path / "run", torn=True)
+    with caplog.at_level(logging.WARNING, logger="storage"):
+        rows = read_results(tmp_path / "run")
+        X, used = load_run_layer(tmp_path / "run", "layer_0")
+    assert [r["id"] for r in rows] == ["geo-000", "geo-001", "geo-002", "geo-003"]
+    assert X.shape == (3, 16) and len(used) == 3
+    assert "torn last line 5" in caplog.text
+
+
+def test_bad_results_line_in_the_middle(tmp_path):
+    write_run(tmp_path / "run")
+    path = tmp_path / "run" / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = '{"id": "geo-001", "corr\n'
+    path.write_text("".join(lines))
+    with pytest.raises(CorruptFileError, match=r"line 2 .*results.jsonl$"):
+        read_results(tmp_path / "run")
+
+
+def test_load_run_layer_errors(tmp_path):
+    write_run(tmp_path / "run")
+    with pytest.raises(ValueError, match="unknown layer name.*available: .*'layer_0'"):
+        load_run_layer(tmp_path / "run", "layer_7")
+    for bad in ("first", -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="positions must be"):
+            load_run_layer(tmp_path / "run", "layer_0", positions=bad)
+    os.remove(record_path(tmp_path / "run" / "activations", "geo-001", "safetensors"))
+    with pytest.raises(FileNotFoundError, match="'geo-001'.*does not exist"):
+        load_run_layer(tmp_path / "run", "layer_0")
+    with pytest.raises(FileNotFoundError, match="results.jsonl"):
+        load_run_layer(tmp_path / "elsewhere", "layer_0")
+
+
+def test_module_docstring_lists_public_names():
+    for name in ("FORMATS", "save_activations", "load_activations", "load_run_layer",
+                 "read_results", "iter_record_files", "record_path", "remove_stale_temp_files",
+                 "write_text_atomic", "write_json_atomic",
+                 "StorageError", "CorruptFileError", "UnsafeFileError"):
+        assert name in storage.__doc__ and hasattr(storage, name)
