@@ -18,8 +18,8 @@ from test_main import read_rows, run_main, tiny_dir  # noqa: F401  (fixture)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def common_args(model, out, batch_size=2):
-    return ["--model", model, "--limit", "12", "--batch_size", str(batch_size), "--max_new_tokens", "6",
+def common_args(model, out, batch_size=2, new_tokens=6):
+    return ["--model", model, "--limit", "12", "--batch_size", str(batch_size), "--max_new_tokens", str(new_tokens),
             "--capture_activations", "--layers", "embeddings,0,-1", "--output_dir", str(out)]
 
 
@@ -56,7 +56,7 @@ def uninterrupted(tiny_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted_b1(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref1") / "run"
-    assert run_main(*common_args(tiny_dir, out, batch_size=1)) == 0
+    assert run_main(*common_args(tiny_dir, out, batch_size=1, new_tokens=40)) == 0
     return out
 
 
@@ -71,9 +71,10 @@ def lines(path):
 def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tiny_dir, uninterrupted_b1, tmp_path):
     out = tmp_path / "run"
     rng = random.Random(1234)
-    args = common_args(tiny_dir, out, batch_size=1)   # more, shorter steps: more moments to be killed in
+    # one question per step and long answers: a run lasts long enough to be killed several times
+    args = common_args(tiny_dir, out, batch_size=1, new_tokens=40)
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args, "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # same thread count as the reference run
     kills = 0
     for attempt in range(12):
         args = cmd + (["--resume"] if attempt else [])
