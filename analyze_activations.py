@@ -3,6 +3,8 @@
 Reads the records written by `storage.save_activations` (`.pkl` or `.safetensors`, full records or
 records holding only the seed's keys) and run folders written by `main.py --capture_activations`.
 Every CLI mode is a thin layer over one of these functions; all statistics are float64.
+Records are turned into float64 arrays and metadata by records.py; plots live in plots.py
+(matplotlib is imported only when a plot is drawn).
 
 Public names:
     tensor_stats(tensor) -> dict                          mean, std, min, max, per-position and total L2 norm
@@ -18,7 +20,8 @@ Public names:
     plot_position_heatmap(record, path, tokenizer=None), plot_compare(comparison, path),
     plot_pca(run_dir, path, layer=None), plot_probe(probe_result, path)
                                                           each writes one PNG (headless) and returns its path
-    default_layer(names) -> str                           the middle decoder layer (PCA default)
+                                                          (defined in plots.py, re-exported here)
+    default_layer(names) -> str                           the middle decoder layer (PCA default; plots.py)
     format_table(headers, rows) -> str                    the aligned text tables
     main(argv=None) -> int                                the CLI (0 ok, 2 on any error)
 
@@ -41,68 +44,13 @@ import numpy as np
 import torch
 
 import storage
+from plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms,  # noqa: F401
+                   plot_pca, plot_position_heatmap, plot_probe)
+from records import as_2d, correct_labels, load_record, record_meta, run_layers
 
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
 PROGRESS_MIN_FILES = 20    # show a progress bar from this many files on
-MAX_LABELLED_POSITIONS = 48  # heatmap: token labels on the axis up to this many positions
 MAX_LISTED_FILES = 50      # --directory text output: per-file rows shown (JSON lists all)
-
-
-# ----------------------------------------------------------------------------- records
-
-def _as_2d(x):
-    """Tensor/array -> float64 numpy array (positions, hidden). A leading batch dim of 1 is dropped."""
-    a = x.detach().to(torch.float64).cpu().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2:
-        a = a.reshape(-1, a.shape[-1])
-    return a
-
-
-def _ids(x):
-    if x is None:
-        return []
-    return [int(v) for v in (x.reshape(-1).tolist() if torch.is_tensor(x) else np.asarray(x).reshape(-1).tolist())]
-
-
-def _meta(record):
-    """The fields analysis needs, with the seed-record defaults filled in."""
-    acts = record.get("activations") if isinstance(record, dict) else None
-    if not isinstance(acts, dict):
-        raise ValueError("record has no 'activations' dict")
-    input_ids, output_ids = _ids(record.get("input_ids")), _ids(record.get("output_ids"))
-    rows = {name: _shape(t)[0] for name, t in acts.items()}
-    n_rows = max(rows.values(), default=0)
-    positions = record.get("positions_kept")
-    positions = list(range(n_rows)) if positions is None else _ids(positions)
-    for name, n in rows.items():
-        if n != len(positions):
-            raise ValueError(f"layer {name!r} has {n} rows but the record keeps {len(positions)} positions")
-    n_prompt = record.get("num_prompt_tokens")
-    n_prompt = len(input_ids) if n_prompt is None else int(n_prompt)
-    n_gen = record.get("num_generated_tokens")
-    first = next(iter(acts.values()), None)
-    dtype = record.get("dtype") or (str(first.dtype).replace("torch.", "") if first is not None else None)
-    return {"positions": positions, "num_prompt_tokens": n_prompt,
-            "num_generated_tokens": len(output_ids) if n_gen is None else int(n_gen),
-            "tokens": input_ids + output_ids, "layer_names": list(acts), "dtype": dtype}
-
-
-def _shape(t):
-    s = list(t.shape)
-    return s[1:] if len(s) == 3 and s[0] == 1 else ([1] + s if len(s) == 1 else s)
-
-
-def _load(path, layers=None):
-    record = storage.load_activations(path, layers=layers)
-    if layers is not None:
-        missing = [name for name in layers if name not in record.get("activations", {})]
-        if missing:
-            raise ValueError(f"{path}: no layer(s) {', '.join(missing)} in this file")
-    return record
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -114,7 +62,7 @@ def tensor_stats(tensor):
     l2_norm is the norm of the whole tensor.
     >>> tensor_stats(torch.ones(3, 4))["position_norm_mean"]   # 2.0
     """
-    a = _as_2d(tensor)
+    a = as_2d(tensor)
     out = {"shape": list(a.shape)}
     if a.size == 0:
         return {**out, **{k: None for k in STAT_KEYS}}
@@ -126,7 +74,7 @@ def tensor_stats(tensor):
 
 def describe_record(record, path=None):
     """Metadata and per-layer statistics of one record (layers in the record's order)."""
-    m = _meta(record)
+    m = record_meta(record)
     return {"file": None if path is None else os.fspath(path),
             "model": record.get("model"), "prompt": record.get("prompt"),
             "response": record.get("response"), "timestamp": record.get("timestamp"),
@@ -138,7 +86,7 @@ def describe_record(record, path=None):
 
 def analyze_file(path, layers=None):
     """`describe_record` of the record stored at `path` (only `layers` when given)."""
-    return describe_record(_load(path, layers), path)
+    return describe_record(load_record(path, layers), path)
 
 
 class _LayerAccumulator:
@@ -150,7 +98,7 @@ class _LayerAccumulator:
         self.min, self.max = math.inf, -math.inf
 
     def add(self, tensor):
-        a = _as_2d(tensor)
+        a = as_2d(tensor)
         self.files += 1
         if a.size == 0:
             return
@@ -203,8 +151,8 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     for path in bar:
         rel = os.path.relpath(path, directory)
         try:
-            record = _load(path, layers)
-            m = _meta(record)
+            record = load_record(path, layers)
+            m = record_meta(record)
         except Exception as e:  # noqa: BLE001 - one unreadable file must not end a long scan
             errors.append({"file": rel, "error": " ".join(str(e).split()) or type(e).__name__})
             continue
@@ -240,7 +188,7 @@ def compare_records(record_a, record_b, layers=None):
     kept in both; cosine and distance are averaged over those positions. "notes" states what was
     compared when the lengths differ.
     """
-    ma, mb = _meta(record_a), _meta(record_b)
+    ma, mb = record_meta(record_a), record_meta(record_b)
     names = [n for n in ma["layer_names"] if n in mb["layer_names"] and (layers is None or n in layers)]
     if not names:
         raise ValueError("the two records share no layer names")
@@ -276,7 +224,7 @@ def compare_records(record_a, record_b, layers=None):
                                         f"; sequence lengths {len(ma['tokens'])} vs {len(mb['tokens'])}"))
     out = {}
     for name in names:
-        xa, xb = _as_2d(record_a["activations"][name]), _as_2d(record_b["activations"][name])
+        xa, xb = as_2d(record_a["activations"][name]), as_2d(record_b["activations"][name])
         if xa.shape[1] != xb.shape[1]:
             raise ValueError(f"layer {name!r}: hidden sizes differ ({xa.shape[1]} vs {xb.shape[1]})")
         res = {"last_prompt_token": None, "prompt_mean": None, "common_prefix": None}
@@ -297,25 +245,12 @@ def compare_records(record_a, record_b, layers=None):
 
 def compare_files(path_a, path_b, layers=None):
     """`compare_records` of two record files."""
-    res = compare_records(_load(path_a, layers), _load(path_b, layers), layers)
+    res = compare_records(load_record(path_a, layers), load_record(path_b, layers), layers)
     return {"files": [os.fspath(path_a), os.fspath(path_b)], **res}
 
 
 # ----------------------------------------------------------------------------- probe
 
-def _run_layers(run_dir):
-    """Layer names (record order) of a run folder, from its first record."""
-    files = list(storage.iter_record_files(run_dir))
-    if not files:
-        raise ValueError(f"no activation record files in run folder {run_dir}")
-    return list(storage.load_activations(files[0])["activations"])
-
-
-def _labels(rows, run_dir):
-    bad = [r.get("id") for r in rows if not isinstance(r.get("correct"), bool)]
-    if bad:
-        raise ValueError(f"{run_dir}: {len(bad)} result row(s) have no boolean 'correct' (e.g. id {bad[0]!r})")
-    return np.array([int(r["correct"]) for r in rows])
 
 
 def probe_run(run_dir, layers=None, n_splits=5, seed=0):
@@ -333,12 +268,12 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0):
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir) or not _is_run(run_dir):
         raise FileNotFoundError(f"not a run folder (no results.jsonl): {run_dir}")
-    names = list(layers) if layers else _run_layers(run_dir)
+    names = list(layers) if layers else run_layers(run_dir)
     out, y = {}, None
     for name in names:
         X, rows = storage.load_run_layer(run_dir, name)
         if y is None:
-            y = _labels(rows, run_dir)
+            y = correct_labels(rows, run_dir)
             counts = np.bincount(y, minlength=2)
             if len(y) < 4:
                 raise ValueError(f"too few examples for a probe: {len(y)} (need at least 4)")
@@ -359,183 +294,6 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0):
             "majority_baseline": float(max(y.mean(), 1 - y.mean())), "best_layer": best, "layers": out}
 
 
-# ----------------------------------------------------------------------------- plots
-
-def _figure(w, h):
-    """A headless Agg figure (no pyplot, no global backend switch)."""
-    from matplotlib.figure import Figure
-    return Figure(figsize=(w, h), layout="constrained")
-
-
-def _save(fig, path):
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return os.fspath(path)
-
-
-def _layer_axis(ax, names):
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=60 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center",
-                       fontsize=8 if len(names) > 20 else 9)
-    ax.set_xlabel("layer")
-
-
-def plot_layer_norms(layer_stats, path, title="Per-position L2 norm by layer"):
-    """Line: mean per-position L2 norm per layer, band = +- one std over positions."""
-    names = [n for n in layer_stats if layer_stats[n].get("position_norm_mean") is not None]
-    mean = np.array([layer_stats[n]["position_norm_mean"] for n in names])
-    std = np.array([layer_stats[n]["position_norm_std"] for n in names])
-    fig = _figure(min(13, max(6, 0.3 * len(names) + 3)), 4.8)
-    ax = fig.subplots()
-    ax.plot(range(len(names)), mean, marker="o", label="mean over positions")
-    ax.fill_between(range(len(names)), mean - std, mean + std, alpha=0.25, label="+- 1 std")
-    _layer_axis(ax, names)
-    ax.set_ylabel("L2 norm of a position's activation")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
-def plot_histograms(record, path, bins=60):
-    """Grid of per-layer histograms of activation values (log count axis)."""
-    acts = record["activations"]
-    n = len(acts)
-    cols = min(4, n)
-    rows = math.ceil(n / cols)
-    fig = _figure(3.2 * cols, 2.4 * rows + 0.6)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, (name, t) in zip(axes, acts.items()):
-        a = _as_2d(t).ravel()
-        ax.hist(a, bins=bins, color="tab:blue", log=True)
-        ax.set_title(f"{name}  (mean {a.mean():.3g}, std {a.std():.3g})", fontsize=9)
-        ax.set_xlabel("activation value", fontsize=8)
-        ax.set_ylabel("count (log)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    fig.suptitle(f"Activation value histograms per layer - {record.get('model') or 'record'}")
-    return _save(fig, path)
-
-
-def _token_labels(tokens, positions, tokenizer=None):
-    ids = [tokens[p] if p < len(tokens) else None for p in positions]
-    if tokenizer is not None:
-        strs = tokenizer.convert_ids_to_tokens([i if i is not None else 0 for i in ids])
-        return [f"{p}: {s!s}" if i is not None else str(p) for p, i, s in zip(positions, ids, strs)]
-    return [f"{p}: {i}" if i is not None else str(p) for p, i in zip(positions, ids)]
-
-
-def plot_position_heatmap(record, path, tokenizer=None):
-    """Heatmap of per-position L2 norms: layers (rows) x kept positions (columns), log colour scale.
-
-    Axis labels are "position: token id" (or "position: token" with a `tokenizer`) when there are at
-    most 48 positions; a dashed line marks where generated tokens start.
-    """
-    from matplotlib.colors import LogNorm
-    m = _meta(record)
-    names = m["layer_names"]
-    norms = np.stack([np.linalg.norm(_as_2d(record["activations"][n]), axis=1) for n in names])
-    pos = m["positions"]
-    fig = _figure(min(14, max(7, 0.28 * len(pos) + 3)), max(4.5, 0.3 * len(names) + 2.5))
-    ax = fig.subplots()
-    positive = norms.size and norms.min() > 0
-    im = ax.imshow(norms, aspect="auto", cmap="viridis", interpolation="nearest",
-                   norm=LogNorm() if positive else None)
-    fig.colorbar(im, ax=ax, label="L2 norm" + (" (log scale)" if positive else ""))
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names, fontsize=8 if len(names) > 20 else 9)
-    ax.set_ylabel("layer")
-    if len(pos) <= MAX_LABELLED_POSITIONS:
-        ax.set_xticks(range(len(pos)))
-        ax.set_xticklabels(_token_labels(m["tokens"], pos, tokenizer), rotation=90, fontsize=7)
-        ax.set_xlabel("position: " + ("token" if tokenizer is not None else "token id"))
-    else:
-        ticks = ax.get_xticks()
-        ticks = [t for t in ticks if 0 <= t < len(pos)]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(pos[int(t)]) for t in ticks])
-        ax.set_xlabel("token position")
-    gen = [i for i, p in enumerate(pos) if p >= m["num_prompt_tokens"]]
-    if gen:
-        ax.axvline(gen[0] - 0.5, color="white", linestyle="--", linewidth=1.5)
-    ax.set_title("Per-position activation L2 norm by layer"
-                 + ("\n(white dashed line: generated tokens start)" if gen else ""))
-    return _save(fig, path)
-
-
-def plot_compare(comparison, path):
-    """Cosine similarity (left) and L2 distance (right) by layer for each comparison kind."""
-    names = list(comparison["layers"])
-    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 4.8)
-    ax_cos, ax_dist = fig.subplots(1, 2)
-    labels = {"last_prompt_token": "last prompt token", "prompt_mean": "mean over prompt",
-              "common_prefix": "common prefix (mean per position)"}
-    for key, label in labels.items():
-        vals = [comparison["layers"][n][key] for n in names]
-        if all(v is None for v in vals):
-            continue
-        for ax, field in ((ax_cos, "cosine"), (ax_dist, "l2_distance")):
-            ax.plot(range(len(names)), [np.nan if v is None or v[field] is None else v[field] for v in vals],
-                    marker="o", label=label)
-    for ax, ylabel in ((ax_cos, "cosine similarity"), (ax_dist, "L2 distance")):
-        _layer_axis(ax, names)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    ax_cos.set_title("Cosine similarity A vs B by layer")
-    ax_dist.set_title("L2 distance A vs B by layer")
-    return _save(fig, path)
-
-
-def default_layer(names):
-    """The middle decoder layer (layer_{L//2}) when names are layer_i, else the middle name."""
-    decoder = [n for n in names if n.startswith("layer_") and n[6:].isdigit()]
-    pool = decoder or list(names)
-    return pool[len(pool) // 2]
-
-
-def plot_pca(run_dir, path, layer=None):
-    """2-D PCA of the last-prompt-token activations at `layer`, coloured by correct / incorrect."""
-    from sklearn.decomposition import PCA
-    layer = layer or default_layer(_run_layers(run_dir))
-    X, rows = storage.load_run_layer(run_dir, layer)
-    y = _labels(rows, run_dir).astype(bool)
-    if len(y) < 2:
-        raise ValueError(f"PCA needs at least 2 examples; {run_dir} has {len(y)}")
-    pca = PCA(n_components=2)
-    Z = pca.fit_transform(np.asarray(X, dtype=np.float64))
-    fig = _figure(6.5, 5.5)
-    ax = fig.subplots()
-    for mask, color, label in ((y, "tab:green", "correct"), (~y, "tab:red", "incorrect")):
-        ax.scatter(Z[mask, 0], Z[mask, 1], c=color, s=22, alpha=0.75, label=f"{label} ({int(mask.sum())})")
-    ev = pca.explained_variance_ratio_ * 100
-    ax.set_xlabel(f"PC 1 ({ev[0]:.1f}% of variance)")
-    ax.set_ylabel(f"PC 2 ({ev[1]:.1f}% of variance)")
-    ax.set_title(f"PCA of last-prompt-token activations at {layer}")
-    ax.grid(alpha=0.3)
-    ax.legend(title="graded answer")
-    return _save(fig, path)
-
-
-def plot_probe(result, path):
-    """Probe accuracy (+- std over folds) by layer beside the majority-class baseline."""
-    names = list(result["layers"])
-    acc = [result["layers"][n]["accuracy"] for n in names]
-    std = [result["layers"][n]["std"] for n in names]
-    fig = _figure(min(13, max(6, 0.3 * len(names) + 3)), 4.8)
-    ax = fig.subplots()
-    ax.errorbar(range(len(names)), acc, yerr=std, marker="o", capsize=3,
-                label=f"probe accuracy ({result['n_splits']}-fold CV, +- std)")
-    ax.axhline(result["majority_baseline"], color="gray", linestyle="--",
-               label=f"majority-class baseline ({result['majority_baseline']:.2f})")
-    _layer_axis(ax, names)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy predicting 'correct'")
-    ax.set_title(f"Linear probe on last-prompt-token activations (n={result['examples']})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- output
@@ -678,7 +436,7 @@ def run(args):
         raise ValueError("--limit must be at least 1")
     od, plots = args.output_dir, []
     if args.file:
-        record = _load(args.file, layers)
+        record = load_record(args.file, layers)
         res = describe_record(record, args.file)
         text = _text_file(res)
         if args.plot:

@@ -266,6 +266,26 @@ def test_heatmap_many_positions(tmp_path):
     assert_png(aa.plot_position_heatmap(rec, str(tmp_path / "h.png")))
 
 
+def test_plots_module_is_re_exported_and_lazy():
+    import subprocess
+
+    import plots
+    names = ("plot_layer_norms", "plot_histograms", "plot_position_heatmap", "plot_compare", "plot_pca",
+             "plot_probe", "default_layer")
+    for name in names:
+        assert getattr(aa, name) is getattr(plots, name) and name in plots.__doc__ and name in aa.__doc__
+    code = "import sys, analyze_activations; sys.exit('matplotlib' in sys.modules or 'sklearn' in sys.modules)"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_records_module_documents_its_names():
+    import records
+    for name in ("as_2d", "token_ids", "record_meta", "load_record", "run_layers", "correct_labels"):
+        assert name in records.__doc__ and hasattr(records, name)
+    assert records.as_2d(torch.ones(1, 3, 4)).shape == (3, 4) and records.token_ids(None) == []
+
+
 # ----------------------------------------------------------------------------- probe
 
 def test_probe_finds_planted_signal(tmp_path, capsys):

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import safe_pickle  # noqa: E402
 import storage  # noqa: E402
 from storage import (CorruptFileError, StorageError, UnsafeFileError,  # noqa: E402
                      iter_record_files, load_activations, load_run_layer, read_results,
@@ -435,7 +436,7 @@ def test_build_on_tensor_or_function_refused(tmp_path):
     with pytest.raises(UnsafeFileError, match=r"state of a Tensor \(pickle BUILD\).*a\.pkl$"):
         load_activations(tmp_path / "a.pkl")
     # rewrite an allowed function's defaults: (None, {"__defaults__": (1,)}) BUILD
-    rebuild = storage._GLOBALS[("torch._utils", "_rebuild_tensor_v2")]
+    rebuild = safe_pickle._GLOBALS[("torch._utils", "_rebuild_tensor_v2")]
     before = rebuild.__defaults__
     (tmp_path / "b.pkl").write_bytes(
         b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__"
@@ -685,3 +686,27 @@ def test_module_docstring_lists_public_names():
                  "write_text_atomic", "write_json_atomic",
                  "StorageError", "CorruptFileError", "UnsafeFileError"):
         assert name in storage.__doc__ and hasattr(storage, name)
+
+
+def test_safe_load_reads_a_path_or_a_file_object(tmp_path):
+    rec = make_record()
+    path = save_activations(rec, tmp_path / "q.pkl")
+    assert_same_record(safe_pickle.safe_load(path), rec)
+    with open(path, "rb") as f:
+        assert_same_record(safe_pickle.safe_load(f), rec)
+    with pytest.raises(UnsafeFileError, match=r"system.*<stream>$"):
+        safe_pickle.safe_load(io.BytesIO(pickle.dumps(Reduce(os.system, "true"))))
+    with pytest.raises(CorruptFileError, match=r"empty file\): <stream>$"):
+        safe_pickle.safe_load(io.BytesIO(b""))
+
+
+def test_errors_are_shared_and_split_modules_document_their_names():
+    import record_errors
+    for name in ("StorageError", "CorruptFileError", "UnsafeFileError"):
+        assert getattr(storage, name) is getattr(record_errors, name)
+    assert safe_pickle.UnsafeFileError is storage.UnsafeFileError
+    for module, names in ((safe_pickle, ("safe_load", "UnsafeFileError", "CorruptFileError")),
+                          (record_errors, ("StorageError", "CorruptFileError", "UnsafeFileError",
+                                           "corrupt", "format_hint"))):
+        for name in names:
+            assert name in module.__doc__ and hasattr(module, name), (module.__name__, name)
