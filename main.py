@@ -4,13 +4,18 @@
     python main.py --limit 20 --capture_activations --layers embeddings,0,-1,final_norm
     python main.py --model path/to/model --benchmark my.csv --question_field q --answer_field a
 
+    torchrun --nproc_per_node 4 main.py --capture_activations       # 4 processes share the questions
+
 Public names: build_parser(), config_from_args(args), main(argv=None) -> exit code.
-Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback).
+Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback). With
+several processes, one that fails makes the others stop with one line each and exit code 1.
 """
 import argparse
 import logging
 import os
 import sys
+
+import distributed
 
 log = logging.getLogger("main")
 
@@ -19,6 +24,8 @@ EPILOG = """examples:
   python main.py --capture_activations --positions last_prompt --activation_format safetensors
   python main.py --model HuggingFaceTB/SmolLM2-360M-Instruct --batch_size 16 --dtype bfloat16
   python main.py --output_dir results/run1 --resume
+  torchrun --nproc_per_node 4 main.py --output_dir results/run2      # or: accelerate launch --num_processes 4
+  python main.py --model big/model --device_map auto --max_memory 0=70GiB,1=70GiB,cpu=200GiB
 """
 
 
@@ -31,7 +38,12 @@ def build_parser():
     m.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="model dtype (default: auto = float32 on CPU, the checkpoint's elsewhere)")
-    m.add_argument("--device_map", default=None, metavar="MAP", help="passed to from_pretrained, e.g. auto")
+    m.add_argument("--device_map", default=None, metavar="MAP",
+                   help="passed to from_pretrained: auto spreads a model too large for one GPU over the GPUs "
+                        "(and CPU); with several processes on a node, each spreads over its own share of the GPUs")
+    m.add_argument("--max_memory", default=None, metavar="LIST",
+                   help="with --device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (with several "
+                        "processes on a node, GPU numbers count within each process's share)")
     m.add_argument("--chat_template", default="auto", choices=["auto", "on", "off"],
                    help="wrap prompts in the tokenizer's chat template (default: auto = when it has one)")
 
@@ -65,6 +77,11 @@ def build_parser():
                    help="(default: the model's dtype)")
     c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"], help="(default: pkl)")
 
+    d = p.add_argument_group("several processes (torchrun / accelerate launch)")
+    d.add_argument("--dist_timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MIN, metavar="MIN",
+                   help="minutes a process waits for the others, e.g. at the end for the slowest "
+                        f"(default: {distributed.DEFAULT_TIMEOUT_MIN:g})")
+
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--quiet", action="store_true", help="only warnings and the summary")
     return p
@@ -80,7 +97,8 @@ def config_from_args(args):
                      choices_field=args.choices_field, id_field=args.id_field, limit=args.limit,
                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed,
                      chat_template=args.chat_template, device=args.device, dtype=args.dtype,
-                     device_map=args.device_map, output_dir=args.output_dir, resume=args.resume,
+                     device_map=args.device_map, max_memory=args.max_memory, dist_timeout=args.dist_timeout,
+                     output_dir=args.output_dir, resume=args.resume,
                      capture_activations=args.capture_activations, activation_save_dir=args.activation_save_dir,
                      layers=args.layers, positions=args.positions, activation_dtype=args.activation_dtype,
                      activation_format=args.activation_format)
@@ -88,7 +106,13 @@ def config_from_args(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    is_main = distributed.is_main_process()        # only the main process logs and prints the summary
+    logging.basicConfig(level=logging.WARNING if args.quiet or not is_main else logging.INFO,
+                        format="%(levelname)s %(message)s")
+    if not is_main:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()          # one "Loading weights" bar, not one per process
+    restore_sigterm = distributed.install_stop_handler()
     try:
         from runner import format_summary, run_benchmark
         config = config_from_args(args)
@@ -96,11 +120,22 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: rows written so far are kept; continue with --resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:  # every input error of the project is a ValueError or OSError
+    except distributed.MainProcessError:
+        return 2                                   # the main process printed the error
+    except distributed.DistributedError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:  # every input error of the project is a ValueError or OSError
+        if args.debug:
+            raise
+        print(f"error: {distributed.process_label() if not is_main else ''}{exc}", file=sys.stderr)
         return 2
+    finally:
+        restore_sigterm()
+    if not is_main:
+        return 0
     print(format_summary(summary))
     if config.capture_activations:
         print(activation_overview(config.activation_save_dir))

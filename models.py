@@ -88,7 +88,7 @@ def load_model(model_name_or_path=None, **opts):
     """
     options = LoadOptions(**opts)
     name = model_name_or_path or DEFAULT_MODEL
-    key = (name, options)
+    key = (name, repr(options))          # repr: max_memory is a dict, which cannot be hashed
     if key not in _LOADED:
         _LOADED[key] = _load_uncached(name, options)
     return _LOADED[key]

@@ -15,11 +15,22 @@ Layout of a run folder:
     run_config.json   the settings (checked on --resume)
     results.jsonl     one graded row per question, appended (flushed, fsynced) as each batch ends,
                       rewritten in benchmark order when the run completes
+    shards/           several processes (torchrun / accelerate launch): results.rank<R>.jsonl per
+                      process, appended like results.jsonl; merged into it (and removed) at the end,
+                      or at the start of a --resume
     activations/      one record file per question (written before its results row)
     summary.json      counts, accuracy overall and per category, wall time, questions per second
+
+Batches: the run's questions are split once into length-sorted batches (the plan). Float results
+depend on which questions share a padded batch, so a batch is answered whole, by one process, and
+each row keeps the batch's key: --resume re-answers a batch unless all its rows carry its key. A
+run thus gives the same rows and records however often it was interrupted and however many
+processes answered it.
 """
 import dataclasses
 import datetime
+import glob
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +39,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+import distributed
 import storage
 from benchmark import DEFAULT_BENCHMARK, format_question, load_benchmark
 from capture import parse_positions, resolve_layers
@@ -38,7 +50,7 @@ from models import DEFAULT_MODEL, load_model
 log = logging.getLogger(__name__)
 
 RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
-ACTIVATIONS_DIR = "activations"
+ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
 # settings that change what a question's answer or record is: a resumed run must match them
 RESUME_KEYS = ("model", "benchmark", "question_field", "answer_field", "choices_field", "id_field",
                "max_new_tokens", "chat_template", "dtype", "seed", "capture_activations", "layers",
@@ -64,7 +76,9 @@ class RunConfig:
     chat_template: str = "auto"         # auto / on / off
     device: str = "auto"
     dtype: str = "auto"
-    device_map: str = None
+    device_map: str = None              # e.g. auto: spread the model over the GPUs (and CPU)
+    max_memory: str = None              # with device_map, e.g. "0=20GiB,1=20GiB,cpu=60GiB"
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_MIN  # minutes a process waits for the others
     output_dir: str = None              # default results/<timestamp>
     resume: bool = False
     capture_activations: bool = False
@@ -83,6 +97,12 @@ class RunConfig:
             raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.activation_format not in ("pkl", "safetensors"):
             raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
+        if self.max_memory is not None:
+            if not self.device_map:
+                raise RunError("--max_memory needs --device_map (e.g. --device_map auto)")
+            distributed.parse_max_memory(self.max_memory)        # checked now, used at load time
+        if not self.dist_timeout > 0:
+            raise RunError(f"--dist_timeout must be a positive number of minutes, got {self.dist_timeout}")
         if self.output_dir is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             self.output_dir = os.path.join("results", stamp)
@@ -115,8 +135,9 @@ def check_output_dir(config):
                            + ". Use the stored settings, or a new --output_dir")
 
 
-def open_output_dir(config):
-    """Create (or reopen) the run folder; returns the ids already answered."""
+def open_output_dir(config, rows=()):
+    """Create (or reopen) the run folder; returns {id: batch key} of the rows already answered
+    (shards left by an interrupted multi-process run are merged into results.jsonl first)."""
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     config_path = os.path.join(out, CONFIG_FILE)
@@ -127,7 +148,8 @@ def open_output_dir(config):
         removed = storage.remove_stale_temp_files(config.activation_save_dir)
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
-    return {row["id"] for row in repair_results(os.path.join(out, RESULTS_FILE))}
+    stored = merge_results(config, rows) if _shard_files(out) else repair_results(os.path.join(out, RESULTS_FILE))
+    return {row["id"]: row.get("batch") for row in stored}
 
 
 def repair_results(path):
@@ -146,7 +168,7 @@ def repair_results(path):
             break
         good += len(line)
     if good != len(data):
-        log.warning("results.jsonl: dropped %d bytes of an unfinished last line", len(data) - good)
+        log.warning("%s: dropped %d bytes of an unfinished last line", os.path.basename(path), len(data) - good)
         with open(path, "r+b") as f:
             f.truncate(good)
             f.flush()
@@ -163,48 +185,137 @@ def append_results(path, results):
         os.fsync(f.fileno())
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the plan
 
-def length_sorted_batches(rows, tokenizer, chat_template, batch_size):
+def plan_batches(rows, tokenizer, chat_template, batch_size):
     """Batches of rows with similar prompt lengths, so little compute goes to padding."""
     lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], chat_template)
     order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
+def batch_key(batch):
+    """A short name for a batch's composition (its question ids, in order), kept in each of its rows."""
+    ids = "\x1f".join(str(row["id"]) for row in batch)
+    return hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
+
+
+def unfinished(batches, stored):
+    """The batches that still need answering: some row is missing or was answered in another batch."""
+    return [b for b in batches if any(stored.get(row["id"]) != batch_key(b) for row in b)]
+
+
+# ----------------------------------------------------------------------------- the loop
+
 def run_benchmark(config):
-    """Answer, grade (and capture) every question; returns the summary written to summary.json."""
+    """Answer, grade (and capture) every question; returns the summary written to summary.json.
+
+    Under torchrun / accelerate launch every process runs this: each answers its share of the
+    batches into shards/, then the main process merges the shards and writes the summary.
+    """
+    procs = distributed.init(config.device, config.device_map, config.dist_timeout)
+    # every input is checked (on the main process first) before anything is written
+    rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
+    model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
+    batches = plan_batches(rows, tokenizer, config.chat_template, config.batch_size)
+    _check_processes_agree(config, procs, batches)
+    stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
+    _check_folder_is_shared(config, procs)
+    todo = unfinished(batches, stored)
+    mine = distributed.share(todo, procs.rank, procs.world)
+    to_answer = sum(len(b) for b in todo)
+    if to_answer < len(rows):
+        log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template)
+    results_path = _results_path(config, procs)
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    with _progress_bar(procs, len(rows), to_answer, mine) as bar:
+        for n, batch in enumerate(mine, 1):
+            pairs = answer_rows(model, tokenizer, batch, settings, capture)
+            key = batch_key(batch)
+            append_results(results_path, [_save_record(config, result, record, key) for result, record in pairs])
+            bar.update(len(batch))
+            distributed.crash_point(procs.rank, n)
+    procs.barrier("waiting for the other processes to finish")
+    elapsed = time.perf_counter() - start
+    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world),
+                         "merging the results")
+
+
+def _load_rows(config, check=True):
     rows = load_benchmark(config.benchmark, question_field=config.question_field, answer_field=config.answer_field,
                           choices_field=config.choices_field, id_field=config.id_field)[: config.limit]
-    check_output_dir(config)                      # every input is checked before anything is written
-    model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype, device_map=config.device_map)
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template)
+    if check:
+        check_output_dir(config)
+    return rows
+
+
+def _load_model(config, procs):
+    """(model, tokenizer, capture settings or None), the capture settings checked against the model."""
+    model, tokenizer = load_model(config.model, device=procs.device, dtype=config.dtype, device_map=config.device_map,
+                                  max_memory=distributed.placement(procs, config.device_map, config.max_memory))
     capture = None
     if config.capture_activations:
         capture = CaptureSettings(resolve_layers(model, config.layers), parse_positions(config.positions),
                                   config.activation_dtype)
         capture.torch_dtype()
-    done = open_output_dir(config)
-    pending = [row for row in rows if row["id"] not in done]
-    if done:
-        log.info("resuming: %d of %d questions already answered", len(rows) - len(pending), len(rows))
-    torch.manual_seed(config.seed)
-    results_path = os.path.join(config.output_dir, RESULTS_FILE)
-    start = time.perf_counter()
-    with tqdm(total=len(rows), initial=len(rows) - len(pending), desc="questions", unit="q") as bar:
-        for batch in length_sorted_batches(pending, tokenizer, config.chat_template, config.batch_size):
-            pairs = answer_rows(model, tokenizer, batch, settings, capture)
-            append_results(results_path, [_save_record(config, result, record) for result, record in pairs])
-            bar.update(len(batch))
-    elapsed = time.perf_counter() - start
-    final = _reorder_results(results_path, rows)
-    summary = make_summary(config, final, elapsed, answered_now=len(pending))
-    storage.write_json_atomic(os.path.join(config.output_dir, SUMMARY_FILE), summary)
-    return summary
+    return model, tokenizer, capture
 
 
-def _save_record(config, result, record):
+def _check_processes_agree(config, procs, batches):
+    """Several processes must share the settings and the batches (a node started otherwise stops all)."""
+    if procs.world == 1:
+        return
+    plan = hashlib.sha256(" ".join(map(batch_key, batches)).encode()).hexdigest()
+    procs.agree({"settings": config.resume_view(), "plan": plan}, {
+        "settings": "processes {ranks} were started with other settings than process 0: launch every process "
+                    "with the same command",
+        "plan": "processes {ranks} split the benchmark into other batches than process 0 (another benchmark "
+                "file, --limit, --batch_size or tokenizer?): launch every process with the same command and files",
+    }, "checking that the processes agree")
+
+
+def _check_folder_is_shared(config, procs):
+    """Several processes (nodes) must all see the run folder that the main process opened."""
+    if procs.world == 1:
+        return
+    config_path = os.path.join(config.output_dir, CONFIG_FILE)
+    seen = procs.is_main or _wait_for_file(config_path)
+    procs.agree({"folder": seen}, {"folder": f"processes {{ranks}} do not see {config_path}, which process 0 wrote: "
+                                             f"--output_dir must be on a file system that every node shares"},
+                "checking that the processes share the output folder")
+
+
+def _wait_for_file(path, seconds=60):
+    """True once `path` exists (a shared file system may show another node's new file late)."""
+    deadline = time.monotonic() + seconds
+    while not os.path.isfile(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _results_path(config, procs):
+    """results.jsonl for a single process; shards/results.rank<R>.jsonl for each of several."""
+    if procs.world == 1:
+        return os.path.join(config.output_dir, RESULTS_FILE)
+    folder = os.path.join(config.output_dir, SHARDS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"results.rank{procs.rank}.jsonl")
+
+
+def _progress_bar(procs, total, to_answer, mine):
+    if procs.world == 1:
+        return tqdm(total=total, initial=total - to_answer, desc="questions", unit="q")
+    return tqdm(total=sum(len(b) for b in mine), desc=f"questions (process 0 of {procs.world})", unit="q",
+                disable=not procs.is_main)
+
+
+def _save_record(config, result, record, key):
     """Write the question's record file (complete) before its results row exists."""
+    result["batch"] = key
     if record is None or "activations" not in record:
         return result
     path = storage.record_path(config.activation_save_dir, result["id"], config.activation_format)
@@ -213,15 +324,46 @@ def _save_record(config, result, record):
     return result
 
 
-def _reorder_results(path, rows):
-    """Rewrite results.jsonl in benchmark order (atomically); rows outside the benchmark are kept last."""
-    stored = {row["id"]: row for row in repair_results(path)}
+def _finish(config, rows, batches, elapsed, answered, processes):
+    """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
+    final = merge_results(config, rows)
+    missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
+    if missing:
+        raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
+                       f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
+    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes)
+    storage.write_json_atomic(os.path.join(config.output_dir, SUMMARY_FILE), summary)
+    return summary
+
+
+def _shard_files(output_dir):
+    return sorted(glob.glob(os.path.join(glob.escape(output_dir), SHARDS_DIR, "results.rank*.jsonl")))
+
+
+def merge_results(config, rows):
+    """Fold results.jsonl and every shard into results.jsonl (atomically), in benchmark order, then
+    remove the shards; a question answered twice keeps its latest row. Rows outside `rows` stay last."""
+    out = config.output_dir
+    path = os.path.join(out, RESULTS_FILE)
+    shards = _shard_files(out)
+    stored = {}
+    for source in [path] + shards:                   # shards are newer than results.jsonl
+        for row in repair_results(source):
+            stored.pop(row["id"], None)
+            stored[row["id"]] = row
     ordered = [stored.pop(row["id"]) for row in rows if row["id"] in stored] + list(stored.values())
     storage.write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    for shard in shards:
+        os.remove(shard)
+    if shards:
+        try:
+            os.rmdir(os.path.join(out, SHARDS_DIR))
+        except OSError:
+            pass                                     # not empty: something else lives there
     return ordered
 
 
-def make_summary(config, results, elapsed, answered_now):
+def make_summary(config, results, elapsed, answered_now, processes=1):
     per_category = {}
     for row in results:
         stats = per_category.setdefault(row.get("category") or "uncategorized", {"n": 0, "correct": 0})
@@ -236,7 +378,7 @@ def make_summary(config, results, elapsed, answered_now):
             "per_category": dict(sorted(per_category.items())),
             "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
-            "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
+            "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
             "capture_activations": config.capture_activations,
             "activation_dir": config.activation_save_dir if config.capture_activations else None}
 
