@@ -138,11 +138,11 @@ def main(argv=None):
         return 0
     print(format_summary(summary))
     if config.capture_activations:
-        print(activation_overview(config.activation_save_dir))
+        print(activation_overview(config.activation_save_dir, config.output_dir))
     return 0
 
 
-def activation_overview(directory):
+def activation_overview(directory, run_dir):
     """Where the records are, and what one of them holds."""
     import storage
     files = storage.iter_record_files(directory)
@@ -155,7 +155,7 @@ def activation_overview(directory):
     return (f"activations  {len(files)} files, {size / 2**20:.1f} MiB in {directory}\n"
             f"             each: {len(acts)} layers ({', '.join(list(acts)[:3])}{', ...' if len(acts) > 3 else ''}), "
             f"positions {record.get('positions', 'all')}, e.g. {tuple(first.shape)} {record.get('dtype', first.dtype)}\n"
-            f"             analyse: python analyze_activations.py --probe {os.path.dirname(os.path.abspath(directory))}")
+            f"             analyse: python analyze_activations.py --probe {run_dir}")
 
 
 if __name__ == "__main__":
