@@ -65,6 +65,7 @@ def test_batch_8_gives_the_same_answers_as_batch_1(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model"], "model path not found"),
+    (["--model", "no-such-org/no-such-model"], "could not load model 'no-such-org/no-such-model'"),
     (["--benchmark", "/nonexistent.jsonl"], "nonexistent.jsonl"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--batch_size", "0"], "--batch_size must be at least 1"),
@@ -80,6 +81,17 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_dir, tmp_path, capsys, args,
     assert code == 2
     assert message in err and "Traceback" not in err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="--limit must be at least 1"):
+        main.main(["--model", tiny_dir, "--limit", "0", "--output_dir", str(tmp_path / "o"), "--debug"])
+
+
+def test_bad_layers_write_nothing(tiny_dir, tmp_path):
+    out = tmp_path / "o"
+    assert run_main("--model", tiny_dir, "--output_dir", out, "--capture_activations", "--layers", "nope") == 2
+    assert not out.exists()
 
 
 def test_malformed_and_empty_benchmarks_are_refused(tiny_dir, tmp_path, capsys):
