@@ -103,8 +103,9 @@ def plot_histograms(record, path, bins=60):
 def _token_labels(tokens, positions, tokenizer=None):
     ids = [tokens[p] if p < len(tokens) else None for p in positions]
     if tokenizer is not None:
-        strs = tokenizer.convert_ids_to_tokens([i if i is not None else 0 for i in ids])
-        return [f"{p}: {s!s}" if i is not None else str(p) for p, i, s in zip(positions, ids, strs)]
+        # decode one token at a time: readable text ("Paris", "\\n") rather than BPE pieces ("ĠParis", "Ċ")
+        strs = [repr(tokenizer.decode([i]))[1:-1] if i is not None else "" for i in ids]
+        return [f"{p}: {s}" if i is not None else str(p) for p, i, s in zip(positions, ids, strs)]
     return [f"{p}: {i}" if i is not None else str(p) for p, i in zip(positions, ids)]
 
 
