@@ -38,8 +38,20 @@ def launch(args, processes=1, extra_env=None, timeout=120):
         cmd = [sys.executable, "main.py"]
     else:
         cmd = [*TORCHRUN, "--standalone", "--nproc_per_node", str(processes), "main.py"]
-    return subprocess.run(cmd + [*map(str, args), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_group(cmd + [*map(str, args), "--quiet"], env, timeout)
+
+
+def run_group(cmd, env, timeout, cwd=ROOT):
+    """subprocess.run, but a timeout kills the whole process group: torchrun's workers are not left behind."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def records(folder):
@@ -142,8 +154,7 @@ def test_collectives_share_results_and_errors(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    done = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = run_group([*TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)], env, 120)
     assert done.returncode == 0, done.stderr
     main_seen, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (main_seen["world"], other["world"], other["rank"]) == (2, 2, 1)
