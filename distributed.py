@@ -11,6 +11,7 @@ Public names:
     rank_max_memory(...)          the max_memory of one model-parallel process among several on a node
     install_stop_handler()        the launcher's SIGTERM becomes DistributedError (for the CLI)
     is_main_process(), process_label()
+    exit_process(code)            end a launched process without gloo's shutdown abort
     DistributedError              another process stopped, or did not arrive in time (one-line message)
     MainProcessError              the main process refused the run and printed why (others stay quiet)
     CRASH_ENV                     test hook: "RANK:N" makes process RANK die after writing N batches
@@ -28,9 +29,11 @@ device bookkeeping. Each process still runs its model on its own GPU (cuda:LOCAL
 import atexit
 import dataclasses
 import datetime
+import logging
 import os
 import re
 import signal
+import sys
 
 DEFAULT_TIMEOUT_MIN = 60.0      # how long a process waits for the others at a collective
 CRASH_ENV = "ACTIVATION_CAPTURE_CRASH_AFTER"
@@ -186,6 +189,19 @@ def _leave_group():
     import torch.distributed as dist
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code):
+    """End a launched process without tearing down gloo: its background threads can abort the
+    interpreter at shutdown ("terminate called without an active exception", exit -6) when a peer
+    has already gone. Every file is closed and fsynced by now; only the streams need flushing.
+    A single process exits normally."""
+    if world_size() == 1:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _first_line(exc):

@@ -159,4 +159,4 @@ def activation_overview(directory, run_dir):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    distributed.exit_process(main())
