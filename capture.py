@@ -12,7 +12,8 @@ Public names:
 Example:
     >>> with ActivationCapture(model, layers=["embeddings", 0, -1, "final_norm"]) as cap:
     ...     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
-    >>> acts = cap.example_activations(0, pad=0, prompt_len=P, gen_len=N)   # {name: (positions, hidden)}
+    >>> acts, kept = cap.example_activations(0, pad=0, prompt_len=P, gen_len=N)   # {name: (positions, hidden)}
+    >>> rows = cap.batch_activations(pads, prompt_lens, gen_lens, P_pad)   # every row, layer by layer
 
 Semantics (equal to transformers' output_hidden_states=True, see ACTIVATION_CAPTURE_README.md):
     embeddings   input of the first decoder layer = hidden_states[0] (position embeddings and
@@ -189,8 +190,11 @@ class ActivationCapture:
     ...     model.generate(**batch, max_new_tokens=8, do_sample=False)
     >>> cap.example_activations(0, pad=2, prompt_len=7, gen_len=8)["layer_0"].shape   # (1, hidden)
 
-    Per step a hook only appends a detached reference to the layer output (no copy, no device
-    transfer): tensors stay on the model's device until `example_activations` is called.
+    Per step a hook only keeps a detached reference to the layer output (no device transfer):
+    tensors stay on the model's device until `example_activations` is called. On the CPU, the
+    one-token outputs of later steps are copied into a growing per-layer buffer instead: holding
+    ~1000 small tensors among the model's large temporaries fragments the C heap; on a GPU
+    references cost nothing, while a copy would be one more kernel per layer and step.
     """
 
     def __init__(self, model, layers=None, positions="all", dtype=None):
@@ -202,6 +206,7 @@ class ActivationCapture:
         self._handles = []
         self._steps = {name: [] for name in self.names}      # name -> per-call tensors (B, T, H)
         self._calls = {name: 0 for name in self.names}
+        self._open = {}                                      # name -> [CPU step buffer, filled, index]
         self._joined = {}
 
     def _hook_targets(self):
@@ -266,7 +271,30 @@ class ActivationCapture:
         hidden = hidden.detach()
         if mode == "last_prompt":
             hidden = hidden[:, -1:].clone()                  # do not keep the whole prompt alive
+        if call > 0 and hidden.dim() == 3 and hidden.shape[1] == 1 and hidden.device.type == "cpu":
+            self._append_step(name, hidden)
+            return
+        self._close(name)
         self._steps[name].append(hidden)
+
+    def _append_step(self, name, hidden):
+        """Copy a one-token CPU output (B, 1, H) into the layer's step buffer (32 steps, then doubling)."""
+        buf = self._open.get(name)
+        if buf is None or buf[1] == buf[0].shape[1] or buf[0].shape[0] != hidden.shape[0] \
+                or buf[0].shape[2] != hidden.shape[2] or buf[0].dtype != hidden.dtype:
+            size = 32 if buf is None else 2 * buf[0].shape[1]
+            self._close(name)
+            steps = self._steps[name]
+            buf = self._open[name] = [hidden.new_empty((hidden.shape[0], size, hidden.shape[2])), 0, len(steps)]
+            steps.append(buf[0])
+        buf[0][:, buf[1]:buf[1] + 1].copy_(hidden)
+        buf[1] += 1
+
+    def _close(self, name):
+        """Cut the open step buffer of a layer to its filled part."""
+        buf = self._open.pop(name, None)
+        if buf is not None:
+            self._steps[name][buf[2]] = buf[0][:, :buf[1]]
 
     def _offset(self, prompt_width):
         """Padded index of the first stored position."""
@@ -277,6 +305,7 @@ class ActivationCapture:
     def joined(self, name):
         """All stored steps of one layer as one CPU tensor (B, S, H), in the capture dtype."""
         if name not in self._joined:
+            self._close(name)
             steps = self._steps.pop(name)
             if not steps:
                 raise RuntimeError(f"layer {name!r} was never called: run the model inside the capture")
@@ -303,7 +332,28 @@ class ActivationCapture:
             acts[name] = full[row].index_select(0, index)   # a fresh tensor owning its storage
         return acts, kept
 
+    def batch_activations(self, pads, prompt_lens, gen_lens, prompt_width):
+        """[(acts, kept), ...] for every batch row at once; row i has pads[i] left-pad tokens,
+        prompt_lens[i] real prompt tokens and gen_lens[i] generated tokens (up to its EOS).
+
+        The same tensors as example_activations row by row, built layer by layer instead: each
+        layer's joined buffer is dropped as soon as every row has its copy, so a batch's
+        activations are held about once during assembly instead of twice. Consumes the buffers.
+        """
+        kept = [kept_positions(self.positions, p, g) for p, g in zip(prompt_lens, gen_lens)]
+        offset = self._offset(prompt_width)
+        index = [torch.tensor([pad + p - offset for p in k], dtype=torch.long) for pad, k in zip(pads, kept)]
+        acts = [{} for _ in kept]
+        for name in self.names:
+            full = self.joined(name)                          # (B, S, H) on the CPU
+            del self._joined[name]
+            for row, idx in enumerate(index):
+                acts[row][name] = full[row].index_select(0, idx)   # a fresh tensor owning its storage
+            del full
+        return list(zip(acts, kept))
+
     def release(self):
         """Drop every buffered tensor (call after the records are built)."""
         self._steps = {name: [] for name in self.names}
+        self._open = {}
         self._joined = {}

@@ -133,18 +133,20 @@ def _build_records(model, tokenizer, prompts, batch, output, settings, kwargs, c
     shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
               "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
     shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
+    pads = [int((batch["attention_mask"][row] == 0).sum()) for row in range(len(prompts))]
+    gen_lens = [_generated_length(output[row, width:], eos_ids) for row in range(len(prompts))]
+    # layer by layer for the whole batch: the activations are held about once, not twice
+    captured = cap.batch_activations(pads, [width - pad for pad in pads], gen_lens, width) if cap is not None else None
     records = []
     for row, prompt in enumerate(prompts):
-        pad = int((batch["attention_mask"][row] == 0).sum())
-        generated = output[row, width:]
-        gen_len = _generated_length(generated, eos_ids)
-        output_ids = generated[:gen_len].clone()
+        pad, gen_len = pads[row], gen_lens[row]
+        output_ids = output[row, width:width + gen_len].clone()
         record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
                   "model": shared["model"], "timestamp": timestamp,
                   "input_ids": batch["input_ids"][row, pad:].clone(), "output_ids": output_ids, **shared,
                   "num_prompt_tokens": width - pad, "num_generated_tokens": gen_len}
         if cap is not None:
-            acts, kept = cap.example_activations(row, pad=pad, prompt_len=width - pad, gen_len=gen_len, prompt_width=width)
+            acts, kept = captured[row]
             record.update(activations=acts, layer_names=list(cap.names), positions=cap.positions,
                           positions_kept=kept, dtype=str(cap.dtype).replace("torch.", ""))
         records.append(record)

@@ -1,0 +1,261 @@
+"""GPU check (issue 6): capture overhead on one GPU, batch 1 and 16, and proof that capture adds no
+per-step synchronization. Run through perf/gpu_check.sh on one H100/H200 (under 5 minutes).
+
+    .venv/bin/python perf/gpu_check.py --prepare        # here, once: tokenizer + config -> perf/out/gpu_assets
+    bash perf/gpu_check.sh                              # there (carry perf/out/gpu_assets)
+    .venv/bin/python perf/gpu_check.py --smoke          # CPU smoke test of this script (tiny sizes)
+
+Models, both bfloat16 on the GPU:
+    smollm2-135m   the default model's architecture (30 layers, hidden 576). Its real weights are
+                   used when models.load_model() works there; otherwise (the GPU machine has no
+                   copy of the GGUF package) random weights from its config.json, with its real
+                   tokenizer: the timing is the same, since every call generates exactly 32 tokens.
+    llama-1b       a random-weight Llama built from a config: hidden 2048, 16 layers, 32 heads
+                   (8 KV heads), MLP 8192, the default tokenizer's 49152-token vocabulary (1.07B).
+Per model and batch size (1, 16), interleaved repeats, CUDA synchronized around each call:
+    raw      model.generate on the tokenized batch          plain    generation.generate_records
+    capture  generate_records with all layers, all positions hooks   generate inside ActivationCapture
+Synchronization proof, per model at batch 16:
+    1. torch.profiler counts CUDA runtime calls that block the host (cudaStreamSynchronize,
+       cudaDeviceSynchronize, cudaEventSynchronize, cudaMemcpy (not Async)) and device-to-host
+       copies during one `raw` and one `hooks` generate: equal counts = the hooks add none.
+    2. every hook call runs under torch.cuda.set_sync_debug_mode("error"): a hook that synchronized
+       would raise.
+Assembly after generation: the current ActivationCapture.joined (one torch.cat and one .cpu() per
+layer, i.e. one blocking copy per layer) against a candidate that copies every layer into pinned
+host memory with non_blocking=True and synchronizes once. Writes perf/out/gpu_check.json (and a copy
+in $OUT when set); prints the tables last.
+"""
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import common
+
+ASSETS = os.path.join(common.OUT_DIR, "gpu_assets", "smollm2-135m")
+ASSET_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja", "special_tokens_map.json")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def prepare():
+    common.setup()
+    from models import default_model_dir
+    src = default_model_dir()
+    os.makedirs(ASSETS, exist_ok=True)
+    for name in ASSET_FILES:
+        if os.path.exists(os.path.join(src, name)):
+            shutil.copy2(os.path.join(src, name), ASSETS)
+    size = sum(os.path.getsize(os.path.join(ASSETS, f)) for f in os.listdir(ASSETS))
+    print(f"wrote {ASSETS} ({size / 1e6:.1f} MB): carry perf/out/gpu_assets to the GPU machine")
+
+
+def load_models(args, torch):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from models import _prepare_tokenizer
+    device, dtype = args.device, torch.bfloat16 if args.device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS)
+    out = {}
+    try:
+        from models import load_model
+        model, tokenizer = load_model(device=device, dtype="bfloat16" if device == "cuda" else "float32")
+        out["smollm2-135m"] = (model, "real weights")
+    except Exception as exc:   # no GGUF package on the GPU machine: same architecture, random weights
+        print(f"default model not loadable here ({type(exc).__name__}): random weights from its config",
+              file=sys.stderr)
+        config = AutoConfig.from_pretrained(ASSETS)
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        out["smollm2-135m"] = (model, "random weights, real config")
+    if args.smoke:
+        big = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2)
+    else:
+        big = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                   num_key_value_heads=8)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **big)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    out["llama-1b"] = (model, "random weights")
+    for name, (model, _) in out.items():
+        model.eval()
+        model.name_or_path_for_records = name
+    _prepare_tokenizer(tokenizer, out["smollm2-135m"][0])
+    for model, _ in out.values():
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return out, tokenizer
+
+
+def main():
+    p = common.base_parser(__doc__, repeats=5, threads=0)
+    p.add_argument("--prepare", action="store_true", help="write the tokenizer/config assets here and exit")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, 1 repeat: checks this script runs")
+    p.add_argument("--batches", default="1,16")
+    p.add_argument("--new_tokens", type=int, default=32)
+    args = p.parse_args()
+    if args.prepare:
+        return prepare()
+    torch = common.setup(args.threads)
+    args.device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    if args.device == "cpu" and not args.smoke:
+        raise SystemExit("no CUDA device: run on a GPU machine (or pass --smoke for a CPU test of the script)")
+    if args.smoke:
+        args.repeats, args.batches, args.new_tokens = 1, "1,2", 4
+    if not os.path.isdir(ASSETS):
+        raise SystemExit(f"{ASSETS} is missing: run `.venv/bin/python perf/gpu_check.py --prepare` on the CPU "
+                         f"machine and carry perf/out/gpu_assets")
+    from capture import ActivationCapture
+    from generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+    t0 = time.perf_counter()
+    models, tokenizer = load_models(args, torch)
+    print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    settings = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1})
+    timing_rows, sync_rows, join_rows = [], [], []
+    for model_name, (model, weights) in models.items():
+        n_params = sum(p.numel() for p in model.parameters())
+        for batch_size in [int(b) for b in args.batches.split(",")]:
+            prompts = common.prompts(batch_size)
+            enc = encode_prompts(tokenizer, prompts).to(args.device)
+            kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id,
+                      "max_new_tokens": args.new_tokens, "eos_token_id": -1}
+
+            def raw():
+                return model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+
+            def hooks(keep=False):
+                with ActivationCapture(model) as cap:
+                    raw()
+                if not keep:
+                    cap.release()
+                return cap
+
+            variants = {"raw": raw, "plain": lambda: generate_records(model, tokenizer, prompts, settings),
+                        "capture": lambda: generate_records(model, tokenizer, prompts, settings, CaptureSettings()),
+                        "hooks": hooks}
+            print(f"{model_name} batch {batch_size}:", file=sys.stderr)
+            wall, _ = common.interleaved(variants, args.repeats, warmup=2)
+            base = {"plain": "raw", "capture": "plain", "hooks": "raw"}
+            for name in wall:
+                st = common.stats(wall[name], wall[base[name]] if name in base else None)
+                timing_rows.append({"model": model_name, "weights": weights, "params_m": n_params / 1e6,
+                                    "batch": batch_size, "variant": name, "vs": base.get(name),
+                                    "tokens_per_s": batch_size * args.new_tokens / st["median_s"], **st})
+            join_rows += compare_assembly(hooks, model_name, batch_size, args, torch)
+        sync_rows += sync_proof(model_name, variants_for_sync(model, tokenizer, args, ActivationCapture, encode_prompts),
+                                args, torch)
+    path = common.write_json("gpu_check", {"args": vars(args), "timing": timing_rows, "sync": sync_rows,
+                                           "assembly": join_rows})
+    if os.environ.get("OUT"):
+        shutil.copy2(path, os.environ["OUT"])
+    print(f"\nwrote {path}\n")
+    print(f"device: {common.machine_info().get('gpu', 'cpu')}, {args.new_tokens} new tokens per prompt, "
+          f"{args.repeats} repeats; ratio = median over repeats of variant / baseline")
+    print(common.table(timing_rows, [("model", "model", ""), ("batch", "batch", "d"), ("variant", "variant", ""),
+                                     ("median_s", "median s", ".4f"), ("min_s", "min s", ".4f"),
+                                     ("tokens_per_s", "tok/s", ".0f"), ("vs", "vs", ""),
+                                     ("paired_ratio", "ratio", ".3f"), ("ratio_of_mins", "min ratio", ".3f")]))
+    print()
+    print(common.table(sync_rows, [("model", "model", ""), ("variant", "generate", ""),
+                                   ("sync_calls", "sync calls", "d"), ("memcpy_sync", "cudaMemcpy", "d"),
+                                   ("dtoh_copies", "DtoH copies", "d"), ("hook_sync_errors", "hook syncs", "d")]))
+    print()
+    print(common.table(join_rows, [("model", "model", ""), ("batch", "batch", "d"), ("method", "assembly", ""),
+                                   ("median_s", "median s", ".4f"), ("mb", "MB", ".1f"), ("gb_per_s", "GB/s", ".2f")]))
+
+
+def variants_for_sync(model, tokenizer, args, ActivationCapture, encode_prompts):
+    batch = max(int(b) for b in args.batches.split(","))
+    enc = encode_prompts(tokenizer, common.prompts(batch)).to(args.device)
+    kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, "max_new_tokens": args.new_tokens,
+              "eos_token_id": -1}
+
+    def raw():
+        model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+
+    def hooks():
+        with ActivationCapture(model) as cap:
+            raw()
+        cap.release()
+    return {"raw": raw, "hooks": hooks}
+
+
+def sync_proof(model_name, variants, args, torch):
+    """Count host-blocking CUDA calls during generate with and without the capture hooks."""
+    from torch.profiler import ProfilerActivity, profile
+    import capture as capture_module
+    rows = []
+    for name, fn in variants.items():
+        fn()                                              # warm up outside the profile
+        errors = 0
+        original = capture_module.ActivationCapture._store
+        if name == "hooks" and args.device == "cuda":
+            def checked(self, layer, hidden):
+                nonlocal errors
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    original(self, layer, hidden)
+                except RuntimeError:
+                    errors += 1
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            capture_module.ActivationCapture._store = checked
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+        try:
+            with profile(activities=activities) as prof:
+                fn()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+        finally:
+            capture_module.ActivationCapture._store = original
+        counts = {}
+        for event in prof.events():
+            counts[event.name] = counts.get(event.name, 0) + 1
+        rows.append({"model": model_name, "variant": name,
+                     "sync_calls": sum(counts.get(c, 0) for c in SYNC_CALLS),
+                     "memcpy_sync": counts.get("cudaMemcpy", 0),
+                     "dtoh_copies": sum(v for k, v in counts.items() if "DtoH" in k or "Device -> Pageable" in k
+                                        or "Device -> Pinned" in k),
+                     "hook_sync_errors": errors,
+                     "cuda_runtime_calls": {k: v for k, v in counts.items() if k.startswith("cuda")}})
+    return rows
+
+
+def compare_assembly(hooks, model_name, batch_size, args, torch):
+    """After one captured generate: current per-layer cat + .cpu() against pinned non_blocking copies."""
+    times = {"cat + .cpu() per layer (current)": [], "cat + pinned non_blocking, one sync": []}
+    nbytes = 0
+    for _ in range(max(args.repeats, 1)):
+        cap = hooks(keep=True)
+        steps = {name: list(s) for name, s in cap._steps.items()}
+        torch.cuda.synchronize() if args.device == "cuda" else None
+        start = time.perf_counter()
+        current = [cap.joined(name) for name in cap.names]
+        times["cat + .cpu() per layer (current)"].append(time.perf_counter() - start)
+        nbytes = sum(t.numel() * t.element_size() for t in current)
+        del current
+        cap.release()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        pinned = []
+        for name, s in steps.items():
+            full = torch.cat(s, dim=1) if len(s) > 1 else s[0]
+            host = torch.empty(full.shape, dtype=full.dtype, pin_memory=args.device == "cuda")
+            host.copy_(full, non_blocking=True)
+            pinned.append(host)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times["cat + pinned non_blocking, one sync"].append(time.perf_counter() - start)
+        del pinned, steps
+    return [{"model": model_name, "batch": batch_size, "method": k, "median_s": statistics.median(v),
+             "mb": nbytes / 1e6, "gb_per_s": nbytes / 1e9 / statistics.median(v)} for k, v in times.items()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
