@@ -12,8 +12,7 @@ Public names:
 Example:
     >>> with ActivationCapture(model, layers=["embeddings", 0, -1, "final_norm"]) as cap:
     ...     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
-    >>> acts, kept = cap.example_activations(0, pad=0, prompt_len=P, gen_len=N)   # {name: (positions, hidden)}
-    >>> rows = cap.batch_activations(pads, prompt_lens, gen_lens, P_pad)   # every row, layer by layer
+    >>> (acts, kept), = cap.batch_activations([0], [P], [N], P)   # per row: {name: (positions, hidden)}, kept
 
 Semantics (equal to transformers' output_hidden_states=True, see ACTIVATION_CAPTURE_README.md):
     embeddings   input of the first decoder layer = hidden_states[0] (position embeddings and
@@ -188,10 +187,10 @@ class ActivationCapture:
 
     >>> with ActivationCapture(model, layers=[0, -1], positions="last_prompt") as cap:
     ...     model.generate(**batch, max_new_tokens=8, do_sample=False)
-    >>> cap.example_activations(0, pad=2, prompt_len=7, gen_len=8)["layer_0"].shape   # (1, hidden)
+    >>> cap.batch_activations(pads=[2], prompt_lens=[7], gen_lens=[8], prompt_width=9)[0][0]["layer_0"].shape   # (1, hidden)
 
     Per step a hook only keeps a detached reference to the layer output (no device transfer):
-    tensors stay on the model's device until `example_activations` is called. On the CPU, the
+    tensors stay on the model's device until `batch_activations` is called. On the CPU, the
     one-token outputs of later steps are copied into a growing per-layer buffer instead: holding
     ~1000 small tensors among the model's large temporaries fragments the C heap; on a GPU
     references cost nothing, while a copy would be one more kernel per layer and step.
@@ -315,30 +314,13 @@ class ActivationCapture:
             self._joined[name] = full.to(dtype=self.dtype).cpu()  # one transfer per layer
         return self._joined[name]
 
-    def example_activations(self, row, *, pad, prompt_len, gen_len, prompt_width=None):
-        """{name: (positions, hidden)} for batch row `row`, cut to its own positions.
-
-        pad: left-pad tokens of this row; prompt_len: its real prompt tokens; gen_len: tokens it
-        generated up to and including its EOS; prompt_width: the padded prompt width (pad+prompt_len
-        when omitted). Returns (acts, kept) with kept the absolute positions.
-        """
-        width = prompt_width if prompt_width is not None else pad + prompt_len
-        kept = kept_positions(self.positions, prompt_len, gen_len)
-        offset = self._offset(width)
-        index = torch.tensor([pad + p - offset for p in kept], dtype=torch.long)
-        acts = {}
-        for name in self.names:
-            full = self.joined(name)
-            acts[name] = full[row].index_select(0, index)   # a fresh tensor owning its storage
-        return acts, kept
-
     def batch_activations(self, pads, prompt_lens, gen_lens, prompt_width):
         """[(acts, kept), ...] for every batch row at once; row i has pads[i] left-pad tokens,
         prompt_lens[i] real prompt tokens and gen_lens[i] generated tokens (up to its EOS).
 
-        The same tensors as example_activations row by row, built layer by layer instead: each
-        layer's joined buffer is dropped as soon as every row has its copy, so a batch's
-        activations are held about once during assembly instead of twice. Consumes the buffers.
+        Each row keeps exactly its own positions (pad dropped, cut at its EOS). Built layer by
+        layer: each layer's joined buffer is dropped as soon as every row has its copy, so a
+        batch's activations are held about once during assembly. Consumes the buffers.
         """
         kept = [kept_positions(self.positions, p, g) for p, g in zip(prompt_lens, gen_lens)]
         offset = self._offset(prompt_width)
