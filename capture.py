@@ -339,3 +339,90 @@ class ActivationCapture:
         self._steps = {name: [] for name in self.names}
         self._open = {}
         self._joined = {}
+
+
+class RowCapture(ActivationCapture):
+    """ActivationCapture for continuous batching, where rows join and leave the batch between forwards.
+
+    >>> cap = RowCapture(model, layers=[0, -1], width=8, max_steps=31)
+    >>> with cap:
+    ...     cap.route_prefill([question], pads=[0]); model(...)            # a prompt forward
+    ...     cap.route_step([slot], [0]); model(...)                         # a one-token forward
+    >>> acts, kept = cap.finish(question, slot, prompt_len, gen_len)
+
+    The decoding loop announces every forward: `route_prefix()` before a forward over the start
+    that all prompts share (kept once, prepended to each), `route_prefill(questions, pads)` before
+    a forward over new, left-padded prompts (their part after that start) (row i is questions[i] with pads[i] pad tokens), `route_step(slots,
+    steps)` before a one-token forward (row i writes step steps[i] of the question in slot slots[i]).
+    A prompt's positions are kept per question; one-token steps go into a per-layer buffer
+    (width, max_steps, hidden) on the model's device with one indexed copy per layer and step.
+    `finish` returns the question's (activations, kept positions) on the CPU and frees its slot.
+    """
+
+    def __init__(self, model, layers=None, positions="all", dtype=None, *, width, max_steps):
+        super().__init__(model, layers, positions, dtype)
+        self.width, self.max_steps = width, max(max_steps, 1)
+        self._route = None
+        self._prefix = {}       # name -> (prefix length, hidden): the prompts' shared start, if any
+        self._prompts = {}      # question -> {name: tensor (prompt positions kept, hidden)}
+        self._buffers = {}      # name -> (width, max_steps, hidden) step buffer
+        self._meta = {}         # name -> (hidden size, dtype, device) of its outputs
+
+    def route_prefix(self):
+        self._route = ("prefix", None, None)
+
+    def route_prefill(self, questions, pads):
+        self._route = ("prefill", list(questions), list(pads))
+
+    def route_step(self, slots, steps, device):
+        index = (torch.tensor(slots, device=device), torch.tensor(steps, device=device))
+        self._route = ("step", index, None)
+
+    def _store(self, name, hidden):
+        if self._route is None:
+            raise RuntimeError("RowCapture: a forward ran without route_prefill/route_step")
+        if hidden.dim() != 3:
+            raise CaptureError(f"{name!r} outputs shape {tuple(hidden.shape)}, not (batch, seq, hidden)")
+        hidden = hidden.detach()
+        kind, who, pads = self._route
+        self._meta[name] = (hidden.shape[-1], hidden.dtype, hidden.device)
+        if kind == "prefix":
+            if self.positions not in ("generated", "last_prompt"):
+                self._prefix[name] = hidden[0].clone()
+        elif kind == "prefill":
+            if self.positions == "generated":
+                return
+            for row, (question, pad) in enumerate(zip(who, pads)):
+                part = hidden[row, -1:] if self.positions == "last_prompt" else hidden[row, pad:]
+                self._prompts.setdefault(question, {})[name] = part.clone()
+        elif self.positions not in ("prompt", "last_prompt"):
+            buf = self._buffers.get(name)
+            if buf is None:
+                buf = self._buffers[name] = hidden.new_empty((self.width, self.max_steps, hidden.shape[-1]))
+            buf.index_put_(who, hidden[:, 0])                # (rows, hidden) -> buf[slot, step]
+
+    def finish(self, question, slot, prompt_len, gen_len):
+        """(acts {name: (positions, hidden)}, kept positions) of one question, on the CPU."""
+        kept = kept_positions(self.positions, prompt_len, gen_len)
+        prompt = self._prompts.pop(question, {})
+        n_steps = max(gen_len, 1) - 1                        # tokens fed back: positions P .. P+N-2
+        acts = {}
+        for name in self.names:
+            if name not in self._meta:
+                raise RuntimeError(f"layer {name!r} was never called: run the model inside the capture")
+            size, dtype, device = self._meta[name]
+            parts = [p[name] for p in (self._prefix, prompt) if name in p]
+            if self.positions not in ("prompt", "last_prompt"):
+                buf = self._buffers.get(name)
+                parts.append(buf[slot, :n_steps] if buf is not None and n_steps
+                             else torch.empty((0, size), dtype=dtype, device=device))
+            full = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if isinstance(self.positions, list):
+                full = full.index_select(0, torch.tensor(kept, device=full.device))
+            out = full.to(device="cpu", dtype=self.dtype)
+            acts[name] = out.clone() if out._is_view() else out   # own its bytes, not the buffer's
+        return acts, kept
+
+    def release(self):
+        super().release()
+        self._prefix, self._prompts, self._buffers, self._route = {}, {}, {}, None

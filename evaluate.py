@@ -1,7 +1,8 @@
-"""Answer and grade benchmark rows in one batch: rows -> prompts -> records -> graded results.
+"""Answer and grade benchmark rows: rows -> prompts -> records -> graded results.
 
 Public names:
-    answer_rows(model, tokenizer, rows, settings=None, capture=None) -> [(result, record), ...]
+    answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=None) -> [(result, record), ...]
+    iter_answers(...same...) -> (result, record), ... as each answer is finished
     RESULT_FIELDS   the keys of every result row, in order
 
 Example:
@@ -14,7 +15,7 @@ extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capt
 also holds its activations and a "grading" entry with the same verdict.
 """
 from benchmark import format_question, grade
-from generation import generate_records
+from generation import iter_records
 
 RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
                  "grader", "num_prompt_tokens", "num_generated_tokens")
@@ -23,18 +24,24 @@ RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "
 _UNGRADED = {"extracted": None, "correct": None, "grader": None}  # a bare question has no gold answer
 
 
-def answer_rows(model, tokenizer, rows, settings=None, capture=None):
-    """Generate (one left-padded batch) and grade every row; results keep the rows' order."""
+def answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=None):
+    """Generate and grade every row (at most `batch_size` decoded together); results keep the rows' order."""
+    pairs = {}
+    for result, record in iter_answers(model, tokenizer, rows, settings, capture, batch_size):
+        pairs[result["id"]] = (result, record)
+    return [pairs[row["id"]] for row in rows]
+
+
+def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size=None):
+    """Yield (result, record) for each row as its answer is finished (see answer_rows)."""
     prompts = [format_question(row) for row in rows]
-    records = generate_records(model, tokenizer, prompts, settings, capture)
-    pairs = []
-    for row, prompt, record in zip(rows, prompts, records):
+    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
+        row = rows[index]
         verdict = grade(record["response"], row) if row.get("answer") else _UNGRADED
         result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
-                  "prompt": prompt, "response": record["response"], "answer": row["answer"],
+                  "prompt": prompts[index], "response": record["response"], "answer": row["answer"],
                   "extracted": verdict["extracted"], "correct": verdict["correct"],
                   "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
                   "num_generated_tokens": record["num_generated_tokens"]}
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
-        pairs.append((result, record))
-    return pairs
+        yield result, record

@@ -1,16 +1,23 @@
 """Batched greedy generation, optionally under ActivationCapture, returning one record per prompt.
 
 Public names:
-    GenerationSettings        max_new_tokens / chat template / extra generate() kwargs
+    GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching
     encode_prompts(tokenizer, prompts, use_chat_template) -> BatchEncoding (left-padded)
     prompt_lengths(tokenizer, prompts, use_chat_template) -> [int]
-    generate_records(model, tokenizer, prompts, settings, capture=None) -> [record, ...]
+    generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> [record, ...]
+    iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> (index, record), ...
+    decoding_mode(model, settings) -> "continuous" | "generate", and why
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
 
 Example:
     >>> records = generate_records(model, tok, ["2+2=?", "Capital of France?"],
     ...                            GenerationSettings(max_new_tokens=16), CaptureSettings(layers=[0, -1]))
     >>> records[1]["response"], records[1]["activations"]["layer_0"].shape
+
+Two decoding paths give the same tokens and records: greedy decoding without logits processors
+runs continuous.decode (finished answers leave the batch, waiting prompts take their slots);
+anything else (sampling, other generate() arguments, unusual caches) runs model.generate on
+left-padded batches of `batch_size` prompts under ActivationCapture.
 
 A record is the dict described in ACTIVATION_CAPTURE_README.md: the seed's keys (prompt, response,
 model, timestamp, input_ids, output_ids, activations) plus layer names, kept positions, dtype, a
@@ -24,7 +31,8 @@ import platform
 import torch
 import transformers
 
-from capture import ActivationCapture, find_decoder_layers
+import continuous
+from capture import ActivationCapture, RowCapture, find_decoder_layers
 from models import uses_chat_template
 
 TOOL_VERSION = "0.1.0"
@@ -36,6 +44,7 @@ class GenerationSettings:
     max_new_tokens: int = 32            # tokens generated per answer (greedy unless do_sample given)
     use_chat_template: object = "auto"  # auto/on/off or True/False/None
     generate_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to model.generate
+    continuous_batching: bool = True    # greedy decoding refills finished rows (False: model.generate)
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -58,21 +67,29 @@ class CaptureSettings:
         return DTYPE_NAMES[self.dtype]
 
 
+def _model_texts(tokenizer, prompts, use_chat_template):
+    """(texts as the model reads them, whether the tokenizer adds its special tokens)."""
+    if uses_chat_template(tokenizer, use_chat_template):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts], False
+    return list(prompts), True
+
+
 def encode_prompts(tokenizer, prompts, use_chat_template="auto"):
     """Tokenize prompts as one left-padded batch, through the chat template when it applies."""
-    if uses_chat_template(tokenizer, use_chat_template):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in prompts]
-        return tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-    return tokenizer(list(prompts), padding=True, return_tensors="pt")
+    texts, special = _model_texts(tokenizer, prompts, use_chat_template)
+    return tokenizer(texts, add_special_tokens=special, padding=True, return_tensors="pt")
+
+
+def encode_each(tokenizer, prompts, use_chat_template="auto"):
+    """Token ids of each prompt as encode_prompts feeds it, without padding: [[int, ...], ...]."""
+    texts, special = _model_texts(tokenizer, prompts, use_chat_template)
+    return tokenizer(texts, add_special_tokens=special)["input_ids"]
 
 
 def prompt_lengths(tokenizer, prompts, use_chat_template="auto"):
     """Token count of each prompt as encode_prompts feeds it (no padding, no tensors)."""
-    if uses_chat_template(tokenizer, use_chat_template):
-        return [len(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
-                                                  add_generation_prompt=True, return_dict=False)) for p in prompts]
-    return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    return [len(ids) for ids in encode_each(tokenizer, prompts, use_chat_template)]
 
 
 def _eos_ids(model, tokenizer):
@@ -85,7 +102,7 @@ def _eos_ids(model, tokenizer):
 
 def _generated_length(tokens, eos_ids):
     """Tokens this row generated, up to and including its first EOS."""
-    for i, tok in enumerate(tokens.tolist()):
+    for i, tok in enumerate(tokens.tolist() if torch.is_tensor(tokens) else tokens):
         if tok in eos_ids:
             return i + 1
     return len(tokens)
@@ -108,48 +125,110 @@ def model_name(model):
     return getattr(model, "name_or_path_for_records", None) or getattr(model, "name_or_path", None) or type(model).__name__
 
 
+def _generate_kwargs(tokenizer, settings):
+    return {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, **settings.generate_kwargs,
+            "max_new_tokens": settings.max_new_tokens}
+
+
+def decoding_mode(model, tokenizer, settings):
+    """("continuous", None) when continuous.decode applies, else ("generate", why not)."""
+    if not settings.continuous_batching:
+        return "generate", "continuous_batching=False"
+    why = continuous.unsupported_reason(model, _generate_kwargs(tokenizer, settings))
+    return ("generate", why) if why else ("continuous", None)
+
+
+def generate_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None):
+    """Generate answers for prompts; with `capture`, each record holds its activations.
+
+    At most `batch_size` prompts (default: all) are decoded together. Records come back in the
+    order of `prompts`; iter_records gives them as they are finished.
+    """
+    records = [None] * len(prompts)
+    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
+        records[index] = record
+    return records
+
+
 @torch.no_grad()
-def generate_records(model, tokenizer, prompts, settings=None, capture=None):
-    """Generate answers for a batch of prompts; with `capture`, each record holds its activations."""
+def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None):
+    """Yield (index into prompts, record) as each answer is finished (see generate_records)."""
     settings = settings or GenerationSettings()
+    prompts = list(prompts)
+    batch_size = batch_size or max(len(prompts), 1)
+    kwargs = _generate_kwargs(tokenizer, settings)
+    shared = _shared_fields(model, tokenizer, settings, kwargs)
+    if decoding_mode(model, tokenizer, settings)[0] == "continuous":
+        yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared)
+        return
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        for row, record in enumerate(_generate_batch(model, tokenizer, chunk, settings, capture, kwargs, shared)):
+            yield start + row, record
+
+
+def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared):
+    ids = encode_each(tokenizer, prompts, settings.use_chat_template)
+    eos_ids = _eos_ids(model, tokenizer)
+    stop = kwargs.get("eos_token_id")
+    stop_ids = set(stop if isinstance(stop, (list, tuple)) else [stop]) if stop is not None else eos_ids
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    cap = None
+    if capture is not None:
+        cap = RowCapture(model, capture.layers, capture.positions, capture.torch_dtype(),
+                         width=min(width, max(len(prompts), 1)), max_steps=settings.max_new_tokens - 1)
+    with cap if cap is not None else contextlib.nullcontext():
+        for index, tokens, captured in continuous.decode(
+                model, ids, min(width, max(len(prompts), 1)), settings.max_new_tokens, stop_ids, pad_id, cap,
+                cut=lambda toks: _generated_length(toks, eos_ids)):
+            gen_len = _generated_length(tokens, eos_ids)
+            yield index, _record(tokenizer, prompts[index], torch.tensor(ids[index]),
+                                 torch.tensor(tokens[:gen_len]), shared, cap, captured)
+
+
+def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared):
+    """One left-padded model.generate call (under ActivationCapture) -> records in prompt order."""
     batch = encode_prompts(tokenizer, prompts, settings.use_chat_template)
     device = model.get_input_embeddings().weight.device
     input_ids = batch["input_ids"].to(device)                  # (B, P_pad)
     attention_mask = batch["attention_mask"].to(device)
-    kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, **settings.generate_kwargs,
-              "max_new_tokens": settings.max_new_tokens}
     cap = None
     if capture is not None:
         cap = ActivationCapture(model, capture.layers, capture.positions, capture.torch_dtype())
     with cap if cap is not None else contextlib.nullcontext():
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    return _build_records(model, tokenizer, prompts, batch, output.cpu(), settings, kwargs, cap)
-
-
-def _build_records(model, tokenizer, prompts, batch, output, settings, kwargs, cap):
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs).cpu()
     width = batch["input_ids"].shape[1]
     eos_ids = _eos_ids(model, tokenizer)
-    timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
-              "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
-    shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
     pads = [int((batch["attention_mask"][row] == 0).sum()) for row in range(len(prompts))]
     gen_lens = [_generated_length(output[row, width:], eos_ids) for row in range(len(prompts))]
     # layer by layer for the whole batch: the activations are held about once, not twice
     captured = cap.batch_activations(pads, [width - pad for pad in pads], gen_lens, width) if cap is not None else None
-    records = []
-    for row, prompt in enumerate(prompts):
-        pad, gen_len = pads[row], gen_lens[row]
-        output_ids = output[row, width:width + gen_len].clone()
-        record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
-                  "model": shared["model"], "timestamp": timestamp,
-                  "input_ids": batch["input_ids"][row, pad:].clone(), "output_ids": output_ids, **shared,
-                  "num_prompt_tokens": width - pad, "num_generated_tokens": gen_len}
-        if cap is not None:
-            acts, kept = captured[row]
-            record.update(activations=acts, layer_names=list(cap.names), positions=cap.positions,
-                          positions_kept=kept, dtype=str(cap.dtype).replace("torch.", ""))
-        records.append(record)
+    records = [_record(tokenizer, prompt, batch["input_ids"][row, pads[row]:].clone(),
+                       output[row, width:width + gen_lens[row]].clone(), shared, cap,
+                       captured[row] if cap is not None else None)
+               for row, prompt in enumerate(prompts)]
     if cap is not None:
         cap.release()
     return records
+
+
+def _shared_fields(model, tokenizer, settings, kwargs):
+    """The fields every record of one call shares."""
+    shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
+              "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
+    shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
+    shared["generation"]["decoding"] = decoding_mode(model, tokenizer, settings)[0]
+    return shared
+
+
+def _record(tokenizer, prompt, input_ids, output_ids, shared, cap, captured):
+    """One record: the seed's keys, token counts, shared fields and (with a capture) activations."""
+    timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
+              "model": shared["model"], "timestamp": timestamp, "input_ids": input_ids, "output_ids": output_ids,
+              **shared, "num_prompt_tokens": len(input_ids), "num_generated_tokens": len(output_ids)}
+    if cap is not None:
+        acts, kept = captured
+        record.update(activations=acts, layer_names=list(cap.names), positions=cap.positions,
+                      positions_kept=kept, dtype=str(cap.dtype).replace("torch.", ""))
+    return record

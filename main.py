@@ -57,7 +57,11 @@ def build_parser():
     b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
 
     g = p.add_argument_group("generation")
-    g.add_argument("--batch_size", type=int, default=8, metavar="N", help="prompts per batch (default: 8)")
+    g.add_argument("--batch_size", type=int, default=8, metavar="N",
+                   help="prompts decoded at once (default: 8); with greedy decoding a finished answer's row "
+                        "is refilled with the next question at once (continuous batching)")
+    g.add_argument("--no_continuous_batching", action="store_true",
+                   help="answer fixed batches with model.generate instead (rows that finished keep decoding)")
     g.add_argument("--max_new_tokens", type=int, default=32, metavar="N", help="(default: 32)")
     g.add_argument("--seed", type=int, default=0, metavar="N")
 
@@ -95,7 +99,8 @@ def config_from_args(args):
     return RunConfig(model=args.model or DEFAULT_MODEL, benchmark=args.benchmark or DEFAULT_BENCHMARK,
                      question_field=args.question_field, answer_field=args.answer_field,
                      choices_field=args.choices_field, id_field=args.id_field, limit=args.limit,
-                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                     batch_size=args.batch_size, continuous_batching=not args.no_continuous_batching,
+                     max_new_tokens=args.max_new_tokens, seed=args.seed,
                      chat_template=args.chat_template, device=args.device, dtype=args.dtype,
                      device_map=args.device_map, max_memory=args.max_memory, dist_timeout=args.dist_timeout,
                      output_dir=args.output_dir, resume=args.resume,

@@ -13,7 +13,7 @@ Example:
 
 Layout of a run folder:
     run_config.json   the settings (checked on --resume)
-    results.jsonl     one graded row per question, appended (flushed, fsynced) as each batch ends,
+    results.jsonl     one graded row per question, appended (flushed, fsynced) as each question ends,
                       rewritten in benchmark order when the run completes
     shards/           several processes (torchrun / accelerate launch): results.rank<R>.jsonl per
                       process, appended like results.jsonl; merged into it (and removed) at the end,
@@ -21,11 +21,14 @@ Layout of a run folder:
     activations/      one record file per question (written before its results row)
     summary.json      counts, accuracy overall and per category, wall time, questions per second
 
-Batches: the run's questions are split once into length-sorted batches (the plan). Float results
-depend on which questions share a padded batch, so a batch is answered whole, by one process, and
-each row keeps the batch's key: --resume re-answers a batch unless all its rows carry its key. A
-run thus gives the same rows and records however often it was interrupted and however many
-processes answered it.
+Batches: the run's questions are split once into length-sorted units (the plan): with continuous
+batching (greedy decoding) a unit holds GROUP_BATCHES x batch_size questions, of which batch_size
+decode at once and a finished one's slot is refilled from the unit; otherwise a unit is one
+model.generate batch. Float results depend on which questions share a forward pass, so a unit is
+answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
+unless all its rows carry its key. A run thus gives the same rows and records however often it
+was interrupted and however many processes answered it. Rows (and record files) are written as
+each question finishes.
 """
 import dataclasses
 import datetime
@@ -43,13 +46,14 @@ import distributed
 import storage
 from benchmark import DEFAULT_BENCHMARK, format_question, load_benchmark
 from capture import parse_positions, resolve_layers
-from evaluate import answer_rows
-from generation import CaptureSettings, GenerationSettings, prompt_lengths
+from evaluate import iter_answers
+from generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from models import DEFAULT_MODEL, load_model
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
+GROUP_BATCHES = 8       # with continuous batching, a planned unit holds this many batches' questions
 ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
 # settings that change what a question's answer or record is: a resumed run must match them
 RESUME_KEYS = ("model", "benchmark", "question_field", "answer_field", "choices_field", "id_field",
@@ -70,7 +74,8 @@ class RunConfig:
     choices_field: str = "choices"
     id_field: str = "id"
     limit: int = None                   # first N questions of the benchmark
-    batch_size: int = 8                 # prompts per left-padded generate() call
+    batch_size: int = 8                 # prompts decoded at once
+    continuous_batching: bool = True    # greedy: refill a finished row at once (False: model.generate batches)
     max_new_tokens: int = 32
     seed: int = 0
     chat_template: str = "auto"         # auto / on / off
@@ -194,6 +199,14 @@ def plan_batches(rows, tokenizer, chat_template, batch_size):
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
+def unit_size(model, tokenizer, settings, batch_size):
+    """Questions per planned unit: `batch_size` for model.generate batches; with continuous batching
+    (batch_size rows decode at once, a finished row is refilled) GROUP_BATCHES times as many, so
+    little time goes to a unit's last, emptying steps."""
+    continuous = decoding_mode(model, tokenizer, settings)[0] == "continuous"
+    return batch_size * GROUP_BATCHES if continuous else batch_size
+
+
 def batch_key(batch):
     """A short name for a batch's composition (its question ids, in order), kept in each of its rows."""
     ids = "\x1f".join(str(row["id"]) for row in batch)
@@ -217,7 +230,9 @@ def run_benchmark(config):
     # every input is checked (on the main process first) before anything is written
     rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
-    batches = plan_batches(rows, tokenizer, config.chat_template, config.batch_size)
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
+                                  continuous_batching=config.continuous_batching)
+    batches = plan_batches(rows, tokenizer, config.chat_template, unit_size(model, tokenizer, settings, config.batch_size))
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
     _check_folder_is_shared(config, procs)
@@ -226,16 +241,15 @@ def run_benchmark(config):
     to_answer = sum(len(b) for b in todo)
     if to_answer < len(rows):
         log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template)
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _progress_bar(procs, len(rows), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
-            pairs = answer_rows(model, tokenizer, batch, settings, capture)
             key = batch_key(batch)
-            append_results(results_path, [_save_record(config, result, record, key) for result, record in pairs])
-            bar.update(len(batch))
+            for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
+                append_results(results_path, [_save_record(config, result, record, key)])
+                bar.update(1)
             distributed.crash_point(procs.rank, n)
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
@@ -355,11 +369,10 @@ def merge_results(config, rows):
     storage.write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
     for shard in shards:
         os.remove(shard)
-    if shards:
-        try:
-            os.rmdir(os.path.join(out, SHARDS_DIR))
-        except OSError:
-            pass                                     # not empty: something else lives there
+    try:
+        os.rmdir(os.path.join(out, SHARDS_DIR))      # also when no process had anything left to do
+    except OSError:
+        pass                                         # absent, or something else lives there
     return ordered
 
 

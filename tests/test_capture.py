@@ -38,9 +38,12 @@ def reference(model, record):
     return ref
 
 
-def run(model, tok, prompts, layers=ALL, positions="all", max_new_tokens=8, **kw):
+def run(model, tok, prompts, layers=ALL, positions="all", max_new_tokens=8, batch_size=None, **kw):
     return generate_records(model, tok, prompts, GenerationSettings(max_new_tokens=max_new_tokens, **kw),
-                            CaptureSettings(layers=layers, positions=positions))
+                            CaptureSettings(layers=layers, positions=positions), batch_size=batch_size)
+
+
+BOTH = pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "generate"])
 
 
 @pytest.fixture(scope="module", params=MODEL_TYPES)
@@ -48,9 +51,11 @@ def any_model(request, tokenizer):
     return tiny_model(request.param, tokenizer)
 
 
-def test_every_layer_and_position_equals_output_hidden_states(any_model):
+@BOTH
+def test_every_layer_and_position_equals_output_hidden_states(any_model, continuous):
     model, tok = any_model
-    records = run(model, tok, PROMPTS[:4])
+    records = run(model, tok, PROMPTS[:4], continuous_batching=continuous)
+    assert {rec["generation"]["decoding"] for rec in records} == {"continuous" if continuous else "generate"}
     for rec in records:
         ref = reference(model, rec)
         n_cover = len(rec["input_ids"]) + len(rec["output_ids"]) - 1
@@ -78,11 +83,12 @@ def test_capture_does_not_change_generated_tokens(any_model):
         assert rec["output_ids"].tolist() == plain[row, width:width + len(rec["output_ids"])].tolist()
 
 
-def test_batch_of_8_equals_one_at_a_time(any_model):
+@pytest.mark.parametrize("batch_size", [None, 3], ids=["all-at-once", "refilled"])
+def test_batch_of_8_equals_one_at_a_time(any_model, batch_size):
     model, tok = any_model
-    batched = run(model, tok, PROMPTS)
+    batched = run(model, tok, PROMPTS, batch_size=batch_size)
     for prompt, rec in zip(PROMPTS, batched):
-        alone = run(model, tok, [prompt])[0]
+        alone = run(model, tok, [prompt], continuous_batching=False)[0]
         assert torch.equal(alone["input_ids"], rec["input_ids"])
         assert torch.equal(alone["output_ids"], rec["output_ids"])
         assert alone["response"] == rec["response"]
@@ -91,15 +97,16 @@ def test_batch_of_8_equals_one_at_a_time(any_model):
             assert rel_err(rec["activations"][name], alone["activations"][name]) < 1e-4, name
 
 
-def test_row_that_hits_eos_early_is_cut_at_its_eos(tokenizer):
+@BOTH
+def test_row_that_hits_eos_early_is_cut_at_its_eos(tokenizer, continuous):
     model, tok = tiny_model("llama", tokenizer)
     free = run(model, tok, PROMPTS[:4], max_new_tokens=10)
     # make the token that row 1 generates third the EOS token: row 1 must stop there
     eos = int(free[1]["output_ids"][2])
     model.generation_config.eos_token_id = eos
     try:
-        records = run(model, tok, PROMPTS[:4], max_new_tokens=10)
-        alone = run(model, tok, [PROMPTS[1]], max_new_tokens=10)[0]
+        records = run(model, tok, PROMPTS[:4], max_new_tokens=10, continuous_batching=continuous)
+        alone = run(model, tok, [PROMPTS[1]], max_new_tokens=10, continuous_batching=False)[0]
     finally:
         model.generation_config.eos_token_id = tok.eos_token_id
     rec = records[1]
@@ -113,10 +120,11 @@ def test_row_that_hits_eos_early_is_cut_at_its_eos(tokenizer):
     assert any(len(r["output_ids"]) > len(rec["output_ids"]) for r in records)  # others kept going
 
 
+@BOTH
 @pytest.mark.parametrize("positions", ["prompt", "generated", "last_prompt", [0, 3, -1], "1,-2"])
-def test_position_modes_select_the_right_absolute_positions(llama, positions):
+def test_position_modes_select_the_right_absolute_positions(llama, positions, continuous):
     model, tok = llama
-    records = run(model, tok, PROMPTS[:3], positions=positions)
+    records = run(model, tok, PROMPTS[:3], positions=positions, continuous_batching=continuous)
     for rec in records:
         P, N = len(rec["input_ids"]), len(rec["output_ids"])
         modes = {"prompt": list(range(P)), "generated": list(range(P, P + N - 1)), "last_prompt": [P - 1]}

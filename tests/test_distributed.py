@@ -24,7 +24,10 @@ if not os.path.isfile(TORCHRUN[0]):
 TIMING = ("wall_time_s", "questions_per_second", "processes", "answered_this_run", "output_dir", "activation_dir")
 
 
-def args_for(model, out, limit=10):
+LIMIT = 40      # units of GROUP_BATCHES x 2 questions: 16, 16, 8 -> both processes get work
+
+
+def args_for(model, out, limit=LIMIT):
     return ["--model", model, "--limit", str(limit), "--batch_size", "2", "--max_new_tokens", "6",
             "--capture_activations", "--layers", "embeddings,0,-1", "--output_dir", str(out)]
 
@@ -105,7 +108,7 @@ def test_two_processes_give_the_same_rows_and_records_as_one(tiny_dir, one_proce
     assert done.returncode == 0, done.stderr
     assert_same_run(one_process, out)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["answered_this_run"] == 10 and summary["questions"] == 10
+    assert summary["processes"] == 2 and summary["answered_this_run"] == LIMIT and summary["questions"] == LIMIT
     assert done.stdout.count("accuracy ") == 1                       # the summary, printed once
     assert done.stderr.count("Loading weights: 100%") == 1            # process 1 shows no progress bars
 
@@ -118,14 +121,14 @@ def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir,
     assert len(survivor) == 1 and "--resume" in survivor[0], crashed.stderr
     assert "[rank0]: Traceback" not in crashed.stderr
     shard = out / "shards" / "results.rank1.jsonl"
-    assert len(shard.read_text().splitlines()) == 2                  # process 1's one batch is kept
+    assert len(shard.read_text().splitlines()) == runner.GROUP_BATCHES * 2   # process 1's one unit is kept
     for row in map(json.loads, shard.read_text().splitlines()):
         storage.load_activations(out / row["activation_file"])       # with its complete records
     assert not (out / "summary.json").exists()
     resumed = launch([*args_for(tiny_dir, out), "--resume"], processes=2)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(one_process, out)
-    assert json.loads((out / "summary.json").read_text())["answered_this_run"] < 10
+    assert json.loads((out / "summary.json").read_text())["answered_this_run"] < LIMIT
 
 
 HELPERS = textwrap.dedent("""
