@@ -362,7 +362,7 @@ class RowCapture(ActivationCapture):
     def __init__(self, model, layers=None, positions="all", dtype=None, *, width, max_steps):
         super().__init__(model, layers, positions, dtype)
         self.width, self.max_steps = width, max(max_steps, 1)
-        self._route = None
+        self._route = self._step_index = None
         self._prefix = {}       # name -> (prefix length, hidden): the prompts' shared start, if any
         self._prompts = {}      # question -> {name: tensor (prompt positions kept, hidden)}
         self._buffers = {}      # name -> (width, max_steps, hidden) step buffer
@@ -375,7 +375,12 @@ class RowCapture(ActivationCapture):
         self._route = ("prefill", list(questions), list(pads))
 
     def route_step(self, slots, steps, device):
-        index = (torch.tensor(slots, device=device), torch.tensor(steps, device=device))
+        last = self._step_index
+        if last is not None and last[0] == slots and last[1] == [s - 1 for s in steps]:
+            index = (last[2][0], last[2][1] + 1)         # same rows, one step on: no host-to-device copy
+        else:
+            index = (torch.tensor(slots, device=device), torch.tensor(steps, device=device))
+        self._step_index = (list(slots), list(steps), index)
         self._route = ("step", index, None)
 
     def _store(self, name, hidden):
@@ -385,7 +390,8 @@ class RowCapture(ActivationCapture):
             raise CaptureError(f"{name!r} outputs shape {tuple(hidden.shape)}, not (batch, seq, hidden)")
         hidden = hidden.detach()
         kind, who, pads = self._route
-        self._meta[name] = (hidden.shape[-1], hidden.dtype, hidden.device)
+        if name not in self._meta:
+            self._meta[name] = (hidden.shape[-1], hidden.dtype, hidden.device)
         if kind == "prefix":
             if self.positions not in ("generated", "last_prompt"):
                 self._prefix[name] = hidden[0].clone()
@@ -425,4 +431,4 @@ class RowCapture(ActivationCapture):
 
     def release(self):
         super().release()
-        self._prefix, self._prompts, self._buffers, self._route = {}, {}, {}, None
+        self._prefix, self._prompts, self._buffers, self._route, self._step_index = {}, {}, {}, None, None

@@ -55,8 +55,8 @@ def unsupported_reason(model, generate_kwargs):
     if getattr(model.config, "is_encoder_decoder", False):
         return "an encoder-decoder model"
     params = inspect.signature(model.forward).parameters
-    if "cache" not in params or "position_ids" not in params:
-        return f"{type(model).__name__}.forward takes no `cache` / `position_ids`"
+    if _cache_argument(model) is None or "position_ids" not in params:
+        return f"{type(model).__name__}.forward takes no `cache` (or `past_key_values`) / `position_ids`"
     try:
         layers = DynamicCache(config=model.config).layers
     except Exception as e:                               # a config the cache cannot read
@@ -64,6 +64,12 @@ def unsupported_reason(model, generate_kwargs):
     if any(type(layer) is not DynamicLayer for layer in layers):
         return "the model uses sliding-window or other non-standard cache layers"
     return None
+
+
+def _cache_argument(model):
+    """The name forward() takes the KV cache by: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    params = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
 class _Row:
@@ -87,36 +93,37 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     device = model.get_input_embeddings().weight.device
     refill_at = refill_at or max(1, width // 4)
     stop_ids = set(stop_ids)
-    forward_kwargs = {"use_cache": True}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        forward_kwargs["logits_to_keep"] = 1
+    forward = _forward_fn(model)
     prefix = _shared_prefix(prompts)
-    prefix_kv = _prefix_forward(model, prefix, device, capture, forward_kwargs) if prefix else None
+    prefix_kv = _prefix_forward(model, forward, prefix, device, capture) if prefix else None
     queue, free = deque(range(len(prompts))), list(range(width - 1, -1, -1))
     rows, cache, mask = [], None, None                   # rows in the cache; their cache; mask (B, T)
+    tokens = positions = None                            # (B, 1) next inputs, on the device
     while queue or rows:
         new, new_cache, new_mask = [], None, None
         if queue and (len(free) >= refill_at or all(r.done for r in rows)):
             new = [_Row(i, free.pop(), len(prompts[i])) for i in
                    [queue.popleft() for _ in range(min(len(free), len(queue)))]]
-            new_cache, new_mask, first = _prefill(model, [prompts[r.index][len(prefix):] for r in new], prefix_kv,
-                                                  pad_id, device, capture, new, forward_kwargs)
+            new_cache, new_mask, first = _prefill(model, forward, [prompts[r.index][len(prefix):] for r in new],
+                                                  prefix_kv, pad_id, device, capture, new)
             for row, token in zip(new, first):
                 _add_token(row, token, stop_ids, max_new_tokens)
             yield from _finished(new, capture, cut, free)
         if new or any(r.done for r in rows):            # one cache copy for leaving and joining rows
             cache, mask = _merge(cache, mask, rows, new_cache, new_mask, new)
             rows = [r for r in rows + new if not r.done]
-        if not rows:
-            continue
-        tokens = torch.tensor([[r.tokens[-1]] for r in rows], device=device)            # (B, 1)
+            if not rows:
+                continue
+            # the next inputs stay on the device between merges: no host-to-device copy per step
+            tokens = torch.tensor([[r.tokens[-1]] for r in rows], device=device)                   # (B, 1)
+            positions = torch.tensor([[r.prompt_len + len(r.tokens) - 1] for r in rows], device=device)
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)                  # (B, T+1)
-        positions = torch.tensor([[r.prompt_len + len(r.tokens) - 1] for r in rows], device=device)
         if capture is not None:
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
-        logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
-                       **forward_kwargs).logits
-        for row, token in zip(rows, logits[:, -1].argmax(-1).tolist()):
+        logits = forward(tokens, mask, positions, cache)
+        tokens = logits[:, -1:].argmax(-1)                                              # (B, 1)
+        positions = positions + 1
+        for row, token in zip(rows, tokens[:, 0].tolist()):      # the step's one device sync
             _add_token(row, token, stop_ids, max_new_tokens)
         yield from _finished(rows, capture, cut, free)
 
@@ -147,18 +154,30 @@ def _shared_prefix(prompts):
     return list(first[:n])
 
 
-def _prefix_forward(model, prefix, device, capture, forward_kwargs):
+def _forward_fn(model):
+    """forward(ids, mask, positions, cache) -> logits of the last position, whatever the cache
+    argument is called in this transformers version."""
+    params = inspect.signature(model.forward).parameters
+    cache_arg = _cache_argument(model)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def forward(ids, mask, positions, cache):
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                     **{cache_arg: cache}, **extra).logits[:, -1:]
+    return forward
+
+
+def _prefix_forward(model, forward, prefix, device, capture):
     """Forward the shared prefix once: its keys and values per layer, each (1, heads, L, head_dim)."""
     cache = DynamicCache(config=model.config)
     if capture is not None:
         capture.route_prefix()
     ids = torch.tensor([prefix], device=device)
-    model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(len(prefix), device=device)[None],
-          cache=cache, **forward_kwargs)
+    forward(ids, torch.ones_like(ids), torch.arange(len(prefix), device=device)[None], cache)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _prefill(model, prompts, prefix_kv, pad_id, device, capture, rows, forward_kwargs):
+def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows):
     """Forward new prompts (after the shared prefix, whose cache they start from) as one left-padded
     batch: (cache, mask, first tokens). The mask is [prefix, pads, prompt]; positions skip the pads."""
     width = max(len(p) for p in prompts)
@@ -176,8 +195,7 @@ def _prefill(model, prompts, prefix_kv, pad_id, device, capture, rows, forward_k
         layer.update(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
     if capture is not None:
         capture.route_prefill([r.index for r in rows], [width - len(p) for p in prompts])
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, **forward_kwargs).logits
-    return cache, mask, logits[:, -1].argmax(-1).tolist()
+    return cache, mask, forward(ids, mask, positions, cache)[:, -1].argmax(-1).tolist()
 
 
 def _merge(cache, mask, rows, new_cache, new_mask, new):

@@ -197,8 +197,12 @@ def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared
         cap = ActivationCapture(model, capture.layers, capture.positions, capture.torch_dtype())
     with cap if cap is not None else contextlib.nullcontext():
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs).cpu()
+    return _batch_records(tokenizer, prompts, batch, output, _eos_ids(model, tokenizer), shared, cap)
+
+
+def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap):
+    """Records from one generate call's output (B, P_pad + N) and its capture; releases the capture."""
     width = batch["input_ids"].shape[1]
-    eos_ids = _eos_ids(model, tokenizer)
     pads = [int((batch["attention_mask"][row] == 0).sum()) for row in range(len(prompts))]
     gen_lens = [_generated_length(output[row, width:], eos_ids) for row in range(len(prompts))]
     # layer by layer for the whole batch: the activations are held about once, not twice

@@ -6,10 +6,12 @@
 Variants, all in one process, interleaved (order rotated every repeat), same prompts and tokens:
     raw            model.generate on the already tokenized batch (the floor)
     plain          generation.generate_records(..., capture=None): the project's plain generation
-                   (tokenizing, generate, cutting at EOS, decoding, building records)
+                   (tokenizing, continuous.decode, cutting at EOS, decoding, building records)
     capture        generate_records with CaptureSettings(): embeddings + every decoder layer, all
                    positions, records with their activations (what main.py --capture_activations does
                    before saving)
+    plain_generate, capture_generate   the same with continuous_batching=False: model.generate
+                   under ActivationCapture (the path for sampling and other generate() arguments)
     hooks          raw generate inside ActivationCapture (hooks only, no record assembly): diagnostic
     hidden_states  model.generate(output_hidden_states=True, return_dict_in_generate=True): the
                    transformers built-in, for reference
@@ -36,8 +38,9 @@ import time
 
 import common
 
-BASELINE = {"plain": "raw", "capture": "plain", "hooks": "raw", "hidden_states": "raw"}
-TARGETS = {"capture": 1.03, "plain": 1.02}
+BASELINE = {"plain": "raw", "capture": "plain", "hooks": "raw", "hidden_states": "raw",
+            "plain_generate": "raw", "capture_generate": "plain_generate"}
+TARGETS = {"capture": 1.03, "plain": 1.02, "capture_generate": 1.03, "plain_generate": 1.02}
 JUDGE = "cpu_paired_ratio"   # with one thread, CPU time is the stable measure on a shared machine
 
 
@@ -46,7 +49,7 @@ def main():
     p.add_argument("--models", default="default,tiny", help="comma-separated: default, tiny (default both)")
     p.add_argument("--batches", default="1,8", help="batch sizes (default 1,8)")
     p.add_argument("--new_tokens", type=int, default=32, help="tokens generated per prompt (default 32)")
-    p.add_argument("--variants", default="raw,plain,capture,hooks,hidden_states")
+    p.add_argument("--variants", default="raw,plain,capture,plain_generate,capture_generate,hooks,hidden_states")
     args = p.parse_args()
     if args.quick:
         args.repeats = min(args.repeats, 3)
@@ -57,6 +60,8 @@ def main():
 
     default_model, tokenizer = load_model()
     settings = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1})
+    generic = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1},
+                                 continuous_batching=False)
     results, rows, accounts = [], [], []
     for model_name in args.models.split(","):
         model = default_model if model_name == "default" else common.tiny_llama(tokenizer)
@@ -83,6 +88,8 @@ def main():
                 "raw": raw,
                 "plain": lambda: generate_records(model, tokenizer, prompts, settings),
                 "capture": lambda: generate_records(model, tokenizer, prompts, settings, CaptureSettings()),
+                "plain_generate": lambda: generate_records(model, tokenizer, prompts, generic),
+                "capture_generate": lambda: generate_records(model, tokenizer, prompts, generic, CaptureSettings()),
                 "hooks": hooks,
                 "hidden_states": hidden_states,
             }
@@ -133,11 +140,12 @@ def main():
 
 
 def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture, reps=200):
-    """Capture's extra work, each part timed alone: (1) one hook call, incl. torch's slower module
+    """For the model.generate path (continuous_batching=False): capture's extra work, each part timed alone: (1) one hook call, incl. torch's slower module
     call path when hooks exist, times the number of hook calls in one generate; (2) building the
     records with activations minus building them without, on the same generate output."""
     import torch
-    from generation import _build_records, encode_prompts
+    from generation import GenerationSettings
+    from generation import _batch_records, _eos_ids, _generate_kwargs, _shared_fields, encode_prompts
     with ActivationCapture(model) as cap:
         output = raw()
     calls = sum(cap._calls.values())
@@ -167,15 +175,17 @@ def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture,
     hook_s = max(hooked - bare, 0.0)
     # (2) record building with and without activations, same tokens
     batch = {k: v.cpu() for k, v in enc.items()}
-    kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, **settings.generate_kwargs,
-              "max_new_tokens": settings.max_new_tokens}
+    generic = GenerationSettings(max_new_tokens=settings.max_new_tokens, generate_kwargs=settings.generate_kwargs,
+                                 continuous_batching=False)
+    shared = _shared_fields(model, tokenizer, generic, _generate_kwargs(tokenizer, generic))
+    eos_ids = _eos_ids(model, tokenizer)
     output = output.cpu()
 
     def build(with_cap):
         if with_cap:
             cap._steps, cap._joined = {k: list(v) for k, v in steps.items()}, {}
         start = time.perf_counter()
-        _build_records(model, tokenizer, prompts, batch, output, settings, kwargs, cap if with_cap else None)
+        _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap if with_cap else None)
         return time.perf_counter() - start
     def encode():
         start = time.perf_counter()

@@ -12,13 +12,22 @@ Models, both bfloat16 on the GPU:
                    tokenizer: the timing is the same, since every call generates exactly 32 tokens.
     llama-1b       a random-weight Llama built from a config: hidden 2048, 16 layers, 32 heads
                    (8 KV heads), MLP 8192, the default tokenizer's 49152-token vocabulary (1.07B).
-Per model and batch size (1, 16), interleaved repeats, CUDA synchronized around each call:
-    raw      model.generate on the tokenized batch          plain    generation.generate_records
-    capture  generate_records with all layers, all positions hooks   generate inside ActivationCapture
+Per model and batch size (1, 16), interleaved repeats, CUDA synchronized around each call,
+every call generating exactly --new_tokens tokens per prompt:
+    raw      model.generate on the tokenized batch
+    plain    generation.generate_records: continuous.decode (the default greedy path)
+    capture  generate_records with all layers, all positions (RowCapture)
+    plain_generate / capture_generate   the same with continuous_batching=False (model.generate
+             under ActivationCapture, the path for sampling)        hooks   generate inside ActivationCapture
+Batching, per model: 64 questions, batch 16, the model's EOS set to a token it often emits (random
+weights never end on their own), so answers end at different steps: continuous batching against
+model.generate batches, questions/s and the same tokens.
 Synchronization proof, per model at batch 16:
     1. torch.profiler counts CUDA runtime calls that block the host (cudaStreamSynchronize,
        cudaDeviceSynchronize, cudaEventSynchronize, cudaMemcpy (not Async)) and device-to-host
-       copies during one `raw` and one `hooks` generate: equal counts = the hooks add none.
+       copies during one generate with 16 and one with 32 new tokens, for raw / hooks (generate
+       path) and plain / capture (continuous path): capture adds no per-step sync when its
+       count grows with the steps exactly as its baseline's does.
     2. every hook call runs under torch.cuda.set_sync_debug_mode("error"): a hook that synchronized
        would raise.
 Assembly after generation: the current ActivationCapture.joined (one torch.cat and one .cpu() per
@@ -116,7 +125,9 @@ def main():
     models, tokenizer = load_models(args, torch)
     print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     settings = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1})
-    timing_rows, sync_rows, join_rows = [], [], []
+    generic = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1},
+                                 continuous_batching=False)
+    timing_rows, sync_rows, join_rows, batching_rows = [], [], [], []
     for model_name, (model, weights) in models.items():
         n_params = sum(p.numel() for p in model.parameters())
         for batch_size in [int(b) for b in args.batches.split(",")]:
@@ -137,20 +148,27 @@ def main():
 
             variants = {"raw": raw, "plain": lambda: generate_records(model, tokenizer, prompts, settings),
                         "capture": lambda: generate_records(model, tokenizer, prompts, settings, CaptureSettings()),
+                        "plain_generate": lambda: generate_records(model, tokenizer, prompts, generic),
+                        "capture_generate": lambda: generate_records(model, tokenizer, prompts, generic,
+                                                                     CaptureSettings()),
                         "hooks": hooks}
             print(f"{model_name} batch {batch_size}:", file=sys.stderr)
             wall, _ = common.interleaved(variants, args.repeats, warmup=2)
-            base = {"plain": "raw", "capture": "plain", "hooks": "raw"}
+            base = {"plain": "raw", "capture": "plain", "hooks": "raw", "plain_generate": "raw",
+                    "capture_generate": "plain_generate"}
             for name in wall:
                 st = common.stats(wall[name], wall[base[name]] if name in base else None)
                 timing_rows.append({"model": model_name, "weights": weights, "params_m": n_params / 1e6,
                                     "batch": batch_size, "variant": name, "vs": base.get(name),
                                     "tokens_per_s": batch_size * args.new_tokens / st["median_s"], **st})
             join_rows += compare_assembly(hooks, model_name, batch_size, args, torch)
-        sync_rows += sync_proof(model_name, variants_for_sync(model, tokenizer, args, ActivationCapture, encode_prompts),
-                                args, torch)
+        for new_tokens in (args.new_tokens // 2, args.new_tokens):
+            sync_rows += sync_proof(model_name, new_tokens, variants_for_sync(
+                model, tokenizer, args, new_tokens, ActivationCapture, encode_prompts, generate_records,
+                GenerationSettings, CaptureSettings), args, torch)
+        batching_rows += batching(model_name, model, tokenizer, args, generate_records, GenerationSettings)
     path = common.write_json("gpu_check", {"args": vars(args), "timing": timing_rows, "sync": sync_rows,
-                                           "assembly": join_rows})
+                                           "assembly": join_rows, "batching": batching_rows})
     if os.environ.get("OUT"):
         shutil.copy2(path, os.environ["OUT"])
     print(f"\nwrote {path}\n")
@@ -161,7 +179,14 @@ def main():
                                      ("tokens_per_s", "tok/s", ".0f"), ("vs", "vs", ""),
                                      ("paired_ratio", "ratio", ".3f"), ("ratio_of_mins", "min ratio", ".3f")]))
     print()
-    print(common.table(sync_rows, [("model", "model", ""), ("variant", "generate", ""),
+    print(common.table(batching_rows, [("model", "model", ""), ("variant", "decoding", ""),
+                                       ("questions", "questions", "d"), ("batch", "batch", "d"),
+                                       ("median_s", "median s", ".3f"), ("questions_per_s", "q/s", ".1f"),
+                                       ("paired_ratio", "time ratio", ".3f"), ("same_tokens", "same tokens", ""),
+                                       ("mean_tokens", "mean tokens", ".1f")]))
+    print()
+    print(common.table(sync_rows, [("model", "model", ""), ("new_tokens", "new tokens", "d"),
+                                   ("variant", "generate", ""),
                                    ("sync_calls", "sync calls", "d"), ("memcpy_sync", "cudaMemcpy", "d"),
                                    ("dtoh_copies", "DtoH copies", "d"), ("hook_sync_errors", "hook syncs", "d")]))
     print()
@@ -169,11 +194,14 @@ def main():
                                    ("median_s", "median s", ".4f"), ("mb", "MB", ".1f"), ("gb_per_s", "GB/s", ".2f")]))
 
 
-def variants_for_sync(model, tokenizer, args, ActivationCapture, encode_prompts):
+def variants_for_sync(model, tokenizer, args, new_tokens, ActivationCapture, encode_prompts, generate_records,
+                      GenerationSettings, CaptureSettings):
     batch = max(int(b) for b in args.batches.split(","))
-    enc = encode_prompts(tokenizer, common.prompts(batch)).to(args.device)
-    kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, "max_new_tokens": args.new_tokens,
+    prompts = common.prompts(batch)
+    enc = encode_prompts(tokenizer, prompts).to(args.device)
+    kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, "max_new_tokens": new_tokens,
               "eos_token_id": -1}
+    settings = GenerationSettings(max_new_tokens=new_tokens, generate_kwargs={"eos_token_id": -1})
 
     def raw():
         model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
@@ -182,10 +210,45 @@ def variants_for_sync(model, tokenizer, args, ActivationCapture, encode_prompts)
         with ActivationCapture(model) as cap:
             raw()
         cap.release()
-    return {"raw": raw, "hooks": hooks}
+    return {"raw": raw, "hooks": hooks, "plain": lambda: generate_records(model, tokenizer, prompts, settings),
+            "capture": lambda: generate_records(model, tokenizer, prompts, settings, CaptureSettings())}
 
 
-def sync_proof(model_name, variants, args, torch):
+def batching(model_name, model, tokenizer, args, generate_records, GenerationSettings, questions=64, batch=16):
+    """Continuous batching against model.generate batches when answers end at different steps."""
+    prompts = common.prompts(questions if not args.smoke else 8)
+    batch = batch if not args.smoke else 2
+    probe = generate_records(model, tokenizer, prompts[:batch], GenerationSettings(max_new_tokens=args.new_tokens))
+    counts = {}
+    for rec in probe:
+        for t in rec["output_ids"][2:12].tolist():
+            counts[t] = counts.get(t, 0) + 1
+    old_eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = max(counts, key=counts.get)     # answers now end apart
+    try:
+        out = {}
+        variants = {name: (lambda c=c: out.__setitem__(name_of(c), generate_records(
+            model, tokenizer, prompts, GenerationSettings(max_new_tokens=args.new_tokens, continuous_batching=c),
+            batch_size=batch))) for name, c in (("continuous", True), ("generate", False))}
+        wall, _ = common.interleaved(variants, args.repeats, warmup=1)
+    finally:
+        model.generation_config.eos_token_id = old_eos
+    same = all(a["output_ids"].tolist() == b["output_ids"].tolist() for a, b in zip(out["continuous"], out["generate"]))
+    mean_tokens = statistics.mean(len(r["output_ids"]) for r in out["generate"])
+    rows = []
+    for name in wall:
+        st = common.stats(wall[name], wall["generate"] if name != "generate" else None)
+        rows.append({"model": model_name, "variant": name, "questions": len(prompts), "batch": batch,
+                     "questions_per_s": len(prompts) / st["median_s"], "same_tokens": same,
+                     "mean_tokens": mean_tokens, **st})
+    return rows
+
+
+def name_of(continuous):
+    return "continuous" if continuous else "generate"
+
+
+def sync_proof(model_name, new_tokens, variants, args, torch):
     """Count host-blocking CUDA calls during generate with and without the capture hooks."""
     from torch.profiler import ProfilerActivity, profile
     import capture as capture_module
@@ -193,8 +256,9 @@ def sync_proof(model_name, variants, args, torch):
     for name, fn in variants.items():
         fn()                                              # warm up outside the profile
         errors = 0
-        original = capture_module.ActivationCapture._store
-        if name == "hooks" and args.device == "cuda":
+        cls = capture_module.RowCapture if name == "capture" else capture_module.ActivationCapture
+        original = cls._store
+        if name in ("hooks", "capture") and args.device == "cuda":
             def checked(self, layer, hidden):
                 nonlocal errors
                 torch.cuda.set_sync_debug_mode("error")
@@ -204,7 +268,7 @@ def sync_proof(model_name, variants, args, torch):
                     errors += 1
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
-            capture_module.ActivationCapture._store = checked
+            cls._store = checked
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
         try:
             with profile(activities=activities) as prof:
@@ -212,11 +276,11 @@ def sync_proof(model_name, variants, args, torch):
                 if args.device == "cuda":
                     torch.cuda.synchronize()
         finally:
-            capture_module.ActivationCapture._store = original
+            cls._store = original
         counts = {}
         for event in prof.events():
             counts[event.name] = counts.get(event.name, 0) + 1
-        rows.append({"model": model_name, "variant": name,
+        rows.append({"model": model_name, "new_tokens": new_tokens, "variant": name,
                      "sync_calls": sum(counts.get(c, 0) for c in SYNC_CALLS),
                      "memcpy_sync": counts.get("cudaMemcpy", 0),
                      "dtoh_copies": sum(v for k, v in counts.items() if "DtoH" in k or "Device -> Pageable" in k
