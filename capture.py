@@ -412,7 +412,7 @@ class RowCapture(ActivationCapture):
         kept = kept_positions(self.positions, prompt_len, gen_len)
         prompt = self._prompts.pop(question, {})
         n_steps = max(gen_len, 1) - 1                        # tokens fed back: positions P .. P+N-2
-        acts = {}
+        fulls = []
         for name in self.names:
             if name not in self._meta:
                 raise RuntimeError(f"layer {name!r} was never called: run the model inside the capture")
@@ -425,10 +425,18 @@ class RowCapture(ActivationCapture):
             full = torch.cat(parts) if len(parts) > 1 else parts[0]
             if isinstance(self.positions, list):
                 full = full.index_select(0, torch.tensor(kept, device=full.device))
-            out = full.to(device="cpu", dtype=self.dtype)
-            acts[name] = out.clone() if out._is_view() else out   # own its bytes, not the buffer's
-        return acts, kept
+            fulls.append(full.to(self.dtype))
+        return dict(zip(self.names, _to_cpu(fulls))), kept
 
     def release(self):
         super().release()
         self._prefix, self._prompts, self._buffers, self._route, self._step_index = {}, {}, {}, None, None
+
+
+def _to_cpu(tensors):
+    """CPU copies that own their bytes; from a GPU, one device-to-host copy (one sync) for all of
+    them when their shapes allow stacking, instead of one per tensor."""
+    on_device = [t for t in tensors if t.device.type != "cpu"]
+    if len(on_device) > 1 and len({(t.shape, t.dtype, t.device) for t in tensors}) == 1:
+        return [t.clone() for t in torch.stack(tensors).cpu().unbind(0)]
+    return [t.cpu() if t.device.type != "cpu" else (t.clone() if t._is_view() else t) for t in tensors]
