@@ -17,11 +17,12 @@ Example:
 
 How it stays safe: pickle's find_class resolves only the (module, name) pairs in _GLOBALS, each
 one a checked stand-in for what torch/numpy emit (tensor storages are bounds-checked, embedded
-legacy torch.save payloads are checked and read with torch.load(weights_only=True)); BUILD
-(setting an object's state) is allowed only on numpy arrays and fresh numpy dtypes; sizes
-declared in the file are checked against the bytes present before anything is allocated.
-storage.load_activations checks afterwards that the object is a record (a dict with an
-"activations" dict).
+legacy torch.save payloads are checked and read with torch.load(weights_only=True); numpy's
+protocol-5 arrays and torch.from_numpy, as storage's pickler writes tensors, accept only numeric
+dtypes and a buffer of exactly the declared size); BUILD (setting an object's state) is allowed
+only on numpy arrays and fresh numpy dtypes; sizes declared in the file are checked against the
+bytes present before anything is allocated. storage.load_activations checks afterwards that the
+object is a record (a dict with an "activations" dict).
 """
 import datetime
 import io
@@ -44,7 +45,6 @@ class _Refused(Exception):
 _NDARRAY = object()   # stands for numpy.ndarray: passed to _reconstruct, never called
 _TENSOR = object()    # stands for torch.Tensor: passed to _rebuild_from_type_v2, never called
 _NP_RECONSTRUCT = np.zeros(1).__reduce_ex__(2)[0]       # numpy(._core).multiarray._reconstruct
-_NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]        # numpy(._core).numeric._frombuffer
 _NP_SCALAR = np.float32(0).__reduce__()[0]               # numpy(._core).multiarray.scalar
 _TORCH_DTYPES = {n: v for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
 
@@ -238,6 +238,44 @@ def _np_reconstruct(subtype, shape, dtype):
     return _NP_RECONSTRUCT(np.ndarray, shape, dtype)
 
 
+def _numeric(dtype):
+    """`dtype` if it is a plain numeric numpy dtype (bool, int, uint, float, complex): never an
+    object, structured, sub-array, string or datetime dtype."""
+    if not (isinstance(dtype, np.dtype) and dtype.kind in "biufc" and dtype.fields is None
+            and dtype.subdtype is None and not dtype.hasobject):
+        raise ValueError(f"unexpected array dtype {dtype!r:.100}")
+    return dtype
+
+
+def _np_frombuffer(buf, dtype, shape, order, axis_order=None):
+    """numpy's _frombuffer (protocol-5 array pickles), only for an in-band buffer of a numeric
+    dtype that holds exactly shape's elements, in C, F or axis_order ("K") layout."""
+    if not isinstance(buf, (bytes, bytearray)):
+        raise ValueError(f"array buffer is a {type(buf).__name__}, not bytes")
+    shape, itemsize = _ints(shape, "shape"), _numeric(dtype).itemsize
+    if min(shape, default=0) < 0 or math.prod(shape) * itemsize != len(buf):
+        raise ValueError(f"array of shape {shape} and dtype {dtype} does not fit its "
+                         f"{len(buf)}-byte buffer")
+    array = np.frombuffer(buf, dtype=dtype)
+    if order in ("C", "F") and axis_order is None:
+        return array.reshape(shape, order=order)
+    if order == "K" and sorted(_ints(axis_order, "axis order")) == list(range(len(shape))):
+        return array.reshape(shape).transpose(axis_order)      # numpy 2's strided layouts
+    raise ValueError(f"bad array order {order!r:.20} / {axis_order!r:.100}")
+
+
+def _from_numpy(array):
+    """torch.from_numpy (storage's pickler writes tensors as torch.from_numpy(<array>)) for a
+    plain numpy array of a numeric dtype; a read-only array (a bytes buffer) is copied first,
+    so the tensor is always writable."""
+    if type(array) is not np.ndarray:
+        raise ValueError(f"torch.from_numpy of a {type(array).__name__}")
+    _numeric(array.dtype)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
 def _np_dtype(obj, align=False, copy=False):
     """numpy.dtype, always a fresh copy: pickle's BUILD then sets only this copy's state,
     never that of numpy's shared built-in dtypes."""
@@ -253,6 +291,7 @@ _GLOBALS = {
     ("torch._tensor", "Tensor"): _TENSOR,
     ("torch.storage", "_load_from_bytes"): _load_from_bytes,       # replaced: weights_only load
     ("torch", "Size"): torch.Size,
+    ("torch", "from_numpy"): _from_numpy,                           # storage's own pickler
     ("torch.torch_version", "TorchVersion"): torch.torch_version.TorchVersion,  # torch.__version__
     ("collections", "OrderedDict"): OrderedDict,                    # tensors' backward_hooks
     # numpy arrays and scalars (numpy 1.x "numpy.core" and 2.x "numpy._core" names)
@@ -262,8 +301,8 @@ _GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
     ("numpy.core.multiarray", "scalar"): _NP_SCALAR,
     ("numpy._core.multiarray", "scalar"): _NP_SCALAR,
-    ("numpy.core.numeric", "_frombuffer"): _NP_FROMBUFFER,
-    ("numpy._core.numeric", "_frombuffer"): _NP_FROMBUFFER,
+    ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,         # protocol 5 arrays
+    ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
     # datetimes (seed records' timestamp)
     ("datetime", "datetime"): datetime.datetime,
     ("datetime", "date"): datetime.date,

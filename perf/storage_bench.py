@@ -14,13 +14,15 @@ Variants, interleaved (order rotated every repeat), files in a temporary folder 
     numpy.save                    plain numpy.save, no fsync (the page cache only)
     numpy.save atomic             numpy.save through storage's own atomic writer (temp file, fsync,
                                   rename, fsync of the folder): the same guarantees as our saves
-    load pkl / load safetensors   storage.load_activations (safe unpickler / safetensors)
-    load ... one layer            load_activations(path, layers=["layer_15"])
+    load pkl / load safetensors   storage.load_activations (safe unpickler / safetensors' memory
+                                  map of the whole file)
+    load ... one layer            load_activations(path, layers=["layer_15"]) (.safetensors: one
+                                  header parse, then only that tensor's and the ids' bytes)
     numpy.load                    numpy.load of the numpy file (one layer: numpy.load(mmap_mode="r")[15])
-Every load then reads one value per 4 KiB page of each loaded tensor (safetensors maps files
-lazily: without that a "load" reads nothing). Loads run twice: "hot" reads files just written
-(page cache: parsing and copying only), "cold" first drops the file's pages from the page cache
-(posix_fadvise DONTNEED, untimed; no root needed), so the bytes come from the disk (through
+Every load then reads one value per 4 KiB page of each loaded tensor (whole .safetensors files
+are mapped lazily: without that a "load" reads nothing). Loads run twice: "hot" reads files just
+written (page cache: parsing and copying only), "cold" first drops the file's pages from the page
+cache (posix_fadvise DONTNEED, untimed; no root needed), so the bytes come from the disk (through
 whatever cache the virtual disk's host keeps; note the kernel's read-ahead window,
 /sys/block/<dev>/queue/read_ahead_kb, which can pull a whole small file in on the first read).
 MB/s counts tensor bytes (activations only). Targets (issue 6): save >= 0.8x numpy's bandwidth;

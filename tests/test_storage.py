@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -202,6 +203,173 @@ def test_unsupported_extension(tmp_path, bad):
         load_activations(path)
 
 
+# ----------------------------------------------------------------------------- format details
+
+def awkward(dtype, rows=4, cols=8):
+    """A tensor of `dtype` from random bits: NaN payloads, -0.0, infinities, subnormals."""
+    g = torch.Generator().manual_seed(3)
+    raw = torch.randint(0, 256, (rows * cols * dtype.itemsize,), dtype=torch.uint8, generator=g)
+    if dtype == torch.bool:
+        return (raw[:rows * cols] % 2 == 1).reshape(rows, cols)
+    return raw.view(dtype).reshape(rows, cols)
+
+
+def same_bits(a, b):
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+
+
+def dtype_record(dtype):
+    rec = make_record()
+    rec["activations"] = {"x": awkward(dtype), "scalar": awkward(dtype, 1, 1)[0, 0],
+                          "empty": awkward(dtype)[:0], "view": awkward(dtype).t()[2:5]}
+    return rec
+
+
+def assert_owned_and_writable(t):
+    """`t` owns exactly its bytes (no view of a larger buffer) and can be written."""
+    assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    t.zero_()
+
+
+@pytest.mark.parametrize("dtype", sorted(storage._PICKLE_DTYPES, key=str))
+def test_pkl_round_trip_is_bit_exact(tmp_path, dtype):
+    rec = dtype_record(dtype)
+    path = save_activations(rec, tmp_path / "q.pkl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # e.g. torch.from_numpy of read-only memory
+        got = load_activations(path)["activations"]
+    with open(path, "rb") as f:
+        plain = pickle.load(f)["activations"]
+    for name, want in rec["activations"].items():
+        assert same_bits(got[name], want) and same_bits(plain[name], want), name
+        assert type(got[name]) is torch.Tensor and type(plain[name]) is torch.Tensor
+        assert_owned_and_writable(got[name])
+    data = Path(path).read_bytes()                  # bfloat16 alone keeps torch's pickling
+    assert (b"_rebuild_tensor_v2" in data) == (dtype == torch.bfloat16) and b"from_numpy" in data
+
+
+@pytest.mark.parametrize("dtype", sorted(storage._ST_DTYPES.values(), key=str))
+def test_safetensors_round_trip_is_bit_exact(tmp_path, dtype):
+    rec = dtype_record(dtype)
+    path = save_activations(rec, tmp_path / "q.safetensors")
+    full = load_activations(path)["activations"]
+    for name, want in rec["activations"].items():
+        one = load_activations(path, layers=[name])["activations"][name]
+        assert same_bits(full[name], want) and same_bits(one, want), name
+        assert_owned_and_writable(one)
+    full["x"].zero_()                                # a private mapping: the file is unchanged
+    assert same_bits(load_activations(path)["activations"]["x"], rec["activations"]["x"])
+
+
+def test_old_pkl_files_still_load(tmp_path):
+    """Files written before storage's own pickler: every tensor pickled by torch."""
+    rec = make_record()
+    with open(tmp_path / "old.pkl", "wb") as f:
+        pickle.dump(storage._prepare_record(rec), f, protocol=pickle.HIGHEST_PROTOCOL)
+    data = (tmp_path / "old.pkl").read_bytes()
+    assert b"_rebuild_tensor_v2" in data and b"from_numpy" not in data
+    got = load_activations(tmp_path / "old.pkl")
+    assert_same_record(got, rec)
+    for t in got["activations"].values():
+        assert_owned_and_writable(t)
+
+
+def test_safetensors_written_by_save_file_still_load(tmp_path):
+    """Files written before storage's own writer, by safetensors.torch.save_file."""
+    from safetensors.torch import save_file
+    rec = make_record()
+    tensors, metadata = storage._safetensors_payload(storage._prepare_record(rec))
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=metadata)
+    assert_same_record(load_activations(tmp_path / "old.safetensors"), rec)
+    got = load_activations(tmp_path / "old.safetensors", layers=["layer_1"])
+    assert torch.equal(got["activations"]["layer_1"], rec["activations"]["layer_1"])
+
+
+def write_with(tmp_path, tensors, metadata):
+    """(our writer's bytes, safetensors.torch.save_file's bytes) for the same tensors."""
+    from safetensors.torch import save_file
+    head, ordered = storage._safetensors_layout(tensors, metadata)
+    storage._write_safetensors(head, ordered, tmp_path / "ours.safetensors")
+    save_file(tensors, str(tmp_path / "theirs.safetensors"), metadata=metadata)
+    return tuple((tmp_path / f"{who}.safetensors").read_bytes() for who in ("ours", "theirs"))
+
+
+def test_safetensors_writer_matches_save_file_byte_for_byte(tmp_path):
+    from safetensors import safe_open
+    tensors = {f"t_{str(dt)[6:]}": awkward(dt) for dt in storage._ST_DTYPES.values()}
+    tensors.update({"b": awkward(torch.float32), "a": awkward(torch.float32)[:2].clone(),
+                    "é \"q\" \\ \n\t\x01\u2028": torch.arange(3), "scalar": torch.tensor(2.5),
+                    "empty": torch.zeros(0, 4, dtype=torch.float16), "z": torch.ones(1, 0, 2)})
+    meta = {"k": "é \"v\" \\ \n\t\x00\x1f\x7f\u2028/"}
+    ours, theirs = write_with(tmp_path, tensors, meta)
+    assert ours == theirs
+    with safe_open(str(tmp_path / "ours.safetensors"), framework="pt") as f:
+        assert f.metadata() == meta
+        for name, t in tensors.items():
+            assert same_bits(f.get_tensor(name), t), name
+    for n in range(1, 9):                                   # every header padding length
+        ours, theirs = write_with(tmp_path, {"x" * n: torch.arange(n, dtype=torch.int8)},
+                                  {"m": "v" * n})
+        assert ours == theirs, n
+
+
+def test_safetensors_record_matches_save_file(tmp_path):
+    """A whole record: save_file orders the metadata keys at random, so the headers are
+    compared parsed (tensor entries in order); everything else byte for byte."""
+    from safetensors.torch import save_file
+    rec = make_record()
+    path = save_activations(rec, tmp_path / "ours.safetensors")
+    tensors, metadata = storage._safetensors_payload(storage._prepare_record(rec))
+    save_file(tensors, str(tmp_path / "theirs.safetensors"), metadata=metadata)
+    ours, theirs = Path(path).read_bytes(), (tmp_path / "theirs.safetensors").read_bytes()
+    n = int.from_bytes(ours[:8], "little")
+    assert len(ours) == len(theirs) and ours[:8] == theirs[:8] and ours[8 + n:] == theirs[8 + n:]
+    parse = lambda b: json.loads(b[8:8 + n], object_pairs_hook=list)  # noqa: E731
+    (meta_ours, *entries_ours), (meta_theirs, *entries_theirs) = parse(ours), parse(theirs)
+    assert entries_ours == entries_theirs
+    assert meta_ours[0] == meta_theirs[0] == "__metadata__"
+    assert dict(meta_ours[1]) == dict(meta_theirs[1])
+
+
+def test_safetensors_refuses_dtypes_it_cannot_hold(tmp_path):
+    rec = make_record()
+    rec["activations"]["layer_0"] = torch.zeros(2, 2, dtype=torch.complex128)
+    with pytest.raises(ValueError, match="'activations.layer_0'.*complex128.*save as .pkl"):
+        save_activations(rec, tmp_path / "q.safetensors")
+    assert files_in(tmp_path) == []
+    rec["activations"]["layer_0"] = torch.zeros(2)
+    rec["__metadata__"] = torch.zeros(1)                    # would replace the header metadata
+    with pytest.raises(ValueError, match="__metadata__"):
+        save_activations(rec, tmp_path / "q.safetensors")
+
+
+def test_pickler_hands_tensor_memory_to_the_file(tmp_path):
+    """No copy: the big buffer the pickler writes is the tensor's own memory."""
+    t = torch.randn(256, 256)
+    pieces = storage._Pieces()
+    storage._RecordPickler(pieces, protocol=5).dump({"activations": {"x": t}})
+    big = [memoryview(p) for p in pieces if memoryview(p).nbytes == t.nbytes]
+    assert len(big) == 1 and np.frombuffer(big[0], np.uint8).ctypes.data == t.data_ptr()
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_short_writes_and_no_writev(tmp_path, monkeypatch, fmt):
+    """The writer finishes files whatever each write call manages, with or without writev."""
+    rec = make_record(hidden=4096)
+    want = Path(save_activations(rec, tmp_path / f"a.{fmt}")).read_bytes()
+    real_write, calls = os.write, []
+
+    def short_writev(fd, views):
+        calls.append(len(views))
+        return real_write(fd, bytes(views[0][:1000]))
+    monkeypatch.setattr(os, "writev", short_writev)
+    assert Path(save_activations(rec, tmp_path / f"b.{fmt}")).read_bytes() == want
+    assert len(calls) > len(want) // 1000
+    monkeypatch.delattr(os, "writev")
+    assert Path(save_activations(rec, tmp_path / f"c.{fmt}")).read_bytes() == want
+
+
 # ----------------------------------------------------------------------------- partial loads
 
 @pytest.mark.parametrize("fmt", FMTS)
@@ -241,9 +409,16 @@ class SpyHandle:
 
 @pytest.fixture
 def tensor_reads(monkeypatch):
+    """Records the keys of the tensors a .safetensors load reads: mapped by safetensors (whole
+    records) or read from their byte ranges (selected layers)."""
     reads = []
-    real = storage.safe_open
-    monkeypatch.setattr(storage, "safe_open", lambda *a, **k: SpyHandle(real(*a, **k), reads))
+    real_open, real_read = storage.safe_open, storage._read_tensor
+
+    def read(f, key, *args):
+        reads.append(key)
+        return real_read(f, key, *args)
+    monkeypatch.setattr(storage, "safe_open", lambda *a, **k: SpyHandle(real_open(*a, **k), reads))
+    monkeypatch.setattr(storage, "_read_tensor", read)
     return reads
 
 
@@ -251,6 +426,43 @@ def test_safetensors_reads_only_requested_layer(tmp_path, tensor_reads):
     path = save_activations(make_record(), tmp_path / "q.safetensors")
     load_activations(path, layers=["layer_1"])
     assert [k for k in tensor_reads if k.startswith("activations.")] == ["activations.layer_1"]
+
+
+def test_one_layer_reads_equal_full_reads(tmp_path):
+    rec = make_record(n_prompt=9, n_generated=4)
+    path = save_activations(rec, tmp_path / "q.safetensors")
+    full = load_activations(path)
+    for name in LAYERS:
+        one = load_activations(path, layers=[name])
+        assert list(one) == list(full) and list(one["activations"]) == [name]
+        assert same_bits(one["activations"][name], full["activations"][name])
+        for key, value in full.items():
+            if key != "activations":
+                assert same_bits(one[key], value) if isinstance(value, torch.Tensor) \
+                    else one[key] == value, key
+
+
+def test_bad_tensor_entries_in_partial_reads(tmp_path):
+    """Header entries are checked before a partial read allocates or reads anything."""
+    st = Path(save_activations(make_record(), tmp_path / "good.safetensors")).read_bytes()
+    n = int.from_bytes(st[:8], "little")
+    header = json.loads(st[8:8 + n])
+    entry = header["activations.layer_0"]
+    start, end = entry["data_offsets"]
+    for name, change in [("huge", {"shape": [10 ** 12, 10 ** 6]}),
+                         ("negative", {"shape": [-1, -16]}),
+                         ("float_shape", {"shape": [7.0, 16]}),
+                         ("shape_str", {"shape": "716"}),
+                         ("dtype", {"dtype": "F128"}),
+                         ("offsets", {"data_offsets": [start - 8, end - 8]}),
+                         ("float_offsets", {"data_offsets": [float(start), float(end)]}),
+                         ("swapped", {"data_offsets": [end, start]})]:
+        text = json.dumps({**header, "activations.layer_0": {**entry, **change}}).encode()
+        text += b" " * (-len(text) % 8)
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(len(text).to_bytes(8, "little") + text + st[8 + n:])
+        with pytest.raises(CorruptFileError, match=f"{name}.safetensors$"):
+            load_activations(path, layers=["layer_0"])
 
 
 # ----------------------------------------------------------------------------- compact files
@@ -477,6 +689,78 @@ def test_oversized_declarations_refused_fast(tmp_path):
         (tmp_path / "c.pkl").write_bytes(pickle.dumps({"activations": {"l": oob}}))
         with pytest.raises(CorruptFileError, match="c.pkl$"):
             load_activations(tmp_path / "c.pkl")
+
+
+def numpy_frombuffer():
+    return np.zeros(1).__reduce_ex__(5)[0]                   # numpy(._core).numeric._frombuffer
+
+
+def bad_new_globals():
+    """Pickled calls of the globals storage's pickler uses, with arguments it never writes."""
+    frombuffer = numpy_frombuffer()
+    f4 = np.dtype("f4")
+    from_numpy = lambda arg: Reduce(torch.from_numpy, arg)  # noqa: E731
+    return {
+        "object array": from_numpy(np.array([1, "a"], dtype=object)),
+        "string array": from_numpy(np.array(["abc"])),
+        "datetime array": from_numpy(np.array(["2020-01-01"], dtype="datetime64[D]")),
+        "structured array": from_numpy(np.zeros(2, dtype=[("a", "<f4"), ("b", "<i4")])),
+        "list": from_numpy([1.0, 2.0]),
+        "bytes": from_numpy(b"\x00" * 8),
+        "object dtype": Reduce(frombuffer, bytearray(16), np.dtype(object), (2,), "C"),
+        "void dtype": Reduce(frombuffer, bytearray(16), np.dtype("V8"), (2,), "C"),
+        "shape too big": Reduce(frombuffer, bytearray(8), f4, (10 ** 12,), "C"),
+        "shape too small": Reduce(frombuffer, bytearray(16), f4, (2,), "C"),
+        "negative shape": Reduce(frombuffer, bytearray(8), f4, (-1, -2), "C"),
+        "float shape": Reduce(frombuffer, bytearray(8), f4, (2.0,), "C"),
+        "bad order": Reduce(frombuffer, bytearray(8), f4, (2,), "X"),
+        "K without axes": Reduce(frombuffer, bytearray(8), f4, (2,), "K"),
+        "bad axes": Reduce(frombuffer, bytearray(16), f4, (2, 2), "K", (0, 0)),
+        "buffer not bytes": Reduce(frombuffer, "abcdefgh", f4, (2,), "C"),
+        "from_numpy of frombuffer object": from_numpy(
+            Reduce(frombuffer, bytearray(16), np.dtype(object), (2,), "C")),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_new_globals()))
+def test_new_globals_with_bad_arguments_refused(tmp_path, case):
+    path = tmp_path / "bad.pkl"
+    with open(path, "wb") as f:                  # storage's pickler: the global torch.from_numpy
+        storage._RecordPickler(f, protocol=5).dump({"activations": {"x": bad_new_globals()[case]}})
+    data = path.read_bytes()
+    assert b"getattr" not in data and (b"from_numpy" in data or b"_frombuffer" in data)
+    with pytest.raises(CorruptFileError, match=r"bad\.pkl$"):
+        load_activations(path)
+
+
+def test_from_numpy_of_read_only_buffer_gives_writable_tensor(tmp_path):
+    values = np.arange(4, dtype=np.float32)
+    # a bytes buffer (numpy's own pickles use a bytearray) gives a read-only array
+    arr = Reduce(numpy_frombuffer(), values.tobytes(), values.dtype, (2, 2), "F")
+    with open(tmp_path / "q.pkl", "wb") as f:
+        storage._RecordPickler(f, protocol=5).dump(
+            {"activations": {"x": Reduce(torch.from_numpy, arr)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = load_activations(tmp_path / "q.pkl")["activations"]["x"]
+    assert torch.equal(got, torch.tensor([[0.0, 2.0], [1.0, 3.0]]))
+    got.zero_()
+
+
+def test_protocol5_numpy_layouts_load(tmp_path):
+    """numpy 2 pickles strided (permuted) arrays as order "K" with an axis order; nested
+    tensors that are views pickle through numpy too."""
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    big = np.arange(2 * 300 * 40, dtype=np.float64).reshape(2, 300, 40)   # >= 64 KiB: unframed
+    arrays = {"c": base, "f": np.asfortranarray(base), "k": base.transpose(1, 0, 2),
+              "big f": np.asfortranarray(big), "big k": big.transpose(1, 0, 2)}
+    t = torch.randn(300, 200)
+    rec = {"activations": {"x": torch.zeros(1)}, "extra": arrays, "tensors": [t.t(), t[:, ::2]]}
+    path = save_activations(rec, tmp_path / "q.pkl")
+    got = load_activations(path)
+    for name, want in arrays.items():
+        np.testing.assert_array_equal(got["extra"][name], want)
+    assert torch.equal(got["tensors"][0], t.t()) and torch.equal(got["tensors"][1], t[:, ::2])
 
 
 # ----------------------------------------------------------------------------- corrupt files
