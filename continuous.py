@@ -3,7 +3,7 @@ prompt takes its slot, so no decode step is spent on rows that already emitted E
 
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
-    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len)
+    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None)
         -> iterator of (index, new_tokens, (acts, kept) or None), in the order answers finish
 
 Example:
@@ -16,7 +16,9 @@ benchmark, half of the decode slots of a batch of 8 went to rows that had finish
 KV cache is a transformers DynamicCache whose rows are selected and merged between forwards:
 new prompts are prefilled as their own left-padded batch, their cache is left-padded to the
 running cache's length and stacked under it; the 2-D attention mask hides every padded slot and
-each row gets explicit position ids, so a row computes what it would compute alone. Tokens are
+each row gets explicit position ids, so a row computes what it would compute alone. The start
+that every prompt shares (a chat template's system prompt) is forwarded once per call and its
+cache copied to each new row. Tokens are
 the argmax of the last logits, as greedy `generate` picks them (no logits processors: see
 unsupported_reason). The work depends only on the prompts and their order, so a run is
 reproducible bit for bit.
@@ -29,7 +31,6 @@ from transformers import DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
 
 # generate() arguments the loop implements; anything else goes to model.generate
-REFILL_AT = None
 SUPPORTED_KWARGS = {"do_sample", "eos_token_id", "pad_token_id", "max_new_tokens"}
 # generation_config fields that add a logits processor or a stopping rule to greedy generate()
 PROCESSOR_FIELDS = ("repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
@@ -81,7 +82,6 @@ class _Row:
 
 @torch.no_grad()
 def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None):
-    refill_at = refill_at or REFILL_AT
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
     Yields (index into prompts, generated token ids up to and including the stopping one, (acts,

@@ -1,17 +1,20 @@
 """Batching: questions per second of a benchmark run at batch size 1, 4, 8 and 16.
 
-    .venv/bin/python perf/batching.py                           # 32 questions, 3 repeats, 1 thread
-    .venv/bin/python perf/batching.py --threads 2 --limit 48 --batches 1,8,16,32
+    .venv/bin/python perf/batching.py                           # 48 questions, 3 repeats, 1 thread
+    .venv/bin/python perf/batching.py --threads 2 --limit 64 --batches 1,8,16,32
 
 Each variant is one `runner.run_benchmark(RunConfig(limit=N, batch_size=B, ...))` call (main.py
 without capture) into a fresh temporary folder; the model is loaded once, before timing. The
-runner sorts the questions by prompt length into batches (runner.plan_batches) and
-rewrites results.jsonl in benchmark order at the end; this script checks that order after every
-run. The variant "8 unsorted" patches the sorting out (batches in benchmark order) to show what
-the sorting saves. Variants run interleaved, order rotated every repeat; medians are reported.
-Two waste measures per variant: "pad tokens" = share of prompt slots that are left padding;
-"idle decode" = share of decode slots spent on rows that already hit EOS (a batch decodes until
-its longest answer ends).
+runner sorts the questions by prompt length into units (runner.plan_batches) and rewrites
+results.jsonl in benchmark order at the end; this script checks that order after every run.
+"B" variants use the default decoding (continuous batching: B rows decode at once and a finished
+row is refilled at once); "8 generate" is --no_continuous_batching (model.generate batches of 8,
+the decoding before continuous batching) and "8 unsorted" (with --unsorted) also patches the
+sorting out. Variants run interleaved, order rotated every repeat; medians are reported.
+Measures per variant: "decode use" = useful row-steps (each answer's tokens but its first) over
+B x one-token forwards, i.e. the share of decode slots that did useful work (model.generate
+spends the rest on rows that already hit EOS; continuous batching only on the emptying end of a
+unit); "pad tokens" (model.generate variants) = share of prompt slots that are left padding.
 A cost model comes last: prefill and decode-step times per batch size, timed with generate alone.
 Target (issue 6, CPU, default model): batch 8 >= 3x the questions per second of batch 1.
 Writes perf/out/batching.json; prints the table last.
@@ -30,11 +33,12 @@ SORTER = None   # the runner's length-sorting function (plan_batches; length_sor
 
 def main():
     p = common.base_parser(__doc__, repeats=3)
-    p.add_argument("--limit", type=int, default=32, help="questions per run (default 32)")
+    p.add_argument("--limit", type=int, default=48, help="questions per run (default 48)")
     p.add_argument("--batches", default="1,4,8,16", help="batch sizes (default 1,4,8,16)")
     p.add_argument("--max_new_tokens", type=int, default=32)
     p.add_argument("--model", default=None, help="model name/path (default: the project's default model)")
-    p.add_argument("--no_unsorted", action="store_true", help="skip the '8 unsorted' variant")
+    p.add_argument("--unsorted", action="store_true", help="add '8 unsorted' (model.generate, benchmark order)")
+    p.add_argument("--no_generate", action="store_true", help="skip the '8 generate' variant")
     p.add_argument("--no_cost_model", action="store_true", help="skip timing prefill and decode steps")
     args = p.parse_args()
     if args.quick:
@@ -46,25 +50,34 @@ def main():
     model_name = args.model or DEFAULT_MODEL
     global SORTER
     SORTER = "plan_batches" if hasattr(runner, "plan_batches") else "length_sorted_batches"
-    load_model(model_name)
     expected_ids = [row["id"] for row in load_benchmark()[: args.limit]]
     tmp_root = tempfile.mkdtemp(prefix="perf-batching-")
-    padding, plans, waste = {}, {}, {}
+    padding, waste = {}, {}
 
-    def run(name, batch_size, sort=True):
+    model, _ = load_model(model_name)
+    steps = []
+
+    def count_steps(module, args_, out):
+        if out.shape[1] == 1:
+            steps.append(out.shape[0])
+    model.get_input_embeddings().register_forward_hook(count_steps)
+
+    def run(name, batch_size, sort=True, continuous=True):
         out = os.path.join(tmp_root, name.replace(" ", "_"))
         shutil.rmtree(out, ignore_errors=True)
         config = runner.RunConfig(model=model_name, limit=args.limit, batch_size=batch_size,
-                                  max_new_tokens=args.max_new_tokens, output_dir=out)
+                                  max_new_tokens=args.max_new_tokens, output_dir=out,
+                                  continuous_batching=continuous)
         real = getattr(runner, SORTER)
 
         def batches(rows, tokenizer, chat_template, size):
             made = real(rows, tokenizer, chat_template, size) if sort else \
                 [rows[s:s + size] for s in range(0, len(rows), size)]
-            padding[name] = _padding_share(made, tokenizer, chat_template)
-            plans[name] = [[row["id"] for row in b] for b in made]
+            if not continuous:
+                padding[name] = _padding_share(made, tokenizer, chat_template)
             return made
         setattr(runner, SORTER, batches)
+        steps.clear()
         try:
             runner.run_benchmark(config)
         finally:
@@ -72,15 +85,18 @@ def main():
         with open(os.path.join(out, runner.RESULTS_FILE)) as f:
             results = [json.loads(line) for line in f]
         ids = [r["id"] for r in results]
-        waste[name] = _decode_waste(plans[name], {r["id"]: r["num_generated_tokens"] for r in results})
+        useful = sum(max(r["num_generated_tokens"], 1) - 1 for r in results)
+        waste[name] = useful / (len(steps) * batch_size) if steps else 1.0
         if ids != expected_ids:
             raise SystemExit(f"{name}: results.jsonl is not in benchmark order")
         shutil.rmtree(out, ignore_errors=True)
 
     sizes = [int(b) for b in args.batches.split(",")]
     variants = {f"{b}": (lambda b=b: run(f"{b}", b)) for b in sizes}
-    if not args.no_unsorted and 8 in sizes:
-        variants["8 unsorted"] = lambda: run("8 unsorted", 8, sort=False)
+    if not args.no_generate and 8 in sizes:
+        variants["8 generate"] = lambda: run("8 generate", 8, continuous=False)
+    if args.unsorted and 8 in sizes:
+        variants["8 unsorted"] = lambda: run("8 unsorted", 8, sort=False, continuous=False)
     try:
         # one short untimed run warms the model, tokenizer and caches
         runner.run_benchmark(runner.RunConfig(model=model_name, limit=8, batch_size=8, max_new_tokens=args.max_new_tokens,
@@ -94,7 +110,7 @@ def main():
         st = common.stats(wall[name], wall[base] if name != base else None)
         row = {"batch": name, "questions_per_s": args.limit / st["median_s"],
                "speedup": 1 / st["paired_ratio"] if name != base else 1.0,
-               "padding_share": padding.get(name), "decode_waste": waste.get(name), **st}
+               "padding_share": padding.get(name), "decode_use": waste.get(name), **st}
         if name == "8" and base == "1":
             row["target"] = f">= {TARGET}x"
             row["verdict"] = common.verdict(row["speedup"], TARGET, ">=").split()[0]
@@ -108,7 +124,7 @@ def main():
     print(common.table(rows, [("batch", "batch", ""), ("questions_per_s", "q/s", ".2f"),
                               ("median_s", "wall s", ".2f"), ("min_s", "min s", ".2f"),
                               ("speedup", f"x batch {base}", ".2f"), ("padding_share", "pad tokens", ".1%"),
-                              ("decode_waste", "idle decode", ".1%"),
+                              ("decode_use", "decode use", ".1%"),
                               ("target", "target", ""), ("verdict", "verdict", "")]))
     if costs:
         print("\ncost model: generate with 1 and with 17 new tokens (min_new_tokens forces the length); "
@@ -134,17 +150,6 @@ def cost_model(model_name, sizes, repeats=3):
         out.append({"batch": b, "prompt_width": enc["input_ids"].shape[1], "prefill_s": times[1],
                     "prefill_per_q_s": times[1] / b, "step_s": step, "step_per_q_s": step / b})
     return out
-
-
-def _decode_waste(plan, generated):
-    """Share of decode slots spent on rows that already finished: a batch decodes until its
-    longest answer ends, and transformers keeps finished rows in the batch until then."""
-    slots = used = 0
-    for ids in plan:
-        lengths = [generated[i] for i in ids]
-        slots += max(lengths) * len(lengths)
-        used += sum(lengths)
-    return 1 - used / slots if slots else 0.0
 
 
 def _padding_share(batches, tokenizer, chat_template):
