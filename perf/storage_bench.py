@@ -37,6 +37,8 @@ import numpy as np
 
 import common
 
+RUN_FILES = 20          # files per pass in run_of_files
+
 LAYERS, HIDDEN = 31, 576
 SAVE_TARGET, ONE_LAYER_TARGET = 0.8, 0.10
 ONE = "layer_15"
@@ -135,6 +137,7 @@ def main():
                         row["bandwidth_vs_numpy"] = 1 / st["paired_ratio"]
                     load_rows.append(row)
 
+            load_rows += run_of_files(storage, record, positions, nbytes, tmp, args)
             for fmt, path in paths.items():
                 size = os.path.getsize(path)
                 size_rows.append({"positions": positions, "format": fmt, "tensor_mb": nbytes / 1e6,
@@ -158,6 +161,36 @@ def main():
                                    ("mb_per_s", "MB/s", ".0f"), ("bandwidth_vs_numpy", "x numpy", ".2f"),
                                    ("share_of_full_read", "of full read", ".1%"),
                                    ("target", "target", ""), ("verdict", "verdict", "")]))
+
+
+def run_of_files(storage, record, positions, nbytes, tmp, args, n=RUN_FILES):
+    """One layer from each of n record files against all of each, one timed call per pass over
+    the n files: what reading a layer across a run (storage.load_run_layer) does."""
+    paths = [os.path.join(tmp, f"run{positions}_{i}.safetensors") for i in range(n)]
+    for path in paths:
+        storage.save_activations(record, path)
+    rows = []
+    for cache in ("hot", "cold"):
+        print(f"{positions} positions: {n} files, {cache} page cache", file=sys.stderr)
+        evict = (lambda: [common.evict(p) for p in paths]) if cache == "cold" else (lambda: None)
+        load = {"safetensors": (evict, lambda: [touch(storage.load_activations(p)) for p in paths]),
+                "safetensors one layer": (evict, lambda: [touch(storage.load_activations(p, layers=[ONE]))
+                                                          for p in paths])}
+        wall, _ = common.interleaved(load, args.repeats)
+        for name in load:
+            one = name.endswith("one layer")
+            st = common.stats(wall[name])
+            row = {"positions": positions, "cache": cache, "op": f"load {name}, {n} files",
+                   "mb": n * nbytes / 1e6 / (LAYERS if one else 1),
+                   "mb_per_s": n * nbytes / 1e6 / (LAYERS if one else 1) / st["median_s"], **st}
+            if one:
+                row["share_of_full_read"] = common.stats(wall[name], wall["safetensors"])["paired_ratio"]
+                row["target"] = f"<= {ONE_LAYER_TARGET}"
+                row["verdict"] = common.verdict(row["share_of_full_read"], ONE_LAYER_TARGET).split()[0]
+            rows.append(row)
+    for path in paths:
+        os.remove(path)
+    return rows
 
 
 def _evictor(path, cache):
