@@ -63,6 +63,23 @@ def test_batch_8_gives_the_same_answers_as_batch_1(tiny_dir, tmp_path):
     assert strip(read_rows(tmp_path / "b1")) == strip(read_rows(tmp_path / "b8"))
 
 
+def test_no_continuous_batching_answers_with_model_generate_and_the_same_rows(tiny_dir, tmp_path):
+    common = ["--model", tiny_dir, "--limit", 12, "--batch_size", 3, "--max_new_tokens", 6,
+              "--capture_activations", "--layers", "0,-1"]
+    assert run_main(*common, "--output_dir", tmp_path / "continuous") == 0
+    assert run_main(*common, "--no_continuous_batching", "--output_dir", tmp_path / "generate") == 0
+    strip = lambda rows: [(r["id"], r["response"], r["correct"], r["num_generated_tokens"]) for r in rows]
+    continuous, generate = read_rows(tmp_path / "continuous"), read_rows(tmp_path / "generate")
+    assert strip(continuous) == strip(generate)
+    assert len({r["batch"] for r in continuous}) == 1 and len({r["batch"] for r in generate}) == 4  # 1 unit vs 4 batches
+    for a, b in zip(continuous, generate):
+        rec_a = storage.load_activations(tmp_path / "continuous" / a["activation_file"])
+        rec_b = storage.load_activations(tmp_path / "generate" / b["activation_file"])
+        assert (rec_a["generation"]["decoding"], rec_b["generation"]["decoding"]) == ("continuous", "generate")
+        for name, t in rec_b["activations"].items():
+            assert (rec_a["activations"][name] - t).abs().max() <= 1e-5 * t.abs().max()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model"], "model path not found"),
     (["--model", "no-such-org/no-such-model"], "could not load model 'no-such-org/no-such-model'"),
