@@ -351,9 +351,10 @@ class RowCapture(ActivationCapture):
     >>> acts, kept = cap.finish(question, slot, prompt_len, gen_len)
 
     The decoding loop announces every forward: `route_prefix()` before a forward over the start
-    that all prompts share (kept once, prepended to each), `route_prefill(questions, pads)` before
-    a forward over new, left-padded prompts (their part after that start) (row i is questions[i] with pads[i] pad tokens), `route_step(slots,
-    steps)` before a one-token forward (row i writes step steps[i] of the question in slot slots[i]).
+    that all prompts share (kept once, prepended to each); `route_prefill(questions, pads)` before
+    a forward over new, left-padded prompts after that start (row i is questions[i] with pads[i]
+    pad tokens); `route_step(slots, steps, device)` before a one-token forward (row i writes step
+    steps[i] of the question in slot slots[i]).
     A prompt's positions are kept per question; one-token steps go into a per-layer buffer
     (width, max_steps, hidden) on the model's device with one indexed copy per layer and step.
     `finish` returns the question's (activations, kept positions) on the CPU and frees its slot.
@@ -363,7 +364,7 @@ class RowCapture(ActivationCapture):
         super().__init__(model, layers, positions, dtype)
         self.width, self.max_steps = width, max(max_steps, 1)
         self._route = self._step_index = None
-        self._prefix = {}       # name -> (prefix length, hidden): the prompts' shared start, if any
+        self._prefix = {}       # name -> (prefix length, hidden) of the prompts' shared start, if any
         self._prompts = {}      # question -> {name: tensor (prompt positions kept, hidden)}
         self._buffers = {}      # name -> (width, max_steps, hidden) step buffer
         self._meta = {}         # name -> (hidden size, dtype, device) of its outputs
@@ -436,7 +437,7 @@ class RowCapture(ActivationCapture):
 def _to_cpu(tensors):
     """CPU copies that own their bytes; from a GPU, one device-to-host copy (one sync) for all of
     them when their shapes allow stacking, instead of one per tensor."""
-    on_device = [t for t in tensors if t.device.type != "cpu"]
-    if len(on_device) > 1 and len({(t.shape, t.dtype, t.device) for t in tensors}) == 1:
+    same = len({(t.shape, t.dtype, t.device) for t in tensors}) == 1
+    if len(tensors) > 1 and same and tensors[0].device.type != "cpu":
         return [t.clone() for t in torch.stack(tensors).cpu().unbind(0)]
     return [t.cpu() if t.device.type != "cpu" else (t.clone() if t._is_view() else t) for t in tensors]

@@ -4,7 +4,7 @@ prompt takes its slot, so no decode step is spent on rows that already emitted E
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
     decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None)
-        -> iterator of (index, new_tokens, (acts, kept) or None), in the order answers finish
+        -> iterator of (index, kept new tokens, (acts, kept) or None), in the order answers finish
 
 Example:
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
@@ -84,10 +84,10 @@ class _Row:
 def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None):
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
-    Yields (index into prompts, generated token ids up to and including the stopping one, (acts,
-    kept) from capture.finish or None) as each answer ends. `capture` is a capture.RowCapture with
-    the same width, entered by the caller; `cut(tokens)` is how many generated tokens the record
-    keeps (activations cover those). A slot is refilled once `refill_at` slots are free (default:
+    Yields (index into prompts, the generated token ids the record keeps, (acts, kept) from
+    capture.finish or None) as each answer ends. `capture` is a capture.RowCapture with the same
+    width, entered by the caller; `cut(tokens)` is how many of the generated tokens (up to and
+    including the stopping one) the record keeps, e.g. up to its first EOS. A slot is refilled once `refill_at` slots are free (default:
     a quarter of the width), which batches prefills and cache merges.
     """
     device = model.get_input_embeddings().weight.device
@@ -120,8 +120,7 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)                  # (B, T+1)
         if capture is not None:
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
-        logits = forward(tokens, mask, positions, cache)
-        tokens = logits[:, -1:].argmax(-1)                                              # (B, 1)
+        tokens = forward(tokens, mask, positions, cache).argmax(-1)                     # (B, 1)
         positions = positions + 1
         for row, token in zip(rows, tokens[:, 0].tolist()):      # the step's one device sync
             _add_token(row, token, stop_ids, max_new_tokens)
@@ -136,10 +135,10 @@ def _add_token(row, token, stop_ids, max_new_tokens):
 def _finished(rows, capture, cut, free):
     for row in rows:
         if row.done:
-            kept = cut(row.tokens)
-            acts = capture.finish(row.index, row.slot, row.prompt_len, kept) if capture is not None else None
+            n = cut(row.tokens)
+            acts = capture.finish(row.index, row.slot, row.prompt_len, n) if capture is not None else None
             free.append(row.slot)
-            yield row.index, row.tokens, acts
+            yield row.index, row.tokens[:n], acts
 
 
 def _shared_prefix(prompts):
@@ -155,8 +154,8 @@ def _shared_prefix(prompts):
 
 
 def _forward_fn(model):
-    """forward(ids, mask, positions, cache) -> logits of the last position, whatever the cache
-    argument is called in this transformers version."""
+    """forward(ids, mask, positions, cache) -> logits of the last position (B, 1, vocab), whatever
+    the cache argument is called in this transformers version."""
     params = inspect.signature(model.forward).parameters
     cache_arg = _cache_argument(model)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
@@ -195,7 +194,7 @@ def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows):
         layer.update(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
     if capture is not None:
         capture.route_prefill([r.index for r in rows], [width - len(p) for p in prompts])
-    return cache, mask, forward(ids, mask, positions, cache)[:, -1].argmax(-1).tolist()
+    return cache, mask, forward(ids, mask, positions, cache)[:, 0].argmax(-1).tolist()
 
 
 def _merge(cache, mask, rows, new_cache, new_mask, new):

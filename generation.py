@@ -6,7 +6,7 @@ Public names:
     prompt_lengths(tokenizer, prompts, use_chat_template) -> [int]
     generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> [record, ...]
     iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> (index, record), ...
-    decoding_mode(model, settings) -> "continuous" | "generate", and why
+    decoding_mode(model, tokenizer, settings) -> ("continuous" | "generate", why not continuous)
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
 
 Example:
@@ -157,8 +157,9 @@ def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_s
     prompts = list(prompts)
     batch_size = batch_size or max(len(prompts), 1)
     kwargs = _generate_kwargs(tokenizer, settings)
-    shared = _shared_fields(model, tokenizer, settings, kwargs)
-    if decoding_mode(model, tokenizer, settings)[0] == "continuous":
+    mode = decoding_mode(model, tokenizer, settings)[0]
+    shared = _shared_fields(model, tokenizer, settings, kwargs, mode)
+    if mode == "continuous":
         yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared)
         return
     for start in range(0, len(prompts), batch_size):
@@ -173,17 +174,17 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
     stop = kwargs.get("eos_token_id")
     stop_ids = set(stop if isinstance(stop, (list, tuple)) else [stop]) if stop is not None else eos_ids
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = min(width, max(len(prompts), 1))
     cap = None
     if capture is not None:
         cap = RowCapture(model, capture.layers, capture.positions, capture.torch_dtype(),
-                         width=min(width, max(len(prompts), 1)), max_steps=settings.max_new_tokens - 1)
+                         width=width, max_steps=settings.max_new_tokens - 1)
     with cap if cap is not None else contextlib.nullcontext():
         for index, tokens, captured in continuous.decode(
-                model, ids, min(width, max(len(prompts), 1)), settings.max_new_tokens, stop_ids, pad_id, cap,
+                model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
                 cut=lambda toks: _generated_length(toks, eos_ids)):
-            gen_len = _generated_length(tokens, eos_ids)
-            yield index, _record(tokenizer, prompts[index], torch.tensor(ids[index]),
-                                 torch.tensor(tokens[:gen_len]), shared, cap, captured)
+            yield index, _record(tokenizer, prompts[index], torch.tensor(ids[index]), torch.tensor(tokens),
+                                 shared, cap, captured)
 
 
 def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared):
@@ -216,12 +217,12 @@ def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap):
     return records
 
 
-def _shared_fields(model, tokenizer, settings, kwargs):
-    """The fields every record of one call shares."""
+def _shared_fields(model, tokenizer, settings, kwargs, mode):
+    """The fields every record of one call shares (`mode`: the decoding path that runs)."""
     shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
               "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
     shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
-    shared["generation"]["decoding"] = decoding_mode(model, tokenizer, settings)[0]
+    shared["generation"]["decoding"] = mode
     return shared
 
 

@@ -177,7 +177,7 @@ def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture,
     batch = {k: v.cpu() for k, v in enc.items()}
     generic = GenerationSettings(max_new_tokens=settings.max_new_tokens, generate_kwargs=settings.generate_kwargs,
                                  continuous_batching=False)
-    shared = _shared_fields(model, tokenizer, generic, _generate_kwargs(tokenizer, generic))
+    shared = _shared_fields(model, tokenizer, generic, _generate_kwargs(tokenizer, generic), "generate")
     eos_ids = _eos_ids(model, tokenizer)
     output = output.cpu()
 
