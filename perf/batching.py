@@ -44,9 +44,9 @@ def main():
     if args.quick:
         args.repeats, args.limit = min(args.repeats, 1), min(args.limit, 16)
     common.setup(args.threads)
-    import runner
-    from benchmark import load_benchmark
-    from models import DEFAULT_MODEL, load_model
+    from activation_eval.run import runner
+    from activation_eval.eval.benchmark import load_benchmark
+    from activation_eval.models import DEFAULT_MODEL, load_model
     model_name = args.model or DEFAULT_MODEL
     global SORTER
     SORTER = "plan_batches" if hasattr(runner, "plan_batches") else "length_sorted_batches"
@@ -82,7 +82,7 @@ def main():
             runner.run_benchmark(config)
         finally:
             setattr(runner, SORTER, real)
-        with open(os.path.join(out, runner.RESULTS_FILE)) as f:
+        with open(os.path.join(out, "results.jsonl")) as f:
             results = [json.loads(line) for line in f]
         ids = [r["id"] for r in results]
         useful = sum(max(r["num_generated_tokens"], 1) - 1 for r in results)
@@ -136,8 +136,8 @@ def main():
 
 def cost_model(model_name, sizes, repeats=3):
     """Prefill and per-step decode time at each batch size (min of repeats), the first questions."""
-    from generation import encode_prompts
-    from models import load_model
+    from activation_eval.capture.generation import encode_prompts
+    from activation_eval.models import load_model
     model, tokenizer = load_model(model_name)
     out = []
     for b in sizes:
@@ -154,8 +154,8 @@ def cost_model(model_name, sizes, repeats=3):
 
 def _padding_share(batches, tokenizer, chat_template):
     """Share of prompt token slots that are left padding, over all batches."""
-    from benchmark import format_question
-    from generation import prompt_lengths
+    from activation_eval.eval.benchmark import format_question
+    from activation_eval.capture.generation import prompt_lengths
     slots = real = 0
     for batch in batches:
         lengths = prompt_lengths(tokenizer, [format_question(r) for r in batch], chat_template)

@@ -54,9 +54,9 @@ def main():
     if args.quick:
         args.repeats = min(args.repeats, 3)
     torch = common.setup(args.threads)
-    from capture import ActivationCapture
-    from generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
-    from models import load_model
+    from activation_eval.capture.hooks import ActivationCapture
+    from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+    from activation_eval.models import load_model
 
     default_model, tokenizer = load_model()
     settings = GenerationSettings(max_new_tokens=args.new_tokens, generate_kwargs={"eos_token_id": -1})
@@ -144,8 +144,8 @@ def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture,
     call path when hooks exist, times the number of hook calls in one generate; (2) building the
     records with activations minus building them without, on the same generate output."""
     import torch
-    from generation import GenerationSettings
-    from generation import _batch_records, _eos_ids, _generate_kwargs, _shared_fields, encode_prompts
+    from activation_eval.capture.generation import GenerationSettings
+    from activation_eval.capture.generation import _batch_records, _eos_ids, _generate_kwargs, _shared_fields, encode_prompts
     with ActivationCapture(model) as cap:
         output = raw()
     calls = sum(cap._calls.values())

@@ -1,7 +1,7 @@
 """Small helpers shared by the perf/ scripts: setup, interleaved timing, tables, JSON, models.
 
 Public names:
-    setup(threads)                  repo on sys.path, offline hub, quiet logs, torch thread count
+    setup(threads)                  offline hub, quiet logs, torch thread count
     base_parser(doc, repeats)       argparse with --repeats, --threads, --quick, --out
     machine_info()                  CPU model, cores, threads, versions, GPU (for every JSON file)
     interleaved(variants, repeats)  ({name: [wall s]}, {name: [CPU s]}): rotating order per repeat
@@ -34,9 +34,8 @@ OUT_DIR = os.path.join(ROOT, "perf", "out")
 
 
 def setup(threads=None):
-    """Import path, offline hub, quiet logging/progress bars, and a fixed torch thread count."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
+    """Offline hub, quiet logging/progress bars, and a fixed torch thread count (the package is
+    imported as installed by `make setup`)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")           # runner's progress bar: off while timing
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -185,7 +184,7 @@ def write_json(name, payload, path=None):
 
 def prompts(n):
     """The first n built-in questions as prompts (repeated if n > 122)."""
-    from benchmark import format_question, load_benchmark
+    from activation_eval.eval.benchmark import format_question, load_benchmark
     rows = load_benchmark()
     return [format_question(rows[i % len(rows)]) for i in range(n)]
 

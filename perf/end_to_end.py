@@ -10,7 +10,7 @@ folder (what `python main.py --limit N --batch_size B --max_new_tokens T [--capt
 per process, before timing. Variants run interleaved, order rotated every repeat:
     none          no capture
     capture_only  capture of all layers at all positions, records built, saving patched out
-                  (storage.save_activations replaced by a no-op): isolates the capture cost
+                  (the runner's save_activations replaced by a no-op): isolates the capture cost
     pkl           capture, saved as .pkl (atomic write + fsync per file, as runner does)
     safetensors   capture, saved as .safetensors
     --extra nofsync adds pkl_nofsync / safetensors_nofsync with storage's fsync patched out, to show
@@ -42,9 +42,9 @@ def main():
     if args.quick:
         args.repeats, args.limit = min(args.repeats, 2), min(args.limit, 8)
     common.setup(args.threads)
-    import runner
-    import storage
-    from models import DEFAULT_MODEL, load_model
+    from activation_eval.run import runner
+    from activation_eval.store import atomic
+    from activation_eval.models import DEFAULT_MODEL, load_model
     model_name = args.model or DEFAULT_MODEL
     load_model(model_name)                       # cached for the process: no variant pays for it
     tmp_root = tempfile.mkdtemp(prefix="perf-e2e-")
@@ -56,15 +56,15 @@ def main():
         config = runner.RunConfig(model=model_name, limit=args.limit, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, output_dir=out,
                                   capture_activations=capture, activation_format=fmt)
-        real_save, real_fsync = storage.save_activations, storage._fsync_path
+        real_save, real_fsync = runner.save_activations, atomic.fsync_path
         try:
             if not save:
-                storage.save_activations = lambda record, path: path
+                runner.save_activations = lambda record, path: path
             if not fsync:
-                storage._fsync_path = lambda path: None
+                atomic.fsync_path = lambda path: None
             summary = runner.run_benchmark(config)
         finally:
-            storage.save_activations, storage._fsync_path = real_save, real_fsync
+            runner.save_activations, atomic.fsync_path = real_save, real_fsync
         if summary["questions"] != args.limit:
             raise SystemExit(f"{name}: {summary['questions']} questions answered, expected {args.limit}")
         sizes[name] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)

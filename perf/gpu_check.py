@@ -46,7 +46,7 @@ ASSET_FILES = ("config.json", "generation_config.json", "tokenizer.json", "token
 
 def prepare():
     common.setup()
-    from models import default_model_dir
+    from activation_eval.models import default_model_dir
     src = default_model_dir()
     os.makedirs(ASSETS, exist_ok=True)
     for name in ASSET_FILES:
@@ -58,12 +58,12 @@ def prepare():
 
 def load_models(args, torch):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-    from models import _prepare_tokenizer
+    from activation_eval.models import _prepare_tokenizer
     device, dtype = args.device, torch.bfloat16 if args.device == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(ASSETS)
     out = {}
     try:
-        from models import load_model
+        from activation_eval.models import load_model
         model, tokenizer = load_model(device=device, dtype="bfloat16" if device == "cuda" else "float32")
         out["smollm2-135m"] = (model, "real weights")
     except Exception as exc:   # no GGUF package on the GPU machine: same architecture, random weights
@@ -117,8 +117,8 @@ def main():
     if not os.path.isdir(ASSETS):
         raise SystemExit(f"{ASSETS} is missing: run `.venv/bin/python perf/gpu_check.py --prepare` on the CPU "
                          f"machine and carry perf/out/gpu_assets")
-    from capture import ActivationCapture
-    from generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+    from activation_eval.capture.hooks import ActivationCapture
+    from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
     t0 = time.perf_counter()
     models, tokenizer = load_models(args, torch)
     print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -8,6 +8,7 @@
 # What it measures: see the docstring of perf/gpu_check.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"    # the GPU machine has no editable install
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
 OUTDIR="${OUT:-perf/out}"
 mkdir -p "$OUTDIR" perf/out

@@ -43,7 +43,7 @@ def main():
     if args.quick:
         args.sizes = "8,40"
     common.setup(args.threads)
-    from benchmark import load_benchmark
+    from activation_eval.eval.benchmark import load_benchmark
     sizes = [int(s) for s in args.sizes.split(",")]
     tmp = tempfile.mkdtemp(prefix="perf-memory-")
     rows = load_benchmark()

@@ -69,7 +69,7 @@ def main():
     if args.quick:
         args.repeats = min(args.repeats, 3)
     torch = common.setup(args.threads)
-    import storage
+    from activation_eval.store import atomic, records as storage
     tmp = tempfile.mkdtemp(prefix="perf-storage-", dir=args.dir)
     save_rows, load_rows, size_rows = [], [], []
     try:
@@ -96,7 +96,7 @@ def main():
             save = {"pkl": lambda: storage.save_activations(record, paths[".pkl"]),
                     "safetensors": lambda: storage.save_activations(record, paths[".safetensors"]),
                     "numpy.save+fsync": np_save(True), "numpy.save": np_save(False),
-                    "numpy.save atomic": lambda: storage._atomic_write(paths[".npy"], np_write)}
+                    "numpy.save atomic": lambda: atomic.atomic_write(paths[".npy"], np_write)}
             wall, cpu = common.interleaved(save, args.repeats)
             for name in save:
                 st = common.stats(wall[name], wall["numpy.save+fsync"])

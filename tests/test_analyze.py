@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import analyze_activations as aa  # noqa: E402
-import storage  # noqa: E402
+import analyze_activations as aa
+from activation_eval.analysis import stats
+from activation_eval.store import records as storage
 
 HIDDEN = 16
 LAYERS = ["embeddings", "layer_0", "layer_1", "layer_2", "layer_3", "final_norm"]
@@ -179,11 +179,11 @@ def test_directory_aggregates_match_numpy(tmp_path, capsys):
 
 
 def test_directory_progress_bar_for_many_files(tmp_path, capsys):
-    for i in range(aa.PROGRESS_MIN_FILES + 2):
+    for i in range(stats.PROGRESS_MIN_FILES + 2):
         save(make_record(seed=i, prompt_len=2, gen_len=1, hidden=4, layers=["layer_0"]), tmp_path / f"r{i:03d}.pkl")
     res = aa.analyze_directory(tmp_path)
     err = capsys.readouterr().err
-    n = aa.PROGRESS_MIN_FILES + 2
+    n = stats.PROGRESS_MIN_FILES + 2
     assert res["files_read"] == n and f"{n}/{n}" in err
     aa.analyze_directory(tmp_path, progress=False)
     assert capsys.readouterr().err == ""
@@ -269,18 +269,18 @@ def test_heatmap_many_positions(tmp_path):
 def test_plots_module_is_re_exported_and_lazy():
     import subprocess
 
-    import plots
+    from activation_eval.analysis import plots
     names = ("plot_layer_norms", "plot_histograms", "plot_position_heatmap", "plot_compare", "plot_pca",
              "plot_probe", "default_layer")
     for name in names:
-        assert getattr(aa, name) is getattr(plots, name) and name in plots.__doc__ and name in aa.__doc__
+        assert getattr(aa, name) is getattr(plots, name) and name in plots.__doc__
     code = "import sys, analyze_activations; sys.exit('matplotlib' in sys.modules or 'sklearn' in sys.modules)"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
 
 
 def test_records_module_documents_its_names():
-    import records
+    from activation_eval.analysis import arrays as records
     for name in ("as_2d", "token_ids", "record_meta", "load_record", "run_layers", "correct_labels"):
         assert name in records.__doc__ and hasattr(records, name)
     assert records.as_2d(torch.ones(1, 3, 4)).shape == (3, 4) and records.token_ids(None) == []

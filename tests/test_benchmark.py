@@ -5,10 +5,9 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import benchmark  # noqa: E402
-from benchmark import (  # noqa: E402
+from activation_eval.eval import benchmark
+from activation_eval.eval.benchmark import (
     DEFAULT_BENCHMARK, GRADERS, BenchmarkError, format_question, grade, grade_choice, grade_number,
     grade_text, grader_name, load_benchmark,
 )

@@ -3,39 +3,16 @@ transformers' output_hidden_states=True over prompt + generated tokens (minus th
 import pytest
 import torch
 
-from capture import ActivationCapture, CaptureError, find_final_norm, kept_positions, layer_names, resolve_layers
-from conftest import hook_counts, make_tokenizer, tiny_model
-from generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+from activation_eval.capture.hooks import (ActivationCapture, CaptureError, find_final_norm, kept_positions,
+                                           layer_names, resolve_layers)
+from helpers import hook_counts, make_tokenizer, reference, rel_err, tiny_model
 
 PROMPTS = ["What is the capital of France?", "two plus two",
            "The quick brown fox jumps over the lazy dog near the river", "Hello",
            "A B C D choices", "Numbers 0 1 2 3", "keys and values with a cache", "fox"]
 ALL = ["embeddings", 0, 1, 2, "final_norm"]
 MODEL_TYPES = ["llama", "qwen2", "gemma", "gpt2", "gpt_neox"]
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
-
-
-def reference(model, record):
-    """{name: (positions, hidden)} from plain forwards with output_hidden_states=True.
-
-    transformers 5.x puts the final-normed state in hidden_states[-1]; with
-    config.tie_last_hidden_states=False it keeps the raw last layer output there instead.
-    """
-    ids = torch.cat([record["input_ids"], record["output_ids"][:-1]])[None]
-    n_layers = model.config.num_hidden_layers
-    with torch.no_grad():
-        model.config.tie_last_hidden_states = False
-        try:
-            raw = model(ids, output_hidden_states=True).hidden_states
-        finally:
-            del model.config.tie_last_hidden_states
-        tied = model(ids, output_hidden_states=True).hidden_states
-    ref = {"embeddings": raw[0][0], "final_norm": tied[-1][0]}
-    ref.update({f"layer_{i}": raw[i + 1][0] for i in range(n_layers)})
-    return ref
 
 
 def run(model, tok, prompts, layers=ALL, positions="all", max_new_tokens=8, batch_size=None, **kw):

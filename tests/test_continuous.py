@@ -6,10 +6,11 @@ from collections import Counter
 import pytest
 import torch
 
-import continuous
-import runner
-from conftest import make_tokenizer, tiny_model
-from generation import CaptureSettings, GenerationSettings, decoding_mode, encode_each, generate_records
+from activation_eval.capture import continuous
+from activation_eval.capture.generation import (CaptureSettings, GenerationSettings, decoding_mode, encode_each,
+                                                generate_records)
+from activation_eval.run import runner
+from helpers import make_tokenizer, tiny_model
 
 QUESTIONS = ["What is the capital of France?", "two plus two", "The quick brown fox jumps over the lazy dog",
              "Hello", "A B C D choices", "Numbers 0 1 2 3", "keys and values", "fox", "one more", "the last one"]

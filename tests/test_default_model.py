@@ -4,10 +4,10 @@ import json
 import torch
 
 import main
-from capture import layer_names
-from models import default_model_dir, load_model
-from test_capture import reference, rel_err
 import utils
+from activation_eval.capture.hooks import layer_names
+from activation_eval.models import default_model_dir, load_model
+from helpers import reference, rel_err
 
 
 def test_default_model_loads_offline_from_its_converted_folder():

@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-import distributed
-import runner
-import storage
-from test_main import read_rows, run_main, tiny_dir  # noqa: F401  (fixture)
+from activation_eval.run import distributed, runner
+from activation_eval.store import records as storage
+from activation_eval.store import run_folder
+from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun")]   # the command users type
@@ -133,7 +133,7 @@ def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir,
 
 HELPERS = textwrap.dedent("""
     import json, sys
-    import distributed
+    from activation_eval.run import distributed
     procs = distributed.init()
     seen = {"rank": procs.rank, "world": procs.world}
     def attempt(name, fn):
@@ -217,13 +217,11 @@ def test_resume_with_another_world_size_merges_the_shards(tiny_dir, one_process,
 
 
 def test_merge_keeps_the_latest_row_and_benchmark_order(tmp_path):
-    config = runner.RunConfig(output_dir=str(tmp_path))
-    bench = [{"id": i} for i in "abcd"]
     (tmp_path / "results.jsonl").write_text('{"id": "c", "v": 1}\n{"id": "z", "v": 1}\n')
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "results.rank0.jsonl").write_text('{"id": "c", "v": 2}\n{"id": "a", "v": 2}\n')
     (tmp_path / "shards" / "results.rank1.jsonl").write_text('{"id": "b", "v": 2}\n{"id": "d", "v"')
-    merged = runner.merge_results(config, bench)
+    merged = run_folder.merge_results(tmp_path, list("abcd"))
     assert [(r["id"], r["v"]) for r in merged] == [("a", 2), ("b", 2), ("c", 2), ("z", 1)]
     assert read_rows(tmp_path) == merged and not (tmp_path / "shards").exists()
 
@@ -268,7 +266,7 @@ def test_max_memory_is_parsed_in_one_place():
         with pytest.raises(ValueError, match=message):
             distributed.parse_max_memory(bad)
     # a dict max_memory is a valid load_model cache key (the model is loaded once, not twice)
-    from models import LoadOptions
+    from activation_eval.models import LoadOptions
     assert repr(LoadOptions(device_map="auto", max_memory=distributed.parse_max_memory("0=1GiB"))) == \
         repr(LoadOptions(device_map="auto", max_memory=distributed.parse_max_memory("0=1GiB")))
 

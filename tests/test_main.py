@@ -1,36 +1,15 @@
 """main.py end to end on tiny saved models (fast) and, once, on the real default model."""
 import json
-import os
 
 import pytest
 import torch
 
 import main
-import storage
-from conftest import make_tokenizer, tiny_model
-from evaluate import answer_rows
-from generation import GenerationSettings
-from benchmark import load_benchmark
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """A tiny llama with a chat template, saved as an ordinary model folder."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = make_tokenizer(chat_template=True)
-    model, _ = tiny_model("llama", tok)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-def run_main(*args):
-    return main.main([*map(str, args), "--quiet"])
-
-
-def read_rows(folder):
-    with open(os.path.join(folder, "results.jsonl")) as f:
-        return [json.loads(line) for line in f]
+from activation_eval.capture.generation import GenerationSettings
+from activation_eval.eval.answering import answer_rows
+from activation_eval.eval.benchmark import load_benchmark
+from activation_eval.store import records as storage
+from helpers import read_rows, run_main, tiny_model
 
 
 def test_run_writes_graded_rows_summary_and_records(tiny_dir, tmp_path, capsys):

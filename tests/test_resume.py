@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import main
-import storage
-from test_main import read_rows, run_main, tiny_dir  # noqa: F401  (fixture)
+from activation_eval.store import records as storage
+from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,5 @@
-"""Tests for storage.py: formats, compact + atomic writes, safe loading, corrupt files, runs."""
+"""Tests for store/ (records, atomic writes, run_folder) and analysis/dataset: formats, compact +
+atomic writes, safe loading, corrupt files, runs."""
 import datetime
 import errno
 import io
@@ -18,12 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import safe_pickle  # noqa: E402
-import storage  # noqa: E402
-from storage import (CorruptFileError, StorageError, UnsafeFileError,  # noqa: E402
-                     iter_record_files, load_activations, load_run_layer, read_results,
-                     record_path, remove_stale_temp_files, save_activations)
+from activation_eval.analysis.dataset import load_run_layer
+from activation_eval.store import atomic, run_folder, safe_pickle
+from activation_eval.store import records as storage
+from activation_eval.store.atomic import remove_stale_temp_files
+from activation_eval.store.errors import CorruptFileError, StorageError, UnsafeFileError
+from activation_eval.store.records import load_activations, save_activations
+from activation_eval.store.run_folder import iter_record_files, read_results, record_path
 
 FMTS = ["pkl", "safetensors"]
 LAYERS = ["embeddings", "layer_0", "layer_1", "model.layers.1.mlp", "final_norm"]
@@ -546,18 +548,18 @@ def test_write_goes_through_temp_file_in_same_folder(tmp_path, monkeypatch, fmt)
     (src, dst), = renames
     assert dst == path and os.path.dirname(src) == str(tmp_path)
     name = os.path.basename(src)
-    assert name.startswith(".") and ".tmp" in name and storage._TEMP_NAME.match(name)
+    assert name.startswith(".") and ".tmp" in name and atomic._TEMP_NAME.match(name)
     assert len(fsyncs) == 2                                   # the file, then the folder
 
 
 def test_write_text_and_json_atomic(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
-    assert storage.write_json_atomic(path, {"acc": 0.5, "name": "é"}) == str(path)
+    assert atomic.write_json_atomic(path, {"acc": 0.5, "name": "é"}) == str(path)
     assert json.loads(path.read_text(encoding="utf-8")) == {"acc": 0.5, "name": "é"}
-    storage.write_text_atomic(tmp_path / "results.jsonl", '{"id": 1}\n')
+    atomic.write_text_atomic(tmp_path / "results.jsonl", '{"id": 1}\n')
     monkeypatch.setattr(os, "replace", fail_with(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(StorageError, match="summary.json$"):
-        storage.write_json_atomic(path, {"acc": 1.0})
+        atomic.write_json_atomic(path, {"acc": 1.0})
     monkeypatch.undo()
     assert json.loads(path.read_text(encoding="utf-8"))["acc"] == 0.5
     assert files_in(tmp_path) == ["results.jsonl", "summary.json"]
@@ -886,7 +888,7 @@ def test_iter_record_files(tmp_path):
 @pytest.mark.parametrize("positions", ["last_prompt", "mean_prompt", "last", 2])
 def test_load_run_layer_values(tmp_path, positions):
     records = write_run(tmp_path / "run")
-    X, rows = load_run_layer(tmp_path / "run", "layer_1", positions=positions)
+    X, rows = load_run_layer(tmp_path / "run", "layer_1", reduce=positions)
     assert [r["id"] for r in rows] == ["geo-000", "geo-001", "geo-003"]
     assert [r["correct"] for r in rows] == [True, False, True]
     assert X.dtype == np.float32 and X.shape == (3, 16)
@@ -917,10 +919,10 @@ def test_load_run_layer_with_kept_subsets(tmp_path):
     X, _ = load_run_layer(run, "layer_1")
     np.testing.assert_array_equal(X[0], rec["activations"]["layer_1"][0].float().numpy())
     np.testing.assert_array_equal(X[1], seed["activations"]["layer_1"][2].numpy())
-    X, _ = load_run_layer(run, "layer_1", positions="mean_prompt")
+    X, _ = load_run_layer(run, "layer_1", reduce="mean_prompt")
     np.testing.assert_allclose(X[1], seed["activations"]["layer_1"][:3].mean(0).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match=r"no row for token position 0 .*kept: \[5, 6, 7\]"):
-        load_run_layer(run, "layer_1", positions=0)
+        load_run_layer(run, "layer_1", reduce=0)
 
 
 def test_load_run_layer_reads_only_that_layer(tmp_path, tensor_reads):
@@ -932,22 +934,27 @@ def test_load_run_layer_reads_only_that_layer(tmp_path, tensor_reads):
 
 def test_torn_last_line_is_skipped(tmp_path, caplog):
     write_run(tmp_path / "run", torn=True)
-    with caplog.at_level(logging.WARNING, logger="storage"):
+    with caplog.at_level(logging.WARNING, logger="activation_eval.store.run_folder"):
         rows = read_results(tmp_path / "run")
         X, used = load_run_layer(tmp_path / "run", "layer_0")
     assert [r["id"] for r in rows] == ["geo-000", "geo-001", "geo-002", "geo-003"]
     assert X.shape == (3, 16) and len(used) == 3
-    assert "torn last line 5" in caplog.text
+    assert "(line 5)" in caplog.text
 
 
-def test_bad_results_line_in_the_middle(tmp_path):
+def test_torn_middle_line_keeps_every_valid_row_after_it(tmp_path, caplog):
     write_run(tmp_path / "run")
     path = tmp_path / "run" / "results.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     lines[1] = '{"id": "geo-001", "corr\n'
     path.write_text("".join(lines))
-    with pytest.raises(CorruptFileError, match=r"line 2 .*results.jsonl$"):
-        read_results(tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="activation_eval.store.run_folder"):
+        rows = read_results(tmp_path / "run")
+    assert [r["id"] for r in rows] == ["geo-000", "geo-002", "geo-003"]
+    assert "1 torn or unreadable line(s) (line 2)" in caplog.text
+    # the repairer (what --resume runs) follows the same policy and rewrites the file without it
+    assert [r["id"] for r in run_folder.repair_results(path)] == ["geo-000", "geo-002", "geo-003"]
+    assert path.read_text().count("\n") == 3 and read_results(tmp_path / "run") == rows
 
 
 def test_load_run_layer_errors(tmp_path):
@@ -955,8 +962,8 @@ def test_load_run_layer_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown layer name.*available: .*'layer_0'"):
         load_run_layer(tmp_path / "run", "layer_7")
     for bad in ("first", -1, 1.5, True, None):
-        with pytest.raises(ValueError, match="positions must be"):
-            load_run_layer(tmp_path / "run", "layer_0", positions=bad)
+        with pytest.raises(ValueError, match="reduce must be"):
+            load_run_layer(tmp_path / "run", "layer_0", reduce=bad)
     os.remove(record_path(tmp_path / "run" / "activations", "geo-001", "safetensors"))
     with pytest.raises(FileNotFoundError, match="'geo-001'.*does not exist"):
         load_run_layer(tmp_path / "run", "layer_0")
@@ -964,12 +971,16 @@ def test_load_run_layer_errors(tmp_path):
         load_run_layer(tmp_path / "elsewhere", "layer_0")
 
 
-def test_module_docstring_lists_public_names():
-    for name in ("FORMATS", "save_activations", "load_activations", "load_run_layer",
-                 "read_results", "iter_record_files", "record_path", "remove_stale_temp_files",
-                 "write_text_atomic", "write_json_atomic",
-                 "StorageError", "CorruptFileError", "UnsafeFileError"):
-        assert name in storage.__doc__ and hasattr(storage, name)
+@pytest.mark.parametrize("module, names", [
+    (storage, ("FORMATS", "save_activations", "load_activations", "StorageError", "CorruptFileError",
+               "UnsafeFileError")),
+    (run_folder, ("RESULTS_FILE", "read_results", "iter_record_files", "record_path", "repair_results",
+                  "append_results", "merge_results", "shard_path")),
+    (atomic, ("atomic_write", "write_text_atomic", "write_json_atomic", "remove_stale_temp_files")),
+])
+def test_module_docstring_lists_public_names(module, names):
+    for name in names:
+        assert name in module.__doc__ and hasattr(module, name)
 
 
 def test_safe_load_reads_a_path_or_a_file_object(tmp_path):
@@ -985,7 +996,7 @@ def test_safe_load_reads_a_path_or_a_file_object(tmp_path):
 
 
 def test_errors_are_shared_and_split_modules_document_their_names():
-    import record_errors
+    from activation_eval.store import errors as record_errors
     for name in ("StorageError", "CorruptFileError", "UnsafeFileError"):
         assert getattr(storage, name) is getattr(record_errors, name)
     assert safe_pickle.UnsafeFileError is storage.UnsafeFileError

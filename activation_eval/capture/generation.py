@@ -31,11 +31,11 @@ import platform
 import torch
 import transformers
 
-import continuous
-from capture import ActivationCapture, RowCapture, find_decoder_layers
-from models import uses_chat_template
+from . import continuous
+from .hooks import ActivationCapture, RowCapture, find_decoder_layers
+from ..models import uses_chat_template
 
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = "0.2.0"
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -4,8 +4,8 @@ Public names:
     safe_load(source)    unpickle a .pkl record file (a path or a binary file object) -> object;
                          only the globals records hold (tensors, numpy, datetimes, containers)
                          are resolved, anything else raises UnsafeFileError and runs nothing
-    UnsafeFileError      (from record_errors; also storage.UnsafeFileError)
-    CorruptFileError     (from record_errors; also storage.CorruptFileError)
+    UnsafeFileError      (from errors.py; also records.UnsafeFileError)
+    CorruptFileError     (from errors.py; also records.CorruptFileError)
 
 Example:
     >>> obj = safe_load("run/activations/geo-001.pkl")
@@ -18,10 +18,10 @@ Example:
 How it stays safe: pickle's find_class resolves only the (module, name) pairs in _GLOBALS, each
 one a checked stand-in for what torch/numpy emit (tensor storages are bounds-checked, embedded
 legacy torch.save payloads are checked and read with torch.load(weights_only=True); numpy's
-protocol-5 arrays and torch.from_numpy, as storage's pickler writes tensors, accept only numeric
+protocol-5 arrays and torch.from_numpy, as records.py writes tensors, accept only numeric
 dtypes and a buffer of exactly the declared size); BUILD (setting an object's state) is allowed
 only on numpy arrays and fresh numpy dtypes; sizes declared in the file are checked against the
-bytes present before anything is allocated. storage.load_activations checks afterwards that the
+bytes present before anything is allocated. records.load_activations checks afterwards that the
 object is a record (a dict with an "activations" dict).
 """
 import datetime
@@ -35,7 +35,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from record_errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
+from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
 # ----------------------------------------------------------------------------- allow-list
 
 class _Refused(Exception):

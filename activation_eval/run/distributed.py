@@ -164,7 +164,7 @@ def init(device="auto", device_map=None, timeout_min=DEFAULT_TIMEOUT_MIN):
     import torch
     from accelerate import PartialState
 
-    from models import resolve_device
+    from ..models import resolve_device
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", world)
     if resolve_device(device) == "cuda" and not device_map:

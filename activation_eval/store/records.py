@@ -1,38 +1,27 @@
-"""Activation record files: save, load safely, and read one layer across a whole run.
+"""Activation record files (one per question): save atomically and compactly, load safely.
 
 Public names:
     FORMATS                              (".pkl", ".safetensors"): format = file extension
     save_activations(record, path)       atomic, compact write of one record; returns the path
     load_activations(path, layers=None)  read one record back, optionally only some layers;
                                          never runs code from the file
-    load_run_layer(run_dir, layer, positions="last_prompt")
-                                         one vector per captured question -> (matrix, rows)
-    read_results(run_dir)                rows of run_dir/results.jsonl (skips a torn last line)
-    iter_record_files(directory)         sorted record files of a folder or run folder
-    record_path(directory, question_id, fmt="pkl")
-                                         a filesystem-safe record file path for a question id
-    remove_stale_temp_files(directory)   delete temp files left by killed writers; -> count
-    write_text_atomic(path, text)        atomic UTF-8 text write (results.jsonl rewrites)
-    write_json_atomic(path, obj)         atomic JSON write (summary.json, config)
     StorageError(OSError)                a write failed (the previous file is left unchanged)
     CorruptFileError(ValueError)         a file is empty, truncated, garbled or not a record
     UnsafeFileError(ValueError)          a pickle references what a record never contains
-                                         (the three errors are defined in record_errors.py)
+                                         (the three errors are defined in errors.py)
 
 Example:
-    >>> path = record_path("run/activations", "geo-001", "safetensors")
+    >>> path = record_path("run/activations", "geo-001", "safetensors")    # store.run_folder
     >>> save_activations(record, path)
     'run/activations/geo-001.safetensors'
     >>> rec = load_activations(path, layers=["layer_3"])      # reads that tensor (and ids)
-    >>> X, rows = load_run_layer("run", "layer_3")            # X: float32 [n_questions, hidden]
-    >>> y = [row["correct"] for row in rows]
 
 Formats:
     .pkl          a standard protocol-5 pickle of the record dict. Tensors of numpy dtypes
                   are pickled as torch.from_numpy(<numpy array>), so their bytes go from memory
                   to the file without a copy; bfloat16 keeps torch's own pickling. A plain
                   `pickle.load` reads it back as torch tensors where torch is installed. Our
-                  reader is the allow-list unpickler of safe_pickle.py (it also reads files
+                  reader is the allow-list unpickler of store/safe_pickle.py (it also reads files
                   of the older all-torch pickling); it never calls torch.load(weights_only=False).
     .safetensors  tensors under "activations.<name>", "input_ids", "output_ids" (any top-level
                   tensor field under its own name); every other field as JSON in the header
@@ -41,34 +30,23 @@ Formats:
                   lays it out (but for its metadata key order, which it picks at random) and
                   written straight from the tensors' memory.
 """
-import datetime
-import errno
-import hashlib
 import json
-import logging
 import math
 import os
 import pickle
-import re
-import secrets
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from safetensors import safe_open
 
-from record_errors import (CorruptFileError, StorageError, UnsafeFileError,  # noqa: F401
-                           corrupt, format_hint)
-from safe_pickle import safe_load
+from .atomic import atomic_write, json_default, write_pieces
+from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt, format_hint  # noqa: F401
+from .run_folder import RECORD_FORMATS as FORMATS
+from .safe_pickle import safe_load
 
-FORMATS = (".pkl", ".safetensors")
-
-log = logging.getLogger(__name__)
-
-_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # ".<final name>.<8 hex>.tmp"
 _SAFETENSORS_FORMAT = "activation-record"              # header metadata "format" value
 _MAX_SAFETENSORS_HEADER = 100_000_000                  # the safetensors library's own limit
-_RESULTS = "results.jsonl"
 # dtypes whose tensors torch itself can pickle and unpickle again (others hit a torch bug)
 _PICKLE_DTYPES = {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64,
                   torch.complex128, torch.int64, torch.int32, torch.int16, torch.int8,
@@ -86,11 +64,10 @@ _ST_DTYPES = {"U64": torch.uint64, "I64": torch.int64, "F64": torch.float64,
               "U8": torch.uint8, "BOOL": torch.bool}
 _ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
 _ST_RANK = {dtype: rank for rank, dtype in enumerate(_ST_DTYPES.values())}
-_IOV_MAX = 1024             # buffers per writev call (IOV_MAX on Linux and macOS)
 _HEAD_READ = 65536          # first read of a .safetensors file: its header and the ids after it
 
 
-# ----------------------------------------------------------------------------- file names
+# ----------------------------------------------------------------------------- saving
 
 def _extension(path):
     """The format of `path` from its extension, or ValueError naming the file."""
@@ -100,81 +77,6 @@ def _extension(path):
                          f"supported: {', '.join(FORMATS)}: {path}")
     return ext
 
-
-def record_path(directory, question_id, fmt="pkl"):
-    """Path of the record file for `question_id` in `directory`.
-
-    >>> record_path("acts", "geo/001 (b)", "safetensors")
-    'acts/geo_001__b_-cca2507873.safetensors'
-
-    Keeps [A-Za-z0-9._-] and replaces anything else with "_"; when anything was changed (or the
-    name would look like a hash-suffixed one) a short hash of the id is appended, so distinct
-    ids never share a file. Note: ids that differ only in case share a file on case-insensitive
-    file systems (macOS, Windows).
-    """
-    ext = "." + str(fmt).lstrip(".")
-    if ext not in FORMATS:
-        raise ValueError(f"unsupported record format {fmt!r}; use 'pkl' or 'safetensors'")
-    qid = str(question_id)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", qid)[:120]
-    if safe.startswith("."):
-        safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
-    if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
-        safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
-    return os.path.join(os.fspath(directory), safe + ext)
-
-
-def iter_record_files(directory):
-    """Sorted paths of the record files (.pkl/.safetensors) in `directory`.
-
-    >>> iter_record_files("runs/r1")          # a run folder: its activations/ subfolder
-    ['runs/r1/activations/geo-001.pkl', ...]
-
-    For a run folder (it holds results.jsonl) the records are in its activations/ subfolder,
-    or, without one, wherever the rows' activation_file fields point. Temp and hidden files
-    are ignored.
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise NotADirectoryError(f"not a directory: {directory}")
-    if os.path.isfile(os.path.join(directory, _RESULTS)):
-        sub = os.path.join(directory, "activations")
-        if not os.path.isdir(sub):
-            files = [os.path.join(directory, row["activation_file"])
-                     for row in read_results(directory) if row.get("activation_file")]
-            return sorted(p for p in files if os.path.isfile(p))
-        directory = sub
-    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
-                  if not name.startswith(".")
-                  and os.path.splitext(name)[1].lower() in FORMATS
-                  and os.path.isfile(os.path.join(directory, name)))
-
-
-def remove_stale_temp_files(directory):
-    """Delete temp files (".<name>.<8 hex>.tmp") that killed writers left in `directory`.
-
-    >>> remove_stale_temp_files("runs/r1/activations")
-    2
-
-    Call it when no writer is using the folder (e.g. at the start of a run). A missing folder
-    holds nothing: returns 0.
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        return 0
-    removed = 0
-    for name in os.listdir(directory):
-        full = os.path.join(directory, name)
-        if _TEMP_NAME.match(name) and os.path.isfile(full):
-            try:
-                os.unlink(full)
-                removed += 1
-            except FileNotFoundError:
-                pass                                # another cleaner got it first
-    return removed
-
-
-# ----------------------------------------------------------------------------- saving
 
 def save_activations(record, path):
     """Write `record` to `path` (.pkl or .safetensors, by extension) atomically; returns path.
@@ -193,38 +95,11 @@ def save_activations(record, path):
     record = _prepare_record(record)
     if ext == ".pkl":
         _check_picklable_dtypes(record)
-        _atomic_write(path, lambda tmp_path: _write_pickle(record, tmp_path))
+        atomic_write(path, lambda tmp_path: _write_pickle(record, tmp_path))
     else:
         header, tensors = _safetensors_layout(*_safetensors_payload(record))
-        _atomic_write(path, lambda tmp_path: _write_safetensors(header, tensors, tmp_path))
+        atomic_write(path, lambda tmp_path: _write_safetensors(header, tensors, tmp_path))
     return path
-
-
-def write_text_atomic(path, text):
-    """Write `text` (UTF-8) to `path` so that readers see the old or the new file, never half.
-
-    >>> write_text_atomic("runs/r1/results.jsonl", "".join(json.dumps(r) + "\\n" for r in rows))
-
-    Same temp-file + fsync + rename as save_activations; raises StorageError on I/O failure.
-    """
-    path = os.fspath(path)
-    data = text.encode("utf-8")
-
-    def write(tmp_path):
-        with open(tmp_path, "wb") as f:
-            f.write(data)
-    _atomic_write(path, write)
-    return path
-
-
-def write_json_atomic(path, obj):
-    """Write `obj` as indented JSON to `path` atomically (see write_text_atomic).
-
-    >>> write_json_atomic("runs/r1/summary.json", {"accuracy": 0.75})
-    """
-    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False,
-                                              default=_json_default) + "\n")
-
 
 def _prepare_record(record):
     """A shallow copy of `record` whose tensors are detached CPU tensors owning their storage."""
@@ -250,7 +125,6 @@ def _prepare_record(record):
             out[key] = _owned(value, seen) if isinstance(value, torch.Tensor) else value
     return out
 
-
 def _owned(t, seen):
     """`t` detached, on the CPU, dense, and owning exactly its own bytes (copied if needed).
     Each step runs only when needed: a record holds dozens of tensors and this is per save."""
@@ -272,7 +146,6 @@ def _owned(t, seen):
     seen.add(storage.data_ptr())
     return t
 
-
 def _check_picklable_dtypes(record):
     tensors = list(record["activations"].items()) + [
         (k, v) for k, v in record.items() if isinstance(v, torch.Tensor)]
@@ -280,7 +153,6 @@ def _check_picklable_dtypes(record):
         if t.dtype not in _PICKLE_DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which torch "
                              f"{torch.__version__} cannot unpickle again; save as .safetensors")
-
 
 class _RecordPickler(pickle.Pickler):
     """Pickles a CPU tensor of a numpy dtype as torch.from_numpy(<numpy array>).
@@ -300,19 +172,16 @@ class _RecordPickler(pickle.Pickler):
             return torch.from_numpy, (obj.numpy(),)
         return NotImplemented
 
-
 class _Pieces(list):
     """The pickler's "file" in _write_pickle: it keeps what the C pickler writes, which is fresh
     bytes for its frames and, for each buffer of 64 KiB or more, the object that holds it
     (bytes, bytearray, or the PickleBuffer of a tensor's numpy array): nothing is copied."""
     write = list.append
 
-
 def _write_pickle(record, tmp_path):
     pieces = _Pieces()
     _RecordPickler(pieces, protocol=5).dump(record)
-    _write_file(tmp_path, pieces)
-
+    write_pieces(tmp_path, pieces)
 
 def _safetensors_layout(tensors, metadata):
     """(file head, tensors in file order), laid out exactly as safetensors.torch.save_file does:
@@ -335,42 +204,10 @@ def _safetensors_layout(tensors, metadata):
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text, [tensors[name] for name in order]
 
-
 def _write_safetensors(head, tensors, tmp_path):
     """Write the file from the tensors' own memory (safetensors' writer copies everything
     through a 1 MiB buffer, into a second temp file of its own)."""
-    _write_file(tmp_path, [head] + [t.reshape(-1).view(torch.uint8).numpy() for t in tensors])
-
-
-def _write_file(path, pieces):
-    """Write the byte-like `pieces` to `path` with as few writev calls as the OS allows: each
-    write call costs ~20 us here (one per tensor: +0.6 ms, 20%, on a 5 MB record)."""
-    views = [p.raw() if isinstance(p, pickle.PickleBuffer) else memoryview(p).cast("B")
-             for p in pieces]                           # raw(): also Fortran-ordered buffers
-    views = [view for view in views if len(view)]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
-                 0o666)
-    try:
-        while views:
-            if hasattr(os, "writev"):
-                n = os.writev(fd, views[:_IOV_MAX])
-            else:
-                n = os.write(fd, views[0])
-            while views and n >= len(views[0]):         # drop what was written
-                n -= len(views.pop(0))
-            if n:
-                views[0] = views[0][n:]
-    finally:
-        os.close(fd)
-
-
-def _json_default(value):
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
+    write_pieces(tmp_path, [head] + [t.reshape(-1).view(torch.uint8).numpy() for t in tensors])
 
 def _safetensors_payload(record):
     """(tensors, metadata) for safetensors: tensors by key, other fields as header JSON."""
@@ -389,11 +226,11 @@ def _safetensors_payload(record):
         else:
             fields[key] = value
     try:
-        record_json = json.dumps(fields, default=_json_default)
+        record_json = json.dumps(fields, default=json_default)
     except (TypeError, ValueError):
         for key, value in fields.items():           # name the field that cannot be stored
             try:
-                json.dumps(value, default=_json_default)
+                json.dumps(value, default=json_default)
             except (TypeError, ValueError) as e:
                 raise TypeError(f"record field {key!r} cannot be stored as JSON in a "
                                 f".safetensors header ({e}); save as .pkl or convert it"
@@ -408,55 +245,6 @@ def _safetensors_payload(record):
         "layer_order": json.dumps(list(record["activations"])),
     }
     return tensors, metadata
-
-
-def _atomic_write(path, write):
-    """Run write(tmp_path) on a temp file next to `path`, fsync it, rename it to `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    created = False
-    try:
-        os.makedirs(folder, exist_ok=True)
-        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
-        created = True
-        write(tmp_path)
-        _fsync_path(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException as e:
-        if created:
-            try:
-                os.unlink(tmp_path)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise _storage_error(e, "could not write activation record", path,
-                                 "any previous file there is unchanged") from e
-        raise
-    try:
-        _fsync_directory(folder)        # makes the rename itself survive a power loss
-    except OSError as e:
-        raise _storage_error(e, "wrote activation record but could not fsync its folder", path,
-                             "it may not survive a crash") from e
-
-
-def _storage_error(cause, what, path, consequence):
-    err = StorageError(f"{what} ({type(cause).__name__}: {cause}); {consequence}: {path}")
-    err.errno = getattr(cause, "errno", None) or errno.EIO
-    return err
-
-
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(folder):
-    if os.name == "posix":          # directories cannot be opened for fsync on Windows
-        _fsync_path(folder)
-
 
 # ----------------------------------------------------------------------------- loading
 
@@ -484,7 +272,6 @@ def load_activations(path, layers=None):
         return record
     return _load_safetensors(path, layers)
 
-
 def _parse_layers(layers):
     """None, one name, or an iterable of names -> None or a list of str."""
     if layers is None:
@@ -496,7 +283,6 @@ def _parse_layers(layers):
         raise TypeError(f"layers must be layer names (str), got {layers!r}")
     return layers
 
-
 def _select_layers(available, layers, path):
     if layers is None:
         return available
@@ -506,7 +292,6 @@ def _select_layers(available, layers, path):
     wanted = set(layers)
     return [n for n in available if n in wanted]
 
-
 def _load_pickle(path):
     record = safe_load(path)
     if not isinstance(record, dict) or not isinstance(record.get("activations"), dict):
@@ -514,7 +299,6 @@ def _load_pickle(path):
         raise corrupt(path, f"not an activation record: expected a dict with an 'activations' "
                             f"dict, found {found}")
     return record
-
 
 def _load_safetensors(path, layers):
     """One open of the file. A whole record is mapped by safetensors (no copy: pages are read
@@ -553,7 +337,6 @@ def _load_safetensors(path, layers):
             record[key] = fields[key]
     return record
 
-
 def _check_head(f, path, nbytes):
     """(the first `nbytes` (>= 16) of the .safetensors file open as `f`, its header length,
     its size): the header length checked against the file size before anything is allocated."""
@@ -571,7 +354,6 @@ def _check_head(f, path, nbytes):
         raise corrupt(path, "not a safetensors file: the header is not JSON"
                       + format_hint(head[:16]))
     return head, n, size
-
 
 def _read_header(f, path):
     """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
@@ -591,7 +373,6 @@ def _read_header(f, path):
                             f"{size - 8 - n} (truncated?)")
     return entries, meta, 8 + n
 
-
 def _record_layout(meta, keys):
     """(fields, key_order, tensor_fields, layer_order) from the header metadata of a record
     file whose tensors are `keys`; ValueError (or another error) if it is not a valid record."""
@@ -609,7 +390,6 @@ def _record_layout(meta, keys):
     if missing:
         raise ValueError(f"tensors {sorted(missing)} listed in the header are missing")
     return fields, key_order, tensor_fields, layer_order
-
 
 def _read_tensor(f, key, entry, data_start, path):
     """Tensor `key` of the .safetensors file open as `f`: its byte range read into a new tensor
@@ -630,126 +410,3 @@ def _read_tensor(f, key, entry, data_start, path):
     if f.readinto(buf) != end - start:
         raise corrupt(path, f"tensor {key!r} is cut short")
     return torch.frombuffer(buf, dtype=dtype).reshape(shape)
-
-
-# ----------------------------------------------------------------------------- runs
-
-def read_results(run_dir):
-    """The rows (dicts) of run_dir/results.jsonl, in file order.
-
-    >>> rows = read_results("runs/r1")
-    >>> sum(r["correct"] for r in rows) / len(rows)
-
-    A torn last line (a writer killed mid-line: no final newline) is skipped with a warning;
-    a bad line anywhere else raises CorruptFileError.
-    """
-    path = os.path.join(os.fspath(run_dir), _RESULTS)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {_RESULTS} in run folder: {path}")
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        torn = number == len(lines)          # the last piece has no newline after it
-        try:
-            row = json.loads(line.decode("utf-8"))
-            if not isinstance(row, dict):
-                raise ValueError(f"a JSON {type(row).__name__}, not an object")
-        except ValueError as e:
-            if torn:
-                log.warning("ignoring torn last line %d of %s (%s)", number, path, e)
-                continue
-            raise CorruptFileError(f"line {number} of {_RESULTS} is not a JSON object "
-                                   f"({e}): {path}") from None
-        rows.append(row)
-    return rows
-
-
-_POSITION_MODES = ("last_prompt", "mean_prompt", "last")
-
-
-def _parse_positions(positions):
-    """"last_prompt" | "mean_prompt" | "last" | an int token index >= 0, checked once."""
-    if isinstance(positions, str) and positions in _POSITION_MODES:
-        return positions
-    if isinstance(positions, (int, np.integer)) and not isinstance(positions, bool) \
-            and positions >= 0:
-        return int(positions)
-    raise ValueError(f"positions must be one of {_POSITION_MODES} or a token index >= 0, "
-                     f"got {positions!r}")
-
-
-def load_run_layer(run_dir, layer, positions="last_prompt"):
-    """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
-
-    >>> X, rows = load_run_layer("runs/r1", "layer_5", positions="mean_prompt")
-    >>> y = np.array([r["correct"] for r in rows])
-
-    positions: "last_prompt" (the last prompt token's row), "mean_prompt" (mean over kept
-    prompt positions), "last" (last kept row), or an int absolute token index. Rows of
-    results.jsonl without an activation_file are skipped; `rows` are the results rows used,
-    in the matrix's order. Reads only `layer` from .safetensors files.
-    """
-    run_dir = os.fspath(run_dir)
-    positions = _parse_positions(positions)
-    vectors, used = [], []
-    for row in read_results(run_dir):
-        rel = row.get("activation_file")
-        if not rel:
-            continue
-        path = os.path.join(run_dir, rel)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
-                                    f"{rel!r}, which does not exist: {path}")
-        record = load_activations(path, layers=[layer])
-        # a copy: a view would keep the record's whole layer tensor alive until np.stack
-        vectors.append(_pick_vector(record, layer, positions, path).copy())
-        used.append(row)
-    if not vectors:
-        raise ValueError(f"no row of {_RESULTS} has an activation_file: {run_dir}")
-    widths = {v.shape[0] for v in vectors}
-    if len(widths) > 1:
-        raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
-                         f"run's records: {run_dir}")
-    return np.stack(vectors).astype(np.float32, copy=False), used
-
-
-def _pick_vector(record, layer, positions, path):
-    """The float32 [hidden] vector of `layer` at `positions` in one record."""
-    t = torch.as_tensor(record["activations"][layer])   # seed pickles may hold numpy arrays
-    if t.dim() == 3 and t.shape[0] == 1:        # seed records may keep a batch dimension
-        t = t[0]
-    if t.dim() != 2:
-        raise ValueError(f"activation {layer!r} has shape {tuple(t.shape)}, expected "
-                         f"(n_positions, hidden): {path}")
-    kept = list(record.get("positions_kept") or range(t.shape[0]))
-    if len(kept) != t.shape[0]:
-        raise CorruptFileError(f"positions_kept lists {len(kept)} positions but {layer!r} has "
-                               f"{t.shape[0]} rows: {path}")
-    if positions == "last":
-        if not kept:
-            raise ValueError(f"record keeps no positions: {path}")
-        return t[-1].float().numpy()
-    if "num_prompt_tokens" in record:
-        n_prompt = record["num_prompt_tokens"]
-    elif "input_ids" in record:                 # seed records: [P] or [1, P]
-        n_prompt = int(np.shape(record["input_ids"])[-1])
-    else:
-        raise ValueError(f"record has neither num_prompt_tokens nor input_ids: {path}")
-    if positions == "mean_prompt":
-        rows = [i for i, p in enumerate(kept) if p < n_prompt]
-        if not rows:
-            raise ValueError(f"record keeps no prompt positions (kept: {_short(kept)}): {path}")
-        return t[rows].float().mean(dim=0).numpy()
-    target = n_prompt - 1 if positions == "last_prompt" else positions
-    if target not in kept:
-        raise ValueError(f"record has no row for token position {target} "
-                         f"(positions={positions!r}; kept: {_short(kept)}): {path}")
-    return t[kept.index(target)].float().numpy()
-
-
-def _short(values, n=8):
-    return str(values) if len(values) <= n else f"[{values[0]}, ..., {values[-1]}] ({len(values)})"

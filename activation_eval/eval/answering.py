@@ -14,8 +14,8 @@ A result is JSON-able: {id, category, question, prompt, response, answer (accept
 extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capture`, each record
 also holds its activations and a "grading" entry with the same verdict.
 """
-from benchmark import format_question, grade
-from generation import iter_records
+from .benchmark import format_question, grade
+from ..capture.generation import iter_records
 
 RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
                  "grader", "num_prompt_tokens", "num_generated_tokens")

@@ -3,7 +3,7 @@
 Public names:
     BenchmarkError      ValueError for any bad benchmark input; the message names the file, row
                         and field, and says how to fix it.
-    DEFAULT_BENCHMARK   path (str) of the built-in benchmark, data/benchmark.jsonl.
+    DEFAULT_BENCHMARK   path (str) of the built-in benchmark, activation_eval/data/benchmark.jsonl.
     load_benchmark      read a JSONL / JSON / CSV benchmark into normalized rows.
     format_question     the prompt text for one row (before any chat template).
     grader_name         which grader a row uses: "choice", "number" or "text".
@@ -14,8 +14,8 @@ Public names:
     GRADERS             {"text": grade_text, "choice": grade_choice, "number": grade_number}.
 
 Example:
-    >>> from benchmark import load_benchmark, format_question, grade
-    >>> rows = load_benchmark()                          # data/benchmark.jsonl
+    >>> from activation_eval.eval.benchmark import load_benchmark, format_question, grade
+    >>> rows = load_benchmark()                          # the built-in benchmark
     >>> prompt = format_question(rows[0])                # feed to the model
     >>> grade("The capital of France is Paris.", {"question": "Capital of France?", "answer": "Paris"})
     {'extracted': 'Paris', 'correct': True, 'grader': 'text'}
@@ -78,7 +78,8 @@ class BenchmarkError(ValueError):
     """
 
 
-DEFAULT_BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "benchmark.jsonl")
+DEFAULT_BENCHMARK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                                 "benchmark.jsonl")
 
 _KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 _LIST_KEYS = ("questions", "data", "rows", "items", "examples", "records")  # JSON object wrappers

@@ -2,8 +2,8 @@
 
 Headless: figures are `matplotlib.figure.Figure` objects saved directly (the Agg canvas); pyplot
 and the global backend are never touched, and matplotlib (and scikit-learn for PCA) is imported
-inside the functions, so importing this module (or analyze_activations) does not import them.
-analyze_activations.py re-exports every name below and its CLI (--plot, --probe) calls them.
+inside the functions, so importing this module does not import them. The analysis CLI
+(--plot, --probe) calls them; analyze_activations.py re-exports them.
 
 Public names:
     plot_layer_norms(layer_stats, path, title=...)   mean per-position L2 norm by layer, +- 1 std
@@ -18,11 +18,11 @@ Public names:
     MAX_LABELLED_POSITIONS                           heatmap: token labels up to this many positions
 
 Example:
-    >>> import analyze_activations as aa, plots
-    >>> res = aa.analyze_file("results/run1/activations/q0001.safetensors")
+    >>> from activation_eval.analysis import plots, probe, stats
+    >>> res = stats.analyze_file("results/run1/activations/q0001.safetensors")
     >>> plots.plot_layer_norms(res["layers"], "plots/q0001_norms.png")
     'plots/q0001_norms.png'
-    >>> plots.plot_probe(aa.probe_run("results/run1"), "plots/probe_accuracy.png")
+    >>> plots.plot_probe(probe.probe_run("results/run1"), "plots/probe_accuracy.png")
     'plots/probe_accuracy.png'
 """
 import math
@@ -30,8 +30,8 @@ import os
 
 import numpy as np
 
-import storage
-from records import as_2d, correct_labels, record_meta, run_layers
+from .arrays import as_2d, correct_labels, record_meta, run_layers
+from .dataset import load_run_layer
 
 MAX_LABELLED_POSITIONS = 48  # heatmap: token labels on the axis up to this many positions
 
@@ -182,7 +182,7 @@ def plot_pca(run_dir, path, layer=None):
     """2-D PCA of the last-prompt-token activations at `layer`, coloured by correct / incorrect."""
     from sklearn.decomposition import PCA
     layer = layer or default_layer(run_layers(run_dir))
-    X, rows = storage.load_run_layer(run_dir, layer)
+    X, rows = load_run_layer(run_dir, layer)
     y = correct_labels(rows, run_dir).astype(bool)
     if len(y) < 2:
         raise ValueError(f"PCA needs at least 2 examples; {run_dir} has {len(y)}")

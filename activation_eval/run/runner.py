@@ -1,25 +1,15 @@
 """The benchmark run loop: output folder, resume, streaming results, summary.
 
 Public names:
-    RunConfig                  every setting of a run (what main.py's flags fill in)
-    RunError                   bad run input (existing folder, mismatched resume, ...)
-    run_benchmark(config) -> summary dict
-    format_summary(summary) -> str     the aligned table main.py prints
-    RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE
+    run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
+    format_summary(summary) -> str          the aligned table the CLI prints
+    plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
 
 Example:
     >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
     >>> print(format_summary(summary))
 
-Layout of a run folder:
-    run_config.json   the settings (checked on --resume)
-    results.jsonl     one graded row per question, appended (flushed, fsynced) as each question ends,
-                      rewritten in benchmark order when the run completes
-    shards/           several processes (torchrun / accelerate launch): results.rank<R>.jsonl per
-                      process, appended like results.jsonl; merged into it (and removed) at the end,
-                      or at the start of a --resume
-    activations/      one record file per question (written before its results row)
-    summary.json      counts, accuracy overall and per category, wall time, questions per second
+The run folder's layout and its files are owned by store/run_folder.py.
 
 Batches: the run's questions are split once into length-sorted units (the plan): with continuous
 batching (greedy decoding) a unit holds GROUP_BATCHES x batch_size questions, of which batch_size
@@ -31,10 +21,7 @@ was interrupted and however many processes answered it. Rows (and record files) 
 each question finishes.
 """
 import ctypes
-import dataclasses
-import datetime
 import functools
-import glob
 import hashlib
 import json
 import logging
@@ -44,84 +31,20 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-import distributed
-import storage
-from benchmark import DEFAULT_BENCHMARK, format_question, load_benchmark
-from capture import parse_positions, resolve_layers
-from evaluate import iter_answers
-from generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
-from models import DEFAULT_MODEL, load_model
+from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
+from ..capture.hooks import parse_positions, resolve_layers
+from ..eval.answering import iter_answers
+from ..eval.benchmark import format_question, load_benchmark
+from ..models import load_model
+from ..store import run_folder
+from ..store.atomic import remove_stale_temp_files, write_json_atomic
+from ..store.records import save_activations
+from . import distributed
+from .config import RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
 GROUP_BATCHES = 8       # with continuous batching, a planned unit holds this many batches' questions
-ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
-# settings that change what a question's answer or record is: a resumed run must match them
-RESUME_KEYS = ("model", "benchmark", "question_field", "answer_field", "choices_field", "id_field",
-               "max_new_tokens", "chat_template", "dtype", "seed", "capture_activations", "layers",
-               "positions", "activation_dtype", "activation_format", "activation_save_dir")
-
-
-class RunError(ValueError):
-    """A run cannot start or continue; the message says why and what to do."""
-
-
-@dataclasses.dataclass
-class RunConfig:
-    model: str = DEFAULT_MODEL          # hub id, local folder, .gguf file
-    benchmark: str = DEFAULT_BENCHMARK  # JSONL / JSON / CSV
-    question_field: str = "question"
-    answer_field: str = "answer"
-    choices_field: str = "choices"
-    id_field: str = "id"
-    limit: int = None                   # first N questions of the benchmark
-    batch_size: int = 8                 # prompts decoded at once
-    continuous_batching: bool = True    # greedy: refill a finished row at once (False: model.generate batches)
-    max_new_tokens: int = 32
-    seed: int = 0
-    chat_template: str = "auto"         # auto / on / off
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str = None              # e.g. auto: spread the model over the GPUs (and CPU)
-    max_memory: str = None              # with device_map, e.g. "0=20GiB,1=20GiB,cpu=60GiB"
-    dist_timeout: float = distributed.DEFAULT_TIMEOUT_MIN  # minutes a process waits for the others
-    output_dir: str = None              # default results/<timestamp>
-    resume: bool = False
-    capture_activations: bool = False
-    activation_save_dir: str = None     # default <output_dir>/activations
-    layers: str = None                  # e.g. "embeddings,0,5,-1,final_norm"; None: embeddings + all layers
-    positions: str = "all"
-    activation_dtype: str = None
-    activation_format: str = "pkl"      # pkl / safetensors
-
-    def __post_init__(self):
-        if self.limit is not None and self.limit < 1:
-            raise RunError(f"--limit must be at least 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise RunError(f"--batch_size must be at least 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.activation_format not in ("pkl", "safetensors"):
-            raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
-        if self.max_memory is not None:
-            if not self.device_map:
-                raise RunError("--max_memory needs --device_map (e.g. --device_map auto)")
-            distributed.parse_max_memory(self.max_memory)        # checked now, used at load time
-        if not self.dist_timeout > 0:
-            raise RunError(f"--dist_timeout must be a positive number of minutes, got {self.dist_timeout}")
-        if self.output_dir is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            self.output_dir = os.path.join("results", stamp)
-        if self.activation_save_dir is None:
-            self.activation_save_dir = os.path.join(self.output_dir, ACTIVATIONS_DIR)
-
-    def resume_view(self):
-        """The settings a resumed run must share, paths made comparable."""
-        view = {k: getattr(self, k) for k in RESUME_KEYS}
-        view["benchmark"] = os.path.abspath(self.benchmark)
-        view["activation_save_dir"] = os.path.relpath(self.activation_save_dir, self.output_dir)
-        return view
 
 
 # ----------------------------------------------------------------------------- the output folder
@@ -132,7 +55,7 @@ def check_output_dir(config):
     if os.path.isdir(out) and os.listdir(out) and not config.resume:
         raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
                        f"that run, or choose another --output_dir")
-    config_path = os.path.join(out, CONFIG_FILE)
+    config_path = run_folder.config_path(out)
     if config.resume and os.path.isfile(config_path):
         with open(config_path) as f:
             stored = json.load(f)
@@ -147,49 +70,20 @@ def open_output_dir(config, rows=()):
     (shards left by an interrupted multi-process run are merged into results.jsonl first)."""
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
-    config_path = os.path.join(out, CONFIG_FILE)
+    config_path = run_folder.config_path(out)
     if not os.path.isfile(config_path):
-        storage.write_json_atomic(config_path, config.resume_view())
+        write_json_atomic(config_path, config.resume_view())
+    remove_stale_temp_files(out)        # e.g. a results.jsonl rewrite cut short
     if config.capture_activations:
         os.makedirs(config.activation_save_dir, exist_ok=True)
-        removed = storage.remove_stale_temp_files(config.activation_save_dir)
+        removed = remove_stale_temp_files(config.activation_save_dir)
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
-    stored = merge_results(config, rows) if _shard_files(out) else repair_results(os.path.join(out, RESULTS_FILE))
+    if run_folder.shard_files(out):
+        stored = run_folder.merge_results(out, [row["id"] for row in rows])
+    else:
+        stored = run_folder.repair_results(run_folder.results_path(out))
     return {row["id"]: row.get("batch") for row in stored}
-
-
-def repair_results(path):
-    """Read results.jsonl, cutting a torn last line (a run killed mid-write); returns the rows."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    rows, good = [], 0
-    for line in data.splitlines(keepends=True):
-        try:
-            if not line.endswith(b"\n"):
-                raise ValueError("torn line")
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-        good += len(line)
-    if good != len(data):
-        log.warning("%s: dropped %d bytes of an unfinished last line", os.path.basename(path), len(data) - good)
-        with open(path, "r+b") as f:
-            f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
-    return rows
-
-
-def append_results(path, results):
-    """Append rows and make them durable before anything else happens."""
-    with open(path, "a", encoding="utf-8") as f:
-        for row in results:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -250,7 +144,7 @@ def run_benchmark(config):
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
             for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
-                append_results(results_path, [_save_record(config, result, record, key)])
+                run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
                 bar.update(1)
@@ -315,7 +209,7 @@ def _check_folder_is_shared(config, procs):
     """Several processes (nodes) must all see the run folder that the main process opened."""
     if procs.world == 1:
         return
-    config_path = os.path.join(config.output_dir, CONFIG_FILE)
+    config_path = run_folder.config_path(config.output_dir)
     seen = procs.is_main or _wait_for_file(config_path)
     procs.agree({"folder": seen}, {"folder": f"processes {{ranks}} do not see {config_path}, which process 0 wrote: "
                                              f"--output_dir must be on a file system that every node shares"},
@@ -335,10 +229,8 @@ def _wait_for_file(path, seconds=60):
 def _results_path(config, procs):
     """results.jsonl for a single process; shards/results.rank<R>.jsonl for each of several."""
     if procs.world == 1:
-        return os.path.join(config.output_dir, RESULTS_FILE)
-    folder = os.path.join(config.output_dir, SHARDS_DIR)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"results.rank{procs.rank}.jsonl")
+        return run_folder.results_path(config.output_dir)
+    return run_folder.shard_path(config.output_dir, procs.rank)
 
 
 def _progress_bar(procs, total, to_answer, mine):
@@ -353,48 +245,22 @@ def _save_record(config, result, record, key):
     result["batch"] = key
     if record is None or "activations" not in record:
         return result
-    path = storage.record_path(config.activation_save_dir, result["id"], config.activation_format)
-    storage.save_activations(record, path)
+    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format)
+    save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
     return result
 
 
 def _finish(config, rows, batches, elapsed, answered, processes):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
-    final = merge_results(config, rows)
+    final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
     missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
     summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes)
-    storage.write_json_atomic(os.path.join(config.output_dir, SUMMARY_FILE), summary)
+    write_json_atomic(run_folder.summary_path(config.output_dir), summary)
     return summary
-
-
-def _shard_files(output_dir):
-    return sorted(glob.glob(os.path.join(glob.escape(output_dir), SHARDS_DIR, "results.rank*.jsonl")))
-
-
-def merge_results(config, rows):
-    """Fold results.jsonl and every shard into results.jsonl (atomically), in benchmark order, then
-    remove the shards; a question answered twice keeps its latest row. Rows outside `rows` stay last."""
-    out = config.output_dir
-    path = os.path.join(out, RESULTS_FILE)
-    shards = _shard_files(out)
-    stored = {}
-    for source in [path] + shards:                   # shards are newer than results.jsonl
-        for row in repair_results(source):
-            stored.pop(row["id"], None)
-            stored[row["id"]] = row
-    ordered = [stored.pop(row["id"]) for row in rows if row["id"] in stored] + list(stored.values())
-    storage.write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
-    for shard in shards:
-        os.remove(shard)
-    try:
-        os.rmdir(os.path.join(out, SHARDS_DIR))      # also when no process had anything left to do
-    except OSError:
-        pass                                         # absent, or something else lives there
-    return ordered
 
 
 def make_summary(config, results, elapsed, answered_now, processes=1):
@@ -427,5 +293,5 @@ def format_summary(summary):
     qps = summary["questions_per_second"]
     lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
               + (f" ({qps:.2f} questions/s)" if qps else "")]
-    lines.append(f"results    {os.path.join(summary['output_dir'], RESULTS_FILE)}")
+    lines.append(f"results    {run_folder.results_path(summary['output_dir'])}")
     return "\n".join(lines)

@@ -1,15 +1,15 @@
 """An activation record as the analysis reads it: float64 arrays, token ids, and metadata with
 the seed-record defaults filled in; plus the layer names and graded labels of a run folder.
 
-Used by analyze_activations.py (statistics, comparisons, probes) and plots.py; reading files is
-storage.py's job, this module only gives their contents the shape analysis wants.
+Used by stats.py, probe.py and plots.py; reading files is
+store.records' job, this module only gives their contents the shape analysis wants.
 
 Public names:
     as_2d(x) -> np.ndarray                float64 (positions, hidden); drops a leading batch dim of 1
     token_ids(x) -> list[int]             a tensor / array / list of ids, flattened ([] for None)
     record_meta(record) -> dict           positions, num_prompt_tokens, num_generated_tokens,
                                           tokens (prompt + generated), layer_names, dtype
-    load_record(path, layers=None)        storage.load_activations, with a clear error for a
+    load_record(path, layers=None)        store.records.load_activations, with a clear error for a
                                           requested layer the file lacks
     run_layers(run_dir) -> list[str]      layer names of a run folder, from its first record
     correct_labels(rows, run_dir)         int array of the rows' boolean "correct" (1 / 0)
@@ -24,7 +24,8 @@ Example:
 import numpy as np
 import torch
 
-import storage
+from ..store.records import load_activations
+from ..store.run_folder import iter_record_files
 
 
 def as_2d(x):
@@ -76,8 +77,8 @@ def _shape(t):
 
 
 def load_record(path, layers=None):
-    """storage.load_activations(path, layers); a requested layer the record lacks is a ValueError."""
-    record = storage.load_activations(path, layers=layers)
+    """load_activations(path, layers); a requested layer the record lacks is a ValueError."""
+    record = load_activations(path, layers=layers)
     if layers is not None:
         missing = [name for name in layers if name not in record.get("activations", {})]
         if missing:
@@ -87,10 +88,10 @@ def load_record(path, layers=None):
 
 def run_layers(run_dir):
     """Layer names (record order) of a run folder, from its first record."""
-    files = list(storage.iter_record_files(run_dir))
+    files = list(iter_record_files(run_dir))
     if not files:
         raise ValueError(f"no activation record files in run folder {run_dir}")
-    return list(storage.load_activations(files[0])["activations"])
+    return list(load_activations(files[0])["activations"])
 
 
 def correct_labels(rows, run_dir):

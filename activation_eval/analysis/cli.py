@@ -1,0 +1,237 @@
+"""The analysis command line: `python analyze_activations.py` and `activation-eval-analyze`.
+
+Every mode is a thin layer over one function of the analysis package: stats.py (--file,
+--directory, --compare), probe.py (--probe), plots.py (--plot). Output is an aligned text table or,
+with --json, the function's result as JSON.
+
+Public names:
+    build_parser(prog) -> argparse.ArgumentParser
+    run(args) -> (result dict, text)
+    main(argv=None) -> int                 the CLI (0 ok, 2 on any error, one line)
+    console_main()                         the console script
+    format_table(headers, rows) -> str     the aligned text tables
+
+Example:
+    $ python analyze_activations.py --file q1.pkl --json
+    $ python analyze_activations.py --probe results/run1 --output_dir plots
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+from .arrays import load_record
+from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_pca,
+                    plot_position_heatmap, plot_probe)
+from .probe import probe_run
+from .stats import STAT_KEYS, analyze_directory, compare_files, describe_record
+
+MAX_LISTED_FILES = 50      # --directory text output: per-file rows shown (JSON lists all)
+
+
+# ----------------------------------------------------------------------------- output
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v)
+    return str(v)
+
+
+def format_table(headers, rows):
+    """Aligned plain-text table (numbers right-aligned)."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _short(text, n=160):
+    text = "" if text is None else " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if torch.is_tensor(obj) or isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj if obj is None or isinstance(obj, (str, int, bool)) else str(obj)
+
+
+def _text_file(res):
+    head = [f"file:       {res['file']}", f"model:      {res['model']}",
+            f"prompt:     {_short(res['prompt'])}", f"response:   {_short(res['response'])}",
+            f"tokens:     {res['num_prompt_tokens']} prompt, {res['num_generated_tokens']} generated, "
+            f"{res['num_positions']} positions kept",
+            f"dtype:      {res['dtype']}", f"layers:     {len(res['layers'])}"]
+    if res.get("grading"):
+        g = res["grading"]
+        head.append(f"grading:    correct={g.get('correct')} answer={g.get('answer')!r} extracted={g.get('extracted')!r}")
+    cols = ("shape",) + STAT_KEYS
+    rows = [[n] + [s[c] for c in cols] for n, s in res["layers"].items()]
+    return "\n".join(head) + "\n\n" + format_table(["layer", *cols], rows)
+
+
+def _text_directory(res):
+    cols = ("files", "positions", "mean", "std", "min", "max", "position_norm_mean", "position_norm_std")
+    out = [f"directory:  {res['directory']}" + ("  (run folder)" if res["is_run"] else ""),
+           f"records:    {res['files_read']} read of {res['files_found']} found"
+           + (f", {len(res['errors'])} unreadable (skipped)" if res["errors"] else ""), "",
+           format_table(["layer", *cols], [[n] + [s[c] for c in cols] for n, s in res["layers"].items()]), "",
+           format_table(["file", "model", "prompt_tokens", "generated_tokens", "positions", "layers", "correct"],
+                        [[f[k] for k in ("file", "model", "prompt_tokens", "generated_tokens", "positions",
+                                         "layers", "correct")] for f in res["files"][:MAX_LISTED_FILES]])]
+    if len(res["files"]) > MAX_LISTED_FILES:
+        out.append(f"... {len(res['files']) - MAX_LISTED_FILES} more files (--json lists all)")
+    out += [f"skipped {e['file']}: {e['error']}" for e in res["errors"][:MAX_LISTED_FILES]]
+    return "\n".join(out)
+
+
+def _text_compare(res):
+    kinds = ("last_prompt_token", "prompt_mean", "common_prefix")
+    rows = [[n] + [v[k][f] if v[k] else None for k in kinds for f in ("cosine", "l2_distance")]
+            for n, v in res["layers"].items()]
+    heads = ["layer", "cos_last", "dist_last", "cos_prompt_mean", "dist_prompt_mean", "cos_prefix", "dist_prefix"]
+    return "\n".join([f"A: {res['files'][0]}", f"B: {res['files'][1]}"] + [f"note: {n}" for n in res["notes"]]
+                     + ["", format_table(heads, rows)])
+
+
+def _text_probe(res):
+    rows = [[n, v["accuracy"], v["std"], res["majority_baseline"]] for n, v in res["layers"].items()]
+    return "\n".join([f"run:        {res['run_dir']}",
+                      f"examples:   {res['examples']} ({res['correct']} correct), {res['n_splits']}-fold CV",
+                      f"best layer: {res['best_layer']} ({res['layers'][res['best_layer']]['accuracy']:.3f})", "",
+                      format_table(["layer", "accuracy", "+-std", "majority_baseline"], rows)])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+EPILOG = """examples:
+  python analyze_activations.py --file results/run1/activations/q0001.safetensors
+  python analyze_activations.py --directory results/run1 --limit 500 --json
+  python analyze_activations.py --compare a.pkl b.pkl --plot --output_dir plots
+  python analyze_activations.py --directory results/run1 --plot --layer layer_12 --output_dir plots
+  python analyze_activations.py --probe results/run1 --output_dir plots
+"""
+
+
+def build_parser(prog="analyze_activations.py"):
+    p = argparse.ArgumentParser(prog=prog, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Statistics, comparisons, plots and probes on saved activation records.")
+    mode = p.add_argument_group("mode (exactly one)").add_mutually_exclusive_group(required=True)
+    mode.add_argument("--file", metavar="F", help="one record (.pkl or .safetensors): metadata + per-layer stats")
+    mode.add_argument("--directory", metavar="D", help="a folder of records or a run folder: streamed aggregates")
+    mode.add_argument("--compare", nargs=2, metavar=("F1", "F2"), help="two records: cosine / L2 distance per layer")
+    mode.add_argument("--probe", metavar="RUN_DIR", help="a run folder: per-layer probe of answer correctness")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--layers", metavar="NAMES", help="comma-separated layer names to read (default: all)")
+    sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
+    sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
+    sel.add_argument("--folds", type=int, default=5, metavar="K", help="--probe: CV folds (default 5)")
+    sel.add_argument("--seed", type=int, default=0, metavar="S", help="--probe: fold shuffling seed (default 0)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    out.add_argument("--plot", action="store_true", help="write PNG plots to --output_dir")
+    out.add_argument("--output_dir", metavar="O", default="analysis_plots",
+                     help="folder for plots (default: ./analysis_plots); --probe always saves its plot here")
+    out.add_argument("--tokenizer", metavar="PATH",
+                     help="tokenizer (name or folder) to show token strings on heatmap axes; default token ids")
+    out.add_argument("--no_progress", action="store_true", help="no progress bar")
+    out.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return p
+
+
+def _parse_layers(text):
+    """The one place --layers is parsed."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--layers is empty")
+    return names
+
+
+def run(args):
+    """Execute parsed CLI args; returns (result dict, text); plot paths go in result["plots"]."""
+    layers = _parse_layers(args.layers)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    od, plots = args.output_dir, []
+    if args.file:
+        record = load_record(args.file, layers)
+        res = describe_record(record, args.file)
+        text = _text_file(res)
+        if args.plot:
+            stem = os.path.splitext(os.path.basename(args.file))[0]
+            tok = None
+            if args.tokenizer:
+                from transformers import AutoTokenizer
+                tok = AutoTokenizer.from_pretrained(args.tokenizer)
+            plots += [plot_layer_norms(res["layers"], os.path.join(od, f"{stem}_norms.png"),
+                                       f"Per-position L2 norm by layer - {stem}"),
+                      plot_histograms(record, os.path.join(od, f"{stem}_histograms.png")),
+                      plot_position_heatmap(record, os.path.join(od, f"{stem}_heatmap.png"), tok)]
+    elif args.directory:
+        res = analyze_directory(args.directory, args.limit, layers, progress=not args.no_progress)
+        text = _text_directory(res)
+        if args.plot:
+            name = os.path.basename(os.path.normpath(args.directory))
+            plots.append(plot_layer_norms(res["layers"], os.path.join(od, "directory_norms.png"),
+                                          f"Per-position L2 norm by layer - {name} ({res['files_read']} records)"))
+            if res["is_run"]:
+                layer = args.layer or default_layer(list(res["layers"]))
+                plots.append(plot_pca(args.directory, os.path.join(od, f"pca_{layer}.png"), layer))
+    elif args.compare:
+        res = compare_files(args.compare[0], args.compare[1], layers)
+        text = _text_compare(res)
+        if args.plot:
+            plots.append(plot_compare(res, os.path.join(od, "compare_cosine.png")))
+    else:
+        if args.folds < 2:
+            raise ValueError("--folds must be at least 2")
+        res = probe_run(args.probe, layers, args.folds, args.seed)
+        text = _text_probe(res)
+        plots.append(plot_probe(res, os.path.join(od, "probe_accuracy.png")))
+    if plots:
+        res["plots"] = plots
+        text += "\n\n" + "\n".join(f"saved plot: {p}" for p in plots)
+    return res, text
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit code (0 ok, 2 on any error, with a one-line message)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        res, text = run(args)
+    except Exception as e:  # noqa: BLE001 - one clear line for every failure; --debug for the traceback
+        if args.debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(json.dumps(_jsonable(res), indent=2) if args.json else text)
+    return 0
+
+
+def console_main():
+    """The `activation-eval-analyze` console script."""
+    sys.exit(main())

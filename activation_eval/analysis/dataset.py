@@ -1,0 +1,109 @@
+"""Datasets from a run: one vector per question for a layer, ready for probes and plots.
+
+Public names:
+    REDUCTIONS                                  ("last_prompt", "mean_prompt", "last") or an int
+    load_run_layer(run_dir, layer, reduce="last_prompt") -> (float32 [n, hidden], rows)
+    parse_reduce(reduce)                        the one check of a reduce= value
+
+Example:
+    >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
+    >>> y = np.array([bool(r["correct"]) for r in rows])
+
+`reduce` says how a record's (positions, hidden) tensor becomes one vector; it is not the capture
+setting --positions (which tokens were saved), though it can only use positions that were saved.
+"""
+import os
+
+import numpy as np
+import torch
+
+from ..store.errors import CorruptFileError
+from ..store.records import load_activations
+from ..store.run_folder import RESULTS_FILE, read_results
+
+def load_run_layer(run_dir, layer, reduce="last_prompt"):
+    """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
+
+    >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
+    >>> y = np.array([r["correct"] for r in rows])
+
+    reduce: "last_prompt" (the last prompt token's row), "mean_prompt" (mean over kept
+    prompt positions), "last" (last kept row), or an int absolute token index. Rows of
+    results.jsonl without an activation_file are skipped; `rows` are the results rows used,
+    in the matrix's order. Reads only `layer` from .safetensors files.
+    """
+    run_dir = os.fspath(run_dir)
+    reduce = parse_reduce(reduce)
+    vectors, used = [], []
+    for row in read_results(run_dir):
+        rel = row.get("activation_file")
+        if not rel:
+            continue
+        path = os.path.join(run_dir, rel)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
+                                    f"{rel!r}, which does not exist: {path}")
+        record = load_activations(path, layers=[layer])
+        # a copy: a view would keep the record's whole layer tensor alive until np.stack
+        vectors.append(_pick_vector(record, layer, reduce, path).copy())
+        used.append(row)
+    if not vectors:
+        raise ValueError(f"no row of {RESULTS_FILE} has an activation_file: {run_dir}")
+    widths = {v.shape[0] for v in vectors}
+    if len(widths) > 1:
+        raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
+                         f"run's records: {run_dir}")
+    return np.stack(vectors).astype(np.float32, copy=False), used
+
+
+REDUCTIONS = ("last_prompt", "mean_prompt", "last")
+
+
+def parse_reduce(reduce):
+    """"last_prompt" | "mean_prompt" | "last" | an int token index >= 0, checked once."""
+    if isinstance(reduce, str) and reduce in REDUCTIONS:
+        return reduce
+    if isinstance(reduce, (int, np.integer)) and not isinstance(reduce, bool) \
+            and reduce >= 0:
+        return int(reduce)
+    raise ValueError(f"reduce must be one of {REDUCTIONS} or a token index >= 0, "
+                     f"got {reduce!r}")
+
+
+def _pick_vector(record, layer, reduce, path):
+    """The float32 [hidden] vector of `layer` reduced by `reduce` in one record."""
+    t = torch.as_tensor(record["activations"][layer])   # seed pickles may hold numpy arrays
+    if t.dim() == 3 and t.shape[0] == 1:        # seed records may keep a batch dimension
+        t = t[0]
+    if t.dim() != 2:
+        raise ValueError(f"activation {layer!r} has shape {tuple(t.shape)}, expected "
+                         f"(n_positions, hidden): {path}")
+    kept = list(record.get("positions_kept") or range(t.shape[0]))
+    if len(kept) != t.shape[0]:
+        raise CorruptFileError(f"positions_kept lists {len(kept)} positions but {layer!r} has "
+                               f"{t.shape[0]} rows: {path}")
+    if reduce == "last":
+        if not kept:
+            raise ValueError(f"record keeps no positions: {path}")
+        return t[-1].float().numpy()
+    if "num_prompt_tokens" in record:
+        n_prompt = record["num_prompt_tokens"]
+    elif "input_ids" in record:                 # seed records: [P] or [1, P]
+        n_prompt = int(np.shape(record["input_ids"])[-1])
+    else:
+        raise ValueError(f"record has neither num_prompt_tokens nor input_ids: {path}")
+    if reduce == "mean_prompt":
+        rows = [i for i, p in enumerate(kept) if p < n_prompt]
+        if not rows:
+            raise ValueError(f"record keeps no prompt positions (kept: {_short(kept)}): {path}")
+        return t[rows].float().mean(dim=0).numpy()
+    target = n_prompt - 1 if reduce == "last_prompt" else reduce
+    if target not in kept:
+        raise ValueError(f"record has no row for token position {target} "
+                         f"(reduce={reduce!r}; kept: {_short(kept)}): {path}")
+    return t[kept.index(target)].float().numpy()
+
+
+def _short(values, n=8):
+    return str(values) if len(values) <= n else f"[{values[0]}, ..., {values[-1]}] ({len(values)})"
+

@@ -1,0 +1,231 @@
+"""Per-layer statistics of records, streamed aggregates over folders, and record comparisons.
+
+Public names:
+    tensor_stats(tensor) -> dict                 mean, std, min, max, per-position and total L2 norm
+    describe_record(record, path=None) -> dict   metadata + per-layer stats of one record
+    analyze_file(path, layers=None) -> dict      describe_record of a file
+    analyze_directory(directory, limit=None, layers=None, progress=True) -> dict
+                                                 streamed per-layer aggregates + per-file summary
+    compare_records(record_a, record_b, layers=None) -> dict
+    compare_files(path_a, path_b, layers=None) -> dict   cosine / L2 distance per layer, 3 alignments
+    STAT_KEYS                                    the statistics' names, in table order
+
+Example:
+    >>> stats = analyze_file("results/run1/activations/q0001.safetensors")
+    >>> stats["layers"]["layer_3"]["position_norm_mean"]
+    >>> cmp = compare_files("a.pkl", "b.pkl"); cmp["layers"]["layer_3"]["last_prompt_token"]["cosine"]
+
+All statistics are float64.
+"""
+import math
+import os
+import sys
+
+import numpy as np
+
+from ..store.run_folder import is_run_folder, iter_record_files
+from .arrays import as_2d, load_record, record_meta
+
+
+STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
+
+
+
+PROGRESS_MIN_FILES = 20    # show a progress bar from this many files on
+
+
+
+def tensor_stats(tensor):
+    """Float64 statistics of one activation tensor (positions, hidden).
+
+    std is the population std (ddof=0); position_norm_* are over the L2 norms of the rows;
+    l2_norm is the norm of the whole tensor.
+    >>> tensor_stats(torch.ones(3, 4))["position_norm_mean"]   # 2.0
+    """
+    a = as_2d(tensor)
+    out = {"shape": list(a.shape)}
+    if a.size == 0:
+        return {**out, **{k: None for k in STAT_KEYS}}
+    norms = np.linalg.norm(a, axis=1)
+    return {**out, "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+            "max": float(a.max()), "position_norm_mean": float(norms.mean()),
+            "position_norm_std": float(norms.std()), "l2_norm": float(np.linalg.norm(a))}
+
+
+
+def describe_record(record, path=None):
+    """Metadata and per-layer statistics of one record (layers in the record's order)."""
+    m = record_meta(record)
+    return {"file": None if path is None else os.fspath(path),
+            "model": record.get("model"), "prompt": record.get("prompt"),
+            "response": record.get("response"), "timestamp": record.get("timestamp"),
+            "num_prompt_tokens": m["num_prompt_tokens"], "num_generated_tokens": m["num_generated_tokens"],
+            "num_positions": len(m["positions"]), "dtype": m["dtype"],
+            "model_info": record.get("model_info"), "grading": record.get("grading"),
+            "layers": {name: tensor_stats(t) for name, t in record["activations"].items()}}
+
+
+
+def analyze_file(path, layers=None):
+    """`describe_record` of the record stored at `path` (only `layers` when given)."""
+    return describe_record(load_record(path, layers), path)
+
+
+
+class _LayerAccumulator:
+    """Streaming float64 stats of one layer over many tensors (Chan et al. merge of mean / M2)."""
+
+    def __init__(self):
+        self.files = self.rows = self.count = 0
+        self.mean = self.m2 = self.norm_sum = self.norm_sq = 0.0
+        self.min, self.max = math.inf, -math.inf
+
+    def add(self, tensor):
+        a = as_2d(tensor)
+        self.files += 1
+        if a.size == 0:
+            return
+        n, mean = a.size, float(a.mean())
+        m2 = float(((a - mean) ** 2).sum())
+        delta, total = mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.min, self.max = min(self.min, float(a.min())), max(self.max, float(a.max()))
+        norms = np.linalg.norm(a, axis=1)
+        self.rows += len(norms)
+        self.norm_sum += float(norms.sum())
+        self.norm_sq += float((norms ** 2).sum())
+
+    def result(self):
+        if not self.count:
+            return {"files": self.files, "positions": 0, **{k: None for k in STAT_KEYS if k != "l2_norm"}}
+        pn_mean = self.norm_sum / self.rows
+        return {"files": self.files, "positions": self.rows, "mean": self.mean,
+                "std": math.sqrt(max(self.m2 / self.count, 0.0)), "min": self.min, "max": self.max,
+                "position_norm_mean": pn_mean,
+                "position_norm_std": math.sqrt(max(self.norm_sq / self.rows - pn_mean ** 2, 0.0))}
+
+
+
+def analyze_directory(directory, limit=None, layers=None, progress=True):
+    """Stream every record of a folder (or run folder): per-layer aggregates + a per-file summary.
+
+    One record is in memory at a time. Files that cannot be read are skipped and listed under
+    "errors"; it is an error when none can be read.
+    >>> agg = analyze_directory("results/run1", limit=100); agg["layers"]["layer_0"]["std"]
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no such directory: {directory}")
+    files = list(iter_record_files(directory))
+    found = len(files)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise ValueError(f"no activation record files (.pkl, .safetensors) in {directory}")
+    from tqdm import tqdm
+    accs, summaries, errors = {}, [], []
+    bar = tqdm(files, desc="records", unit="file", file=sys.stderr,
+               disable=not progress or len(files) < PROGRESS_MIN_FILES)
+    for path in bar:
+        rel = os.path.relpath(path, directory)
+        try:
+            record = load_record(path, layers)
+            m = record_meta(record)
+        except Exception as e:  # noqa: BLE001 - one unreadable file must not end a long scan
+            errors.append({"file": rel, "error": " ".join(str(e).split()) or type(e).__name__})
+            continue
+        for name, t in record["activations"].items():
+            accs.setdefault(name, _LayerAccumulator()).add(t)
+        grading = record.get("grading") or {}
+        summaries.append({"file": rel, "model": record.get("model"), "prompt_tokens": m["num_prompt_tokens"],
+                          "generated_tokens": m["num_generated_tokens"], "positions": len(m["positions"]),
+                          "layers": len(m["layer_names"]), "correct": grading.get("correct")})
+        del record
+    if not summaries:
+        raise ValueError(f"none of the {len(files)} record files in {directory} could be read; "
+                         f"first error: {errors[0]['file']}: {errors[0]['error']}")
+    return {"directory": directory, "is_run": is_run_folder(directory), "files_found": found,
+            "files_read": len(summaries), "errors": errors,
+            "layers": {name: acc.result() for name, acc in accs.items()}, "files": summaries}
+
+
+
+def _cos_dist(u, v):
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    cos = float(np.dot(u, v) / (nu * nv)) if nu > 0 and nv > 0 else None
+    return {"cosine": cos, "l2_distance": float(np.linalg.norm(u - v))}
+
+
+
+def compare_records(record_a, record_b, layers=None):
+    """Per-layer cosine similarity and L2 distance of two records, three ways:
+
+    last_prompt_token: the row at position num_prompt_tokens-1 of each record;
+    prompt_mean: the mean over each record's kept prompt positions;
+    common_prefix: positions inside the token prefix both sequences share (as fed: prompt + generated),
+    kept in both; cosine and distance are averaged over those positions. "notes" states what was
+    compared when the lengths differ.
+    """
+    ma, mb = record_meta(record_a), record_meta(record_b)
+    names = [n for n in ma["layer_names"] if n in mb["layer_names"] and (layers is None or n in layers)]
+    if not names:
+        raise ValueError("the two records share no layer names")
+    notes = []
+    only = sorted(set(ma["layer_names"]) ^ set(mb["layer_names"]))
+    if only:
+        notes.append(f"layers present in only one record (skipped): {', '.join(only)}")
+    pa, pb = ma["num_prompt_tokens"], mb["num_prompt_tokens"]
+    last_a = ma["positions"].index(pa - 1) if pa - 1 in ma["positions"] else None
+    last_b = mb["positions"].index(pb - 1) if pb - 1 in mb["positions"] else None
+    if last_a is None or last_b is None:
+        notes.append("last prompt token: not kept in both records, not compared")
+    if pa != pb:
+        notes.append(f"prompt lengths differ ({pa} vs {pb} tokens): last_prompt_token compares position "
+                     f"{pa - 1} of A with position {pb - 1} of B; prompt_mean averages each record's own "
+                     f"prompt positions")
+    prompt_a = [i for i, p in enumerate(ma["positions"]) if p < pa]
+    prompt_b = [i for i, p in enumerate(mb["positions"]) if p < pb]
+    if not prompt_a or not prompt_b:
+        notes.append("prompt positions: none kept in at least one record, prompt_mean not compared")
+    k = 0
+    for ta, tb in zip(ma["tokens"], mb["tokens"]):
+        if ta != tb:
+            break
+        k += 1
+    index_b = {p: i for i, p in enumerate(mb["positions"])}
+    pairs = [(i, index_b[p]) for i, p in enumerate(ma["positions"]) if p < k and p in index_b]
+    if k == 0:
+        notes.append("the token sequences share no common prefix: common_prefix not compared")
+    else:
+        notes.append(f"common token prefix: {k} tokens (positions 0-{k - 1}); {len(pairs)} of them kept in "
+                     f"both records" + ("" if len(ma["tokens"]) == len(mb["tokens"]) else
+                                        f"; sequence lengths {len(ma['tokens'])} vs {len(mb['tokens'])}"))
+    out = {}
+    for name in names:
+        xa, xb = as_2d(record_a["activations"][name]), as_2d(record_b["activations"][name])
+        if xa.shape[1] != xb.shape[1]:
+            raise ValueError(f"layer {name!r}: hidden sizes differ ({xa.shape[1]} vs {xb.shape[1]})")
+        res = {"last_prompt_token": None, "prompt_mean": None, "common_prefix": None}
+        if last_a is not None and last_b is not None:
+            res["last_prompt_token"] = _cos_dist(xa[last_a], xb[last_b])
+        if prompt_a and prompt_b:
+            res["prompt_mean"] = _cos_dist(xa[prompt_a].mean(0), xb[prompt_b].mean(0))
+        if pairs:
+            each = [_cos_dist(xa[i], xb[j]) for i, j in pairs]
+            coss = [e["cosine"] for e in each if e["cosine"] is not None]
+            res["common_prefix"] = {"cosine": float(np.mean(coss)) if coss else None,
+                                    "l2_distance": float(np.mean([e["l2_distance"] for e in each])),
+                                    "positions": len(pairs)}
+        out[name] = res
+    return {"num_prompt_tokens": [pa, pb], "num_tokens": [len(ma["tokens"]), len(mb["tokens"])],
+            "common_prefix_tokens": k, "notes": notes, "layers": out}
+
+
+
+def compare_files(path_a, path_b, layers=None):
+    """`compare_records` of two record files."""
+    res = compare_records(load_record(path_a, layers), load_record(path_b, layers), layers)
+    return {"files": [os.fspath(path_a), os.fspath(path_b)], **res}
+

@@ -1,0 +1,1 @@
+"""Capturing activations during generation: hooks.py (ActivationCapture), continuous.py (continuous batching), generation.py (prompts -> records)."""

@@ -1,0 +1,232 @@
+"""The run folder: every file name in it, and the one reader/appender/repairer/merger of results.jsonl.
+
+Public names:
+    RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR     the names, in ONE place
+    RECORD_FORMATS                           (".pkl", ".safetensors"): record format = extension
+    is_run_folder(path)                      does it hold results.jsonl?
+    results_path(run_dir), config_path(run_dir), summary_path(run_dir)
+    shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
+    shard_files(run_dir)                     the shard files present, sorted
+    record_path(directory, question_id, fmt) a filesystem-safe record file path for a question id
+    iter_record_files(directory)             sorted record files of a folder or run folder
+    read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
+    scan_results(path)                       (rows, dropped line numbers) of any results file
+    repair_results(path)                     rewrite a results file without its torn lines; -> rows
+    append_results(path, rows)               append rows, flushed and fsynced
+    merge_results(run_dir, order)            fold results.jsonl + shards into results.jsonl
+
+Example:
+    >>> rows = read_results("runs/r1")
+    >>> sum(bool(r["correct"]) for r in rows) / len(rows)
+    >>> record_path("runs/r1/activations", "geo/001 (b)", "safetensors")
+
+Layout of a run folder:
+    run_config.json   the settings (checked on --resume)
+    results.jsonl     one graded row per question, appended (flushed, fsynced) as each question ends,
+                      rewritten in benchmark order when the run completes
+    shards/           several processes: results.rank<R>.jsonl per process, appended like
+                      results.jsonl; merged into it (and removed) at the end or at a --resume
+    activations/      one record file per question (written before its results row)
+    summary.json      counts, accuracy overall and per category, wall time, questions per second
+
+One results.jsonl policy, shared by every reader: each line that is a JSON object is a row; a line
+that is not (a writer killed mid-line, a torn write) is dropped and its line number is logged.
+Valid rows after a bad line are kept.
+"""
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+
+from .atomic import write_text_atomic
+from .errors import StorageError  # noqa: F401  (re-exported for callers that catch it)
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
+ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
+RECORD_FORMATS = (".pkl", ".safetensors")
+_SHARD_GLOB = "results.rank*.jsonl"
+
+
+def is_run_folder(path):
+    return os.path.isfile(os.path.join(os.fspath(path), RESULTS_FILE))
+
+
+def results_path(run_dir):
+    return os.path.join(os.fspath(run_dir), RESULTS_FILE)
+
+
+def config_path(run_dir):
+    return os.path.join(os.fspath(run_dir), CONFIG_FILE)
+
+
+def summary_path(run_dir):
+    return os.path.join(os.fspath(run_dir), SUMMARY_FILE)
+
+
+def shard_path(run_dir, rank):
+    """shards/results.rank<R>.jsonl of process `rank` (the shards/ folder is created)."""
+    folder = os.path.join(os.fspath(run_dir), SHARDS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"results.rank{rank}.jsonl")
+
+
+def shard_files(run_dir):
+    return sorted(glob.glob(os.path.join(glob.escape(os.fspath(run_dir)), SHARDS_DIR, _SHARD_GLOB)))
+
+
+def record_path(directory, question_id, fmt="pkl"):
+    """Path of the record file for `question_id` in `directory`.
+
+    >>> record_path("acts", "geo/001 (b)", "safetensors")
+    'acts/geo_001__b_-cca2507873.safetensors'
+
+    Keeps [A-Za-z0-9._-] and replaces anything else with "_"; when anything was changed (or the
+    name would look like a hash-suffixed one) a short hash of the id is appended, so distinct
+    ids never share a file. Note: ids that differ only in case share a file on case-insensitive
+    file systems (macOS, Windows).
+    """
+    ext = "." + str(fmt).lstrip(".")
+    if ext not in RECORD_FORMATS:
+        raise ValueError(f"unsupported record format {fmt!r}; use 'pkl' or 'safetensors'")
+    qid = str(question_id)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", qid)[:120]
+    if safe.startswith("."):
+        safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
+    if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
+        safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
+    return os.path.join(os.fspath(directory), safe + ext)
+
+
+def iter_record_files(directory):
+    """Sorted paths of the record files (.pkl/.safetensors) in `directory`.
+
+    >>> iter_record_files("runs/r1")          # a run folder: its activations/ subfolder
+    ['runs/r1/activations/geo-001.pkl', ...]
+
+    For a run folder (it holds results.jsonl) the records are in its activations/ subfolder,
+    or, without one, wherever the rows' activation_file fields point. Temp and hidden files
+    are ignored.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"not a directory: {directory}")
+    if os.path.isfile(os.path.join(directory, RESULTS_FILE)):
+        sub = os.path.join(directory, ACTIVATIONS_DIR)
+        if not os.path.isdir(sub):
+            files = [os.path.join(directory, row["activation_file"])
+                     for row in read_results(directory) if row.get("activation_file")]
+            return sorted(p for p in files if os.path.isfile(p))
+        directory = sub
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                  if not name.startswith(".")
+                  and os.path.splitext(name)[1].lower() in RECORD_FORMATS
+                  and os.path.isfile(os.path.join(directory, name)))
+
+
+
+# ----------------------------------------------------------------------------- results.jsonl
+
+def scan_results(path):
+    """(rows, dropped) of a results file: every line that is a JSON object, in file order, and the
+    1-based numbers of the non-empty lines that are not (torn or garbled). A missing file: ([], [])."""
+    if not os.path.exists(path):
+        return [], []
+    with open(path, "rb") as f:
+        data = f.read()
+    rows, dropped = [], []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            dropped.append(number)
+    return rows, dropped
+
+
+def _warn_dropped(path, dropped, action):
+    if dropped:
+        shown = ", ".join(map(str, dropped[:20])) + (", ..." if len(dropped) > 20 else "")
+        log.warning("%s: %s %d torn or unreadable line(s) (line %s); every valid row is kept",
+                    path, action, len(dropped), shown)
+
+
+def read_results(run_dir):
+    """The rows (dicts) of run_dir/results.jsonl, in file order; torn lines are dropped (logged).
+
+    >>> rows = read_results("runs/r1")
+    """
+    path = results_path(run_dir)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {RESULTS_FILE} in run folder: {path}")
+    rows, dropped = scan_results(path)
+    _warn_dropped(path, dropped, "ignoring")
+    return rows
+
+
+def repair_results(path):
+    """Rewrite the results file at `path` without its torn lines (atomically; only if it has any)
+    so that appending after it is safe; returns its rows."""
+    rows, dropped = scan_results(path)
+    if dropped:
+        _warn_dropped(path, dropped, "dropped")
+        write_text_atomic(path, _jsonl(rows))
+    elif os.path.exists(path):
+        _end_with_newline(path)
+    return rows
+
+
+def _end_with_newline(path):
+    """A file whose last line is complete but lacks its newline gets one (appends start a new line)."""
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def append_results(path, rows):
+    """Append rows and make them durable before anything else happens."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(_jsonl(rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def merge_results(run_dir, order=()):
+    """Fold results.jsonl and every shard into results.jsonl (atomically), rows of the ids in
+    `order` first in that order, then the rest; a question answered twice keeps its latest row
+    (shards are newer than results.jsonl). Removes the shards and an empty shards/ folder."""
+    path = results_path(run_dir)
+    shards = shard_files(run_dir)
+    stored = {}
+    for source in [path] + shards:
+        rows, dropped = scan_results(source)
+        _warn_dropped(source, dropped, "dropped")
+        for row in rows:
+            stored.pop(row.get("id"), None)
+            stored[row.get("id")] = row
+    ordered = [stored.pop(qid) for qid in order if qid in stored] + list(stored.values())
+    write_text_atomic(path, _jsonl(ordered))
+    for shard in shards:
+        os.remove(shard)
+    try:
+        os.rmdir(os.path.join(os.fspath(run_dir), SHARDS_DIR))   # also when no process had work left
+    except OSError:
+        pass                                                      # absent, or something else lives there
+    return ordered
+
+
+def _jsonl(rows):
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
