@@ -1,0 +1,100 @@
+"""The package layout (issue 11): dependencies point one way, the root holds only entry points."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "activation_eval")
+# who may import whom (besides itself): entry points -> run -> eval -> capture -> models;
+# run -> store <- analysis; store imports nothing of the project; analysis never capture or run
+ALLOWED = {
+    "models": set(),
+    "capture": {"models"},
+    "eval": {"capture", "models"},
+    "store": set(),
+    "run": {"eval", "capture", "models", "store"},
+    "analysis": {"store", "models"},
+    "api": {"eval", "capture", "models", "store"},
+    "__init__": {"api", "analysis", "capture"},
+}
+
+
+def project_imports(path):
+    """The top-level subpackages of activation_eval that the module at `path` imports."""
+    rel = os.path.relpath(path, PACKAGE).split(os.sep)
+    here = rel[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                parts = base + (node.module.split(".") if node.module else [])
+                names = [parts[0]] if parts else [a.name for a in node.names]
+            elif node.module and node.module.startswith("activation_eval"):
+                parts = node.module.split(".")[1:]
+                names = [parts[0]] if parts else [a.name for a in node.names]
+            else:
+                continue
+            found.update(n.removesuffix(".py") for n in names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("activation_eval.") and "." in a.name)
+    return found
+
+
+def modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+@pytest.mark.parametrize("path", sorted(modules()), ids=lambda p: os.path.relpath(p, PACKAGE))
+def test_dependencies_point_one_way(path):
+    rel = os.path.relpath(path, PACKAGE).split(os.sep)
+    owner = rel[0].removesuffix(".py")
+    imported = project_imports(path) - {owner}
+    assert imported <= ALLOWED[owner], f"{'/'.join(rel)} imports {sorted(imported - ALLOWED[owner])}"
+
+
+def test_the_root_holds_only_the_cards_entry_points():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.fail("git ls-files listed nothing: the tests run inside the project's git checkout")
+    root_py = sorted(p for p in tracked if "/" not in p and p.endswith(".py"))
+    assert root_py == ["analyze_activations.py", "example_activation_capture.py", "main.py",
+                       "test_activation_capture.py", "utils.py"]
+
+
+def test_the_package_imports_from_any_directory(tmp_path):
+    code = ("import activation_eval as ae; "
+            "from activation_eval import generate_inference_with_activations, load_activations, load_model, "
+            "answer_and_grade_benchmark_question; print(ae.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert os.path.dirname(done.stdout.strip()).endswith("activation_eval")
+
+
+@pytest.mark.parametrize("script, entry", [("activation-eval", "main.py"),
+                                           ("activation-eval-analyze", "analyze_activations.py")])
+def test_console_scripts_take_the_entry_points_flags(script, entry):
+    exe = os.path.join(os.path.dirname(sys.executable), script)
+    assert os.path.exists(exe), f"{script} is not installed: run make setup"
+    ours = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    theirs = subprocess.run([sys.executable, os.path.join(ROOT, entry), "--help"], capture_output=True, text=True)
+    assert ours.returncode == theirs.returncode == 0
+    assert ours.stdout == theirs.stdout
+
+
+def test_one_results_reader():
+    """Only store/run_folder.py opens results.jsonl by name."""
+    offenders = []
+    for path in modules():
+        text = open(path).read()
+        if '"results.jsonl"' in text and not path.endswith(os.path.join("store", "run_folder.py")):
+            offenders.append(os.path.relpath(path, ROOT))
+    assert offenders == []
