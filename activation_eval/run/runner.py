@@ -4,12 +4,20 @@ Public names:
     run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
     format_summary(summary) -> str          the aligned table the CLI prints
     plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
+    check_output_dir, open_output_dir       the run folder's checks (settings, benchmark) and reopening
+    model_context, prompt_errors, error_row questions too long for the model: a row with an error
+    make_summary(config, rows, ...)         what summary.json holds
 
 Example:
     >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
     >>> print(format_summary(summary))
 
-The run folder's layout and its files are owned by store/run_folder.py.
+The run folder's layout and its files are owned by store/run_folder.py; the lock held for the
+whole run is run/lock.py, and what --resume checks (benchmark fingerprint, record files) run/resume.py.
+
+A question whose prompt (after the chat template) plus --max_new_tokens does not fit the model's
+context is not generated: it gets a results row with an `error` and no answer, is left out of
+accuracy and counted under "errors" in the summary; the run goes on.
 
 Batches: the run's questions are split once into length-sorted units (the plan): with continuous
 batching (greedy decoding) a unit holds GROUP_BATCHES x batch_size questions, of which batch_size
@@ -33,13 +41,15 @@ from tqdm.auto import tqdm
 
 from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
-from ..eval.answering import iter_answers
+from ..eval.answering import RESULT_FIELDS, iter_answers
 from ..eval.benchmark import format_question, load_benchmark
 from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
 from . import distributed
+from .lock import RunLock
+from .resume import benchmark_fingerprint, check_benchmark, missing_records
 from .config import RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
 
 log = logging.getLogger(__name__)
@@ -49,30 +59,44 @@ GROUP_BATCHES = 8       # with continuous batching, a planned unit holds this ma
 
 # ----------------------------------------------------------------------------- the output folder
 
-def check_output_dir(config):
-    """Refuse a non-empty folder without --resume, or a resume with other settings (writes nothing)."""
+def check_output_dir(config, rows=None):
+    """Refuse a non-empty folder without --resume, or a resume with other settings or an edited
+    benchmark (`rows`: the questions asked; see resume.py). Writes nothing."""
     out = config.output_dir
-    if os.path.isdir(out) and os.listdir(out) and not config.resume:
+    if os.path.isdir(out) and set(os.listdir(out)) - {run_folder.LOCK_FILE} and not config.resume:
         raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
                        f"that run, or choose another --output_dir")
     config_path = run_folder.config_path(out)
     if config.resume and os.path.isfile(config_path):
-        with open(config_path) as f:
-            stored = json.load(f)
+        stored = _read_run_config(config_path)
         diffs = [f"{k}: stored {stored.get(k)!r}, now {v!r}" for k, v in config.resume_view().items() if stored.get(k) != v]
         if diffs:
             raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
                            + ". Use the stored settings, or a new --output_dir")
+        if rows is not None:
+            answered, _ = run_folder.scan_results(run_folder.results_path(out))
+            check_benchmark(stored, benchmark_fingerprint(config.benchmark, rows), rows, out, answered)
+
+
+def _read_run_config(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"--resume: cannot read {path} ({exc}); it holds the run's settings: restore it, "
+                       f"or choose another --output_dir") from None
+    if not isinstance(stored, dict):
+        raise RunError(f"--resume: {path} is not a JSON object of settings: restore it, or choose another --output_dir")
+    return stored
 
 
 def open_output_dir(config, rows=()):
     """Create (or reopen) the run folder; returns {id: batch key} of the rows already answered
-    (shards left by an interrupted multi-process run are merged into results.jsonl first)."""
+    (shards left by an interrupted multi-process run are merged into results.jsonl first). A row
+    whose record file is missing or incomplete is left out, so that its batch is answered again."""
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
-    config_path = run_folder.config_path(out)
-    if not os.path.isfile(config_path):
-        write_json_atomic(config_path, config.resume_view())
+    _store_fingerprint(config, rows)
     remove_stale_temp_files(out)        # e.g. a results.jsonl rewrite cut short
     if config.capture_activations:
         os.makedirs(config.activation_save_dir, exist_ok=True)
@@ -83,14 +107,36 @@ def open_output_dir(config, rows=()):
         stored = run_folder.merge_results(out, [row["id"] for row in rows])
     else:
         stored = run_folder.repair_results(run_folder.results_path(out))
-    return {row["id"]: row.get("batch") for row in stored}
+    lost = missing_records(stored, out) if config.capture_activations else {}
+    if lost:
+        shown = ", ".join(f"{qid!r} ({why})" for qid, why in list(lost.items())[:5]) + (", ..." if len(lost) > 5 else "")
+        log.warning("%d question(s) answered again: their record files were missing or unreadable: %s",
+                    len(lost), shown)
+    return {row["id"]: row.get("batch") for row in stored if row["id"] not in lost}
+
+
+def _store_fingerprint(config, rows):
+    """run_config.json: the settings and the benchmark's fingerprint; a resumed run updates the
+    fingerprint when it asks more questions, or when the folder predates fingerprints."""
+    path = run_folder.config_path(config.output_dir)
+    fingerprint = benchmark_fingerprint(config.benchmark, rows)
+    if not os.path.isfile(path):
+        write_json_atomic(path, {**config.resume_view(), **fingerprint})
+        return
+    stored = _read_run_config(path)
+    answered, _ = run_folder.scan_results(run_folder.results_path(config.output_dir))
+    update = check_benchmark(stored, fingerprint, rows, config.output_dir, answered, quiet=True)
+    if update:
+        write_json_atomic(path, {**stored, **update})
 
 
 # ----------------------------------------------------------------------------- the plan
 
-def plan_batches(rows, tokenizer, chat_template, batch_size):
-    """Batches of rows with similar prompt lengths, so little compute goes to padding."""
-    lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], chat_template)
+def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None):
+    """Batches of rows with similar prompt lengths, so little compute goes to padding
+    (`lengths`: the rows' prompt token counts, if already known)."""
+    if lengths is None:
+        lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], chat_template)
     order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
@@ -120,15 +166,32 @@ def run_benchmark(config):
     """Answer, grade (and capture) every question; returns the summary written to summary.json.
 
     Under torchrun / accelerate launch every process runs this: each answers its share of the
-    batches into shards/, then the main process merges the shards and writes the summary.
+    batches into shards/, then the main process merges the shards and writes the summary. The main
+    process holds the run folder's lock (run/lock.py) from before the first check to the end: the
+    other processes are part of the same run, and coordinate through the collectives and their shards.
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
+    lock = RunLock(config.output_dir) if procs.is_main else None
+    procs.on_main(lambda: lock.acquire() and None, "locking the output folder")
+    try:
+        return _run(config, procs)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(config, procs):
     # every input is checked (on the main process first) before anything is written
     rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
                                   continuous_batching=config.continuous_batching)
-    batches = plan_batches(rows, tokenizer, config.chat_template, unit_size(model, tokenizer, settings, config.batch_size))
+    lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], config.chat_template)
+    too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), config.max_new_tokens)
+    fits = [i for i, row in enumerate(rows) if row["id"] not in too_long]
+    batches = plan_batches([rows[i] for i in fits], tokenizer, config.chat_template,
+                           unit_size(model, tokenizer, settings, config.batch_size), lengths=[lengths[i] for i in fits])
+    batches += [[row] for row in rows if row["id"] in too_long]     # one error row each, nothing generated
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
     _check_folder_is_shared(config, procs)
@@ -137,12 +200,19 @@ def run_benchmark(config):
     to_answer = sum(len(b) for b in todo)
     if to_answer < len(rows):
         log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
+    if too_long and procs.is_main:
+        log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
+                    "of an answer (e.g. %r: %s)", len(too_long), *next(iter(too_long.items())))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _progress_bar(procs, len(rows), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
+            if batch[0]["id"] in too_long:
+                run_folder.append_results(results_path, [error_row(batch[0], too_long[batch[0]["id"]], key)])
+                bar.update(1)
+                continue
             for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
                 run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
@@ -153,6 +223,47 @@ def run_benchmark(config):
     elapsed = time.perf_counter() - start
     return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world),
                          "merging the results")
+
+
+# ----------------------------------------------------------------------------- prompts too long
+
+def model_context(model, tokenizer):
+    """The number of positions the model can attend over: its config's max_position_embeddings
+    (the size of a learned position table, or the length a rotary model was trained for; gpt2's
+    n_positions maps to it), else the tokenizer's model_max_length when it is set (tokenizers
+    without a limit report 1e30), else None (no check)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for n in (getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)):
+        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 10**9:
+            return n
+    return None
+
+
+def prompt_errors(rows, lengths, context, max_new_tokens):
+    """{id: (prompt tokens, error)} of the questions whose prompt and answer do not fit `context`.
+
+    Generating K tokens feeds the prompt's P tokens and K - 1 generated ones (the last is never
+    fed back), so a question fits when P + K - 1 <= context."""
+    if context is None:
+        return {}
+    errors = {}
+    for row, n in zip(rows, lengths):
+        if n > context:
+            errors[row["id"]] = (n, f"prompt has {n} tokens, the model's context is {context}")
+        elif n + max_new_tokens - 1 > context:
+            errors[row["id"]] = (n, f"prompt has {n} tokens, the model's context is {context}: no room for "
+                                    f"--max_new_tokens {max_new_tokens} (that needs {n + max_new_tokens - 1} positions)")
+    return errors
+
+
+def error_row(row, error, key):
+    """The results row of a question that was not answered: every result field, no answer, the error."""
+    n_tokens, message = error
+    result = dict.fromkeys(RESULT_FIELDS)
+    result.update({"id": row["id"], "category": row.get("category"), "question": row["question"],
+                   "prompt": format_question(row), "answer": row["answer"], "num_prompt_tokens": n_tokens,
+                   "num_generated_tokens": 0, "error": message, "batch": key})
+    return result
 
 
 @functools.cache
@@ -176,7 +287,10 @@ def _load_rows(config, check=True):
     rows = load_benchmark(config.benchmark, question_field=config.question_field, answer_field=config.answer_field,
                           choices_field=config.choices_field, id_field=config.id_field)[: config.limit]
     if check:
-        check_output_dir(config)
+        check_output_dir(config, rows)
+        if config.capture_activations:
+            run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
+                                          config.activation_format)
     return rows
 
 
@@ -264,17 +378,21 @@ def _finish(config, rows, batches, elapsed, answered, processes):
 
 
 def make_summary(config, results, elapsed, answered_now, processes=1):
+    """Counts and accuracy, overall and per category. Rows with an `error` (not answered: e.g. a
+    prompt longer than the model's context) are counted under "errors" and left out of accuracy."""
     per_category = {}
     for row in results:
-        stats = per_category.setdefault(row.get("category") or "uncategorized", {"n": 0, "correct": 0})
+        stats = per_category.setdefault(row.get("category") or "uncategorized", {"n": 0, "correct": 0, "errors": 0})
         stats["n"] += 1
-        stats["correct"] += bool(row["correct"])
+        stats["errors"] += bool(row.get("error"))
+        stats["correct"] += bool(row["correct"]) and not row.get("error")
     for stats in per_category.values():
-        stats["accuracy"] = stats["correct"] / stats["n"]
-    correct = sum(bool(r["correct"]) for r in results)
+        stats["accuracy"] = _ratio(stats["correct"], stats["n"] - stats["errors"])
+    correct = sum(stats["correct"] for stats in per_category.values())
+    errors = sum(stats["errors"] for stats in per_category.values())
     return {"model": config.model, "benchmark": os.path.abspath(config.benchmark), "output_dir": config.output_dir,
-            "questions": len(results), "correct": correct,
-            "accuracy": correct / len(results) if results else 0.0,
+            "questions": len(results), "correct": correct, "errors": errors,
+            "accuracy": _ratio(correct, len(results) - errors) or 0.0,
             "per_category": dict(sorted(per_category.items())),
             "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
@@ -283,13 +401,27 @@ def make_summary(config, results, elapsed, answered_now, processes=1):
             "activation_dir": config.activation_save_dir if config.capture_activations else None}
 
 
+def _ratio(part, whole):
+    return part / whole if whole else None
+
+
+def _percent(value):
+    return "-" if value is None else f"{value:.1%}"
+
+
 def format_summary(summary):
     """An aligned, human-readable table of a summary."""
+    errors = summary.get("errors", 0)
+    graded = summary["questions"] - errors
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
-             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{summary['questions']} correct)", "",
-             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9}"]
+             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{graded} correct)"]
+    if errors:
+        lines.append(f"errors     {errors} of {summary['questions']} questions not answered, left out of accuracy "
+                     f"(see the rows' error field)")
+    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'errors':>7} {'accuracy':>9}"]
     for name, stats in summary["per_category"].items():
-        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {stats['accuracy']:>9.1%}")
+        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {stats.get('errors', 0):>7} "
+                     f"{_percent(stats['accuracy']):>9}")
     qps = summary["questions_per_second"]
     lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
               + (f" ({qps:.2f} questions/s)" if qps else "")]

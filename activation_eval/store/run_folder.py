@@ -1,13 +1,15 @@
 """The run folder: every file name in it, and the one reader/appender/repairer/merger of results.jsonl.
 
 Public names:
-    RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR     the names, in ONE place
+    RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR, LOCK_FILE  the names, in ONE place
     RECORD_FORMATS                           (".pkl", ".safetensors"): record format = extension
     is_run_folder(path)                      does it hold results.jsonl?
-    results_path(run_dir), config_path(run_dir), summary_path(run_dir)
+    results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
     shard_files(run_dir)                     the shard files present, sorted
     record_path(directory, question_id, fmt) a filesystem-safe record file path for a question id
+    check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
+    record_file_problem(path)                None, or why a record file is missing or incomplete (cheap)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
@@ -27,7 +29,8 @@ Layout of a run folder:
     shards/           several processes: results.rank<R>.jsonl per process, appended like
                       results.jsonl; merged into it (and removed) at the end or at a --resume
     activations/      one record file per question (written before its results row)
-    summary.json      counts, accuracy overall and per category, wall time, questions per second
+    summary.json      counts, accuracy overall and per category, errors, wall time, questions per second
+    .run.lock         exists while a run holds the folder (run/lock.py); holds that run's pid
 
 One results.jsonl policy, shared by every reader: each line that is a JSON object is a row; a line
 that is not (a writer killed mid-line, a torn write) is dropped and its line number is logged.
@@ -39,6 +42,7 @@ import json
 import logging
 import os
 import re
+import stat
 
 from .atomic import write_text_atomic
 from .errors import StorageError  # noqa: F401  (re-exported for callers that catch it)
@@ -47,8 +51,12 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
 ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
+LOCK_FILE = ".run.lock"
 RECORD_FORMATS = (".pkl", ".safetensors")
 _SHARD_GLOB = "results.rank*.jsonl"
+_MAX_HEADER = 100_000_000                       # safetensors' own header size limit
+_HASH_HEX = 32                                   # 128 bits of sha256 in a changed id's file name
+_HASH_SUFFIX = re.compile(r"-[0-9a-f]{10,}$")    # looks like a hash suffix (also the older 10-digit one)
 
 
 def is_run_folder(path):
@@ -67,6 +75,10 @@ def summary_path(run_dir):
     return os.path.join(os.fspath(run_dir), SUMMARY_FILE)
 
 
+def lock_path(run_dir):
+    return os.path.join(os.fspath(run_dir), LOCK_FILE)
+
+
 def shard_path(run_dir, rank):
     """shards/results.rank<R>.jsonl of process `rank` (the shards/ folder is created)."""
     folder = os.path.join(os.fspath(run_dir), SHARDS_DIR)
@@ -82,12 +94,14 @@ def record_path(directory, question_id, fmt="pkl"):
     """Path of the record file for `question_id` in `directory`.
 
     >>> record_path("acts", "geo/001 (b)", "safetensors")
-    'acts/geo_001__b_-cca2507873.safetensors'
+    'acts/geo_001__b_-cca2507873a08ab831222441ab33d535.safetensors'
 
     Keeps [A-Za-z0-9._-] and replaces anything else with "_"; when anything was changed (or the
-    name would look like a hash-suffixed one) a short hash of the id is appended, so distinct
-    ids never share a file. Note: ids that differ only in case share a file on case-insensitive
-    file systems (macOS, Windows).
+    name would look like a hash-suffixed one) 128 bits of the id's sha256 are appended, so distinct
+    ids never share a file (a 40-bit suffix, used before, collides after ~1e6 ids). Files written
+    with the older names are still read: readers follow each results row's activation_file, never
+    this function. Note: ids that differ only in case share a file on case-insensitive file
+    systems (macOS, Windows); the runner refuses such a run (see check_record_names).
     """
     ext = "." + str(fmt).lstrip(".")
     if ext not in RECORD_FORMATS:
@@ -96,9 +110,68 @@ def record_path(directory, question_id, fmt="pkl"):
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", qid)[:120]
     if safe.startswith("."):
         safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
-    if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
-        safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
+    if safe != qid or not safe or _HASH_SUFFIX.search(safe):
+        safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:_HASH_HEX]}"
     return os.path.join(os.fspath(directory), safe + ext)
+
+
+def check_record_names(directory, question_ids, fmt="pkl"):
+    """Raise ValueError if two of `question_ids` map to the same record file, also ignoring case
+    (they would overwrite each other's record on a case-insensitive file system)."""
+    seen = {}
+    for qid in question_ids:
+        name = os.path.basename(record_path(directory, qid, fmt))
+        other = seen.setdefault(name.casefold(), qid)
+        if other != qid:
+            raise ValueError(f"question ids {other!r} and {qid!r} map to the same record file {name!r}"
+                             f"{' (ignoring case)' if name != os.path.basename(record_path(directory, other, fmt)) else ''}"
+                             f" in {directory}: make the ids differ in more than letter case")
+
+
+def record_file_problem(path):
+    """None if the record file at `path` looks complete, else why not ("missing", "empty", ...).
+
+    A cheap check for --resume, reading only a file's first and last bytes (a .pkl) or its header
+    (a .safetensors), never its tensors: a regular, non-empty file; a pickle starts with the
+    protocol opcode and ends with STOP; a safetensors header is a JSON object whose tensors end
+    exactly at the end of the file. It catches deleted, emptied, truncated and overwritten files;
+    a file garbled in its middle passes (loading it later names it).
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty"
+    try:
+        with open(path, "rb") as f:
+            if path.lower().endswith(".safetensors"):
+                return _safetensors_problem(f, info.st_size)
+            head = f.read(2)
+            f.seek(-1, os.SEEK_END)
+            tail = f.read(1)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5 or tail != b".":
+        return "not a complete pickle"
+    return None
+
+
+def _safetensors_problem(f, size):
+    n = int.from_bytes(f.read(8).ljust(8, b"\xff"), "little")
+    if n > min(size - 8, _MAX_HEADER):
+        return "truncated safetensors header"
+    try:
+        header = json.loads(f.read(n))
+        end = 8 + n + max((int(entry["data_offsets"][1]) for key, entry in header.items()
+                           if key != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "garbled safetensors header"
+    if end != size:
+        return f"truncated or padded: its tensors end at byte {end}, the file has {size}"
+    return None
 
 
 def iter_record_files(directory):
