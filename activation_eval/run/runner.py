@@ -202,7 +202,7 @@ def _run(config, procs):
         log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
     if too_long and procs.is_main:
         log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
-                    "of an answer (e.g. %r: %s)", len(too_long), *next(iter(too_long.items())))
+                    "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
@@ -254,6 +254,11 @@ def prompt_errors(rows, lengths, context, max_new_tokens):
             errors[row["id"]] = (n, f"prompt has {n} tokens, the model's context is {context}: no room for "
                                     f"--max_new_tokens {max_new_tokens} (that needs {n + max_new_tokens - 1} positions)")
     return errors
+
+
+def _first_error(errors):
+    qid, (_, message) = next(iter(errors.items()))
+    return qid, message
 
 
 def error_row(row, error, key):
