@@ -172,7 +172,7 @@ def run_benchmark(config):
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
     lock = RunLock(config.output_dir) if procs.is_main else None
-    procs.on_main(lambda: lock.acquire() and None, "locking the output folder")
+    procs.on_main(lambda: bool(lock.acquire()), "locking the output folder")     # only the outcome travels
     try:
         return _run(config, procs)
     finally:
