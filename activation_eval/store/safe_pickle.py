@@ -8,10 +8,13 @@ Public names:
                          UnsafeFileError and runs nothing
     open_regular(path)   open a file for reading only if it is a regular file (never blocks on a
                          FIFO, never reads a device) -> (unbuffered binary file, size in bytes)
+    check_shape(shape)   a tensor shape as a tuple of ints, or ValueError (at most MAX_DIMS
+                         dimensions, non-zero ones multiplying to at most MAX_EXTENT)
     check_structure(obj, nbytes, path)   the limits every loaded record obeys: nesting at most
                          MAX_DEPTH, at most MAX_NODES objects counting shared ones at every use,
                          at most DECODED_RATIO * nbytes + DECODED_SLACK bytes of data
-    MAX_DEPTH, MAX_OPS, MAX_NODES, DECODED_RATIO, DECODED_SLACK    the limits
+    MAX_DEPTH, MAX_OPS, MAX_NODES, DECODED_RATIO, DECODED_SLACK, MAX_DIMS, MAX_EXTENT
+                         the limits
     UnsafeFileError      (from errors.py; also records.UnsafeFileError)
     CorruptFileError     (from errors.py; also records.CorruptFileError)
 
@@ -90,9 +93,10 @@ def _ints(values, what):
     return tuple(values)
 
 
-def _shape(values):
-    """A shape: at most MAX_DIMS non-negative ints whose non-zero ones multiply to at most
-    MAX_EXTENT (so no (2**63, 2**63, 0) reaches numpy, torch or the analysis)."""
+def check_shape(values):
+    """The shape `values` as a tuple, or ValueError: it must be at most MAX_DIMS non-negative
+    ints whose non-zero ones multiply to at most MAX_EXTENT (so no (2**63, 2**63, 0) reaches
+    numpy, torch or the analysis)."""
     shape = _ints(values, "shape")
     if min(shape, default=0) < 0 or math.prod(max(n, 1) for n in shape) > MAX_EXTENT:
         raise ValueError(f"bad shape {_repr.repr(values)}")
@@ -120,7 +124,7 @@ def _array(buf, dtype, shape, order="C", axis_order=None):
     bytes), in C, F or permuted (order "K" + axis_order) layout: np.frombuffer + reshape."""
     if not isinstance(buf, (bytes, bytearray)):
         raise ValueError(f"array buffer is a {type(buf).__name__}, not bytes")
-    shape, dtype = _shape(shape), _numeric(dtype)
+    shape, dtype = check_shape(shape), _numeric(dtype)
     if math.prod(shape) * dtype.itemsize != len(buf):
         raise ValueError(f"array of shape {shape} and dtype {dtype} does not fit its "
                          f"{len(buf)}-byte buffer")
@@ -223,7 +227,7 @@ def _dense_tensor(storage, dtype, offset, size, stride):
         raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage")
     if dtype not in _TORCH_DTYPES.values():
         raise ValueError(f"bad tensor dtype {_repr.repr(dtype)}")
-    size, stride = _shape(size), _ints(stride, "stride")
+    size, stride = check_shape(size), _ints(stride, "stride")
     if not isinstance(offset, int) or offset < 0 or len(size) != len(stride):
         raise ValueError(f"bad tensor layout: offset {_repr.repr(offset)}, size {size}, "
                          f"stride {stride}")
