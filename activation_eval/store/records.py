@@ -318,9 +318,9 @@ def _load_safetensors(path, layers):
         entries, meta, data_start = _read_header(f, path, size)
         try:
             fields, key_order, tensor_fields, layer_order = _record_layout(meta, entries)
-            check_structure(fields, size, path)
         except (ValueError, TypeError, RecursionError) as e:
             raise corrupt(path, e) from None
+        check_structure(fields, size, path)
         names = _select_layers(layer_order, layers, path)
         keys = tensor_fields + [f"activations.{n}" for n in names]
         if layers is None:

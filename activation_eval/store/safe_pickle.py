@@ -57,8 +57,8 @@ import torch
 from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
 
 MAX_DEPTH = 100              # nesting of containers (a record needs about 5)
-MAX_OPS = 2_000_000          # pickle opcodes per file: bounds the Python objects it can create
-MAX_NODES = 2_000_000        # objects of the loaded record, a shared one counted at every use
+MAX_OPS = 1_000_000          # pickle opcodes per file: bounds the Python objects it can create
+MAX_NODES = 1_000_000        # objects of the loaded record, a shared one counted at every use
 DECODED_RATIO = 4            # tensors, arrays, strings: at most this many times the file size ...
 DECODED_SLACK = 1 << 20      # ... plus this many bytes
 MAX_DIMS = 16                # dimensions of a tensor or array
@@ -696,34 +696,70 @@ _LEAVES = (int, float, complex, bool, type(None), datetime.date, datetime.time,
            datetime.timedelta, datetime.tzinfo, torch.dtype, np.dtype, np.generic)
 
 
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_SCALARS = {int, float, bool, type(None)}
+
+
+def _leaf_bytes(x, path):
+    """The data bytes of a leaf (string, bytes, tensor, array; 0 for numbers and the like)."""
+    if isinstance(x, (str, bytes, bytearray)):
+        return len(x)
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return x.nbytes
+    if isinstance(x, _LEAVES):
+        return 0
+    raise corrupt(path, f"a {type(x).__name__} where a record holds data "
+                        f"(an incomplete array or a bare storage)")
+
+
 def check_structure(obj, nbytes, path):
     """Raise CorruptFileError (naming `path`) unless `obj`, loaded from `nbytes` of file, nests
     at most MAX_DEPTH deep, holds at most MAX_NODES objects counting a shared one at every use,
     and at most DECODED_RATIO * nbytes + DECODED_SLACK bytes of tensors, arrays and strings
     counted the same way (so no analysis or JSON output expands a small file into a big one).
-    Walks iteratively; a cycle is too deep."""
+
+    Each container's (objects, depth, bytes) is computed once, from its children's, in an
+    iterative post-order walk: the cost is that of the distinct objects, however much they
+    are shared; a cycle is refused."""
+    if not isinstance(obj, _CONTAINERS):
+        _leaf_bytes(obj, path)
+        return
     budget = DECODED_RATIO * nbytes + DECODED_SLACK
-    nodes, decoded, todo = 0, 0, [(obj, 1)]
+    done, open_ = {}, set()                 # id -> (objects, depth, bytes); ids being walked
+    todo = [(obj, 1, None)]                 # (container, depth on this path, children on exit)
     while todo:
-        x, depth = todo.pop()
-        nodes += 1
-        if nodes > MAX_NODES or depth > MAX_DEPTH:
-            raise corrupt(path, f"more than {MAX_NODES} objects" if nodes > MAX_NODES else
-                          f"nesting deeper than {MAX_DEPTH} (or a cycle)")
-        if isinstance(x, (str, bytes, bytearray)):
-            decoded += len(x)
-        elif isinstance(x, (torch.Tensor, np.ndarray)):
-            decoded += x.nbytes
-        elif isinstance(x, dict):
-            todo.extend((v, depth + 1) for kv in x.items() for v in kv)
-        elif isinstance(x, (list, tuple, set, frozenset)):
-            todo.extend((v, depth + 1) for v in x)
-        elif not isinstance(x, _LEAVES):
-            raise corrupt(path, f"a {type(x).__name__} where a record holds data "
-                                f"(an incomplete array or a bare storage)")
-        if decoded > budget:
+        x, level, children = todo.pop()
+        if children is None:                # entering x
+            if id(x) in done:
+                continue
+            if id(x) in open_:
+                raise corrupt(path, "a container that contains itself")
+            if level > MAX_DEPTH:
+                raise corrupt(path, f"nesting deeper than {MAX_DEPTH}")
+            open_.add(id(x))
+            children = [v for kv in x.items() for v in kv] if isinstance(x, dict) else list(x)
+            todo.append((x, level, children))
+            todo.extend((c, level + 1, None) for c in children if isinstance(c, _CONTAINERS))
+            continue
+        open_.discard(id(x))
+        nodes, depth, data = 1 + len(children), 1 + (len(children) > 0), 0
+        for c in children:
+            if type(c) in _SCALARS:         # the common case, kept fast
+                continue
+            if isinstance(c, _CONTAINERS):
+                n, d, b = done[id(c)]
+                nodes, depth, data = nodes + n - 1, max(depth, d + 1), data + b
+            else:
+                data += _leaf_bytes(c, path)
+        if depth > MAX_DEPTH:
+            raise corrupt(path, f"nesting deeper than {MAX_DEPTH}")
+        if nodes > MAX_NODES:
+            raise corrupt(path, f"more than {MAX_NODES} objects (counting shared ones at "
+                                f"every use)")
+        if data > budget:
             raise corrupt(path, f"it decodes to more than {budget} bytes of data from a "
                                 f"{nbytes}-byte file (shared or repeated data)")
+        done[id(x)] = (nodes, depth, data)
 
 
 # ----------------------------------------------------------------------------- loading
