@@ -34,10 +34,11 @@ string or datetime dtype), no stride 0 or overlapping layouts, every size checke
 bytes present before anything is allocated. Nothing from the file reaches ndarray.__setstate__,
 dtype.__setstate__, torch.load or Tensor.set_: numpy's pickled dtype state is only compared
 with the dtype's own, and an array's BUILD state is read by our shim, once. BUILD, APPEND,
-SETITEM and ADDITEMS act only on the containers they are for. Tuples and frozensets, the only
-objects hashed while unpickling, get their nesting depth checked when they are built (a deep
-tuple used as a dict key would overflow the C stack in its hash); the opcode count is capped;
-and the loaded object as a whole is checked by check_structure. records.load_activations checks
+SETITEM and ADDITEMS act only on the containers they are for. Nesting depth is checked while
+unpickling, as containers are built and filled: exactly for tuples and frozensets, the only
+objects hashed on the way (a deep tuple used as a dict key would overflow the C stack in its
+hash); the opcode count is capped; and the loaded object as a whole is checked by
+check_structure. records.load_activations checks
 afterwards that the object is a record.
 """
 import datetime
@@ -63,6 +64,8 @@ DECODED_RATIO = 4            # tensors, arrays, strings: at most this many times
 DECODED_SLACK = 1 << 20      # ... plus this many bytes
 MAX_DIMS = 16                # dimensions of a tensor or array
 MAX_EXTENT = 1 << 48         # product of a shape's non-zero dimensions (a (0, 2**63) is refused)
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_CONTAINER_TYPES = {dict, OrderedDict, list, tuple, set, frozenset}
 
 # ----------------------------------------------------------------------------- allow-list
 
@@ -447,10 +450,12 @@ class _BoundedUnpickler(pickle._Unpickler):
     del _op
 
     def _depth(self, items):
-        """1 + the deepest tuple/frozenset among `items` (hashing recurses through these)."""
+        """1 + the deepest container among `items`: exact for tuples and frozensets (built
+        whole, and the only objects hashed here, whose hash recurses), a lower bound for the
+        mutable ones (enough to stop a deep file early; check_structure is exact)."""
         deepest = 0
         for x in items:
-            if type(x) is tuple or type(x) is frozenset:
+            if type(x) in _CONTAINER_TYPES:
                 deepest = max(deepest, self.depths[id(x)][1] if id(x) in self.depths else 1)
         if deepest + 1 > MAX_DEPTH:
             raise _TooBig(f"nesting deeper than {MAX_DEPTH}")
@@ -462,6 +467,12 @@ class _BoundedUnpickler(pickle._Unpickler):
         if depth > 1:
             self.depths[id(obj)] = (obj, depth)     # keeps obj alive, so its id stays its own
         return obj
+
+    def _grown(self, container, items):
+        """Note that `items` were added to `container` (APPEND, SETITEM, ADDITEMS)."""
+        depth = self._depth(items)
+        if depth > 1 and depth > self.depths.get(id(container), (None, 1))[1]:
+            self.depths[id(container)] = (container, depth)
 
     def load_tuple(self):
         items = self.pop_mark()             # (before self.append: pop_mark rebinds it)
@@ -495,18 +506,24 @@ class _BoundedUnpickler(pickle._Unpickler):
 
     def load_append(self):
         value = self.stack.pop()
-        self._target(list).append(value)
+        target = self._target(list)
+        self._grown(target, (value,))
+        target.append(value)
     dispatch[pickle.APPEND[0]] = load_append
 
     def load_appends(self):
         items = self.pop_mark()
-        self._target(list).extend(items)
+        target = self._target(list)
+        self._grown(target, items)
+        target.extend(items)
     dispatch[pickle.APPENDS[0]] = load_appends
 
     def load_setitem(self):
         value = self.stack.pop()
         key = self.stack.pop()
-        self._target(dict)[key] = value
+        target = self._target(dict)
+        self._grown(target, (key, value))
+        target[key] = value
     dispatch[pickle.SETITEM[0]] = load_setitem
 
     def load_setitems(self):
@@ -514,13 +531,16 @@ class _BoundedUnpickler(pickle._Unpickler):
         target = self._target(dict)
         if len(items) % 2:
             raise ValueError("SETITEMS with an odd number of items")
+        self._grown(target, items)
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
     def load_additems(self):
         items = self.pop_mark()
-        self._target(set).update(items)
+        target = self._target(set)
+        self._grown(target, items)
+        target.update(items)
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
     def load_bytearray8(self):
@@ -696,7 +716,6 @@ _LEAVES = (int, float, complex, bool, type(None), datetime.date, datetime.time,
            datetime.timedelta, datetime.tzinfo, torch.dtype, np.dtype, np.generic)
 
 
-_CONTAINERS = (dict, list, tuple, set, frozenset)
 _SCALARS = {int, float, bool, type(None)}
 
 
