@@ -111,17 +111,24 @@ class _Worker:
         self.loader, self.proc = loader, None
 
     def start(self):
+        """Start the worker (its imports take a while: run() waits for them)."""
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
                                       "--loader", self.loader], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, start_new_session=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the fuzz worker did not start")
+        self.ready = False
+
+    def wait_ready(self):
+        if self.proc is None:
+            self.start()
+        if not self.ready:
+            if self.proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("the fuzz worker did not start")
+            self.ready = True
 
     def run(self, path, timeout):
         """(kind, detail, rss_mb): kind "answer" (detail = outcome), "crash" or "hang"."""
-        if self.proc is None:
-            self.start()
+        self.wait_ready()
         try:
             self.proc.stdin.write(path + "\n")
             self.proc.stdin.flush()
@@ -239,12 +246,14 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     import hypothesis
+    worker = _Worker(loader)
+    worker.start()                               # imports while the seeds are made
     work = tempfile.mkdtemp(prefix="fuzz-records-")
     seed_files = _seeds(work, seeds)
     if not seed_files:
+        worker.stop()
         raise ValueError(f"no seed files named {seeds}")
-    worker = _Worker(loader)
-    worker.start()                               # (its imports are not fuzzing time)
+    worker.wait_ready()                          # (its imports are not fuzzing time)
     report = {"seed": seed, "loader": loader, "hypothesis": hypothesis.__version__,
               "seeds": len(seed_files), "executions": 0, "by_format": {}, "outcomes": {},
               "analysis_errors": {}, "crashes": 0, "hangs": 0, "memory": 0, "loader_bugs": 0,
