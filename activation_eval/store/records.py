@@ -22,7 +22,8 @@ Formats:
                   to the file without a copy; bfloat16 keeps torch's own pickling. A plain
                   `pickle.load` reads it back as torch tensors where torch is installed. Our
                   reader is the allow-list unpickler of store/safe_pickle.py (it also reads files
-                  of the older all-torch pickling); it never calls torch.load(weights_only=False).
+                  of the older all-torch pickling); it never calls torch.load, and builds every
+                  tensor and array itself from bytes present in the file.
     .safetensors  tensors under "activations.<name>", "input_ids", "output_ids" (any top-level
                   tensor field under its own name); every other field as JSON in the header
                   metadata, so one layer can be read without reading the others. Datetimes

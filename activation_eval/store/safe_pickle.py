@@ -627,7 +627,7 @@ def _read_storage_payload(b, ops):
     if int.from_bytes(f.read(8), "little") != count or len(b) - f.tell() != count * itemsize:
         raise ValueError(f"embedded tensor declares {count * itemsize} bytes of data but holds "
                          f"{len(b) - f.tell()}")
-    raw = bytearray(b[f.tell():])
+    raw = bytearray(memoryview(b)[f.tell():])          # one copy: a writable buffer of ours
     data = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
     return _Storage(data, dtype)
 
