@@ -38,8 +38,7 @@ SETITEM and ADDITEMS act only on the containers they are for. Nesting depth is c
 unpickling, as containers are built and filled: exactly for tuples and frozensets, the only
 objects hashed on the way (a deep tuple used as a dict key would overflow the C stack in its
 hash); the opcode count is capped; and the loaded object as a whole is checked by
-check_structure. records.load_activations checks
-afterwards that the object is a record.
+check_structure. records.load_activations checks afterwards that the object is a record.
 """
 import datetime
 import io
@@ -81,11 +80,11 @@ _repr = reprlib.Repr()
 _repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
 _NDARRAY = object()   # stands for numpy.ndarray: passed to _np_reconstruct, never called
 _TENSOR = object()    # stands for torch.Tensor: passed to _rebuild_from_type_v2, never called
-# torch dtypes whose every bit pattern is a value (bool bytes are checked to be 0 or 1)
+# numeric torch dtypes (no quantized ones); bool bytes are checked to be 0 or 1
 _TORCH_DTYPES = {name: getattr(torch, name) for name in (
     "bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "float16",
     "bfloat16", "float32", "float64", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2",
-    "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")}     # numeric: no quantized types
+    "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu") if hasattr(torch, name)}
 _NP_DTYPE_NAME = re.compile(r"[biufc][0-9]{1,2}")      # how numpy pickles numeric dtypes: "f4"
 
 
@@ -432,7 +431,7 @@ class _BoundedUnpickler(pickle._Unpickler):
         super().__init__(file)
         self.size_limit = size_limit            # no object can be larger than the input
         self.ops = ops                          # [opcodes run so far], shared with sub-pickles
-        self.depths = {}                        # id -> (tuple or frozenset, depth) if depth > 1
+        self.depths = {}                        # id -> (container, depth) where depth > 1
 
     def find_class(self, module, name):
         raise _Refused(f"{module}.{name}")
@@ -703,7 +702,7 @@ class _RecordUnpickler(_BoundedUnpickler):
                 if self.memo.get(key) is target:
                     dict.__setitem__(self.memo, key, array)
         elif isinstance(target, np.dtype):
-            if state != target.__reduce__()[2]:     # e.g. cleared flags of an object dtype
+            if type(state) is not tuple or state != target.__reduce__()[2]:  # e.g. cleared flags
                 raise _Refused(f"a numpy dtype state other than {target}'s own")
         else:
             raise _Refused(f"setting the state of a {type(target).__name__} (pickle BUILD)")
