@@ -30,7 +30,6 @@ Example:
 import argparse
 import json
 import os
-import random
 import select
 import signal
 import subprocess

@@ -90,7 +90,7 @@ def _text_directory(res):
     cols = ("files", "positions", "mean", "std", "min", "max", "position_norm_mean", "position_norm_std")
     out = [f"directory:  {res['directory']}" + ("  (run folder)" if res["is_run"] else ""),
            f"records:    {res['files_read']} read of {res['files_found']} found, "
-           f"{res['skipped']} skipped (unreadable, listed below)", "",
+           f"{res['skipped']} skipped" + (" (unreadable, listed below)" if res["skipped"] else ""), "",
            format_table(["layer", *cols], [[n] + [s[c] for c in cols] for n, s in res["layers"].items()]), "",
            format_table(["file", "model", "prompt_tokens", "generated_tokens", "positions", "layers", "correct"],
                         [[f[k] for k in ("file", "model", "prompt_tokens", "generated_tokens", "positions",
