@@ -89,8 +89,8 @@ def _text_file(res):
 def _text_directory(res):
     cols = ("files", "positions", "mean", "std", "min", "max", "position_norm_mean", "position_norm_std")
     out = [f"directory:  {res['directory']}" + ("  (run folder)" if res["is_run"] else ""),
-           f"records:    {res['files_read']} read of {res['files_found']} found"
-           + (f", {len(res['errors'])} unreadable (skipped)" if res["errors"] else ""), "",
+           f"records:    {res['files_read']} read of {res['files_found']} found, "
+           f"{res['skipped']} skipped" + (" (unreadable, listed below)" if res["skipped"] else ""), "",
            format_table(["layer", *cols], [[n] + [s[c] for c in cols] for n, s in res["layers"].items()]), "",
            format_table(["file", "model", "prompt_tokens", "generated_tokens", "positions", "layers", "correct"],
                         [[f[k] for k in ("file", "model", "prompt_tokens", "generated_tokens", "positions",
@@ -98,6 +98,8 @@ def _text_directory(res):
     if len(res["files"]) > MAX_LISTED_FILES:
         out.append(f"... {len(res['files']) - MAX_LISTED_FILES} more files (--json lists all)")
     out += [f"skipped {e['file']}: {e['error']}" for e in res["errors"][:MAX_LISTED_FILES]]
+    if len(res["errors"]) > MAX_LISTED_FILES:
+        out.append(f"... {len(res['errors']) - MAX_LISTED_FILES} more skipped files (--json lists all)")
     return "\n".join(out)
 
 

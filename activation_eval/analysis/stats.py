@@ -72,6 +72,18 @@ def analyze_file(path, layers=None):
 
 
 
+def _layer_partial(tensor):
+    """(elements, mean, M2, min, max, rows, norm sum, norm square sum) of one tensor, or None
+    when it is empty: what _LayerAccumulator.merge adds."""
+    a = as_2d(tensor)
+    if a.size == 0:
+        return None
+    mean = float(a.mean())
+    norms = np.linalg.norm(a, axis=1)
+    return (a.size, mean, float(((a - mean) ** 2).sum()), float(a.min()), float(a.max()),
+            len(norms), float(norms.sum()), float((norms ** 2).sum()))
+
+
 class _LayerAccumulator:
     """Streaming float64 stats of one layer over many tensors (Chan et al. merge of mean / M2)."""
 
@@ -81,21 +93,22 @@ class _LayerAccumulator:
         self.min, self.max = math.inf, -math.inf
 
     def add(self, tensor):
-        a = as_2d(tensor)
+        self.merge(_layer_partial(tensor))
+
+    def merge(self, partial):
+        """Add one file's _layer_partial (None: an empty tensor)."""
         self.files += 1
-        if a.size == 0:
+        if partial is None:
             return
-        n, mean = a.size, float(a.mean())
-        m2 = float(((a - mean) ** 2).sum())
+        n, mean, m2, lo, hi, rows, norm_sum, norm_sq = partial
         delta, total = mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.m2 += m2 + delta * delta * self.count * n / total
         self.count = total
-        self.min, self.max = min(self.min, float(a.min())), max(self.max, float(a.max()))
-        norms = np.linalg.norm(a, axis=1)
-        self.rows += len(norms)
-        self.norm_sum += float(norms.sum())
-        self.norm_sq += float((norms ** 2).sum())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self.rows += rows
+        self.norm_sum += norm_sum
+        self.norm_sq += norm_sq
 
     def result(self):
         if not self.count:
@@ -111,8 +124,10 @@ class _LayerAccumulator:
 def analyze_directory(directory, limit=None, layers=None, progress=True):
     """Stream every record of a folder (or run folder): per-layer aggregates + a per-file summary.
 
-    One record is in memory at a time. Files that cannot be read are skipped and listed under
-    "errors"; it is an error when none can be read.
+    One record is in memory at a time. A file that cannot be read or analysed (corrupt,
+    hostile, not a regular file, odd tensors) is skipped, whole: it is listed under "errors"
+    ({"file", "error"}) and counted in "skipped", and the scan goes on; it is an error when
+    none can be read.
     >>> agg = analyze_directory("results/run1", limit=100); agg["layers"]["layer_0"]["std"]
     """
     directory = os.fspath(directory)
@@ -133,21 +148,26 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
         try:
             record = load_record(path, layers)
             m = record_meta(record)
+            # every layer's statistics first, so that a file failing half-way adds nothing
+            partials = {name: _layer_partial(t) for name, t in record["activations"].items()}
+            grading = record.get("grading") or {}
+            summary = {"file": rel, "model": record.get("model"),
+                       "prompt_tokens": m["num_prompt_tokens"],
+                       "generated_tokens": m["num_generated_tokens"], "positions": len(m["positions"]),
+                       "layers": len(m["layer_names"]), "correct": grading.get("correct")}
         except Exception as e:  # noqa: BLE001 - one unreadable file must not end a long scan
             errors.append({"file": rel, "error": " ".join(str(e).split()) or type(e).__name__})
             continue
-        for name, t in record["activations"].items():
-            accs.setdefault(name, _LayerAccumulator()).add(t)
-        grading = record.get("grading") or {}
-        summaries.append({"file": rel, "model": record.get("model"), "prompt_tokens": m["num_prompt_tokens"],
-                          "generated_tokens": m["num_generated_tokens"], "positions": len(m["positions"]),
-                          "layers": len(m["layer_names"]), "correct": grading.get("correct")})
-        del record
+        finally:
+            record = None
+        for name, partial in partials.items():
+            accs.setdefault(name, _LayerAccumulator()).merge(partial)
+        summaries.append(summary)
     if not summaries:
         raise ValueError(f"none of the {len(files)} record files in {directory} could be read; "
                          f"first error: {errors[0]['file']}: {errors[0]['error']}")
     return {"directory": directory, "is_run": is_run_folder(directory), "files_found": found,
-            "files_read": len(summaries), "errors": errors,
+            "files_read": len(summaries), "skipped": len(errors), "errors": errors,
             "layers": {name: acc.result() for name, acc in accs.items()}, "files": summaries}
 
 

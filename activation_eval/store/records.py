@@ -22,7 +22,8 @@ Formats:
                   to the file without a copy; bfloat16 keeps torch's own pickling. A plain
                   `pickle.load` reads it back as torch tensors where torch is installed. Our
                   reader is the allow-list unpickler of store/safe_pickle.py (it also reads files
-                  of the older all-torch pickling); it never calls torch.load(weights_only=False).
+                  of the older all-torch pickling); it never calls torch.load, and builds every
+                  tensor and array itself from bytes present in the file.
     .safetensors  tensors under "activations.<name>", "input_ids", "output_ids" (any top-level
                   tensor field under its own name); every other field as JSON in the header
                   metadata, so one layer can be read without reading the others. Datetimes
@@ -43,7 +44,7 @@ from safetensors import safe_open
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt, format_hint  # noqa: F401
 from .run_folder import RECORD_FORMATS as FORMATS
-from .safe_pickle import safe_load
+from .safe_pickle import check_shape, check_structure, open_regular, safe_load
 
 _SAFETENSORS_FORMAT = "activation-record"              # header metadata "format" value
 _MAX_SAFETENSORS_HEADER = 100_000_000                  # the safetensors library's own limit
@@ -254,12 +255,15 @@ def load_activations(path, layers=None):
     >>> rec = load_activations("acts/q1.safetensors", layers=["layer_3"])
     >>> rec["activations"]["layer_3"].shape      # (n_positions, hidden)
 
-    For .safetensors, a whole record is memory-mapped (pages are read when used); with `layers`
-    only the requested tensors' bytes (and the ids') are read, into tensors of their own. Pickles
-    are read whole, with an allow-list unpickler: a file that references anything else raises
-    UnsafeFileError and runs nothing.
-    Raises CorruptFileError for empty/truncated/garbled files, ValueError for an unsupported
-    extension or unknown layer names (the message lists the available ones).
+    Only regular files are opened (a FIFO, a device or a symlink to one is refused, without
+    blocking or reading). For .safetensors the header is read and every entry and metadata
+    field checked first; a whole record is then memory-mapped (pages are read when used); with
+    `layers` only the requested tensors' bytes (and the ids') are read, into tensors of their
+    own. Pickles are read whole (up to the file's size), with the allow-list unpickler of
+    safe_pickle.py: a file that references anything else raises UnsafeFileError and runs
+    nothing; one that is too deep or decodes to far more data than it holds is corrupt.
+    Raises CorruptFileError for empty/truncated/garbled/non-regular files, ValueError for an
+    unsupported extension or unknown layer names (the message lists the available ones).
     """
     path = os.fspath(path)
     ext = _extension(path)
@@ -298,52 +302,63 @@ def _load_pickle(path):
         found = type(record).__name__ if not isinstance(record, dict) else "a dict without one"
         raise corrupt(path, f"not an activation record: expected a dict with an 'activations' "
                             f"dict, found {found}")
+    for name, t in record["activations"].items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+            raise corrupt(path, f"not an activation record: activation {str(name)[:100]!r} is "
+                                f"a {type(t).__name__}, not a tensor")
     return record
 
 def _load_safetensors(path, layers):
-    """One open of the file. A whole record is mapped by safetensors (no copy: pages are read
-    when used). Selected layers (and the id tensors) are read from just their byte ranges into
-    new tensors after one parse of the header, with read-ahead off so that a cold read does not
-    pull in the rest of the file."""
-    with open(path, "rb", buffering=0) as f:
+    """One open of the file (a regular file only) and one read of its header, every entry and
+    every metadata field checked before anything else is read. A whole record is then mapped
+    by safetensors from that same open file (no copy: pages are read when used). Selected
+    layers (and the id tensors) are read from just their byte ranges into new tensors, with
+    read-ahead off so that a cold read does not pull in the rest of the file."""
+    f, size = open_regular(path)
+    with f:
+        entries, meta, data_start = _read_header(f, path, size)
+        try:
+            fields, key_order, tensor_fields, layer_order = _record_layout(meta, entries)
+        except (ValueError, TypeError, RecursionError) as e:
+            raise corrupt(path, e) from None
+        check_structure(fields, size, path)
+        names = _select_layers(layer_order, layers, path)
+        keys = tensor_fields + [f"activations.{n}" for n in names]
         if layers is None:
-            _check_head(f, path, 16)
+            # the open file itself where /proc allows: what is mapped is what was checked
+            proc = f"/proc/self/fd/{f.fileno()}"
             try:
-                with safe_open(path, framework="pt", device="cpu") as st:
-                    fields, key_order, tensor_fields, names = _record_layout(st.metadata(),
-                                                                             st.keys())
-                    tensors = {k: st.get_tensor(k)
-                               for k in tensor_fields + [f"activations.{n}" for n in names]}
+                with safe_open(proc if os.path.exists(proc) else path, framework="pt",
+                               device="cpu") as st:
+                    tensors = {k: st.get_tensor(k) for k in keys}
             except Exception as e:
                 raise corrupt(path, e) from None
         else:
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
-            entries, meta, data_start = _read_header(f, path)
-            try:
-                fields, key_order, tensor_fields, layer_order = _record_layout(meta, entries)
-            except Exception as e:
-                raise corrupt(path, e) from None
-            names = _select_layers(layer_order, layers, path)
-            tensors = {k: _read_tensor(f, k, entries[k], data_start, path)
-                       for k in tensor_fields + [f"activations.{n}" for n in names]}
+            tensors = {k: _read_tensor(f, k, entries[k], data_start, path) for k in keys}
+    for key, t in tensors.items():
+        if t.dtype == torch.bool and t.numel() and t.view(torch.uint8).max() > 1:
+            raise corrupt(path, f"tensor {key!r} holds bool bytes other than 0 and 1")
     record = {}
     for key in key_order:
         if key == "activations":
             record[key] = {n: tensors[f"activations.{n}"] for n in names}
         elif key in tensors:
             record[key] = tensors[key]
-        elif key in fields:
+        else:
             record[key] = fields[key]
     return record
 
-def _check_head(f, path, nbytes):
-    """(the first `nbytes` (>= 16) of the .safetensors file open as `f`, its header length,
-    its size): the header length checked against the file size before anything is allocated."""
-    size = os.fstat(f.fileno()).st_size
+def _read_header(f, path, size):
+    """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
+    .safetensors file open as `f` (`size` bytes), from one read of its head. The header length
+    is checked against the file size before it is read; every entry is checked (known dtype,
+    shape, offsets that fit its bytes) and together they must tile the data exactly, from its
+    start to the file's end (as safetensors checks: a truncated file fails here)."""
     if size == 0:
         raise corrupt(path, "empty file")
-    head = f.read(nbytes)
+    head = f.read(min(size, _HEAD_READ))
     if size < 8:
         raise corrupt(path, f"only {size} bytes, shorter than a safetensors header")
     n = int.from_bytes(head[:8], "little")
@@ -353,56 +368,79 @@ def _check_head(f, path, nbytes):
     if head[8:9] != b"{":
         raise corrupt(path, "not a safetensors file: the header is not JSON"
                       + format_hint(head[:16]))
-    return head, n, size
-
-def _read_header(f, path):
-    """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
-    .safetensors file open as `f`, from one read of its head; checks that the tensor data ends
-    at the file's end (as safetensors does: a truncated file fails here)."""
-    head, n, size = _check_head(f, path, _HEAD_READ)
     if len(head) < 8 + n:
         head += f.read(8 + n - len(head))
     try:
         entries = json.loads(head[8:8 + n])
+        if not isinstance(entries, dict):
+            raise ValueError("the header is not a JSON object")
         meta = entries.pop("__metadata__", None) or {}
-        end = max((e["data_offsets"][1] for e in entries.values()), default=0)
-    except Exception as e:
+        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise ValueError("header metadata is not a {str: str} object")
+        for key, entry in entries.items():
+            _check_entry(key, entry)
+    except (ValueError, TypeError, RecursionError) as e:
         raise corrupt(path, e) from None
+    end = 0
+    for key, entry in sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"]):
+        start = entry["data_offsets"][0]
+        if start != end:
+            raise corrupt(path, f"tensor {key!r} starts at byte {start} of the data, not at "
+                                f"{end} (overlapping or gapped tensors)")
+        end = entry["data_offsets"][1]
     if end != size - 8 - n:
-        raise corrupt(path, f"the header places {end!r} bytes of tensor data, the file holds "
+        raise corrupt(path, f"the header places {end} bytes of tensor data, the file holds "
                             f"{size - 8 - n} (truncated?)")
     return entries, meta, 8 + n
 
-def _record_layout(meta, keys):
+def _check_entry(key, entry):
+    """ValueError unless `entry` is a tensor entry safetensors would accept: a known dtype, a
+    shape that check_shape accepts, and int offsets whose span holds exactly its bytes."""
+    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
+            and entry["dtype"] in _ST_DTYPES and isinstance(entry["shape"], list)):
+        raise ValueError(f"tensor {key!r:.100}: bad header entry {entry!r:.200}")
+    shape, offsets = check_shape(entry["shape"]), entry["data_offsets"]
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]
+            and math.prod(shape) * _ST_DTYPES[entry["dtype"]].itemsize
+            == offsets[1] - offsets[0]):
+        raise ValueError(f"tensor {key!r:.100}: bad header entry {entry!r:.200}")
+
+def _json_field(meta, name, kind):
+    """The metadata field `name`, a JSON text of a `kind` (dict, or list of unique strings)."""
+    value = json.loads(meta[name]) if isinstance(meta.get(name), str) else None
+    if kind is dict and isinstance(value, dict):
+        return value
+    if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value) \
+            and len(set(value)) == len(value):
+        return value
+    raise ValueError(f"activation-record metadata {name!r} is not a JSON "
+                     f"{'object' if kind is dict else 'list of distinct names'}")
+
+def _record_layout(meta, entries):
     """(fields, key_order, tensor_fields, layer_order) from the header metadata of a record
-    file whose tensors are `keys`; ValueError (or another error) if it is not a valid record."""
-    meta = meta or {}
+    file whose tensors are `entries`; ValueError if it is not a valid record: every field of
+    the wrong type, a key order that does not list exactly the record's keys, or a listed
+    tensor that is missing, is refused (never a record silently missing its fields)."""
     if meta.get("format") != _SAFETENSORS_FORMAT:
         raise ValueError("no activation-record metadata (written by another tool?)")
-    fields = json.loads(meta["record"])
-    key_order = json.loads(meta["key_order"])
-    tensor_fields = json.loads(meta["tensor_fields"])
-    layer_order = json.loads(meta["layer_order"])
-    if not (isinstance(fields, dict) and isinstance(layer_order, list)
-            and isinstance(tensor_fields, list) and "activations" in key_order):
-        raise ValueError("malformed activation-record metadata")
-    missing = ({f"activations.{n}" for n in layer_order} | set(tensor_fields)) - set(keys)
+    fields = _json_field(meta, "record", dict)
+    key_order = _json_field(meta, "key_order", list)
+    tensor_fields = _json_field(meta, "tensor_fields", list)
+    layer_order = _json_field(meta, "layer_order", list)
+    if set(key_order) != {"activations", *fields, *tensor_fields} or "activations" in fields \
+            or set(fields) & set(tensor_fields):
+        raise ValueError("the metadata's key_order does not list exactly the record's fields")
+    missing = ({f"activations.{n}" for n in layer_order} | set(tensor_fields)) - set(entries)
     if missing:
-        raise ValueError(f"tensors {sorted(missing)} listed in the header are missing")
+        raise ValueError(f"tensors {sorted(missing)[:10]} listed in the header are missing")
     return fields, key_order, tensor_fields, layer_order
 
 def _read_tensor(f, key, entry, data_start, path):
-    """Tensor `key` of the .safetensors file open as `f`: its byte range read into a new tensor
-    (the entry is checked first, so no size from the file is allocated unchecked)."""
-    try:
-        dtype = _ST_DTYPES[entry["dtype"]]
-        shape, (start, end) = entry["shape"], entry["data_offsets"]
-        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
-                and type(start) is int and type(end) is int and 0 <= start
-                and math.prod(shape) * dtype.itemsize == end - start):
-            raise ValueError(f"bad header entry {entry!r:.200}")
-    except Exception as e:
-        raise corrupt(path, f"tensor {key!r}: {type(e).__name__}: {str(e)[:300]}") from None
+    """Tensor `key` of the .safetensors file open as `f`: its byte range (checked by
+    _read_header) read into a new tensor."""
+    dtype, shape = _ST_DTYPES[entry["dtype"]], entry["shape"]
+    start, end = entry["data_offsets"]
     if end == start:
         return torch.empty(shape, dtype=dtype)
     buf = np.empty(end - start, np.uint8)

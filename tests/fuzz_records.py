@@ -1,0 +1,349 @@
+"""Fuzz both record loaders (.pkl and .safetensors) with hypothesis-made mutations of valid and
+hostile files, for a set time; reports executions and findings as JSON.
+
+Each case is loaded in a worker subprocess, so a segfault or a hang is a finding, not the end
+of the fuzzer: the worker runs load_activations (whole record, then one layer) and, when a
+record loads, what `analyze_activations.py --file --json` does with it. Findings: a crash (the
+worker dies by a signal), a hang (no answer in --case_timeout s), memory (the worker's peak RSS
+passes 1 GB, no ulimit set), a loader bug (an error other than CorruptFileError /
+UnsafeFileError, or a message not ending with the path). Each finding's file is saved under
+--out. Errors of the analysis on a record that did load are counted by type, not findings.
+
+The seeds are tests/hostile.py's files: valid records in every format a loader version wrote,
+and one file per attack class of issue 12. Mutations (hypothesis strategies): bit flips,
+interesting bytes, inserted bytes or pickle snippets (BUILD, REDUCE, memo gets, deep tuples),
+deleted / duplicated / truncated ranges, splices of another seed, and, for .safetensors,
+header JSON values replaced by interesting numbers, strings and types.
+
+It lives next to the tests because it is test tooling that shares their file builders
+(hostile.py); test_fuzz.py runs it for 20 s with a fixed seed in the normal suite.
+
+Public names:
+    main(argv=None) -> int       the command line (0: no findings, 1: findings)
+    fuzz(seconds, seed, out, loader="safe", seeds=None) -> report dict
+    worker_main()                the worker loop (`--worker`)
+
+Example:
+    $ python tests/fuzz_records.py --seconds 600 --seed 1 --out fuzz-findings
+    {"executions": 41210, "minutes": 10.0, "crashes": 0, "hangs": 0, ..., "peak_rss_mb": 412}
+"""
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+MEMORY_LIMIT_MB = 1024
+SNIPPETS = [b"b", b"R", b"0", b"2", b"h\x00", b"h\x01", b"q\x00", b"s", b"a", b"\x90", b"\x91",
+            b"t", b"(", b")", b"\x85" * 64, b"]", b"}", b"\x8f", b"N", b"\x88",
+            b"J\xff\xff\xff\x7f", b"\x8a\x08" + (2 ** 63 - 1).to_bytes(8, "little"),
+            b"cnumpy\ndtype\n", b"ctorch\nfrom_numpy\n", b"cbuiltins\nset\n",
+            b"\x96" + (2 ** 40).to_bytes(8, "little")]
+INTERESTING = [0, 1, 0x7f, 0x80, 0xff, ord("b"), ord("R"), ord("("), ord("t"), ord("\x85")]
+JSON_VALUES = [0, -1, 1, 2 ** 31, 2 ** 63, 2 ** 64, 10 ** 30, 1.5, None, True, "", "F64",
+               "BOOL", "activations", [], {}, [2 ** 63, 2 ** 63, 0], "[]", '"x"', "{}", "null"]
+
+
+# ----------------------------------------------------------------------------- worker
+
+def _run_case(path, load_activations, describe_record, jsonable, loader):
+    """The outcome of loading `path` as the CLI would: "ok", "refused", ("analysis", type)
+    or ("bug", text)."""
+    import pickle
+    from activation_eval.store.errors import CorruptFileError, UnsafeFileError
+    if loader == "plain":                        # the harness self-test: an unsafe loader
+        with open(path, "rb") as f:
+            repr(pickle.load(f))
+        return "ok"
+    record = None
+    # one layer: the partial-read path of .safetensors (for .pkl it is the same unpickling)
+    for layers in (None, ["layer_0"]) if path.endswith(".safetensors") else (None,):
+        try:
+            got = load_activations(path, layers=layers)
+            if layers is None:
+                record = got
+        except (CorruptFileError, UnsafeFileError) as e:
+            if not str(e).endswith(path):
+                return "bug", f"{type(e).__name__} without the path: {str(e)[:300]}"
+        except ValueError as e:
+            if not (layers and "unknown layer name" in str(e)):
+                return "bug", f"ValueError: {str(e)[:300]}"
+        except Exception as e:                   # noqa: BLE001 - any other error is a finding
+            return "bug", f"{type(e).__name__}: {str(e)[:300]}"
+    if record is None:
+        return "refused"
+    try:
+        json.dumps(jsonable(describe_record(record, path)))
+    except Exception as e:                       # noqa: BLE001 - counted by type
+        return "analysis", type(e).__name__
+    return "ok"
+
+
+def worker_main(loader):
+    """Read case paths from stdin, answer one JSON line per case on stdout."""
+    import resource
+    import warnings
+    warnings.simplefilter("ignore")
+    from activation_eval.analysis.cli import _jsonable
+    from activation_eval.analysis.stats import describe_record
+    from activation_eval.store.records import load_activations
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        outcome = _run_case(line.rstrip("\n"), load_activations, describe_record, _jsonable,
+                            loader)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        out.write(json.dumps({"outcome": outcome, "rss_mb": rss}) + "\n")
+        out.flush()
+    return 0
+
+
+class _Worker:
+    """One worker subprocess; restarted after a crash, hang or memory finding."""
+
+    def __init__(self, loader):
+        self.loader, self.proc = loader, None
+
+    def start(self):
+        """Start the worker (its imports take a while: run() waits for them)."""
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
+                                      "--loader", self.loader], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, start_new_session=True)
+        self.ready = False
+
+    def wait_ready(self):
+        if self.proc is None:
+            self.start()
+        if not self.ready:
+            if self.proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("the fuzz worker did not start")
+            self.ready = True
+
+    def run(self, path, timeout):
+        """(kind, detail, rss_mb): kind "answer" (detail = outcome), "crash" or "hang"."""
+        self.wait_ready()
+        try:
+            self.proc.stdin.write(path + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._dead()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.stop()
+            return "hang", f"no answer in {timeout} s", None
+        line = self.proc.stdout.readline()
+        if not line:
+            return self._dead()
+        answer = json.loads(line)
+        return "answer", answer["outcome"], answer["rss_mb"]
+
+    def _dead(self):
+        code = self.proc.wait()
+        self.proc = None
+        name = signal.Signals(-code).name if code < 0 else f"exit {code}"
+        return "crash", name, None
+
+    def stop(self):
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
+# ----------------------------------------------------------------------------- mutations
+
+def _strategies():
+    from hypothesis import strategies as st
+    pos = st.floats(0, 1, exclude_max=True)
+    byte_ops = st.one_of(
+        st.tuples(st.just("flip"), pos, st.integers(0, 7)),
+        st.tuples(st.just("set"), pos, st.one_of(st.sampled_from(INTERESTING),
+                                                 st.integers(0, 255))),
+        st.tuples(st.just("insert"), pos, st.one_of(st.sampled_from(SNIPPETS),
+                                                    st.binary(min_size=1, max_size=16))),
+        st.tuples(st.just("delete"), pos, st.integers(1, 64)),
+        st.tuples(st.just("duplicate"), pos, pos, st.integers(1, 256)),
+        st.tuples(st.just("truncate"), pos),
+        st.tuples(st.just("splice"), st.integers(0, 10 ** 6), pos, pos),
+        st.tuples(st.just("json"), st.integers(0, 10 ** 6), st.sampled_from(JSON_VALUES)))
+    return st.integers(0, 10 ** 6), st.lists(byte_ops, max_size=6)
+
+
+def _set_json_value(data, index, value):
+    """A .safetensors file whose index-th header value (depth-first) is replaced by `value`."""
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError:
+        return data
+    slots = []
+
+    def walk(node):
+        items = node.items() if isinstance(node, dict) else enumerate(node) \
+            if isinstance(node, list) else ()
+        for key, child in items:
+            slots.append((node, key))
+            walk(child)
+    walk(header)
+    if slots:
+        node, key = slots[index % len(slots)]
+        node[key] = value
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
+def mutate(data, ops, seeds, ext):
+    """`data` after the mutation ops (positions are fractions of the current length)."""
+    data = bytearray(data)
+    for op in ops:
+        at = lambda f: int(f * (len(data) + 1))          # noqa: E731
+        kind = op[0]
+        if kind == "flip" and data:
+            i = min(at(op[1]), len(data) - 1)
+            data[i] ^= 1 << op[2]
+        elif kind == "set" and data:
+            data[min(at(op[1]), len(data) - 1)] = op[2]
+        elif kind == "insert":
+            data[at(op[1]):at(op[1])] = op[2]
+        elif kind == "delete":
+            del data[at(op[1]):at(op[1]) + op[2]]
+        elif kind == "duplicate":
+            start = at(op[1])
+            data[at(op[2]):at(op[2])] = data[start:start + op[3]]
+        elif kind == "truncate":
+            del data[at(op[1]):]
+        elif kind == "splice":
+            other = seeds[op[1] % len(seeds)][1]
+            data[at(op[2]):] = other[int(op[3] * len(other)):]
+        elif kind == "json" and ext == "safetensors":
+            data = bytearray(_set_json_value(bytes(data), op[1], op[2]))
+    return bytes(data)
+
+
+# ----------------------------------------------------------------------------- the fuzz loop
+
+def _seeds(folder, names=None):
+    """[(extension, bytes, name)] of tests/hostile.py's valid and hostile files."""
+    import hostile
+    out = []
+    for name, path in hostile.valid_files(os.path.join(folder, "valid")).items():
+        with open(path, "rb") as f:
+            out.append((os.path.splitext(path)[1][1:], f.read(), name))
+    out += [(ext, data, name) for name, (ext, data) in hostile.attacks().items()]
+    return [s for s in out if names is None or s[2] in names]
+
+
+def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50):
+    """Fuzz for `seconds`; returns the report (findings' files are saved under `out`)."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+    import hypothesis
+    worker = _Worker(loader)
+    worker.start()                               # imports while the seeds are made
+    work = tempfile.mkdtemp(prefix="fuzz-records-")
+    seed_files = _seeds(work, seeds)
+    if not seed_files:
+        worker.stop()
+        raise ValueError(f"no seed files named {seeds}")
+    worker.wait_ready()                          # (its imports are not fuzzing time)
+    report = {"seed": seed, "loader": loader, "hypothesis": hypothesis.__version__,
+              "seeds": len(seed_files), "executions": 0, "by_format": {}, "outcomes": {},
+              "analysis_errors": {}, "crashes": 0, "hangs": 0, "memory": 0, "loader_bugs": 0,
+              "peak_rss_mb": 0, "findings": []}
+    start = time.monotonic()
+
+    def execute(ext, data, origin):
+        path = os.path.join(work, f"case.{ext}")
+        with open(path, "wb") as f:
+            f.write(data)
+        kind, detail, rss = worker.run(path, case_timeout)
+        report["executions"] += 1
+        report["by_format"][ext] = report["by_format"].get(ext, 0) + 1
+        finding = None
+        if kind == "crash":
+            report["crashes"] += 1
+            finding = f"crash ({detail})"
+        elif kind == "hang":
+            report["hangs"] += 1
+            finding = detail
+        else:
+            report["peak_rss_mb"] = max(report["peak_rss_mb"], rss)
+            outcome = detail[0] if isinstance(detail, list) else detail
+            report["outcomes"][outcome] = report["outcomes"].get(outcome, 0) + 1
+            if outcome == "analysis":
+                report["analysis_errors"][detail[1]] = report["analysis_errors"].get(
+                    detail[1], 0) + 1
+            elif outcome == "bug":
+                report["loader_bugs"] += 1
+                finding = detail[1]
+            if rss > MEMORY_LIMIT_MB:
+                report["memory"] += 1
+                finding = f"peak RSS {rss} MB"
+                worker.stop()                    # a fresh worker: its peak starts again
+        if finding:
+            os.makedirs(out, exist_ok=True)
+            saved = os.path.join(out, f"finding-{len(report['findings']):03d}.{ext}")
+            with open(saved, "wb") as f:
+                f.write(data)
+            report["findings"].append({"file": saved, "from": origin, "what": finding})
+
+    for ext, data, name in seed_files:           # every seed once, as it is
+        execute(ext, data, name)
+    seed_strategy, ops_strategy = _strategies()
+
+    @settings(max_examples=rounds_of, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(which=seed_strategy, ops=ops_strategy)
+    def one_case(which, ops):
+        if time.monotonic() - start > seconds:
+            return
+        ext, data, name = seed_files[which % len(seed_files)]
+        execute(ext, mutate(data, ops, seed_files, ext), name)
+
+    round_ = 0
+    try:
+        while time.monotonic() - start < seconds:
+            hypothesis_seed(seed * 1_000_003 + round_)(one_case)()
+            round_ += 1
+    finally:
+        worker.stop()
+    elapsed = time.monotonic() - start
+    report["seconds"] = round(elapsed, 1)
+    report["minutes"] = round(elapsed / 60, 2)
+    report["executions_per_second"] = round(report["executions"] / elapsed, 1)
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=60, help="how long to fuzz (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
+    p.add_argument("--out", default="fuzz-findings", help="folder for the findings' files")
+    p.add_argument("--loader", choices=["safe", "plain"], default="safe",
+                   help="plain: pickle.load, to check that the harness catches crashes")
+    p.add_argument("--seeds", nargs="+", metavar="NAME", help="only these seed files")
+    p.add_argument("--case_timeout", type=float, default=30.0, help="seconds per case")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(args.loader)
+    report = fuzz(args.seconds, args.seed, args.out, args.loader, args.seeds, args.case_timeout)
+    print(json.dumps(report, indent=1))
+    print(f"{report['executions']} executions in {report['minutes']} min "
+          f"({report['executions_per_second']}/s): {report['crashes']} crashes, "
+          f"{report['hangs']} hangs, {report['memory']} over {MEMORY_LIMIT_MB} MB, "
+          f"{report['loader_bugs']} loader bugs; peak RSS {report['peak_rss_mb']} MB",
+          file=sys.stderr)
+    return 1 if report["findings"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

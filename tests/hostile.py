@@ -1,0 +1,272 @@
+"""Valid and hostile activation record files, shared by test_hostile_files.py, test_fuzz.py
+and the fuzzer (fuzz_records.py): the seeds it mutates are the files made here.
+
+Each hostile file reproduces one attack class from issue 12, as bytes a stranger could send.
+Hand-made pickles are written with the small opcode helpers below (`op`), the others with
+pickle itself and objects whose __reduce__ names the real numpy / torch functions (`Reduce`).
+
+Public names:
+    Reduce(func, *args), ReduceWithState(func, args, state)   pickle as func(*args) [+ BUILD]
+    op                     pickle opcode helpers: op.glob, op.str, op.bytes, op.int, ...
+    record(seed=0)         a small but complete capture record (tensors of several dtypes)
+    valid_files(folder)    {name: path} of records every loader version wrote (ours, plain
+                           pickle protocol 2 and 5, numpy arrays, .safetensors)
+    attacks()              {name: (extension, bytes)} of the hostile files (computed once)
+    write_attacks(folder)  {name: path} of every hostile file
+
+Example:
+    >>> paths = write_attacks(tmp_path)
+    >>> load_activations(paths["object dtype scalar"])      # CorruptFileError, names the file
+"""
+import functools
+import json
+import os
+import pickle
+import struct
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from activation_eval.store.records import save_activations
+
+
+class Reduce:
+    """Pickles as func(*args): how a file smuggles a call into pickle.load."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+class ReduceWithState(Reduce):
+    """Pickles as func(*args) followed by BUILD(state)."""
+
+    def __init__(self, func, args, state):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
+class op:
+    """Pickle opcodes (protocol 2 unless noted) for hand-made files."""
+    P2, P4 = b"\x80\x02", b"\x80\x04"
+    NONE, TRUE, FALSE, MARK, STOP = b"N", b"\x88", b"\x89", b"(", b"."
+    TUPLE, TUPLE1, TUPLE2, TUPLE3, EMPTY_TUPLE = b"t", b"\x85", b"\x86", b"\x87", b")"
+    EMPTY_DICT, EMPTY_LIST, EMPTY_SET = b"}", b"]", b"\x8f"                 # set: protocol 4
+    REDUCE, BUILD, SETITEM, APPEND, ADDITEMS, FROZENSET, POP, DUP = (
+        b"R", b"b", b"s", b"a", b"\x90", b"\x91", b"0", b"2")
+
+    @staticmethod
+    def glob(module, name):
+        return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+    @staticmethod
+    def str(text):
+        data = text.encode()
+        return b"X" + struct.pack("<I", len(data)) + data
+
+    @staticmethod
+    def bytes(data):
+        return b"B" + struct.pack("<I", len(data)) + data
+
+    @staticmethod
+    def int(value):
+        return b"J" + struct.pack("<i", value)
+
+    @staticmethod
+    def put(i):
+        return b"q" + bytes([i])
+
+    @staticmethod
+    def get(i):
+        return b"h" + bytes([i])
+
+    @staticmethod
+    def dtype(name, state):
+        """numpy.dtype(name, False, True) then BUILD(state), as numpy pickles a dtype."""
+        return (op.glob("numpy", "dtype") + op.str(name) + op.FALSE + op.TRUE + op.TUPLE3
+                + op.REDUCE + op.MARK + b"".join(state) + op.TUPLE + op.BUILD)
+
+    @staticmethod
+    def record_around(value):
+        """{"activations": {"x": <value>}} around the opcodes of one value."""
+        return (op.P2 + op.EMPTY_DICT + op.str("activations") + op.EMPTY_DICT + op.str("x")
+                + value + op.SETITEM + op.SETITEM + op.STOP)
+
+
+NUMPY_STATE = [op.int(3), op.str("<"), op.NONE, op.NONE, op.NONE, op.int(-1), op.int(-1),
+               op.int(0)]                                # np.dtype("f8").__reduce__()[2]
+CLEARED = [op.int(3), op.str("|"), op.NONE, op.NONE, op.NONE, op.int(-1), op.int(-1),
+           op.int(0)]                                    # an object dtype's flags cleared
+
+
+def record(seed=0, n_prompt=4, n_generated=3, hidden=8):
+    g = torch.Generator().manual_seed(seed)
+    rows = n_prompt + n_generated - 1
+    return {"prompt": f"q{seed}?", "response": "A", "model": "tiny/random",
+            "timestamp": "2025-01-02T03:04:05+00:00",
+            "input_ids": torch.randint(0, 100, (n_prompt,), generator=g),
+            "output_ids": torch.randint(0, 100, (n_generated,), generator=g),
+            "activations": {"embeddings": torch.randn(rows, hidden, generator=g),
+                            "layer_0": torch.randn(rows, hidden, generator=g).half(),
+                            "layer_1": torch.randn(rows, hidden, generator=g).bfloat16()},
+            "positions_kept": list(range(rows)), "num_prompt_tokens": n_prompt,
+            "num_generated_tokens": n_generated, "grading": {"correct": True, "answer": "A"}}
+
+
+def valid_files(folder):
+    """{name: path} of valid records in every format a loader version wrote."""
+    os.makedirs(folder, exist_ok=True)
+    rec = record()
+    seed = {k: rec[k] for k in ("prompt", "response", "model", "input_ids", "output_ids",
+                                "activations")}
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    paths = {"ours.pkl": save_activations(rec, os.path.join(folder, "ours.pkl")),
+             "ours.safetensors": save_activations(rec, os.path.join(folder, "ours.safetensors"))}
+    extras = {"numpy p2.pkl": (dict(rec, extra={"k": base.transpose(1, 0, 2), "s": np.int16(3),
+                                                "c": np.arange(6.0)[::2]}), 2),
+              "seed p2.pkl": (seed, 2), "seed p5.pkl": (seed, 5)}
+    for name, (obj, protocol) in extras.items():
+        paths[name] = os.path.join(folder, name.replace(" ", "_"))
+        with open(paths[name], "wb") as f:
+            pickle.dump(obj, f, protocol=protocol)
+    return paths
+
+
+def _deep_tuple(depth):
+    return op.EMPTY_TUPLE + op.TUPLE1 * depth
+
+
+def _np_reconstruct():
+    return np.zeros(1).__reduce_ex__(2)[0]
+
+
+def _np_scalar():
+    return np.float32(0).__reduce__()[0]
+
+
+def _attack_pickles():
+    """{name: bytes} of the hostile pickles."""
+    recon, scalar = _np_reconstruct(), _np_scalar()
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    recon_glob = op.glob(recon.__module__, "_reconstruct")
+    recon_call = (recon_glob + op.glob("numpy", "ndarray") + op.int(0) + op.TUPLE1
+                  + op.bytes(b"b") + op.TUPLE3 + op.REDUCE)
+    array_state = lambda n: (op.MARK + op.int(1) + op.int(n) + op.TUPLE1 + op.dtype(  # noqa: E731
+        "f8", NUMPY_STATE) + op.FALSE + op.bytes(b"\x00" * (8 * n)) + op.TUPLE)
+    shared = [0]
+    for _ in range(12):
+        shared = [shared] * 10                  # 10**12 leaves, a few hundred bytes pickled
+    one = torch.arange(4096.0)
+    deep_list = op.EMPTY_LIST * 100_000 + op.APPEND * 99_999
+    return {
+        # memory corruption: an object dtype with its flags cleared by BUILD, then 8 raw bytes
+        # used as a PyObject pointer (plain pickle segfaults: see the control test)
+        "object dtype scalar": op.record_around(
+            op.glob(scalar.__module__, "scalar") + op.dtype("O8", CLEARED)
+            + op.bytes(b"A" * 8) + op.TUPLE2 + op.REDUCE),
+        "object dtype array": op.record_around(
+            recon_call + op.MARK + op.int(1) + op.int(1) + op.TUPLE1 + op.dtype("O8", CLEARED)
+            + op.FALSE + op.bytes(b"A" * 8) + op.TUPLE + op.BUILD),
+        "altered numeric dtype state": op.record_around(
+            op.glob(scalar.__module__, "scalar") + op.dtype("f8", [
+                op.int(3), op.str("<"), op.NONE, op.NONE, op.NONE, op.int(16), op.int(8),
+                op.int(63)]) + op.bytes(b"A" * 8) + op.TUPLE2 + op.REDUCE),
+        # use-after-free: BUILD again on the memoised array after torch.from_numpy shared it
+        "array rebuilt after from_numpy": op.record_around(
+            recon_call + op.put(0) + array_state(1) + op.BUILD + op.POP
+            + op.glob("torch", "from_numpy") + op.get(0) + op.TUPLE1 + op.REDUCE
+            + op.get(0) + array_state(4096) + op.BUILD + op.POP),
+        "second BUILD of a placeholder": op.record_around(
+            recon_call + op.DUP + array_state(1) + op.BUILD + op.POP + array_state(2)
+            + op.BUILD),
+        # C stack overflow: a 10**6-deep tuple hashed as a dict key / set member
+        "deep tuple dict key": op.P2 + op.EMPTY_DICT + _deep_tuple(10 ** 6) + op.int(1)
+        + op.SETITEM + op.STOP,
+        "deep tuple set member": op.P4 + op.EMPTY_SET + op.MARK + _deep_tuple(10 ** 6)
+        + op.ADDITEMS + op.STOP,
+        "deep tuple frozenset member": op.P4 + op.MARK + _deep_tuple(10 ** 6) + op.FROZENSET
+        + op.STOP,
+        "deep list": op.record_around(deep_list),
+        "list containing itself": op.record_around(op.EMPTY_LIST + op.put(0) + op.get(0)
+                                                   + op.APPEND),
+        # allocation amplification
+        "void scalar of 2 GB": pickle.dumps(Reduce(scalar, np.dtype("V2000000000")), 2),
+        "void array of 10**12 elements": pickle.dumps({"activations": {"x": ReduceWithState(
+            recon, (np.ndarray, (0,), b"b"), (1, (10 ** 12,), np.dtype("V0"), False, b""))}}, 2),
+        "void frombuffer of 10**12 elements": pickle.dumps({"activations": {"x": Reduce(
+            frombuffer, bytearray(), np.dtype("V0"), (10 ** 12,), "C")}}, 5),
+        "stride-0 tensor": pickle.dumps(
+            {"activations": {"x": torch.zeros(1).expand(10 ** 6, 576)}}, 2),
+        "overlapping strides": pickle.dumps(
+            {"activations": {"x": torch.zeros(1000).as_strided((997, 4), (1, 1))}}, 2),
+        "huge zero-size shape": pickle.dumps(
+            {"activations": {"x": Reduce(torch._utils._rebuild_tensor_v2,
+                                         torch.zeros(1)._typed_storage(), 0, (2 ** 40, 2 ** 40, 0),
+                                         (2 ** 40, 1, 1), False, OrderedDict())}}, 2),
+        "shared nested lists": pickle.dumps(
+            {"activations": {"x": torch.zeros(2, 2)}, "input_ids": shared}, 2),
+        "one tensor under many names": pickle.dumps(
+            {"activations": {f"layer_{i}": one for i in range(2000)}}, 2),
+        "bool bytes other than 0 and 1": pickle.dumps({"activations": {"x": Reduce(
+            frombuffer, bytearray(b"\x00\x02"), np.dtype("?"), (2,), "C")}}, 5),
+        "activation that is not a tensor": pickle.dumps({"activations": {"x": "abc"}}, 2),
+    }
+
+
+def _attack_safetensors():
+    """{name: bytes} of the hostile .safetensors files (edits of a valid record's header)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        good = open(save_activations(record(), os.path.join(tmp, "g.safetensors")), "rb").read()
+    n = int.from_bytes(good[:8], "little")
+    header, data = json.loads(good[8:8 + n]), good[8 + n:]
+
+    def edit(change=None, meta=None):
+        h = json.loads(json.dumps(header))
+        if change:
+            h["activations.layer_0"].update(change)
+        if meta:
+            h["__metadata__"].update(meta)
+        text = json.dumps(h).encode()
+        text += b" " * (-len(text) % 8)
+        return len(text).to_bytes(8, "little") + text + data
+
+    start = header["activations.layer_0"]["data_offsets"][0]
+    deep = '{"a": ' * 500 + "1" + "}" * 500
+    return {
+        "shape 2**63 x 2**63 x 0": edit({"shape": [2 ** 63, 2 ** 63, 0],
+                                         "data_offsets": [start, start]}),
+        "key_order a string": edit(meta={"key_order": json.dumps("activations")}),
+        "layer_order an object": edit(meta={"layer_order": json.dumps({"layer_0": 1})}),
+        "record a list": edit(meta={"record": json.dumps([1, 2])}),
+        "tensor_fields not JSON": edit(meta={"tensor_fields": "input_ids"}),
+        "record nested 500 deep": edit(meta={"record": json.dumps(
+            dict(json.loads(header["__metadata__"]["record"]), grading=json.loads(deep)))}),
+        "overlapping tensors": edit({"data_offsets": [0, header["activations.layer_0"][
+            "data_offsets"][1] - start]}),
+        "extra entry field": edit({"offsets": 1}),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def attacks():
+    """{name: (extension, bytes)} of every hostile file."""
+    out = {name: ("pkl", data) for name, data in _attack_pickles().items()}
+    out.update({name: ("safetensors", data) for name, data in _attack_safetensors().items()})
+    return out
+
+
+def write_attacks(folder):
+    """{name: path} of every hostile file, named after the attack."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for name, (ext, data) in attacks().items():
+        paths[name] = os.path.join(folder, name.replace(" ", "_").replace("*", "") + "." + ext)
+        with open(paths[name], "wb") as f:
+            f.write(data)
+    return paths
