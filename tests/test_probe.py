@@ -9,6 +9,7 @@ cross_val_predict; bootstrap statistics against explicit resampling.
 """
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -91,7 +92,9 @@ def sklearn_oof_auroc(X, rows, y, folds=5, seed=0, multi=False):
     """The reference: sklearn's cross_val_predict on the documented folds, then roc_auc_score."""
     key = [f"{label}|{r['category']}" for label, r in zip(y, rows)]
     k = min(folds, int(np.bincount(y).min()))
-    cv = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, key))
+    with warnings.catch_warnings():                      # small target x category cells
+        warnings.simplefilter("ignore", UserWarning)
+        cv = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, key))
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     proba = cross_val_predict(model, np.asarray(X, np.float64), y, cv=cv, method="predict_proba")
     return roc_auc_score(y, proba, multi_class="ovr") if multi else roc_auc_score(y, proba[:, 1])

@@ -19,6 +19,8 @@ Example:
     >>> inputs, notes = control_inputs(read_results("results/run1"))
     >>> make_control("category").fit(inputs["category"], y).predict_proba(inputs["category"])
 """
+import functools
+
 import numpy as np
 
 CONTROL_NAMES = ("majority", "category", "length", "bag_of_words")
@@ -46,14 +48,13 @@ def control_inputs(rows):
 
 def make_control(name):
     """An unfitted sklearn classifier with predict_proba for control `name`."""
-    from sklearn.dummy import DummyClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    if name == "majority":      # scores: one-hot of the training majority, the same for every
-        return DummyClassifier(strategy="most_frequent")   # question, so AUROC 0.5 exactly
+    if name == "majority":
+        return _majority_class()()
     if name == "category":       # a category unseen in training (grouped CV) gets no feature
         return make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=2000))
     if name == "length":
@@ -62,3 +63,23 @@ def make_control(name):
         return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
                              LogisticRegression(max_iter=2000))
     raise ValueError(f"unknown control {name!r}; known: {', '.join(CONTROL_NAMES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _majority_class():
+    """MajorityClass, defined on first use so that importing this module does not import sklearn."""
+    from sklearn.dummy import DummyClassifier
+
+    class MajorityClass(DummyClassifier):
+        """Predicts the training folds' most frequent class; scores every question alike (1/k per
+        class), so its AUROC is exactly 0.5 under any folds. (DummyClassifier's own scores follow
+        each fold's class balance, which pooled over folds ranks the folds against each other.)"""
+
+        def __init__(self):
+            super().__init__(strategy="most_frequent")
+
+        def predict_proba(self, X):
+            return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+
+    return MajorityClass
+

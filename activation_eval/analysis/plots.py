@@ -215,13 +215,15 @@ def plot_probe(result, path):
     if transfer:
         _probe_curve(top, x, transfer["layers"], "C3",
                      f"transfer AUROC on {transfer.get('run_name') or 'test run'}")
-    styles = dict(zip(result["controls"], [":", "--", "-.", (0, (5, 1, 1, 1, 1, 1))]))
+    styles = dict(zip(result["controls"], [(":", "0.45"), ("--", "C4"), ("-.", "C5"), ((0, (6, 2)), "C8")]))
     for name, ctrl in result["controls"].items():
-        best = " (best)" if name == result["best_control"] else ""
-        top.axhline(ctrl["auroc"], color="gray" if not best else "k", linewidth=1.2,
-                    linestyle=styles.get(name, "--"),
-                    label=f"control: {name}{best} {ctrl['auroc']:.2f} "
+        best = name == result["best_control"]
+        style, color = styles.get(name, ("--", "0.3"))
+        top.axhline(ctrl["auroc"], color=color, linewidth=2.2 if best else 1.2, linestyle=style,
+                    label=f"control: {name}{' (best)' if best else ''} {ctrl['auroc']:.2f} "
                           f"[{ctrl['auroc_ci'][0]:.2f}, {ctrl['auroc_ci'][1]:.2f}]")
+        if best:
+            top.axhspan(*ctrl["auroc_ci"], color=color, alpha=0.08)
     top.set_ylim(0, 1.02)
     top.set_ylabel(f"AUROC ({result['auroc_kind']})")
     top.grid(alpha=0.3)
@@ -242,10 +244,14 @@ def plot_probe(result, path):
     bottom.set_ylabel("selectivity (AUROC)")
     bottom.grid(alpha=0.3)
     verdict = result["verdict"]
-    for ax in (top, bottom):
-        if verdict in result["layers"]:
-            ax.axvline(names.index(verdict), color="C1", linewidth=1.5,
-                       label=f"verdict: {verdict}" if ax is bottom else None)
+    marks = [(verdict, "C1", "-", "verdict")]
+    if transfer and transfer["verdict"] in result["layers"]:
+        marks.append((transfer["verdict"], "C3", "--", "transfer verdict"))
+    for layer, color, style, label in marks:
+        for ax in (top, bottom):
+            if layer in result["layers"]:
+                ax.axvline(names.index(layer), color=color, linestyle=style, linewidth=1.5,
+                           label=f"{label}: {layer}" if ax is bottom else None)
     if verdict not in result["layers"]:
         bottom.text(0.01, 0.95, f"verdict: {verdict}", transform=bottom.transAxes, va="top", fontsize=9,
                     bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})

@@ -138,7 +138,7 @@ def _probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, pr
         X = np.asarray(X, dtype=np.float64)
         oof[name] = _oof_proba(_probe_model, X, setup.y, setup.splits, setup.n_classes)
         if X_test is not None:
-            transfer[name] = _probe_model().fit(X, setup.y).predict_proba(np.asarray(X_test, np.float64))
+            transfer[name] = _fit_score(_probe_model(), X, setup.y, np.asarray(X_test, np.float64))
     if setup is None:
         raise ValueError("no layers to probe")
 
@@ -161,8 +161,8 @@ def _probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, pr
     res.update(evaluate_scores(setup.y, oof, controls, n_boot, seed, setup.strata))
     res["test_run"] = None
     if setup.y_test is not None:
-        fitted = {c: make_control(c).fit(inputs[c], setup.y) for c in inputs}
-        test_controls = {c: fitted[c].predict_proba(setup.test_inputs[c]) for c in inputs}
+        test_controls = {c: _fit_score(make_control(c), inputs[c], setup.y, setup.test_inputs[c])
+                         for c in inputs}
         res["test_run"] = {"n": len(setup.y_test), "class_counts": setup.counts(setup.y_test),
                            **evaluate_scores(setup.y_test, transfer, test_controls, n_boot, seed)}
     return res
@@ -220,13 +220,19 @@ def _probe_model():
 
 
 def _oof_proba(make_model, X, y, splits, n_classes):
-    """Out-of-fold class probabilities (n, n_classes): each question scored by the model of the
-    fold that held it out."""
-    proba = np.zeros((len(y), n_classes))
+    """Out-of-fold (class probabilities (n, n_classes), predicted classes (n,)): each question
+    scored by the model of the fold that held it out."""
+    proba, pred = np.zeros((len(y), n_classes)), np.zeros(len(y), dtype=int)
     for train, test in splits:
         model = make_model().fit(X[train], y[train])
-        proba[test] = model.predict_proba(X[test])
-    return proba
+        proba[test], pred[test] = model.predict_proba(X[test]), model.predict(X[test])
+    return proba, pred
+
+
+def _fit_score(model, X, y, X_test):
+    """(class probabilities, predicted classes) of X_test from `model` fitted on all of X, y."""
+    model.fit(X, y)
+    return model.predict_proba(X_test), model.predict(X_test)
 
 
 # ----------------------------------------------------------------------------- labels and folds
@@ -314,14 +320,17 @@ def _all_classes_in_training(splits, y, n_classes):
 def evaluate_scores(y, layer_proba, control_proba, n_boot, seed, strata=None):
     """AUROC / accuracy with intervals for every model, selectivity per layer, the verdict, from
     class probabilities: y int class indices (n,), layer_proba {layer: (n, k)} in layer order,
-    control_proba {control: (n, k)}; strata (n,): compare only pairs within a stratum (fold).
+    control_proba {control: (n, k)}; a value may also be (probabilities, predicted classes),
+    else the predicted class is the most probable one; strata (n,): compare only pairs within a stratum (fold).
     -> {layers, controls, best_control, best_layer, verdict}.
 
     >>> evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": Pm}, 2000, seed=0)["verdict"]
     """
     names = list(layer_proba) + [f"control:{c}" for c in control_proba]
-    probas = list(layer_proba.values()) + list(control_proba.values())
-    hits = [p.argmax(axis=1) == y for p in probas]
+    scored = [v if isinstance(v, tuple) else (v, np.argmax(v, axis=1))
+              for v in list(layer_proba.values()) + list(control_proba.values())]
+    probas = [np.asarray(p, dtype=np.float64) for p, _ in scored]
+    hits = [np.asarray(pred) == y for _, pred in scored]
     ones = np.ones((1, len(y)))
     auroc = np.array([macro_auroc(p, y, ones, strata)[0] for p in probas])
     acc = np.array([weighted_accuracy(h, ones)[0] for h in hits])
