@@ -318,3 +318,17 @@ def test_probe_input_errors(tmp_path, capsys):
     code, _, err = run_cli(capsys, "--probe", one_group, "--probe_groups", "category", "--output_dir", p)
     assert code == 2 and "holding out groups needs at least 2" in err
     assert not os.path.exists(p)                          # nothing saved for a failed probe
+
+
+def test_run_folder_gives_the_arrays_result_when_layers_are_read_in_blocks(tmp_path, monkeypatch):
+    """probe_run reads layers in blocks (each record file once per block); with a budget that
+    forces blocks of 2 layers, every layer must still reach the probe under its own name."""
+    from activation_eval.analysis import probe
+    features, rows = synthetic(n=60, n_layers=5, hidden=8, seed=51, plant_from=3, strength=1.5)
+    run = write_run(tmp_path / "blocks", features, [dict(r) for r in rows])
+    monkeypatch.setattr(probe, "LOAD_BUDGET_BYTES", 2 * 60 * 8 * 4)
+    from_files = probe.probe_run(run, n_bootstrap=1000)
+    in_memory = probe_features(features, rows, n_bootstrap=1000)
+    assert list(from_files["layers"]) == list(features)
+    assert from_files["layers"] == in_memory["layers"] and from_files["controls"] == in_memory["controls"]
+    assert from_files["run_name"] == "blocks" and from_files["reduce"] == "last_prompt"

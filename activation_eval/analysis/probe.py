@@ -64,11 +64,12 @@ from ..store.run_folder import is_run_folder
 from .arrays import run_layers
 from .bootstrap import macro_auroc, percentile_interval, resample_counts, weighted_accuracy
 from .controls import control_inputs, make_control
-from .dataset import load_run_layer
+from .dataset import load_run_layer, load_run_layers
 
 NO_EVIDENCE = "no evidence beyond the controls"
 ALPHA = 0.05
 LEVEL = 0.95                       # the plain (per-figure) intervals
+LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the record files
 
 
 def default_resamples(n_layers):
@@ -78,7 +79,8 @@ def default_resamples(n_layers):
 
 def probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None,
               test_run=None, n_bootstrap=None, reduce="last_prompt", progress=False):
-    """Probe every layer of a run folder (each layer read once per run); see the module docstring.
+    """Probe every layer of a run folder (each record file read once per block of layers that
+    fits LOAD_BUDGET_BYTES: once in all for probe-sized runs); see the module docstring.
 
     >>> res = probe_run("results/run1"); res["verdict"], res["best_layer"]
     """
@@ -89,10 +91,18 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups
         raise ValueError("no layers to probe")
 
     def load():
-        for name in names:
-            X, rows = load_run_layer(run_dir, name, reduce=reduce)
-            X_test, test_rows = load_run_layer(test_dir, name, reduce=reduce) if test_dir else (None, None)
-            yield name, X, rows, X_test, test_rows
+        """The first layer alone (it sizes the blocks), then the others in blocks that fit
+        LOAD_BUDGET_BYTES, each record file read once per block."""
+        X, rows = load_run_layer(run_dir, names[0], reduce=reduce)
+        X_test, test_rows = load_run_layer(test_dir, names[0], reduce=reduce) if test_dir else (None, None)
+        yield names[0], X, rows, X_test, test_rows
+        block = max(1, LOAD_BUDGET_BYTES // (max(1, X.nbytes) * (2 if test_dir else 1)))
+        for start in range(1, len(names), block):
+            part = names[start:start + block]
+            mats, rows = load_run_layers(run_dir, part, reduce=reduce)
+            tests, test_rows = load_run_layers(test_dir, part, reduce=reduce) if test_dir else ({}, None)
+            for name in part:
+                yield name, mats.pop(name), rows, tests.pop(name, None), test_rows
 
     res = _probe(load(), len(names), target, n_splits, seed, groups, n_bootstrap, progress)
     res.update(run_dir=run_dir, run_name=_run_name(run_dir), reduce=reduce)
