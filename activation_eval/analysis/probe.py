@@ -52,6 +52,7 @@ Example:
     ('layer_9', 0.81, [0.73, 0.88])
     >>> probe_run("results/run1", target="category", test_run="results/run2")["test_run"]["verdict"]
 """
+import contextlib
 import math
 import os
 import sys
@@ -138,24 +139,26 @@ def _probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, pr
     if n_boot < 1000:
         raise ValueError(f"n_bootstrap must be at least 1000 resamples, got {n_boot}")
     setup = None
-    oof, transfer = {}, {}
+    oof, transfer, test_controls = {}, {}, {}
     bar = tqdm(layer_data, total=n_layers, desc="probe layers", unit="layer", file=sys.stderr,
                disable=not progress, leave=False)
-    for name, X, rows, X_test, test_rows in _one_blas_thread(bar):
+    with _one_blas_thread():
+        for name, X, rows, X_test, test_rows in bar:
+            if setup is None:
+                setup = _Setup(rows, target, n_splits, seed, groups, test_rows)
+            setup.check_rows(name, rows, test_rows)
+            X = np.asarray(X, dtype=np.float64)
+            oof[name] = _oof_proba(_probe_model, X, setup.y, setup.splits, setup.n_classes)
+            if X_test is not None:
+                transfer[name] = _fit_score(_probe_model(), X, setup.y, np.asarray(X_test, np.float64))
         if setup is None:
-            setup = _Setup(rows, target, n_splits, seed, groups, test_rows)
-        setup.check_rows(name, rows, test_rows)
-        X = np.asarray(X, dtype=np.float64)
-        oof[name] = _oof_proba(_probe_model, X, setup.y, setup.splits, setup.n_classes)
-        if X_test is not None:
-            transfer[name] = _fit_score(_probe_model(), X, setup.y, np.asarray(X_test, np.float64))
-    if setup is None:
-        raise ValueError("no layers to probe")
-
-    inputs = setup.control_inputs
-    with threadpool_limits(1):
+            raise ValueError("no layers to probe")
+        inputs = setup.control_inputs
         controls = {c: _oof_proba(lambda c=c: make_control(c), inputs[c], setup.y, setup.splits,
                                   setup.n_classes) for c in inputs}
+        if setup.y_test is not None:
+            test_controls = {c: _fit_score(make_control(c), inputs[c], setup.y, setup.test_inputs[c])
+                             for c in inputs}
     res = {"target": target, "classes": [str(c) for c in setup.classes],
            "class_counts": setup.counts(setup.y), "n": len(setup.y),
            "auroc_kind": "binary" if setup.n_classes == 2 else "one-vs-rest macro",
@@ -171,8 +174,6 @@ def _probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, pr
     res.update(evaluate_scores(setup.y, oof, controls, n_boot, seed, setup.strata))
     res["test_run"] = None
     if setup.y_test is not None:
-        test_controls = {c: _fit_score(make_control(c), inputs[c], setup.y, setup.test_inputs[c])
-                         for c in inputs}
         res["test_run"] = {"n": len(setup.y_test), "class_counts": setup.counts(setup.y_test),
                            **evaluate_scores(setup.y_test, transfer, test_controls, n_boot, seed)}
     return res
@@ -214,12 +215,13 @@ class _Setup:
         return {str(c): int((y == i).sum()) for i, c in enumerate(self.classes)}
 
 
-def _one_blas_thread(items):
-    """Iterate `items` with BLAS limited to one thread: probe-sized fits (hundreds of questions)
-    run several times slower with threaded BLAS, most of all on a busy machine."""
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS limited to one thread: probe-sized fits (hundreds of questions) run several times
+    slower with threaded BLAS, most of all on a busy machine."""
     import sklearn.linear_model  # noqa: F401  (loads scipy's BLAS, so that the limit reaches it)
     with threadpool_limits(1):
-        yield from items
+        yield
 
 
 def _probe_model():
