@@ -293,22 +293,23 @@ def test_probe_finds_planted_signal(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
     assert code == 0
     res = json.loads(out)
-    acc = {k: v["accuracy"] for k, v in res["layers"].items()}
-    assert list(acc) == ["layer_0", "layer_1", "layer_2", "layer_3"]
-    assert res["majority_baseline"] == pytest.approx(0.5) and res["examples"] == 60
-    assert acc["layer_2"] >= 0.9 and acc["layer_3"] >= 0.9
-    assert acc["layer_0"] <= 0.75 and acc["layer_1"] <= 0.75
-    assert res["best_layer"] in ("layer_2", "layer_3")
+    auroc = {k: v["auroc"] for k, v in res["layers"].items()}
+    assert list(auroc) == ["layer_0", "layer_1", "layer_2", "layer_3"]
+    assert res["controls"]["majority"]["auroc"] == pytest.approx(0.5) and res["n"] == 60
+    assert auroc["layer_2"] >= 0.9 and auroc["layer_3"] >= 0.9
+    assert auroc["layer_0"] <= 0.75 and auroc["layer_1"] <= 0.75
+    assert res["best_layer"] in ("layer_2", "layer_3") and res["verdict"] == "layer_2"
     assert_png(res["plots"][0])
-    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots")
-    assert code == 0 and "majority_baseline" in out and "best layer:" in out
+    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--no_progress")
+    assert code == 0 and "majority" in out and "verdict:    layer_2" in out
 
 
 def test_probe_stays_near_chance_on_noise(tmp_path):
     run = make_run(tmp_path / "run", n=60, signal_from=None, seed=3)
     res = aa.probe_run(run)
     for name, v in res["layers"].items():
-        assert v["accuracy"] <= 0.75, (name, v)
+        assert v["auroc"] <= 0.75, (name, v)
+    assert res["verdict"] == "no evidence beyond the controls"
 
 
 def test_probe_errors(tmp_path, capsys):

@@ -27,7 +27,7 @@ import torch
 from .arrays import load_record
 from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_pca,
                     plot_position_heatmap, plot_probe)
-from .probe import probe_run
+from .probe import NO_EVIDENCE, probe_run
 from .stats import STAT_KEYS, analyze_directory, compare_files, describe_record
 
 MAX_LISTED_FILES = 50      # --directory text output: per-file rows shown (JSON lists all)
@@ -112,12 +112,57 @@ def _text_compare(res):
                      + ["", format_table(heads, rows)])
 
 
+def _ci(value, ci):
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _probe_tables(part, res):
+    """The controls table and the per-layer table of one probe evaluation (a run or a transfer)."""
+    best = part["best_control"]
+    controls = format_table(["control", "AUROC [95% CI]", "accuracy [95% CI]"],
+                            [[c + (" (best)" if c == best else ""), _ci(v["auroc"], v["auroc_ci"]),
+                              _ci(v["accuracy"], v["accuracy_ci"])] for c, v in part["controls"].items()])
+    adj = res["bootstrap"]["adjusted_level"] * 100
+    rows = [[n + (" <- verdict" if n == part["verdict"] else ""), _ci(v["auroc"], v["auroc_ci"]),
+             _ci(v["accuracy"], v["accuracy_ci"]), f"{part['controls'][best]['auroc']:.3f}",
+             _ci(v["selectivity"], v["selectivity_ci"])] for n, v in part["layers"].items()]
+    layers = format_table(["layer", "AUROC [95% CI]", "accuracy [95% CI]", f"best control ({best})",
+                           f"selectivity [{adj:.2f}% CI, adjusted]"], rows)
+    return controls + "\n\n" + layers
+
+
+def _verdict_line(part):
+    best = part["best_layer"]
+    v = part["layers"][best]
+    if part["verdict"] == NO_EVIDENCE:
+        return (f"verdict:    {NO_EVIDENCE}: no layer's adjusted selectivity interval is above 0 "
+                f"(best layer {best}: AUROC {v['auroc']:.3f}, selectivity {v['selectivity']:+.3f})")
+    w = part["layers"][part["verdict"]]
+    return (f"verdict:    {part['verdict']} is the first layer that beats every control: selectivity "
+            f"{w['selectivity']:+.3f}, adjusted interval [{w['selectivity_ci'][0]:+.3f}, "
+            f"{w['selectivity_ci'][1]:+.3f}] (best layer {best}: AUROC {v['auroc']:.3f})")
+
+
 def _text_probe(res):
-    rows = [[n, v["accuracy"], v["std"], res["majority_baseline"]] for n, v in res["layers"].items()]
-    return "\n".join([f"run:        {res['run_dir']}",
-                      f"examples:   {res['examples']} ({res['correct']} correct), {res['n_splits']}-fold CV",
-                      f"best layer: {res['best_layer']} ({res['layers'][res['best_layer']]['accuracy']:.3f})", "",
-                      format_table(["layer", "accuracy", "+-std", "majority_baseline"], rows)])
+    counts = ", ".join(f"{k}: {v}" for k, v in res["class_counts"].items())
+    b = res["bootstrap"]
+    head = [f"run:        {res['run_dir']}",
+            f"target:     {res['target']} ({counts}; {res['n']} questions); AUROC {res['auroc_kind']}",
+            f"probe:      standardized logistic regression on {res['reduce']} activations; "
+            f"{res['cv']['folds']}-fold {res['cv']['method']}, seed {res['cv']['seed']}",
+            f"intervals:  95% percentile bootstrap over questions ({b['resamples']} resamples, paired "
+            f"across probe and controls); selectivity = AUROC - best control's AUROC, interval "
+            f"{b['adjustment']} ({b['adjusted_level'] * 100:.2f}%), best control taken as the "
+            f"{b['best_control']}"]
+    head += [f"note:       {n}" for n in res["notes"]]
+    out = ["\n".join(head), _probe_tables(res, res)]
+    t = res.get("test_run")
+    if t:
+        tc = ", ".join(f"{k}: {v}" for k, v in t["class_counts"].items())
+        out += [f"transfer:   trained on all of {res['run_dir']}, scored on {t['run_dir']} ({tc}; "
+                f"{t['n']} questions)", _probe_tables(t, res), "transfer " + _verdict_line(t)]
+    out.append(_verdict_line(res))
+    return "\n\n".join(out)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -128,6 +173,8 @@ EPILOG = """examples:
   python analyze_activations.py --compare a.pkl b.pkl --plot --output_dir plots
   python analyze_activations.py --directory results/run1 --plot --layer layer_12 --output_dir plots
   python analyze_activations.py --probe results/run1 --output_dir plots
+  python analyze_activations.py --probe results/run1 --target category --probe_groups category --json
+  python analyze_activations.py --probe results/run1 --test_run results/run2
 """
 
 
@@ -144,8 +191,20 @@ def build_parser(prog="analyze_activations.py"):
     sel.add_argument("--layers", metavar="NAMES", help="comma-separated layer names to read (default: all)")
     sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
-    sel.add_argument("--folds", type=int, default=5, metavar="K", help="--probe: CV folds (default 5)")
-    sel.add_argument("--seed", type=int, default=0, metavar="S", help="--probe: fold shuffling seed (default 0)")
+    pr = p.add_argument_group("probe (--probe)")
+    pr.add_argument("--target", default="correct", metavar="FIELD",
+                    help="boolean or categorical field of the results rows to predict (default: correct)")
+    pr.add_argument("--test_run", metavar="RUN_DIR",
+                    help="also train on all of --probe's run and report transfer to this run's questions")
+    pr.add_argument("--probe_groups", metavar="FIELD",
+                    help="hold out whole groups of FIELD (e.g. category) per fold instead of "
+                         "stratified folds")
+    pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
+    pr.add_argument("--seed", type=int, default=0, metavar="S",
+                    help="seed of the fold shuffling and the bootstrap (default 0)")
+    pr.add_argument("--bootstrap", type=int, metavar="B",
+                    help="bootstrap resamples, at least 1000 (default: enough for ~10 beyond each "
+                         "Bonferroni-adjusted tail, 2000-20000)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     out.add_argument("--plot", action="store_true", help="write PNG plots to --output_dir")
@@ -206,9 +265,14 @@ def run(args):
     else:
         if args.folds < 2:
             raise ValueError("--folds must be at least 2")
-        res = probe_run(args.probe, layers, args.folds, args.seed)
+        if args.bootstrap is not None and args.bootstrap < 1000:
+            raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
+        res = probe_run(args.probe, layers, args.folds, args.seed, target=args.target,
+                        groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
+                        progress=not args.no_progress)
         text = _text_probe(res)
-        plots.append(plot_probe(res, os.path.join(od, "probe_accuracy.png")))
+        suffix = "" if args.target == "correct" else f"_{args.target}"
+        plots.append(plot_probe(res, os.path.join(od, f"probe_{res['run_name']}{suffix}.png")))
     if plots:
         res["plots"] = plots
         text += "\n\n" + "\n".join(f"saved plot: {p}" for p in plots)

@@ -3,6 +3,8 @@
 Public names:
     REDUCTIONS                                  ("last_prompt", "mean_prompt", "last") or an int
     load_run_layer(run_dir, layer, reduce="last_prompt") -> (float32 [n, hidden], rows)
+    load_run_layers(run_dir, layers, reduce="last_prompt") -> ({layer: float32 [n, hidden]}, rows)
+                                                the same for several layers, each file read once
     parse_reduce(reduce)                        the one check of a reduce= value
 
 Example:
@@ -54,6 +56,41 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
         raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
                          f"run's records: {run_dir}")
     return np.stack(vectors).astype(np.float32, copy=False), used
+
+
+def load_run_layers(run_dir, layers, reduce="last_prompt"):
+    """load_run_layer for several layers at once: each record file is read once (a pickle is
+    always read whole, so one layer at a time would read it once per layer).
+
+    >>> mats, rows = load_run_layers("runs/r1", ["layer_4", "layer_5"])
+    >>> mats["layer_5"].shape          # (n_questions, hidden)
+    """
+    run_dir = os.fspath(run_dir)
+    reduce = parse_reduce(reduce)
+    layers = list(layers)
+    vectors, used = {name: [] for name in layers}, []
+    for row in read_results(run_dir):
+        rel = row.get("activation_file")
+        if not rel:
+            continue
+        path = os.path.join(run_dir, rel)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
+                                    f"{rel!r}, which does not exist: {path}")
+        record = load_activations(path, layers=layers)
+        for name in layers:
+            vectors[name].append(_pick_vector(record, name, reduce, path).copy())
+        used.append(row)
+    if not used:
+        raise ValueError(f"no row of {RESULTS_FILE} has an activation_file: {run_dir}")
+    out = {}
+    for name, vs in vectors.items():
+        widths = {v.shape[0] for v in vs}
+        if len(widths) > 1:
+            raise ValueError(f"layer {name!r} has different widths {sorted(widths)} across the "
+                             f"run's records: {run_dir}")
+        out[name] = np.stack(vs).astype(np.float32, copy=False)
+    return out, used
 
 
 REDUCTIONS = ("last_prompt", "mean_prompt", "last")

@@ -13,7 +13,8 @@ Public names:
     plot_compare(comparison, path)                   cosine and L2 distance by layer (compare_records)
     plot_pca(run_dir, path, layer=None)              2-D PCA of a run's last-prompt-token activations,
                                                      coloured by correct / incorrect
-    plot_probe(probe_result, path)                   probe accuracy by layer vs. the majority baseline
+    plot_probe(probe_result, path)                   probe AUROC by layer with 95% bands, the controls,
+                                                     selectivity with its adjusted band, the verdict
     default_layer(names) -> str                      the middle decoder layer (PCA default)
     MAX_LABELLED_POSITIONS                           heatmap: token labels up to this many positions
 
@@ -22,8 +23,8 @@ Example:
     >>> res = stats.analyze_file("results/run1/activations/q0001.safetensors")
     >>> plots.plot_layer_norms(res["layers"], "plots/q0001_norms.png")
     'plots/q0001_norms.png'
-    >>> plots.plot_probe(probe.probe_run("results/run1"), "plots/probe_accuracy.png")
-    'plots/probe_accuracy.png'
+    >>> plots.plot_probe(probe.probe_run("results/run1"), "plots/probe_run1.png")
+    'plots/probe_run1.png'
 """
 import math
 import os
@@ -202,19 +203,66 @@ def plot_pca(run_dir, path, layer=None):
 
 
 def plot_probe(result, path):
-    """Probe accuracy (+- std over folds) by layer beside the majority-class baseline."""
+    """Probe AUROC by layer with its 95% band, every control as a line, and the selectivity with
+    its Bonferroni-adjusted band below; the verdict layer is marked. With a test run, the transfer
+    AUROC is drawn too. `result` is probe.probe_run's (or probe_features') dict."""
     names = list(result["layers"])
-    acc = [result["layers"][n]["accuracy"] for n in names]
-    std = [result["layers"][n]["std"] for n in names]
-    fig, ax = _layer_figure(names)
-    ax.errorbar(range(len(names)), acc, yerr=std, marker="o", capsize=3,
-                label=f"probe accuracy ({result['n_splits']}-fold CV, +- std)")
-    ax.axhline(result["majority_baseline"], color="gray", linestyle="--",
-               label=f"majority-class baseline ({result['majority_baseline']:.2f})")
-    _layer_axis(ax, names)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy predicting 'correct'")
-    ax.set_title(f"Linear probe on last-prompt-token activations (n={result['examples']})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    x = np.arange(len(names))
+    fig = _figure(min(13, max(7, 0.3 * len(names) + 4)), 7.5)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    _probe_curve(top, x, result["layers"], "C0", "probe AUROC (out-of-fold)")
+    transfer = result.get("test_run")
+    if transfer:
+        _probe_curve(top, x, transfer["layers"], "C3",
+                     f"transfer AUROC on {transfer.get('run_name') or 'test run'}")
+    styles = dict(zip(result["controls"], [(":", "0.45"), ("--", "C4"), ("-.", "C5"), ((0, (6, 2)), "C8")]))
+    for name, ctrl in result["controls"].items():
+        best = name == result["best_control"]
+        style, color = styles.get(name, ("--", "0.3"))
+        top.axhline(ctrl["auroc"], color=color, linewidth=2.2 if best else 1.2, linestyle=style,
+                    label=f"control: {name}{' (best)' if best else ''} {ctrl['auroc']:.2f} "
+                          f"[{ctrl['auroc_ci'][0]:.2f}, {ctrl['auroc_ci'][1]:.2f}]")
+        if best:
+            top.axhspan(*ctrl["auroc_ci"], color=color, alpha=0.08)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel(f"AUROC ({result['auroc_kind']})")
+    top.grid(alpha=0.3)
+    top.legend(loc="lower right", fontsize=7)
+    kind = f"'{result['target']}'"
+    run = result.get("run_name") or "run"
+    top.set_title(f"Linear probe of {kind} by layer - {run} (n={result['n']}, "
+                  f"{result['cv']['folds']}-fold CV, 95% bootstrap bands)", fontsize=10)
+
+    sel = np.array([result["layers"][n]["selectivity"] for n in names])
+    band = np.array([result["layers"][n]["selectivity_ci"] for n in names], dtype=float)
+    adj = result["bootstrap"]["adjusted_level"] * 100
+    bottom.fill_between(x, band[:, 0], band[:, 1], color="C2", alpha=0.25,
+                        label=f"{adj:.2f}% interval (Bonferroni over {len(names)} layers)")
+    bottom.plot(x, sel, marker="o", markersize=3, color="C2",
+                label=f"selectivity = probe - best control ({result['best_control']})")
+    bottom.axhline(0, color="k", linewidth=0.8)
+    bottom.set_ylabel("selectivity (AUROC)")
+    bottom.grid(alpha=0.3)
+    verdict = result["verdict"]
+    marks = [(verdict, "C1", "-", "verdict")]
+    if transfer and transfer["verdict"] in result["layers"]:
+        marks.append((transfer["verdict"], "C3", "--", "transfer verdict"))
+    for layer, color, style, label in marks:
+        for ax in (top, bottom):
+            if layer in result["layers"]:
+                ax.axvline(names.index(layer), color=color, linestyle=style, linewidth=1.5,
+                           label=f"{label}: {layer}" if ax is bottom else None)
+    if verdict not in result["layers"]:
+        bottom.text(0.01, 0.95, f"verdict: {verdict}", transform=bottom.transAxes, va="top", fontsize=9,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    bottom.legend(loc="lower right", fontsize=7)
+    _layer_axis(bottom, names)
     return _save(fig, path)
+
+
+def _probe_curve(ax, x, layers, color, label):
+    """One AUROC-by-layer line with its 95% bootstrap band."""
+    auroc = np.array([v["auroc"] for v in layers.values()])
+    ci = np.array([v["auroc_ci"] for v in layers.values()], dtype=float)
+    ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2)
+    ax.plot(x, auroc, marker="o", markersize=3, color=color, label=f"{label}, 95% band")
