@@ -114,11 +114,11 @@ def read_benchmark(path=None, *, question_field="question", answer_field="answer
         except BenchmarkError as e:
             row_id = _skipped_id(record, fields)
             if strict:
-                raise BenchmarkError(f"{name}: {where}{f' (id {row_id})' if row_id else ''}: {e}") from None
+                raise BenchmarkError(f"{name}: {where}: {e}{f' (row id {row_id})' if row_id else ''}") from None
             skipped.append({"id": row_id, "where": where, "reason": str(e)})
     for s in skipped:
         log.warning("%s: skipping %s%s: %s (--strict makes this an error)", name, s["where"],
-                    f" (id {s['id']})" if s["id"] else "", s["reason"])
+                    f" (row id {s['id']})" if s["id"] else "", s["reason"])
     if not rows:
         raise BenchmarkError(f"{name}: no usable rows: all {len(skipped)} were skipped; the first, "
                              f"{skipped[0]['where']}: {skipped[0]['reason']}")

@@ -189,9 +189,10 @@ def with_prompts(rows, settings=None, pool=None):
     """Copies of rows, each with its "prompt" (examples drawn from pool, default: the rows themselves).
 
     Example:
-        >>> rows = with_prompts(load_benchmark()[:3], PromptSettings(template="Q: {question}\\nA:"))
+        >>> rows = with_prompts([{"id": "g", "question": "Capital of France?", "answer": ["Paris"]}],
+        ...                     PromptSettings(template="Q: {question}\\nA:"))
         >>> rows[0]["prompt"]
-        'Q: What is the capital of France?\\nA:'
+        'Q: Capital of France?\\nA:'
     """
     settings = settings or PromptSettings()
     pool = list(rows if pool is None else pool)

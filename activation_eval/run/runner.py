@@ -34,13 +34,15 @@ from tqdm.auto import tqdm
 from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.answering import iter_answers
-from ..eval.benchmark import format_question, load_benchmark
+from ..eval.benchmark import read_benchmark
+from ..eval.prompts import prompt_of, with_prompts
+from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
 from . import distributed
-from .config import RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
+from .config import RunConfig, RunError, benchmark_label  # noqa: F401  (re-exported: the runner's inputs)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def open_output_dir(config, rows=()):
 
 def plan_batches(rows, tokenizer, chat_template, batch_size):
     """Batches of rows with similar prompt lengths, so little compute goes to padding."""
-    lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], chat_template)
+    lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], chat_template)
     order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
@@ -124,10 +126,10 @@ def run_benchmark(config):
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
     # every input is checked (on the main process first) before anything is written
-    rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
+    rows, skipped = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
-                                  continuous_batching=config.continuous_batching)
+                                  continuous_batching=config.continuous_batching, system_prompt=config.system_prompt)
     batches = plan_batches(rows, tokenizer, config.chat_template, unit_size(model, tokenizer, settings, config.batch_size))
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
@@ -151,7 +153,7 @@ def run_benchmark(config):
             distributed.crash_point(procs.rank, n)
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
-    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world),
+    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world, skipped),
                          "merging the results")
 
 
@@ -173,11 +175,17 @@ def _trim_heap():
 
 
 def _load_rows(config, check=True):
-    rows = load_benchmark(config.benchmark, question_field=config.question_field, answer_field=config.answer_field,
-                          choices_field=config.choices_field, id_field=config.id_field)[: config.limit]
+    """(the rows to answer, each with its prompt; the benchmark's skipped rows)."""
+    bench = read_benchmark(config.benchmark, **config.benchmark_options())
+    pool = None                                    # few-shot examples: the other rows by default
+    if config.fewshot_file or config.fewshot_split:
+        source = config.fewshot_file or config.benchmark
+        pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split,
+                                             skip_rows=0 if config.fewshot_file else config.skip_rows)).rows
+    rows = with_prompts(bench.rows[: config.limit], config.prompt_settings(), pool if pool is not None else bench.rows)
     if check:
         check_output_dir(config)
-    return rows
+    return rows, bench.skipped
 
 
 def _load_model(config, procs):
@@ -251,31 +259,35 @@ def _save_record(config, result, record, key):
     return result
 
 
-def _finish(config, rows, batches, elapsed, answered, processes):
+def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
     final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
     missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
-    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes)
+    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
+                           skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)
     return summary
 
 
-def make_summary(config, results, elapsed, answered_now, processes=1):
-    per_category = {}
-    for row in results:
-        stats = per_category.setdefault(row.get("category") or "uncategorized", {"n": 0, "correct": 0})
-        stats["n"] += 1
-        stats["correct"] += bool(row["correct"])
-    for stats in per_category.values():
-        stats["accuracy"] = stats["correct"] / stats["n"]
-    correct = sum(bool(r["correct"]) for r in results)
-    return {"model": config.model, "benchmark": os.path.abspath(config.benchmark), "output_dir": config.output_dir,
-            "questions": len(results), "correct": correct,
-            "accuracy": correct / len(results) if results else 0.0,
-            "per_category": dict(sorted(per_category.items())),
+def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), skipped=()):
+    """summary.json: accuracy with its standard error, 95% bootstrap interval and chance baseline, overall
+    and per category (over graded rows: a row whose `correct` is None is counted as ungraded), the
+    benchmark rows skipped as unusable, and the run's speed."""
+    chance = {row["id"]: chance_accuracy(row) for row in rows}
+    graded = [r for r in results if r.get("correct") is not None]
+    by_category = {}
+    for row in graded:
+        by_category.setdefault(row.get("category") or "uncategorized", []).append(row)
+    overall = _stats(graded, chance)
+    return {"model": config.model, "benchmark": benchmark_label(config.benchmark), "output_dir": config.output_dir,
+            "questions": len(results), "graded": overall["n"], "ungraded": len(results) - overall["n"],
+            "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
+            "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": overall["chance"],
+            "per_category": {name: _stats(group, chance) for name, group in sorted(by_category.items())},
+            "skipped_rows": len(skipped), "skipped_ids": [s["id"] or s["where"] for s in skipped],
             "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
             "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
@@ -283,13 +295,39 @@ def make_summary(config, results, elapsed, answered_now, processes=1):
             "activation_dir": config.activation_save_dir if config.capture_activations else None}
 
 
+def _stats(results, chance):
+    """accuracy_stats of graded results rows; chance: the mean baseline of those rows (None if unknown)."""
+    known = [chance[r["id"]] for r in results if r["id"] in chance]
+    baseline = sum(known) / len(known) if known and len(known) == len(results) else None
+    return accuracy_stats([r["correct"] for r in results], chance=baseline)
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _interval(ci):
+    return "-" if ci is None else f"{ci[0]:.1%}-{ci[1]:.1%}"
+
+
 def format_summary(summary):
-    """An aligned, human-readable table of a summary."""
+    """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance."""
+    graded = summary.get("graded", summary["questions"])
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
-             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{summary['questions']} correct)", "",
-             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9}"]
+             f"accuracy   {summary['accuracy']:.1%} ± {_pct(summary.get('accuracy_stderr'))} (SE), 95% CI "
+             f"{_interval(summary.get('accuracy_ci95'))}, chance {_pct(summary.get('chance'))}  "
+             f"({summary['correct']}/{graded} correct)", "",
+             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"]
     for name, stats in summary["per_category"].items():
-        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {stats['accuracy']:>9.1%}")
+        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
+                     f"{_pct(stats.get('stderr')):>6} {_interval(stats.get('ci95')):>13} {_pct(stats.get('chance')):>7}")
+    if summary.get("ungraded"):
+        lines.append(f"ungraded   {summary['ungraded']} question(s) without a verdict (not in the accuracy)")
+    if summary.get("skipped_rows"):
+        ids = summary.get("skipped_ids", [])
+        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+        lines.append(f"skipped    {summary['skipped_rows']} benchmark row(s) the grader cannot use ({shown}); "
+                     "see the warnings, or --strict to stop on them")
     qps = summary["questions_per_second"]
     lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
               + (f" ({qps:.2f} questions/s)" if qps else "")]
