@@ -147,7 +147,8 @@ def fewshot_examples(row, pool, k, seed=DEFAULT_FEWSHOT_SEED, _index=None):
     if k == 0:
         return []
     ids, questions = _index or _pool_index(pool)
-    own = (row.get("id") in ids) + questions[row.get("question")]   # at most this many pool rows are the row
+    # pool rows that are this question: same question text, or same id (with another text)
+    own = questions[row.get("question")] + (row.get("id") in ids and ids[row.get("id")] != row.get("question"))
     if len(pool) - own < k:
         raise BenchmarkError(f"--num_fewshot {k}: only {len(pool) - own} other rows to draw examples from "
                              f"(question {row.get('id')!r}); lower --num_fewshot or pass a larger --fewshot_file")
@@ -159,7 +160,7 @@ def fewshot_examples(row, pool, k, seed=DEFAULT_FEWSHOT_SEED, _index=None):
 
 
 def _pool_index(pool):
-    return {r.get("id") for r in pool}, Counter(r.get("question") for r in pool)
+    return {r.get("id"): r.get("question") for r in pool}, Counter(r.get("question") for r in pool)
 
 
 def _joined(prompt, target):
