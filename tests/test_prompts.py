@@ -115,3 +115,28 @@ def test_main_sends_system_prompt_and_fewshot_and_keeps_the_prompt(tiny_dir, tmp
         assert record["generation"]["system_prompt"] == "You are terse."
     config = json.loads((out / "run_config.json").read_text())
     assert config["system_prompt"] == "You are terse." and config["num_fewshot"] == 2
+
+
+def test_fewshot_examples_come_from_the_split_or_file_given(tmp_path):
+    import datasets
+    from activation_eval.run.config import RunConfig
+    from activation_eval.run.runner import _load_rows
+    test = [{"question": f"Test question {i}?", "choices": ["x", "y"], "answer": i % 2} for i in range(4)]
+    dev = [{"question": "Dev question?", "choices": ["x", "y"], "answer": 1}]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(test),
+                          "dev": datasets.Dataset.from_list(dev)}).save_to_disk(tmp_path / "ds")
+    config = RunConfig(benchmark=str(tmp_path / "ds"), split="test", num_fewshot=1, fewshot_split="dev",
+                       output_dir=str(tmp_path / "o1"))
+    rows, skipped = _load_rows(config)
+    assert len(rows) == 4 and skipped == []
+    for row in rows:
+        assert row["prompt"].startswith("Dev question?\nA. x\nB. y\nAnswer with the letter of the correct choice.\nB\n\n")
+    fewshot = tmp_path / "shots.jsonl"
+    fewshot.write_text('{"question": "File question?", "answer": "7"}\n')
+    config = RunConfig(benchmark=str(tmp_path / "ds"), split="test", num_fewshot=1, fewshot_file=str(fewshot),
+                       output_dir=str(tmp_path / "o2"), limit=2)
+    rows, _ = _load_rows(config)
+    assert len(rows) == 2 and all(r["prompt"].startswith("File question?\nAnswer with a number only.\n7\n\n")
+                                  for r in rows)
+    with pytest.raises(ValueError, match="need --num_fewshot"):
+        RunConfig(fewshot_file=str(fewshot), output_dir=str(tmp_path / "o3"))
