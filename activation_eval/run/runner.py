@@ -179,9 +179,8 @@ def _load_rows(config, check=True):
     bench = read_benchmark(config.benchmark, **config.benchmark_options())
     pool = None                                    # few-shot examples: the other rows by default
     if config.fewshot_file or config.fewshot_split:
-        source = config.fewshot_file or config.benchmark
-        pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split,
-                                             skip_rows=0 if config.fewshot_file else config.skip_rows)).rows
+        source, own = (config.fewshot_file, {"skip_rows": 0, "subset": None}) if config.fewshot_file else (config.benchmark, {})
+        pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split, **own)).rows
     rows = with_prompts(bench.rows[: config.limit], config.prompt_settings(), pool if pool is not None else bench.rows)
     if check:
         check_output_dir(config)
