@@ -25,6 +25,7 @@ import os
 
 from .capture.generation import CaptureSettings, GenerationSettings, generate_records
 from .eval.answering import answer_rows
+from .eval.benchmark import normalize_row, stable_id
 from .models import DEFAULT_MODEL, load_model
 from .store import records
 from .store.records import load_activations, save_activations
@@ -57,12 +58,21 @@ def _settings(max_new_tokens, use_chat_template, generate_kwargs):
 
 
 def _as_row(question):
-    """A benchmark row from a row dict or a bare question string."""
+    """A normalized benchmark row from a row dict (as load_benchmark reads it: the same gold conventions,
+    and the stable id when it has none), or an ungraded row from a bare question string."""
     if isinstance(question, str):
-        return {"id": None, "question": question, "answer": [], "choices": None, "category": None}
+        if not question.strip():
+            raise ValueError("the question is empty; pass a question string or a benchmark row dict")
+        text = question.strip()
+        return {"id": stable_id(text), "question": text, "answer": [], "choices": None, "category": None,
+                "grader": None}
     if not isinstance(question, dict) or "question" not in question:
         raise ValueError(f"question must be a string or a benchmark row dict with a 'question' key, got {question!r}")
-    return question
+    if "grader" in question and isinstance(question.get("answer"), list):
+        return question                        # already normalized (a row from load_benchmark)
+    if question.get("answer") in (None, "", []):
+        return dict(_as_row(question["question"]), **{k: question[k] for k in ("id", "category") if question.get(k)})
+    return normalize_row(question)
 
 
 def generate_inference(prompt, model=None, *, tokenizer=None, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
@@ -129,6 +139,11 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
     """Answer and grade one benchmark row: {id, question, prompt, response, answer, extracted, correct, grader, ...}.
 
     >>> answer_and_grade_benchmark_question({"id": "q1", "question": "What is 2 + 3?", "answer": "5"})["correct"]
+    >>> answer_and_grade_benchmark_question("What is the capital of Peru?")["correct"]     # None: ungraded
+
+    A row dict is read like a benchmark file's row (an integer answer with choices is a 0-based index,
+    ...; see eval/grading.py) and gets the stable id of its question when it has no "id". A bare
+    question string is answered but not graded (correct, extracted and grader are None).
 
     With capture_activations=True the record is saved as activation_save_dir/<id>.<activation_format>
     and the result names it in "activation_file".
@@ -139,7 +154,7 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
     capture = CaptureSettings(layers_to_capture, positions, activation_dtype) if capture_activations else None
     result, record = answer_rows(model, tokenizer, [row], settings, capture)[0]
     if capture_activations and save_activations:
-        path = record_path(activation_save_dir, row.get("id") or "question", activation_format)
+        path = record_path(activation_save_dir, row["id"], activation_format)
         records.save_activations(record, path)  # the argument save_activations is a bool here
         result["activation_file"] = path
     if return_record:

@@ -6,6 +6,8 @@ Public names:
     LoadOptions                   device / dtype / device_map / chat_template settings
     load_model(name=None, **opts) -> (model, tokenizer), cached: a second call returns the same objects
     resolve_device(device)        "auto" -> "cuda" | "mps" | "cpu"
+    check_device(device)          a ModelLoadError naming the available devices when `device` is not one
+    available_devices()           ["cpu", "cuda:0", ...] on this machine
     uses_chat_template(tokenizer, setting) -> bool
     default_model_dir()           the converted safetensors folder of the default model (built on first use)
 
@@ -51,10 +53,44 @@ class LoadOptions:
     max_memory: dict = None     # with device_map, e.g. {0: "20GiB", "cpu": "60GiB"}
 
     def __post_init__(self):
-        if self.device not in DEVICES and not str(self.device).startswith(("cuda:", "mps:")):
-            raise ModelLoadError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
+        check_device(self.device)
         if self.dtype not in DTYPES:
             raise ModelLoadError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+
+
+def _mps_available():
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available_devices():
+    """The devices this machine has: ["cpu"] + ["cuda:0", ...] + ["mps"]."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu"] + cuda + (["mps"] if _mps_available() else [])
+
+
+def check_device(device):
+    """Raise ModelLoadError (one line, naming what is available) unless `device` exists here.
+
+    Example:
+        >>> check_device("cpu")
+        >>> check_device("cuda:7")        # on a machine without it  # doctest: +SKIP
+        Traceback (most recent call last):
+        ModelLoadError: --device cuda:7 is not available on this machine (available: cpu); ...
+    """
+    name = str(device)
+    kind, _, index = name.partition(":")
+    if name != "auto" and (kind not in DEVICES[1:] or (index and not index.isdigit()) or (kind == "cpu" and index)):
+        raise ModelLoadError(f"unknown device {name!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
+    available = available_devices()
+    if kind == "cuda":
+        exists = torch.cuda.is_available() and int(index or 0) < torch.cuda.device_count()
+    elif kind == "mps":
+        exists = _mps_available() and index in ("", "0")
+    else:
+        exists = True
+    if not exists:
+        raise ModelLoadError(f"--device {name} is not available on this machine (available: {', '.join(available)}); "
+                             "pass --device auto or one of those")
 
 
 def resolve_device(device="auto"):
@@ -63,7 +99,7 @@ def resolve_device(device="auto"):
         return device
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         return "mps"
     return "cpu"
 

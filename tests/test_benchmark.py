@@ -1,4 +1,6 @@
-"""Tests for benchmark.py: loading, prompts, graders, and the built-in benchmark (no models)."""
+"""Tests for eval/benchmark.py, prompts.py and grading.py: loading, prompts, graders, and the built-in
+benchmark (no models). New formats, answer conventions and linearity: test_formats.py,
+test_conventions.py, test_grader_linearity.py."""
 import json
 import os
 import sys
@@ -225,7 +227,7 @@ def test_grade_picks_grader():
     assert grade("Paris", PARIS) == {"extracted": "Paris", "correct": True, "grader": "text"}
     assert grader_name({"answer": ["7", "seven"]}) == "text"       # not all answers are numbers
     assert grader_name({"answer": ["1,024", "1024.0"]}) == "number"
-    assert set(GRADERS) == {"text", "choice", "number"}
+    assert set(GRADERS) == {"text", "choice", "choice_all", "number"}
     assert GRADERS["number"] is grade_number
 
 
@@ -249,10 +251,11 @@ def test_load_jsonl_normalizes(tmp_path):
     ]) + "\n")
     rows = load_benchmark(path)
     assert rows[0] == {"id": "a1", "question": "Capital of France?", "answer": ["Paris"],
-                       "choices": None, "category": "geo"}
+                       "choices": None, "category": "geo", "grader": "text"}
     assert rows[1]["id"] == "7" and rows[1]["answer"] == ["42"] and rows[1]["category"] is None
     assert rows[2]["choices"] == ["Shark", "Dolphin"]
-    assert set(rows[2]) == {"id", "question", "answer", "choices", "category"}
+    assert set(rows[2]) == {"id", "question", "answer", "choices", "category", "grader"}
+    assert rows[1]["grader"] == "number" and rows[2]["grader"] == "choice"
 
 
 def test_generated_ids_are_stable_and_content_based(tmp_path):
@@ -291,7 +294,8 @@ def test_load_csv_lists_and_field_mapping(tmp_path):
     assert [r["id"] for r in rows] == ["c1", "c2", "c3"]
     assert rows[0]["answer"] == ["Washington", "Washington D.C."] and rows[0]["choices"] is None
     assert rows[1]["choices"] == ["Shark", "Dolphin", "Trout"]
-    assert rows[2]["answer"] == ["14"] and rows[2]["choices"] == ["3", "14"] and rows[2]["category"] is None
+    # a choice's text as gold becomes its letter
+    assert rows[2]["answer"] == ["B"] and rows[2]["choices"] == ["3", "14"] and rows[2]["category"] is None
 
 
 def test_load_default_argument_is_builtin():
@@ -324,9 +328,11 @@ def test_load_default_argument_is_builtin():
     ("badcell.csv", 'question,answer\nq,"[""a"",]"\n', "not valid JSON"),
 ])
 def test_load_errors(tmp_path, name, text, expected):
+    """Every bad file or row is one error naming the file (a bad row: with strict=True; see test_formats.py
+    for the default, which skips the row)."""
     path = write(tmp_path, name, text)
     with pytest.raises(BenchmarkError) as e:
-        load_benchmark(path)
+        load_benchmark(path, strict=True)
     assert expected in str(e.value)
     assert name in str(e.value)
 
@@ -407,6 +413,32 @@ def test_builtin_gold_answers_grade_as_correct():
         assert not grade("", row)["correct"]
 
 
+def test_builtin_rows_grade_exactly_as_before():
+    """The 122 responses of a default `make run` made before the graders were split and made linear
+    (tests/data/builtin_responses.jsonl, verdicts from that run): every verdict is unchanged, 64/122."""
+    rows = {r["id"]: r for r in load_benchmark()}
+    with open(os.path.join(os.path.dirname(__file__), "data", "builtin_responses.jsonl")) as f:
+        recorded = [json.loads(line) for line in f]
+    assert len(recorded) == len(rows) == 122 and sum(r["correct"] for r in recorded) == 64
+    for r in recorded:
+        assert grade(r["response"], rows[r["id"]]) == {k: r[k] for k in ("extracted", "correct", "grader")}, r["id"]
+
+
+def test_builtin_rows_wrong_answers_are_wrong():
+    """Another row's gold, a wrong letter or a neighbouring number is graded wrong for every row."""
+    rows = load_benchmark()
+    for i, row in enumerate(rows):
+        if row["choices"]:
+            wrong = [letter for letter in "ABCD"[:len(row["choices"])] if letter not in row["answer"]]
+        elif row["grader"] == "number":
+            wrong = [str(float(row["answer"][0]) + 1)]
+        else:
+            wrong = ["Atlantis"]
+        for answer in wrong:
+            assert grade(answer, row)["correct"] is False, (row["id"], answer)
+            assert grade(f"The answer is {answer}.", row)["correct"] is False, (row["id"], answer)
+
+
 def test_builtin_arithmetic_gold_is_right():
     """Re-compute the plain "What is X op Y?" questions."""
     import re
@@ -425,9 +457,13 @@ def test_builtin_arithmetic_gold_is_right():
 
 def test_docstring_examples_run():
     import doctest
-    result = doctest.testmod(benchmark)
-    assert result.attempted >= 8 and result.failed == 0
+    from activation_eval.eval import errors, grading, prompts, scores
+    for module, least in ((benchmark, 5), (grading, 8), (prompts, 6), (scores, 2), (errors, 1)):
+        result = doctest.testmod(module)
+        assert result.attempted >= least and result.failed == 0, module.__name__
 
 
 def test_module_has_no_torch_import():
-    assert "torch" not in benchmark.__dict__
+    from activation_eval.eval import grading, prompts
+    for module in (benchmark, grading, prompts):
+        assert "torch" not in module.__dict__

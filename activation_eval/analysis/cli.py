@@ -294,7 +294,12 @@ def main(argv=None):
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    print(json.dumps(_jsonable(res), indent=2) if args.json else text)
+    try:
+        print(json.dumps(_jsonable(res), indent=2) if args.json else text)
+        sys.stdout.flush()
+    except BrokenPipeError:          # `analyze_activations.py ... | head`: the reader left, end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())    # the interpreter's last flush cannot raise again
     return 0
 
 

@@ -2,8 +2,10 @@
 
 Public names:
     GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching
-    encode_prompts(tokenizer, prompts, use_chat_template) -> BatchEncoding (left-padded)
-    prompt_lengths(tokenizer, prompts, use_chat_template) -> [int]
+                              / system prompt
+    model_texts(tokenizer, prompts, use_chat_template, system_prompt=None) -> (texts, add special tokens?)
+    encode_prompts(tokenizer, prompts, use_chat_template, system_prompt=None) -> BatchEncoding (left-padded)
+    prompt_lengths(tokenizer, prompts, use_chat_template, system_prompt=None) -> [int]
     generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> [record, ...]
     iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> (index, record), ...
     decoding_mode(model, tokenizer, settings) -> ("continuous" | "generate", why not continuous)
@@ -28,6 +30,7 @@ import dataclasses
 import datetime
 import platform
 
+import jinja2
 import torch
 import transformers
 
@@ -45,6 +48,7 @@ class GenerationSettings:
     use_chat_template: object = "auto"  # auto/on/off or True/False/None
     generate_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to model.generate
     continuous_batching: bool = True    # greedy decoding refills finished rows (False: model.generate)
+    system_prompt: str = None           # the chat template's system message; without a template, prepended
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -67,29 +71,45 @@ class CaptureSettings:
         return DTYPE_NAMES[self.dtype]
 
 
-def _model_texts(tokenizer, prompts, use_chat_template):
-    """(texts as the model reads them, whether the tokenizer adds its special tokens)."""
-    if uses_chat_template(tokenizer, use_chat_template):
-        return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                              add_generation_prompt=True) for p in prompts], False
-    return list(prompts), True
+def model_texts(tokenizer, prompts, use_chat_template="auto", system_prompt=None):
+    """(texts as the model reads them, whether the tokenizer adds its special tokens).
+
+    A system prompt is the chat template's system message; a template that refuses the system role
+    (e.g. Gemma's) gets it at the start of the user message, and without a template it is
+    prepended to the prompt, followed by a blank line.
+    """
+    if not uses_chat_template(tokenizer, use_chat_template):
+        return [f"{system_prompt}\n\n{p}" if system_prompt else p for p in prompts], True
+    return [_chat_text(tokenizer, p, system_prompt) for p in prompts], False
 
 
-def encode_prompts(tokenizer, prompts, use_chat_template="auto"):
+def _chat_text(tokenizer, prompt, system_prompt):
+    user = [{"role": "user", "content": prompt}]
+    if not system_prompt:
+        return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}] + user,
+                                             tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError:
+        merged = [{"role": "user", "content": f"{system_prompt}\n\n{prompt}"}]
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, prompts, use_chat_template="auto", system_prompt=None):
     """Tokenize prompts as one left-padded batch, through the chat template when it applies."""
-    texts, special = _model_texts(tokenizer, prompts, use_chat_template)
+    texts, special = model_texts(tokenizer, prompts, use_chat_template, system_prompt)
     return tokenizer(texts, add_special_tokens=special, padding=True, return_tensors="pt")
 
 
-def encode_each(tokenizer, prompts, use_chat_template="auto"):
+def encode_each(tokenizer, prompts, use_chat_template="auto", system_prompt=None):
     """Token ids of each prompt as encode_prompts feeds it, without padding: [[int, ...], ...]."""
-    texts, special = _model_texts(tokenizer, prompts, use_chat_template)
+    texts, special = model_texts(tokenizer, prompts, use_chat_template, system_prompt)
     return tokenizer(texts, add_special_tokens=special)["input_ids"]
 
 
-def prompt_lengths(tokenizer, prompts, use_chat_template="auto"):
+def prompt_lengths(tokenizer, prompts, use_chat_template="auto", system_prompt=None):
     """Token count of each prompt as encode_prompts feeds it (no padding, no tensors)."""
-    return [len(ids) for ids in encode_each(tokenizer, prompts, use_chat_template)]
+    return [len(ids) for ids in encode_each(tokenizer, prompts, use_chat_template, system_prompt)]
 
 
 def _eos_ids(model, tokenizer):
@@ -169,7 +189,7 @@ def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_s
 
 
 def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared):
-    ids = encode_each(tokenizer, prompts, settings.use_chat_template)
+    ids = encode_each(tokenizer, prompts, settings.use_chat_template, settings.system_prompt)
     eos_ids = _eos_ids(model, tokenizer)
     stop = kwargs.get("eos_token_id")
     stop_ids = set(stop if isinstance(stop, (list, tuple)) else [stop]) if stop is not None else eos_ids
@@ -189,7 +209,7 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
 
 def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared):
     """One left-padded model.generate call (under ActivationCapture) -> records in prompt order."""
-    batch = encode_prompts(tokenizer, prompts, settings.use_chat_template)
+    batch = encode_prompts(tokenizer, prompts, settings.use_chat_template, settings.system_prompt)
     device = model.get_input_embeddings().weight.device
     input_ids = batch["input_ids"].to(device)                  # (B, P_pad)
     attention_mask = batch["attention_mask"].to(device)
@@ -223,6 +243,8 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
               "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
     shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
     shared["generation"]["decoding"] = mode
+    if settings.system_prompt:
+        shared["generation"]["system_prompt"] = settings.system_prompt
     return shared
 
 

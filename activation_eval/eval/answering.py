@@ -11,10 +11,14 @@ Example:
     ...     print(result["id"], result["correct"])
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
-extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capture`, each record
+extracted, correct, grader, num_prompt_tokens, num_generated_tokens}, plus "system_prompt" when
+settings has one. `prompt` is the exact text asked (with few-shot examples; see prompts.prompt_of),
+before the system prompt and chat template that generation applies. A row without a gold answer
+(a bare question) is ungraded: correct, extracted and grader are None. With `capture`, each record
 also holds its activations and a "grading" entry with the same verdict.
 """
-from .benchmark import format_question, grade
+from .grading import grade
+from .prompts import prompt_of
 from ..capture.generation import iter_records
 
 RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
@@ -34,14 +38,22 @@ def answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=
 
 def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size=None):
     """Yield (result, record) for each row as its answer is finished (see answer_rows)."""
-    prompts = [format_question(row) for row in rows]
+    prompts = [prompt_of(row) for row in rows]
+    system_prompt = getattr(settings, "system_prompt", None)
     for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
         row = rows[index]
-        verdict = grade(record["response"], row) if row.get("answer") else _UNGRADED
+        verdict = grade(record["response"], row) if _has_gold(row) else _UNGRADED
         result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
                   "prompt": prompts[index], "response": record["response"], "answer": row["answer"],
                   "extracted": verdict["extracted"], "correct": verdict["correct"],
                   "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
                   "num_generated_tokens": record["num_generated_tokens"]}
+        if system_prompt:
+            result["system_prompt"] = system_prompt
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
         yield result, record
+
+
+def _has_gold(row):
+    answer = row.get("answer")
+    return answer is not None and answer != "" and answer != []   # 0 is a gold index (choice A)

@@ -1,17 +1,17 @@
-"""Benchmark files, prompts and graders (no torch needed).
+"""Benchmark files and formats -> normalized rows (no torch needed).
 
 Public names:
     BenchmarkError      ValueError for any bad benchmark input; the message names the file, row
                         and field, and says how to fix it.
     DEFAULT_BENCHMARK   path (str) of the built-in benchmark, activation_eval/data/benchmark.jsonl.
-    load_benchmark      read a JSONL / JSON / CSV benchmark into normalized rows.
-    format_question     the prompt text for one row (before any chat template).
-    grader_name         which grader a row uses: "choice", "number" or "text".
-    grade_text          grader for short free-text answers.
-    grade_choice        grader for multiple choice (letters A, B, C, ...).
-    grade_number        grader for numeric answers.
-    grade               grade one response with the row's grader -> dict.
-    GRADERS             {"text": grade_text, "choice": grade_choice, "number": grade_number}.
+    Benchmark           (rows, skipped): what read_benchmark returns.
+    read_benchmark      read any supported source -> Benchmark; rows the grader cannot use are
+                        skipped with a warning naming them (strict=True: an error).
+    load_benchmark      read_benchmark(...).rows.
+    normalize_row       one raw row dict -> a normalized row (raises BenchmarkError).
+    stable_id           the id a row without one gets: "q-" + sha1(question)[:10].
+Re-exported for older imports: format_question (prompts.py), grader_name, grade, grade_text,
+grade_choice, grade_choice_all, grade_number, GRADERS (grading.py).
 
 Example:
     >>> from activation_eval.eval.benchmark import load_benchmark, format_question, grade
@@ -20,107 +20,110 @@ Example:
     >>> grade("The capital of France is Paris.", {"question": "Capital of France?", "answer": "Paris"})
     {'extracted': 'Paris', 'correct': True, 'grader': 'text'}
 
+Sources: .jsonl/.ndjson (one object a line), .json (a list of objects, or an object holding that
+list under one key such as "questions" or "data"), .csv/.tsv (a header row, after `skip_rows`
+preamble lines; answer and choices cells may be a JSON list or "|"-separated), .parquet, a folder
+written by datasets' save_to_disk, and "hf:NAME" (datasets.load_dataset(NAME, subset, split=split):
+the hub, or offline its local cache). A source with several splits needs `split`.
+
+answer_field may name several columns, as a comma list ("answer_0,answer_1") or a glob
+("answer_*"): their non-empty cells are accepted aliases. Choices may be a list or ARC's
+{"label": [...], "text": [...]}. What the gold answer means is decided by grading.resolve_gold
+(see there: integer = 0-based index, letters, labels, lists, GSM8K "#### N").
+
 A normalized row is
-    {"id": str, "question": str, "answer": [str, ...] (accepted answers, at least one),
-     "choices": [str, ...] or None, "category": str or None}
-
-Graders take (response, row) and return (extracted, correct); extracted is None when nothing
-could be read from the response. The rules:
-
-text   Both sides are normalized: accents dropped, lowercased, the number words zero..ninety-nine
-       turned into digits ("seven" == "7"), punctuation turned into spaces, the articles a/an/the
-       dropped. Correct when the tokens of any accepted answer appear as a contiguous run of
-       whole tokens in the response: "The capital of France is Paris." counts for "Paris",
-       "Parisian" does not, "Paris, Texas" does (qualifiers are not parsed). Negations and
-       hedges ("not Paris", "London or Paris") are not detected. extracted is the accepted
-       answer that matched, else the response's first line.
-choice The first rule that finds a letter (within the row's choices) wins:
-       1. a cue: "answer is (B)", "Answer: b", "option C", "choice D" (the last cue counts;
-          a lowercase "a"/"i" followed by a word is an article/pronoun, not a letter);
-       2. the whole response is a letter: "B", "(b).";
-       3. the response starts with a marked letter: "B) Paris", "B. Paris", "(B) Paris", unless
-          the response lists several marked choices (the model echoed the list);
-       4. marked letters anywhere, "(B)" or "B)", if they all name the same letter;
-       5. standalone capital letters, if they all name the same letter ("A" opening a sentence
-          and followed by a word is the article, "I" followed by a word is the pronoun);
-       6. the text of exactly one choice appears in the response (see the text rule).
-       The gold answer may be a letter or the text of a choice.
-number The last cue ("=", "equals", "answer is", "result is", "total is") followed by a number
-       gives the first number after it; with no such cue, the last number in the response.
-       "1,024" is 1024, "-3" is negative but "5-3" is 5 and 3, "142" is never 42. Number words
-       ("twelve") are read only when the response has no digits. Compared numerically
-       (42 == 42.0, relative tolerance 1e-9).
+    {"id": str, "question": str, "answer": [str, ...] (accepted answers; letters for choices),
+     "choices": [str, ...] or None, "category": str or None, "grader": str (e.g. "choice:index")}
 """
+import collections
 import csv
+import fnmatch
 import hashlib
 import io
 import json
-import math
+import logging
 import os
-import re
-import unicodedata
+
+from .errors import BenchmarkError
+from .grading import GRADERS, GoldError, LETTERS, grade, grade_choice, grade_choice_all, grade_number, grade_text, \
+    grader_name, resolve_gold
+from .prompts import format_question
 
 __all__ = [
-    "BenchmarkError", "DEFAULT_BENCHMARK", "load_benchmark", "format_question", "grader_name",
-    "grade_text", "grade_choice", "grade_number", "grade", "GRADERS",
+    "BenchmarkError", "DEFAULT_BENCHMARK", "Benchmark", "read_benchmark", "load_benchmark", "normalize_row",
+    "stable_id", "format_question", "grader_name", "grade_text", "grade_choice", "grade_choice_all",
+    "grade_number", "grade", "GRADERS",
 ]
 
-
-class BenchmarkError(ValueError):
-    """Bad benchmark input: the message names the file/row/field and how to fix it.
-
-    Example:
-        >>> try:
-        ...     load_benchmark("missing.jsonl")
-        ... except BenchmarkError as e:
-        ...     print(e)
-        missing.jsonl: benchmark file not found; check the path
-    """
-
+log = logging.getLogger(__name__)
 
 DEFAULT_BENCHMARK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                                  "benchmark.jsonl")
 
-_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+HF_PREFIX = "hf:"
+_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+          ".parquet": "parquet"}
 _LIST_KEYS = ("questions", "data", "rows", "items", "examples", "records")  # JSON object wrappers
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _DEFAULT_FIELDS = {"question": "question", "answer": "answer", "choices": "choices",
                    "id": "id", "category": "category"}
+
+Benchmark = collections.namedtuple("Benchmark", "rows skipped")
+Benchmark.__doc__ = """rows: normalized rows in source order; skipped: [{"id", "where", "reason"}] of unusable rows."""
 
 
 # ----------------------------------------------------------------------------- loading
 
-def load_benchmark(path=None, *, question_field="question", answer_field="answer",
-                   choices_field="choices", id_field="id", category_field="category"):
-    """Read a benchmark file into normalized rows, in file order.
+def load_benchmark(path=None, **options):
+    """Read a benchmark into normalized rows, in source order (options: see read_benchmark).
 
     Example:
         >>> rows = load_benchmark()       # or load_benchmark("qa.csv", question_field="prompt")
         >>> rows[0]["id"], rows[0]["question"], rows[0]["answer"], rows[0]["choices"]
         ('geo-001', 'What is the capital of France?', ['Paris'], None)
+    """
+    return read_benchmark(path, **options).rows
 
-    Formats: .jsonl (one object a line), .json (a list of objects, or an object holding that
-    list under one key such as "questions" or "data"), .csv (a header row; the answer and
-    choices cells may be a JSON list or "|"-separated). Rows without an id get "q-" + the first
-    10 hex digits of the sha1 of the question. Raises BenchmarkError for any bad input.
+
+def read_benchmark(path=None, *, question_field="question", answer_field="answer", choices_field="choices",
+                   id_field="id", category_field="category", skip_rows=0, subset=None, split=None, strict=False):
+    """Read a benchmark -> Benchmark(rows, skipped). Raises BenchmarkError for a bad source.
+
+    Example:
+        >>> bench = read_benchmark("freshqa.csv", skip_rows=2, answer_field="answer_*")  # doctest: +SKIP
+        >>> len(bench.rows), bench.skipped[:1]                                         # doctest: +SKIP
+
+    A row the grader cannot use (no question, no usable answer, bad choices, a gold letter beyond
+    the choices ...) is skipped with a warning naming its id and place; strict=True raises instead.
+    Rows without an id get stable_id(question).
     """
     name = os.fspath(DEFAULT_BENCHMARK if path is None else path)
     fields = _check_field_names(question=question_field, answer=answer_field, choices=choices_field,
                                 id=id_field, category=category_field)
-    kind = _file_kind(name)
-    text = _read_text(name)
-    if kind == "jsonl":
-        records, available = _parse_jsonl(text, name)
-    elif kind == "json":
-        records, available = _parse_json(text, name)
-    else:
-        records, available = _parse_csv(text, name)
+    if isinstance(skip_rows, bool) or not isinstance(skip_rows, int) or skip_rows < 0:
+        raise BenchmarkError(f"--skip_rows must be a whole number >= 0, got {skip_rows!r}")
+    records, available, from_table = _read_records(name, skip_rows, subset, split)
     if not records:
         raise BenchmarkError(f"{name}: no rows found; add at least one question")
     _check_fields_present(fields, available, name)
-    rows = [_normalize_row(record, where, name, fields, kind == "csv") for where, record in records]
-    _check_unique_ids(rows, [where for where, _ in records], name, fields["id"])
-    return rows
+    answer_columns = _answer_columns(fields["answer"], available, name)
+    rows, wheres, skipped = [], [], []
+    for where, record in records:
+        try:
+            rows.append(normalize_row(record, fields, answer_columns, from_table))
+            wheres.append(where)
+        except BenchmarkError as e:
+            row_id = _skipped_id(record, fields)
+            if strict:
+                raise BenchmarkError(f"{name}: {where}: {e}{f' (row id {row_id})' if row_id else ''}") from None
+            skipped.append({"id": row_id, "where": where, "reason": str(e)})
+    for s in skipped:
+        log.warning("%s: skipping %s%s: %s (--strict makes this an error)", name, s["where"],
+                    f" (row id {s['id']})" if s["id"] else "", s["reason"])
+    if not rows:
+        raise BenchmarkError(f"{name}: no usable rows: all {len(skipped)} were skipped; the first, "
+                             f"{skipped[0]['where']}: {skipped[0]['reason']}")
+    _check_unique_ids(rows, wheres, name, fields["id"])
+    return Benchmark(rows, skipped)
 
 
 def _check_field_names(**fields):
@@ -130,19 +133,46 @@ def _check_field_names(**fields):
     return fields
 
 
+def _read_records(name, skip_rows, subset, split):
+    """([(where, record dict)], field names, whether cells are text that may hold lists)."""
+    is_hf = name.startswith(HF_PREFIX)
+    is_dataset_folder = os.path.isdir(name) and _is_saved_dataset(name)
+    if subset is not None and not is_hf:
+        raise BenchmarkError(f"--subset applies to hf:NAME benchmarks, not to {name}")
+    if split is not None and not (is_hf or is_dataset_folder):
+        raise BenchmarkError(f"--split applies to hf:NAME benchmarks and datasets folders, not to {name}")
+    kind = None if is_hf or is_dataset_folder else _file_kind(name)
+    if skip_rows and kind not in ("csv", "tsv"):
+        raise BenchmarkError(f"--skip_rows applies to CSV and TSV files, not to {name}")
+    if is_hf:
+        return _from_dataset(_load_hf(name, subset, split), name, split) + (False,)
+    if is_dataset_folder:
+        return _from_dataset(_load_saved(name), name, split) + (False,)
+    if kind == "parquet":
+        return _read_parquet(name) + (False,)
+    text = _read_text(name)
+    if kind == "jsonl":
+        return _parse_jsonl(text, name) + (False,)
+    if kind == "json":
+        return _parse_json(text, name) + (False,)
+    return _parse_table(text, name, "\t" if kind == "tsv" else ",", skip_rows) + (True,)
+
+
 def _file_kind(name):
+    if not os.path.exists(name):
+        raise BenchmarkError(f"{name}: benchmark file not found; check the path (a Hugging Face dataset "
+                             f"is written hf:NAME)")
+    if os.path.isdir(name):
+        raise BenchmarkError(f"{name}: is a directory; pass the benchmark file inside it, or a folder "
+                             "written by datasets' save_to_disk")
     ext = os.path.splitext(name)[1].lower()
     if ext not in _KINDS:
         raise BenchmarkError(f"{name}: unsupported benchmark file type {ext or '(no extension)'!r}; "
-                             f"use one of {', '.join(_KINDS)}")
+                             f"use one of {', '.join(_KINDS)}, a datasets folder or hf:NAME")
     return _KINDS[ext]
 
 
 def _read_text(name):
-    if not os.path.exists(name):
-        raise BenchmarkError(f"{name}: benchmark file not found; check the path")
-    if os.path.isdir(name):
-        raise BenchmarkError(f"{name}: is a directory; pass the benchmark file inside it")
     try:
         with open(name, encoding="utf-8-sig") as f:
             text = f.read()
@@ -182,9 +212,13 @@ def _parse_json(text, name):
         data = _unwrap_list(data, name)
     if not isinstance(data, list):
         raise BenchmarkError(f"{name}: expected a list of question objects, got {type(data).__name__}")
+    return _from_dicts(data, name, "item")
+
+
+def _from_dicts(data, name, label):
     records, available = [], {}
     for index, record in enumerate(data, start=1):
-        where = f"item {index}"
+        where = f"{label} {index}"
         _require_object(record, where, name)
         records.append((where, record))
         available.update(dict.fromkeys(record))
@@ -209,52 +243,145 @@ def _require_object(record, where, name):
                              f'{{"question": ..., "answer": ...}}, got {type(record).__name__}')
 
 
-def _parse_csv(text, name):
-    reader = csv.DictReader(io.StringIO(text))
+def _parse_table(text, name, delimiter, skip_rows):
+    """CSV / TSV after skip_rows preamble lines; `where` keeps the file's own line numbers."""
+    lines = text.splitlines(keepends=True)
+    if skip_rows >= len(lines):
+        raise BenchmarkError(f"{name}: --skip_rows {skip_rows} skips the whole file ({len(lines)} lines)")
+    reader = csv.DictReader(io.StringIO("".join(lines[skip_rows:])), delimiter=delimiter)
     try:
         available = [f for f in (reader.fieldnames or []) if f]
-        records = [(f"line {reader.line_num}", record) for record in reader]
+        records = [(f"line {reader.line_num + skip_rows}", record) for record in reader]
     except csv.Error as e:
-        raise BenchmarkError(f"{name}: line {reader.line_num}: malformed CSV ({e})") from e
+        raise BenchmarkError(f"{name}: line {reader.line_num + skip_rows}: malformed table ({e})") from e
     return records, available
+
+
+def _read_parquet(name):
+    import pyarrow.parquet as pq
+    try:
+        data = pq.read_table(name).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...: one line for all
+        raise BenchmarkError(f"{name}: cannot read as parquet ({_first_line(e)})") from e
+    return _from_dicts(data, name, "row")
+
+
+def _is_saved_dataset(folder):
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("dataset_dict.json", "state.json"))
+
+
+def _load_saved(name):
+    import datasets
+    try:
+        return datasets.load_from_disk(name)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for a broken folder
+        raise BenchmarkError(f"{name}: cannot read the datasets folder ({_first_line(e)})") from e
+
+
+def _load_hf(name, subset, split):
+    import datasets
+    dataset = name[len(HF_PREFIX):]
+    if not dataset:
+        raise BenchmarkError("hf: needs a dataset name, e.g. hf:cais/mmlu with --subset all --split test")
+    try:
+        return datasets.load_dataset(dataset, subset, split=split)
+    except Exception as e:  # noqa: BLE001 - hub, cache and builder errors have many types
+        raise BenchmarkError(
+            f"{name}: cannot load the dataset ({_first_line(e)}); check the name, --subset and --split. "
+            "Offline, datasets reads only its local cache: load it once where the hub is reachable "
+            "(or save_to_disk a copy and pass that folder)") from e
+
+
+def _from_dataset(data, name, split):
+    """Rows of a datasets Dataset, or of one split of a DatasetDict."""
+    if isinstance(data, dict):                                  # a DatasetDict: one dataset per split
+        splits = list(data.keys())
+        if split is None:
+            if len(splits) != 1:
+                raise BenchmarkError(f"{name} has the splits {', '.join(splits)}; pass --split NAME")
+            split = splits[0]
+        if split not in data:
+            raise BenchmarkError(f"{name} has no split {split!r}; its splits: {', '.join(splits)}")
+        data = data[split]
+    return _from_dicts(data.to_list(), name, "row")
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _check_fields_present(fields, available, name):
     for role, field in fields.items():
         required = role in ("question", "answer")
-        if field in available or (not required and field == _DEFAULT_FIELDS[role]):
-            continue
+        if role == "answer" or field in available or (not required and field == _DEFAULT_FIELDS[role]):
+            continue                                     # answer columns: _answer_columns
         found = ", ".join(map(repr, available)) or "none"
         raise BenchmarkError(f"{name}: no {role} field {field!r} in the file (fields found: {found}); "
                              f"pass --{role}_field NAME to name the {role} field")
 
 
-def _normalize_row(record, where, name, fields, from_csv):
-    def fail(message):
-        raise BenchmarkError(f"{name}: {where}: {message}")
+def _answer_columns(spec, available, name):
+    """The answer columns: one name, a comma list, or globs ("answer_*"), in the file's column order."""
+    columns = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        matched = fnmatch.filter(available, part) if any(c in part for c in "*?[") else \
+            [part] if part in available else []
+        if not matched:
+            found = ", ".join(map(repr, available)) or "none"
+            raise BenchmarkError(f"{name}: no answer field {part!r} in the file (fields found: {found}); pass "
+                                 "--answer_field NAME (several: a comma list, or a glob such as 'answer_*')")
+        columns += [c for c in matched if c not in columns]
+    if not columns:
+        raise BenchmarkError(f"--answer_field must name at least one column, got {spec!r}")
+    return columns
 
+
+# ----------------------------------------------------------------------------- rows
+
+def normalize_row(record, fields=None, answer_columns=None, from_table=False):
+    """A normalized row (see the module docstring) from one raw row dict; raises BenchmarkError.
+
+    Example:
+        >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
+        >>> row["answer"], row["grader"], row["id"]
+        (['B'], 'choice:index', 'q-8f2e733e7e')
+    """
+    fields = {**_DEFAULT_FIELDS, **(fields or {})}
+    if not isinstance(record, dict):
+        raise BenchmarkError(f"a row must be a dict like {{'question': ..., 'answer': ...}}, got {record!r}")
     question = _scalar(record.get(fields["question"]))
     if question is None:
-        fail(f"field {fields['question']!r} must be text, got {type(record[fields['question']]).__name__}")
+        raise BenchmarkError(f"field {fields['question']!r} must be text, got {type(record[fields['question']]).__name__}")
     if not question:
-        fail(f"empty question (field {fields['question']!r}); every row needs a question")
-    answers = _answer_list(record.get(fields["answer"]), from_csv, fail, fields["answer"])
-    if not answers:
-        fail(f"missing answer (field {fields['answer']!r}); give at least one accepted answer")
-    choices = _choice_list(record.get(fields["choices"]), from_csv, fail, fields["choices"])
-    if choices is not None:
-        for answer in answers:
-            if _choice_index(answer, choices) is None:
-                fail(f"answer {answer!r} is neither a letter A-{_LETTERS[len(choices) - 1]} nor the "
-                     f"text of one of the choices {choices}")
+        raise BenchmarkError(f"empty question (field {fields['question']!r}); every row needs a question")
+    choices, labels = _choice_list(record.get(fields["choices"]), from_table, fields["choices"])
+    columns = answer_columns or [fields["answer"]]
+    values = [_cell(record.get(c), from_table, c) for c in columns]
+    answer = values[0] if len(values) == 1 else [v for value in values for v in _as_list(value)]
+    try:
+        answers, grader = resolve_gold(answer, choices, labels)
+    except GoldError as e:
+        raise GoldError(f"{e} (field {', '.join(map(repr, columns))})") from None
     row_id = _scalar(record.get(fields["id"]))
     if row_id is None:
-        fail(f"field {fields['id']!r} must be text or a number")
+        raise BenchmarkError(f"field {fields['id']!r} must be text or a number")
     category = _scalar(record.get(fields["category"]))
     if category is None:
-        fail(f"field {fields['category']!r} must be text")
-    return {"id": row_id or _stable_id(question), "question": question, "answer": answers,
-            "choices": choices, "category": category or None}
+        raise BenchmarkError(f"field {fields['category']!r} must be text")
+    return {"id": row_id or stable_id(question), "question": question, "answer": answers,
+            "choices": choices, "category": category or None, "grader": grader}
+
+
+def _skipped_id(record, fields):
+    """The id to name a skipped row by: its own, else the stable id of its question, else None."""
+    if not isinstance(record, dict):
+        return None
+    row_id = _scalar(record.get(fields["id"]))
+    question = _scalar(record.get(fields["question"]))
+    return row_id or (stable_id(question) if question else None)
 
 
 def _scalar(value):
@@ -268,48 +395,56 @@ def _scalar(value):
     return None
 
 
-def _split_cell(cell, fail, field):
-    """A CSV cell holding a list: a JSON list, or "|"-separated."""
-    cell = cell.strip()
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _cell(value, from_table, field):
+    """A table cell holding a list: a JSON list, or "|"-separated; other values unchanged."""
+    if not (from_table and isinstance(value, str)):
+        return value
+    cell = value.strip()
     if cell.startswith("[") and cell.endswith("]"):
         try:
-            value = json.loads(cell)
+            return json.loads(cell)
         except json.JSONDecodeError:
-            fail(f"field {field!r} looks like a JSON list but is not valid JSON: {cell!r}")
-        return value
+            raise BenchmarkError(f"field {field!r} looks like a JSON list but is not valid JSON: {cell!r}") from None
     return cell.split("|") if cell else []
 
 
-def _answer_list(value, from_csv, fail, field):
-    if from_csv and isinstance(value, str):
-        value = _split_cell(value, fail, field)
-    answers = []
-    for item in value if isinstance(value, list) else [value]:
-        text = _scalar(item)
-        if text is None:
-            fail(f"field {field!r} must be text, a number or a list of them, got {type(item).__name__}")
-        if text:
-            answers.append(text)
-    return answers
-
-
-def _choice_list(value, from_csv, fail, field):
-    if from_csv and isinstance(value, str):
-        value = _split_cell(value, fail, field)
+def _choice_list(value, from_table, field):
+    """(choice texts, ARC-style labels or None); (None, None) for a row without choices."""
+    value = _cell(value, from_table, field)
+    labels = None
+    if isinstance(value, dict) and "text" in value:             # ARC: {"label": [...], "text": [...]}
+        labels = value.get("label")
+        value = value["text"]
+        if not isinstance(labels, list) or not isinstance(value, list) or len(labels) != len(value):
+            raise BenchmarkError(f"field {field!r}: 'label' and 'text' must be lists of the same length")
+        labels = [_scalar(label) for label in labels]
+        if any(not label for label in labels) or len(set(labels)) != len(labels):
+            raise BenchmarkError(f"field {field!r}: labels must be distinct and non-empty, got {labels}")
     if value is None or value == "" or value == []:
-        return None
+        return None, None
     if not isinstance(value, list):
-        fail(f'field {field!r} must be a list of choices like ["Paris", "London"], got {value!r}')
+        raise BenchmarkError(f'field {field!r} must be a list of choices like ["Paris", "London"] '
+                             f'(or {{"label": [...], "text": [...]}}), got {value!r}')
     choices = [_scalar(item) for item in value]
     if any(not c for c in choices):
-        fail(f"field {field!r} has an empty or non-text choice: {value!r}")
-    if not 2 <= len(choices) <= len(_LETTERS):
-        fail(f"field {field!r} must have 2 to {len(_LETTERS)} choices, got {len(choices)}")
-    return choices
+        raise BenchmarkError(f"field {field!r} has an empty or non-text choice: {value!r}")
+    if not 2 <= len(choices) <= len(LETTERS):
+        raise BenchmarkError(f"field {field!r} must have 2 to {len(LETTERS)} choices, got {len(choices)}")
+    return choices, labels
 
 
-def _stable_id(question):
-    return "q-" + hashlib.sha1(question.encode("utf-8")).hexdigest()[:10]
+def stable_id(question):
+    """The id of a row without one: "q-" + the first 10 hex digits of the sha1 of its question.
+
+    Example:
+        >>> stable_id("What is the capital of Peru?")
+        'q-a37a7c2873'
+    """
+    return "q-" + hashlib.sha1(question.strip().encode("utf-8")).hexdigest()[:10]
 
 
 def _check_unique_ids(rows, wheres, name, id_field):
@@ -322,300 +457,3 @@ def _check_unique_ids(rows, wheres, name, id_field):
         raise BenchmarkError(f"{name}: duplicate ids: {listed}; give each row a unique {id_field!r} "
                              "(rows without one get an id from the question text, so repeated "
                              "questions also collide)")
-
-
-# ----------------------------------------------------------------------------- prompts
-
-def format_question(row):
-    """The prompt text for one row, before any chat template.
-
-    Example:
-        >>> print(format_question({"question": "2 + 2?", "answer": ["4"]}))
-        2 + 2?
-        Answer with a number only.
-    """
-    question = _scalar(_require(row, "question"))
-    if not question:
-        raise BenchmarkError("row has an empty 'question'")
-    kind = grader_name(row)
-    if kind == "choice":
-        listed = "\n".join(f"{_LETTERS[i]}. {c}" for i, c in enumerate(_row_choices(row)))
-        return f"{question}\n{listed}\nAnswer with the letter of the correct choice."
-    if kind == "number":
-        return f"{question}\nAnswer with a number only."
-    return f"{question}\nAnswer with a short answer only."
-
-
-def grader_name(row):
-    """"choice" when the row has choices, "number" when every accepted answer is a number, else "text".
-
-    Example:
-        >>> grader_name({"question": "6 x 7?", "answer": "42"})
-        'number'
-    """
-    if isinstance(row, dict) and row.get("choices"):
-        return "choice"
-    if all(_parse_number(a) is not None for a in _gold_answers(row)):
-        return "number"
-    return "text"
-
-
-# ----------------------------------------------------------------------------- text helpers
-
-_ARTICLES = {"a", "an", "the"}
-_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
-_WORD_NUMBER_RE = re.compile(r"\b(?:({tens})(?:[\s-]+({ones}))?|({units}))\b".format(
-    tens="|".join(_TENS),
-    ones="|".join(w for w in _UNITS if 1 <= _UNITS[w] <= 9),
-    units="|".join(sorted(_UNITS, key=len, reverse=True))))
-
-
-def _words_to_digits(text):
-    """Lowercase number words to digits: "twenty-one" -> "21", "seven" -> "7"."""
-    def digits(m):
-        if m.group(1):
-            return str(_TENS[m.group(1)] + (_UNITS[m.group(2)] if m.group(2) else 0))
-        return str(_UNITS[m.group(3)])
-    return _WORD_NUMBER_RE.sub(digits, text)
-
-
-def _tokens(text):
-    """Normalized tokens: no accents, lowercase, number words as digits, no punctuation or articles."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = re.sub(r"[\W_]+", " ", _words_to_digits(text))
-    return [t for t in text.split() if t not in _ARTICLES]
-
-
-def _contains(tokens, phrase):
-    n = len(phrase)
-    return n > 0 and any(tokens[i:i + n] == phrase for i in range(len(tokens) - n + 1))
-
-
-def _response_text(response):
-    if response is None:
-        return ""
-    if not isinstance(response, str):
-        raise TypeError(f"response must be a str, got {type(response).__name__}")
-    return response
-
-
-def _first_line(text):
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:200]
-    return None
-
-
-def _require(row, key):
-    if not isinstance(row, dict) or key not in row:
-        raise BenchmarkError(f"row has no {key!r}: {row!r}; pass a row from load_benchmark()")
-    return row[key]
-
-
-def _gold_answers(row):
-    value = _require(row, "answer")
-    answers = [_scalar(a) for a in (value if isinstance(value, (list, tuple)) else [value])]
-    answers = [a for a in answers if a]
-    if not answers:
-        raise BenchmarkError(f"row {row.get('id', '')!r} has no accepted answer: {value!r}")
-    return answers
-
-
-# ----------------------------------------------------------------------------- graders
-
-def grade_text(response, row):
-    """Whole-word/phrase match of any accepted answer inside the response.
-
-    Example:
-        >>> grade_text("The capital of France is Paris.", {"answer": ["Paris"]})
-        ('Paris', True)
-    """
-    response = _response_text(response)
-    tokens = _tokens(response)
-    for answer in _gold_answers(row):
-        gold = _tokens(answer)
-        if _contains(tokens, gold) or (not gold and response.strip().lower() == answer.lower()):
-            return answer, True
-    return _first_line(response), False
-
-
-def grade_choice(response, row):
-    """The chosen letter (see the module docstring for the rules); gold may be a letter or choice text.
-
-    Example:
-        >>> grade_choice("The answer is (B).", {"answer": "B", "choices": ["Rome", "Paris"]})
-        ('B', True)
-    """
-    choices = _row_choices(row)
-    gold = set()
-    for answer in _gold_answers(row):
-        index = _choice_index(answer, choices)
-        if index is not None:
-            gold.add(index)
-    if not gold:
-        raise BenchmarkError(f"row {row.get('id', '')!r}: answer {row['answer']!r} is neither a letter "
-                             f"nor the text of one of the choices {choices}")
-    index = _extract_choice(_response_text(response), choices)
-    if index is None:
-        return None, False
-    return _LETTERS[index], index in gold
-
-
-def grade_number(response, row):
-    """The answer number (see the module docstring for the rule), compared numerically.
-
-    Example:
-        >>> grade_number("6 x 7 = 42.0", {"answer": "42"})
-        ('42.0', True)
-    """
-    golds = [_parse_number(a) for a in _gold_answers(row)]
-    if any(g is None for g in golds):
-        raise BenchmarkError(f"row {row.get('id', '')!r}: answer {row['answer']!r} is not a number; "
-                             "use grade_text for text answers")
-    found = _extract_number(_response_text(response))
-    if found is None:
-        return None, False
-    text, value = found
-    return text, any(math.isclose(value, g, rel_tol=1e-9, abs_tol=1e-9) for g in golds)
-
-
-GRADERS = {"text": grade_text, "choice": grade_choice, "number": grade_number}
-
-
-def grade(response, row):
-    """Grade with the row's grader (see grader_name).
-
-    Example:
-        >>> grade("B", {"question": "?", "answer": "B", "choices": ["x", "y"]})
-        {'extracted': 'B', 'correct': True, 'grader': 'choice'}
-    """
-    name = grader_name(row)
-    extracted, correct = GRADERS[name](response, row)
-    return {"extracted": extracted, "correct": bool(correct), "grader": name}
-
-
-# ----------------------------------------------------------------------------- choice helpers
-
-_WRAP_OPEN, _WRAP_CLOSE = r"[\(\[\"'*]*", r"[\)\]\"'*]*"
-_CUE_RE = re.compile(r"\b(?:answer|option|choice)\b(?:\s+(?:is|would be|will be))?\s*[:=\-]?\s*"
-                     r"(?:(?:option|choice)\s+)?" + _WRAP_OPEN + r"([A-Za-z])" + _WRAP_CLOSE +
-                     r"(?![A-Za-z0-9])", re.IGNORECASE)
-_ONLY_LETTER_RE = re.compile(r"[\W_]*([A-Za-z])[\W_]*")
-_LEADING_RE = re.compile(r"\s*[\(\[*]*([A-Za-z])[\)\]\.:*]+(?=\s|$)")
-_LISTED_RE = re.compile(r"^\s*[\(\[*]*([A-Za-z])[\)\]\.:*]+(?=\s|$)", re.MULTILINE)
-_MARKED_RE = re.compile(r"(?<![A-Za-z0-9])[\(\[]([A-Za-z])[\)\]]|(?<![A-Za-z0-9(\[])([A-Z])\)")
-_CAPITAL_RE = re.compile(r"(?<![A-Za-z0-9'’.])([A-Z])(?![A-Za-z0-9'’]|\.[A-Za-z])")
-
-
-def _row_choices(row):
-    choices = _require(row, "choices")
-    if not isinstance(choices, (list, tuple)) or len(choices) < 2:
-        raise BenchmarkError(f"row {row.get('id', '')!r}: 'choices' must be a list of at least 2 "
-                             f"choices, got {choices!r}")
-    return [str(c) for c in choices]
-
-
-def _choice_index(answer, choices):
-    """Index of a gold answer given as a letter ("B", "(b)") or as a choice's text; else None."""
-    m = re.fullmatch(r"[\(\[]?([A-Za-z])[\)\]\.]?", answer.strip())
-    if m and _LETTERS.index(m.group(1).upper()) < len(choices):
-        return _LETTERS.index(m.group(1).upper())
-    for i, choice in enumerate(choices):
-        same_text = answer.strip().lower() == choice.strip().lower()
-        if same_text or (_tokens(answer) and _tokens(answer) == _tokens(choice)):
-            return i
-    return None
-
-
-def _letter(letter, n):
-    index = _LETTERS.index(letter.upper())
-    return index if index < n else None
-
-
-def _unanimous(letters, n):
-    indices = {_letter(x, n) for x in letters} - {None}
-    return indices.pop() if len(indices) == 1 else None
-
-
-def _extract_choice(text, choices):
-    n = len(choices)
-    for m in reversed(list(_CUE_RE.finditer(text))):              # 1. "answer is (B)"
-        letter = m.group(1)
-        is_word = letter in "ai" and re.match(r"\s*[A-Za-z0-9]", text[m.end():])
-        if not is_word and _letter(letter, n) is not None:
-            return _letter(letter, n)
-    m = _ONLY_LETTER_RE.fullmatch(text)                           # 2. "B"
-    if m and _letter(m.group(1), n) is not None:
-        return _letter(m.group(1), n)
-    listed = {x.upper() for x in _LISTED_RE.findall(text)}
-    m = _LEADING_RE.match(text)                                   # 3. "B) Paris"
-    if m and len(listed) < 2 and _letter(m.group(1), n) is not None:
-        return _letter(m.group(1), n)
-    marked = [a or b for a, b in _MARKED_RE.findall(text)]         # 4. "... (B) ..."
-    if marked and _unanimous(marked, n) is not None:
-        return _unanimous(marked, n)
-    capitals = [m.group(1) for m in _CAPITAL_RE.finditer(text) if not _is_word_capital(text, m, n)]
-    if capitals and _unanimous(capitals, n) is not None:           # 5. "I pick C"
-        return _unanimous(capitals, n)
-    return _choice_by_text(text, choices)                         # 6. "Paris"
-
-
-def _is_word_capital(text, m, n):
-    """True for a capital letter used as an English word: the pronoun "I" before a word ("I think"),
-    the article "A" opening a sentence before a word ("A dolphin is ...")."""
-    letter = m.group(1)
-    before_word = re.match(r"\s+[A-Za-z]", text[m.end():]) is not None
-    if letter == "I":
-        return before_word
-    if letter != "A":
-        return False
-    sentence_start = re.search(r"(?:^|[.!?:\n])\s*$", text[:m.start()]) is not None
-    return sentence_start and before_word
-
-
-def _choice_by_text(text, choices):
-    tokens = _tokens(text)
-    phrases = {i: _tokens(c) for i, c in enumerate(choices)}
-    hits = [i for i, p in phrases.items() if _contains(tokens, p)]
-    # a choice contained in a longer matching choice ("Paris" in "Paris, Texas") is not a hit
-    hits = [i for i in hits if not any(j != i and len(phrases[j]) > len(phrases[i])
-                                       and _contains(phrases[j], phrases[i]) for j in hits)]
-    return hits[0] if len(hits) == 1 else None
-
-
-# ----------------------------------------------------------------------------- number helpers
-
-_NUMBER = r"(?:(?<![\w)])[-\u2212])?(?<![\w.,])(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
-_NUMBER_RE = re.compile(_NUMBER)
-_FULL_NUMBER_RE = re.compile(r"[-+\u2212]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
-_NUMBER_CUE_RE = re.compile(r"=|\bequals?\b|\bequal to\b|\b(?:answer|result|total)\b\s*(?:is|was|:)",
-                            re.IGNORECASE)
-
-
-def _parse_number(text):
-    """float of a whole-string number ("1,024", "-3", "0.5"), else None."""
-    text = str(text).strip()
-    if not _FULL_NUMBER_RE.fullmatch(text):
-        return None
-    return float(text.replace(",", "").replace("\u2212", "-"))
-
-
-def _extract_number(text):
-    """(cleaned text, value) of the answer number in a response, or None."""
-    if not re.search(r"\d", text):
-        text = _words_to_digits(text.lower())
-    numbers = list(_NUMBER_RE.finditer(text))
-    if not numbers:
-        return None
-    chosen = numbers[-1]
-    for cue in reversed(list(_NUMBER_CUE_RE.finditer(text))):
-        after = [m for m in numbers if m.start() >= cue.end()]
-        if after:
-            chosen = after[0]
-            break
-    cleaned = chosen.group(0).replace(",", "").replace("\u2212", "-")
-    return cleaned, float(cleaned)

@@ -10,7 +10,8 @@ The command line of `python main.py` and the `activation-eval` console script (s
 
 Public names: build_parser(prog), main(argv=None) -> exit code, console_main(), activation_overview(dir, run_dir).
 Flags become a RunConfig in config.config_from_args (dest = field name).
-Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback). With
+Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback). A closed
+stdout (`| head`) ends quietly. With
 several processes, one that fails makes the others stop with one line each and exit code 1.
 """
 import argparse
@@ -32,6 +33,8 @@ EPILOG = """examples:
   python main.py --output_dir results/run1 --resume
   torchrun --nproc_per_node 4 main.py --output_dir results/run2      # or: accelerate launch --num_processes 4
   python main.py --model big/model --device_map auto --max_memory 0=70GiB,1=70GiB,cpu=200GiB
+  python main.py --benchmark hf:cais/mmlu --subset all --split test --num_fewshot 5 --fewshot_split dev
+  python main.py --benchmark freshqa.csv --skip_rows 2 --answer_field 'answer_*' --category_field fact_type
 """
 
 
@@ -55,12 +58,40 @@ def build_parser(prog="main.py"):
 
     b = p.add_argument_group("benchmark")
     b.add_argument("--benchmark", metavar="PATH", default=None,
-                   help="JSONL, JSON or CSV file (default: the built-in data/benchmark.jsonl)")
-    b.add_argument("--question_field", default="question", metavar="NAME")
-    b.add_argument("--answer_field", default="answer", metavar="NAME")
-    b.add_argument("--choices_field", default="choices", metavar="NAME")
-    b.add_argument("--id_field", default="id", metavar="NAME")
+                   help="JSONL, JSON, CSV, TSV or parquet file, a folder saved with datasets' save_to_disk, or "
+                        "hf:NAME for datasets.load_dataset (default: the built-in data/benchmark.jsonl)")
+    b.add_argument("--subset", default=None, metavar="NAME", help="hf:NAME's configuration, e.g. all for cais/mmlu")
+    b.add_argument("--split", default=None, metavar="NAME",
+                   help="split of hf:NAME or a datasets folder (needed when it has several), e.g. test")
+    b.add_argument("--skip_rows", type=int, default=None, metavar="N", help="CSV/TSV: lines before the header row")
+    b.add_argument("--question_field", default=None, metavar="NAME", help="(default: question)")
+    b.add_argument("--answer_field", default=None, metavar="NAMES",
+                   help="the gold answer column; several (accepted aliases, empty cells ignored) as a comma "
+                        "list or a glob such as 'answer_*' (default: answer)")
+    b.add_argument("--choices_field", default=None, metavar="NAME",
+                   help="a list of choices, or ARC's {label, text} (default: choices)")
+    b.add_argument("--id_field", default=None, metavar="NAME",
+                   help="(default: id; rows without one get q- + a hash of the question)")
+    b.add_argument("--category_field", default=None, metavar="NAME",
+                   help="accuracy is also reported per category (default: category)")
+    b.add_argument("--strict", action="store_true", default=None,
+                   help="a row the grader cannot use is an error (default: skipped with a warning, counted)")
     b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
+
+    q = p.add_argument_group("prompt")
+    q.add_argument("--system_prompt", default=None, metavar="TEXT",
+                   help="system message of the chat template (without a template: prepended to each prompt)")
+    q.add_argument("--prompt_template", default=None, metavar="FORMAT",
+                   help="format string with {question} and {choices} (the lettered choices), e.g. "
+                        "'Question: {question}\n{choices}\nAnswer:' (default: the question and a one-line instruction)")
+    q.add_argument("--num_fewshot", type=int, default=None, metavar="K",
+                   help="K solved examples before each question, never the question itself (default: 0)")
+    q.add_argument("--fewshot_split", default=None, metavar="NAME",
+                   help="draw the examples from this split of --benchmark (default: the other questions)")
+    q.add_argument("--fewshot_file", default=None, metavar="PATH",
+                   help="draw the examples from this benchmark file (same field names)")
+    q.add_argument("--fewshot_seed", type=int, default=None, metavar="N",
+                   help="seed of the example draw, fixed per question (default: 1234, as lm-evaluation-harness)")
 
     g = p.add_argument_group("generation")
     g.add_argument("--batch_size", type=int, default=8, metavar="N",
@@ -129,10 +160,20 @@ def main(argv=None):
         restore_sigterm()
     if not is_main:
         return 0
-    print(format_summary(summary))
-    if config.capture_activations:
-        print(activation_overview(config.activation_save_dir, config.output_dir))
+    try:
+        print(format_summary(summary))
+        if config.capture_activations:
+            print(activation_overview(config.activation_save_dir, config.output_dir))
+        sys.stdout.flush()
+    except BrokenPipeError:                        # `main.py ... | head`: the reader left; the run is saved
+        _silence_stdout()
     return 0
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that the interpreter's last flush cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def activation_overview(directory, run_dir):

@@ -4,6 +4,7 @@ Public names:
     RunConfig              the settings (what the CLI's flags fill in; field names = flag names)
     RunError               bad run input (existing folder, mismatched resume, bad value, ...)
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
+    benchmark_label(path)  the benchmark as stored and printed (absolute path, or hf:NAME)
     config_from_args(args) the one place parsed flags become a RunConfig
 
 Example:
@@ -18,8 +19,9 @@ import dataclasses
 import datetime
 import os
 
-from ..eval.benchmark import DEFAULT_BENCHMARK
-from ..models import DEFAULT_MODEL
+from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
+from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template
+from ..models import DEFAULT_MODEL, check_device
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
 
@@ -36,11 +38,22 @@ def _resume(default):
 @dataclasses.dataclass
 class RunConfig:
     model: str = _resume(DEFAULT_MODEL)           # hub id, local folder, .gguf file
-    benchmark: str = _resume(DEFAULT_BENCHMARK)   # JSONL / JSON / CSV
+    benchmark: str = _resume(DEFAULT_BENCHMARK)   # JSONL / JSON / CSV / TSV / parquet / datasets folder / hf:NAME
+    subset: str = _resume(None)         # hf:NAME's configuration (e.g. MMLU's "all")
+    split: str = _resume(None)          # hf:NAME's / a datasets folder's split; needed when it has several
+    skip_rows: int = _resume(0)         # CSV/TSV preamble lines before the header
     question_field: str = _resume("question")
-    answer_field: str = _resume("answer")
+    answer_field: str = _resume("answer")   # one column, a comma list or a glob (answer_*): accepted aliases
     choices_field: str = _resume("choices")
     id_field: str = _resume("id")
+    category_field: str = _resume("category")
+    strict: bool = False                # a row the grader cannot use stops the run (default: skipped, counted)
+    system_prompt: str = _resume(None)  # the chat template's system message (prepended without a template)
+    prompt_template: str = _resume(None)  # format string with {question} and {choices}
+    num_fewshot: int = _resume(0)       # solved examples before each question
+    fewshot_split: str = _resume(None)  # draw the examples from this split of the benchmark's dataset
+    fewshot_file: str = _resume(None)   # ... or from this benchmark file (same field names)
+    fewshot_seed: int = _resume(DEFAULT_FEWSHOT_SEED)
     limit: int = None                   # first N questions of the benchmark
     batch_size: int = 8                 # prompts decoded at once
     continuous_batching: bool = True    # greedy: refill a finished row at once (False: model.generate batches)
@@ -62,6 +75,17 @@ class RunConfig:
     activation_format: str = _resume("pkl")  # pkl / safetensors
 
     def __post_init__(self):
+        check_device(self.device)
+        if self.prompt_template is not None:
+            check_template(self.prompt_template)
+        if self.num_fewshot < 0:
+            raise RunError(f"--num_fewshot must be at least 0, got {self.num_fewshot}")
+        if self.skip_rows < 0:
+            raise RunError(f"--skip_rows must be at least 0, got {self.skip_rows}")
+        if self.fewshot_split and self.fewshot_file:
+            raise RunError("pass --fewshot_split or --fewshot_file, not both")
+        if (self.fewshot_split or self.fewshot_file) and not self.num_fewshot:
+            raise RunError("--fewshot_split / --fewshot_file need --num_fewshot K (K >= 1)")
         if self.limit is not None and self.limit < 1:
             raise RunError(f"--limit must be at least 1, got {self.limit}")
         if self.batch_size < 1:
@@ -82,12 +106,29 @@ class RunConfig:
         if self.activation_save_dir is None:
             self.activation_save_dir = os.path.join(self.output_dir, ACTIVATIONS_DIR)
 
+    def benchmark_options(self):
+        """The keyword arguments of eval.benchmark.read_benchmark these settings give."""
+        return {"question_field": self.question_field, "answer_field": self.answer_field,
+                "choices_field": self.choices_field, "id_field": self.id_field, "category_field": self.category_field,
+                "skip_rows": self.skip_rows, "subset": self.subset, "split": self.split, "strict": self.strict}
+
+    def prompt_settings(self):
+        return PromptSettings(template=self.prompt_template, num_fewshot=self.num_fewshot,
+                              fewshot_seed=self.fewshot_seed)
+
     def resume_view(self):
         """The settings a resumed run must share, paths made comparable."""
         view = {k: getattr(self, k) for k in RESUME_KEYS}
-        view["benchmark"] = os.path.abspath(self.benchmark)
+        view["benchmark"] = benchmark_label(self.benchmark)
+        if self.fewshot_file:
+            view["fewshot_file"] = os.path.abspath(self.fewshot_file)
         view["activation_save_dir"] = os.path.relpath(self.activation_save_dir, self.output_dir)
         return view
+
+
+def benchmark_label(benchmark):
+    """The benchmark as stored and printed: an absolute path, or hf:NAME as given."""
+    return benchmark if str(benchmark).startswith(HF_PREFIX) else os.path.abspath(benchmark)
 
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))

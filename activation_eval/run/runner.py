@@ -42,15 +42,17 @@ from tqdm.auto import tqdm
 from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.answering import RESULT_FIELDS, iter_answers
-from ..eval.benchmark import format_question, load_benchmark
+from ..eval.benchmark import read_benchmark
+from ..eval.prompts import prompt_of, with_prompts
+from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
 from . import distributed
+from .config import RunConfig, RunError, benchmark_label  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
-from .config import RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +134,11 @@ def _store_fingerprint(config, rows):
 
 # ----------------------------------------------------------------------------- the plan
 
-def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None):
+def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None):
     """Batches of rows with similar prompt lengths, so little compute goes to padding
     (`lengths`: the rows' prompt token counts, if already known)."""
     if lengths is None:
-        lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], chat_template)
+        lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], chat_template, system_prompt)
     order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
@@ -182,11 +184,11 @@ def run_benchmark(config):
 
 def _run(config, procs):
     # every input is checked (on the main process first) before anything is written
-    rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
+    rows, skipped = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
-                                  continuous_batching=config.continuous_batching)
-    lengths = prompt_lengths(tokenizer, [format_question(r) for r in rows], config.chat_template)
+                                  continuous_batching=config.continuous_batching, system_prompt=config.system_prompt)
+    lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], config.chat_template, config.system_prompt)
     too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), config.max_new_tokens)
     fits = [i for i, row in enumerate(rows) if row["id"] not in too_long]
     batches = plan_batches([rows[i] for i in fits], tokenizer, config.chat_template,
@@ -221,7 +223,7 @@ def _run(config, procs):
             distributed.crash_point(procs.rank, n)
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
-    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world),
+    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world, skipped),
                          "merging the results")
 
 
@@ -266,7 +268,7 @@ def error_row(row, error, key):
     n_tokens, message = error
     result = dict.fromkeys(RESULT_FIELDS)
     result.update({"id": row["id"], "category": row.get("category"), "question": row["question"],
-                   "prompt": format_question(row), "answer": row["answer"], "num_prompt_tokens": n_tokens,
+                   "prompt": prompt_of(row), "answer": row["answer"], "num_prompt_tokens": n_tokens,
                    "num_generated_tokens": 0, "error": message, "batch": key})
     return result
 
@@ -289,14 +291,19 @@ def _trim_heap():
 
 
 def _load_rows(config, check=True):
-    rows = load_benchmark(config.benchmark, question_field=config.question_field, answer_field=config.answer_field,
-                          choices_field=config.choices_field, id_field=config.id_field)[: config.limit]
+    """(the rows to answer, each with its prompt; the benchmark's skipped rows)."""
+    bench = read_benchmark(config.benchmark, **config.benchmark_options())
+    pool = None                                    # few-shot examples: the other rows by default
+    if config.fewshot_file or config.fewshot_split:
+        source, own = (config.fewshot_file, {"skip_rows": 0, "subset": None}) if config.fewshot_file else (config.benchmark, {})
+        pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split, **own)).rows
+    rows = with_prompts(bench.rows[: config.limit], config.prompt_settings(), pool if pool is not None else bench.rows)
     if check:
         check_output_dir(config, rows)
         if config.capture_activations:
             run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
                                           config.activation_format)
-    return rows
+    return rows, bench.skipped
 
 
 def _load_model(config, procs):
@@ -370,35 +377,44 @@ def _save_record(config, result, record, key):
     return result
 
 
-def _finish(config, rows, batches, elapsed, answered, processes):
+def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
     final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
     missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
-    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes)
+    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
+                           skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)
     return summary
 
 
-def make_summary(config, results, elapsed, answered_now, processes=1):
-    """Counts and accuracy, overall and per category. Rows with an `error` (not answered: e.g. a
-    prompt longer than the model's context) are counted under "errors" and left out of accuracy."""
-    per_category = {}
+def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), skipped=()):
+    """summary.json: accuracy with its standard error, 95% bootstrap interval and chance baseline, overall
+    and per category (over graded rows: a row whose `correct` is None is counted as ungraded; a row with
+    an `error`, e.g. a prompt longer than the model's context, was not answered and is counted under
+    "errors"), the benchmark rows skipped as unusable, and the run's speed."""
+    chance = {row["id"]: chance_accuracy(row) for row in rows}
+    answered = [r for r in results if not r.get("error")]
+    graded = [r for r in answered if r.get("correct") is not None]
+    by_category, errors = {}, {}
+    for row in graded:
+        by_category.setdefault(row.get("category") or "uncategorized", []).append(row)
     for row in results:
-        stats = per_category.setdefault(row.get("category") or "uncategorized", {"n": 0, "correct": 0, "errors": 0})
-        stats["n"] += 1
-        stats["errors"] += bool(row.get("error"))
-        stats["correct"] += bool(row["correct"]) and not row.get("error")
-    for stats in per_category.values():
-        stats["accuracy"] = _ratio(stats["correct"], stats["n"] - stats["errors"])
-    correct = sum(stats["correct"] for stats in per_category.values())
-    errors = sum(stats["errors"] for stats in per_category.values())
-    return {"model": config.model, "benchmark": os.path.abspath(config.benchmark), "output_dir": config.output_dir,
-            "questions": len(results), "correct": correct, "errors": errors,
-            "accuracy": _ratio(correct, len(results) - errors) or 0.0,
-            "per_category": dict(sorted(per_category.items())),
+        if row.get("error"):
+            name = row.get("category") or "uncategorized"
+            errors[name] = errors.get(name, 0) + 1
+            by_category.setdefault(name, [])
+    overall = _stats(graded, chance)
+    return {"model": config.model, "benchmark": benchmark_label(config.benchmark), "output_dir": config.output_dir,
+            "questions": len(results), "graded": overall["n"], "ungraded": len(answered) - overall["n"],
+            "errors": sum(errors.values()),
+            "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
+            "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": overall["chance"],
+            "per_category": {name: {**_stats(group, chance), "errors": errors.get(name, 0)}
+                             for name, group in sorted(by_category.items())},
+            "skipped_rows": len(skipped), "skipped_ids": [s["id"] or s["where"] for s in skipped],
             "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
             "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
@@ -406,27 +422,44 @@ def make_summary(config, results, elapsed, answered_now, processes=1):
             "activation_dir": config.activation_save_dir if config.capture_activations else None}
 
 
-def _ratio(part, whole):
-    return part / whole if whole else None
+def _stats(results, chance):
+    """accuracy_stats of graded results rows; chance: the mean baseline of those rows (None if unknown)."""
+    known = [chance[r["id"]] for r in results if r["id"] in chance]
+    baseline = sum(known) / len(known) if known and len(known) == len(results) else None
+    return accuracy_stats([r["correct"] for r in results], chance=baseline)
 
 
-def _percent(value):
+def _pct(value):
     return "-" if value is None else f"{value:.1%}"
 
 
+def _interval(ci):
+    return "-" if ci is None else f"{ci[0]:.1%}-{ci[1]:.1%}"
+
+
 def format_summary(summary):
-    """An aligned, human-readable table of a summary."""
-    errors = summary.get("errors", 0)
-    graded = summary["questions"] - errors
+    """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance."""
+    graded = summary.get("graded", summary["questions"])
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
-             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{graded} correct)"]
-    if errors:
-        lines.append(f"errors     {errors} of {summary['questions']} questions not answered, left out of accuracy "
-                     f"(see the rows' error field)")
-    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'errors':>7} {'accuracy':>9}"]
+             f"accuracy   {summary['accuracy']:.1%} ± {_pct(summary.get('accuracy_stderr'))} (SE), 95% CI "
+             f"{_interval(summary.get('accuracy_ci95'))}, chance {_pct(summary.get('chance'))}  "
+             f"({summary['correct']}/{graded} correct)", "",
+             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
+             + (f" {'errors':>7}" if summary.get("errors") else "")]
     for name, stats in summary["per_category"].items():
-        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {stats.get('errors', 0):>7} "
-                     f"{_percent(stats['accuracy']):>9}")
+        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
+                     f"{_pct(stats.get('stderr')):>6} {_interval(stats.get('ci95')):>13} {_pct(stats.get('chance')):>7}"
+                     + (f" {stats.get('errors', 0):>7}" if summary.get("errors") else ""))
+    if summary.get("errors"):
+        lines.append(f"errors     {summary['errors']} of {summary['questions']} questions not answered, left out of "
+                     f"accuracy (see the rows' error field)")
+    if summary.get("ungraded"):
+        lines.append(f"ungraded   {summary['ungraded']} question(s) without a verdict (not in the accuracy)")
+    if summary.get("skipped_rows"):
+        ids = summary.get("skipped_ids", [])
+        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+        lines.append(f"skipped    {summary['skipped_rows']} benchmark row(s) the grader cannot use ({shown}); "
+                     "see the warnings, or --strict to stop on them")
     qps = summary["questions_per_second"]
     lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
               + (f" ({qps:.2f} questions/s)" if qps else "")]

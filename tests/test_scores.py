@@ -1,0 +1,88 @@
+"""Accuracy with its uncertainty: the standard error against the binomial formula, the bootstrap interval
+against scipy.stats.bootstrap and a plain numpy resampling of the rows, and the printed summary."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from activation_eval.eval.scores import BOOTSTRAP_RESAMPLES, accuracy_stats, chance_accuracy
+from activation_eval.run.config import RunConfig
+from activation_eval.run.runner import format_summary, make_summary
+from helpers import read_rows, run_main
+
+
+@pytest.mark.parametrize("k, n", [(64, 122), (1, 10), (29, 30), (500, 1000)])
+def test_stderr_is_the_binomial_formula(k, n):
+    s = accuracy_stats([True] * k + [False] * (n - k))
+    p = k / n
+    assert s["n"] == n and s["correct"] == k and s["accuracy"] == p
+    assert s["stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
+
+
+@pytest.mark.parametrize("k, n", [(64, 122), (7, 40), (180, 200)])
+def test_bootstrap_interval_matches_scipy_and_numpy_resampling(k, n):
+    flags = [True] * k + [False] * (n - k)
+    low, high = accuracy_stats(flags)["ci95"]
+    data = np.array(flags, dtype=float)
+    ref = stats.bootstrap((data,), np.mean, n_resamples=20_000, method="percentile", confidence_level=0.95,
+                          random_state=np.random.default_rng(99)).confidence_interval
+    rows = np.random.default_rng(7).integers(0, n, size=(20_000, n))          # resample the rows themselves
+    by_rows = np.percentile(data[rows].mean(axis=1), [2.5, 97.5])
+    tol = 1.5 / n + 0.005       # Monte Carlo noise of a percentile: about one step of 1/n, plus a margin
+    assert low == pytest.approx(ref.low, abs=tol) and high == pytest.approx(ref.high, abs=tol)
+    assert low == pytest.approx(by_rows[0], abs=tol) and high == pytest.approx(by_rows[1], abs=tol)
+    assert low < k / n < high
+    assert accuracy_stats(flags)["ci95"] == [low, high]                     # fixed seed: reproducible
+    assert BOOTSTRAP_RESAMPLES >= 1000
+
+
+def test_degenerate_and_empty():
+    assert accuracy_stats([True] * 5)["ci95"] == [1.0, 1.0] and accuracy_stats([True] * 5)["stderr"] == 0
+    assert accuracy_stats([])["accuracy"] is None
+
+
+def test_chance_baselines():
+    assert chance_accuracy({"grader": "choice", "choices": list("abcd")}) == 0.25
+    assert chance_accuracy({"grader": "choice_all", "choices": list("abc")}) == pytest.approx(1 / 7)
+    assert chance_accuracy({"grader": "number:gsm8k", "choices": None}) == 0
+
+
+def test_summary_per_category_and_ungraded(tmp_path):
+    results = ([{"id": f"a{i}", "category": "x", "correct": i < 3} for i in range(10)]
+               + [{"id": f"b{i}", "category": "y", "correct": i < 8} for i in range(10)]
+               + [{"id": "c", "category": "y", "correct": None}])
+    rows = [{"id": r["id"], "grader": "choice", "choices": list("abcd")} for r in results[:10]] + \
+           [{"id": r["id"], "grader": "text", "choices": None} for r in results[10:]]
+    config = RunConfig(output_dir=str(tmp_path / "o"))
+    skipped = [{"id": "bad1", "where": "line 4", "reason": "r"}]
+    summary = make_summary(config, results, 2.0, 21, rows=rows, skipped=skipped)
+    assert summary["questions"] == 21 and summary["graded"] == 20 and summary["ungraded"] == 1
+    assert summary["correct"] == 11 and summary["accuracy"] == 0.55
+    assert summary["accuracy_stderr"] == pytest.approx(math.sqrt(0.55 * 0.45 / 20))
+    assert summary["chance"] == pytest.approx(0.125)
+    x = summary["per_category"]["x"]
+    assert (x["n"], x["correct"], x["accuracy"], x["chance"]) == (10, 3, 0.3, 0.25)
+    assert x["stderr"] == pytest.approx(math.sqrt(0.3 * 0.7 / 10)) and x["ci95"][0] < 0.3 < x["ci95"][1]
+    assert summary["skipped_rows"] == 1 and summary["skipped_ids"] == ["bad1"]
+    json.dumps(summary)
+    text = format_summary(summary)
+    assert "accuracy   55.0% ± 11.1% (SE), 95% CI" in text and "chance 12.5%" in text and "(11/20 correct)" in text
+    assert "skipped    1 benchmark row(s) the grader cannot use (bad1)" in text
+    assert "ungraded   1 question(s)" in text
+
+
+def test_main_prints_and_saves_the_error_bars(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main("--model", tiny_dir, "--limit", 12, "--max_new_tokens", 4, "--output_dir", out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = read_rows(out)
+    k = sum(r["correct"] for r in rows)
+    assert summary["correct"] == k and summary["accuracy_stderr"] == pytest.approx(
+        math.sqrt(k / 12 * (1 - k / 12) / 12))
+    assert len(summary["accuracy_ci95"]) == 2 and summary["skipped_rows"] == 0
+    for stats_ in summary["per_category"].values():
+        assert {"stderr", "ci95", "chance"} <= set(stats_)
+    printed = capsys.readouterr().out
+    assert "(SE), 95% CI" in printed and "chance" in printed
