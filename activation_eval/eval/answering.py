@@ -11,14 +11,22 @@ Example:
     ...     print(result["id"], result["correct"])
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
-extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capture`, each record
-also holds its activations and a "grading" entry with the same verdict.
+extracted, correct, grader, num_prompt_tokens, num_generated_tokens}, plus `sample` for rows that
+carry one (runner.with_samples). With `capture`, each record also holds its activations and a
+"grading" entry with the same verdict. When the settings sample, a row's random stream is seeded
+from (settings.seed, its id, its sample index), so its answer does not depend on its batch.
 """
 from .benchmark import format_question, grade
 from ..capture.generation import iter_records
 
 RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
                  "grader", "num_prompt_tokens", "num_generated_tokens")
+
+
+def sample_key(row):
+    """The key that, with the seed, seeds a row's sampling stream: its id and sample index (0 when
+    it has none, so a single-sample run answers like sample 0 of a multi-sample one)."""
+    return f"{row.get('id')}\x1f{row.get('sample') or 0}"
 
 
 _UNGRADED = {"extracted": None, "correct": None, "grader": None}  # a bare question has no gold answer
@@ -28,14 +36,15 @@ def answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=
     """Generate and grade every row (at most `batch_size` decoded together); results keep the rows' order."""
     pairs = {}
     for result, record in iter_answers(model, tokenizer, rows, settings, capture, batch_size):
-        pairs[result["id"]] = (result, record)
-    return [pairs[row["id"]] for row in rows]
+        pairs[result["id"], result.get("sample")] = (result, record)
+    return [pairs[row["id"], row.get("sample")] for row in rows]
 
 
 def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size=None):
     """Yield (result, record) for each row as its answer is finished (see answer_rows)."""
     prompts = [format_question(row) for row in rows]
-    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
+    keys = [sample_key(row) for row in rows]
+    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
         verdict = grade(record["response"], row) if row.get("answer") else _UNGRADED
         result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
@@ -43,5 +52,7 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
                   "extracted": verdict["extracted"], "correct": verdict["correct"],
                   "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
                   "num_generated_tokens": record["num_generated_tokens"]}
+        if row.get("sample") is not None:
+            result["sample"] = record["sample"] = row["sample"]
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
         yield result, record

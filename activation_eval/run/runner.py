@@ -4,6 +4,8 @@ Public names:
     run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
     format_summary(summary) -> str          the aligned table the CLI prints
     plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
+    select_rows(rows, config, warn=True)    the questions a run answers (--mc_scoring, --limit, --shuffle)
+    with_samples(rows, num_samples)         one planned answer per (question, sample)
 
 Example:
     >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
@@ -14,7 +16,8 @@ The run folder's layout and its files are owned by store/run_folder.py.
 Batches: the run's questions are split once into length-sorted units (the plan): with continuous
 batching (greedy decoding) a unit holds GROUP_BATCHES x batch_size questions, of which batch_size
 decode at once and a finished one's slot is refilled from the unit; otherwise a unit is one
-model.generate batch. Float results depend on which questions share a forward pass, so a unit is
+model.generate batch (or, with --mc_scoring loglikelihood, batch_size questions scored together).
+With --num_samples N every question is planned N times, as (id, sample) pairs (run_folder.row_key). Float results depend on which questions share a forward pass, so a unit is
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
@@ -25,7 +28,9 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import random
 import time
 
 import torch
@@ -34,6 +39,7 @@ from tqdm.auto import tqdm
 from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.answering import iter_answers
+from ..eval.multiple_choice import has_choices, iter_choice_scores
 from ..eval.benchmark import format_question, load_benchmark
 from ..models import load_model
 from ..store import run_folder
@@ -83,7 +89,7 @@ def open_output_dir(config, rows=()):
         stored = run_folder.merge_results(out, [row["id"] for row in rows])
     else:
         stored = run_folder.repair_results(run_folder.results_path(out))
-    return {row["id"]: row.get("batch") for row in stored}
+    return {run_folder.row_key(row): row.get("batch") for row in stored}
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -104,14 +110,46 @@ def unit_size(model, tokenizer, settings, batch_size):
 
 
 def batch_key(batch):
-    """A short name for a batch's composition (its question ids, in order), kept in each of its rows."""
-    ids = "\x1f".join(str(row["id"]) for row in batch)
+    """A short name for a batch's composition (its question ids and samples, in order), kept in each of its rows."""
+    ids = "\x1f".join(str(row["id"]) if row.get("sample") is None else f"{row['id']}\x1e{row['sample']}"
+                      for row in batch)
     return hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
 
 
 def unfinished(batches, stored):
-    """The batches that still need answering: some row is missing or was answered in another batch."""
-    return [b for b in batches if any(stored.get(row["id"]) != batch_key(b) for row in b)]
+    """The batches that still need answering: some row is missing or was answered in another batch
+    (`stored`: {row_key: batch key} of the rows written)."""
+    return [b for b in batches if any(stored.get(run_folder.row_key(row)) != batch_key(b) for row in b)]
+
+
+def select_rows(rows, config, warn=True):
+    """The questions the run answers: with --mc_scoring loglikelihood only rows with choices
+    (the others skipped with a warning); then --limit N or a fraction, the first ones or, with
+    --shuffle, a subset drawn with --seed (kept in benchmark order)."""
+    if config.mc_scoring == "loglikelihood":
+        skipped = [row["id"] for row in rows if not has_choices(row)]
+        rows = [row for row in rows if has_choices(row)]
+        if skipped and warn:
+            log.warning("--mc_scoring loglikelihood: skipping %d row(s) without choices (%s%s)", len(skipped),
+                        ", ".join(map(str, skipped[:5])), ", ..." if len(skipped) > 5 else "")
+        if not rows:
+            raise RunError(f"--mc_scoring loglikelihood: no row of {config.benchmark} has choices "
+                           f"(--choices_field {config.choices_field!r}); use --mc_scoring generate")
+    if config.limit is None:
+        return rows
+    n = config.limit if isinstance(config.limit, int) else math.ceil(config.limit * len(rows))
+    if not config.shuffle:
+        return rows[:n]
+    chosen = sorted(random.Random(config.seed).sample(range(len(rows)), min(n, len(rows))))
+    return [rows[i] for i in chosen]
+
+
+def with_samples(rows, num_samples):
+    """The planned answers: each row once, or with num_samples > 1 each row num_samples times as
+    copies with a `sample` index (0 .. N-1)."""
+    if num_samples == 1:
+        return list(rows)
+    return [{**row, "sample": k} for row in rows for k in range(num_samples)]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -127,23 +165,28 @@ def run_benchmark(config):
     rows = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
-                                  continuous_batching=config.continuous_batching)
-    batches = plan_batches(rows, tokenizer, config.chat_template, unit_size(model, tokenizer, settings, config.batch_size))
+                                  continuous_batching=config.continuous_batching, temperature=config.temperature,
+                                  top_p=config.top_p, top_k=config.top_k, seed=config.seed)
+    jobs = with_samples(rows, config.num_samples)
+    loglik = config.mc_scoring == "loglikelihood"
+    size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size)
+    batches = plan_batches(jobs, tokenizer, config.chat_template, size)
+    answer = iter_choice_scores if loglik else iter_answers
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
     _check_folder_is_shared(config, procs)
     todo = unfinished(batches, stored)
     mine = distributed.share(todo, procs.rank, procs.world)
     to_answer = sum(len(b) for b in todo)
-    if to_answer < len(rows):
-        log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
+    if to_answer < len(jobs):
+        log.info("resuming: %d of %d answers already written", len(jobs) - to_answer, len(jobs))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    with _progress_bar(procs, len(rows), to_answer, mine) as bar:
+    with _progress_bar(procs, len(jobs), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
-            for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
+            for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
                 run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
@@ -174,7 +217,8 @@ def _trim_heap():
 
 def _load_rows(config, check=True):
     rows = load_benchmark(config.benchmark, question_field=config.question_field, answer_field=config.answer_field,
-                          choices_field=config.choices_field, id_field=config.id_field)[: config.limit]
+                          choices_field=config.choices_field, id_field=config.id_field)
+    rows = select_rows(rows, config, warn=check)
     if check:
         check_output_dir(config)
     return rows
@@ -245,7 +289,8 @@ def _save_record(config, result, record, key):
     result["batch"] = key
     if record is None or "activations" not in record:
         return result
-    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format)
+    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format,
+                                  sample=result.get("sample"))
     save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
     return result
@@ -254,7 +299,7 @@ def _save_record(config, result, record, key):
 def _finish(config, rows, batches, elapsed, answered, processes):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
     final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
-    missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
+    missing = sum(map(len, unfinished(batches, {run_folder.row_key(row): row.get("batch") for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")

@@ -7,13 +7,18 @@ Public names:
     results_path(run_dir), config_path(run_dir), summary_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
     shard_files(run_dir)                     the shard files present, sorted
-    record_path(directory, question_id, fmt) a filesystem-safe record file path for a question id
+    record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
+                                             question id (and sample index: "<id>@s<k>")
+    row_key(row)                             (id, sample) that identifies a results row
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
     repair_results(path)                     rewrite a results file without its torn lines; -> rows
     append_results(path, rows)               append rows, flushed and fsynced
     merge_results(run_dir, order)            fold results.jsonl + shards into results.jsonl
+
+A results row is identified by row_key(row) = (id, sample): `id` is the benchmark question's id,
+`sample` the answer's index with --num_samples > 1 (absent, i.e. None, otherwise).
 
 Example:
     >>> rows = read_results("runs/r1")
@@ -78,8 +83,8 @@ def shard_files(run_dir):
     return sorted(glob.glob(os.path.join(glob.escape(os.fspath(run_dir)), SHARDS_DIR, _SHARD_GLOB)))
 
 
-def record_path(directory, question_id, fmt="pkl"):
-    """Path of the record file for `question_id` in `directory`.
+def record_path(directory, question_id, fmt="pkl", sample=None):
+    """Path of the record file for `question_id` (and answer `sample`, if not None) in `directory`.
 
     >>> record_path("acts", "geo/001 (b)", "safetensors")
     'acts/geo_001__b_-cca2507873.safetensors'
@@ -87,7 +92,8 @@ def record_path(directory, question_id, fmt="pkl"):
     Keeps [A-Za-z0-9._-] and replaces anything else with "_"; when anything was changed (or the
     name would look like a hash-suffixed one) a short hash of the id is appended, so distinct
     ids never share a file. Note: ids that differ only in case share a file on case-insensitive
-    file systems (macOS, Windows).
+    file systems (macOS, Windows). A sample index k adds "@s<k>": "@" never occurs in the
+    sanitised id, so (id, sample) pairs never share a file with each other or with a bare id.
     """
     ext = "." + str(fmt).lstrip(".")
     if ext not in RECORD_FORMATS:
@@ -98,7 +104,16 @@ def record_path(directory, question_id, fmt="pkl"):
         safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
     if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
         safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ValueError(f"sample must be an integer >= 0, got {sample!r}")
+        safe = f"{safe}@s{sample}"
     return os.path.join(os.fspath(directory), safe + ext)
+
+
+def row_key(row):
+    """(id, sample) of a results row or planned question: what makes it unique in a run."""
+    return row.get("id"), row.get("sample")
 
 
 def iter_record_files(directory):
@@ -206,8 +221,9 @@ def append_results(path, rows):
 
 def merge_results(run_dir, order=()):
     """Fold results.jsonl and every shard into results.jsonl (atomically), rows of the ids in
-    `order` first in that order, then the rest; a question answered twice keeps its latest row
-    (shards are newer than results.jsonl). Removes the shards and an empty shards/ folder."""
+    `order` first in that order (the samples of an id by sample index), then the rest; a row key
+    (row_key: id, sample) written twice keeps its latest row (shards are newer than results.jsonl).
+    Removes the shards and an empty shards/ folder."""
     path = results_path(run_dir)
     shards = shard_files(run_dir)
     stored = {}
@@ -215,9 +231,14 @@ def merge_results(run_dir, order=()):
         rows, dropped = scan_results(source)
         _warn_dropped(source, dropped, "dropped")
         for row in rows:
-            stored.pop(row.get("id"), None)
-            stored[row.get("id")] = row
-    ordered = [stored.pop(qid) for qid in order if qid in stored] + list(stored.values())
+            stored.pop(row_key(row), None)
+            stored[row_key(row)] = row
+    by_id = {}
+    for key, row in stored.items():
+        by_id.setdefault(key[0], []).append(row)
+    ordered = []
+    for qid in list(dict.fromkeys(order)) + list(by_id):
+        ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
     write_text_atomic(path, _jsonl(ordered))
     for shard in shards:
         os.remove(shard)
@@ -226,6 +247,10 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
+
+
+def _sample_order(sample):
+    return (0, sample) if isinstance(sample, int) else (1, str(sample))
 
 
 def _jsonl(rows):
