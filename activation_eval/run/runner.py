@@ -325,14 +325,35 @@ def make_summary(config, results, elapsed, answered_now, processes=1):
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
             "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
             "capture_activations": config.capture_activations,
-            "activation_dir": config.activation_save_dir if config.capture_activations else None}
+            "activation_dir": config.activation_save_dir if config.capture_activations else None,
+            **_decoding_summary(config, results)}
+
+
+def _decoding_summary(config, results):
+    """How answers were produced; with --mc_scoring loglikelihood also acc_norm with its standard
+    error over questions and the chance baseline (mean of 1 / number of choices)."""
+    out = {"mc_scoring": config.mc_scoring, "temperature": config.temperature, "num_samples": config.num_samples}
+    scored = [r for r in results if isinstance(r.get("correct_norm"), bool)]
+    if scored:
+        p = sum(r["correct_norm"] for r in scored) / len(scored)
+        out.update(correct_norm=sum(r["correct_norm"] for r in scored), accuracy_norm=p, scored_questions=len(scored),
+                   accuracy_norm_se=math.sqrt(p * (1 - p) / len(scored)),
+                   chance_accuracy=sum(1 / len(r["choice_logprobs"]) for r in scored) / len(scored))
+    return out
 
 
 def format_summary(summary):
     """An aligned, human-readable table of a summary."""
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
-             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{summary['questions']} correct)", "",
-             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9}"]
+             f"accuracy   {summary['accuracy']:.1%}  ({summary['correct']}/{summary['questions']} correct)"]
+    if "accuracy_norm" in summary:
+        lines.append(f"acc_norm   {summary['accuracy_norm']:.1%} ± {summary['accuracy_norm_se']:.1%} (SE)  "
+                     f"({summary['correct_norm']}/{summary['scored_questions']} correct by log-likelihood per "
+                     f"character; chance {summary['chance_accuracy']:.1%})")
+    if summary.get("num_samples", 1) > 1:
+        lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
+                     f"accuracy counts every sample")
+    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9}"]
     for name, stats in summary["per_category"].items():
         lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {stats['accuracy']:>9.1%}")
     qps = summary["questions_per_second"]
