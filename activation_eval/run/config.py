@@ -126,6 +126,10 @@ class RunConfig:
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))
 
 
+_LIMIT_HELP = ("--limit must be at least 1 (a number of questions, e.g. 20) or a fraction between 0 and 1 "
+               "(e.g. 0.1 = 10%), got {limit!r}")
+
+
 def parse_limit(limit):
     """--limit as given (int, float or text): None, an int N >= 1, or a fraction 0 < f < 1."""
     if limit is None:
@@ -140,14 +144,14 @@ def parse_limit(limit):
             except ValueError:
                 value = None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RunError(f"--limit must be a number of questions (e.g. 20) or a fraction (e.g. 0.1), got {limit!r}")
+        raise RunError(_LIMIT_HELP.format(limit=limit))
     if isinstance(value, float) and value.is_integer() and value >= 1:
         value = int(value)
     if isinstance(value, int) and value >= 1:
         return value
     if isinstance(value, float) and 0 < value < 1 and math.isfinite(value):
         return value
-    raise RunError(f"--limit must be an integer >= 1 or a fraction between 0 and 1, got {limit!r}")
+    raise RunError(_LIMIT_HELP.format(limit=limit))
 
 
 def config_from_args(args):
