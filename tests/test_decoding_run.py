@@ -111,3 +111,19 @@ def test_loglikelihood_run_scores_choice_rows_and_skips_the_others(tiny_dir, tmp
     assert "acc_norm" in capsys.readouterr().out
     # resuming with generated answers would mix two kinds of rows: refused
     assert run_main(*args[:-2], "--mc_scoring", "generate", "--output_dir", out, "--resume") == 2
+
+
+def test_rows_and_record_files_are_keyed_by_id_and_sample(tmp_path):
+    from activation_eval.store import run_folder
+    names = {os.path.basename(run_folder.record_path("acts", qid, "pkl", sample=k))
+             for qid in ("q", "q@s1", "q_s1") for k in (None, 0, 1)}
+    assert len(names) == 9 and "q@s1.pkl" in names and "q.pkl" in names
+    with pytest.raises(ValueError, match="sample"):
+        run_folder.record_path("acts", "q", "pkl", sample=-1)
+    # merging: one row per (id, sample), the latest wins, samples of an id in order, ids in `order`
+    (tmp_path / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [{"id": "b", "v": 1}, {"id": "a", "sample": 1, "v": 1}]))
+    run_folder.append_results(run_folder.shard_path(tmp_path, 0), [{"id": "a", "sample": 1, "v": 2},
+                                                                   {"id": "a", "sample": 0, "v": 2}])
+    merged = run_folder.merge_results(tmp_path, ["a", "b"])
+    assert [(r["id"], r.get("sample"), r["v"]) for r in merged] == [("a", 0, 2), ("a", 1, 2), ("b", None, 1)]
