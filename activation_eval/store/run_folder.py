@@ -9,7 +9,7 @@ Public names:
     shard_files(run_dir)                     the shard files present, sorted
     record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
                                              question id (and sample index: "<id>@s<k>")
-    row_key(row)                             (id, sample) that identifies a results row
+    row_key(row)                             what identifies a results row: id, or (id, sample)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
@@ -17,8 +17,8 @@ Public names:
     append_results(path, rows)               append rows, flushed and fsynced
     merge_results(run_dir, order)            fold results.jsonl + shards into results.jsonl
 
-A results row is identified by row_key(row) = (id, sample): `id` is the benchmark question's id,
-`sample` the answer's index with --num_samples > 1 (absent, i.e. None, otherwise).
+A results row is identified by row_key(row): its `id` (the benchmark question's id) or, for rows
+with a `sample` (the answer's index with --num_samples > 1), the pair (id, sample).
 
 Example:
     >>> rows = read_results("runs/r1")
@@ -112,8 +112,10 @@ def record_path(directory, question_id, fmt="pkl", sample=None):
 
 
 def row_key(row):
-    """(id, sample) of a results row or planned question: what makes it unique in a run."""
-    return row.get("id"), row.get("sample")
+    """What makes a results row or planned question unique in a run: its id, or (id, sample) when
+    it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
+    sample = row.get("sample")
+    return row.get("id") if sample is None else (row.get("id"), sample)
 
 
 def iter_record_files(directory):
@@ -222,7 +224,7 @@ def append_results(path, rows):
 def merge_results(run_dir, order=()):
     """Fold results.jsonl and every shard into results.jsonl (atomically), rows of the ids in
     `order` first in that order (the samples of an id by sample index), then the rest; a row key
-    (row_key: id, sample) written twice keeps its latest row (shards are newer than results.jsonl).
+    (row_key: id, or id and sample) written twice keeps its latest row (shards are newer than results.jsonl).
     Removes the shards and an empty shards/ folder."""
     path = results_path(run_dir)
     shards = shard_files(run_dir)
@@ -234,8 +236,8 @@ def merge_results(run_dir, order=()):
             stored.pop(row_key(row), None)
             stored[row_key(row)] = row
     by_id = {}
-    for key, row in stored.items():
-        by_id.setdefault(key[0], []).append(row)
+    for row in stored.values():
+        by_id.setdefault(row.get("id"), []).append(row)
     ordered = []
     for qid in list(dict.fromkeys(order)) + list(by_id):
         ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
