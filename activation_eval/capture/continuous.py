@@ -1,5 +1,5 @@
-"""Continuous batching for greedy (or per-prompt sampled) decoding: a finished answer leaves the batch at once and a waiting
-prompt takes its slot, so no decode step is spent on rows that already emitted EOS.
+"""Continuous batching for greedy (or per-prompt sampled) decoding: a finished answer leaves the
+batch at once and a waiting prompt takes its slot, so no decode step is spent on rows that already emitted EOS.
 
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
@@ -21,8 +21,8 @@ that every prompt shares (a chat template's system prompt) is forwarded once per
 cache copied to each new row. Tokens are
 the argmax of the last logits, as greedy `generate` picks them (no logits processors: see
 unsupported_reason), or whatever `pick(logits, prompt indices)` chooses (sampling.Sampler draws
-each prompt's tokens from its own seeded stream, so they do not depend on the batch). The work depends only on the prompts and their order, so a run is
-reproducible bit for bit.
+each prompt's tokens from its own seeded stream, so they do not depend on the batch). The work
+depends only on the prompts and their order, so a run is reproducible bit for bit.
 """
 import inspect
 from collections import deque
