@@ -1,5 +1,6 @@
 """Continuous batching for greedy (or per-prompt sampled) decoding: a finished answer leaves the
-batch at once and a waiting prompt takes its slot, so no decode step is spent on rows that already emitted EOS.
+batch at once and a waiting prompt takes its slot, so no decode step is spent on rows that already
+emitted EOS.
 
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
