@@ -1,9 +1,10 @@
-"""Continuous batching for greedy decoding: a finished answer leaves the batch at once and a waiting
-prompt takes its slot, so no decode step is spent on rows that already emitted EOS.
+"""Continuous batching for greedy (or per-prompt sampled) decoding: a finished answer leaves the
+batch at once and a waiting prompt takes its slot, so no decode step is spent on rows that already
+emitted EOS.
 
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
-    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None)
+    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None, pick=None)
         -> iterator of (index, kept new tokens, (acts, kept) or None), in the order answers finish
 
 Example:
@@ -20,8 +21,9 @@ each row gets explicit position ids, so a row computes what it would compute alo
 that every prompt shares (a chat template's system prompt) is forwarded once per call and its
 cache copied to each new row. Tokens are
 the argmax of the last logits, as greedy `generate` picks them (no logits processors: see
-unsupported_reason). The work depends only on the prompts and their order, so a run is
-reproducible bit for bit.
+unsupported_reason), or whatever `pick(logits, prompt indices)` chooses (sampling.Sampler draws
+each prompt's tokens from its own seeded stream, so they do not depend on the batch). The work
+depends only on the prompts and their order, so a run is reproducible bit for bit.
 """
 import inspect
 from collections import deque
@@ -81,15 +83,18 @@ class _Row:
 
 
 @torch.no_grad()
-def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None):
+def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None,
+           pick=None):
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
     Yields (index into prompts, the generated token ids the record keeps, (acts, kept) from
     capture.finish or None) as each answer ends. `capture` is a capture.RowCapture with the same
     width, entered by the caller; `cut(tokens)` is how many of the generated tokens (up to and
     including the stopping one) the record keeps, e.g. up to its first EOS. A slot is refilled once `refill_at` slots are free (default:
-    a quarter of the width), which batches prefills and cache merges.
+    a quarter of the width), which batches prefills and cache merges. `pick(logits (B, vocab),
+    prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
     """
+    pick = pick or _argmax
     device = model.get_input_embeddings().weight.device
     refill_at = refill_at or max(1, width // 4)
     stop_ids = set(stop_ids)
@@ -105,7 +110,7 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
             new = [_Row(i, free.pop(), len(prompts[i])) for i in
                    [queue.popleft() for _ in range(min(len(free), len(queue)))]]
             new_cache, new_mask, first = _prefill(model, forward, [prompts[r.index][len(prefix):] for r in new],
-                                                  prefix_kv, pad_id, device, capture, new)
+                                                  prefix_kv, pad_id, device, capture, new, pick)
             for row, token in zip(new, first):
                 _add_token(row, token, stop_ids, max_new_tokens)
             yield from _finished(new, capture, cut, free)
@@ -120,11 +125,15 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)                  # (B, T+1)
         if capture is not None:
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
-        tokens = forward(tokens, mask, positions, cache).argmax(-1)                     # (B, 1)
+        tokens = pick(forward(tokens, mask, positions, cache)[:, 0], [r.index for r in rows])[:, None]   # (B, 1)
         positions = positions + 1
         for row, token in zip(rows, tokens[:, 0].tolist()):      # the step's one device sync
             _add_token(row, token, stop_ids, max_new_tokens)
         yield from _finished(rows, capture, cut, free)
+
+
+def _argmax(logits, indices):
+    return logits.argmax(-1)
 
 
 def _add_token(row, token, stop_ids, max_new_tokens):
@@ -176,7 +185,7 @@ def _prefix_forward(model, forward, prefix, device, capture):
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows):
+def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows, pick=_argmax):
     """Forward new prompts (after the shared prefix, whose cache they start from) as one left-padded
     batch: (cache, mask, first tokens). The mask is [prefix, pads, prompt]; positions skip the pads."""
     width = max(len(p) for p in prompts)
@@ -194,7 +203,7 @@ def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows):
         layer.update(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
     if capture is not None:
         capture.route_prefill([r.index for r in rows], [width - len(p) for p in prompts])
-    return cache, mask, forward(ids, mask, positions, cache)[:, 0].argmax(-1).tolist()
+    return cache, mask, pick(forward(ids, mask, positions, cache)[:, 0], [r.index for r in rows]).tolist()
 
 
 def _merge(cache, mask, rows, new_cache, new_mask, new):

@@ -1,13 +1,14 @@
-"""Batched greedy generation, optionally under ActivationCapture, returning one record per prompt.
+"""Batched generation (greedy, or seeded sampling), optionally under ActivationCapture, returning one
+record per prompt.
 
 Public names:
-    GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching
-                              / system prompt
+    GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching /
+                              system prompt / temperature, top_p, top_k, seed (sampling; temperature 0 = greedy)
     model_texts(tokenizer, prompts, use_chat_template, system_prompt=None) -> (texts, add special tokens?)
     encode_prompts(tokenizer, prompts, use_chat_template, system_prompt=None) -> BatchEncoding (left-padded)
     prompt_lengths(tokenizer, prompts, use_chat_template, system_prompt=None) -> [int]
-    generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> [record, ...]
-    iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None) -> (index, record), ...
+    generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> [record, ...]
+    iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> (index, record), ...
     decoding_mode(model, tokenizer, settings) -> ("continuous" | "generate", why not continuous)
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
 
@@ -16,10 +17,12 @@ Example:
     ...                            GenerationSettings(max_new_tokens=16), CaptureSettings(layers=[0, -1]))
     >>> records[1]["response"], records[1]["activations"]["layer_0"].shape
 
-Two decoding paths give the same tokens and records: greedy decoding without logits processors
-runs continuous.decode (finished answers leave the batch, waiting prompts take their slots);
-anything else (sampling, other generate() arguments, unusual caches) runs model.generate on
-left-padded batches of `batch_size` prompts under ActivationCapture.
+Two decoding paths give the same tokens and records: decoding without logits processors runs
+continuous.decode (finished answers leave the batch, waiting prompts take their slots); anything
+else (other generate() arguments such as do_sample, unusual caches) runs model.generate on
+left-padded batches of `batch_size` prompts under ActivationCapture. Sampling set in the settings
+(temperature > 0) runs on either path with one random stream per prompt (sampling.Sampler),
+seeded from (seed, keys[i]); keys default to the prompts' indices.
 
 A record is the dict described in ACTIVATION_CAPTURE_README.md: the seed's keys (prompt, response,
 model, timestamp, input_ids, output_ids, activations) plus layer names, kept positions, dtype, a
@@ -35,6 +38,7 @@ import torch
 import transformers
 
 from . import continuous
+from .sampling import Sampler
 from .hooks import ActivationCapture, RowCapture, find_decoder_layers
 from ..models import uses_chat_template
 
@@ -47,14 +51,44 @@ class GenerationSettings:
     max_new_tokens: int = 32            # tokens generated per answer (greedy unless do_sample given)
     use_chat_template: object = "auto"  # auto/on/off or True/False/None
     generate_kwargs: dict = dataclasses.field(default_factory=dict)  # passed to model.generate
-    continuous_batching: bool = True    # greedy decoding refills finished rows (False: model.generate)
+    continuous_batching: bool = True    # refill finished rows at once (False: model.generate batches)
     system_prompt: str = None           # the chat template's system message; without a template, prepended
+    temperature: float = 0.0            # 0: greedy; > 0: sample (each prompt its own seeded stream)
+    top_p: float = 1.0                  # nucleus sampling mass (1.0: off); needs temperature > 0
+    top_k: int = 0                      # keep the k most likely tokens (0: off); needs temperature > 0
+    seed: int = 0                       # with the prompt's key, seeds its random stream
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
         if self.generate_kwargs.get("num_beams", 1) != 1:
             raise ValueError("beam search (num_beams > 1) is not supported: beams reorder rows between steps")
+        _check_sampling(self)
+
+    @property
+    def sampling(self):
+        """True when tokens are sampled through the settings (temperature > 0)."""
+        return self.temperature > 0
+
+
+_SAMPLING_KWARGS = ("do_sample", "temperature", "top_p", "top_k")
+
+
+def _check_sampling(settings):
+    if isinstance(settings.temperature, bool) or not isinstance(settings.temperature, (int, float)) \
+            or not 0 <= settings.temperature < float("inf"):
+        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {settings.temperature!r}")
+    if isinstance(settings.top_p, bool) or not isinstance(settings.top_p, (int, float)) or not 0 < settings.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {settings.top_p!r}")
+    if isinstance(settings.top_k, bool) or not isinstance(settings.top_k, int) or settings.top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {settings.top_k!r}")
+    if isinstance(settings.seed, bool) or not isinstance(settings.seed, int):
+        raise ValueError(f"seed must be an integer, got {settings.seed!r}")
+    if not settings.sampling and (settings.top_p != 1 or settings.top_k != 0):
+        raise ValueError("top_p / top_k only apply when sampling: set temperature > 0 as well")
+    if settings.sampling and any(k in settings.generate_kwargs for k in _SAMPLING_KWARGS):
+        raise ValueError(f"sampling is set twice: pass temperature/top_p/top_k either as settings or as "
+                         f"generate() arguments {list(_SAMPLING_KWARGS)}, not both")
 
 
 @dataclasses.dataclass
@@ -158,20 +192,21 @@ def decoding_mode(model, tokenizer, settings):
     return ("generate", why) if why else ("continuous", None)
 
 
-def generate_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None):
+def generate_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None, keys=None):
     """Generate answers for prompts; with `capture`, each record holds its activations.
 
     At most `batch_size` prompts (default: all) are decoded together. Records come back in the
-    order of `prompts`; iter_records gives them as they are finished.
+    order of `prompts`; iter_records gives them as they are finished. When sampling, `keys` (one
+    string per prompt, default its index) with settings.seed seed each prompt's random stream.
     """
     records = [None] * len(prompts)
-    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
+    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         records[index] = record
     return records
 
 
 @torch.no_grad()
-def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None):
+def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_size=None, keys=None):
     """Yield (index into prompts, record) as each answer is finished (see generate_records)."""
     settings = settings or GenerationSettings()
     prompts = list(prompts)
@@ -179,16 +214,30 @@ def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_s
     kwargs = _generate_kwargs(tokenizer, settings)
     mode = decoding_mode(model, tokenizer, settings)[0]
     shared = _shared_fields(model, tokenizer, settings, kwargs, mode)
+    sampler = _sampler(settings, prompts, keys)
     if mode == "continuous":
-        yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared)
+        yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared,
+                                       sampler)
         return
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
+        if sampler is not None:
+            kwargs = {**kwargs, "logits_processor": sampler.logits_processor(range(start, start + len(chunk)))}
         for row, record in enumerate(_generate_batch(model, tokenizer, chunk, settings, capture, kwargs, shared)):
             yield start + row, record
 
 
-def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared):
+def _sampler(settings, prompts, keys):
+    """A Sampler with one stream per prompt when the settings sample, else None (greedy)."""
+    if not settings.sampling:
+        return None
+    keys = [str(i) for i in range(len(prompts))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(prompts):
+        raise ValueError(f"keys: {len(keys)} given for {len(prompts)} prompts")
+    return Sampler(settings.temperature, settings.top_k, settings.top_p, settings.seed, keys)
+
+
+def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared, sampler=None):
     ids = encode_each(tokenizer, prompts, settings.use_chat_template, settings.system_prompt)
     eos_ids = _eos_ids(model, tokenizer)
     stop = kwargs.get("eos_token_id")
@@ -202,7 +251,7 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
     with cap if cap is not None else contextlib.nullcontext():
         for index, tokens, captured in continuous.decode(
                 model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
-                cut=lambda toks: _generated_length(toks, eos_ids)):
+                cut=lambda toks: _generated_length(toks, eos_ids), pick=sampler.pick if sampler else None):
             yield index, _record(tokenizer, prompts[index], torch.tensor(ids[index]), torch.tensor(tokens),
                                  shared, cap, captured)
 
@@ -245,6 +294,9 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
     shared["generation"]["decoding"] = mode
     if settings.system_prompt:
         shared["generation"]["system_prompt"] = settings.system_prompt
+    if settings.sampling:      # sampled by sampling.Sampler on either path, not by generate's own sampler
+        shared["generation"].update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                                    top_k=settings.top_k, seed=settings.seed, sampler="per-prompt seeded streams")
     return shared
 
 

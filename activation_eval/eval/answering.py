@@ -12,10 +12,12 @@ Example:
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
 extracted, correct, grader, num_prompt_tokens, num_generated_tokens}, plus "system_prompt" when
-settings has one. `prompt` is the exact text asked (with few-shot examples; see prompts.prompt_of),
-before the system prompt and chat template that generation applies. A row without a gold answer
-(a bare question) is ungraded: correct, extracted and grader are None. With `capture`, each record
-also holds its activations and a "grading" entry with the same verdict.
+settings has one and `sample` for rows that carry one (runner.with_samples). `prompt` is the exact
+text asked (with few-shot examples; see prompts.prompt_of), before the system prompt and chat
+template that generation applies. A row without a gold answer (a bare question) is ungraded:
+correct, extracted and grader are None. With `capture`, each record also holds its activations and
+a "grading" entry with the same verdict. When the settings sample, a row's random stream is seeded
+from (settings.seed, its id, its sample index), so its answer does not depend on its batch.
 """
 from .grading import grade
 from .prompts import prompt_of
@@ -25,6 +27,12 @@ RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "
                  "grader", "num_prompt_tokens", "num_generated_tokens")
 
 
+def sample_key(row):
+    """The key that, with the seed, seeds a row's sampling stream: its id and sample index (0 when
+    it has none, so a single-sample run answers like sample 0 of a multi-sample one)."""
+    return f"{row.get('id')}\x1f{row.get('sample') or 0}"
+
+
 _UNGRADED = {"extracted": None, "correct": None, "grader": None}  # a bare question has no gold answer
 
 
@@ -32,15 +40,16 @@ def answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=
     """Generate and grade every row (at most `batch_size` decoded together); results keep the rows' order."""
     pairs = {}
     for result, record in iter_answers(model, tokenizer, rows, settings, capture, batch_size):
-        pairs[result["id"]] = (result, record)
-    return [pairs[row["id"]] for row in rows]
+        pairs[result["id"], result.get("sample")] = (result, record)
+    return [pairs[row["id"], row.get("sample")] for row in rows]
 
 
 def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size=None):
     """Yield (result, record) for each row as its answer is finished (see answer_rows)."""
     prompts = [prompt_of(row) for row in rows]
     system_prompt = getattr(settings, "system_prompt", None)
-    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size):
+    keys = [sample_key(row) for row in rows]
+    for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
         verdict = grade(record["response"], row) if _has_gold(row) else _UNGRADED
         result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
@@ -50,6 +59,8 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
                   "num_generated_tokens": record["num_generated_tokens"]}
         if system_prompt:
             result["system_prompt"] = system_prompt
+        if row.get("sample") is not None:
+            result["sample"] = record["sample"] = row["sample"]
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
         yield result, record
 

@@ -31,6 +31,8 @@ EPILOG = """examples:
   python main.py --capture_activations --positions last_prompt --activation_format safetensors
   python main.py --model HuggingFaceTB/SmolLM2-360M-Instruct --batch_size 16 --dtype bfloat16
   python main.py --output_dir results/run1 --resume
+  python main.py --limit 0.1 --shuffle --temperature 0.7 --top_p 0.95 --num_samples 4 --seed 1
+  python main.py --mc_scoring loglikelihood --capture_activations --positions last_prompt
   torchrun --nproc_per_node 4 main.py --output_dir results/run2      # or: accelerate launch --num_processes 4
   python main.py --model big/model --device_map auto --max_memory 0=70GiB,1=70GiB,cpu=200GiB
   python main.py --benchmark hf:cais/mmlu --subset all --split test --num_fewshot 5 --fewshot_split dev
@@ -76,7 +78,12 @@ def build_parser(prog="main.py"):
                    help="accuracy is also reported per category (default: category)")
     b.add_argument("--strict", action="store_true", default=None,
                    help="a row the grader cannot use is an error (default: skipped with a warning, counted)")
-    b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
+    b.add_argument("--limit", default=None, metavar="N",
+                   help="only N questions (an integer), or a fraction of them (e.g. 0.1 = 10%%, rounded up); "
+                        "the first ones unless --shuffle")
+    b.add_argument("--shuffle", action="store_true", default=None,
+                   help="with --limit: a random subset (seeded by --seed, kept in benchmark order), so it "
+                        "spans the benchmark's categories")
 
     q = p.add_argument_group("prompt")
     q.add_argument("--system_prompt", default=None, metavar="TEXT",
@@ -100,7 +107,21 @@ def build_parser(prog="main.py"):
     g.add_argument("--no_continuous_batching", dest="continuous_batching", action="store_false",
                    help="answer fixed batches with model.generate instead (rows that finished keep decoding)")
     g.add_argument("--max_new_tokens", type=int, default=32, metavar="N", help="(default: 32)")
-    g.add_argument("--seed", type=int, default=0, metavar="N")
+
+    s = p.add_argument_group("decoding and scoring")
+    s.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="0 = greedy (default); > 0 samples, each answer from its own stream seeded by "
+                        "(--seed, question id, sample), so answers do not depend on batching or --resume")
+    s.add_argument("--top_p", type=float, default=None, metavar="P", help="nucleus sampling (default: 1.0 = off)")
+    s.add_argument("--top_k", type=int, default=None, metavar="K", help="top-k sampling (default: 0 = off)")
+    s.add_argument("--seed", type=int, default=0, metavar="N", help="seeds sampling and --shuffle (default: 0)")
+    s.add_argument("--num_samples", type=int, default=None, metavar="N",
+                   help="answers per question, each its own results row (with `sample`) and record "
+                        "(default: 1; needs --temperature > 0)")
+    s.add_argument("--mc_scoring", default=None, choices=["generate", "loglikelihood"],
+                   help="multiple-choice rows: generate an answer and read its letter (default), or score "
+                        "each choice's log-likelihood as a continuation of the prompt (lm-eval's "
+                        "multiple_choice: acc and acc_norm, no generation; rows without choices are skipped)")
 
     o = p.add_argument_group("output")
     o.add_argument("--output_dir", default=None, metavar="DIR", help="run folder (default: results/<timestamp>)")

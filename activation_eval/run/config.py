@@ -6,6 +6,8 @@ Public names:
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
     benchmark_label(path)  the benchmark as stored and printed (absolute path, or hf:NAME)
     config_from_args(args) the one place parsed flags become a RunConfig
+    parse_limit(limit)     --limit: an int N >= 1 or a fraction 0 < f < 1
+    MC_SCORING             ("generate", "loglikelihood"): how multiple-choice rows are answered
 
 Example:
     >>> config = RunConfig(limit=10, output_dir="results/try", capture_activations=True)
@@ -17,13 +19,18 @@ with the same dest in cli.build_parser. Nothing else lists the settings.
 """
 import dataclasses
 import datetime
+import math
 import os
 
+from ..capture.generation import GenerationSettings
 from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
 from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template
 from ..models import DEFAULT_MODEL, check_device
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
+
+
+MC_SCORING = ("generate", "loglikelihood")
 
 
 class RunError(ValueError):
@@ -54,11 +61,17 @@ class RunConfig:
     fewshot_split: str = _resume(None)  # draw the examples from this split of the benchmark's dataset
     fewshot_file: str = _resume(None)   # ... or from this benchmark file (same field names)
     fewshot_seed: int = _resume(DEFAULT_FEWSHOT_SEED)
-    limit: int = None                   # first N questions of the benchmark
-    batch_size: int = 8                 # prompts decoded at once
-    continuous_batching: bool = True    # greedy: refill a finished row at once (False: model.generate batches)
+    limit: object = None                # N questions (int >= 1) or a fraction (0 < f < 1) of the benchmark
+    shuffle: bool = False               # with limit: a random subset (seeded by seed), not the first N
+    batch_size: int = 8                 # prompts decoded at once (loglikelihood: questions scored at once)
+    continuous_batching: bool = True    # refill a finished row at once (False: model.generate batches)
     max_new_tokens: int = _resume(32)
-    seed: int = _resume(0)
+    temperature: float = _resume(0.0)   # 0: greedy; > 0: sampling, one seeded stream per answer
+    top_p: float = _resume(1.0)         # 1.0: off
+    top_k: int = _resume(0)             # 0: off
+    seed: int = _resume(0)              # sampling streams, --shuffle subset
+    num_samples: int = _resume(1)       # answers per question (each its own row and record)
+    mc_scoring: str = _resume("generate")  # generate / loglikelihood (choice continuations, no generation)
     chat_template: str = _resume("auto")  # auto / on / off
     device: str = "auto"
     dtype: str = _resume("auto")
@@ -86,8 +99,8 @@ class RunConfig:
             raise RunError("pass --fewshot_split or --fewshot_file, not both")
         if (self.fewshot_split or self.fewshot_file) and not self.num_fewshot:
             raise RunError("--fewshot_split / --fewshot_file need --num_fewshot K (K >= 1)")
-        if self.limit is not None and self.limit < 1:
-            raise RunError(f"--limit must be at least 1, got {self.limit}")
+        self.limit = parse_limit(self.limit)
+        self._check_decoding()
         if self.batch_size < 1:
             raise RunError(f"--batch_size must be at least 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
@@ -115,6 +128,25 @@ class RunConfig:
     def prompt_settings(self):
         return PromptSettings(template=self.prompt_template, num_fewshot=self.num_fewshot,
                               fewshot_seed=self.fewshot_seed)
+    def _check_decoding(self):
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise RunError(f"--num_samples must be an integer >= 1, got {self.num_samples!r}")
+        if self.mc_scoring not in MC_SCORING:
+            raise RunError(f"--mc_scoring must be one of {', '.join(MC_SCORING)}, got {self.mc_scoring!r}")
+        if self.mc_scoring == "loglikelihood":
+            if self.temperature or self.num_samples > 1:
+                raise RunError("--mc_scoring loglikelihood generates nothing: --temperature and --num_samples "
+                               "do not apply (drop them, or use --mc_scoring generate)")
+            if self.positions == "generated":
+                raise RunError("--mc_scoring loglikelihood captures the prompt only: use --positions prompt, "
+                               "last_prompt, all (= prompt) or prompt token indices")
+        elif self.num_samples > 1 and not self.temperature:
+            raise RunError(f"--num_samples {self.num_samples} with greedy decoding gives the same answer "
+                           f"{self.num_samples} times: add --temperature (e.g. 0.7) to sample")
+        try:   # the sampling settings are checked where they are used: the generation settings
+            GenerationSettings(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+        except ValueError as exc:
+            raise RunError(f"--{str(exc)}") from None
 
     def resume_view(self):
         """The settings a resumed run must share, paths made comparable."""
@@ -132,6 +164,34 @@ def benchmark_label(benchmark):
 
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))
+
+
+_LIMIT_HELP = ("--limit must be at least 1 (a number of questions, e.g. 20) or a fraction between 0 and 1 "
+               "(e.g. 0.1 = 10%), got {limit!r}")
+
+
+def parse_limit(limit):
+    """--limit as given (int, float or text): None, an int N >= 1, or a fraction 0 < f < 1."""
+    if limit is None:
+        return None
+    value = limit
+    if isinstance(limit, str):
+        try:
+            value = int(limit)
+        except ValueError:
+            try:
+                value = float(limit)
+            except ValueError:
+                value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RunError(_LIMIT_HELP.format(limit=limit))
+    if isinstance(value, float) and value.is_integer() and value >= 1:
+        value = int(value)
+    if isinstance(value, int) and value >= 1:
+        return value
+    if isinstance(value, float) and 0 < value < 1 and math.isfinite(value):
+        return value
+    raise RunError(_LIMIT_HELP.format(limit=limit))
 
 
 def config_from_args(args):

@@ -100,7 +100,8 @@ def _first_change(rows, answered):
 
 
 def missing_records(rows, run_dir):
-    """{id: problem} of the answered rows whose record file is missing or incomplete (a cheap check
+    """{row key: problem} (run_folder.row_key: the id, or (id, sample)) of the answered rows whose
+    record file is missing or incomplete (a cheap check
     per file, run_folder.record_file_problem); rows without a record (error rows) are not checked."""
     problems = {}
     for row in rows:
@@ -109,5 +110,5 @@ def missing_records(rows, run_dir):
         rel = row.get("activation_file")
         problem = "no activation_file" if not rel else run_folder.record_file_problem(os.path.join(run_dir, rel))
         if problem:
-            problems[row.get("id")] = problem
+            problems[run_folder.row_key(row)] = problem
     return problems

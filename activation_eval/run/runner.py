@@ -5,6 +5,8 @@ Public names:
     format_summary(summary) -> str          the aligned table the CLI prints
     plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
     check_output_dir, open_output_dir       the run folder's checks (settings, benchmark) and reopening
+    select_rows(rows, config, warn=True)    the questions a run answers (--mc_scoring, --limit, --shuffle)
+    with_samples(rows, num_samples)         one planned answer per (question, sample)
     model_context, prompt_errors, error_row questions too long for the model: a row with an error
     make_summary(config, rows, ...)         what summary.json holds
 
@@ -20,9 +22,11 @@ context is not generated: it gets a results row with an `error` and no answer, i
 accuracy and counted under "errors" in the summary; the run goes on.
 
 Batches: the run's questions are split once into length-sorted units (the plan): with continuous
-batching (greedy decoding) a unit holds GROUP_BATCHES x batch_size questions, of which batch_size
-decode at once and a finished one's slot is refilled from the unit; otherwise a unit is one
-model.generate batch. Float results depend on which questions share a forward pass, so a unit is
+batching (the default, greedy or sampled) a unit holds GROUP_BATCHES x batch_size questions, of
+which batch_size decode at once and a finished one's slot is refilled from the unit; otherwise a
+unit is one model.generate batch (with --mc_scoring loglikelihood, batch_size questions scored
+together). With --num_samples N every question is planned N times, as (id, sample) pairs
+(run_folder.row_key). Float results depend on which questions share a forward pass, so a unit is
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
@@ -33,7 +37,9 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import random
 import time
 
 import torch
@@ -43,6 +49,7 @@ from ..capture.generation import CaptureSettings, GenerationSettings, decoding_m
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.answering import RESULT_FIELDS, iter_answers
 from ..eval.benchmark import read_benchmark
+from ..eval.multiple_choice import has_choices, iter_choice_scores
 from ..eval.prompts import prompt_of, with_prompts
 from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
@@ -114,7 +121,7 @@ def open_output_dir(config, rows=()):
         shown = ", ".join(f"{qid!r} ({why})" for qid, why in list(lost.items())[:5]) + (", ..." if len(lost) > 5 else "")
         log.warning("%d question(s) answered again: their record files were missing or unreadable: %s",
                     len(lost), shown)
-    return {row["id"]: row.get("batch") for row in stored if row["id"] not in lost}
+    return {run_folder.row_key(row): row.get("batch") for row in stored if run_folder.row_key(row) not in lost}
 
 
 def _store_fingerprint(config, rows):
@@ -152,14 +159,46 @@ def unit_size(model, tokenizer, settings, batch_size):
 
 
 def batch_key(batch):
-    """A short name for a batch's composition (its question ids, in order), kept in each of its rows."""
-    ids = "\x1f".join(str(row["id"]) for row in batch)
+    """A short name for a batch's composition (its question ids and samples, in order), kept in each of its rows."""
+    ids = "\x1f".join(str(row["id"]) if row.get("sample") is None else f"{row['id']}\x1e{row['sample']}"
+                      for row in batch)
     return hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
 
 
 def unfinished(batches, stored):
-    """The batches that still need answering: some row is missing or was answered in another batch."""
-    return [b for b in batches if any(stored.get(row["id"]) != batch_key(b) for row in b)]
+    """The batches that still need answering: some row is missing or was answered in another batch
+    (`stored`: {row_key: batch key} of the rows written)."""
+    return [b for b in batches if any(stored.get(run_folder.row_key(row)) != batch_key(b) for row in b)]
+
+
+def select_rows(rows, config, warn=True):
+    """The questions the run answers: with --mc_scoring loglikelihood only rows with choices
+    (the others skipped with a warning); then --limit N or a fraction, the first ones or, with
+    --shuffle, a subset drawn with --seed (kept in benchmark order)."""
+    if config.mc_scoring == "loglikelihood":
+        skipped = [row["id"] for row in rows if not has_choices(row)]
+        rows = [row for row in rows if has_choices(row)]
+        if skipped and warn:
+            log.warning("--mc_scoring loglikelihood: skipping %d row(s) without choices (%s%s)", len(skipped),
+                        ", ".join(map(str, skipped[:5])), ", ..." if len(skipped) > 5 else "")
+        if not rows:
+            raise RunError(f"--mc_scoring loglikelihood: no row of {config.benchmark} has choices "
+                           f"(--choices_field {config.choices_field!r}); use --mc_scoring generate")
+    if config.limit is None:
+        return rows
+    n = config.limit if isinstance(config.limit, int) else math.ceil(config.limit * len(rows))
+    if not config.shuffle:
+        return rows[:n]
+    chosen = sorted(random.Random(config.seed).sample(range(len(rows)), min(n, len(rows))))
+    return [rows[i] for i in chosen]
+
+
+def with_samples(rows, num_samples):
+    """The planned answers: each row once, or with num_samples > 1 each row num_samples times as
+    copies with a `sample` index (0 .. N-1)."""
+    if num_samples == 1:
+        return list(rows)
+    return [{**row, "sample": k} for row in rows for k in range(num_samples)]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -187,35 +226,42 @@ def _run(config, procs):
     rows, skipped = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
-                                  continuous_batching=config.continuous_batching, system_prompt=config.system_prompt)
+                                  continuous_batching=config.continuous_batching, system_prompt=config.system_prompt,
+                                  temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+                                  seed=config.seed)
+    loglik = config.mc_scoring == "loglikelihood"
     lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], config.chat_template, config.system_prompt)
-    too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), config.max_new_tokens)
-    fits = [i for i, row in enumerate(rows) if row["id"] not in too_long]
-    batches = plan_batches([rows[i] for i in fits], tokenizer, config.chat_template,
-                           unit_size(model, tokenizer, settings, config.batch_size), lengths=[lengths[i] for i in fits])
-    batches += [[row] for row in rows if row["id"] in too_long]     # one error row each, nothing generated
+    # a scored question feeds its prompt and one choice at a time; 1 new token is the least it needs
+    too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), 1 if loglik else config.max_new_tokens)
+    length_of = {row["id"]: n for row, n in zip(rows, lengths)}
+    jobs = with_samples(rows, config.num_samples)
+    fits = [job for job in jobs if job["id"] not in too_long]
+    size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size)
+    batches = plan_batches(fits, tokenizer, config.chat_template, size, lengths=[length_of[j["id"]] for j in fits])
+    batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
+    answer = iter_choice_scores if loglik else iter_answers
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
     _check_folder_is_shared(config, procs)
     todo = unfinished(batches, stored)
     mine = distributed.share(todo, procs.rank, procs.world)
     to_answer = sum(len(b) for b in todo)
-    if to_answer < len(rows):
-        log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
+    if to_answer < len(jobs):
+        log.info("resuming: %d of %d answers already written", len(jobs) - to_answer, len(jobs))
     if too_long and procs.is_main:
         log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    with _progress_bar(procs, len(rows), to_answer, mine) as bar:
+    with _progress_bar(procs, len(jobs), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
             if batch[0]["id"] in too_long:
                 run_folder.append_results(results_path, [error_row(batch[0], too_long[batch[0]["id"]], key)])
                 bar.update(1)
                 continue
-            for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
+            for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
                 run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
@@ -270,6 +316,8 @@ def error_row(row, error, key):
     result.update({"id": row["id"], "category": row.get("category"), "question": row["question"],
                    "prompt": prompt_of(row), "answer": row["answer"], "num_prompt_tokens": n_tokens,
                    "num_generated_tokens": 0, "error": message, "batch": key})
+    if row.get("sample") is not None:
+        result["sample"] = row["sample"]
     return result
 
 
@@ -297,7 +345,8 @@ def _load_rows(config, check=True):
     if config.fewshot_file or config.fewshot_split:
         source, own = (config.fewshot_file, {"skip_rows": 0, "subset": None}) if config.fewshot_file else (config.benchmark, {})
         pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split, **own)).rows
-    rows = with_prompts(bench.rows[: config.limit], config.prompt_settings(), pool if pool is not None else bench.rows)
+    rows = with_prompts(select_rows(bench.rows, config, warn=check), config.prompt_settings(),
+                        pool if pool is not None else bench.rows)
     if check:
         check_output_dir(config, rows)
         if config.capture_activations:
@@ -371,7 +420,8 @@ def _save_record(config, result, record, key):
     result["batch"] = key
     if record is None or "activations" not in record:
         return result
-    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format)
+    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format,
+                                  sample=result.get("sample"))
     save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
     return result
@@ -380,7 +430,7 @@ def _save_record(config, result, record, key):
 def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
     final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
-    missing = sum(map(len, unfinished(batches, {row["id"]: row.get("batch") for row in final})))
+    missing = sum(map(len, unfinished(batches, {run_folder.row_key(row): row.get("batch") for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
@@ -419,7 +469,21 @@ def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), s
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
             "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
             "capture_activations": config.capture_activations,
-            "activation_dir": config.activation_save_dir if config.capture_activations else None}
+            "activation_dir": config.activation_save_dir if config.capture_activations else None,
+            **_decoding_summary(config, results)}
+
+
+def _decoding_summary(config, results):
+    """How answers were produced; with --mc_scoring loglikelihood also acc_norm with its standard
+    error over questions and the chance baseline (mean of 1 / number of choices)."""
+    out = {"mc_scoring": config.mc_scoring, "temperature": config.temperature, "num_samples": config.num_samples}
+    scored = [r for r in results if isinstance(r.get("correct_norm"), bool)]
+    if scored:
+        p = sum(r["correct_norm"] for r in scored) / len(scored)
+        out.update(correct_norm=sum(r["correct_norm"] for r in scored), accuracy_norm=p, scored_questions=len(scored),
+                   accuracy_norm_se=math.sqrt(p * (1 - p) / len(scored)),
+                   chance_accuracy=sum(1 / len(r["choice_logprobs"]) for r in scored) / len(scored))
+    return out
 
 
 def _stats(results, chance):
@@ -443,9 +507,16 @@ def format_summary(summary):
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
              f"accuracy   {summary['accuracy']:.1%} ± {_pct(summary.get('accuracy_stderr'))} (SE), 95% CI "
              f"{_interval(summary.get('accuracy_ci95'))}, chance {_pct(summary.get('chance'))}  "
-             f"({summary['correct']}/{graded} correct)", "",
-             f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
-             + (f" {'errors':>7}" if summary.get("errors") else "")]
+             f"({summary['correct']}/{graded} correct)"]
+    if "accuracy_norm" in summary:
+        lines.append(f"acc_norm   {summary['accuracy_norm']:.1%} ± {summary['accuracy_norm_se']:.1%} (SE)  "
+                     f"({summary['correct_norm']}/{summary['scored_questions']} correct by log-likelihood per "
+                     f"character; chance {summary['chance_accuracy']:.1%})")
+    if summary.get("num_samples", 1) > 1:
+        lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
+                     f"accuracy counts every sample")
+    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
+              + (f" {'errors':>7}" if summary.get("errors") else "")]
     for name, stats in summary["per_category"].items():
         lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
                      f"{_pct(stats.get('stderr')):>6} {_interval(stats.get('ci95')):>13} {_pct(stats.get('chance')):>7}"

@@ -7,15 +7,20 @@ Public names:
     results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
     shard_files(run_dir)                     the shard files present, sorted
-    record_path(directory, question_id, fmt) a filesystem-safe record file path for a question id
+    record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
+                                             question id (and sample index: "<id>@s<k>")
     check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
     record_file_problem(path)                None, or why a record file is missing or incomplete (cheap)
+    row_key(row)                             what identifies a results row: id, or (id, sample)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
     repair_results(path)                     rewrite a results file without its torn lines; -> rows
     append_results(path, rows)               append rows, flushed and fsynced
     merge_results(run_dir, order)            fold results.jsonl + shards into results.jsonl
+
+A results row is identified by row_key(row): its `id` (the benchmark question's id) or, for rows
+with a `sample` (the answer's index with --num_samples > 1), the pair (id, sample).
 
 Example:
     >>> rows = read_results("runs/r1")
@@ -90,8 +95,8 @@ def shard_files(run_dir):
     return sorted(glob.glob(os.path.join(glob.escape(os.fspath(run_dir)), SHARDS_DIR, _SHARD_GLOB)))
 
 
-def record_path(directory, question_id, fmt="pkl"):
-    """Path of the record file for `question_id` in `directory`.
+def record_path(directory, question_id, fmt="pkl", sample=None):
+    """Path of the record file for `question_id` (and answer `sample`, if not None) in `directory`.
 
     >>> record_path("acts", "geo/001 (b)", "safetensors")
     'acts/geo_001__b_-cca2507873a08ab831222441ab33d535.safetensors'
@@ -101,7 +106,9 @@ def record_path(directory, question_id, fmt="pkl"):
     ids never share a file (a 40-bit suffix, used before, collides after ~1e6 ids). Files written
     with the older names are still read: readers follow each results row's activation_file, never
     this function. Note: ids that differ only in case share a file on case-insensitive file
-    systems (macOS, Windows); the runner refuses such a run (see check_record_names).
+    systems (macOS, Windows); the runner refuses such a run (see check_record_names). A sample
+    index k adds "@s<k>": "@" never occurs in the sanitised id, so (id, sample) pairs never share
+    a file with each other or with a bare id.
     """
     ext = "." + str(fmt).lstrip(".")
     if ext not in RECORD_FORMATS:
@@ -112,6 +119,10 @@ def record_path(directory, question_id, fmt="pkl"):
         safe = "_" + safe[1:]                       # no hidden files, no "." / ".."
     if safe != qid or not safe or _HASH_SUFFIX.search(safe):
         safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:_HASH_HEX]}"
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ValueError(f"sample must be an integer >= 0, got {sample!r}")
+        safe = f"{safe}@s{sample}"
     return os.path.join(os.fspath(directory), safe + ext)
 
 
@@ -172,6 +183,13 @@ def _safetensors_problem(f, size):
     if end != size:
         return f"truncated or padded: its tensors end at byte {end}, the file has {size}"
     return None
+
+
+def row_key(row):
+    """What makes a results row or planned question unique in a run: its id, or (id, sample) when
+    it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
+    sample = row.get("sample")
+    return row.get("id") if sample is None else (row.get("id"), sample)
 
 
 def iter_record_files(directory):
@@ -279,8 +297,9 @@ def append_results(path, rows):
 
 def merge_results(run_dir, order=()):
     """Fold results.jsonl and every shard into results.jsonl (atomically), rows of the ids in
-    `order` first in that order, then the rest; a question answered twice keeps its latest row
-    (shards are newer than results.jsonl). Removes the shards and an empty shards/ folder."""
+    `order` first in that order (the samples of an id by sample index), then the rest; a row key
+    (row_key: id, or id and sample) written twice keeps its latest row (shards are newer than results.jsonl).
+    Removes the shards and an empty shards/ folder."""
     path = results_path(run_dir)
     shards = shard_files(run_dir)
     stored = {}
@@ -288,9 +307,14 @@ def merge_results(run_dir, order=()):
         rows, dropped = scan_results(source)
         _warn_dropped(source, dropped, "dropped")
         for row in rows:
-            stored.pop(row.get("id"), None)
-            stored[row.get("id")] = row
-    ordered = [stored.pop(qid) for qid in order if qid in stored] + list(stored.values())
+            stored.pop(row_key(row), None)
+            stored[row_key(row)] = row
+    by_id = {}
+    for row in stored.values():
+        by_id.setdefault(row.get("id"), []).append(row)
+    ordered = []
+    for qid in list(dict.fromkeys(order)) + list(by_id):
+        ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
     write_text_atomic(path, _jsonl(ordered))
     for shard in shards:
         os.remove(shard)
@@ -299,6 +323,10 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
+
+
+def _sample_order(sample):
+    return (0, sample) if isinstance(sample, int) else (1, str(sample))
 
 
 def _jsonl(rows):
