@@ -4,6 +4,8 @@ Public names:
     answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=None) -> [(result, record), ...]
     iter_answers(...same...) -> (result, record), ... as each answer is finished
     RESULT_FIELDS   the keys of every result row, in order
+    answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens)
+                    absolute token positions of the extracted answer's last occurrence in the response
 
 Example:
     >>> rows = load_benchmark()[:8]
@@ -12,8 +14,11 @@ Example:
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
 extracted, correct, grader, num_prompt_tokens, num_generated_tokens}. With `capture`, each record
-also holds its activations and a "grading" entry with the same verdict.
+also holds its activations and a "grading" entry with the same verdict; when generated positions are
+captured, record and result also hold "answer_positions" (see answer_token_positions).
 """
+import re
+
 from .benchmark import format_question, grade
 from ..capture.generation import iter_records
 
@@ -44,4 +49,41 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
                   "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
                   "num_generated_tokens": record["num_generated_tokens"]}
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
+        if _captures_generated(record):
+            positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],
+                                               tokenizer, record["num_prompt_tokens"])
+            result["answer_positions"] = record["answer_positions"] = positions
         yield result, record
+
+
+def _captures_generated(record):
+    """Does the record keep activations of any generated position?"""
+    kept = record.get("positions_kept")
+    return "activations" in record and kept is not None and any(
+        int(p) >= record["num_prompt_tokens"] for p in kept)
+
+
+def answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens):
+    """Absolute token positions (prompt length + index into output_ids) of the generated tokens that
+    cover the LAST occurrence of `extracted` in `response` (case-insensitive); [] when it does not
+    occur verbatim (e.g. a choice graded by its text, an empty answer).
+
+    `response` is the record's: decode(output_ids, skip_special_tokens=True).strip(). Each token's
+    character span comes from decoding growing prefixes of output_ids (exact for the tokens the
+    model actually produced, unlike re-encoding the text).
+    >>> answer_token_positions("It is Paris.", "paris", ids, tok, 12)    # e.g. [15]
+    """
+    if not extracted or not response:
+        return []
+    matches = list(re.finditer(re.escape(str(extracted)), response, re.IGNORECASE))
+    if not matches:
+        return []
+    ids = [int(i) for i in (output_ids.tolist() if hasattr(output_ids, "tolist") else output_ids)]
+    ends = [len(tokenizer.decode(ids[:i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    lead = len(full) - len(full.lstrip())          # the record's response was stripped
+    if full[lead:lead + len(response)] != response:
+        return []                                  # decoding does not reproduce the response: no spans
+    start, end = matches[-1].start() + lead, matches[-1].end() + lead
+    return [num_prompt_tokens + i for i in range(len(ids))
+            if (ends[i - 1] if i else 0) < end and ends[i] > start]
