@@ -3,7 +3,7 @@
 Public names:
     REDUCTIONS                                  ("last_prompt", "mean_prompt", "last", "answer_first",
                                                 "answer_mean") or an int
-    load_run_layer(run_dir, layer, reduce="last_prompt") -> (float32 [n, hidden], rows)
+    load_run_layer(run_dir, layer, reduce="last_prompt", progress=False) -> (float32 [n, hidden], rows)
     parse_reduce(reduce)                        the one check of a reduce= value
 
 Example:
@@ -18,6 +18,7 @@ kept answer position are left out of the matrix (and of `rows`), with a logged c
 """
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 ANSWER_REDUCTIONS = ("answer_first", "answer_mean")
 
 
-def load_run_layer(run_dir, layer, reduce="last_prompt"):
+def load_run_layer(run_dir, layer, reduce="last_prompt", progress=False):
     """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
 
     >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
@@ -42,12 +43,14 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
     over the answer's kept token rows), or an int absolute token index. Rows of results.jsonl
     without an activation_file (or, for the answer reductions, without a kept answer position)
     are skipped; `rows` are the results rows used, in the matrix's order. Reads only `layer`
-    from .safetensors files.
+    from .safetensors files. `progress`: a progress bar on stderr over the record files.
     """
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
     vectors, used, no_answer = [], [], 0
-    for row in read_results(run_dir):
+    from tqdm import tqdm
+    for row in tqdm(read_results(run_dir), desc=f"reading {layer}", unit="file", file=sys.stderr,
+                    disable=not progress):
         rel = row.get("activation_file")
         if not rel:
             continue
