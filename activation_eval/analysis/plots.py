@@ -74,6 +74,17 @@ def _split_final(names):
     return [n for n in names if n != "final_norm"], "final_norm" in names
 
 
+def _plot_by_layer(ax, names, values, **style):
+    """A line over the layers, with final_norm (if present, last) a separate unjoined point."""
+    body, has_final = _split_final(names)
+    vals = np.asarray(values, dtype=float)
+    line, = ax.plot(range(len(body)), vals[: len(body)], marker="o", **style)
+    if has_final:
+        ax.plot([len(body)], [vals[names.index("final_norm")]], marker="s", linestyle="none",
+                color=line.get_color())
+    return body + (["final_norm"] if has_final else [])
+
+
 def _wants_log(low, high):
     """A log axis helps when the positive values span more than a factor of 20."""
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
@@ -138,10 +149,8 @@ def plot_histograms(record, path, bins=60, title=None):
         ax.set_title(f"{name}  (median {np.median(a):.3g}, IQR {np.subtract(*np.percentile(a, [75, 25])):.3g})",
                      fontsize=8)
         clipped = int(a.size - inside.sum())
-        ax.text(0.98, 0.95, f"{clipped} of {a.size} values\noutside 1st-99th pct\n(min {a.min():.3g}, max {a.max():.3g})",
-                transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-        ax.set_xlabel("activation value", fontsize=8)
+        ax.set_xlabel(f"activation value; {clipped} of {a.size} outside the\n1st-99th pct (min {a.min():.3g}, "
+                      f"max {a.max():.3g}), not drawn", fontsize=7)
         ax.set_ylabel("count (log)", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:
@@ -205,15 +214,19 @@ def plot_compare(comparison, path):
     ax_cos, ax_dist = fig.subplots(1, 2)
     labels = {"last_prompt_token": "last prompt token", "prompt_mean": "mean over prompt",
               "common_prefix": "common prefix (mean per position)"}
+    body, has_final = _split_final(names)
+    order = body + (["final_norm"] if has_final else [])
     for key, label in labels.items():
-        vals = [comparison["layers"][n][key] for n in names]
+        vals = [comparison["layers"][n][key] for n in order]
         if all(v is None for v in vals):
             continue
         for ax, field in ((ax_cos, "cosine"), (ax_dist, "l2_distance")):
-            ax.plot(range(len(names)), [np.nan if v is None or v[field] is None else v[field] for v in vals],
-                    marker="o", label=label)
+            _plot_by_layer(ax, order, [np.nan if v is None or v[field] is None else v[field] for v in vals],
+                           label=label)
     for ax, ylabel in ((ax_cos, "cosine similarity"), (ax_dist, "L2 distance")):
-        _layer_axis(ax, names)
+        _layer_axis(ax, order)
+        if has_final:
+            ax.axvline(len(body) - 0.5, color="gray", linestyle=":", linewidth=1)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -222,7 +235,8 @@ def plot_compare(comparison, path):
     ax_dist.set_title("L2 distance A vs B by layer")
     files = comparison.get("files")
     if files:
-        fig.suptitle(f"A = {os.path.basename(files[0])}    B = {os.path.basename(files[1])}", fontsize=10)
+        fig.suptitle(f"A = {os.path.basename(files[0])}   vs   B = {os.path.basename(files[1])}"
+                     + ("   (final_norm drawn apart: the normed state)" if has_final else ""), fontsize=10)
     return _save(fig, path)
 
 
@@ -248,7 +262,8 @@ def _field_values(rows, field):
 def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False):
     """2-D PCA of a run's activations at `layer` (one vector per question, `reduce` as in
     load_run_layer): colour by the results rows' `color_by` field (default correct / incorrect;
-    a numeric field with many values gets a colour scale), marker by category, legends for both.
+    a numeric field with many values gets a colour scale), marker by category (by correctness when
+    colouring by category), legends for both.
     """
     from sklearn.decomposition import PCA
     layer = layer or default_layer(run_layers(run_dir))
@@ -258,7 +273,10 @@ def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt"
     colors = _field_values(rows, color_by)
     pca = PCA(n_components=2)
     Z = pca.fit_transform(np.asarray(X, dtype=np.float64))
-    cats = [str(r.get("category") or "uncategorized") for r in rows]
+    # markers show the category, or correctness when the colours already show the category
+    marker_field = "correct" if color_by == "category" else "category"
+    marker_names = {"True": "correct", "False": "incorrect"} if marker_field == "correct" else {}
+    cats = [marker_names.get(str(r.get(marker_field)), str(r.get(marker_field) or "uncategorized")) for r in rows]
     by_cat = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(sorted(set(cats)))}
     fig = _figure(7.5, 5.8)
     ax = fig.subplots()
@@ -299,7 +317,7 @@ def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt"
     from matplotlib.lines import Line2D
     ax.legend([Line2D([], [], color="black", marker=mk, linestyle="none", markerfacecolor="none")
                for mk in by_cat.values()],
-              [f"{c} ({cats.count(c)})" for c in by_cat], title="category (marker)",
+              [f"{c} ({cats.count(c)})" for c in by_cat], title=f"{marker_field} (marker)",
               loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
     ev = pca.explained_variance_ratio_ * 100
     ax.set_xlabel(f"PC 1 ({ev[0]:.1f}% of variance)")

@@ -4,7 +4,8 @@ Self-contained: figures are inline base64 PNGs, the small sort/filter script and
 inline, and a Content-Security-Policy meta tag forbids the page any network access. Every text
 from the run (questions, answers, model output) is escaped with html.escape; the script only
 shows, hides and reorders rows that are already in the page, and reads its initial filter from
-the URL fragment (#q=paris&correct=false&category=geography), so a filtered view can be shared.
+the URL fragment (#q=paris&correct=false&category=geography&sort=3: filter, then sort by the 4th
+column), so a filtered view can be shared.
 
 A section that cannot be computed (a probe on a run with one class, a logit lens whose model
 weights are not on this machine) says why in its place; the rest of the report is still written.
@@ -158,7 +159,7 @@ def _lens_section(run_dir, layers, progress, model, tokenizer):
     except Exception as exc:  # noqa: BLE001 - e.g. the model's weights are not on this machine
         return "<h2>Logit lens</h2>" + _failed("The logit lens", exc)
     rows = [[n] + [_num(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in ("correct", "incorrect")]
-            + [_num(v[g]["mean_prob"], v[g]["mean_prob_ci"]) for g in ("correct", "incorrect")]
+            + [_num(v[g]["mean_prob"], v[g]["mean_prob_ci"], "{:.3g}") for g in ("correct", "incorrect")]
             for n, v in res["layers"].items()]
     return ("<h2>Logit lens</h2>"
             f"<p>{esc(res['position'])}; gold: {esc(res['gold'])}; intervals: {esc(res['interval'])}; "
@@ -211,6 +212,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 td,th{border:1px solid #ddd;padding:3px 7px;vertical-align:top;text-align:left}
 th{background:#f3f3f3}#questions th{cursor:pointer;user-select:none}
 #questions td{max-width:28em;white-space:pre-wrap;word-break:break-word}
+#questions td:nth-child(-n+3),#questions td:last-child{white-space:nowrap;word-break:normal}
 img{max-width:100%;height:auto;display:block;margin:.6em 0}
 .big{font-size:1.2em}.note{color:#a33}.verdict{background:#f5f5dc;padding:.5em}
 .filters{margin:.5em 0}.filters input{width:18em}
@@ -250,6 +252,7 @@ SCRIPT = r"""
   if(hash.has('q')) q.value=hash.get('q');
   if(hash.has('correct')) cor.value=hash.get('correct');
   if(hash.has('category')) cat.value=hash.get('category');
+  if(hash.has('sort')){var th=table.tHead.rows[0].cells[+hash.get('sort')]; if(th) th.click();}
   [q,cor,cat].forEach(function(e){e.addEventListener('input',apply);e.addEventListener('change',apply);});
   apply();
 })();
