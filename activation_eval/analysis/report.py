@@ -128,8 +128,13 @@ def _probe_section(run_dir, layers):
     from .probe import probe_run
     try:
         res = probe_run(run_dir, **({"layers": layers} if layers else {}))
+        return _probe_html(res)
     except Exception as exc:  # noqa: BLE001 - the report still shows everything else
         return "<h2>Probe</h2>" + _failed("The probe", exc)
+
+
+def _probe_html(res):
+    """The probe's verdict, plot (plots.plot_probe), per-layer table and controls, as far as present."""
     parts = ["<h2>Probe: does a layer predict a correct answer?</h2>"]
     if res.get("verdict") is not None:
         verdict = res["verdict"] if isinstance(res["verdict"], str) else json.dumps(res["verdict"])
