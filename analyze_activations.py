@@ -3,6 +3,8 @@
     python analyze_activations.py --file results/run1/activations/q0001.pkl
     python analyze_activations.py --directory results/run1 --plot --output_dir plots
     python analyze_activations.py --probe results/run1
+    python analyze_activations.py --logit_lens results/run1
+    python analyze_activations.py --report results/run1 --output run1.html
 
 A thin entry point over activation_eval.analysis (also installed as `activation-eval-analyze`);
 the functions behind each mode are re-exported here for scripts written against this file.
@@ -11,9 +13,12 @@ import sys
 
 from activation_eval.analysis.cli import build_parser, format_table, main, run  # noqa: F401
 from activation_eval.analysis.dataset import load_run_layer  # noqa: F401
+from activation_eval.analysis.lens import logit_lens_run  # noqa: F401
 from activation_eval.analysis.plots import (default_layer, plot_compare, plot_histograms,  # noqa: F401
-                                            plot_layer_norms, plot_pca, plot_position_heatmap, plot_probe)
+                                            plot_layer_norms, plot_logit_lens, plot_pca, plot_position_heatmap,
+                                            plot_probe)
 from activation_eval.analysis.probe import probe_run  # noqa: F401
+from activation_eval.analysis.report import build_report  # noqa: F401
 from activation_eval.analysis.stats import (analyze_directory, analyze_file, compare_files,  # noqa: F401
                                             compare_records, describe_record, tensor_stats)
 

@@ -196,11 +196,11 @@ def test_directory_run_folder_and_plots(tmp_path, capsys):
     assert code == 0
     res = json.loads(out)
     assert res["is_run"] and res["files_read"] == 24
-    assert {os.path.basename(p) for p in res["plots"]} == {"directory_norms.png", "pca_layer_2.png"}
+    assert {os.path.basename(p) for p in res["plots"]} == {"run_norms.png", "run_pca_layer_2.png"}  # source name first
     for p in res["plots"]:
         assert_png(p)
     code, out, _ = run_cli(capsys, "--directory", run, "--plot", "--layer", "layer_0", "--output_dir", out_dir)
-    assert code == 0 and "pca_layer_0.png" in out
+    assert code == 0 and "run_pca_layer_0.png" in out
 
 
 # ----------------------------------------------------------------------------- compare
@@ -234,7 +234,7 @@ def test_compare_different_lengths_states_what_was_compared(tmp_path, capsys):
     assert pref["positions"] == 3 and pref["cosine"] == pytest.approx(1.0) and pref["l2_distance"] == pytest.approx(0)
     code, out, _ = run_cli(capsys, "--compare", pa, pb, "--plot", "--output_dir", tmp_path / "plots")
     assert code == 0 and "note: prompt lengths differ" in out and "cos_prefix" in out
-    assert_png(str(tmp_path / "plots" / "compare_cosine.png"))
+    assert_png(str(tmp_path / "plots" / "compare_a_vs_b.png"))                   # names both files
 
     c = save(make_record(seed=2, input_ids=[50, 51]), tmp_path / "c.pkl")
     res = aa.compare_files(pa, c)

@@ -1,1 +1,2 @@
-"""Analysis of saved records: arrays.py, dataset.py (load_run_layer, reduce=), stats.py, probe.py (+ controls.py, bootstrap.py), plots.py, cli.py."""
+"""Analysis of saved records: arrays.py, dataset.py (load_run_layer, reduce=), stats.py, intervals.py,
+probe.py (+ controls.py, bootstrap.py), lens.py (logit lens), plots.py, report.py (HTML run report), cli.py."""

@@ -1,8 +1,10 @@
 """The analysis command line: `python analyze_activations.py` and `activation-eval-analyze`.
 
 Every mode is a thin layer over one function of the analysis package: stats.py (--file,
---directory, --compare), probe.py (--probe), plots.py (--plot). Output is an aligned text table or,
-with --json, the function's result as JSON.
+--directory, --compare), probe.py (--probe), lens.py (--logit_lens), report.py (--report),
+plots.py (--plot). Output is an aligned text table or, with --json, the function's result as JSON.
+Plot file names start with the source's name (file stem, folder name), so runs do not overwrite
+each other's plots.
 
 Public names:
     build_parser(prog) -> argparse.ArgumentParser
@@ -14,6 +16,8 @@ Public names:
 Example:
     $ python analyze_activations.py --file q1.pkl --json
     $ python analyze_activations.py --probe results/run1 --output_dir plots
+    $ python analyze_activations.py --logit_lens results/run1 --json
+    $ python analyze_activations.py --report results/run1 --output run1.html
 """
 import argparse
 import json
@@ -25,9 +29,11 @@ import numpy as np
 import torch
 
 from .arrays import load_record
-from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_pca,
+from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_logit_lens, plot_pca,
                     plot_position_heatmap, plot_probe)
+from .lens import logit_lens_run
 from .probe import NO_EVIDENCE, probe_run
+from .report import build_report
 from .stats import STAT_KEYS, analyze_directory, compare_files, describe_record
 
 MAX_LISTED_FILES = 50      # --directory text output: per-file rows shown (JSON lists all)
@@ -165,6 +171,40 @@ def _text_probe(res):
     return "\n\n".join(out)
 
 
+def _fmt_ci(value, ci, fmt="{:.3g}"):
+    if value is None:
+        return "-"
+    if not ci or ci[0] is None:
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _text_lens(res):
+    groups = ("correct", "incorrect")
+    rows = []
+    for name, v in res["layers"].items():
+        top = {}
+        for q in res["questions"]:
+            tok, _ = q["layers"][name]["top"][0]
+            top[tok] = top.get(tok, 0) + 1
+        common = max(top, key=top.get)
+        rows.append([name] + [_fmt_ci(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in groups]
+                    + [_fmt_ci(v[g]["mean_prob"], v[g]["mean_prob_ci"], "{:.3f}") for g in groups]
+                    + [f"{common!r} ({top[common]}/{len(res['questions'])})"])
+    n = {g: res["layers"][res["layer_names"][0]][g]["n"] for g in groups}
+    return "\n".join([
+        f"run:        {res['run_dir']}", f"model:      {res['model']}", f"position:   {res['position']}",
+        f"gold:       {res['gold']}",
+        f"questions:  {res['questions_used']} ({n['correct']} correct, {n['incorrect']} incorrect with a gold "
+        f"token); {res['skipped_no_position']} skipped (last prompt token not kept)",
+        f"intervals:  {res['interval']}",
+        f"chance:     rank {res['chance_rank']:.0f}, probability {res['chance_prob_per_token']:.2g} per token "
+        f"(vocab {res['vocab_size']})", "",
+        format_table(["layer", "rank_correct [95% CI]", "rank_incorrect [95% CI]", "prob_correct [95% CI]",
+                      "prob_incorrect [95% CI]", "most common top-1"], rows),
+        "", "--json lists every question's rank, probability and top-5 tokens per layer"])
+
+
 # ----------------------------------------------------------------------------- CLI
 
 EPILOG = """examples:
@@ -175,6 +215,9 @@ EPILOG = """examples:
   python analyze_activations.py --probe results/run1 --output_dir plots
   python analyze_activations.py --probe results/run1 --target category --probe_groups category --json
   python analyze_activations.py --probe results/run1 --test_run results/run2
+  python analyze_activations.py --directory results/run1 --plot --color_by category
+  python analyze_activations.py --logit_lens results/run1 --output_dir plots
+  python analyze_activations.py --report results/run1 --output results/run1/report.html
 """
 
 
@@ -187,10 +230,16 @@ def build_parser(prog="analyze_activations.py"):
     mode.add_argument("--directory", metavar="D", help="a folder of records or a run folder: streamed aggregates")
     mode.add_argument("--compare", nargs=2, metavar=("F1", "F2"), help="two records: cosine / L2 distance per layer")
     mode.add_argument("--probe", metavar="RUN_DIR", help="a run folder: per-layer probe of answer correctness")
+    mode.add_argument("--logit_lens", metavar="RUN_DIR",
+                      help="a run folder: each layer's prediction of the answer's first token (loads the run's model)")
+    mode.add_argument("--report", metavar="RUN_DIR",
+                      help="a run folder: one self-contained HTML report (summary, probe, logit lens, PCA, table)")
     sel = p.add_argument_group("selection")
     sel.add_argument("--layers", metavar="NAMES", help="comma-separated layer names to read (default: all)")
     sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
+    sel.add_argument("--color_by", metavar="FIELD", default="correct",
+                     help="PCA plot: colour points by this results field (default: correct); marker = category")
     pr = p.add_argument_group("probe (--probe)")
     pr.add_argument("--target", default="correct", metavar="FIELD",
                     help="boolean or categorical field of the results rows to predict (default: correct)")
@@ -210,6 +259,8 @@ def build_parser(prog="analyze_activations.py"):
     out.add_argument("--plot", action="store_true", help="write PNG plots to --output_dir")
     out.add_argument("--output_dir", metavar="O", default="analysis_plots",
                      help="folder for plots (default: ./analysis_plots); --probe always saves its plot here")
+    out.add_argument("--output", metavar="FILE",
+                     help="--report: the HTML file to write (default: <output_dir>/<run name>_report.html)")
     out.add_argument("--tokenizer", metavar="PATH",
                      help="tokenizer (name or folder) to show token strings on heatmap axes; default token ids")
     out.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -227,6 +278,11 @@ def _parse_layers(text):
     return names
 
 
+def _source_name(path):
+    """A file's stem or a folder's name, for plot file names ("results/run1/" -> "run1")."""
+    return os.path.splitext(os.path.basename(os.path.normpath(os.fspath(path))))[0] or "source"
+
+
 def run(args):
     """Execute parsed CLI args; returns (result dict, text); plot paths go in result["plots"]."""
     layers = _parse_layers(args.layers)
@@ -238,30 +294,42 @@ def run(args):
         res = describe_record(record, args.file)
         text = _text_file(res)
         if args.plot:
-            stem = os.path.splitext(os.path.basename(args.file))[0]
+            stem = _source_name(args.file)
             tok = None
             if args.tokenizer:
                 from transformers import AutoTokenizer
                 tok = AutoTokenizer.from_pretrained(args.tokenizer)
             plots += [plot_layer_norms(res["layers"], os.path.join(od, f"{stem}_norms.png"),
                                        f"Per-position L2 norm by layer - {stem}"),
-                      plot_histograms(record, os.path.join(od, f"{stem}_histograms.png")),
+                      plot_histograms(record, os.path.join(od, f"{stem}_histograms.png"),
+                                      title=f"Activation values per layer - {stem} ({record.get('model') or 'record'})"),
                       plot_position_heatmap(record, os.path.join(od, f"{stem}_heatmap.png"), tok)]
     elif args.directory:
         res = analyze_directory(args.directory, args.limit, layers, progress=not args.no_progress)
         text = _text_directory(res)
         if args.plot:
-            name = os.path.basename(os.path.normpath(args.directory))
-            plots.append(plot_layer_norms(res["layers"], os.path.join(od, "directory_norms.png"),
+            name = _source_name(args.directory)
+            plots.append(plot_layer_norms(res["layers"], os.path.join(od, f"{name}_norms.png"),
                                           f"Per-position L2 norm by layer - {name} ({res['files_read']} records)"))
             if res["is_run"]:
                 layer = args.layer or default_layer(list(res["layers"]))
-                plots.append(plot_pca(args.directory, os.path.join(od, f"pca_{layer}.png"), layer))
+                plots.append(plot_pca(args.directory, os.path.join(od, f"{name}_pca_{layer}.png"), layer,
+                                      color_by=args.color_by, progress=not args.no_progress))
     elif args.compare:
         res = compare_files(args.compare[0], args.compare[1], layers)
         text = _text_compare(res)
         if args.plot:
-            plots.append(plot_compare(res, os.path.join(od, "compare_cosine.png")))
+            a, b = (_source_name(f) for f in args.compare)
+            plots.append(plot_compare(res, os.path.join(od, f"compare_{a}_vs_{b}.png")))
+    elif args.logit_lens:
+        res = logit_lens_run(args.logit_lens, layers, progress=not args.no_progress)
+        text = _text_lens(res)
+        plots.append(plot_logit_lens(res, os.path.join(od, f"{_source_name(args.logit_lens)}_logit_lens.png")))
+    elif args.report:
+        output = args.output or os.path.join(od, f"{_source_name(args.report)}_report.html")
+        path = build_report(args.report, output, layers=layers, color_by=args.color_by,
+                            progress=not args.no_progress)
+        res, text = {"report": path}, f"saved report: {path}"
     else:
         if args.folds < 2:
             raise ValueError("--folds must be at least 2")

@@ -6,13 +6,19 @@ inside the functions, so importing this module does not import them. The analysi
 (--plot, --probe) calls them; analyze_activations.py re-exports them.
 
 Public names:
-    plot_layer_norms(layer_stats, path, title=...)   mean per-position L2 norm by layer, +- 1 std
-    plot_histograms(record, path, bins=60)           per-layer histograms of activation values
+    plot_layer_norms(layer_stats, path, title=...)   median per-position L2 norm by layer, IQR band,
+                                                     log axis when it helps, final_norm apart
+    plot_histograms(record, path, bins=60, title=None)
+                                                     per-layer histograms over the 1st-99th percentile,
+                                                     clipped counts on each panel
     plot_position_heatmap(record, path, tokenizer=None)
                                                      layers x positions heatmap of L2 norms
-    plot_compare(comparison, path)                   cosine and L2 distance by layer (compare_records)
-    plot_pca(run_dir, path, layer=None)              2-D PCA of a run's last-prompt-token activations,
-                                                     coloured by correct / incorrect
+    plot_compare(comparison, path)                   cosine and L2 distance by layer, naming A and B
+    plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False)
+                                                     2-D PCA of a run's activations, coloured by a
+                                                     results field, marker by category
+    plot_logit_lens(lens_result, path)               gold-token rank / probability by layer, correct vs
+                                                     incorrect, bootstrap bands, chance level
     plot_probe(probe_result, path)                   probe AUROC by layer with 95% bands, the controls,
                                                      selectivity with its adjusted band, the verdict
     default_layer(names) -> str                      the middle decoder layer (PCA default)
@@ -64,40 +70,93 @@ def _layer_axis(ax, names):
     ax.set_xlabel("layer")
 
 
+def _split_final(names):
+    """(every name but final_norm, whether final_norm is among them): final_norm is drawn apart."""
+    return [n for n in names if n != "final_norm"], "final_norm" in names
+
+
+def _plot_by_layer(ax, names, values, **style):
+    """A line over the layers, with final_norm (if present, last) a separate unjoined point."""
+    body, has_final = _split_final(names)
+    vals = np.asarray(values, dtype=float)
+    line, = ax.plot(range(len(body)), vals[: len(body)], marker="o", **style)
+    if has_final:
+        ax.plot([len(body)], [vals[names.index("final_norm")]], marker="s", linestyle="none",
+                color=line.get_color())
+    return body + (["final_norm"] if has_final else [])
+
+
+def _wants_log(low, high):
+    """A log axis helps when the positive values span more than a factor of 20."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return bool(low.size) and np.all(low > 0) and high.max() / low.min() > 20
+
+
 def plot_layer_norms(layer_stats, path, title="Per-position L2 norm by layer"):
-    """Line: mean per-position L2 norm per layer, band = +- one std over positions."""
-    names = [n for n in layer_stats if layer_stats[n].get("position_norm_mean") is not None]
-    mean = np.array([layer_stats[n]["position_norm_mean"] for n in names])
-    std = np.array([layer_stats[n]["position_norm_std"] for n in names])
+    """Median per-position L2 norm per layer with its interquartile band (never below 0).
+
+    Uses the quartiles of tensor_stats / analyze_directory; the y axis is logarithmic when the
+    band spans more than a factor of 20; final_norm (a different quantity: the normed state) is a
+    separate point right of a dotted line, not joined to the last layer.
+    """
+    names = [n for n in layer_stats if layer_stats[n].get("position_norm_median") is not None]
+    if not names:
+        raise ValueError("no layer has per-position norm quartiles to plot")
+    q = {k: np.array([layer_stats[n][f"position_norm_{k}"] for n in names]) for k in ("q25", "median", "q75")}
+    body, has_final = _split_final(names)
+    xs = np.arange(len(body))
     fig, ax = _layer_figure(names)
-    ax.plot(range(len(names)), mean, marker="o", label="mean over positions")
-    ax.fill_between(range(len(names)), mean - std, mean + std, alpha=0.25, label="+- 1 std")
-    _layer_axis(ax, names)
-    ax.set_ylabel("L2 norm of a position's activation")
+    ax.plot(xs, q["median"][: len(body)], marker="o", color="tab:blue", label="median over positions")
+    ax.fill_between(xs, q["q25"][: len(body)], q["q75"][: len(body)], color="tab:blue", alpha=0.25,
+                    label="interquartile range (25th-75th percentile)")
+    if has_final:
+        i, x = names.index("final_norm"), len(body)
+        ax.axvline(x - 0.5, color="gray", linestyle=":", linewidth=1)
+        ax.errorbar([x], [q["median"][i]], yerr=[[q["median"][i] - q["q25"][i]], [q["q75"][i] - q["median"][i]]],
+                    marker="s", color="tab:orange", capsize=4, linestyle="none",
+                    label="final_norm (after the final norm; median, IQR)")
+    _layer_axis(ax, body + (["final_norm"] if has_final else []))
+    if _wants_log(q["q25"], q["q75"]):
+        ax.set_yscale("log")
+        ax.set_ylabel("L2 norm of a position's activation (log scale)")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("L2 norm of a position's activation")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def plot_histograms(record, path, bins=60):
-    """Grid of per-layer histograms of activation values (log count axis)."""
+def plot_histograms(record, path, bins=60, title=None):
+    """Grid of per-layer histograms of activation values over each layer's 1st-99th percentile.
+
+    Values outside that range are not drawn; each panel states how many were clipped, so one
+    extreme position (an attention sink) cannot stretch the axis and flatten every histogram.
+    """
     acts = record["activations"]
     n = len(acts)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig = _figure(3.2 * cols, 2.4 * rows + 0.6)
+    fig = _figure(3.2 * cols, 2.5 * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (name, t) in zip(axes, acts.items()):
         a = as_2d(t).ravel()
-        ax.hist(a, bins=bins, color="tab:blue", log=True)
-        ax.set_title(f"{name}  (mean {a.mean():.3g}, std {a.std():.3g})", fontsize=9)
-        ax.set_xlabel("activation value", fontsize=8)
+        lo, hi = np.percentile(a, [1, 99]) if a.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        inside = (a >= lo) & (a <= hi)
+        ax.hist(a[inside], bins=bins, range=(lo, hi), color="tab:blue", log=True)
+        ax.set_title(f"{name}  (median {np.median(a):.3g}, IQR {np.subtract(*np.percentile(a, [75, 25])):.3g})",
+                     fontsize=8)
+        clipped = int(a.size - inside.sum())
+        ax.set_xlabel(f"activation value; {clipped} of {a.size} outside the\n1st-99th pct (min {a.min():.3g}, "
+                      f"max {a.max():.3g}), not drawn", fontsize=7)
         ax.set_ylabel("count (log)", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"Activation value histograms per layer - {record.get('model') or 'record'}")
+    fig.suptitle(title or f"Activation value histograms per layer - {record.get('model') or 'record'}")
     return _save(fig, path)
 
 
@@ -149,26 +208,36 @@ def plot_position_heatmap(record, path, tokenizer=None):
 
 
 def plot_compare(comparison, path):
-    """Cosine similarity (left) and L2 distance (right) by layer for each comparison kind."""
+    """Cosine similarity (left) and L2 distance (right) by layer for each comparison kind; the
+    title names both files (A and B)."""
     names = list(comparison["layers"])
-    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 4.8)
+    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 5.0)
     ax_cos, ax_dist = fig.subplots(1, 2)
     labels = {"last_prompt_token": "last prompt token", "prompt_mean": "mean over prompt",
               "common_prefix": "common prefix (mean per position)"}
+    body, has_final = _split_final(names)
+    order = body + (["final_norm"] if has_final else [])
     for key, label in labels.items():
-        vals = [comparison["layers"][n][key] for n in names]
+        vals = [comparison["layers"][n][key] for n in order]
         if all(v is None for v in vals):
             continue
         for ax, field in ((ax_cos, "cosine"), (ax_dist, "l2_distance")):
-            ax.plot(range(len(names)), [np.nan if v is None or v[field] is None else v[field] for v in vals],
-                    marker="o", label=label)
+            _plot_by_layer(ax, order, [np.nan if v is None or v[field] is None else v[field] for v in vals],
+                           label=label)
     for ax, ylabel in ((ax_cos, "cosine similarity"), (ax_dist, "L2 distance")):
-        _layer_axis(ax, names)
+        _layer_axis(ax, order)
+        if has_final:
+            ax.axvline(len(body) - 0.5, color="gray", linestyle=":", linewidth=1)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    ax_dist.set_ylim(bottom=0)
     ax_cos.set_title("Cosine similarity A vs B by layer")
     ax_dist.set_title("L2 distance A vs B by layer")
+    files = comparison.get("files")
+    if files:
+        fig.suptitle(f"A = {os.path.basename(files[0])}   vs   B = {os.path.basename(files[1])}"
+                     + ("   (final_norm drawn apart: the normed state)" if has_final else ""), fontsize=10)
     return _save(fig, path)
 
 
@@ -179,26 +248,129 @@ def default_layer(names):
     return pool[len(pool) // 2]
 
 
-def plot_pca(run_dir, path, layer=None):
-    """2-D PCA of the last-prompt-token activations at `layer`, coloured by correct / incorrect."""
+MARKERS = "osD^vP*Xph<>"   # PCA: one marker per category (cycled when there are more)
+MAX_COLOR_LEVELS = 10      # PCA --color_by: more distinct values than this are drawn as numbers or refused
+
+
+def _field_values(rows, field):
+    """The rows' values of `field` as strings (None -> "none"); a field no row has is a ValueError."""
+    if not any(field in r for r in rows):
+        known = sorted({k for r in rows for k in r if not isinstance(r[k], (dict, list))})
+        raise ValueError(f"no results row has a field {field!r}; --color_by takes one of: {', '.join(known)}")
+    return [r.get(field) for r in rows]
+
+
+def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False):
+    """2-D PCA of a run's activations at `layer` (one vector per question, `reduce` as in
+    load_run_layer): colour by the results rows' `color_by` field (default correct / incorrect;
+    a numeric field with many values gets a colour scale), marker by category (by correctness when
+    colouring by category), legends for both.
+    """
     from sklearn.decomposition import PCA
     layer = layer or default_layer(run_layers(run_dir))
-    X, rows = load_run_layer(run_dir, layer)
-    y = correct_labels(rows, run_dir).astype(bool)
-    if len(y) < 2:
-        raise ValueError(f"PCA needs at least 2 examples; {run_dir} has {len(y)}")
+    X, rows = load_run_layer(run_dir, layer, reduce=reduce, progress=progress)
+    if len(rows) < 2:
+        raise ValueError(f"PCA needs at least 2 examples; {run_dir} has {len(rows)}")
+    colors = _field_values(rows, color_by)
     pca = PCA(n_components=2)
     Z = pca.fit_transform(np.asarray(X, dtype=np.float64))
-    fig = _figure(6.5, 5.5)
+    # markers show the category, or correctness when the colours already show the category
+    marker_field = "correct" if color_by == "category" else "category"
+    marker_names = {"True": "correct", "False": "incorrect"} if marker_field == "correct" else {}
+    cats = [marker_names.get(str(r.get(marker_field)), str(r.get(marker_field) or "uncategorized")) for r in rows]
+    by_cat = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(sorted(set(cats)))}
+    fig = _figure(7.5, 5.8)
     ax = fig.subplots()
-    for mask, color, label in ((y, "tab:green", "correct"), (~y, "tab:red", "incorrect")):
-        ax.scatter(Z[mask, 0], Z[mask, 1], c=color, s=22, alpha=0.75, label=f"{label} ({int(mask.sum())})")
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in colors)
+    levels = sorted({str(v) for v in colors}, key=lambda v: (v not in ("True", "False"), v))
+    if numeric and len(levels) > MAX_COLOR_LEVELS:
+        import matplotlib.cm
+        import matplotlib.colors
+        norm = matplotlib.colors.Normalize(min(colors), max(colors))
+        for cat, marker in by_cat.items():
+            m = np.array([c == cat for c in cats])
+            ax.scatter(Z[m, 0], Z[m, 1], c=np.array(colors, dtype=float)[m], cmap="viridis", norm=norm,
+                            marker=marker, s=26, alpha=0.8, edgecolors="none")
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=color_by)
+        color_legend = None
+    else:
+        if len(levels) > MAX_COLOR_LEVELS:
+            raise ValueError(f"--color_by {color_by}: {len(levels)} distinct values; colour needs at most "
+                             f"{MAX_COLOR_LEVELS} (or a numeric field)")
+        palette = {"True": "tab:green", "False": "tab:red"}
+        others = iter(["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+                       "tab:olive", "tab:cyan", "gold", "black"])
+        cmap = {v: palette.get(v) or next(others) for v in levels}
+        strs = np.array([str(v) for v in colors])
+        for cat, marker in by_cat.items():
+            for level in levels:
+                m = (strs == level) & np.array([c == cat for c in cats])
+                if m.any():
+                    ax.scatter(Z[m, 0], Z[m, 1], color=cmap[level], marker=marker, s=26, alpha=0.8,
+                               edgecolors="none")
+        from matplotlib.lines import Line2D
+        names = {"True": "correct", "False": "incorrect"} if color_by == "correct" else {}
+        color_legend = ax.legend(
+            [Line2D([], [], color=cmap[v], marker="o", linestyle="none") for v in levels],
+            [f"{names.get(v, v)} ({int((strs == v).sum())})" for v in levels],
+            title=color_by, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        ax.add_artist(color_legend)
+    from matplotlib.lines import Line2D
+    ax.legend([Line2D([], [], color="black", marker=mk, linestyle="none", markerfacecolor="none")
+               for mk in by_cat.values()],
+              [f"{c} ({cats.count(c)})" for c in by_cat], title=f"{marker_field} (marker)",
+              loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
     ev = pca.explained_variance_ratio_ * 100
     ax.set_xlabel(f"PC 1 ({ev[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC 2 ({ev[1]:.1f}% of variance)")
-    ax.set_title(f"PCA of last-prompt-token activations at {layer}")
+    where = {"last_prompt": "last-prompt-token"}.get(reduce, f"{reduce}")
+    ax.set_title(f"PCA of {where} activations at {layer} (n={len(rows)})\n{os.path.basename(os.path.normpath(run_dir))}",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(title="graded answer")
+    return _save(fig, path)
+
+
+def plot_logit_lens(result, path):
+    """Logit lens curves (lens.logit_lens_run): the gold first token's median rank (log axis, lower
+    is better) and mean probability by layer, correct vs incorrect questions, 95% bootstrap bands,
+    chance level dashed; final_norm (the model's own output) drawn apart."""
+    names = result["layer_names"]
+    body, has_final = _split_final(names)
+    order = body + (["final_norm"] if has_final else [])
+    xs = list(range(len(body))) + ([len(body)] if has_final else [])
+    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 5.0)
+    ax_rank, ax_prob = fig.subplots(1, 2)
+    colors = {"correct": "tab:green", "incorrect": "tab:red", "all": "tab:blue"}
+    groups = [g for g in ("correct", "incorrect") if result["layers"][names[0]][g]["n"]] or ["all"]
+    for group in groups:
+        n = result["layers"][names[0]][group]["n"]
+        for ax, key in ((ax_rank, "median_rank"), (ax_prob, "mean_prob")):
+            vals = np.array([result["layers"][name][group][key] for name in order], dtype=float)
+            ci = np.array([[np.nan if v is None else v for v in result["layers"][name][group][key + "_ci"]]
+                           for name in order], dtype=float)
+            k = len(body)
+            ax.plot(xs[:k], vals[:k], marker="o", color=colors[group], label=f"{group} (n={n})")
+            ax.fill_between(xs[:k], ci[:k, 0], ci[:k, 1], color=colors[group], alpha=0.2)
+            if has_final:
+                ax.errorbar([xs[-1]], [vals[-1]], yerr=[[vals[-1] - ci[-1, 0]], [ci[-1, 1] - vals[-1]]],
+                            marker="s", color=colors[group], capsize=4, linestyle="none")
+    ax_rank.axhline(result["chance_rank"], color="gray", linestyle="--",
+                    label=f"chance (uniform guess: {result['chance_rank']:.0f})")
+    ax_prob.axhline(result["chance_prob_per_token"], color="gray", linestyle="--",
+                    label=f"chance (1 / vocab = {result['chance_prob_per_token']:.1e})")
+    ax_rank.set_yscale("log")
+    ax_rank.invert_yaxis()
+    ax_rank.set_ylabel("median rank of the gold first token (log; top = 1)")
+    ax_prob.set_ylabel("mean probability of the gold first token")
+    ax_prob.set_ylim(bottom=0)
+    for ax in (ax_rank, ax_prob):
+        _layer_axis(ax, order)
+        if has_final:
+            ax.axvline(len(body) - 0.5, color="gray", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Logit lens at the last prompt token - {os.path.basename(os.path.normpath(result['run_dir']))} "
+                 f"({result['questions_used']} questions; bands: 95% bootstrap)", fontsize=10)
     return _save(fig, path)
 
 

@@ -1,7 +1,8 @@
 """Per-layer statistics of records, streamed aggregates over folders, and record comparisons.
 
 Public names:
-    tensor_stats(tensor) -> dict                 mean, std, min, max, per-position and total L2 norm
+    tensor_stats(tensor) -> dict                 mean, std, min, max, per-position and total L2 norm,
+                                                 quartiles of the per-position norms (NORM_QUANTILE_KEYS)
     describe_record(record, path=None) -> dict   metadata + per-layer stats of one record
     analyze_file(path, layers=None) -> dict      describe_record of a file
     analyze_directory(directory, limit=None, layers=None, progress=True) -> dict
@@ -9,6 +10,9 @@ Public names:
     compare_records(record_a, record_b, layers=None) -> dict
     compare_files(path_a, path_b, layers=None) -> dict   cosine / L2 distance per layer, 3 alignments
     STAT_KEYS                                    the statistics' names, in table order
+    NORM_QUANTILE_KEYS                           position_norm_q25 / _median / _q75
+    NORM_SAMPLE_CAP                              directory quartiles: exact up to this many positions
+                                                 per layer, then from a seeded uniform sample of them
 
 Example:
     >>> stats = analyze_file("results/run1/activations/q0001.safetensors")
@@ -28,10 +32,17 @@ from .arrays import as_2d, load_record, record_meta
 
 
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
-
-
+NORM_QUANTILE_KEYS = ("position_norm_q25", "position_norm_median", "position_norm_q75")
 
 PROGRESS_MIN_FILES = 20    # show a progress bar from this many files on
+NORM_SAMPLE_CAP = 200_000  # per layer: norms kept for the directory quartiles (reservoir beyond this)
+
+
+def _norm_quantiles(norms):
+    """The quartiles of per-position norms, keyed by NORM_QUANTILE_KEYS (None when there are none)."""
+    if len(norms) == 0:
+        return dict.fromkeys(NORM_QUANTILE_KEYS)
+    return dict(zip(NORM_QUANTILE_KEYS, (float(v) for v in np.percentile(norms, [25, 50, 75]))))
 
 
 
@@ -45,11 +56,12 @@ def tensor_stats(tensor):
     a = as_2d(tensor)
     out = {"shape": list(a.shape)}
     if a.size == 0:
-        return {**out, **{k: None for k in STAT_KEYS}}
+        return {**out, **{k: None for k in STAT_KEYS + NORM_QUANTILE_KEYS}}
     norms = np.linalg.norm(a, axis=1)
     return {**out, "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
             "max": float(a.max()), "position_norm_mean": float(norms.mean()),
-            "position_norm_std": float(norms.std()), "l2_norm": float(np.linalg.norm(a))}
+            "position_norm_std": float(norms.std()), "l2_norm": float(np.linalg.norm(a)),
+            **_norm_quantiles(norms)}
 
 
 
@@ -73,15 +85,15 @@ def analyze_file(path, layers=None):
 
 
 def _layer_partial(tensor):
-    """(elements, mean, M2, min, max, rows, norm sum, norm square sum) of one tensor, or None
-    when it is empty: what _LayerAccumulator.merge adds."""
+    """(elements, mean, M2, min, max, rows, norm sum, norm square sum, the rows' norms) of one
+    tensor, or None when it is empty: what _LayerAccumulator.merge adds."""
     a = as_2d(tensor)
     if a.size == 0:
         return None
     mean = float(a.mean())
     norms = np.linalg.norm(a, axis=1)
     return (a.size, mean, float(((a - mean) ** 2).sum()), float(a.min()), float(a.max()),
-            len(norms), float(norms.sum()), float((norms ** 2).sum()))
+            len(norms), float(norms.sum()), float((norms ** 2).sum()), norms)
 
 
 class _LayerAccumulator:
@@ -91,6 +103,21 @@ class _LayerAccumulator:
         self.files = self.rows = self.count = 0
         self.mean = self.m2 = self.norm_sum = self.norm_sq = 0.0
         self.min, self.max = math.inf, -math.inf
+        self.norms = np.empty(0)                        # every norm, or a reservoir sample of them
+        self.rng = np.random.default_rng(0)
+
+    def _keep_norms(self, norms):
+        """Algorithm R: the first NORM_SAMPLE_CAP norms, then each later one replaces a uniform slot
+        with probability cap / (its index + 1), so `self.norms` stays a uniform sample."""
+        room = NORM_SAMPLE_CAP - len(self.norms)
+        if room > 0:
+            self.norms = np.concatenate([self.norms, norms[:room]])
+            norms = norms[room:]
+        if len(norms):
+            seen = self.rows - len(norms) + np.arange(len(norms))    # 0-based index of each new norm
+            slots = self.rng.integers(0, seen + 1)
+            keep = slots < NORM_SAMPLE_CAP
+            self.norms[slots[keep]] = norms[keep]                  # in order: a later norm wins a slot
 
     def add(self, tensor):
         self.merge(_layer_partial(tensor))
@@ -100,7 +127,7 @@ class _LayerAccumulator:
         self.files += 1
         if partial is None:
             return
-        n, mean, m2, lo, hi, rows, norm_sum, norm_sq = partial
+        n, mean, m2, lo, hi, rows, norm_sum, norm_sq, norms = partial
         delta, total = mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.m2 += m2 + delta * delta * self.count * n / total
@@ -109,15 +136,18 @@ class _LayerAccumulator:
         self.rows += rows
         self.norm_sum += norm_sum
         self.norm_sq += norm_sq
+        self._keep_norms(norms)
 
     def result(self):
         if not self.count:
-            return {"files": self.files, "positions": 0, **{k: None for k in STAT_KEYS if k != "l2_norm"}}
+            return {"files": self.files, "positions": 0,
+                    **{k: None for k in STAT_KEYS + NORM_QUANTILE_KEYS if k != "l2_norm"}}
         pn_mean = self.norm_sum / self.rows
         return {"files": self.files, "positions": self.rows, "mean": self.mean,
                 "std": math.sqrt(max(self.m2 / self.count, 0.0)), "min": self.min, "max": self.max,
                 "position_norm_mean": pn_mean,
-                "position_norm_std": math.sqrt(max(self.norm_sq / self.rows - pn_mean ** 2, 0.0))}
+                "position_norm_std": math.sqrt(max(self.norm_sq / self.rows - pn_mean ** 2, 0.0)),
+                **_norm_quantiles(self.norms), "norm_quantiles_from": len(self.norms)}
 
 
 

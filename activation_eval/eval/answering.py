@@ -4,6 +4,8 @@ Public names:
     answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=None) -> [(result, record), ...]
     iter_answers(...same...) -> (result, record), ... as each answer is finished
     RESULT_FIELDS   the keys of every result row, in order
+    answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens)
+                    absolute token positions of the extracted answer's last occurrence in the response
 
 Example:
     >>> rows = load_benchmark()[:8]
@@ -16,9 +18,13 @@ settings has one and `sample` for rows that carry one (runner.with_samples). `pr
 text asked (with few-shot examples; see prompts.prompt_of), before the system prompt and chat
 template that generation applies. A row without a gold answer (a bare question) is ungraded:
 correct, extracted and grader are None. With `capture`, each record also holds its activations and
-a "grading" entry with the same verdict. When the settings sample, a row's random stream is seeded
-from (settings.seed, its id, its sample index), so its answer does not depend on its batch.
+a "grading" entry with the same verdict; when generated positions are captured, record and result
+also hold "answer_positions" (see answer_token_positions). When the settings sample, a row's random
+stream is seeded from (settings.seed, its id, its sample index), so its answer does not depend on
+its batch.
 """
+import re
+
 from .grading import grade
 from .prompts import prompt_of
 from ..capture.generation import iter_records
@@ -62,9 +68,44 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         if row.get("sample") is not None:
             result["sample"] = record["sample"] = row["sample"]
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
+        if _captures_generated(record):
+            positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],
+                                               tokenizer, record["num_prompt_tokens"])
+            result["answer_positions"] = record["answer_positions"] = positions
         yield result, record
 
 
 def _has_gold(row):
     answer = row.get("answer")
     return answer is not None and answer != "" and answer != []   # 0 is a gold index (choice A)
+def _captures_generated(record):
+    """Does the record keep activations of any generated position?"""
+    kept = record.get("positions_kept")
+    return "activations" in record and kept is not None and any(
+        int(p) >= record["num_prompt_tokens"] for p in kept)
+
+
+def answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens):
+    """Absolute token positions (prompt length + index into output_ids) of the generated tokens that
+    cover the LAST occurrence of `extracted` in `response` (case-insensitive); [] when it does not
+    occur verbatim (e.g. a choice graded by its text, an empty answer).
+
+    `response` is the record's: decode(output_ids, skip_special_tokens=True).strip(). Each token's
+    character span comes from decoding growing prefixes of output_ids (exact for the tokens the
+    model actually produced, unlike re-encoding the text).
+    >>> answer_token_positions("It is Paris.", "paris", ids, tok, 12)    # e.g. [15]
+    """
+    if not extracted or not response:
+        return []
+    matches = list(re.finditer(re.escape(str(extracted)), response, re.IGNORECASE))
+    if not matches:
+        return []
+    ids = [int(i) for i in (output_ids.tolist() if hasattr(output_ids, "tolist") else output_ids)]
+    ends = [len(tokenizer.decode(ids[:i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    lead = len(full) - len(full.lstrip())          # the record's response was stripped
+    if full[lead:lead + len(response)] != response:
+        return []                                  # decoding does not reproduce the response: no spans
+    start, end = matches[-1].start() + lead, matches[-1].end() + lead
+    return [num_prompt_tokens + i for i in range(len(ids))
+            if (ends[i - 1] if i else 0) < end and ends[i] > start]

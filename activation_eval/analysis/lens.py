@@ -1,0 +1,224 @@
+"""Logit lens: what every captured layer would predict as the answer's first token.
+
+Each layer's activation at the last prompt token (position P-1, the one whose output is the first
+generated token) goes through the model's final norm and unembedding (lm_head, also when it is
+tied to the input embeddings; Gemma-2 style final logit soft-capping applied); `final_norm` is
+already normed and goes through the unembedding only. So the lens at `final_norm` (or at the last
+layer, through the norm) is the model's own next-token distribution at P-1.
+
+Gold tokens: a question's candidate first tokens are the first token of every accepted answer
+(multiple choice: of its letter), tokenised both as-is ("Paris") and with a leading space
+(" Paris"), because a word continuing a prompt may be either piece depending on what precedes it;
+a variant whose first token is only whitespace is dropped. Rank = the best rank (1 = top) of any
+candidate; probability = the summed probability of the distinct candidates.
+
+Public names:
+    logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
+                   n_resamples=1000, seed=0) -> dict      per question and per layer; curves by group
+    project(model, hidden, layer_names) -> logits         final norm (not for final_norm) + unembedding
+    gold_first_tokens(tokenizer, row) -> [token id, ...]  the candidate first tokens of the gold answer
+    final_norm_module(model)                              the model's final norm
+
+Example:
+    >>> res = logit_lens_run("results/run1")
+    >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]
+    >>> res["questions"][0]["layers"]["final_norm"]["top"]      # [[" Paris", 0.61], ...]
+"""
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+
+from ..models import load_model
+from ..store.run_folder import config_path, is_run_folder, read_results
+from .arrays import as_2d, load_record, record_meta
+from .intervals import bootstrap_ci
+
+FINAL_NORM_ATTRS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
+GROUPS = ("correct", "incorrect", "all")
+_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s*(.+?)\s*$")
+
+
+def final_norm_module(model):
+    """The norm after the last decoder layer (model.base_model.norm / ln_f / final_layer_norm ...)."""
+    for owner in (getattr(model, "base_model", None), model):
+        for attr in FINAL_NORM_ATTRS:
+            module = getattr(owner, attr, None)
+            if isinstance(module, torch.nn.Module):
+                return module
+    raise ValueError(f"cannot find the final norm of {type(model).__name__} "
+                     f"(looked for {', '.join(FINAL_NORM_ATTRS)} on the base model)")
+
+
+@torch.no_grad()
+def project(model, hidden, layer_names):
+    """Logits (n, vocab) float32 of hidden (n, hidden_size): rows named "final_norm" skip the norm."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embedding (lm_head) to project through")
+    param = next(head.parameters())
+    h = torch.as_tensor(hidden).to(device=param.device, dtype=param.dtype)
+    needs_norm = torch.tensor([name != "final_norm" for name in layer_names], device=h.device)
+    if bool(needs_norm.any()):
+        normed = final_norm_module(model)(h[needs_norm])
+        h = h.clone()
+        h[needs_norm] = normed
+    logits = head(h)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float().cpu()
+
+
+def _accepted(row):
+    answer = row.get("answer")
+    answers = answer if isinstance(answer, (list, tuple)) else [answer]
+    return [str(a).strip() for a in answers if a is not None and str(a).strip()]
+
+
+def _choice_letters(row, answers):
+    """Multiple choice: each accepted answer as its letter (a letter, or a choice's text in the prompt)."""
+    listed = {}
+    for line in str(row.get("prompt") or "").splitlines():
+        m = _CHOICE_LINE.match(line)
+        if m:
+            listed.setdefault(m.group(2).lower(), m.group(1))
+    out = []
+    for a in answers:
+        if len(a) == 1 and a.isalpha():
+            out.append(a.upper())
+        elif a.lower() in listed:
+            out.append(listed[a.lower()])
+    return out
+
+
+def gold_first_tokens(tokenizer, row):
+    """Candidate first-token ids of the row's gold answer (see the module docstring); [] if none."""
+    answers = _accepted(row)
+    if row.get("grader") == "choice":
+        answers = _choice_letters(row, answers)
+    ids = []
+    for answer in answers:
+        for text in (answer, " " + answer):
+            enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if enc and tokenizer.decode(enc[:1]).strip() and enc[0] not in ids:
+                ids.append(int(enc[0]))
+    return ids
+
+
+def _load_run_model(run_dir):
+    path = config_path(run_dir)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the run's settings {path}: {exc}; the logit lens needs the "
+                         f"run's model name from it") from exc
+    if not isinstance(config, dict) or not config.get("model"):
+        raise ValueError(f"{path} names no model; the logit lens needs the run's model")
+    dtype = config.get("dtype") if config.get("dtype") in ("float32", "bfloat16", "float16") else "auto"
+    return load_model(config["model"], dtype=dtype)
+
+
+def _ranks(logits, candidates):
+    """Per row of logits (layers, vocab): the best rank (1 = top) of any candidate token id."""
+    cand = logits[:, list(candidates)]                                  # (layers, k)
+    return (logits[:, None, :] > cand[:, :, None]).sum(-1).min(-1).values + 1
+
+
+def _question_lens(model, tokenizer, record, row, names, top_k):
+    """Per layer: gold rank / probability, the first generated token's rank, the top-k tokens."""
+    meta = record_meta(record)
+    target = meta["num_prompt_tokens"] - 1
+    if target not in meta["positions"]:
+        return None
+    at = meta["positions"].index(target)
+    hidden = torch.from_numpy(np.stack([as_2d(record["activations"][n])[at] for n in names]))
+    logits = project(model, hidden, names)                         # (layers, vocab)
+    probs = torch.softmax(logits, dim=-1).double()
+    gold = gold_first_tokens(tokenizer, row)
+    out_ids = meta["tokens"][meta["num_prompt_tokens"]:]
+    top_p, top_i = probs.topk(top_k, dim=-1)
+    ranks = _ranks(logits, gold).tolist() if gold else None         # (layers,)
+    gold_p = probs[:, gold].sum(-1).tolist() if gold else None
+    gen_ranks = _ranks(logits, out_ids[:1]).tolist() if out_ids else None
+    pieces = {int(i): tokenizer.decode([int(i)]) for i in top_i.unique().tolist()}
+    layers = {}
+    for li, name in enumerate(names):
+        entry = {"top": [[pieces[i], p] for p, i in zip(top_p[li].tolist(), top_i[li].tolist())]}
+        if gold:
+            entry["rank"], entry["prob"] = ranks[li], gold_p[li]
+        if out_ids:
+            entry["generated_rank"] = gen_ranks[li]
+        layers[name] = entry
+    return {"id": row.get("id"), "category": row.get("category"), "correct": row.get("correct"),
+            "gold_token_ids": gold, "gold_tokens": [tokenizer.decode([i]) for i in gold],
+            "first_generated_token": tokenizer.decode(out_ids[:1]) if out_ids else None, "layers": layers}
+
+
+def _group_curves(questions, names, n_resamples, seed):
+    """Per layer and group (correct / incorrect / all): n, median rank, mean probability, 95% CIs."""
+    members = {"correct": [q for q in questions if q["correct"] is True],
+               "incorrect": [q for q in questions if q["correct"] is False], "all": questions}
+    out = {}
+    for name in names:
+        out[name] = {}
+        for group, qs in members.items():
+            ranks = np.array([q["layers"][name]["rank"] for q in qs if "rank" in q["layers"][name]], dtype=float)
+            probs = np.array([q["layers"][name]["prob"] for q in qs if "prob" in q["layers"][name]])
+            out[name][group] = {
+                "n": int(ranks.size),
+                "median_rank": float(np.median(ranks)) if ranks.size else None,
+                "median_rank_ci": bootstrap_ci(ranks, np.median, n_resamples, seed=seed),
+                "mean_prob": float(probs.mean()) if probs.size else None,
+                "mean_prob_ci": bootstrap_ci(probs, np.mean, n_resamples, seed=seed)}
+    return out
+
+
+def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
+                   n_resamples=1000, seed=0):
+    """The logit lens over every captured question of a run (see the module docstring).
+
+    The model is the run's (run_config.json's "model", loaded with models.load_model) unless
+    `model` and `tokenizer` are given. Questions whose record lacks the last prompt token are
+    counted in "skipped_no_position"; those without a gold token (no accepted answer) get top-k
+    tokens but no rank. Intervals: 95% percentile bootstrap over questions.
+    >>> res = logit_lens_run("results/run1"); res["layers"]["final_norm"]["all"]["median_rank"]
+    """
+    from tqdm import tqdm
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir) or not is_run_folder(run_dir):
+        raise FileNotFoundError(f"not a run folder (no results.jsonl): {run_dir}")
+    rows = [r for r in read_results(run_dir) if r.get("activation_file")]
+    if not rows:
+        raise ValueError(f"no question of {run_dir} has an activation file; run main.py with --capture_activations")
+    if model is None or tokenizer is None:
+        model, tokenizer = _load_run_model(run_dir)
+    questions, names, skipped = [], None, 0
+    for row in tqdm(rows, desc="logit lens", unit="q", file=sys.stderr, disable=not progress):
+        record = load_record(os.path.join(run_dir, row["activation_file"]), layers)
+        if names is None:
+            names = list(record["activations"])
+        q = _question_lens(model, tokenizer, record, row, names, top_k)
+        if q is None:
+            skipped += 1
+        else:
+            questions.append(q)
+        del record
+    if not questions:
+        raise ValueError(f"no record of {run_dir} keeps the last prompt token; the logit lens needs it "
+                         f"(capture with --positions all, prompt or last_prompt)")
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    return {"run_dir": run_dir, "model": getattr(model, "name_or_path_for_records", None) or model.name_or_path,
+            "position": "last prompt token (P-1), which predicts the first answer token",
+            "gold": "first token of each accepted answer (choice: its letter), with and without a leading "
+                    "space; rank = best candidate's, prob = summed candidates'",
+            "interval": f"95% percentile bootstrap over questions ({n_resamples} resamples)",
+            "questions_used": len(questions), "skipped_no_position": skipped,
+            "without_gold": sum(not q["gold_token_ids"] for q in questions),
+            "vocab_size": vocab, "chance_rank": (vocab + 1) / 2, "chance_prob_per_token": 1 / vocab,
+            "layer_names": names, "layers": _group_curves(questions, names, n_resamples, seed),
+            "questions": questions}

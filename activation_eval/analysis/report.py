@@ -1,0 +1,301 @@
+"""One self-contained HTML report of a run: summary, probe, logit lens, PCA, per-question table.
+
+Self-contained: figures are inline base64 PNGs, the small sort/filter script and the styles are
+inline, and a Content-Security-Policy meta tag forbids the page any network access. Every text
+from the run (questions, answers, model output) is escaped with html.escape; the script only
+shows, hides and reorders rows that are already in the page, and reads its initial filter from
+the URL fragment (#q=paris&correct=false&category=geography&sort=3: filter, then sort by the 4th
+column), so a filtered view can be shared.
+
+A section that cannot be computed (a probe on a run with one class, a logit lens whose model
+weights are not on this machine) says why in its place; the rest of the report is still written.
+
+Public names:
+    build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
+                 progress=True, model=None, tokenizer=None) -> path of the HTML file
+    accuracy_table(rows) -> dict        overall and per-category accuracy with Wilson 95% intervals
+
+Example:
+    >>> build_report("results/run1", "reports/run1.html")
+    'reports/run1.html'
+"""
+import base64
+import html
+import json
+import os
+import tempfile
+
+from ..store.atomic import write_text_atomic
+from ..store.run_folder import config_path, is_run_folder, read_results, summary_path
+from .arrays import run_layers
+from .intervals import wilson_interval
+from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
+
+esc = html.escape   # quote=True: safe in text and in attribute values
+
+
+def accuracy_table(rows):
+    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci} with a
+    Wilson 95% interval, over the rows graded True / False (ungraded rows are not counted)."""
+    def cell(rs):
+        graded = [r for r in rs if isinstance(r.get("correct"), bool)]
+        k = sum(r["correct"] for r in graded)
+        n = len(graded)
+        return {"n": n, "correct": k, "accuracy": k / n if n else None, "ci": wilson_interval(k, n)}
+    cats = sorted({str(r.get("category") or "uncategorized") for r in rows})
+    return {"overall": cell(rows),
+            "per_category": {c: cell([r for r in rows if str(r.get("category") or "uncategorized") == c])
+                             for c in cats}}
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _png(plot, *args, **kwargs):
+    """Run a plots.py function into a temp file; -> an <img> with the PNG inline (base64)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot(*args, os.path.join(tmp, "figure.png"), **kwargs)
+        with open(path, "rb") as f:
+            data = base64.b64encode(f.read()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _pct(value, ci):
+    if value is None:
+        return "-"
+    return f"{value:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]" if ci and ci[0] is not None else f"{value:.1%}"
+
+
+def _num(value, ci=None, fmt="{:.3f}"):
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    return text + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci and ci[0] is not None else "")
+
+
+def _table(headers, rows, cls=""):
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _failed(what, exc):
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f'<p class="note">{esc(what)} not available: {esc(msg)}</p>'
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _summary_section(run_dir, rows):
+    config, summary = _read_json(config_path(run_dir)), _read_json(summary_path(run_dir))
+    acc = accuracy_table(rows)
+    o = acc["overall"]
+    settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
+    for key in ("wall_time_s", "questions_per_second", "processes", "batch_size"):
+        if summary.get(key) is not None:
+            settings.append([key, summary[key]])
+    cats = [[c, v["n"], v["correct"], _pct(v["accuracy"], v["ci"])] for c, v in acc["per_category"].items()]
+    return (f"<h2>Run</h2><p><b>model</b> {esc(str(config.get('model') or summary.get('model') or '?'))}"
+            f" &nbsp; <b>benchmark</b> {esc(str(summary.get('benchmark') or config.get('benchmark') or '?'))}</p>"
+            f'<p class="big">accuracy {esc(_pct(o["accuracy"], o["ci"]))} &nbsp; '
+            f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval)</p>'
+            + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"], cats)
+            + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
+
+
+def _probe_rows(res):
+    """Per layer, whichever of the probe's figures are present (new AUROC format or the old one)."""
+    keys = [k for k in ("auroc", "accuracy", "selectivity") if any(k in v for v in res["layers"].values())]
+    headers = ["layer"] + [f"{k} [95% CI]" if any(f"{k}_ci" in v for v in res["layers"].values()) else k
+                           for k in keys]
+    legacy = "std" in next(iter(res["layers"].values()), {})
+    if legacy:
+        headers.append("+- std over folds")
+    rows = []
+    for name, v in res["layers"].items():
+        row = [name] + [_num(v.get(k), v.get(f"{k}_ci")) for k in keys]
+        rows.append(row + ([_num(v.get("std"))] if legacy else []))
+    return headers, rows
+
+
+def _probe_section(run_dir, layers):
+    from .probe import probe_run
+    try:
+        res = probe_run(run_dir, **({"layers": layers} if layers else {}))
+        return _probe_html(res)
+    except Exception as exc:  # noqa: BLE001 - the report still shows everything else
+        return "<h2>Probe</h2>" + _failed("The probe", exc)
+
+
+def _probe_html(res):
+    """The probe's verdict, plot (plots.plot_probe), per-layer table and controls, as far as present."""
+    parts = ["<h2>Probe: does a layer predict a correct answer?</h2>"]
+    if res.get("verdict") is not None:
+        verdict = res["verdict"] if isinstance(res["verdict"], str) else json.dumps(res["verdict"])
+        parts.append(f'<p class="verdict"><b>verdict</b>: {esc(verdict)}</p>')
+    if res.get("best_layer") is not None:
+        parts.append(f"<p><b>best layer</b>: {esc(str(res['best_layer']))}</p>")
+    try:
+        parts.append(_png(plot_probe, res))
+    except Exception as exc:  # noqa: BLE001
+        parts.append(_failed("The probe plot", exc))
+    headers, rows = _probe_rows(res)
+    parts.append(_table(headers, rows))
+    if isinstance(res.get("controls"), dict):
+        parts.append("<h3>Controls</h3>" + _table(
+            ["control", "AUROC [95% CI]"],
+            [[n, _num(c.get("auroc"), c.get("auroc_ci")) if isinstance(c, dict) else c]
+             for n, c in res["controls"].items()]))
+    if res.get("majority_baseline") is not None:
+        parts.append(f"<p>majority-class baseline: {res['majority_baseline']:.3f}</p>")
+    return "".join(parts)
+
+
+def _lens_section(run_dir, layers, progress, model, tokenizer):
+    from .lens import logit_lens_run
+    try:
+        res = logit_lens_run(run_dir, layers, model=model, tokenizer=tokenizer, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - e.g. the model's weights are not on this machine
+        return "<h2>Logit lens</h2>" + _failed("The logit lens", exc)
+    rows = [[n] + [_num(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in ("correct", "incorrect")]
+            + [_num(v[g]["mean_prob"], v[g]["mean_prob_ci"], "{:.3g}") for g in ("correct", "incorrect")]
+            for n, v in res["layers"].items()]
+    return ("<h2>Logit lens</h2>"
+            f"<p>{esc(res['position'])}; gold: {esc(res['gold'])}; intervals: {esc(res['interval'])}; "
+            f"chance rank {res['chance_rank']:.0f}.</p>" + _png(plot_logit_lens, res)
+            + _table(["layer", "median rank, correct", "median rank, incorrect", "mean prob, correct",
+                      "mean prob, incorrect"], rows))
+
+
+def _pca_section(run_dir, layers, color_by):
+    try:
+        layer = default_layer(layers or run_layers(run_dir))
+        return "<h2>PCA</h2>" + _png(plot_pca, run_dir, layer=layer, color_by=color_by)
+    except Exception as exc:  # noqa: BLE001
+        return "<h2>PCA</h2>" + _failed("The PCA", exc)
+
+
+def _gold(row):
+    answer = row.get("answer")
+    return " | ".join(map(str, answer)) if isinstance(answer, (list, tuple)) else str(answer if answer is not None else "")
+
+
+def _questions_section(rows):
+    cats = sorted({str(r.get("category") or "uncategorized") for r in rows})
+    body = []
+    for i, r in enumerate(rows):
+        correct = r.get("correct")
+        mark = {True: "yes", False: "no"}.get(correct, "-")
+        cat = str(r.get("category") or "uncategorized")
+        cells = [str(i + 1), str(r.get("id", "")), cat, str(r.get("question", "")), _gold(r),
+                 str(r.get("response", "")), str(r.get("extracted") if r.get("extracted") is not None else ""), mark]
+        body.append(f'<tr data-correct="{esc(str(correct).lower())}" data-category="{esc(cat)}">'
+                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    heads = ["#", "id", "category", "question", "gold", "response", "extracted", "correct"]
+    options = "".join(f'<option value="{esc(c)}">{esc(c)}</option>' for c in cats)
+    return ("<h2>Questions</h2>"
+            '<div class="filters"><input id="q" type="search" placeholder="filter text"> '
+            '<select id="correct"><option value="">correct and incorrect</option>'
+            '<option value="true">correct</option><option value="false">incorrect</option></select> '
+            f'<select id="category"><option value="">every category</option>{options}</select> '
+            f'<span id="shown">{len(rows)} of {len(rows)} shown</span> (click a column title to sort)</div>'
+            '<table id="questions"><thead><tr>'
+            + "".join(f'<th data-col="{i}">{esc(h)}</th>' for i, h in enumerate(heads))
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+td,th{border:1px solid #ddd;padding:3px 7px;vertical-align:top;text-align:left}
+th{background:#f3f3f3}#questions th{cursor:pointer;user-select:none}
+#questions td{max-width:28em;white-space:pre-wrap;word-break:break-word}
+#questions td:nth-child(-n+3),#questions td:last-child{white-space:nowrap;word-break:normal}
+img{max-width:100%;height:auto;display:block;margin:.6em 0}
+.big{font-size:1.2em}.note{color:#a33}.verdict{background:#f5f5dc;padding:.5em}
+.filters{margin:.5em 0}.filters input{width:18em}
+"""
+
+# sorts and filters the rows already in the page; never builds HTML from data
+SCRIPT = r"""
+(function(){
+  var table=document.getElementById('questions'); if(!table) return;
+  var tbody=table.tBodies[0], rows=Array.prototype.slice.call(tbody.rows);
+  var q=document.getElementById('q'), cor=document.getElementById('correct'),
+      cat=document.getElementById('category'), shown=document.getElementById('shown');
+  function apply(){
+    var text=q.value.toLowerCase(), n=0;
+    rows.forEach(function(r){
+      var ok=(!text||r.textContent.toLowerCase().indexOf(text)>=0)
+        &&(!cor.value||r.getAttribute('data-correct')===cor.value)
+        &&(!cat.value||r.getAttribute('data-category')===cat.value);
+      r.hidden=!ok; if(ok) n++;
+    });
+    shown.textContent=n+' of '+rows.length+' shown';
+    document.body.setAttribute('data-shown', n);
+  }
+  var dir={};
+  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th){
+    th.addEventListener('click',function(){
+      var c=+th.getAttribute('data-col'); dir[c]=-(dir[c]||-1);
+      rows.sort(function(a,b){
+        var x=a.cells[c].textContent, y=b.cells[c].textContent, nx=parseFloat(x), ny=parseFloat(y);
+        var d=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);
+        return d*dir[c];
+      });
+      rows.forEach(function(r){tbody.appendChild(r);});
+    });
+  });
+  var hash=new URLSearchParams(location.hash.slice(1));
+  if(hash.has('q')) q.value=hash.get('q');
+  if(hash.has('correct')) cor.value=hash.get('correct');
+  if(hash.has('category')) cat.value=hash.get('category');
+  if(hash.has('sort')){var th=table.tHead.rows[0].cells[+hash.get('sort')]; if(th) th.click();}
+  [q,cor,cat].forEach(function(e){e.addEventListener('input',apply);e.addEventListener('change',apply);});
+  apply();
+})();
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+
+def build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
+                 progress=True, model=None, tokenizer=None):
+    """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
+
+    `probe` / `lens` False leave those sections out; `model` / `tokenizer` go to the logit lens
+    (default: the run's model, loaded from run_config.json). Written atomically.
+    """
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir) or not is_run_folder(run_dir):
+        raise FileNotFoundError(f"not a run folder (no results.jsonl): {run_dir}")
+    rows = read_results(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir} has no results rows to report")
+    name = os.path.basename(os.path.normpath(run_dir))
+    output = os.fspath(output) if output else f"{name}_report.html"
+    captured = any(r.get("activation_file") for r in rows)
+    sections = [_summary_section(run_dir, rows)]
+    if captured:
+        if probe:
+            sections.append(_probe_section(run_dir, layers))
+        if lens:
+            sections.append(_lens_section(run_dir, layers, progress, model, tokenizer))
+        sections.append(_pca_section(run_dir, layers, color_by))
+    else:
+        sections.append('<p class="note">This run saved no activations (main.py --capture_activations): '
+                        "no probe, logit lens or PCA.</p>")
+    sections.append(_questions_section(rows))
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>{esc(name)} - run report</title><style>{STYLE}</style></head><body>"
+            f"<h1>Run report: {esc(name)}</h1><p>{esc(os.path.abspath(run_dir))}</p>"
+            + "".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
+    return write_text_atomic(output, page)

@@ -1,0 +1,115 @@
+"""Logit lens (issue 14, item 2). The independent reference is the model's own forward pass:
+model(ids).logits at the last prompt token, and transformers' output_hidden_states."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import analyze_activations as aa
+from activation_eval.analysis.lens import gold_first_tokens, logit_lens_run, project
+from helpers import read_rows, run_main, tiny_model
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gemma", "gpt2", "gpt_neox"])
+def test_projection_of_the_last_layer_is_the_models_own_logits(tokenizer, model_type):
+    """Bit for bit. gpt2 and gemma tie lm_head to the input embeddings; gpt_neox does not; norms differ."""
+    model, _ = tiny_model(model_type, tokenizer)
+    ids = torch.tensor([tokenizer("What is the capital of France?")["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits[0]                                  # (P, vocab), the reference
+        model.config.tie_last_hidden_states = False                    # raw last layer, before the norm
+        try:
+            raw = model(ids, output_hidden_states=True).hidden_states[-1][0]
+        finally:
+            del model.config.tie_last_hidden_states
+        normed = model(ids, output_hidden_states=True).hidden_states[-1][0]
+    last = f"layer_{model.config.num_hidden_layers - 1}"
+    torch.testing.assert_close(project(model, raw, [last] * len(raw)), logits, rtol=0, atol=0)
+    torch.testing.assert_close(project(model, normed, ["final_norm"] * len(raw)), logits, rtol=0, atol=0)
+    assert not torch.allclose(project(model, raw, ["final_norm"] * len(raw)), logits, atol=1e-3)  # the norm matters
+
+
+def test_gold_first_tokens(tokenizer):
+    firsts = [tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("Paris", " Paris", "Rome", " Rome")]
+    expected = {i for i in firsts if tokenizer.decode([i]).strip()}       # a lone-space piece is no answer
+    assert tokenizer.decode([firsts[0]]).strip() and len(expected) >= 2
+    assert set(gold_first_tokens(tokenizer, {"answer": ["Paris", "Rome"], "grader": "text"})) == expected
+    letter_b = tokenizer("B", add_special_tokens=False)["input_ids"][0]
+    prompt = "Which barks?\nA. A cat\nB. A dog\nAnswer with the letter of the correct choice."
+    for answer in ("B", "A dog", ["a dog"]):
+        gold = gold_first_tokens(tokenizer, {"answer": answer, "grader": "choice", "prompt": prompt})
+        assert letter_b in gold and all(tokenizer.decode([g]).strip() == "B" for g in gold), answer
+    assert gold_first_tokens(tokenizer, {"answer": None}) == []
+
+
+@pytest.fixture(scope="module")
+def lens_run(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lens") / "lensrun"
+    assert run_main("--model", tiny_dir, "--limit", 10, "--batch_size", 4, "--max_new_tokens", 5,
+                    "--output_dir", out, "--capture_activations", "--positions", "all",
+                    "--layers", "embeddings,0,1,2,final_norm") == 0
+    rows = read_rows(out)   # the random model answers nothing right: mark some correct to get two groups
+    for row in rows[:4]:
+        row["correct"] = True
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
+    from activation_eval.models import load_model
+    from activation_eval.store import records as storage
+    res = logit_lens_run(lens_run, progress=False)
+    model, tok = load_model(tiny_dir)
+    assert res["layer_names"] == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
+    assert res["questions_used"] == 10 and res["skipped_no_position"] == 0
+    for q, row in zip(res["questions"], read_rows(lens_run)):
+        rec = storage.load_activations(lens_run / row["activation_file"])
+        with torch.no_grad():
+            ref = torch.softmax(model(rec["input_ids"][None]).logits[0, -1].double(), -1)
+        gold = gold_first_tokens(tok, row)
+        want_rank = min(int((ref > ref[g]).sum()) + 1 for g in gold)
+        for name in ("layer_2", "final_norm"):          # through the norm, and already normed
+            lens = q["layers"][name]
+            assert lens["generated_rank"] == 1, "greedy decoding picked the top token"
+            assert lens["rank"] == want_rank and lens["prob"] == pytest.approx(float(ref[gold].sum()), rel=1e-4)
+            top = ref.topk(5)
+            assert [t for t, _ in lens["top"]] == [tok.decode([i]) for i in top.indices.tolist()]
+            np.testing.assert_allclose([p for _, p in lens["top"]], top.values.numpy(), rtol=1e-4)
+    # curves: the groups' medians are the medians of the questions' own ranks
+    for name in res["layer_names"]:
+        for group, flag in (("correct", True), ("incorrect", False)):
+            ranks = [q["layers"][name]["rank"] for q in res["questions"] if q["correct"] is flag]
+            cell = res["layers"][name][group]
+            assert cell["n"] == len(ranks) == (4 if flag else 6)
+            assert cell["median_rank"] == np.median(ranks)
+            lo, hi = cell["median_rank_ci"]
+            assert min(ranks) <= lo <= cell["median_rank"] <= hi <= max(ranks)
+
+
+def test_lens_cli_json_text_and_plot(lens_run, tmp_path, capsys):
+    code = aa.main(["--logit_lens", str(lens_run), "--json", "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "layer_0,final_norm"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["layer_names"] == ["layer_0", "final_norm"]
+    assert os.path.basename(res["plots"][0]) == "lensrun_logit_lens.png" and os.path.getsize(res["plots"][0]) > 10_000
+    code = aa.main(["--logit_lens", str(lens_run), "--output_dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0 and "rank_correct [95% CI]" in out and "chance:" in out and "logit lens" in err  # progress bar
+
+
+def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert run_main("--model", tiny_dir, "--limit", 2, "--max_new_tokens", 3, "--output_dir", out,
+                    "--capture_activations", "--positions", "generated", "--layers", "0") == 0
+    capsys.readouterr()
+    for argv, msg in ((["--logit_lens", str(out)], "keeps the last prompt token"),
+                      (["--logit_lens", str(tmp_path)], "not a run folder")):
+        code = aa.main(argv + ["--no_progress", "--output_dir", str(tmp_path / "p")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and msg in err and err.count("\n") == 1
+    (out / "run_config.json").write_text(json.dumps({"model": str(tmp_path / "no-such-model")}))
+    code = aa.main(["--logit_lens", str(out), "--output_dir", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model" in err and err.count("\n") == 1

@@ -1,0 +1,133 @@
+"""Plots a paper could use (issue 14, item 4): checked on the figures' own artists (captured before
+saving) against values computed here with numpy, plus the PNGs' existence."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import analyze_activations as aa
+from activation_eval.analysis import plots, stats
+from activation_eval.store import records as storage
+
+LAYERS = ["embeddings", "layer_0", "layer_1", "final_norm"]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Capture every figure a plot function saves (it is still written to disk)."""
+    saved = []
+    real = plots._save
+
+    def keep(fig, path):
+        saved.append(fig)
+        return real(fig, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def sink_record(n_pos=40, hidden=32, seed=0):
+    """Ordinary positions of norm ~ scale, and one attention-sink position of norm ~2.5e4."""
+    g = torch.Generator().manual_seed(seed)
+    acts = {}
+    for i, name in enumerate(LAYERS):
+        a = torch.randn(n_pos, hidden, generator=g) * (1 + 10 * i)
+        a[0] = 2.5e4 / np.sqrt(hidden)
+        acts[name] = a
+    return {"prompt": "p", "response": "r", "model": "tiny-test", "input_ids": torch.arange(n_pos),
+            "output_ids": torch.tensor([1]), "activations": acts, "positions_kept": list(range(n_pos)),
+            "num_prompt_tokens": n_pos, "num_generated_tokens": 1}
+
+
+def test_norms_median_iqr_never_below_zero_log_axis_final_apart(tmp_path, figures):
+    rec = sink_record()
+    res = aa.describe_record(rec)
+    for name in LAYERS:
+        norms = np.linalg.norm(rec["activations"][name].double().numpy(), axis=1)
+        s = res["layers"][name]
+        np.testing.assert_allclose([s["position_norm_q25"], s["position_norm_median"], s["position_norm_q75"]],
+                                   np.percentile(norms, [25, 50, 75]))
+    plots.plot_layer_norms(res["layers"], tmp_path / "n.png")
+    ax = figures[-1].axes[0]
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() >= 0                                     # the old mean - std went far below 0
+    assert ax.get_yscale() == "log"                                  # the band spans > 20x (scales 1 .. 31)
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [0, 1, 2]                       # final_norm is not joined to layer_1
+    np.testing.assert_allclose(line.get_ydata(), [res["layers"][n]["position_norm_median"] for n in LAYERS[:3]])
+    assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
+    flat = {n: {**res["layers"][n], "position_norm_q25": 4.0, "position_norm_median": 5.0, "position_norm_q75": 6.0}
+            for n in LAYERS}
+    plots.plot_layer_norms(flat, tmp_path / "flat.png")
+    assert figures[-1].axes[0].get_yscale() == "linear" and figures[-1].axes[0].get_ylim()[0] == 0
+
+
+def test_histograms_show_the_1_to_99_percentile_and_the_clipped_count(tmp_path, figures):
+    rec = sink_record()
+    plots.plot_histograms(rec, tmp_path / "h.png")
+    for ax, name in zip(figures[-1].axes, LAYERS):
+        a = rec["activations"][name].double().numpy().ravel()
+        lo, hi = np.percentile(a, [1, 99])
+        clipped = int(((a < lo) | (a > hi)).sum())
+        assert f"{clipped} of {a.size} outside" in ax.get_xlabel()
+        edges = [p.get_x() for p in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()]
+        assert min(edges) == pytest.approx(lo) and max(edges) == pytest.approx(hi)
+        assert sum(p.get_height() for p in ax.patches) == a.size - clipped
+
+
+def test_directory_quartiles_exact_then_uniform_sample(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    files = [rng.normal(size=(50, 8)) * (1 + i) for i in range(30)]   # later files have larger norms
+    for i, a in enumerate(files):
+        storage.save_activations({"activations": {"layer_0": torch.from_numpy(a)}, "input_ids": torch.arange(50)},
+                                 str(tmp_path / f"r{i:02d}.safetensors"))
+    norms = np.concatenate([np.linalg.norm(a, axis=1) for a in files])
+    exact = aa.analyze_directory(tmp_path, progress=False)["layers"]["layer_0"]
+    np.testing.assert_allclose([exact["position_norm_q25"], exact["position_norm_median"], exact["position_norm_q75"]],
+                               np.percentile(norms, [25, 50, 75]))
+    monkeypatch.setattr(stats, "NORM_SAMPLE_CAP", 400)               # 1500 norms: a sample of 400
+    sampled = aa.analyze_directory(tmp_path, progress=False)["layers"]["layer_0"]
+    assert sampled["norm_quantiles_from"] == 400
+    # a uniform sample's median is within a few standard errors of the true one; a sample biased to the
+    # first files (the first 400 norms) would be far below it
+    assert abs(sampled["position_norm_median"] - np.median(norms)) < 0.1 * np.median(norms)
+    assert np.median(norms[:400]) < 0.6 * np.median(norms)
+
+
+def make_run(root, n=30):
+    rng = np.random.default_rng(1)
+    rows = []
+    os.makedirs(root / "activations")
+    for i in range(n):
+        a = rng.normal(size=(3, 8)).astype(np.float32)
+        rel = f"activations/q{i}.pkl"
+        storage.save_activations({"activations": {"layer_0": torch.from_numpy(a), "layer_1": torch.from_numpy(a)},
+                                  "input_ids": torch.arange(3), "num_prompt_tokens": 3}, str(root / rel))
+        rows.append({"id": f"q{i}", "category": ["geo", "math", "mc"][i % 3], "correct": i % 4 == 0,
+                     "num_generated_tokens": i, "grader": "text", "activation_file": rel})
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def legend_texts(ax):
+    legends = [c for c in ax.get_children() if type(c).__name__ == "Legend"]
+    return [[t.get_text() for t in lg.get_texts()] for lg in legends], [lg.get_title().get_text() for lg in legends]
+
+
+def test_pca_colours_by_field_and_marks_category(tmp_path, figures, capsys):
+    rows = make_run(tmp_path / "pcarun")
+    plots.plot_pca(tmp_path / "pcarun", tmp_path / "p.png", "layer_0")
+    texts, titles = legend_texts(figures[-1].axes[0])
+    k = sum(r["correct"] for r in rows)
+    assert titles == ["correct", "category (marker)"]
+    assert texts == [[f"incorrect ({len(rows) - k})", f"correct ({k})"], ["geo (10)", "math (10)", "mc (10)"]]
+    plots.plot_pca(tmp_path / "pcarun", tmp_path / "c.png", "layer_0", color_by="category")
+    texts, titles = legend_texts(figures[-1].axes[0])
+    assert titles == ["category", "correct (marker)"] and texts[1] == [f"correct ({k})", f"incorrect ({len(rows) - k})"]
+    plots.plot_pca(tmp_path / "pcarun", tmp_path / "g.png", "layer_0", color_by="num_generated_tokens")
+    assert figures[-1].axes[-1].get_ylabel() == "num_generated_tokens"         # a colour bar for numbers
+    code = aa.main(["--directory", str(tmp_path / "pcarun"), "--plot", "--color_by", "nope",
+                    "--output_dir", str(tmp_path / "o"), "--no_progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no results row has a field 'nope'" in err and "category" in err and err.count("\n") == 1
