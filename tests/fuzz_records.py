@@ -21,7 +21,8 @@ It lives next to the tests because it is test tooling that shares their file bui
 Public names:
     main(argv=None) -> int       the command line (0: no findings, 1: findings)
     fuzz(seconds, seed, out, loader="safe", seeds=None) -> report dict
-    worker_main()                the worker loop (`--worker`)
+    worker_main(loader)          the worker loop (`--worker`)
+    peak_rss_mb()                this process's peak RSS (VmHWM)
 
 Example:
     $ python tests/fuzz_records.py --seconds 600 --seed 1 --out fuzz-findings
@@ -83,9 +84,19 @@ def _run_case(path, load_activations, describe_record, jsonable, loader):
     return "ok"
 
 
+def peak_rss_mb():
+    """This process's peak RSS in MB: VmHWM where /proc has it (ru_maxrss would include the
+    parent's memory at fork, which Linux carries across exec), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) // 1024
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def worker_main(loader):
     """Read case paths from stdin, answer one JSON line per case on stdout."""
-    import resource
     import warnings
     warnings.simplefilter("ignore")
     from activation_eval.analysis.cli import _jsonable
@@ -97,7 +108,7 @@ def worker_main(loader):
     for line in sys.stdin:
         outcome = _run_case(line.rstrip("\n"), load_activations, describe_record, _jsonable,
                             loader)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        rss = peak_rss_mb()
         out.write(json.dumps({"outcome": outcome, "rss_mb": rss}) + "\n")
         out.flush()
     return 0

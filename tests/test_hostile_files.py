@@ -19,6 +19,7 @@ from activation_eval.store.safe_pickle import safe_load
 from hostile import attacks, record, valid_files, write_attacks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
 
 # the reason each refusal must give (the attack class, in the words of the message)
 REASONS = {
@@ -97,9 +98,10 @@ def test_amplification_attacks_are_live_under_plain_pickle(hostile_paths):
 
 
 MEMORY_SCRIPT = """
-import json, resource, sys
+import json, sys
+from fuzz_records import peak_rss_mb
 from activation_eval.store.records import load_activations
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_mb() * 1024
 errors = {}
 for path in sys.argv[1:]:
     try:
@@ -107,16 +109,17 @@ for path in sys.argv[1:]:
         errors[path] = None
     except ValueError as e:
         errors[path] = type(e).__name__
-print(json.dumps({"before_kb": before, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"before_kb": before, "peak_kb": peak_rss_mb() * 1024,
                   "errors": errors}))
 """
 
 
 def test_loading_every_hostile_file_stays_small(hostile_paths):
-    """Peak RSS of one process loading every hostile file: far under 1 GB, no ulimit."""
+    """Peak RSS (VmHWM: its own, not pytest's at fork) of one process loading every hostile
+    file: far under 1 GB, no ulimit."""
     done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, *hostile_paths.values()],
                           capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, TESTS])})
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads(done.stdout)
     assert all(res["errors"].values()), res["errors"]          # every file refused
