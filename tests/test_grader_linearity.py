@@ -1,7 +1,6 @@
 """Every grader is linear in the response length: each 100k-character degenerate response (the shapes that
 made the old multiple-choice grader quadratic: 40k characters took 74 s, so 100k would take minutes)
-is graded in under 2 s here (the issue asks for 1 s; measured: at most 0.5 s unloaded, 1.1 s on this
-shared 2-core machine under load; the bound leaves room for that noise, a quadratic grader takes minutes)."""
+is graded in under 1 s of CPU time (measured: at most about 0.5 s)."""
 import random
 import time
 
@@ -27,11 +26,12 @@ def degenerate(n):
 
 
 def best_time(text, row, repeats=3):
+    """CPU seconds of this process (not wall time: other processes on a shared machine do not count)."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         grade(text, row)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -39,5 +39,5 @@ def best_time(text, row, repeats=3):
 def test_grader_is_linear_on_degenerate_responses(grader):
     row = ROWS[grader]
     times = {name: best_time(text, row, repeats=2) for name, text in degenerate(100_000).items()}
-    slow = {name: round(t, 3) for name, t in times.items() if t > 2.0}
-    assert not slow, f"{grader}: 100k-character responses graded in over 2 s: {slow}"
+    slow = {name: round(t, 3) for name, t in times.items() if t > 1.0}
+    assert not slow, f"{grader}: 100k-character responses graded in over 1 s of CPU time: {slow}"
