@@ -4,6 +4,7 @@ Public names:
     RunConfig              the settings (what the CLI's flags fill in; field names = flag names)
     RunError               bad run input (existing folder, mismatched resume, bad value, ...)
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
+    resume_defaults()      {resume key: default}: the value an older run folder without that key used
     benchmark_label(path)  the benchmark as stored and printed (absolute path, or hf:NAME)
     config_from_args(args) the one place parsed flags become a RunConfig
     parse_limit(limit)     --limit: an int N >= 1 or a fraction 0 < f < 1
@@ -164,6 +165,11 @@ def benchmark_label(benchmark):
 
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))
+
+
+def resume_defaults():
+    """{resume key: its field default}: what a run folder written before a setting existed used."""
+    return {f.name: f.default for f in dataclasses.fields(RunConfig) if f.metadata.get("resume")}
 
 
 _LIMIT_HELP = ("--limit must be at least 1 (a number of questions, e.g. 20) or a fraction between 0 and 1 "

@@ -57,7 +57,7 @@ from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
 from . import distributed
-from .config import RunConfig, RunError, benchmark_label  # noqa: F401  (re-exported: the runner's inputs)
+from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
 
@@ -78,7 +78,10 @@ def check_output_dir(config, rows=None):
     config_path = run_folder.config_path(out)
     if config.resume and os.path.isfile(config_path):
         stored = _read_run_config(config_path)
-        diffs = [f"{k}: stored {stored.get(k)!r}, now {v!r}" for k, v in config.resume_view().items() if stored.get(k) != v]
+        # a setting added after the run was written is absent there: the run used its default
+        defaults = resume_defaults()
+        diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
+                 for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
         if diffs:
             raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
                            + ". Use the stored settings, or a new --output_dir")
@@ -258,7 +261,8 @@ def _run(config, procs):
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
             if batch[0]["id"] in too_long:
-                run_folder.append_results(results_path, [error_row(batch[0], too_long[batch[0]["id"]], key)])
+                run_folder.append_results(results_path, [error_row(batch[0], too_long[batch[0]["id"]], key,
+                                                                            config.system_prompt)])
                 bar.update(1)
                 continue
             for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
@@ -309,8 +313,9 @@ def _first_error(errors):
     return qid, message
 
 
-def error_row(row, error, key):
-    """The results row of a question that was not answered: every result field, no answer, the error."""
+def error_row(row, error, key, system_prompt=None):
+    """The results row of a question that was not answered: every result field, no answer, the error
+    (and the system prompt, as answered rows have it)."""
     n_tokens, message = error
     result = dict.fromkeys(RESULT_FIELDS)
     result.update({"id": row["id"], "category": row.get("category"), "question": row["question"],
@@ -318,6 +323,8 @@ def error_row(row, error, key):
                    "num_generated_tokens": 0, "error": message, "batch": key})
     if row.get("sample") is not None:
         result["sample"] = row["sample"]
+    if system_prompt:
+        result["system_prompt"] = system_prompt
     return result
 
 
