@@ -20,6 +20,8 @@ import torch
 from ..store.errors import CorruptFileError
 from ..store.records import load_activations
 from ..store.run_folder import RESULTS_FILE, read_results
+from ..store.run_records import record_location
+from ..store.shards import read_shard_layer
 
 def load_run_layer(run_dir, layer, reduce="last_prompt"):
     """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
@@ -29,31 +31,87 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
 
     reduce: "last_prompt" (the last prompt token's row), "mean_prompt" (mean over kept
     prompt positions), "last" (last kept row), or an int absolute token index. Rows of
-    results.jsonl without an activation_file are skipped; `rows` are the results rows used,
-    in the matrix's order. Reads only `layer` from .safetensors files.
+    results.jsonl without a record are skipped; `rows` are the results rows used, in the
+    matrix's order. Reads only `layer` from .safetensors files, and from a run saved with
+    --activation_store shards one read per shard (the layer's rows of all its questions).
     """
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
-    vectors, used = [], []
+    vectors, used, by_shard = [], [], {}
     for row in read_results(run_dir):
-        rel = row.get("activation_file")
-        if not rel:
+        location = record_location(run_dir, row)
+        if location is None:
             continue
-        path = os.path.join(run_dir, rel)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
-                                    f"{rel!r}, which does not exist: {path}")
-        record = load_activations(path, layers=[layer])
-        # a copy: a view would keep the record's whole layer tensor alive until np.stack
-        vectors.append(_pick_vector(record, layer, reduce, path).copy())
+        if location[0] == "file":
+            record = load_activations(location[1], layers=[layer])
+            # a copy: a view would keep the record's whole layer tensor alive until np.stack
+            vectors.append(_pick_vector(record, layer, reduce, location[1]).copy())
+        else:
+            vectors.append(None)                # filled from its shard below
+            by_shard.setdefault(location[1], []).append((len(vectors) - 1, location[2], row.get("id")))
         used.append(row)
     if not vectors:
-        raise ValueError(f"no row of {RESULTS_FILE} has an activation_file: {run_dir}")
+        raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
+    for path, wanted in by_shard.items():
+        picked = _shard_vectors(read_shard_layer(path, layer), [w[1] for w in wanted],
+                                [w[2] for w in wanted], reduce)
+        for (slot, _, _), vector in zip(wanted, picked):
+            vectors[slot] = vector
     widths = {v.shape[0] for v in vectors}
     if len(widths) > 1:
         raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
                          f"run's records: {run_dir}")
     return np.stack(vectors).astype(np.float32, copy=False), used
+
+
+def _shard_vectors(shard, rows, ids, reduce):
+    """The reduced float32 vectors of questions `rows` of a shard's layer, vectorized over the
+    questions (a shard holds hundreds): [len(rows), hidden]."""
+    index, path = shard.index, shard.index.path
+    for i, qid in zip(rows, ids):
+        if not 0 <= i < len(index.ids) or index.ids[i] != str(qid):
+            raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
+                                   f"{index.ids[i] if 0 <= i < len(index.ids) else 'no such row'!r}: {path}")
+    t = shard.tensor
+    if t.dim() != 2:
+        raise ValueError(f"activation {shard.name!r} has rows of shape {tuple(t.shape[1:])}, expected "
+                         f"(hidden,): {path}")
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = index.row_offsets[rows], index.row_offsets[rows + 1]
+    counts = ends - starts
+    if reduce == "last":
+        if np.any(counts == 0):
+            raise ValueError(f"question {ids[int(np.argmax(counts == 0))]!r} keeps no positions: {path}")
+        return t[torch.from_numpy(ends - 1)].float().numpy()
+    n_prompt = index.num_prompt_tokens[rows]
+    if np.any(n_prompt < 0):
+        raise ValueError(f"question {ids[int(np.argmax(n_prompt < 0))]!r} has neither num_prompt_tokens "
+                         f"nor input_ids: {path}")
+    # every kept row of the wanted questions, with its question's number (0..len(rows)-1)
+    owner = np.repeat(np.arange(len(rows)), counts)
+    first_slot = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - first_slot, counts)
+    positions = index.positions[flat]
+    if reduce == "mean_prompt":
+        keep = positions < n_prompt[owner]
+        per_question = np.bincount(owner[keep], minlength=len(rows))
+        if np.any(per_question == 0):
+            raise ValueError(f"question {ids[int(np.argmax(per_question == 0))]!r} keeps no prompt "
+                             f"positions: {path}")
+        # one torch mean per question, as for a per-question file (bit-identical results)
+        chosen = flat[keep]
+        bounds = np.concatenate([[0], np.cumsum(per_question)])
+        return np.stack([t[torch.from_numpy(chosen[a:b])].float().mean(dim=0).numpy()
+                         for a, b in zip(bounds[:-1], bounds[1:])])
+    target = n_prompt - 1 if reduce == "last_prompt" else np.full(len(rows), reduce)
+    hit = positions == target[owner]
+    found = np.full(len(rows), -1, dtype=np.int64)
+    found[owner[hit][::-1]] = flat[hit][::-1]           # the first kept row at the target position
+    if np.any(found < 0):
+        q = int(np.argmax(found < 0))
+        raise ValueError(f"question {ids[q]!r} has no row for token position {int(target[q])} "
+                         f"(reduce={reduce!r}): {path}")
+    return t[torch.from_numpy(found)].float().numpy()
 
 
 REDUCTIONS = ("last_prompt", "mean_prompt", "last")

@@ -4,6 +4,8 @@ Public names:
     RunConfig              the settings (what the CLI's flags fill in; field names = flag names)
     RunError               bad run input (existing folder, mismatched resume, bad value, ...)
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
+    RESUME_DEFAULTS        their values in runs stored before the field existed
+    ACTIVATION_STORES      ("files", "shards"): --activation_store
     config_from_args(args) the one place parsed flags become a RunConfig
 
 Example:
@@ -59,7 +61,8 @@ class RunConfig:
     layers: str = _resume(None)         # e.g. "embeddings,0,5,-1,final_norm"; None: embeddings + all layers
     positions: str = _resume("all")     # which tokens are captured (all / prompt / generated / last_prompt / indices)
     activation_dtype: str = _resume(None)
-    activation_format: str = _resume("pkl")  # pkl / safetensors
+    activation_format: str = _resume("pkl")  # pkl / safetensors (the file store's format)
+    activation_store: str = _resume("files")  # files: one record file per question; shards: one per unit
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -70,6 +73,8 @@ class RunConfig:
             raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.activation_format not in ("pkl", "safetensors"):
             raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
+        if self.activation_store not in ACTIVATION_STORES:
+            raise RunError(f"--activation_store must be files or shards, got {self.activation_store!r}")
         if self.max_memory is not None:
             if not self.device_map:
                 raise RunError("--max_memory needs --device_map (e.g. --device_map auto)")
@@ -89,6 +94,10 @@ class RunConfig:
         view["activation_save_dir"] = os.path.relpath(self.activation_save_dir, self.output_dir)
         return view
 
+
+ACTIVATION_STORES = ("files", "shards")
+# resume keys added after runs were made: a stored run_config.json without one had this value
+RESUME_DEFAULTS = {"activation_store": "files"}
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))
 

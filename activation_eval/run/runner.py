@@ -4,6 +4,7 @@ Public names:
     run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
     format_summary(summary) -> str          the aligned table the CLI prints
     plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
+    resume_message(rows, stored, todo)      what --resume prints: answered questions, units answered again
 
 Example:
     >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
@@ -18,7 +19,8 @@ model.generate batch. Float results depend on which questions share a forward pa
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
-each question finishes.
+each question finishes; with --activation_store shards a unit's records go into one shard when the
+unit ends, then its rows (a unit's records are held in memory until then).
 """
 import ctypes
 import functools
@@ -39,8 +41,9 @@ from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
+from ..store.shards import write_shard
 from . import distributed
-from .config import RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
+from .config import RESUME_DEFAULTS, RunConfig, RunError  # noqa: F401  (re-exported: the runner's inputs)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ def check_output_dir(config):
     if config.resume and os.path.isfile(config_path):
         with open(config_path) as f:
             stored = json.load(f)
+        stored = {**RESUME_DEFAULTS, **stored}
         diffs = [f"{k}: stored {stored.get(k)!r}, now {v!r}" for k, v in config.resume_view().items() if stored.get(k) != v]
         if diffs:
             raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
@@ -77,6 +81,7 @@ def open_output_dir(config, rows=()):
     if config.capture_activations:
         os.makedirs(config.activation_save_dir, exist_ok=True)
         removed = remove_stale_temp_files(config.activation_save_dir)
+        removed += remove_stale_temp_files(os.path.join(config.activation_save_dir, run_folder.UNITS_DIR))
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
     if run_folder.shard_files(out):
@@ -135,19 +140,26 @@ def run_benchmark(config):
     todo = unfinished(batches, stored)
     mine = distributed.share(todo, procs.rank, procs.world)
     to_answer = sum(len(b) for b in todo)
-    if to_answer < len(rows):
-        log.info("resuming: %d of %d questions already answered", len(rows) - to_answer, len(rows))
+    if config.resume:
+        log.info("%s", resume_message(rows, stored, todo))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _progress_bar(procs, len(rows), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
+            unit = []           # the shard store: the unit's (result, record)s wait for its shard
             for result, record in iter_answers(model, tokenizer, batch, settings, capture, config.batch_size):
-                run_folder.append_results(results_path, [_save_record(config, result, record, key)])
+                if config.activation_store == "shards":
+                    unit.append((result, record))
+                else:
+                    run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
                 bar.update(1)
+            if unit:
+                run_folder.append_results(results_path, _save_shard(config, unit, key))
+                del unit
             distributed.crash_point(procs.rank, n)
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
@@ -249,6 +261,32 @@ def _save_record(config, result, record, key):
     save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
     return result
+
+
+def _save_shard(config, unit, key):
+    """Write a unit's records as one shard (complete, fsynced) before any of its rows exists; returns
+    the rows, each naming the shard and its row in it."""
+    results = [result for result, _ in unit]
+    for result in results:
+        result["batch"] = key
+    saved = [(result, record) for result, record in unit if record is not None and "activations" in record]
+    if saved:
+        path = run_folder.unit_shard_path(config.activation_save_dir, key)
+        write_shard(path, [result["id"] for result, _ in saved], [record for _, record in saved])
+        shard_key, row_key = run_folder.SHARD_FIELDS
+        for row, (result, _) in enumerate(saved):
+            result[shard_key] = os.path.relpath(path, config.output_dir)
+            result[row_key] = row
+    return results
+
+
+def resume_message(rows, stored, todo):
+    """What --resume will do: questions already answered, and the units answered (again) whole."""
+    answered, total = sum(1 for row in rows if row["id"] in stored), len(rows)
+    again = sum(1 for batch in todo for row in batch if row["id"] in stored)
+    return (f"resuming: {answered} of {total} questions already answered; {len(todo)} unit(s) of questions "
+            f"({sum(map(len, todo))} questions) will be answered now, {again} of them again: a unit is "
+            f"answered whole so that results stay bit-identical")
 
 
 def _finish(config, rows, batches, elapsed, answered, processes):

@@ -3,6 +3,9 @@
 Public names:
     RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR     the names, in ONE place
     RECORD_FORMATS                           (".pkl", ".safetensors"): record format = extension
+    UNITS_DIR, SHARD_FIELDS                  the shard store: folder of unit shards, the row fields
+                                             ("activation_shard", "activation_row") naming a record
+    unit_shard_path(directory, unit_key)     <directory>/units/<unit key>.safetensors
     is_run_folder(path)                      does it hold results.jsonl?
     results_path(run_dir), config_path(run_dir), summary_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
@@ -26,7 +29,9 @@ Layout of a run folder:
                       rewritten in benchmark order when the run completes
     shards/           several processes: results.rank<R>.jsonl per process, appended like
                       results.jsonl; merged into it (and removed) at the end or at a --resume
-    activations/      one record file per question (written before its results row)
+    activations/      one record file per question (written before its results row), or with
+                      --activation_store shards: activations/units/<unit key>.safetensors, one
+                      per unit of questions (written before the unit's rows)
     summary.json      counts, accuracy overall and per category, wall time, questions per second
 
 One results.jsonl policy, shared by every reader: each line that is a JSON object is a row; a line
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_config.json"
 ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
 RECORD_FORMATS = (".pkl", ".safetensors")
+UNITS_DIR = "units"                 # in the activations folder: never a record file's name (no subfolders)
+SHARD_FIELDS = ("activation_shard", "activation_row")
 _SHARD_GLOB = "results.rank*.jsonl"
 
 
@@ -99,6 +106,20 @@ def record_path(directory, question_id, fmt="pkl"):
     if safe != qid or not safe or re.search(r"-[0-9a-f]{10}$", safe):
         safe = f"{safe}-{hashlib.sha256(qid.encode('utf-8')).hexdigest()[:10]}"
     return os.path.join(os.fspath(directory), safe + ext)
+
+
+def unit_shard_path(directory, unit_key):
+    """Path of the shard holding the records of the unit `unit_key` (runner.batch_key: 12 hex).
+
+    >>> unit_shard_path("runs/r1/activations", "3f2a9c01b2d4")
+    'runs/r1/activations/units/3f2a9c01b2d4.safetensors'
+
+    Units are disjoint, so processes answering different units never write the same shard.
+    """
+    key = str(unit_key)
+    if not re.fullmatch(r"[0-9a-f]{6,64}", key):
+        raise ValueError(f"a unit key is hex digits, got {key!r}")
+    return os.path.join(os.fspath(directory), UNITS_DIR, key + ".safetensors")
 
 
 def iter_record_files(directory):
