@@ -1,7 +1,11 @@
 """The shard store (--activation_store shards): same records and rows as the file store, crash
 safety and --resume, load_run_layer on both stores, hostile shard files refused."""
+import errno
 import json
+import logging
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +17,8 @@ import torch
 
 from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.run import distributed
 from activation_eval.store import records as storage
+from activation_eval.store import run_folder
 from activation_eval.store import shards
 from activation_eval.store.errors import CorruptFileError
 from helpers import read_rows, run_main
@@ -104,64 +108,68 @@ def test_analyze_directory_reads_shards_like_files(runs, capsys):
             assert shards_res["layers"][name][key] == pytest.approx(value, rel=1e-9, abs=1e-5), (name, key)
 
 
-def test_crash_after_a_unit_leaves_only_complete_shards_and_resume_completes(tiny_dir, runs, tmp_path):
+def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_completes(
+        tiny_dir, runs, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards"), "--quiet"]
-    env = {**os.environ, distributed.CRASH_ENV: "0:1"}          # dies right after its first unit
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True)
-    assert proc.returncode == 3, proc.stderr.decode()
+    real_append = run_folder.append_results
+    appended = []
+
+    def append_then_fail(path, rows):
+        if appended:            # the second unit's shard is complete, its rows never come
+            raise OSError(errno.ENOSPC, "No space left on device")
+        appended.append(len(rows))
+        real_append(path, rows)
+
+    monkeypatch.setattr(run_folder, "append_results", append_then_fail)
+    assert run_main(*args(tiny_dir, out, "shards")) == 2
+    monkeypatch.setattr(run_folder, "append_results", real_append)
     rows = read_rows(out)
-    assert len(rows) == 8                                       # one whole unit, nothing of the next
-    for row in rows:
-        storage.load_activations(out, row["id"])                # every row's shard is complete
+    assert len(rows) == appended[0] == 8                        # one whole unit, nothing of the next
     units = out / "activations" / "units"
-    # a writer killed mid-shard leaves a temp file; a torn shard of the next unit never gets a name
+    assert len(os.listdir(units)) == 2                          # the next unit's shard: no row names it
+    for row in rows:
+        storage.load_activations(out, row["id"])
+    # a writer killed mid-shard leaves a temp file; a torn shard never gets its final name
     (units / ".deadbeefdead.safetensors.0123abcd.tmp").write_bytes(b"\x10\x00" * 100)
-    proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert run_main(*args(tiny_dir, out, "shards"), "--resume") == 0
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
     for row in read_rows(runs[1]):
         assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
     assert sorted(os.listdir(units)) == sorted(os.listdir(runs[1] / "activations" / "units"))  # temp file gone
 
 
-def test_sigkill_at_random_moments_never_leaves_a_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
+def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards"), "--quiet"]
-    kills = 0
-    for attempt, delay in enumerate([0.3, 0.6, 0.9, 1.2, 0, 0, 0, 0]):
-        proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        started = time.time()
-        while proc.poll() is None and not (out / "run_config.json").exists() and time.time() - started < 60:
-            time.sleep(0.01)
-        time.sleep(delay + 1.0)                 # past the model load, into the answering
-        if proc.poll() is None and delay:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=120)
-        if (out / "results.jsonl").exists():
-            for row in read_rows(out):          # after every kill: each row's shard is whole
-                storage.load_activations(out, row["id"])
-        if proc.returncode == 0:
-            break
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    assert proc.returncode == 0 and kills >= 1
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results, deadline = out / "results.jsonl", time.time() + 120
+    while proc.poll() is None and not (results.exists() and results.stat().st_size) and time.time() < deadline:
+        time.sleep(0.01)                                        # until the first unit's rows are in
+    time.sleep(random.Random(7).uniform(0.0, 1.0))             # somewhere in the second unit
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    for row in read_rows(out):                                  # every row's shard is whole
+        storage.load_activations(out, row["id"])
+    proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
 
 
-def test_resume_says_how_many_are_answered_and_how_many_units_are_redone(tiny_dir, runs, tmp_path, caplog):
+def test_resume_says_how_many_are_answered_and_how_many_units_are_redone(runs, tmp_path, caplog):
     out = tmp_path / "run"
-    env = {**os.environ, distributed.CRASH_ENV: "0:1"}
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "files")]
-    assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 3
+    shutil.copytree(runs[0], out)
     rows = read_rows(out)
-    # drop the last row of the first unit: that unit (8 questions) is then answered again, whole
+    # drop one row: its unit is answered again, whole
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
-    proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert ("resuming: 7 of 12 questions already answered; 2 unit(s) of questions (12 questions) will be "
-            "answered now, 7 of them again") in proc.stderr
+    unit = sum(r["batch"] == rows[-1]["batch"] for r in rows)
+    caplog.set_level(logging.INFO, logger="activation_eval.run.runner")
+    model = json.loads((out / "run_config.json").read_text())["model"]
+    assert run_main(*args(model, out, "files"), "--resume") == 0
+    assert (f"resuming: 11 of 12 questions already answered; 1 unit(s) of questions ({unit} questions) will "
+            f"be answered now, {unit - 1} of them again") in caplog.text
+    assert strip(read_rows(out)) == strip(rows)
 
 
 # ----------------------------------------------------------------------------- hostile files
@@ -227,7 +235,6 @@ def test_hostile_offsets_and_truncated_shards_are_refused(tmp_path):
 
 
 def test_hostile_shard_gives_one_error_line_in_the_analysis_cli(runs, tmp_path, capsys):
-    import shutil
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)
     shard = run / read_rows(run)[0]["activation_shard"]
