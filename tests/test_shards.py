@@ -242,3 +242,29 @@ def test_hostile_shard_gives_one_error_line_in_the_analysis_cli(runs, tmp_path, 
     assert analysis_cli.main(["--probe", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and str(shard) in err
+
+
+# ----------------------------------------------------------------------------- --export_hf
+
+@pytest.mark.parametrize("store", [0, 1])
+def test_export_hf_loads_with_datasets_and_holds_the_run_values(runs, tmp_path, capsys, store):
+    import datasets
+    out = tmp_path / "export"
+    code = analysis_cli.main(["--export_hf", str(runs[store]), str(out), "--layers", "layer_0,final_norm",
+                              "--reduce", "mean_prompt"])
+    assert code == 0 and "exported 12 questions" in capsys.readouterr().out
+    ds = datasets.load_from_disk(str(out))
+    assert ds.column_names == ["id", "correct", "category", "layer_0", "final_norm"] and len(ds) == 12
+    rows = read_rows(runs[0])
+    assert ds["id"] == [r["id"] for r in rows] and ds["correct"] == [r["correct"] for r in rows]
+    assert ds["category"] == [r["category"] for r in rows]
+    arrays = ds.with_format("numpy")
+    for i, row in enumerate(rows):                   # against each record, reduced by hand
+        rec = storage.load_activations(runs[0] / row["activation_file"])
+        for name in ("layer_0", "final_norm"):
+            expected = rec["activations"][name][: rec["num_prompt_tokens"]].mean(dim=0).numpy()
+            np.testing.assert_allclose(arrays[name][i], expected, rtol=1e-6, atol=1e-7)
+    # a second export into the same folder is refused; nothing is changed
+    assert analysis_cli.main(["--export_hf", str(runs[store]), str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert len(datasets.load_from_disk(str(out))) == 12

@@ -1,7 +1,7 @@
 """The analysis command line: `python analyze_activations.py` and `activation-eval-analyze`.
 
 Every mode is a thin layer over one function of the analysis package: stats.py (--file,
---directory, --compare), probe.py (--probe), plots.py (--plot). Output is an aligned text table or,
+--directory, --compare), probe.py (--probe), plots.py (--plot), export_hf.py (--export_hf). Output is an aligned text table or,
 with --json, the function's result as JSON.
 
 Public names:
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from .arrays import load_record
+from .dataset import parse_reduce
+from .export_hf import export_hf
 from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_pca,
                     plot_position_heatmap, plot_probe)
 from .probe import probe_run
@@ -126,6 +128,7 @@ EPILOG = """examples:
   python analyze_activations.py --compare a.pkl b.pkl --plot --output_dir plots
   python analyze_activations.py --directory results/run1 --plot --layer layer_12 --output_dir plots
   python analyze_activations.py --probe results/run1 --output_dir plots
+  python analyze_activations.py --export_hf results/run1 exports/run1 --layers layer_5,layer_10
 """
 
 
@@ -138,12 +141,18 @@ def build_parser(prog="analyze_activations.py"):
     mode.add_argument("--directory", metavar="D", help="a folder of records or a run folder: streamed aggregates")
     mode.add_argument("--compare", nargs=2, metavar=("F1", "F2"), help="two records: cosine / L2 distance per layer")
     mode.add_argument("--probe", metavar="RUN_DIR", help="a run folder: per-layer probe of answer correctness")
+    mode.add_argument("--export_hf", nargs=2, metavar=("RUN_DIR", "OUT_DIR"),
+                      help="a run folder -> a Hugging Face datasets folder (datasets.load_from_disk): id, correct, "
+                           "category and one column per layer (--layers, default all), reduced by --reduce")
     sel = p.add_argument_group("selection")
     sel.add_argument("--layers", metavar="NAMES", help="comma-separated layer names to read (default: all)")
     sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
     sel.add_argument("--folds", type=int, default=5, metavar="K", help="--probe: CV folds (default 5)")
     sel.add_argument("--seed", type=int, default=0, metavar="S", help="--probe: fold shuffling seed (default 0)")
+    sel.add_argument("--reduce", default="last_prompt", metavar="HOW",
+                     help="--export_hf: one vector per question from last_prompt (default), mean_prompt, last, "
+                          "or a token index")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     out.add_argument("--plot", action="store_true", help="write PNG plots to --output_dir")
@@ -164,6 +173,11 @@ def _parse_layers(text):
     if not names:
         raise ValueError("--layers is empty")
     return names
+
+
+def _parse_reduce(text):
+    """The one place --reduce is parsed: a name or a token index."""
+    return parse_reduce(int(text) if text.strip().lstrip("-").isdigit() else text.strip())
 
 
 def run(args):
@@ -196,6 +210,10 @@ def run(args):
             if res["is_run"]:
                 layer = args.layer or default_layer(list(res["layers"]))
                 plots.append(plot_pca(args.directory, os.path.join(od, f"pca_{layer}.png"), layer))
+    elif args.export_hf:
+        res = export_hf(*args.export_hf, layers=layers, reduce=_parse_reduce(args.reduce))
+        text = (f"exported {res['rows']} questions ({', '.join(res['columns'])}; reduce={res['reduce']}) "
+                f"to {res['path']}\nload: datasets.load_from_disk({res['path']!r})")
     elif args.compare:
         res = compare_files(args.compare[0], args.compare[1], layers)
         text = _text_compare(res)
