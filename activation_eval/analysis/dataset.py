@@ -19,7 +19,7 @@ import torch
 
 from ..store.errors import CorruptFileError
 from ..store.records import load_activations
-from ..store.run_folder import RESULTS_FILE, read_results
+from ..store.run_folder import RESULTS_FILE, SHARD_FIELDS, read_results
 from ..store.run_records import record_location
 from ..store.shards import read_shard_layer
 
@@ -37,9 +37,16 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
     """
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
-    vectors, used, by_shard = [], [], {}
+    vectors, used, by_shard, existing = [], [], {}, set()
+    shard_key, row_key = SHARD_FIELDS
     for row in read_results(run_dir):
-        location = record_location(run_dir, row)
+        shard = row.get(shard_key)
+        if shard and type(row.get(row_key)) is int and shard in by_shard:   # fast path: a known shard
+            vectors.append(None)
+            by_shard[shard].append((len(vectors) - 1, row[row_key], row.get("id")))
+            used.append(row)
+            continue
+        location = record_location(run_dir, row, existing)
         if location is None:
             continue
         if location[0] == "file":
@@ -48,12 +55,12 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
             vectors.append(_pick_vector(record, layer, reduce, location[1]).copy())
         else:
             vectors.append(None)                # filled from its shard below
-            by_shard.setdefault(location[1], []).append((len(vectors) - 1, location[2], row.get("id")))
+            by_shard.setdefault(shard, []).append((len(vectors) - 1, location[2], row.get("id")))
         used.append(row)
     if not vectors:
         raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
-    for path, wanted in by_shard.items():
-        picked = _shard_vectors(read_shard_layer(path, layer), [w[1] for w in wanted],
+    for shard, wanted in by_shard.items():
+        picked = _shard_vectors(read_shard_layer(os.path.join(run_dir, shard), layer), [w[1] for w in wanted],
                                 [w[2] for w in wanted], reduce)
         for (slot, _, _), vector in zip(wanted, picked):
             vectors[slot] = vector

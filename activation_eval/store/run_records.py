@@ -21,9 +21,10 @@ from .records import load_activations
 from .shards import iter_shard_records
 
 
-def record_location(run_dir, row):
+def record_location(run_dir, row, existing=None):
     """Where the record of results row `row` lives; None when it has none. A row that names a
-    record that does not exist is a FileNotFoundError naming both."""
+    record that does not exist is a FileNotFoundError naming both. `existing`: a set of paths
+    already found to exist (filled in here), so a shard is looked up once, not once per row."""
     shard_key, row_key = run_folder.SHARD_FIELDS
     if row.get(shard_key):
         location = ("shard", os.path.join(run_dir, row[shard_key]), row.get(row_key))
@@ -34,8 +35,11 @@ def record_location(run_dir, row):
         location = ("file", os.path.join(run_dir, row["activation_file"]))
     else:
         return None
-    if not os.path.isfile(location[1]):
-        raise FileNotFoundError(f"results row {row.get('id')!r} names {location[1]!r}, which does not exist")
+    if existing is None or location[1] not in existing:
+        if not os.path.isfile(location[1]):
+            raise FileNotFoundError(f"results row {row.get('id')!r} names {location[1]!r}, which does not exist")
+        if existing is not None:
+            existing.add(location[1])
     return location
 
 
@@ -75,9 +79,9 @@ def iter_run_records(run_dir, layers=None):
     >>> for row, rec in iter_run_records("runs/r1", layers=["layer_3"]): ...
     """
     run_dir = os.fspath(run_dir)
-    by_shard = {}
+    by_shard, existing = {}, set()
     for row in run_folder.read_results(run_dir):
-        location = record_location(run_dir, row)
+        location = record_location(run_dir, row, existing)
         if location is None:
             continue
         if location[0] == "file":

@@ -31,8 +31,8 @@ checked before anything is allocated: a hostile or torn file gives CorruptFileEr
 """
 import dataclasses
 import json
-import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ import torch
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import corrupt
 # the record codec's own layout and header checks: a shard is a .safetensors file like a record
-from .records import _ST_DTYPES, _ST_NAMES, _prepare_record, _read_header, _read_tensor
+from .records import _HEAD_READ, _ST_NAMES, _check_head, _read_tensor
 
 SHARD_FORMAT = "activation-shard"
 _VERSION = "1"
@@ -54,8 +54,10 @@ def write_shard(path, ids, records):
     >>> write_shard("acts/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
 
     All records must hold the same layers (same order, dtype and trailing shape) and the same
-    tensor fields; a record's layers must share their row count (its kept positions). Written
-    from the tensors' own memory, atomically, with one fsync (StorageError on I/O failure).
+    tensor fields; a record's layers must share their row count (its kept positions). Each layer
+    is gathered with one torch.cat across the records (per-tensor Python work is what limits a
+    writer of small records) and written from that memory, atomically, with one fsync
+    (StorageError on I/O failure).
     """
     ids = [str(i) for i in ids]
     if len(ids) != len(records) or not ids:
@@ -63,21 +65,30 @@ def write_shard(path, ids, records):
                          f"({len(ids)} ids, {len(records)} records)")
     if len(set(ids)) != len(ids):
         raise ValueError("question ids of one shard must be distinct")
-    records = [_prepare_record(r) for r in records]
     layers, tensor_fields = _common_layout(records)
-    counts = [_row_count(r, layers, qid) for r, qid in zip(records, ids)]
-    index = {"index.row_offsets": _offsets(counts),
-             "index.positions": torch.tensor(
-                 [p for r, c in zip(records, counts) for p in _positions(r, c)], dtype=torch.int64),
-             "index.num_prompt_tokens": torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64)}
-    # (name, [pieces]) in file order: index, layers, tensor fields, record JSON
-    blocks = [(name, [t]) for name, t in index.items()]
-    blocks += [(f"act.{name}", [r["activations"][name] for r in records]) for name in layers]
+    counts = None
+    blocks = []                         # (name, tensor) in file order: index, layers, fields, JSON
+    for name in layers:
+        parts = [r["activations"][name] for r in records]
+        rows = [t.shape[0] if t.dim() else -1 for t in parts]
+        if counts is None:
+            counts = rows
+        elif rows != counts:
+            qid = next(q for q, a, b in zip(ids, rows, counts) if a != b)
+            raise ValueError(f"question {qid!r}: its layers keep different numbers of positions; a shard "
+                             f"needs one per question")
+        blocks.append((f"act.{name}", _gather(parts, f"layer {name!r}")))
+    counts = counts or [0] * len(records)
     for name in tensor_fields:
-        blocks.append((f"field.{name}", [r[name] for r in records]))
-        blocks.append((f"offsets.{name}", [_offsets([r[name].shape[0] for r in records])]))
-    text = json.dumps([_json_part(r, qid) for r, qid in zip(records, ids)], default=json_default)
-    blocks.append(("records", [torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)]))
+        parts = [r[name] for r in records]
+        blocks.append((f"field.{name}", _gather(parts, f"field {name!r}")))
+        blocks.append((f"offsets.{name}", _offsets([t.shape[0] for t in parts])))
+    index = [("index.row_offsets", _offsets(counts)),
+             ("index.positions", torch.tensor(
+                 [p for r, c in zip(records, counts) for p in _positions(r, c)], dtype=torch.int64)),
+             ("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
+    text = _records_json_text(records, ids)
+    blocks = index + blocks + [("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
     head, pieces = _layout(blocks, {"format": SHARD_FORMAT, "format_version": _VERSION,
                                     "ids": json.dumps(ids), "layer_order": json.dumps(layers),
                                     "tensor_fields": json.dumps(tensor_fields)})
@@ -87,6 +98,9 @@ def write_shard(path, ids, records):
 
 def _common_layout(records):
     """(layer names, tensor field names) that every record shares, checked."""
+    for r in records:
+        if not isinstance(r, Mapping) or not isinstance(r.get("activations"), Mapping):
+            raise TypeError(f"a record must be a dict with an 'activations' dict, got {type(r).__name__}")
     first = records[0]
     layers = list(first["activations"])
     fields = [k for k, v in first.items() if isinstance(v, torch.Tensor)]
@@ -96,26 +110,22 @@ def _common_layout(records):
                              f"{layers} vs {list(r['activations'])}")
         if [k for k, v in r.items() if isinstance(v, torch.Tensor)] != fields:
             raise ValueError("records of one shard must hold the same tensor fields")
-        for name in layers:
-            _check_like(r["activations"][name], first["activations"][name], f"layer {name!r}")
-        for name in fields:
-            _check_like(r[name], first[name], f"field {name!r}")
     return layers, fields
 
 
-def _check_like(t, ref, what):
-    if t.dim() < 1 or t.dtype != ref.dtype or t.shape[1:] != ref.shape[1:] or t.dtype not in _ST_NAMES:
-        raise ValueError(f"{what}: records of one shard need tensors of one dtype (one that "
-                         f".safetensors holds) and one shape but the first dimension; got "
-                         f"{t.dtype} {tuple(t.shape)} and {ref.dtype} {tuple(ref.shape)}")
-
-
-def _row_count(record, layers, qid):
-    counts = {record["activations"][name].shape[0] for name in layers}
-    if len(counts) > 1:
-        raise ValueError(f"question {qid!r}: its layers keep different numbers of positions "
-                         f"{sorted(counts)}; a shard needs one per question")
-    return counts.pop() if counts else 0
+def _gather(parts, what):
+    """The records' tensors of one layer (or field) back to back: one dense CPU tensor. One C call
+    checks them all (torch.cat refuses non-tensors and other shapes; it would promote dtypes)."""
+    dtypes = {t.dtype for t in parts} if all(isinstance(t, torch.Tensor) for t in parts) else {None}
+    if len(dtypes) > 1 or not dtypes <= set(_ST_NAMES):
+        raise ValueError(f"{what}: records of one shard need torch tensors of one dtype that "
+                         f".safetensors holds; got {sorted(map(str, dtypes))}")
+    try:
+        joined = torch.cat(parts)
+    except RuntimeError as e:
+        raise ValueError(f"{what}: records of one shard need tensors of one shape but the first "
+                         f"dimension ({str(e)[:200]})") from None
+    return joined.detach().cpu().resolve_conj().resolve_neg().contiguous()
 
 
 def _positions(record, count):
@@ -137,28 +147,33 @@ def _offsets(counts):
     return torch.tensor(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]), dtype=torch.int64)
 
 
-def _json_part(record, qid):
-    """A record's non-tensor fields and its key order (what the file store keeps as JSON)."""
+def _records_json_text(records, ids):
+    """Every record's non-tensor fields and key order as one JSON text (what the file store keeps
+    as JSON); a field that JSON cannot hold is a TypeError naming the question."""
+    parts = [{"fields": {k: v for k, v in r.items() if k != "activations" and not isinstance(v, torch.Tensor)},
+              "key_order": list(r)} for r in records]
     try:
-        fields = {k: v for k, v in record.items()
-                  if k != "activations" and not isinstance(v, torch.Tensor)}
-        json.dumps(fields, default=json_default)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"question {qid!r}: a record field cannot be stored as JSON ({e})") from None
-    return {"fields": fields, "key_order": list(record)}
+        return json.dumps(parts, default=json_default)
+    except (TypeError, ValueError):
+        for part, qid in zip(parts, ids):
+            try:
+                json.dumps(part, default=json_default)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"question {qid!r}: a record field cannot be stored as JSON ({e})") from None
+        raise
 
 
 def _layout(blocks, metadata):
-    """(file head, byte pieces in file order) of a safetensors file holding `blocks` in order."""
+    """(file head, byte views in file order) of a safetensors file holding the (name, dense CPU
+    tensor) `blocks` in that order."""
     header, offset, pieces = {"__metadata__": metadata}, 0, []
-    for name, parts in blocks:
-        dtype = parts[0].dtype
-        rows = sum(p.shape[0] for p in parts)
-        nbytes = sum(p.numel() * p.element_size() for p in parts)
-        header[name] = {"dtype": _ST_NAMES[dtype], "shape": [rows, *parts[0].shape[1:]],
+    for name, t in blocks:
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-        pieces += [p.reshape(-1).view(torch.uint8).numpy() for p in parts if p.numel()]
+        if nbytes:
+            pieces.append(t.reshape(-1).view(torch.uint8).numpy())
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text, pieces
@@ -198,13 +213,22 @@ class ShardLayer:
 
 
 def read_shard_index(path, f=None):
-    """The checked header and index tensors of the shard at `path` (`f`: the file, open)."""
+    """The checked header and index tensors of the shard at `path` (`f`: the file, open).
+
+    One read of the file's head gets the header and, right after it, the index tensors. Each
+    tensor entry is checked fully when it is read (dtype, shape, byte range); the byte ranges of
+    all entries must tile the data exactly, as safetensors requires (a torn file fails here).
+    """
     path = os.fspath(path)
     if f is None:
         with open(path, "rb", buffering=0) as f:
             return read_shard_index(path, f)
-    entries, meta, data_start = _read_header(f, path)
+    head, n_head, size = _check_head(f, path, _HEAD_READ)
     try:
+        if len(head) < 8 + n_head:
+            head += f.read(8 + n_head - len(head))
+        entries = json.loads(head[8:8 + n_head])
+        meta = entries.pop("__metadata__", None) or {}
         if meta.get("format") != SHARD_FORMAT:
             raise ValueError("no activation-shard metadata (a per-question record or another tool's file?)")
         if meta.get("format_version") != _VERSION:
@@ -212,53 +236,59 @@ def read_shard_index(path, f=None):
         ids, layers, fields = (json.loads(meta[k]) for k in ("ids", "layer_order", "tensor_fields"))
         if not (_strings(ids) and _strings(layers) and _strings(fields)) or len(set(ids)) != len(ids):
             raise ValueError("malformed ids, layer_order or tensor_fields in the metadata")
-        names = (["index.row_offsets", "index.positions", "index.num_prompt_tokens", "records"]
-                 + [f"act.{n}" for n in layers] + [f"{p}.{n}" for n in fields for p in ("field", "offsets")])
+        names = (list(_INDEX) + ["records"] + [f"act.{n}" for n in layers]
+                 + [f"{p}.{n}" for n in fields for p in ("field", "offsets")])
         missing = [n for n in names if n not in entries]
         if missing:
             raise ValueError(f"tensors {missing[:5]} listed in the metadata are missing")
-        _check_entries(entries)
+        _check_tiling(entries, size - 8 - n_head)
     except Exception as e:
         raise corrupt(path, e) from None
-    n = len(ids)
-    read = lambda key: _read_tensor(f, key, entries[key], data_start, path).numpy()
-    row_offsets, num_prompt = read("index.row_offsets"), read("index.num_prompt_tokens")
+    data_start, n = 8 + n_head, len(ids)
+    row_offsets, positions, num_prompt = (_read_index(f, head, key, entries[key], data_start, path)
+                                          for key in _INDEX)
     _check_offsets(row_offsets, n, "index.row_offsets", path)
     rows = int(row_offsets[-1])
-    if num_prompt.shape != (n,) or entries["index.positions"]["shape"] != [rows]:
+    if num_prompt.shape != (n,) or positions.shape != (rows,):
         raise corrupt(path, "index tensors do not match the number of questions and rows")
-    for name in layers:
-        if entries[f"act.{name}"]["shape"][:1] != [rows]:
-            raise corrupt(path, f"layer {name!r} has {entries[f'act.{name}']['shape'][:1]} rows, the index {rows}")
-    index = ShardIndex(path, ids, layers, fields, entries, data_start, row_offsets,
-                       read("index.positions"), num_prompt)
-    return index
+    try:
+        bad = [name for name in layers if entries[f"act.{name}"]["shape"][:1] != [rows]]
+    except Exception as e:
+        raise corrupt(path, e) from None
+    if bad:
+        raise corrupt(path, f"layer {bad[0]!r} has other than the index's {rows} rows")
+    return ShardIndex(path, ids, layers, fields, entries, data_start, row_offsets, positions, num_prompt)
+
+
+_INDEX = ("index.row_offsets", "index.positions", "index.num_prompt_tokens")
 
 
 def _strings(value):
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, list) and set(map(type, value)) <= {str}
 
 
-def _check_entries(entries):
-    """Every tensor entry: a known dtype, a shape of ints, a byte range that fits it, no overlaps."""
-    spans = []
-    for key, e in entries.items():
-        if not isinstance(e, dict) or e.get("dtype") not in _ST_DTYPES:
-            raise ValueError(f"tensor {key!r}: bad entry {e!r:.200}")
-        shape, offsets = e.get("shape"), e.get("data_offsets")
-        if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)
-                and isinstance(offsets, list) and len(offsets) == 2
-                and all(type(o) is int and o >= 0 for o in offsets)
-                and math.prod(shape) * _ST_DTYPES[e["dtype"]].itemsize == offsets[1] - offsets[0]):
-            raise ValueError(f"tensor {key!r}: bad entry {e!r:.200}")
-        spans.append(offsets)
-    spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:]):
-        if start < end:
-            raise ValueError("tensor byte ranges overlap")
-    for key in [k for k in entries if k.startswith(("index.", "offsets.")) or k == "records"]:
-        if entries[key]["dtype"] != ("U8" if key == "records" else "I64") or len(entries[key]["shape"]) != 1:
-            raise ValueError(f"tensor {key!r} has dtype {entries[key]['dtype']} shape {entries[key]['shape']}")
+def _check_tiling(entries, data_size):
+    """The entries' byte ranges cover [0, data_size) back to back, without gaps or overlaps."""
+    spans = sorted(e["data_offsets"] for e in entries.values())
+    if not (spans and all(type(s) is list and len(s) == 2 and type(s[0]) is int and type(s[1]) is int
+                          and s[0] <= s[1] for s in spans)):
+        raise ValueError("bad data_offsets")
+    if spans[0][0] != 0 or spans[-1][1] != data_size or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        raise ValueError(f"tensor byte ranges do not tile the {data_size} data bytes (they overlap, "
+                         f"leave gaps, or the file is truncated)")
+
+
+def _read_index(f, head, key, entry, data_start, path):
+    """An int64 1-D index tensor as a numpy array, from the head bytes when it lies inside them
+    (the byte range is known to lie in the file: _check_tiling)."""
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    start, end = entry["data_offsets"] if shape else (0, 0)
+    if not (entry.get("dtype") == "I64" and isinstance(shape, list) and len(shape) == 1
+            and type(shape[0]) is int and shape[0] * 8 == end - start):
+        raise corrupt(path, f"tensor {key!r}: expected a 1-D int64 tensor, got {entry!r:.200}")
+    if data_start + end <= len(head):
+        return np.frombuffer(head, dtype="<i8", count=shape[0], offset=data_start + start)
+    return _read_tensor(f, key, entry, data_start, path).numpy()
 
 
 def _check_offsets(offsets, n, what, path):
