@@ -157,6 +157,24 @@ def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, r
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
 
 
+def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, runs, tmp_path):
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
+           *args(tiny_dir, out, "shards"), "--quiet"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (out / "shards").exists()                        # the rows' rank files were merged
+    rows, reference = read_rows(out), read_rows(runs[1])
+    assert strip(rows) == strip(reference)                      # same units, answers, grades
+    assert sorted(os.listdir(out / "activations" / "units")) == sorted(os.listdir(runs[1] / "activations" / "units"))
+    for row in reference:                                       # (one thread here: last float bits may differ)
+        a, b = storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"])
+        for name, t in b["activations"].items():
+            assert (a["activations"][name] - t).abs().max() <= 1e-5 * t.abs().max()
+
+
 def test_resume_says_how_many_are_answered_and_how_many_units_are_redone(runs, tmp_path, caplog):
     out = tmp_path / "run"
     shutil.copytree(runs[0], out)

@@ -37,48 +37,51 @@ def load_run_layer(run_dir, layer, reduce="last_prompt"):
     """
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
-    vectors, used, by_shard, existing = [], [], {}, set()
+    used, files, by_shard, existing = [], {}, {}, set()       # files: {slot: vector}
     shard_key, row_key = SHARD_FIELDS
     for row in read_results(run_dir):
         shard = row.get(shard_key)
-        if shard and type(row.get(row_key)) is int and shard in by_shard:   # fast path: a known shard
-            vectors.append(None)
-            by_shard[shard].append((len(vectors) - 1, row[row_key], row.get("id")))
-            used.append(row)
-            continue
-        location = record_location(run_dir, row, existing)
-        if location is None:
-            continue
-        if location[0] == "file":
-            record = load_activations(location[1], layers=[layer])
-            # a copy: a view would keep the record's whole layer tensor alive until np.stack
-            vectors.append(_pick_vector(record, layer, reduce, location[1]).copy())
-        else:
-            vectors.append(None)                # filled from its shard below
-            by_shard.setdefault(shard, []).append((len(vectors) - 1, location[2], row.get("id")))
+        if not (shard and type(row.get(row_key)) is int and shard in by_shard):   # else: a known shard
+            location = record_location(run_dir, row, existing)
+            if location is None:
+                continue
+            if location[0] == "file":
+                record = load_activations(location[1], layers=[layer])
+                # a copy: a view would keep the record's whole layer tensor alive until the end
+                files[len(used)] = _pick_vector(record, layer, reduce, location[1]).copy()
+                used.append(row)
+                continue
+            by_shard.setdefault(shard, ([], [], []))
+        slots, shard_rows, ids = by_shard[shard]        # filled from the shard below
+        slots.append(len(used))
+        shard_rows.append(row[row_key])
+        ids.append(row.get("id"))
         used.append(row)
-    if not vectors:
+    if not used:
         raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
-    for shard, wanted in by_shard.items():
-        picked = _shard_vectors(read_shard_layer(os.path.join(run_dir, shard), layer), [w[1] for w in wanted],
-                                [w[2] for w in wanted], reduce)
-        for (slot, _, _), vector in zip(wanted, picked):
-            vectors[slot] = vector
-    widths = {v.shape[0] for v in vectors}
+    blocks = [(list(files), np.stack(list(files.values())))] if files else []
+    blocks += [(slots, _shard_vectors(read_shard_layer(os.path.join(run_dir, shard), layer), rows, ids, reduce))
+               for shard, (slots, rows, ids) in by_shard.items()]
+    widths = {block.shape[1] for _, block in blocks}
     if len(widths) > 1:
         raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
                          f"run's records: {run_dir}")
-    return np.stack(vectors).astype(np.float32, copy=False), used
+    X = np.empty((len(used), widths.pop()), dtype=np.float32)
+    for slots, block in blocks:
+        X[slots] = block
+    return X, used
 
 
 def _shard_vectors(shard, rows, ids, reduce):
     """The reduced float32 vectors of questions `rows` of a shard's layer, vectorized over the
     questions (a shard holds hundreds): [len(rows), hidden]."""
     index, path = shard.index, shard.index.path
-    for i, qid in zip(rows, ids):
-        if not 0 <= i < len(index.ids) or index.ids[i] != str(qid):
-            raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
-                                   f"{index.ids[i] if 0 <= i < len(index.ids) else 'no such row'!r}: {path}")
+    n = len(index.ids)
+    held = [index.ids[i] if 0 <= i < n else None for i in rows]
+    if held != list(map(str, ids)):
+        qid, i, found = next((q, i, h) for q, i, h in zip(ids, rows, held) if h != str(q))
+        raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
+                               f"{found if found is not None else 'no such row'!r}: {path}")
     t = shard.tensor
     if t.dim() != 2:
         raise ValueError(f"activation {shard.name!r} has rows of shape {tuple(t.shape[1:])}, expected "
