@@ -1,2 +1,3 @@
 """Analysis of saved records: arrays.py, dataset.py (load_run_layer, reduce=), stats.py, intervals.py,
-probe.py (+ controls.py, bootstrap.py), lens.py (logit lens), plots.py, report.py (HTML run report), cli.py."""
+probe.py (+ controls.py, bootstrap.py), lens.py (logit lens), plots.py, report.py (HTML run report),
+export_hf.py (a datasets folder), cli.py."""

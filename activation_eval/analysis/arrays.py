@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from ..store.records import load_activations
-from ..store.run_folder import iter_record_files
+from ..store.run_folder import iter_record_files, read_results
+from ..store.run_records import record_location
+from ..store.shards import read_shard_index
 
 
 def as_2d(x):
@@ -87,11 +89,15 @@ def load_record(path, layers=None):
 
 
 def run_layers(run_dir):
-    """Layer names (record order) of a run folder, from its first record."""
+    """Layer names (record order) of a run folder, from its first record (either store)."""
     files = list(iter_record_files(run_dir))
-    if not files:
-        raise ValueError(f"no activation record files in run folder {run_dir}")
-    return list(load_activations(files[0])["activations"])
+    if files:
+        return list(load_activations(files[0])["activations"])
+    for row in read_results(run_dir):
+        location = record_location(run_dir, row)
+        if location is not None and location[0] == "shard":
+            return read_shard_index(location[1]).layers
+    raise ValueError(f"no activation record files or shards in run folder {run_dir}")
 
 
 def correct_labels(rows, run_dir):

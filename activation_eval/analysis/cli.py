@@ -2,9 +2,9 @@
 
 Every mode is a thin layer over one function of the analysis package: stats.py (--file,
 --directory, --compare), probe.py (--probe), lens.py (--logit_lens), report.py (--report),
-plots.py (--plot). Output is an aligned text table or, with --json, the function's result as JSON.
-Plot file names start with the source's name (file stem, folder name), so runs do not overwrite
-each other's plots.
+plots.py (--plot), export_hf.py (--export_hf). Output is an aligned text table or, with --json, the
+function's result as JSON. Plot file names start with the source's name (file stem, folder name),
+so runs do not overwrite each other's plots.
 
 Public names:
     build_parser(prog) -> argparse.ArgumentParser
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from .arrays import load_record
+from .dataset import parse_reduce
+from .export_hf import export_hf
 from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_logit_lens, plot_pca,
                     plot_position_heatmap, plot_probe)
 from .lens import logit_lens_run
@@ -218,6 +220,7 @@ EPILOG = """examples:
   python analyze_activations.py --directory results/run1 --plot --color_by category
   python analyze_activations.py --logit_lens results/run1 --output_dir plots
   python analyze_activations.py --report results/run1 --output results/run1/report.html
+  python analyze_activations.py --export_hf results/run1 exports/run1 --layers layer_5,layer_10
 """
 
 
@@ -234,12 +237,18 @@ def build_parser(prog="analyze_activations.py"):
                       help="a run folder: each layer's prediction of the answer's first token (loads the run's model)")
     mode.add_argument("--report", metavar="RUN_DIR",
                       help="a run folder: one self-contained HTML report (summary, probe, logit lens, PCA, table)")
+    mode.add_argument("--export_hf", nargs=2, metavar=("RUN_DIR", "OUT_DIR"),
+                      help="a run folder -> a Hugging Face datasets folder (datasets.load_from_disk): id, correct, "
+                           "category and one column per layer (--layers, default all), reduced by --reduce")
     sel = p.add_argument_group("selection")
     sel.add_argument("--layers", metavar="NAMES", help="comma-separated layer names to read (default: all)")
     sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
     sel.add_argument("--color_by", metavar="FIELD", default="correct",
                      help="PCA plot: colour points by this results field (default: correct); marker = category")
+    sel.add_argument("--reduce", default="last_prompt", metavar="HOW",
+                     help="--export_hf: one vector per question from last_prompt (default), mean_prompt, last, "
+                          "answer_first, answer_mean or a token index")
     pr = p.add_argument_group("probe (--probe)")
     pr.add_argument("--target", default="correct", metavar="FIELD",
                     help="boolean or categorical field of the results rows to predict (default: correct)")
@@ -281,6 +290,9 @@ def _parse_layers(text):
 def _source_name(path):
     """A file's stem or a folder's name, for plot file names ("results/run1/" -> "run1")."""
     return os.path.splitext(os.path.basename(os.path.normpath(os.fspath(path))))[0] or "source"
+def _parse_reduce(text):
+    """The one place --reduce is parsed: a name or a token index."""
+    return parse_reduce(int(text) if text.strip().lstrip("-").isdigit() else text.strip())
 
 
 def run(args):
@@ -315,6 +327,10 @@ def run(args):
                 layer = args.layer or default_layer(list(res["layers"]))
                 plots.append(plot_pca(args.directory, os.path.join(od, f"{name}_pca_{layer}.png"), layer,
                                       color_by=args.color_by, progress=not args.no_progress))
+    elif args.export_hf:
+        res = export_hf(*args.export_hf, layers=layers, reduce=_parse_reduce(args.reduce))
+        text = (f"exported {res['rows']} questions ({', '.join(res['columns'])}; reduce={res['reduce']}) "
+                f"to {res['path']}\nload: datasets.load_from_disk({res['path']!r})")
     elif args.compare:
         res = compare_files(args.compare[0], args.compare[1], layers)
         text = _text_compare(res)

@@ -4,7 +4,7 @@ Public names:
     REDUCTIONS                                  ("last_prompt", "mean_prompt", "last", "answer_first",
                                                 "answer_mean") or an int
     load_run_layer(run_dir, layer, reduce="last_prompt", progress=False) -> (float32 [n, hidden], rows)
-    load_run_layers(run_dir, layers, reduce="last_prompt") -> ({layer: float32 [n, hidden]}, rows)
+    load_run_layers(run_dir, layers, reduce="last_prompt", progress=False) -> ({layer: [n, hidden]}, rows)
                                                 the same for several layers, each file read once
     parse_reduce(reduce)                        the one check of a reduce= value
 
@@ -27,7 +27,9 @@ import torch
 
 from ..store.errors import CorruptFileError
 from ..store.records import load_activations
-from ..store.run_folder import RESULTS_FILE, read_results
+from ..store.run_folder import RESULTS_FILE, SHARD_FIELDS, read_results
+from ..store.run_records import record_location
+from ..store.shards import read_shard_layer
 
 log = logging.getLogger(__name__)
 ANSWER_REDUCTIONS = ("answer_first", "answer_mean")
@@ -43,9 +45,10 @@ def load_run_layer(run_dir, layer, reduce="last_prompt", progress=False):
     prompt positions), "last" (last kept row), "answer_first" (the row of the first token of the
     extracted answer in the response, i.e. where that token is the input), "answer_mean" (mean
     over the answer's kept token rows), or an int absolute token index. Rows of results.jsonl
-    without an activation_file (or, for the answer reductions, without a kept answer position)
-    are skipped; `rows` are the results rows used, in the matrix's order. Reads only `layer`
-    from .safetensors files. `progress`: a progress bar on stderr over the record files.
+    without a record (or, for the answer reductions, without a kept answer position) are
+    skipped; `rows` are the results rows used, in the matrix's order. Reads only `layer` from
+    .safetensors files, and from a run saved with --activation_store shards one read per shard
+    (the layer's rows of all its questions). `progress`: a progress bar on stderr.
     """
     matrices, used = load_run_layers(run_dir, [layer], reduce, progress)
     return matrices[layer], used
@@ -62,6 +65,14 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
     layers = list(layers)
+    if _uses_shards(run_dir):
+        if reduce in ANSWER_REDUCTIONS:
+            raise ValueError(f"reduce={reduce!r} needs per-question record files; {run_dir} was saved "
+                             f"with --activation_store shards (use last_prompt, mean_prompt, last or an index)")
+        out, used = {}, None
+        for name in tqdm(layers, desc="layers", unit="layer", file=sys.stderr, disable=not progress):
+            out[name], used = _shard_run_layer(run_dir, name, reduce)
+        return out, used
     vectors, used, no_answer = {name: [] for name in layers}, [], 0
     for row in tqdm(read_results(run_dir), desc=f"reading {', '.join(layers)[:40]}", unit="file",
                     file=sys.stderr, disable=not progress):
@@ -101,6 +112,100 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
                              f"run's records: {run_dir}")
         out[name] = np.stack(vs).astype(np.float32, copy=False)
     return out, used
+
+
+def _uses_shards(run_dir):
+    """Was the run saved with --activation_store shards (its rows name shards)?"""
+    return any(row.get(SHARD_FIELDS[0]) for row in read_results(run_dir))
+
+
+def _shard_run_layer(run_dir, layer, reduce):
+    """load_run_layer of a run whose records are in shards (rows naming files are read as files)."""
+    used, files, by_shard, existing = [], {}, {}, set()       # files: {slot: vector}
+    shard_key, row_key = SHARD_FIELDS
+    for row in read_results(run_dir):
+        shard = row.get(shard_key)
+        if not (shard and type(row.get(row_key)) is int and shard in by_shard):   # else: a known shard
+            location = record_location(run_dir, row, existing)
+            if location is None:
+                continue
+            if location[0] == "file":
+                record = load_activations(location[1], layers=[layer])
+                # a copy: a view would keep the record's whole layer tensor alive until the end
+                files[len(used)] = _pick_vector(record, layer, reduce, location[1]).copy()
+                used.append(row)
+                continue
+            by_shard.setdefault(shard, ([], [], []))
+        slots, shard_rows, ids = by_shard[shard]        # filled from the shard below
+        slots.append(len(used))
+        shard_rows.append(row[row_key])
+        ids.append(row.get("id"))
+        used.append(row)
+    if not used:
+        raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
+    blocks = [(list(files), np.stack(list(files.values())))] if files else []
+    blocks += [(slots, _shard_vectors(read_shard_layer(os.path.join(run_dir, shard), layer), rows, ids, reduce))
+               for shard, (slots, rows, ids) in by_shard.items()]
+    widths = {block.shape[1] for _, block in blocks}
+    if len(widths) > 1:
+        raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
+                         f"run's records: {run_dir}")
+    X = np.empty((len(used), widths.pop()), dtype=np.float32)
+    for slots, block in blocks:
+        X[slots] = block
+    return X, used
+
+
+def _shard_vectors(shard, rows, ids, reduce):
+    """The reduced float32 vectors of questions `rows` of a shard's layer, vectorized over the
+    questions (a shard holds hundreds): [len(rows), hidden]."""
+    index, path = shard.index, shard.index.path
+    n = len(index.ids)
+    held = [index.ids[i] if 0 <= i < n else None for i in rows]
+    if held != list(map(str, ids)):
+        qid, i, found = next((q, i, h) for q, i, h in zip(ids, rows, held) if h != str(q))
+        raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
+                               f"{found if found is not None else 'no such row'!r}: {path}")
+    t = shard.tensor
+    if t.dim() != 2:
+        raise ValueError(f"activation {shard.name!r} has rows of shape {tuple(t.shape[1:])}, expected "
+                         f"(hidden,): {path}")
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = index.row_offsets[rows], index.row_offsets[rows + 1]
+    counts = ends - starts
+    if reduce == "last":
+        if np.any(counts == 0):
+            raise ValueError(f"question {ids[int(np.argmax(counts == 0))]!r} keeps no positions: {path}")
+        return t[torch.from_numpy(ends - 1)].float().numpy()
+    n_prompt = index.num_prompt_tokens[rows]
+    if np.any(n_prompt < 0):
+        raise ValueError(f"question {ids[int(np.argmax(n_prompt < 0))]!r} has neither num_prompt_tokens "
+                         f"nor input_ids: {path}")
+    # every kept row of the wanted questions, with its question's number (0..len(rows)-1)
+    owner = np.repeat(np.arange(len(rows)), counts)
+    first_slot = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - first_slot, counts)
+    positions = index.positions[flat]
+    if reduce == "mean_prompt":
+        keep = positions < n_prompt[owner]
+        per_question = np.bincount(owner[keep], minlength=len(rows))
+        if np.any(per_question == 0):
+            raise ValueError(f"question {ids[int(np.argmax(per_question == 0))]!r} keeps no prompt "
+                             f"positions: {path}")
+        # one torch mean per question, as for a per-question file (bit-identical results)
+        chosen = flat[keep]
+        bounds = np.concatenate([[0], np.cumsum(per_question)])
+        return np.stack([t[torch.from_numpy(chosen[a:b])].float().mean(dim=0).numpy()
+                         for a, b in zip(bounds[:-1], bounds[1:])])
+    target = n_prompt - 1 if reduce == "last_prompt" else np.full(len(rows), reduce)
+    hit = positions == target[owner]
+    found = np.full(len(rows), -1, dtype=np.int64)
+    found[owner[hit][::-1]] = flat[hit][::-1]           # the first kept row at the target position
+    if np.any(found < 0):
+        q = int(np.argmax(found < 0))
+        raise ValueError(f"question {ids[q]!r} has no row for token position {int(target[q])} "
+                         f"(reduce={reduce!r}): {path}")
+    return t[torch.from_numpy(found)].float().numpy()
 
 
 REDUCTIONS = ("last_prompt", "mean_prompt", "last") + ANSWER_REDUCTIONS

@@ -27,7 +27,9 @@ import sys
 
 import numpy as np
 
-from ..store.run_folder import is_run_folder, iter_record_files
+from ..store.run_folder import SHARD_FIELDS, is_run_folder, iter_record_files, read_results
+from ..store.run_records import record_location
+from ..store.shards import iter_shard_records
 from .arrays import as_2d, load_record, record_meta
 
 
@@ -163,20 +165,21 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no such directory: {directory}")
-    files = list(iter_record_files(directory))
-    found = len(files)
+    sources = _record_sources(directory, layers)
+    found = len(sources)
     if limit is not None:
-        files = files[:limit]
-    if not files:
-        raise ValueError(f"no activation record files (.pkl, .safetensors) in {directory}")
+        sources = sources[:limit]
+    if not sources:
+        raise ValueError(f"no activation record files (.pkl, .safetensors) or shards in {directory}")
     from tqdm import tqdm
     accs, summaries, errors = {}, [], []
-    bar = tqdm(files, desc="records", unit="file", file=sys.stderr,
-               disable=not progress or len(files) < PROGRESS_MIN_FILES)
-    for path in bar:
-        rel = os.path.relpath(path, directory)
+    bar = tqdm(total=len(sources), desc="records", unit="record", file=sys.stderr,
+               disable=not progress or len(sources) < PROGRESS_MIN_FILES)
+    for rel, record in _read_sources(sources, layers):
+        bar.update(1)
         try:
-            record = load_record(path, layers)
+            if isinstance(record, Exception):
+                raise record
             m = record_meta(record)
             # every layer's statistics first, so that a file failing half-way adds nothing
             partials = {name: _layer_partial(t) for name, t in record["activations"].items()}
@@ -193,13 +196,52 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
         for name, partial in partials.items():
             accs.setdefault(name, _LayerAccumulator()).merge(partial)
         summaries.append(summary)
+    bar.close()
     if not summaries:
-        raise ValueError(f"none of the {len(files)} record files in {directory} could be read; "
+        raise ValueError(f"none of the {len(sources)} records in {directory} could be read; "
                          f"first error: {errors[0]['file']}: {errors[0]['error']}")
     return {"directory": directory, "is_run": is_run_folder(directory), "files_found": found,
             "files_read": len(summaries), "skipped": len(errors), "errors": errors,
             "layers": {name: acc.result() for name, acc in accs.items()}, "files": summaries}
 
+
+
+def _record_sources(directory, layers):
+    """[(label, ("file", path) | ("shard", path, row))] of a folder of records or a run folder
+    (either store; a shard's records are labelled "<shard>#<row>")."""
+    if is_run_folder(directory):
+        rows = read_results(directory)
+        if any(row.get(SHARD_FIELDS[0]) for row in rows):
+            sources = []
+            for row in rows:
+                location = record_location(directory, row)
+                if location is not None:
+                    label = os.path.relpath(location[1], directory) + (f"#{location[2]}" if location[0] == "shard" else "")
+                    sources.append((label, location))
+            return sources
+    return [(os.path.relpath(path, directory), ("file", path)) for path in iter_record_files(directory)]
+
+
+def _read_sources(sources, layers):
+    """(label, record or the exception that reading it raised), each shard opened once; one shard's
+    records in memory at a time."""
+    by_shard = {}
+    for label, location in sources:
+        if location[0] == "file":
+            try:
+                yield label, load_record(location[1], layers)
+            except Exception as e:  # noqa: BLE001 - reported per record by the caller
+                yield label, e
+        else:
+            by_shard.setdefault(location[1], []).append((location[2], label))
+    for path, wanted in by_shard.items():
+        labels, done = dict(wanted), set()
+        try:
+            for row, record in iter_shard_records(path, sorted(labels), layers):
+                done.add(row)
+                yield labels[row], record
+        except Exception as e:  # noqa: BLE001 - the shard's remaining records are reported unreadable
+            yield from ((label, e) for row, label in labels.items() if row not in done)
 
 
 def _cos_dist(u, v):

@@ -137,7 +137,12 @@ def build_parser(prog="main.py"):
                    help="all, prompt, generated, last_prompt, or token indices like 0,5,-1 (default: all)")
     c.add_argument("--activation_dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="(default: the model's dtype)")
-    c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"], help="(default: pkl)")
+    c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"],
+                   help="format of the per-question files (default: pkl)")
+    c.add_argument("--activation_store", default="files", choices=["files", "shards"],
+                   help="files: one record file per question (default); shards: one .safetensors file per unit "
+                        "of questions, each layer contiguous (fast to write and to read one layer across "
+                        "100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
 
     d = p.add_argument_group("several processes (torchrun / accelerate launch)")
     d.add_argument("--dist_timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MIN, metavar="MIN",
@@ -200,13 +205,22 @@ def _silence_stdout():
 def activation_overview(directory, run_dir):
     """Where the records are, and what one of them holds."""
     files = run_folder.iter_record_files(directory)
-    if not files:
+    units = os.path.join(directory, run_folder.UNITS_DIR)
+    shards = sorted(os.path.join(units, n) for n in os.listdir(units)
+                    if n.endswith(".safetensors")) if os.path.isdir(units) else []
+    if not files and not shards:
         return f"activations  none saved in {directory}"
-    size = sum(os.path.getsize(f) for f in files)
-    record = load_activations(files[0])
+    size = sum(os.path.getsize(f) for f in files + shards)
+    if files:
+        what, record = f"{len(files)} files", load_activations(files[0])
+    else:
+        shard_key = run_folder.SHARD_FIELDS[0]
+        first_id = next(row["id"] for row in run_folder.read_results(run_dir) if row.get(shard_key))
+        what, record = (f"{len(shards)} shards (one per unit of questions)",
+                        load_activations(run_dir, question_id=first_id))
     acts = record["activations"]
     first = next(iter(acts.values()))
-    return (f"activations  {len(files)} files, {size / 2**20:.1f} MiB in {directory}\n"
+    return (f"activations  {what}, {size / 2**20:.1f} MiB in {directory}\n"
             f"             each: {len(acts)} layers ({', '.join(list(acts)[:3])}{', ...' if len(acts) > 3 else ''}), "
             f"positions {record.get('positions', 'all')}, e.g. {tuple(first.shape)} {record.get('dtype', first.dtype)}\n"
             f"             analyse: python analyze_activations.py --probe {run_dir}")

@@ -6,6 +6,7 @@ Public names:
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
     resume_defaults()      {resume key: default}: the value an older run folder without that key used
     benchmark_label(path)  the benchmark as stored and printed (absolute path, or hf:NAME)
+    ACTIVATION_STORES      ("files", "shards"): --activation_store
     config_from_args(args) the one place parsed flags become a RunConfig
     parse_limit(limit)     --limit: an int N >= 1 or a fraction 0 < f < 1
     MC_SCORING             ("generate", "loglikelihood"): how multiple-choice rows are answered
@@ -86,7 +87,8 @@ class RunConfig:
     layers: str = _resume(None)         # e.g. "embeddings,0,5,-1,final_norm"; None: embeddings + all layers
     positions: str = _resume("all")     # which tokens are captured (all / prompt / generated / last_prompt / indices)
     activation_dtype: str = _resume(None)
-    activation_format: str = _resume("pkl")  # pkl / safetensors
+    activation_format: str = _resume("pkl")  # pkl / safetensors (the file store's format)
+    activation_store: str = _resume("files")  # files: one record file per question; shards: one per unit
 
     def __post_init__(self):
         check_device(self.device)
@@ -108,6 +110,12 @@ class RunConfig:
             raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.activation_format not in ("pkl", "safetensors"):
             raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
+        if self.activation_store not in ACTIVATION_STORES:
+            raise RunError(f"--activation_store must be files or shards, got {self.activation_store!r}")
+        if self.activation_store == "shards" and self.num_samples > 1:
+            # a shard's index maps a question id to one row; samples would share the id
+            raise RunError("--activation_store shards keeps one record per question: with --num_samples > 1 "
+                           "use the default --activation_store files")
         if self.max_memory is not None:
             if not self.device_map:
                 raise RunError("--max_memory needs --device_map (e.g. --device_map auto)")
@@ -162,6 +170,9 @@ class RunConfig:
 def benchmark_label(benchmark):
     """The benchmark as stored and printed: an absolute path, or hf:NAME as given."""
     return benchmark if str(benchmark).startswith(HF_PREFIX) else os.path.abspath(benchmark)
+
+
+ACTIVATION_STORES = ("files", "shards")
 
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))

@@ -107,7 +107,7 @@ def missing_records(rows, run_dir):
     for row in rows:
         if row.get("error"):
             continue
-        rel = row.get("activation_file")
+        rel = row.get("activation_file") or row.get(run_folder.SHARD_FIELDS[0])    # a file, or its unit's shard
         problem = "no activation_file" if not rel else run_folder.record_file_problem(os.path.join(run_dir, rel))
         if problem:
             problems[run_folder.row_key(row)] = problem

@@ -8,6 +8,7 @@ Public names:
     select_rows(rows, config, warn=True)    the questions a run answers (--mc_scoring, --limit, --shuffle)
     with_samples(rows, num_samples)         one planned answer per (question, sample)
     model_context, prompt_errors, error_row questions too long for the model: a row with an error
+    resume_message(jobs, stored, todo)      what --resume prints: answered questions, units answered again
     make_summary(config, rows, ...)         what summary.json holds
 
 Example:
@@ -30,7 +31,8 @@ together). With --num_samples N every question is planned N times, as (id, sampl
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
-each question finishes.
+each question finishes; with --activation_store shards a unit's records go into one shard when the
+unit ends, then its rows (a unit's records are held in memory until then).
 """
 import ctypes
 import functools
@@ -56,6 +58,7 @@ from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
+from ..store.shards import write_shard
 from . import distributed
 from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
@@ -113,6 +116,7 @@ def open_output_dir(config, rows=()):
     if config.capture_activations:
         os.makedirs(config.activation_save_dir, exist_ok=True)
         removed = remove_stale_temp_files(config.activation_save_dir)
+        removed += remove_stale_temp_files(os.path.join(config.activation_save_dir, run_folder.UNITS_DIR))
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
     if run_folder.shard_files(out):
@@ -249,8 +253,8 @@ def _run(config, procs):
     todo = unfinished(batches, stored)
     mine = distributed.share(todo, procs.rank, procs.world)
     to_answer = sum(len(b) for b in todo)
-    if to_answer < len(jobs):
-        log.info("resuming: %d of %d answers already written", len(jobs) - to_answer, len(jobs))
+    if config.resume:
+        log.info("%s", resume_message(jobs, stored, todo))
     if too_long and procs.is_main:
         log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
@@ -265,11 +269,18 @@ def _run(config, procs):
                                                                             config.system_prompt)])
                 bar.update(1)
                 continue
+            unit = []           # the shard store: the unit's (result, record)s wait for its shard
             for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
-                run_folder.append_results(results_path, [_save_record(config, result, record, key)])
+                if config.activation_store == "shards":
+                    unit.append((result, record))
+                else:
+                    run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
                 bar.update(1)
+            if unit:
+                run_folder.append_results(results_path, _save_shard(config, unit, key))
+                del unit
             distributed.crash_point(procs.rank, n)
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
@@ -432,6 +443,34 @@ def _save_record(config, result, record, key):
     save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
     return result
+
+
+def _save_shard(config, unit, key):
+    """Write a unit's records as one shard (complete, fsynced) before any of its rows exists; returns
+    the rows, each naming the shard and its row in it."""
+    results = [result for result, _ in unit]
+    for result in results:
+        result["batch"] = key
+    saved = [(result, record) for result, record in unit if record is not None and "activations" in record]
+    if saved:
+        path = run_folder.unit_shard_path(config.activation_save_dir, key)
+        write_shard(path, [result["id"] for result, _ in saved], [record for _, record in saved])
+        shard_key, row_key = run_folder.SHARD_FIELDS
+        for row, (result, _) in enumerate(saved):
+            result[shard_key] = os.path.relpath(path, config.output_dir)
+            result[row_key] = row
+    return results
+
+
+def resume_message(jobs, stored, todo):
+    """What --resume will do: questions (answers, with --num_samples) already answered, and the
+    units answered (again) whole."""
+    key = run_folder.row_key
+    answered, total = sum(1 for row in jobs if key(row) in stored), len(jobs)
+    again = sum(1 for batch in todo for row in batch if key(row) in stored)
+    return (f"resuming: {answered} of {total} questions already answered; {len(todo)} unit(s) of questions "
+            f"({sum(map(len, todo))} questions) will be answered now, {again} of them again: a unit is "
+            f"answered whole so that results stay bit-identical")
 
 
 def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):

@@ -4,7 +4,9 @@ Public names:
     FORMATS                              (".pkl", ".safetensors"): format = file extension
     save_activations(record, path)       atomic, compact write of one record; returns the path
     load_activations(path, layers=None)  read one record back, optionally only some layers;
-                                         never runs code from the file
+                                         never runs code from the file;
+                                         load_activations(run_dir, question_id) from a run folder
+                                         (either store: per-question files or unit shards)
     StorageError(OSError)                a write failed (the previous file is left unchanged)
     CorruptFileError(ValueError)         a file is empty, truncated, garbled or not a record
     UnsafeFileError(ValueError)          a pickle references what a record never contains
@@ -249,11 +251,16 @@ def _safetensors_payload(record):
 
 # ----------------------------------------------------------------------------- loading
 
-def load_activations(path, layers=None):
+def load_activations(path, layers=None, *, question_id=None):
     """Read the record at `path`; with `layers`, only those activations (in file order).
 
     >>> rec = load_activations("acts/q1.safetensors", layers=["layer_3"])
     >>> rec["activations"]["layer_3"].shape      # (n_positions, hidden)
+    >>> rec = load_activations("runs/r1", "geo-001")          # a run folder and a question id
+    >>> rec = load_activations("runs/r1", question_id="geo-001", layers=["layer_3"])
+
+    `path` a run folder: the second argument (or question_id=) is the question id, and the record comes from
+    whichever store the run used (per-question files or unit shards; store/run_records.py).
 
     Only regular files are opened (a FIFO, a device or a symlink to one is refused, without
     blocking or reading). For .safetensors the header is read and every entry and metadata
@@ -266,6 +273,9 @@ def load_activations(path, layers=None):
     unsupported extension or unknown layer names (the message lists the available ones).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_from_run(path, layers if question_id is None else question_id,
+                              None if question_id is None else layers)
     ext = _extension(path)
     layers = _parse_layers(layers)
     if ext == ".pkl":
@@ -275,6 +285,14 @@ def load_activations(path, layers=None):
             record["activations"] = {n: record["activations"][n] for n in names}
         return record
     return _load_safetensors(path, layers)
+
+def _load_from_run(run_dir, question_id, layers):
+    """load_activations(run_dir, question_id, layers=...)."""
+    if question_id is None or not isinstance(question_id, (str, int)):
+        raise TypeError(f"{run_dir} is a folder: load_activations(run_dir, question_id) needs a question "
+                        f"id, got {question_id!r}")
+    from .run_records import load_run_record     # here: run_records imports this module
+    return load_run_record(run_dir, question_id, _parse_layers(layers))
 
 def _parse_layers(layers):
     """None, one name, or an iterable of names -> None or a list of str."""

@@ -3,6 +3,9 @@
 Public names:
     RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR, LOCK_FILE  the names, in ONE place
     RECORD_FORMATS                           (".pkl", ".safetensors"): record format = extension
+    UNITS_DIR, SHARD_FIELDS                  the shard store: folder of unit shards, the row fields
+                                             ("activation_shard", "activation_row") naming a record
+    unit_shard_path(directory, unit_key)     <directory>/units/<unit key>.safetensors
     is_run_folder(path)                      does it hold results.jsonl?
     results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
@@ -33,7 +36,9 @@ Layout of a run folder:
                       rewritten in benchmark order when the run completes
     shards/           several processes: results.rank<R>.jsonl per process, appended like
                       results.jsonl; merged into it (and removed) at the end or at a --resume
-    activations/      one record file per question (written before its results row)
+    activations/      one record file per question (written before its results row), or with
+                      --activation_store shards: activations/units/<unit key>.safetensors, one
+                      per unit of questions (written before the unit's rows)
     summary.json      counts, accuracy overall and per category, errors, wall time, questions per second
     .run.lock         exists while a run holds the folder (run/lock.py); holds that run's pid
 
@@ -58,6 +63,8 @@ RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE = "results.jsonl", "summary.json", "run_
 ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
 LOCK_FILE = ".run.lock"
 RECORD_FORMATS = (".pkl", ".safetensors")
+UNITS_DIR = "units"                 # in the activations folder: never a record file's name (no subfolders)
+SHARD_FIELDS = ("activation_shard", "activation_row")
 _SHARD_GLOB = "results.rank*.jsonl"
 _MAX_HEADER = 100_000_000                       # safetensors' own header size limit
 _HASH_HEX = 32                                   # 128 bits of sha256 in a changed id's file name
@@ -190,6 +197,18 @@ def row_key(row):
     it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
     sample = row.get("sample")
     return row.get("id") if sample is None else (row.get("id"), sample)
+def unit_shard_path(directory, unit_key):
+    """Path of the shard holding the records of the unit `unit_key` (runner.batch_key: 12 hex).
+
+    >>> unit_shard_path("runs/r1/activations", "3f2a9c01b2d4")
+    'runs/r1/activations/units/3f2a9c01b2d4.safetensors'
+
+    Units are disjoint, so processes answering different units never write the same shard.
+    """
+    key = str(unit_key)
+    if not re.fullmatch(r"[0-9a-f]{6,64}", key):
+        raise ValueError(f"a unit key is hex digits, got {key!r}")
+    return os.path.join(os.fspath(directory), UNITS_DIR, key + ".safetensors")
 
 
 def iter_record_files(directory):

@@ -1,0 +1,63 @@
+"""Export a run as a Hugging Face `datasets` Arrow folder: one row per question, one column per layer.
+
+Public names:
+    export_hf(run_dir, out_dir, layers=None, reduce="last_prompt") -> dict   (path, rows, columns)
+
+Example:
+    >>> export_hf("results/run1", "exports/run1", layers=["layer_5", "layer_10"])
+    >>> import datasets
+    >>> ds = datasets.load_from_disk("exports/run1").with_format("numpy")
+    >>> ds["layer_5"].shape, ds["correct"][:3]          # (n, 576), [True, False, True]
+
+Columns: id (string), correct (bool; null for an ungraded row), category (string; null when the
+benchmark has none), and per layer a fixed-length float32 list (the layer reduced per question by
+`reduce`, as load_run_layer does). Rows follow results.jsonl (benchmark order). Works on runs of
+either store. All requested layers are held in memory once (n x hidden float32 each); the folder
+is written beside `out_dir` and renamed into place, so a failed export leaves nothing behind.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from .arrays import run_layers
+from .dataset import load_run_layer, parse_reduce
+
+
+def export_hf(run_dir, out_dir, layers=None, reduce="last_prompt"):
+    """Write the run's questions with their reduced `layers` (default: all) to `out_dir` as a
+    `datasets` folder (datasets.load_from_disk reads it); returns {"path", "rows", "columns"}."""
+    import datasets
+    import pyarrow as pa
+
+    run_dir, out_dir = os.fspath(run_dir), os.fspath(out_dir)
+    reduce = parse_reduce(reduce)
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise FileExistsError(f"--export_hf: {out_dir} exists and is not an empty folder; choose another")
+    names = list(layers) if layers else run_layers(run_dir)
+    columns, ids = {}, None
+    for name in names:
+        X, rows = load_run_layer(run_dir, name, reduce=reduce)
+        if ids is None:
+            ids = [str(r["id"]) for r in rows]
+            columns["id"] = pa.array(ids, pa.string())
+            columns["correct"] = pa.array([r.get("correct") if isinstance(r.get("correct"), bool) else None
+                                           for r in rows], pa.bool_())
+            columns["category"] = pa.array([r.get("category") for r in rows], pa.string())
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
+    table = pa.table(columns)
+    dataset = datasets.Dataset(datasets.table.InMemoryTable(table))
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    try:
+        dataset.save_to_disk(tmp)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)               # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": out_dir, "rows": len(ids), "columns": list(columns), "reduce": reduce}

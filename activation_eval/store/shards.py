@@ -1,0 +1,379 @@
+"""Activation shards: the records of one unit of questions in one file, each layer contiguous.
+
+Public names:
+    write_shard(path, ids, records)        one atomic write (one fsync) of a unit's records; -> path
+    read_shard_index(path) -> ShardIndex   the checked header: ids, layers, fields, row offsets
+    load_shard_record(path, row, layers=None) -> record     the same dict the file store returns
+    iter_shard_records(path, rows=None, layers=None) -> (row, record), ...   one open, one header parse
+    read_shard_layer(path, layer) -> ShardLayer   one layer of every record: ONE read of its bytes
+    SHARD_FORMAT                           the header's metadata "format" value
+
+Example:
+    >>> write_shard("run/activations/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
+    >>> load_shard_record("run/activations/units/3f2a9c.safetensors", 1)["activations"]["layer_3"]
+    >>> layer = read_shard_layer("run/activations/units/3f2a9c.safetensors", "layer_3")
+    >>> layer.rows(1)                      # question q2's (positions, hidden) tensor
+
+Format: a standard .safetensors file (safetensors.safe_open reads it; no pickle anywhere), laid
+out for reading one layer across all its questions with one read:
+    index.row_offsets     int64 [n + 1]   question i's activation rows are [o[i], o[i+1])
+    index.positions       int64 [rows]    absolute token index of each activation row
+    index.num_prompt_tokens int64 [n]     (-1 when a record has none): what reduce= needs
+    act.<layer>           [rows, ...]     every question's rows of that layer, back to back
+    field.<name>          [total, ...]    a top-level tensor field (input_ids, output_ids), back
+    offsets.<name>        int64 [n + 1]   to back, and its per-question offsets
+    records               uint8 [bytes]   UTF-8 JSON: per question its non-tensor fields and key order
+The small index tensors come right after the header (the first read of a file gets them too);
+the record JSON comes last, so reading a layer never parses it. The header metadata holds the
+format, the question ids (JSON), the layer order and the tensor fields. Variable position counts
+per question are what the offsets are for. Every header entry, offset table and count is
+checked before anything is allocated: a hostile or torn file gives CorruptFileError naming it.
+"""
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .atomic import atomic_write, json_default, write_pieces
+from .errors import corrupt
+# the record codec's own layout and header checks: a shard is a .safetensors file like a record
+from .records import _HEAD_READ, _ST_NAMES, _check_head, _read_tensor
+
+SHARD_FORMAT = "activation-shard"
+_VERSION = "1"
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_shard(path, ids, records):
+    """Write the `records` of questions `ids` (same order) to the shard at `path`; returns path.
+
+    >>> write_shard("acts/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
+
+    All records must hold the same layers (same order, dtype and trailing shape) and the same
+    tensor fields; a record's layers must share their row count (its kept positions). Each layer
+    is gathered with one torch.cat across the records (per-tensor Python work is what limits a
+    writer of small records) and written from that memory, atomically, with one fsync
+    (StorageError on I/O failure).
+    """
+    ids = [str(i) for i in ids]
+    if len(ids) != len(records) or not ids:
+        raise ValueError(f"a shard needs one id per record and at least one record "
+                         f"({len(ids)} ids, {len(records)} records)")
+    if len(set(ids)) != len(ids):
+        raise ValueError("question ids of one shard must be distinct")
+    layers, tensor_fields = _common_layout(records)
+    counts = None
+    blocks = []                         # (name, tensor) in file order: index, layers, fields, JSON
+    for name in layers:
+        parts = [r["activations"][name] for r in records]
+        rows = [t.shape[0] if t.dim() else -1 for t in parts]
+        if counts is None:
+            counts = rows
+        elif rows != counts:
+            qid = next(q for q, a, b in zip(ids, rows, counts) if a != b)
+            raise ValueError(f"question {qid!r}: its layers keep different numbers of positions; a shard "
+                             f"needs one per question")
+        blocks.append((f"act.{name}", _gather(parts, f"layer {name!r}")))
+    counts = counts or [0] * len(records)
+    for name in tensor_fields:
+        parts = [r[name] for r in records]
+        blocks.append((f"field.{name}", _gather(parts, f"field {name!r}")))
+        blocks.append((f"offsets.{name}", _offsets([t.shape[0] for t in parts])))
+    index = [("index.row_offsets", _offsets(counts)),
+             ("index.positions", torch.tensor(
+                 [p for r, c in zip(records, counts) for p in _positions(r, c)], dtype=torch.int64)),
+             ("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
+    text = _records_json_text(records, ids)
+    blocks = index + blocks + [("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
+    head, pieces = _layout(blocks, {"format": SHARD_FORMAT, "format_version": _VERSION,
+                                    "ids": json.dumps(ids), "layer_order": json.dumps(layers),
+                                    "tensor_fields": json.dumps(tensor_fields)})
+    atomic_write(os.fspath(path), lambda tmp: write_pieces(tmp, [head] + pieces))
+    return os.fspath(path)
+
+
+def _common_layout(records):
+    """(layer names, tensor field names) that every record shares, checked."""
+    for r in records:
+        if not isinstance(r, Mapping) or not isinstance(r.get("activations"), Mapping):
+            raise TypeError(f"a record must be a dict with an 'activations' dict, got {type(r).__name__}")
+    first = records[0]
+    layers = list(first["activations"])
+    fields = [k for k, v in first.items() if isinstance(v, torch.Tensor)]
+    for r in records:
+        if list(r["activations"]) != layers:
+            raise ValueError(f"records of one shard must hold the same layers in the same order: "
+                             f"{layers} vs {list(r['activations'])}")
+        if [k for k, v in r.items() if isinstance(v, torch.Tensor)] != fields:
+            raise ValueError("records of one shard must hold the same tensor fields")
+    return layers, fields
+
+
+def _gather(parts, what):
+    """The records' tensors of one layer (or field) back to back: one dense CPU tensor. One C call
+    checks them all (torch.cat refuses non-tensors and other shapes; it would promote dtypes)."""
+    dtypes = {t.dtype for t in parts} if all(isinstance(t, torch.Tensor) for t in parts) else {None}
+    if len(dtypes) > 1 or not dtypes <= set(_ST_NAMES):
+        raise ValueError(f"{what}: records of one shard need torch tensors of one dtype that "
+                         f".safetensors holds; got {sorted(map(str, dtypes))}")
+    try:
+        joined = torch.cat(parts)
+    except RuntimeError as e:
+        raise ValueError(f"{what}: records of one shard need tensors of one shape but the first "
+                         f"dimension ({str(e)[:200]})") from None
+    return joined.detach().cpu().resolve_conj().resolve_neg().contiguous()
+
+
+def _positions(record, count):
+    kept = record.get("positions_kept")
+    if isinstance(kept, (list, tuple)) and len(kept) == count and all(type(p) is int for p in kept):
+        return kept
+    return range(count)
+
+
+def _num_prompt(record):
+    n = record.get("num_prompt_tokens")
+    if type(n) is int:
+        return n
+    ids = record.get("input_ids")
+    return int(ids.shape[-1]) if isinstance(ids, torch.Tensor) and ids.dim() else -1
+
+
+def _offsets(counts):
+    return torch.tensor(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]), dtype=torch.int64)
+
+
+def _records_json_text(records, ids):
+    """Every record's non-tensor fields and key order as one JSON text (what the file store keeps
+    as JSON); a field that JSON cannot hold is a TypeError naming the question."""
+    parts = [{"fields": {k: v for k, v in r.items() if k != "activations" and not isinstance(v, torch.Tensor)},
+              "key_order": list(r)} for r in records]
+    try:
+        return json.dumps(parts, default=json_default)
+    except (TypeError, ValueError):
+        for part, qid in zip(parts, ids):
+            try:
+                json.dumps(part, default=json_default)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"question {qid!r}: a record field cannot be stored as JSON ({e})") from None
+        raise
+
+
+def _layout(blocks, metadata):
+    """(file head, byte views in file order) of a safetensors file holding the (name, dense CPU
+    tensor) `blocks` in that order."""
+    header, offset, pieces = {"__metadata__": metadata}, 0, []
+    for name, t in blocks:
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        if nbytes:
+            pieces.append(t.reshape(-1).view(torch.uint8).numpy())
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, pieces
+
+
+# ----------------------------------------------------------------------------- reading
+
+@dataclasses.dataclass
+class ShardIndex:
+    path: str
+    ids: list               # question ids, in row order
+    layers: list            # layer names, in record order
+    tensor_fields: list     # top-level tensor fields (input_ids, output_ids, ...)
+    entries: dict           # the header's tensor entries (checked)
+    data_start: int         # file offset of the tensor data
+    row_offsets: np.ndarray    # int64 [n + 1]
+    positions: np.ndarray      # int64 [rows]
+    num_prompt_tokens: np.ndarray   # int64 [n]
+
+    def row(self, question_id):
+        try:
+            return self.ids.index(str(question_id))
+        except ValueError:
+            raise KeyError(f"question {question_id!r} is not in shard {self.path}") from None
+
+
+@dataclasses.dataclass
+class ShardLayer:
+    index: ShardIndex
+    name: str
+    tensor: torch.Tensor    # [rows, ...]: every question's rows of the layer, back to back
+
+    def rows(self, i):
+        """Question i's rows of the layer (a view)."""
+        o = self.index.row_offsets
+        return self.tensor[int(o[i]):int(o[i + 1])]
+
+
+def read_shard_index(path, f=None):
+    """The checked header and index tensors of the shard at `path` (`f`: the file, open).
+
+    One read of the file's head gets the header and, right after it, the index tensors. Each
+    tensor entry is checked fully when it is read (dtype, shape, byte range); the byte ranges of
+    all entries must tile the data exactly, as safetensors requires (a torn file fails here).
+    """
+    path = os.fspath(path)
+    if f is None:
+        with open(path, "rb", buffering=0) as f:
+            return read_shard_index(path, f)
+    head, n_head, size = _check_head(f, path, _HEAD_READ)
+    try:
+        if len(head) < 8 + n_head:
+            head += f.read(8 + n_head - len(head))
+        entries = json.loads(head[8:8 + n_head])
+        meta = entries.pop("__metadata__", None) or {}
+        if meta.get("format") != SHARD_FORMAT:
+            raise ValueError("no activation-shard metadata (a per-question record or another tool's file?)")
+        if meta.get("format_version") != _VERSION:
+            raise ValueError(f"shard format version {meta.get('format_version')!r}, this reader knows {_VERSION}")
+        ids, layers, fields = (json.loads(meta[k]) for k in ("ids", "layer_order", "tensor_fields"))
+        if not (_strings(ids) and _strings(layers) and _strings(fields)) or len(set(ids)) != len(ids):
+            raise ValueError("malformed ids, layer_order or tensor_fields in the metadata")
+        names = (list(_INDEX) + ["records"] + [f"act.{n}" for n in layers]
+                 + [f"{p}.{n}" for n in fields for p in ("field", "offsets")])
+        missing = [n for n in names if n not in entries]
+        if missing:
+            raise ValueError(f"tensors {missing[:5]} listed in the metadata are missing")
+        _check_tiling(entries, size - 8 - n_head)
+    except Exception as e:
+        raise corrupt(path, e) from None
+    data_start, n = 8 + n_head, len(ids)
+    row_offsets, positions, num_prompt = (_read_index(f, head, key, entries[key], data_start, path)
+                                          for key in _INDEX)
+    _check_offsets(row_offsets, n, "index.row_offsets", path)
+    rows = int(row_offsets[-1])
+    if num_prompt.shape != (n,) or positions.shape != (rows,):
+        raise corrupt(path, "index tensors do not match the number of questions and rows")
+    try:
+        bad = [name for name in layers if entries[f"act.{name}"]["shape"][:1] != [rows]]
+    except Exception as e:
+        raise corrupt(path, e) from None
+    if bad:
+        raise corrupt(path, f"layer {bad[0]!r} has other than the index's {rows} rows")
+    return ShardIndex(path, ids, layers, fields, entries, data_start, row_offsets, positions, num_prompt)
+
+
+_INDEX = ("index.row_offsets", "index.positions", "index.num_prompt_tokens")
+
+
+def _strings(value):
+    return isinstance(value, list) and set(map(type, value)) <= {str}
+
+
+def _check_tiling(entries, data_size):
+    """The entries' byte ranges cover [0, data_size) back to back, without gaps or overlaps."""
+    spans = sorted(e["data_offsets"] for e in entries.values())
+    if not (spans and all(type(s) is list and len(s) == 2 and type(s[0]) is int and type(s[1]) is int
+                          and s[0] <= s[1] for s in spans)):
+        raise ValueError("bad data_offsets")
+    if spans[0][0] != 0 or spans[-1][1] != data_size or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        raise ValueError(f"tensor byte ranges do not tile the {data_size} data bytes (they overlap, "
+                         f"leave gaps, or the file is truncated)")
+
+
+def _read_index(f, head, key, entry, data_start, path):
+    """An int64 1-D index tensor as a numpy array, from the head bytes when it lies inside them
+    (the byte range is known to lie in the file: _check_tiling)."""
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    start, end = entry["data_offsets"] if shape else (0, 0)
+    if not (entry.get("dtype") == "I64" and isinstance(shape, list) and len(shape) == 1
+            and type(shape[0]) is int and shape[0] * 8 == end - start):
+        raise corrupt(path, f"tensor {key!r}: expected a 1-D int64 tensor, got {entry!r:.200}")
+    if data_start + end <= len(head):
+        return np.frombuffer(head, dtype="<i8", count=shape[0], offset=data_start + start)
+    return _read_tensor(f, key, entry, data_start, path).numpy()
+
+
+def _check_offsets(offsets, n, what, path):
+    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise corrupt(path, f"{what} is not {n + 1} non-decreasing offsets from 0")
+
+
+def read_shard_layer(path, layer):
+    """One layer of every question of the shard: its index and the [rows, ...] tensor (one read).
+
+    >>> layer = read_shard_layer("acts/units/3f2a9c.safetensors", "layer_3")
+    >>> layer.rows(0).shape                  # (positions kept for the first question, hidden)
+    """
+    path = os.fspath(path)
+    with open(path, "rb", buffering=0) as f:
+        if hasattr(os, "posix_fadvise"):        # read what is asked for, not the layers around it
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        index = read_shard_index(path, f)
+        _check_layers(index, [layer])
+        key = f"act.{layer}"
+        return ShardLayer(index, layer, _read_tensor(f, key, index.entries[key], index.data_start, path))
+
+
+def _check_layers(index, layers):
+    unknown = [n for n in layers if n not in index.layers]
+    if unknown:
+        raise ValueError(f"unknown layer name(s) {unknown}; available: {index.layers}: {index.path}")
+
+
+def iter_shard_records(path, rows=None, layers=None):
+    """(row, record) for the given rows (default: all) of the shard, with only `layers` if given.
+
+    >>> for row, record in iter_shard_records("acts/units/3f2a9c.safetensors", layers=["layer_3"]): ...
+
+    One open and one header parse; each requested layer and tensor field is read once for all rows.
+    """
+    path = os.fspath(path)
+    with open(path, "rb", buffering=0) as f:
+        index = read_shard_index(path, f)
+        names = index.layers if layers is None else [n for n in index.layers if n in set(layers)]
+        if layers is not None:
+            _check_layers(index, layers)
+        rows = range(len(index.ids)) if rows is None else list(rows)
+        for i in rows:
+            if not (type(i) is int and 0 <= i < len(index.ids)):
+                raise IndexError(f"row {i!r} is not in shard {path} ({len(index.ids)} questions)")
+        read = lambda key: _read_tensor(f, key, index.entries[key], index.data_start, path)
+        parts = _records_json(read("records"), len(index.ids), path)
+        acts = {n: read(f"act.{n}") for n in names}
+        fields = {}
+        for name in index.tensor_fields:
+            offsets = read(f"offsets.{name}").numpy()
+            _check_offsets(offsets, len(index.ids), f"offsets.{name}", path)
+            tensor = read(f"field.{name}")
+            if offsets[-1] != tensor.shape[0]:
+                raise corrupt(path, f"offsets.{name} ends at {offsets[-1]}, field.{name} has {tensor.shape[0]} rows")
+            fields[name] = (tensor, offsets)
+    o = index.row_offsets
+    for i in rows:
+        record, part = {}, parts[i]
+        for key in part["key_order"]:
+            if key == "activations":
+                # clones: a record owns its tensors, as a per-question file's record does
+                record[key] = {n: acts[n][o[i]:o[i + 1]].clone() for n in names}
+            elif key in fields:
+                tensor, offsets = fields[key]
+                record[key] = tensor[offsets[i]:offsets[i + 1]].clone()
+            elif key in part["fields"]:
+                record[key] = part["fields"][key]
+        yield i, record
+
+
+def _records_json(tensor, n, path):
+    try:
+        parts = json.loads(tensor.numpy().tobytes().decode("utf-8"))
+        if not (isinstance(parts, list) and len(parts) == n and all(
+                isinstance(p, dict) and isinstance(p.get("fields"), dict) and _strings(p.get("key_order"))
+                and "activations" in p["key_order"] for p in parts)):
+            raise ValueError(f"expected {n} record entries with fields and key_order")
+    except Exception as e:
+        raise corrupt(path, f"records: {type(e).__name__}: {str(e)[:300]}") from None
+    return parts
+
+
+def load_shard_record(path, row, layers=None):
+    """The record in row `row` of the shard (only `layers` if given): the same dict the file store
+    gives for that question."""
+    return next(iter_shard_records(path, [row], layers))[1]

@@ -1,0 +1,249 @@
+"""Shard store against the per-question file store: write rate, one layer across a big run cold,
+peak memory (storage layer alone, synthetic records).
+
+    .venv/bin/python perf/shard_bench.py                 # 100k questions (7.1 GB on disk, removed after)
+    .venv/bin/python perf/shard_bench.py --quick         # 5k questions: a smoke run
+
+Records have the default model's shapes at --positions last_prompt: embeddings + 30 layers = 31
+tensors of (1, 576) float32 (71 KB), ~45 input and ~10 output ids, and the metadata fields a real
+record carries (prompt, response, model summary, generation settings, versions, grading). The
+activations are random; a pool of 64 distinct records is reused under fresh question ids.
+
+Write (interleaved repeats, fresh folder each): "shards" = store.shards.write_shard of units of
+64 questions (the runner's unit at --batch_size 8; atomic, one fsync per shard); "files .pkl" /
+"files .safetensors" = store.records.save_activations per question (atomic, one fsync each),
+on fewer questions (--file_questions) because they are slower.
+Read, cold (every file's pages dropped with posix_fadvise DONTNEED first, untimed; the virtual
+disk's host may still cache): "layer_15, shards" = read_shard_layer of each shard, concatenated
+(the storage layer); "load_run_layer, shards" = the user's call, including parsing the 100k-row
+results.jsonl and reduce=last_prompt; "numpy.load" = one np.load of an .npy holding the same
+bytes (n x 576 float32): the baseline; "load_run_layer, files" on --file_questions files,
+extrapolated per question. "q per CPU s" divides by this process's CPU time (the sampling thread
+included), which other jobs on a shared machine disturb far less than wall time. Memory: resident set size sampled every 5 ms by a thread.
+Targets (issue 15): write >= 2000 questions/s; one layer across 100k questions cold <= 2 s and
+>= 50% of numpy.load's bandwidth; peak memory flat while writing. Writes perf/out/shard_bench.json.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+import common
+
+LAYERS, HIDDEN, UNIT = 31, 576, 64
+ONE = "layer_15"
+WRITE_TARGET, READ_TARGET_S, READ_VS_NUMPY = 2000, 2.0, 0.5
+
+
+def record_pool(torch, n=UNIT):
+    g = torch.Generator().manual_seed(0)
+    names = ["embeddings"] + [f"layer_{i}" for i in range(LAYERS - 1)]
+    pool = []
+    for i in range(n):
+        prompt = 40 + i % 11
+        pool.append({
+            "prompt": f"Question {i}: what is the capital of France? Answer with one word.",
+            "response": "Paris.", "model": "SmolLM2-135M-Instruct", "timestamp": "2026-11-28T00:00:00+00:00",
+            "input_ids": torch.arange(prompt), "output_ids": torch.arange(10),
+            "model_info": {"class": "LlamaForCausalLM", "model_type": "llama", "num_layers": 30,
+                           "hidden_size": HIDDEN, "dtype": "float32"},
+            "versions": {"torch": torch.__version__, "transformers": "5", "activation_eval": "0.2.0"},
+            "generation": {"max_new_tokens": 32, "chat_template": True, "decoding": "continuous"},
+            "num_prompt_tokens": prompt, "num_generated_tokens": 10,
+            "activations": {n_: torch.randn(1, HIDDEN, generator=g) for n_ in names},
+            "layer_names": names, "positions": "last_prompt", "positions_kept": [prompt - 1], "dtype": "float32",
+            "grading": {"id": f"q{i}", "category": "geography", "answer": ["Paris"], "extracted": "paris",
+                        "correct": bool(i % 2), "grader": "text"}})
+    return pool
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """The peak resident set size while the block runs (sampled every 5 ms), in MB."""
+    def __enter__(self):
+        self.start, self.peak, self._stop = rss_mb(), rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def write_shard_run(shards, run_folder, pool, folder, n, results=True, rss=None):
+    """n questions as shards of UNIT (+ results.jsonl rows naming them); RSS after every shard."""
+    shard_key, row_key = run_folder.SHARD_FIELDS
+    rows = []
+    for start in range(0, n, UNIT):
+        ids = [f"q{q:07d}" for q in range(start, min(n, start + UNIT))]
+        key = f"{start:012x}"
+        path = run_folder.unit_shard_path(os.path.join(folder, "activations"), key)
+        shards.write_shard(path, ids, pool[:len(ids)])
+        rel = os.path.relpath(path, folder)
+        rows += [{"id": q, "correct": bool(i % 2), "batch": key, shard_key: rel, row_key: i}
+                 for i, q in enumerate(ids)]
+        if rss is not None:
+            rss.append(rss_mb())
+    if results:
+        with open(run_folder.results_path(folder), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def write_file_run(records, run_folder, pool, folder, n, fmt):
+    rows = []
+    for q in range(n):
+        path = run_folder.record_path(os.path.join(folder, "activations"), f"q{q:07d}", fmt)
+        records.save_activations(pool[q % len(pool)], path)
+        rows.append({"id": f"q{q:07d}", "correct": bool(q % 2), "activation_file": os.path.relpath(path, folder)})
+    with open(run_folder.results_path(folder), "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def evict_tree(folder):
+    for root, _, names in os.walk(folder):
+        for name in names:
+            common.evict(os.path.join(root, name))
+
+
+def main():
+    p = common.base_parser(__doc__, repeats=3)
+    p.add_argument("--questions", type=int, default=100_000, help="questions of the big run (default 100000)")
+    p.add_argument("--write_questions", type=int, default=10_000, help="questions per timed shard write")
+    p.add_argument("--file_questions", type=int, default=1000, help="questions for the file store (default 1000)")
+    p.add_argument("--dir", default=None, help="folder for the files (default: a temp folder)")
+    args = p.parse_args()
+    if args.quick:
+        args.questions, args.write_questions, args.file_questions = 5000, 2000, 300
+        args.repeats = min(args.repeats, 2)
+    torch = common.setup(args.threads)
+    from activation_eval.analysis.dataset import load_run_layer
+    from activation_eval.store import records, run_folder, shards
+    pool = record_pool(torch)
+    tmp = tempfile.mkdtemp(prefix="perf-shards-", dir=args.dir)
+    rows_out = []
+    try:
+        # ---------------------------------------------------------------- write rate
+        counter = iter(range(10 ** 6))
+        fresh = lambda: os.path.join(tmp, f"w{next(counter)}")
+        folders = {}
+
+        def variant(name, write):
+            def prepare():
+                old = folders.pop(name, None)
+                if old:
+                    shutil.rmtree(old)
+                folders[name] = fresh()
+            return prepare, lambda: write(folders[name])
+        nw, nf = args.write_questions, args.file_questions
+        write = {"shards": variant("shards", lambda d: write_shard_run(shards, run_folder, pool, d, nw, False)),
+                 "files .pkl": variant("pkl", lambda d: write_file_run(records, run_folder, pool, d, nf, "pkl")),
+                 "files .safetensors": variant("st", lambda d: write_file_run(records, run_folder, pool, d, nf,
+                                                                               "safetensors"))}
+        print("writing", file=sys.stderr)
+        wall, cpu = common.interleaved(write, args.repeats, warmup=0)
+        for name, n in [("shards", nw), ("files .pkl", nf), ("files .safetensors", nf)]:
+            st = common.stats(wall[name])
+            row = {"op": f"write, {name}", "questions": n, "q_per_s": n / st["median_s"],
+                   "q_per_cpu_s": n / common.stats(cpu[name])["median_s"],
+                   "mb_per_s": n * LAYERS * HIDDEN * 4 / 1e6 / st["median_s"], **st}
+            if name == "shards":
+                row.update(target=f">= {WRITE_TARGET} q/s",
+                           verdict=common.verdict(row["q_per_s"], WRITE_TARGET, ">=").split()[0])
+            rows_out.append(row)
+        for folder in folders.values():
+            shutil.rmtree(folder)
+
+        # ---------------------------------------------------------------- the big run
+        big = os.path.join(tmp, "big")
+        print(f"writing {args.questions} questions as shards", file=sys.stderr)
+        rss = []
+        with PeakRss() as mem:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            write_shard_run(shards, run_folder, pool, big, args.questions, rss=rss)
+            elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        q = len(rss)
+        rows_out.append({"op": "write, shards, the big run", "questions": args.questions,
+                         "q_per_s": args.questions / elapsed, "median_s": elapsed,
+                         "q_per_cpu_s": args.questions / cpu_s,
+                         "mb_per_s": args.questions * LAYERS * HIDDEN * 4 / 1e6 / elapsed,
+                         "rss_mb": f"{rss[q // 10]:.0f} / {rss[q // 2]:.0f} / {rss[-1]:.0f} (peak {mem.peak:.0f})",
+                         "target": "flat RSS",
+                         "verdict": "PASS" if rss[-1] - rss[q // 10] < 50 else "MISS"})
+        layer_bytes = args.questions * HIDDEN * 4
+        npy = os.path.join(tmp, "layer.npy")
+        np.save(npy, np.random.default_rng(0).standard_normal((args.questions, HIDDEN), dtype=np.float32))
+        shard_paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(big, "activations"))
+                             for f in fs)
+
+        def read_layer():
+            return torch.cat([shards.read_shard_layer(path, ONE).tensor for path in shard_paths])
+
+        def cold(folder_or_file):
+            return lambda: evict_tree(folder_or_file) if os.path.isdir(folder_or_file) else common.evict(folder_or_file)
+
+        reads = {"numpy.load": (cold(npy), lambda: np.load(npy)),
+                 f"{ONE}, shards": (cold(big), read_layer),
+                 f"load_run_layer {ONE}, shards": (cold(big), lambda: load_run_layer(big, ONE))}
+        print("reading one layer, cold", file=sys.stderr)
+        wall, cpu = common.interleaved(reads, args.repeats, warmup=0)
+        with PeakRss() as mem:
+            reads[f"load_run_layer {ONE}, shards"][0]()
+            X, _ = load_run_layer(big, ONE)
+        assert X.shape == (args.questions, HIDDEN)
+        del X
+        base = wall["numpy.load"]
+        for name in reads:
+            st = common.stats(wall[name], base)
+            row = {"op": f"read cold, {name}", "questions": args.questions, "mb_per_s": layer_bytes / 1e6 / st["median_s"],
+                   "q_per_cpu_s": args.questions / common.stats(cpu[name])["median_s"],
+                   "q_per_s": args.questions / st["median_s"], "vs_numpy": 1 / st["paired_ratio"], **st}
+            if name.startswith("load_run_layer"):
+                row["rss_mb"] = f"+{mem.peak - mem.start:.0f} (output {layer_bytes / 2**20:.0f})"
+            if name != "numpy.load":
+                ok = st["median_s"] <= READ_TARGET_S and row["vs_numpy"] >= READ_VS_NUMPY
+                row.update(target=f"<= {READ_TARGET_S} s, >= {READ_VS_NUMPY:.0%} numpy", verdict="PASS" if ok else "MISS")
+            rows_out.append(row)
+        shutil.rmtree(big)
+
+        # ---------------------------------------------------------------- the file store's read
+        files = os.path.join(tmp, "files")
+        print(f"writing {args.file_questions} per-question .safetensors files", file=sys.stderr)
+        write_file_run(records, run_folder, pool, files, args.file_questions, "safetensors")
+        wall, _ = common.interleaved({"files": (cold(files), lambda: load_run_layer(files, ONE))}, args.repeats,
+                                     warmup=0)
+        st = common.stats(wall["files"])
+        rows_out.append({"op": f"read cold, load_run_layer {ONE}, files", "questions": args.file_questions,
+                         "q_per_s": args.file_questions / st["median_s"],
+                         "mb_per_s": args.file_questions * HIDDEN * 4 / 1e6 / st["median_s"],
+                         "extrapolated": f"{args.questions / args.file_questions * st['median_s']:.1f} s "
+                                         f"for {args.questions}", **st})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    path = common.write_json("shard_bench", {"args": vars(args), "rows": rows_out}, args.out)
+    print(f"\nwrote {path}\n")
+    print(common.table(rows_out, [("op", "operation", ""), ("questions", "questions", "d"),
+                                  ("median_s", "median s", ".3f"), ("q_per_s", "questions/s", ".0f"),
+                                  ("q_per_cpu_s", "q per CPU s", ".0f"),
+                                  ("mb_per_s", "MB/s", ".0f"), ("vs_numpy", "x numpy.load", ".2f"),
+                                  ("rss_mb", "RSS MB", ""), ("extrapolated", "extrapolated", ""),
+                                  ("target", "target", ""), ("verdict", "verdict", "")]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The shard store (--activation_store shards): same records and rows as the file store, crash
+safety and --resume, load_run_layer on both stores, hostile shard files refused."""
+import errno
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from activation_eval import load_run_layer
+from activation_eval.analysis import cli as analysis_cli
+from activation_eval.store import records as storage
+from activation_eval.store import run_folder
+from activation_eval.store import shards
+from activation_eval.store.errors import CorruptFileError
+from helpers import read_rows, run_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STORE_FIELDS = ("activation_file", "activation_shard", "activation_row")
+
+
+def args(model, out, store, limit=12):
+    # batch 1 with continuous batching: units of 8 questions, so 12 questions make 2 shards
+    return ["--model", model, "--limit", str(limit), "--batch_size", "1", "--max_new_tokens", "6",
+            "--capture_activations", "--layers", "embeddings,0,-1,final_norm", "--output_dir", str(out),
+            "--activation_store", store]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("stores")
+    for store in ("files", "shards"):
+        assert run_main(*args(tiny_dir, base / store, store)) == 0
+    return base / "files", base / "shards"
+
+
+def strip(rows):
+    return [{k: v for k, v in row.items() if k not in STORE_FIELDS} for row in rows]
+
+
+def assert_same_record(a, b, runs_apart=True):
+    """Equal records; two runs differ only in their timestamps (runs_apart=False: in nothing)."""
+    assert list(a) == list(b)
+    for key in a:
+        if key == "timestamp" and runs_apart:
+            assert isinstance(a[key], str) and isinstance(b[key], str)
+        elif key == "activations":
+            assert list(a[key]) == list(b[key])
+            for name in a[key]:
+                assert a[key][name].dtype == b[key][name].dtype and torch.equal(a[key][name], b[key][name])
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key])
+        else:
+            assert a[key] == b[key], key
+
+
+def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
+    files, sharded = runs
+    rows_f, rows_s = read_rows(files), read_rows(sharded)
+    assert strip(rows_f) == strip(rows_s)
+    units = sorted(os.listdir(sharded / "activations" / "units"))
+    assert len(units) == 2 and sorted(os.listdir(sharded / "activations")) == ["units"]
+    assert {r["activation_shard"] for r in rows_s} == {f"activations/units/{u}" for u in units}
+    lengths = set()
+    for row in rows_f:
+        from_file = storage.load_activations(files / row["activation_file"])     # the file store's reader
+        assert_same_record(storage.load_activations(files, row["id"]), from_file, runs_apart=False)
+        assert_same_record(storage.load_activations(sharded, row["id"]), from_file)
+        lengths.add(from_file["activations"]["layer_0"].shape[0])
+        part = storage.load_activations(sharded, question_id=row["id"], layers=["layer_0"])
+        assert list(part["activations"]) == ["layer_0"]
+        assert torch.equal(part["activations"]["layer_0"], from_file["activations"]["layer_0"])
+    assert len(lengths) > 3                       # variable position counts per question
+    with pytest.raises(KeyError, match="no-such-id"):
+        storage.load_activations(sharded, "no-such-id")
+
+
+@pytest.mark.parametrize("reduce", ["last_prompt", "mean_prompt", "last", 3])
+def test_load_run_layer_is_equal_on_both_stores(runs, reduce):
+    X_f, rows_f = load_run_layer(runs[0], "layer_0", reduce=reduce)
+    X_s, rows_s = load_run_layer(runs[1], "layer_0", reduce=reduce)
+    assert X_f.shape == (12, 64) and np.array_equal(X_f, X_s)
+    assert strip(rows_f) == strip(rows_s)
+    # planted check against the record itself: last_prompt is row num_prompt_tokens - 1
+    if reduce == "last_prompt":
+        rec = storage.load_activations(runs[1], rows_s[5]["id"])
+        assert np.array_equal(X_s[5], rec["activations"]["layer_0"][rec["num_prompt_tokens"] - 1].numpy())
+
+
+def test_analyze_directory_reads_shards_like_files(runs, capsys):
+    results = []
+    for run in runs:
+        assert analysis_cli.main(["--directory", str(run), "--json", "--no_progress"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    files_res, shards_res = results
+    assert files_res["files_read"] == shards_res["files_read"] == 12 and shards_res["errors"] == []
+    for name, stats in files_res["layers"].items():
+        for key, value in stats.items():
+            # records come in another order (shard by shard): float sums differ in the last bits
+            assert shards_res["layers"][name][key] == pytest.approx(value, rel=1e-9, abs=1e-5), (name, key)
+
+
+def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_completes(
+        tiny_dir, runs, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_append = run_folder.append_results
+    appended = []
+
+    def append_then_fail(path, rows):
+        if appended:            # the second unit's shard is complete, its rows never come
+            raise OSError(errno.ENOSPC, "No space left on device")
+        appended.append(len(rows))
+        real_append(path, rows)
+
+    monkeypatch.setattr(run_folder, "append_results", append_then_fail)
+    assert run_main(*args(tiny_dir, out, "shards")) == 2
+    monkeypatch.setattr(run_folder, "append_results", real_append)
+    rows = read_rows(out)
+    assert len(rows) == appended[0] == 8                        # one whole unit, nothing of the next
+    units = out / "activations" / "units"
+    assert len(os.listdir(units)) == 2                          # the next unit's shard: no row names it
+    for row in rows:
+        storage.load_activations(out, row["id"])
+    # a writer killed mid-shard leaves a temp file; a torn shard never gets its final name
+    (units / ".deadbeefdead.safetensors.0123abcd.tmp").write_bytes(b"\x10\x00" * 100)
+    assert run_main(*args(tiny_dir, out, "shards"), "--resume") == 0
+    assert strip(read_rows(out)) == strip(read_rows(runs[1]))
+    for row in read_rows(runs[1]):
+        assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
+    assert sorted(os.listdir(units)) == sorted(os.listdir(runs[1] / "activations" / "units"))  # temp file gone
+
+
+def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards"), "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results, deadline = out / "results.jsonl", time.time() + 120
+    while proc.poll() is None and not (results.exists() and results.stat().st_size) and time.time() < deadline:
+        time.sleep(0.01)                                        # until the first unit's rows are in
+    time.sleep(random.Random(7).uniform(0.0, 1.0))             # somewhere in the second unit
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    for row in read_rows(out):                                  # every row's shard is whole
+        storage.load_activations(out, row["id"])
+    proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert strip(read_rows(out)) == strip(read_rows(runs[1]))
+
+
+def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, runs, tmp_path):
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
+           *args(tiny_dir, out, "shards"), "--quiet"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (out / "shards").exists()                        # the rows' rank files were merged
+    rows, reference = read_rows(out), read_rows(runs[1])
+    assert strip(rows) == strip(reference)                      # same units, answers, grades
+    assert sorted(os.listdir(out / "activations" / "units")) == sorted(os.listdir(runs[1] / "activations" / "units"))
+    for row in reference:                                       # (one thread here: last float bits may differ)
+        a, b = storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"])
+        for name, t in b["activations"].items():
+            assert (a["activations"][name] - t).abs().max() <= 1e-5 * t.abs().max()
+
+
+def test_resume_says_how_many_are_answered_and_how_many_units_are_redone(runs, tmp_path, caplog):
+    out = tmp_path / "run"
+    shutil.copytree(runs[0], out)
+    rows = read_rows(out)
+    # drop one row: its unit is answered again, whole
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    unit = sum(r["batch"] == rows[-1]["batch"] for r in rows)
+    caplog.set_level(logging.INFO, logger="activation_eval.run.runner")
+    model = json.loads((out / "run_config.json").read_text())["model"]
+    assert run_main(*args(model, out, "files"), "--resume") == 0
+    assert (f"resuming: 11 of 12 questions already answered; 1 unit(s) of questions ({unit} questions) will "
+            f"be answered now, {unit - 1} of them again") in caplog.text
+    assert strip(read_rows(out)) == strip(rows)
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+def small_shard(tmp_path):
+    recs = [{"prompt": f"p{i}", "input_ids": torch.arange(2 + i),
+             "activations": {"layer_0": torch.full((1 + i, 4), float(i))}, "positions_kept": list(range(1 + i)),
+             "num_prompt_tokens": 2 + i} for i in range(3)]
+    return shards.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs), recs
+
+
+def rewrite_header(path, edit):
+    data = open(path, "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    open(path, "wb").write(len(text).to_bytes(8, "little") + text + data[8 + n:])
+
+
+def test_a_small_shard_round_trips_with_variable_positions(tmp_path):
+    path, recs = small_shard(tmp_path)
+    for row, rec in shards.iter_shard_records(path):
+        assert_same_record(rec, recs[row], runs_apart=False)
+    layer = shards.read_shard_layer(path, "layer_0")
+    assert [layer.rows(i).shape[0] for i in range(3)] == [1, 2, 3]
+    assert torch.equal(layer.rows(2), recs[2]["activations"]["layer_0"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["act.layer_0"].update(shape=[10 ** 12, 4]), "rows"),
+    (lambda h: h["act.layer_0"].update(shape="x"), "rows"),
+    (lambda h: h["act.layer_0"].update(data_offsets=[0, 2 ** 70]), "tile"),
+    (lambda h: h["act.layer_0"].update(data_offsets=[0, h["act.layer_0"]["data_offsets"][1]
+                                                     - h["act.layer_0"]["data_offsets"][0]]), "tile"),
+    (lambda h: h["__metadata__"].update(ids='["a", "a", "b"]'), "malformed ids"),
+    (lambda h: h["__metadata__"].update(format="activation-record"), "no activation-shard metadata"),
+    (lambda h: h["__metadata__"].update(layer_order='["layer_9"]'), "missing"),
+    (lambda h: h["index.row_offsets"].update(dtype="F32"), "1-D int64"),
+    (lambda h: h["index.positions"].update(shape=[10 ** 15]), "1-D int64"),
+    (lambda h: h.pop("records"), "missing"),
+    (lambda h: h["__metadata__"].pop("ids"), "KeyError"),
+])
+def test_hostile_shard_headers_are_refused_with_a_clear_error(tmp_path, edit, message):
+    path, _ = small_shard(tmp_path)
+    rewrite_header(path, edit)
+    with pytest.raises(CorruptFileError, match=message) as info:
+        list(shards.iter_shard_records(path))
+    assert str(info.value).endswith(str(path))
+
+
+def test_hostile_offsets_and_truncated_shards_are_refused(tmp_path):
+    path, _ = small_shard(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    start = 8 + n + header["index.row_offsets"]["data_offsets"][0]
+    bad = bytearray(data)
+    bad[start + 8:start + 16] = (10 ** 9).to_bytes(8, "little")        # offsets past the rows
+    open(path, "wb").write(bad)
+    with pytest.raises(CorruptFileError, match="row_offsets"):
+        shards.read_shard_layer(path, "layer_0")
+    open(path, "wb").write(data[:-5])                                   # torn tail
+    with pytest.raises(CorruptFileError, match="truncated"):
+        shards.read_shard_layer(path, "layer_0")
+
+
+def test_hostile_shard_gives_one_error_line_in_the_analysis_cli(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    shard = run / read_rows(run)[0]["activation_shard"]
+    shard.write_bytes(b"\xff" * 64)
+    assert analysis_cli.main(["--probe", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(shard) in err
+
+
+# ----------------------------------------------------------------------------- --export_hf
+
+@pytest.mark.parametrize("store", [0, 1])
+def test_export_hf_loads_with_datasets_and_holds_the_run_values(runs, tmp_path, capsys, store):
+    import datasets
+    out = tmp_path / "export"
+    code = analysis_cli.main(["--export_hf", str(runs[store]), str(out), "--layers", "layer_0,final_norm",
+                              "--reduce", "mean_prompt"])
+    assert code == 0 and "exported 12 questions" in capsys.readouterr().out
+    ds = datasets.load_from_disk(str(out))
+    assert ds.column_names == ["id", "correct", "category", "layer_0", "final_norm"] and len(ds) == 12
+    rows = read_rows(runs[0])
+    assert ds["id"] == [r["id"] for r in rows] and ds["correct"] == [r["correct"] for r in rows]
+    assert ds["category"] == [r["category"] for r in rows]
+    arrays = ds.with_format("numpy")
+    for i, row in enumerate(rows):                   # against each record, reduced by hand
+        rec = storage.load_activations(runs[0] / row["activation_file"])
+        for name in ("layer_0", "final_norm"):
+            expected = rec["activations"][name][: rec["num_prompt_tokens"]].mean(dim=0).numpy()
+            np.testing.assert_allclose(arrays[name][i], expected, rtol=1e-6, atol=1e-7)
+    # a second export into the same folder is refused; nothing is changed
+    assert analysis_cli.main(["--export_hf", str(runs[store]), str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert len(datasets.load_from_disk(str(out))) == 12
