@@ -219,16 +219,16 @@ def test_a_small_shard_round_trips_with_variable_positions(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h["act.layer_0"].update(shape=[10 ** 12, 4]), "rows"),
-    (lambda h: h["act.layer_0"].update(shape="x"), "rows"),
-    (lambda h: h["act.layer_0"].update(data_offsets=[0, 2 ** 70]), "tile"),
+    (lambda h: h["act.layer_0"].update(shape=[10 ** 12, 4]), "bad header entry"),
+    (lambda h: h["act.layer_0"].update(shape="x"), "bad header entry"),
+    (lambda h: h["act.layer_0"].update(data_offsets=[0, 2 ** 70]), "bad header entry"),
     (lambda h: h["act.layer_0"].update(data_offsets=[0, h["act.layer_0"]["data_offsets"][1]
                                                      - h["act.layer_0"]["data_offsets"][0]]), "tile"),
     (lambda h: h["__metadata__"].update(ids='["a", "a", "b"]'), "malformed ids"),
     (lambda h: h["__metadata__"].update(format="activation-record"), "no activation-shard metadata"),
     (lambda h: h["__metadata__"].update(layer_order='["layer_9"]'), "missing"),
-    (lambda h: h["index.row_offsets"].update(dtype="F32"), "1-D int64"),
-    (lambda h: h["index.positions"].update(shape=[10 ** 15]), "1-D int64"),
+    (lambda h: h["index.row_offsets"].update(dtype="F32"), "1-D int64|bad header entry"),
+    (lambda h: h["index.positions"].update(shape=[10 ** 15]), "bad shape|bad header entry"),
     (lambda h: h.pop("records"), "missing"),
     (lambda h: h["__metadata__"].pop("ids"), "KeyError"),
 ])

@@ -46,6 +46,7 @@ from safetensors import safe_open
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt, format_hint  # noqa: F401
 from .run_folder import RECORD_FORMATS as FORMATS
+from .run_folder import is_run_folder
 from .safe_pickle import check_shape, check_structure, open_regular, safe_load
 
 _SAFETENSORS_FORMAT = "activation-record"              # header metadata "format" value
@@ -273,7 +274,7 @@ def load_activations(path, layers=None, *, question_id=None):
     unsupported extension or unknown layer names (the message lists the available ones).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) and is_run_folder(path):
         return _load_from_run(path, layers if question_id is None else question_id,
                               None if question_id is None else layers)
     ext = _extension(path)
@@ -368,15 +369,14 @@ def _load_safetensors(path, layers):
             record[key] = fields[key]
     return record
 
-def _read_header(f, path, size):
-    """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
-    .safetensors file open as `f` (`size` bytes), from one read of its head. The header length
-    is checked against the file size before it is read; every entry is checked (known dtype,
-    shape, offsets that fit its bytes) and together they must tile the data exactly, from its
-    start to the file's end (as safetensors checks: a truncated file fails here)."""
+def _check_head(f, path, nbytes, size=None):
+    """(the first `nbytes` of the .safetensors file open as `f`, its header length, its size):
+    the header length checked against the file size before anything is allocated."""
+    if size is None:
+        size = os.fstat(f.fileno()).st_size
     if size == 0:
         raise corrupt(path, "empty file")
-    head = f.read(min(size, _HEAD_READ))
+    head = f.read(min(size, nbytes))
     if size < 8:
         raise corrupt(path, f"only {size} bytes, shorter than a safetensors header")
     n = int.from_bytes(head[:8], "little")
@@ -386,6 +386,16 @@ def _read_header(f, path, size):
     if head[8:9] != b"{":
         raise corrupt(path, "not a safetensors file: the header is not JSON"
                       + format_hint(head[:16]))
+    return head, n, size
+
+
+def _read_header(f, path, size):
+    """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
+    .safetensors file open as `f` (`size` bytes), from one read of its head. The header length
+    is checked against the file size before it is read; every entry is checked (known dtype,
+    shape, offsets that fit its bytes) and together they must tile the data exactly, from its
+    start to the file's end (as safetensors checks: a truncated file fails here)."""
+    head, n, _ = _check_head(f, path, _HEAD_READ, size)
     if len(head) < 8 + n:
         head += f.read(8 + n - len(head))
     try:
