@@ -46,7 +46,7 @@ import os
 
 from .errors import BenchmarkError
 from .grading import GRADERS, GoldError, LETTERS, grade, grade_choice, grade_choice_all, grade_number, grade_text, \
-    grader_name, resolve_gold
+    grader_name, resolve_gold, _scalar
 from .prompts import format_question
 
 __all__ = [
@@ -382,17 +382,6 @@ def _skipped_id(record, fields):
     row_id = _scalar(record.get(fields["id"]))
     question = _scalar(record.get(fields["question"]))
     return row_id or (stable_id(question) if question else None)
-
-
-def _scalar(value):
-    """Text of a JSON scalar, stripped ("" for missing); None when it is not a scalar."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value).strip()
-    return None
 
 
 def _as_list(value):
