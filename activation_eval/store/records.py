@@ -399,14 +399,7 @@ def _read_header(f, path, size):
     if len(head) < 8 + n:
         head += f.read(8 + n - len(head))
     try:
-        entries = json.loads(head[8:8 + n])
-        if not isinstance(entries, dict):
-            raise ValueError("the header is not a JSON object")
-        meta = entries.pop("__metadata__", None) or {}
-        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise ValueError("header metadata is not a {str: str} object")
-        for key, entry in entries.items():
-            _check_entry(key, entry)
+        entries, meta = _checked_header(head[8:8 + n])
     except (ValueError, TypeError, RecursionError) as e:
         raise corrupt(path, e) from None
     end = 0
@@ -420,6 +413,20 @@ def _read_header(f, path, size):
         raise corrupt(path, f"the header places {end} bytes of tensor data, the file holds "
                             f"{size - 8 - n} (truncated?)")
     return entries, meta, 8 + n
+
+def _checked_header(text):
+    """(tensor entries, metadata) of a safetensors header's JSON `text`; ValueError unless it is an
+    object, its metadata a {str: str} object and every entry one _check_entry accepts."""
+    entries = json.loads(text)
+    if not isinstance(entries, dict):
+        raise ValueError("the header is not a JSON object")
+    meta = entries.pop("__metadata__", None) or {}
+    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise ValueError("header metadata is not a {str: str} object")
+    for key, entry in entries.items():      # dtype, shape and byte span, before any is read
+        _check_entry(key, entry)
+    return entries, meta
+
 
 def _check_entry(key, entry):
     """ValueError unless `entry` is a tensor entry safetensors would accept: a known dtype, a

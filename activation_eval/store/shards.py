@@ -40,7 +40,7 @@ import torch
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import corrupt
 # the record codec's own layout and header checks: a shard is a .safetensors file like a record
-from .records import _HEAD_READ, _ST_NAMES, _check_entry, _check_head, _read_tensor
+from .records import _HEAD_READ, _ST_NAMES, _check_head, _checked_header, _read_tensor
 
 SHARD_FORMAT = "activation-shard"
 _VERSION = "1"
@@ -227,14 +227,7 @@ def read_shard_index(path, f=None):
     try:
         if len(head) < 8 + n_head:
             head += f.read(8 + n_head - len(head))
-        entries = json.loads(head[8:8 + n_head])
-        if not isinstance(entries, dict):
-            raise ValueError("the header is not a JSON object")
-        meta = entries.pop("__metadata__", None) or {}
-        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise ValueError("header metadata is not a {str: str} object")
-        for key, entry in entries.items():      # dtype, shape and byte span, before any is read
-            _check_entry(key, entry)
+        entries, meta = _checked_header(head[8:8 + n_head])
         if meta.get("format") != SHARD_FORMAT:
             raise ValueError("no activation-shard metadata (a per-question record or another tool's file?)")
         if meta.get("format_version") != _VERSION:
