@@ -9,17 +9,24 @@ tensors of (1, 576) float32 (71 KB), ~45 input and ~10 output ids, and the metad
 record carries (prompt, response, model summary, generation settings, versions, grading). The
 activations are random; a pool of 64 distinct records is reused under fresh question ids.
 
-Write (interleaved repeats, fresh folder each): "shards" = store.shards.write_shard of units of
-64 questions (the runner's unit at --batch_size 8; atomic, one fsync per shard); "files .pkl" /
-"files .safetensors" = store.records.save_activations per question (atomic, one fsync each),
-on fewer questions (--file_questions) because they are slower.
+Write (interleaved repeats, fresh folder each): "shards" = the runner's shard writer
+(run.shard_buffer.ShardBuffer) on units of 64 questions (the runner's unit at --batch_size 8):
+units are held until they reach --shard_mb (default: main.py's --shard_size_mb, 256 MB, ~3,600
+questions here), then written as one shard (atomic, one fsync) and their rows appended to
+results.jsonl (one fsync); "shards, one unit each" = the same with --shard_size_mb 0;
+"files .pkl" / "files .safetensors" = store.records.save_activations per question (atomic, one
+fsync each) and its row appended (one fsync), as the runner does, on fewer questions
+(--file_questions) because they are slower. Rows are the runner's results rows (~0.6 KB of JSON).
+The big run gives every record its own tensors (as a real run does), so its RSS shows what the
+held units cost.
 Read, cold (every file's pages dropped with posix_fadvise DONTNEED first, untimed; the virtual
 disk's host may still cache): "layer_15, shards" = read_shard_layer of each shard, concatenated
 (the storage layer); "load_run_layer, shards" = the user's call, including parsing the 100k-row
 results.jsonl and reduce=last_prompt; "numpy.load" = one np.load of an .npy holding the same
 bytes (n x 576 float32): the baseline; "load_run_layer, files" on --file_questions files,
 extrapolated per question. "q per CPU s" divides by this process's CPU time (the sampling thread
-included), which other jobs on a shared machine disturb far less than wall time. Memory: resident set size sampled every 5 ms by a thread.
+included), which other jobs on a shared machine disturb far less than wall time. Memory: resident
+set size sampled every 5 ms by a thread.
 Targets (issue 15): write >= 2000 questions/s; one layer across 100k questions cold <= 2 s and
 >= 50% of numpy.load's bandwidth; peak memory flat while writing. Writes perf/out/shard_bench.json.
 """
@@ -30,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -85,34 +93,53 @@ class PeakRss:
         self.peak = max(self.peak, rss_mb())
 
 
-def write_shard_run(shards, run_folder, pool, folder, n, results=True, rss=None):
-    """n questions as shards of UNIT (+ results.jsonl rows naming them); RSS after every shard."""
-    shard_key, row_key = run_folder.SHARD_FIELDS
-    rows = []
+def results_row(qid, record):
+    """A results row as the runner writes it (eval.answering.RESULT_FIELDS), ~0.6 KB of JSON."""
+    grading = record["grading"]
+    return {"id": qid, "category": grading["category"], "question": record["prompt"],
+            "prompt": "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+                      "Face<|im_end|>\n<|im_start|>user\n" + record["prompt"] + "<|im_end|>\n<|im_start|>assistant\n",
+            "response": record["response"], "answer": grading["answer"], "extracted": grading["extracted"],
+            "correct": grading["correct"], "grader": grading["grader"],
+            "num_prompt_tokens": record["num_prompt_tokens"], "num_generated_tokens": record["num_generated_tokens"]}
+
+
+def write_shard_run(folder, pool, n, shard_mb, fresh=False, rss=None):
+    """n questions through the runner's shard writer (run.shard_buffer.ShardBuffer): units of UNIT
+    questions, a shard written (atomic, one fsync) when the held units reach `shard_mb` MB, then
+    its rows appended to results.jsonl (one fsync). fresh: every record gets its own activation
+    tensors (as a real run's do: what memory holds), else the pool's are shared. RSS after every unit."""
+    from activation_eval.run.shard_buffer import ShardBuffer
+    from activation_eval.store import run_folder
+    config = types.SimpleNamespace(shard_size_mb=shard_mb, output_dir=folder,
+                                   activation_save_dir=os.path.join(folder, "activations"))
+    buffer, results = ShardBuffer(config), run_folder.results_path(folder)
+    os.makedirs(folder, exist_ok=True)
     for start in range(0, n, UNIT):
-        ids = [f"q{q:07d}" for q in range(start, min(n, start + UNIT))]
         key = f"{start:012x}"
-        path = run_folder.unit_shard_path(os.path.join(folder, "activations"), key)
-        shards.write_shard(path, ids, pool[:len(ids)])
-        rel = os.path.relpath(path, folder)
-        rows += [{"id": q, "correct": bool(i % 2), "batch": key, shard_key: rel, row_key: i}
-                 for i, q in enumerate(ids)]
+        for q in range(start, min(n, start + UNIT)):
+            record = pool[q % len(pool)]
+            if fresh:
+                record = {**record, "activations": {k: t.clone() for k, t in record["activations"].items()}}
+            buffer.add(results_row(f"q{q:07d}", record), record, key)
+        if buffer.full():
+            run_folder.append_results(results, buffer.flush())
         if rss is not None:
             rss.append(rss_mb())
-    if results:
-        with open(run_folder.results_path(folder), "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    if buffer:
+        run_folder.append_results(results, buffer.flush())
 
 
 def write_file_run(records, run_folder, pool, folder, n, fmt):
-    rows = []
+    """n questions through the file store as the runner writes them: the record file (atomic,
+    fsync), then its row appended to results.jsonl (fsync)."""
+    results = run_folder.results_path(folder)
+    os.makedirs(folder, exist_ok=True)
     for q in range(n):
-        path = run_folder.record_path(os.path.join(folder, "activations"), f"q{q:07d}", fmt)
-        records.save_activations(pool[q % len(pool)], path)
-        rows.append({"id": f"q{q:07d}", "correct": bool(q % 2), "activation_file": os.path.relpath(path, folder)})
-    with open(run_folder.results_path(folder), "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
+        qid, record = f"q{q:07d}", pool[q % len(pool)]
+        path = run_folder.record_path(os.path.join(folder, "activations"), qid, fmt)
+        records.save_activations(record, path)
+        run_folder.append_results(results, [{**results_row(qid, record), "activation_file": os.path.relpath(path, folder)}])
 
 
 def evict_tree(folder):
@@ -127,11 +154,14 @@ def main():
     p.add_argument("--write_questions", type=int, default=10_000, help="questions per timed shard write")
     p.add_argument("--file_questions", type=int, default=1000, help="questions for the file store (default 1000)")
     p.add_argument("--dir", default=None, help="folder for the files (default: a temp folder)")
+    p.add_argument("--shard_mb", type=float, default=None, help="--shard_size_mb of the shard runs (default: main.py's)")
     args = p.parse_args()
     if args.quick:
         args.questions, args.write_questions, args.file_questions = 5000, 2000, 300
         args.repeats = min(args.repeats, 2)
     torch = common.setup(args.threads)
+    from activation_eval.run.config import DEFAULT_SHARD_MB
+    args.shard_mb = DEFAULT_SHARD_MB if args.shard_mb is None else args.shard_mb
     from activation_eval.analysis.dataset import load_run_layer
     from activation_eval.store import records, run_folder, shards
     pool = record_pool(torch)
@@ -151,13 +181,15 @@ def main():
                 folders[name] = fresh()
             return prepare, lambda: write(folders[name])
         nw, nf = args.write_questions, args.file_questions
-        write = {"shards": variant("shards", lambda d: write_shard_run(shards, run_folder, pool, d, nw, False)),
+        mb = args.shard_mb
+        write = {"shards": variant("shards", lambda d: write_shard_run(d, pool, nw, mb)),
+                 "shards, one unit each": variant("unit", lambda d: write_shard_run(d, pool, nw, 0)),
                  "files .pkl": variant("pkl", lambda d: write_file_run(records, run_folder, pool, d, nf, "pkl")),
                  "files .safetensors": variant("st", lambda d: write_file_run(records, run_folder, pool, d, nf,
                                                                                "safetensors"))}
         print("writing", file=sys.stderr)
         wall, cpu = common.interleaved(write, args.repeats, warmup=0)
-        for name, n in [("shards", nw), ("files .pkl", nf), ("files .safetensors", nf)]:
+        for name, n in [("shards", nw), ("shards, one unit each", nw), ("files .pkl", nf), ("files .safetensors", nf)]:
             st = common.stats(wall[name])
             row = {"op": f"write, {name}", "questions": n, "q_per_s": n / st["median_s"],
                    "q_per_cpu_s": n / common.stats(cpu[name])["median_s"],
@@ -175,16 +207,17 @@ def main():
         rss = []
         with PeakRss() as mem:
             start, cpu_start = time.perf_counter(), time.process_time()
-            write_shard_run(shards, run_folder, pool, big, args.questions, rss=rss)
+            write_shard_run(big, pool, args.questions, mb, fresh=True, rss=rss)
             elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         q = len(rss)
         rows_out.append({"op": "write, shards, the big run", "questions": args.questions,
                          "q_per_s": args.questions / elapsed, "median_s": elapsed,
                          "q_per_cpu_s": args.questions / cpu_s,
                          "mb_per_s": args.questions * LAYERS * HIDDEN * 4 / 1e6 / elapsed,
-                         "rss_mb": f"{rss[q // 10]:.0f} / {rss[q // 2]:.0f} / {rss[-1]:.0f} (peak {mem.peak:.0f})",
-                         "target": "flat RSS",
-                         "verdict": "PASS" if rss[-1] - rss[q // 10] < 50 else "MISS"})
+                         "rss_mb": f"peak {max(rss[:q // 2]):.0f} / {max(rss[q // 2:]):.0f} (1st / 2nd half), "
+                                   f"start {mem.start:.0f}",
+                         "target": "flat: 2nd half peak < 1st + 50 MB",
+                         "verdict": "PASS" if max(rss[q // 2:]) - max(rss[:q // 2]) < 50 else "MISS"})
         layer_bytes = args.questions * HIDDEN * 4
         npy = os.path.join(tmp, "layer.npy")
         np.save(npy, np.random.default_rng(0).standard_normal((args.questions, HIDDEN), dtype=np.float32))

@@ -21,17 +21,25 @@ from activation_eval.store import records as storage
 from activation_eval.store import run_folder
 from activation_eval.store import shards
 from activation_eval.store.errors import CorruptFileError
+from activation_eval.run.distributed import CRASH_ENV
+from activation_eval.run.shard_buffer import shard_name
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORE_FIELDS = ("activation_file", "activation_shard", "activation_row")
 
 
-def args(model, out, store, limit=12):
-    # batch 1 with continuous batching: units of 8 questions, so 12 questions make 2 shards
+def args(model, out, store, limit=12, shard_mb=None):
+    # batch 1 with continuous batching: units of 8 questions, so 12 questions make 2 units; by default
+    # both go into one shard, with shard_mb=0 each into its own
     return ["--model", model, "--limit", str(limit), "--batch_size", "1", "--max_new_tokens", "6",
             "--capture_activations", "--layers", "embeddings,0,-1,final_norm", "--output_dir", str(out),
-            "--activation_store", store]
+            "--activation_store", store] + ([] if shard_mb is None else ["--shard_size_mb", str(shard_mb)])
+
+
+def unit_shards(rows):
+    """The shard names of a run written with one unit per shard: its rows' unit keys."""
+    return sorted(f"{key}.safetensors" for key in {row["batch"] for row in rows})
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,12 @@ def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
     rows_f, rows_s = read_rows(files), read_rows(sharded)
     assert strip(rows_f) == strip(rows_s)
     units = sorted(os.listdir(sharded / "activations" / "units"))
-    assert len(units) == 2 and sorted(os.listdir(sharded / "activations")) == ["units"]
-    assert {r["activation_shard"] for r in rows_s} == {f"activations/units/{u}" for u in units}
+    keys = list(dict.fromkeys(r["batch"] for r in sorted(rows_s, key=lambda r: r["activation_row"])))
+    assert len(keys) == 2 and sorted(os.listdir(sharded / "activations")) == ["units"]
+    # both units in one shard (far below --shard_size_mb), named by the digest of their keys
+    assert units == [f"{shard_name(keys)}.safetensors"] and len(units[0]) == len("0123456789abcdef.safetensors")
+    assert {r["activation_shard"] for r in rows_s} == {f"activations/units/{units[0]}"}
+    assert sorted(r["activation_row"] for r in rows_s) == list(range(12))
     lengths = set()
     for row in rows_f:
         from_file = storage.load_activations(files / row["activation_file"])     # the file store's reader
@@ -121,7 +133,7 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
         real_append(path, rows)
 
     monkeypatch.setattr(run_folder, "append_results", append_then_fail)
-    assert run_main(*args(tiny_dir, out, "shards")) == 2
+    assert run_main(*args(tiny_dir, out, "shards", shard_mb=0)) == 2
     monkeypatch.setattr(run_folder, "append_results", real_append)
     rows = read_rows(out)
     assert len(rows) == appended[0] == 8                        # one whole unit, nothing of the next
@@ -131,16 +143,40 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
         storage.load_activations(out, row["id"])
     # a writer killed mid-shard leaves a temp file; a torn shard never gets its final name
     (units / ".deadbeefdead.safetensors.0123abcd.tmp").write_bytes(b"\x10\x00" * 100)
-    assert run_main(*args(tiny_dir, out, "shards"), "--resume") == 0
+    assert run_main(*args(tiny_dir, out, "shards", shard_mb=0), "--resume") == 0
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
     for row in read_rows(runs[1]):
         assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
-    assert sorted(os.listdir(units)) == sorted(os.listdir(runs[1] / "activations" / "units"))  # temp file gone
+    assert sorted(os.listdir(units)) == unit_shards(read_rows(out))     # the temp file is gone
+
+
+def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_orphan(
+        tiny_dir, runs, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "run"
+
+    def fail(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_folder, "append_results", fail)
+    assert run_main(*args(tiny_dir, out, "shards")) == 2
+    monkeypatch.undo()
+    units = out / "activations" / "units"
+    assert not (out / "results.jsonl").exists()                   # no row: both units were in the buffer
+    assert os.listdir(units) == os.listdir(runs[1] / "activations" / "units")   # their complete shard, unnamed
+    # resumed with one unit per shard (not a setting a resume must share): other names, the orphan goes
+    caplog.set_level(logging.INFO, logger="activation_eval.run.shard_buffer")
+    assert run_main(*args(tiny_dir, out, "shards", shard_mb=0), "--resume") == 0
+    rows = read_rows(out)
+    assert sorted(os.listdir(units)) == unit_shards(rows) and len(unit_shards(rows)) == 2
+    assert "removed 1 shard(s) that no results row names" in caplog.text
+    assert strip(rows) == strip(read_rows(runs[1]))
+    for row in rows:
+        assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
 
 
 def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards"), "--quiet"]
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards", shard_mb=0), "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results, deadline = out / "results.jsonl", time.time() + 120
@@ -168,7 +204,8 @@ def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, 
     assert not (out / "shards").exists()                        # the rows' rank files were merged
     rows, reference = read_rows(out), read_rows(runs[1])
     assert strip(rows) == strip(reference)                      # same units, answers, grades
-    assert sorted(os.listdir(out / "activations" / "units")) == sorted(os.listdir(runs[1] / "activations" / "units"))
+    # each process had one unit to answer: one shard each, named by its unit
+    assert sorted(os.listdir(out / "activations" / "units")) == unit_shards(rows)
     for row in reference:                                       # (one thread here: last float bits may differ)
         a, b = storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"])
         for name, t in b["activations"].items():
@@ -290,3 +327,71 @@ def test_export_hf_loads_with_datasets_and_holds_the_run_values(runs, tmp_path, 
     assert analysis_cli.main(["--export_hf", str(runs[store]), str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     assert len(datasets.load_from_disk(str(out))) == 12
+
+
+# ----------------------------------------------------------------------------- grouping units into shards
+
+def buffered_record(rows_kept):
+    return {"prompt": "p", "activations": {"layer_0": torch.zeros(rows_kept, 256)}, "positions_kept": list(range(rows_kept))}
+
+
+def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monkeypatch):
+    from activation_eval.run.config import RunConfig
+    from activation_eval.run.shard_buffer import ShardBuffer
+    # each question keeps 4 rows of 256 float32 = 4 KiB; a unit of 3 questions 12 KiB; target 20 KiB
+    config = RunConfig(output_dir=str(tmp_path), capture_activations=True, activation_store="shards",
+                       shard_size_mb=20 / 1024)
+    buffer, written = ShardBuffer(config), []
+    for u, key in enumerate(["aaaaaa000001", "aaaaaa000002", "aaaaaa000003"]):
+        for q in range(3):
+            buffer.add({"id": f"u{u}q{q}"}, buffered_record(4), key)
+        if buffer.full():
+            written.append(buffer.flush())
+    assert not buffer.full()                              # 12 KiB held after the second flush point
+    written.append(buffer.flush())
+    assert [len(rows) for rows in written] == [6, 3]     # two units (24 KiB >= 20) then the last one
+    first, last = written
+    assert {r["activation_shard"] for r in first} == {f"activations/units/{shard_name(['aaaaaa000001', 'aaaaaa000002'])}.safetensors"}
+    assert {r["activation_shard"] for r in last} == {"activations/units/aaaaaa000003.safetensors"}
+    assert [r["activation_row"] for r in first] == list(range(6)) and [r["batch"] for r in first][2:4] == \
+        ["aaaaaa000001", "aaaaaa000002"]
+    for rows in written:
+        path = tmp_path / rows[0]["activation_shard"]
+        assert shards.read_shard_index(path).ids == [r["id"] for r in rows]
+    assert not buffer and buffer.flush() == []
+
+
+def test_a_unit_waits_at_most_ten_minutes_for_its_shard(tmp_path, monkeypatch):
+    from activation_eval.run import shard_buffer
+    from activation_eval.run.config import RunConfig
+    config = RunConfig(output_dir=str(tmp_path), capture_activations=True, activation_store="shards")
+    now = [1000.0]
+    monkeypatch.setattr(shard_buffer.time, "monotonic", lambda: now[0])
+    buffer = shard_buffer.ShardBuffer(config)
+    assert not buffer.full()                              # empty: nothing to write
+    buffer.add({"id": "a"}, buffered_record(1), "bbbbbb000001")
+    now[0] += shard_buffer.SHARD_MAX_SECONDS - 1
+    assert not buffer.full()                              # 1 KiB, far below 256 MB, and not yet old
+    now[0] += 1
+    assert buffer.full()
+
+
+def test_shard_size_mb_must_be_a_size(tmp_path):
+    from activation_eval.run.config import RunConfig, RunError
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(RunError, match="--shard_size_mb must be a number of MB >= 0"):
+            RunConfig(output_dir=str(tmp_path), shard_size_mb=bad)
+
+
+def test_a_crash_between_units_of_one_shard_loses_only_unwritten_units(tiny_dir, runs, tmp_path):
+    """A process that dies after its first unit, whose records wait in the buffer, leaves no row
+    and no shard; --resume answers everything and gives the reference run."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards"), "--quiet"]
+    env = {**os.environ, CRASH_ENV: "0:1"}
+    assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 3
+    assert not (out / "results.jsonl").exists() and os.listdir(out / "activations") == []
+    proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert strip(read_rows(out)) == strip(read_rows(runs[1]))
+    assert os.listdir(out / "activations" / "units") == os.listdir(runs[1] / "activations" / "units")

@@ -957,6 +957,32 @@ def test_torn_middle_line_keeps_every_valid_row_after_it(tmp_path, caplog):
     assert path.read_text().count("\n") == 3 and read_results(tmp_path / "run") == rows
 
 
+def line_by_line(text):
+    """An independent reading of a results file: each non-empty line parsed alone."""
+    rows, dropped = [], []
+    for number, line in enumerate(text.split(b"\n"), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except ValueError:
+                row = None
+            (rows.append(row) if isinstance(row, dict) else dropped.append(number))
+    return rows, dropped
+
+
+@pytest.mark.parametrize("text", [
+    b'{"id": "a"}\n{"id": "b"}\n', b'{"id": "a"}\n\n  \n{"id": "b"}',       # intact, blank lines
+    b'{"id": "a"}, {"id": "b"}\n{"id": "c"}\n',            # two objects on one line: valid as one array
+    b'{"id": "a", "x": [1\n2]}\n{"id": "c"}\n',            # one object over two lines: likewise
+    b'{"id": "a"}\n[1, 2]\n7\n"s"\n{"id": "b"}\n',         # JSON that is not an object
+    b'{"id": "a"}\n{"id": "\xff"}\n{"id": "b"}\n',         # not UTF-8
+    b'{"id": "a"}\n{"id": "b", "co', b'', b'\n\n'])      # torn last line, empty files
+def test_results_are_read_as_line_by_line_parsing_reads_them(tmp_path, text):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(text)
+    assert run_folder.scan_results(path) == line_by_line(text)
+
+
 def test_load_run_layer_errors(tmp_path):
     write_run(tmp_path / "run")
     with pytest.raises(ValueError, match="unknown layer name.*available: .*'layer_0'"):

@@ -65,16 +65,14 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
     layers = list(layers)
-    if _uses_shards(run_dir):
+    results = read_results(run_dir)
+    if any(row.get(SHARD_FIELDS[0]) for row in results):     # saved with --activation_store shards
         if reduce in ANSWER_REDUCTIONS:
             raise ValueError(f"reduce={reduce!r} needs per-question record files; {run_dir} was saved "
                              f"with --activation_store shards (use last_prompt, mean_prompt, last or an index)")
-        out, used = {}, None
-        for name in tqdm(layers, desc="layers", unit="layer", file=sys.stderr, disable=not progress):
-            out[name], used = _shard_run_layer(run_dir, name, reduce)
-        return out, used
+        return _shard_run_layers(run_dir, results, layers, reduce, progress)
     vectors, used, no_answer = {name: [] for name in layers}, [], 0
-    for row in tqdm(read_results(run_dir), desc=f"reading {', '.join(layers)[:40]}", unit="file",
+    for row in tqdm(results, desc=f"reading {', '.join(layers)[:40]}", unit="file",
                     file=sys.stderr, disable=not progress):
         rel = row.get("activation_file")
         if not rel:
@@ -114,46 +112,48 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
     return out, used
 
 
-def _uses_shards(run_dir):
-    """Was the run saved with --activation_store shards (its rows name shards)?"""
-    return any(row.get(SHARD_FIELDS[0]) for row in read_results(run_dir))
-
-
-def _shard_run_layer(run_dir, layer, reduce):
-    """load_run_layer of a run whose records are in shards (rows naming files are read as files)."""
-    used, files, by_shard, existing = [], {}, {}, set()       # files: {slot: vector}
+def _shard_run_layers(run_dir, results, layers, reduce, progress):
+    """load_run_layers of a run whose records are in shards (rows naming files are read as files):
+    the rows are grouped by shard in one pass, then each layer is one read per shard."""
+    from tqdm import tqdm
+    used, files, by_shard, existing = [], [], {}, set()    # files: (slot, path); by_shard: {shard: [slot]}
     shard_key, row_key = SHARD_FIELDS
-    for row in read_results(run_dir):
-        shard = row.get(shard_key)
-        if not (shard and type(row.get(row_key)) is int and shard in by_shard):   # else: a known shard
+    for row in results:
+        slots = by_shard.get(row.get(shard_key))
+        if slots is None or type(row.get(row_key)) is not int:      # a row of a shard not yet seen, or odd
             location = record_location(run_dir, row, existing)
             if location is None:
                 continue
             if location[0] == "file":
-                record = load_activations(location[1], layers=[layer])
-                # a copy: a view would keep the record's whole layer tensor alive until the end
-                files[len(used)] = _pick_vector(record, layer, reduce, location[1]).copy()
+                files.append((len(used), location[1]))
                 used.append(row)
                 continue
-            by_shard.setdefault(shard, ([], [], []))
-        slots, shard_rows, ids = by_shard[shard]        # filled from the shard below
+            slots = by_shard.setdefault(row[shard_key], [])
         slots.append(len(used))
-        shard_rows.append(row[row_key])
-        ids.append(row.get("id"))
         used.append(row)
     if not used:
         raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
-    blocks = [(list(files), np.stack(list(files.values())))] if files else []
-    blocks += [(slots, _shard_vectors(read_shard_layer(os.path.join(run_dir, shard), layer), rows, ids, reduce))
-               for shard, (slots, rows, ids) in by_shard.items()]
-    widths = {block.shape[1] for _, block in blocks}
-    if len(widths) > 1:
-        raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
-                         f"run's records: {run_dir}")
-    X = np.empty((len(used), widths.pop()), dtype=np.float32)
-    for slots, block in blocks:
-        X[slots] = block
-    return X, used
+    groups = [(slots, [used[k][row_key] for k in slots], [used[k].get("id") for k in slots], os.path.join(run_dir, shard))
+              for shard, slots in by_shard.items()]
+    out = {}
+    for layer in tqdm(layers, desc="layers", unit="layer", file=sys.stderr, disable=not progress or len(layers) < 2):
+        # copies: a view would keep a record's whole layer tensor alive until the end
+        blocks = [([slot for slot, _ in files],
+                   np.stack([_pick_vector(load_activations(path, layers=[layer]), layer, reduce, path).copy()
+                             for _, path in files]))] if files else []
+        blocks += [(slots, _shard_vectors(read_shard_layer(path, layer), rows, ids, reduce))
+                   for slots, rows, ids, path in groups]
+        widths = {block.shape[1] for _, block in blocks}
+        if len(widths) > 1:
+            raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
+                             f"run's records: {run_dir}")
+        out[layer] = np.empty((len(used), widths.pop()), dtype=np.float32)
+        for slots, block in blocks:
+            if slots == list(range(slots[0], slots[0] + len(slots))):
+                out[layer][slots[0]:slots[0] + len(slots)] = block      # a slice: one memcpy, no index array
+            else:
+                out[layer][slots] = block
+    return out, used
 
 
 def _shard_vectors(shard, rows, ids, reduce):
@@ -161,7 +161,7 @@ def _shard_vectors(shard, rows, ids, reduce):
     questions (a shard holds hundreds): [len(rows), hidden]."""
     index, path = shard.index, shard.index.path
     n = len(index.ids)
-    held = [index.ids[i] if 0 <= i < n else None for i in rows]
+    held = index.ids if rows == list(range(n)) else [index.ids[i] if 0 <= i < n else None for i in rows]
     if held != list(map(str, ids)):
         qid, i, found = next((q, i, h) for q, i, h in zip(ids, rows, held) if h != str(q))
         raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
@@ -176,7 +176,7 @@ def _shard_vectors(shard, rows, ids, reduce):
     if reduce == "last":
         if np.any(counts == 0):
             raise ValueError(f"question {ids[int(np.argmax(counts == 0))]!r} keeps no positions: {path}")
-        return t[torch.from_numpy(ends - 1)].float().numpy()
+        return _take_rows(t, ends - 1)
     n_prompt = index.num_prompt_tokens[rows]
     if np.any(n_prompt < 0):
         raise ValueError(f"question {ids[int(np.argmax(n_prompt < 0))]!r} has neither num_prompt_tokens "
@@ -205,7 +205,15 @@ def _shard_vectors(shard, rows, ids, reduce):
         q = int(np.argmax(found < 0))
         raise ValueError(f"question {ids[q]!r} has no row for token position {int(target[q])} "
                          f"(reduce={reduce!r}): {path}")
-    return t[torch.from_numpy(found)].float().numpy()
+    return _take_rows(t, found)
+
+
+def _take_rows(t, rows):
+    """float32 numpy rows `rows` of tensor t: t itself (no copy) when that is every row in order,
+    as for a run captured at one position per question (a gather of a shard's 3,600 rows is ~7 ms)."""
+    if len(rows) == t.shape[0] and np.array_equal(rows, np.arange(len(rows))):
+        return t.float().numpy()
+    return t[torch.from_numpy(rows)].float().numpy()
 
 
 REDUCTIONS = ("last_prompt", "mean_prompt", "last") + ANSWER_REDUCTIONS

@@ -22,7 +22,7 @@ import sys
 from ..store import run_folder
 from ..store.records import load_activations
 from . import distributed
-from .config import config_from_args
+from .config import DEFAULT_SHARD_MB, config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,11 @@ def build_parser(prog="main.py"):
                    help="files: one record file per question (default); shards: one .safetensors file per unit "
                         "of questions, each layer contiguous (fast to write and to read one layer across "
                         "100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
+    c.add_argument("--shard_size_mb", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
+                   help="shards: finished units of questions are held in memory until their activations reach "
+                        "this size, then written as one shard and their rows appended (also after 10 minutes); "
+                        "a crash loses the held units, which --resume answers again. 0: one unit per shard "
+                        f"(default: {DEFAULT_SHARD_MB:g})")
 
     d = p.add_argument_group("several processes (torchrun / accelerate launch)")
     d.add_argument("--dist_timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MIN, metavar="MIN",

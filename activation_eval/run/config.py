@@ -10,6 +10,7 @@ Public names:
     config_from_args(args) the one place parsed flags become a RunConfig
     parse_limit(limit)     --limit: an int N >= 1 or a fraction 0 < f < 1
     MC_SCORING             ("generate", "loglikelihood"): how multiple-choice rows are answered
+    DEFAULT_SHARD_MB       --shard_size_mb's default (the shard store's target shard size)
 
 Example:
     >>> config = RunConfig(limit=10, output_dir="results/try", capture_activations=True)
@@ -33,6 +34,7 @@ from . import distributed
 
 
 MC_SCORING = ("generate", "loglikelihood")
+DEFAULT_SHARD_MB = 256      # --shard_size_mb: one layer of a 256 MB shard is one 8 MB read (31 layers)
 
 
 class RunError(ValueError):
@@ -88,7 +90,8 @@ class RunConfig:
     positions: str = _resume("all")     # which tokens are captured (all / prompt / generated / last_prompt / indices)
     activation_dtype: str = _resume(None)
     activation_format: str = _resume("pkl")  # pkl / safetensors (the file store's format)
-    activation_store: str = _resume("files")  # files: one record file per question; shards: one per unit
+    activation_store: str = _resume("files")  # files: one record file per question; shards: units per file
+    shard_size_mb: float = DEFAULT_SHARD_MB   # shards: units are grouped until their activations reach this
 
     def __post_init__(self):
         check_device(self.device)
@@ -112,6 +115,8 @@ class RunConfig:
             raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
         if self.activation_store not in ACTIVATION_STORES:
             raise RunError(f"--activation_store must be files or shards, got {self.activation_store!r}")
+        if not (self.shard_size_mb >= 0 and math.isfinite(self.shard_size_mb)):
+            raise RunError(f"--shard_size_mb must be a number of MB >= 0 (0: one unit per shard), got {self.shard_size_mb}")
         if self.activation_store == "shards" and self.num_samples > 1:
             # a shard's index maps a question id to one row; samples would share the id
             raise RunError("--activation_store shards keeps one record per question: with --num_samples > 1 "

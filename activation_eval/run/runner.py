@@ -31,8 +31,8 @@ together). With --num_samples N every question is planned N times, as (id, sampl
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
-each question finishes; with --activation_store shards a unit's records go into one shard when the
-unit ends, then its rows (a unit's records are held in memory until then).
+each question finishes; with --activation_store shards finished units' records are held until
+they fill a shard (--shard_size_mb, see run/shard_buffer.py), then written, then their rows.
 """
 import ctypes
 import functools
@@ -58,11 +58,11 @@ from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
 from ..store.records import save_activations
-from ..store.shards import write_shard
 from . import distributed
 from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
+from .shard_buffer import ShardBuffer, remove_unreferenced_shards
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ def _run(config, procs):
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
+    # the shard store: finished units wait here until they fill a shard (shard_buffer.py)
+    buffer = ShardBuffer(config) if config.activation_store == "shards" else None
     start = time.perf_counter()
     with _progress_bar(procs, len(jobs), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
@@ -269,19 +271,19 @@ def _run(config, procs):
                                                                             config.system_prompt)])
                 bar.update(1)
                 continue
-            unit = []           # the shard store: the unit's (result, record)s wait for its shard
             for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
-                if config.activation_store == "shards":
-                    unit.append((result, record))
+                if buffer is not None:
+                    buffer.add(result, record, key)
                 else:
                     run_folder.append_results(results_path, [_save_record(config, result, record, key)])
                 del record
                 _trim_heap()
                 bar.update(1)
-            if unit:
-                run_folder.append_results(results_path, _save_shard(config, unit, key))
-                del unit
+            if buffer is not None and buffer.full():
+                run_folder.append_results(results_path, buffer.flush())
             distributed.crash_point(procs.rank, n)
+        if buffer:
+            run_folder.append_results(results_path, buffer.flush())
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
     return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world, skipped),
@@ -445,23 +447,6 @@ def _save_record(config, result, record, key):
     return result
 
 
-def _save_shard(config, unit, key):
-    """Write a unit's records as one shard (complete, fsynced) before any of its rows exists; returns
-    the rows, each naming the shard and its row in it."""
-    results = [result for result, _ in unit]
-    for result in results:
-        result["batch"] = key
-    saved = [(result, record) for result, record in unit if record is not None and "activations" in record]
-    if saved:
-        path = run_folder.unit_shard_path(config.activation_save_dir, key)
-        write_shard(path, [result["id"] for result, _ in saved], [record for _, record in saved])
-        shard_key, row_key = run_folder.SHARD_FIELDS
-        for row, (result, _) in enumerate(saved):
-            result[shard_key] = os.path.relpath(path, config.output_dir)
-            result[row_key] = row
-    return results
-
-
 def resume_message(jobs, stored, todo):
     """What --resume will do: questions (answers, with --num_samples) already answered, and the
     units answered (again) whole."""
@@ -480,6 +465,8 @@ def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
+    if config.capture_activations and config.activation_store == "shards":
+        remove_unreferenced_shards(config.output_dir, config.activation_save_dir, final)
     summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
                            skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)

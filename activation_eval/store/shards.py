@@ -244,6 +244,11 @@ def read_shard_index(path, f=None):
     except Exception as e:
         raise corrupt(path, e) from None
     data_start, n = 8 + n_head, len(ids)
+    # the index tensors lie right after the header: one read gets the rest of them (cold, each
+    # read is a disk round trip). Their byte ranges lie inside the file (_check_tiling).
+    index_end = data_start + max(_end(entries[key]) for key in _INDEX)
+    if index_end > len(head):
+        head += f.read(index_end - len(head))
     row_offsets, positions, num_prompt = (_read_index(f, head, key, entries[key], data_start, path)
                                           for key in _INDEX)
     _check_offsets(row_offsets, n, "index.row_offsets", path)
@@ -260,6 +265,11 @@ def read_shard_index(path, f=None):
 
 
 _INDEX = ("index.row_offsets", "index.positions", "index.num_prompt_tokens")
+
+
+def _end(entry):
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    return offsets[1] if isinstance(offsets, list) and len(offsets) == 2 and type(offsets[1]) is int else 0
 
 
 def _strings(value):
