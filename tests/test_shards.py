@@ -255,6 +255,39 @@ def test_a_small_shard_round_trips_with_variable_positions(tmp_path):
     assert torch.equal(layer.rows(2), recs[2]["activations"]["layer_0"])
 
 
+def test_a_shard_is_a_safetensors_file_that_safetensors_reads(tmp_path):
+    """The streamed writer's bytes, read by the safetensors library (an independent reader)."""
+    from safetensors import safe_open
+    recs = [{"input_ids": torch.arange(3 + i), "activations": {
+        "embeddings": torch.randn(2 + i, 8, dtype=torch.bfloat16), "layer_0": torch.randn(2 + i, 8)}}
+        for i in range(4)]
+    path = shards.write_shard(tmp_path / "units" / "abcdef.safetensors", list("abcd"), recs)
+    with safe_open(path, framework="pt") as f:
+        assert torch.equal(f.get_tensor("act.embeddings"), torch.cat([r["activations"]["embeddings"] for r in recs]))
+        assert torch.equal(f.get_tensor("act.layer_0"), torch.cat([r["activations"]["layer_0"] for r in recs]))
+        assert torch.equal(f.get_tensor("field.input_ids"), torch.cat([r["input_ids"] for r in recs]))
+        assert f.get_tensor("index.row_offsets").tolist() == [0, 2, 5, 9, 14]
+        assert json.loads(f.metadata()["ids"]) == list("abcd")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["activations"].update(layer_0=torch.zeros(2, 4, dtype=torch.float64)), "one dtype"),
+    (lambda h: h["activations"].update(layer_0=torch.zeros(2, 5)), "one shape but the first dimension"),
+    (lambda h: h["activations"].update(layer_0=torch.tensor(1.0)), "one shape but the first dimension"),
+    (lambda h: h["activations"].update(layer_0=[[0.0] * 4] * 2), "torch tensors"),
+    (lambda h: h["activations"].update(layer_1=torch.zeros(2, 4)), "same layers"),
+    (lambda h: h["activations"].update(layer_0=torch.zeros(1, 4), embeddings=torch.zeros(2, 4)), "different numbers"),
+    (lambda h: h.update(prompt=object()), "cannot be stored as JSON"),
+])
+def test_a_shard_of_mismatched_records_is_refused_and_leaves_no_file(tmp_path, edit, message):
+    recs = [{"prompt": "p", "activations": {"embeddings": torch.zeros(2, 4), "layer_0": torch.ones(2, 4)}}
+            for _ in range(3)]
+    edit(recs[1])
+    with pytest.raises((ValueError, TypeError), match=message):
+        shards.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs)
+    assert not (tmp_path / "units").exists() or os.listdir(tmp_path / "units") == []
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda h: h["act.layer_0"].update(shape=[10 ** 12, 4]), "bad header entry"),
     (lambda h: h["act.layer_0"].update(shape="x"), "bad header entry"),

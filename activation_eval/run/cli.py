@@ -140,8 +140,8 @@ def build_parser(prog="main.py"):
     c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"],
                    help="format of the per-question files (default: pkl)")
     c.add_argument("--activation_store", default="files", choices=["files", "shards"],
-                   help="files: one record file per question (default); shards: one .safetensors file per unit "
-                        "of questions, each layer contiguous (fast to write and to read one layer across "
+                   help="files: one record file per question (default); shards: one .safetensors file per group "
+                        "of units of questions (--shard_size_mb), each layer contiguous (fast to write and to read one layer across "
                         "100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
     c.add_argument("--shard_size_mb", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
                    help="shards: finished units of questions are held in memory until their activations reach "
@@ -221,7 +221,7 @@ def activation_overview(directory, run_dir):
     else:
         shard_key = run_folder.SHARD_FIELDS[0]
         first_id = next(row["id"] for row in run_folder.read_results(run_dir) if row.get(shard_key))
-        what, record = (f"{len(shards)} shards (one per unit of questions)",
+        what, record = (f"{len(shards)} shards (units of questions, ~--shard_size_mb each)",
                         load_activations(run_dir, question_id=first_id))
     acts = record["activations"]
     first = next(iter(acts.values()))

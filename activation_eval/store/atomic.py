@@ -124,26 +124,40 @@ def _fsync_directory(folder):
 
 
 def write_pieces(path, pieces):
-    """Write the byte-like `pieces` to `path` with as few writev calls as the OS allows: each
-    write call costs ~20 us here (one per tensor: +0.6 ms, 20%, on a 5 MB record)."""
-    views = [p.raw() if isinstance(p, pickle.PickleBuffer) else memoryview(p).cast("B")
-             for p in pieces]                           # raw(): also Fortran-ordered buffers
-    views = [view for view in views if len(view)]
+    """Write the byte-like `pieces` (a list, or an iterable that makes them one by one) to `path`
+    with as few writev calls as the OS allows: each write call costs ~20 us here (one per tensor:
+    +0.6 ms, 20%, on a 5 MB record). Pieces are written once they add up to _BATCH_BYTES, so a
+    generator's pieces can be freed as it goes (a shard's layers are joined one at a time)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
                  0o666)
     try:
-        while views:
-            if hasattr(os, "writev"):
-                n = os.writev(fd, views[:_IOV_MAX])
-            else:
-                n = os.write(fd, views[0])
-            while views and n >= len(views[0]):         # drop what was written
-                n -= len(views.pop(0))
-            if n:
-                views[0] = views[0][n:]
+        views, held = [], 0
+        for piece in pieces:
+            view = piece.raw() if isinstance(piece, pickle.PickleBuffer) else memoryview(piece).cast("B")
+            if len(view):                                  # raw(): also Fortran-ordered buffers
+                views.append(view)
+                held += len(view)
+            if held >= _BATCH_BYTES or len(views) >= _IOV_MAX:
+                _write_all(fd, views)
+                views, held = [], 0
+        _write_all(fd, views)
     finally:
         os.close(fd)
 
+
+_BATCH_BYTES = 64 * 2**20
+
+
+def _write_all(fd, views):
+    while views:
+        if hasattr(os, "writev"):
+            n = os.writev(fd, views[:_IOV_MAX])
+        else:
+            n = os.write(fd, views[0])
+        while views and n >= len(views[0]):         # drop what was written
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def remove_stale_temp_files(directory):

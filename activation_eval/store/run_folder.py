@@ -5,7 +5,7 @@ Public names:
     RECORD_FORMATS                           (".pkl", ".safetensors"): record format = extension
     UNITS_DIR, SHARD_FIELDS                  the shard store: folder of unit shards, the row fields
                                              ("activation_shard", "activation_row") naming a record
-    unit_shard_path(directory, unit_key)     <directory>/units/<unit key>.safetensors
+    unit_shard_path(directory, shard_key)    <directory>/units/<shard key>.safetensors
     is_run_folder(path)                      does it hold results.jsonl?
     results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
@@ -37,8 +37,9 @@ Layout of a run folder:
     shards/           several processes: results.rank<R>.jsonl per process, appended like
                       results.jsonl; merged into it (and removed) at the end or at a --resume
     activations/      one record file per question (written before its results row), or with
-                      --activation_store shards: activations/units/<unit key>.safetensors, one
-                      per unit of questions (written before the unit's rows)
+                      --activation_store shards: activations/units/<shard key>.safetensors, one
+                      per group of units of questions (written before their rows; the key is
+                      the unit key of a one-unit shard: run/shard_buffer.py)
     summary.json      counts, accuracy overall and per category, errors, wall time, questions per second
     .run.lock         exists while a run holds the folder (run/lock.py); holds that run's pid
 
@@ -199,15 +200,16 @@ def row_key(row):
     it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
     sample = row.get("sample")
     return row.get("id") if sample is None else (row.get("id"), sample)
-def unit_shard_path(directory, unit_key):
-    """Path of the shard holding the records of the unit `unit_key` (runner.batch_key: 12 hex).
+def unit_shard_path(directory, shard_key):
+    """Path of the shard `shard_key` (hex: a unit's runner.batch_key, or shard_buffer.shard_name
+    of several units).
 
     >>> unit_shard_path("runs/r1/activations", "3f2a9c01b2d4")
     'runs/r1/activations/units/3f2a9c01b2d4.safetensors'
 
     Units are disjoint, so processes answering different units never write the same shard.
     """
-    key = str(unit_key)
+    key = str(shard_key)
     if not re.fullmatch(r"[0-9a-f]{6,64}", key):
         raise ValueError(f"a unit key is hex digits, got {key!r}")
     return os.path.join(os.fspath(directory), UNITS_DIR, key + ".safetensors")

@@ -31,6 +31,7 @@ checked before anything is allocated: a hostile or torn file gives CorruptFileEr
 """
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 
@@ -54,10 +55,11 @@ def write_shard(path, ids, records):
     >>> write_shard("acts/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
 
     All records must hold the same layers (same order, dtype and trailing shape) and the same
-    tensor fields; a record's layers must share their row count (its kept positions). Each layer
-    is gathered with one torch.cat across the records (per-tensor Python work is what limits a
-    writer of small records) and written from that memory, atomically, with one fsync
-    (StorageError on I/O failure).
+    tensor fields; a record's layers must share their row count (its kept positions). Everything is
+    checked before the file is opened. Each layer is joined with one torch.cat across the records
+    (per-tensor Python work is what limits a writer of small records) only when its turn to be
+    written comes, so one joined layer at a time sits in memory beside the records; the file is
+    written atomically, with one fsync (StorageError on I/O failure).
     """
     ids = [str(i) for i in ids]
     if len(ids) != len(records) or not ids:
@@ -67,32 +69,32 @@ def write_shard(path, ids, records):
         raise ValueError("question ids of one shard must be distinct")
     layers, tensor_fields = _common_layout(records)
     counts = None
-    blocks = []                         # (name, tensor) in file order: index, layers, fields, JSON
+    blocks = []             # (name, dtype, shape, tensor or parts to join) in file order
     for name in layers:
         parts = [r["activations"][name] for r in records]
-        rows = [t.shape[0] if t.dim() else -1 for t in parts]
+        blocks.append(_joined_later(f"act.{name}", parts, f"layer {name!r}"))
+        rows = [t.shape[0] for t in parts]
         if counts is None:
             counts = rows
         elif rows != counts:
             qid = next(q for q, a, b in zip(ids, rows, counts) if a != b)
             raise ValueError(f"question {qid!r}: its layers keep different numbers of positions; a shard "
                              f"needs one per question")
-        blocks.append((f"act.{name}", _gather(parts, f"layer {name!r}")))
     counts = counts or [0] * len(records)
     for name in tensor_fields:
         parts = [r[name] for r in records]
-        blocks.append((f"field.{name}", _gather(parts, f"field {name!r}")))
-        blocks.append((f"offsets.{name}", _offsets([t.shape[0] for t in parts])))
-    index = [("index.row_offsets", _offsets(counts)),
-             ("index.positions", torch.tensor(
+        blocks.append(_joined_later(f"field.{name}", parts, f"field {name!r}"))
+        blocks.append(_ready(f"offsets.{name}", _offsets([t.shape[0] for t in parts])))
+    index = [_ready("index.row_offsets", _offsets(counts)),
+             _ready("index.positions", torch.tensor(
                  [p for r, c in zip(records, counts) for p in _positions(r, c)], dtype=torch.int64)),
-             ("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
+             _ready("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
     text = _records_json_text(records, ids)
-    blocks = index + blocks + [("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
-    head, pieces = _layout(blocks, {"format": SHARD_FORMAT, "format_version": _VERSION,
-                                    "ids": json.dumps(ids), "layer_order": json.dumps(layers),
-                                    "tensor_fields": json.dumps(tensor_fields)})
-    atomic_write(os.fspath(path), lambda tmp: write_pieces(tmp, [head] + pieces))
+    blocks = index + blocks + [_ready("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
+    head = _head(blocks, {"format": SHARD_FORMAT, "format_version": _VERSION,
+                          "ids": json.dumps(ids), "layer_order": json.dumps(layers),
+                          "tensor_fields": json.dumps(tensor_fields)})
+    atomic_write(os.fspath(path), lambda tmp: write_pieces(tmp, _pieces(head, blocks)))
     return os.fspath(path)
 
 
@@ -113,19 +115,38 @@ def _common_layout(records):
     return layers, fields
 
 
-def _gather(parts, what):
-    """The records' tensors of one layer (or field) back to back: one dense CPU tensor. One C call
-    checks them all (torch.cat refuses non-tensors and other shapes; it would promote dtypes)."""
+def _ready(name, tensor):
+    return name, tensor.dtype, list(tensor.shape), tensor
+
+
+def _joined_later(name, parts, what):
+    """A block of the records' tensors of one layer (or field) back to back, described now (dtype,
+    shape: for the header) and joined only when written, so that one joined layer at a time is
+    in memory next to the records. Refused now: non-tensors, several dtypes, one .safetensors
+    cannot hold, or shapes that differ but in the first dimension."""
     dtypes = {t.dtype for t in parts} if all(isinstance(t, torch.Tensor) for t in parts) else {None}
     if len(dtypes) > 1 or not dtypes <= set(_ST_NAMES):
         raise ValueError(f"{what}: records of one shard need torch tensors of one dtype that "
                          f".safetensors holds; got {sorted(map(str, dtypes))}")
-    try:
-        joined = torch.cat(parts)
-    except RuntimeError as e:
+    trailing = {tuple(t.shape[1:]) if t.dim() else None for t in parts}
+    if len(trailing) > 1 or None in trailing:
         raise ValueError(f"{what}: records of one shard need tensors of one shape but the first "
-                         f"dimension ({str(e)[:200]})") from None
-    return joined.detach().cpu().resolve_conj().resolve_neg().contiguous()
+                         f"dimension (got {sorted(map(str, trailing))[:4]})")
+    return name, parts[0].dtype, [sum(t.shape[0] for t in parts), *trailing.pop()], parts
+
+
+def _pieces(head, blocks):
+    """The file's bytes in order: the head, then each block (a list of parts is joined here, with
+    one torch.cat: per-tensor Python work is what limits a writer of small records)."""
+    yield head
+    for name, _, shape, data in blocks:
+        tensor = torch.cat(data) if isinstance(data, list) else data
+        tensor = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        if list(tensor.shape) != shape:         # what the header says (_joined_later): never otherwise
+            raise AssertionError(f"{name}: joined shape {list(tensor.shape)}, header {shape}")
+        if tensor.numel():
+            yield tensor.reshape(-1).view(torch.uint8).numpy()
+        del tensor
 
 
 def _positions(record, count):
@@ -163,20 +184,17 @@ def _records_json_text(records, ids):
         raise
 
 
-def _layout(blocks, metadata):
-    """(file head, byte views in file order) of a safetensors file holding the (name, dense CPU
-    tensor) `blocks` in that order."""
-    header, offset, pieces = {"__metadata__": metadata}, 0, []
-    for name, t in blocks:
-        nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + nbytes]}
+def _head(blocks, metadata):
+    """The file's head (length + JSON header) of a safetensors file holding the (name, dtype,
+    shape, data) `blocks` in that order."""
+    header, offset = {"__metadata__": metadata}, 0
+    for name, dtype, shape, _ in blocks:
+        nbytes = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _ST_NAMES[dtype], "shape": shape, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-        if nbytes:
-            pieces.append(t.reshape(-1).view(torch.uint8).numpy())
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text, pieces
+    return len(text).to_bytes(8, "little") + text
 
 
 # ----------------------------------------------------------------------------- reading
