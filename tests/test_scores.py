@@ -38,6 +38,41 @@ def test_bootstrap_interval_matches_scipy_and_numpy_resampling(k, n):
     assert BOOTSTRAP_RESAMPLES >= 1000
 
 
+def test_answers_of_one_question_are_one_cluster_identical_samples():
+    # every question answered 4 times the same way: the 4 answers carry one question's information,
+    # so the SE and the interval must be those of the 50 questions, not of 200 independent answers
+    per_question = [i % 5 < 3 for i in range(50)]                       # 30 of 50 right
+    flags = [c for c in per_question for _ in range(4)]
+    ids = [f"q{i}" for i in range(50) for _ in range(4)]
+    s, alone = accuracy_stats(flags, questions=ids), accuracy_stats(per_question)
+    assert s["accuracy"] == 0.6 and s["n"] == 200 and s["questions"] == 50
+    assert s["stderr"] == pytest.approx(math.sqrt(0.6 * 0.4 / 50), rel=1e-12)   # not sqrt(.24 / 200)
+    assert s["ci95"][0] == pytest.approx(alone["ci95"][0], abs=0.02)
+    assert s["ci95"][1] == pytest.approx(alone["ci95"][1], abs=0.02)
+    assert s["ci95"][1] - s["ci95"][0] > 1.8 * (accuracy_stats(flags)["ci95"][1] - accuracy_stats(flags)["ci95"][0])
+
+
+def test_clustered_se_and_interval_match_a_plain_cluster_bootstrap():
+    rng = np.random.default_rng(3)
+    skill = rng.uniform(0, 1, size=80)                                  # questions differ in difficulty
+    counts = rng.integers(1, 6, size=80)                                # unequal answers per question
+    ids = [f"q{g}" for g in range(80) for _ in range(counts[g])]
+    flags = [bool(rng.random() < skill[g]) for g in range(80) for _ in range(counts[g])]
+    s = accuracy_stats(flags, questions=ids)
+    y = np.array(flags, dtype=float)
+    groups = np.repeat(np.arange(80), counts)
+    p = y.mean()
+    # the textbook cluster-robust (sandwich) variance of a mean: sum_g (sum_i (y_i - p))^2 / n^2
+    ref_se = math.sqrt(sum(((y[groups == g] - p).sum()) ** 2 for g in range(80))) / len(y)
+    assert s["stderr"] == pytest.approx(ref_se, rel=1e-12)
+    right = np.array([y[groups == g].sum() for g in range(80)])
+    picks = np.random.default_rng(11).integers(0, 80, size=(20_000, 80))
+    ref = np.percentile(right[picks].sum(axis=1) / counts[picks].sum(axis=1), [2.5, 97.5])
+    assert s["ci95"] == pytest.approx(list(ref), abs=0.01)
+    plain = accuracy_stats([True, False, True], questions=["a", "b", "c"])     # one answer each: unclustered
+    assert plain == accuracy_stats([True, False, True]) and "questions" not in plain
+
+
 def test_degenerate_and_empty():
     assert accuracy_stats([True] * 5)["ci95"] == [1.0, 1.0] and accuracy_stats([True] * 5)["stderr"] == 0
     assert accuracy_stats([])["accuracy"] is None
@@ -86,3 +121,14 @@ def test_main_prints_and_saves_the_error_bars(tiny_dir, tmp_path, capsys):
         assert {"stderr", "ci95", "chance"} <= set(stats_)
     printed = capsys.readouterr().out
     assert "(SE), 95% CI" in printed and "chance" in printed
+
+
+def test_a_multi_sample_summary_is_clustered_by_question(tmp_path):
+    # 10 questions x 3 samples, each question's samples alike: the run holds 10 questions' evidence
+    results = [{"id": f"q{i}", "sample": k, "category": "x", "correct": i < 6} for i in range(10) for k in range(3)]
+    config = RunConfig(output_dir=str(tmp_path / "o"), temperature=0.7, num_samples=3)
+    summary = make_summary(config, results, 1.0, 30)
+    assert summary["accuracy"] == 0.6 and summary["graded"] == 30
+    assert summary["accuracy_stderr"] == pytest.approx(math.sqrt(0.6 * 0.4 / 10), rel=1e-12)
+    assert summary["per_category"]["x"]["questions"] == 10
+    assert "SE and CI are clustered by question" in format_summary(summary)

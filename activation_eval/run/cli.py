@@ -221,7 +221,7 @@ def activation_overview(directory, run_dir):
     else:
         shard_key = run_folder.SHARD_FIELDS[0]
         first_id = next(row["id"] for row in run_folder.read_results(run_dir) if row.get(shard_key))
-        what, record = (f"{len(shards)} shards (units of questions, ~--shard_size_mb each)",
+        what, record = (f"{len(shards)} shard{'s' if len(shards) != 1 else ''} (units of questions, up to ~--shard_size_mb each)",
                         load_activations(run_dir, question_id=first_id))
     acts = record["activations"]
     first = next(iter(acts.values()))

@@ -523,7 +523,8 @@ def _stats(results, chance):
     """accuracy_stats of graded results rows; chance: the mean baseline of those rows (None if unknown)."""
     known = [chance[r["id"]] for r in results if r["id"] in chance]
     baseline = sum(known) / len(known) if known and len(known) == len(results) else None
-    return accuracy_stats([r["correct"] for r in results], chance=baseline)
+    # several answers of one question (--num_samples) are clustered: its SE and CI resample questions
+    return accuracy_stats([r["correct"] for r in results], chance=baseline, questions=[r["id"] for r in results])
 
 
 def _pct(value):
@@ -547,7 +548,7 @@ def format_summary(summary):
                      f"character; chance {summary['chance_accuracy']:.1%})")
     if summary.get("num_samples", 1) > 1:
         lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
-                     f"accuracy counts every sample")
+                     f"accuracy counts every sample; SE and CI are clustered by question (they resample questions)")
     lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
               + (f" {'errors':>7}" if summary.get("errors") else "")]
     for name, stats in summary["per_category"].items():
