@@ -255,6 +255,30 @@ def test_a_small_shard_round_trips_with_variable_positions(tmp_path):
     assert torch.equal(layer.rows(2), recs[2]["activations"]["layer_0"])
 
 
+def test_one_record_of_a_big_shard_reads_only_its_rows(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    recs = [{"input_ids": torch.arange(2 + i % 3), "prompt": f"p{i}", "activations": {
+        name: torch.randn(1 + i % 4, 32, generator=g) for name in ("embeddings", "layer_0")}} for i in range(200)]
+    path = shards.write_shard(tmp_path / "units" / "abcdef.safetensors", [f"q{i}" for i in range(200)], recs)
+    spans = []
+    real = shards._read_tensor
+    monkeypatch.setattr(shards, "_read_tensor", lambda f, key, entry, *a: (
+        spans.append((key, entry["data_offsets"][1] - entry["data_offsets"][0])), real(f, key, entry, *a))[1])
+    for rows in ([0], [137], [199], [150, 3, 77]):
+        spans.clear()
+        got = dict(shards.iter_shard_records(path, rows, layers=["layer_0"]))
+        assert sorted(got) == sorted(rows)
+        for i in rows:                                           # against the records written
+            assert torch.equal(got[i]["activations"]["layer_0"], recs[i]["activations"]["layer_0"])
+            assert torch.equal(got[i]["input_ids"], recs[i]["input_ids"]) and got[i]["prompt"] == f"p{i}"
+            assert list(got[i]["activations"]) == ["layer_0"]
+        read = dict(spans)
+        if len(rows) == 1:                                       # one question's rows: its bytes only
+            assert read["act.layer_0"] == recs[rows[0]]["activations"]["layer_0"].numel() * 4
+            assert read["field.input_ids"] == recs[rows[0]]["input_ids"].numel() * 8
+        assert "act.embeddings" not in read
+
+
 def test_a_shard_is_a_safetensors_file_that_safetensors_reads(tmp_path):
     """The streamed writer's bytes, read by the safetensors library (an independent reader)."""
     from safetensors import safe_open

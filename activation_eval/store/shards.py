@@ -358,34 +358,56 @@ def iter_shard_records(path, rows=None, layers=None):
         names = index.layers if layers is None else [n for n in index.layers if n in set(layers)]
         if layers is not None:
             _check_layers(index, layers)
-        rows = range(len(index.ids)) if rows is None else list(rows)
+        n = len(index.ids)
+        rows = range(n) if rows is None else list(rows)
         for i in rows:
-            if not (type(i) is int and 0 <= i < len(index.ids)):
-                raise IndexError(f"row {i!r} is not in shard {path} ({len(index.ids)} questions)")
-        read = lambda key: _read_tensor(f, key, index.entries[key], index.data_start, path)
-        parts = _records_json(read("records"), len(index.ids), path)
-        acts = {n: read(f"act.{n}") for n in names}
+            if not (type(i) is int and 0 <= i < n):
+                raise IndexError(f"row {i!r} is not in shard {path} ({n} questions)")
+        if not rows:
+            return
+        first, last = min(rows), max(rows) + 1
+        if last - first < n and hasattr(os, "posix_fadvise"):     # a few rows of a big shard: no read-ahead
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        read = lambda key, lo=None, hi=None: _read_rows(f, key, index.entries[key], index.data_start, path, lo, hi)
+        parts = _records_json(read("records"), n, path)
+        o = index.row_offsets
+        acts = {name: read(f"act.{name}", o[first], o[last]) for name in names}     # only the rows' span
         fields = {}
         for name in index.tensor_fields:
             offsets = read(f"offsets.{name}").numpy()
-            _check_offsets(offsets, len(index.ids), f"offsets.{name}", path)
-            tensor = read(f"field.{name}")
-            if offsets[-1] != tensor.shape[0]:
-                raise corrupt(path, f"offsets.{name} ends at {offsets[-1]}, field.{name} has {tensor.shape[0]} rows")
-            fields[name] = (tensor, offsets)
-    o = index.row_offsets
+            _check_offsets(offsets, n, f"offsets.{name}", path)
+            if offsets[-1] != index.entries[f"field.{name}"]["shape"][0]:
+                raise corrupt(path, f"offsets.{name} ends at {offsets[-1]}, field.{name} has "
+                                    f"{index.entries[f'field.{name}']['shape'][0]} rows")
+            fields[name] = (read(f"field.{name}", offsets[first], offsets[last]), offsets - offsets[first])
+    o = o - o[first]
     for i in rows:
         record, part = {}, parts[i]
         for key in part["key_order"]:
             if key == "activations":
                 # clones: a record owns its tensors, as a per-question file's record does
-                record[key] = {n: acts[n][o[i]:o[i + 1]].clone() for n in names}
+                record[key] = {name: acts[name][o[i]:o[i + 1]].clone() for name in names}
             elif key in fields:
                 tensor, offsets = fields[key]
                 record[key] = tensor[offsets[i]:offsets[i + 1]].clone()
             elif key in part["fields"]:
                 record[key] = part["fields"][key]
         yield i, record
+
+
+def _read_rows(f, key, entry, data_start, path, lo=None, hi=None):
+    """Tensor `key` of the shard open as `f`, or only its rows [lo, hi) along the first dimension
+    (one read of their bytes). `entry` is checked (read_shard_index); lo <= hi lie within it
+    (offsets checked against the index)."""
+    if lo is None:
+        return _read_tensor(f, key, entry, data_start, path)
+    shape, (start, end) = entry["shape"], entry["data_offsets"]
+    lo, hi = int(lo), int(hi)
+    if not (shape and 0 <= lo <= hi <= shape[0]):
+        raise corrupt(path, f"rows {lo}..{hi} of tensor {key!r} (shape {shape}) are not in it")
+    row = (end - start) // shape[0] if shape[0] else 0
+    part = dict(entry, shape=[hi - lo, *shape[1:]], data_offsets=[start + lo * row, start + hi * row])
+    return _read_tensor(f, key, part, data_start, path)
 
 
 def _records_json(tensor, n, path):
