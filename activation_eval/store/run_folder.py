@@ -47,8 +47,6 @@ One results.jsonl policy, shared by every reader: each line that is a JSON objec
 that is not (a writer killed mid-line, a torn write) is dropped and its line number is logged.
 Valid rows after a bad line are kept.
 """
-import contextlib
-import gc
 import glob
 import hashlib
 import json
@@ -58,6 +56,7 @@ import re
 import stat
 
 from .atomic import write_text_atomic
+from .bulk_json import loads_bulk
 from .errors import StorageError  # noqa: F401  (re-exported for callers that catch it)
 
 log = logging.getLogger(__name__)
@@ -279,25 +278,13 @@ def _parse_whole(data):
         return None
     if not text:
         return None
-    with _gc_paused():          # 100k new dicts would start the cyclic GC dozens of times: 2x the parse
-        try:
-            rows = json.loads("[" + text.replace("\n", ",") + "]")
-        except ValueError:
-            return None
+    try:
+        rows = loads_bulk("[" + text.replace("\n", ",") + "]")
+    except ValueError:
+        return None
     if len(rows) != text.count("\n") + 1 or not all(type(row) is dict for row in rows):
         return None             # e.g. two objects on one line, or one object over two lines
     return rows
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _warn_dropped(path, dropped, action):

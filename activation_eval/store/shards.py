@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, json_default, write_pieces
+from .bulk_json import loads_bulk
 from .errors import corrupt
 # the record codec's own layout and header checks: a shard is a .safetensors file like a record
 from .records import _HEAD_READ, _ST_NAMES, _check_head, _checked_header, _read_tensor
@@ -412,7 +413,7 @@ def _read_rows(f, key, entry, data_start, path, lo=None, hi=None):
 
 def _records_json(tensor, n, path):
     try:
-        parts = json.loads(tensor.numpy().tobytes().decode("utf-8"))
+        parts = loads_bulk(tensor.numpy().tobytes().decode("utf-8"))
         if not (isinstance(parts, list) and len(parts) == n and all(
                 isinstance(p, dict) and isinstance(p.get("fields"), dict) and _strings(p.get("key_order"))
                 and "activations" in p["key_order"] for p in parts)):
