@@ -25,6 +25,7 @@ from activation_eval.store import records as storage
 from activation_eval.store.atomic import remove_stale_temp_files
 from activation_eval.store.errors import CorruptFileError, StorageError, UnsafeFileError
 from activation_eval.store.records import load_activations, save_activations
+from activation_eval.store import safetensors_file
 from activation_eval.store.run_folder import iter_record_files, read_results, record_path
 
 FMTS = ["pkl", "safetensors"]
@@ -251,7 +252,7 @@ def test_pkl_round_trip_is_bit_exact(tmp_path, dtype):
     assert (b"_rebuild_tensor_v2" in data) == (dtype == torch.bfloat16) and b"from_numpy" in data
 
 
-@pytest.mark.parametrize("dtype", sorted(storage._ST_DTYPES.values(), key=str))
+@pytest.mark.parametrize("dtype", sorted(safetensors_file.DTYPES.values(), key=str))
 def test_safetensors_round_trip_is_bit_exact(tmp_path, dtype):
     rec = dtype_record(dtype)
     path = save_activations(rec, tmp_path / "q.safetensors")
@@ -299,7 +300,7 @@ def write_with(tmp_path, tensors, metadata):
 
 def test_safetensors_writer_matches_save_file_byte_for_byte(tmp_path):
     from safetensors import safe_open
-    tensors = {f"t_{str(dt)[6:]}": awkward(dt) for dt in storage._ST_DTYPES.values()}
+    tensors = {f"t_{str(dt)[6:]}": awkward(dt) for dt in safetensors_file.DTYPES.values()}
     tensors.update({"b": awkward(torch.float32), "a": awkward(torch.float32)[:2].clone(),
                     "é \"q\" \\ \n\t\x01\u2028": torch.arange(3), "scalar": torch.tensor(2.5),
                     "empty": torch.zeros(0, 4, dtype=torch.float16), "z": torch.ones(1, 0, 2)})
@@ -1028,6 +1029,8 @@ def test_errors_are_shared_and_split_modules_document_their_names():
     assert safe_pickle.UnsafeFileError is storage.UnsafeFileError
     for module, names in ((safe_pickle, ("safe_load", "UnsafeFileError", "CorruptFileError")),
                           (record_errors, ("StorageError", "CorruptFileError", "UnsafeFileError",
-                                           "corrupt", "format_hint"))):
+                                           "corrupt", "format_hint")),
+                          (safetensors_file, ("DTYPES", "DTYPE_NAMES", "HEAD_READ", "header_bytes", "check_head",
+                                              "read_header", "checked_header", "check_entry", "read_tensor"))):
         for name in names:
             assert name in module.__doc__ and hasattr(module, name), (module.__name__, name)

@@ -34,41 +34,29 @@ Formats:
                   written straight from the tensors' memory.
 """
 import json
-import math
 import os
 import pickle
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from safetensors import safe_open
 
 from .atomic import atomic_write, json_default, write_pieces
-from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt, format_hint  # noqa: F401
+from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
 from .run_folder import RECORD_FORMATS as FORMATS
 from .run_folder import is_run_folder
-from .safe_pickle import check_shape, check_structure, open_regular, safe_load
+from .safe_pickle import check_structure, open_regular, safe_load
+from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
+# a module global, so that a test can watch which tensors a load reads
+from .safetensors_file import read_tensor as _read_tensor
 
 _SAFETENSORS_FORMAT = "activation-record"              # header metadata "format" value
-_MAX_SAFETENSORS_HEADER = 100_000_000                  # the safetensors library's own limit
 # dtypes whose tensors torch itself can pickle and unpickle again (others hit a torch bug)
 _PICKLE_DTYPES = {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64,
                   torch.complex128, torch.int64, torch.int32, torch.int16, torch.int8,
                   torch.uint8, torch.bool}
 # ... of which these have a numpy dtype: pickled as torch.from_numpy(array) (see _RecordPickler)
 _NUMPY_PICKLE_DTYPES = _PICKLE_DTYPES - {torch.bfloat16}
-# safetensors dtype names, in the order safetensors' writer sorts tensors (then by name); the
-# same table reads them back. float4 (packed, shape rule differs) is left out.
-_ST_DTYPES = {"U64": torch.uint64, "I64": torch.int64, "F64": torch.float64,
-              "C64": torch.complex64, "F32": torch.float32, "U32": torch.uint32,
-              "I32": torch.int32, "BF16": torch.bfloat16, "F16": torch.float16,
-              "U16": torch.uint16, "I16": torch.int16, "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
-              "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E8M0": torch.float8_e8m0fnu,
-              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I8": torch.int8,
-              "U8": torch.uint8, "BOOL": torch.bool}
-_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
-_ST_RANK = {dtype: rank for rank, dtype in enumerate(_ST_DTYPES.values())}
-_HEAD_READ = 65536          # first read of a .safetensors file: its header and the ids after it
 
 
 # ----------------------------------------------------------------------------- saving
@@ -189,24 +177,14 @@ def _write_pickle(record, tmp_path):
 
 def _safetensors_layout(tensors, metadata):
     """(file head, tensors in file order), laid out exactly as safetensors.torch.save_file does:
-    tensors sorted by dtype (in _ST_DTYPES order) then name and packed back to back; the head
-    is the header length (8 bytes, little-endian) and the compact JSON header (metadata first,
-    then the tensors in file order), padded with spaces to a multiple of 8 bytes."""
+    tensors sorted by dtype (in DTYPES order) then name and packed back to back (header_bytes)."""
     for name, t in tensors.items():
-        if t.dtype not in _ST_NAMES:
+        if t.dtype not in DTYPE_NAMES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which .safetensors cannot "
                              f"hold; save as .pkl")
-    order = sorted(tensors, key=lambda name: (_ST_RANK[tensors[name].dtype], name))
-    header, offset = {"__metadata__": metadata}, 0
-    for name in order:
-        t = tensors[name]
-        end = offset + t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, end]}
-        offset = end
-    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text, [tensors[name] for name in order]
+    order = sorted(tensors, key=lambda name: (DTYPE_RANK[tensors[name].dtype], name))
+    head = header_bytes([(name, tensors[name].dtype, tensors[name].shape) for name in order], metadata)
+    return head, [tensors[name] for name in order]
 
 def _write_safetensors(head, tensors, tmp_path):
     """Write the file from the tensors' own memory (safetensors' writer copies everything
@@ -335,7 +313,7 @@ def _load_safetensors(path, layers):
     read-ahead off so that a cold read does not pull in the rest of the file."""
     f, size = open_regular(path)
     with f:
-        entries, meta, data_start = _read_header(f, path, size)
+        entries, meta, data_start, _ = read_header(f, path, size)
         try:
             fields, key_order, tensor_fields, layer_order = _record_layout(meta, entries)
         except (ValueError, TypeError, RecursionError) as e:
@@ -369,78 +347,6 @@ def _load_safetensors(path, layers):
             record[key] = fields[key]
     return record
 
-def _check_head(f, path, nbytes, size=None):
-    """(the first `nbytes` of the .safetensors file open as `f`, its header length, its size):
-    the header length checked against the file size before anything is allocated."""
-    if size is None:
-        size = os.fstat(f.fileno()).st_size
-    if size == 0:
-        raise corrupt(path, "empty file")
-    head = f.read(min(size, nbytes))
-    if size < 8:
-        raise corrupt(path, f"only {size} bytes, shorter than a safetensors header")
-    n = int.from_bytes(head[:8], "little")
-    if n > min(size - 8, _MAX_SAFETENSORS_HEADER):
-        raise corrupt(path, f"not a safetensors file: header length {n} does not fit the "
-                            f"{size}-byte file" + format_hint(head[:16]))
-    if head[8:9] != b"{":
-        raise corrupt(path, "not a safetensors file: the header is not JSON"
-                      + format_hint(head[:16]))
-    return head, n, size
-
-
-def _read_header(f, path, size):
-    """(tensor entries {key: {"dtype", "shape", "data_offsets"}}, metadata, data start) of the
-    .safetensors file open as `f` (`size` bytes), from one read of its head. The header length
-    is checked against the file size before it is read; every entry is checked (known dtype,
-    shape, offsets that fit its bytes) and together they must tile the data exactly, from its
-    start to the file's end (as safetensors checks: a truncated file fails here)."""
-    head, n, _ = _check_head(f, path, _HEAD_READ, size)
-    if len(head) < 8 + n:
-        head += f.read(8 + n - len(head))
-    try:
-        entries, meta = _checked_header(head[8:8 + n])
-    except (ValueError, TypeError, RecursionError) as e:
-        raise corrupt(path, e) from None
-    end = 0
-    for key, entry in sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"]):
-        start = entry["data_offsets"][0]
-        if start != end:
-            raise corrupt(path, f"tensor {key!r} starts at byte {start} of the data, not at "
-                                f"{end} (overlapping or gapped tensors)")
-        end = entry["data_offsets"][1]
-    if end != size - 8 - n:
-        raise corrupt(path, f"the header places {end} bytes of tensor data, the file holds "
-                            f"{size - 8 - n} (truncated?)")
-    return entries, meta, 8 + n
-
-def _checked_header(text):
-    """(tensor entries, metadata) of a safetensors header's JSON `text`; ValueError unless it is an
-    object, its metadata a {str: str} object and every entry one _check_entry accepts."""
-    entries = json.loads(text)
-    if not isinstance(entries, dict):
-        raise ValueError("the header is not a JSON object")
-    meta = entries.pop("__metadata__", None) or {}
-    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-        raise ValueError("header metadata is not a {str: str} object")
-    for key, entry in entries.items():      # dtype, shape and byte span, before any is read
-        _check_entry(key, entry)
-    return entries, meta
-
-
-def _check_entry(key, entry):
-    """ValueError unless `entry` is a tensor entry safetensors would accept: a known dtype, a
-    shape that check_shape accepts, and int offsets whose span holds exactly its bytes."""
-    if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
-            and entry["dtype"] in _ST_DTYPES and isinstance(entry["shape"], list)):
-        raise ValueError(f"tensor {key!r:.100}: bad header entry {entry!r:.200}")
-    shape, offsets = check_shape(entry["shape"]), entry["data_offsets"]
-    if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]
-            and math.prod(shape) * _ST_DTYPES[entry["dtype"]].itemsize
-            == offsets[1] - offsets[0]):
-        raise ValueError(f"tensor {key!r:.100}: bad header entry {entry!r:.200}")
-
 def _json_field(meta, name, kind):
     """The metadata field `name`, a JSON text of a `kind` (dict, or list of unique strings)."""
     value = json.loads(meta[name]) if isinstance(meta.get(name), str) else None
@@ -470,16 +376,3 @@ def _record_layout(meta, entries):
     if missing:
         raise ValueError(f"tensors {sorted(missing)[:10]} listed in the header are missing")
     return fields, key_order, tensor_fields, layer_order
-
-def _read_tensor(f, key, entry, data_start, path):
-    """Tensor `key` of the .safetensors file open as `f`: its byte range (checked by
-    _read_header) read into a new tensor."""
-    dtype, shape = _ST_DTYPES[entry["dtype"]], entry["shape"]
-    start, end = entry["data_offsets"]
-    if end == start:
-        return torch.empty(shape, dtype=dtype)
-    buf = np.empty(end - start, np.uint8)
-    f.seek(data_start + start)
-    if f.readinto(buf) != end - start:
-        raise corrupt(path, f"tensor {key!r} is cut short")
-    return torch.frombuffer(buf, dtype=dtype).reshape(shape)

@@ -31,7 +31,6 @@ checked before anything is allocated: a hostile or torn file gives CorruptFileEr
 """
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 
@@ -41,8 +40,10 @@ import torch
 from .atomic import atomic_write, json_default, write_pieces
 from .bulk_json import loads_bulk
 from .errors import corrupt
-# the record codec's own layout and header checks: a shard is a .safetensors file like a record
-from .records import _HEAD_READ, _ST_NAMES, _check_head, _checked_header, _read_tensor
+from .safe_pickle import open_regular
+from .safetensors_file import DTYPE_NAMES, header_bytes, read_header
+# a module global, so that a test can watch which byte ranges a read takes
+from .safetensors_file import read_tensor as _read_tensor
 
 SHARD_FORMAT = "activation-shard"
 _VERSION = "1"
@@ -92,7 +93,7 @@ def write_shard(path, ids, records):
              _ready("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
     text = _records_json_text(records, ids)
     blocks = index + blocks + [_ready("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
-    head = _head(blocks, {"format": SHARD_FORMAT, "format_version": _VERSION,
+    head = header_bytes([block[:3] for block in blocks], {"format": SHARD_FORMAT, "format_version": _VERSION,
                           "ids": json.dumps(ids), "layer_order": json.dumps(layers),
                           "tensor_fields": json.dumps(tensor_fields)})
     atomic_write(os.fspath(path), lambda tmp: write_pieces(tmp, _pieces(head, blocks)))
@@ -126,7 +127,7 @@ def _joined_later(name, parts, what):
     in memory next to the records. Refused now: non-tensors, several dtypes, one .safetensors
     cannot hold, or shapes that differ but in the first dimension."""
     dtypes = {t.dtype for t in parts} if all(isinstance(t, torch.Tensor) for t in parts) else {None}
-    if len(dtypes) > 1 or not dtypes <= set(_ST_NAMES):
+    if len(dtypes) > 1 or not dtypes <= set(DTYPE_NAMES):
         raise ValueError(f"{what}: records of one shard need torch tensors of one dtype that "
                          f".safetensors holds; got {sorted(map(str, dtypes))}")
     trailing = {tuple(t.shape[1:]) if t.dim() else None for t in parts}
@@ -185,19 +186,6 @@ def _records_json_text(records, ids):
         raise
 
 
-def _head(blocks, metadata):
-    """The file's head (length + JSON header) of a safetensors file holding the (name, dtype,
-    shape, data) `blocks` in that order."""
-    header, offset = {"__metadata__": metadata}, 0
-    for name, dtype, shape, _ in blocks:
-        nbytes = math.prod(shape) * dtype.itemsize
-        header[name] = {"dtype": _ST_NAMES[dtype], "shape": shape, "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text
-
-
 # ----------------------------------------------------------------------------- reading
 
 @dataclasses.dataclass
@@ -240,13 +228,11 @@ def read_shard_index(path, f=None):
     """
     path = os.fspath(path)
     if f is None:
-        with open(path, "rb", buffering=0) as f:
+        f, _ = open_regular(path)
+        with f:
             return read_shard_index(path, f)
-    head, n_head, size = _check_head(f, path, _HEAD_READ)
+    entries, meta, data_start, head = read_header(f, path, os.fstat(f.fileno()).st_size)
     try:
-        if len(head) < 8 + n_head:
-            head += f.read(8 + n_head - len(head))
-        entries, meta = _checked_header(head[8:8 + n_head])
         if meta.get("format") != SHARD_FORMAT:
             raise ValueError("no activation-shard metadata (a per-question record or another tool's file?)")
         if meta.get("format_version") != _VERSION:
@@ -259,13 +245,12 @@ def read_shard_index(path, f=None):
         missing = [n for n in names if n not in entries]
         if missing:
             raise ValueError(f"tensors {missing[:5]} listed in the metadata are missing")
-        _check_tiling(entries, size - 8 - n_head)
     except Exception as e:
         raise corrupt(path, e) from None
-    data_start, n = 8 + n_head, len(ids)
+    n = len(ids)
     # the index tensors lie right after the header: one read gets the rest of them (cold, each
-    # read is a disk round trip). Their byte ranges lie inside the file (_check_tiling).
-    index_end = data_start + max(_end(entries[key]) for key in _INDEX)
+    # read is a disk round trip). Their byte ranges lie inside the file (read_header checked).
+    index_end = data_start + max(entries[key]["data_offsets"][1] for key in _INDEX)
     if index_end > len(head):
         head += f.read(index_end - len(head))
     row_offsets, positions, num_prompt = (_read_index(f, head, key, entries[key], data_start, path)
@@ -286,29 +271,13 @@ def read_shard_index(path, f=None):
 _INDEX = ("index.row_offsets", "index.positions", "index.num_prompt_tokens")
 
 
-def _end(entry):
-    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-    return offsets[1] if isinstance(offsets, list) and len(offsets) == 2 and type(offsets[1]) is int else 0
-
-
 def _strings(value):
     return isinstance(value, list) and set(map(type, value)) <= {str}
 
 
-def _check_tiling(entries, data_size):
-    """The entries' byte ranges cover [0, data_size) back to back, without gaps or overlaps."""
-    spans = sorted(e["data_offsets"] for e in entries.values())
-    if not (spans and all(type(s) is list and len(s) == 2 and type(s[0]) is int and type(s[1]) is int
-                          and s[0] <= s[1] for s in spans)):
-        raise ValueError("bad data_offsets")
-    if spans[0][0] != 0 or spans[-1][1] != data_size or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
-        raise ValueError(f"tensor byte ranges do not tile the {data_size} data bytes (they overlap, "
-                         f"leave gaps, or the file is truncated)")
-
-
 def _read_index(f, head, key, entry, data_start, path):
     """An int64 1-D index tensor as a numpy array, from the head bytes when it lies inside them
-    (the byte range is known to lie in the file: _check_tiling)."""
+    (the byte range is known to lie in the file: read_header)."""
     shape = entry.get("shape") if isinstance(entry, dict) else None
     start, end = entry["data_offsets"] if shape else (0, 0)
     if not (entry.get("dtype") == "I64" and isinstance(shape, list) and len(shape) == 1
@@ -331,7 +300,8 @@ def read_shard_layer(path, layer):
     >>> layer.rows(0).shape                  # (positions kept for the first question, hidden)
     """
     path = os.fspath(path)
-    with open(path, "rb", buffering=0) as f:
+    f, _ = open_regular(path)
+    with f:
         if hasattr(os, "posix_fadvise"):        # read what is asked for, not the layers around it
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         index = read_shard_index(path, f)
@@ -354,7 +324,8 @@ def iter_shard_records(path, rows=None, layers=None):
     One open and one header parse; each requested layer and tensor field is read once for all rows.
     """
     path = os.fspath(path)
-    with open(path, "rb", buffering=0) as f:
+    f, _ = open_regular(path)
+    with f:
         index = read_shard_index(path, f)
         names = index.layers if layers is None else [n for n in index.layers if n in set(layers)]
         if layers is not None:
