@@ -350,6 +350,50 @@ def test_hostile_offsets_and_truncated_shards_are_refused(tmp_path):
         shards.read_shard_layer(path, "layer_0")
 
 
+@pytest.mark.parametrize("offsets, message", [
+    ([0, 10, 5, 30], "record_offsets is not 4 non-decreasing"),     # a record ending before it starts
+    ([0, 10, 20, 10 ** 6], "record_offsets ends at 1000000"),        # past the records' bytes
+    ([0, 0, 20, None], "records: "),                                  # a record with no JSON at all
+    ([0, 7, 20, None], "records: "),                                  # slices that are not JSON objects
+])
+def test_hostile_record_offsets_are_refused(tmp_path, offsets, message):
+    path, _ = small_shard(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    start = 8 + n + header["index.record_offsets"]["data_offsets"][0]
+    offsets[-1] = offsets[-1] if offsets[-1] is not None else header["records"]["shape"][0]
+    data[start:start + 32] = b"".join(o.to_bytes(8, "little") for o in offsets)
+    open(path, "wb").write(data)
+    with pytest.raises(CorruptFileError, match=message):
+        shards.load_shard_record(path, 1)
+
+
+def test_format_1_shards_are_still_read(tmp_path):
+    """A shard as version 1 wrote it (every record's fields in one JSON array, no record offsets),
+    written here by the safetensors library itself."""
+    from safetensors.torch import save_file
+    _, recs = small_shard(tmp_path)
+    acts = [r["activations"]["layer_0"] for r in recs]
+    parts = [{"fields": {k: v for k, v in r.items() if k not in ("activations", "input_ids")},
+              "key_order": list(r)} for r in recs]
+    counts = [t.shape[0] for t in acts]
+    tensors = {"index.row_offsets": torch.tensor([0, *np.cumsum(counts)]),
+               "index.positions": torch.tensor([p for r in recs for p in r["positions_kept"]]),
+               "index.num_prompt_tokens": torch.tensor([r["num_prompt_tokens"] for r in recs]),
+               "act.layer_0": torch.cat(acts), "field.input_ids": torch.cat([r["input_ids"] for r in recs]),
+               "offsets.input_ids": torch.tensor([0, *np.cumsum([len(r["input_ids"]) for r in recs])]),
+               "records": torch.frombuffer(bytearray(json.dumps(parts).encode()), dtype=torch.uint8)}
+    path = tmp_path / "v1.safetensors"
+    save_file(tensors, path, metadata={"format": "activation-shard", "format_version": "1",
+                                       "ids": json.dumps(["a", "b", "c"]), "layer_order": '["layer_0"]',
+                                       "tensor_fields": '["input_ids"]'})
+    for row, rec in shards.iter_shard_records(path):
+        assert_same_record(rec, recs[row], runs_apart=False)
+    assert_same_record(shards.load_shard_record(path, 2), recs[2], runs_apart=False)
+    assert torch.equal(shards.read_shard_layer(path, "layer_0").rows(1), acts[1])
+
+
 def test_hostile_shard_gives_one_error_line_in_the_analysis_cli(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)

@@ -1,7 +1,7 @@
-"""Activation shards: the records of one unit of questions in one file, each layer contiguous.
+"""Activation shards: the records of many questions in one file, each layer contiguous.
 
 Public names:
-    write_shard(path, ids, records)        one atomic write (one fsync) of a unit's records; -> path
+    write_shard(path, ids, records)        one atomic write (one fsync) of the records; -> path
     read_shard_index(path) -> ShardIndex   the checked header: ids, layers, fields, row offsets
     load_shard_record(path, row, layers=None) -> record     the same dict the file store returns
     iter_shard_records(path, rows=None, layers=None) -> (row, record), ...   one open, one header parse
@@ -22,9 +22,13 @@ out for reading one layer across all its questions with one read:
     act.<layer>           [rows, ...]     every question's rows of that layer, back to back
     field.<name>          [total, ...]    a top-level tensor field (input_ids, output_ids), back
     offsets.<name>        int64 [n + 1]   to back, and its per-question offsets
-    records               uint8 [bytes]   UTF-8 JSON: per question its non-tensor fields and key order
+    index.record_offsets  int64 [n + 1]   question i's JSON is bytes [r[i], r[i+1]) of `records`
+    records               uint8 [bytes]   UTF-8 JSON objects back to back: per question its
+                                          non-tensor fields and key order
 The small index tensors come right after the header (the first read of a file gets them too);
-the record JSON comes last, so reading a layer never parses it. The header metadata holds the
+the record JSON comes last, so reading a layer never parses it, and reading one question parses
+only its own JSON. Format version 1 (before 2026-12-02) had no index.record_offsets and one JSON
+array in `records`; it is still read. The header metadata holds the
 format, the question ids (JSON), the layer order and the tensor fields. Variable position counts
 per question are what the offsets are for. Every header entry, offset table and count is
 checked before anything is allocated: a hostile or torn file gives CorruptFileError naming it.
@@ -46,7 +50,8 @@ from .safetensors_file import DTYPE_NAMES, header_bytes, read_header
 from .safetensors_file import read_tensor as _read_tensor
 
 SHARD_FORMAT = "activation-shard"
-_VERSION = "1"
+_VERSION = "2"
+_VERSIONS = ("1", "2")       # what the reader knows: 1 has one JSON array of every record's fields
 
 
 # ----------------------------------------------------------------------------- writing
@@ -87,12 +92,13 @@ def write_shard(path, ids, records):
         parts = [r[name] for r in records]
         blocks.append(_joined_later(f"field.{name}", parts, f"field {name!r}"))
         blocks.append(_ready(f"offsets.{name}", _offsets([t.shape[0] for t in parts])))
+    texts = _records_json_texts(records, ids)
     index = [_ready("index.row_offsets", _offsets(counts)),
              _ready("index.positions", torch.tensor(
                  [p for r, c in zip(records, counts) for p in _positions(r, c)], dtype=torch.int64)),
-             _ready("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64))]
-    text = _records_json_text(records, ids)
-    blocks = index + blocks + [_ready("records", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))]
+             _ready("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64)),
+             _ready("index.record_offsets", _offsets([len(t) for t in texts]))]
+    blocks = index + blocks + [_ready("records", torch.frombuffer(bytearray(b"".join(texts)), dtype=torch.uint8))]
     head = header_bytes([block[:3] for block in blocks], {"format": SHARD_FORMAT, "format_version": _VERSION,
                           "ids": json.dumps(ids), "layer_order": json.dumps(layers),
                           "tensor_fields": json.dumps(tensor_fields)})
@@ -170,20 +176,18 @@ def _offsets(counts):
     return torch.tensor(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]), dtype=torch.int64)
 
 
-def _records_json_text(records, ids):
-    """Every record's non-tensor fields and key order as one JSON text (what the file store keeps
-    as JSON); a field that JSON cannot hold is a TypeError naming the question."""
-    parts = [{"fields": {k: v for k, v in r.items() if k != "activations" and not isinstance(v, torch.Tensor)},
-              "key_order": list(r)} for r in records]
-    try:
-        return json.dumps(parts, default=json_default)
-    except (TypeError, ValueError):
-        for part, qid in zip(parts, ids):
-            try:
-                json.dumps(part, default=json_default)
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"question {qid!r}: a record field cannot be stored as JSON ({e})") from None
-        raise
+def _records_json_texts(records, ids):
+    """Every record's non-tensor fields and key order as UTF-8 JSON, one text per record (what the
+    file store keeps as JSON); a field that JSON cannot hold is a TypeError naming the question."""
+    texts = []
+    for r, qid in zip(records, ids):
+        part = {"fields": {k: v for k, v in r.items() if k != "activations" and not isinstance(v, torch.Tensor)},
+                "key_order": list(r)}
+        try:
+            texts.append(json.dumps(part, default=json_default).encode("utf-8"))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"question {qid!r}: a record field cannot be stored as JSON ({e})") from None
+    return texts
 
 
 # ----------------------------------------------------------------------------- reading
@@ -199,6 +203,7 @@ class ShardIndex:
     row_offsets: np.ndarray    # int64 [n + 1]
     positions: np.ndarray      # int64 [rows]
     num_prompt_tokens: np.ndarray   # int64 [n]
+    record_offsets: np.ndarray = None   # int64 [n + 1] into `records` (None: format 1, one JSON array)
 
     def row(self, question_id):
         try:
@@ -235,27 +240,37 @@ def read_shard_index(path, f=None):
     try:
         if meta.get("format") != SHARD_FORMAT:
             raise ValueError("no activation-shard metadata (a per-question record or another tool's file?)")
-        if meta.get("format_version") != _VERSION:
-            raise ValueError(f"shard format version {meta.get('format_version')!r}, this reader knows {_VERSION}")
+        version = meta.get("format_version")
+        if version not in _VERSIONS:
+            raise ValueError(f"shard format version {version!r}, this reader knows {', '.join(_VERSIONS)}")
+        index_keys = _INDEX + (("index.record_offsets",) if version != "1" else ())
         ids, layers, fields = (json.loads(meta[k]) for k in ("ids", "layer_order", "tensor_fields"))
         if not (_strings(ids) and _strings(layers) and _strings(fields)) or len(set(ids)) != len(ids):
             raise ValueError("malformed ids, layer_order or tensor_fields in the metadata")
-        names = (list(_INDEX) + ["records"] + [f"act.{n}" for n in layers]
+        names = (list(index_keys) + ["records"] + [f"act.{n}" for n in layers]
                  + [f"{p}.{n}" for n in fields for p in ("field", "offsets")])
         missing = [n for n in names if n not in entries]
         if missing:
             raise ValueError(f"tensors {missing[:5]} listed in the metadata are missing")
+        if entries["records"]["dtype"] != "U8" or len(entries["records"]["shape"]) != 1:
+            raise ValueError("the records tensor is not 1-D uint8 (JSON bytes)")
     except Exception as e:
         raise corrupt(path, e) from None
     n = len(ids)
     # the index tensors lie right after the header: one read gets the rest of them (cold, each
     # read is a disk round trip). Their byte ranges lie inside the file (read_header checked).
-    index_end = data_start + max(entries[key]["data_offsets"][1] for key in _INDEX)
+    index_end = data_start + max(entries[key]["data_offsets"][1] for key in index_keys)
     if index_end > len(head):
         head += f.read(index_end - len(head))
-    row_offsets, positions, num_prompt = (_read_index(f, head, key, entries[key], data_start, path)
-                                          for key in _INDEX)
+    row_offsets, positions, num_prompt, *record_offsets = (
+        _read_index(f, head, key, entries[key], data_start, path) for key in index_keys)
     _check_offsets(row_offsets, n, "index.row_offsets", path)
+    record_offsets = record_offsets[0] if record_offsets else None
+    if record_offsets is not None:
+        _check_offsets(record_offsets, n, "index.record_offsets", path)
+        if record_offsets[-1] != entries["records"]["shape"][0]:
+            raise corrupt(path, f"index.record_offsets ends at {record_offsets[-1]}, records holds "
+                                f"{entries['records']['shape'][0]} bytes")
     rows = int(row_offsets[-1])
     if num_prompt.shape != (n,) or positions.shape != (rows,):
         raise corrupt(path, "index tensors do not match the number of questions and rows")
@@ -265,7 +280,8 @@ def read_shard_index(path, f=None):
         raise corrupt(path, e) from None
     if bad:
         raise corrupt(path, f"layer {bad[0]!r} has other than the index's {rows} rows")
-    return ShardIndex(path, ids, layers, fields, entries, data_start, row_offsets, positions, num_prompt)
+    return ShardIndex(path, ids, layers, fields, entries, data_start, row_offsets, positions, num_prompt,
+                      record_offsets)
 
 
 _INDEX = ("index.row_offsets", "index.positions", "index.num_prompt_tokens")
@@ -341,7 +357,7 @@ def iter_shard_records(path, rows=None, layers=None):
         if last - first < n and hasattr(os, "posix_fadvise"):     # a few rows of a big shard: no read-ahead
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         read = lambda key, lo=None, hi=None: _read_rows(f, key, index.entries[key], index.data_start, path, lo, hi)
-        parts = _records_json(read("records"), n, path)
+        parts = _record_parts(index, rows, first, last, read)
         o = index.row_offsets
         acts = {name: read(f"act.{name}", o[first], o[last]) for name in names}     # only the rows' span
         fields = {}
@@ -382,13 +398,29 @@ def _read_rows(f, key, entry, data_start, path, lo=None, hi=None):
     return _read_tensor(f, key, part, data_start, path)
 
 
-def _records_json(tensor, n, path):
+def _record_parts(index, rows, first, last, read):
+    """{row: {"fields": ..., "key_order": [...]}} of the given rows (first..last-1 spans them):
+    in format 2 only their bytes of `records` are read and only their JSON is parsed."""
+    path, o = index.path, index.record_offsets
     try:
-        parts = loads_bulk(tensor.numpy().tobytes().decode("utf-8"))
-        if not (isinstance(parts, list) and len(parts) == n and all(
-                isinstance(p, dict) and isinstance(p.get("fields"), dict) and _strings(p.get("key_order"))
-                and "activations" in p["key_order"] for p in parts)):
-            raise ValueError(f"expected {n} record entries with fields and key_order")
+        if o is None:                                   # format 1: one JSON array of every record
+            blob = read("records")
+            parts = loads_bulk(blob.numpy().tobytes().decode("utf-8"))
+            if not (isinstance(parts, list) and len(parts) == len(index.ids)):
+                raise ValueError(f"expected a list of {len(index.ids)} record entries")
+            parts = {i: parts[i] for i in rows}
+        else:
+            blob = read("records", o[first], o[last]).numpy().tobytes()
+            base = int(o[first])
+            wanted = sorted(set(rows))
+            texts = [blob[o[i] - base:o[i + 1] - base].decode("utf-8") for i in wanted]
+            parts = dict(zip(wanted, loads_bulk("[" + ",".join(texts) + "]")))
+            if len(parts) != len(wanted) or any(not t.strip() for t in texts):
+                raise ValueError("record entries do not match index.record_offsets")
+        for part in parts.values():
+            if not (isinstance(part, dict) and isinstance(part.get("fields"), dict)
+                    and _strings(part.get("key_order")) and "activations" in part["key_order"]):
+                raise ValueError("expected record entries with fields and key_order")
     except Exception as e:
         raise corrupt(path, f"records: {type(e).__name__}: {str(e)[:300]}") from None
     return parts
