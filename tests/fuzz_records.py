@@ -1,5 +1,6 @@
-"""Fuzz both record loaders (.pkl and .safetensors) with hypothesis-made mutations of valid and
-hostile files, for a set time; reports executions and findings as JSON.
+"""Fuzz the record loaders (.pkl and .safetensors) and the shard readers (--activation_store
+shards) with hypothesis-made mutations of valid and hostile files, for a set time; reports
+executions and findings as JSON.
 
 Each case is loaded in a worker subprocess, so a segfault or a hang is a finding, not the end
 of the fuzzer: the worker runs load_activations (whole record, then one layer) and, when a
@@ -10,6 +11,7 @@ UnsafeFileError, or a message not ending with the path). Each finding's file is 
 --out. Errors of the analysis on a record that did load are counted by type, not findings.
 
 The seeds are tests/hostile.py's files: valid records in every format a loader version wrote,
+valid shards of both format versions (read with iter_shard_records, one record, read_shard_layer),
 and one file per attack class of issue 12. Mutations (hypothesis strategies): bit flips,
 interesting bytes, inserted bytes or pickle snippets (BUILD, REDUCE, memo gets, deep tuples),
 deleted / duplicated / truncated ranges, splices of another seed, and, for .safetensors,
@@ -60,6 +62,8 @@ def _run_case(path, load_activations, describe_record, jsonable, loader):
         with open(path, "rb") as f:
             repr(pickle.load(f))
         return "ok"
+    if path.endswith(".shard"):
+        return _run_shard_case(path)
     record = None
     # one layer: the partial-read path of .safetensors (for .pkl it is the same unpickling)
     for layers in (None, ["layer_0"]) if path.endswith(".safetensors") else (None,):
@@ -81,6 +85,26 @@ def _run_case(path, load_activations, describe_record, jsonable, loader):
         json.dumps(jsonable(describe_record(record, path)))
     except Exception as e:                       # noqa: BLE001 - counted by type
         return "analysis", type(e).__name__
+    return "ok"
+
+
+def _run_shard_case(path):
+    """The shard readers on `path`: every record, one record (its rows' bytes only), one layer of
+    all of them: "ok", "refused" or ("bug", text)."""
+    from activation_eval.store import shards
+    from activation_eval.store.errors import CorruptFileError
+    try:
+        records = list(shards.iter_shard_records(path))
+        list(shards.iter_shard_records(path, [len(records) - 1], layers=["layer_0"]))
+        layer = shards.read_shard_layer(path, "layer_0")
+        [layer.rows(i) for i in range(len(records))]
+    except CorruptFileError as e:
+        return ("bug", f"CorruptFileError without the path: {str(e)[:300]}") if not str(e).endswith(path) \
+            else "refused"
+    except ValueError as e:
+        return "refused" if "unknown layer name" in str(e) else ("bug", f"ValueError: {str(e)[:300]}")
+    except Exception as e:                       # noqa: BLE001 - any other error is a finding
+        return "bug", f"{type(e).__name__}: {str(e)[:300]}"
     return "ok"
 
 
@@ -233,7 +257,7 @@ def mutate(data, ops, seeds, ext):
         elif kind == "splice":
             other = seeds[op[1] % len(seeds)][1]
             data[at(op[2]):] = other[int(op[3] * len(other)):]
-        elif kind == "json" and ext == "safetensors":
+        elif kind == "json" and ext in ("safetensors", "shard"):
             data = bytearray(_set_json_value(bytes(data), op[1], op[2]))
     return bytes(data)
 
@@ -244,7 +268,8 @@ def _seeds(folder, names=None):
     """[(extension, bytes, name)] of tests/hostile.py's valid and hostile files."""
     import hostile
     out = []
-    for name, path in hostile.valid_files(os.path.join(folder, "valid")).items():
+    valid = {**hostile.valid_files(os.path.join(folder, "valid")), **hostile.shard_files(os.path.join(folder, "shards"))}
+    for name, path in valid.items():
         with open(path, "rb") as f:
             out.append((os.path.splitext(path)[1][1:], f.read(), name))
     out += [(ext, data, name) for name, (ext, data) in hostile.attacks().items()]

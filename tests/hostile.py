@@ -11,6 +11,8 @@ Public names:
     record(seed=0)         a small but complete capture record (tensors of several dtypes)
     valid_files(folder)    {name: path} of records every loader version wrote (ours, plain
                            pickle protocol 2 and 5, numpy arrays, .safetensors)
+    shard_files(folder)    {name: path} of valid shards, format 1 and 2 (named .shard)
+    write_format_1_shard(path, ids, records)   a shard as format 1 wrote it (safetensors' writer)
     attacks()              {name: (extension, bytes)} of the hostile files (computed once)
     write_attacks(folder)  {name: path} of every hostile file
 
@@ -135,6 +137,41 @@ def valid_files(folder):
         with open(paths[name], "wb") as f:
             pickle.dump(obj, f, protocol=protocol)
     return paths
+
+
+def shard_files(folder):
+    """{name: path} of valid shards (--activation_store shards) in every format version, named
+    .shard so the fuzzer knows to read them with the shard readers."""
+    from activation_eval.store.shards import write_shard
+    os.makedirs(folder, exist_ok=True)
+    recs = [record(seed=i, n_prompt=3 + i, n_generated=2 + i % 2) for i in range(3)]
+    ids = ["q-a", "q-b", "q-c"]
+    return {"shard.shard": write_shard(os.path.join(folder, "shard.shard"), ids, recs),
+            "shard v1.shard": write_format_1_shard(os.path.join(folder, "shard_v1.shard"), ids, recs)}
+
+
+def write_format_1_shard(path, ids, records):
+    """A shard as format version 1 laid it out (no index.record_offsets; every record's fields in
+    one JSON array), written by the safetensors library itself."""
+    from safetensors.torch import save_file
+    layers = list(records[0]["activations"])
+    fields = [k for k, v in records[0].items() if isinstance(v, torch.Tensor)]
+    offsets = lambda counts: torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64)
+    counts = [r["activations"][layers[0]].shape[0] for r in records]
+    tensors = {"index.row_offsets": offsets(counts),
+               "index.positions": torch.tensor([p for r in records for p in r["positions_kept"]]),
+               "index.num_prompt_tokens": torch.tensor([r["num_prompt_tokens"] for r in records])}
+    tensors.update({f"act.{n}": torch.cat([r["activations"][n] for r in records]) for n in layers})
+    for name in fields:
+        tensors[f"field.{name}"] = torch.cat([r[name] for r in records])
+        tensors[f"offsets.{name}"] = offsets([len(r[name]) for r in records])
+    parts = [{"fields": {k: v for k, v in r.items() if k != "activations" and k not in fields},
+              "key_order": list(r)} for r in records]
+    tensors["records"] = torch.frombuffer(bytearray(json.dumps(parts).encode()), dtype=torch.uint8)
+    save_file(tensors, path, metadata={"format": "activation-shard", "format_version": "1",
+                                       "ids": json.dumps(ids), "layer_order": json.dumps(layers),
+                                       "tensor_fields": json.dumps(fields)})
+    return path
 
 
 def _deep_tuple(depth):

@@ -18,7 +18,7 @@ def run_fuzzer(tmp_path, *args):
 
 
 def test_seeded_fuzz_run_finds_nothing(tmp_path):
-    """20 s of mutations of valid and hostile .pkl / .safetensors files: no crash, hang, loader
+    """20 s of mutations of valid and hostile .pkl / .safetensors files and shards: no crash, hang, loader
     error other than ours, or peak RSS over 1 GB; both formats and both outcomes reached."""
     code, report = run_fuzzer(tmp_path, "--seconds", "20", "--seed", "0")
     print(f"fuzz: {report['executions']} executions in {report['seconds']} s, "
@@ -27,7 +27,7 @@ def test_seeded_fuzz_run_finds_nothing(tmp_path):
     assert report["crashes"] == report["hangs"] == report["memory"] == 0
     assert report["loader_bugs"] == 0
     assert report["executions"] >= report["seeds"] + 50
-    assert report["by_format"]["pkl"] > 0 and report["by_format"]["safetensors"] > 0
+    assert report["by_format"]["pkl"] > 0 and report["by_format"]["safetensors"] > 0 and report["by_format"]["shard"] > 0
     assert report["outcomes"]["ok"] > 0 and report["outcomes"]["refused"] > 0
     assert 0 < report["peak_rss_mb"] < 1024
 

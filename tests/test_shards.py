@@ -23,6 +23,7 @@ from activation_eval.store import shards
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.run.shard_buffer import shard_name
+import hostile
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -371,27 +372,13 @@ def test_hostile_record_offsets_are_refused(tmp_path, offsets, message):
 
 def test_format_1_shards_are_still_read(tmp_path):
     """A shard as version 1 wrote it (every record's fields in one JSON array, no record offsets),
-    written here by the safetensors library itself."""
-    from safetensors.torch import save_file
+    written by the safetensors library itself."""
     _, recs = small_shard(tmp_path)
-    acts = [r["activations"]["layer_0"] for r in recs]
-    parts = [{"fields": {k: v for k, v in r.items() if k not in ("activations", "input_ids")},
-              "key_order": list(r)} for r in recs]
-    counts = [t.shape[0] for t in acts]
-    tensors = {"index.row_offsets": torch.tensor([0, *np.cumsum(counts)]),
-               "index.positions": torch.tensor([p for r in recs for p in r["positions_kept"]]),
-               "index.num_prompt_tokens": torch.tensor([r["num_prompt_tokens"] for r in recs]),
-               "act.layer_0": torch.cat(acts), "field.input_ids": torch.cat([r["input_ids"] for r in recs]),
-               "offsets.input_ids": torch.tensor([0, *np.cumsum([len(r["input_ids"]) for r in recs])]),
-               "records": torch.frombuffer(bytearray(json.dumps(parts).encode()), dtype=torch.uint8)}
-    path = tmp_path / "v1.safetensors"
-    save_file(tensors, path, metadata={"format": "activation-shard", "format_version": "1",
-                                       "ids": json.dumps(["a", "b", "c"]), "layer_order": '["layer_0"]',
-                                       "tensor_fields": '["input_ids"]'})
+    path = hostile.write_format_1_shard(str(tmp_path / "v1.safetensors"), ["a", "b", "c"], recs)
     for row, rec in shards.iter_shard_records(path):
         assert_same_record(rec, recs[row], runs_apart=False)
     assert_same_record(shards.load_shard_record(path, 2), recs[2], runs_apart=False)
-    assert torch.equal(shards.read_shard_layer(path, "layer_0").rows(1), acts[1])
+    assert torch.equal(shards.read_shard_layer(path, "layer_0").rows(1), recs[1]["activations"]["layer_0"])
 
 
 def test_hostile_shard_gives_one_error_line_in_the_analysis_cli(runs, tmp_path, capsys):
