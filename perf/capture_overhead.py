@@ -24,12 +24,15 @@ for wall time and for this process's CPU time. Verdicts use the CPU ratio: with 
 equals wall time on an idle machine and is far less disturbed by other jobs on a shared one.
 Accounting (printed first): on a shared 2-core machine the interleaved timings scatter by +-10-40%,
 more than the few percent being judged, so capture's extra work is also timed part by part, each
-part alone over many calls: the cost of one hook call (torch's hooked module-call path + our
-hook) times the hook calls in one generate, plus building the records with activations minus
-building them without (same generate output). estimated capture/plain = 1 + (hooks + assembly) /
-plain CPU time. Likewise the wrapper: tokenizing the prompts + building records without
+part alone over many calls. model.generate path: the cost of one hook call (torch's hooked
+module-call path + our hook) times the hook calls in one generate, plus building the records with
+activations minus building them without (same generate output). Continuous path: one decode-step
+hook call times the step hook calls, plus RowCapture's prompt copies, routing and per-question
+assembly timed method by method inside real calls, plus building the RowCapture.
+estimated capture/plain = 1 + (those parts) / plain CPU time. Likewise the wrapper: tokenizing the prompts + building records without
 activations, timed alone; estimated plain/raw = plain / (plain - wrapper).
-Targets (issue 6, CPU, default model): capture <= 1.03x plain at batch 1 and 8; plain <= 1.02x raw.
+Targets (CPU, default model): capture <= 1.02x plain at batch 1 and 8 (issue 15; issue 6 had 1.03);
+plain <= 1.02x raw.
 Writes perf/out/capture_overhead.json; prints the table last.
 """
 import statistics
@@ -40,7 +43,7 @@ import common
 
 BASELINE = {"plain": "raw", "capture": "plain", "hooks": "raw", "hidden_states": "raw",
             "plain_generate": "raw", "capture_generate": "plain_generate"}
-TARGETS = {"capture": 1.03, "plain": 1.02, "capture_generate": 1.03, "plain_generate": 1.02}
+TARGETS = {"capture": 1.02, "plain": 1.02, "capture_generate": 1.02, "plain_generate": 1.02}   # issue 15 (was 1.03)
 JUDGE = "cpu_paired_ratio"   # with one thread, CPU time is the stable measure on a shared machine
 
 
@@ -98,13 +101,16 @@ def main():
             print(f"{model_name} batch {batch_size}:", file=sys.stderr)
             wall, cpu = common.interleaved(variants, args.repeats)
             acc = accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture)
+            acc.update(continuous_accounting(model, tokenizer, prompts, settings))
             plain_s = statistics.median(cpu["plain"]) if "plain" in cpu else statistics.median(next(iter(cpu.values())))
             acc.update(model=model_name, batch=batch_size, plain_s=plain_s)
             acc["estimated_ratio"] = 1 + (acc["hooks_s"] + acc["assembly_extra_s"]) / plain_s
+            acc["estimated_ratio_continuous"] = 1 + acc["continuous_s"] / plain_s
             acc["estimated_wrapper_ratio"] = plain_s / max(plain_s - acc["wrapper_s"], 1e-9)
             if model_name == "default":
                 acc["target"] = f"<= {TARGETS['capture']} / <= {TARGETS['plain']}"
-                acc["verdict"] = "PASS" if (acc["estimated_ratio"] <= TARGETS["capture"] and
+                acc["verdict"] = "PASS" if (max(acc["estimated_ratio"], acc["estimated_ratio_continuous"])
+                                            <= TARGETS["capture"] and
                                             acc["estimated_wrapper_ratio"] <= TARGETS["plain"]) else "MISS"
             accounts.append(acc)
             for name in wall:
@@ -122,6 +128,14 @@ def main():
                              args.out)
     print(f"\nwrote {path}\n")
     print("accounting: what capture adds, each part timed alone over many calls (robust to a noisy machine)")
+    print("continuous path (the default): step hooks, prompt copies + routing, per-question assembly, setup")
+    print(common.table(accounts, [("model", "model", ""), ("batch", "batch", "d"),
+                                  ("step_hook_calls", "step hook calls", "d"), ("step_hook_us", "us/step hook", ".1f"),
+                                  ("step_hooks_s", "step hooks s", ".4f"), ("prompt_s", "prompt+route s", ".4f"),
+                                  ("finish_s", "assembly s", ".4f"), ("setup_s", "setup s", ".4f"),
+                                  ("plain_s", "plain s", ".3f"),
+                                  ("estimated_ratio_continuous", "capture/plain", ".4f")]))
+    print("model.generate path (continuous_batching=False, used for sampling)")
     print(common.table(accounts, [("model", "model", ""), ("batch", "batch", "d"), ("hook_calls", "hook calls", "d"),
                                   ("hook_us", "us/hook call", ".1f"), ("hooks_s", "hooks s", ".4f"),
                                   ("assembly_extra_s", "assembly s", ".4f"), ("plain_s", "plain s", ".3f"),
@@ -199,6 +213,74 @@ def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture,
     return {"hook_calls": calls, "hook_us": hook_s * 1e6, "hooks_s": hook_s * calls,
             "assembly_s": with_cap, "assembly_extra_s": max(with_cap - without, 0.0),
             "wrapper_s": encoding + without}
+
+
+def continuous_accounting(model, tokenizer, prompts, settings, reps=7):
+    """For the continuous path (the default): capture's extra work, part by part. (1) One decode-step
+    hook call (torch's hooked module-call path + RowCapture's copy into its step buffer), timed alone
+    on an identity module, times the step hook calls of one captured call; (2) everything else
+    RowCapture does in that call (prompt and prefix copies, routing, per-question assembly in
+    finish), timed method by method inside the call (median of `reps` calls); (3) building,
+    entering and leaving the RowCapture, timed alone."""
+    import torch
+    from activation_eval.capture import hooks
+    from activation_eval.capture.generation import CaptureSettings, generate_records
+    timed = {"_store": "prompt_s", "route_prefix": "prompt_s", "route_prefill": "prompt_s",
+             "route_step": "prompt_s", "finish": "finish_s"}
+    originals = {name: getattr(hooks.RowCapture, name) for name in timed}
+    totals, counts = [], []
+
+    def spy(name, fn):
+        def timed_call(self, *args):
+            if name == "_store" and self._route[0] == "step":
+                counts[-1] += 1                                   # a step hook: accounted by (1)
+                return fn(self, *args)
+            start = time.perf_counter()
+            result = fn(self, *args)
+            totals[-1][timed[name]] += time.perf_counter() - start
+            return result
+        return timed_call
+    try:
+        for name, fn in originals.items():
+            setattr(hooks.RowCapture, name, spy(name, fn))
+        for _ in range(reps):
+            totals.append({"prompt_s": 0.0, "finish_s": 0.0})
+            counts.append(0)
+            generate_records(model, tokenizer, prompts, settings, CaptureSettings())
+    finally:
+        for name, fn in originals.items():
+            setattr(hooks.RowCapture, name, fn)
+    width = len(prompts)                  # generate_records' width: every prompt in one call
+
+    def setup():
+        start = time.perf_counter()
+        with hooks.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1):
+            pass
+        return time.perf_counter() - start
+    setup_s = statistics.median(setup() for _ in range(reps))
+    # (1) a step hook on an identity module, fed one-token outputs of `width` rows
+    probe = hooks.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1)
+    name = probe.names[-1]
+    x = torch.randn(width, 1, model.config.hidden_size)
+    probe.route_step(list(range(width)), [0] * width, x.device)
+    hook, ident = probe._post_hook(name), torch.nn.Identity()
+
+    def per_call(n=1000):
+        start = time.perf_counter()
+        for _ in range(n):
+            ident(x)
+        return (time.perf_counter() - start) / n
+    bare = min(per_call() for _ in range(7))
+    handle = ident.register_forward_hook(hook)
+    hooked = min(per_call() for _ in range(7))
+    handle.remove()
+    step_us = max(hooked - bare, 0.0) * 1e6
+    calls = int(statistics.median(counts))
+    prompt_s = statistics.median(t["prompt_s"] for t in totals)
+    finish_s = statistics.median(t["finish_s"] for t in totals)
+    return {"step_hook_calls": calls, "step_hook_us": step_us, "step_hooks_s": step_us * calls / 1e6,
+            "prompt_s": prompt_s, "finish_s": finish_s, "setup_s": setup_s,
+            "continuous_s": step_us * calls / 1e6 + prompt_s + finish_s + setup_s}
 
 
 def _check_same_tokens(model, tokenizer, prompts, settings, CaptureSettings, generate_records):

@@ -205,7 +205,8 @@ class ActivationCapture:
         self._handles = []
         self._steps = {name: [] for name in self.names}      # name -> per-call tensors (B, T, H)
         self._calls = {name: 0 for name in self.names}
-        self._open = {}                                      # name -> [CPU step buffer, filled, index]
+        self._open = {}                                      # name -> _StepBuffer of one-token CPU steps
+        self._prompt_only = self.positions in ("prompt", "last_prompt")
         self._joined = {}
 
     def _hook_targets(self):
@@ -260,40 +261,40 @@ class ActivationCapture:
     def _store(self, name, hidden):
         call = self._calls[name]
         self._calls[name] = call + 1
-        mode = self.positions
-        if mode in ("prompt", "last_prompt") and call > 0:
-            return                                           # only the prompt step is needed
-        if mode == "generated" and call == 0:
+        if call:                                             # a decode step: one token per row
+            if self._prompt_only:
+                return                                       # only the prompt step is needed
+            if hidden.requires_grad:
+                hidden = hidden.detach()
+            buf = self._open.get(name)
+            if buf is not None and buf.take(hidden):
+                return
+            if hidden.dim() == 3 and hidden.shape[1] == 1 and hidden.is_cpu:
+                self._open_step_buffer(name, hidden, buf)
+                return
+        elif self.positions == "generated":
             # keep only the shape, so a 1-token answer still yields an empty (0, hidden) tensor
             self._steps[name].append(hidden.new_empty((hidden.shape[0], 0, hidden.shape[-1])))
             return
         hidden = hidden.detach()
-        if mode == "last_prompt":
+        if self.positions == "last_prompt":
             hidden = hidden[:, -1:].clone()                  # do not keep the whole prompt alive
-        if call > 0 and hidden.dim() == 3 and hidden.shape[1] == 1 and hidden.device.type == "cpu":
-            self._append_step(name, hidden)
-            return
         self._close(name)
         self._steps[name].append(hidden)
 
-    def _append_step(self, name, hidden):
-        """Copy a one-token CPU output (B, 1, H) into the layer's step buffer (32 steps, then doubling)."""
-        buf = self._open.get(name)
-        if buf is None or buf[1] == buf[0].shape[1] or buf[0].shape[0] != hidden.shape[0] \
-                or buf[0].shape[2] != hidden.shape[2] or buf[0].dtype != hidden.dtype:
-            size = 32 if buf is None else 2 * buf[0].shape[1]
-            self._close(name)
-            steps = self._steps[name]
-            buf = self._open[name] = [hidden.new_empty((hidden.shape[0], size, hidden.shape[2])), 0, len(steps)]
-            steps.append(buf[0])
-        buf[0][:, buf[1]:buf[1] + 1].copy_(hidden)
-        buf[1] += 1
+    def _open_step_buffer(self, name, hidden, full):
+        """Start a step buffer for one-token CPU outputs (B, 1, H): 32 steps, then twice the full one's."""
+        self._close(name)
+        steps = self._steps[name]
+        buf = self._open[name] = _StepBuffer(hidden, 32 if full is None else 2 * full.tensor.shape[1], len(steps))
+        steps.append(buf.tensor)
+        buf.take(hidden)
 
     def _close(self, name):
         """Cut the open step buffer of a layer to its filled part."""
         buf = self._open.pop(name, None)
         if buf is not None:
-            self._steps[name][buf[2]] = buf[0][:, :buf[1]]
+            self._steps[name][buf.index] = buf.tensor[:, :buf.filled]
 
     def _offset(self, prompt_width):
         """Padded index of the first stored position."""
@@ -356,7 +357,8 @@ class RowCapture(ActivationCapture):
     pad tokens); `route_step(slots, steps, device)` before a one-token forward (row i writes step
     steps[i] of the question in slot slots[i]).
     A prompt's positions are kept per question; one-token steps go into a per-layer buffer
-    (width, max_steps, hidden) on the model's device with one indexed copy per layer and step.
+    (width * max_steps, 1, hidden) on the model's device with one index_copy_ per layer and step
+    (the flat row indices are computed once per step, by route_step).
     `finish` returns the question's (activations, kept positions) on the CPU and frees its slot.
     """
 
@@ -366,7 +368,8 @@ class RowCapture(ActivationCapture):
         self._route = self._step_index = None
         self._prefix = {}       # name -> (prefix length, hidden) of the prompts' shared start, if any
         self._prompts = {}      # question -> {name: tensor (prompt positions kept, hidden)}
-        self._buffers = {}      # name -> (width, max_steps, hidden) step buffer
+        self._buffers = {}      # name -> (width * max_steps, 1, hidden) step buffer
+        self._keeps_steps = self.positions not in ("prompt", "last_prompt")
         self._meta = {}         # name -> (hidden size, dtype, device) of its outputs
 
     def route_prefix(self):
@@ -378,35 +381,49 @@ class RowCapture(ActivationCapture):
     def route_step(self, slots, steps, device):
         last = self._step_index
         if last is not None and last[0] == slots and last[1] == [s - 1 for s in steps]:
-            index = (last[2][0], last[2][1] + 1)         # same rows, one step on: no host-to-device copy
+            index = last[2] + 1                          # same rows, one step on: no host-to-device copy
         else:
-            index = (torch.tensor(slots, device=device), torch.tensor(steps, device=device))
+            index = torch.tensor([slot * self.max_steps + step for slot, step in zip(slots, steps)], device=device)
         self._step_index = (list(slots), list(steps), index)
         self._route = ("step", index, None)
 
     def _store(self, name, hidden):
-        if self._route is None:
+        route = self._route
+        if route is None:
             raise RuntimeError("RowCapture: a forward ran without route_prefill/route_step")
-        if hidden.dim() != 3:
-            raise CaptureError(f"{name!r} outputs shape {tuple(hidden.shape)}, not (batch, seq, hidden)")
+        if route[0] == "step":                               # per layer and decode step: one copy, no checks
+            if self._keeps_steps:
+                buf = self._buffers.get(name)
+                if buf is None:
+                    buf = self._step_buffer(name, hidden)
+                buf.index_copy_(0, route[1], hidden.detach() if hidden.requires_grad else hidden)
+            return
+        self._check(name, hidden)
         hidden = hidden.detach()
-        kind, who, pads = self._route
-        if name not in self._meta:
-            self._meta[name] = (hidden.shape[-1], hidden.dtype, hidden.device)
+        kind, who, pads = route
         if kind == "prefix":
             if self.positions not in ("generated", "last_prompt"):
-                self._prefix[name] = hidden[0].clone()
-        elif kind == "prefill":
-            if self.positions == "generated":
-                return
+                self._prefix[name] = hidden[0]                 # batch of one: the view is the whole tensor
+        elif self.positions != "generated":
+            # a view of the layer's output, not a copy: finish makes the one owned copy (cat, or
+            # _to_cpu's clone); only the last position is copied, so as not to hold whole prompts
+            last = self.positions == "last_prompt"
             for row, (question, pad) in enumerate(zip(who, pads)):
-                part = hidden[row, -1:] if self.positions == "last_prompt" else hidden[row, pad:]
-                self._prompts.setdefault(question, {})[name] = part.clone()
-        elif self.positions not in ("prompt", "last_prompt"):
-            buf = self._buffers.get(name)
-            if buf is None:
-                buf = self._buffers[name] = hidden.new_empty((self.width, self.max_steps, hidden.shape[-1]))
-            buf.index_put_(who, hidden[:, 0])                # (rows, hidden) -> buf[slot, step]
+                self._prompts.setdefault(question, {})[name] = hidden[row, -1:].clone() if last else hidden[row, pad:]
+
+    def _check(self, name, hidden):
+        """A (batch, seq, hidden) output; its hidden size, dtype and device are kept for finish."""
+        if hidden.dim() != 3:
+            raise CaptureError(f"{name!r} outputs shape {tuple(hidden.shape)}, not (batch, seq, hidden)")
+        if name not in self._meta:
+            self._meta[name] = (hidden.shape[-1], hidden.dtype, hidden.device)
+
+    def _step_buffer(self, name, hidden):
+        """The layer's step buffer (width * max_steps, 1, hidden): row slot * max_steps + step of a
+        question in `slot` holds its decode step `step`, so a step's rows go in with one index_copy_."""
+        self._check(name, hidden)
+        self._buffers[name] = hidden.new_empty((self.width * self.max_steps, 1, hidden.shape[-1]))
+        return self._buffers[name]
 
     def finish(self, question, slot, prompt_len, gen_len):
         """(acts {name: (positions, hidden)}, kept positions) of one question, on the CPU."""
@@ -419,9 +436,10 @@ class RowCapture(ActivationCapture):
                 raise RuntimeError(f"layer {name!r} was never called: run the model inside the capture")
             size, dtype, device = self._meta[name]
             parts = [p[name] for p in (self._prefix, prompt) if name in p]
-            if self.positions not in ("prompt", "last_prompt"):
+            if self._keeps_steps:
                 buf = self._buffers.get(name)
-                parts.append(buf[slot, :n_steps] if buf is not None and n_steps
+                start = slot * self.max_steps
+                parts.append(buf[start:start + n_steps, 0] if buf is not None and n_steps
                              else torch.empty((0, size), dtype=dtype, device=device))
             full = torch.cat(parts) if len(parts) > 1 else parts[0]
             if isinstance(self.positions, list):
@@ -432,6 +450,24 @@ class RowCapture(ActivationCapture):
     def release(self):
         super().release()
         self._prefix, self._prompts, self._buffers, self._route, self._step_index = {}, {}, {}, None, None
+
+
+class _StepBuffer:
+    """A CPU tensor (B, capacity, H) that a layer's one-token outputs (B, 1, H) are copied into, step
+    by step; `index` is its place in the layer's list of stored steps."""
+    __slots__ = ("tensor", "filled", "index", "step_shape", "dtype")
+
+    def __init__(self, like, capacity, index):
+        self.tensor = like.new_empty((like.shape[0], capacity, like.shape[2]))
+        self.filled, self.index, self.step_shape, self.dtype = 0, index, like.shape, like.dtype
+
+    def take(self, hidden):
+        """Copy one step in; False (nothing copied) when full or `hidden` has another shape or dtype."""
+        if self.filled == self.tensor.shape[1] or hidden.shape != self.step_shape or hidden.dtype != self.dtype:
+            return False
+        self.tensor.narrow(1, self.filled, 1).copy_(hidden)
+        self.filled += 1
+        return True
 
 
 def _to_cpu(tensors):
