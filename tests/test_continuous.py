@@ -138,3 +138,23 @@ def test_the_runner_plans_units_of_several_batches_only_for_continuous_batching(
     model, tok = llama
     assert runner.unit_size(model, tok, GenerationSettings(), 4) == 4 * runner.GROUP_BATCHES
     assert runner.unit_size(model, tok, GenerationSettings(continuous_batching=False), 4) == 4
+
+
+@pytest.mark.parametrize("continuous_batching", [True, False])
+def test_an_output_written_in_place_later_is_captured_as_it_was_produced(tokenizer, continuous_batching):
+    """A module after a layer may write into that layer's output in place (here a pre-hook of the next
+    layer doubles its input): what is captured must be the output as the layer produced it, a copy
+    taken at hook time, never a view that changes later. Layer 0's prompt positions do not depend on
+    anything after layer 0, so the truth is the same capture without the in-place write."""
+    model, tok = tiny_model("llama", tokenizer)
+    run = lambda: generate_records(model, tok, PROMPTS[:3], GenerationSettings(
+        max_new_tokens=4, continuous_batching=continuous_batching), CaptureSettings(positions="prompt"), batch_size=2)
+    truth = run()
+    handle = model.model.layers[1].register_forward_pre_hook(lambda m, args: args[0].mul_(2.0))
+    try:
+        got = run()
+    finally:
+        handle.remove()
+    for ref, rec in zip(truth, got):
+        assert torch.equal(rec["activations"]["embeddings"], ref["activations"]["embeddings"])
+        assert torch.equal(rec["activations"]["layer_0"], ref["activations"]["layer_0"])

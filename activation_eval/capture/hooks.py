@@ -278,9 +278,10 @@ class ActivationCapture:
             return
         hidden = hidden.detach()
         if self.positions == "last_prompt":
-            hidden = hidden[:, -1:].clone()                  # do not keep the whole prompt alive
+            hidden = hidden[:, -1:]                          # do not keep the whole prompt alive
         self._close(name)
-        self._steps[name].append(hidden)
+        # a copy: a later module may write into this output in place (tests/test_continuous.py)
+        self._steps[name].append(hidden.clone())
 
     def _open_step_buffer(self, name, hidden, full):
         """Start a step buffer for one-token CPU outputs (B, 1, H): 32 steps, then twice the full one's."""
@@ -403,13 +404,13 @@ class RowCapture(ActivationCapture):
         kind, who, pads = route
         if kind == "prefix":
             if self.positions not in ("generated", "last_prompt"):
-                self._prefix[name] = hidden[0]                 # batch of one: the view is the whole tensor
+                self._prefix[name] = hidden[0].clone()
         elif self.positions != "generated":
-            # a view of the layer's output, not a copy: finish makes the one owned copy (cat, or
-            # _to_cpu's clone); only the last position is copied, so as not to hold whole prompts
+            # copies, not views: a later module may write into this output in place (the copy is
+            # ~0.1% of a call), and a view would keep the whole batch's output alive
             last = self.positions == "last_prompt"
             for row, (question, pad) in enumerate(zip(who, pads)):
-                self._prompts.setdefault(question, {})[name] = hidden[row, -1:].clone() if last else hidden[row, pad:]
+                self._prompts.setdefault(question, {})[name] = (hidden[row, -1:] if last else hidden[row, pad:]).clone()
 
     def _check(self, name, hidden):
         """A (batch, seq, hidden) output; its hidden size, dtype and device are kept for finish."""
