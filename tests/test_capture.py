@@ -98,7 +98,7 @@ def test_row_that_hits_eos_early_is_cut_at_its_eos(tokenizer, continuous):
 
 
 @BOTH
-@pytest.mark.parametrize("positions", ["prompt", "generated", "last_prompt", [0, 3, -1], "1,-2"])
+@pytest.mark.parametrize("positions", ["prompt", "generated", "last_prompt", [0, 3, -1], "1,-2", [-1, 0, 3, 0]])
 def test_position_modes_select_the_right_absolute_positions(llama, positions, continuous):
     model, tok = llama
     records = run(model, tok, PROMPTS[:3], positions=positions, continuous_batching=continuous)

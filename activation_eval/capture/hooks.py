@@ -329,12 +329,41 @@ class ActivationCapture:
         index = [torch.tensor([pad + p - offset for p in k], dtype=torch.long) for pad, k in zip(pads, kept)]
         acts = [{} for _ in kept]
         for name in self.names:
-            full = self.joined(name)                          # (B, S, H) on the CPU
-            del self._joined[name]
+            parts = self._cpu_parts(name)
+            if parts is None:                                 # on a GPU: one transfer per layer
+                full = self.joined(name)                      # (B, S, H) on the CPU
+                del self._joined[name]
+                for row, idx in enumerate(index):
+                    acts[row][name] = full[row].index_select(0, idx)   # a fresh tensor owning its storage
+                del full
+                continue
+            # on the CPU: each row's positions straight from the stored steps into its own tensor
+            # (no joined (B, S, H) copy: 45 MB less to allocate and fault in per call at batch 8)
+            ends = torch.tensor([0] + [part.shape[1] for part in parts]).cumsum(0)
             for row, idx in enumerate(index):
-                acts[row][name] = full[row].index_select(0, idx)   # a fresh tensor owning its storage
-            del full
+                out = parts[0].new_empty((len(idx), parts[0].shape[2]))
+                if bool((idx[1:] >= idx[:-1]).all()):        # ascending (all but user-ordered indices)
+                    cuts = torch.searchsorted(idx, ends).tolist()
+                    for k, part in enumerate(parts):
+                        if cuts[k] < cuts[k + 1]:
+                            torch.index_select(part[row], 0, idx[cuts[k]:cuts[k + 1]] - ends[k],
+                                               out=out[cuts[k]:cuts[k + 1]])
+                else:
+                    for k, part in enumerate(parts):
+                        here = (idx >= ends[k]) & (idx < ends[k + 1])
+                        out[here] = part[row].index_select(0, idx[here] - ends[k])
+                acts[row][name] = out
+            del parts
         return list(zip(acts, kept))
+
+    def _cpu_parts(self, name):
+        """A layer's stored steps [(B, s, H), ...] when all are on the CPU in the capture dtype (then
+        consumed), else None (joined() handles them)."""
+        self._close(name)
+        steps = self._steps.get(name)
+        if not steps or steps[0].dim() != 3 or any(t.device.type != "cpu" or t.dtype != self.dtype for t in steps):
+            return None
+        return self._steps.pop(name)
 
     def release(self):
         """Drop every buffered tensor (call after the records are built)."""
