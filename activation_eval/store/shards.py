@@ -28,8 +28,8 @@ out for reading one layer across all its questions with one read:
 The small index tensors come right after the header (the first read of a file gets them too);
 the record JSON comes last, so reading a layer never parses it, and reading one question parses
 only its own JSON. Format version 1 (before 2026-12-02) had no index.record_offsets and one JSON
-array in `records`; it is still read. The header metadata holds the
-format, the question ids (JSON), the layer order and the tensor fields. Variable position counts
+array in `records`; it is still read. The header metadata holds the format, the question ids
+(JSON), the layer order and the tensor fields. Variable position counts
 per question are what the offsets are for. Every header entry, offset table and count is
 checked before anything is allocated: a hostile or torn file gives CorruptFileError naming it.
 """
@@ -99,9 +99,9 @@ def write_shard(path, ids, records):
              _ready("index.num_prompt_tokens", torch.tensor([_num_prompt(r) for r in records], dtype=torch.int64)),
              _ready("index.record_offsets", _offsets([len(t) for t in texts]))]
     blocks = index + blocks + [_ready("records", torch.frombuffer(bytearray(b"".join(texts)), dtype=torch.uint8))]
-    head = header_bytes([block[:3] for block in blocks], {"format": SHARD_FORMAT, "format_version": _VERSION,
-                          "ids": json.dumps(ids), "layer_order": json.dumps(layers),
-                          "tensor_fields": json.dumps(tensor_fields)})
+    metadata = {"format": SHARD_FORMAT, "format_version": _VERSION, "ids": json.dumps(ids),
+                "layer_order": json.dumps(layers), "tensor_fields": json.dumps(tensor_fields)}
+    head = header_bytes([block[:3] for block in blocks], metadata)
     atomic_write(os.fspath(path), lambda tmp: write_pieces(tmp, _pieces(head, blocks)))
     return os.fspath(path)
 
