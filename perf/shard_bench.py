@@ -20,8 +20,8 @@ fsync each) and its row appended (one fsync), as the runner does, on fewer quest
 The big run gives every record its own tensors (as a real run does), so its RSS shows what the
 held units cost.
 Read, cold (every file's pages dropped with posix_fadvise DONTNEED first, untimed; the virtual
-disk's host may still cache): "layer_15, shards" = read_shard_layer of each shard (the storage
-layer: one [rows, 576] tensor per shard); "load_run_layer, shards" = the user's call, including parsing the 100k-row
+disk's host may still cache): "layer_15, shards" = read_shard_layers of the shards (the storage
+layer: one [rows, 576] tensor per shard, 8 reads at a time); "load_run_layer, shards" = the user's call, including parsing the 100k-row
 results.jsonl and reduce=last_prompt; "numpy.load" = one np.load of an .npy holding the same
 bytes (n x 576 float32): the baseline; "load_run_layer, files" on --file_questions files,
 extrapolated per question; "one record" = load_activations(run, question_id=...) of 21 questions
@@ -245,7 +245,7 @@ def main():
                              for f in fs)
 
         def read_layer():
-            return [shards.read_shard_layer(path, ONE).tensor for path in shard_paths]
+            return shards.read_shard_layers(shard_paths, ONE)
 
         def cold(folder_or_file):
             return lambda: evict_tree(folder_or_file) if os.path.isdir(folder_or_file) else common.evict(folder_or_file)

@@ -483,3 +483,30 @@ def test_a_crash_between_units_of_one_shard_loses_only_unwritten_units(tiny_dir,
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
     assert os.listdir(out / "activations" / "units") == os.listdir(runs[1] / "activations" / "units")
+
+
+def test_many_shards_are_read_concurrently_in_order(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    paths, expected = [], []
+    for k in range(5):
+        recs = [{"activations": {"layer_0": torch.randn(1 + i, 8, generator=g)}, "positions_kept": list(range(1 + i))}
+                for i in range(3)]
+        paths.append(shards.write_shard(tmp_path / "units" / f"abcde{k}.safetensors", [f"{k}-{i}" for i in range(3)], recs))
+        expected.append(torch.cat([r["activations"]["layer_0"] for r in recs]))
+    got = shards.read_shard_layers(paths, "layer_0")
+    assert [layer.index.path for layer in got] == paths
+    assert all(torch.equal(layer.tensor, want) for layer, want in zip(got, expected))
+    with open(paths[3], "r+b") as f:                   # one torn shard: its error, naming it
+        f.truncate(os.path.getsize(paths[3]) - 3)
+    with pytest.raises(CorruptFileError, match=f"{paths[3]}$"):
+        shards.read_shard_layers(paths, "layer_0")
+
+
+@pytest.mark.parametrize("reduce", ["last_prompt", "mean_prompt"])
+def test_load_run_layer_over_several_shards_equals_the_file_store(tiny_dir, runs, tmp_path, reduce):
+    out = tmp_path / "run"
+    assert run_main(*args(tiny_dir, out, "shards", shard_mb=0)) == 0
+    assert len(os.listdir(out / "activations" / "units")) == 2
+    X_f, rows_f = load_run_layer(runs[0], "layer_0", reduce=reduce)
+    X_s, rows_s = load_run_layer(out, "layer_0", reduce=reduce)
+    assert np.array_equal(X_f, X_s) and strip(rows_f) == strip(rows_s)

@@ -29,7 +29,7 @@ from ..store.errors import CorruptFileError
 from ..store.records import load_activations
 from ..store.run_folder import RESULTS_FILE, SHARD_FIELDS, read_results
 from ..store.run_records import record_location
-from ..store.shards import read_shard_layer
+from ..store.shards import read_shard_layers
 
 log = logging.getLogger(__name__)
 ANSWER_REDUCTIONS = ("answer_first", "answer_mean")
@@ -141,8 +141,9 @@ def _shard_run_layers(run_dir, results, layers, reduce, progress):
         blocks = [([slot for slot, _ in files],
                    np.stack([_pick_vector(load_activations(path, layers=[layer]), layer, reduce, path).copy()
                              for _, path in files]))] if files else []
-        blocks += [(slots, _shard_vectors(read_shard_layer(path, layer), rows, ids, reduce))
-                   for slots, rows, ids, path in groups]
+        read = read_shard_layers([path for *_, path in groups], layer)     # concurrently: disk waits overlap
+        blocks += [(slots, _shard_vectors(shard, rows, ids, reduce))
+                   for (slots, rows, ids, _), shard in zip(groups, read)]
         widths = {block.shape[1] for _, block in blocks}
         if len(widths) > 1:
             raise ValueError(f"layer {layer!r} has different widths {sorted(widths)} across the "
