@@ -510,3 +510,17 @@ def test_load_run_layer_over_several_shards_equals_the_file_store(tiny_dir, runs
     X_f, rows_f = load_run_layer(runs[0], "layer_0", reduce=reduce)
     X_s, rows_s = load_run_layer(out, "layer_0", reduce=reduce)
     assert np.array_equal(X_f, X_s) and strip(rows_f) == strip(rows_s)
+
+
+def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_path):
+    from activation_eval.run.shard_buffer import remove_unreferenced_shards
+    run, shared = tmp_path / "run", tmp_path / "shared_acts"
+    for folder in (run / "activations" / "units", shared / "units"):
+        folder.mkdir(parents=True)
+        for name in ("aaaaaa.safetensors", "bbbbbb.safetensors"):
+            (folder / name).write_bytes(b"x")
+    rows = [{"id": "q", "activation_shard": "activations/units/aaaaaa.safetensors", "activation_row": 0}]
+    assert remove_unreferenced_shards(run, shared, rows) == 0            # another folder: maybe other runs'
+    assert sorted(os.listdir(shared / "units")) == ["aaaaaa.safetensors", "bbbbbb.safetensors"]
+    assert remove_unreferenced_shards(run, run / "activations", rows) == 1
+    assert os.listdir(run / "activations" / "units") == ["aaaaaa.safetensors"]
