@@ -524,3 +524,13 @@ def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_p
     assert sorted(os.listdir(shared / "units")) == ["aaaaaa.safetensors", "bbbbbb.safetensors"]
     assert remove_unreferenced_shards(run, run / "activations", rows) == 1
     assert os.listdir(run / "activations" / "units") == ["aaaaaa.safetensors"]
+
+
+def test_without_capture_the_shard_store_writes_each_row_at_once(tiny_dir, tmp_path, monkeypatch):
+    out, seen = tmp_path / "run", []
+    real_append = run_folder.append_results
+    monkeypatch.setattr(run_folder, "append_results", lambda path, rows: (seen.append(len(rows)), real_append(path, rows)))
+    cli = [a for a in args(tiny_dir, out, "shards", limit=4) if a != "--capture_activations"]
+    assert run_main(*cli) == 0
+    assert seen == [1, 1, 1, 1] and len(read_rows(out)) == 4            # not held for a shard that never comes
+    assert not (out / "activations").exists()

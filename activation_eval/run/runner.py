@@ -260,8 +260,9 @@ def _run(config, procs):
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
     results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
-    # the shard store: finished units wait here until they fill a shard (shard_buffer.py)
-    buffer = ShardBuffer(config) if config.activation_store == "shards" else None
+    # the shard store: finished units wait here until they fill a shard (shard_buffer.py); without
+    # capture there is nothing to shard, and rows are written as each question finishes
+    buffer = ShardBuffer(config) if config.capture_activations and config.activation_store == "shards" else None
     start = time.perf_counter()
     with _progress_bar(procs, len(jobs), to_answer, mine) as bar:
         for n, batch in enumerate(mine, 1):
