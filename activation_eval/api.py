@@ -28,7 +28,8 @@ from .eval.answering import answer_rows
 from .eval.benchmark import normalize_row, stable_id
 from .models import DEFAULT_MODEL, load_model
 from .store import records
-from .store.records import load_activations, save_activations
+from .store.records import save_activations
+from .store.run_reader import load_activations
 from .store.run_folder import record_path
 
 __all__ = ["load_model", "generate_inference", "generate_inference_with_activations",

@@ -146,7 +146,7 @@ def write_file_run(records, run_folder, pool, folder, n, fmt):
 def one_record(run, n, cold, store, lookups=21):
     """load_activations(run, question_id=...) of one question, every file's pages dropped first
     (the results rows are parsed once, before: a notebook's repeated look-ups share them)."""
-    from activation_eval.store.records import load_activations
+    from activation_eval.store.run_reader import load_activations
     load_activations(run, question_id="q0000000")
     times = []
     for k in range(lookups):

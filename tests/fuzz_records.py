@@ -125,7 +125,7 @@ def worker_main(loader):
     warnings.simplefilter("ignore")
     from activation_eval.analysis.cli import _jsonable
     from activation_eval.analysis.stats import describe_record
-    from activation_eval.store.records import load_activations
+    from activation_eval.store.run_reader import load_activations
     out = sys.stdout
     out.write("ready\n")
     out.flush()

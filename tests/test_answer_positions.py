@@ -10,6 +10,7 @@ import torch
 from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.eval.answering import answer_token_positions
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 
 
@@ -77,7 +78,7 @@ def test_run_records_answer_positions_that_spell_the_extracted_answer(runs, toke
     rows = read_rows(runs / "all")
     found = 0
     for row in rows:
-        rec = storage.load_activations(runs / "all" / row["activation_file"])
+        rec = run_reader.load_activations(runs / "all" / row["activation_file"])
         assert rec["answer_positions"] == row["answer_positions"]
         positions, P = row["answer_positions"], row["num_prompt_tokens"]
         if not positions:
@@ -105,7 +106,7 @@ def test_answer_reductions_pick_the_answer_rows(runs):
     assert [r["id"] for r in used] == [r["id"] for r in used_mean]
     assert len(used) >= 3
     for i, row in enumerate(used):
-        rec = storage.load_activations(run / row["activation_file"])
+        rec = run_reader.load_activations(run / row["activation_file"])
         acts, kept = rec["activations"]["layer_2"], list(rec["positions_kept"])
         assert kept == list(range(row["num_prompt_tokens"] + row["num_generated_tokens"] - 1))
         first = row["answer_positions"][0]

@@ -10,6 +10,7 @@ from activation_eval.eval.benchmark import load_benchmark
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import select_rows
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 
 SAMPLED = ["--limit", 4, "--max_new_tokens", 5, "--temperature", 1.0, "--num_samples", 2,
@@ -31,7 +32,7 @@ def test_sampled_runs_repeat_exactly_across_batch_sizes_and_resume(tiny_dir, tmp
     files = {r["activation_file"] for r in rows}
     assert len(files) == 8 and len(os.listdir(tmp_path / "a" / "activations")) == 8
     for row in rows:
-        rec = storage.load_activations(tmp_path / "a" / row["activation_file"])
+        rec = run_reader.load_activations(tmp_path / "a" / row["activation_file"])
         assert rec["response"] == row["response"] and rec["sample"] == row["sample"]
         assert rec["generation"]["do_sample"] is True and rec["generation"]["seed"] == 5
     # the two samples of a question differ somewhere (temperature 1.0 on a random model)
@@ -101,7 +102,7 @@ def test_loglikelihood_run_scores_choice_rows_and_skips_the_others(tiny_dir, tmp
         best = max(range(len(source["choices"])), key=lambda i: (row["choice_logprobs"][i], -i))
         assert row["extracted"] == "ABCD"[best] and row["response"] == source["choices"][best]
         assert isinstance(row["correct"], bool) and isinstance(row["correct_norm"], bool)
-        rec = storage.load_activations(out / row["activation_file"])
+        rec = run_reader.load_activations(out / row["activation_file"])
         assert rec["choice_logprobs"] == row["choice_logprobs"] and rec["output_ids"].numel() == 0
         assert rec["positions_kept"] == [rec["num_prompt_tokens"] - 1]
         assert rec["activations"]["layer_2"].shape == (1, 64)

@@ -14,6 +14,7 @@ import torch
 
 from activation_eval.run import distributed, runner
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from activation_eval.store import run_folder
 from helpers import read_rows, run_main
 
@@ -61,7 +62,7 @@ def records(folder):
     """{id: record} of a run, with the fields that differ between runs (timestamps) dropped."""
     out = {}
     for row in read_rows(folder):
-        rec = storage.load_activations(os.path.join(folder, row["activation_file"]))
+        rec = run_reader.load_activations(os.path.join(folder, row["activation_file"]))
         rec.pop("timestamp")
         out[row["id"]] = rec
     return out
@@ -123,7 +124,7 @@ def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir,
     shard = out / "shards" / "results.rank1.jsonl"
     assert len(shard.read_text().splitlines()) == runner.GROUP_BATCHES * 2   # process 1's one unit is kept
     for row in map(json.loads, shard.read_text().splitlines()):
-        storage.load_activations(out / row["activation_file"])       # with its complete records
+        run_reader.load_activations(out / row["activation_file"])       # with its complete records
     assert not (out / "summary.json").exists()
     resumed = launch([*args_for(tiny_dir, out), "--resume"], processes=2)
     assert resumed.returncode == 0, resumed.stderr
@@ -230,7 +231,7 @@ def test_a_lost_shard_is_an_error_not_a_short_summary(tmp_path):
     config = runner.RunConfig(output_dir=str(tmp_path))
     bench = [{"id": "a"}, {"id": "b"}]
     batches = [[bench[0]], [bench[1]]]
-    row = {"id": "a", "batch": runner.batch_key(batches[0]), "correct": True}
+    row = {"id": "a", "unit": runner.batch_key(batches[0]), "correct": True}
     (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(runner.RunError, match="1 question.*--resume"):
         runner._finish(config, bench, batches, elapsed=1.0, answered=2, processes=2)

@@ -14,7 +14,8 @@ import torch
 
 import analyze_activations as aa
 from activation_eval.store.errors import CorruptFileError, UnsafeFileError
-from activation_eval.store.records import load_activations, save_activations
+from activation_eval.store.records import save_activations
+from activation_eval.store.run_reader import load_activations
 from activation_eval.store.safe_pickle import safe_load
 from hostile import attacks, record, valid_files, write_attacks
 
@@ -100,7 +101,7 @@ def test_amplification_attacks_are_live_under_plain_pickle(hostile_paths):
 MEMORY_SCRIPT = """
 import json, sys
 from fuzz_records import peak_rss_mb
-from activation_eval.store.records import load_activations
+from activation_eval.store.run_reader import load_activations
 before = peak_rss_mb() * 1024
 errors = {}
 for path in sys.argv[1:]:

@@ -59,13 +59,13 @@ def lens_run(tiny_dir, tmp_path_factory):
 
 def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
     from activation_eval.models import load_model
-    from activation_eval.store import records as storage
+    from activation_eval.store import run_reader
     res = logit_lens_run(lens_run, progress=False)
     model, tok = load_model(tiny_dir)
     assert res["layer_names"] == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
     assert res["questions_used"] == 10 and res["skipped_no_position"] == 0
     for q, row in zip(res["questions"], read_rows(lens_run)):
-        rec = storage.load_activations(lens_run / row["activation_file"])
+        rec = run_reader.load_activations(lens_run / row["activation_file"])
         with torch.no_grad():
             ref = torch.softmax(model(rec["input_ids"][None]).logits[0, -1].double(), -1)
         gold = gold_first_tokens(tok, row)

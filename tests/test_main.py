@@ -9,6 +9,7 @@ from activation_eval.capture.generation import GenerationSettings
 from activation_eval.eval.answering import answer_rows
 from activation_eval.eval.benchmark import load_benchmark
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from helpers import read_rows, run_main, tiny_model
 
 
@@ -25,7 +26,7 @@ def test_run_writes_graded_rows_summary_and_records(tiny_dir, tmp_path, capsys):
     assert summary["accuracy"] == pytest.approx(summary["correct"] / 10)
     assert sum(c["n"] for c in summary["per_category"].values()) == 10
     for row in rows:
-        rec = storage.load_activations(out / row["activation_file"])
+        rec = run_reader.load_activations(out / row["activation_file"])
         assert list(rec["activations"]) == ["embeddings", "layer_0", "layer_2", "final_norm"]
         assert rec["response"] == row["response"] and rec["grading"]["correct"] == row["correct"]
         n = len(rec["input_ids"]) + len(rec["output_ids"]) - 1
@@ -50,10 +51,10 @@ def test_no_continuous_batching_answers_with_model_generate_and_the_same_rows(ti
     strip = lambda rows: [(r["id"], r["response"], r["correct"], r["num_generated_tokens"]) for r in rows]
     continuous, generate = read_rows(tmp_path / "continuous"), read_rows(tmp_path / "generate")
     assert strip(continuous) == strip(generate)
-    assert len({r["batch"] for r in continuous}) == 1 and len({r["batch"] for r in generate}) == 4  # 1 unit vs 4 batches
+    assert len({r["unit"] for r in continuous}) == 1 and len({r["unit"] for r in generate}) == 4  # 1 unit vs 4 batches
     for a, b in zip(continuous, generate):
-        rec_a = storage.load_activations(tmp_path / "continuous" / a["activation_file"])
-        rec_b = storage.load_activations(tmp_path / "generate" / b["activation_file"])
+        rec_a = run_reader.load_activations(tmp_path / "continuous" / a["activation_file"])
+        rec_b = run_reader.load_activations(tmp_path / "generate" / b["activation_file"])
         assert (rec_a["generation"]["decoding"], rec_b["generation"]["decoding"]) == ("continuous", "generate")
         for name, t in rec_b["activations"].items():
             assert (rec_a["activations"][name] - t).abs().max() <= 1e-5 * t.abs().max()

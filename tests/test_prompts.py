@@ -9,6 +9,7 @@ from activation_eval.eval.benchmark import BenchmarkError, load_benchmark
 from activation_eval.eval.prompts import (PromptSettings, build_prompt, check_template, fewshot_examples,
                                           format_question, with_prompts)
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from helpers import make_tokenizer, read_rows, run_main
 
 MC = {"id": "m", "question": "Which is a mammal?", "answer": ["B"], "choices": ["Shark", "Dolphin"], "grader": "choice"}
@@ -113,7 +114,7 @@ def test_main_sends_system_prompt_and_fewshot_and_keeps_the_prompt(tiny_dir, tmp
         blocks = row["prompt"].split("\n\n")
         assert len(blocks) == 3 and blocks[2] == format_question(bench[row["id"]])
         assert all(not block.startswith(bench[row["id"]]["question"]) for block in blocks[:2])
-        record = storage.load_activations(out / row["activation_file"])
+        record = run_reader.load_activations(out / row["activation_file"])
         fed = tok.decode(record["input_ids"])
         # the tiny model's template (tests/helpers.py) writes every message after <|user|>
         assert fed.startswith("<|user|>You are terse.\n<|user|>" + blocks[0][:20])

@@ -13,6 +13,7 @@ import torch
 
 import main
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def snapshot(folder):
     rows = read_rows(folder)
     records = {}
     for row in rows:
-        rec = storage.load_activations(os.path.join(folder, row["activation_file"]))
+        rec = run_reader.load_activations(os.path.join(folder, row["activation_file"]))
         records[row["id"]] = {k: v for k, v in rec["activations"].items()}
     return rows, records
 
@@ -116,7 +117,7 @@ def test_disk_full_stops_cleanly_and_resume_completes(tiny_dir, uninterrupted, t
     written = read_rows(out)
     assert 0 < len(written) < 12
     for row in written:                          # what was written before the failure is intact
-        storage.load_activations(out / row["activation_file"])
+        run_reader.load_activations(out / row["activation_file"])
     assert run_main(*common_args(tiny_dir, out), "--resume") == 0
     assert_same_run(uninterrupted, out)
 

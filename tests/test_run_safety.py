@@ -16,7 +16,8 @@ from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.run import runner
 from activation_eval.run.lock import RunLock
 from activation_eval.store import run_folder
-from activation_eval.store.records import load_activations, save_activations
+from activation_eval.store.records import save_activations
+from activation_eval.store.run_reader import load_activations
 from helpers import make_tokenizer, read_rows, run_main, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

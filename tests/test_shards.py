@@ -18,6 +18,7 @@ import torch
 from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.store import records as storage
+from activation_eval.store import run_reader
 from activation_eval.store import run_folder
 from activation_eval.store import shards
 from activation_eval.store.errors import CorruptFileError
@@ -40,7 +41,7 @@ def args(model, out, store, limit=12, shard_mb=None):
 
 def unit_shards(rows):
     """The shard names of a run written with one unit per shard: its rows' unit keys."""
-    return sorted(f"{key}.safetensors" for key in {row["batch"] for row in rows})
+    return sorted(f"{key}.safetensors" for key in {row["unit"] for row in rows})
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
     rows_f, rows_s = read_rows(files), read_rows(sharded)
     assert strip(rows_f) == strip(rows_s)
     units = sorted(os.listdir(sharded / "activations" / "units"))
-    keys = list(dict.fromkeys(r["batch"] for r in sorted(rows_s, key=lambda r: r["activation_row"])))
+    keys = list(dict.fromkeys(r["unit"] for r in sorted(rows_s, key=lambda r: r["activation_row"])))
     assert len(keys) == 2 and sorted(os.listdir(sharded / "activations")) == ["units"]
     # both units in one shard (far below --shard_size_mb), named by the digest of their keys
     assert units == [f"{shard_name(keys)}.safetensors"] and len(units[0]) == len("0123456789abcdef.safetensors")
@@ -84,16 +85,16 @@ def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
     assert sorted(r["activation_row"] for r in rows_s) == list(range(12))
     lengths = set()
     for row in rows_f:
-        from_file = storage.load_activations(files / row["activation_file"])     # the file store's reader
-        assert_same_record(storage.load_activations(files, row["id"]), from_file, runs_apart=False)
-        assert_same_record(storage.load_activations(sharded, row["id"]), from_file)
+        from_file = run_reader.load_activations(files / row["activation_file"])     # the file store's reader
+        assert_same_record(run_reader.load_activations(files, row["id"]), from_file, runs_apart=False)
+        assert_same_record(run_reader.load_activations(sharded, row["id"]), from_file)
         lengths.add(from_file["activations"]["layer_0"].shape[0])
-        part = storage.load_activations(sharded, question_id=row["id"], layers=["layer_0"])
+        part = run_reader.load_activations(sharded, question_id=row["id"], layers=["layer_0"])
         assert list(part["activations"]) == ["layer_0"]
         assert torch.equal(part["activations"]["layer_0"], from_file["activations"]["layer_0"])
     assert len(lengths) > 3                       # variable position counts per question
     with pytest.raises(KeyError, match="no-such-id"):
-        storage.load_activations(sharded, "no-such-id")
+        run_reader.load_activations(sharded, "no-such-id")
 
 
 @pytest.mark.parametrize("reduce", ["last_prompt", "mean_prompt", "last", 3])
@@ -104,7 +105,7 @@ def test_load_run_layer_is_equal_on_both_stores(runs, reduce):
     assert strip(rows_f) == strip(rows_s)
     # planted check against the record itself: last_prompt is row num_prompt_tokens - 1
     if reduce == "last_prompt":
-        rec = storage.load_activations(runs[1], rows_s[5]["id"])
+        rec = run_reader.load_activations(runs[1], rows_s[5]["id"])
         assert np.array_equal(X_s[5], rec["activations"]["layer_0"][rec["num_prompt_tokens"] - 1].numpy())
 
 
@@ -141,13 +142,13 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
     units = out / "activations" / "units"
     assert len(os.listdir(units)) == 2                          # the next unit's shard: no row names it
     for row in rows:
-        storage.load_activations(out, row["id"])
+        run_reader.load_activations(out, row["id"])
     # a writer killed mid-shard leaves a temp file; a torn shard never gets its final name
     (units / ".deadbeefdead.safetensors.0123abcd.tmp").write_bytes(b"\x10\x00" * 100)
     assert run_main(*args(tiny_dir, out, "shards", shard_mb=0), "--resume") == 0
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
     for row in read_rows(runs[1]):
-        assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
+        assert_same_record(run_reader.load_activations(out, row["id"]), run_reader.load_activations(runs[1], row["id"]))
     assert sorted(os.listdir(units)) == unit_shards(read_rows(out))     # the temp file is gone
 
 
@@ -172,7 +173,7 @@ def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_
     assert "removed 1 shard(s) that no results row names" in caplog.text
     assert strip(rows) == strip(read_rows(runs[1]))
     for row in rows:
-        assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
+        assert_same_record(run_reader.load_activations(out, row["id"]), run_reader.load_activations(runs[1], row["id"]))
 
 
 def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
@@ -188,7 +189,7 @@ def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, r
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=120)
     for row in read_rows(out):                                  # every row's shard is whole
-        storage.load_activations(out, row["id"])
+        run_reader.load_activations(out, row["id"])
     proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
@@ -208,7 +209,7 @@ def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, 
     # each process had one unit to answer: one shard each, named by its unit
     assert sorted(os.listdir(out / "activations" / "units")) == unit_shards(rows)
     for row in reference:                                       # (one thread here: last float bits may differ)
-        a, b = storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"])
+        a, b = run_reader.load_activations(out, row["id"]), run_reader.load_activations(runs[1], row["id"])
         for name, t in b["activations"].items():
             assert (a["activations"][name] - t).abs().max() <= 1e-5 * t.abs().max()
 
@@ -219,7 +220,7 @@ def test_resume_says_how_many_are_answered_and_how_many_units_are_redone(runs, t
     rows = read_rows(out)
     # drop one row: its unit is answered again, whole
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
-    unit = sum(r["batch"] == rows[-1]["batch"] for r in rows)
+    unit = sum(r["unit"] == rows[-1]["unit"] for r in rows)
     caplog.set_level(logging.INFO, logger="activation_eval.run.runner")
     model = json.loads((out / "run_config.json").read_text())["model"]
     assert run_main(*args(model, out, "files"), "--resume") == 0
@@ -407,7 +408,7 @@ def test_export_hf_loads_with_datasets_and_holds_the_run_values(runs, tmp_path, 
     assert ds["category"] == [r["category"] for r in rows]
     arrays = ds.with_format("numpy")
     for i, row in enumerate(rows):                   # against each record, reduced by hand
-        rec = storage.load_activations(runs[0] / row["activation_file"])
+        rec = run_reader.load_activations(runs[0] / row["activation_file"])
         for name in ("layer_0", "final_norm"):
             expected = rec["activations"][name][: rec["num_prompt_tokens"]].mean(dim=0).numpy()
             np.testing.assert_allclose(arrays[name][i], expected, rtol=1e-6, atol=1e-7)
@@ -441,7 +442,7 @@ def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monke
     first, last = written
     assert {r["activation_shard"] for r in first} == {f"activations/units/{shard_name(['aaaaaa000001', 'aaaaaa000002'])}.safetensors"}
     assert {r["activation_shard"] for r in last} == {"activations/units/aaaaaa000003.safetensors"}
-    assert [r["activation_row"] for r in first] == list(range(6)) and [r["batch"] for r in first][2:4] == \
+    assert [r["activation_row"] for r in first] == list(range(6)) and [r["unit"] for r in first][2:4] == \
         ["aaaaaa000001", "aaaaaa000002"]
     for rows in written:
         path = tmp_path / rows[0]["activation_shard"]

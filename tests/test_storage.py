@@ -24,7 +24,8 @@ from activation_eval.store import atomic, run_folder, safe_pickle
 from activation_eval.store import records as storage
 from activation_eval.store.atomic import remove_stale_temp_files
 from activation_eval.store.errors import CorruptFileError, StorageError, UnsafeFileError
-from activation_eval.store.records import load_activations, save_activations
+from activation_eval.store.records import save_activations
+from activation_eval.store.run_reader import load_activations
 from activation_eval.store import safetensors_file
 from activation_eval.store.run_folder import iter_record_files, read_results, record_path
 

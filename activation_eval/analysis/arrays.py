@@ -9,7 +9,7 @@ Public names:
     token_ids(x) -> list[int]             a tensor / array / list of ids, flattened ([] for None)
     record_meta(record) -> dict           positions, num_prompt_tokens, num_generated_tokens,
                                           tokens (prompt + generated), layer_names, dtype
-    load_record(path, layers=None)        store.records.load_activations, with a clear error for a
+    load_record(path, layers=None)        store.records.load_record_file, with a clear error for a
                                           requested layer the file lacks
     run_layers(run_dir) -> list[str]      layer names of a run folder, from its first record
     correct_labels(rows, run_dir)         int array of the rows' boolean "correct" (1 / 0)
@@ -24,10 +24,9 @@ Example:
 import numpy as np
 import torch
 
-from ..store.records import load_activations
-from ..store.run_folder import iter_record_files, read_results
-from ..store.run_records import record_location
-from ..store.shards import read_shard_index
+from ..store.records import load_record_file
+from ..store.run_folder import is_run_folder, iter_record_files
+from ..store.run_reader import RunReader
 
 
 def as_2d(x):
@@ -79,8 +78,8 @@ def _shape(t):
 
 
 def load_record(path, layers=None):
-    """load_activations(path, layers); a requested layer the record lacks is a ValueError."""
-    record = load_activations(path, layers=layers)
+    """load_record_file(path, layers); a requested layer the record lacks is a ValueError."""
+    record = load_record_file(path, layers=layers)
     if layers is not None:
         missing = [name for name in layers if name not in record.get("activations", {})]
         if missing:
@@ -89,15 +88,14 @@ def load_record(path, layers=None):
 
 
 def run_layers(run_dir):
-    """Layer names (record order) of a run folder, from its first record (either store)."""
+    """Layer names (record order) of a run folder (either store: store.run_reader), or of a
+    folder of record files (its first file)."""
+    if is_run_folder(run_dir):
+        return RunReader(run_dir).layer_names()
     files = list(iter_record_files(run_dir))
     if files:
-        return list(load_activations(files[0])["activations"])
-    for row in read_results(run_dir):
-        location = record_location(run_dir, row)
-        if location is not None and location[0] == "shard":
-            return read_shard_index(location[1]).layers
-    raise ValueError(f"no activation record files or shards in run folder {run_dir}")
+        return list(load_record_file(files[0])["activations"])
+    raise ValueError(f"no activation record files in {run_dir}")
 
 
 def correct_labels(rows, run_dir):

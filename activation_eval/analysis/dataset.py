@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from ..store.errors import CorruptFileError
-from ..store.records import load_activations
-from ..store.run_folder import RESULTS_FILE, SHARD_FIELDS, read_results
-from ..store.run_records import record_location
+from ..store.run_folder import RESULTS_FILE
+from ..store.run_reader import RunReader
 from ..store.shards import read_shard_layers
 
 log = logging.getLogger(__name__)
@@ -60,39 +59,45 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
 
     >>> mats, rows = load_run_layers("runs/r1", ["layer_4", "layer_5"])
     >>> mats["layer_5"].shape          # (n_questions, hidden)
+
+    The rows and their records come from store.run_reader.RunReader (last row per question,
+    each record read once, confined to the run's activations folder, checked to be its row's).
     """
-    from tqdm import tqdm
     run_dir = os.fspath(run_dir)
     reduce = parse_reduce(reduce)
     layers = list(layers)
-    results = read_results(run_dir)
-    if any(row.get(SHARD_FIELDS[0]) for row in results):     # saved with --activation_store shards
+    reader = RunReader(run_dir)
+    pairs = reader.located()
+    if not pairs:
+        raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
+    if any(location.kind == "shard" for _, location in pairs):     # saved with --activation_store shards
         if reduce in ANSWER_REDUCTIONS:
             raise ValueError(f"reduce={reduce!r} needs per-question record files; {run_dir} was saved "
                              f"with --activation_store shards (use last_prompt, mean_prompt, last or an index)")
-        return _shard_run_layers(run_dir, results, layers, reduce, progress)
+        return _shard_run_layers(reader, pairs, layers, reduce, progress)
+    return _file_run_layers(reader, pairs, layers, reduce, progress)
+
+
+def _file_run_layers(reader, pairs, layers, reduce, progress):
+    from tqdm import tqdm
+    run_dir = reader.run_dir
     vectors, used, no_answer = {name: [] for name in layers}, [], 0
-    for row in tqdm(results, desc=f"reading {', '.join(layers)[:40]}", unit="file",
-                    file=sys.stderr, disable=not progress):
-        rel = row.get("activation_file")
-        if not rel:
-            continue
-        path = os.path.join(run_dir, rel)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"results row {row.get('id')!r} names activation_file "
-                                    f"{rel!r}, which does not exist: {path}")
-        record = load_activations(path, layers=layers)
+    records = reader.records(layers, pairs=pairs)
+    for (row, location), (_, record) in tqdm(zip(pairs, records), total=len(pairs), file=sys.stderr,
+                                             desc=f"reading {', '.join(layers)[:40]}", unit="file",
+                                             disable=not progress):
         if reduce in ANSWER_REDUCTIONS:
-            picked = {name: _answer_vector(record, row, name, reduce, path) for name in layers}
+            picked = {name: _answer_vector(record, row, name, reduce, location.path) for name in layers}
             if any(v is None for v in picked.values()):
                 no_answer += 1
                 continue
         else:
             # copies: a view would keep the record's whole layer tensor alive until np.stack
-            picked = {name: _pick_vector(record, name, reduce, path).copy() for name in layers}
+            picked = {name: _pick_vector(record, name, reduce, location.path).copy() for name in layers}
         for name, vector in picked.items():
             vectors[name].append(vector)
         used.append(row)
+        del record
     if no_answer:
         log.warning("%s: %d question(s) have no kept answer position; reduce=%r leaves them out",
                     run_dir, no_answer, reduce)
@@ -100,8 +105,6 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
         raise ValueError(f"no question of {run_dir} has a kept answer position (reduce={reduce!r}): "
                          f"answer positions are recorded when generated tokens are captured "
                          f"(main.py --capture_activations --positions all or generated)")
-    if not used:
-        raise ValueError(f"no row of {RESULTS_FILE} has an activation_file: {run_dir}")
     out = {}
     for name, vs in vectors.items():
         widths = {v.shape[0] for v in vs}
@@ -112,35 +115,28 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
     return out, used
 
 
-def _shard_run_layers(run_dir, results, layers, reduce, progress):
+def _shard_run_layers(reader, pairs, layers, reduce, progress):
     """load_run_layers of a run whose records are in shards (rows naming files are read as files):
-    the rows are grouped by shard in one pass, then each layer is one read per shard."""
+    each layer is one read per shard."""
     from tqdm import tqdm
-    used, files, by_shard, existing = [], [], {}, set()    # files: (slot, path); by_shard: {shard: [slot]}
-    shard_key, row_key = SHARD_FIELDS
-    for row in results:
-        slots = by_shard.get(row.get(shard_key))
-        if slots is None or type(row.get(row_key)) is not int:      # a row of a shard not yet seen, or odd
-            location = record_location(run_dir, row, existing)
-            if location is None:
-                continue
-            if location[0] == "file":
-                files.append((len(used), location[1]))
-                used.append(row)
-                continue
-            slots = by_shard.setdefault(row[shard_key], [])
-        slots.append(len(used))
-        used.append(row)
-    if not used:
-        raise ValueError(f"no row of {RESULTS_FILE} names saved activations: {run_dir}")
-    groups = [(slots, [used[k][row_key] for k in slots], [used[k].get("id") for k in slots], os.path.join(run_dir, shard))
-              for shard, slots in by_shard.items()]
+    run_dir = reader.run_dir
+    used = [row for row, _ in pairs]
+    files = [(slot, location.path) for slot, (_, location) in enumerate(pairs) if location.kind == "file"]
+    by_shard = {}
+    for slot, (row, location) in enumerate(pairs):
+        if location.kind == "shard":
+            by_shard.setdefault(location.path, []).append((slot, location.row, row.get("id")))
+    groups = [([s for s, _, _ in entries], [r for _, r, _ in entries], [q for _, _, q in entries], path)
+              for path, entries in by_shard.items()]
     out = {}
     for layer in tqdm(layers, desc="layers", unit="layer", file=sys.stderr, disable=not progress or len(layers) < 2):
-        # copies: a view would keep a record's whole layer tensor alive until the end
-        blocks = [([slot for slot, _ in files],
-                   np.stack([_pick_vector(load_activations(path, layers=[layer]), layer, reduce, path).copy()
-                             for _, path in files]))] if files else []
+        blocks = []
+        if files:
+            # copies: a view would keep a record's whole layer tensor alive until the end
+            records = reader.records([layer], pairs=[pairs[slot] for slot, _ in files])
+            vectors = [_pick_vector(record, layer, reduce, path).copy()
+                       for (_, path), (_, record) in zip(files, records)]
+            blocks.append(([slot for slot, _ in files], np.stack(vectors)))
         read = read_shard_layers([path for *_, path in groups], layer)     # concurrently: disk waits overlap
         blocks += [(slots, _shard_vectors(shard, rows, ids, reduce))
                    for (slots, rows, ids, _), shard in zip(groups, read)]

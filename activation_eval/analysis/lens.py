@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from ..models import load_model
-from ..store.run_folder import config_path, is_run_folder, read_results
-from .arrays import as_2d, load_record, record_meta
+from ..store.run_folder import config_path
+from ..store.run_reader import RunReader
+from .arrays import as_2d, record_meta
 from .intervals import bootstrap_ci
 
 FINAL_NORM_ATTRS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
@@ -107,6 +108,12 @@ def gold_first_tokens(tokenizer, row):
             if enc and tokenizer.decode(enc[:1]).strip() and enc[0] not in ids:
                 ids.append(int(enc[0]))
     return ids
+
+
+def _check_layers(record, layers, row):
+    missing = [name for name in layers if name not in record.get("activations", {})]
+    if missing:
+        raise ValueError(f"the record of question {row.get('id')!r} has no layer(s) {', '.join(missing)}")
 
 
 def _load_run_model(run_dir):
@@ -190,16 +197,17 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     """
     from tqdm import tqdm
     run_dir = os.fspath(run_dir)
-    if not os.path.isdir(run_dir) or not is_run_folder(run_dir):
-        raise FileNotFoundError(f"not a run folder (no results.jsonl): {run_dir}")
-    rows = [r for r in read_results(run_dir) if r.get("activation_file")]
-    if not rows:
-        raise ValueError(f"no question of {run_dir} has an activation file; run main.py with --capture_activations")
+    reader = RunReader(run_dir)
+    pairs = reader.located()
+    if not pairs:
+        raise ValueError(f"no question of {run_dir} has saved activations; run main.py with --capture_activations")
     if model is None or tokenizer is None:
         model, tokenizer = _load_run_model(run_dir)
     questions, names, skipped = [], None, 0
-    for row in tqdm(rows, desc="logit lens", unit="q", file=sys.stderr, disable=not progress):
-        record = load_record(os.path.join(run_dir, row["activation_file"]), layers)
+    for row, record in tqdm(reader.records(layers, pairs=pairs), total=len(pairs), desc="logit lens", unit="q",
+                            file=sys.stderr, disable=not progress):
+        if layers is not None:
+            _check_layers(record, layers, row)
         if names is None:
             names = list(record["activations"])
         q = _question_lens(model, tokenizer, record, row, names, top_k)

@@ -26,7 +26,8 @@ import os
 import tempfile
 
 from ..store.atomic import write_text_atomic
-from ..store.run_folder import config_path, is_run_folder, read_results, summary_path
+from ..store.run_folder import config_path, summary_path
+from ..store.run_reader import RunReader
 from .arrays import run_layers
 from .intervals import wilson_interval
 from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
@@ -274,14 +275,13 @@ def build_report(run_dir, output=None, layers=None, color_by="correct", probe=Tr
     (default: the run's model, loaded from run_config.json). Written atomically.
     """
     run_dir = os.fspath(run_dir)
-    if not os.path.isdir(run_dir) or not is_run_folder(run_dir):
-        raise FileNotFoundError(f"not a run folder (no results.jsonl): {run_dir}")
-    rows = read_results(run_dir)
+    reader = RunReader(run_dir)
+    rows = reader.rows
     if not rows:
         raise ValueError(f"{run_dir} has no results rows to report")
     name = os.path.basename(os.path.normpath(run_dir))
     output = os.fspath(output) if output else f"{name}_report.html"
-    captured = any(r.get("activation_file") for r in rows)
+    captured = reader.has_records()
     sections = [_summary_section(run_dir, rows)]
     if captured:
         if probe:

@@ -27,9 +27,8 @@ import sys
 
 import numpy as np
 
-from ..store.run_folder import SHARD_FIELDS, is_run_folder, iter_record_files, read_results
-from ..store.run_records import record_location
-from ..store.shards import iter_shard_records
+from ..store.run_folder import is_run_folder, iter_record_files
+from ..store.run_reader import RunReader
 from .arrays import as_2d, load_record, record_meta
 
 
@@ -175,7 +174,7 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     accs, summaries, errors = {}, [], []
     bar = tqdm(total=len(sources), desc="records", unit="record", file=sys.stderr,
                disable=not progress or len(sources) < PROGRESS_MIN_FILES)
-    for rel, record in _read_sources(sources, layers):
+    for rel, correct, record in _read_sources(directory, sources, layers):
         bar.update(1)
         try:
             if isinstance(record, Exception):
@@ -183,11 +182,10 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
             m = record_meta(record)
             # every layer's statistics first, so that a file failing half-way adds nothing
             partials = {name: _layer_partial(t) for name, t in record["activations"].items()}
-            grading = record.get("grading") or {}
             summary = {"file": rel, "model": record.get("model"),
                        "prompt_tokens": m["num_prompt_tokens"],
                        "generated_tokens": m["num_generated_tokens"], "positions": len(m["positions"]),
-                       "layers": len(m["layer_names"]), "correct": grading.get("correct")}
+                       "layers": len(m["layer_names"]), "correct": correct}
         except Exception as e:  # noqa: BLE001 - one unreadable file must not end a long scan
             errors.append({"file": rel, "error": " ".join(str(e).split()) or type(e).__name__})
             continue
@@ -207,41 +205,40 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
 
 
 def _record_sources(directory, layers):
-    """[(label, ("file", path) | ("shard", path, row))] of a folder of records or a run folder
-    (either store; a shard's records are labelled "<shard>#<row>")."""
+    """[(label, source)] of a folder of record files ((label, path)) or of a run folder (either
+    store, via store.run_reader: (label, (row, Location)), a shard's records labelled
+    "<shard>#<row>"; a row whose record cannot be located is a source holding its error)."""
     if is_run_folder(directory):
-        rows = read_results(directory)
-        if any(row.get(SHARD_FIELDS[0]) for row in rows):
-            sources = []
-            for row in rows:
-                location = record_location(directory, row)
-                if location is not None:
-                    label = os.path.relpath(location[1], directory) + (f"#{location[2]}" if location[0] == "shard" else "")
-                    sources.append((label, location))
-            return sources
-    return [(os.path.relpath(path, directory), ("file", path)) for path in iter_record_files(directory)]
+        reader = RunReader(directory)
+        pairs, bad = reader.located(errors="collect")
+        sources = [(location.label(directory), (row, location)) for row, location in pairs]
+        return sources + [(f"row {row.get('id')!r}", (row, exc)) for row, exc in bad]
+    return [(os.path.relpath(path, directory), path) for path in iter_record_files(directory)]
 
 
-def _read_sources(sources, layers):
-    """(label, record or the exception that reading it raised), each shard opened once; one shard's
-    records in memory at a time."""
-    by_shard = {}
-    for label, location in sources:
-        if location[0] == "file":
+def _read_sources(directory, sources, layers):
+    """(label, correct, record or the exception that reading it raised), each shard opened once;
+    one shard's records in memory at a time. `correct` is the run's row's (None outside a run)."""
+    pairs = [(label, source) for label, source in sources if isinstance(source, tuple)
+             and not isinstance(source[1], Exception)]
+    for label, source in sources:
+        if not isinstance(source, tuple):
             try:
-                yield label, load_record(location[1], layers)
+                record = load_record(source, layers)
+                yield label, (record.get("grading") or {}).get("correct"), record
             except Exception as e:  # noqa: BLE001 - reported per record by the caller
-                yield label, e
-        else:
-            by_shard.setdefault(location[1], []).append((location[2], label))
-    for path, wanted in by_shard.items():
-        labels, done = dict(wanted), set()
-        try:
-            for row, record in iter_shard_records(path, sorted(labels), layers):
-                done.add(row)
-                yield labels[row], record
-        except Exception as e:  # noqa: BLE001 - the shard's remaining records are reported unreadable
-            yield from ((label, e) for row, label in labels.items() if row not in done)
+                yield label, None, e
+        elif isinstance(source[1], Exception):
+            yield label, source[0].get("correct"), source[1]
+    if pairs:
+        labels = {id(row): label for label, (row, _) in pairs}
+        reader = RunReader(directory)
+        for row, record in reader.records(layers, errors="yield", pairs=[source for _, source in pairs]):
+            if not isinstance(record, Exception) and layers is not None:
+                missing = [n for n in layers if n not in record.get("activations", {})]
+                if missing:
+                    record = ValueError(f"no layer(s) {', '.join(missing)} in this record")
+            yield labels[id(row)], row.get("correct"), record
 
 
 def _cos_dist(u, v):

@@ -3,7 +3,7 @@
 Public names:
     answer_rows(model, tokenizer, rows, settings=None, capture=None, batch_size=None) -> [(result, record), ...]
     iter_answers(...same...) -> (result, record), ... as each answer is finished
-    RESULT_FIELDS   the keys of every result row, in order
+    RESULT_FIELDS   the keys of every result row, in order (schema.RESULT_FIELDS)
     answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens)
                     absolute token positions of the extracted answer's last occurrence in the response
 
@@ -28,9 +28,8 @@ import re
 from .grading import grade
 from .prompts import prompt_of
 from ..capture.generation import iter_records
+from ..schema import RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
 
-RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
-                 "grader", "num_prompt_tokens", "num_generated_tokens")
 
 
 def sample_key(row):
@@ -58,15 +57,10 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
     for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
         verdict = grade(record["response"], row) if _has_gold(row) else _UNGRADED
-        result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
-                  "prompt": prompts[index], "response": record["response"], "answer": row["answer"],
-                  "extracted": verdict["extracted"], "correct": verdict["correct"],
-                  "grader": verdict["grader"], "num_prompt_tokens": record["num_prompt_tokens"],
-                  "num_generated_tokens": record["num_generated_tokens"]}
-        if system_prompt:
-            result["system_prompt"] = system_prompt
+        result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
+                              record["num_generated_tokens"], system_prompt)
         if row.get("sample") is not None:
-            result["sample"] = record["sample"] = row["sample"]
+            record["sample"] = row["sample"]
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
         if _captures_generated(record):
             positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],

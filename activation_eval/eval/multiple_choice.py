@@ -32,6 +32,7 @@ from ..capture.loglik import iter_scored_records
 from ..models import uses_chat_template
 from .grading import grade
 from .prompts import prompt_of
+from ..schema import answered_row
 
 TARGET_DELIMITER = " "
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -81,12 +82,10 @@ def iter_choice_scores(model, tokenizer, rows, settings=None, capture=None, batc
         best, best_norm = pick(record["choice_logprobs"], row["choices"])
         verdict, verdict_norm = _grade(_LETTERS[best], row), _grade(_LETTERS[best_norm], row)
         record["response"] = str(row["choices"][best])
-        result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
-                  "prompt": prompts[index], "response": record["response"], "answer": row["answer"],
-                  "extracted": _LETTERS[best], "correct": verdict["correct"], "grader": verdict["grader"],
-                  "num_prompt_tokens": record["num_prompt_tokens"], "num_generated_tokens": 0,
-                  "scoring": "loglikelihood", "correct_norm": verdict_norm["correct"],
-                  "extracted_norm": _LETTERS[best_norm], "choice_logprobs": record["choice_logprobs"]}
+        result = answered_row(row, prompts[index], record["response"], dict(verdict, extracted=_LETTERS[best]),
+                              record["num_prompt_tokens"], 0, getattr(settings, "system_prompt", None),
+                              scoring="loglikelihood", correct_norm=verdict_norm["correct"],
+                              extracted_norm=_LETTERS[best_norm], choice_logprobs=record["choice_logprobs"])
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",
                                                     "correct_norm", "extracted_norm")}
         yield result, record

@@ -20,7 +20,7 @@ import os
 import sys
 
 from ..store import run_folder
-from ..store.records import load_activations
+from ..store.run_reader import load_activations
 from . import distributed
 from .config import DEFAULT_SHARD_MB, config_from_args
 

@@ -49,10 +49,11 @@ from tqdm.auto import tqdm
 
 from ..capture.generation import CaptureSettings, GenerationSettings, decoding_mode, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
-from ..eval.answering import RESULT_FIELDS, iter_answers
+from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
 from ..eval.multiple_choice import has_choices, iter_choice_scores
 from ..eval.prompts import prompt_of, with_prompts
+from .. import schema
 from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
 from ..store import run_folder
@@ -128,7 +129,7 @@ def open_output_dir(config, rows=()):
         shown = ", ".join(f"{qid!r} ({why})" for qid, why in list(lost.items())[:5]) + (", ..." if len(lost) > 5 else "")
         log.warning("%d question(s) answered again: their record files were missing or unreadable: %s",
                     len(lost), shown)
-    return {run_folder.row_key(row): row.get("batch") for row in stored if run_folder.row_key(row) not in lost}
+    return {schema.row_key(row): schema.row_unit(row) for row in stored if schema.row_key(row) not in lost}
 
 
 def _store_fingerprint(config, rows):
@@ -331,15 +332,7 @@ def error_row(row, error, key, system_prompt=None):
     """The results row of a question that was not answered: every result field, no answer, the error
     (and the system prompt, as answered rows have it)."""
     n_tokens, message = error
-    result = dict.fromkeys(RESULT_FIELDS)
-    result.update({"id": row["id"], "category": row.get("category"), "question": row["question"],
-                   "prompt": prompt_of(row), "answer": row["answer"], "num_prompt_tokens": n_tokens,
-                   "num_generated_tokens": 0, "error": message, "batch": key})
-    if row.get("sample") is not None:
-        result["sample"] = row["sample"]
-    if system_prompt:
-        result["system_prompt"] = system_prompt
-    return result
+    return schema.error_row(row, prompt_of(row), n_tokens, message, key, system_prompt)
 
 
 @functools.cache
@@ -438,13 +431,13 @@ def _progress_bar(procs, total, to_answer, mine):
 
 def _save_record(config, result, record, key):
     """Write the question's record file (complete) before its results row exists."""
-    result["batch"] = key
+    result[schema.UNIT] = key
     if record is None or "activations" not in record:
         return result
     path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format,
                                   sample=result.get("sample"))
     save_activations(record, path)
-    result["activation_file"] = os.path.relpath(path, config.output_dir)
+    result[schema.ACTIVATION_FILE] = os.path.relpath(path, config.output_dir)
     return result
 
 
@@ -462,7 +455,7 @@ def resume_message(jobs, stored, todo):
 def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
     """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
     final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
-    missing = sum(map(len, unfinished(batches, {run_folder.row_key(row): row.get("batch") for row in final})))
+    missing = sum(map(len, unfinished(batches, {schema.row_key(row): schema.row_unit(row) for row in final})))
     if missing:
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")

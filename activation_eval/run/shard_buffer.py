@@ -31,6 +31,7 @@ import logging
 import os
 import time
 
+from .. import schema
 from ..store import run_folder
 from ..store.shards import write_shard
 
@@ -50,7 +51,7 @@ class ShardBuffer:
 
     def add(self, result, record, key):
         """One answered question of unit `key` (its record may be None: no activations)."""
-        result["batch"] = key
+        result[schema.UNIT] = key
         self._units.setdefault(key, []).append((result, record))
         self._bytes += _activation_bytes(record)
         if self._since is None:
@@ -69,10 +70,9 @@ class ShardBuffer:
         if saved:
             path = run_folder.unit_shard_path(self.config.activation_save_dir, shard_name(list(self._units)))
             write_shard(path, [result["id"] for result, _ in saved], [record for _, record in saved])
-            shard_key, row_key = run_folder.SHARD_FIELDS
             for row, (result, _) in enumerate(saved):
-                result[shard_key] = os.path.relpath(path, self.config.output_dir)
-                result[row_key] = row
+                result[schema.ACTIVATION_SHARD] = os.path.relpath(path, self.config.output_dir)
+                result[schema.ACTIVATION_ROW] = row
         self._units, self._bytes, self._since = {}, 0, None
         return [result for result, _ in entries]
 

@@ -3,10 +3,9 @@
 Public names:
     FORMATS                              (".pkl", ".safetensors"): format = file extension
     save_activations(record, path)       atomic, compact write of one record; returns the path
-    load_activations(path, layers=None)  read one record back, optionally only some layers;
-                                         never runs code from the file;
-                                         load_activations(run_dir, question_id) from a run folder
-                                         (either store: per-question files or unit shards)
+    load_record_file(path, layers=None)  read one record file back, optionally only some layers;
+                                         never runs code from the file (a run folder's records:
+                                         run_reader.load_activations(run_dir, question_id))
     StorageError(OSError)                a write failed (the previous file is left unchanged)
     CorruptFileError(ValueError)         a file is empty, truncated, garbled or not a record
     UnsafeFileError(ValueError)          a pickle references what a record never contains
@@ -16,7 +15,7 @@ Example:
     >>> path = record_path("run/activations", "geo-001", "safetensors")    # store.run_folder
     >>> save_activations(record, path)
     'run/activations/geo-001.safetensors'
-    >>> rec = load_activations(path, layers=["layer_3"])      # reads that tensor (and ids)
+    >>> rec = load_record_file(path, layers=["layer_3"])      # reads that tensor (and ids)
 
 Formats:
     .pkl          a standard protocol-5 pickle of the record dict. Tensors of numpy dtypes
@@ -44,7 +43,6 @@ from safetensors import safe_open
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
 from .run_folder import RECORD_FORMATS as FORMATS
-from .run_folder import is_run_folder
 from .safe_pickle import check_structure, open_regular, safe_load
 from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
 # a module global, so that a test can watch which tensors a load reads
@@ -230,16 +228,14 @@ def _safetensors_payload(record):
 
 # ----------------------------------------------------------------------------- loading
 
-def load_activations(path, layers=None, *, question_id=None):
-    """Read the record at `path`; with `layers`, only those activations (in file order).
+def load_record_file(path, layers=None):
+    """Read the record file at `path`; with `layers`, only those activations (in file order).
 
-    >>> rec = load_activations("acts/q1.safetensors", layers=["layer_3"])
+    >>> rec = load_record_file("acts/q1.safetensors", layers=["layer_3"])
     >>> rec["activations"]["layer_3"].shape      # (n_positions, hidden)
-    >>> rec = load_activations("runs/r1", "geo-001")          # a run folder and a question id
-    >>> rec = load_activations("runs/r1", question_id="geo-001", layers=["layer_3"])
 
-    `path` a run folder: the second argument (or question_id=) is the question id, and the record comes from
-    whichever store the run used (per-question files or unit shards; store/run_records.py).
+    A run folder's records (either store) are read with run_reader.load_activations(run_dir, id)
+    (the public `load_activations`), which calls this for the file store.
 
     Only regular files are opened (a FIFO, a device or a symlink to one is refused, without
     blocking or reading). For .safetensors the header is read and every entry and metadata
@@ -252,9 +248,9 @@ def load_activations(path, layers=None, *, question_id=None):
     unsupported extension or unknown layer names (the message lists the available ones).
     """
     path = os.fspath(path)
-    if os.path.isdir(path) and is_run_folder(path):
-        return _load_from_run(path, layers if question_id is None else question_id,
-                              None if question_id is None else layers)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder, not a record file: load a run folder's record with "
+                                f"load_activations(run_dir, question_id)")
     ext = _extension(path)
     layers = _parse_layers(layers)
     if ext == ".pkl":
@@ -264,14 +260,6 @@ def load_activations(path, layers=None, *, question_id=None):
             record["activations"] = {n: record["activations"][n] for n in names}
         return record
     return _load_safetensors(path, layers)
-
-def _load_from_run(run_dir, question_id, layers):
-    """load_activations(run_dir, question_id, layers=...)."""
-    if question_id is None or not isinstance(question_id, (str, int)):
-        raise TypeError(f"{run_dir} is a folder: load_activations(run_dir, question_id) needs a question "
-                        f"id, got {question_id!r}")
-    from .run_records import load_run_record     # here: run_records imports this module
-    return load_run_record(run_dir, question_id, _parse_layers(layers))
 
 def _parse_layers(layers):
     """None, one name, or an iterable of names -> None or a list of str."""

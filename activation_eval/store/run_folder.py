@@ -55,6 +55,8 @@ import os
 import re
 import stat
 
+from .. import schema
+from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
 from .atomic import write_text_atomic
 from .bulk_json import loads_bulk
 from .errors import StorageError  # noqa: F401  (re-exported for callers that catch it)
@@ -66,7 +68,7 @@ ACTIVATIONS_DIR, SHARDS_DIR = "activations", "shards"
 LOCK_FILE = ".run.lock"
 RECORD_FORMATS = (".pkl", ".safetensors")
 UNITS_DIR = "units"                 # in the activations folder: never a record file's name (no subfolders)
-SHARD_FIELDS = ("activation_shard", "activation_row")
+SHARD_FIELDS = (schema.ACTIVATION_SHARD, schema.ACTIVATION_ROW)
 _SHARD_GLOB = "results.rank*.jsonl"
 _MAX_HEADER = 100_000_000                       # safetensors' own header size limit
 _HASH_HEX = 32                                   # 128 bits of sha256 in a changed id's file name
@@ -194,11 +196,6 @@ def _safetensors_problem(f, size):
     return None
 
 
-def row_key(row):
-    """What makes a results row or planned question unique in a run: its id, or (id, sample) when
-    it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
-    sample = row.get("sample")
-    return row.get("id") if sample is None else (row.get("id"), sample)
 def unit_shard_path(directory, shard_key):
     """Path of the shard `shard_key` (hex: a unit's runner.batch_key, or shard_buffer.shard_name
     of several units).
@@ -367,6 +364,19 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
+
+
+def read_run_config(run_dir):
+    """run_config.json of a run folder as a dict ({} when it has none); ValueError when it is not
+    a JSON object."""
+    path = config_path(run_dir)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a JSON object of settings")
+    return config
 
 
 def _sample_order(sample):

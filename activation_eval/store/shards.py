@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, json_default, write_pieces
-from .bulk_json import loads_bulk
+from .bulk_json import loads_bulk, loads_each
 from .errors import corrupt
 from .safe_pickle import open_regular
 from .safetensors_file import DTYPE_NAMES, header_bytes, read_header
@@ -432,9 +432,7 @@ def _record_parts(index, rows, first, last, read):
             base = int(o[first])
             wanted = sorted(set(rows))
             texts = [blob[o[i] - base:o[i + 1] - base].decode("utf-8") for i in wanted]
-            parts = dict(zip(wanted, loads_bulk("[" + ",".join(texts) + "]")))
-            if len(parts) != len(wanted) or any(not t.strip() for t in texts):
-                raise ValueError("record entries do not match index.record_offsets")
+            parts = dict(zip(wanted, loads_each(texts)))       # each text alone: none spills into the next
         for part in parts.values():
             if not (isinstance(part, dict) and isinstance(part.get("fields"), dict)
                     and _strings(part.get("key_order")) and "activations" in part["key_order"]):

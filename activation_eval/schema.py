@@ -1,0 +1,122 @@
+"""The results row: its keys, its type, and the one place rows are built and upgraded.
+
+Every producer (generation, log-likelihood scoring, a question that could not be answered) builds
+its row here, and every reader (resume, the run reader, analysis) reads rows through these names.
+This module imports nothing of the project, so every layer may import it.
+
+Public names:
+    ID, SAMPLE, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
+    NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS,
+    ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW          the row keys, one constant each
+    LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
+    RESULT_FIELDS              the keys every row has, in order
+    ResultRow                  a TypedDict of a results row (all keys documented there)
+    answered_row(row, prompt, response, verdict, num_prompt_tokens, num_generated_tokens, ...)
+    error_row(row, prompt, num_prompt_tokens, message, unit, system_prompt=None)
+    row_key(row)               what identifies a row: its id, or (id, sample)
+    row_unit(row)              the row's unit key (also from a legacy "batch")
+    upgrade_row(row)           a row as read from any version's results.jsonl, in today's schema
+    record_identity(record)    (question id, sample) a record says it belongs to, or None
+
+Example:
+    >>> row = {"id": "q1", "question": "2+2?", "answer": "4", "category": "math"}
+    >>> r = answered_row(row, "Q: 2+2?\\nA:", "4", {"extracted": "4", "correct": True, "grader": "exact"}, 7, 2)
+    >>> r[CORRECT], row_key(r), row_unit(upgrade_row({"id": "q1", "batch": "3f2a"}))
+    (True, 'q1', '3f2a')
+"""
+from typing import Any, TypedDict
+
+ID, SAMPLE, CATEGORY, QUESTION, PROMPT = "id", "sample", "category", "question", "prompt"
+RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER = "response", "answer", "extracted", "correct", "grader"
+NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS = "num_prompt_tokens", "num_generated_tokens"
+SYSTEM_PROMPT, ERROR, ANSWER_POSITIONS = "system_prompt", "error", "answer_positions"
+UNIT = "unit"                  # the key of the planned unit of questions the row was answered in
+LEGACY_UNIT = "batch"          # its name before 2026-12-03 (it never was a generate() batch)
+ACTIVATION_FILE = "activation_file"                        # the file store: a path relative to the run
+ACTIVATION_SHARD, ACTIVATION_ROW = "activation_shard", "activation_row"   # the shard store
+
+RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
+                 NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
+
+
+class ResultRow(TypedDict, total=False):
+    """One line of results.jsonl: one answered (or failed) question, or one sample of it."""
+    id: Any                        # the benchmark question's id (a string for rows we write)
+    sample: int                    # the answer's index with --num_samples > 1 (absent otherwise)
+    category: str | None
+    question: str
+    prompt: str                    # the exact text asked, before system prompt and chat template
+    response: str | None
+    answer: Any                    # the accepted answers (a list), or the benchmark's answer
+    extracted: str | None          # what the grader read from the response
+    correct: bool | None           # None: ungraded (no gold answer) or not answered
+    grader: str | None
+    num_prompt_tokens: int | None
+    num_generated_tokens: int
+    system_prompt: str             # present when the run used one
+    error: str                     # present when the question could not be answered
+    unit: str                      # the unit key (hex) of the planned unit it was answered in
+    answer_positions: list[int]    # generated positions that spell the extracted answer
+    activation_file: str           # the file store: "activations/<name>.<pkl|safetensors>"
+    activation_shard: str          # the shard store: "activations/units/<key>.safetensors"
+    activation_row: int            # ... and the question's row in that shard
+    # log-likelihood multiple choice adds: scoring, correct_norm, extracted_norm, choice_logprobs
+
+
+def _base(row, prompt, system_prompt):
+    out = dict.fromkeys(RESULT_FIELDS)
+    out.update({ID: row[ID], CATEGORY: row.get(CATEGORY), QUESTION: row[QUESTION], PROMPT: prompt,
+                ANSWER: row[ANSWER]})
+    if system_prompt:
+        out[SYSTEM_PROMPT] = system_prompt
+    if row.get(SAMPLE) is not None:
+        out[SAMPLE] = row[SAMPLE]
+    return out
+
+
+def answered_row(row, prompt, response, verdict, num_prompt_tokens, num_generated_tokens,
+                 system_prompt=None, **extra) -> ResultRow:
+    """The row of an answered benchmark `row`: `verdict` is the grader's {extracted, correct,
+    grader}; `extra` adds producer-specific keys (e.g. the log-likelihood scores)."""
+    out = _base(row, prompt, system_prompt)
+    out.update({RESPONSE: response, EXTRACTED: verdict["extracted"], CORRECT: verdict["correct"],
+                GRADER: verdict["grader"], NUM_PROMPT_TOKENS: num_prompt_tokens,
+                NUM_GENERATED_TOKENS: num_generated_tokens}, **extra)
+    return out
+
+
+def error_row(row, prompt, num_prompt_tokens, message, unit, system_prompt=None) -> ResultRow:
+    """The row of a question that was not answered: every field, no answer, the error."""
+    out = _base(row, prompt, system_prompt)
+    out.update({NUM_PROMPT_TOKENS: num_prompt_tokens, NUM_GENERATED_TOKENS: 0, ERROR: message, UNIT: unit})
+    return out
+
+
+def row_key(row):
+    """What makes a results row or planned question unique in a run: its id, or (id, sample) when
+    it has a sample index (a plain id for single-sample runs keeps {id: ...} maps valid)."""
+    sample = row.get(SAMPLE)
+    return row.get(ID) if sample is None else (row.get(ID), sample)
+
+
+def row_unit(row):
+    """The key of the unit the row was answered in (None if it has none)."""
+    unit = row.get(UNIT)
+    return row.get(LEGACY_UNIT) if unit is None else unit
+
+
+def upgrade_row(row):
+    """A row read from results.jsonl of any version, in today's schema (the row itself, changed
+    in place): the unit key is moved from "batch" (before 2026-12-03) to "unit"."""
+    if LEGACY_UNIT in row and UNIT not in row:
+        row[UNIT] = row.pop(LEGACY_UNIT)
+    return row
+
+
+def record_identity(record):
+    """(question id, sample) that a record says it belongs to (its "grading" entry, written with
+    the row), or None for a record that names no question (the notebook API's, seed pickles)."""
+    grading = record.get("grading") if isinstance(record, dict) else None
+    if not isinstance(grading, dict) or grading.get(ID) is None:
+        return None
+    return str(grading[ID]), record.get(SAMPLE)
