@@ -16,7 +16,7 @@ Public names:
     bag_of_words  TF-IDF of the question's words and word pairs (logistic regression)
 
 Example:
-    >>> inputs, notes = control_inputs(read_results("results/run1"))
+    >>> inputs, notes = control_inputs(read_run_rows("results/run1"))
     >>> make_control("category").fit(inputs["category"], y).predict_proba(inputs["category"])
 """
 import functools
