@@ -25,7 +25,9 @@ import json
 import logging
 import os
 
+from .. import schema
 from ..store import run_folder
+from ..store.run_reader import RunReader
 from .config import RunError
 
 log = logging.getLogger(__name__)
@@ -100,15 +102,21 @@ def _first_change(rows, answered):
 
 
 def missing_records(rows, run_dir):
-    """{row key: problem} (run_folder.row_key: the id, or (id, sample)) of the answered rows whose
-    record file is missing or incomplete (a cheap check
-    per file, run_folder.record_file_problem); rows without a record (error rows) are not checked."""
-    problems = {}
+    """{row key: problem} (schema.row_key: the id, or (id, sample)) of the answered rows whose
+    record is missing, incomplete, or named outside the run's activations folder (a cheap check
+    per file, run_folder.record_file_problem; the location is store.run_reader's); rows without
+    a record (error rows) are not checked."""
+    reader, problems = RunReader(run_dir, require_results=False), {}
     for row in rows:
-        if row.get("error"):
+        if row.get(schema.ERROR):
             continue
-        rel = row.get("activation_file") or row.get(run_folder.SHARD_FIELDS[0])    # a file, or its unit's shard
-        problem = "no activation_file" if not rel else run_folder.record_file_problem(os.path.join(run_dir, rel))
+        try:
+            location = reader.locate(row)
+            problem = "no activation_file" if location is None else run_folder.record_file_problem(location.path)
+        except FileNotFoundError:
+            problem = "missing"
+        except (OSError, ValueError) as exc:
+            problem = " ".join(str(exc).split())
         if problem:
-            problems[run_folder.row_key(row)] = problem
+            problems[schema.row_key(row)] = problem
     return problems

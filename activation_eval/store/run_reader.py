@@ -88,11 +88,12 @@ def _hashable(key):
 
 class RunReader:
     """A run folder's rows and records. Rows are read once per reader (make a new reader to see
-    rows appended later)."""
+    rows appended later). require_results=False: a folder that has no results.jsonl yet (a run
+    starting) is accepted, for locate()."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, require_results=True):
         self.run_dir = os.fspath(run_dir)
-        if not os.path.isdir(self.run_dir) or not run_folder.is_run_folder(self.run_dir):
+        if require_results and not (os.path.isdir(self.run_dir) and run_folder.is_run_folder(self.run_dir)):
             raise FileNotFoundError(f"not a run folder (no {run_folder.RESULTS_FILE}): {self.run_dir}")
         self.root = os.path.realpath(os.path.join(self.run_dir, _activations_dir(self.run_dir)))
 
