@@ -1,0 +1,93 @@
+"""The plan of a run: which questions it answers, and their split into units.
+
+Public names:
+    GROUP_BATCHES                              with continuous batching, a unit holds this many batches' questions
+    select_rows(rows, config, warn=True)       the questions a run answers (--mc_scoring, --limit, --shuffle)
+    with_samples(rows, num_samples)            one planned answer per (question, sample)
+    unit_size(model, tokenizer, settings, batch_size)   questions per planned unit
+    plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None)
+                                               units of rows with similar prompt lengths
+    batch_key(unit)                            the unit's key (hex), kept in each of its rows as "unit"
+    unfinished(units, stored)                  the units that still need answering
+
+Example:
+    >>> units = plan_batches(rows, tok, "auto", 8)
+    >>> todo = unfinished(units, {schema.row_key(r): schema.row_unit(r) for r in stored_rows})
+
+Float results depend on which questions share a forward pass, so a unit is answered whole, by one
+process, and each row keeps the unit's key: --resume re-answers a unit unless all its rows carry
+its key (see runner.py's "Batches").
+"""
+import hashlib
+import logging
+import math
+import random
+
+from .. import schema
+from ..capture.generation import decoding_mode, prompt_lengths
+from ..eval.multiple_choice import has_choices
+from ..eval.prompts import prompt_of
+from .config import RunError
+
+log = logging.getLogger(__name__)
+GROUP_BATCHES = 8       # with continuous batching, a planned unit holds this many batches' questions
+
+
+def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None):
+    """Batches of rows with similar prompt lengths, so little compute goes to padding
+    (`lengths`: the rows' prompt token counts, if already known)."""
+    if lengths is None:
+        lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], chat_template, system_prompt)
+    order = sorted(range(len(rows)), key=lambda i: (lengths[i], i))
+    return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def unit_size(model, tokenizer, settings, batch_size):
+    """Questions per planned unit: `batch_size` for model.generate batches; with continuous batching
+    (batch_size rows decode at once, a finished row is refilled) GROUP_BATCHES times as many, so
+    little time goes to a unit's last, emptying steps."""
+    continuous = decoding_mode(model, tokenizer, settings)[0] == "continuous"
+    return batch_size * GROUP_BATCHES if continuous else batch_size
+
+
+def batch_key(batch):
+    """A short name for a batch's composition (its question ids and samples, in order), kept in each of its rows."""
+    ids = "\x1f".join(str(row["id"]) if row.get("sample") is None else f"{row['id']}\x1e{row['sample']}"
+                      for row in batch)
+    return hashlib.sha256(ids.encode("utf-8")).hexdigest()[:12]
+
+
+def unfinished(batches, stored):
+    """The batches that still need answering: some row is missing or was answered in another batch
+    (`stored`: {row_key: batch key} of the rows written)."""
+    return [b for b in batches if any(stored.get(schema.row_key(row)) != batch_key(b) for row in b)]
+
+
+def select_rows(rows, config, warn=True):
+    """The questions the run answers: with --mc_scoring loglikelihood only rows with choices
+    (the others skipped with a warning); then --limit N or a fraction, the first ones or, with
+    --shuffle, a subset drawn with --seed (kept in benchmark order)."""
+    if config.mc_scoring == "loglikelihood":
+        skipped = [row["id"] for row in rows if not has_choices(row)]
+        rows = [row for row in rows if has_choices(row)]
+        if skipped and warn:
+            log.warning("--mc_scoring loglikelihood: skipping %d row(s) without choices (%s%s)", len(skipped),
+                        ", ".join(map(str, skipped[:5])), ", ..." if len(skipped) > 5 else "")
+        if not rows:
+            raise RunError(f"--mc_scoring loglikelihood: no row of {config.benchmark} has choices "
+                           f"(--choices_field {config.choices_field!r}); use --mc_scoring generate")
+    if config.limit is None:
+        return rows
+    n = config.limit if isinstance(config.limit, int) else math.ceil(config.limit * len(rows))
+    if not config.shuffle:
+        return rows[:n]
+    chosen = sorted(random.Random(config.seed).sample(range(len(rows)), min(n, len(rows))))
+    return [rows[i] for i in chosen]
+
+
+def with_samples(rows, num_samples):
+    """The planned answers: each row once, or with num_samples > 1 each row num_samples times as
+    copies with a `sample` index (0 .. N-1)."""
+    if num_samples == 1:
+        return list(rows)
+    return [{**row, "sample": k} for row in rows for k in range(num_samples)]
