@@ -45,6 +45,7 @@ import torch
 
 from .atomic import atomic_write, json_default, write_pieces
 from .bulk_json import loads_bulk
+from .checks import check_offsets
 from .errors import corrupt
 from .safe_pickle import open_regular
 from .safetensors_file import DTYPE_NAMES, header_bytes, read_header
@@ -266,10 +267,10 @@ def read_shard_index(path, f=None):
         head += f.read(index_end - len(head))
     row_offsets, positions, num_prompt, *record_offsets = (
         _read_index(f, head, key, entries[key], data_start, path) for key in index_keys)
-    _check_offsets(row_offsets, n, "index.row_offsets", path)
+    check_offsets(row_offsets, n, "index.row_offsets", path)
     record_offsets = record_offsets[0] if record_offsets else None
     if record_offsets is not None:
-        _check_offsets(record_offsets, n, "index.record_offsets", path)
+        check_offsets(record_offsets, n, "index.record_offsets", path)
         if record_offsets[-1] != entries["records"]["shape"][0]:
             raise corrupt(path, f"index.record_offsets ends at {record_offsets[-1]}, records holds "
                                 f"{entries['records']['shape'][0]} bytes")
@@ -304,11 +305,6 @@ def _read_index(f, head, key, entry, data_start, path):
     if data_start + end <= len(head):
         return np.frombuffer(head, dtype="<i8", count=shape[0], offset=data_start + start)
     return _read_tensor(f, key, entry, data_start, path).numpy()
-
-
-def _check_offsets(offsets, n, what, path):
-    if offsets.shape != (n + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-        raise corrupt(path, f"{what} is not {n + 1} non-decreasing offsets from 0")
 
 
 def read_shard_layer(path, layer):
@@ -381,7 +377,7 @@ def iter_shard_records(path, rows=None, layers=None):
         fields = {}
         for name in index.tensor_fields:
             offsets = read(f"offsets.{name}").numpy()
-            _check_offsets(offsets, n, f"offsets.{name}", path)
+            check_offsets(offsets, n, f"offsets.{name}", path)
             if offsets[-1] != index.entries[f"field.{name}"]["shape"][0]:
                 raise corrupt(path, f"offsets.{name} ends at {offsets[-1]}, field.{name} has "
                                     f"{index.entries[f'field.{name}']['shape'][0]} rows")
