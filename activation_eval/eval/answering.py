@@ -25,6 +25,7 @@ its batch.
 """
 import re
 
+from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
 from ..capture.generation import iter_records
@@ -57,7 +58,7 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
     keys = [sample_key(row) for row in rows]
     for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
-        verdict = grade(record["response"], row) if _has_gold(row) else _UNGRADED
+        verdict = grade(record["response"], row) if has_gold(row) else _UNGRADED
         result = {"id": row["id"], "category": row.get("category"), "question": row["question"],
                   "prompt": prompts[index], "response": record["response"], "answer": row["answer"],
                   "extracted": verdict["extracted"], "correct": verdict["correct"],
@@ -75,9 +76,6 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         yield result, record
 
 
-def _has_gold(row):
-    answer = row.get("answer")
-    return answer is not None and answer != "" and answer != []   # 0 is a gold index (choice A)
 def _captures_generated(record):
     """Does the record keep activations of any generated position?"""
     kept = record.get("positions_kept")
