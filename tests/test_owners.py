@@ -225,6 +225,7 @@ def test_the_report_and_summary_name_the_method():
 SPLIT = {
     "activation_eval.store.safe_pickle": 867, "activation_eval.store.checks": None,
     "activation_eval.store.pickle_globals": None, "activation_eval.store.bounded_unpickler": None,
+    "activation_eval.store.shards": 450, "activation_eval.store.shard_writer": None,
     "activation_eval.capture.hooks": 509, "activation_eval.capture.layers": None,
     "activation_eval.capture.positions": None, "activation_eval.capture.row_capture": None,
     "activation_eval.eval.grading": 530, "activation_eval.eval.gold": None, "activation_eval.eval.text_norm": None,
