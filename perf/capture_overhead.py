@@ -223,11 +223,11 @@ def continuous_accounting(model, tokenizer, prompts, settings, reps=7):
     finish), timed method by method inside the call (median of `reps` calls); (3) building,
     entering and leaving the RowCapture, timed alone."""
     import torch
-    from activation_eval.capture import hooks
+    from activation_eval.capture import row_capture
     from activation_eval.capture.generation import CaptureSettings, generate_records
     timed = {"_store": "prompt_s", "route_prefix": "prompt_s", "route_prefill": "prompt_s",
              "route_step": "prompt_s", "finish": "finish_s"}
-    originals = {name: getattr(hooks.RowCapture, name) for name in timed}
+    originals = {name: getattr(row_capture.RowCapture, name) for name in timed}
     totals, counts = [], []
 
     def spy(name, fn):
@@ -242,24 +242,24 @@ def continuous_accounting(model, tokenizer, prompts, settings, reps=7):
         return timed_call
     try:
         for name, fn in originals.items():
-            setattr(hooks.RowCapture, name, spy(name, fn))
+            setattr(row_capture.RowCapture, name, spy(name, fn))
         for _ in range(reps):
             totals.append({"prompt_s": 0.0, "finish_s": 0.0})
             counts.append(0)
             generate_records(model, tokenizer, prompts, settings, CaptureSettings())
     finally:
         for name, fn in originals.items():
-            setattr(hooks.RowCapture, name, fn)
+            setattr(row_capture.RowCapture, name, fn)
     width = len(prompts)                  # generate_records' width: every prompt in one call
 
     def setup():
         start = time.perf_counter()
-        with hooks.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1):
+        with row_capture.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1):
             pass
         return time.perf_counter() - start
     setup_s = statistics.median(setup() for _ in range(reps))
     # (1) a step hook on an identity module, fed one-token outputs of `width` rows
-    probe = hooks.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1)
+    probe = row_capture.RowCapture(model, width=width, max_steps=settings.max_new_tokens - 1)
     name = probe.names[-1]
     x = torch.randn(width, 1, model.config.hidden_size)
     probe.route_step(list(range(width)), [0] * width, x.device)

@@ -1,5 +1,6 @@
-"""Accuracy with its uncertainty: the standard error against the binomial formula, the bootstrap interval
-against scipy.stats.bootstrap and a plain numpy resampling of the rows, and the printed summary."""
+"""Accuracy with its uncertainty: the standard error against the binomial formula, the Wilson interval
+against scipy's binomtest (clustered: against root finding over the effective size and a cluster
+bootstrap), and the printed summary."""
 import json
 import math
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from activation_eval.eval.scores import BOOTSTRAP_RESAMPLES, accuracy_stats, chance_accuracy
+from activation_eval.eval.scores import accuracy_stats, chance_accuracy
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import format_summary, make_summary
 from helpers import read_rows, run_main
@@ -21,21 +22,22 @@ def test_stderr_is_the_binomial_formula(k, n):
     assert s["stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
 
 
-@pytest.mark.parametrize("k, n", [(64, 122), (7, 40), (180, 200)])
-def test_bootstrap_interval_matches_scipy_and_numpy_resampling(k, n):
+@pytest.mark.parametrize("k, n", [(64, 122), (7, 40), (180, 200), (0, 12), (12, 12), (1, 1)])
+def test_interval_is_scipys_wilson(k, n):
     flags = [True] * k + [False] * (n - k)
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     low, high = accuracy_stats(flags)["ci95"]
-    data = np.array(flags, dtype=float)
-    ref = stats.bootstrap((data,), np.mean, n_resamples=20_000, method="percentile", confidence_level=0.95,
-                          random_state=np.random.default_rng(99)).confidence_interval
-    rows = np.random.default_rng(7).integers(0, n, size=(20_000, n))          # resample the rows themselves
-    by_rows = np.percentile(data[rows].mean(axis=1), [2.5, 97.5])
-    tol = 1.5 / n + 0.005       # Monte Carlo noise of a percentile: about one step of 1/n, plus a margin
-    assert low == pytest.approx(ref.low, abs=tol) and high == pytest.approx(ref.high, abs=tol)
-    assert low == pytest.approx(by_rows[0], abs=tol) and high == pytest.approx(by_rows[1], abs=tol)
-    assert low < k / n < high
-    assert accuracy_stats(flags)["ci95"] == [low, high]                     # fixed seed: reproducible
-    assert BOOTSTRAP_RESAMPLES >= 1000
+    assert low == pytest.approx(ref.low, abs=1e-12) and high == pytest.approx(ref.high, abs=1e-12)
+    assert high - low > 0 and low <= k / n <= high
+
+
+def wilson_by_root_finding(p, n, z=stats.norm.ppf(0.975)):
+    """The Wilson interval as the two roots of |p - pi| = z sqrt(pi (1 - pi) / n) (an independent reference)."""
+    from scipy.optimize import brentq
+    f = lambda pi: (p - pi) ** 2 - z * z * pi * (1 - pi) / n       # noqa: E731
+    low = 0.0 if p == 0 else brentq(f, 0.0, p)
+    high = 1.0 if p == 1 else brentq(f, p, 1.0)
+    return low, high
 
 
 def test_answers_of_one_question_are_one_cluster_identical_samples():
@@ -46,13 +48,13 @@ def test_answers_of_one_question_are_one_cluster_identical_samples():
     ids = [f"q{i}" for i in range(50) for _ in range(4)]
     s, alone = accuracy_stats(flags, questions=ids), accuracy_stats(per_question)
     assert s["accuracy"] == 0.6 and s["n"] == 200 and s["questions"] == 50
+    assert s["effective_n"] == pytest.approx(50, rel=1e-12)
     assert s["stderr"] == pytest.approx(math.sqrt(0.6 * 0.4 / 50), rel=1e-12)   # not sqrt(.24 / 200)
-    assert s["ci95"][0] == pytest.approx(alone["ci95"][0], abs=0.02)
-    assert s["ci95"][1] == pytest.approx(alone["ci95"][1], abs=0.02)
+    assert s["ci95"] == pytest.approx(alone["ci95"], abs=1e-12)
     assert s["ci95"][1] - s["ci95"][0] > 1.8 * (accuracy_stats(flags)["ci95"][1] - accuracy_stats(flags)["ci95"][0])
 
 
-def test_clustered_se_and_interval_match_a_plain_cluster_bootstrap():
+def test_clustered_interval_is_wilson_over_the_effective_size():
     rng = np.random.default_rng(3)
     skill = rng.uniform(0, 1, size=80)                                  # questions differ in difficulty
     counts = rng.integers(1, 6, size=80)                                # unequal answers per question
@@ -64,17 +66,22 @@ def test_clustered_se_and_interval_match_a_plain_cluster_bootstrap():
     p = y.mean()
     # the textbook cluster-robust (sandwich) variance of a mean: sum_g (sum_i (y_i - p))^2 / n^2
     ref_se = math.sqrt(sum(((y[groups == g] - p).sum()) ** 2 for g in range(80))) / len(y)
-    assert s["stderr"] == pytest.approx(ref_se, rel=1e-12)
+    assert s["stderr"] == pytest.approx(ref_se, rel=1e-9)
+    deff = ref_se ** 2 / (p * (1 - p) / len(y))
+    assert deff > 1.2 and s["effective_n"] == pytest.approx(len(y) / deff, rel=1e-9)
+    assert s["ci95"] == pytest.approx(list(wilson_by_root_finding(p, len(y) / deff)), abs=1e-9)
+    # and it agrees with a plain bootstrap over questions about as well as two such intervals can
     right = np.array([y[groups == g].sum() for g in range(80)])
     picks = np.random.default_rng(11).integers(0, 80, size=(20_000, 80))
     ref = np.percentile(right[picks].sum(axis=1) / counts[picks].sum(axis=1), [2.5, 97.5])
-    assert s["ci95"] == pytest.approx(list(ref), abs=0.01)
+    assert s["ci95"] == pytest.approx(list(ref), abs=0.02)
     plain = accuracy_stats([True, False, True], questions=["a", "b", "c"])     # one answer each: unclustered
     assert plain == accuracy_stats([True, False, True]) and "questions" not in plain
 
 
 def test_degenerate_and_empty():
-    assert accuracy_stats([True] * 5)["ci95"] == [1.0, 1.0] and accuracy_stats([True] * 5)["stderr"] == 0
+    low, high = accuracy_stats([True] * 5)["ci95"]
+    assert high == 1.0 and 0.5 < low < 0.6 and accuracy_stats([True] * 5)["stderr"] == 0   # never zero width
     assert accuracy_stats([])["accuracy"] is None
 
 

@@ -1,7 +1,8 @@
 """Uncertainty of figures shown to a researcher: 95% intervals for proportions and statistics.
 
 Public names:
-    wilson_interval(correct, n, level=0.95) -> (low, high)     of a proportion (Wilson score)
+    wilson_interval(correct, n, level=0.95) -> (low, high)     of a proportion (Wilson score; from
+                                                                activation_eval/accuracy.py, the one owner)
     bootstrap_ci(values, statistic=np.mean, n_resamples=1000, level=0.95, seed=0) -> (low, high)
                                                                 percentile bootstrap over the values
 
@@ -11,14 +12,7 @@ Example:
 """
 import numpy as np
 
-
-def wilson_interval(correct, n, level=0.95):
-    """Wilson score interval of correct / n (scipy's binomtest); (None, None) when n is 0."""
-    from scipy.stats import binomtest
-    if n <= 0:
-        return None, None
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+from ..accuracy import wilson_interval  # noqa: F401  (re-exported)
 
 
 def bootstrap_ci(values, statistic=np.mean, n_resamples=1000, level=0.95, seed=0):

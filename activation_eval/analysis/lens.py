@@ -17,7 +17,8 @@ Public names:
                    n_resamples=1000, seed=0) -> dict      per question and per layer; curves by group
     project(model, hidden, layer_names) -> logits         final norm (not for final_norm) + unembedding
     gold_first_tokens(tokenizer, row) -> [token id, ...]  the candidate first tokens of the gold answer
-    final_norm_module(model)                              the model's final norm
+    final_norm_module(model)                              the model's final norm (from
+                                                          activation_eval.architecture, as capture finds it)
 
 Example:
     >>> res = logit_lens_run("results/run1")
@@ -32,26 +33,15 @@ import sys
 import numpy as np
 import torch
 
+from ..architecture import final_norm_module
 from ..models import load_model
 from ..store.run_folder import config_path
 from ..store.run_reader import RunReader
 from .arrays import as_2d, record_meta
 from .intervals import bootstrap_ci
 
-FINAL_NORM_ATTRS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
 GROUPS = ("correct", "incorrect", "all")
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s*(.+?)\s*$")
-
-
-def final_norm_module(model):
-    """The norm after the last decoder layer (model.base_model.norm / ln_f / final_layer_norm ...)."""
-    for owner in (getattr(model, "base_model", None), model):
-        for attr in FINAL_NORM_ATTRS:
-            module = getattr(owner, attr, None)
-            if isinstance(module, torch.nn.Module):
-                return module
-    raise ValueError(f"cannot find the final norm of {type(model).__name__} "
-                     f"(looked for {', '.join(FINAL_NORM_ATTRS)} on the base model)")
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ weights are not on this machine) says why in its place; the rest of the report i
 Public names:
     build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
                  progress=True, model=None, tokenizer=None) -> path of the HTML file
-    accuracy_table(rows) -> dict        overall and per-category accuracy with Wilson 95% intervals
+    accuracy_table(rows) -> dict        overall and per-category accuracy with the summary's Wilson 95% intervals
 
 Example:
     >>> build_report("results/run1", "reports/run1.html")
@@ -25,24 +25,27 @@ import json
 import os
 import tempfile
 
+from ..accuracy import accuracy_stats
 from ..store.atomic import write_text_atomic
 from ..store.run_folder import config_path, summary_path
 from ..store.run_reader import RunReader
 from .arrays import run_layers
-from .intervals import wilson_interval
 from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
 
 esc = html.escape   # quote=True: safe in text and in attribute values
 
 
 def accuracy_table(rows):
-    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci} with a
-    Wilson 95% interval, over the rows graded True / False (ungraded rows are not counted)."""
+    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci} with the
+    95% interval of summary.json (accuracy.accuracy_stats: Wilson, clustered by question when a
+    question has several answers), over the rows graded True / False (ungraded rows are not counted)."""
     def cell(rs):
         graded = [r for r in rs if isinstance(r.get("correct"), bool)]
-        k = sum(r["correct"] for r in graded)
-        n = len(graded)
-        return {"n": n, "correct": k, "accuracy": k / n if n else None, "ci": wilson_interval(k, n)}
+        ids = [r["id"] if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
+        stats = accuracy_stats([r["correct"] for r in graded], questions=ids)
+        return {"n": stats["n"], "correct": stats["correct"], "accuracy": stats["accuracy"],
+                "ci": tuple(stats["ci95"]) if stats["ci95"] else (None, None),
+                **({"questions": stats["questions"]} if "questions" in stats else {})}
     cats = sorted({str(r.get("category") or "uncategorized") for r in rows})
     return {"overall": cell(rows),
             "per_category": {c: cell([r for r in rows if str(r.get("category") or "uncategorized") == c])
@@ -105,7 +108,8 @@ def _summary_section(run_dir, rows):
     return (f"<h2>Run</h2><p><b>model</b> {esc(str(config.get('model') or summary.get('model') or '?'))}"
             f" &nbsp; <b>benchmark</b> {esc(str(summary.get('benchmark') or config.get('benchmark') or '?'))}</p>"
             f'<p class="big">accuracy {esc(_pct(o["accuracy"], o["ci"]))} &nbsp; '
-            f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval)</p>'
+            f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval'
+            + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')</p>'
             + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"], cats)
             + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
 

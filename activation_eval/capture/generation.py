@@ -39,11 +39,13 @@ import transformers
 
 from . import continuous
 from .sampling import Sampler
-from .hooks import ActivationCapture, RowCapture, find_decoder_layers
+from .hooks import ActivationCapture, find_decoder_layers
+from .row_capture import RowCapture
+from ..dtypes import FLOAT_DTYPES, float_dtype
 from ..models import uses_chat_template
 
 TOOL_VERSION = "0.2.0"
-DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = FLOAT_DTYPES            # --activation_dtype names (activation_eval/dtypes.py)
 
 
 @dataclasses.dataclass
@@ -100,9 +102,7 @@ class CaptureSettings:
     def torch_dtype(self):
         if self.dtype is None or isinstance(self.dtype, torch.dtype):
             return self.dtype
-        if self.dtype not in DTYPE_NAMES:
-            raise ValueError(f"unknown activation dtype {self.dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
-        return DTYPE_NAMES[self.dtype]
+        return float_dtype(self.dtype, "activation dtype")
 
 
 def model_texts(tokenizer, prompts, use_chat_template="auto", system_prompt=None):

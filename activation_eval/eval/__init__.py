@@ -1,1 +1,1 @@
-"""Benchmark files and formats, prompts, graders, answering rows: see benchmark.py and answering.py."""
+"""Benchmark files and formats (benchmark.py, benchmark_files.py, rows.py), prompts, gold answers (gold.py), graders (grading.py), answering rows (answering.py)."""

@@ -25,6 +25,7 @@ its batch.
 """
 import re
 
+from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
 from ..capture.generation import iter_records
@@ -56,7 +57,7 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
     keys = [sample_key(row) for row in rows]
     for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
-        verdict = grade(record["response"], row) if _has_gold(row) else _UNGRADED
+        verdict = grade(record["response"], row) if has_gold(row) else _UNGRADED
         result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
                               record["num_generated_tokens"], system_prompt)
         if row.get("sample") is not None:
@@ -69,9 +70,6 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         yield result, record
 
 
-def _has_gold(row):
-    answer = row.get("answer")
-    return answer is not None and answer != "" and answer != []   # 0 is a gold index (choice A)
 def _captures_generated(record):
     """Does the record keep activations of any generated position?"""
     kept = record.get("positions_kept")

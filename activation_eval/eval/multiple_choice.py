@@ -30,12 +30,12 @@ import numpy as np
 
 from ..capture.loglik import iter_scored_records
 from ..models import uses_chat_template
+from .gold import LETTERS, has_gold
 from .grading import grade
 from .prompts import prompt_of
 from ..schema import answered_row
 
 TARGET_DELIMITER = " "
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SCORE_FIELDS = ("scoring", "correct_norm", "extracted_norm", "choice_logprobs")
 
 
@@ -53,8 +53,8 @@ def continuations(row, delimiter=TARGET_DELIMITER):
     """
     if not has_choices(row):
         raise ValueError(f"row {row.get('id')!r} has no choices to score (needs a list of at least 2)")
-    if len(row["choices"]) > len(_LETTERS):
-        raise ValueError(f"row {row.get('id')!r} has {len(row['choices'])} choices; at most {len(_LETTERS)} are lettered")
+    if len(row["choices"]) > len(LETTERS):
+        raise ValueError(f"row {row.get('id')!r} has {len(row['choices'])} choices; at most {len(LETTERS)} are lettered")
     return [f"{delimiter}{choice}" for choice in row["choices"]]
 
 
@@ -80,12 +80,12 @@ def iter_choice_scores(model, tokenizer, rows, settings=None, capture=None, batc
     for index, record in iter_scored_records(model, tokenizer, prompts, conts, settings, capture, batch_size):
         row = rows[index]
         best, best_norm = pick(record["choice_logprobs"], row["choices"])
-        verdict, verdict_norm = _grade(_LETTERS[best], row), _grade(_LETTERS[best_norm], row)
+        verdict, verdict_norm = _grade(LETTERS[best], row), _grade(LETTERS[best_norm], row)
         record["response"] = str(row["choices"][best])
-        result = answered_row(row, prompts[index], record["response"], dict(verdict, extracted=_LETTERS[best]),
+        result = answered_row(row, prompts[index], record["response"], dict(verdict, extracted=LETTERS[best]),
                               record["num_prompt_tokens"], 0, getattr(settings, "system_prompt", None),
                               scoring="loglikelihood", correct_norm=verdict_norm["correct"],
-                              extracted_norm=_LETTERS[best_norm], choice_logprobs=record["choice_logprobs"])
+                              extracted_norm=LETTERS[best_norm], choice_logprobs=record["choice_logprobs"])
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",
                                                     "correct_norm", "extracted_norm")}
         yield result, record
@@ -93,6 +93,6 @@ def iter_choice_scores(model, tokenizer, rows, settings=None, capture=None, batc
 
 def _grade(letter, row):
     """The row's grader on the chosen letter; ungraded (None) for a row without a gold answer."""
-    if not row.get("answer"):
+    if not has_gold(row):
         return {"correct": None, "grader": None}
     return grade(letter, row)

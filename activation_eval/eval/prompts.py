@@ -35,7 +35,7 @@ import string
 from collections import Counter
 
 from .errors import BenchmarkError
-from .grading import LETTERS, grader_name
+from .gold import LETTERS, grader_name, has_gold
 
 __all__ = ["PromptSettings", "check_template", "format_choices", "format_question", "fewshot_target",
            "fewshot_examples", "build_prompt", "with_prompts", "prompt_of"]
@@ -97,7 +97,7 @@ def format_choices(choices):
 
 def _kind(row):
     """The grader a prompt is written for; a row without a gold answer gets the short-answer prompt."""
-    if not isinstance(row, dict) or not row.get("answer") and row.get("answer") != 0:
+    if not has_gold(row):
         return "choice" if isinstance(row, dict) and row.get("choices") else "text"
     return grader_name(row)
 

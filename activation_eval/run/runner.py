@@ -406,7 +406,7 @@ def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
 
 
 def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), skipped=()):
-    """summary.json: accuracy with its standard error, 95% bootstrap interval and chance baseline, overall
+    """summary.json: accuracy with its standard error, 95% Wilson interval (accuracy.py) and chance baseline, overall
     and per category (over graded rows: a row whose `correct` is None is counted as ungraded; a row with
     an `error`, e.g. a prompt longer than the model's context, was not answered and is counted under
     "errors"), the benchmark rows skipped as unusable, and the run's speed."""
@@ -455,7 +455,7 @@ def _stats(results, chance):
     """accuracy_stats of graded results rows; chance: the mean baseline of those rows (None if unknown)."""
     known = [chance[r["id"]] for r in results if r["id"] in chance]
     baseline = sum(known) / len(known) if known and len(known) == len(results) else None
-    # several answers of one question (--num_samples) are clustered: its SE and CI resample questions
+    # several answers of one question (--num_samples) are clustered: SE and CI use the effective n
     return accuracy_stats([r["correct"] for r in results], chance=baseline, questions=[r["id"] for r in results])
 
 
@@ -480,7 +480,8 @@ def format_summary(summary):
                      f"character; chance {summary['chance_accuracy']:.1%})")
     if summary.get("num_samples", 1) > 1:
         lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
-                     f"accuracy counts every sample; SE and CI are clustered by question (they resample questions)")
+                     f"accuracy counts every sample; SE and CI are clustered by question (Wilson over the "
+                     f"effective number of answers, n / design effect)")
     lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
               + (f" {'errors':>7}" if summary.get("errors") else "")]
     for name, stats in summary["per_category"].items():

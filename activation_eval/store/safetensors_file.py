@@ -27,20 +27,14 @@ import os
 import numpy as np
 import torch
 
+from ..dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
 from .errors import corrupt, format_hint
-from .safe_pickle import check_shape
+from .checks import check_shape
 
 MAX_HEADER = 100_000_000                  # the safetensors library's own limit
-# safetensors dtype names, in the order safetensors' writer sorts tensors (then by name); the
-# same table reads them back. float4 (packed, shape rule differs) is left out.
-DTYPES = {"U64": torch.uint64, "I64": torch.int64, "F64": torch.float64,
-              "C64": torch.complex64, "F32": torch.float32, "U32": torch.uint32,
-              "I32": torch.int32, "BF16": torch.bfloat16, "F16": torch.float16,
-              "U16": torch.uint16, "I16": torch.int16, "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
-              "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E8M0": torch.float8_e8m0fnu,
-              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I8": torch.int8,
-              "U8": torch.uint8, "BOOL": torch.bool}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+# safetensors dtype codes in safetensors' sort order, and their inverse: the one table (activation_eval/dtypes.py)
+DTYPES = SAFETENSORS_DTYPES
+DTYPE_NAMES = SAFETENSORS_CODES
 DTYPE_RANK = {dtype: rank for rank, dtype in enumerate(DTYPES.values())}
 HEAD_READ = 65536          # first read of a .safetensors file: its header and the ids after it
 
@@ -122,7 +116,7 @@ def checked_header(text):
 
 def check_entry(key, entry):
     """ValueError unless `entry` is a tensor entry safetensors would accept: a known dtype, a
-    shape that check_shape accepts, and int offsets whose span holds exactly its bytes."""
+    shape that checks.check_shape accepts, and int offsets whose span holds exactly its bytes."""
     if not (isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
             and entry["dtype"] in DTYPES and isinstance(entry["shape"], list)):
         raise ValueError(f"tensor {key!r:.100}: bad header entry {entry!r:.200}")

@@ -1,0 +1,184 @@
+"""Benchmark row normalisation: one raw row dict -> a normalized row, and the checks of the field
+names a benchmark is read with. No torch needed.
+
+Public names:
+    normalize_row(record, fields=None, answer_columns=None, from_table=False) -> row   (BenchmarkError)
+    stable_id(question) -> "q-" + sha1(question)[:10]     the id of a row without one
+    DEFAULT_FIELDS                            {role: column name} when none is given
+    check_field_names(**fields) -> fields     every --*_field a non-empty column name
+    check_fields_present(fields, available, name)     the question (and named optional) columns exist
+    answer_columns_of(spec, available, name) -> [column, ...]   "answer", "a,b" or globs ("answer_*")
+    skipped_id(record, fields) -> str or None the id a skipped row is named by
+    check_unique_ids(rows, wheres, name, id_field)   BenchmarkError naming duplicate ids and places
+
+Example:
+    >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
+    >>> row["answer"], row["grader"], row["id"]
+    (['B'], 'choice:index', 'q-8f2e733e7e')
+
+A normalized row is
+    {"id": str, "question": str, "answer": [str, ...] (accepted answers; letters for choices),
+     "choices": [str, ...] or None, "category": str or None, "grader": str (e.g. "choice:index")}
+What the gold answer means is decided by gold.resolve_gold. A table cell (CSV / TSV) holding a
+list is a JSON list or "|"-separated; choices may be a list or ARC's {"label": [...], "text": [...]}.
+"""
+import fnmatch
+import hashlib
+import json
+
+from .errors import BenchmarkError
+from .gold import LETTERS, GoldError, resolve_gold, scalar_text
+
+__all__ = ["normalize_row", "stable_id", "DEFAULT_FIELDS", "check_field_names", "check_fields_present",
+           "answer_columns_of", "skipped_id", "check_unique_ids"]
+
+DEFAULT_FIELDS = {"question": "question", "answer": "answer", "choices": "choices",
+                   "id": "id", "category": "category"}
+
+
+def check_field_names(**fields):
+    """The fields if each is a non-empty column name, else BenchmarkError naming its --*_field."""
+    for role, field in fields.items():
+        if not isinstance(field, str) or not field.strip():
+            raise BenchmarkError(f"--{role}_field must be a non-empty column name, got {field!r}")
+    return fields
+
+
+
+def check_fields_present(fields, available, name):
+    """BenchmarkError unless each named column is among `available` (a default optional one may be absent)."""
+    for role, field in fields.items():
+        required = role in ("question", "answer")
+        if role == "answer" or field in available or (not required and field == DEFAULT_FIELDS[role]):
+            continue                                     # answer columns: _answer_columns
+        found = ", ".join(map(repr, available)) or "none"
+        raise BenchmarkError(f"{name}: no {role} field {field!r} in the file (fields found: {found}); "
+                             f"pass --{role}_field NAME to name the {role} field")
+
+
+def answer_columns_of(spec, available, name):
+    """The answer columns: one name, a comma list, or globs ("answer_*"), in the file's column order."""
+    columns = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        matched = fnmatch.filter(available, part) if any(c in part for c in "*?[") else \
+            [part] if part in available else []
+        if not matched:
+            found = ", ".join(map(repr, available)) or "none"
+            raise BenchmarkError(f"{name}: no answer field {part!r} in the file (fields found: {found}); pass "
+                                 "--answer_field NAME (several: a comma list, or a glob such as 'answer_*')")
+        columns += [c for c in matched if c not in columns]
+    if not columns:
+        raise BenchmarkError(f"--answer_field must name at least one column, got {spec!r}")
+    return columns
+
+
+
+def normalize_row(record, fields=None, answer_columns=None, from_table=False):
+    """A normalized row (see the module docstring) from one raw row dict; raises BenchmarkError.
+
+    Example:
+        >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
+        >>> row["answer"], row["grader"], row["id"]
+        (['B'], 'choice:index', 'q-8f2e733e7e')
+    """
+    fields = {**DEFAULT_FIELDS, **(fields or {})}
+    if not isinstance(record, dict):
+        raise BenchmarkError(f"a row must be a dict like {{'question': ..., 'answer': ...}}, got {record!r}")
+    question = scalar_text(record.get(fields["question"]))
+    if question is None:
+        raise BenchmarkError(f"field {fields['question']!r} must be text, got {type(record[fields['question']]).__name__}")
+    if not question:
+        raise BenchmarkError(f"empty question (field {fields['question']!r}); every row needs a question")
+    choices, labels = _choice_list(record.get(fields["choices"]), from_table, fields["choices"])
+    columns = answer_columns or [fields["answer"]]
+    values = [_cell(record.get(c), from_table, c) for c in columns]
+    answer = values[0] if len(values) == 1 else [v for value in values for v in _as_list(value)]
+    try:
+        answers, grader = resolve_gold(answer, choices, labels)
+    except GoldError as e:
+        raise GoldError(f"{e} (field {', '.join(map(repr, columns))})") from None
+    row_id = scalar_text(record.get(fields["id"]))
+    if row_id is None:
+        raise BenchmarkError(f"field {fields['id']!r} must be text or a number")
+    category = scalar_text(record.get(fields["category"]))
+    if category is None:
+        raise BenchmarkError(f"field {fields['category']!r} must be text")
+    return {"id": row_id or stable_id(question), "question": question, "answer": answers,
+            "choices": choices, "category": category or None, "grader": grader}
+
+
+def skipped_id(record, fields):
+    """The id to name a skipped row by: its own, else the stable id of its question, else None."""
+    if not isinstance(record, dict):
+        return None
+    row_id = scalar_text(record.get(fields["id"]))
+    question = scalar_text(record.get(fields["question"]))
+    return row_id or (stable_id(question) if question else None)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _cell(value, from_table, field):
+    """A table cell holding a list: a JSON list, or "|"-separated; other values unchanged."""
+    if not (from_table and isinstance(value, str)):
+        return value
+    cell = value.strip()
+    if cell.startswith("[") and cell.endswith("]"):
+        try:
+            return json.loads(cell)
+        except json.JSONDecodeError:
+            raise BenchmarkError(f"field {field!r} looks like a JSON list but is not valid JSON: {cell!r}") from None
+    return cell.split("|") if cell else []
+
+
+def _choice_list(value, from_table, field):
+    """(choice texts, ARC-style labels or None); (None, None) for a row without choices."""
+    value = _cell(value, from_table, field)
+    labels = None
+    if isinstance(value, dict) and "text" in value:             # ARC: {"label": [...], "text": [...]}
+        labels = value.get("label")
+        value = value["text"]
+        if not isinstance(labels, list) or not isinstance(value, list) or len(labels) != len(value):
+            raise BenchmarkError(f"field {field!r}: 'label' and 'text' must be lists of the same length")
+        labels = [scalar_text(label) for label in labels]
+        if any(not label for label in labels) or len(set(labels)) != len(labels):
+            raise BenchmarkError(f"field {field!r}: labels must be distinct and non-empty, got {labels}")
+    if value is None or value == "" or value == []:
+        return None, None
+    if not isinstance(value, list):
+        raise BenchmarkError(f'field {field!r} must be a list of choices like ["Paris", "London"] '
+                             f'(or {{"label": [...], "text": [...]}}), got {value!r}')
+    choices = [scalar_text(item) for item in value]
+    if any(not c for c in choices):
+        raise BenchmarkError(f"field {field!r} has an empty or non-text choice: {value!r}")
+    if not 2 <= len(choices) <= len(LETTERS):
+        raise BenchmarkError(f"field {field!r} must have 2 to {len(LETTERS)} choices, got {len(choices)}")
+    return choices, labels
+
+
+def stable_id(question):
+    """The id of a row without one: "q-" + the first 10 hex digits of the sha1 of its question.
+
+    Example:
+        >>> stable_id("What is the capital of Peru?")
+        'q-a37a7c2873'
+    """
+    return "q-" + hashlib.sha1(question.strip().encode("utf-8")).hexdigest()[:10]
+
+
+def check_unique_ids(rows, wheres, name, id_field):
+    """BenchmarkError listing every id given to more than one row, with their places."""
+    seen = {}
+    for row, where in zip(rows, wheres):
+        seen.setdefault(row["id"], []).append(where)
+    duplicates = {key: places for key, places in seen.items() if len(places) > 1}
+    if duplicates:
+        listed = "; ".join(f"{key!r} at {', '.join(places)}" for key, places in duplicates.items())
+        raise BenchmarkError(f"{name}: duplicate ids: {listed}; give each row a unique {id_field!r} "
+                             "(rows without one get an id from the question text, so repeated "
+                             "questions also collide)")
+

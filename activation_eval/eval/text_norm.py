@@ -1,0 +1,96 @@
+"""Text normalisation and number reading shared by gold resolution (gold.py) and the graders
+(grading.py). No torch needed.
+
+Public names:
+    normalized_tokens(text) -> [str]     accents dropped, lowercased, number words as digits,
+                                         punctuation as spaces, articles a/an/the dropped
+    contains_phrase(tokens, phrase) -> bool   phrase is a contiguous run of whole tokens
+    words_to_digits(text) -> str         lowercase number words zero..ninety-nine as digits
+    parse_number(text) -> float or None  a whole-string number ("1,024", "-3", "0.5")
+    extract_number(text) -> (cleaned text, value) or None   the answer number of a response
+
+Example:
+    >>> normalized_tokens("The capital is São Paulo, twenty-one!")
+    ['capital', 'is', 'sao', 'paulo', '21']
+    >>> contains_phrase(normalized_tokens("It is Paris, Texas."), normalized_tokens("Paris"))
+    True
+    >>> parse_number("1,024"), extract_number("6 x 7 = 42.0, not 41")
+    (1024.0, ('42.0', 42.0))
+
+Every function runs in time linear in its input (possessive quantifiers; no rescans per match).
+"""
+import bisect
+import re
+import unicodedata
+
+__all__ = ["normalized_tokens", "contains_phrase", "words_to_digits", "parse_number", "extract_number"]
+
+_ARTICLES = {"a", "an", "the"}
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_WORD_NUMBER_RE = re.compile(r"\b(?:({tens})(?:[\s-]++({ones}))?|({units}))\b".format(
+    tens="|".join(_TENS),
+    ones="|".join(w for w in _UNITS if 1 <= _UNITS[w] <= 9),
+    units="|".join(sorted(_UNITS, key=len, reverse=True))))
+
+
+def words_to_digits(text):
+    """Lowercase number words to digits: "twenty-one" -> "21", "seven" -> "7"."""
+    def digits(m):
+        if m.group(1):
+            return str(_TENS[m.group(1)] + (_UNITS[m.group(2)] if m.group(2) else 0))
+        return str(_UNITS[m.group(3)])
+    return _WORD_NUMBER_RE.sub(digits, text)
+
+
+def normalized_tokens(text):
+    """Normalized tokens: no accents, lowercase, number words as digits, no punctuation or articles."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = re.sub(r"[\W_]+", " ", words_to_digits(text))
+    return [t for t in text.split() if t not in _ARTICLES]
+
+
+def contains_phrase(tokens, phrase):
+    """Whether phrase is a contiguous run of tokens: O(len(tokens) * len(phrase)), phrase being a gold answer."""
+    n = len(phrase)
+    if n == 0:
+        return False
+    first = phrase[0]
+    return any(tok == first and tokens[i:i + n] == phrase for i, tok in enumerate(tokens))
+
+
+# linear as it is: the lookbehinds let a number start only once per run of digits and separators
+_NUMBER = r"(?:(?<![\w)])[-\u2212])?(?<![\w.,])(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
+_NUMBER_RE = re.compile(_NUMBER)
+_FULL_NUMBER_RE = re.compile(r"[-+\u2212]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_NUMBER_CUE_RE = re.compile(r"=|\bequals?\b|\bequal to\b|\b(?:answer|result|total)\b\s*+(?:is|was|:)",
+                            re.IGNORECASE)
+
+
+def parse_number(text):
+    """float of a whole-string number ("1,024", "-3", "0.5"), else None."""
+    text = str(text).strip()
+    if not _FULL_NUMBER_RE.fullmatch(text):
+        return None
+    return float(text.replace(",", "").replace("\u2212", "-"))
+
+
+def extract_number(text):
+    """(cleaned text, value) of the answer number in a response, or None."""
+    if not re.search(r"\d", text):
+        text = words_to_digits(text.lower())
+    numbers = list(_NUMBER_RE.finditer(text))
+    if not numbers:
+        return None
+    chosen = numbers[-1]
+    starts = [m.start() for m in numbers]
+    for cue in reversed(list(_NUMBER_CUE_RE.finditer(text))):
+        after = bisect.bisect_left(starts, cue.end())            # the first number after the cue
+        if after < len(numbers):
+            chosen = numbers[after]
+            break
+    cleaned = chosen.group(0).replace(",", "").replace("\u2212", "-")
+    return cleaned, float(cleaned)
