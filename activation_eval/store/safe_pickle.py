@@ -6,8 +6,8 @@ Public names:
                          only the globals records hold (tensors, numpy, datetimes, containers)
                          are resolved, each to a checking shim; anything else raises
                          UnsafeFileError and runs nothing
-    open_regular(path)   open a file for reading only if it is a regular file (never blocks on a
-                         FIFO, never reads a device) -> (unbuffered binary file, size in bytes)
+    open_regular(path)   (from files.py, re-exported) open a file for reading only if it is a
+                         regular file (never blocks on a FIFO) -> (unbuffered binary file, size)
     check_shape(shape)   a tensor shape as a tuple of ints, or ValueError (at most MAX_DIMS
                          dimensions, non-zero ones multiplying to at most MAX_EXTENT)
     check_structure(obj, nbytes, path)   the limits every loaded record obeys: nesting at most
@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
+from .files import open_regular, read_exactly  # noqa: F401  (open_regular: re-exported, moved to files.py)
 
 MAX_DEPTH = 100              # nesting of containers (a record needs about 5)
 MAX_OPS = 1_000_000          # pickle opcodes per file: bounds the Python objects it can create
@@ -782,26 +783,6 @@ def check_structure(obj, nbytes, path):
 
 # ----------------------------------------------------------------------------- loading
 
-def open_regular(path):
-    """(binary file opened unbuffered, its size) if `path` is a regular file (or a symlink to
-    one); CorruptFileError naming it for a FIFO, device, socket or folder. Opens without
-    blocking (a FIFO with no writer would hang an ordinary open)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(
-                st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
-                st.st_mode) else "not a regular file")
-            raise corrupt(path, f"{kind}: only regular files are read")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0), st.st_size
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_source(source):
     """(bytes, path for messages) of a path or a binary file object, read with a bound: a
     path or a file object with a descriptor must be a regular file, read up to its size."""
@@ -809,7 +790,7 @@ def _read_source(source):
         path = os.fspath(source)
         f, size = open_regular(path)
         with f:
-            return _read_exactly(f, size), path
+            return read_exactly(f, size), path
     path = getattr(source, "name", "<stream>")
     try:
         st = os.fstat(source.fileno())
@@ -818,17 +799,6 @@ def _read_source(source):
     if not stat.S_ISREG(st.st_mode):
         raise corrupt(path, "not a regular file: only regular files are read")
     return source.read(max(st.st_size - source.tell(), 0)), path
-
-
-def _read_exactly(f, size):
-    chunks, left = [], size
-    while left > 0:
-        chunk = f.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def safe_load(source):
