@@ -24,7 +24,6 @@ Example:
     >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]
     >>> res["questions"][0]["layers"]["final_norm"]["top"]      # [[" Paris", 0.61], ...]
 """
-import json
 import os
 import re
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from ..models import load_model
-from ..store.run_folder import config_path, is_run_folder, read_results
+from ..store.run_folder import config_path, is_run_folder, read_results, read_run_config
 from .arrays import as_2d, load_record, record_meta
 from .intervals import bootstrap_ci
 
@@ -112,12 +111,10 @@ def gold_first_tokens(tokenizer, row):
 def _load_run_model(run_dir):
     path = config_path(run_dir)
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = read_run_config(run_dir)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the run's settings {path}: {exc}; the logit lens needs the "
-                         f"run's model name from it") from exc
-    if not isinstance(config, dict) or not config.get("model"):
+        raise ValueError(f"{exc}; the logit lens needs the run's model name from it") from None
+    if not config.get("model"):
         raise ValueError(f"{path} names no model; the logit lens needs the run's model")
     dtype = config.get("dtype") if config.get("dtype") in ("float32", "bfloat16", "float16") else "auto"
     return load_model(config["model"], dtype=dtype)

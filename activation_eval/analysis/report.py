@@ -26,7 +26,7 @@ import os
 import tempfile
 
 from ..store.atomic import write_text_atomic
-from ..store.run_folder import config_path, is_run_folder, read_results, summary_path
+from ..store.run_folder import is_run_folder, read_results, read_run_config, read_summary
 from .arrays import run_layers
 from .intervals import wilson_interval
 from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
@@ -48,11 +48,10 @@ def accuracy_table(rows):
                              for c in cats}}
 
 
-def _read_json(path):
+def _read_json(read, run_dir):
+    """read_run_config / read_summary of the run, or {} when it is missing or unreadable."""
     try:
-        with open(path) as f:
-            value = json.load(f)
-        return value if isinstance(value, dict) else {}
+        return read(run_dir)
     except (OSError, ValueError):
         return {}
 
@@ -93,7 +92,7 @@ def _failed(what, exc):
 # ----------------------------------------------------------------------------- sections
 
 def _summary_section(run_dir, rows):
-    config, summary = _read_json(config_path(run_dir)), _read_json(summary_path(run_dir))
+    config, summary = _read_json(read_run_config, run_dir), _read_json(read_summary, run_dir)
     acc = accuracy_table(rows)
     o = acc["overall"]
     settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]

@@ -37,7 +37,6 @@ they fill a shard (--shard_size_mb, see run/shard_buffer.py), then written, then
 import ctypes
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
@@ -78,9 +77,8 @@ def check_output_dir(config, rows=None):
     if os.path.isdir(out) and set(os.listdir(out)) - {run_folder.LOCK_FILE} and not config.resume:
         raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
                        f"that run, or choose another --output_dir")
-    config_path = run_folder.config_path(out)
-    if config.resume and os.path.isfile(config_path):
-        stored = _read_run_config(config_path)
+    if config.resume and os.path.lexists(run_folder.config_path(out)):
+        stored = _read_run_config(out)
         # a setting added after the run was written is absent there: the run used its default
         defaults = resume_defaults()
         diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
@@ -93,16 +91,12 @@ def check_output_dir(config, rows=None):
             check_benchmark(stored, benchmark_fingerprint(config.benchmark, rows), rows, out, answered)
 
 
-def _read_run_config(path):
+def _read_run_config(run_dir):
     try:
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
+        return run_folder.read_run_config(run_dir)
     except (OSError, ValueError) as exc:
-        raise RunError(f"--resume: cannot read {path} ({exc}); it holds the run's settings: restore it, "
-                       f"or choose another --output_dir") from None
-    if not isinstance(stored, dict):
-        raise RunError(f"--resume: {path} is not a JSON object of settings: restore it, or choose another --output_dir")
-    return stored
+        raise RunError(f"--resume: {exc}; it holds the run's settings: restore it, or choose another "
+                       f"--output_dir") from None
 
 
 def open_output_dir(config, rows=()):
@@ -136,10 +130,10 @@ def _store_fingerprint(config, rows):
     fingerprint when it asks more questions, or when the folder predates fingerprints."""
     path = run_folder.config_path(config.output_dir)
     fingerprint = benchmark_fingerprint(config.benchmark, rows)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         write_json_atomic(path, {**config.resume_view(), **fingerprint})
         return
-    stored = _read_run_config(path)
+    stored = _read_run_config(config.output_dir)
     answered, _ = run_folder.scan_results(run_folder.results_path(config.output_dir))
     update = check_benchmark(stored, fingerprint, rows, config.output_dir, answered, quiet=True)
     if update:
