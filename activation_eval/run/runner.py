@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import random
+import stat
 import time
 
 import torch
@@ -74,7 +75,9 @@ def check_output_dir(config, rows=None):
     """Refuse a non-empty folder without --resume, or a resume with other settings or an edited
     benchmark (`rows`: the questions asked; see resume.py). Writes nothing."""
     out = config.output_dir
-    if os.path.isdir(out) and set(os.listdir(out)) - {run_folder.LOCK_FILE} and not config.resume:
+    # a lock file alone (a run's own, or one a killed run left) is no content; a symlink there is
+    lock = {run_folder.LOCK_FILE} if _is_plain_file(run_folder.lock_path(out)) else set()
+    if os.path.isdir(out) and set(os.listdir(out)) - lock and not config.resume:
         raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
                        f"that run, or choose another --output_dir")
     if config.resume and os.path.lexists(run_folder.config_path(out)):
@@ -89,6 +92,13 @@ def check_output_dir(config, rows=None):
         if rows is not None:
             answered, _ = run_folder.scan_results(run_folder.results_path(out))
             check_benchmark(stored, benchmark_fingerprint(config.benchmark, rows), rows, out, answered)
+
+
+def _is_plain_file(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _read_run_config(run_dir):
