@@ -62,6 +62,7 @@ from . import distributed
 from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
+from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
 from .shard_buffer import ShardBuffer, remove_unreferenced_shards
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,9 @@ def open_output_dir(config, rows=()):
     _store_fingerprint(config, rows)
     remove_stale_temp_files(out)        # e.g. a results.jsonl rewrite cut short
     if config.capture_activations:
-        os.makedirs(config.activation_save_dir, exist_ok=True)
-        removed = remove_stale_temp_files(config.activation_save_dir)
-        removed += remove_stale_temp_files(os.path.join(config.activation_save_dir, run_folder.UNITS_DIR))
+        acts = open_save_dir(config)        # <output_dir>/activations: the save dir, or a link to it
+        removed = remove_stale_temp_files(acts)
+        removed += remove_stale_temp_files(os.path.join(acts, run_folder.UNITS_DIR))
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
     if run_folder.shard_files(out):
@@ -223,13 +224,20 @@ def run_benchmark(config):
     other processes are part of the same run, and coordinate through the collectives and their shards.
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
-    lock = RunLock(config.output_dir) if procs.is_main else None
-    procs.on_main(lambda: bool(lock.acquire()), "locking the output folder")     # only the outcome travels
+    locks = []
     try:
+        procs.on_main(lambda: _lock(config, locks), "locking the output folder")     # only the outcome travels
         return _run(config, procs)
     finally:
-        if lock is not None:
+        for lock in reversed(locks):
             lock.release()
+
+
+def _lock(config, locks):
+    """The run folder's lock, then an external --activation_save_dir's (run/save_dir.py), into `locks`."""
+    locks.append(RunLock(config.output_dir).acquire())
+    locks += filter(None, [lock_save_dir(config)])
+    return True
 
 
 def _run(config, procs):
@@ -375,6 +383,7 @@ def _load_rows(config, check=True):
     if check:
         check_output_dir(config, rows)
         if config.capture_activations:
+            check_save_dir(config)
             run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
                                           config.activation_format)
     return rows, bench.skipped
@@ -445,7 +454,7 @@ def _save_record(config, result, record, key):
     result["batch"] = key
     if record is None or "activations" not in record:
         return result
-    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format,
+    path = run_folder.record_path(record_dir(config), result["id"], config.activation_format,
                                   sample=result.get("sample"))
     save_activations(record, path)
     result["activation_file"] = os.path.relpath(path, config.output_dir)
@@ -471,7 +480,7 @@ def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
     if config.capture_activations and config.activation_store == "shards":
-        remove_unreferenced_shards(config.output_dir, config.activation_save_dir, final)
+        remove_unreferenced_shards(config.output_dir, record_dir(config), final)
     summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
                            skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)
