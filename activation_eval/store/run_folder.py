@@ -79,7 +79,8 @@ _HASH_SUFFIX = re.compile(r"-[0-9a-f]{10,}$")    # looks like a hash suffix (als
 
 
 def is_run_folder(path):
-    return os.path.isfile(os.path.join(os.fspath(path), RESULTS_FILE))
+    """Does it hold results.jsonl (of any kind: reading one that is not a regular file says so)?"""
+    return os.path.lexists(os.path.join(os.fspath(path), RESULTS_FILE))
 
 
 def results_path(run_dir):
