@@ -17,6 +17,8 @@ Example:
 
 The run folder's layout and its files are owned by store/run_folder.py; the lock held for the
 whole run is run/lock.py, and what --resume checks (benchmark fingerprint, record files) run/resume.py.
+Records are always written to <output_dir>/activations (an --activation_save_dir elsewhere is
+linked there, owned by this run and locked: run/save_dir.py).
 
 A question whose prompt (after the chat template) plus --max_new_tokens does not fit the model's
 context is not generated: it gets a results row with an `error` and no answer, is left out of
