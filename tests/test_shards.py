@@ -516,15 +516,15 @@ def test_load_run_layer_over_several_shards_equals_the_file_store(tiny_dir, runs
 def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_path):
     from activation_eval.run.shard_buffer import remove_unreferenced_shards
     run, shared = tmp_path / "run", tmp_path / "shared_acts"
+    a, b = "aaaaaaaaaaaa.safetensors", "bbbbbbbbbbbb.safetensors"      # unit-key names
     for folder in (run / "activations" / "units", shared / "units"):
-        folder.mkdir(parents=True)
-        for name in ("aaaaaa.safetensors", "bbbbbb.safetensors"):
-            (folder / name).write_bytes(b"x")
-    rows = [{"id": "q", "activation_shard": "activations/units/aaaaaa.safetensors", "activation_row": 0}]
+        for name in (a, b):
+            shards.write_shard(folder / name, ["q"], [hostile.record()])
+    rows = [{"id": "q", "activation_shard": f"activations/units/{a}", "activation_row": 0}]
     assert remove_unreferenced_shards(run, shared, rows) == 0            # another folder: maybe other runs'
-    assert sorted(os.listdir(shared / "units")) == ["aaaaaa.safetensors", "bbbbbb.safetensors"]
+    assert sorted(os.listdir(shared / "units")) == [a, b]
     assert remove_unreferenced_shards(run, run / "activations", rows) == 1
-    assert os.listdir(run / "activations" / "units") == ["aaaaaa.safetensors"]
+    assert os.listdir(run / "activations" / "units") == [a]
 
 
 def test_without_capture_the_shard_store_writes_each_row_at_once(tiny_dir, tmp_path, monkeypatch):

@@ -390,38 +390,15 @@ def test_partial_layers(tmp_path, fmt):
         load_activations(path, layers=["layer_9"])
 
 
-class SpyHandle:
-    """Wraps a safetensors handle and records which tensors are read."""
-
-    def __init__(self, handle, reads):
-        self.handle, self.reads = handle, reads
-
-    def __enter__(self):
-        self.inner = self.handle.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.handle.__exit__(*exc)
-
-    def get_tensor(self, key):
-        self.reads.append(key)
-        return self.inner.get_tensor(key)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 @pytest.fixture
 def tensor_reads(monkeypatch):
-    """Records the keys of the tensors a .safetensors load reads: mapped by safetensors (whole
-    records) or read from their byte ranges (selected layers)."""
+    """Records the keys of the tensors a .safetensors load reads (each from its byte range)."""
     reads = []
-    real_open, real_read = storage.safe_open, storage._read_tensor
+    real_read = storage._read_tensor
 
     def read(f, key, *args):
         reads.append(key)
         return real_read(f, key, *args)
-    monkeypatch.setattr(storage, "safe_open", lambda *a, **k: SpyHandle(real_open(*a, **k), reads))
     monkeypatch.setattr(storage, "_read_tensor", read)
     return reads
 
@@ -859,6 +836,7 @@ def write_run(run_dir, fmt_of=lambda i: FMTS[i % 2], n=4, torn=False):
         row = {"id": qid, "correct": i % 3 == 0, "category": "geo"}
         if i != 2:
             rec = make_record(seed=i, n_prompt=4 + i)
+            rec["grading"]["id"] = qid                  # a record is its row's (the run reader checks)
             path = record_path(run_dir / "activations", qid, fmt_of(i))
             save_activations(rec, path)
             row["activation_file"] = os.path.relpath(path, run_dir)
@@ -909,6 +887,7 @@ def test_load_run_layer_with_kept_subsets(tmp_path):
     run = tmp_path / "run"
     os.makedirs(run / "activations")
     rec = make_record(n_prompt=6, positions_kept=[5, 6, 7])   # last prompt + generated rows
+    rec["grading"]["id"] = "q"
     save_activations(rec, run / "activations" / "q.safetensors")
     seed = {"prompt": "p", "response": "r", "model": "m", "input_ids": torch.arange(3),
             "output_ids": torch.arange(2), "activations": {"layer_1": torch.randn(4, 16)}}
@@ -1000,7 +979,7 @@ def test_load_run_layer_errors(tmp_path):
 
 
 @pytest.mark.parametrize("module, names", [
-    (storage, ("FORMATS", "save_activations", "load_activations", "StorageError", "CorruptFileError",
+    (storage, ("FORMATS", "save_activations", "load_record_file", "StorageError", "CorruptFileError",
                "UnsafeFileError")),
     (run_folder, ("RESULTS_FILE", "read_results", "iter_record_files", "record_path", "repair_results",
                   "append_results", "merge_results", "shard_path")),

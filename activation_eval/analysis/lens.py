@@ -25,7 +25,6 @@ Example:
     >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]
     >>> res["questions"][0]["layers"]["final_norm"]["top"]      # [[" Paris", 0.61], ...]
 """
-import json
 import os
 import re
 import sys
@@ -35,7 +34,7 @@ import torch
 
 from ..architecture import final_norm_module
 from ..models import load_model
-from ..store.run_folder import config_path
+from ..store.run_folder import config_path, read_run_config
 from ..store.run_reader import RunReader
 from .arrays import as_2d, record_meta
 from .intervals import bootstrap_ci
@@ -109,12 +108,10 @@ def _check_layers(record, layers, row):
 def _load_run_model(run_dir):
     path = config_path(run_dir)
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = read_run_config(run_dir)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the run's settings {path}: {exc}; the logit lens needs the "
-                         f"run's model name from it") from exc
-    if not isinstance(config, dict) or not config.get("model"):
+        raise ValueError(f"{exc}; the logit lens needs the run's model name from it") from None
+    if not config.get("model"):
         raise ValueError(f"{path} names no model; the logit lens needs the run's model")
     dtype = config.get("dtype") if config.get("dtype") in ("float32", "bfloat16", "float16") else "auto"
     return load_model(config["model"], dtype=dtype)

@@ -27,7 +27,7 @@ import tempfile
 
 from ..accuracy import accuracy_stats
 from ..store.atomic import write_text_atomic
-from ..store.run_folder import config_path, summary_path
+from ..store.run_folder import read_run_config, read_summary
 from ..store.run_reader import RunReader
 from .arrays import run_layers
 from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
@@ -52,11 +52,10 @@ def accuracy_table(rows):
                              for c in cats}}
 
 
-def _read_json(path):
+def _read_json(read, run_dir):
+    """read_run_config / read_summary of the run, or {} when it is missing or unreadable."""
     try:
-        with open(path) as f:
-            value = json.load(f)
-        return value if isinstance(value, dict) else {}
+        return read(run_dir)
     except (OSError, ValueError):
         return {}
 
@@ -97,7 +96,7 @@ def _failed(what, exc):
 # ----------------------------------------------------------------------------- sections
 
 def _summary_section(run_dir, rows):
-    config, summary = _read_json(config_path(run_dir)), _read_json(summary_path(run_dir))
+    config, summary = _read_json(read_run_config, run_dir), _read_json(read_summary, run_dir)
     acc = accuracy_table(rows)
     o = acc["overall"]
     settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]

@@ -129,7 +129,11 @@ def build_parser(prog="main.py"):
 
     c = p.add_argument_group("activation capture")
     c.add_argument("--capture_activations", action="store_true", help="save each question's per-layer activations")
-    c.add_argument("--activation_save_dir", default=None, metavar="DIR", help="(default: <output_dir>/activations)")
+    c.add_argument("--activation_save_dir", default=None, metavar="DIR",
+                   help="where the record files go (default: <output_dir>/activations). A folder elsewhere, e.g. "
+                        "on scratch storage, is reached through <output_dir>/activations (made a symlink to it) "
+                        "and belongs to this one run: another run folder using it is refused, so give each run "
+                        "its own")
     c.add_argument("--layers", default=None, metavar="LIST",
                    help="comma-separated names, indices or module paths, e.g. embeddings,0,5,-1,final_norm "
                         "(default: embeddings and every decoder layer)")

@@ -1,7 +1,9 @@
 """One run at a time in a run folder: an exclusive lock held for the whole run.
 
 Public names:
-    RunLock(run_dir)      acquire() -> self (RunError if another run holds it), release(); a context manager
+    RunLock(run_dir, name=LOCK_FILE, what="output folder", hint="choose another --output_dir")
+                          acquire() -> self (RunError if another run holds it), release(); a context
+                          manager. name/what/hint: another folder's lock (an --activation_save_dir's)
 
 Example:
     >>> with RunLock("results/r1"):          # a second run into results/r1 now gets a RunError
@@ -12,19 +14,27 @@ needed; the lock file holds the holder's pid, for the message). The kernel drops
 process dies, also by SIGKILL, so a crashed run never leaves the folder locked: a leftover lock
 file is simply locked again. Only the main process of a multi-process run takes it (runner.py).
 POSIX only (fcntl); on NFS, Linux emulates flock with a byte-range lock that every client sees.
+The lock file is opened without following a symlink and must be a regular file: a `.run.lock` that
+is a symlink (or a FIFO, a device, a folder) is refused with a RunError, and nothing is written
+through it (following it would truncate whatever file it names).
 """
 import errno
 import fcntl
 import os
+import stat
 
 from ..store import run_folder
 from .config import RunError
 
 
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
+
+
 class RunLock:
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, name=run_folder.LOCK_FILE, what="output folder", hint="choose another --output_dir"):
         self.run_dir = os.fspath(run_dir)
-        self.path = run_folder.lock_path(self.run_dir)
+        self.path = os.path.join(self.run_dir, name)
+        self.what, self.hint = what, hint
         self._fd = None
         self._created_dir = False
 
@@ -35,7 +45,7 @@ class RunLock:
         self._created_dir = not os.path.isdir(self.run_dir)
         os.makedirs(self.run_dir, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -43,8 +53,8 @@ class RunLock:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise RunError(f"output folder {self.run_dir} is in use by another run (pid {holder}): wait for "
-                               f"it to finish, or choose another --output_dir") from None
+                raise RunError(f"{self.what} {self.run_dir} is in use by another run (pid {holder}): wait for "
+                               f"it to finish, or {self.hint}") from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)        # the holder removed the file as we opened it: lock the new one
@@ -52,6 +62,26 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def _open(self):
+        """The lock file's descriptor: never through a symlink, only a regular file (never blocks)."""
+        refused = (f"{self.path} is not a regular file ({{}}): the lock of a run is a file of its own and "
+                   f"nothing was written through it; remove it (rm {self.path!r}) if no run is using "
+                   f"{self.run_dir}, or {self.hint}")
+        try:
+            fd = os.open(self.path, _FLAGS, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(self.path):
+                raise RunError(refused.format("a symbolic link")) from None
+            if exc.errno in (errno.EISDIR, errno.ENXIO):
+                raise RunError(refused.format("a folder" if exc.errno == errno.EISDIR else "a socket")) from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise RunError(refused.format("a FIFO" if stat.S_ISFIFO(mode) else "a device or other special file"))
+        os.set_blocking(fd, True)
+        return fd
 
     def release(self):
         """Remove the lock file (while still holding it, so no one locks a removed file), unlock;
@@ -87,7 +117,7 @@ def _read_pid(fd):
 
 def _same_file(fd, path):
     try:
-        here, there = os.fstat(fd), os.stat(path)
+        here, there = os.fstat(fd), os.lstat(path)     # a symlink put in its place is not the file
     except FileNotFoundError:
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

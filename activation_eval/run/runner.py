@@ -17,6 +17,8 @@ Example:
 
 The run folder's layout and its files are owned by store/run_folder.py; the lock held for the
 whole run is run/lock.py, and what --resume checks (benchmark fingerprint, record files) run/resume.py.
+Records are always written to <output_dir>/activations (an --activation_save_dir elsewhere is
+linked there, owned by this run and locked: run/save_dir.py).
 
 A question whose prompt (after the chat template) plus --max_new_tokens does not fit the model's
 context is not generated: it gets a results row with an `error` and no answer, is left out of
@@ -37,10 +39,10 @@ they fill a shard (--shard_size_mb, see run/shard_buffer.py), then written, then
 import ctypes
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
+import stat
 import time
 
 import torch
@@ -64,6 +66,7 @@ from .lock import RunLock
 from .plan import (GROUP_BATCHES, batch_key, plan_batches, select_rows, unfinished,  # noqa: F401  (re-exported)
                    unit_size, with_samples)
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
+from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
 from .shard_buffer import ShardBuffer, remove_unreferenced_shards
 
 log = logging.getLogger(__name__)
@@ -76,12 +79,13 @@ def check_output_dir(config, rows=None):
     """Refuse a non-empty folder without --resume, or a resume with other settings or an edited
     benchmark (`rows`: the questions asked; see resume.py). Writes nothing."""
     out = config.output_dir
-    if os.path.isdir(out) and set(os.listdir(out)) - {run_folder.LOCK_FILE} and not config.resume:
+    # a lock file alone (a run's own, or one a killed run left) is no content; a symlink there is
+    lock = {run_folder.LOCK_FILE} if _is_plain_file(run_folder.lock_path(out)) else set()
+    if os.path.isdir(out) and set(os.listdir(out)) - lock and not config.resume:
         raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
                        f"that run, or choose another --output_dir")
-    config_path = run_folder.config_path(out)
-    if config.resume and os.path.isfile(config_path):
-        stored = _read_run_config(config_path)
+    if config.resume and os.path.lexists(run_folder.config_path(out)):
+        stored = _read_run_config(out)
         # a setting added after the run was written is absent there: the run used its default
         defaults = resume_defaults()
         diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
@@ -94,16 +98,19 @@ def check_output_dir(config, rows=None):
             check_benchmark(stored, benchmark_fingerprint(config.benchmark, rows), rows, out, answered)
 
 
-def _read_run_config(path):
+def _is_plain_file(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_run_config(run_dir):
+    try:
+        return run_folder.read_run_config(run_dir)
     except (OSError, ValueError) as exc:
-        raise RunError(f"--resume: cannot read {path} ({exc}); it holds the run's settings: restore it, "
-                       f"or choose another --output_dir") from None
-    if not isinstance(stored, dict):
-        raise RunError(f"--resume: {path} is not a JSON object of settings: restore it, or choose another --output_dir")
-    return stored
+        raise RunError(f"--resume: {exc}; it holds the run's settings: restore it, or choose another "
+                       f"--output_dir") from None
 
 
 def open_output_dir(config, rows=()):
@@ -115,9 +122,9 @@ def open_output_dir(config, rows=()):
     _store_fingerprint(config, rows)
     remove_stale_temp_files(out)        # e.g. a results.jsonl rewrite cut short
     if config.capture_activations:
-        os.makedirs(config.activation_save_dir, exist_ok=True)
-        removed = remove_stale_temp_files(config.activation_save_dir)
-        removed += remove_stale_temp_files(os.path.join(config.activation_save_dir, run_folder.UNITS_DIR))
+        acts = open_save_dir(config)        # <output_dir>/activations: the save dir, or a link to it
+        removed = remove_stale_temp_files(acts)
+        removed += remove_stale_temp_files(os.path.join(acts, run_folder.UNITS_DIR))
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
     if run_folder.shard_files(out):
@@ -137,10 +144,10 @@ def _store_fingerprint(config, rows):
     fingerprint when it asks more questions, or when the folder predates fingerprints."""
     path = run_folder.config_path(config.output_dir)
     fingerprint = benchmark_fingerprint(config.benchmark, rows)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         write_json_atomic(path, {**config.resume_view(), **fingerprint})
         return
-    stored = _read_run_config(path)
+    stored = _read_run_config(config.output_dir)
     answered, _ = run_folder.scan_results(run_folder.results_path(config.output_dir))
     update = check_benchmark(stored, fingerprint, rows, config.output_dir, answered, quiet=True)
     if update:
@@ -158,13 +165,20 @@ def run_benchmark(config):
     other processes are part of the same run, and coordinate through the collectives and their shards.
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
-    lock = RunLock(config.output_dir) if procs.is_main else None
-    procs.on_main(lambda: bool(lock.acquire()), "locking the output folder")     # only the outcome travels
+    locks = []
     try:
+        procs.on_main(lambda: _lock(config, locks), "locking the output folder")     # only the outcome travels
         return _run(config, procs)
     finally:
-        if lock is not None:
+        for lock in reversed(locks):
             lock.release()
+
+
+def _lock(config, locks):
+    """The run folder's lock, then an external --activation_save_dir's (run/save_dir.py), into `locks`."""
+    locks.append(RunLock(config.output_dir).acquire())
+    locks += filter(None, [lock_save_dir(config)])
+    return True
 
 
 def _run(config, procs):
@@ -302,6 +316,7 @@ def _load_rows(config, check=True):
     if check:
         check_output_dir(config, rows)
         if config.capture_activations:
+            check_save_dir(config)
             run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
                                           config.activation_format)
     return rows, bench.skipped
@@ -372,7 +387,7 @@ def _save_record(config, result, record, key):
     result[schema.UNIT] = key
     if record is None or "activations" not in record:
         return result
-    path = run_folder.record_path(config.activation_save_dir, result["id"], config.activation_format,
+    path = run_folder.record_path(record_dir(config), result["id"], config.activation_format,
                                   sample=result.get("sample"))
     save_activations(record, path)
     result[schema.ACTIVATION_FILE] = os.path.relpath(path, config.output_dir)
@@ -398,7 +413,7 @@ def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
         raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
     if config.capture_activations and config.activation_store == "shards":
-        remove_unreferenced_shards(config.output_dir, config.activation_save_dir, final)
+        remove_unreferenced_shards(config.output_dir, record_dir(config), final)
     summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
                            skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)

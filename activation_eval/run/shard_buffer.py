@@ -3,7 +3,8 @@
 Public names:
     ShardBuffer(config)            collects (result, record) per unit; .add(...), .full(), .flush() -> rows
     shard_name(unit_keys)          the shard's name: the unit key, or a digest of several
-    remove_unreferenced_shards(run_dir, save_dir, rows) -> int    shards no row names (a crash's leftovers)
+    remove_unreferenced_shards(run_dir, activations_dir, rows) -> int    this run's shards no row names
+                                   (a crash's leftovers); nothing else is ever deleted
     SHARD_MAX_SECONDS              the longest a finished unit waits for its shard (10 minutes)
 
 Example:
@@ -29,11 +30,15 @@ unit with all its rows, which is not answered again).
 import hashlib
 import logging
 import os
+import re
+import stat
 import time
 
 from .. import schema
 from ..store import run_folder
-from ..store.shards import write_shard
+from ..store.errors import CorruptFileError
+from ..store.shards import read_shard_index, write_shard
+from .save_dir import owns, record_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ class ShardBuffer:
         entries = [entry for unit in self._units.values() for entry in unit]
         saved = [(result, record) for result, record in entries if record is not None and "activations" in record]
         if saved:
-            path = run_folder.unit_shard_path(self.config.activation_save_dir, shard_name(list(self._units)))
+            path = run_folder.unit_shard_path(record_dir(self.config), shard_name(list(self._units)))
             write_shard(path, [result["id"] for result, _ in saved], [record for _, record in saved])
             for row, (result, _) in enumerate(saved):
                 result[schema.ACTIVATION_SHARD] = os.path.relpath(path, self.config.output_dir)
@@ -91,24 +96,49 @@ def _activation_bytes(record):
     return sum(t.numel() * t.element_size() for t in record["activations"].values())
 
 
-def remove_unreferenced_shards(run_dir, save_dir, rows):
-    """Remove the shards of `save_dir`/units that no results row names: shards written just
-    before a crash, whose units were answered again into other shards. Only for the run's own
-    activations folder (inside run_dir): a folder shared with other runs holds their shards too.
-    Returns the number removed."""
-    run_dir, save_dir = os.path.abspath(run_dir), os.path.abspath(save_dir)
-    units = os.path.join(save_dir, run_folder.UNITS_DIR)
-    if os.path.commonpath([run_dir, save_dir]) != run_dir or not os.path.isdir(units):
+_SHARD_FILE = re.compile(r"[0-9a-f]{12}\.safetensors|[0-9a-f]{16}\.safetensors")    # batch_key / shard_name
+
+
+def remove_unreferenced_shards(run_dir, activations_dir, rows):
+    """Remove this run's shards that no results row names: shards written just before a crash,
+    whose units were answered again into other shards. Returns the number removed.
+
+    Deletes only what is surely the run's own, judged on resolved paths: the activations folder
+    must be the run's (inside the run folder, or an external save dir whose owner file names this
+    run: save_dir.owns) and units/ in it a real folder, not a link; a shard must be a regular file
+    there (not a link) with a unit-key name (12 or 16 hex digits, as this tool names them), named by
+    no row (compared after resolving), and its index must list only questions of `rows` (the run's
+    own rows). Anything else, e.g. another run's shards in a shared scratch folder, another tool's
+    *.safetensors, or a shard that cannot be read, is left alone."""
+    run_dir, activations_dir = os.fspath(run_dir), os.fspath(activations_dir)
+    units = os.path.join(activations_dir, run_folder.UNITS_DIR)
+    if not owns(run_dir, activations_dir) or os.path.islink(units) or not os.path.isdir(units):
         return 0
+    units_real = os.path.join(os.path.realpath(activations_dir), run_folder.UNITS_DIR)
     shard_key = run_folder.SHARD_FIELDS[0]
-    named = {os.path.normpath(os.path.join(run_dir, row[shard_key])) for row in rows if row.get(shard_key)}
-    removed = 0
-    for name in os.listdir(units):
+    named = {os.path.realpath(os.path.join(run_dir, row[shard_key])) for row in rows
+             if isinstance(row.get(shard_key), str)}
+    ids = {str(row.get("id")) for row in rows}
+    removed = kept = 0
+    for name in sorted(os.listdir(units)):
         path = os.path.join(units, name)
-        if name.endswith(".safetensors") and os.path.normpath(path) not in named and os.path.isfile(path):
-            os.remove(path)
-            removed += 1
+        if not _SHARD_FILE.fullmatch(name) or os.path.realpath(path) in named:
+            continue
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode) or os.path.realpath(path) != os.path.join(units_real, name):
+                continue
+            if not set(read_shard_index(path).ids) <= ids:
+                kept += 1
+                continue
+        except (OSError, CorruptFileError):
+            kept += 1
+            continue
+        os.remove(path)
+        removed += 1
     if removed:
         log.info("removed %d shard(s) that no results row names (written before an interruption; their "
                  "questions were answered again)", removed)
+    if kept:
+        log.warning("left %d unreferenced shard file(s) in %s: not readable as this run's shards (another "
+                    "run's or tool's files?)", kept, units)
     return removed

@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import secrets
+import stat
 
 import numpy as np
 
@@ -160,14 +161,23 @@ def _write_all(fd, views):
             views[0] = views[0][n:]
 
 
+def _is_plain_file(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def remove_stale_temp_files(directory):
     """Delete temp files (".<name>.<8 hex>.tmp") that killed writers left in `directory`.
 
     >>> remove_stale_temp_files("runs/r1/activations")
     2
 
-    Call it when no writer is using the folder (e.g. at the start of a run). A missing folder
-    holds nothing: returns 0.
+    Call it when no writer is using the folder (e.g. at the start of a run, holding its lock), and
+    only on a folder the caller owns (the runner: the run folder and its own activations folder).
+    Only names atomic_write makes, and only regular files: a link with such a name is left alone
+    (never followed). A missing folder holds nothing: returns 0.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -175,7 +185,7 @@ def remove_stale_temp_files(directory):
     removed = 0
     for name in os.listdir(directory):
         full = os.path.join(directory, name)
-        if _TEMP_NAME.match(name) and os.path.isfile(full):
+        if _TEMP_NAME.match(name) and _is_plain_file(full):
             try:
                 os.unlink(full)
                 removed += 1

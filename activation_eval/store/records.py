@@ -38,12 +38,12 @@ import pickle
 from collections.abc import Mapping
 
 import torch
-from safetensors import safe_open
 
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
 from .run_folder import RECORD_FORMATS as FORMATS
-from .safe_pickle import check_structure, open_regular, safe_load
+from .files import open_regular
+from .safe_pickle import check_structure, safe_load
 from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
 # a module global, so that a test can watch which tensors a load reads
 from .safetensors_file import read_tensor as _read_tensor
@@ -239,9 +239,9 @@ def load_record_file(path, layers=None):
 
     Only regular files are opened (a FIFO, a device or a symlink to one is refused, without
     blocking or reading). For .safetensors the header is read and every entry and metadata
-    field checked first; a whole record is then memory-mapped (pages are read when used); with
-    `layers` only the requested tensors' bytes (and the ids') are read, into tensors of their
-    own. Pickles are read whole (up to the file's size), with the allow-list unpickler of
+    field checked first; then the tensors are read into memory of their own (never memory-mapped:
+    a file truncated afterwards cannot crash the process); with `layers` only the requested
+    tensors' bytes (and the ids') are read. Pickles are read whole (up to the file's size), with the allow-list unpickler of
     safe_pickle.py: a file that references anything else raises UnsafeFileError and runs
     nothing; one that is too deep or decodes to far more data than it holds is corrupt.
     Raises CorruptFileError for empty/truncated/garbled/non-regular files, ValueError for an
@@ -295,10 +295,10 @@ def _load_pickle(path):
 
 def _load_safetensors(path, layers):
     """One open of the file (a regular file only) and one read of its header, every entry and
-    every metadata field checked before anything else is read. A whole record is then mapped
-    by safetensors from that same open file (no copy: pages are read when used). Selected
-    layers (and the id tensors) are read from just their byte ranges into new tensors, with
-    read-ahead off so that a cold read does not pull in the rest of the file."""
+    every metadata field checked before anything else is read. Then each tensor wanted (every
+    one, or the selected layers and the id tensors) is read from just its byte range into a new
+    tensor of its own (for a few layers with read-ahead off, so that a cold read does not pull in
+    the rest of the file). Nothing stays mapped: truncating the file afterwards harms nothing."""
     f, size = open_regular(path)
     with f:
         entries, meta, data_start, _ = read_header(f, path, size)
@@ -309,19 +309,13 @@ def _load_safetensors(path, layers):
         check_structure(fields, size, path)
         names = _select_layers(layer_order, layers, path)
         keys = tensor_fields + [f"activations.{n}" for n in names]
-        if layers is None:
-            # the open file itself where /proc allows: what is mapped is what was checked
-            proc = f"/proc/self/fd/{f.fileno()}"
-            try:
-                with safe_open(proc if os.path.exists(proc) else path, framework="pt",
-                               device="cpu") as st:
-                    tensors = {k: st.get_tensor(k) for k in keys}
-            except Exception as e:
-                raise corrupt(path, e) from None
-        else:
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
-            tensors = {k: _read_tensor(f, k, entries[k], data_start, path) for k in keys}
+        if hasattr(os, "posix_fadvise"):
+            # a whole record: read in order (read-ahead helps); some layers: just their byte ranges
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL if layers is None else os.POSIX_FADV_RANDOM)
+        # each tensor read into memory of its own, in file order: never a mapping of the file, which
+        # anyone truncating it afterwards would turn into a SIGBUS on first touch
+        keys.sort(key=lambda k: entries[k]["data_offsets"][0])
+        tensors = {k: _read_tensor(f, k, entries[k], data_start, path) for k in keys}
     for key, t in tensors.items():
         if t.dtype == torch.bool and t.numel() and t.view(torch.uint8).max() > 1:
             raise corrupt(path, f"tensor {key!r} holds bool bytes other than 0 and 1")

@@ -8,6 +8,8 @@ Public names:
     unit_shard_path(directory, shard_key)    <directory>/units/<shard key>.safetensors
     is_run_folder(path)                      does it hold results.jsonl?
     results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
+    read_run_config(run_dir), read_summary(run_dir)   run_config.json / summary.json as a dict (the
+                                             one reader of each: regular file, size-capped, an object)
     shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
     shard_files(run_dir)                     the shard files present, sorted
     record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
@@ -59,7 +61,8 @@ from .. import schema
 from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
 from .atomic import write_text_atomic
 from .bulk_json import loads_bulk
-from .errors import StorageError  # noqa: F401  (re-exported for callers that catch it)
+from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
+from .files import read_regular_bytes
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,15 @@ UNITS_DIR = "units"                 # in the activations folder: never a record 
 SHARD_FIELDS = (schema.ACTIVATION_SHARD, schema.ACTIVATION_ROW)
 _SHARD_GLOB = "results.rank*.jsonl"
 _MAX_HEADER = 100_000_000                       # safetensors' own header size limit
+MAX_JSON_FILE_BYTES = 16 * 2**20                 # run_config.json, summary.json: far more than they hold
+MAX_RESULTS_BYTES = 64 * 2**30                   # results.jsonl (read whole): a bound, not a budget
 _HASH_HEX = 32                                   # 128 bits of sha256 in a changed id's file name
 _HASH_SUFFIX = re.compile(r"-[0-9a-f]{10,}$")    # looks like a hash suffix (also the older 10-digit one)
 
 
 def is_run_folder(path):
-    return os.path.isfile(os.path.join(os.fspath(path), RESULTS_FILE))
+    """Does it hold results.jsonl (of any kind: reading one that is not a regular file says so)?"""
+    return os.path.lexists(os.path.join(os.fspath(path), RESULTS_FILE))
 
 
 def results_path(run_dir):
@@ -93,6 +99,32 @@ def summary_path(run_dir):
 
 def lock_path(run_dir):
     return os.path.join(os.fspath(run_dir), LOCK_FILE)
+
+
+def read_run_config(run_dir):
+    """The settings of the run (run_config.json) as a dict.
+
+    >>> read_run_config("runs/r1")["model"]
+
+    FileNotFoundError if it is missing; CorruptFileError (a ValueError) naming it if it is not a
+    regular file, larger than MAX_JSON_FILE_BYTES, or not a JSON object."""
+    return _read_json_object(config_path(run_dir), "the run's settings")
+
+
+def read_summary(run_dir):
+    """summary.json of the run as a dict (errors as read_run_config)."""
+    return _read_json_object(summary_path(run_dir), "the run's summary")
+
+
+def _read_json_object(path, what):
+    data = read_regular_bytes(path, MAX_JSON_FILE_BYTES, what=what)
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except ValueError as exc:            # UnicodeDecodeError is one too
+        raise CorruptFileError(f"cannot read {what} (not JSON: {str(exc)[:200]}): {path}") from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"cannot read {what} (a JSON {type(value).__name__}, not an object): {path}")
+    return value
 
 
 def shard_path(run_dir, rank):
@@ -242,11 +274,11 @@ def iter_record_files(directory):
 
 def scan_results(path):
     """(rows, dropped) of a results file: every line that is a JSON object, in file order, and the
-    1-based numbers of the non-empty lines that are not (torn or garbled). A missing file: ([], [])."""
-    if not os.path.exists(path):
+    1-based numbers of the non-empty lines that are not (torn or garbled). A missing file: ([], []);
+    one that is not a regular file (a FIFO, /dev/zero) or over MAX_RESULTS_BYTES: CorruptFileError."""
+    if not os.path.lexists(path):
         return [], []
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_regular_bytes(path, MAX_RESULTS_BYTES, what="results file")   # never a FIFO or a device
     rows = _parse_whole(data)
     if rows is not None:
         return rows, []
@@ -297,7 +329,7 @@ def read_results(run_dir):
     >>> rows = read_results("runs/r1")
     """
     path = results_path(run_dir)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"no {RESULTS_FILE} in run folder: {path}")
     rows, dropped = scan_results(path)
     _warn_dropped(path, dropped, "ignoring")
@@ -364,19 +396,6 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
-
-
-def read_run_config(run_dir):
-    """run_config.json of a run folder as a dict ({} when it has none); ValueError when it is not
-    a JSON object."""
-    path = config_path(run_dir)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is not a JSON object of settings")
-    return config
 
 
 def _sample_order(sample):

@@ -6,8 +6,8 @@ Public names:
                          only the globals records hold (tensors, numpy, datetimes, containers)
                          are resolved, each to a checking shim; anything else raises
                          UnsafeFileError and runs nothing
-    open_regular(path)   open a file for reading only if it is a regular file (never blocks on a
-                         FIFO, never reads a device) -> (unbuffered binary file, size in bytes)
+    open_regular(path)   (from files.py, re-exported) open a file for reading only if it is a
+                         regular file (never blocks on a FIFO) -> (unbuffered binary file, size)
     check_shape, check_structure, MAX_DEPTH, MAX_NODES, DECODED_RATIO, DECODED_SLACK, MAX_DIMS,
     MAX_EXTENT           re-exported from checks.py (the generic checks and limits); MAX_OPS from
                          bounded_unpickler.py
@@ -49,6 +49,7 @@ from .checks import (DECODED_RATIO, DECODED_SLACK, MAX_DEPTH, MAX_DIMS, MAX_EXTE
                      LimitExceeded, check_shape, check_structure)
 from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
 from .pickle_globals import GLOBALS, LOAD_FROM_BYTES, PendingArray, Refused, TorchVersion
+from .files import open_regular, read_exactly  # noqa: F401  (open_regular: re-exported, moved to files.py)
 
 _GLOBALS = GLOBALS           # the allow-list under its older name (tests read it)
 
@@ -134,26 +135,6 @@ class _RecordUnpickler(BoundedUnpickler):
 
 # ----------------------------------------------------------------------------- loading
 
-def open_regular(path):
-    """(binary file opened unbuffered, its size) if `path` is a regular file (or a symlink to
-    one); CorruptFileError naming it for a FIFO, device, socket or folder. Opens without
-    blocking (a FIFO with no writer would hang an ordinary open)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(
-                st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
-                st.st_mode) else "not a regular file")
-            raise corrupt(path, f"{kind}: only regular files are read")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0), st.st_size
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_source(source):
     """(bytes, path for messages) of a path or a binary file object, read with a bound: a
     path or a file object with a descriptor must be a regular file, read up to its size."""
@@ -161,7 +142,7 @@ def _read_source(source):
         path = os.fspath(source)
         f, size = open_regular(path)
         with f:
-            return _read_exactly(f, size), path
+            return read_exactly(f, size), path
     path = getattr(source, "name", "<stream>")
     try:
         st = os.fstat(source.fileno())
@@ -170,17 +151,6 @@ def _read_source(source):
     if not stat.S_ISREG(st.st_mode):
         raise corrupt(path, "not a regular file: only regular files are read")
     return source.read(max(st.st_size - source.tell(), 0)), path
-
-
-def _read_exactly(f, size):
-    chunks, left = [], size
-    while left > 0:
-        chunk = f.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def safe_load(source):

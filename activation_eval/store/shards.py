@@ -46,7 +46,7 @@ import torch
 from .bulk_json import loads_bulk, loads_each
 from .checks import check_offsets
 from .errors import corrupt
-from .safe_pickle import open_regular
+from .files import open_regular
 from .safetensors_file import read_header
 # a module global, so that a test can watch which byte ranges a read takes
 from .safetensors_file import read_tensor as _read_tensor
