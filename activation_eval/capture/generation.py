@@ -37,12 +37,13 @@ import jinja2
 import torch
 import transformers
 
+import activation_eval
+
 from . import continuous
 from .sampling import Sampler
 from .hooks import ActivationCapture, RowCapture, find_decoder_layers
 from ..models import uses_chat_template
 
-TOOL_VERSION = "0.2.0"
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -171,7 +172,7 @@ def model_summary(model):
 
 
 def versions():
-    return {"activation_capture": TOOL_VERSION, "torch": torch.__version__,
+    return {"activation_capture": activation_eval.__version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
