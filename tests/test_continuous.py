@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from activation_eval.capture import continuous
-from activation_eval.capture.generation import (CaptureSettings, GenerationSettings, decoding_mode, encode_each,
-                                                generate_records)
+from activation_eval.capture.generation import CaptureSettings, GenerationSettings, decoding_mode, encode_each, generate_records
 from activation_eval.run import runner
 from helpers import make_tokenizer, tiny_model
 
@@ -147,8 +146,10 @@ def test_an_output_written_in_place_later_is_captured_as_it_was_produced(tokeniz
     taken at hook time, never a view that changes later. Layer 0's prompt positions do not depend on
     anything after layer 0, so the truth is the same capture without the in-place write."""
     model, tok = tiny_model("llama", tokenizer)
-    run = lambda: generate_records(model, tok, PROMPTS[:3], GenerationSettings(
-        max_new_tokens=4, continuous_batching=continuous_batching), CaptureSettings(positions="prompt"), batch_size=2)
+
+    def run():
+        return generate_records(model, tok, PROMPTS[:3], GenerationSettings(
+            max_new_tokens=4, continuous_batching=continuous_batching), CaptureSettings(positions="prompt"), batch_size=2)
     truth = run()
     handle = model.model.layers[1].register_forward_pre_hook(lambda m, args: args[0].mul_(2.0))
     try:

@@ -1,8 +1,6 @@
 """The real offline default model (SmolLM2-135M-Instruct): slower end-to-end checks."""
 import json
 
-import torch
-
 import main
 import utils
 from activation_eval.capture.hooks import layer_names

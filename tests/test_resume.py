@@ -1,6 +1,5 @@
 """Interrupted runs: SIGKILL at random moments, injected disk-full errors, torn lines, --resume."""
 import errno
-import json
 import os
 import random
 import signal
@@ -11,7 +10,6 @@ import time
 import pytest
 import torch
 
-import main
 from activation_eval.store import records as storage
 from helpers import read_rows, run_main
 

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+import hostile
 from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.store import records as storage
-from activation_eval.store import run_folder
-from activation_eval.store import shards
-from activation_eval.store.errors import CorruptFileError
 from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.run.shard_buffer import shard_name
-import hostile
+from activation_eval.store import records as storage
+from activation_eval.store import run_folder, shards
+from activation_eval.store.errors import CorruptFileError
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -439,7 +438,8 @@ def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monke
     written.append(buffer.flush())
     assert [len(rows) for rows in written] == [6, 3]     # two units (24 KiB >= 20) then the last one
     first, last = written
-    assert {r["activation_shard"] for r in first} == {f"activations/units/{shard_name(['aaaaaa000001', 'aaaaaa000002'])}.safetensors"}
+    first_shard = shard_name(["aaaaaa000001", "aaaaaa000002"])
+    assert {r["activation_shard"] for r in first} == {f"activations/units/{first_shard}.safetensors"}
     assert {r["activation_shard"] for r in last} == {"activations/units/aaaaaa000003.safetensors"}
     assert [r["activation_row"] for r in first] == list(range(6)) and [r["batch"] for r in first][2:4] == \
         ["aaaaaa000001", "aaaaaa000002"]

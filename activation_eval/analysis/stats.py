@@ -32,7 +32,6 @@ from ..store.run_records import record_location
 from ..store.shards import iter_shard_records
 from .arrays import as_2d, load_record, record_meta
 
-
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
 NORM_QUANTILE_KEYS = ("position_norm_q25", "position_norm_median", "position_norm_q75")
 

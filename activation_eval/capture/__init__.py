@@ -1,1 +1,2 @@
-"""Capturing activations during generation: hooks.py (ActivationCapture), continuous.py (continuous batching), generation.py (prompts -> records)."""
+"""Capturing activations during generation: hooks.py (ActivationCapture), continuous.py (continuous batching),
+generation.py (prompts -> records)."""

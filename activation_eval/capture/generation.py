@@ -39,10 +39,10 @@ import transformers
 
 import activation_eval
 
-from . import continuous
-from .sampling import Sampler
-from .hooks import ActivationCapture, RowCapture, find_decoder_layers
 from ..models import uses_chat_template
+from . import continuous
+from .hooks import ActivationCapture, RowCapture, find_decoder_layers
+from .sampling import Sampler
 
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -303,7 +303,7 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
 
 def _record(tokenizer, prompt, input_ids, output_ids, shared, cap, captured):
     """One record: the seed's keys, token counts, shared fields and (with a capture) activations."""
-    timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
               "model": shared["model"], "timestamp": timestamp, "input_ids": input_ids, "output_ids": output_ids,
               **shared, "num_prompt_tokens": len(input_ids), "num_generated_tokens": len(output_ids)}

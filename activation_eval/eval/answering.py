@@ -25,9 +25,9 @@ its batch.
 """
 import re
 
+from ..capture.generation import iter_records
 from .grading import grade
 from .prompts import prompt_of
-from ..capture.generation import iter_records
 
 RESULT_FIELDS = ("id", "category", "question", "prompt", "response", "answer", "extracted", "correct",
                  "grader", "num_prompt_tokens", "num_generated_tokens")

@@ -45,8 +45,19 @@ import logging
 import os
 
 from .errors import BenchmarkError
-from .grading import GRADERS, GoldError, LETTERS, grade, grade_choice, grade_choice_all, grade_number, grade_text, \
-    grader_name, resolve_gold, _scalar
+from .grading import (
+    GRADERS,
+    LETTERS,
+    GoldError,
+    _scalar,
+    grade,
+    grade_choice,
+    grade_choice_all,
+    grade_number,
+    grade_text,
+    grader_name,
+    resolve_gold,
+)
 from .prompts import format_question
 
 __all__ = [

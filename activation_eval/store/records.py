@@ -47,6 +47,7 @@ from .run_folder import RECORD_FORMATS as FORMATS
 from .run_folder import is_run_folder
 from .safe_pickle import check_structure, open_regular, safe_load
 from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
+
 # a module global, so that a test can watch which tensors a load reads
 from .safetensors_file import read_tensor as _read_tensor
 
@@ -270,7 +271,7 @@ def _load_from_run(run_dir, question_id, layers):
     if question_id is None or not isinstance(question_id, (str, int)):
         raise TypeError(f"{run_dir} is a folder: load_activations(run_dir, question_id) needs a question "
                         f"id, got {question_id!r}")
-    from .run_records import load_run_record     # here: run_records imports this module
+    from .run_records import load_run_record  # here: run_records imports this module
     return load_run_record(run_dir, question_id, _parse_layers(layers))
 
 def _parse_layers(layers):
