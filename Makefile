@@ -22,9 +22,13 @@ run: setup
 lint: setup
 	$(PY) -m ruff check .
 
+# modules whose docstring examples run as doctests (activation_eval/conftest.py makes the run folders they name)
+DOCTESTS := activation_eval/analysis/intervals.py activation_eval/store/run_folder.py activation_eval/eval/scores.py
+
 # everything, lint first; test-fast skips the tests marked slow (the quick loop while editing)
 test: setup lint
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --doctest-modules $(DOCTESTS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests

@@ -36,6 +36,7 @@ def model_with_eos(request, tokenizer):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("positions", ["all", "prompt", "last_prompt", "generated", [0, 3, -1]])
 def test_same_tokens_and_activations_as_model_generate(model_with_eos, positions):
     model, tok = model_with_eos
@@ -56,6 +57,7 @@ def test_same_tokens_and_activations_as_model_generate(model_with_eos, positions
                     assert err < 1e-5, (batch_size, name, err)
 
 
+@pytest.mark.slow
 def test_finished_rows_leave_and_waiting_prompts_join(model_with_eos):
     """Every one-token forward feeds only unfinished rows: row-steps = sum of (tokens - 1)."""
     model, tok = model_with_eos

@@ -102,6 +102,7 @@ def one_process(tiny_dir, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- torchrun end to end
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_rows_and_records_as_one(tiny_dir, one_process, tmp_path):
     out = tmp_path / "run"
     done = launch(args_for(tiny_dir, out), processes=2)
@@ -113,6 +114,7 @@ def test_two_processes_give_the_same_rows_and_records_as_one(tiny_dir, one_proce
     assert done.stderr.count("Loading weights: 100%") == 1            # process 1 shows no progress bars
 
 
+@pytest.mark.slow
 def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir, one_process, tmp_path):
     out = tmp_path / "run"
     crashed = launch(args_for(tiny_dir, out), processes=2, extra_env={distributed.CRASH_ENV: "1:1"})
@@ -153,6 +155,7 @@ HELPERS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_collectives_share_results_and_errors(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS)
@@ -195,6 +198,7 @@ def test_one_process_starts_no_process_group(tiny_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
 
 
+@pytest.mark.slow
 def test_resume_with_another_world_size_merges_the_shards(tiny_dir, one_process, tmp_path):
     """What a killed 2-process run leaves (shards, one with a torn line), resumed by one process."""
     out = tmp_path / "run"
@@ -247,6 +251,7 @@ def test_unfinished_batches_are_answered_whole():
     assert distributed.share([0, 1, 2, 3, 4], 1, 2) == [1, 3]
 
 
+@pytest.mark.slow
 def test_device_map_auto_gives_the_same_run(tiny_dir, tmp_path):
     plain, mapped = tmp_path / "plain", tmp_path / "mapped"
     assert run_main(*args_for(tiny_dir, plain, limit=4)) == 0

@@ -22,44 +22,42 @@ def run_python(code, cwd=ROOT):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_importing_the_package_imports_no_heavy_library(tmp_path):
-    loaded = run_python("import json, sys, activation_eval, activation_eval.store, activation_eval.capture, "
-                        "activation_eval.eval, activation_eval.run, activation_eval.analysis; "
-                        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))", cwd=tmp_path)
-    assert loaded == []
+# run in a fresh interpreter: importing the package, then each public name, then a star import
+FRESH_IMPORT = f"""
+import json, sys
+import activation_eval, activation_eval.store, activation_eval.capture, activation_eval.eval, activation_eval.run
+import activation_eval.analysis
+heavy_after_import = [m for m in {HEAVY!r} if m in sys.modules]
+modules = {{n: getattr(getattr(activation_eval, n), "__module__", None) for n in activation_eval.__all__}}
+star = {{}}
+exec("from activation_eval import *", star)
+print(json.dumps({{"heavy_after_import": heavy_after_import, "modules": modules, "dir": dir(activation_eval),
+                  "star_missing": sorted(n for n in activation_eval.__all__ if n not in star)}}))
+"""
 
 
-def test_every_public_name_resolves_to_its_defining_module(tmp_path):
-    names = run_python("import json, activation_eval as ae; "
-                       "print(json.dumps({n: getattr(getattr(ae, n), '__module__', None) for n in ae.__all__}))",
-                       cwd=tmp_path)
-    assert set(names) == set(activation_eval.__all__)
-    assert names["load_run_layer"] == "activation_eval.analysis.dataset"
-    assert names["generate_inference_with_activations"] == "activation_eval.api"
+def test_importing_the_package_imports_no_heavy_library_and_every_public_name_resolves(tmp_path):
+    found = run_python(FRESH_IMPORT, cwd=tmp_path)
+    assert found["heavy_after_import"] == []
+    assert set(found["modules"]) == set(activation_eval.__all__)
+    assert found["modules"]["load_run_layer"] == "activation_eval.analysis.dataset"
+    assert found["modules"]["generate_inference_with_activations"] == "activation_eval.api"
+    assert found["star_missing"] == []
+    assert set(activation_eval.__all__) <= set(found["dir"])
+
+
+def test_the_package_exposes_the_whole_notebook_api_as_the_same_objects():
+    import utils
     from activation_eval import api
-    for name in api.__all__:  # the package exposes the whole notebook API, as the same objects
-        assert getattr(activation_eval, name) is getattr(api, name)
-
-
-def test_star_import_and_dir_list_the_public_names(tmp_path):
-    found = run_python("import json; from activation_eval import *; import activation_eval as ae; "
-                       "print(json.dumps([sorted(n for n in ae.__all__ if n not in globals()), dir(ae)]))",
-                       cwd=tmp_path)
-    missing, listed = found
-    assert missing == []
-    assert set(activation_eval.__all__) <= set(listed)
+    for name in api.__all__:
+        assert getattr(activation_eval, name) is getattr(api, name) is getattr(utils, name), name
+    assert set(api.__all__) <= set(activation_eval.__all__)
 
 
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         activation_eval.nope  # noqa: B018
     assert not hasattr(activation_eval, "nope")
-
-
-def test_utils_still_reexports_the_notebook_api(tmp_path):
-    names = run_python("import json, utils; from activation_eval import api; "
-                       "print(json.dumps([n for n in api.__all__ if getattr(utils, n) is not getattr(api, n)]))")
-    assert names == []
 
 
 def test_the_version_comes_from_the_package_metadata():

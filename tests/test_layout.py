@@ -79,6 +79,7 @@ def test_the_package_imports_from_any_directory(tmp_path):
     assert os.path.dirname(done.stdout.strip()).endswith("activation_eval")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, entry", [("activation-eval", "main.py"),
                                            ("activation-eval-analyze", "analyze_activations.py")])
 def test_console_scripts_take_the_entry_points_flags(script, entry):

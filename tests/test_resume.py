@@ -66,6 +66,7 @@ def lines(path):
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tiny_dir, uninterrupted_b1, tmp_path):
     out = tmp_path / "run"
     rng = random.Random(1234)

@@ -150,6 +150,7 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
     assert sorted(os.listdir(units)) == unit_shards(read_rows(out))     # the temp file is gone
 
 
+@pytest.mark.slow
 def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_orphan(
         tiny_dir, runs, tmp_path, monkeypatch, caplog):
     out = tmp_path / "run"
@@ -174,6 +175,7 @@ def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_
         assert_same_record(storage.load_activations(out, row["id"]), storage.load_activations(runs[1], row["id"]))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards", shard_mb=0), "--quiet"]
@@ -193,6 +195,7 @@ def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, r
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
 
 
+@pytest.mark.slow
 def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -471,6 +474,7 @@ def test_shard_size_mb_must_be_a_size(tmp_path):
             RunConfig(output_dir=str(tmp_path), shard_size_mb=bad)
 
 
+@pytest.mark.slow
 def test_a_crash_between_units_of_one_shard_loses_only_unwritten_units(tiny_dir, runs, tmp_path):
     """A process that dies after its first unit, whose records wait in the buffer, leaves no row
     and no shard; --resume answers everything and gives the reference run."""
