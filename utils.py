@@ -7,8 +7,15 @@
 A thin entry point: everything lives in activation_eval.api (also `from activation_eval import ...`
 from any directory once the package is installed with `make setup`).
 """
-from activation_eval.api import (DEFAULT_MODEL, answer_and_grade_benchmark_question,  # noqa: F401
-                                 answer_benchmark_question, answer_benchmark_question_with_activations,
-                                 generate_inference, generate_inference_with_activations, load_activations,
-                                 load_model, save_activations)
-from activation_eval.api import __all__  # noqa: F401
+from activation_eval.api import (  # noqa: F401
+    DEFAULT_MODEL,
+    __all__,
+    answer_and_grade_benchmark_question,
+    answer_benchmark_question,
+    answer_benchmark_question_with_activations,
+    generate_inference,
+    generate_inference_with_activations,
+    load_activations,
+    load_model,
+    save_activations,
+)

@@ -24,12 +24,43 @@ nothing of the project):
     run/         the run loop, resume, multi-process, the eval CLI
     analysis/    arrays, datasets (reduce=), stats, probes, plots, the analysis CLI
 """
-from .analysis.dataset import load_run_layer
-from .api import (DEFAULT_MODEL, answer_and_grade_benchmark_question, answer_benchmark_question,
-                  answer_benchmark_question_with_activations, generate_inference,
-                  generate_inference_with_activations, load_activations, load_model, save_activations)
+import importlib
+
+# Public name -> the module that defines it. Nothing is imported until a name is first used, so
+# `import activation_eval` stays cheap (no torch, transformers or numpy until they are needed).
+_LAZY = {
+    "generate_inference_with_activations": ".api", "generate_inference": ".api",
+    "answer_benchmark_question": ".api", "answer_benchmark_question_with_activations": ".api",
+    "answer_and_grade_benchmark_question": ".api", "load_activations": ".api", "save_activations": ".api",
+    "load_model": ".api", "DEFAULT_MODEL": ".api", "load_run_layer": ".analysis.dataset",
+}
+DISTRIBUTION = "activation-eval"  # the installed distribution's name (pyproject.toml's [project] name)
 
 __all__ = ["generate_inference_with_activations", "generate_inference", "answer_benchmark_question",
            "answer_benchmark_question_with_activations", "answer_and_grade_benchmark_question",
-           "load_activations", "save_activations", "load_model", "load_run_layer", "DEFAULT_MODEL"]
-from .capture.generation import TOOL_VERSION as __version__  # noqa: E402
+           "load_activations", "save_activations", "load_model", "load_run_layer", "DEFAULT_MODEL",
+           "__version__"]
+
+
+def _version():
+    """pyproject.toml's version, read from the installed package's metadata (its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a bare source tree that was never installed (`make setup` installs it)
+        return "0+unknown"
+
+
+def __getattr__(name):
+    if name == "__version__":
+        value = _version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # cached: __getattr__ runs once per name
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -30,8 +30,8 @@ from .eval.gold import has_gold
 from .models import DEFAULT_MODEL, load_model
 from .store import records
 from .store.records import save_activations
-from .store.run_reader import load_activations
 from .store.run_folder import record_path
+from .store.run_reader import load_activations
 
 __all__ = ["load_model", "generate_inference", "generate_inference_with_activations",
            "answer_benchmark_question", "answer_benchmark_question_with_activations",

@@ -148,7 +148,8 @@ def _load_uncached(name, options):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     log.info("loading model %s", name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(source)
+        tokenizer = (AutoTokenizer.from_pretrained(source, gguf_file=gguf_file) if gguf_file
+                     else AutoTokenizer.from_pretrained(source))
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
@@ -190,7 +191,8 @@ def _locate(name):
             raise ModelLoadError(f"model folder {name} has no config.json; give a folder written by save_pretrained")
         return name, None
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelLoadError(f"model path not found or not a model folder: {name}; check the path, or give a hub id like org/name")
+        raise ModelLoadError(f"model path not found or not a model folder: {name}; "
+                             "check the path, or give a hub id like org/name")
     return name, None
 
 

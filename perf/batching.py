@@ -44,9 +44,9 @@ def main():
     if args.quick:
         args.repeats, args.limit = min(args.repeats, 1), min(args.limit, 16)
     common.setup(args.threads)
-    from activation_eval.run import runner
     from activation_eval.eval.benchmark import load_benchmark
     from activation_eval.models import DEFAULT_MODEL, load_model
+    from activation_eval.run import runner
     model_name = args.model or DEFAULT_MODEL
     global SORTER
     SORTER = "plan_batches" if hasattr(runner, "plan_batches") else "length_sorted_batches"
@@ -154,8 +154,8 @@ def cost_model(model_name, sizes, repeats=3):
 
 def _padding_share(batches, tokenizer, chat_template):
     """Share of prompt token slots that are left padding, over all batches."""
-    from activation_eval.eval.benchmark import format_question
     from activation_eval.capture.generation import prompt_lengths
+    from activation_eval.eval.benchmark import format_question
     slots = real = 0
     for batch in batches:
         lengths = prompt_lengths(tokenizer, [format_question(r) for r in batch], chat_template)

@@ -29,8 +29,8 @@ module-call path + our hook) times the hook calls in one generate, plus building
 activations minus building them without (same generate output). Continuous path: one decode-step
 hook call times the step hook calls, plus RowCapture's prompt copies, routing and per-question
 assembly timed method by method inside real calls, plus building the RowCapture.
-estimated capture/plain = 1 + (those parts) / plain CPU time. Likewise the wrapper: tokenizing the prompts + building records without
-activations, timed alone; estimated plain/raw = plain / (plain - wrapper).
+estimated capture/plain = 1 + (those parts) / plain CPU time. Likewise the wrapper: tokenizing the prompts +
+building records without activations, timed alone; estimated plain/raw = plain / (plain - wrapper).
 Targets (CPU, default model): capture <= 1.02x plain at batch 1 and 8 (issue 15; issue 6 had 1.03);
 plain <= 1.02x raw.
 Writes perf/out/capture_overhead.json; prints the table last.
@@ -56,9 +56,9 @@ def main():
     args = p.parse_args()
     if args.quick:
         args.repeats = min(args.repeats, 3)
-    torch = common.setup(args.threads)
-    from activation_eval.capture.hooks import ActivationCapture
+    common.setup(args.threads)
     from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+    from activation_eval.capture.hooks import ActivationCapture
     from activation_eval.models import load_model
 
     default_model, tokenizer = load_model()
@@ -154,12 +154,19 @@ def main():
 
 
 def accounting(model, tokenizer, prompts, settings, enc, raw, ActivationCapture, reps=200):
-    """For the model.generate path (continuous_batching=False): capture's extra work, each part timed alone: (1) one hook call, incl. torch's slower module
-    call path when hooks exist, times the number of hook calls in one generate; (2) building the
-    records with activations minus building them without, on the same generate output."""
+    """For the model.generate path (continuous_batching=False): capture's extra work, each part timed alone:
+    (1) one hook call, incl. torch's slower module call path when hooks exist, times the number of hook calls in
+    one generate; (2) building the records with activations minus building them without, on the same generate output."""
     import torch
-    from activation_eval.capture.generation import GenerationSettings
-    from activation_eval.capture.generation import _batch_records, _eos_ids, _generate_kwargs, _shared_fields, encode_prompts
+
+    from activation_eval.capture.generation import (
+        GenerationSettings,
+        _batch_records,
+        _eos_ids,
+        _generate_kwargs,
+        _shared_fields,
+        encode_prompts,
+    )
     with ActivationCapture(model) as cap:
         output = raw()
     calls = sum(cap._calls.values())
@@ -223,6 +230,7 @@ def continuous_accounting(model, tokenizer, prompts, settings, reps=7):
     finish), timed method by method inside the call (median of `reps` calls); (3) building,
     entering and leaving the RowCapture, timed alone."""
     import torch
+
     from activation_eval.capture import row_capture
     from activation_eval.capture.generation import CaptureSettings, generate_records
     timed = {"_store": "prompt_s", "route_prefix": "prompt_s", "route_prefill": "prompt_s",

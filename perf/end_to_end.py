@@ -42,9 +42,9 @@ def main():
     if args.quick:
         args.repeats, args.limit = min(args.repeats, 2), min(args.limit, 8)
     common.setup(args.threads)
+    from activation_eval.models import DEFAULT_MODEL, load_model
     from activation_eval.run import runner
     from activation_eval.store import atomic
-    from activation_eval.models import DEFAULT_MODEL, load_model
     model_name = args.model or DEFAULT_MODEL
     load_model(model_name)                       # cached for the process: no variant pays for it
     tmp_root = tempfile.mkdtemp(prefix="perf-e2e-")

@@ -58,6 +58,7 @@ def prepare():
 
 def load_models(args, torch):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
     from activation_eval.models import _prepare_tokenizer
     device, dtype = args.device, torch.bfloat16 if args.device == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(ASSETS)
@@ -117,8 +118,8 @@ def main():
     if not os.path.isdir(ASSETS):
         raise SystemExit(f"{ASSETS} is missing: run `.venv/bin/python perf/gpu_check.py --prepare` on the CPU "
                          f"machine and carry perf/out/gpu_assets")
-    from activation_eval.capture.hooks import ActivationCapture
     from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
+    from activation_eval.capture.hooks import ActivationCapture
     t0 = time.perf_counter()
     models, tokenizer = load_models(args, torch)
     print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -285,7 +286,7 @@ def compare_assembly(hooks, model_name, batch_size, args, torch):
             torch.cuda.synchronize()
         start = time.perf_counter()
         pinned = []
-        for name, s in steps.items():
+        for s in steps.values():
             full = torch.cat(s, dim=1) if len(s) > 1 else s[0]
             host = torch.empty(full.shape, dtype=full.dtype, pin_memory=args.device == "cuda")
             host.copy_(full, non_blocking=True)

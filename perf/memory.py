@@ -127,7 +127,8 @@ def run(args, bench, tmp, kind, n, capture, pool):
     for row in result_rows:                      # the runner tags each row with its batch's key
         if row.get("activation_file"):
             size = os.path.getsize(os.path.join(out, row["activation_file"]))
-            batches[row.get("unit", row.get("batch", row["id"]))] = batches.get(row.get("unit", row.get("batch", row["id"])), 0) + size
+            unit = row.get("unit", row.get("batch", row["id"]))
+            batches[unit] = batches.get(unit, 0) + size
     if answered != n:
         raise SystemExit(f"{kind}-{n}: {answered} rows in results.jsonl, expected {n}")
     shutil.rmtree(out, ignore_errors=True)

@@ -21,8 +21,8 @@ The big run gives every record its own tensors (as a real run does), so its RSS 
 held units cost.
 Read, cold (every file's pages dropped with posix_fadvise DONTNEED first, untimed; the virtual
 disk's host may still cache): "layer_15, shards" = read_shard_layers of the shards (the storage
-layer: one [rows, 576] tensor per shard, 8 reads at a time); "load_run_layer, shards" = the user's call, including parsing the 100k-row
-results.jsonl and reduce=last_prompt; "numpy.load" = one np.load of an .npy holding the same
+layer: one [rows, 576] tensor per shard, 8 reads at a time); "load_run_layer, shards" = the user's call, including
+parsing the 100k-row results.jsonl and reduce=last_prompt; "numpy.load" = one np.load of an .npy holding the same
 bytes (n x 576 float32): the baseline; "load_run_layer, files" on --file_questions files,
 extrapolated per question; "one record" = load_activations(run, question_id=...) of 21 questions
 spread over the run, each cold (median). "q per CPU s" divides by this process's CPU time (the sampling thread
@@ -40,9 +40,8 @@ import threading
 import time
 import types
 
-import numpy as np
-
 import common
+import numpy as np
 
 LAYERS, HIDDEN, UNIT = 31, 576, 64
 ONE = "layer_15"
@@ -188,7 +187,9 @@ def main():
     try:
         # ---------------------------------------------------------------- write rate
         counter = iter(range(10 ** 6))
-        fresh = lambda: os.path.join(tmp, f"w{next(counter)}")
+
+        def fresh():
+            return os.path.join(tmp, f"w{next(counter)}")
         folders = {}
 
         def variant(name, write):

@@ -33,9 +33,8 @@ import shutil
 import sys
 import tempfile
 
-import numpy as np
-
 import common
+import numpy as np
 
 RUN_FILES = 20          # files per pass in run_of_files
 
@@ -69,7 +68,8 @@ def main():
     if args.quick:
         args.repeats = min(args.repeats, 3)
     torch = common.setup(args.threads)
-    from activation_eval.store import atomic, records as storage
+    from activation_eval.store import atomic
+    from activation_eval.store import records as storage
     tmp = tempfile.mkdtemp(prefix="perf-storage-", dir=args.dir)
     save_rows, load_rows, size_rows = [], [], []
     try:
@@ -157,7 +157,8 @@ def main():
                                    ("bandwidth_vs_numpy_atomic", "x numpy atomic", ".2f"),
                                    ("target", "target", ""), ("verdict", "verdict", "")]))
     print()
-    print(common.table(load_rows, [("positions", "positions", "d"), ("cache", "cache", ""), ("op", "load", ""), ("median_s", "median s", ".4f"),
+    print(common.table(load_rows, [("positions", "positions", "d"), ("cache", "cache", ""), ("op", "load", ""),
+                                   ("median_s", "median s", ".4f"),
                                    ("mb_per_s", "MB/s", ".0f"), ("bandwidth_vs_numpy", "x numpy", ".2f"),
                                    ("share_of_full_read", "of full read", ".1%"),
                                    ("target", "target", ""), ("verdict", "verdict", "")]))

@@ -57,6 +57,7 @@ def _run_case(path, load_activations, describe_record, jsonable, loader):
     """The outcome of loading `path` as the CLI would: "ok", "refused", ("analysis", type)
     or ("bug", text)."""
     import pickle
+
     from activation_eval.store.errors import CorruptFileError, UnsafeFileError
     if loader == "plain":                        # the harness self-test: an unsafe loader
         with open(path, "rb") as f:
@@ -238,7 +239,7 @@ def mutate(data, ops, seeds, ext):
     """`data` after the mutation ops (positions are fractions of the current length)."""
     data = bytearray(data)
     for op in ops:
-        at = lambda f: int(f * (len(data) + 1))          # noqa: E731
+        at = lambda f: int(f * (len(data) + 1))          # noqa: E731, B023 (used within this iteration)
         kind = op[0]
         if kind == "flip" and data:
             i = min(at(op[1]), len(data) - 1)
@@ -278,9 +279,9 @@ def _seeds(folder, names=None):
 
 def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50):
     """Fuzz for `seconds`; returns the report (findings' files are saved under `out`)."""
+    import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
-    import hypothesis
     worker = _Worker(loader)
     worker.start()                               # imports while the seeds are made
     work = tempfile.mkdtemp(prefix="fuzz-records-")

@@ -156,7 +156,9 @@ def write_format_1_shard(path, ids, records):
     from safetensors.torch import save_file
     layers = list(records[0]["activations"])
     fields = [k for k, v in records[0].items() if isinstance(v, torch.Tensor)]
-    offsets = lambda counts: torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64)
+
+    def offsets(counts):
+        return torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64)
     counts = [r["activations"][layers[0]].shape[0] for r in records]
     tensors = {"index.row_offsets": offsets(counts),
                "index.positions": torch.tensor([p for r in records for p in r["positions_kept"]]),

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-
 import analyze_activations as aa
 from activation_eval.analysis import stats
 from activation_eval.store import records as storage

@@ -9,7 +9,6 @@ import torch
 
 from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.eval.answering import answer_token_positions
-from activation_eval.store import records as storage
 from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 

@@ -3,15 +3,21 @@ benchmark (no models). New formats, answer conventions and linearity: test_forma
 test_conventions.py, test_grader_linearity.py."""
 import json
 import os
-import sys
 
 import pytest
 
-
 from activation_eval.eval import benchmark
 from activation_eval.eval.benchmark import (
-    DEFAULT_BENCHMARK, GRADERS, BenchmarkError, format_question, grade, grade_choice, grade_number,
-    grade_text, grader_name, load_benchmark,
+    DEFAULT_BENCHMARK,
+    GRADERS,
+    BenchmarkError,
+    format_question,
+    grade,
+    grade_choice,
+    grade_number,
+    grade_text,
+    grader_name,
+    load_benchmark,
 )
 
 PARIS = {"id": "t", "question": "What is the capital of France?", "answer": ["Paris"],
@@ -427,7 +433,7 @@ def test_builtin_rows_grade_exactly_as_before():
 def test_builtin_rows_wrong_answers_are_wrong():
     """Another row's gold, a wrong letter or a neighbouring number is graded wrong for every row."""
     rows = load_benchmark()
-    for i, row in enumerate(rows):
+    for row in rows:
         if row["choices"]:
             wrong = [letter for letter in "ABCD"[:len(row["choices"])] if letter not in row["answer"]]
         elif row["grader"] == "number":
@@ -457,6 +463,7 @@ def test_builtin_arithmetic_gold_is_right():
 
 def test_docstring_examples_run():
     import doctest
+
     from activation_eval.eval import errors, grading, prompts, scores
     for module, least in ((benchmark, 5), (grading, 8), (prompts, 6), (scores, 2), (errors, 1)):
         result = doctest.testmod(module)

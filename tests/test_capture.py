@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
-from activation_eval.capture.hooks import (ActivationCapture, CaptureError, find_final_norm, kept_positions,
-                                           layer_names, resolve_layers)
+from activation_eval.capture.hooks import (
+    ActivationCapture,
+    CaptureError,
+    find_final_norm,
+    kept_positions,
+    layer_names,
+    resolve_layers,
+)
 from helpers import hook_counts, make_tokenizer, reference, rel_err, tiny_model
 
 PROMPTS = ["What is the capital of France?", "two plus two",

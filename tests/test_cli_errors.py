@@ -60,6 +60,7 @@ def _closed_stdout(args):
     return proc.returncode, err.decode()
 
 
+@pytest.mark.slow
 def test_closed_pipe_ends_quietly_in_both_clis(tiny_dir, tmp_path):
     out = tmp_path / "run"
     code, err = _closed_stdout(["main.py", "--model", tiny_dir, "--limit", "2", "--max_new_tokens", "3", "--quiet",

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from activation_eval.capture import continuous
-from activation_eval.capture.generation import (CaptureSettings, GenerationSettings, decoding_mode, encode_each,
-                                                generate_records)
+from activation_eval.capture.generation import CaptureSettings, GenerationSettings, decoding_mode, encode_each, generate_records
 from activation_eval.run import runner
 from helpers import make_tokenizer, tiny_model
 
@@ -37,6 +36,7 @@ def model_with_eos(request, tokenizer):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("positions", ["all", "prompt", "last_prompt", "generated", [0, 3, -1]])
 def test_same_tokens_and_activations_as_model_generate(model_with_eos, positions):
     model, tok = model_with_eos
@@ -57,6 +57,7 @@ def test_same_tokens_and_activations_as_model_generate(model_with_eos, positions
                     assert err < 1e-5, (batch_size, name, err)
 
 
+@pytest.mark.slow
 def test_finished_rows_leave_and_waiting_prompts_join(model_with_eos):
     """Every one-token forward feeds only unfinished rows: row-steps = sum of (tokens - 1)."""
     model, tok = model_with_eos
@@ -147,8 +148,10 @@ def test_an_output_written_in_place_later_is_captured_as_it_was_produced(tokeniz
     taken at hook time, never a view that changes later. Layer 0's prompt positions do not depend on
     anything after layer 0, so the truth is the same capture without the in-place write."""
     model, tok = tiny_model("llama", tokenizer)
-    run = lambda: generate_records(model, tok, PROMPTS[:3], GenerationSettings(
-        max_new_tokens=4, continuous_batching=continuous_batching), CaptureSettings(positions="prompt"), batch_size=2)
+
+    def run():
+        return generate_records(model, tok, PROMPTS[:3], GenerationSettings(
+            max_new_tokens=4, continuous_batching=continuous_batching), CaptureSettings(positions="prompt"), batch_size=2)
     truth = run()
     handle = model.model.layers[1].register_forward_pre_hook(lambda m, args: args[0].mul_(2.0))
     try:

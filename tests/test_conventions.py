@@ -72,7 +72,9 @@ def test_multi_answer_must_be_all_and_only():
     row = normalize_row({"question": "Which are primes?", "choices": ["2", "3", "4", "6", "7"],
                          "answer": ["A", "B", "E"]})
     assert row["answer"] == ["A", "B", "E"] and row["grader"] == "choice_all"
-    verdict = lambda text: grade(text, row)["correct"]
+
+    def verdict(text):
+        return grade(text, row)["correct"]
     assert verdict("A, B, E") and verdict("The answers are A, B and E.") and verdict("Answer: E, A, B")
     assert verdict("(A) (B) (E)")
     assert not verdict("A")                     # the real-benchmark bug: one of three counted as correct

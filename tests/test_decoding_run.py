@@ -9,7 +9,6 @@ import pytest
 from activation_eval.eval.benchmark import load_benchmark
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import select_rows
-from activation_eval.store import records as storage
 from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 
@@ -21,6 +20,7 @@ def answers(rows):
     return [(r["id"], r["sample"], r["response"], r["correct"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_sampled_runs_repeat_exactly_across_batch_sizes_and_resume(tiny_dir, tmp_path):
     assert run_main("--model", tiny_dir, *SAMPLED, "--seed", 5, "--batch_size", 2, "--output_dir", tmp_path / "a") == 0
     assert run_main("--model", tiny_dir, *SAMPLED, "--seed", 5, "--batch_size", 3, "--output_dir", tmp_path / "b") == 0

@@ -1,13 +1,15 @@
 """The real offline default model (SmolLM2-135M-Instruct): slower end-to-end checks."""
 import json
 
-import torch
+import pytest
 
 import main
 import utils
 from activation_eval.capture.hooks import layer_names
 from activation_eval.models import default_model_dir, load_model
 from helpers import reference, rel_err
+
+pytestmark = pytest.mark.slow  # the real model: loading and converting it takes tens of seconds
 
 
 def test_default_model_loads_offline_from_its_converted_folder():

@@ -13,9 +13,7 @@ import pytest
 import torch
 
 from activation_eval.run import distributed, runner
-from activation_eval.store import records as storage
-from activation_eval.store import run_reader
-from activation_eval.store import run_folder
+from activation_eval.store import run_folder, run_reader
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +101,7 @@ def one_process(tiny_dir, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- torchrun end to end
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_rows_and_records_as_one(tiny_dir, one_process, tmp_path):
     out = tmp_path / "run"
     done = launch(args_for(tiny_dir, out), processes=2)
@@ -114,6 +113,7 @@ def test_two_processes_give_the_same_rows_and_records_as_one(tiny_dir, one_proce
     assert done.stderr.count("Loading weights: 100%") == 1            # process 1 shows no progress bars
 
 
+@pytest.mark.slow
 def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir, one_process, tmp_path):
     out = tmp_path / "run"
     crashed = launch(args_for(tiny_dir, out), processes=2, extra_env={distributed.CRASH_ENV: "1:1"})
@@ -154,6 +154,7 @@ HELPERS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_collectives_share_results_and_errors(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS)
@@ -196,6 +197,7 @@ def test_one_process_starts_no_process_group(tiny_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
 
 
+@pytest.mark.slow
 def test_resume_with_another_world_size_merges_the_shards(tiny_dir, one_process, tmp_path):
     """What a killed 2-process run leaves (shards, one with a torn line), resumed by one process."""
     out = tmp_path / "run"
@@ -248,6 +250,7 @@ def test_unfinished_batches_are_answered_whole():
     assert distributed.share([0, 1, 2, 3, 4], 1, 2) == [1, 3]
 
 
+@pytest.mark.slow
 def test_device_map_auto_gives_the_same_run(tiny_dir, tmp_path):
     plain, mapped = tmp_path / "plain", tmp_path / "mapped"
     assert run_main(*args_for(tiny_dir, plain, limit=4)) == 0

@@ -72,6 +72,7 @@ def test_hf_name_goes_through_load_dataset(tmp_path):
         load_benchmark(f"hf:{folder}", split="validation")
 
 
+@pytest.mark.slow
 def test_hf_offline_without_cache_is_one_line(tmp_path):
     code = ("import sys\n"
             "from activation_eval.run import cli\n"

@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the fuzzer runs in its own processes for tens of seconds
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZER = os.path.join(ROOT, "tests", "fuzz_records.py")
 

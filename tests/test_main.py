@@ -8,9 +8,8 @@ import main
 from activation_eval.capture.generation import GenerationSettings
 from activation_eval.eval.answering import answer_rows
 from activation_eval.eval.benchmark import load_benchmark
-from activation_eval.store import records as storage
 from activation_eval.store import run_reader
-from helpers import read_rows, run_main, tiny_model
+from helpers import read_rows, run_main
 
 
 def test_run_writes_graded_rows_summary_and_records(tiny_dir, tmp_path, capsys):
@@ -39,7 +38,9 @@ def test_batch_8_gives_the_same_answers_as_batch_1(tiny_dir, tmp_path):
     for bs in (1, 8):
         assert run_main("--model", tiny_dir, "--limit", 12, "--batch_size", bs, "--max_new_tokens", 6,
                         "--output_dir", tmp_path / f"b{bs}") == 0
-    strip = lambda rows: [(r["id"], r["response"], r["correct"]) for r in rows]
+
+    def strip(rows):
+        return [(r["id"], r["response"], r["correct"]) for r in rows]
     assert strip(read_rows(tmp_path / "b1")) == strip(read_rows(tmp_path / "b8"))
 
 
@@ -48,7 +49,9 @@ def test_no_continuous_batching_answers_with_model_generate_and_the_same_rows(ti
               "--capture_activations", "--layers", "0,-1"]
     assert run_main(*common, "--output_dir", tmp_path / "continuous") == 0
     assert run_main(*common, "--no_continuous_batching", "--output_dir", tmp_path / "generate") == 0
-    strip = lambda rows: [(r["id"], r["response"], r["correct"], r["num_generated_tokens"]) for r in rows]
+
+    def strip(rows):
+        return [(r["id"], r["response"], r["correct"], r["num_generated_tokens"]) for r in rows]
     continuous, generate = read_rows(tmp_path / "continuous"), read_rows(tmp_path / "generate")
     assert strip(continuous) == strip(generate)
     assert len({r["unit"] for r in continuous}) == 1 and len({r["unit"] for r in generate}) == 4  # 1 unit vs 4 batches

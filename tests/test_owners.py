@@ -245,8 +245,15 @@ def test_split_modules_are_small_and_document_their_public_names(name):
 
 
 def test_old_import_paths_still_work():
-    from activation_eval.capture.hooks import (CaptureError, find_decoder_layers, find_final_norm,  # noqa: F401
-                                               kept_positions, layer_names, parse_positions, resolve_layers)
+    from activation_eval.capture.hooks import (  # noqa: F401
+        CaptureError,
+        find_decoder_layers,
+        find_final_norm,
+        kept_positions,
+        layer_names,
+        parse_positions,
+        resolve_layers,
+    )
     from activation_eval.eval.benchmark import HF_PREFIX, normalize_row, stable_id  # noqa: F401
     from activation_eval.eval.grading import LETTERS, GoldError, grader_name, resolve_gold  # noqa: F401
     from activation_eval.store import checks, safe_pickle, safetensors_file, shards

@@ -54,7 +54,7 @@ def synthetic(n=160, n_layers=6, hidden=24, seed=0, plant_from=None, strength=2.
         X = rng.normal(size=(n, hidden)) + category_strength * np.array([cat_vec[c] for c in cat]) / np.sqrt(hidden)
         if plant_from is not None and layer >= plant_from:
             X += strength * np.outer(2 * correct - 1, plant)
-        for field, (values, from_layer, vecs) in (extra or {}).items():
+        for values, from_layer, vecs in (extra or {}).values():
             if layer >= from_layer:
                 X += np.array([vecs[v] for v in values])
         features[f"layer_{layer}"] = X.astype(np.float32)
@@ -167,7 +167,7 @@ def test_null_scores_claim_a_layer_at_most_5_percent_of_the_time():
         y = (rng.random(n) < 0.5).astype(int)
 
         def random_proba():
-            p = rng.random(n)
+            p = rng.random(n)  # noqa: B023 (called within this iteration)
             return np.c_[1 - p, p]
         res = evaluate_scores(y, {f"layer_{k}": random_proba() for k in range(20)},
                               {"majority": np.tile([0.0, 1.0], (n, 1)), "a": random_proba(),
@@ -287,7 +287,7 @@ def test_probe_input_errors(tmp_path, capsys):
     for r, v in zip(rows, np.linspace(0, 1, 40)):
         r["score"] = float(v)
     rows[3]["rare"] = "x"
-    for i, r in enumerate(rows):
+    for r in rows:
         r.setdefault("rare", "y")
     run = write_run(tmp_path / "run", features, rows)
     p = tmp_path / "p"

@@ -6,9 +6,14 @@ import pytest
 
 from activation_eval.capture.generation import model_texts
 from activation_eval.eval.benchmark import BenchmarkError, load_benchmark
-from activation_eval.eval.prompts import (PromptSettings, build_prompt, check_template, fewshot_examples,
-                                          format_question, with_prompts)
-from activation_eval.store import records as storage
+from activation_eval.eval.prompts import (
+    PromptSettings,
+    build_prompt,
+    check_template,
+    fewshot_examples,
+    format_question,
+    with_prompts,
+)
 from activation_eval.store import run_reader
 from helpers import make_tokenizer, read_rows, run_main
 
@@ -125,6 +130,7 @@ def test_main_sends_system_prompt_and_fewshot_and_keeps_the_prompt(tiny_dir, tmp
 
 def test_fewshot_examples_come_from_the_split_or_file_given(tmp_path):
     import datasets
+
     from activation_eval.run.config import RunConfig
     from activation_eval.run.runner import _load_rows
     test = [{"question": f"Test question {i}?", "choices": ["x", "y"], "answer": i % 2} for i in range(4)]

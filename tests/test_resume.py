@@ -1,6 +1,5 @@
 """Interrupted runs: SIGKILL at random moments, injected disk-full errors, torn lines, --resume."""
 import errno
-import json
 import os
 import random
 import signal
@@ -11,8 +10,6 @@ import time
 import pytest
 import torch
 
-import main
-from activation_eval.store import records as storage
 from activation_eval.store import run_reader
 from helpers import read_rows, run_main
 
@@ -69,6 +66,7 @@ def lines(path):
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tiny_dir, uninterrupted_b1, tmp_path):
     out = tmp_path / "run"
     rng = random.Random(1234)

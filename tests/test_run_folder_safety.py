@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+import hostile
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.run import runner
 from activation_eval.run.config import RunConfig, RunError
@@ -24,7 +25,6 @@ from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.files import open_regular, read_regular_bytes
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
-import hostile
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

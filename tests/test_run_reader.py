@@ -15,7 +15,6 @@ from activation_eval.analysis import cli as analysis_cli
 from activation_eval.analysis.export_hf import export_hf
 from activation_eval.analysis.report import build_report
 from activation_eval.analysis.stats import analyze_directory
-from activation_eval.store import run_folder
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.run_reader import RecordMismatchError, RunReader, load_activations, read_run_rows
 from helpers import read_rows, run_main

@@ -46,6 +46,7 @@ def last_error(capsys):
 
 # ----------------------------------------------------------------------------- the lock
 
+@pytest.mark.slow
 def test_a_second_run_into_a_locked_folder_is_refused_and_the_first_completes(tiny_dir, tmp_path):
     bench, out = write_bench(tmp_path / "b.jsonl"), tmp_path / "run"
     cmd = [sys.executable, "main.py", *map(str, args(tiny_dir, bench, out)), "--quiet"]
@@ -78,6 +79,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_the_first_completes(ti
     assert run_main(*args(tiny_dir, bench, out), "--resume") == 0                 # and free again
 
 
+@pytest.mark.slow
 def test_a_multi_process_run_into_a_locked_folder_is_refused_once(tiny_dir, tmp_path):
     bench, out = write_bench(tmp_path / "b.jsonl"), tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}

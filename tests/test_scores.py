@@ -31,7 +31,10 @@ def test_interval_is_scipys_wilson(k, n):
     assert high - low > 0 and low <= k / n <= high
 
 
-def wilson_by_root_finding(p, n, z=stats.norm.ppf(0.975)):
+Z95 = stats.norm.ppf(0.975)
+
+
+def wilson_by_root_finding(p, n, z=Z95):
     """The Wilson interval as the two roots of |p - pi| = z sqrt(pi (1 - pi) / n) (an independent reference)."""
     from scipy.optimize import brentq
     f = lambda pi: (p - pi) ** 2 - z * z * pi * (1 - pi) / n       # noqa: E731

@@ -15,16 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+import hostile
 from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.store import records as storage
-from activation_eval.store import run_reader
-from activation_eval.store import run_folder
-from activation_eval.store import shards
-from activation_eval.store.errors import CorruptFileError
 from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.run.shard_buffer import shard_name
-import hostile
+from activation_eval.store import run_folder, run_reader, shards
+from activation_eval.store.errors import CorruptFileError
 from helpers import read_rows, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,6 +149,7 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
     assert sorted(os.listdir(units)) == unit_shards(read_rows(out))     # the temp file is gone
 
 
+@pytest.mark.slow
 def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_orphan(
         tiny_dir, runs, tmp_path, monkeypatch, caplog):
     out = tmp_path / "run"
@@ -176,6 +174,7 @@ def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_
         assert_same_record(run_reader.load_activations(out, row["id"]), run_reader.load_activations(runs[1], row["id"]))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), *args(tiny_dir, out, "shards", shard_mb=0), "--quiet"]
@@ -195,6 +194,7 @@ def test_sigkill_mid_run_leaves_no_row_pointing_into_a_missing_shard(tiny_dir, r
     assert strip(read_rows(out)) == strip(read_rows(runs[1]))
 
 
+@pytest.mark.slow
 def test_two_processes_write_their_own_shards_and_merge_rows_like_one(tiny_dir, runs, tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -440,7 +440,8 @@ def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monke
     written.append(buffer.flush())
     assert [len(rows) for rows in written] == [6, 3]     # two units (24 KiB >= 20) then the last one
     first, last = written
-    assert {r["activation_shard"] for r in first} == {f"activations/units/{shard_name(['aaaaaa000001', 'aaaaaa000002'])}.safetensors"}
+    first_shard = shard_name(["aaaaaa000001", "aaaaaa000002"])
+    assert {r["activation_shard"] for r in first} == {f"activations/units/{first_shard}.safetensors"}
     assert {r["activation_shard"] for r in last} == {"activations/units/aaaaaa000003.safetensors"}
     assert [r["activation_row"] for r in first] == list(range(6)) and [r["unit"] for r in first][2:4] == \
         ["aaaaaa000001", "aaaaaa000002"]
@@ -472,6 +473,7 @@ def test_shard_size_mb_must_be_a_size(tmp_path):
             RunConfig(output_dir=str(tmp_path), shard_size_mb=bad)
 
 
+@pytest.mark.slow
 def test_a_crash_between_units_of_one_shard_loses_only_unwritten_units(tiny_dir, runs, tmp_path):
     """A process that dies after its first unit, whose records wait in the buffer, leaves no row
     and no shard; --resume answers everything and gives the reference run."""

@@ -10,7 +10,6 @@ import pickle
 import random
 import re
 import subprocess
-import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -20,14 +19,13 @@ import pytest
 import torch
 
 from activation_eval.analysis.dataset import load_run_layer
-from activation_eval.store import atomic, run_folder, safe_pickle
+from activation_eval.store import atomic, run_folder, safe_pickle, safetensors_file
 from activation_eval.store import records as storage
 from activation_eval.store.atomic import remove_stale_temp_files
 from activation_eval.store.errors import CorruptFileError, StorageError, UnsafeFileError
 from activation_eval.store.records import save_activations
-from activation_eval.store.run_reader import load_activations
-from activation_eval.store import safetensors_file
 from activation_eval.store.run_folder import iter_record_files, read_results, record_path
+from activation_eval.store.run_reader import load_activations
 
 FMTS = ["pkl", "safetensors"]
 LAYERS = ["embeddings", "layer_0", "layer_1", "model.layers.1.mlp", "final_norm"]
@@ -114,7 +112,7 @@ def test_plain_pickle_load_reads_pkl(tmp_path):
 
 
 def test_seed_record_with_datetime(tmp_path):
-    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
     seed = {"prompt": "p", "response": "r", "model": "m", "timestamp": stamp,
             "input_ids": torch.arange(4), "output_ids": torch.arange(2),
             "activations": {"layer_0": torch.randn(5, 8)}}
@@ -876,10 +874,10 @@ def test_load_run_layer_values(tmp_path, positions):
         rec = records[row["id"]]
         t = rec["activations"]["layer_1"].float()
         kept, n_prompt = rec["positions_kept"], rec["num_prompt_tokens"]
-        want = {"last_prompt": lambda: t[kept.index(n_prompt - 1)],
-                "mean_prompt": lambda: t[:n_prompt].mean(0),
-                "last": lambda: t[-1],
-                2: lambda: t[kept.index(2)]}[positions]()
+        want = {"last_prompt": lambda: t[kept.index(n_prompt - 1)],  # noqa: B023 (each called in this iteration)
+                "mean_prompt": lambda: t[:n_prompt].mean(0),  # noqa: B023
+                "last": lambda: t[-1],  # noqa: B023
+                2: lambda: t[kept.index(2)]}[positions]()  # noqa: B023
         np.testing.assert_allclose(x, want.numpy(), rtol=1e-6)
 
 

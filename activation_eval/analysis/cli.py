@@ -31,9 +31,17 @@ import torch
 from .arrays import load_record
 from .dataset import parse_reduce
 from .export_hf import export_hf
-from .plots import (default_layer, plot_compare, plot_histograms, plot_layer_norms, plot_logit_lens, plot_pca,
-                    plot_position_heatmap, plot_probe)
 from .lens import logit_lens_run
+from .plots import (
+    default_layer,
+    plot_compare,
+    plot_histograms,
+    plot_layer_norms,
+    plot_logit_lens,
+    plot_pca,
+    plot_position_heatmap,
+    plot_probe,
+)
 from .probe import NO_EVIDENCE, probe_run
 from .report import build_report
 from .stats import STAT_KEYS, analyze_directory, compare_files, describe_record
@@ -57,7 +65,9 @@ def format_table(headers, rows):
     """Aligned plain-text table (numbers right-aligned)."""
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    def line(r):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 

@@ -65,7 +65,7 @@ def make_control(name):
     raise ValueError(f"unknown control {name!r}; known: {', '.join(CONTROL_NAMES)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _majority_class():
     """MajorityClass, defined on first use so that importing this module does not import sklearn."""
     from sklearn.dummy import DummyClassifier

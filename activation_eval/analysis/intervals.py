@@ -7,8 +7,10 @@ Public names:
                                                                 percentile bootstrap over the values
 
 Example:
-    >>> wilson_interval(64, 122)                    # accuracy 52.5% -> about (0.436, 0.612)
+    >>> wilson_interval(64, 122)                    # accuracy 52.5%
+    (0.437, 0.611)
     >>> bootstrap_ci([3, 1, 40, 2, 7], np.median)   # interval of the median rank
+    (1.0, 40.0)
 """
 import numpy as np
 

@@ -37,7 +37,7 @@ import os
 
 import numpy as np
 
-from .arrays import as_2d, correct_labels, record_meta, run_layers
+from .arrays import as_2d, record_meta, run_layers
 from .dataset import load_run_layer
 
 MAX_LABELLED_POSITIONS = 48  # heatmap: token labels on the axis up to this many positions

@@ -31,7 +31,6 @@ from ..store.run_folder import is_run_folder, iter_record_files
 from ..store.run_reader import RunReader
 from .arrays import as_2d, load_record, record_meta
 
-
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
 NORM_QUANTILE_KEYS = ("position_norm_q25", "position_norm_median", "position_norm_q75")
 

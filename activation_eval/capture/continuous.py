@@ -90,9 +90,9 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     Yields (index into prompts, the generated token ids the record keeps, (acts, kept) from
     capture.finish or None) as each answer ends. `capture` is a capture.RowCapture with the same
     width, entered by the caller; `cut(tokens)` is how many of the generated tokens (up to and
-    including the stopping one) the record keeps, e.g. up to its first EOS. A slot is refilled once `refill_at` slots are free (default:
-    a quarter of the width), which batches prefills and cache merges. `pick(logits (B, vocab),
-    prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
+    including the stopping one) the record keeps, e.g. up to its first EOS. A slot is refilled once
+    `refill_at` slots are free (default: a quarter of the width), which batches prefills and cache merges.
+    `pick(logits (B, vocab), prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
     """
     pick = pick or _argmax
     device = model.get_input_embeddings().weight.device

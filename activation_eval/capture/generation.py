@@ -37,14 +37,15 @@ import jinja2
 import torch
 import transformers
 
-from . import continuous
-from .sampling import Sampler
-from .hooks import ActivationCapture, find_decoder_layers
-from .row_capture import RowCapture
+import activation_eval
+
 from ..dtypes import FLOAT_DTYPES, float_dtype
 from ..models import uses_chat_template
+from . import continuous
+from .hooks import ActivationCapture, find_decoder_layers
+from .row_capture import RowCapture
+from .sampling import Sampler
 
-TOOL_VERSION = "0.2.0"
 DTYPE_NAMES = FLOAT_DTYPES            # --activation_dtype names (activation_eval/dtypes.py)
 
 
@@ -171,7 +172,7 @@ def model_summary(model):
 
 
 def versions():
-    return {"activation_capture": TOOL_VERSION, "torch": torch.__version__,
+    return {"activation_capture": activation_eval.__version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
@@ -302,7 +303,7 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
 
 def _record(tokenizer, prompt, input_ids, output_ids, shared, cap, captured):
     """One record: the seed's keys, token counts, shared fields and (with a capture) activations."""
-    timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
               "model": shared["model"], "timestamp": timestamp, "input_ids": input_ids, "output_ids": output_ids,
               **shared, "num_prompt_tokens": len(input_ids), "num_generated_tokens": len(output_ids)}

@@ -31,9 +31,9 @@ import inspect
 
 import torch
 
+from ..models import uses_chat_template
 from .generation import GenerationSettings, _record, model_name, model_summary, model_texts, versions
 from .hooks import ActivationCapture
-from ..models import uses_chat_template
 
 
 def encode_pair(tokenizer, context, continuation, add_special_tokens=True):

@@ -25,12 +25,11 @@ its batch.
 """
 import re
 
+from ..capture.generation import iter_records
+from ..schema import RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
 from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
-from ..capture.generation import iter_records
-from ..schema import RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
-
 
 
 def sample_key(row):

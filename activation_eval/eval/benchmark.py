@@ -43,8 +43,15 @@ from .errors import BenchmarkError
 from .gold import grader_name
 from .grading import GRADERS, grade, grade_choice, grade_choice_all, grade_number, grade_text
 from .prompts import format_question
-from .rows import (answer_columns_of, check_field_names, check_fields_present, check_unique_ids, normalize_row,
-                   skipped_id, stable_id)
+from .rows import (
+    answer_columns_of,
+    check_field_names,
+    check_fields_present,
+    check_unique_ids,
+    normalize_row,
+    skipped_id,
+    stable_id,
+)
 
 __all__ = [
     "BenchmarkError", "DEFAULT_BENCHMARK", "Benchmark", "read_benchmark", "load_benchmark", "normalize_row",

@@ -161,7 +161,8 @@ def _gold_index(item, choices, labels):
 
 def _choice_by_gold_text(text, choices):
     for i, choice in enumerate(choices):
-        if text.lower() == choice.strip().lower() or (normalized_tokens(text) and normalized_tokens(text) == normalized_tokens(choice)):
+        tokens = normalized_tokens(text)
+        if text.lower() == choice.strip().lower() or (tokens and tokens == normalized_tokens(choice)):
             return i
     return None
 

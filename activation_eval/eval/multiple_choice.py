@@ -30,10 +30,10 @@ import numpy as np
 
 from ..capture.loglik import iter_scored_records
 from ..models import uses_chat_template
+from ..schema import answered_row
 from .gold import LETTERS, has_gold
 from .grading import grade
 from .prompts import prompt_of
-from ..schema import answered_row
 
 TARGET_DELIMITER = " "
 SCORE_FIELDS = ("scoring", "correct_norm", "extracted_norm", "choice_logprobs")

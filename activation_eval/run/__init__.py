@@ -1,1 +1,2 @@
-"""Running a benchmark: config.py (RunConfig), runner.py (the loop, resume), distributed.py (several processes), cli.py (the eval CLI)."""
+"""Running a benchmark: config.py (RunConfig), runner.py (the loop, resume), distributed.py (several processes),
+cli.py (the eval CLI)."""

@@ -145,8 +145,8 @@ def build_parser(prog="main.py"):
                    help="format of the per-question files (default: pkl)")
     c.add_argument("--activation_store", default="files", choices=["files", "shards"],
                    help="files: one record file per question (default); shards: one .safetensors file per group "
-                        "of units of questions (--shard_size_mb), each layer contiguous (fast to write and to read one layer across "
-                        "100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
+                        "of units of questions (--shard_size_mb), each layer contiguous (fast to write and to read "
+                        "one layer across 100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
     c.add_argument("--shard_size_mb", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
                    help="shards: finished units of questions are held in memory until their activations reach "
                         "this size, then written as one shard and their rows appended (also after 10 minutes); "

@@ -32,7 +32,6 @@ from ..models import DEFAULT_MODEL, check_device
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
 
-
 MC_SCORING = ("generate", "loglikelihood")
 DEFAULT_SHARD_MB = 256      # --shard_size_mb: one layer of a 256 MB shard is one 8 MB read (31 layers)
 

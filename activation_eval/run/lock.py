@@ -26,7 +26,6 @@ import stat
 from ..store import run_folder
 from .config import RunError
 
-
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
 
 

@@ -48,13 +48,13 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from .. import schema
 from ..capture.generation import CaptureSettings, GenerationSettings, prompt_lengths
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
 from ..eval.multiple_choice import iter_choice_scores
 from ..eval.prompts import prompt_of, with_prompts
-from .. import schema
 from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
 from ..store import run_folder
@@ -63,8 +63,7 @@ from ..store.records import save_activations
 from . import distributed
 from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
-from .plan import (GROUP_BATCHES, batch_key, plan_batches, select_rows, unfinished,  # noqa: F401  (re-exported)
-                   unit_size, with_samples)
+from .plan import GROUP_BATCHES, batch_key, plan_batches, select_rows, unfinished, unit_size, with_samples  # noqa: F401  (re-exported)
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
 from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
 from .shard_buffer import ShardBuffer, remove_unreferenced_shards

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from ..dtypes import TORCH_DTYPES
-from .checks import (check_bools, check_ints, check_numeric_dtype, check_shape, check_torch_dtype,
-                     dense_axis_order, short_repr)
+from .checks import check_bools, check_ints, check_numeric_dtype, check_shape, check_torch_dtype, dense_axis_order, short_repr
 
 __all__ = ["GLOBALS", "LOAD_FROM_BYTES", "STORAGE_TYPES", "Storage", "PendingArray", "TorchVersion", "NDARRAY",
            "TENSOR", "Refused"]

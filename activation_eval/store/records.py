@@ -41,10 +41,11 @@ import torch
 
 from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
-from .run_folder import RECORD_FORMATS as FORMATS
 from .files import open_regular
+from .run_folder import RECORD_FORMATS as FORMATS
 from .safe_pickle import check_structure, safe_load
 from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
+
 # a module global, so that a test can watch which tensors a load reads
 from .safetensors_file import read_tensor as _read_tensor
 

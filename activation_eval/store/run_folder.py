@@ -28,9 +28,12 @@ A results row is identified by row_key(row): its `id` (the benchmark question's 
 with a `sample` (the answer's index with --num_samples > 1), the pair (id, sample).
 
 Example:
-    >>> rows = read_results("runs/r1")
-    >>> sum(bool(r["correct"]) for r in rows) / len(rows)
+    >>> rows = read_results("runs/r1")                 # a finished run of 6 questions
+    >>> len(rows), rows[0]["id"], rows[0]["activation_file"]
+    (6, 'geo-001', 'activations/geo-001.pkl')
+    >>> accuracy = sum(bool(r["correct"]) for r in rows) / len(rows)
     >>> record_path("runs/r1/activations", "geo/001 (b)", "safetensors")
+    'runs/r1/activations/geo_001__b_-cca2507873a08ab831222441ab33d535.safetensors'
 
 Layout of a run folder:
     run_config.json   the settings (checked on --resume)
@@ -104,7 +107,8 @@ def lock_path(run_dir):
 def read_run_config(run_dir):
     """The settings of the run (run_config.json) as a dict.
 
-    >>> read_run_config("runs/r1")["model"]
+    >>> read_run_config("runs/r1")["capture_activations"]
+    True
 
     FileNotFoundError if it is missing; CorruptFileError (a ValueError) naming it if it is not a
     regular file, larger than MAX_JSON_FILE_BYTES, or not a JSON object."""

@@ -225,7 +225,7 @@ class RunReader:
 
     def layer_names(self):
         """Layer names (record order) of the run, from its first record (either store)."""
-        for row, location in self.located():
+        for _, location in self.located():
             if location.kind == "shard":
                 return list(read_shard_index(location.path).layers)
             return list(load_record_file(location.path)["activations"])

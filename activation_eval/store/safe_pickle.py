@@ -45,11 +45,20 @@ import numpy as np
 
 from ..dtypes import TORCH_DTYPES
 from .bounded_unpickler import MAX_OPS, BoundedUnpickler, count_ops, read_storage_payload  # noqa: F401
-from .checks import (DECODED_RATIO, DECODED_SLACK, MAX_DEPTH, MAX_DIMS, MAX_EXTENT, MAX_NODES,  # noqa: F401
-                     LimitExceeded, check_shape, check_structure)
+from .checks import (  # noqa: F401
+    DECODED_RATIO,
+    DECODED_SLACK,
+    MAX_DEPTH,
+    MAX_DIMS,
+    MAX_EXTENT,
+    MAX_NODES,
+    LimitExceeded,
+    check_shape,
+    check_structure,
+)
 from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
-from .pickle_globals import GLOBALS, LOAD_FROM_BYTES, PendingArray, Refused, TorchVersion
 from .files import open_regular, read_exactly  # noqa: F401  (open_regular: re-exported, moved to files.py)
+from .pickle_globals import GLOBALS, LOAD_FROM_BYTES, PendingArray, Refused, TorchVersion
 
 _GLOBALS = GLOBALS           # the allow-list under its older name (tests read it)
 

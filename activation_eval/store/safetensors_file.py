@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from ..dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
-from .errors import corrupt, format_hint
 from .checks import check_shape
+from .errors import corrupt, format_hint
 
 MAX_HEADER = 100_000_000                  # the safetensors library's own limit
 # safetensors dtype codes in safetensors' sort order, and their inverse: the one table (activation_eval/dtypes.py)

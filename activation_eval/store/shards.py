@@ -48,6 +48,7 @@ from .checks import check_offsets
 from .errors import corrupt
 from .files import open_regular
 from .safetensors_file import read_header
+
 # a module global, so that a test can watch which byte ranges a read takes
 from .safetensors_file import read_tensor as _read_tensor
 from .shard_writer import SHARD_FORMAT, write_shard  # noqa: F401  (re-exported)
@@ -232,7 +233,9 @@ def iter_shard_records(path, rows=None, layers=None):
         first, last = min(rows), max(rows) + 1
         if last - first < n and hasattr(os, "posix_fadvise"):     # a few rows of a big shard: no read-ahead
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
-        read = lambda key, lo=None, hi=None: _read_rows(f, key, index.entries[key], index.data_start, path, lo, hi)
+
+        def read(key, lo=None, hi=None):
+            return _read_rows(f, key, index.entries[key], index.data_start, path, lo, hi)
         parts = _record_parts(index, rows, first, last, read)
         o = index.row_offsets
         acts = {name: read(f"act.{name}", o[first], o[last]) for name in names}     # only the rows' span
