@@ -9,7 +9,7 @@ so runs do not overwrite each other's plots.
 Public names:
     build_parser(prog) -> argparse.ArgumentParser
     run(args) -> (result dict, text)
-    main(argv=None) -> int                 the CLI (0 ok, 2 on any error, one line)
+    main(argv=None, prog) -> int           the CLI (0 ok, 2 on any error, one line)
     console_main()                         the console script
     format_table(headers, rows) -> str     the aligned text tables
 
@@ -363,9 +363,9 @@ def run(args):
     return res, text
 
 
-def main(argv=None):
+def main(argv=None, prog="analyze_activations.py"):
     """CLI entry point; returns the exit code (0 ok, 2 on any error, with a one-line message)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
@@ -389,4 +389,4 @@ def main(argv=None):
 
 def console_main():
     """The `activation-eval-analyze` console script."""
-    sys.exit(main())
+    sys.exit(main(prog="activation-eval-analyze"))
