@@ -28,7 +28,8 @@ import analyze_activations as aa
 from activation_eval import models
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.analysis import lens
-from activation_eval.run import cli, config as run_config
+from activation_eval.run import cli
+from activation_eval.run import config as run_config
 from activation_eval.run.config import RunConfig, RunError
 from helpers import read_rows, run_main
 

@@ -42,7 +42,6 @@ from ..store.atomic import file_in_the_way
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
 
-
 MC_SCORING = ("generate", "loglikelihood")
 ACTIVATION_STORES = ("files", "shards")
 ACTIVATION_FORMATS = ("pkl", "safetensors")
