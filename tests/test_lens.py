@@ -93,7 +93,8 @@ def test_lens_cli_json_text_and_plot(lens_run, tmp_path, capsys):
                     "--layers", "layer_0,final_norm"])
     res = json.loads(capsys.readouterr().out)
     assert code == 0 and res["layer_names"] == ["layer_0", "final_norm"]
-    assert os.path.basename(res["plots"][0]) == "lensrun_logit_lens.png" and os.path.getsize(res["plots"][0]) > 10_000
+    assert os.path.basename(res["plots"][0]) == "lensrun_logit_lens_layers-layer_0+final_norm.png"
+    assert os.path.getsize(res["plots"][0]) > 10_000
     code = aa.main(["--logit_lens", str(lens_run), "--output_dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 0 and "rank_correct [95% CI]" in out and "chance:" in out and "logit lens" in err  # progress bar

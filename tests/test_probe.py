@@ -232,7 +232,7 @@ def test_target_categorical_field(tmp_path, capsys):
         ref = sklearn_oof_auroc(features[name], rows, y, multi=True)
         assert res["layers"][name]["auroc"] == pytest.approx(ref, abs=1e-9)
     assert res["layers"]["layer_3"]["auroc"] > 0.9 and res["layers"]["layer_1"]["auroc"] < 0.7
-    assert os.path.basename(res["plots"][0]) == "probe_cat_difficulty.png"
+    assert os.path.basename(res["plots"][0]) == "probe_cat_target-difficulty_bootstrap-1000.png"
 
 
 def test_test_run_transfer(tmp_path, capsys):

@@ -3,15 +3,19 @@
 Every mode is a thin layer over one function of the analysis package: stats.py (--file,
 --directory, --compare), probe.py (--probe), lens.py (--logit_lens), report.py (--report),
 plots.py (--plot), export_hf.py (--export_hf). Output is an aligned text table or, with --json, the
-function's result as JSON. Plot file names start with the source's name (file stem, folder name),
-so runs do not overwrite each other's plots.
+function's result as JSON. Plot file names start with the source's name (file stem, folder name)
+and carry every option that changes the plot when it is not at its default (PLOT_OPTIONS,
+plot_name), so neither other runs nor other options overwrite a plot. --quiet = --no_progress.
+--logit_lens and --report load the run's model only when it is local (else --model PATH): the
+analysis never downloads.
 
 Public names:
     build_parser(prog) -> argparse.ArgumentParser
     run(args) -> (result dict, text)
-    main(argv=None) -> int                 the CLI (0 ok, 2 on any error, one line)
+    main(argv=None, prog) -> int           the CLI (0 ok, 2 on any error, one line)
     console_main()                         the console script
     format_table(headers, rows) -> str     the aligned text tables
+    plot_name(args, kind, base) -> str     a plot's file name (PLOT_OPTIONS: the options in it)
 
 Example:
     $ python analyze_activations.py --file q1.pkl --json
@@ -20,14 +24,17 @@ Example:
     $ python analyze_activations.py --report results/run1 --output run1.html
 """
 import argparse
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
 import torch
 
+from ..store.atomic import file_in_the_way
 from .arrays import load_record
 from .dataset import parse_reduce
 from .export_hf import export_hf
@@ -244,7 +251,8 @@ def build_parser(prog="analyze_activations.py"):
     mode.add_argument("--compare", nargs=2, metavar=("F1", "F2"), help="two records: cosine / L2 distance per layer")
     mode.add_argument("--probe", metavar="RUN_DIR", help="a run folder: per-layer probe of answer correctness")
     mode.add_argument("--logit_lens", metavar="RUN_DIR",
-                      help="a run folder: each layer's prediction of the answer's first token (loads the run's model)")
+                      help="a run folder: each layer's prediction of the answer's first token (loads the run's "
+                           "model when it is local, else pass --model)")
     mode.add_argument("--report", metavar="RUN_DIR",
                       help="a run folder: one self-contained HTML report (summary, probe, logit lens, PCA, table)")
     mode.add_argument("--export_hf", nargs=2, metavar=("RUN_DIR", "OUT_DIR"),
@@ -257,8 +265,8 @@ def build_parser(prog="analyze_activations.py"):
     sel.add_argument("--color_by", metavar="FIELD", default="correct",
                      help="PCA plot: colour points by this results field (default: correct); marker = category")
     sel.add_argument("--reduce", default="last_prompt", metavar="HOW",
-                     help="--export_hf: one vector per question from last_prompt (default), mean_prompt, last, "
-                          "answer_first, answer_mean or a token index")
+                     help="--probe, --export_hf and the run-folder PCA plot: one vector per question from "
+                          "last_prompt (default), mean_prompt, last, answer_first, answer_mean or a token index")
     pr = p.add_argument_group("probe (--probe)")
     pr.add_argument("--target", default="correct", metavar="FIELD",
                     help="boolean or categorical field of the results rows to predict (default: correct)")
@@ -273,6 +281,10 @@ def build_parser(prog="analyze_activations.py"):
     pr.add_argument("--bootstrap", type=int, metavar="B",
                     help="bootstrap resamples, at least 1000 (default: enough for ~10 beyond each "
                          "Bonferroni-adjusted tail, 2000-20000)")
+    lens = p.add_argument_group("logit lens (--logit_lens, --report)")
+    lens.add_argument("--model", metavar="PATH",
+                      help="the run's model as a local folder or .gguf file (default: the run's model when it is "
+                           "local or the offline default; the analysis never downloads)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     out.add_argument("--plot", action="store_true", help="write PNG plots to --output_dir")
@@ -282,7 +294,7 @@ def build_parser(prog="analyze_activations.py"):
                      help="--report: the HTML file to write (default: <output_dir>/<run name>_report.html)")
     out.add_argument("--tokenizer", metavar="PATH",
                      help="tokenizer (name or folder) to show token strings on heatmap axes; default token ids")
-    out.add_argument("--no_progress", action="store_true", help="no progress bar")
+    out.add_argument("--no_progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     out.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p
 
@@ -305,12 +317,54 @@ def _parse_reduce(text):
     return parse_reduce(int(text) if text.strip().lstrip("-").isdigit() else text.strip())
 
 
+# The options that change each plot (besides its source): a value other than the default goes into
+# the file name (e.g. probe_run1_target-category_groups-category.png), so that runs of the command
+# with other options never overwrite one another's plots; the same options give the same name.
+PLOT_OPTIONS = {
+    "norms": ("layers", "limit"), "histograms": ("layers",), "heatmap": ("layers", "tokenizer"),
+    "pca": ("color_by", "reduce"), "compare": ("layers",), "logit_lens": ("layers", "model"),
+    "report": ("layers", "color_by", "model"),
+    "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap"),
+}
+_TAGS = {"probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok"}
+_PATH_OPTIONS = ("test_run", "model", "tokenizer")
+
+
+def plot_name(args, kind, base, ext=".png"):
+    """`base` + one `_<option>-<value>` per option of PLOT_OPTIONS[kind] not at its default + ext."""
+    defaults = build_parser()
+    tags = []
+    for option in PLOT_OPTIONS[kind]:
+        value = getattr(args, option, None)
+        if value is None or value == defaults.get_default(option):
+            continue
+        text = _source_name(value) if option in _PATH_OPTIONS else str(value).replace(",", "+")
+        slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
+        if len(slug) > 40:          # e.g. a long --layers list: its start and a hash of all of it
+            slug = f"{slug[:24]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        tags.append(f"_{_TAGS.get(option, option)}-{slug}")
+    return base + "".join(tags) + ext
+
+
+def _check_output_folder(folder, flag):
+    blocker = file_in_the_way(folder)
+    if blocker:
+        where = "is a file" if blocker == os.path.abspath(folder) else f"is inside {blocker}, which is a file"
+        raise ValueError(f"{flag} {folder} {where}, not a folder: give a folder path (it is made if missing)")
+
+
 def run(args):
     """Execute parsed CLI args; returns (result dict, text); plot paths go in result["plots"]."""
     layers = _parse_layers(args.layers)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
     od, plots = args.output_dir, []
+    if args.plot or args.probe or args.logit_lens or (args.report and not args.output):
+        _check_output_folder(od, "--output_dir")
+    if args.report and args.output:
+        _check_output_folder(os.path.dirname(os.path.abspath(args.output)), "--output's folder")
+    if args.export_hf:
+        _check_output_folder(args.export_hf[1], "--export_hf's OUT_DIR")
     if args.file:
         record = load_record(args.file, layers)
         res = describe_record(record, args.file)
@@ -321,22 +375,24 @@ def run(args):
             if args.tokenizer:
                 from transformers import AutoTokenizer
                 tok = AutoTokenizer.from_pretrained(args.tokenizer)
-            plots += [plot_layer_norms(res["layers"], os.path.join(od, f"{stem}_norms.png"),
+            plots += [plot_layer_norms(res["layers"], os.path.join(od, plot_name(args, "norms", f"{stem}_norms")),
                                        f"Per-position L2 norm by layer - {stem}"),
-                      plot_histograms(record, os.path.join(od, f"{stem}_histograms.png"),
+                      plot_histograms(record, os.path.join(od, plot_name(args, "histograms", f"{stem}_histograms")),
                                       title=f"Activation values per layer - {stem} ({record.get('model') or 'record'})"),
-                      plot_position_heatmap(record, os.path.join(od, f"{stem}_heatmap.png"), tok)]
+                      plot_position_heatmap(record, os.path.join(od, plot_name(args, "heatmap", f"{stem}_heatmap")),
+                                            tok)]
     elif args.directory:
         res = analyze_directory(args.directory, args.limit, layers, progress=not args.no_progress)
         text = _text_directory(res)
         if args.plot:
             name = _source_name(args.directory)
-            plots.append(plot_layer_norms(res["layers"], os.path.join(od, f"{name}_norms.png"),
+            plots.append(plot_layer_norms(res["layers"], os.path.join(od, plot_name(args, "norms", f"{name}_norms")),
                                           f"Per-position L2 norm by layer - {name} ({res['files_read']} records)"))
             if res["is_run"]:
                 layer = args.layer or default_layer(list(res["layers"]))
-                plots.append(plot_pca(args.directory, os.path.join(od, f"{name}_pca_{layer}.png"), layer,
-                                      color_by=args.color_by, progress=not args.no_progress))
+                plots.append(plot_pca(args.directory, os.path.join(od, plot_name(args, "pca", f"{name}_pca_{layer}")),
+                                      layer, color_by=args.color_by, reduce=_parse_reduce(args.reduce),
+                                      progress=not args.no_progress))
     elif args.export_hf:
         res = export_hf(*args.export_hf, layers=layers, reduce=_parse_reduce(args.reduce))
         text = (f"exported {res['rows']} questions ({', '.join(res['columns'])}; reduce={res['reduce']}) "
@@ -346,15 +402,17 @@ def run(args):
         text = _text_compare(res)
         if args.plot:
             a, b = (_source_name(f) for f in args.compare)
-            plots.append(plot_compare(res, os.path.join(od, f"compare_{a}_vs_{b}.png")))
+            plots.append(plot_compare(res, os.path.join(od, plot_name(args, "compare", f"compare_{a}_vs_{b}"))))
     elif args.logit_lens:
-        res = logit_lens_run(args.logit_lens, layers, progress=not args.no_progress)
+        res = logit_lens_run(args.logit_lens, layers, model=args.model, progress=not args.no_progress)
         text = _text_lens(res)
-        plots.append(plot_logit_lens(res, os.path.join(od, f"{_source_name(args.logit_lens)}_logit_lens.png")))
+        plots.append(plot_logit_lens(res, os.path.join(od, plot_name(args, "logit_lens",
+                                                                     f"{_source_name(args.logit_lens)}_logit_lens"))))
     elif args.report:
-        output = args.output or os.path.join(od, f"{_source_name(args.report)}_report.html")
+        output = args.output or os.path.join(od, plot_name(args, "report", f"{_source_name(args.report)}_report",
+                                                           ".html"))
         path = build_report(args.report, output, layers=layers, color_by=args.color_by,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, model=args.model)
         res, text = {"report": path}, f"saved report: {path}"
     else:
         if args.folds < 2:
@@ -363,19 +421,18 @@ def run(args):
             raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
         res = probe_run(args.probe, layers, args.folds, args.seed, target=args.target,
                         groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
-                        progress=not args.no_progress)
+                        reduce=_parse_reduce(args.reduce), progress=not args.no_progress)
         text = _text_probe(res)
-        suffix = "" if args.target == "correct" else f"_{args.target}"
-        plots.append(plot_probe(res, os.path.join(od, f"probe_{res['run_name']}{suffix}.png")))
+        plots.append(plot_probe(res, os.path.join(od, plot_name(args, "probe", f"probe_{res['run_name']}"))))
     if plots:
         res["plots"] = plots
         text += "\n\n" + "\n".join(f"saved plot: {p}" for p in plots)
     return res, text
 
 
-def main(argv=None):
+def main(argv=None, prog="analyze_activations.py"):
     """CLI entry point; returns the exit code (0 ok, 2 on any error, with a one-line message)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
@@ -399,4 +456,4 @@ def main(argv=None):
 
 def console_main():
     """The `activation-eval-analyze` console script."""
-    sys.exit(main())
+    sys.exit(main(prog="activation-eval-analyze"))

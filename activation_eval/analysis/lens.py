@@ -19,9 +19,14 @@ Public names:
     gold_first_tokens(tokenizer, row) -> [token id, ...]  the candidate first tokens of the gold answer
     final_norm_module(model)                              the model's final norm (from
                                                           activation_eval.architecture, as capture finds it)
+    is_local_model(name)                                  the default model, a model folder or a .gguf file
+    ModelNotLocalError                                    the run's model is a hub id: pass --model PATH
+
+The model: the run's when it is local, else the one passed (`model=`, the CLI's --model); the
+analysis never downloads.
 
 Example:
-    >>> res = logit_lens_run("results/run1")
+    >>> res = logit_lens_run("results/run1")                 # or model="path/to/model"
     >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]
     >>> res["questions"][0]["layers"]["final_norm"]["top"]      # [[" Paris", 0.61], ...]
 """
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 
 from ..architecture import final_norm_module
-from ..models import load_model
+from ..models import DEFAULT_MODEL, load_model
 from ..store.run_folder import config_path, read_run_config
 from ..store.run_reader import RunReader
 from .arrays import as_2d, record_meta
@@ -105,16 +110,44 @@ def _check_layers(record, layers, row):
         raise ValueError(f"the record of question {row.get('id')!r} has no layer(s) {', '.join(missing)}")
 
 
-def _load_run_model(run_dir):
+class ModelNotLocalError(ValueError):
+    """The run's model is not on this machine as a local folder / .gguf file: the analysis never
+    downloads; the message says how to pass one (--model PATH)."""
+
+
+def is_local_model(name):
+    """True for a model the analysis may load without any network call: the offline default model,
+    an existing model folder, or an existing .gguf file."""
+    name = os.fspath(name)
+    return name == DEFAULT_MODEL or os.path.isdir(name) or (name.endswith(".gguf") and os.path.isfile(name))
+
+
+def _load_run_model(run_dir, model=None):
+    """(model, tokenizer) for the lens: `model` (a path or name given with --model) if given, else the
+    run's model from run_config.json when it is local (is_local_model); never a download."""
     path = config_path(run_dir)
     try:
         config = read_run_config(run_dir)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{exc}; the logit lens needs the run's model name from it") from None
-    if not config.get("model"):
-        raise ValueError(f"{path} names no model; the logit lens needs the run's model")
+        if model is None:
+            raise ValueError(f"cannot read the run's settings {path}: {exc}; the logit lens needs the "
+                             f"run's model name from it (or pass --model PATH)") from exc
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
     dtype = config.get("dtype") if config.get("dtype") in ("float32", "bfloat16", "float16") else "auto"
-    return load_model(config["model"], dtype=dtype)
+    if model is not None:
+        return load_model(os.fspath(model), dtype=dtype)
+    name = config.get("model")
+    if not name or not isinstance(name, str):
+        raise ModelNotLocalError(f"{path} names no model; the logit lens needs the run's model: pass --model PATH "
+                                 f"(a local model folder or .gguf file)")
+    if not is_local_model(name):
+        raise ModelNotLocalError(
+            f"the run's model {name!r} (from {path}) is not a local model folder or .gguf file on this machine, "
+            f"and the analysis never downloads: pass --model PATH, that model saved locally (a folder "
+            f"written by save_pretrained or downloaded from the hub, or a .gguf file)")
+    return load_model(name, dtype=dtype)
 
 
 def _ranks(logits, candidates):
@@ -176,9 +209,11 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
                    n_resamples=1000, seed=0):
     """The logit lens over every captured question of a run (see the module docstring).
 
-    The model is the run's (run_config.json's "model", loaded with models.load_model) unless
-    `model` and `tokenizer` are given. Questions whose record lacks the last prompt token are
-    counted in "skipped_no_position"; those without a gold token (no accepted answer) get top-k
+    The model is the run's (run_config.json's "model", loaded with models.load_model) when it is
+    local (is_local_model: the offline default, a model folder, a .gguf file; a hub id raises
+    ModelNotLocalError before any loading: the analysis never downloads), unless `model` is given: a
+    path or name to load (the CLI's --model), or a loaded model together with its `tokenizer`.
+    Questions whose record lacks the last prompt token are counted in "skipped_no_position"; those without a gold token (no accepted answer) get top-k
     tokens but no rank. Intervals: 95% percentile bootstrap over questions.
     >>> res = logit_lens_run("results/run1"); res["layers"]["final_norm"]["all"]["median_rank"]
     """
@@ -188,7 +223,9 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     pairs = reader.located()
     if not pairs:
         raise ValueError(f"no question of {run_dir} has saved activations; run main.py with --capture_activations")
-    if model is None or tokenizer is None:
+    if isinstance(model, (str, os.PathLike)):           # --model PATH
+        model, tokenizer = _load_run_model(run_dir, model)
+    elif model is None or tokenizer is None:
         model, tokenizer = _load_run_model(run_dir)
     questions, names, skipped = [], None, 0
     for row, record in tqdm(reader.records(layers, pairs=pairs), total=len(pairs), desc="logit lens", unit="q",

@@ -275,7 +275,8 @@ def build_report(run_dir, output=None, layers=None, color_by="correct", probe=Tr
     """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
 
     `probe` / `lens` False leave those sections out; `model` / `tokenizer` go to the logit lens
-    (default: the run's model, loaded from run_config.json). Written atomically.
+    (a loaded pair, or `model` a local path; default: the run's model from run_config.json when it
+    is local; else the lens section says how to pass one and the rest is written). Written atomically.
     """
     run_dir = os.fspath(run_dir)
     reader = RunReader(run_dir)

@@ -8,8 +8,12 @@ The command line of `python main.py` and the `activation-eval` console script (s
 
     torchrun --nproc_per_node 4 main.py --capture_activations       # 4 processes share the questions
 
-Public names: build_parser(prog), main(argv=None) -> exit code, console_main(), activation_overview(dir, run_dir).
-Flags become a RunConfig in config.config_from_args (dest = field name).
+Public names: build_parser(prog), main(argv=None, prog) -> exit code, console_main(),
+activation_overview(dir, run_dir), analyze_command(args_text) (the next-step hint, pasteable), Terminated.
+Each flag is a RunConfig field (config.cli_fields: default, choices, help in one place); parsed flags
+become a RunConfig in config.config_from_args (dest = field name). --quiet: no progress bars, only
+warnings and the summary. Ctrl-C and SIGTERM stop the run keeping what is written (exit 130 / 143)
+and print how to continue with --resume.
 Bad input prints one line `error: ...` and exits with code 2 (--debug shows the traceback). A closed
 stdout (`| head`) ends quietly. With
 several processes, one that fails makes the others stop with one line each and exit code 1.
@@ -17,12 +21,15 @@ several processes, one that fails makes the others stop with one line each and e
 import argparse
 import logging
 import os
+import shlex
+import shutil
+import signal
 import sys
 
 from ..store import run_folder
 from ..store.run_reader import load_activations
 from . import distributed
-from .config import DEFAULT_SHARD_MB, config_from_args
+from .config import GROUPS, cli_fields, config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -41,144 +48,44 @@ EPILOG = """examples:
 
 
 def build_parser(prog="main.py"):
+    """The eval CLI's parser: one flag per RunConfig field (config.cli_fields: its default, choices,
+    metavar, help and group), plus --debug and --quiet."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="NAME_OR_PATH", default=None,
-                   help="hub id, local model folder or .gguf file (default: SmolLM2-135M-Instruct, offline)")
-    m.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="model dtype (default: auto = float32 on CPU, the checkpoint's elsewhere)")
-    m.add_argument("--device_map", default=None, metavar="MAP",
-                   help="passed to from_pretrained: auto spreads a model too large for one GPU over the GPUs "
-                        "(and CPU); with several processes on a node, each spreads over its own share of the GPUs")
-    m.add_argument("--max_memory", default=None, metavar="LIST",
-                   help="with --device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (with several "
-                        "processes on a node, GPU numbers count within each process's share)")
-    m.add_argument("--chat_template", default="auto", choices=["auto", "on", "off"],
-                   help="wrap prompts in the tokenizer's chat template (default: auto = when it has one)")
-
-    b = p.add_argument_group("benchmark")
-    b.add_argument("--benchmark", metavar="PATH", default=None,
-                   help="JSONL, JSON, CSV, TSV or parquet file, a folder saved with datasets' save_to_disk, or "
-                        "hf:NAME for datasets.load_dataset (default: the built-in data/benchmark.jsonl)")
-    b.add_argument("--subset", default=None, metavar="NAME", help="hf:NAME's configuration, e.g. all for cais/mmlu")
-    b.add_argument("--split", default=None, metavar="NAME",
-                   help="split of hf:NAME or a datasets folder (needed when it has several), e.g. test")
-    b.add_argument("--skip_rows", type=int, default=None, metavar="N", help="CSV/TSV: lines before the header row")
-    b.add_argument("--question_field", default=None, metavar="NAME", help="(default: question)")
-    b.add_argument("--answer_field", default=None, metavar="NAMES",
-                   help="the gold answer column; several (accepted aliases, empty cells ignored) as a comma "
-                        "list or a glob such as 'answer_*' (default: answer)")
-    b.add_argument("--choices_field", default=None, metavar="NAME",
-                   help="a list of choices, or ARC's {label, text} (default: choices)")
-    b.add_argument("--id_field", default=None, metavar="NAME",
-                   help="(default: id; rows without one get q- + a hash of the question)")
-    b.add_argument("--category_field", default=None, metavar="NAME",
-                   help="accuracy is also reported per category (default: category)")
-    b.add_argument("--strict", action="store_true", default=None,
-                   help="a row the grader cannot use is an error (default: skipped with a warning, counted)")
-    b.add_argument("--limit", default=None, metavar="N",
-                   help="only N questions (an integer), or a fraction of them (e.g. 0.1 = 10%%, rounded up); "
-                        "the first ones unless --shuffle")
-    b.add_argument("--shuffle", action="store_true", default=None,
-                   help="with --limit: a random subset (seeded by --seed, kept in benchmark order), so it "
-                        "spans the benchmark's categories")
-
-    q = p.add_argument_group("prompt")
-    q.add_argument("--system_prompt", default=None, metavar="TEXT",
-                   help="system message of the chat template (without a template: prepended to each prompt)")
-    q.add_argument("--prompt_template", default=None, metavar="FORMAT",
-                   help="format string with {question} and {choices} (the lettered choices), e.g. "
-                        "'Question: {question}\n{choices}\nAnswer:' (default: the question and a one-line instruction)")
-    q.add_argument("--num_fewshot", type=int, default=None, metavar="K",
-                   help="K solved examples before each question, never the question itself (default: 0)")
-    q.add_argument("--fewshot_split", default=None, metavar="NAME",
-                   help="draw the examples from this split of --benchmark (default: the other questions)")
-    q.add_argument("--fewshot_file", default=None, metavar="PATH",
-                   help="draw the examples from this benchmark file (same field names)")
-    q.add_argument("--fewshot_seed", type=int, default=None, metavar="N",
-                   help="seed of the example draw, fixed per question (default: 1234, as lm-evaluation-harness)")
-
-    g = p.add_argument_group("generation")
-    g.add_argument("--batch_size", type=int, default=8, metavar="N",
-                   help="prompts decoded at once (default: 8); with greedy decoding a finished answer's row "
-                        "is refilled with the next question at once (continuous batching)")
-    g.add_argument("--no_continuous_batching", dest="continuous_batching", action="store_false",
-                   help="answer fixed batches with model.generate instead (rows that finished keep decoding)")
-    g.add_argument("--max_new_tokens", type=int, default=32, metavar="N", help="(default: 32)")
-
-    s = p.add_argument_group("decoding and scoring")
-    s.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="0 = greedy (default); > 0 samples, each answer from its own stream seeded by "
-                        "(--seed, question id, sample), so answers do not depend on batching or --resume")
-    s.add_argument("--top_p", type=float, default=None, metavar="P", help="nucleus sampling (default: 1.0 = off)")
-    s.add_argument("--top_k", type=int, default=None, metavar="K", help="top-k sampling (default: 0 = off)")
-    s.add_argument("--seed", type=int, default=0, metavar="N", help="seeds sampling and --shuffle (default: 0)")
-    s.add_argument("--num_samples", type=int, default=None, metavar="N",
-                   help="answers per question, each its own results row (with `sample`) and record "
-                        "(default: 1; needs --temperature > 0)")
-    s.add_argument("--mc_scoring", default=None, choices=["generate", "loglikelihood"],
-                   help="multiple-choice rows: generate an answer and read its letter (default), or score "
-                        "each choice's log-likelihood as a continuation of the prompt (lm-eval's "
-                        "multiple_choice: acc and acc_norm, no generation; rows without choices are skipped)")
-
-    o = p.add_argument_group("output")
-    o.add_argument("--output_dir", default=None, metavar="DIR", help="run folder (default: results/<timestamp>)")
-    o.add_argument("--resume", action="store_true", help="continue the run in --output_dir, skipping answered questions")
-
-    c = p.add_argument_group("activation capture")
-    c.add_argument("--capture_activations", action="store_true", help="save each question's per-layer activations")
-    c.add_argument("--activation_save_dir", default=None, metavar="DIR",
-                   help="where the record files go (default: <output_dir>/activations). A folder elsewhere, e.g. "
-                        "on scratch storage, is reached through <output_dir>/activations (made a symlink to it) "
-                        "and belongs to this one run: another run folder using it is refused, so give each run "
-                        "its own")
-    c.add_argument("--layers", default=None, metavar="LIST",
-                   help="comma-separated names, indices or module paths, e.g. embeddings,0,5,-1,final_norm "
-                        "(default: embeddings and every decoder layer)")
-    c.add_argument("--positions", default="all", metavar="MODE",
-                   help="all, prompt, generated, last_prompt, or token indices like 0,5,-1 (default: all)")
-    c.add_argument("--activation_dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="(default: the model's dtype)")
-    c.add_argument("--activation_format", default="pkl", choices=["pkl", "safetensors"],
-                   help="format of the per-question files (default: pkl)")
-    c.add_argument("--activation_store", default="files", choices=["files", "shards"],
-                   help="files: one record file per question (default); shards: one .safetensors file per group "
-                        "of units of questions (--shard_size_mb), each layer contiguous (fast to write and to read "
-                        "one layer across 100k questions; read with load_activations(run_dir, question_id) or load_run_layer)")
-    c.add_argument("--shard_size_mb", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
-                   help="shards: finished units of questions are held in memory until their activations reach "
-                        "this size, then written as one shard and their rows appended (also after 10 minutes); "
-                        "a crash loses the held units, which --resume answers again. 0: one unit per shard "
-                        f"(default: {DEFAULT_SHARD_MB:g})")
-
-    d = p.add_argument_group("several processes (torchrun / accelerate launch)")
-    d.add_argument("--dist_timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MIN, metavar="MIN",
-                   help="minutes a process waits for the others, e.g. at the end for the slowest "
-                        f"(default: {distributed.DEFAULT_TIMEOUT_MIN:g})")
-
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for field, cli in cli_fields():
+        help_text = cli["help"]
+        shown = cli["default_text"] if cli["default_text"] is not None else field.default
+        if field.type is not bool and shown is not None:
+            help_text += f" (default: {shown:g})" if isinstance(shown, float) else f" (default: {shown})"
+        kwargs = {"dest": field.name, "default": field.default, "help": help_text.replace("%", "%%")}
+        if field.type is bool:
+            kwargs["action"] = "store_false" if field.default else "store_true"
+        else:
+            kwargs.update(metavar=cli["metavar"], choices=cli["choices"],
+                          type=field.type if field.type in (int, float) else str)
+        groups[cli["group"]].add_argument(cli["flag"] or f"--{field.name}", **kwargs)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    p.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    p.add_argument("--quiet", action="store_true", help="only warnings and the summary: no progress bars")
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog="main.py"):
+    args = build_parser(prog).parse_args(argv)
     is_main = distributed.is_main_process()        # only the main process logs and prints the summary
     logging.basicConfig(level=logging.WARNING if args.quiet or not is_main else logging.INFO,
                         format="%(levelname)s %(message)s")
-    if not is_main:
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()          # one "Loading weights" bar, not one per process
-    restore_sigterm = distributed.install_stop_handler()
+    restore_bars = _hide_transformers_bars() if args.quiet or not is_main else (lambda: None)
+    restore_sigterm = distributed.install_stop_handler() if distributed.world_size() > 1 else _stop_on_sigterm()
+    config = None
     try:
         from .runner import format_summary, run_benchmark
-        config = config_from_args(args)
+        config = config_from_args(args, progress=not args.quiet)
         summary = run_benchmark(config)
-    except KeyboardInterrupt:
-        print("interrupted: rows written so far are kept; continue with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:               # Ctrl-C, or SIGTERM (a job scheduler, `kill`)
+        print(f"{'stopped by SIGTERM' if isinstance(exc, Terminated) else 'interrupted'}: rows written so far "
+              f"are kept; continue with {_resume_hint(args, config)}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     except distributed.MainProcessError:
         return 2                                   # the main process printed the error
     except distributed.DistributedError as exc:
@@ -193,6 +100,7 @@ def main(argv=None):
         return 2
     finally:
         restore_sigterm()
+        restore_bars()
     if not is_main:
         return 0
     try:
@@ -203,6 +111,39 @@ def main(argv=None):
     except BrokenPipeError:                        # `main.py ... | head`: the reader left; the run is saved
         _silence_stdout()
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM in a single process: the run stops as on Ctrl-C (what is written is kept)."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM stop the run like Ctrl-C; returns a function that restores the old handler.
+    (With several processes, distributed.install_stop_handler owns SIGTERM.)"""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)        # a second SIGTERM ends the process
+        raise Terminated()
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:                                       # not the main thread: leave SIGTERM alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _hide_transformers_bars():
+    """No "Loading weights" bar (--quiet, or a process other than the main one); returns the undo."""
+    from transformers.utils import logging as hf_logging
+    if not hf_logging.is_progress_bar_enabled():
+        return lambda: None
+    hf_logging.disable_progress_bar()
+    return hf_logging.enable_progress_bar
+
+
+def _resume_hint(args, config):
+    """--resume, and the run folder when it was the default one (a new timestamp each time)."""
+    if config is not None and args.output_dir is None:
+        return f"the same command and --resume --output_dir {shlex.quote(config.output_dir)}"
+    return "--resume"
 
 
 def _silence_stdout():
@@ -232,9 +173,43 @@ def activation_overview(directory, run_dir):
     return (f"activations  {what}, {size / 2**20:.1f} MiB in {directory}\n"
             f"             each: {len(acts)} layers ({', '.join(list(acts)[:3])}{', ...' if len(acts) > 3 else ''}), "
             f"positions {record.get('positions', 'all')}, e.g. {tuple(first.shape)} {record.get('dtype', first.dtype)}\n"
-            f"             analyse: python analyze_activations.py --probe {run_dir}")
+            f"             analyse: {analyze_command('--probe ' + shlex.quote(os.fspath(run_dir)))}")
+
+
+VIA_MAKE_ENV = "ACTIVATION_EVAL_VIA_MAKE"   # set by `make run`: the hint names `make analyze ARGS=...`
+_ROOT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "analyze_activations.py")
+
+
+def analyze_command(args_text, environ=None):
+    """The analysis command line that works when pasted into the shell that started this run:
+    `make analyze ARGS='...'` under `make run`; else this interpreter (`python` when the shell finds
+    it by that name, else its path, e.g. .venv/bin/python) with the checkout's analyze_activations.py,
+    or the installed activation-eval-analyze script."""
+    environ = os.environ if environ is None else environ
+    if environ.get(VIA_MAKE_ENV) == "1":
+        return f"make analyze ARGS={shlex.quote(args_text)}"
+    if os.path.isfile(_ROOT_SCRIPT):
+        return f"{_runnable(sys.executable, 'python', environ)} {_shown(_ROOT_SCRIPT)} {args_text}"
+    script = os.path.join(os.path.dirname(sys.executable), "activation-eval-analyze")
+    return f"{_runnable(script, 'activation-eval-analyze', environ)} {args_text}"
+
+
+def _runnable(path, name, environ):
+    """`name` when the shell's PATH finds `path` by it, else the path itself."""
+    found = shutil.which(name, path=environ.get("PATH"))
+    if found and os.path.abspath(found) == os.path.abspath(path):
+        return name
+    shown = _shown(path)
+    return shown if os.sep in shown else os.path.join(".", shown)
+
+
+def _shown(path):
+    """`path` relative to the working directory when it is below it, else absolute; shell-quoted."""
+    rel = os.path.relpath(path)
+    return shlex.quote(os.path.abspath(path) if rel.startswith("..") else rel)
 
 
 def console_main():
     """The `activation-eval` console script."""
-    distributed.exit_process(main())
+    distributed.exit_process(main(prog="activation-eval"))

@@ -1,14 +1,19 @@
 """Every setting of a benchmark run, checked once; which of them a resumed run must share.
 
 Public names:
-    RunConfig              the settings (what the CLI's flags fill in; field names = flag names)
+    RunConfig              the settings (what the CLI's flags fill in; field names = flag names), with
+                           .generation_settings(), .capture_settings(model), .prompt_settings(),
+                           .benchmark_options(), .resume_view()
     RunError               bad run input (existing folder, mismatched resume, bad value, ...)
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
     resume_defaults()      {resume key: default}: the value an older run folder without that key used
     benchmark_label(path)  the benchmark as stored and printed (absolute path, or hf:NAME)
-    ACTIVATION_STORES      ("files", "shards"): --activation_store
+    cli_fields()           [(field, flag metadata)] in --help order: what cli.build_parser turns into flags
+    GROUPS                 the --help groups, in order
     config_from_args(args) the one place parsed flags become a RunConfig
     parse_limit(limit)     --limit: an int N >= 1 or a fraction 0 < f < 1
+    ACTIVATION_STORES      ("files", "shards"): --activation_store
+    ACTIVATION_FORMATS     ("pkl", "safetensors"): --activation_format
     MC_SCORING             ("generate", "loglikelihood"): how multiple-choice rows are answered
     DEFAULT_SHARD_MB       --shard_size_mb's default (the shard store's target shard size)
 
@@ -16,83 +21,168 @@ Example:
     >>> config = RunConfig(limit=10, output_dir="results/try", capture_activations=True)
     >>> config.resume_view()["max_new_tokens"]
     32
+    >>> config.generation_settings().max_new_tokens
+    32
 
-Adding a flag: a field here (with `_resume(...)` if a resumed run must match it) and an argument
-with the same dest in cli.build_parser. Nothing else lists the settings.
+Adding a flag: one field here, `name: type = _setting(default, group, help, ...)` (resume=True if a
+resumed run must match it; choices=, metavar=). cli.build_parser makes --name from it, with the
+same default and choices; nothing else lists the settings.
 """
 import dataclasses
 import datetime
 import math
 import os
 
-from ..capture.generation import GenerationSettings
+from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
+from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
 from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template
-from ..models import DEFAULT_MODEL, check_device
+from ..models import CHAT_TEMPLATE_SETTINGS, DEFAULT_MODEL, DTYPES, check_device
+from ..store.atomic import file_in_the_way
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
 
 MC_SCORING = ("generate", "loglikelihood")
+ACTIVATION_STORES = ("files", "shards")
+ACTIVATION_FORMATS = ("pkl", "safetensors")
 DEFAULT_SHARD_MB = 256      # --shard_size_mb: one layer of a 256 MB shard is one 8 MB read (31 layers)
+
+# the --help groups, in order; each field's metadata names its group
+GROUPS = ("model", "benchmark", "prompt", "generation", "decoding and scoring", "output", "activation capture",
+          "several processes (torchrun / accelerate launch)")
 
 
 class RunError(ValueError):
     """A run cannot start or continue; the message says why and what to do."""
 
 
-def _resume(default):
-    """A field whose value a resumed run must share (it changes what an answer or record is)."""
-    return dataclasses.field(default=default, metadata={"resume": True})
+def _setting(default, group, help, *, resume=False, metavar=None, choices=None, default_text=None, flag=None):
+    """A RunConfig field and its command-line flag --<name> (the one place its default and choices live).
+
+    resume: a resumed run must share it (it changes what an answer or record is). default_text: how
+    --help shows the default (else the value itself; None defaults are not shown). flag: another flag
+    name (a True default: the --no_<name> flag that turns it off). group None: no flag (set in code)."""
+    cli = None if group is None else {"group": group, "help": help, "metavar": metavar, "choices": choices,
+                                      "default_text": default_text, "flag": flag}
+    return dataclasses.field(default=default, metadata={"resume": resume, "cli": cli})
+
+
+_M, _B, _P, _G, _D, _O, _C, _N = GROUPS
 
 
 @dataclasses.dataclass
 class RunConfig:
-    model: str = _resume(DEFAULT_MODEL)           # hub id, local folder, .gguf file
-    benchmark: str = _resume(DEFAULT_BENCHMARK)   # JSONL / JSON / CSV / TSV / parquet / datasets folder / hf:NAME
-    subset: str = _resume(None)         # hf:NAME's configuration (e.g. MMLU's "all")
-    split: str = _resume(None)          # hf:NAME's / a datasets folder's split; needed when it has several
-    skip_rows: int = _resume(0)         # CSV/TSV preamble lines before the header
-    question_field: str = _resume("question")
-    answer_field: str = _resume("answer")   # one column, a comma list or a glob (answer_*): accepted aliases
-    choices_field: str = _resume("choices")
-    id_field: str = _resume("id")
-    category_field: str = _resume("category")
-    strict: bool = False                # a row the grader cannot use stops the run (default: skipped, counted)
-    system_prompt: str = _resume(None)  # the chat template's system message (prepended without a template)
-    prompt_template: str = _resume(None)  # format string with {question} and {choices}
-    num_fewshot: int = _resume(0)       # solved examples before each question
-    fewshot_split: str = _resume(None)  # draw the examples from this split of the benchmark's dataset
-    fewshot_file: str = _resume(None)   # ... or from this benchmark file (same field names)
-    fewshot_seed: int = _resume(DEFAULT_FEWSHOT_SEED)
-    limit: object = None                # N questions (int >= 1) or a fraction (0 < f < 1) of the benchmark
-    shuffle: bool = False               # with limit: a random subset (seeded by seed), not the first N
-    batch_size: int = 8                 # prompts decoded at once (loglikelihood: questions scored at once)
-    continuous_batching: bool = True    # refill a finished row at once (False: model.generate batches)
-    max_new_tokens: int = _resume(32)
-    temperature: float = _resume(0.0)   # 0: greedy; > 0: sampling, one seeded stream per answer
-    top_p: float = _resume(1.0)         # 1.0: off
-    top_k: int = _resume(0)             # 0: off
-    seed: int = _resume(0)              # sampling streams, --shuffle subset
-    num_samples: int = _resume(1)       # answers per question (each its own row and record)
-    mc_scoring: str = _resume("generate")  # generate / loglikelihood (choice continuations, no generation)
-    chat_template: str = _resume("auto")  # auto / on / off
-    device: str = "auto"
-    dtype: str = _resume("auto")
-    device_map: str = None              # e.g. auto: spread the model over the GPUs (and CPU)
-    max_memory: str = None              # with device_map, e.g. "0=20GiB,1=20GiB,cpu=60GiB"
-    dist_timeout: float = distributed.DEFAULT_TIMEOUT_MIN  # minutes a process waits for the others
-    output_dir: str = None              # default results/<timestamp>
-    resume: bool = False
-    capture_activations: bool = _resume(False)
-    activation_save_dir: str = _resume(None)  # default <output_dir>/activations
-    layers: str = _resume(None)         # e.g. "embeddings,0,5,-1,final_norm"; None: embeddings + all layers
-    positions: str = _resume("all")     # which tokens are captured (all / prompt / generated / last_prompt / indices)
-    activation_dtype: str = _resume(None)
-    activation_format: str = _resume("pkl")  # pkl / safetensors (the file store's format)
-    activation_store: str = _resume("files")  # files: one record file per question; shards: units per file
-    shard_size_mb: float = DEFAULT_SHARD_MB   # shards: units are grouped until their activations reach this
+    # model
+    model: str = _setting(DEFAULT_MODEL, _M, "hub id, local model folder or .gguf file", resume=True,
+                          metavar="NAME_OR_PATH", default_text=f"{DEFAULT_MODEL}, offline")
+    device: str = _setting("auto", _M, "auto, cpu, cuda, cuda:N or mps", metavar="DEV")
+    dtype: str = _setting("auto", _M, "model dtype", resume=True, choices=tuple(DTYPES),
+                          default_text="auto = float32 on CPU, the checkpoint's elsewhere")
+    device_map: str = _setting(None, _M, "passed to from_pretrained: auto spreads a model too large for one GPU "
+                               "over the GPUs (and CPU); with several processes on a node, each spreads over its "
+                               "own share of the GPUs", metavar="MAP")
+    max_memory: str = _setting(None, _M, "with --device_map: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB "
+                               "(with several processes on a node, GPU numbers count within each process's share)",
+                               metavar="LIST")
+    chat_template: str = _setting("auto", _M, "wrap prompts in the tokenizer's chat template", resume=True,
+                                  choices=CHAT_TEMPLATE_SETTINGS, default_text="auto = when it has one")
+    # benchmark
+    benchmark: str = _setting(DEFAULT_BENCHMARK, _B, "JSONL, JSON, CSV, TSV or parquet file, a folder saved with "
+                              "datasets' save_to_disk, or hf:NAME for datasets.load_dataset", resume=True,
+                              metavar="PATH", default_text="the built-in data/benchmark.jsonl")
+    subset: str = _setting(None, _B, "hf:NAME's configuration, e.g. all for cais/mmlu", resume=True, metavar="NAME")
+    split: str = _setting(None, _B, "split of hf:NAME or a datasets folder (needed when it has several), e.g. test",
+                          resume=True, metavar="NAME")
+    skip_rows: int = _setting(0, _B, "CSV/TSV: lines before the header row", resume=True, metavar="N")
+    question_field: str = _setting("question", _B, "the question column", resume=True, metavar="NAME")
+    answer_field: str = _setting("answer", _B, "the gold answer column; several (accepted aliases, empty cells "
+                                 "ignored) as a comma list or a glob such as 'answer_*'", resume=True, metavar="NAMES")
+    choices_field: str = _setting("choices", _B, "a list of choices, or ARC's {label, text}", resume=True,
+                                  metavar="NAME")
+    id_field: str = _setting("id", _B, "the question id column", resume=True, metavar="NAME",
+                             default_text="id; rows without one get q- + a hash of the question")
+    category_field: str = _setting("category", _B, "accuracy is also reported per category", resume=True,
+                                   metavar="NAME")
+    strict: bool = _setting(False, _B, "a row the grader cannot use is an error (default: skipped with a warning, "
+                            "counted)")
+    limit: object = _setting(None, _B, "only N questions (an integer), or a fraction of them (e.g. 0.1 = 10%, "
+                             "rounded up); the first ones unless --shuffle", metavar="N")
+    shuffle: bool = _setting(False, _B, "with --limit: a random subset (seeded by --seed, kept in benchmark "
+                             "order), so it spans the benchmark's categories")
+    # prompt
+    system_prompt: str = _setting(None, _P, "system message of the chat template (without a template: prepended "
+                                  "to each prompt)", resume=True, metavar="TEXT")
+    prompt_template: str = _setting(None, _P, "format string with {question} and {choices} (the lettered "
+                                    "choices), e.g. 'Question: {question}\\n{choices}\\nAnswer:'", resume=True,
+                                    metavar="FORMAT", default_text="the question and a one-line instruction")
+    num_fewshot: int = _setting(0, _P, "K solved examples before each question, never the question itself",
+                                resume=True, metavar="K")
+    fewshot_split: str = _setting(None, _P, "draw the examples from this split of --benchmark", resume=True,
+                                  metavar="NAME", default_text="the other questions")
+    fewshot_file: str = _setting(None, _P, "draw the examples from this benchmark file (same field names)",
+                                 resume=True, metavar="PATH")
+    fewshot_seed: int = _setting(DEFAULT_FEWSHOT_SEED, _P, "seed of the example draw, fixed per question",
+                                 resume=True, metavar="N",
+                                 default_text=f"{DEFAULT_FEWSHOT_SEED}, as lm-evaluation-harness")
+    # generation
+    batch_size: int = _setting(8, _G, "prompts decoded at once (--mc_scoring loglikelihood: questions scored at "
+                               "once); with greedy decoding a finished answer's row is refilled with the next "
+                               "question at once (continuous batching)", metavar="N")
+    continuous_batching: bool = _setting(True, _G, "answer fixed batches with model.generate instead (rows that "
+                                         "finished keep decoding)", flag="--no_continuous_batching")
+    max_new_tokens: int = _setting(32, _G, "tokens generated per answer", resume=True, metavar="N")
+    # decoding and scoring
+    temperature: float = _setting(0.0, _D, "0 = greedy, > 0 samples: each answer from its own stream seeded by "
+                                  "(--seed, question id, sample), so answers do not depend on batching or --resume",
+                                  resume=True, metavar="T", default_text="0 = greedy")
+    top_p: float = _setting(1.0, _D, "nucleus sampling", resume=True, metavar="P", default_text="1.0 = off")
+    top_k: int = _setting(0, _D, "top-k sampling", resume=True, metavar="K", default_text="0 = off")
+    seed: int = _setting(0, _D, "seeds sampling and --shuffle", resume=True, metavar="N")
+    num_samples: int = _setting(1, _D, "answers per question, each its own results row (with `sample`) and record "
+                                "(more than 1 needs --temperature > 0)", resume=True, metavar="N")
+    mc_scoring: str = _setting("generate", _D, "multiple-choice rows: generate an answer and read its letter, or "
+                               "score each choice's log-likelihood as a continuation of the prompt (lm-eval's "
+                               "multiple_choice: acc and acc_norm, no generation; rows without choices are skipped)",
+                               resume=True, choices=MC_SCORING)
+    # output
+    output_dir: str = _setting(None, _O, "run folder", metavar="DIR", default_text="results/<timestamp>")
+    resume: bool = _setting(False, _O, "continue the run in --output_dir, skipping answered questions")
+    progress: bool = _setting(True, None, None)     # progress bars (the CLI's --quiet turns them off)
+    # activation capture
+    capture_activations: bool = _setting(False, _C, "save each question's per-layer activations", resume=True)
+    activation_save_dir: str = _setting(None, _C, "where the record files go. A folder elsewhere, e.g. on scratch "
+                                        "storage, is reached through <output_dir>/activations (made a symlink to it) "
+                                        "and belongs to this one run: another run folder using it is refused, so "
+                                        "give each run its own", resume=True, metavar="DIR",
+                                        default_text="<output_dir>/activations")
+    layers: str = _setting(None, _C, "comma-separated names, indices or module paths, e.g. "
+                           "embeddings,0,5,-1,final_norm", resume=True, metavar="LIST",
+                           default_text="embeddings and every decoder layer")
+    positions: str = _setting("all", _C, "all, prompt, generated, last_prompt, or token indices like 0,5,-1",
+                              resume=True, metavar="MODE")
+    activation_dtype: str = _setting(None, _C, "dtype of the saved activations", resume=True,
+                                     choices=tuple(DTYPE_NAMES), default_text="the model's dtype")
+    activation_format: str = _setting("pkl", _C, "format of the per-question files", resume=True,
+                                      choices=ACTIVATION_FORMATS)
+    activation_store: str = _setting("files", _C, "files: one record file per question; shards: one .safetensors "
+                                     "file per group of units of questions (--shard_size_mb), each layer contiguous "
+                                     "(fast to write and to read one layer across 100k questions; read with "
+                                     "load_activations(run_dir, question_id) or load_run_layer)", resume=True,
+                                     choices=ACTIVATION_STORES)
+    shard_size_mb: float = _setting(DEFAULT_SHARD_MB, _C, "shards: finished units of questions are held in memory "
+                                    "until their activations reach this size, then written as one shard and their "
+                                    "rows appended (also after 10 minutes); a crash loses the held units, which "
+                                    "--resume answers again. 0: one unit per shard", metavar="MB")
+    # several processes
+    dist_timeout: float = _setting(distributed.DEFAULT_TIMEOUT_MIN, _N, "minutes a process waits for the others, "
+                                   "e.g. at the end for the slowest", metavar="MIN")
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):             # the flags' choices hold for RunConfig(...) too
+            choices = (f.metadata.get("cli") or {}).get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices and not (value is None and f.default is None):
+                raise RunError(f"--{f.name} must be one of {', '.join(choices)}, got {value!r}")
         check_device(self.device)
         if self.prompt_template is not None:
             check_template(self.prompt_template)
@@ -110,10 +200,6 @@ class RunConfig:
             raise RunError(f"--batch_size must be at least 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
             raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.activation_format not in ("pkl", "safetensors"):
-            raise RunError(f"--activation_format must be pkl or safetensors, got {self.activation_format!r}")
-        if self.activation_store not in ACTIVATION_STORES:
-            raise RunError(f"--activation_store must be files or shards, got {self.activation_store!r}")
         if not (self.shard_size_mb >= 0 and math.isfinite(self.shard_size_mb)):
             raise RunError(f"--shard_size_mb must be a number of MB >= 0 (0: one unit per shard), got {self.shard_size_mb}")
         if self.activation_store == "shards" and self.num_samples > 1:
@@ -126,11 +212,21 @@ class RunConfig:
             distributed.parse_max_memory(self.max_memory)        # checked now, used at load time
         if not self.dist_timeout > 0:
             raise RunError(f"--dist_timeout must be a positive number of minutes, got {self.dist_timeout}")
+        if self.resume and self.output_dir is None:
+            raise RunError("--resume continues the run in --output_dir: pass --output_dir DIR, the folder of "
+                           "the run to continue")
         if self.output_dir is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             self.output_dir = os.path.join("results", stamp)
         if self.activation_save_dir is None:
             self.activation_save_dir = os.path.join(self.output_dir, ACTIVATIONS_DIR)
+        for flag in ("output_dir", "activation_save_dir"):
+            folder = getattr(self, flag)
+            blocker = file_in_the_way(folder)
+            if blocker:
+                where = "is a file" if blocker == os.path.abspath(folder) else f"is inside {blocker}, which is a file"
+                raise RunError(f"--{flag} {folder} {where}, not a folder: give a folder path (it is made if "
+                               f"missing), e.g. --{flag} results/run1")
 
     def benchmark_options(self):
         """The keyword arguments of eval.benchmark.read_benchmark these settings give."""
@@ -141,11 +237,10 @@ class RunConfig:
     def prompt_settings(self):
         return PromptSettings(template=self.prompt_template, num_fewshot=self.num_fewshot,
                               fewshot_seed=self.fewshot_seed)
+
     def _check_decoding(self):
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise RunError(f"--num_samples must be an integer >= 1, got {self.num_samples!r}")
-        if self.mc_scoring not in MC_SCORING:
-            raise RunError(f"--mc_scoring must be one of {', '.join(MC_SCORING)}, got {self.mc_scoring!r}")
         if self.mc_scoring == "loglikelihood":
             if self.temperature or self.num_samples > 1:
                 raise RunError("--mc_scoring loglikelihood generates nothing: --temperature and --num_samples "
@@ -157,9 +252,25 @@ class RunConfig:
             raise RunError(f"--num_samples {self.num_samples} with greedy decoding gives the same answer "
                            f"{self.num_samples} times: add --temperature (e.g. 0.7) to sample")
         try:   # the sampling settings are checked where they are used: the generation settings
-            GenerationSettings(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+            self.generation_settings()
         except ValueError as exc:
             raise RunError(f"--{str(exc)}") from None
+
+    def generation_settings(self):
+        """The capture.generation.GenerationSettings of this run (how every answer is generated)."""
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, use_chat_template=self.chat_template,
+                                  continuous_batching=self.continuous_batching, system_prompt=self.system_prompt,
+                                  temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+
+    def capture_settings(self, model):
+        """The CaptureSettings of this run for `model` (--layers resolved against it, the activation dtype
+        checked), or None without --capture_activations."""
+        if not self.capture_activations:
+            return None
+        capture = CaptureSettings(resolve_layers(model, self.layers), parse_positions(self.positions),
+                                  self.activation_dtype)
+        capture.torch_dtype()
+        return capture
 
     def resume_view(self):
         """The settings a resumed run must share, paths made comparable."""
@@ -174,9 +285,6 @@ class RunConfig:
 def benchmark_label(benchmark):
     """The benchmark as stored and printed: an absolute path, or hf:NAME as given."""
     return benchmark if str(benchmark).startswith(HF_PREFIX) else os.path.abspath(benchmark)
-
-
-ACTIVATION_STORES = ("files", "shards")
 
 
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resume"))
@@ -215,9 +323,15 @@ def parse_limit(limit):
     raise RunError(_LIMIT_HELP.format(limit=limit))
 
 
-def config_from_args(args):
-    """A RunConfig from parsed flags: every field whose flag (same dest) was given a value; flags
-    left at None take the field's default."""
+def cli_fields():
+    """The RunConfig fields that have a command-line flag, in --help order: [(field, its cli metadata)]."""
+    fields = [(f, f.metadata["cli"]) for f in dataclasses.fields(RunConfig) if f.metadata.get("cli")]
+    return sorted(fields, key=lambda fc: GROUPS.index(fc[1]["group"]))      # stable: field order within a group
+
+
+def config_from_args(args, **extra):
+    """A RunConfig from parsed flags: every field whose flag (same dest) was given a value (flags
+    left at None take the field's default), plus `extra` fields set by the CLI itself."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
               if getattr(args, f.name, None) is not None}
-    return RunConfig(**values)
+    return RunConfig(**values, **extra)

@@ -49,8 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import schema
-from ..capture.generation import CaptureSettings, GenerationSettings, prompt_lengths
-from ..capture.hooks import parse_positions, resolve_layers
+from ..capture.generation import prompt_lengths
 from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
 from ..eval.multiple_choice import iter_choice_scores
@@ -184,10 +183,7 @@ def _run(config, procs):
     # every input is checked (on the main process first) before anything is written
     rows, skipped = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, use_chat_template=config.chat_template,
-                                  continuous_batching=config.continuous_batching, system_prompt=config.system_prompt,
-                                  temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                                  seed=config.seed)
+    settings = config.generation_settings()
     loglik = config.mc_scoring == "loglikelihood"
     lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], config.chat_template, config.system_prompt)
     # a scored question feeds its prompt and one choice at a time; 1 new token is the least it needs
@@ -216,7 +212,7 @@ def _run(config, procs):
     # capture there is nothing to shard, and rows are written as each question finishes
     buffer = ShardBuffer(config) if config.capture_activations and config.activation_store == "shards" else None
     start = time.perf_counter()
-    with _progress_bar(procs, len(jobs), to_answer, mine) as bar:
+    with _progress_bar(procs, len(jobs), to_answer, mine, config.progress) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
             if batch[0]["id"] in too_long:
@@ -325,12 +321,7 @@ def _load_model(config, procs):
     """(model, tokenizer, capture settings or None), the capture settings checked against the model."""
     model, tokenizer = load_model(config.model, device=procs.device, dtype=config.dtype, device_map=config.device_map,
                                   max_memory=distributed.placement(procs, config.device_map, config.max_memory))
-    capture = None
-    if config.capture_activations:
-        capture = CaptureSettings(resolve_layers(model, config.layers), parse_positions(config.positions),
-                                  config.activation_dtype)
-        capture.torch_dtype()
-    return model, tokenizer, capture
+    return model, tokenizer, config.capture_settings(model)
 
 
 def _check_processes_agree(config, procs, batches):
@@ -374,11 +365,11 @@ def _results_path(config, procs):
     return run_folder.shard_path(config.output_dir, procs.rank)
 
 
-def _progress_bar(procs, total, to_answer, mine):
+def _progress_bar(procs, total, to_answer, mine, show=True):
     if procs.world == 1:
-        return tqdm(total=total, initial=total - to_answer, desc="questions", unit="q")
+        return tqdm(total=total, initial=total - to_answer, desc="questions", unit="q", disable=not show)
     return tqdm(total=sum(len(b) for b in mine), desc=f"questions (process 0 of {procs.world})", unit="q",
-                disable=not procs.is_main)
+                disable=not (show and procs.is_main))
 
 
 def _save_record(config, result, record, key):

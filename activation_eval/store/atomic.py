@@ -9,6 +9,7 @@ Public names:
     json_default(value)                the json.dumps default= used for records and run files
     remove_stale_temp_files(directory) delete temp files left by killed writers; -> count
     fsync_path(path)                   fsync one file (or folder)
+    file_in_the_way(folder)            the existing non-folder that stops `folder` being made, or None
 
 Example:
     >>> write_json_atomic("runs/r1/summary.json", {"accuracy": 0.75})
@@ -166,6 +167,22 @@ def _is_plain_file(path):
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def file_in_the_way(folder):
+    """The path (`folder` itself or an ancestor) that exists but is not a folder, so that `folder`
+    cannot be made or written into; None when it can (a missing folder is fine).
+
+    >>> file_in_the_way("results/run1")        # results/ is a folder or absent  # doctest: +SKIP
+    """
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.lexists(path):
+            return None if os.path.isdir(path) else path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
 
 
 def remove_stale_temp_files(directory):
