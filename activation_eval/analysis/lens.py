@@ -213,8 +213,8 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     local (is_local_model: the offline default, a model folder, a .gguf file; a hub id raises
     ModelNotLocalError before any loading: the analysis never downloads), unless `model` is given: a
     path or name to load (the CLI's --model), or a loaded model together with its `tokenizer`.
-    Questions whose record lacks the last prompt token are counted in "skipped_no_position"; those without a gold token (no accepted answer) get top-k
-    tokens but no rank. Intervals: 95% percentile bootstrap over questions.
+    Questions whose record lacks the last prompt token are counted in "skipped_no_position"; those
+    without a gold token (no accepted answer) get top-k tokens but no rank. Intervals: 95% percentile bootstrap over questions.
     >>> res = logit_lens_run("results/run1"); res["layers"]["final_norm"]["all"]["median_rank"]
     """
     from tqdm import tqdm
