@@ -16,6 +16,9 @@ import torch
 from activation_eval.run import cli
 from activation_eval.store.run_folder import RESULTS_FILE
 
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))      # tests/ (the rooms are its subfolders)
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
 CORPUS = [
     "What is the capital of France? The capital of France is Paris.",
     "Question: what is two plus two? Answer: four. 2 + 2 = 4.",

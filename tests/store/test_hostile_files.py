@@ -17,9 +17,10 @@ from activation_eval.store.errors import CorruptFileError, UnsafeFileError
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
 from activation_eval.store.safe_pickle import safe_load
+from helpers import REPO_ROOT
 from hostile import attacks, record, valid_files, write_attacks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TESTS = os.path.join(ROOT, "tests")
 
 # the reason each refusal must give (the attack class, in the words of the message)

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO_ROOT
+
+ROOT = REPO_ROOT
 PACKAGE = os.path.join(ROOT, "activation_eval")
 # who may import whom (besides itself): entry points -> run -> eval -> capture -> models;
 # run -> store <- analysis; store imports nothing of the project; analysis never capture or run

@@ -14,9 +14,9 @@ import torch
 
 from activation_eval.run import distributed, runner
 from activation_eval.store import run_folder, run_reader
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun")]   # the command users type
 if not os.path.isfile(TORCHRUN[0]):
     TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]             # what that script runs

@@ -19,6 +19,7 @@ from activation_eval.eval.benchmark import (
     grader_name,
     load_benchmark,
 )
+from helpers import TESTS_DIR
 
 PARIS = {"id": "t", "question": "What is the capital of France?", "answer": ["Paris"],
          "choices": None, "category": "geography"}
@@ -423,7 +424,7 @@ def test_builtin_rows_grade_exactly_as_before():
     """The 122 responses of a default `make run` made before the graders were split and made linear
     (tests/data/builtin_responses.jsonl, verdicts from that run): every verdict is unchanged, 64/122."""
     rows = {r["id"]: r for r in load_benchmark()}
-    with open(os.path.join(os.path.dirname(__file__), "data", "builtin_responses.jsonl")) as f:
+    with open(os.path.join(TESTS_DIR, "data", "builtin_responses.jsonl")) as f:
         recorded = [json.loads(line) for line in f]
     assert len(recorded) == len(rows) == 122 and sum(r["correct"] for r in recorded) == 64
     for r in recorded:

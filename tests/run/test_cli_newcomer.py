@@ -31,9 +31,9 @@ from activation_eval.analysis import lens
 from activation_eval.run import cli
 from activation_eval.run import config as run_config
 from activation_eval.run.config import RunConfig, RunError
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 HUB_ID = "some-org/some-model-that-is-not-here"
 
 

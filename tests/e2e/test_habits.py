@@ -9,8 +9,9 @@ import tomllib
 import pytest
 
 import activation_eval
+from helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 HEAVY = ("torch", "transformers", "numpy", "scipy", "sklearn", "matplotlib", "datasets", "pyarrow")
 
 
@@ -27,6 +28,7 @@ FRESH_IMPORT = f"""
 import json, sys
 import activation_eval, activation_eval.store, activation_eval.capture, activation_eval.eval, activation_eval.run
 import activation_eval.analysis
+from helpers import REPO_ROOT
 heavy_after_import = [m for m in {HEAVY!r} if m in sys.modules]
 modules = {{n: getattr(getattr(activation_eval, n), "__module__", None) for n in activation_eval.__all__}}
 star = {{}}

@@ -17,7 +17,7 @@ from activation_eval.analysis.report import build_report
 from activation_eval.analysis.stats import analyze_directory
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.run_reader import RecordMismatchError, RunReader, load_activations, read_run_rows
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
 
 def write_rows(folder, rows):
@@ -214,7 +214,7 @@ def test_the_cli_probe_and_directory_modes_count_each_question_once(run, capsys)
 
 def test_only_run_folder_knows_where_results_live():
     """No analysis module reads activation_file / activation_shard itself: the reader does."""
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "activation_eval", "analysis")
+    root = os.path.join(REPO_ROOT, "activation_eval", "analysis")
     for name in os.listdir(root):
         if name.endswith(".py"):
             text = open(os.path.join(root, name), encoding="utf-8").read()

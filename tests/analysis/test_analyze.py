@@ -13,6 +13,7 @@ import torch
 import analyze_activations as aa
 from activation_eval.analysis import stats
 from activation_eval.store import records as storage
+from helpers import REPO_ROOT
 
 HIDDEN = 16
 LAYERS = ["embeddings", "layer_0", "layer_1", "layer_2", "layer_3", "final_norm"]
@@ -274,7 +275,7 @@ def test_plots_module_is_re_exported_and_lazy():
     for name in names:
         assert getattr(aa, name) is getattr(plots, name) and name in plots.__doc__
     code = "import sys, analyze_activations; sys.exit('matplotlib' in sys.modules or 'sklearn' in sys.modules)"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
 
 

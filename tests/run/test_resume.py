@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from activation_eval.store import run_reader
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 def common_args(model, out, batch_size=2, new_tokens=6):

@@ -22,9 +22,9 @@ from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.run.shard_buffer import shard_name
 from activation_eval.store import run_folder, run_reader, shards
 from activation_eval.store.errors import CorruptFileError
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 STORE_FIELDS = ("activation_file", "activation_shard", "activation_row")
 
 

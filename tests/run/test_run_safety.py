@@ -18,9 +18,9 @@ from activation_eval.run.lock import RunLock
 from activation_eval.store import run_folder
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
-from helpers import make_tokenizer, read_rows, run_main, tiny_model
+from helpers import REPO_ROOT, make_tokenizer, read_rows, run_main, tiny_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TORCHRUN = [os.path.join(os.path.dirname(sys.executable), "torchrun")]
 if not os.path.isfile(TORCHRUN[0]):
     TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]

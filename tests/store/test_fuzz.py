@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
+from helpers import REPO_ROOT
+
 pytestmark = pytest.mark.slow  # the fuzzer runs in its own processes for tens of seconds
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 FUZZER = os.path.join(ROOT, "tests", "fuzz_records.py")
 
 

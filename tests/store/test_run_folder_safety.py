@@ -25,9 +25,9 @@ from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.files import open_regular, read_regular_bytes
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
-from helpers import read_rows, run_main
+from helpers import REPO_ROOT, read_rows, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 QUESTIONS = [("geo 1", "What is the capital of France?", "Paris"), ("geo 2", "What is the capital of Japan?", "Tokyo"),
              ("math 1", "What is two plus two?", "4"), ("math 2", "What is 10 plus 32?", "42")]
 

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from activation_eval.eval.benchmark import BenchmarkError, load_benchmark, read_benchmark
+from helpers import REPO_ROOT
 
 MMLU_ROWS = [
     {"question": "What is 1 + 1?", "subject": "math", "choices": ["1", "2", "3", "4"], "answer": 1},
@@ -80,7 +81,7 @@ def test_hf_offline_without_cache_is_one_line(tmp_path):
             f"                  '--output_dir', {str(tmp_path / 'run')!r}]))\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=REPO_ROOT)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr

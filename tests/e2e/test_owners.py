@@ -17,9 +17,9 @@ from activation_eval.capture import hooks, layers
 from activation_eval.eval import gold, grading, multiple_choice, prompts
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import format_summary, make_summary
-from helpers import make_tokenizer, tiny_model
+from helpers import REPO_ROOT, make_tokenizer, tiny_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TINY_TYPES = ("llama", "qwen2", "gemma", "gpt2", "gpt_neox")
 
 

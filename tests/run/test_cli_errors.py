@@ -8,9 +8,9 @@ import pytest
 
 from activation_eval.eval.benchmark import stable_id
 from activation_eval.models import available_devices
-from helpers import run_main
+from helpers import REPO_ROOT, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps", "cuda:99"])
