@@ -52,6 +52,7 @@ One results.jsonl policy, shared by every reader: each line that is a JSON objec
 that is not (a writer killed mid-line, a torn write) is dropped and its line number is logged.
 Valid rows after a bad line are kept.
 """
+import errno
 import glob
 import hashlib
 import json
@@ -133,13 +134,14 @@ def _read_json_object(path, what):
 
 def shard_path(run_dir, rank):
     """shards/results.rank<R>.jsonl of process `rank` (the shards/ folder is created)."""
-    folder = os.path.join(os.fspath(run_dir), SHARDS_DIR)
+    folder = _own_folder(run_dir, SHARDS_DIR)
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f"results.rank{rank}.jsonl")
 
 
 def shard_files(run_dir):
-    return sorted(glob.glob(os.path.join(glob.escape(os.fspath(run_dir)), SHARDS_DIR, _SHARD_GLOB)))
+    folder = _own_folder(run_dir, SHARDS_DIR)
+    return sorted(glob.glob(os.path.join(glob.escape(folder), _SHARD_GLOB)))
 
 
 def record_path(directory, question_id, fmt="pkl", sample=None):
@@ -352,9 +354,37 @@ def repair_results(path):
     return rows
 
 
+def _open_own_file(path, flags):
+    """A binary file of the run opened for writing without following a symlink (the run writes only
+    its own files: a results.jsonl that links elsewhere would have its target written)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _symlink_error(f"{path} is a symbolic link; a run writes only its own files: "
+                                 f"replace it with the file itself") from None
+        raise
+    return os.fdopen(fd, "rb+" if flags & os.O_RDWR else "ab")
+
+
+def _symlink_error(message):
+    err = StorageError(message)
+    err.errno = errno.ELOOP
+    return err
+
+
+def _own_folder(run_dir, name):
+    """<run_dir>/<name>, refused when it is a symlink (the run's files stay in the run)."""
+    folder = os.path.join(os.fspath(run_dir), name)
+    if os.path.islink(folder):
+        raise _symlink_error(f"{folder} is a symbolic link; a run keeps its {name}/ inside its own "
+                             f"folder: remove the link")
+    return folder
+
+
 def _end_with_newline(path):
     """A file whose last line is complete but lacks its newline gets one (appends start a new line)."""
-    with open(path, "rb+") as f:
+    with _open_own_file(path, os.O_RDWR) as f:
         f.seek(0, os.SEEK_END)
         if f.tell():
             f.seek(-1, os.SEEK_END)
@@ -366,8 +396,8 @@ def _end_with_newline(path):
 
 def append_results(path, rows):
     """Append rows and make them durable before anything else happens."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(_jsonl(rows))
+    with _open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
+        f.write(_jsonl(rows).encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 

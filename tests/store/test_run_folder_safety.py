@@ -394,3 +394,32 @@ def test_a_loaded_record_survives_its_file_being_truncated(tmp_path, kind):
                           timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0 and "touched" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
     assert os.path.getsize(path) == 0
+
+
+def test_results_and_shards_that_are_symlinks_are_never_written_through(tmp_path):
+    """results.jsonl or shards/ linking elsewhere: appending or merging never writes the target."""
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(target, run / "results.jsonl")
+    with pytest.raises(OSError, match="symbolic link"):
+        run_folder.append_results(str(run / "results.jsonl"), [{"id": "a"}])
+    run_folder.repair_results(str(run / "results.jsonl"))     # drops the torn line: replaces the link itself
+    assert target.read_text() == "keep me\n"
+    target.write_text('{"id": "a"}')                            # a complete row without its newline
+    os.remove(run / "results.jsonl")
+    os.symlink(target, run / "results.jsonl")
+    with pytest.raises(OSError, match="symbolic link"):
+        run_folder.repair_results(str(run / "results.jsonl"))
+    assert target.read_text() == '{"id": "a"}'
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "results.rank0.jsonl").write_text('{"id": "b"}\n')
+    os.remove(run / "results.jsonl")
+    os.symlink(other, run / "shards")
+    with pytest.raises(OSError, match="symbolic link"):
+        run_folder.shard_path(str(run), 0)
+    with pytest.raises(OSError, match="symbolic link"):
+        run_folder.merge_results(str(run))
+    assert (other / "results.rank0.jsonl").read_text() == '{"id": "b"}\n'
