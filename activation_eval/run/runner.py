@@ -2,14 +2,13 @@
 
 Public names:
     run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
-    format_summary(summary) -> str          the aligned table the CLI prints
-    plan_batches, batch_key, unfinished     the plan of units (see "Batches" below)
+    format_summary(summary) -> str          the aligned table the CLI prints (summary.py, re-exported)
+    plan_batches, batch_key, unfinished     the plan of units (plan.py, re-exported; see "Batches" below)
     check_output_dir, open_output_dir       the run folder's checks (settings, benchmark) and reopening
-    select_rows(rows, config, warn=True)    the questions a run answers (--mc_scoring, --limit, --shuffle)
-    with_samples(rows, num_samples)         one planned answer per (question, sample)
+    select_rows, with_samples               the questions a run answers, one per sample (plan.py)
     model_context, prompt_errors, error_row questions too long for the model: a row with an error
     resume_message(jobs, stored, todo)      what --resume prints: answered questions, units answered again
-    make_summary(config, rows, ...)         what summary.json holds
+    make_summary(config, rows, ...)         what summary.json holds (summary.py, re-exported)
 
 Example:
     >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
@@ -40,7 +39,6 @@ import ctypes
 import functools
 import hashlib
 import logging
-import math
 import os
 import stat
 import time
@@ -54,7 +52,6 @@ from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
 from ..eval.multiple_choice import iter_choice_scores
 from ..eval.prompts import prompt_of, with_prompts
-from ..eval.scores import accuracy_stats, chance_accuracy
 from ..models import load_model
 from ..store import run_folder
 from ..store.atomic import remove_stale_temp_files, write_json_atomic
@@ -66,6 +63,7 @@ from .plan import GROUP_BATCHES, batch_key, plan_batches, select_rows, unfinishe
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
 from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
 from .shard_buffer import ShardBuffer, remove_unreferenced_shards
+from .summary import format_summary, make_summary  # noqa: F401  (format_summary re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -408,103 +406,3 @@ def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
                            skipped=skipped)
     write_json_atomic(run_folder.summary_path(config.output_dir), summary)
     return summary
-
-
-def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), skipped=()):
-    """summary.json: accuracy with its standard error, 95% Wilson interval (accuracy.py) and chance baseline, overall
-    and per category (over graded rows: a row whose `correct` is None is counted as ungraded; a row with
-    an `error`, e.g. a prompt longer than the model's context, was not answered and is counted under
-    "errors"), the benchmark rows skipped as unusable, and the run's speed."""
-    chance = {row["id"]: chance_accuracy(row) for row in rows}
-    answered = [r for r in results if not r.get("error")]
-    graded = [r for r in answered if r.get("correct") is not None]
-    by_category, errors = {}, {}
-    for row in graded:
-        by_category.setdefault(row.get("category") or "uncategorized", []).append(row)
-    for row in results:
-        if row.get("error"):
-            name = row.get("category") or "uncategorized"
-            errors[name] = errors.get(name, 0) + 1
-            by_category.setdefault(name, [])
-    overall = _stats(graded, chance)
-    return {"model": config.model, "benchmark": benchmark_label(config.benchmark), "output_dir": config.output_dir,
-            "questions": len(results), "graded": overall["n"], "ungraded": len(answered) - overall["n"],
-            "errors": sum(errors.values()),
-            "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
-            "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": overall["chance"],
-            "per_category": {name: {**_stats(group, chance), "errors": errors.get(name, 0)}
-                             for name, group in sorted(by_category.items())},
-            "skipped_rows": len(skipped), "skipped_ids": [s["id"] or s["where"] for s in skipped],
-            "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
-            "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
-            "processes": processes, "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
-            "capture_activations": config.capture_activations,
-            "activation_dir": config.activation_save_dir if config.capture_activations else None,
-            **_decoding_summary(config, results)}
-
-
-def _decoding_summary(config, results):
-    """How answers were produced; with --mc_scoring loglikelihood also acc_norm with its standard
-    error over questions and the chance baseline (mean of 1 / number of choices)."""
-    out = {"mc_scoring": config.mc_scoring, "temperature": config.temperature, "num_samples": config.num_samples}
-    scored = [r for r in results if isinstance(r.get("correct_norm"), bool)]
-    if scored:
-        p = sum(r["correct_norm"] for r in scored) / len(scored)
-        out.update(correct_norm=sum(r["correct_norm"] for r in scored), accuracy_norm=p, scored_questions=len(scored),
-                   accuracy_norm_se=math.sqrt(p * (1 - p) / len(scored)),
-                   chance_accuracy=sum(1 / len(r["choice_logprobs"]) for r in scored) / len(scored))
-    return out
-
-
-def _stats(results, chance):
-    """accuracy_stats of graded results rows; chance: the mean baseline of those rows (None if unknown)."""
-    known = [chance[r["id"]] for r in results if r["id"] in chance]
-    baseline = sum(known) / len(known) if known and len(known) == len(results) else None
-    # several answers of one question (--num_samples) are clustered: SE and CI use the effective n
-    return accuracy_stats([r["correct"] for r in results], chance=baseline, questions=[r["id"] for r in results])
-
-
-def _pct(value):
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _interval(ci):
-    return "-" if ci is None else f"{ci[0]:.1%}-{ci[1]:.1%}"
-
-
-def format_summary(summary):
-    """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance."""
-    graded = summary.get("graded", summary["questions"])
-    lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}",
-             f"accuracy   {summary['accuracy']:.1%} ± {_pct(summary.get('accuracy_stderr'))} (SE), 95% CI "
-             f"{_interval(summary.get('accuracy_ci95'))}, chance {_pct(summary.get('chance'))}  "
-             f"({summary['correct']}/{graded} correct)"]
-    if "accuracy_norm" in summary:
-        lines.append(f"acc_norm   {summary['accuracy_norm']:.1%} ± {summary['accuracy_norm_se']:.1%} (SE)  "
-                     f"({summary['correct_norm']}/{summary['scored_questions']} correct by log-likelihood per "
-                     f"character; chance {summary['chance_accuracy']:.1%})")
-    if summary.get("num_samples", 1) > 1:
-        lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
-                     f"accuracy counts every sample; SE and CI are clustered by question (Wilson over the "
-                     f"effective number of answers, n / design effect)")
-    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
-              + (f" {'errors':>7}" if summary.get("errors") else "")]
-    for name, stats in summary["per_category"].items():
-        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
-                     f"{_pct(stats.get('stderr')):>6} {_interval(stats.get('ci95')):>13} {_pct(stats.get('chance')):>7}"
-                     + (f" {stats.get('errors', 0):>7}" if summary.get("errors") else ""))
-    if summary.get("errors"):
-        lines.append(f"errors     {summary['errors']} of {summary['questions']} questions not answered, left out of "
-                     f"accuracy (see the rows' error field)")
-    if summary.get("ungraded"):
-        lines.append(f"ungraded   {summary['ungraded']} question(s) without a verdict (not in the accuracy)")
-    if summary.get("skipped_rows"):
-        ids = summary.get("skipped_ids", [])
-        shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
-        lines.append(f"skipped    {summary['skipped_rows']} benchmark row(s) the grader cannot use ({shown}); "
-                     "see the warnings, or --strict to stop on them")
-    qps = summary["questions_per_second"]
-    lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
-              + (f" ({qps:.2f} questions/s)" if qps else "")]
-    lines.append(f"results    {run_folder.results_path(summary['output_dir'])}")
-    return "\n".join(lines)
