@@ -28,7 +28,6 @@ FRESH_IMPORT = f"""
 import json, sys
 import activation_eval, activation_eval.store, activation_eval.capture, activation_eval.eval, activation_eval.run
 import activation_eval.analysis
-from helpers import REPO_ROOT
 heavy_after_import = [m for m in {HEAVY!r} if m in sys.modules]
 modules = {{n: getattr(getattr(activation_eval, n), "__module__", None) for n in activation_eval.__all__}}
 star = {{}}
