@@ -20,6 +20,7 @@ ALLOWED = {
     "run": {"eval", "capture", "models", "store", "schema"},
     "analysis": {"store", "models", "schema"},
     "api": {"eval", "capture", "models", "store"},
+    "harness": {"eval", "capture", "models", "store", "schema"},   # lm-eval; only its console script imports it
     "__init__": {"api", "analysis", "capture"},
 }
 
