@@ -23,6 +23,7 @@ ALLOWED = {
     "run": {"eval", "capture", "models", "store"},
     "analysis": {"store", "models"},
     "api": {"eval", "capture", "models", "store"},
+    "harness": {"eval", "capture", "models", "store", "schema"},   # lm-eval; only its console script imports it
     "__init__": {"api", "analysis", "capture"},
     "conftest": set(),      # the doctests' setup (pytest only): it runs the eval CLI through tests/helpers.py
 }

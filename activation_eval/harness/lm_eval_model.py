@@ -1,0 +1,326 @@
+"""lm-evaluation-harness's `hf` model with activation capture, registered in lm-eval as "activation-eval".
+
+Public names:
+    ActivationEvalLM        HFLM + forward hooks around HFLM's own model calls; .write_run(results)
+    MODEL_NAME              "activation-eval": the name lm-eval's registry knows it by
+    HARNESS_ARGS            the model_args this class adds to HFLM's
+
+Example:
+    >>> import activation_eval.harness, lm_eval
+    >>> results = activation_eval.harness.simple_evaluate(
+    ...     model="activation-eval", tasks=["arc_easy"], log_samples=False,
+    ...     model_args={"pretrained": "gpt2", "output_dir": "runs/arc", "layers": [0, -1], "dtype": "float32"})
+    >>> RunReader("runs/arc").rows[0]["correct"]
+
+Tokenisation, batching and scoring are HFLM's, unchanged: this class only wraps the two places
+where HFLM runs the model (`_model_call` for log-likelihoods, `_model_generate` for generation) in
+the project's ActivationCapture, whose hooks read layer outputs and change nothing, so every
+log-likelihood and every generated token is the `hf` backend's.
+
+What is kept, per request (lm-eval Instance), in memory until `write_run`:
+  loglikelihood   the request's row of the right-padded scoring batch is found by its tokens
+                  ((context + continuation)[:-1], as HFLM feeds it); with P context and N
+                  continuation tokens fed, positions (as in main.py: 0-based indices into the fed
+                  tokens) are by default the context's last token and the continuation tokens that
+                  are fed back, P-1 .. P+N-2: the N positions whose outputs score the N tokens (the
+                  last continuation token is never an input). positions=all/prompt/last_prompt/
+                  generated/ints mean what they mean for generation, the continuation playing the
+                  generated tokens. Requests HFLM answers from one row (its one-token logits
+                  cache) are each given that row's positions.
+  generate_until  as main.py: left-padded batch under ActivationCapture (default positions "all"),
+                  each row cut where lm-eval's stop sequences (or EOS) end its answer.
+  loglikelihood_rolling  HFLM's, without capture (the row has the log-likelihood, no record).
+"""
+import collections
+import collections.abc
+import contextlib
+import logging
+import os
+
+import lm_eval.models  # noqa: F401  (the registry's lazy entries: "hf" stays known next to ours)
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from ..capture.generation import CaptureSettings
+from ..capture.hooks import ActivationCapture, kept_positions, parse_positions, resolve_layers
+from ..store import run_folder
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "activation-eval"
+STORES = ("files", "shards")
+FORMATS = ("pkl", "safetensors")
+HARNESS_ARGS = ("output_dir", "layers", "positions", "activation_store", "activation_dtype",
+                "activation_format", "capture_activations")
+# output_dir (real path) -> the model whose run folder is not written yet: held (with its captures)
+# until write_run, which a plain lm_eval.simple_evaluate(model="activation-eval") leaves to the caller
+UNWRITTEN = {}
+
+
+class _KeepOutputs(ActivationCapture):
+    """ActivationCapture over one plain forward: keeps each layer's whole output (B, T, H) on its device."""
+
+    def __init__(self, model, layers, dtype):
+        super().__init__(model, layers, "all", dtype)
+        self.outputs = {}
+
+    def _store(self, name, hidden):
+        # a copy: a later module may write into this output in place
+        self.outputs[name] = hidden.detach().clone()
+
+
+@register_model(MODEL_NAME)
+class ActivationEvalLM(HFLM):
+    """lm-eval's HFLM that captures activations and writes a run folder (see the module docstring).
+
+    model_args, besides every HFLM argument (pretrained, dtype, device, batch_size, ...):
+      output_dir           the run folder to write (required; must not hold a run already)
+      layers               names, ints or module paths (list, or a string split on , ; : or spaces);
+                           default: embeddings + every decoder layer
+      positions            default: log-likelihood P-1 .. P+N-2, generation "all" (main.py's default)
+      activation_store     files (one record file per document) | shards (one shard per task)
+      activation_dtype     float32 | bfloat16 | float16 (default: the model's)
+      activation_format    pkl | safetensors (the file store's format; main.py's default pkl)
+      capture_activations  true (default) | false: rows without records
+    """
+
+    def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
+                 activation_dtype=None, activation_format="pkl", capture_activations=True, **kwargs):
+        self.output_dir = _check_output_dir(output_dir)
+        if activation_store not in STORES:
+            raise ValueError(f"activation_store must be one of {', '.join(STORES)}, got {activation_store!r}")
+        if activation_format not in FORMATS:
+            raise ValueError(f"activation_format must be one of {', '.join(FORMATS)}, got {activation_format!r}")
+        if not isinstance(capture_activations, bool):
+            raise ValueError(f"capture_activations must be true or false, got {capture_activations!r}")
+        self.capture_settings = CaptureSettings(_split(layers), _parse_positions(positions), activation_dtype)
+        self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
+        super().__init__(pretrained=pretrained, **kwargs)
+        self.capture_activations = capture_activations
+        self.activation_store, self.activation_format = activation_store, activation_format
+        self.harness_args = {"output_dir": self.output_dir, "layers": layers, "positions": positions,
+                             "activation_store": activation_store, "activation_dtype": activation_dtype,
+                             "activation_format": activation_format, "capture_activations": capture_activations}
+        if self.backend != "causal":
+            raise ValueError(f"{MODEL_NAME} captures decoder-only (causal) models; {pretrained!r} is {self.backend}")
+        self.layer_names = resolve_layers(self.model, self.capture_settings.layers)   # checked before any request
+        self.requests_seen = collections.defaultdict(list)   # (task, doc_id) -> [entry per answered request]
+        self._reqs = self._pending = self._batch = self._gen_pending = self._gen_contexts = None
+        key = os.path.realpath(self.output_dir)
+        if key in UNWRITTEN:
+            log.warning("%s: an earlier %s model for this output_dir never wrote its run folder; its captures "
+                        "are dropped", self.output_dir, MODEL_NAME)
+        UNWRITTEN[key] = self
+
+    # ------------------------------------------------------------------------- loglikelihood
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        self._reqs = list(requests)
+        try:
+            results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._reqs = self._pending = self._batch = None
+        return results
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+        reqs = self._reqs
+        if reqs is None or len(reqs) != len(requests):       # loglikelihood_rolling's windows: HFLM's alone
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        self._reqs, entries = None, []
+        pending = collections.defaultdict(list)              # fed tokens -> [index of request, ...]
+        for i, ((context, continuation), ctx_ids, cont_ids) in enumerate(requests):
+            fed = (list(ctx_ids) + list(cont_ids))[-(self.max_length + 1):][:-1]
+            n_ctx = len(fed) - len(cont_ids) + 1             # context tokens fed (fewer when truncated)
+            entries.append({"kind": "loglikelihood", "context_ids": fed[:n_ctx], "continuation_ids": list(cont_ids),
+                            "positions": self._loglik_positions(n_ctx, len(cont_ids)), "activations": None})
+            pending[tuple(fed)].append(i)
+        self._pending, self._entries = (pending if self.capture_activations else None), entries
+        results = super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        self._flush()
+        if self._pending:
+            raise RuntimeError(f"{MODEL_NAME}: {sum(map(len, self._pending.values()))} log-likelihood request(s) "
+                               f"were scored in no batch row this backend could find; please report this")
+        self._pending = None
+        for req, entry, (ll, greedy) in zip(reqs, entries, results):
+            entry.update(loglikelihood=float(ll), is_greedy=bool(greedy))
+            self._keep(req, entry)
+        return results
+
+    def _loglik_positions(self, n_ctx, n_cont):
+        positions = self.capture_settings.positions
+        if positions is None:
+            return list(range(n_ctx - 1, n_ctx + n_cont - 1))
+        return kept_positions(positions, n_ctx, n_cont)
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if self._pending is None:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        self._flush()
+        cap = _KeepOutputs(self.model, self.layer_names, self.capture_dtype)
+        with cap:
+            logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        self._batch = {"inps": inps.cpu(), "outputs": cap.outputs, "row": 0, "wants": []}
+        return logits
+
+    def _select_cont_toks(self, logits, contlen=None, inplen=None):
+        batch = self._batch
+        if batch is not None:                                  # rows come in batch order, each once
+            row = batch["row"]
+            batch["row"] += 1
+            for i in self._pending.pop(tuple(batch["inps"][row, :inplen].tolist()), ()):
+                batch["wants"].append((i, row))
+        return super()._select_cont_toks(logits, contlen=contlen, inplen=inplen)
+
+    def _flush(self):
+        """Copy the wanted positions of the last scoring batch out of its layer outputs (one
+        gather and one device-to-host copy per layer)."""
+        batch, self._batch = self._batch, None
+        if not batch or not batch["wants"]:
+            return
+        width = batch["inps"].shape[1]
+        flat = [row * width + p for i, row in batch["wants"] for p in self._entries[i]["positions"]]
+        counts = [len(self._entries[i]["positions"]) for i, _ in batch["wants"]]
+        parts = {}
+        for name, hidden in batch["outputs"].items():
+            index = torch.tensor(flat, dtype=torch.long, device=hidden.device)
+            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index).to(self.capture_dtype or hidden.dtype)
+            parts[name] = picked.cpu().split(counts)
+        for k, (i, _) in enumerate(batch["wants"]):
+            self._entries[i]["activations"] = {name: parts[name][k].clone() for name in self.layer_names}
+
+    # ------------------------------------------------------------------------- generate_until
+
+    def generate_until(self, requests, disable_tqdm=False):
+        """HFLM's generate_until, one call per group of equal generation arguments (HFLM batches
+        within such groups anyway), so that each batch row is matched to its request by its context."""
+        groups = collections.defaultdict(list)
+        for i, req in enumerate(requests):
+            groups[_kwargs_key(req.args[1])].append(i)
+        results = [None] * len(requests)
+        for indices in groups.values():
+            group = [requests[i] for i in indices]
+            self._gen_pending = collections.defaultdict(collections.deque)
+            for j, req in enumerate(group):
+                self._gen_pending[req.args[0]].append(j)
+            self._gen_entries = [None] * len(group)
+            try:
+                answers = super().generate_until(group, disable_tqdm=disable_tqdm)
+            finally:
+                self._gen_pending = self._gen_contexts = None
+            for j, (i, answer) in enumerate(zip(indices, answers)):
+                results[i] = answer
+                if self._gen_entries[j] is not None:
+                    self._keep(requests[i], self._gen_entries[j])
+        return results
+
+    def tok_batch_encode(self, strings, *args, **kwargs):
+        if self._gen_pending is not None:
+            self._gen_contexts = list(strings)               # the rows of the next _model_generate
+        return super().tok_batch_encode(strings, *args, **kwargs)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        contexts, self._gen_contexts = self._gen_contexts, None
+        if self._gen_pending is None or contexts is None or len(contexts) != context.shape[0]:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        cap = None
+        if self.capture_activations:
+            positions = self.capture_settings.positions
+            cap = ActivationCapture(self.model, self.layer_names, "all" if positions is None else positions,
+                                    self.capture_dtype)
+        with cap if cap is not None else contextlib.nullcontext():
+            out = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        width = context.shape[1]
+        mask = generation_kwargs.get("attention_mask")
+        pads = [int((mask[r] == 0).sum()) if mask is not None else 0 for r in range(len(contexts))]
+        generated = out[:, width:].cpu()
+        gen_lens = [_stop_length(self.tokenizer, generated[r].tolist(), stop) for r in range(len(contexts))]
+        captured = cap.batch_activations(pads, [width - p for p in pads], gen_lens, width) if cap is not None else None
+        if cap is not None:
+            cap.release()
+        for r, text in enumerate(contexts):
+            j = self._gen_pending[text].popleft()
+            entry = {"kind": "generate_until", "context_ids": context[r, pads[r]:].tolist(),
+                     "output_ids": generated[r, :gen_lens[r]].tolist(), "activations": None, "positions": None}
+            if captured is not None:
+                entry["activations"], entry["positions"] = captured[r]
+            self._gen_entries[j] = entry
+        return out
+
+    # ------------------------------------------------------------------------- the run folder
+
+    def _keep(self, req, entry):
+        entry["request_index"] = req.idx
+        self.requests_seen[(req.task_name, req.doc_id)].append(entry)
+
+    def write_run(self, results):
+        """Write the run folder at output_dir from lm-eval's results (which must hold "samples":
+        simple_evaluate(log_samples=True)); returns the summary written to summary.json."""
+        from .run_writer import write_run_folder
+        summary = write_run_folder(self, results)
+        if UNWRITTEN.get(os.path.realpath(self.output_dir)) is self:
+            del UNWRITTEN[os.path.realpath(self.output_dir)]
+        self.requests_seen.clear()
+        return summary
+
+
+def _check_output_dir(output_dir):
+    if output_dir is None or not isinstance(output_dir, str) or not output_dir.strip():
+        raise ValueError(f"{MODEL_NAME} needs output_dir=FOLDER in model_args: the run folder it writes "
+                         f"(rows, records, summary)")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} exists and is not a folder")
+    if run_folder.is_run_folder(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} already holds a run ({run_folder.RESULTS_FILE}); "
+                         f"choose a new folder (nothing in it was changed)")
+    return output_dir
+
+
+def _split(value):
+    """A layers / positions value from model_args: lists stay, strings are split on , ; : or spaces
+    (lm-eval's --model_args splits on commas: write layers=[0,-1] or layers=0;-1)."""
+    if isinstance(value, str):
+        items = [p for p in value.replace(";", ",").replace(":", ",").replace(" ", ",").split(",") if p]
+        return items if len(items) > 1 else (items[0] if items else None)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _parse_positions(positions):
+    positions = _split(positions)
+    if positions is None:
+        return None
+    if isinstance(positions, list):
+        try:
+            positions = [int(p) for p in positions]
+        except ValueError:
+            raise ValueError(f"positions: a list of token indices, got {positions!r}") from None
+    return parse_positions(positions)
+
+
+def _kwargs_key(gen_kwargs):
+    """The key HFLM's Collator groups a request's generation arguments by (models/utils.py
+    Collator.group), so that our groups are exactly its groups."""
+    try:
+        key = tuple((k, tuple(v) if isinstance(v, collections.abc.Iterable) else v)
+                    for k, v in sorted(gen_kwargs.items()))
+        hash(key)
+        return key
+    except (TypeError, AttributeError):
+        return repr(gen_kwargs)
+
+
+def _stop_length(tokenizer, tokens, stop):
+    """Tokens of a generated row up to and including the one that completes its first stop
+    sequence (lm-eval's MultiTokenEOSCriteria: decoded text of the last few tokens, special tokens
+    kept, so the EOS string counts); all tokens when none occurs."""
+    stop = [s for s in (stop or []) if s]
+    if not stop:
+        return len(tokens)
+    window = max(len(tokenizer.encode(s, add_special_tokens=False)) for s in stop) + 2
+    for n in range(1, len(tokens) + 1):
+        text = tokenizer.decode(tokens[max(0, n - window):n], skip_special_tokens=False)
+        if any(s in text for s in stop):
+            return n
+    return len(tokens)

@@ -1,0 +1,239 @@
+"""The lm-evaluation-harness backend (activation_eval/harness/, issue 22 item 1): equal to lm-eval's
+`hf` backend, and a run folder the run reader reads.
+
+Local tasks only (YAML in tmp_path with `dataset_path: json` and local jsonl files): a multiple_choice
+task and a generate_until task, on the tiny random llama saved by the tiny_dir fixture, in fp32.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt): run make setup")
+import lm_eval  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import activation_eval.harness as harness  # noqa: E402
+from activation_eval.store.run_reader import RunReader  # noqa: E402
+from helpers import reference, rel_err  # noqa: E402
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+TASKS = ["tiny_mc", "tiny_gen"]
+LAYERS = ["embeddings", 0, -1, "final_norm"]
+MC_YAML = """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {folder}/mc.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: label
+doc_to_choice: choices
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+GEN_YAML = """task: tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {folder}/gen.jsonl
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_target: answer
+generation_kwargs:
+  until: ["\\n", "."]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm-eval-tasks")
+    mc = [{"question": f"what is {i} plus {i}?", "choices": ["four", "two", str(2 * i), "the quick brown fox"],
+           "label": i % 4} for i in range(6)]
+    gen = [{"question": f"capital of France {i}?", "answer": "Paris"} for i in range(4)]
+    for name, rows in (("mc", mc), ("gen", gen)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "mc.yaml").write_text(MC_YAML.format(folder=folder))
+    (folder / "gen.yaml").write_text(GEN_YAML.format(folder=folder))
+    return str(folder)
+
+
+def _evaluate(evaluate, model, model_args, task_dir, **extra):
+    return evaluate(model=model, model_args=model_args, tasks=TASKS, task_manager=TaskManager(include_path=task_dir),
+                    batch_size=4, device="cpu", bootstrap_iters=0, **extra)
+
+
+@pytest.fixture(scope="module")
+def hf_results(tiny_dir, task_dir):
+    """lm-eval's own `hf` backend on the same model and tasks: the reference."""
+    return _evaluate(lm_eval.simple_evaluate, "hf", {"pretrained": tiny_dir, "dtype": "float32"}, task_dir,
+                     log_samples=True)
+
+
+@pytest.fixture(scope="module")
+def captured(tiny_dir, task_dir, tmp_path_factory):
+    """Our backend with capture on (file store); the run folder and lm-eval's results (with samples)."""
+    out = str(tmp_path_factory.mktemp("run") / "files")
+    args = {"pretrained": tiny_dir, "dtype": "float32", "output_dir": out, "layers": LAYERS}
+    return out, _evaluate(harness.simple_evaluate, "activation-eval", args, task_dir, log_samples=True)
+
+
+def _by_doc(results):
+    return {(task, s["doc_id"]): s for task, samples in results["samples"].items() for s in samples}
+
+
+def _assert_equal_to_hf(ours, hf):
+    assert ours["results"] == hf["results"]                 # every task metric identical
+    theirs = _by_doc(hf)
+    mine = _by_doc(ours)
+    assert mine.keys() == theirs.keys()
+    for key, sample in theirs.items():
+        for a, b in zip(mine[key]["resps"], sample["resps"], strict=True):
+            if isinstance(b[0], tuple):                       # (log-likelihood, is_greedy)
+                assert abs(a[0][0] - b[0][0]) < 1e-4 and a[0][1] == b[0][1], key
+            else:
+                assert a == b, key                            # generated text
+        assert mine[key]["filtered_resps"] == sample["filtered_resps"]
+
+
+def test_equal_to_hf_with_capture(captured, hf_results):
+    _assert_equal_to_hf(captured[1], hf_results)
+
+
+def test_equal_to_hf_without_capture(tiny_dir, task_dir, hf_results, tmp_path):
+    out = str(tmp_path / "run")
+    args = {"pretrained": tiny_dir, "dtype": "float32", "output_dir": out, "capture_activations": False}
+    ours = _evaluate(harness.simple_evaluate, "activation-eval", args, task_dir)
+    _assert_equal_to_hf(ours, hf_results)
+    reader = RunReader(out)
+    assert len(reader.rows) == 10 and not reader.has_records()
+    assert not os.path.exists(os.path.join(out, "activations"))
+
+
+def test_rows_one_per_document_with_the_tasks_metrics(captured, hf_results):
+    out, results = captured
+    rows = RunReader(out).rows
+    samples = _by_doc(hf_results)
+    assert [r["id"] for r in rows] == [f"{t}/{d}" for t, d in samples]       # one row per (task, doc_id)
+    for row in rows:
+        sample = samples[(row["category"], row["doc_id"])]
+        metric = "acc" if row["category"] == "tiny_mc" else "exact_match"
+        assert row["metric"] == metric and row["correct"] is bool(sample[metric])
+        assert row["prompt"] == sample["arguments"][0][0]
+        if row["category"] == "tiny_mc":
+            assert row["choices"] == [a[1] for a in sample["arguments"]]
+            assert row["choice_logprobs"] == pytest.approx([r[0][0] for r in sample["resps"]], abs=1e-4)
+            assert row["answer"] == sample["target"] and row["metrics"]["acc_norm"] == sample["acc_norm"]
+        else:
+            assert row["response"] == sample["resps"][0][0] and row["answer"] == "Paris"
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["questions"] == 10 and summary["correct"] == sum(r["correct"] for r in rows)
+    assert summary["per_category"]["tiny_mc"]["accuracy"] == pytest.approx(hf_results["results"]["tiny_mc"]["acc,none"])
+    config = json.load(open(os.path.join(out, "run_config.json")))
+    assert config["producer"] == "lm-eval" and config["activation_store"] == "files"
+    assert "samples" in results                                # log_samples=True was asked for: kept
+
+
+def test_records_equal_output_hidden_states(captured, tiny_dir):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    out, _ = captured
+    pairs = list(RunReader(out).records())
+    assert len(pairs) == 10
+    for row, record in pairs:
+        assert list(record["activations"]) == ["embeddings", "layer_0", "layer_2", "final_norm"]
+        if row["category"] == "tiny_gen":
+            ref = reference(model, record)                    # positions "all": 0 .. P+N-2
+            assert record["positions_kept"] == list(range(len(record["input_ids"]) + len(record["output_ids"]) - 1))
+            for name, tensor in record["activations"].items():
+                assert rel_err(tensor, ref[name]) < 1e-4, (row["id"], name)
+            continue
+        assert len(record["requests"]) == 4                   # one block per choice, in choice order
+        for req in record["requests"]:
+            ctx, cont = record["input_ids"], torch.tensor(req["continuation_ids"])
+            ref = reference(model, {"input_ids": ctx, "output_ids": cont})
+            a, b = req["rows"]
+            positions = record["positions_kept"][a:b]
+            assert positions == list(range(len(ctx) - 1, len(ctx) + len(cont) - 1))   # context's last + continuation
+            for name, tensor in record["activations"].items():
+                assert rel_err(tensor[a:b], ref[name][positions]) < 1e-4, (row["id"], name)
+        lls = [req["loglikelihood"] for req in record["requests"]]
+        assert lls == pytest.approx(row["choice_logprobs"], abs=1e-9)
+
+
+def test_shard_store_holds_the_same_records(captured, tiny_dir, task_dir, tmp_path):
+    out = str(tmp_path / "shards")
+    args = {"pretrained": tiny_dir, "dtype": "float32", "output_dir": out, "layers": "embeddings;0;-1;final_norm",
+            "activation_store": "shards", "activation_format": "safetensors"}
+    results = _evaluate(harness.simple_evaluate, "activation-eval", args, task_dir, log_samples=False)
+    assert "samples" not in results                           # not asked for: lm-eval's output unchanged
+    reader = RunReader(out)
+    assert reader.store == "shards"
+    files = {row["id"]: record for row, record in RunReader(captured[0]).records()}
+    for row, record in reader.records():
+        other = files.pop(row["id"])
+        assert record["positions_kept"] == other["positions_kept"]
+        for name, tensor in record["activations"].items():
+            assert torch.equal(tensor, other["activations"][name]), (row["id"], name)
+    assert not files
+
+
+def test_plain_lm_eval_simple_evaluate_then_write_run(tiny_dir, task_dir, tmp_path, hf_results):
+    out = str(tmp_path / "run")
+    args = f"pretrained={tiny_dir},dtype=float32,output_dir={out},layers=0;-1,positions=last_prompt"
+    results = _evaluate(lm_eval.simple_evaluate, "activation-eval", args, task_dir)
+    assert results["results"] == hf_results["results"]
+    assert not os.path.exists(out) and harness.cli.UNWRITTEN
+    harness.write_run(results)
+    assert not harness.cli.UNWRITTEN                          # the model (and its captures) let go
+    records = dict((row["id"], rec) for row, rec in RunReader(out).records())
+    assert len(records) == 10
+    mc = records["tiny_mc/0"]
+    assert mc["positions_kept"] == [len(mc["input_ids"]) - 1] * 4     # last_prompt: the context's last token
+    assert list(mc["activations"]) == ["layer_0", "layer_2"]
+
+
+def test_refuses_bad_model_args_before_loading(tmp_path):
+    with pytest.raises(ValueError, match="output_dir=FOLDER"):
+        harness.ActivationEvalLM(pretrained="no-such-model")
+    with pytest.raises(ValueError, match="activation_store must be one of files, shards"):
+        harness.ActivationEvalLM(pretrained="no-such-model", output_dir=str(tmp_path / "r"), activation_store="x")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.jsonl").write_text("")
+    with pytest.raises(ValueError, match="already holds a run"):
+        harness.ActivationEvalLM(pretrained="no-such-model", output_dir=str(tmp_path / "r"))
+
+
+def test_importing_the_package_does_not_import_lm_eval():
+    code = "import sys, activation_eval; sys.exit('lm_eval' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.slow
+def test_console_script_is_lm_evals_cli_with_the_model(tiny_dir, task_dir, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "activation-eval-lm-eval")
+    assert os.path.exists(exe), "activation-eval-lm-eval is not installed: run make setup"
+    out = tmp_path / "run"
+    done = subprocess.run([exe, "run", "--model", "activation-eval", "--tasks", "tiny_mc", "--include_path", task_dir,
+                           "--model_args", f"pretrained={tiny_dir},dtype=float32,output_dir={out},"
+                           f"layers=[0,-1],activation_store=shards", "--limit", "3", "--batch_size", "2", "--device", "cpu",
+                           "--output_path", str(tmp_path / "lm-eval"), "--log_samples"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tiny_mc" in done.stdout                           # lm-eval's own results table
+    written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "lm-eval") for f in files]
+    assert any(os.path.basename(p).startswith("results_") for p in written)
+    assert any(os.path.basename(p).startswith("samples_tiny_mc") for p in written)
+    reader = RunReader(out)
+    assert [r["id"] for r in reader.rows] == ["tiny_mc/0", "tiny_mc/1", "tiny_mc/2"]
+    assert len(list(reader.records())) == 3
