@@ -129,7 +129,7 @@ class ActivationEvalLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         self._reqs, entries = None, []
         pending = collections.defaultdict(list)              # fed tokens -> [index of request, ...]
-        for i, ((context, continuation), ctx_ids, cont_ids) in enumerate(requests):
+        for i, (_, ctx_ids, cont_ids) in enumerate(requests):
             fed = (list(ctx_ids) + list(cont_ids))[-(self.max_length + 1):][:-1]
             n_ctx = len(fed) - len(cont_ids) + 1             # context tokens fed (fewer when truncated)
             entries.append({"kind": "loglikelihood", "context_ids": fed[:n_ctx], "continuation_ids": list(cont_ids),
