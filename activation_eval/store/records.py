@@ -43,6 +43,7 @@ from .atomic import atomic_write, json_default, write_pieces
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
 from .files import open_regular
 from .run_folder import RECORD_FORMATS as FORMATS
+from .run_folder import RESULTS_FILE
 from .safe_pickle import check_structure, safe_load
 from .safetensors_file import DTYPE_NAMES, DTYPE_RANK, header_bytes, read_header
 
@@ -249,8 +250,8 @@ def load_record_file(path, layers=None):
     unsupported extension or unknown layer names (the message lists the available ones).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a folder, not a record file: load a run folder's record with "
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, RESULTS_FILE)):
+        raise IsADirectoryError(f"{path} is a run folder, not a record file: load its records with "
                                 f"load_activations(run_dir, question_id)")
     ext = _extension(path)
     layers = _parse_layers(layers)

@@ -101,7 +101,8 @@ def test_dtype_names_come_from_one_table():
         assert getattr(torch, name) is dtype
         assert safe_pickle._RecordUnpickler.find_class(None, "torch", name) is dtype   # pickles name dtypes so
     options = {a.dest: a.choices for a in build_parser()._actions}
-    assert options["dtype"] == ["auto", *dtypes.FLOAT_DTYPES] and options["activation_dtype"] == list(dtypes.FLOAT_DTYPES)
+    assert list(options["dtype"]) == ["auto", *dtypes.FLOAT_DTYPES]
+    assert list(options["activation_dtype"]) == list(dtypes.FLOAT_DTYPES)
     assert generation.CaptureSettings(dtype="bfloat16").torch_dtype() is torch.bfloat16
     with pytest.raises(ValueError, match="unknown activation dtype 'fp8'; use one of float32, bfloat16, float16"):
         generation.CaptureSettings(dtype="fp8").torch_dtype()
