@@ -35,7 +35,7 @@ import string
 from collections import Counter
 
 from .errors import BenchmarkError
-from .gold import LETTERS, grader_name, has_gold
+from .gold import LETTERS, grader_name, has_gold, unlettered
 
 __all__ = ["PromptSettings", "check_template", "format_choices", "format_question", "fewshot_target",
            "fewshot_examples", "build_prompt", "with_prompts", "prompt_of"]
@@ -86,13 +86,14 @@ def check_template(template):
 
 
 def format_choices(choices):
-    """The lettered list of choices, one a line ("" without choices).
+    """The lettered list of choices, one a line ("" without choices); choices that already carry their
+    letters ("A) Paris", "B) Rome") are lettered once (gold.unlettered).
 
     Example:
-        >>> format_choices(["Paris", "Rome"])
-        'A. Paris\\nB. Rome'
+        >>> format_choices(["Paris", "Rome"]), format_choices(["A) Paris", "B) Rome"])
+        ('A. Paris\\nB. Rome', 'A. Paris\\nB. Rome')
     """
-    return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices or []))
+    return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(unlettered(choices or [])))
 
 
 def _kind(row):
