@@ -62,7 +62,8 @@ class ResultRow(TypedDict, total=False):
     activation_file: str           # the file store: "activations/<name>.<pkl|safetensors>"
     activation_shard: str          # the shard store: "activations/units/<key>.safetensors"
     activation_row: int            # ... and the question's row in that shard
-    # log-likelihood multiple choice adds: scoring, correct_norm, extracted_norm, choice_logprobs
+    # log-likelihood multiple choice adds: scoring, style, correct_norm, extracted_norm, correct_bytes,
+    # extracted_bytes, choice_logprobs (eval/multiple_choice.py)
 
 
 def _base(row, prompt, system_prompt):
