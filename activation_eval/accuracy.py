@@ -5,10 +5,12 @@ analysis/ (the report) give the same numbers for one run (tests/test_layout.py).
 
 Public names:
     accuracy_stats(correct, chance=None, questions=None) -> {"n", "correct", "accuracy", "stderr", "ci95",
-                       "chance"[, "questions", "effective_n": when a question has several answers]}
+                       "chance", "small_n"[, "questions", "effective_n": when a question has several answers]}
     wilson_interval(correct, n, level=0.95) -> (low, high)    Wilson score interval; n may be fractional
     effective_sample_size(correct, questions) -> float        n / design effect, clustered by question
     INTERVAL_METHOD    how the interval is computed, in words (for printed tables and reports)
+    SMALL_N            5: a group of fewer questions is flagged ("small_n": True; a * in the tables)
+    SMALL_N_NOTE       the footnote the tables print for the flag
 
 Example:
     >>> s = accuracy_stats([True, False, True, True])
@@ -31,10 +33,13 @@ each has as many answers). stderr is sqrt(p (1 - p) / effective n): the binomial
 import math
 from statistics import NormalDist
 
-__all__ = ["accuracy_stats", "wilson_interval", "effective_sample_size", "INTERVAL_METHOD"]
+__all__ = ["accuracy_stats", "wilson_interval", "effective_sample_size", "INTERVAL_METHOD", "SMALL_N", "SMALL_N_NOTE"]
 
 INTERVAL_METHOD = ("Wilson score 95% interval; with several answers per question, Wilson over the "
                    "effective number of answers n / design effect (clustered by question)")
+SMALL_N = 5
+SMALL_N_NOTE = (f"* fewer than {SMALL_N} questions: the interval is wide and its 95% coverage only approximate; "
+                "read such rows with care")
 
 
 def wilson_interval(correct, n, level=0.95):
@@ -87,18 +92,20 @@ def accuracy_stats(correct, chance=None, questions=None):
     chance: the mean chance accuracy of the same questions (the baseline), kept as given.
     questions: the question id of each flag, when a question may have several (--num_samples): then
     the interval and stderr use the effective sample size, and "questions" and "effective_n" are added.
-    An empty list gives n = 0 and None for every figure.
+    small_n: fewer than SMALL_N questions (answers, without `questions`). An empty list gives n = 0 and
+    None for every figure.
     """
     flags = [bool(c) for c in correct]
     n, k = len(flags), sum(flags)
     if n == 0:
-        return {"n": 0, "correct": 0, "accuracy": None, "stderr": None, "ci95": None, "chance": chance}
+        return {"n": 0, "correct": 0, "accuracy": None, "stderr": None, "ci95": None, "chance": chance,
+                "small_n": True}
     p = k / n
     clusters = len(set(questions)) if questions is not None else n
     n_eff = effective_sample_size(flags, questions) if clusters < n else float(n)
     low, high = wilson_interval(p * n_eff, n_eff)
     out = {"n": n, "correct": k, "accuracy": p, "stderr": math.sqrt(p * (1 - p) / n_eff), "ci95": [low, high],
-           "chance": chance}
+           "chance": chance, "small_n": clusters < SMALL_N}
     if clusters < n:
         out.update(questions=clusters, effective_n=n_eff)
     return out

@@ -6,7 +6,7 @@ This module imports nothing of the project, so every layer may import it.
 
 Public names:
     ID, SAMPLE, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
-    NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS,
+    NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS, GRADER_NOTE,
     ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW          the row keys, one constant each
     LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
     RESULT_FIELDS              the keys every row has, in order
@@ -30,6 +30,7 @@ ID, SAMPLE, CATEGORY, QUESTION, PROMPT = "id", "sample", "category", "question",
 RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER = "response", "answer", "extracted", "correct", "grader"
 NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS = "num_prompt_tokens", "num_generated_tokens"
 SYSTEM_PROMPT, ERROR, ANSWER_POSITIONS = "system_prompt", "error", "answer_positions"
+GRADER_NOTE = "grader_note"    # why a verdict is what it is, e.g. "letter A but text of C" (contradictory)
 UNIT = "unit"                  # the key of the planned unit of questions the row was answered in
 LEGACY_UNIT = "batch"          # its name before 2026-12-03 (it never was a generate() batch)
 ACTIVATION_FILE = "activation_file"                        # the file store: a path relative to the run
@@ -51,6 +52,7 @@ class ResultRow(TypedDict, total=False):
     extracted: str | None          # what the grader read from the response
     correct: bool | None           # None: ungraded (no gold answer) or not answered
     grader: str | None
+    grader_note: str               # present when the grader explains its verdict (a contradictory answer)
     num_prompt_tokens: int | None
     num_generated_tokens: int
     system_prompt: str             # present when the run used one
@@ -60,7 +62,8 @@ class ResultRow(TypedDict, total=False):
     activation_file: str           # the file store: "activations/<name>.<pkl|safetensors>"
     activation_shard: str          # the shard store: "activations/units/<key>.safetensors"
     activation_row: int            # ... and the question's row in that shard
-    # log-likelihood multiple choice adds: scoring, correct_norm, extracted_norm, choice_logprobs
+    # log-likelihood multiple choice adds: scoring, style, correct_norm, extracted_norm, correct_bytes,
+    # extracted_bytes, choice_logprobs (eval/multiple_choice.py)
 
 
 def _base(row, prompt, system_prompt):
@@ -77,11 +80,13 @@ def _base(row, prompt, system_prompt):
 def answered_row(row, prompt, response, verdict, num_prompt_tokens, num_generated_tokens,
                  system_prompt=None, **extra) -> ResultRow:
     """The row of an answered benchmark `row`: `verdict` is the grader's {extracted, correct,
-    grader}; `extra` adds producer-specific keys (e.g. the log-likelihood scores)."""
+    grader[, grader_note]}; `extra` adds producer-specific keys (e.g. the log-likelihood scores)."""
     out = _base(row, prompt, system_prompt)
     out.update({RESPONSE: response, EXTRACTED: verdict["extracted"], CORRECT: verdict["correct"],
                 GRADER: verdict["grader"], NUM_PROMPT_TOKENS: num_prompt_tokens,
                 NUM_GENERATED_TOKENS: num_generated_tokens}, **extra)
+    if verdict.get(GRADER_NOTE):
+        out[GRADER_NOTE] = verdict[GRADER_NOTE]
     return out
 
 

@@ -13,7 +13,8 @@ weights are not on this machine) says why in its place; the rest of the report i
 Public names:
     build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
                  progress=True, model=None, tokenizer=None) -> path of the HTML file
-    accuracy_table(rows) -> dict        overall and per-category accuracy with the summary's Wilson 95% intervals
+    accuracy_table(rows) -> dict        overall and per-category accuracy (and acc_norm) with the summary's
+                                        Wilson 95% intervals and small-n flags
 
 Example:
     >>> build_report("results/run1", "reports/run1.html")
@@ -25,7 +26,7 @@ import json
 import os
 import tempfile
 
-from ..accuracy import accuracy_stats
+from ..accuracy import SMALL_N_NOTE, accuracy_stats
 from ..store.atomic import write_text_atomic
 from ..store.run_folder import read_run_config, read_summary
 from ..store.run_reader import RunReader
@@ -36,16 +37,24 @@ esc = html.escape   # quote=True: safe in text and in attribute values
 
 
 def accuracy_table(rows):
-    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci} with the
+    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci, small_n} with the
     95% interval of summary.json (accuracy.accuracy_stats: Wilson, clustered by question when a
-    question has several answers), over the rows graded True / False (ungraded rows are not counted)."""
-    def cell(rs):
-        graded = [r for r in rs if isinstance(r.get("correct"), bool)]
+    question has several answers), over the rows graded True / False (ungraded rows are not counted);
+    small_n: fewer than accuracy.SMALL_N questions. Rows scored by log-likelihood add "norm": the same
+    figures for acc_norm (their correct_norm)."""
+    def stats(rs, key):
+        graded = [r for r in rs if isinstance(r.get(key), bool)]
         ids = [r["id"] if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
-        stats = accuracy_stats([r["correct"] for r in graded], questions=ids)
-        return {"n": stats["n"], "correct": stats["correct"], "accuracy": stats["accuracy"],
-                "ci": tuple(stats["ci95"]) if stats["ci95"] else (None, None),
-                **({"questions": stats["questions"]} if "questions" in stats else {})}
+        s = accuracy_stats([r[key] for r in graded], questions=ids)
+        return {"n": s["n"], "correct": s["correct"], "accuracy": s["accuracy"],
+                "ci": tuple(s["ci95"]) if s["ci95"] else (None, None), "small_n": s["small_n"],
+                **({"questions": s["questions"]} if "questions" in s else {})}
+
+    def cell(rs):
+        out = stats(rs, "correct")
+        if any(isinstance(r.get("correct_norm"), bool) for r in rs):
+            out["norm"] = stats(rs, "correct_norm")
+        return out
     cats = sorted({str(r.get("category") or "uncategorized") for r in rows})
     return {"overall": cell(rows),
             "per_category": {c: cell([r for r in rows if str(r.get("category") or "uncategorized") == c])
@@ -103,13 +112,20 @@ def _summary_section(run_dir, rows):
     for key in ("wall_time_s", "questions_per_second", "processes", "batch_size"):
         if summary.get(key) is not None:
             settings.append([key, summary[key]])
-    cats = [[c, v["n"], v["correct"], _pct(v["accuracy"], v["ci"])] for c, v in acc["per_category"].items()]
+    norm = "norm" in o
+    cats = [[c, f'{v["n"]}{"*" if v["small_n"] else ""}', v["correct"], _pct(v["accuracy"], v["ci"])]
+            + ([_pct(v["norm"]["accuracy"], v["norm"]["ci"]) if "norm" in v else "-"] if norm else [])
+            for c, v in acc["per_category"].items()]
+    small = any(v["small_n"] for v in acc["per_category"].values())
     return (f"<h2>Run</h2><p><b>model</b> {esc(str(config.get('model') or summary.get('model') or '?'))}"
             f" &nbsp; <b>benchmark</b> {esc(str(summary.get('benchmark') or config.get('benchmark') or '?'))}</p>"
             f'<p class="big">accuracy {esc(_pct(o["accuracy"], o["ci"]))} &nbsp; '
             f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval'
-            + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')</p>'
-            + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"], cats)
+            + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')'
+            + (f' &nbsp; acc_norm {esc(_pct(o["norm"]["accuracy"], o["norm"]["ci"]))}' if norm else "") + '</p>'
+            + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"]
+                     + (["acc_norm [95% Wilson CI]"] if norm else []), cats)
+            + (f'<p class="note">{esc(SMALL_N_NOTE)}</p>' if small else "")
             + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
 
 

@@ -61,7 +61,8 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
                               record["num_generated_tokens"], system_prompt)
         if row.get("sample") is not None:
             record["sample"] = row["sample"]
-        record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}
+        record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",
+                                                    "grader_note") if k in result}
         if _captures_generated(record):
             positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],
                                                tokenizer, record["num_prompt_tokens"])

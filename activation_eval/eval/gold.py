@@ -9,6 +9,8 @@ Public names:
     row_gold(row) -> (accepted answers, grader name)   a loaded row's own, else resolved
     grader_name(row)           which grader a row uses: "choice", "choice_all", "number" or "text"
     scalar_text(value) -> str or None   the text of a JSON scalar, stripped ("" for missing)
+    unlettered(choices) -> [str]    the choices without their own letter marks, when every one carries
+                                    its letter in order ("A) 3", "B. 4", "(C) 5"); else unchanged
 
 Example:
     >>> resolve_gold(1, ["1", "2", "3", "4"])             # Hugging Face / MMLU: 0-based index
@@ -40,7 +42,8 @@ import re
 from .errors import BenchmarkError
 from .text_norm import normalized_tokens, parse_number
 
-__all__ = ["LETTERS", "GoldError", "has_gold", "resolve_gold", "row_gold", "grader_name", "scalar_text"]
+__all__ = ["LETTERS", "GoldError", "has_gold", "resolve_gold", "row_gold", "grader_name", "scalar_text",
+           "unlettered"]
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -72,6 +75,30 @@ def scalar_text(value):
     if isinstance(value, (str, int, float)):
         return str(value).strip()
     return None
+
+
+_OWN_LETTER_RE = re.compile(r"\s*+[\(\[]?+([A-Za-z])[\)\]\.:]\s++(?=\S)")
+
+
+def unlettered(choices):
+    """The choices without the letter marks they carry, when EVERY choice starts with its own letter
+    in order (A, B, C, ...; "A) 3", "A. 3", "(A) 3", "[a] 3", "A: 3"); otherwise the choices unchanged
+    (a single "A. Lincoln" among unmarked choices is text). Prompts letter choices themselves, so a
+    dataset that already lettered them would otherwise show "A. A) 3".
+
+    Example:
+        >>> unlettered(["A) 3", "B) 4"]), unlettered(["A. Lincoln", "Washington"])
+        (['3', '4'], ['A. Lincoln', 'Washington'])
+    """
+    if not choices:
+        return choices
+    stripped = []
+    for i, choice in enumerate(choices):
+        m = _OWN_LETTER_RE.match(choice) if isinstance(choice, str) else None
+        if m is None or i >= len(LETTERS) or m.group(1).upper() != LETTERS[i]:
+            return list(choices)
+        stripped.append(choice[m.end():].strip())
+    return stripped
 
 
 _LETTER_LIST_RE = re.compile(r"[A-Z](?:\s*,\s*[A-Z])+")

@@ -7,7 +7,9 @@ Public names:
     grade_choice    grader for multiple choice with one gold letter.
     grade_choice_all grader for multiple choice where every gold letter must be chosen, nothing else.
     grade_number    grader for numeric answers.
-    grade           grade one response with the row's grader -> dict.
+    grade           grade one response with the row's grader -> dict (+ "grader_note" for a
+                    contradictory answer).
+    contradiction_note(letter, text_letter) -> "letter A but text of B"
     GRADERS         {"text": ..., "choice": ..., "choice_all": ..., "number": ...}.
 Re-exported from gold.py: GoldError, resolve_gold, grader_name, has_gold, LETTERS.
 
@@ -39,6 +41,10 @@ choice The first rule that finds a letter (within the row's choices) wins:
           and followed by a word is the article, "I" followed by a word is the pronoun);
        6. the text of exactly one choice appears in the response (see the text rule).
        The gold answer may be a letter or the text of a choice.
+       Contradictory answers: when the letter came from a cue or a leading mark (rules 1 and 3) and
+       the rest of its line names exactly one choice by its text, and that is another choice ("A. 4"
+       where A is "3" and B is "4"), the answer is graded incorrect whatever the gold, and grade()
+       adds "grader_note": "letter A but text of B" (the row keeps it; the summary counts them).
 choice_all  The set of letters chosen, by the first rule that finds any: the letters after the last
        cue ("answers are A, B and E", "Answer: A,B,E"); the whole response a list of letters
        ("A, B, E", "(A) (C)"); marked letters anywhere; standalone capitals; the texts of the
@@ -58,7 +64,7 @@ from .gold import LETTERS, GoldError, grader_name, has_gold, resolve_gold, row_g
 from .text_norm import contains_phrase, extract_number, normalized_tokens, parse_number
 
 __all__ = ["GoldError", "resolve_gold", "grader_name", "has_gold", "grade_text", "grade_choice", "grade_choice_all",
-           "grade_number", "grade", "GRADERS", "LETTERS"]
+           "grade_number", "grade", "GRADERS", "LETTERS", "contradiction_note"]
 
 
 def _response_text(response):
@@ -113,16 +119,34 @@ def _gold_indices(row):
 
 def grade_choice(response, row):
     """The chosen letter (see the module docstring for the rules); gold may be a letter or choice text.
+    A contradictory answer (its letter and its text name different choices) is incorrect.
 
     Example:
         >>> grade_choice("The answer is (B).", {"answer": "B", "choices": ["Rome", "Paris"]})
         ('B', True)
+        >>> grade_choice("A. Paris", {"answer": "B", "choices": ["Rome", "Paris"]})
+        ('A', False)
     """
+    extracted, correct, _ = _grade_choice(response, row)
+    return extracted, correct
+
+
+def contradiction_note(letter, text_letter):
+    """The grader_note of an answer whose letter and text name different choices."""
+    return f"letter {letter} but text of {text_letter}"
+
+
+def _grade_choice(response, row):
+    """(extracted, correct, note or None): grade_choice with the contradiction note."""
     choices, gold = _gold_indices(row)
-    index = _extract_choice(_response_text(response), choices)
+    text = _response_text(response)
+    index, end = _extract_choice(text, choices)
     if index is None:
-        return None, False
-    return LETTERS[index], index in gold
+        return None, False, None
+    said = _named_after(text, end, choices) if end is not None else None
+    if said is not None and said != index:
+        return LETTERS[index], False, contradiction_note(LETTERS[index], LETTERS[said])
+    return LETTERS[index], index in gold, None
 
 
 def grade_choice_all(response, row):
@@ -170,7 +194,13 @@ def grade(response, row):
     """
     answers, name = row_gold(row)
     graded = dict(row, answer=answers, grader=name)
-    extracted, correct = GRADERS[name.split(":")[0]](response, graded)
+    kind = name.split(":")[0]
+    if kind == "choice":
+        extracted, correct, note = _grade_choice(response, graded)
+        if note:
+            return {"extracted": extracted, "correct": False, "grader": name, "grader_note": note}
+    else:
+        extracted, correct = GRADERS[kind](response, graded)
     return {"extracted": extracted, "correct": bool(correct), "grader": name}
 
 
@@ -213,26 +243,34 @@ def _unanimous(letters, n):
 
 
 def _extract_choice(text, choices):
+    """(chosen index or None, where the letter's mark ends when a cue or a leading mark gave it, else None)."""
     n = len(choices)
     for m in reversed(list(_CUE_RE.finditer(text))):              # 1. "answer is (B)"
         letter = m.group(1)
         is_word = letter in "ai" and _WORD_AFTER_RE.match(text, m.end())
         if not is_word and _letter(letter, n) is not None:
-            return _letter(letter, n)
+            return _letter(letter, n), m.end()
     m = _ONLY_LETTER_RE.fullmatch(text)                           # 2. "B"
     if m and _letter(m.group(1), n) is not None:
-        return _letter(m.group(1), n)
+        return _letter(m.group(1), n), None
     listed = {x.upper() for x in _LISTED_RE.findall(text)}
     m = _LEADING_RE.match(text)                                   # 3. "B) Paris"
     if m and len(listed) < 2 and _letter(m.group(1), n) is not None:
-        return _letter(m.group(1), n)
+        return _letter(m.group(1), n), m.end()
     marked = [a or b for a, b in _MARKED_RE.findall(text)]         # 4. "... (B) ..."
     if marked and _unanimous(marked, n) is not None:
-        return _unanimous(marked, n)
+        return _unanimous(marked, n), None
     capitals = _standalone_capitals(text, n)
     if capitals and _unanimous(capitals, n) is not None:           # 5. "I pick C"
-        return _unanimous(capitals, n)
+        return _unanimous(capitals, n), None
     hits = _choices_by_text(text, choices)                        # 6. "Paris"
+    return (hits[0] if len(hits) == 1 else None), None
+
+
+def _named_after(text, end, choices):
+    """The one choice whose text the rest of the letter's line names ("A. 4" -> the choice "4"), else None."""
+    line_end = text.find("\n", end)
+    hits = _choices_by_text(text[end:line_end if line_end >= 0 else len(text)], choices)
     return hits[0] if len(hits) == 1 else None
 
 

@@ -3,7 +3,8 @@ names a benchmark is read with. No torch needed.
 
 Public names:
     normalize_row(record, fields=None, answer_columns=None, from_table=False) -> row   (BenchmarkError)
-    stable_id(question) -> "q-" + sha1(question)[:10]     the id of a row without one
+    stable_id(question, choices=None) -> "q-" + 10 hex digits   the id of a row without one (from
+                                          the question, and the choices when it has them)
     DEFAULT_FIELDS                            {role: column name} when none is given
     check_field_names(**fields) -> fields     every --*_field a non-empty column name
     check_fields_present(fields, available, name)     the question (and named optional) columns exist
@@ -14,12 +15,14 @@ Public names:
 Example:
     >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
     >>> row["answer"], row["grader"], row["id"]
-    (['B'], 'choice:index', 'q-8f2e733e7e')
+    (['B'], 'choice:index', 'q-30db774540')
 
 A normalized row is
     {"id": str, "question": str, "answer": [str, ...] (accepted answers; letters for choices),
      "choices": [str, ...] or None, "category": str or None, "grader": str (e.g. "choice:index")}
-What the gold answer means is decided by gold.resolve_gold. A table cell (CSV / TSV) holding a
+What the gold answer means is decided by gold.resolve_gold. Choices that carry their own letters
+("A) 3", "B) 4", ...) are kept without them (gold.unlettered), since prompts letter choices; a gold
+given as the text of such a choice still names it. A table cell (CSV / TSV) holding a
 list is a JSON list or "|"-separated; choices may be a list or ARC's {"label": [...], "text": [...]}.
 """
 import fnmatch
@@ -27,7 +30,7 @@ import hashlib
 import json
 
 from .errors import BenchmarkError
-from .gold import LETTERS, GoldError, resolve_gold, scalar_text
+from .gold import LETTERS, GoldError, resolve_gold, scalar_text, unlettered
 
 __all__ = ["normalize_row", "stable_id", "DEFAULT_FIELDS", "check_field_names", "check_fields_present",
            "answer_columns_of", "skipped_id", "check_unique_ids"]
@@ -81,7 +84,7 @@ def normalize_row(record, fields=None, answer_columns=None, from_table=False):
     Example:
         >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
         >>> row["answer"], row["grader"], row["id"]
-        (['B'], 'choice:index', 'q-8f2e733e7e')
+        (['B'], 'choice:index', 'q-30db774540')
     """
     fields = {**DEFAULT_FIELDS, **(fields or {})}
     if not isinstance(record, dict):
@@ -95,8 +98,9 @@ def normalize_row(record, fields=None, answer_columns=None, from_table=False):
     columns = answer_columns or [fields["answer"]]
     values = [_cell(record.get(c), from_table, c) for c in columns]
     answer = values[0] if len(values) == 1 else [v for value in values for v in _as_list(value)]
+    plain = unlettered(choices)
     try:
-        answers, grader = resolve_gold(answer, choices, labels)
+        answers, grader = _resolve(answer, choices, plain, labels)
     except GoldError as e:
         raise GoldError(f"{e} (field {', '.join(map(repr, columns))})") from None
     row_id = scalar_text(record.get(fields["id"]))
@@ -105,17 +109,36 @@ def normalize_row(record, fields=None, answer_columns=None, from_table=False):
     category = scalar_text(record.get(fields["category"]))
     if category is None:
         raise BenchmarkError(f"field {fields['category']!r} must be text")
-    return {"id": row_id or stable_id(question), "question": question, "answer": answers,
-            "choices": choices, "category": category or None, "grader": grader}
+    return {"id": row_id or stable_id(question, plain), "question": question, "answer": answers,
+            "choices": plain, "category": category or None, "grader": grader}
+
+
+def _resolve(answer, choices, plain, labels):
+    """resolve_gold against the choices without their letter marks; a gold that names a choice with its
+    mark ("B) 4") is read against the choices as given."""
+    try:
+        return resolve_gold(answer, plain, labels)
+    except GoldError as first:
+        if plain == choices:
+            raise
+        error = first
+    try:
+        return resolve_gold(answer, choices, labels)
+    except GoldError:
+        raise error from None
 
 
 def skipped_id(record, fields):
-    """The id to name a skipped row by: its own, else the stable id of its question, else None."""
+    """The id to name a skipped row by: its own, else the stable id of its item, else None."""
     if not isinstance(record, dict):
         return None
     row_id = scalar_text(record.get(fields["id"]))
     question = scalar_text(record.get(fields["question"]))
-    return row_id or (stable_id(question) if question else None)
+    try:
+        choices = _choice_list(record.get(fields["choices"]), False, fields["choices"])[0]
+    except BenchmarkError:
+        choices = None
+    return row_id or (stable_id(question, unlettered(choices)) if question else None)
 
 
 def _as_list(value):
@@ -160,14 +183,23 @@ def _choice_list(value, from_table, field):
     return choices, labels
 
 
-def stable_id(question):
-    """The id of a row without one: "q-" + the first 10 hex digits of the sha1 of its question.
+def stable_id(question, choices=None):
+    """The id of a row without one: "q-" + the first 10 hex digits of a sha1 of the whole item.
+
+    Without choices it is the sha1 of the question text (the ids of runs written before choices
+    counted, so their --resume still matches); with choices, of the JSON list [question, choices],
+    so a dataset that reuses a question with other options gets one id per item.
 
     Example:
         >>> stable_id("What is the capital of Peru?")
         'q-a37a7c2873'
+        >>> stable_id("Which is larger?", ["3", "4"]) != stable_id("Which is larger?", ["5", "6"])
+        True
     """
-    return "q-" + hashlib.sha1(question.strip().encode("utf-8")).hexdigest()[:10]
+    if not choices:
+        return "q-" + hashlib.sha1(question.strip().encode("utf-8")).hexdigest()[:10]
+    item = json.dumps([question.strip(), [str(c) for c in choices]], ensure_ascii=False)
+    return "q-" + hashlib.sha1(item.encode("utf-8")).hexdigest()[:10]
 
 
 def check_unique_ids(rows, wheres, name, id_field):
@@ -179,6 +211,6 @@ def check_unique_ids(rows, wheres, name, id_field):
     if duplicates:
         listed = "; ".join(f"{key!r} at {', '.join(places)}" for key, places in duplicates.items())
         raise BenchmarkError(f"{name}: duplicate ids: {listed}; give each row a unique {id_field!r} "
-                             "(rows without one get an id from the question text, so repeated "
-                             "questions also collide)")
+                             "(rows without one get an id from the question and its choices, so a "
+                             "repeated item also collides)")
 

@@ -15,6 +15,7 @@ Public names:
     ACTIVATION_STORES      ("files", "shards"): --activation_store
     ACTIVATION_FORMATS     ("pkl", "safetensors"): --activation_format
     MC_SCORING             ("generate", "loglikelihood"): how multiple-choice rows are answered
+    MC_STYLES              ("mmlu", "cloze"): what --mc_scoring loglikelihood scores (--mc_style)
     DEFAULT_SHARD_MB       --shard_size_mb's default (the shard store's target shard size)
 
 Example:
@@ -36,7 +37,8 @@ import os
 from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
-from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template
+from ..eval.multiple_choice import MC_STYLES
+from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template, lists_choices
 from ..models import CHAT_TEMPLATE_SETTINGS, DEFAULT_MODEL, DTYPES, check_device
 from ..store.atomic import file_in_the_way
 from ..store.run_folder import ACTIVATIONS_DIR
@@ -144,6 +146,11 @@ class RunConfig:
                                "score each choice's log-likelihood as a continuation of the prompt (lm-eval's "
                                "multiple_choice: acc and acc_norm, no generation; rows without choices are skipped)",
                                resume=True, choices=MC_SCORING)
+    mc_style: str = _setting(None, _D, "with --mc_scoring loglikelihood, lm-eval's conventions: mmlu = the prompt "
+                             "lists the lettered choices and ends 'Answer:', the letters ' A', ' B', ... are scored; "
+                             "cloze (ARC, HellaSwag) = the prompt does not list them ('Question: ...\nAnswer:'), "
+                             "each choice's text is scored", resume=True, choices=MC_STYLES,
+                             default_text="mmlu, or cloze when --prompt_template has no {choices}")
     # output
     output_dir: str = _setting(None, _O, "run folder", metavar="DIR", default_text="results/<timestamp>")
     resume: bool = _setting(False, _O, "continue the run in --output_dir, skipping answered questions")
@@ -236,12 +243,16 @@ class RunConfig:
 
     def prompt_settings(self):
         return PromptSettings(template=self.prompt_template, num_fewshot=self.num_fewshot,
-                              fewshot_seed=self.fewshot_seed)
+                              fewshot_seed=self.fewshot_seed, style=self.mc_style)
 
     def _check_decoding(self):
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise RunError(f"--num_samples must be an integer >= 1, got {self.num_samples!r}")
+        if self.mc_scoring != "loglikelihood" and self.mc_style is not None:
+            raise RunError(f"--mc_style {self.mc_style} chooses what --mc_scoring loglikelihood scores: add "
+                           f"--mc_scoring loglikelihood, or drop --mc_style")
         if self.mc_scoring == "loglikelihood":
+            self._resolve_mc_style()
             if self.temperature or self.num_samples > 1:
                 raise RunError("--mc_scoring loglikelihood generates nothing: --temperature and --num_samples "
                                "do not apply (drop them, or use --mc_scoring generate)")
@@ -255,6 +266,17 @@ class RunConfig:
             self.generation_settings()
         except ValueError as exc:
             raise RunError(f"--{str(exc)}") from None
+
+    def _resolve_mc_style(self):
+        """--mc_style's default (mmlu when the prompt lists the lettered choices, else cloze), and mmlu
+        refused for a template whose prompts never show the letters it scores."""
+        listed = lists_choices(self.prompt_template)
+        if self.mc_style is None:
+            self.mc_style = "mmlu" if listed else "cloze"
+        elif self.mc_style == "mmlu" and not listed:
+            raise RunError("--mc_style mmlu scores the letters ' A', ' B', ... but --prompt_template has no "
+                           "{choices}, so the prompt never shows them: add {choices} to the template, or use "
+                           "--mc_style cloze (scores each choice's text)")
 
     def generation_settings(self):
         """The capture.generation.GenerationSettings of this run (how every answer is generated)."""

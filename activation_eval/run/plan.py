@@ -3,6 +3,7 @@
 Public names:
     GROUP_BATCHES                              with continuous batching, a unit holds this many batches' questions
     select_rows(rows, config, warn=True)       the questions a run answers (--mc_scoring, --limit, --shuffle)
+    refused_rows(rows, config) -> [{"id", "where", "reason"}]   rows --mc_scoring loglikelihood cannot score
     with_samples(rows, num_samples)            one planned answer per (question, sample)
     unit_size(model, tokenizer, settings, batch_size)   questions per planned unit
     plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None)
@@ -25,7 +26,7 @@ import random
 
 from .. import schema
 from ..capture.generation import decoding_mode, prompt_lengths
-from ..eval.multiple_choice import has_choices
+from ..eval.multiple_choice import has_choices, refusal
 from ..eval.prompts import prompt_of
 from .config import RunError
 
@@ -63,11 +64,30 @@ def unfinished(batches, stored):
     return [b for b in batches if any(stored.get(schema.row_key(row)) != batch_key(b) for row in b)]
 
 
+def refused_rows(rows, config):
+    """The rows with choices that --mc_scoring loglikelihood refuses (several accepted letters: see
+    eval/multiple_choice.refusal), as the benchmark's skipped rows are listed: [{"id", "where", "reason"}]."""
+    if config.mc_scoring != "loglikelihood":
+        return []
+    reasons = ((row, refusal(row)) for row in rows if has_choices(row))
+    return [{"id": row["id"], "where": f"row {row['id']}", "reason": reason} for row, reason in reasons if reason]
+
+
 def select_rows(rows, config, warn=True):
     """The questions the run answers: with --mc_scoring loglikelihood only rows with choices
-    (the others skipped with a warning); then --limit N or a fraction, the first ones or, with
-    --shuffle, a subset drawn with --seed (kept in benchmark order)."""
+    (the others skipped with a warning) and one accepted letter (the others skipped with a warning
+    naming them, and counted as skipped rows; --strict: an error); then --limit N or a fraction, the
+    first ones or, with --shuffle, a subset drawn with --seed (kept in benchmark order)."""
     if config.mc_scoring == "loglikelihood":
+        refused = refused_rows(rows, config)
+        if refused and config.strict:
+            raise RunError(f"--mc_scoring loglikelihood --strict: {refused[0]['reason']}"
+                           + (f" ({len(refused) - 1} more such rows)" if len(refused) > 1 else ""))
+        if refused and warn:
+            for item in refused:
+                log.warning("--mc_scoring loglikelihood: skipping %s (--strict makes this an error)", item["reason"])
+        ids = {item["id"] for item in refused}
+        rows = [row for row in rows if row["id"] not in ids]
         skipped = [row["id"] for row in rows if not has_choices(row)]
         rows = [row for row in rows if has_choices(row)]
         if skipped and warn:

@@ -59,7 +59,7 @@ from ..store.records import save_activations
 from . import distributed
 from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
 from .lock import RunLock
-from .plan import GROUP_BATCHES, batch_key, plan_batches, select_rows, unfinished, unit_size, with_samples  # noqa: F401  (re-exported)
+from .plan import GROUP_BATCHES, batch_key, plan_batches, refused_rows, select_rows, unfinished, unit_size, with_samples  # noqa: F401,E501  (re-exported)
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
 from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
 from .shard_buffer import ShardBuffer, remove_unreferenced_shards
@@ -192,7 +192,7 @@ def _run(config, procs):
     size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size)
     batches = plan_batches(fits, tokenizer, config.chat_template, size, lengths=[length_of[j["id"]] for j in fits])
     batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
-    answer = iter_choice_scores if loglik else iter_answers
+    answer = functools.partial(iter_choice_scores, style=config.mc_style) if loglik else iter_answers
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
     _check_folder_is_shared(config, procs)
@@ -312,7 +312,7 @@ def _load_rows(config, check=True):
             check_save_dir(config)
             run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
                                           config.activation_format)
-    return rows, bench.skipped
+    return rows, bench.skipped + refused_rows(bench.rows, config)
 
 
 def _load_model(config, procs):

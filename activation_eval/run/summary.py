@@ -8,10 +8,13 @@ Example:
     >>> print(format_summary(make_summary(config, rows, elapsed=12.0, answered_now=len(rows))))
 
 Every accuracy comes with its standard error, its 95% Wilson interval (activation_eval/accuracy.py:
-clustered by question when a run has several samples per question) and its chance baseline.
+clustered by question when a run has several samples per question) and its chance baseline; so do
+acc_norm and acc_bytes of --mc_scoring loglikelihood, overall and per category ("norm", "bytes").
+A category of fewer than accuracy.SMALL_N questions has "small_n": true and a * in the table.
+Answers graded contradictory (their letter and text name different choices; the row's grader_note)
+are counted under "contradictory".
 """
-import math
-
+from ..accuracy import SMALL_N_NOTE
 from ..eval.scores import accuracy_stats, chance_accuracy
 from ..store import run_folder
 from .config import benchmark_label
@@ -39,8 +42,9 @@ def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), s
             "errors": sum(errors.values()),
             "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
             "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": overall["chance"],
-            "per_category": {name: {**_stats(group, chance), "errors": errors.get(name, 0)}
+            "per_category": {name: {**_stats(group, chance), "errors": errors.get(name, 0), **_scored_stats(group)}
                              for name, group in sorted(by_category.items())},
+            "contradictory": sum(1 for r in graded if r.get("grader_note")),
             "skipped_rows": len(skipped), "skipped_ids": [s["id"] or s["where"] for s in skipped],
             "answered_this_run": answered_now, "wall_time_s": round(elapsed, 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
@@ -50,16 +54,34 @@ def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), s
             **_decoding_summary(config, results)}
 
 
+# --mc_scoring loglikelihood's further verdicts: {name in the summary: the row's key}
+SCORED = {"norm": "correct_norm", "bytes": "correct_bytes"}
+
+
 def _decoding_summary(config, results):
-    """How answers were produced; with --mc_scoring loglikelihood also acc_norm with its standard
-    error over questions and the chance baseline (mean of 1 / number of choices)."""
-    out = {"mc_scoring": config.mc_scoring, "temperature": config.temperature, "num_samples": config.num_samples}
+    """How answers were produced; with --mc_scoring loglikelihood also acc_norm and acc_bytes, each with
+    its standard error and 95% Wilson interval over questions, and the chance baseline (mean of
+    1 / number of choices)."""
+    out = {"mc_scoring": config.mc_scoring, "mc_style": getattr(config, "mc_style", None),
+           "temperature": config.temperature, "num_samples": config.num_samples}
     scored = [r for r in results if isinstance(r.get("correct_norm"), bool)]
     if scored:
-        p = sum(r["correct_norm"] for r in scored) / len(scored)
-        out.update(correct_norm=sum(r["correct_norm"] for r in scored), accuracy_norm=p, scored_questions=len(scored),
-                   accuracy_norm_se=math.sqrt(p * (1 - p) / len(scored)),
+        out.update(scored_questions=len(scored),
                    chance_accuracy=sum(1 / len(r["choice_logprobs"]) for r in scored) / len(scored))
+        for name, stats in _scored_stats(scored).items():
+            out.update({f"correct_{name}": stats["correct"], f"accuracy_{name}": stats["accuracy"],
+                        f"accuracy_{name}_stderr": stats["stderr"], f"accuracy_{name}_ci95": stats["ci95"]})
+        out["accuracy_norm_se"] = out["accuracy_norm_stderr"]        # its name before 2026-12
+    return out
+
+
+def _scored_stats(results):
+    """{"norm": accuracy_stats of correct_norm, "bytes": ... of correct_bytes} over the rows that have them."""
+    out = {}
+    for name, key in SCORED.items():
+        rows = [r for r in results if isinstance(r.get(key), bool)]
+        if rows:
+            out[name] = accuracy_stats([r[key] for r in rows], questions=[r["id"] for r in rows])
     return out
 
 
@@ -86,20 +108,33 @@ def format_summary(summary):
              f"accuracy   {summary['accuracy']:.1%} ± {_pct(summary.get('accuracy_stderr'))} (SE), 95% CI "
              f"{_interval(summary.get('accuracy_ci95'))}, chance {_pct(summary.get('chance'))}  "
              f"({summary['correct']}/{graded} correct)"]
-    if "accuracy_norm" in summary:
-        lines.append(f"acc_norm   {summary['accuracy_norm']:.1%} ± {summary['accuracy_norm_se']:.1%} (SE)  "
-                     f"({summary['correct_norm']}/{summary['scored_questions']} correct by log-likelihood per "
-                     f"character; chance {summary['chance_accuracy']:.1%})")
+    what = {"norm": "log-likelihood per character of the choice, lm-eval's acc_norm",
+            "bytes": "log-likelihood per UTF-8 byte of the choice, lm-eval's acc_bytes"}
+    for name in ("norm", "bytes"):
+        if f"accuracy_{name}" in summary:
+            lines.append(f"acc_{name:<6} {summary[f'accuracy_{name}']:.1%} ± {_pct(summary.get(f'accuracy_{name}_stderr'))}"
+                         f" (SE), 95% CI {_interval(summary.get(f'accuracy_{name}_ci95'))}, chance "
+                         f"{summary['chance_accuracy']:.1%}  ({summary[f'correct_{name}']}/{summary['scored_questions']}"
+                         f" correct by {what[name]})")
     if summary.get("num_samples", 1) > 1:
         lines.append(f"samples    {summary['num_samples']} per question (temperature {summary['temperature']:g}); "
                      f"accuracy counts every sample; SE and CI are clustered by question (Wilson over the "
                      f"effective number of answers, n / design effect)")
-    lines += ["", f"{'category':<20} {'n':>5} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
-              + (f" {'errors':>7}" if summary.get("errors") else "")]
+    norm = any("norm" in stats for stats in summary["per_category"].values())
+    lines += ["", f"{'category':<20} {'n':>6} {'correct':>8} {'accuracy':>9} {'SE':>6} {'95% CI':>13} {'chance':>7}"
+              + (f" {'acc_norm':>9} {'95% CI':>13}" if norm else "") + (f" {'errors':>7}" if summary.get("errors") else "")]
     for name, stats in summary["per_category"].items():
-        lines.append(f"{name:<20} {stats['n']:>5} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
+        n = f"{stats['n']}{'*' if stats.get('small_n') else ''}"
+        lines.append(f"{name:<20} {n:>6} {stats['correct']:>8} {_pct(stats['accuracy']):>9} "
                      f"{_pct(stats.get('stderr')):>6} {_interval(stats.get('ci95')):>13} {_pct(stats.get('chance')):>7}"
+                     + (f" {_pct(stats.get('norm', {}).get('accuracy')):>9} {_interval(stats.get('norm', {}).get('ci95')):>13}"
+                        if norm else "")
                      + (f" {stats.get('errors', 0):>7}" if summary.get("errors") else ""))
+    if any(stats.get("small_n") for stats in summary["per_category"].values()):
+        lines.append(SMALL_N_NOTE)
+    if summary.get("contradictory"):
+        lines.append(f"contradictory {summary['contradictory']} answer(s) whose letter and text name different "
+                     f"choices, graded incorrect (see the rows' grader_note)")
     if summary.get("errors"):
         lines.append(f"errors     {summary['errors']} of {summary['questions']} questions not answered, left out of "
                      f"accuracy (see the rows' error field)")

@@ -1,6 +1,7 @@
 """Log-likelihood multiple choice against an independent reference: each choice's log-probability
 from a plain unbatched forward (logits -> log_softmax -> gather), prompt activations from
-transformers' output_hidden_states."""
+transformers' output_hidden_states. The cloze style (each choice's text scored after an ARC-style
+prompt) gives continuations of several tokens; tests/eval/test_mc_conventions.py covers the styles."""
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ ROWS = [
 
 def reference_logprobs(model, tok, row):
     """Per choice: sum of log p(continuation token) with context and continuation tokenised as lm-eval does."""
-    context = format_question(row)
+    context = format_question(row, style="cloze")
     context_ids = tok(context)["input_ids"]
     sums = []
     for choice in row["choices"]:
@@ -43,7 +44,8 @@ def model(request, tokenizer):
 def test_choice_logprobs_and_prompt_activations_equal_an_unbatched_reference(model, positions):
     model, tok = model
     capture = CaptureSettings(layers=["embeddings", 0, -1, "final_norm"], positions=positions)
-    scored = list(iter_choice_scores(model, tok, ROWS, GenerationSettings(), capture, batch_size=3))
+    scored = list(iter_choice_scores(model, tok, ROWS, GenerationSettings(), capture, batch_size=3,
+                                     style="cloze"))
     assert sorted(r["id"] for r, _ in scored) == [row["id"] for row in ROWS]
     for result, record in scored:
         row = next(r for r in ROWS if r["id"] == result["id"])
@@ -57,7 +59,7 @@ def test_choice_logprobs_and_prompt_activations_equal_an_unbatched_reference(mod
         assert result["correct_norm"] == ("ABCD"[best_norm] in gold)
         assert result["response"] == row["choices"][best] and result["num_generated_tokens"] == 0
         # the record: prompt ids as fed, nothing generated, prompt activations as output_hidden_states
-        assert record["input_ids"].tolist() == tok(format_question(row))["input_ids"]
+        assert record["input_ids"].tolist() == tok(format_question(row, style="cloze"))["input_ids"]
         assert record["output_ids"].numel() == 0 and record["choice_logprobs"] == result["choice_logprobs"]
         P = len(record["input_ids"])
         expected = {"all": list(range(P)), "last_prompt": [P - 1]}[positions] if isinstance(positions, str) \
@@ -71,17 +73,18 @@ def test_choice_logprobs_and_prompt_activations_equal_an_unbatched_reference(mod
 
 def test_batching_does_not_change_the_scores(llama):
     model, tok = llama
-    one = {r["id"]: r["choice_logprobs"] for r, _ in iter_choice_scores(model, tok, ROWS, batch_size=1)}
-    all_ = {r["id"]: r["choice_logprobs"] for r, _ in iter_choice_scores(model, tok, ROWS)}
+    one = {r["id"]: r["choice_logprobs"] for r, _ in iter_choice_scores(model, tok, ROWS, batch_size=1, style="cloze")}
+    all_ = {r["id"]: r["choice_logprobs"] for r, _ in iter_choice_scores(model, tok, ROWS, style="cloze")}
     for qid in one:
         assert one[qid] == pytest.approx(all_[qid], abs=1e-5)
 
 
 def test_chat_template_drops_the_delimiter_and_scores_after_the_template(chat_tokenizer):
     model, tok = tiny_model("llama", chat_tokenizer)
-    (result, record), = iter_choice_scores(model, tok, ROWS[:1], GenerationSettings(use_chat_template="on"))
+    (result, record), = iter_choice_scores(model, tok, ROWS[:1], GenerationSettings(use_chat_template="on"),
+                                             style="cloze")
     assert record["continuations"] == ROWS[0]["choices"]              # lm-eval: no delimiter under a chat template
-    context = tok.apply_chat_template([{"role": "user", "content": format_question(ROWS[0])}], tokenize=False,
+    context = tok.apply_chat_template([{"role": "user", "content": format_question(ROWS[0], style="cloze")}], tokenize=False,
                                       add_generation_prompt=True)
     context_ids = tok(context, add_special_tokens=False)["input_ids"]
     assert record["input_ids"].tolist() == context_ids

@@ -422,13 +422,24 @@ def test_builtin_gold_answers_grade_as_correct():
 
 def test_builtin_rows_grade_exactly_as_before():
     """The 122 responses of a default `make run` made before the graders were split and made linear
-    (tests/data/builtin_responses.jsonl, verdicts from that run): every verdict is unchanged, 64/122."""
+    (tests/data/builtin_responses.jsonl, verdicts from that run): every verdict is unchanged, 64/122,
+    but for the answers whose letter and text name different choices (issue 22): those are now
+    incorrect with a grader_note (mc-003 "A. 4", A being "3", was counted right), 63/122."""
+    contradictory = {"mc-003": "letter A but text of B", "mc-005": "letter C but text of A",
+                     "mc-007": "letter C but text of A", "mc-008": "letter A but text of B",
+                     "mc-027": "letter A but text of D"}
     rows = {r["id"]: r for r in load_benchmark()}
     with open(os.path.join(TESTS_DIR, "data", "builtin_responses.jsonl")) as f:
         recorded = [json.loads(line) for line in f]
     assert len(recorded) == len(rows) == 122 and sum(r["correct"] for r in recorded) == 64
+    verdicts = {}
     for r in recorded:
-        assert grade(r["response"], rows[r["id"]]) == {k: r[k] for k in ("extracted", "correct", "grader")}, r["id"]
+        expected = {k: r[k] for k in ("extracted", "correct", "grader")}
+        if r["id"] in contradictory:
+            expected.update(correct=False, grader_note=contradictory[r["id"]])
+        verdicts[r["id"]] = grade(r["response"], rows[r["id"]])
+        assert verdicts[r["id"]] == expected, r["id"]
+    assert sum(v["correct"] for v in verdicts.values()) == 63
 
 
 def test_builtin_rows_wrong_answers_are_wrong():

@@ -44,7 +44,7 @@ def test_api_row_without_id_gets_the_stable_id_and_the_conventions(tiny_dir, tmp
     row = {"question": "What is 1 + 1?", "choices": ["1", "2", "3", "4"], "answer": 1}     # MMLU-shaped
     result = utils.answer_and_grade_benchmark_question(row, model, tokenizer=tok, max_new_tokens=4,
                                                        capture_activations=True, activation_save_dir=tmp_path)
-    assert result["id"] == stable_id("What is 1 + 1?") and result["answer"] == ["B"]
+    assert result["id"] == stable_id("What is 1 + 1?", ["1", "2", "3", "4"]) and result["answer"] == ["B"]
     assert result["grader"] == "choice:index" and isinstance(result["correct"], bool)
     assert os.path.isfile(result["activation_file"])
     with pytest.raises(ValueError, match="neither a letter A-D"):
