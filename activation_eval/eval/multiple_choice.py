@@ -11,9 +11,13 @@ Public names:
     SCORE_FIELDS            the keys a scored result adds to answering.RESULT_FIELDS
 
 Example:
-    >>> rows = [r for r in load_benchmark() if has_choices(r)][:8]
+    >>> from activation_eval.eval.benchmark import load_benchmark
+    >>> rows = [r for r in load_benchmark() if has_choices(r)][:3]
     >>> for result, record in iter_choice_scores(model, tok, rows, batch_size=8):
-    ...     print(result["id"], result["extracted"], result["correct"], result["correct_norm"])
+    ...     print(result["id"], result["answer"], result["extracted"], result["correct"], result["correct_norm"])
+    mc-001 ['B'] A False False
+    mc-002 ['C'] C True False
+    mc-003 ['A'] B False False
 
 Conventions, as lm-eval's ConfigurableTask.process_results for multiple_choice:
     the prompt is prompts.prompt_of(row) (the same prompt as --mc_scoring generate, chat template
