@@ -13,7 +13,8 @@ Example folders (EXAMPLE_PATHS):
                       pickle records (the default format): activations/geo-001.pkl, ...
     results/run1      the same run with --activation_format safetensors: activations/geo-001.safetensors
     results/mc        12 multiple-choice questions (--shuffle --limit 12) scored by log-likelihood, 3 of
-                      them correct (a probe needs both classes), safetensors records
+                      them correct (a probe needs both classes); --positions last_prompt (what probes,
+                      the lens and exports read), safetensors records
     models/tiny-llama the 30-layer model of those runs (their run_config.json names it)
 
 Names every doctest can use (doctest_namespace, made once per session, copied per doctest):
@@ -40,7 +41,8 @@ EXAMPLE_MODEL = "models/tiny-llama"
 EXAMPLE_RUNS = {
     "runs/r1": ["--limit", EXAMPLE_QUESTIONS, "--activation_format", "pkl"],
     "results/run1": ["--limit", EXAMPLE_QUESTIONS, "--activation_format", "safetensors"],
-    "results/mc": ["--limit", 12, "--shuffle", "--mc_scoring", "loglikelihood", "--activation_format", "safetensors"],
+    "results/mc": ["--limit", 12, "--shuffle", "--mc_scoring", "loglikelihood", "--positions", "last_prompt",
+                   "--activation_format", "safetensors"],
 }
 EXAMPLE_PATHS = [*EXAMPLE_RUNS, EXAMPLE_MODEL]
 NAMESPACE = ("model", "tok", "tokenizer", "rows", "record")
