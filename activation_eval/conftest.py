@@ -77,8 +77,8 @@ def example_runs(tmp_path_factory):
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     for name, flags in EXAMPLE_RUNS.items():
-        status = helpers.run_main("--model", model_dir, "--max_new_tokens", 4, "--capture_activations", *flags,
-                                  "--output_dir", root / name)
+        status = helpers.run_main("--model", model_dir, "--device", "cpu", "--max_new_tokens", 4, "--capture_activations",
+                                  *flags, "--output_dir", root / name)    # on the CPU: the same numbers on any machine
         if status != 0:
             raise RuntimeError(f"the example run {name} failed (exit {status}): see the output above")
     return root
