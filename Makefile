@@ -27,13 +27,11 @@ analyze: setup
 lint: setup
 	$(PY) -m ruff check .
 
-# modules whose docstring examples run as doctests (activation_eval/conftest.py makes the run folders they name)
-DOCTESTS := activation_eval/analysis/intervals.py activation_eval/store/run_folder.py activation_eval/eval/scores.py
-
-# everything, lint first; test-fast skips the tests marked slow (the quick loop while editing)
+# everything: lint, the suite, then every module's docstring examples as doctests (activation_eval/conftest.py
+# makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing)
 test: setup lint
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --doctest-modules $(DOCTESTS)
+	$(PY) -m pytest -q --doctest-modules activation_eval
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests

@@ -10,10 +10,15 @@ Public names (the notebook API, from api.py):
     load_model(model_name_or_path=None, **opts) -> (model, tokenizer)   loaded once, cached
     load_run_layer(run_dir, layer, reduce="last_prompt") -> (X [n, hidden], rows)
 
-Example:
+Example (`model` here is a tiny random 3-layer llama with its tokenizer `tok`; without a model, the
+offline default model SmolLM2-135M-Instruct is loaded and every shape below has hidden size 576):
     >>> from activation_eval import generate_inference_with_activations, load_activations
-    >>> response, record = generate_inference_with_activations("What is the capital of France?")
-    >>> record["activations"]["layer_10"].shape        # (positions, 576)
+    >>> response, record = generate_inference_with_activations("What is the capital of France?", model,
+    ...                                                         tokenizer=tok, max_new_tokens=4, save_path="q1.pkl")
+    >>> record["activations"]["layer_2"].shape        # (positions, hidden): prompt + answer - 1 tokens
+    torch.Size([..., 64])
+    >>> load_activations("q1.pkl", layers=["layer_2"])["response"] == response
+    True
 
 Packages, in the direction data flows (each imports only those before it, and store imports
 nothing of the project):

@@ -12,10 +12,13 @@ Public names:
     load_activations(path, layers=None) -> record dict (never runs code from the file)
     save_activations(record, path)
 
-Example:
+Example (`model`, `tok`: a tiny random 3-layer llama; with model=None the default model's hidden
+size is 576 and its last layer layer_29):
     >>> from activation_eval import generate_inference_with_activations, load_activations
-    >>> response, acts = generate_inference_with_activations("What is the capital of France?")
-    >>> acts["activations"]["layer_29"].shape        # (positions, hidden) = (P + N - 1, 576)
+    >>> response, acts = generate_inference_with_activations("What is the capital of France?", model, tokenizer=tok)
+    >>> P, N = len(acts["input_ids"]), len(acts["output_ids"])
+    >>> acts["activations"]["layer_2"].shape == (P + N - 1, 64)      # (positions, hidden)
+    True
 
 `model` is everywhere a hub id or local path (loaded once and cached), an already loaded
 transformers model together with `tokenizer=`, or None for the offline default model
@@ -81,8 +84,10 @@ def generate_inference(prompt, model=None, *, tokenizer=None, max_new_tokens=DEF
                        use_chat_template=None, **generate_kwargs):
     """The model's answer to one prompt (greedy by default).
 
-    >>> generate_inference("What is the capital of France?")
+    >>> generate_inference("What is the capital of France?")        # the default model  # doctest: +SKIP
     'The capital of France is Paris.'
+    >>> type(generate_inference("What is the capital of France?", model, tokenizer=tok, max_new_tokens=4))
+    <class 'str'>
     """
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
     settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)
@@ -95,8 +100,10 @@ def generate_inference_with_activations(prompt, model=None, save_path=None, laye
                                         **generate_kwargs):
     """Generate an answer while capturing every requested layer; returns (response, record).
 
-    >>> response, data = generate_inference_with_activations("2 + 2 =", layers_to_capture=[0, -1, "final_norm"])
-    >>> data["activations"]["layer_0"].shape, data["positions_kept"][:3]
+    >>> response, data = generate_inference_with_activations("2 + 2 =", model, tokenizer=tok, max_new_tokens=4,
+    ...                                                      layers_to_capture=[0, -1, "final_norm"])
+    >>> list(data["activations"]), data["activations"]["layer_0"].shape, data["positions_kept"][:3]
+    (['layer_0', 'layer_2', 'final_norm'], torch.Size([..., 64]), [0, 1, 2])
 
     save_path: write the record at once (.pkl or .safetensors, by extension).
     layers_to_capture: None (embeddings + every decoder layer), names, ints or module paths.
@@ -140,8 +147,12 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
                                         **generate_kwargs):
     """Answer and grade one benchmark row: {id, question, prompt, response, answer, extracted, correct, grader, ...}.
 
-    >>> answer_and_grade_benchmark_question({"id": "q1", "question": "What is 2 + 3?", "answer": "5"})["correct"]
-    >>> answer_and_grade_benchmark_question("What is the capital of Peru?")["correct"]     # None: ungraded
+    >>> answer_and_grade_benchmark_question({"id": "q1", "question": "What is 2 + 3?", "answer": "5"}, model,
+    ...                                     tokenizer=tok, max_new_tokens=4)["correct"]    # a random model
+    False
+    >>> answer_and_grade_benchmark_question("What is the capital of Peru?", model, tokenizer=tok,
+    ...                                     max_new_tokens=4)["correct"] is None           # ungraded
+    True
 
     A row dict is read like a benchmark file's row (an integer answer with choices is a 0-based index,
     ...; see eval/grading.py) and gets the stable id of its question when it has no "id". A bare

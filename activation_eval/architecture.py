@@ -13,6 +13,9 @@ Public names:
 Example:
     >>> find_decoder_layers(model)[0], find_final_norm(model)[0]     # a Llama-style model
     ('model.layers', 'model.norm')
+    >>> from transformers import AutoConfig, AutoModelForCausalLM
+    >>> opt_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+    ...     "opt", hidden_size=16, ffn_dim=32, num_hidden_layers=2, num_attention_heads=2, word_embed_proj_dim=16))
     >>> find_final_norm(opt_model)[0]                                # OPT keeps both in its decoder
     'model.decoder.final_layer_norm'
 """

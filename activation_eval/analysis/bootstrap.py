@@ -22,8 +22,14 @@ Example:
     >>> W = np.ones((1, 4))
     >>> float(weighted_auroc(np.array([.1, .4, .35, .8]), np.array([0, 0, 1, 1], bool), W)[0])
     0.75
+    >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1])                  # 8 questions: classes and scores
+    >>> score = np.array([.1, .3, .2, .6, .4, .7, .8, .9])
+    >>> P = np.stack([1 - score, score], axis=1)                # (n, classes) probabilities
+    >>> float(macro_auroc(P, y, np.ones((1, 8)))[0])
+    0.9375
     >>> draws = np.concatenate([macro_auroc(P, y, W) for W in resample_counts(len(y), 2000, seed=0)])
-    >>> percentile_interval(draws, 0.95)
+    >>> percentile_interval(draws, 0.95)                         # 95% interval over resampled questions
+    [0.67, 1.0]
 """
 import numpy as np
 

@@ -22,6 +22,20 @@ Example:
     $ python analyze_activations.py --probe results/run1 --output_dir plots
     $ python analyze_activations.py --logit_lens results/run1 --json
     $ python analyze_activations.py --report results/run1 --output run1.html
+
+From Python, main(argv) prints the same and returns the exit code:
+    >>> main(["--compare", "runs/r1/activations/geo-001.pkl", "results/run1/activations/geo-001.safetensors",
+    ...       "--layers", "layer_3"])                   # one record saved in both formats: the same numbers
+    A: runs/r1/activations/geo-001.pkl
+    B: results/run1/activations/geo-001.safetensors
+    note: common token prefix: 42 tokens (positions 0-41); 41 of them kept in both records
+    <BLANKLINE>
+    layer    cos_last  dist_last  cos_prompt_mean  dist_prompt_mean  cos_prefix  dist_prefix
+    -------  --------  ---------  ---------------  ----------------  ----------  -----------
+    layer_3         1          0                1                 0           1            0
+    0
+    >>> main(["--file", "missing.pkl"])                 # bad input: one line `error: ...` on stderr
+    2
 """
 import argparse
 import hashlib

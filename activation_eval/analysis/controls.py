@@ -16,8 +16,14 @@ Public names:
     bag_of_words  TF-IDF of the question's words and word pairs (logistic regression)
 
 Example:
-    >>> inputs, notes = control_inputs(read_run_rows("results/run1"))
-    >>> make_control("category").fit(inputs["category"], y).predict_proba(inputs["category"])
+    >>> from activation_eval.store.run_reader import read_run_rows
+    >>> rows = read_run_rows("results/mc")           # 12 multiple-choice questions, 3 answered correctly
+    >>> inputs, notes = control_inputs(rows)
+    >>> list(inputs), notes                          # every control can be fed: no notes
+    (['majority', 'category', 'length', 'bag_of_words'], [])
+    >>> y = np.array([row["correct"] for row in rows])
+    >>> make_control("length").fit(inputs["length"], y).predict_proba(inputs["length"]).shape
+    (12, 2)
 """
 import functools
 

@@ -11,6 +11,8 @@ Public names:
 Example:
     >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
     >>> y = np.array([bool(r["correct"]) for r in rows])
+    >>> X.shape, X.dtype, [r["id"] for r in rows][:2], int(y.sum())       # a random model: none correct
+    ((6, 64), dtype('float32'), ['geo-001', 'geo-002'], 0)
 
 `reduce` says how a record's (positions, hidden) tensor becomes one vector; it is not the capture
 setting --positions (which tokens were saved), though it can only use positions that were saved.
@@ -37,8 +39,9 @@ ANSWER_REDUCTIONS = ("answer_first", "answer_mean")
 def load_run_layer(run_dir, layer, reduce="last_prompt", progress=False):
     """One `layer` vector per captured question of a run -> (float32 [n, hidden], rows).
 
-    >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
-    >>> y = np.array([r["correct"] for r in rows])
+    >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="answer_first")
+    >>> X.shape                  # one row per question whose answer has a kept position
+    (6, 64)
 
     reduce: "last_prompt" (the last prompt token's row), "mean_prompt" (mean over kept
     prompt positions), "last" (last kept row), "answer_first" (the row of the first token of the
@@ -59,6 +62,7 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
 
     >>> mats, rows = load_run_layers("runs/r1", ["layer_4", "layer_5"])
     >>> mats["layer_5"].shape          # (n_questions, hidden)
+    (6, 64)
 
     The rows and their records come from store.run_reader.RunReader (last row per question,
     each record read once, confined to the run's activations folder, checked to be its row's).

@@ -4,10 +4,12 @@ Public names:
     export_hf(run_dir, out_dir, layers=None, reduce="last_prompt") -> dict   (path, rows, columns)
 
 Example:
-    >>> export_hf("results/run1", "exports/run1", layers=["layer_5", "layer_10"])
+    >>> export_hf("results/mc", "exports/mc", layers=["layer_5", "layer_10"])
+    {'path': 'exports/mc', 'rows': 12, 'columns': ['id', 'correct', 'category', 'layer_5', 'layer_10'], 'reduce': 'last_prompt'}
     >>> import datasets
-    >>> ds = datasets.load_from_disk("exports/run1").with_format("numpy")
-    >>> ds["layer_5"].shape, ds["correct"][:3]          # (n, 576), [True, False, True]
+    >>> ds = datasets.load_from_disk("exports/mc").with_format("numpy")
+    >>> ds.num_rows, ds[:3]["layer_5"].shape, ds[:3]["correct"]       # (rows, hidden), their grades
+    (12, (3, 64), array([False, False, False]))
 
 Columns: id (string), correct (bool; null for an ungraded row), category (string; null when the
 benchmark has none), and per layer a fixed-length float32 list (the layer reduced per question by

@@ -26,9 +26,11 @@ The model: the run's when it is local, else the one passed (`model=`, the CLI's 
 analysis never downloads.
 
 Example:
-    >>> res = logit_lens_run("results/run1")                 # or model="path/to/model"
-    >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]
-    >>> res["questions"][0]["layers"]["final_norm"]["top"]      # [[" Paris", 0.61], ...]
+    >>> res = logit_lens_run("results/mc", progress=False)      # the run's model (a local folder), or model=...
+    >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]     # a random model: near chance
+    (101.0, 150.5)
+    >>> res["questions"][0]["layers"]["layer_29"]["top"][:2]       # [[token, probability], ...]
+    [[..., 0.0054], [..., 0.0051]]
 """
 import os
 import re
@@ -215,7 +217,9 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     path or name to load (the CLI's --model), or a loaded model together with its `tokenizer`.
     Questions whose record lacks the last prompt token are counted in "skipped_no_position"; those
     without a gold token (no accepted answer) get top-k tokens but no rank. Intervals: 95% percentile bootstrap over questions.
-    >>> res = logit_lens_run("results/run1"); res["layers"]["final_norm"]["all"]["median_rank"]
+    >>> res = logit_lens_run("results/run1", layers=["layer_29"], progress=False)
+    >>> res["layers"]["layer_29"]["all"]["median_rank"]
+    133.0
     """
     from tqdm import tqdm
     run_dir = os.fspath(run_dir)

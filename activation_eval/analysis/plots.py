@@ -26,11 +26,11 @@ Public names:
 
 Example:
     >>> from activation_eval.analysis import plots, probe, stats
-    >>> res = stats.analyze_file("results/run1/activations/q0001.safetensors")
-    >>> plots.plot_layer_norms(res["layers"], "plots/q0001_norms.png")
-    'plots/q0001_norms.png'
-    >>> plots.plot_probe(probe.probe_run("results/run1"), "plots/probe_run1.png")
-    'plots/probe_run1.png'
+    >>> res = stats.analyze_file("results/run1/activations/geo-001.safetensors")
+    >>> plots.plot_layer_norms(res["layers"], "plots/geo-001_norms.png")
+    'plots/geo-001_norms.png'
+    >>> plots.plot_probe(probe.probe_run("results/mc"), "plots/probe_mc.png")
+    'plots/probe_mc.png'
 """
 import math
 import os

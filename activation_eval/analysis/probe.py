@@ -47,10 +47,11 @@ Result (the --json output of `analyze_activations.py --probe`):
     Intervals are [lo, hi] lists; every AUROC is a float in [0, 1].
 
 Example:
-    >>> res = probe_run("results/run1", progress=True)
+    >>> res = probe_run("results/mc")         # 12 questions (3 correct) of a random model: no evidence
+    >>> res["n"], res["class_counts"], res["cv"]["folds"], res["layers_tested"]     # 3 folds: 3 correct
+    (12, {'False': 9, 'True': 3}, 3, 31)
     >>> res["verdict"], res["layers"]["layer_12"]["auroc"], res["layers"]["layer_12"]["auroc_ci"]
-    ('layer_9', 0.81, [0.73, 0.88])
-    >>> probe_run("results/run1", target="category", test_run="results/run2")["test_run"]["verdict"]
+    ('no evidence beyond the controls', 0.52, [0.06, 0.95])
 """
 import contextlib
 import math
@@ -83,7 +84,8 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups
     """Probe every layer of a run folder (each record file read once per block of layers that
     fits LOAD_BUDGET_BYTES: once in all for probe-sized runs); see the module docstring.
 
-    >>> res = probe_run("results/run1"); res["verdict"], res["best_layer"]
+    >>> res = probe_run("results/mc", layers=["layer_5", "layer_20"]); res["verdict"], res["best_layer"]
+    ('no evidence beyond the controls', 'layer_...')
     """
     run_dir = _check_run(run_dir)
     test_dir = _check_run(test_run) if test_run is not None else None
@@ -118,7 +120,15 @@ def probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on.
 
-    >>> res = probe_features({"layer_0": X0, "layer_1": X1}, rows)
+    >>> rng = np.random.default_rng(0)
+    >>> rows = [{"id": f"q{i}", "correct": i % 2 == 0, "category": "ab"[i % 3 == 0], "question": f"question {i}",
+    ...          "num_prompt_tokens": 10, "num_generated_tokens": 4} for i in range(60)]
+    >>> y = np.array([row["correct"] for row in rows])
+    >>> X0 = rng.normal(size=(60, 8))                            # noise
+    >>> X1 = rng.normal(size=(60, 8)) + 1.5 * y[:, None]          # knows the answer is correct
+    >>> res = probe_features({"layer_0": X0, "layer_1": X1}, rows, n_bootstrap=1000)
+    >>> res["verdict"], res["layers"]["layer_1"]["auroc"] > 0.9, res["layers"]["layer_0"]["auroc"] < 0.75
+    ('layer_1', True, True)
     """
     def pairs():
         for name, X in features.items():
@@ -336,7 +346,11 @@ def evaluate_scores(y, layer_proba, control_proba, n_boot, seed, strata=None):
     else the predicted class is the most probable one; strata (n,): compare only pairs within a stratum (fold).
     -> {layers, controls, best_control, best_layer, verdict}.
 
-    >>> evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": Pm}, 2000, seed=0)["verdict"]
+    >>> y = np.array([0, 1] * 20)                                            # 40 questions
+    >>> P0 = np.full((40, 2), 0.5)                                         # a layer that knows nothing
+    >>> P1 = np.stack([1 - (y * 0.6 + 0.2), y * 0.6 + 0.2], axis=1)        # one that separates the classes
+    >>> evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": P0}, 2000, seed=0)["verdict"]
+    'layer_1'
     """
     names = list(layer_proba) + [f"control:{c}" for c in control_proba]
     scored = [v if isinstance(v, tuple) else (v, np.argmax(v, axis=1))

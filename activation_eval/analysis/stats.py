@@ -15,9 +15,12 @@ Public names:
                                                  per layer, then from a seeded uniform sample of them
 
 Example:
-    >>> stats = analyze_file("results/run1/activations/q0001.safetensors")
-    >>> stats["layers"]["layer_3"]["position_norm_mean"]
-    >>> cmp = compare_files("a.pkl", "b.pkl"); cmp["layers"]["layer_3"]["last_prompt_token"]["cosine"]
+    >>> stats = analyze_file("results/run1/activations/geo-001.safetensors")
+    >>> stats["layers"]["layer_3"]["position_norm_mean"]         # the tiny model's small activations
+    0.278
+    >>> a, b = "runs/r1/activations/geo-001.pkl", "results/run1/activations/geo-001.safetensors"   # one record, 2 formats
+    >>> cmp = compare_files(a, b); cmp["layers"]["layer_3"]["last_prompt_token"]["cosine"]
+    1.0
 
 All statistics are float64.
 """
@@ -51,7 +54,9 @@ def tensor_stats(tensor):
 
     std is the population std (ddof=0); position_norm_* are over the L2 norms of the rows;
     l2_norm is the norm of the whole tensor.
-    >>> tensor_stats(torch.ones(3, 4))["position_norm_mean"]   # 2.0
+    >>> import torch
+    >>> tensor_stats(torch.ones(3, 4))["position_norm_mean"]   # each row's L2 norm: sqrt(4)
+    2.0
     """
     a = as_2d(tensor)
     out = {"shape": list(a.shape)}
@@ -158,7 +163,8 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     hostile, not a regular file, odd tensors) is skipped, whole: it is listed under "errors"
     ({"file", "error"}) and counted in "skipped", and the scan goes on; it is an error when
     none can be read.
-    >>> agg = analyze_directory("results/run1", limit=100); agg["layers"]["layer_0"]["std"]
+    >>> agg = analyze_directory("results/run1", limit=100, progress=False); agg["layers"]["layer_0"]["std"]
+    0.0222
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):

@@ -10,7 +10,9 @@ Public names:
 Example:
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
     >>> for i, tokens, _ in decode(model, ids, width=8, max_new_tokens=16, stop_ids={tok.eos_token_id}, pad_id=0):
-    ...     print(i, tok.decode(tokens))
+    ...     print(i, len(tokens))                         # a random model: no EOS within 16 tokens
+    0 16
+    1 16
 
 How: `model.generate` keeps every row of a batch until the longest answer ends (on the built-in
 benchmark, half of the decode slots of a batch of 8 went to rows that had finished). Here the

@@ -15,7 +15,8 @@ Public names:
 Example:
     >>> records = generate_records(model, tok, ["2+2=?", "Capital of France?"],
     ...                            GenerationSettings(max_new_tokens=16), CaptureSettings(layers=[0, -1]))
-    >>> records[1]["response"], records[1]["activations"]["layer_0"].shape
+    >>> records[1]["prompt"], list(records[1]["activations"]), records[1]["activations"]["layer_0"].shape
+    ('Capital of France?', ['layer_0', 'layer_2'], torch.Size([24, 64]))
 
 Two decoding paths give the same tokens and records: decoding without logits processors runs
 continuous.decode (finished answers leave the batch, waiting prompts take their slots); anything

@@ -8,9 +8,14 @@ CaptureError (capture/layers.py); parse_positions, kept_positions, POSITION_MODE
 (capture/positions.py). RowCapture (continuous batching) lives in capture/row_capture.py.
 
 Example:
+    >>> batch = tok(["Capital of France?"], return_tensors="pt")       # one prompt of P tokens: no padding
+    >>> P = batch["input_ids"].shape[1]
     >>> with ActivationCapture(model, layers=["embeddings", 0, -1, "final_norm"]) as cap:
     ...     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    >>> N = out.shape[1] - P                                       # generated tokens
     >>> (acts, kept), = cap.batch_activations([0], [P], [N], P)   # per row: {name: (positions, hidden)}, kept
+    >>> list(acts), acts["layer_2"].shape[1], kept == list(range(P + N - 1))
+    (['embeddings', 'layer_0', 'layer_2', 'final_norm'], 64, True)
 
 Semantics (equal to transformers' output_hidden_states=True, see ACTIVATION_CAPTURE_README.md):
     embeddings   input of the first decoder layer = hidden_states[0] (position embeddings and
@@ -34,9 +39,13 @@ __all__ = ["ActivationCapture", "to_cpu", "CaptureError", "find_decoder_layers",
 class ActivationCapture:
     """Register forward hooks on entry, remove exactly those on exit (also on exceptions).
 
+    >>> batch = tok(["2+2=", "Capital of France?"], return_tensors="pt", padding=True)    # left-padded
+    >>> width, pads = batch["input_ids"].shape[1], (1 - batch["attention_mask"]).sum(1).tolist()
     >>> with ActivationCapture(model, layers=[0, -1], positions="last_prompt") as cap:
-    ...     model.generate(**batch, max_new_tokens=8, do_sample=False)
-    >>> cap.batch_activations(pads=[2], prompt_lens=[7], gen_lens=[8], prompt_width=9)[0][0]["layer_0"].shape   # (1, hidden)
+    ...     out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    >>> per_row = cap.batch_activations(pads, [width - p for p in pads], gen_lens=[8, 8], prompt_width=width)
+    >>> per_row[0][0]["layer_0"].shape, per_row[0][1] == [width - pads[0] - 1]    # (1, hidden), the last prompt token
+    (torch.Size([1, 64]), True)
 
     Per step a hook only keeps a detached reference to the layer output (no device transfer):
     tensors stay on the model's device until `batch_activations` is called. On the CPU, the

@@ -8,7 +8,8 @@ Public names:
 
 Example:
     >>> for i, rec in iter_scored_records(model, tok, ["Capital of France?"], [[" Paris", " Rome"]]):
-    ...     rec["choice_logprobs"]          # [sum of log p(token) over " Paris", ... over " Rome"]
+    ...     print(i, rec["choice_logprobs"])    # [sum of log p(token) over " Paris", ... over " Rome"]
+    0 [-26.2, -25.6]
 
 How (lm-evaluation-harness's loglikelihood requests): trailing whitespace of the context (the
 prompt as the model reads it, chat template applied) moves to the front of the continuation;
@@ -40,7 +41,7 @@ def encode_pair(tokenizer, context, continuation, add_special_tokens=True):
     """(context ids, continuation ids) as lm-eval splits them (see the module docstring).
 
     >>> encode_pair(tok, "Question: 2+2?\\nAnswer:", " 4")
-    ([..., 25], [604])
+    ([53, 292, 88, ..., 263, 30], [277])
     """
     spaces = len(context) - len(context.rstrip())
     if spaces:

@@ -5,11 +5,14 @@ Public names:
         an ActivationCapture whose forwards are announced by the decoding loop (route_prefix,
         route_prefill, route_step); finish(question, slot, prompt_len, gen_len) -> (acts, kept)
 
-Example:
-    >>> cap = RowCapture(model, layers=[0, -1], width=8, max_steps=31)
-    >>> with cap:
-    ...     cap.route_prefill([question], pads=[0]); model(...)
-    >>> acts, kept = cap.finish(question, slot, prompt_len, gen_len)
+Example (continuous.decode is the decoding loop that announces each forward; two prompts, two slots):
+    >>> from activation_eval.capture.continuous import decode
+    >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
+    >>> with RowCapture(model, layers=[0, -1], width=2, max_steps=7) as cap:     # max_new_tokens - 1 steps
+    ...     answers = list(decode(model, ids, 2, 8, {tok.eos_token_id}, tok.pad_token_id, capture=cap))
+    >>> i, tokens, (acts, kept) = answers[0]              # from cap.finish(...) of the first answer to end
+    >>> list(acts), acts["layer_2"].shape == (len(ids[i]) + len(tokens) - 1, 64), kept[:3]
+    (['layer_0', 'layer_2'], True, [0, 1, 2])
 """
 import torch
 
@@ -23,12 +26,7 @@ __all__ = ["RowCapture"]
 class RowCapture(ActivationCapture):
     """ActivationCapture for continuous batching, where rows join and leave the batch between forwards.
 
-    >>> cap = RowCapture(model, layers=[0, -1], width=8, max_steps=31)
-    >>> with cap:
-    ...     cap.route_prefill([question], pads=[0]); model(...)            # a prompt forward
-    ...     cap.route_step([slot], [0]); model(...)                         # a one-token forward
-    >>> acts, kept = cap.finish(question, slot, prompt_len, gen_len)
-
+    See the module docstring's example (continuous.decode is the decoding loop that uses it).
     The decoding loop announces every forward: `route_prefix()` before a forward over the start
     that all prompts share (kept once, prepended to each); `route_prefill(questions, pads)` before
     a forward over new, left-padded prompts after that start (row i is questions[i] with pads[i]

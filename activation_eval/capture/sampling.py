@@ -7,9 +7,13 @@ Public names:
         .logits_processor(indices)        the same choice inside model.generate (greedy mode)
 
 Example:
+    >>> import torch
+    >>> logits = torch.randn(1, 300, generator=torch.Generator().manual_seed(0))   # (1, vocab) of prompt "q2/0"
     >>> sampler = Sampler(temperature=0.7, top_k=0, top_p=0.95, seed=1, keys=["q1/0", "q2/0"])
-    >>> sampler.pick(logits, indices=[1])          # logits (1, vocab) of prompt "q2/0"
-    tensor([42])
+    >>> sampler.pick(logits, indices=[1])
+    tensor([271])
+    >>> Sampler(temperature=0.7, top_k=0, top_p=0.95, seed=1, keys=["q2/0"]).pick(logits, indices=[0])   # same stream
+    tensor([271])
 
 Why: model.generate(do_sample=True) draws every row of a batch from torch's global random
 generator, so an answer depends on which questions shared its batch, on the batch size and on

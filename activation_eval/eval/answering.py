@@ -8,9 +8,14 @@ Public names:
                     absolute token positions of the extracted answer's last occurrence in the response
 
 Example:
-    >>> rows = load_benchmark()[:8]
-    >>> for result, record in answer_rows(model, tok, rows, GenerationSettings(max_new_tokens=32)):
-    ...     print(result["id"], result["correct"])
+    >>> from activation_eval.capture.generation import GenerationSettings
+    >>> from activation_eval.eval.benchmark import load_benchmark
+    >>> rows = load_benchmark()[:3]
+    >>> for result, record in answer_rows(model, tok, rows, GenerationSettings(max_new_tokens=4)):
+    ...     print(result["id"], result["answer"], result["correct"], len(record["output_ids"]))   # a random model
+    geo-001 ['Paris'] False 4
+    geo-002 ['Tokyo'] False 4
+    geo-003 ['Rome'] False 4
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
 extracted, correct, grader, num_prompt_tokens, num_generated_tokens}, plus "system_prompt" when
@@ -85,7 +90,11 @@ def answer_token_positions(response, extracted, output_ids, tokenizer, num_promp
     `response` is the record's: decode(output_ids, skip_special_tokens=True).strip(). Each token's
     character span comes from decoding growing prefixes of output_ids (exact for the tokens the
     model actually produced, unlike re-encoding the text).
-    >>> answer_token_positions("It is Paris.", "paris", ids, tok, 12)    # e.g. [15]
+    >>> ids = tok("It is Paris.")["input_ids"]                   # as if generated after a 12-token prompt
+    >>> [tok.decode(i) for i in ids]                             # a tiny tokenizer: short pieces
+    ['I', 't', ' is', ' ', 'P', 'ar', 'is', '.']
+    >>> answer_token_positions("It is Paris.", "paris", ids, tok, 12)     # 12 + 4, 12 + 5, 12 + 6
+    [16, 17, 18]
     """
     if not extracted or not response:
         return []

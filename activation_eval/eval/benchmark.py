@@ -87,8 +87,14 @@ def read_benchmark(path=None, *, question_field="question", answer_field="answer
     """Read a benchmark -> Benchmark(rows, skipped). Raises BenchmarkError for a bad source.
 
     Example:
-        >>> bench = read_benchmark("freshqa.csv", skip_rows=2, answer_field="answer_*")  # doctest: +SKIP
-        >>> len(bench.rows), bench.skipped[:1]                                         # doctest: +SKIP
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "freshqa.csv")
+        >>> lines = ["FreshQA, as downloaded", "(a second preamble line)", "id,question,answer_0,answer_1",
+        ...          "q1,Who wrote Hamlet?,Shakespeare,William Shakespeare", "q2,Capital of Peru?,,"]
+        >>> _ = open(path, "w").write("\\n".join(lines) + "\\n")
+        >>> bench = read_benchmark(path, skip_rows=2, answer_field="answer_*")
+        >>> len(bench.rows), bench.rows[0]["answer"], bench.skipped[0]["id"], bench.skipped[0]["where"]   # q2: a warning
+        (1, ['Shakespeare', 'William Shakespeare'], 'q2', 'line 5')
 
     A row the grader cannot use (no question, no usable answer, bad choices, a gold letter beyond
     the choices ...) is skipped with a warning naming its id and place; strict=True raises instead.

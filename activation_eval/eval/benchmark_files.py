@@ -8,7 +8,8 @@ Public names:
     FILE_KINDS   {file extension: kind} of the files read by extension
 
 Example:
-    >>> records, fields, from_table = read_records("activation_eval/data/benchmark.jsonl")
+    >>> from activation_eval.eval.benchmark import DEFAULT_BENCHMARK    # activation_eval/data/benchmark.jsonl
+    >>> records, fields, from_table = read_records(DEFAULT_BENCHMARK)
     >>> records[0][0], fields[:2], from_table
     ('line 1', ['id', 'question'], False)
 

@@ -8,6 +8,26 @@ The command line of `python main.py` and the `activation-eval` console script (s
 
     torchrun --nproc_per_node 4 main.py --capture_activations       # 4 processes share the questions
 
+From Python, main(argv) runs the same and returns the exit code (here with a tiny random llama's folder):
+
+    >>> main(["--model", "models/tiny-llama", "--limit", "2", "--max_new_tokens", "4", "--capture_activations",
+    ...       "--output_dir", "results/cli", "--quiet"])
+    model      models/tiny-llama
+    benchmark  .../activation_eval/data/benchmark.jsonl
+    accuracy   0.0% ± 0.0% (SE), 95% CI 0.0%-65.8%, chance 0.0%  (0/2 correct)
+    <BLANKLINE>
+    category                 n  correct  accuracy     SE        95% CI  chance
+    geography                2        0      0.0%   0.0%    0.0%-65.8%    0.0%
+    <BLANKLINE>
+    wall time  ... s for 2 questions (... questions/s)
+    results    results/cli/results.jsonl
+    activations  2 files, 0.6 MiB in results/cli/activations
+                 each: 31 layers (embeddings, layer_0, layer_1, ...), positions all, e.g. (41, 64) float32
+                 analyse: ... --probe results/cli
+    0
+    >>> main(["--limit", "0"])                        # bad input: one line `error: ...` on stderr
+    2
+
 Public names: build_parser(prog), main(argv=None, prog) -> exit code, console_main(),
 activation_overview(dir, run_dir), analyze_command(args_text) (the next-step hint, pasteable), Terminated.
 Each flag is a RunConfig field (config.cli_fields: default, choices, help in one place); parsed flags

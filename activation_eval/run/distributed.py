@@ -16,11 +16,17 @@ Public names:
     MainProcessError              the main process refused the run and printed why (others stay quiet)
     CRASH_ENV                     test hook: "RANK:N" makes process RANK die after writing N batches
 
-Example (each process of `torchrun --nproc_per_node 2 script.py` runs this):
+Example (each process of `torchrun --nproc_per_node 2 script.py` runs this; here, run without a
+launcher, it is the one process of its run):
     >>> procs = init()
-    >>> mine = share(batches, procs.rank, procs.world)      # process 1 of 2: batches 1, 3, 5, ...
+    >>> procs.rank, procs.world
+    (0, 1)
+    >>> batches = ["b0", "b1", "b2", "b3", "b4"]
+    >>> share(batches, procs.rank, procs.world)             # process 1 of 2 would get b1, b3
+    ['b0', 'b1', 'b2', 'b3', 'b4']
     >>> procs.barrier("waiting for the others")
-    >>> summary = procs.on_main(merge_and_summarize, "merging")   # runs on rank 0; all get its result
+    >>> procs.on_main(lambda: {"questions": 5}, "merging")   # runs on rank 0; all get its result
+    {'questions': 5}
 
 Why gloo, also on GPUs: the processes only exchange a few small Python objects (a barrier, the ids
 already answered, the summary), never tensors, so the CPU backend is enough and avoids NCCL's

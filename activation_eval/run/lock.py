@@ -7,7 +7,10 @@ Public names:
 
 Example:
     >>> with RunLock("results/r1"):          # a second run into results/r1 now gets a RunError
-    ...     run_the_benchmark()
+    ...     RunLock("results/r1").acquire()
+    Traceback (most recent call last):
+    activation_eval.run.config.RunError: ...
+    >>> RunLock("results/r1").acquire().release()      # the holder is gone: free again
 
 The lock is fcntl.flock on run_folder.LOCK_FILE inside the run folder (the folder is created if
 needed; the lock file holds the holder's pid, for the message). The kernel drops the lock when its

@@ -12,8 +12,14 @@ Public names:
     unfinished(units, stored)                  the units that still need answering
 
 Example:
-    >>> units = plan_batches(rows, tok, "auto", 8)
+    >>> units = plan_batches(rows, tok, "auto", 4)               # 6 benchmark rows, batches of 4
+    >>> [[row["id"] for row in unit] for unit in units]
+    [['geo-001', 'geo-002', 'geo-003', 'geo-004'], ['geo-005', 'geo-006']]
+    >>> keys = [batch_key(unit) for unit in units]
+    >>> stored_rows = [dict(row, unit=keys[0]) for row in units[0]]     # as if the first unit were answered
     >>> todo = unfinished(units, {schema.row_key(r): schema.row_unit(r) for r in stored_rows})
+    >>> [batch_key(unit) for unit in todo] == keys[1:]
+    True
 
 Float results depend on which questions share a forward pass, so a unit is answered whole, by one
 process, and each row keeps the unit's key: --resume re-answers a unit unless all its rows carry

@@ -9,9 +9,12 @@ Public names:
     missing_records(rows, run_dir) -> {id: problem}   answered rows whose record file is missing or incomplete
 
 Example:
-    >>> fingerprint = benchmark_fingerprint("qa.jsonl", rows)
-    >>> fingerprint["questions_asked"], fingerprint["benchmark_sha256"][:8]
-    (16, '3f1c9a0e')
+    >>> from activation_eval.eval.benchmark import DEFAULT_BENCHMARK
+    >>> fingerprint = benchmark_fingerprint(DEFAULT_BENCHMARK, rows)      # the 6 rows asked of it
+    >>> fingerprint["questions_asked"], len(fingerprint["benchmark_sha256"])
+    (6, 64)
+    >>> missing_records(run_folder.read_results("runs/r1"), "runs/r1")      # every record is there
+    {}
 
 The fingerprint: benchmark_sha256, the sha256 of the benchmark file's bytes (None if it is not a
 regular file), and questions_sha256, the sha256 of the normalized rows actually asked (after

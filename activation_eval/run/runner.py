@@ -11,8 +11,20 @@ Public names:
     make_summary(config, rows, ...)         what summary.json holds (summary.py, re-exported)
 
 Example:
-    >>> summary = run_benchmark(RunConfig(limit=10, output_dir="results/try", capture_activations=True))
-    >>> print(format_summary(summary))
+    >>> summary = run_benchmark(RunConfig(model="models/tiny-llama", limit=3, max_new_tokens=4, progress=False,
+    ...                                   output_dir="results/try", capture_activations=True))
+    >>> print(format_summary(summary))                          # a random model: nothing correct
+    model      models/tiny-llama
+    benchmark  .../activation_eval/data/benchmark.jsonl
+    accuracy   0.0% ± 0.0% (SE), 95% CI 0.0%-56.1%, chance 0.0%  (0/3 correct)
+    <BLANKLINE>
+    category                 n  correct  accuracy     SE        95% CI  chance
+    geography                3        0      0.0%   0.0%    0.0%-56.1%    0.0%
+    <BLANKLINE>
+    wall time  ... s for 3 questions (... questions/s)
+    results    results/try/results.jsonl
+    >>> sorted(os.listdir("results/try/activations"))
+    ['geo-001.pkl', 'geo-002.pkl', 'geo-003.pkl']
 
 The run folder's layout and its files are owned by store/run_folder.py; the lock held for the
 whole run is run/lock.py, and what --resume checks (benchmark fingerprint, record files) run/resume.py.

@@ -11,11 +11,21 @@ Public names:
     OWNER_FILE, SAVE_LOCK_FILE  the two files this module keeps in an external save dir
 
 Example:
-    >>> config = RunConfig(output_dir="runs/r1", capture_activations=True, activation_save_dir="/scratch/r1")
+    >>> import contextlib
+    >>> from activation_eval.run.config import RunConfig
+    >>> config = RunConfig(output_dir="runs/r2", capture_activations=True, activation_save_dir="scratch/r2")
     >>> check_save_dir(config)                    # at the checks, before anything is written
+    >>> os.makedirs("runs/r2")                    # the runner makes the run folder first
     >>> with lock_save_dir(config) or contextlib.nullcontext():
-    ...     open_save_dir(config)                 # runs/r1/activations -> /scratch/r1
-    ...     record_dir(config)                    # 'runs/r1/activations'
+    ...     open_save_dir(config)                 # runs/r2/activations -> scratch/r2
+    ...     record_dir(config)                    # where records are written and rows point
+    'runs/r2/activations'
+    'runs/r2/activations'
+    >>> os.path.islink("runs/r2/activations"), os.path.realpath("runs/r2/activations") == os.path.realpath("scratch/r2")
+    (True, True)
+    >>> check_save_dir(RunConfig(output_dir="runs/r3", capture_activations=True, activation_save_dir="scratch/r2"))
+    Traceback (most recent call last):
+    activation_eval.run.config.RunError: ...
 
 The contract: rows name their records as `activations/...` inside the run folder, whatever
 --activation_save_dir says. By default the save dir IS <output_dir>/activations. When it lies

@@ -8,11 +8,16 @@ Public names:
     SHARD_MAX_SECONDS              the longest a finished unit waits for its shard (10 minutes)
 
 Example:
+    >>> from activation_eval.run.config import RunConfig
+    >>> from activation_eval.store.run_reader import RunReader
+    >>> config = RunConfig(output_dir="runs/r1", activation_store="shards", shard_size_mb=0)    # a shard per unit
     >>> buffer = ShardBuffer(config)
-    >>> for result, record in answers_of_one_unit:
-    ...     buffer.add(result, record, unit_key)
+    >>> for row, record in RunReader("runs/r1").records():      # answers of one unit (here: runs/r1's)
+    ...     buffer.add(dict(row), record, row["unit"])
     >>> if buffer.full():
-    ...     run_folder.append_results(results_path, buffer.flush())
+    ...     rows = buffer.flush()                                  # written: the shard, then these rows
+    >>> rows[1]["activation_shard"], rows[1]["activation_row"]
+    ('activations/units/2c6a23ab66aa.safetensors', 1)
 
 Why shards of several units: reading one layer across a run costs an open, a header parse and a
 disk round trip per shard, so at --positions last_prompt (71 KB per question with the default

@@ -13,7 +13,13 @@ Public names:
 
 Example:
     >>> write_json_atomic("runs/r1/summary.json", {"accuracy": 0.75})
+    'runs/r1/summary.json'
+    >>> import numpy as np
+    >>> arr = np.arange(4, dtype=np.float32)
+    >>> os.makedirs("acts")
     >>> atomic_write("acts/q1.bin", lambda tmp: write_pieces(tmp, [b"head", memoryview(arr)]))
+    >>> os.path.getsize("acts/q1.bin"), os.listdir("acts")          # 4 + 16 bytes; no temp file left
+    (20, ['q1.bin'])
 
 Temp files are named ".<final name>.<8 hex>.tmp" in the target's folder (same file system, so the
 rename is atomic). A failed write raises StorageError (an OSError) naming the file and saying that
@@ -51,7 +57,10 @@ def json_default(value):
 def write_text_atomic(path, text):
     """Write `text` (UTF-8) to `path` so that readers see the old or the new file, never half.
 
+    >>> from activation_eval.store.run_folder import read_results
+    >>> rows = read_results("runs/r1")
     >>> write_text_atomic("runs/r1/results.jsonl", "".join(json.dumps(r) + "\\n" for r in rows))
+    'runs/r1/results.jsonl'
 
     Same temp-file + fsync + rename as save_activations; raises StorageError on I/O failure.
     """
@@ -69,6 +78,7 @@ def write_json_atomic(path, obj):
     """Write `obj` as indented JSON to `path` atomically (see write_text_atomic).
 
     >>> write_json_atomic("runs/r1/summary.json", {"accuracy": 0.75})
+    'runs/r1/summary.json'
     """
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False,
                                               default=json_default) + "\n")
@@ -173,7 +183,11 @@ def file_in_the_way(folder):
     """The path (`folder` itself or an ancestor) that exists but is not a folder, so that `folder`
     cannot be made or written into; None when it can (a missing folder is fine).
 
-    >>> file_in_the_way("results/run1")        # results/ is a folder or absent  # doctest: +SKIP
+    >>> file_in_the_way("results/run1") is None          # results/ is absent here (or a folder)
+    True
+    >>> _ = open("notes", "w").write("a file")
+    >>> file_in_the_way("notes/run1") == os.path.abspath("notes")
+    True
     """
     path = os.path.abspath(folder)
     while True:
@@ -188,6 +202,8 @@ def file_in_the_way(folder):
 def remove_stale_temp_files(directory):
     """Delete temp files (".<name>.<8 hex>.tmp") that killed writers left in `directory`.
 
+    >>> for name in (".geo-001.pkl.0a1b2c3d.tmp", ".geo-002.pkl.4e5f6a7b.tmp"):    # left by killed writers
+    ...     _ = open(os.path.join("runs/r1/activations", name), "wb").write(b"partial")
     >>> remove_stale_temp_files("runs/r1/activations")
     2
 

@@ -15,7 +15,8 @@ the CLIs print it as one line and exit 2.
 
 Example:
     >>> raise corrupt("acts/q1.pkl", "empty file")
-    CorruptFileError: corrupt or unreadable activation record (empty file): acts/q1.pkl
+    Traceback (most recent call last):
+    activation_eval.store.errors.CorruptFileError: corrupt or unreadable activation record (empty file): acts/q1.pkl
     >>> format_hint(b"PK\\x03\\x04...")
     '; it looks like a torch.save zip archive: use torch.load(path, weights_only=True)'
 """

@@ -10,8 +10,17 @@ Public names:
                                        otherwise (FileNotFoundError / OSError when it cannot be opened)
 
 Example:
-    >>> f, size = open_regular("run/activations/q1.safetensors")
-    >>> data = read_regular_bytes("run/run_config.json", 16 * 2**20, what="run settings file")
+    >>> f, size = open_regular("results/run1/activations/geo-001.safetensors")
+    >>> size == os.path.getsize("results/run1/activations/geo-001.safetensors"), len(f.read(8))
+    (True, 8)
+    >>> f.close()
+    >>> data = read_regular_bytes("results/run1/run_config.json", 16 * 2**20, what="run settings file")
+    >>> data[:1]
+    b'{'
+    >>> os.mkfifo("results/run1/summary.json.fifo")            # a FIFO with no writer: no hang
+    >>> open_regular("results/run1/summary.json.fifo", what="run summary")
+    Traceback (most recent call last):
+    activation_eval.store.errors.CorruptFileError: ...: results/run1/summary.json.fifo
 
 Every file of a run folder and every record is read through here (records, shards, results.jsonl,
 run_config.json, summary.json), so that a FIFO, /dev/zero or a folder put in a file's place gives a
@@ -61,7 +70,11 @@ def open_regular(path, what=None):
 def read_regular_bytes(path, max_bytes, what="file"):
     """The bytes of the regular file at `path`, at most `max_bytes` of them (None: no cap).
 
-    >>> read_regular_bytes("run/summary.json", 16 * 2**20, what="run summary")
+    >>> read_regular_bytes("runs/r1/summary.json", 16 * 2**20, what="run summary")[:14]
+    b'{\\n  "model": "'
+    >>> read_regular_bytes("runs/r1/summary.json", 100, what="run summary")
+    Traceback (most recent call last):
+    activation_eval.store.errors.CorruptFileError: ...100...: runs/r1/summary.json
 
     CorruptFileError (a ValueError) naming the path: not a regular file, or larger than max_bytes
     (the message gives the limit). FileNotFoundError / OSError if it cannot be opened."""

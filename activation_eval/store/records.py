@@ -12,10 +12,13 @@ Public names:
                                          (the three errors are defined in errors.py)
 
 Example:
-    >>> path = record_path("run/activations", "geo-001", "safetensors")    # store.run_folder
-    >>> save_activations(record, path)
-    'run/activations/geo-001.safetensors'
-    >>> rec = load_record_file(path, layers=["layer_3"])      # reads that tensor (and ids)
+    >>> from activation_eval.store.run_folder import record_path
+    >>> path = record_path("acts", "geo-001", "safetensors")     # the one owner of record names
+    >>> save_activations(record, path)                           # a record of the tiny 3-layer llama
+    'acts/geo-001.safetensors'
+    >>> rec = load_record_file(path, layers=["layer_2"])      # reads that tensor (and ids)
+    >>> list(rec["activations"]), rec["prompt"]
+    (['layer_2'], 'What is the capital of France?')
 
 Formats:
     .pkl          a standard protocol-5 pickle of the record dict. Tensors of numpy dtypes
@@ -73,8 +76,9 @@ def _extension(path):
 def save_activations(record, path):
     """Write `record` to `path` (.pkl or .safetensors, by extension) atomically; returns path.
 
-    >>> save_activations({"prompt": "2+2=", "activations": {"layer_0": t}, ...}, "acts/q1.pkl")
-    'acts/q1.pkl'
+    >>> t = torch.randn(5, 64)
+    >>> save_activations({"prompt": "2+2=", "response": "4", "activations": {"layer_0": t}}, "q1.pkl")
+    'q1.pkl'
 
     Tensors are detached, moved to the CPU and copied when they are views of larger buffers,
     so the file holds only their own bytes. The file appears complete or not at all: data goes
@@ -233,8 +237,9 @@ def _safetensors_payload(record):
 def load_record_file(path, layers=None):
     """Read the record file at `path`; with `layers`, only those activations (in file order).
 
-    >>> rec = load_record_file("acts/q1.safetensors", layers=["layer_3"])
+    >>> rec = load_record_file("results/run1/activations/geo-001.safetensors", layers=["layer_3"])
     >>> rec["activations"]["layer_3"].shape      # (n_positions, hidden)
+    torch.Size([41, 64])
 
     A run folder's records (either store) are read with run_reader.load_activations(run_dir, id)
     (the public `load_activations`), which calls this for the file store.

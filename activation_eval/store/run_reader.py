@@ -16,9 +16,17 @@ Public names:
 
 Example:
     >>> reader = RunReader("runs/r1")
-    >>> for row, record in reader.records(layers=["layer_3"]): ...
+    >>> for row, record in reader.records(layers=["layer_3"]):
+    ...     print(row["id"], row["correct"], record["activations"]["layer_3"].shape)
+    geo-001 False torch.Size([41, 64])
+    geo-002 False torch.Size([43, 64])
+    ...
+    geo-006 False torch.Size([...])
     >>> reader.record("geo-001")["activations"]["layer_3"].shape
+    torch.Size([41, 64])
     >>> rec = load_activations("runs/r1", "geo-001")
+    >>> len(rec["activations"]), rec["layer_names"][:2]
+    (31, ['embeddings', 'layer_0'])
 
 The policy, in one place:
 - rows: results.jsonl read by run_folder.read_results (torn lines dropped), each upgraded
@@ -261,6 +269,7 @@ def load_run_record(run_dir, question_id, layers=None, sample=None):
     """The record of question `question_id` of the run (only `layers` if given), from either store.
 
     >>> load_run_record("runs/r1", "geo-001")["activations"]["layer_3"].shape
+    torch.Size([41, 64])
     """
     return RunReader(run_dir).record(question_id, layers, sample)
 
@@ -273,7 +282,7 @@ def iter_run_records(run_dir, layers=None):
 def load_activations(path, layers=None, *, question_id=None):
     """A record file (records.load_record_file), or a run folder's record of one question:
 
-    >>> rec = load_activations("acts/q1.safetensors", layers=["layer_3"])
+    >>> rec = load_activations("results/run1/activations/geo-001.safetensors", layers=["layer_3"])   # a file
     >>> rec = load_activations("runs/r1", "geo-001")          # a run folder and a question id
     >>> rec = load_activations("runs/r1", question_id="geo-001", layers=["layer_3"])
     """

@@ -15,12 +15,17 @@ Public names:
     CorruptFileError     (from errors.py; also records.CorruptFileError)
 
 Example:
-    >>> obj = safe_load("run/activations/geo-001.pkl")
+    >>> obj = safe_load("runs/r1/activations/geo-001.pkl")
     >>> obj["activations"]["layer_3"].shape
-    torch.Size([7, 64])
+    torch.Size([41, 64])
+    >>> class Exploit:                       # a pickle that calls os.system when loaded
+    ...     def __reduce__(self):
+    ...         return os.system, ("echo pwned",)
+    >>> _ = open("received.pkl", "wb").write(pickle.dumps(Exploit()))
     >>> with open("received.pkl", "rb") as f:
-    ...     safe_load(f)                     # a pickle that calls os.system:
-    UnsafeFileError: refusing to load pickle: it references posix.system, ...: received.pkl
+    ...     safe_load(f)
+    Traceback (most recent call last):
+    activation_eval.store.errors.UnsafeFileError: refusing to load pickle: it references posix.system, ...: received.pkl
 
 How it stays safe (README "Safety"): pickle's find_class resolves only the (module, name) pairs
 in GLOBALS (pickle_globals.py), each one a shim that checks its arguments and builds its result with
@@ -165,7 +170,9 @@ def _read_source(source):
 def safe_load(source):
     """Unpickle the record pickle at `source` (a path or a binary file object) -> the object.
 
-    >>> rec = safe_load("acts/q1.pkl")
+    >>> rec = safe_load("runs/r1/activations/geo-002.pkl")
+    >>> rec["grading"]["id"], len(rec["activations"])
+    ('geo-002', 31)
 
     Raises UnsafeFileError when the pickle references anything outside the allow-list (nothing
     from the file has run), CorruptFileError for an empty, non-pickle, truncated, garbled,

@@ -12,9 +12,14 @@ Public names:
     read_tensor(f, key, entry, data_start, path) -> tensor   a checked entry's bytes, one read
 
 Example:
-    >>> with open("acts/q1.safetensors", "rb", buffering=0) as f:
-    ...     entries, meta, start, _ = read_header(f, "acts/q1.safetensors", os.fstat(f.fileno()).st_size)
-    ...     t = read_tensor(f, "activations.layer_3", entries["activations.layer_3"], start, "acts/q1.safetensors")
+    >>> path = "results/run1/activations/geo-001.safetensors"
+    >>> with open(path, "rb", buffering=0) as f:
+    ...     entries, meta, start, _ = read_header(f, path, os.fstat(f.fileno()).st_size)
+    ...     t = read_tensor(f, "activations.layer_3", entries["activations.layer_3"], start, path)
+    >>> entries["activations.layer_3"], t.shape
+    ({'dtype': 'F32', 'shape': [41, 64], 'data_offsets': [..., ...]}, torch.Size([41, 64]))
+    >>> json.loads(meta["record"])["prompt"][:30]          # the other fields: JSON in the metadata
+    'What is the capital of France?'
 
 Used by records.py (one record per file) and shards.py (many records per file): both are plain
 safetensors files that safetensors.safe_open reads. A file from a stranger is checked here before

@@ -7,8 +7,11 @@ Public names:
     FORMAT_VERSION                    the format version written ("2")
 
 Example:
-    >>> write_shard("run/activations/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
-    'run/activations/units/3f2a9c.safetensors'
+    >>> from activation_eval.store.run_reader import load_activations
+    >>> rec1, rec2 = (load_activations("runs/r1", q) for q in ("geo-001", "geo-002"))
+    >>> os.makedirs("acts/units")
+    >>> write_shard("acts/units/3f2a9c.safetensors", ["geo-001", "geo-002"], [rec1, rec2])
+    'acts/units/3f2a9c.safetensors'
 """
 import json
 import os
@@ -29,7 +32,8 @@ FORMAT_VERSION = "2"
 def write_shard(path, ids, records):
     """Write the `records` of questions `ids` (same order) to the shard at `path`; returns path.
 
-    >>> write_shard("acts/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
+    >>> write_shard("3f2a9c.safetensors", ["q1", "q2"], [record, record])    # records of the same layers
+    '3f2a9c.safetensors'
 
     All records must hold the same layers (same order, dtype and trailing shape) and the same
     tensor fields; a record's layers must share their row count (its kept positions). Everything is

@@ -11,10 +11,16 @@ Public names:
     SHARD_FORMAT                           the header's metadata "format" value
 
 Example:
-    >>> write_shard("run/activations/units/3f2a9c.safetensors", ["q1", "q2"], [rec1, rec2])
-    >>> load_shard_record("run/activations/units/3f2a9c.safetensors", 1)["activations"]["layer_3"]
-    >>> layer = read_shard_layer("run/activations/units/3f2a9c.safetensors", "layer_3")
-    >>> layer.rows(1)                      # question q2's (positions, hidden) tensor
+    >>> from activation_eval.store.run_reader import load_activations
+    >>> rec1, rec2 = (load_activations("runs/r1", q) for q in ("geo-001", "geo-002"))
+    >>> os.makedirs("acts/units")
+    >>> write_shard("acts/units/3f2a9c.safetensors", ["geo-001", "geo-002"], [rec1, rec2])
+    'acts/units/3f2a9c.safetensors'
+    >>> load_shard_record("acts/units/3f2a9c.safetensors", 1)["activations"]["layer_3"].shape
+    torch.Size([43, 64])
+    >>> layer = read_shard_layer("acts/units/3f2a9c.safetensors", "layer_3")
+    >>> layer.rows(1).shape                  # question geo-002's (positions, hidden) tensor
+    torch.Size([43, 64])
 
 Format: a standard .safetensors file (safetensors.safe_open reads it; no pickle anywhere), laid
 out for reading one layer across all its questions with one read:
@@ -173,8 +179,11 @@ def _read_index(f, head, key, entry, data_start, path):
 def read_shard_layer(path, layer):
     """One layer of every question of the shard: its index and the [rows, ...] tensor (one read).
 
-    >>> layer = read_shard_layer("acts/units/3f2a9c.safetensors", "layer_3")
+    >>> write_shard("3f2a9c.safetensors", ["q1", "q2"], [record, record])
+    '3f2a9c.safetensors'
+    >>> layer = read_shard_layer("3f2a9c.safetensors", "layer_2")
     >>> layer.rows(0).shape                  # (positions kept for the first question, hidden)
+    torch.Size([15, 64])
     """
     path = os.fspath(path)
     f, _ = open_regular(path)
@@ -190,7 +199,10 @@ def read_shard_layer(path, layer):
 def read_shard_layers(paths, layer, workers=8):
     """read_shard_layer of every shard in `paths`, in order, up to `workers` reads at a time.
 
-    >>> layers = read_shard_layers(["units/a.safetensors", "units/b.safetensors"], "layer_3")
+    >>> paths = [write_shard(name, ["q1"], [record]) for name in ("a.safetensors", "b.safetensors")]
+    >>> layers = read_shard_layers(paths, "layer_2")
+    >>> [layer.rows(0).shape for layer in layers]
+    [torch.Size([15, 64]), torch.Size([15, 64])]
 
     A cold read of one shard waits on the disk beyond its bytes (~3 ms here: the header, then
     the layer's one request, with no read-ahead running ahead); concurrent reads overlap those
@@ -212,7 +224,12 @@ def _check_layers(index, layers):
 def iter_shard_records(path, rows=None, layers=None):
     """(row, record) for the given rows (default: all) of the shard, with only `layers` if given.
 
-    >>> for row, record in iter_shard_records("acts/units/3f2a9c.safetensors", layers=["layer_3"]): ...
+    >>> write_shard("3f2a9c.safetensors", ["q1", "q2"], [record, record])
+    '3f2a9c.safetensors'
+    >>> for row, rec in iter_shard_records("3f2a9c.safetensors", layers=["layer_2"]):
+    ...     print(row, rec["prompt"], list(rec["activations"]))
+    0 What is the capital of France? ['layer_2']
+    1 What is the capital of France? ['layer_2']
 
     One open and one header parse; each requested layer and tensor field is read once for all rows.
     """
