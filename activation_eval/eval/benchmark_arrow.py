@@ -44,6 +44,8 @@ def _regular(path, name):
         mode = os.stat(path).st_mode
     except OSError as e:
         raise BenchmarkError(f"{name}: cannot read {path} ({e.strerror or e})") from None
+    except ValueError as e:                             # a NUL or a lone surrogate in a name from state.json
+        raise BenchmarkError(f"{name}: cannot read {path!r} ({e})") from None
     if not stat.S_ISREG(mode):
         raise BenchmarkError(f"{name}: {path} is not a regular file")
 

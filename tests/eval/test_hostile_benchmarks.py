@@ -265,3 +265,33 @@ def test_csv_fields_are_bounded(tmp_path, delimiter, ext):
     # a field bigger than the csv module's own default limit (128 KiB) is read under the default 1 MiB
     path.write_text(f"question{delimiter}answer\n{'x' * 200_000}{delimiter}A\n")
     assert len(load_benchmark(path)[0]["question"]) == 200_000
+
+
+# ----------------------------------------------------------------------------- found by the fuzzer
+
+@pytest.mark.parametrize("cell", ['["Mars", ' + "9" * 5000 + "]", "[" * 100_000 + "]" * 100_000, "[" * 150 + "]" * 150])
+def test_a_table_cell_with_a_huge_number_or_deep_list_skips_the_row(tmp_path, cell):
+    """Fuzz finding (5-minute run, seed 1): a TSV choices cell holding a JSON list with a 5000-digit number
+    raised a raw ValueError from json.loads; a 10^5-deep list would raise RecursionError."""
+    path = tmp_path / "b.tsv"
+    path.write_text(f"question\tchoices\tanswer\nQ1?\t{cell}\tA\nQ2?\t\tx\n")
+    bench = read_benchmark(path)
+    assert [r["question"] for r in bench.rows] == ["Q2?"]
+    assert bench.skipped[0]["where"] == "line 2" and "field 'choices'" in bench.skipped[0]["reason"]
+    with pytest.raises(BenchmarkError, match=r"b.tsv: line 2: field 'choices'"):
+        read_benchmark(path, strict=True)
+
+
+@pytest.mark.parametrize("bad", ["data-\ud800.arrow", "data-\x00.arrow"])
+def test_a_data_file_name_that_cannot_be_a_path_is_refused(tmp_path, bad):
+    """Fuzz finding (5-minute run, seed 1): a lone surrogate in state.json's file name raised a raw
+    UnicodeEncodeError from os.stat (a NUL: ValueError)."""
+    paths = hb.valid_files(tmp_path)
+    state = os.path.join(paths["seed_dataset"], "state.json")
+    with open(state) as f:
+        data = json.load(f)
+    data["_data_files"] = [{"filename": bad}]
+    with open(state, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(BenchmarkError, match=f"{paths['seed_dataset']}: cannot read"):
+        load_benchmark(paths["seed_dataset"])
