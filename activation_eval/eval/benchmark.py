@@ -8,6 +8,8 @@ Public names:
     read_benchmark      read any supported source -> Benchmark; rows the grader cannot use are
                         skipped with a warning naming them (strict=True: an error).
     load_benchmark      read_benchmark(...).rows.
+    BenchmarkLimits, DEFAULT_LIMITS, parse_limits   (benchmark_limits.py) what a reader may materialise:
+                        rows, bytes per cell and in all, JSON depth (--benchmark_limits).
 Re-exported for older imports: normalize_row, stable_id (rows.py: row normalisation), HF_PREFIX
 (benchmark_files.py: the file readers), format_question (prompts.py), grader_name (gold.py), grade,
 grade_text, grade_choice, grade_choice_all, grade_number, GRADERS (grading.py).
@@ -39,6 +41,7 @@ import logging
 import os
 
 from .benchmark_files import HF_PREFIX, read_records  # noqa: F401  (HF_PREFIX re-exported)
+from .benchmark_limits import DEFAULT_LIMITS, BenchmarkLimits, parse_limits  # noqa: F401  (re-exported)
 from .errors import BenchmarkError
 from .gold import grader_name
 from .grading import GRADERS, grade, grade_choice, grade_choice_all, grade_number, grade_text
@@ -54,7 +57,8 @@ from .rows import (
 )
 
 __all__ = [
-    "BenchmarkError", "DEFAULT_BENCHMARK", "Benchmark", "read_benchmark", "load_benchmark", "normalize_row",
+    "BenchmarkError", "DEFAULT_BENCHMARK", "Benchmark", "read_benchmark", "load_benchmark", "BenchmarkLimits",
+    "DEFAULT_LIMITS", "parse_limits", "normalize_row",
     "stable_id", "format_question", "grader_name", "grade_text", "grade_choice", "grade_choice_all",
     "grade_number", "grade", "GRADERS",
 ]
@@ -83,7 +87,8 @@ def load_benchmark(path=None, **options):
 
 
 def read_benchmark(path=None, *, question_field="question", answer_field="answer", choices_field="choices",
-                   id_field="id", category_field="category", skip_rows=0, subset=None, split=None, strict=False):
+                   id_field="id", category_field="category", skip_rows=0, subset=None, split=None, strict=False,
+                   limits=None):
     """Read a benchmark -> Benchmark(rows, skipped). Raises BenchmarkError for a bad source.
 
     Example:
@@ -98,14 +103,24 @@ def read_benchmark(path=None, *, question_field="question", answer_field="answer
 
     A row the grader cannot use (no question, no usable answer, bad choices, a gold letter beyond
     the choices ...) is skipped with a warning naming its id and place; strict=True raises instead.
-    Rows without an id get stable_id(question).
+    Rows without an id get stable_id(question). limits: a BenchmarkLimits or its text
+    ("rows=N,cell_bytes=N,total_bytes=N,depth=N"; None: the defaults), checked while the file is
+    read; only the fields named above are kept and measured.
     """
     name = os.fspath(DEFAULT_BENCHMARK if path is None else path)
     fields = check_field_names(question=question_field, answer=answer_field, choices=choices_field,
                                 id=id_field, category=category_field)
     if isinstance(skip_rows, bool) or not isinstance(skip_rows, int) or skip_rows < 0:
         raise BenchmarkError(f"--skip_rows must be a whole number >= 0, got {skip_rows!r}")
-    records, available, from_table = read_records(name, skip_rows, subset, split)
+    limits = parse_limits(limits)
+
+    def wanted(available):                    # the columns the rows are built from
+        if not available:
+            return []
+        check_fields_present(fields, available, name)
+        answers = answer_columns_of(fields["answer"], available, name)
+        return [fields[role] for role in ("question", "choices", "id", "category")] + answers
+    records, available, from_table = read_records(name, skip_rows, subset, split, limits=limits, wanted=wanted)
     if not records:
         raise BenchmarkError(f"{name}: no rows found; add at least one question")
     check_fields_present(fields, available, name)

@@ -2,8 +2,10 @@
 rows are normalized by rows.py; benchmark.py puts the two together. No torch needed.
 
 Public names:
-    read_records(name, skip_rows=0, subset=None, split=None) -> ([(where, record dict)], field names,
-                 from_table: whether cells are text that may hold lists (CSV / TSV))
+    read_records(name, skip_rows=0, subset=None, split=None, *, limits=None, wanted=None)
+                 -> ([(where, record dict)], field names, from_table: whether cells are text that may
+                 hold lists (CSV / TSV)); limits: benchmark_limits (rows, bytes per cell and in all,
+                 JSON depth) checked while reading; wanted(field names) -> the fields to keep
     HF_PREFIX    "hf:", the prefix of a Hugging Face dataset name
     FILE_KINDS   {file extension: kind} of the files read by extension
 
@@ -18,12 +20,17 @@ list under one key such as "questions" or "data"), .csv/.tsv (a header row, afte
 preamble lines), .parquet, a folder written by datasets' save_to_disk, and "hf:NAME"
 (datasets.load_dataset(NAME, subset, split=split): the hub, or offline its local cache). A source
 with several splits needs `split`. Every failure is a BenchmarkError naming the file and place.
+Text files are read whole (at most total_bytes), JSONL split at "\n" only; parquet and Arrow
+through benchmark_arrow.py (by record batches, validated and measured before conversion).
 """
 import csv
 import io
 import json
 import os
+import stat
 
+from .benchmark_arrow import read_loaded_dataset, read_parquet, read_saved_dataset
+from .benchmark_limits import Budget, json_depth_at, value_size
 from .errors import BenchmarkError
 
 __all__ = ["read_records", "HF_PREFIX", "FILE_KINDS"]
@@ -34,8 +41,13 @@ FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "c
 _LIST_KEYS = ("questions", "data", "rows", "items", "examples", "records")  # JSON object wrappers
 
 
-def read_records(name, skip_rows=0, subset=None, split=None):
-    """([(where, record dict)], field names, whether cells are text that may hold lists)."""
+def read_records(name, skip_rows=0, subset=None, split=None, *, limits=None, wanted=None):
+    """([(where, record dict)], field names, whether cells are text that may hold lists).
+
+    limits: a benchmark_limits.BenchmarkLimits (or its text, None: the defaults), checked while the
+    file is read; wanted(field names) -> the fields to keep in each record (None: all; the others are
+    neither kept nor measured)."""
+    budget = Budget(name, limits)
     is_hf = name.startswith(HF_PREFIX)
     is_dataset_folder = os.path.isdir(name) and _is_saved_dataset(name)
     if subset is not None and not is_hf:
@@ -46,17 +58,17 @@ def read_records(name, skip_rows=0, subset=None, split=None):
     if skip_rows and kind not in ("csv", "tsv"):
         raise BenchmarkError(f"--skip_rows applies to CSV and TSV files, not to {name}")
     if is_hf:
-        return _from_dataset(_load_hf(name, subset, split), name, split) + (False,)
+        return read_loaded_dataset(_load_hf(name, subset, split), name, split, budget, wanted) + (False,)
     if is_dataset_folder:
-        return _from_dataset(_load_saved(name), name, split) + (False,)
+        return read_saved_dataset(name, split, budget, wanted) + (False,)
     if kind == "parquet":
-        return _read_parquet(name) + (False,)
-    text = _read_text(name)
+        return read_parquet(name, budget, wanted) + (False,)
+    text = _read_text(name, budget)
     if kind == "jsonl":
-        return _parse_jsonl(text, name) + (False,)
+        return _parse_jsonl(text, name, budget, wanted) + (False,)
     if kind == "json":
-        return _parse_json(text, name) + (False,)
-    return _parse_table(text, name, "\t" if kind == "tsv" else ",", skip_rows) + (True,)
+        return _parse_json(text, name, budget, wanted) + (False,)
+    return _parse_table(text, name, "\t" if kind == "tsv" else ",", skip_rows, budget, wanted) + (True,)
 
 
 def _file_kind(name):
@@ -73,47 +85,112 @@ def _file_kind(name):
     return FILE_KINDS[ext]
 
 
-def _read_text(name):
+def _read_text(name, budget):
+    """The file's text: a regular file of at most total_bytes bytes (a FIFO would block, /dev/zero never end)."""
     try:
-        with open(name, encoding="utf-8-sig") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise BenchmarkError(f"{name}: not UTF-8 text ({e}); save the file as UTF-8") from e
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))     # a FIFO: no wait for a writer
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BenchmarkError(f"{name}: not a regular file; pass a benchmark file")
+            data = f.read(budget.limits.total_bytes + 1)
     except OSError as e:
         raise BenchmarkError(f"{name}: cannot read the file ({e.strerror or e})") from e
+    if len(data) > budget.limits.total_bytes:
+        budget.total(len(data), "the whole file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BenchmarkError(f"{name}: not UTF-8 text ({e}); save the file as UTF-8") from None
+    del data
     if not text.strip():
         raise BenchmarkError(f"{name}: the file is empty; add at least one question")
     return text
 
 
-def _parse_jsonl(text, name):
-    records, available = [], {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def _json_value(text, name, where, budget):
+    """json.loads(text), its nesting bounded: a RecursionError (json's C parser stops near Python's
+    recursion limit) or a value nested deeper than the limit is one BenchmarkError at `where`
+    (a line number for a whole .json file is found by json_depth_at); huge integers too."""
+    depth = budget.limits.depth
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:                          # e.g. an integer of more than 4300 digits
+        raise BenchmarkError(f"{name}: {where}: {_first_line(e)}") from None
+    at = json_depth_at(text, depth)
+    if where is None:
+        where = f"line {text.count(chr(10), 0, at) + 1}" if at is not None else "the file"
+    raise BenchmarkError(f"{name}: {where}: JSON nested deeper than {depth} levels (depth); a benchmark "
+                         f"row needs a few, e.g. {budget.limits.flag('depth')} if the file is trusted")
+
+
+class _TooDeep(BenchmarkError):
+    def __init__(self, where, message):
+        super().__init__(message)
+        self.where = where
+
+
+def _keep(record, wanted_fields, where, budget, json_depth=0):
+    """The wanted fields of one row, each measured (bytes per cell, total, nesting)."""
+    if wanted_fields is not None:
+        record = {k: v for k, v in record.items() if k in wanted_fields}
+    for field, value in record.items():
+        size, depth = value_size(value, budget.limits.depth) if not isinstance(value, str) else \
+            (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass")), 0)
+        if depth + json_depth > budget.limits.depth:
+            raise _TooDeep(where, f"{budget.name}: {where}: field {field!r} is nested deeper than "
+                                 f"{budget.limits.depth} levels (depth); if the file is trusted, raise it, "
+                                 f"e.g. {budget.limits.flag('depth')}")
+        budget.cell(field, size, where)
+    return record
+
+
+def _wanted_fields(available, wanted):
+    return None if wanted is None else set(wanted(list(available)))
+
+
+def _parse_jsonl(text, name, budget, wanted):
+    """One JSON object a line; lines end at \\n only (U+2028, U+0085 ... are text inside a JSON string)."""
+    lines, available = [], {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip(" \t\r"):
             continue
         where = f"line {lineno}"
+        budget.rows(1, where)
         try:
-            record = json.loads(line)
+            record = _json_value(line, name, where, budget)
         except json.JSONDecodeError as e:
             raise BenchmarkError(f"{name}: {where}: malformed JSON ({e.msg} at column {e.colno}); "
-                                 "each line must be one JSON object") from e
+                                 "each line must be one JSON object") from None
         _require_object(record, where, name)
-        records.append((where, record))
+        lines.append((where, record))
         available.update(dict.fromkeys(record))
-    return records, list(available)
+    keep = _wanted_fields(available, wanted)
+    return [(where, _keep(record, keep, where, budget, 1)) for where, record in lines], list(available)
 
 
-def _parse_json(text, name):
+def _parse_json(text, name, budget, wanted):
     try:
-        data = json.loads(text)
+        data = _json_value(text, name, None, budget)
     except json.JSONDecodeError as e:
         raise BenchmarkError(f"{name}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg}); "
-                             "for one object a line, name the file .jsonl") from e
+                             "for one object a line, name the file .jsonl") from None
     if isinstance(data, dict):
         data = _unwrap_list(data, name)
     if not isinstance(data, list):
         raise BenchmarkError(f"{name}: expected a list of question objects, got {type(data).__name__}")
-    return _from_dicts(data, name, "item")
+    budget.rows(len(data), f"item {len(data)}")
+    records, available = _from_dicts(data, name, "item")
+    keep = _wanted_fields(available, wanted)
+    try:
+        return [(where, _keep(record, keep, where, budget, 2)) for where, record in records], available
+    except _TooDeep as e:                                # name the line too
+        at = json_depth_at(text, budget.limits.depth)
+        line = f"line {text.count(chr(10), 0, at) + 1} ({e.where})" if at is not None else e.where
+        raise BenchmarkError(str(e).replace(f"{name}: {e.where}:", f"{name}: {line}:", 1)) from None
 
 
 def _from_dicts(data, name, label):
@@ -144,39 +221,35 @@ def _require_object(record, where, name):
                              f'{{"question": ..., "answer": ...}}, got {type(record).__name__}')
 
 
-def _parse_table(text, name, delimiter, skip_rows):
-    """CSV / TSV after skip_rows preamble lines; `where` keeps the file's own line numbers."""
+def _parse_table(text, name, delimiter, skip_rows, budget, wanted):
+    """CSV / TSV after skip_rows preamble lines; `where` keeps the file's own line numbers. A field is
+    at most cell_bytes characters (csv.field_size_limit, restored after)."""
     lines = text.splitlines(keepends=True)
     if skip_rows >= len(lines):
         raise BenchmarkError(f"{name}: --skip_rows {skip_rows} skips the whole file ({len(lines)} lines)")
     reader = csv.DictReader(io.StringIO("".join(lines[skip_rows:])), delimiter=delimiter)
+    del lines
+    previous = csv.field_size_limit(min(budget.limits.cell_bytes, 2 ** 31 - 1))
+    records = []
     try:
         available = [f for f in (reader.fieldnames or []) if f]
-        records = [(f"line {reader.line_num + skip_rows}", record) for record in reader]
+        keep = _wanted_fields(available, wanted)
+        for record in reader:
+            where = f"line {reader.line_num + skip_rows}"
+            budget.rows(1, where)
+            records.append((where, _keep(record, keep, where, budget)))
     except csv.Error as e:
-        raise BenchmarkError(f"{name}: line {reader.line_num + skip_rows}: malformed table ({e})") from e
+        where = f"line {reader.line_num + skip_rows}"
+        if "field larger than field limit" in str(e):               # raised inside the line being read
+            budget.cell("(a field)", budget.limits.cell_bytes + 1, f"line {reader.line_num + skip_rows + 1}")
+        raise BenchmarkError(f"{name}: {where}: malformed table ({e})") from None
+    finally:
+        csv.field_size_limit(previous)
     return records, available
-
-
-def _read_parquet(name):
-    import pyarrow.parquet as pq
-    try:
-        data = pq.read_table(name).to_pylist()
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...: one line for all
-        raise BenchmarkError(f"{name}: cannot read as parquet ({_first_line(e)})") from e
-    return _from_dicts(data, name, "row")
 
 
 def _is_saved_dataset(folder):
     return any(os.path.isfile(os.path.join(folder, f)) for f in ("dataset_dict.json", "state.json"))
-
-
-def _load_saved(name):
-    import datasets
-    try:
-        return datasets.load_from_disk(name)
-    except Exception as e:  # noqa: BLE001 - datasets raises many types for a broken folder
-        raise BenchmarkError(f"{name}: cannot read the datasets folder ({_first_line(e)})") from e
 
 
 def _load_hf(name, subset, split):
@@ -191,20 +264,6 @@ def _load_hf(name, subset, split):
             f"{name}: cannot load the dataset ({_first_line(e)}); check the name, --subset and --split. "
             "Offline, datasets reads only its local cache: load it once where the hub is reachable "
             "(or save_to_disk a copy and pass that folder)") from e
-
-
-def _from_dataset(data, name, split):
-    """Rows of a datasets Dataset, or of one split of a DatasetDict."""
-    if isinstance(data, dict):                                  # a DatasetDict: one dataset per split
-        splits = list(data.keys())
-        if split is None:
-            if len(splits) != 1:
-                raise BenchmarkError(f"{name} has the splits {', '.join(splits)}; pass --split NAME")
-            split = splits[0]
-        if split not in data:
-            raise BenchmarkError(f"{name} has no split {split!r}; its splits: {', '.join(splits)}")
-        data = data[split]
-    return _from_dicts(data.to_list(), name, "row")
 
 
 def _first_line(exc):

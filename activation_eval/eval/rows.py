@@ -29,12 +29,14 @@ import fnmatch
 import hashlib
 import json
 
+from .benchmark_limits import value_size
 from .errors import BenchmarkError
 from .gold import LETTERS, GoldError, resolve_gold, scalar_text, unlettered
 
 __all__ = ["normalize_row", "stable_id", "DEFAULT_FIELDS", "check_field_names", "check_fields_present",
            "answer_columns_of", "skipped_id", "check_unique_ids"]
 
+MAX_CELL_DEPTH = 100   # a table cell holding a JSON list (benchmark_limits' default depth)
 DEFAULT_FIELDS = {"question": "question", "answer": "answer", "choices": "choices",
                    "id": "id", "category": "category"}
 
@@ -152,9 +154,13 @@ def _cell(value, from_table, field):
     cell = value.strip()
     if cell.startswith("[") and cell.endswith("]"):
         try:
-            return json.loads(cell)
-        except json.JSONDecodeError:
-            raise BenchmarkError(f"field {field!r} looks like a JSON list but is not valid JSON: {cell!r}") from None
+            value = json.loads(cell)
+        except (ValueError, RecursionError):           # also a 5000-digit number, 10^5 nested brackets
+            raise BenchmarkError(f"field {field!r} looks like a JSON list but is not valid JSON (or nests deeper than "
+                                 f"{MAX_CELL_DEPTH}, or holds a number of more than 4300 digits): {cell[:80]!r}") from None
+        if value_size(value, MAX_CELL_DEPTH)[1] > MAX_CELL_DEPTH:
+            raise BenchmarkError(f"field {field!r}: a JSON list nested deeper than {MAX_CELL_DEPTH} levels")
+        return value
     return cell.split("|") if cell else []
 
 

@@ -37,6 +37,7 @@ import os
 from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
 from ..capture.hooks import parse_positions, resolve_layers
 from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
+from ..eval.benchmark_limits import LIMITS_HELP, parse_limits
 from ..eval.multiple_choice import MC_STYLES
 from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template, lists_choices
 from ..models import CHAT_TEMPLATE_SETTINGS, DEFAULT_MODEL, DTYPES, check_device
@@ -107,6 +108,8 @@ class RunConfig:
                                    metavar="NAME")
     strict: bool = _setting(False, _B, "a row the grader cannot use is an error (default: skipped with a warning, "
                             "counted)")
+    benchmark_limits: str = _setting(None, _B, LIMITS_HELP, metavar="LIMITS",
+                                     default_text="rows=1000000,cell_bytes=1MiB,total_bytes=1GiB,depth=100")
     limit: object = _setting(None, _B, "only N questions (an integer), or a fraction of them (e.g. 0.1 = 10%, "
                              "rounded up); the first ones unless --shuffle", metavar="N")
     shuffle: bool = _setting(False, _B, "with --limit: a random subset (seeded by --seed, kept in benchmark "
@@ -202,6 +205,10 @@ class RunConfig:
         if (self.fewshot_split or self.fewshot_file) and not self.num_fewshot:
             raise RunError("--fewshot_split / --fewshot_file need --num_fewshot K (K >= 1)")
         self.limit = parse_limit(self.limit)
+        try:
+            parse_limits(self.benchmark_limits)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
         self._check_decoding()
         if self.batch_size < 1:
             raise RunError(f"--batch_size must be at least 1, got {self.batch_size}")
@@ -239,7 +246,8 @@ class RunConfig:
         """The keyword arguments of eval.benchmark.read_benchmark these settings give."""
         return {"question_field": self.question_field, "answer_field": self.answer_field,
                 "choices_field": self.choices_field, "id_field": self.id_field, "category_field": self.category_field,
-                "skip_rows": self.skip_rows, "subset": self.subset, "split": self.split, "strict": self.strict}
+                "skip_rows": self.skip_rows, "subset": self.subset, "split": self.split, "strict": self.strict,
+                "limits": self.benchmark_limits}
 
     def prompt_settings(self):
         return PromptSettings(template=self.prompt_template, num_fewshot=self.num_fewshot,
