@@ -158,6 +158,35 @@ def test_without_capture_and_several_epochs(model, tiny_dir, tmp_path):
     assert summary["questions"] == 4 and summary["per_category"]["tiny_epochs"]["questions"] == 2
 
 
+def test_several_turns_keep_the_last_call(model, tiny_dir, tmp_path):
+    """A solver that asks again: the record is the last generate() call, whose prompt is the whole
+    conversation through the chat template; the row counts the calls."""
+    from inspect_ai.model import ChatMessageUser
+    from inspect_ai.solver import solver
+
+    @solver
+    def ask_again():
+        async def solve(state, generate_):
+            state.messages.append(ChatMessageUser(content="Are you sure?"))
+            return await generate_(state)
+        return solve
+
+    task = Task(dataset=MemoryDataset([Sample(input=QUESTIONS[2], target="x", id="t")]),
+                solver=[generate(), ask_again()], scorer=match(), name="tiny_turns")
+    out = tmp_path / "run"
+    logs = run_inspect([task], tiny_dir, out, tmp_path, layers="0")
+    (row, record), = RunReader(str(out)).records()
+    first = greedy(model, QUESTIONS[2])[2]
+    conversation = [{"role": "user", "content": QUESTIONS[2]}, {"role": "assistant", "content": first},
+                    {"role": "user", "content": "Are you sure?"}]
+    tok = model[1]
+    text = tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert record["input_ids"].tolist() == tok(text, add_special_tokens=False)["input_ids"]
+    assert row["generate_calls"] == 2 and row["response"] == logs[0].samples[0].output.completion
+    assert row["prompt"] == f"user: {QUESTIONS[2]}\n\nassistant: {first}\n\nuser: Are you sure?"
+    assert rel_err(record["activations"]["layer_0"], reference(model[0], record)["layer_0"]) < 1e-4
+
+
 @pytest.mark.parametrize("value, correct", [("C", True), ("I", False), ("N", False), ("P", None), (1, True),
                                             (0.0, False), (0.7, None), (True, True), (False, False),
                                             ({"a": "C"}, None), ([1, 0], None)])
