@@ -5,6 +5,7 @@ Public names:
     GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching /
                               system prompt / temperature, top_p, top_k, seed (sampling; temperature 0 = greedy)
     model_texts(tokenizer, prompts, use_chat_template, system_prompt=None) -> (texts, add special tokens?)
+                              a prompt is a string, or a conversation: [{"role": ..., "content": ...}, ...]
     encode_prompts(tokenizer, prompts, use_chat_template, system_prompt=None) -> BatchEncoding (left-padded)
     prompt_lengths(tokenizer, prompts, use_chat_template, system_prompt=None) -> [int]
     generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> [record, ...]
@@ -112,22 +113,25 @@ def model_texts(tokenizer, prompts, use_chat_template="auto", system_prompt=None
 
     A system prompt is the chat template's system message; a template that refuses the system role
     (e.g. Gemma's) gets it at the start of the user message, and without a template it is
-    prepended to the prompt, followed by a blank line.
+    prepended to the prompt, followed by a blank line. A conversation (a list of role/content
+    messages, e.g. from an Inspect task) goes through the template whole; without a template its
+    contents are joined by blank lines.
     """
     if not uses_chat_template(tokenizer, use_chat_template):
-        return [f"{system_prompt}\n\n{p}" if system_prompt else p for p in prompts], True
+        texts = [p if isinstance(p, str) else "\n\n".join(m["content"] for m in p) for p in prompts]
+        return [f"{system_prompt}\n\n{p}" if system_prompt else p for p in texts], True
     return [_chat_text(tokenizer, p, system_prompt) for p in prompts], False
 
 
 def _chat_text(tokenizer, prompt, system_prompt):
-    user = [{"role": "user", "content": prompt}]
+    user = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if not system_prompt:
         return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     try:
         return tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}] + user,
                                              tokenize=False, add_generation_prompt=True)
     except jinja2.TemplateError:
-        merged = [{"role": "user", "content": f"{system_prompt}\n\n{prompt}"}]
+        merged = [{**user[0], "content": f"{system_prompt}\n\n{user[0]['content']}"}] + user[1:]
         return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 
 

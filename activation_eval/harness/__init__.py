@@ -2,7 +2,10 @@
 plus this project's run folder (rows, records, summary) that every analysis mode reads.
 
 Importing this package imports lm-eval and registers the model "activation-eval" in lm-eval's
-registry (nothing else in activation_eval imports lm-eval).
+registry (nothing else in activation_eval imports lm-eval). The Inspect AI provider lives here too
+(inspect_provider.py, its run folder inspect_run.py); Inspect finds it through the light entry
+point activation_eval/inspect_registry.py. `python -m activation_eval.harness` is the
+`activation-eval-lm-eval` command (for launchers: torchrun / accelerate launch -m ...).
 
 Public names:
     ActivationEvalLM         the model class (lm_eval_model.py): HFLM + ActivationCapture

@@ -26,7 +26,8 @@ from .lm_eval_model import MODEL_NAME, UNWRITTEN, ActivationEvalLM
 
 def simple_evaluate(**kwargs):
     """lm_eval.simple_evaluate(**kwargs); with the model "activation-eval" (or an ActivationEvalLM)
-    the run folder is written too (on the process that gets lm-eval's results)."""
+    the run folder is written too (several processes: each its own documents, process 0 the rest;
+    lm-eval's results come back on process 0 only, None elsewhere)."""
     model = kwargs.get("model")
     ours = model == MODEL_NAME or isinstance(model, ActivationEvalLM)
     if not ours:
@@ -35,10 +36,10 @@ def simple_evaluate(**kwargs):
     before = dict(UNWRITTEN)
     results = evaluator.simple_evaluate(**{**kwargs, "log_samples": True})
     lm = model if isinstance(model, ActivationEvalLM) else _newest(before)
-    if results is not None:
+    if results is not None or lm.world_size > 1:        # several processes: each writes its own documents
         lm.write_run(results)
-        if not wanted:
-            results.pop("samples", None)
+    if results is not None and not wanted:
+        results.pop("samples", None)
     return results
 
 

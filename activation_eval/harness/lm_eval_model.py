@@ -30,6 +30,15 @@ What is kept, per request (lm-eval Instance), in memory until `write_run`:
   generate_until  as main.py: left-padded batch under ActivationCapture (default positions "all"),
                   each row cut where lm-eval's stop sequences (or EOS) end its answer.
   loglikelihood_rolling  HFLM's, without capture (the row has the log-likelihood, no record).
+
+Several processes (`accelerate launch` / `torchrun` with N processes: lm-eval's data parallelism):
+each process answers its share of the documents (lm-eval's rank::world split), writes its own rows
+(shards/results.rank<R>.jsonl) and records into the one run folder, and process 0 merges the rows
+once all are written (as main.py does; run_writer.py). lm-eval's HFLM turns data parallelism on only
+with more than one GPU; this class also turns it on for CPU processes and several processes sharing
+one GPU (otherwise every process would answer every document into the same folder). A process
+keeps its own documents' samples as lm-eval gathers them to process 0 (gather_object), and the
+repeated requests lm-eval pads a process's share with are recorded once.
 """
 import collections
 import collections.abc
@@ -96,12 +105,21 @@ class ActivationEvalLM(HFLM):
             raise ValueError(f"capture_activations must be true or false, got {capture_activations!r}")
         self.capture_settings = CaptureSettings(_split(layers), _parse_positions(positions), activation_dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not torch.cuda.is_available():
+            # torchrun on a machine without GPUs: accelerate makes CPU processes a group only when told
+            # (`accelerate launch --cpu` sets this too); without it every process would answer everything
+            os.environ.setdefault("ACCELERATE_USE_CPU", "true")
         super().__init__(pretrained=pretrained, **kwargs)
         self.capture_activations = capture_activations
         self.activation_store, self.activation_format = activation_store, activation_format
         self.harness_args = {"output_dir": self.output_dir, "layers": layers, "positions": positions,
                              "activation_store": activation_store, "activation_dtype": activation_dtype,
                              "activation_format": activation_format, "capture_activations": capture_activations}
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
+            # HFLM leaves rank 0 of 1 when it sees at most one GPU: every process would answer everything
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        self.own_samples = None              # this process's samples, several processes (gather_object)
         if self.backend != "causal":
             raise ValueError(f"{MODEL_NAME} captures decoder-only (causal) models; {pretrained!r} is {self.backend}")
         self.layer_names = resolve_layers(self.model, self.capture_settings.layers)   # checked before any request
@@ -251,7 +269,17 @@ class ActivationEvalLM(HFLM):
 
     def _keep(self, req, entry):
         entry["request_index"] = req.idx
-        self.requests_seen[(req.task_name, req.doc_id)].append(entry)
+        seen = self.requests_seen[(req.task_name, req.doc_id)]
+        if any(e["request_index"] == req.idx and e["kind"] == entry["kind"] for e in seen):
+            return            # a repeat of the request (lm-eval's padding across processes, repeats > 1)
+        seen.append(entry)
+
+    def gather_object(self, obj, dst=0):
+        """HFLM's; several processes: keeps this process's own logged samples ({task: [sample, ...]}),
+        which lm-eval gathers to process 0 only, for this process's rows."""
+        if self.world_size > 1 and isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
+            self.own_samples = obj
+        return super().gather_object(obj, dst=dst)
 
     def write_run(self, results):
         """Write the run folder at output_dir from lm-eval's results (which must hold "samples":
@@ -273,6 +301,9 @@ def _check_output_dir(output_dir):
     if run_folder.is_run_folder(output_dir):
         raise ValueError(f"output_dir {output_dir!r} already holds a run ({run_folder.RESULTS_FILE}); "
                          f"choose a new folder (nothing in it was changed)")
+    if os.path.isdir(output_dir) and run_folder.shard_files(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} holds the rows of an unfinished run of several processes "
+                         f"({run_folder.SHARDS_DIR}/); choose a new folder (nothing in it was changed)")
     return output_dir
 
 

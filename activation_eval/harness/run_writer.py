@@ -104,13 +104,45 @@ def _plain(value):
 
 
 def write_run_folder(lm, results):
-    """Records (complete) first, then results.jsonl, run_config.json and summary.json."""
+    """Records (complete) first, then results.jsonl, run_config.json and summary.json.
+
+    Several processes (lm.world_size > 1; every process calls this, `results` is None except on
+    process 0): each writes its own documents' records and rows (shards/results.rank<R>.jsonl, from
+    the samples it kept: lm.own_samples), then process 0 merges the rows in lm-eval's document
+    order and writes run_config.json and summary.json; returns the summary on process 0, else None.
+    """
     started = time.time()
     out = lm.output_dir
     if run_folder.is_run_folder(out):
         raise ValueError(f"output_dir {out!r} already holds a run ({run_folder.RESULTS_FILE}); nothing was "
                          f"written (choose a new folder)")
-    docs = doc_rows(results)
+    several = lm.world_size > 1
+    if several and lm.own_samples is None:
+        raise RuntimeError(f"process {lm.rank} of {lm.world_size}: lm-eval gathered no samples from this process; "
+                           f"run with activation_eval.harness.simple_evaluate (it asks lm-eval for samples)")
+    rows = _write_docs(lm, doc_rows({"samples": lm.own_samples} if several else results),
+                       f"rank{lm.rank}" if several else "")
+    if not several:
+        run_folder.append_results(run_folder.results_path(out), rows)
+    else:
+        run_folder.append_results(run_folder.shard_path(out, lm.rank), rows)
+        lm.barrier()                                             # every process's rows and records are written
+        if lm.rank != 0:
+            lm.barrier()                                         # ... and process 0 has merged them
+            return None
+        rows = run_folder.merge_results(out, [f"{task}/{doc_id}" for task, doc_id, _ in doc_rows(results)])
+    config = _run_config(lm, results)
+    write_json_atomic(run_folder.config_path(out), config)
+    summary = _summary(lm, rows, results, time.time() - started)
+    write_json_atomic(run_folder.summary_path(out), summary)
+    if several:
+        lm.barrier()
+    return summary
+
+
+def _write_docs(lm, docs, tag):
+    """The records of `docs` (files, or shards named with `tag`) and their rows (returned, not written)."""
+    out = lm.output_dir
     acts_dir = os.path.join(out, run_folder.ACTIVATIONS_DIR)
     os.makedirs(out, exist_ok=True)
     shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions()}
@@ -128,13 +160,8 @@ def write_run_folder(lm, results):
             else:
                 pending.append((row, record))
         rows.append(row)
-    _write_shards(out, acts_dir, pending)
-    run_folder.append_results(run_folder.results_path(out), rows)
-    config = _run_config(lm, results)
-    write_json_atomic(run_folder.config_path(out), config)
-    summary = _summary(lm, rows, results, time.time() - started)
-    write_json_atomic(run_folder.summary_path(out), summary)
-    return summary
+    _write_shards(out, acts_dir, pending, tag)
+    return rows
 
 
 def _row(task, doc_id, fields, entries):
@@ -180,9 +207,10 @@ def _record(lm, row, entries, shared):
             "grading": {k: row[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}}
 
 
-def _write_shards(out, acts_dir, pending):
+def _write_shards(out, acts_dir, pending, tag=""):
     """The shard store: each task's records in shards of about SHARD_BYTES, named by a hash of
-    (task, part); rows get activation_shard + activation_row."""
+    (task, part) (and the process's tag: "rank<R>" with several processes); rows get
+    activation_shard + activation_row."""
     by_task = {}
     for row, record in pending:
         by_task.setdefault(row["task"], []).append((row, record))
@@ -193,7 +221,8 @@ def _write_shards(out, acts_dir, pending):
                 group.append((row, record))
                 size += sum(t.numel() * t.element_size() for t in record["activations"].values())
             if group and (row is None or size >= SHARD_BYTES):
-                key = hashlib.sha256(f"{task}\0{part}".encode()).hexdigest()[:16]
+                name = f"{task}\0{part}" if not tag else f"{task}\0{tag}\0{part}"
+                key = hashlib.sha256(name.encode()).hexdigest()[:16]
                 path = run_folder.unit_shard_path(acts_dir, key)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 write_shard(path, [r[schema.ID] for r, _ in group], [rec for _, rec in group])

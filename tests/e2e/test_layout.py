@@ -24,6 +24,7 @@ ALLOWED = {
     "analysis": {"store", "models"},
     "api": {"eval", "capture", "models", "store"},
     "harness": {"eval", "capture", "models", "store", "schema"},   # lm-eval; only its console script imports it
+    "inspect_registry": {"harness"},   # Inspect's entry point (pyproject): the provider, imported when used
     "__init__": {"api", "analysis", "capture"},
     "conftest": {"capture", "eval"},   # the doctests' setup (pytest only): the eval CLI through tests/helpers.py,
                                        # the benchmark rows and a record its examples use

@@ -237,3 +237,45 @@ def test_console_script_is_lm_evals_cli_with_the_model(tiny_dir, task_dir, tmp_p
     reader = RunReader(out)
     assert [r["id"] for r in reader.rows] == ["tiny_mc/0", "tiny_mc/1", "tiny_mc/2"]
     assert len(list(reader.records())) == 3
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, tmp_path):
+    """lm-eval's data parallelism (torchrun, 2 CPU processes): each process writes its own documents
+    into the one run folder, process 0 merges; rows and records equal the one-process run. --limit 5
+    gives the processes 3 and 2 documents of tiny_mc, so lm-eval pads one with a repeated request."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "run"
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "activation_eval.harness", "run",
+                           "--model", "activation-eval", "--tasks", ",".join(TASKS), "--include_path", task_dir,
+                           "--model_args", f"pretrained={tiny_dir},dtype=float32,output_dir={out},"
+                           f"layers=embeddings;0;-1;final_norm", "--batch_size", "4", "--device", "cpu", "--limit", "5"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Building contexts for tiny_mc on rank 1" in done.stderr       # both processes answered documents
+    one = RunReader(captured[0])
+    two = RunReader(str(out))
+    assert not os.path.exists(out / "shards")                              # merged and removed
+    expected = [r for r in one.rows if r["category"] == "tiny_gen" or r["doc_id"] < 5]
+    assert [r["id"] for r in two.rows] == [r["id"] for r in expected]
+    for mine, theirs in zip(two.rows, expected):       # every field; log-likelihoods of other batches to 1e-4
+        assert mine.get("choice_logprobs") == pytest.approx(theirs.get("choice_logprobs"), abs=1e-4)
+        mine, theirs = ({k: v for k, v in r.items() if k != "choice_logprobs"} for r in (mine, theirs))
+        assert mine == theirs, {k: (mine.get(k), theirs.get(k)) for k in mine.keys() | theirs.keys()
+                                if mine.get(k) != theirs.get(k)}
+    records = {row["id"]: record for row, record in one.records()}
+    pairs = list(two.records())
+    assert len(pairs) == len(expected)
+    for row, record in pairs:
+        other = records[row["id"]]
+        assert record.keys() == other.keys()
+        for a, b in zip(record.get("requests", []), other.get("requests", []), strict=True):
+            assert a.get("loglikelihood") == pytest.approx(b.get("loglikelihood"), abs=1e-4)
+            assert {**a, "loglikelihood": None} == {**b, "loglikelihood": None}
+        for key in record.keys() - {"activations", "timestamp", "requests"}:
+            same = torch.equal(record[key], other[key]) if torch.is_tensor(record[key]) else record[key] == other[key]
+            assert same, (row["id"], key)
+        for name, tensor in record["activations"].items():          # other batches: equal up to float rounding
+            assert rel_err(tensor, other["activations"][name]) < 1e-5, (row["id"], name)
+    summary = json.load(open(out / "summary.json"))
+    assert summary["questions"] == 9 and summary["correct"] == sum(bool(r["correct"]) for r in expected)
