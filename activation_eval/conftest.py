@@ -12,10 +12,15 @@ Example folders (EXAMPLE_PATHS):
     runs/r1           6 questions (geo-001 .. geo-006), generated answers, --capture_activations,
                       pickle records (the default format): activations/geo-001.pkl, ...
     results/run1      the same run with --activation_format safetensors: activations/geo-001.safetensors
-    results/mc        12 multiple-choice questions (--shuffle --limit 12) scored by log-likelihood, 3 of
-                      them correct (a probe needs both classes); --positions last_prompt (what probes,
-                      the lens and exports read), safetensors records
+    results/mc        12 multiple-choice questions (--shuffle --limit 12) scored by log-likelihood in the
+                      default (mmlu) style; which of them are correct depends on the random weights, but
+                      each class (correct / not) has at least 2 (checked here: a probe needs both);
+                      --positions last_prompt (what probes, the lens and exports read), safetensors records
     models/tiny-llama the 30-layer model of those runs (their run_config.json names it)
+    tasks             a local lm-eval task for the harness/ examples (TaskManager(include_path="tasks",
+                      include_defaults=False): only these tasks, not indexing lm-eval's thousands):
+                      tasks/tiny_mc.yaml, multiple_choice on tasks/tiny_mc.jsonl, the built-in
+                      benchmark's first 8 multiple-choice questions (nothing downloaded)
 
 Names every doctest can use (doctest_namespace, made once per session, copied per doctest):
     model, tok (also `tokenizer`)   a tiny random 3-layer llama and its byte-level BPE tokenizer
@@ -27,6 +32,7 @@ The test suite's own fixtures live in tests/conftest.py; this file only serves d
 only loaded by pytest (a plain `import activation_eval` never imports it), and holds no examples.
 """
 import copy
+import json
 import os
 import re
 import shutil
@@ -44,7 +50,24 @@ EXAMPLE_RUNS = {
     "results/mc": ["--limit", 12, "--shuffle", "--mc_scoring", "loglikelihood", "--positions", "last_prompt",
                    "--activation_format", "safetensors"],
 }
-EXAMPLE_PATHS = [*EXAMPLE_RUNS, EXAMPLE_MODEL]
+EXAMPLE_TASKS = "tasks"
+EXAMPLE_PATHS = [*EXAMPLE_RUNS, EXAMPLE_MODEL, EXAMPLE_TASKS]
+MIN_PER_CLASS = 2   # results/mc: the probe example's cross-validation needs both classes
+TASK_QUESTIONS = 8
+TASK_YAML = """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: tasks/tiny_mc.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{question}}\\nAnswer:"
+doc_to_target: label
+doc_to_choice: choices
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
 NAMESPACE = ("model", "tok", "tokenizer", "rows", "record")
 
 
@@ -81,7 +104,32 @@ def example_runs(tmp_path_factory):
                                   *flags, "--output_dir", root / name)    # on the CPU: the same numbers on any machine
         if status != 0:
             raise RuntimeError(f"the example run {name} failed (exit {status}): see the output above")
+    _check_both_classes(root / "results/mc")
+    _write_task(root / EXAMPLE_TASKS)
     return root
+
+
+def _check_both_classes(run_dir):
+    """results/mc must hold at least MIN_PER_CLASS correct and incorrect questions (the probe example)."""
+    from activation_eval.store.run_reader import RunReader
+    verdicts = [row["correct"] for row in RunReader(str(run_dir)).rows]
+    counts = {"correct": verdicts.count(True), "incorrect": verdicts.count(False)}
+    if min(counts.values()) < MIN_PER_CLASS:
+        raise RuntimeError(f"the example run results/mc has {counts}: the probe example needs at least {MIN_PER_CLASS} "
+                           f"of each; change its flags in EXAMPLE_RUNS (e.g. --limit, or --mc_style cloze)")
+
+
+def _write_task(folder):
+    """The local lm-eval task tiny_mc (a YAML and its jsonl, the data path relative to the working directory)."""
+    from activation_eval.eval.benchmark import load_benchmark
+    from activation_eval.eval.multiple_choice import has_choices
+    rows = [row for row in load_benchmark() if has_choices(row)][:TASK_QUESTIONS]
+    folder.mkdir(parents=True)
+    with open(folder / "tiny_mc.jsonl", "w") as f:
+        for row in rows:
+            label = "ABCDEFGHIJ".index(row["answer"][0])
+            f.write(json.dumps({"question": row["question"], "choices": row["choices"], "label": label}) + "\n")
+    (folder / "tiny_mc.yaml").write_text(TASK_YAML)
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,9 @@ Example:
     >>> as_2d(rec["activations"]["layer_3"]).shape        # 38 prompt + 4 generated - 1 positions
     (41, 64)
     >>> from activation_eval.store.run_reader import read_run_rows
-    >>> run_layers("results/run1")[-2:], correct_labels(read_run_rows("results/mc"), "results/mc")
-    (['layer_28', 'layer_29'], array([0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0]))
+    >>> labels = correct_labels(read_run_rows("results/mc"), "results/mc")     # 1 = correct, per question
+    >>> run_layers("results/run1")[-2:], labels.shape, set(labels.tolist()) <= {0, 1}
+    (['layer_28', 'layer_29'], (12,), True)
 """
 import numpy as np
 import torch

@@ -8,8 +8,8 @@ Example:
     {'path': 'exports/mc', 'rows': 12, 'columns': ['id', 'correct', 'category', 'layer_5', 'layer_10'], 'reduce': 'last_prompt'}
     >>> import datasets
     >>> ds = datasets.load_from_disk("exports/mc").with_format("numpy")
-    >>> ds.num_rows, ds[:3]["layer_5"].shape, ds[:3]["correct"]       # (rows, hidden), their grades
-    (12, (3, 64), array([False, False, False]))
+    >>> ds.num_rows, ds[:3]["layer_5"].shape, ds[:3]["correct"].dtype       # (rows, hidden), their grades
+    (12, (3, 64), dtype('bool'))
 
 Columns: id (string), correct (bool; null for an ungraded row), category (string; null when the
 benchmark has none), and per layer a fixed-length float32 list (the layer reduced per question by

@@ -27,10 +27,12 @@ analysis never downloads.
 
 Example:
     >>> res = logit_lens_run("results/mc", progress=False)      # the run's model (a local folder), or model=...
-    >>> res["layers"]["layer_20"]["correct"]["median_rank"], res["chance_rank"]     # a random model: near chance
-    (101.0, 150.5)
-    >>> res["questions"][0]["layers"]["layer_29"]["top"][:2]       # [[token, probability], ...]
-    [[..., 0.0054], [..., 0.0051]]
+    >>> rank = res["layers"]["layer_20"]["all"]["median_rank"]      # groups: correct, incorrect, all
+    >>> res["chance_rank"], 1 <= rank <= res["vocab_size"]           # a random model: near chance (1 = top)
+    (150.5, True)
+    >>> top = res["questions"][0]["layers"]["layer_29"]["top"]        # [[token, probability], ...], best first
+    >>> len(top), top[0][1] >= top[1][1], all(0 < p < 1 for _, p in top)
+    (5, True, True)
 """
 import os
 import re

@@ -47,11 +47,16 @@ Result (the --json output of `analyze_activations.py --probe`):
     Intervals are [lo, hi] lists; every AUROC is a float in [0, 1].
 
 Example:
-    >>> res = probe_run("results/mc")         # 12 questions (3 correct) of a random model: no evidence
-    >>> res["n"], res["class_counts"], res["cv"]["folds"], res["layers_tested"]     # 3 folds: 3 correct
-    (12, {'False': 9, 'True': 3}, 3, 31)
-    >>> res["verdict"], res["layers"]["layer_12"]["auroc"], res["layers"]["layer_12"]["auroc_ci"]
-    ('no evidence beyond the controls', 0.52, [0.06, 0.95])
+    >>> res = probe_run("results/mc")         # 12 questions of a random model: no evidence
+    >>> res["n"], res["class_counts"], res["layers_tested"]        # which ones it got right: the weights' luck
+    (12, {'False': ..., 'True': ...}, 31)
+    >>> res["cv"]["folds"] == min(5, *res["class_counts"].values())       # n_splits, at most the smaller class
+    True
+    >>> layer = res["layers"]["layer_12"]; lo, hi = layer["auroc_ci"]
+    >>> 0 <= lo <= hi <= 1 and 0 <= layer["auroc"] <= 1
+    True
+    >>> res["verdict"]
+    'no evidence beyond the controls'
 """
 import contextlib
 import math

@@ -17,10 +17,11 @@ Example:
     >>> from activation_eval.eval.benchmark import load_benchmark
     >>> rows = [r for r in load_benchmark() if has_choices(r)][:3]
     >>> for result, record in iter_choice_scores(model, tok, rows, batch_size=8, style="mmlu"):
-    ...     print(result["id"], result["answer"], result["extracted"], result["correct"], result["correct_norm"])
-    mc-001 ['B'] A False False
-    mc-002 ['C'] C True False
-    mc-003 ['A'] B False False
+    ...     print(result["id"], result["answer"], result["extracted"] in "ABCD", len(result["choice_logprobs"]),
+    ...           result["correct"] == (result["extracted"] in result["answer"]) == result["correct_norm"])
+    mc-001 ['B'] True 4 True
+    mc-002 ['C'] True 4 True
+    mc-003 ['A'] True 4 True
 
 Styles (as lm-eval's tasks; the prompt is prompts.prompt_of(row, style), see prompts.STYLE_TEMPLATES):
     mmlu   the prompt lists the lettered choices and ends "Answer:"; the targets are the letters, so the

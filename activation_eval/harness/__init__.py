@@ -13,10 +13,18 @@ Public names:
     write_run(results, lm=None)  write the run folder after a plain lm_eval.simple_evaluate
     console_main()           the `activation-eval-lm-eval` command: lm-eval's CLI with the model
 
-Example:
+Example (a local model folder and a local task: tasks/tiny_mc.yaml, 8 multiple-choice questions):
     >>> import activation_eval.harness as harness
-    >>> results = harness.simple_evaluate(model="activation-eval", tasks=["arc_easy"], limit=20,
-    ...     model_args={"pretrained": "gpt2", "output_dir": "runs/arc", "layers": [0, -1]})
+    >>> from lm_eval.tasks import TaskManager
+    >>> results = harness.simple_evaluate(model="activation-eval", tasks=["tiny_mc"], device="cpu", batch_size=8,
+    ...     task_manager=TaskManager(include_path="tasks", include_defaults=False),   # or lm-eval's: tasks=["arc_easy"]
+    ...     model_args={"pretrained": "models/tiny-llama", "output_dir": "runs/mc", "layers": [0, -1]})
+    >>> 0 <= results["results"]["tiny_mc"]["acc,none"] <= 1                # lm-eval's own results
+    True
+    >>> from activation_eval.store.run_reader import RunReader
+    >>> reader = RunReader("runs/mc")                                      # and the run folder
+    >>> [row["id"] for row in reader.rows][:3], len(reader.rows)
+    (['tiny_mc/0', 'tiny_mc/1', 'tiny_mc/2'], 8)
     >>> # or: results = lm_eval.simple_evaluate(model="activation-eval", ...); harness.write_run(results)
     $ activation-eval-lm-eval run --model activation-eval --tasks arc_easy \\
         --model_args pretrained=gpt2,output_dir=runs/arc,layers=[0,-1],activation_store=shards

@@ -5,12 +5,21 @@ Public names:
     MODEL_NAME              "activation-eval": the name lm-eval's registry knows it by
     HARNESS_ARGS            the model_args this class adds to HFLM's
 
-Example:
-    >>> import activation_eval.harness, lm_eval
-    >>> results = activation_eval.harness.simple_evaluate(
-    ...     model="activation-eval", tasks=["arc_easy"], log_samples=False,
-    ...     model_args={"pretrained": "gpt2", "output_dir": "runs/arc", "layers": [0, -1], "dtype": "float32"})
-    >>> RunReader("runs/arc").rows[0]["correct"]
+Example (the model built by hand and given to lm-eval; tasks/tiny_mc.yaml is a local task):
+    >>> import lm_eval
+    >>> from lm_eval.tasks import TaskManager
+    >>> from activation_eval.harness import ActivationEvalLM
+    >>> lm = ActivationEvalLM(pretrained="models/tiny-llama", output_dir="runs/mc", layers=[0, -1],
+    ...                       positions="last_prompt", dtype="float32", device="cpu", batch_size=8)
+    >>> results = lm_eval.simple_evaluate(model=lm, tasks=["tiny_mc"], limit=4, log_samples=True,
+    ...                                   task_manager=TaskManager(include_path="tasks", include_defaults=False))
+    >>> summary = lm.write_run(results)                 # the run folder at output_dir
+    >>> summary["questions"], summary["correct"] == sum(s["acc"] for s in results["samples"]["tiny_mc"])
+    (4, True)
+    >>> from activation_eval.store.run_reader import RunReader
+    >>> row, record = next(RunReader("runs/mc").records())
+    >>> row["id"], sorted(record["activations"]), record["positions_kept"]     # 4 choices: 4 x the context's last
+    ('tiny_mc/0', ['layer_0', 'layer_29'], [36, 36, 36, 36])
 
 Tokenisation, batching and scoring are HFLM's, unchanged: this class only wraps the two places
 where HFLM runs the model (`_model_call` for log-likelihoods, `_model_generate` for generation) in

@@ -5,9 +5,19 @@ Public names:
                                                  results: lm-eval's, with "samples" (log_samples)
     doc_rows(results) -> [(task, doc_id, row fields), ...]   rows from lm-eval's samples alone
 
-Example:
-    >>> results = lm_eval.simple_evaluate(model=lm, tasks=["arc_easy"], log_samples=True)
-    >>> write_run_folder(lm, results)["accuracy"]
+Example (tasks/tiny_mc.yaml: a local multiple-choice task):
+    >>> import lm_eval
+    >>> from lm_eval.tasks import TaskManager
+    >>> from activation_eval.harness import ActivationEvalLM
+    >>> lm = ActivationEvalLM(pretrained="models/tiny-llama", output_dir="runs/mc", layers=[-1], device="cpu",
+    ...                       batch_size=8)
+    >>> results = lm_eval.simple_evaluate(model=lm, tasks=["tiny_mc"], limit=3, log_samples=True,
+    ...                                   task_manager=TaskManager(include_path="tasks", include_defaults=False))
+    >>> [(task, doc_id) for task, doc_id, _ in doc_rows(results)]
+    [('tiny_mc', 0), ('tiny_mc', 1), ('tiny_mc', 2)]
+    >>> summary = write_run_folder(lm, results)
+    >>> summary["accuracy"] == results["results"]["tiny_mc"]["acc,none"]      # lm-eval's acc, per document
+    True
 
 A row (schema.answered_row; one per (task, doc_id), the first filter's sample):
     id "<task>/<doc_id>", category = the task, question = prompt = the first request's context as

@@ -16,8 +16,9 @@ From Python, main(argv) runs the same and returns the exit code (here with a tin
     benchmark  .../activation_eval/data/benchmark.jsonl
     accuracy   0.0% ± 0.0% (SE), 95% CI 0.0%-65.8%, chance 0.0%  (0/2 correct)
     <BLANKLINE>
-    category                 n  correct  accuracy     SE        95% CI  chance
-    geography                2        0      0.0%   0.0%    0.0%-65.8%    0.0%
+    category                  n  correct  accuracy     SE        95% CI  chance
+    geography                2*        0      0.0%   0.0%    0.0%-65.8%    0.0%
+    * fewer than 5 questions: the interval is wide and its 95% coverage only approximate; read such rows with care
     <BLANKLINE>
     wall time  ... s for 2 questions (... questions/s)
     results    results/cli/results.jsonl

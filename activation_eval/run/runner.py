@@ -18,8 +18,9 @@ Example:
     benchmark  .../activation_eval/data/benchmark.jsonl
     accuracy   0.0% ± 0.0% (SE), 95% CI 0.0%-56.1%, chance 0.0%  (0/3 correct)
     <BLANKLINE>
-    category                 n  correct  accuracy     SE        95% CI  chance
-    geography                3        0      0.0%   0.0%    0.0%-56.1%    0.0%
+    category                  n  correct  accuracy     SE        95% CI  chance
+    geography                3*        0      0.0%   0.0%    0.0%-56.1%    0.0%
+    * fewer than 5 questions: the interval is wide and its 95% coverage only approximate; read such rows with care
     <BLANKLINE>
     wall time  ... s for 3 questions (... questions/s)
     results    results/try/results.jsonl

@@ -4,8 +4,23 @@ Public names:
     make_summary(config, results, elapsed, answered_now, processes=1, rows=(), skipped=()) -> dict
     format_summary(summary) -> str       the aligned table the CLI prints
 
-Example:
-    >>> print(format_summary(make_summary(config, rows, elapsed=12.0, answered_now=len(rows))))
+Example (results rows as a run writes them; `rows` are their benchmark rows, 6 geography questions):
+    >>> from activation_eval.run.config import RunConfig
+    >>> results = [{"id": row["id"], "category": row["category"], "correct": i < 4} for i, row in enumerate(rows)]
+    >>> summary = make_summary(RunConfig(output_dir="results/demo"), results, elapsed=12.0,
+    ...                        answered_now=len(results), rows=rows)
+    >>> summary["correct"], summary["accuracy_ci95"]
+    (4, [0.300, 0.903])
+    >>> print(format_summary(summary))
+    model      SmolLM2-135M-Instruct
+    benchmark  .../activation_eval/data/benchmark.jsonl
+    accuracy   66.7% ± 19.2% (SE), 95% CI 30.0%-90.3%, chance 0.0%  (4/6 correct)
+    <BLANKLINE>
+    category                  n  correct  accuracy     SE        95% CI  chance
+    geography                 6        4     66.7%  19.2%   30.0%-90.3%    0.0%
+    <BLANKLINE>
+    wall time  12.0 s for 6 questions (0.50 questions/s)
+    results    results/demo/results.jsonl
 
 Every accuracy comes with its standard error, its 95% Wilson interval (activation_eval/accuracy.py:
 clustered by question when a run has several samples per question) and its chance baseline; so do
