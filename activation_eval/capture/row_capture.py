@@ -5,7 +5,8 @@ Public names:
         an ActivationCapture whose forwards are announced by the decoding loop (route_prefix,
         route_prefill, route_step); finish(question, slot, prompt_len, gen_len) -> (acts, kept)
 
-Example (continuous.decode is the decoding loop that announces each forward; two prompts, two slots):
+Example:
+    (continuous.decode is the decoding loop that announces each forward; two prompts, two slots)
     >>> from activation_eval.capture.continuous import decode
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
     >>> with RowCapture(model, layers=[0, -1], width=2, max_steps=7) as cap:     # max_new_tokens - 1 steps
