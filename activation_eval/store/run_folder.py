@@ -64,9 +64,10 @@ import stat
 from .. import schema
 from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
 from .atomic import write_text_atomic
-from .bulk_json import loads_bulk
+from .bounded_json import loads, loads_lines
 from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
 from .files import read_regular_bytes
+from .safetensors_file import checked_header
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def read_summary(run_dir):
 def _read_json_object(path, what):
     data = read_regular_bytes(path, MAX_JSON_FILE_BYTES, what=what)
     try:
-        value = json.loads(data.decode("utf-8"))
-    except ValueError as exc:            # UnicodeDecodeError is one too
+        value = loads(data)              # bounded: nesting, values; UTF-8 only
+    except ValueError as exc:            # UnicodeDecodeError and JSONLimitError are ones too
         raise CorruptFileError(f"cannot read {what} (not JSON: {str(exc)[:200]}): {path}") from None
     if not isinstance(value, dict):
         raise CorruptFileError(f"cannot read {what} (a JSON {type(value).__name__}, not an object): {path}")
@@ -224,10 +225,9 @@ def _safetensors_problem(f, size):
     if n > min(size - 8, _MAX_HEADER):
         return "truncated safetensors header"
     try:
-        header = json.loads(f.read(n))
-        end = 8 + n + max((int(entry["data_offsets"][1]) for key, entry in header.items()
-                           if key != "__metadata__"), default=0)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        entries, _ = checked_header(f.read(n))
+        end = 8 + n + max((entry["data_offsets"][1] for entry in entries.values()), default=0)
+    except (ValueError, TypeError):
         return "garbled safetensors header"
     if end != size:
         return f"truncated or padded: its tensors end at byte {end}, the file has {size}"
@@ -285,41 +285,14 @@ def scan_results(path):
     if not os.path.lexists(path):
         return [], []
     data = read_regular_bytes(path, MAX_RESULTS_BYTES, what="results file")   # never a FIFO or a device
-    rows = _parse_whole(data)
-    if rows is not None:
+    values, bad = loads_lines(data)     # bounded JSON, lines split on "\n" only, each line alone
+    for number, reason in bad[:20]:
+        log.debug("%s: line %d: %s", path, number, reason)
+    rows = [value for _, value in values if type(value) is dict]
+    if len(rows) == len(values) and not bad:
         return rows, []
-    rows, dropped = [], []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            dropped.append(number)
+    dropped = sorted([number for number, _ in bad] + [number for number, value in values if type(value) is not dict])
     return rows, dropped
-
-
-def _parse_whole(data):
-    """The rows of an intact results file in one C-level JSON parse (its lines joined into one
-    array: 100k rows 3x faster than line by line), or None when any line is not exactly one JSON
-    object, or blank (then each line is parsed alone, to keep every valid row)."""
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-    if not text:
-        return None
-    try:
-        rows = loads_bulk("[" + text.replace("\n", ",") + "]")
-    except ValueError:
-        return None
-    if len(rows) != text.count("\n") + 1 or not all(type(row) is dict for row in rows):
-        return None             # e.g. two objects on one line, or one object over two lines
-    return rows
 
 
 def _warn_dropped(path, dropped, action):

@@ -1,0 +1,215 @@
+"""The one JSON reader of the store and the analysis: every JSON text they read from a file
+(results.jsonl rows, run_config.json, summary.json, a shard's record texts and index metadata, a
+.safetensors header and the record JSON in it) is parsed here, with limits checked BEFORE the
+parse, without recursion.
+
+Public names:
+    MAX_DEPTH, MAX_VALUES     the default limits: nesting (checks.MAX_DEPTH, as the unpickler) and
+                              values per text (checks.MAX_NODES: bounds the memory one text can make)
+    JSONLimitError(ValueError)    a text nests deeper or holds more values than allowed
+    loads(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES, max_bytes=None) -> value
+                              one JSON text (str, or bytes decoded as strict UTF-8: never UTF-16/32);
+                              ValueError (JSONDecodeError, UnicodeDecodeError, JSONLimitError) otherwise,
+                              never RecursionError
+    loads_each(texts, ...) -> [value]    each text parsed alone (none can spill into the next)
+    loads_lines(data, ...) -> (values, bad)   a JSON-lines text (bytes): lines split on "\\n" only
+                              (U+2028, U+2029, U+0085 inside strings are valid JSON); [(line number,
+                              value)] of the non-blank lines that parse, in order, and [(line number,
+                              reason)] of those that do not (1-based)
+    check_limits(text, max_depth, max_values)   the pre-check alone (JSONLimitError)
+
+Example:
+    >>> loads('{"a": [1, 2]}')
+    {'a': [1, 2]}
+    >>> loads("[" * 101 + "]" * 101)
+    JSONLimitError: JSON nesting deeper than 100
+    >>> loads_lines(b'{"id": "q1"}\\n{"id": \\n{"id": "q3"}\\n')
+    ([(1, {'id': 'q1'}), (3, {'id': 'q3'})], [(2, 'Expecting value: line 1 column 8 (char 7)')])
+
+How the limits are checked without recursion: nesting depth can only reach the number of "[" and
+"{" in the text, and the number of values only commas + openers + 1; both counts are str.count
+calls (C speed), enough for every ordinary text. Only a text over a limit by those counts gets
+the exact check: a vectorised (numpy) scan of its UTF-8 bytes that finds the quotes that open
+and close strings (a quote after an even run of backslashes), and counts brackets and commas
+outside strings (blocks of 1 MiB, so memory stays small). Wherever a parser can get to in a text
+without failing, this count equals its nesting, so a text that passes never makes json recurse
+deeper than the limit (json's C scanner recurses once per level: 1000 levels is a RecursionError).
+
+Each line of a JSON-lines text is parsed alone by json's C scanner (never joined with the others:
+joining lines into one array let two torn lines parse as rows neither is), as fast as one parse
+of the whole file. The garbage collector is paused while parsing: parsed JSON holds no cycles,
+and 100k rows would otherwise start dozens of collections (the parse took twice as long).
+"""
+import gc
+import json
+import json.decoder
+import json.scanner
+
+import numpy as np
+
+from .checks import MAX_DEPTH, MAX_NODES
+
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "JSONLimitError", "loads", "loads_each", "loads_lines", "check_limits"]
+
+MAX_VALUES = MAX_NODES
+_BLOCK = 1 << 20                                      # bytes per block of the exact scan (~50 MB of arrays)
+_DECODER = json.decoder.JSONDecoder()
+_SCAN = json.scanner.make_scanner(_DECODER)            # the C scanner: (value, end) at a position
+_SPACE = json.decoder.WHITESPACE.match                # JSON whitespace (also used with an end bound)
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH, _COMMA = (np.frombuffer(b, np.uint8) for b in (b"[{", b"]}", b'"', b"\\", b","))
+
+
+class JSONLimitError(ValueError):
+    """A JSON text nests deeper, or holds more values, than the reader allows."""
+
+
+def _exact_counts(data):
+    """(deepest nesting, commas + openers + 1) of the UTF-8 bytes `data`, brackets and commas
+    inside strings not counted: exact for every prefix of the text that is valid JSON."""
+    deepest, items, depth, in_string, backslashes = 0, 1, 0, 0, 0
+    raw = np.frombuffer(data, np.uint8)
+    for start in range(0, len(raw), _BLOCK):
+        b = raw[start:start + _BLOCK]
+        idx = np.arange(len(b), dtype=np.int64)
+        is_bs = b == _BACKSLASH[0]
+        # the run of backslashes ending at each position (those before this block included)
+        last_other = np.maximum.accumulate(np.where(is_bs, -1, idx))
+        run = idx - last_other + np.where(last_other < 0, backslashes, 0)
+        before = np.empty_like(run)
+        before[0], before[1:] = backslashes, run[:-1]
+        quotes = (b == _QUOTE[0]) & (before % 2 == 0)
+        outside = (np.cumsum(quotes, dtype=np.int64) + in_string) % 2 == 0
+        opens = np.isin(b, _OPEN) & outside
+        closes = np.isin(b, _CLOSE) & outside
+        steps = opens.astype(np.int8) - closes.astype(np.int8)
+        if len(steps):
+            levels = np.cumsum(steps, dtype=np.int64) + depth
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        items += int(opens.sum()) + int(((b == _COMMA[0]) & outside).sum())
+        in_string = (in_string + int(quotes.sum())) % 2
+        backslashes = int(run[-1]) if len(run) else backslashes
+    return deepest, items
+
+
+def check_limits(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES, start=0, end=None):
+    """JSONLimitError unless text[start:end] (a str) nests at most `max_depth` deep and holds at
+    most `max_values` values (None: no limit)."""
+    end = len(text) if end is None else end
+    openers = text.count("[", start, end) + text.count("{", start, end)
+    deep = max_depth is not None and openers > max_depth
+    many = max_values is not None and openers + text.count(",", start, end) + 1 > max_values
+    if not (deep or many):
+        return
+    depth, items = _exact_counts(text[start:end].encode("utf-8", "surrogatepass"))
+    if max_depth is not None and depth > max_depth:
+        raise JSONLimitError(f"JSON nesting deeper than {max_depth}")
+    if max_values is not None and items > max_values:
+        raise JSONLimitError(f"JSON holding more than {max_values} values")
+
+
+def _text(text, max_bytes):
+    if max_bytes is not None and len(text) > max_bytes:
+        raise JSONLimitError(f"a JSON text of {len(text)} bytes, more than the limit of {max_bytes}")
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text).decode("utf-8")           # UnicodeDecodeError (a ValueError): never UTF-16
+    if not isinstance(text, str):
+        raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
+    return text
+
+
+def _paused(function):
+    def run(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    run.__name__, run.__doc__ = function.__name__, function.__doc__
+    return run
+
+
+@_paused
+def loads(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES, max_bytes=None):
+    """The value of the JSON text `text` (str, or UTF-8 bytes); the limits are checked first.
+    ValueError (json.JSONDecodeError, UnicodeDecodeError, JSONLimitError) when it is not one
+    JSON value within them; never RecursionError."""
+    text = _text(text, max_bytes)
+    check_limits(text, max_depth, max_values)
+    return _DECODER.decode(text)
+
+
+@_paused
+def loads_each(texts, max_depth=MAX_DEPTH, max_values=MAX_VALUES):
+    """[loads(t) for t in texts]: each text parsed on its own, so that one text can never spill
+    into the next (joining texts into one array would let a crafted text shift every later one)."""
+    out = []
+    for t in texts:
+        t = _text(t, None)
+        check_limits(t, max_depth, max_values)
+        out.append(_DECODER.decode(t))
+    return out
+
+
+@_paused
+def loads_lines(data, max_depth=MAX_DEPTH, max_values=MAX_VALUES):
+    """(values, bad) of the JSON-lines bytes `data`: lines are split on b"\\n" only; a line of
+    whitespace (str.isspace) is skipped; every other line must be exactly one JSON value within
+    the limits. `values`: [(1-based line number, value)] of those that are; `bad`: [(line number,
+    reason)] of those that are not (torn, garbled, too deep), both in line order."""
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return _lines_one_by_one(bytes(data), max_depth, max_values)
+    values, bad = [], []
+    pos, number, size = 0, 0, len(text)
+    find = text.find
+    while pos <= size:
+        number += 1
+        nl = find("\n", pos)
+        if nl < 0:
+            nl = size
+        start = _SPACE(text, pos, nl).end()
+        if start < nl:
+            line = text[start:nl]        # the scanner must not run on past the line's end
+            try:
+                check_limits(line, max_depth, max_values)
+                value, end = _SCAN(line, 0)
+            except JSONLimitError as exc:
+                bad.append((number, str(exc)))
+            except (StopIteration, ValueError):
+                _drop_line(bad, number, line)
+            else:
+                if end == len(line) or _SPACE(line, end).end() == len(line):
+                    values.append((number, value))
+                else:
+                    bad.append((number, f"extra data after the JSON value (column {start - pos + end + 1})"))
+        pos = nl + 1
+    return values, bad
+
+
+def _drop_line(bad, number, line):
+    """Note why `line` is not a JSON value (the scanner's own error is a bare StopIteration);
+    nothing for a line of other whitespace (a form feed, U+2028): blank, as before."""
+    if not line.strip():
+        return
+    try:
+        _DECODER.decode(line)
+        reason = "not JSON"
+    except ValueError as exc:
+        reason = str(exc)[:200]
+    bad.append((number, reason))
+
+
+def _lines_one_by_one(data, max_depth, max_values):
+    """loads_lines of bytes that are not all UTF-8: each line decoded and parsed alone."""
+    values, bad = [], []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, loads(line, max_depth, max_values)))
+        except ValueError as exc:
+            bad.append((number, str(exc)[:200]))
+    return values, bad
