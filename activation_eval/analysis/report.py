@@ -41,7 +41,7 @@ def accuracy_table(rows):
     question has several answers), over the rows graded True / False (ungraded rows are not counted)."""
     def cell(rs):
         graded = [r for r in rs if isinstance(r.get("correct"), bool)]
-        ids = [r["id"] if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
+        ids = [_question(r["id"]) if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
         stats = accuracy_stats([r["correct"] for r in graded], questions=ids)
         return {"n": stats["n"], "correct": stats["correct"], "accuracy": stats["accuracy"],
                 "ci": tuple(stats["ci95"]) if stats["ci95"] else (None, None),
@@ -50,6 +50,11 @@ def accuracy_table(rows):
     return {"overall": cell(rows),
             "per_category": {c: cell([r for r in rows if str(r.get("category") or "uncategorized") == c])
                              for c in cats}}
+
+
+def _question(qid):
+    """A row's id as a cluster key: a hostile id that is a JSON list or object by its JSON text."""
+    return qid if isinstance(qid, (str, int, float, bool)) else json.dumps(qid, sort_keys=True, default=str)
 
 
 def _read_json(read, run_dir):

@@ -56,7 +56,10 @@ _BLOCK = 1 << 20                                      # bytes per block of the e
 _DECODER = json.decoder.JSONDecoder()
 _SCAN = json.scanner.make_scanner(_DECODER)            # the C scanner: (value, end) at a position
 _SPACE = json.decoder.WHITESPACE.match                # JSON whitespace (also used with an end bound)
-_OPEN, _CLOSE, _QUOTE, _BACKSLASH, _COMMA = (np.frombuffer(b, np.uint8) for b in (b"[{", b"]}", b'"', b"\\", b","))
+_STEP = np.zeros(256, np.int8)                        # +1 for an opener, -1 for a closer
+_STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
+_ITEM = np.zeros(256, bool)                           # openers and commas: at most one value each
+_ITEM[list(b"[{,")] = True
 
 
 class JSONLimitError(ValueError):
@@ -70,51 +73,57 @@ def _exact_counts(data):
     raw = np.frombuffer(data, np.uint8)
     for start in range(0, len(raw), _BLOCK):
         b = raw[start:start + _BLOCK]
-        idx = np.arange(len(b), dtype=np.int64)
-        is_bs = b == _BACKSLASH[0]
-        # the run of backslashes ending at each position (those before this block included)
-        last_other = np.maximum.accumulate(np.where(is_bs, -1, idx))
-        run = idx - last_other + np.where(last_other < 0, backslashes, 0)
-        before = np.empty_like(run)
-        before[0], before[1:] = backslashes, run[:-1]
-        quotes = (b == _QUOTE[0]) & (before % 2 == 0)
-        outside = (np.cumsum(quotes, dtype=np.int64) + in_string) % 2 == 0
-        opens = np.isin(b, _OPEN) & outside
-        closes = np.isin(b, _CLOSE) & outside
-        steps = opens.astype(np.int8) - closes.astype(np.int8)
-        if len(steps):
-            levels = np.cumsum(steps, dtype=np.int64) + depth
-            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
-        items += int(opens.sum()) + int(((b == _COMMA[0]) & outside).sum())
-        in_string = (in_string + int(quotes.sum())) % 2
-        backslashes = int(run[-1]) if len(run) else backslashes
+        quotes, carry = b == 34, backslashes               # '"'; the run of backslashes before the block
+        if data.find(b"\\", start, start + len(b)) >= 0:
+            # a quote after an odd run of backslashes (counting the last block's) is escaped
+            idx = np.arange(len(b), dtype=np.int32)
+            last_other = np.maximum.accumulate(np.where(b == 92, -1, idx))
+            run = idx - last_other + np.where(last_other < 0, carry, 0)
+            quotes[1:] &= run[:-1] % 2 == 0
+            backslashes = int(run[-1])
+        else:
+            backslashes = 0
+        if carry % 2:
+            quotes[0] = False
+        outside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 0
+        steps = _STEP[b] * outside
+        levels = np.cumsum(steps, dtype=np.int32)
+        deepest, depth = max(deepest, depth + int(levels.max())), depth + int(levels[-1])
+        items += int(np.count_nonzero(_ITEM[b] & outside))
+        in_string = (in_string + int(np.count_nonzero(quotes))) % 2
     return deepest, items
 
 
-def check_limits(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES, start=0, end=None):
-    """JSONLimitError unless text[start:end] (a str) nests at most `max_depth` deep and holds at
-    most `max_values` values (None: no limit)."""
-    end = len(text) if end is None else end
-    openers = text.count("[", start, end) + text.count("{", start, end)
+def check_limits(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES):
+    """JSONLimitError unless the JSON text `text` (str, or UTF-8 bytes) nests at most `max_depth`
+    deep and holds at most `max_values` values (None: no limit)."""
+    if isinstance(text, str):
+        openers = text.count("[") + text.count("{")
+        commas = text.count(",")
+    else:
+        openers = text.count(b"[") + text.count(b"{")
+        commas = text.count(b",")
     deep = max_depth is not None and openers > max_depth
-    many = max_values is not None and openers + text.count(",", start, end) + 1 > max_values
+    many = max_values is not None and openers + commas + 1 > max_values
     if not (deep or many):
         return
-    depth, items = _exact_counts(text[start:end].encode("utf-8", "surrogatepass"))
+    depth, items = _exact_counts(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text))
     if max_depth is not None and depth > max_depth:
         raise JSONLimitError(f"JSON nesting deeper than {max_depth}")
     if max_values is not None and items > max_values:
         raise JSONLimitError(f"JSON holding more than {max_values} values")
 
 
-def _text(text, max_bytes):
+def _text(text, max_bytes, max_depth, max_values):
+    """`text` as a str, its limits checked (on the bytes when it is bytes: no copy is scanned)."""
+    if isinstance(text, (bytearray, memoryview)):
+        text = bytes(text)
+    if not isinstance(text, (str, bytes)):
+        raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
     if max_bytes is not None and len(text) > max_bytes:
         raise JSONLimitError(f"a JSON text of {len(text)} bytes, more than the limit of {max_bytes}")
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        return bytes(text).decode("utf-8")           # UnicodeDecodeError (a ValueError): never UTF-16
-    if not isinstance(text, str):
-        raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
-    return text
+    check_limits(text, max_depth, max_values)
+    return text.decode("utf-8") if isinstance(text, bytes) else text    # strict UTF-8: never UTF-16
 
 
 def _paused(function):
@@ -135,9 +144,7 @@ def loads(text, max_depth=MAX_DEPTH, max_values=MAX_VALUES, max_bytes=None):
     """The value of the JSON text `text` (str, or UTF-8 bytes); the limits are checked first.
     ValueError (json.JSONDecodeError, UnicodeDecodeError, JSONLimitError) when it is not one
     JSON value within them; never RecursionError."""
-    text = _text(text, max_bytes)
-    check_limits(text, max_depth, max_values)
-    return _DECODER.decode(text)
+    return _DECODER.decode(_text(text, max_bytes, max_depth, max_values))
 
 
 @_paused
@@ -146,9 +153,7 @@ def loads_each(texts, max_depth=MAX_DEPTH, max_values=MAX_VALUES):
     into the next (joining texts into one array would let a crafted text shift every later one)."""
     out = []
     for t in texts:
-        t = _text(t, None)
-        check_limits(t, max_depth, max_values)
-        out.append(_DECODER.decode(t))
+        out.append(_DECODER.decode(_text(t, None, max_depth, max_values)))
     return out
 
 

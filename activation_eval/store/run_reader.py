@@ -121,6 +121,8 @@ class RunReader:
             raise CorruptFileError(f"{where} names {rel!r}, which is outside the run's activations folder "
                                    f"{self.root}: records are only read from there: {self._results}")
         if not os.path.isfile(path):
+            if os.path.exists(path):         # a FIFO, a device, a folder: it exists, and is refused
+                raise CorruptFileError(f"{where} names {rel!r}, which is not a regular file: {path}")
             raise FileNotFoundError(f"{where} names {rel!r}, which does not exist: {path}")
         return Location("shard" if shard else "file", path, index)
 
@@ -189,6 +191,9 @@ class RunReader:
             yield from self._shard_records(path, wanted, layers, errors)
 
     def _shard_records(self, path, wanted, layers, errors):
+        """(row, record) of the shard's `wanted` [(index, row)]; a row naming a row the shard lacks
+        or holds for another question is a RecordMismatchError: raised, or with errors="yield"
+        given for that row alone (the shard's other rows are read)."""
         rows = dict(wanted)
         done = set()
         try:
@@ -196,11 +201,21 @@ class RunReader:
             for index, row in wanted:
                 if index >= len(ids) or ids[index] != str(row.get(schema.ID)):
                     found = ids[index] if index < len(ids) else "no such row"
-                    raise RecordMismatchError(f"results row {row.get(schema.ID)!r} names row {index} of the shard, "
+                    exc = RecordMismatchError(f"results row {row.get(schema.ID)!r} names row {index} of the shard, "
                                               f"which holds {found!r}: {path}")
+                    if errors != "yield":
+                        raise exc
+                    rows.pop(index, None)
+                    done.add(index)
+                    yield row, exc
             for index, record in iter_shard_records(path, sorted(rows), layers):
-                _check_identity(record, rows[index], path)
                 done.add(index)
+                try:
+                    _check_identity(record, rows[index], path)
+                except RecordMismatchError as exc:
+                    if errors != "yield":
+                        raise
+                    record = exc
                 yield rows[index], record
         except (OSError, ValueError) as exc:
             if errors != "yield":
