@@ -57,11 +57,16 @@ def _question(qid):
     return qid if isinstance(qid, (str, int, float, bool)) else json.dumps(qid, sort_keys=True, default=str)
 
 
-def _read_json(read, run_dir):
-    """read_run_config / read_summary of the run, or {} when it is missing or unreadable."""
+def _read_json(read, run_dir, notes=None):
+    """read_run_config / read_summary of the run, or {} when it is missing or unreadable (a file
+    that exists but cannot be read, e.g. nested too deep, adds a note to `notes`)."""
     try:
         return read(run_dir)
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if notes is not None:
+            notes.append(_failed("part of the run's settings and summary", exc))
         return {}
 
 
@@ -101,7 +106,8 @@ def _failed(what, exc):
 # ----------------------------------------------------------------------------- sections
 
 def _summary_section(run_dir, rows):
-    config, summary = _read_json(read_run_config, run_dir), _read_json(read_summary, run_dir)
+    notes = []
+    config, summary = _read_json(read_run_config, run_dir, notes), _read_json(read_summary, run_dir, notes)
     acc = accuracy_table(rows)
     o = acc["overall"]
     settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
@@ -115,7 +121,8 @@ def _summary_section(run_dir, rows):
             f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval'
             + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')</p>'
             + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"], cats)
-            + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
+            + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>"
+            + "".join(notes))
 
 
 def _probe_rows(res):

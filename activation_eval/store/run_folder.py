@@ -17,6 +17,7 @@ Public names:
     check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
     record_file_problem(path)                None, or why a record file is missing or incomplete (cheap)
     row_key(row)                             what identifies a results row: id, or (id, sample)
+    hashable_key(row)                        row_key(row) as a dict key (a list or object id: its JSON text)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
@@ -63,7 +64,7 @@ import stat
 
 from .. import schema
 from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
-from .atomic import write_text_atomic
+from .atomic import encode_text, write_text_atomic
 from .bounded_json import loads, loads_lines
 from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
 from .files import read_regular_bytes
@@ -370,7 +371,7 @@ def _end_with_newline(path):
 def append_results(path, rows):
     """Append rows and make them durable before anything else happens."""
     with _open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
-        f.write(_jsonl(rows).encode("utf-8"))
+        f.write(encode_text(_jsonl(rows)))       # a lone surrogate in a row: its JSON escape
         f.flush()
         os.fsync(f.fileno())
 
@@ -387,11 +388,12 @@ def merge_results(run_dir, order=()):
         rows, dropped = scan_results(source)
         _warn_dropped(source, dropped, "dropped")
         for row in rows:
-            stored.pop(row_key(row), None)
-            stored[row_key(row)] = row
+            key = hashable_key(row)
+            stored.pop(key, None)
+            stored[key] = row
     by_id = {}
     for row in stored.values():
-        by_id.setdefault(row.get("id"), []).append(row)
+        by_id.setdefault(_hashable(row.get("id")), []).append(row)
     ordered = []
     for qid in list(dict.fromkeys(order)) + list(by_id):
         ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
@@ -403,6 +405,19 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
+
+
+def hashable_key(row):
+    """row_key(row), or its JSON text when a hostile row's id is a list or an object (unhashable)."""
+    return _hashable(row_key(row))
+
+
+def _hashable(key):
+    try:
+        hash(key)
+        return key
+    except TypeError:
+        return json.dumps(key, sort_keys=True, default=str)
 
 
 def _sample_order(sample):

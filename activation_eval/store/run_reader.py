@@ -34,7 +34,6 @@ The policy, in one place:
 """
 import dataclasses
 import functools
-import json
 import logging
 import os
 
@@ -69,21 +68,13 @@ def read_run_rows(run_dir):
     rows = [schema.upgrade_row(row) for row in run_folder.read_results(run_dir)]
     last = {}
     for i, row in enumerate(rows):
-        last[_hashable(schema.row_key(row))] = i
+        last[run_folder.hashable_key(row)] = i
     if len(last) == len(rows):
         return rows
     log.warning("%s: %d row(s) answer a question that a later row answers again (an interrupted "
                 "--resume); only the last row of each is used", run_folder.results_path(run_dir), len(rows) - len(last))
     keep = set(last.values())
     return [row for i, row in enumerate(rows) if i in keep]
-
-
-def _hashable(key):
-    try:
-        hash(key)
-        return key
-    except TypeError:                          # a hostile id such as a list
-        return json.dumps(key, sort_keys=True, default=str)
 
 
 class RunReader:
