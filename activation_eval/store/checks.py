@@ -80,7 +80,7 @@ def check_ints(values, what):
     """`values` as a tuple if it is at most MAX_DIMS plain ints (no bools), else ValueError naming `what`."""
     if not isinstance(values, (tuple, list, torch.Size)) or len(values) > MAX_DIMS or not all(
             isinstance(v, int) and not isinstance(v, bool) and -MAX_INT < v < MAX_INT for v in values):
-        raise ValueError(f"bad {what}: {short_repr(values)}")
+        raise ValueError(f"bad {what} {short_repr(values)}")
     return tuple(values)
 
 
