@@ -266,8 +266,8 @@ def iter_record_files(directory):
     if os.path.isfile(os.path.join(directory, RESULTS_FILE)):
         sub = os.path.join(directory, ACTIVATIONS_DIR)
         if not os.path.isdir(sub):
-            files = [os.path.join(directory, row["activation_file"])
-                     for row in read_results(directory) if row.get("activation_file")]
+            files = [os.path.join(directory, row["activation_file"]) for row in read_results(directory)
+                     if row.get("activation_file") and isinstance(row["activation_file"], str)]   # a stranger's 5: skipped
             return sorted(p for p in files if os.path.isfile(p))
         directory = sub
     return sorted(os.path.join(directory, name) for name in os.listdir(directory)

@@ -334,6 +334,19 @@ def test_odd_row_and_record_fields_give_documented_errors(tmp_path, capsys):
     assert err == "error: not a folder: /dev/zero (--directory reads a folder of records or a run folder)\n"
 
 
+def test_a_row_naming_its_record_with_a_number_is_skipped(tmp_path):
+    """iter_record_files of a run folder without activations/ joined every row's activation_file to the
+    folder: a row with `"activation_file": 5` was a TypeError."""
+    run = hostile.write_run(tmp_path / "run")
+    os.rename(os.path.join(run, "activations"), os.path.join(run, "acts"))
+    rows = _rows(run)
+    for row in rows:
+        row["activation_file"] = row["activation_file"].replace("activations", "acts")
+    rows[0]["activation_file"], rows[1]["activation_file"] = 5, ["a"]
+    _write_lines(run, _lines(rows))
+    assert run_folder.iter_record_files(run) == sorted(os.path.join(run, r["activation_file"]) for r in rows[2:])
+
+
 def test_save_file_shards_stay_readable(tmp_path):
     """Control: a shard rewritten by the safetensors library itself (its own key order) still reads."""
     shard = write_shard(tmp_path / "units" / "abcdef.safetensors", ["q1"], [hostile.record()])
