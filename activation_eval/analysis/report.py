@@ -41,7 +41,7 @@ def accuracy_table(rows):
     question has several answers), over the rows graded True / False (ungraded rows are not counted)."""
     def cell(rs):
         graded = [r for r in rs if isinstance(r.get("correct"), bool)]
-        ids = [_question(r["id"]) if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
+        ids = [r["id"] if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
         stats = accuracy_stats([r["correct"] for r in graded], questions=ids)
         return {"n": stats["n"], "correct": stats["correct"], "accuracy": stats["accuracy"],
                 "ci": tuple(stats["ci95"]) if stats["ci95"] else (None, None),
@@ -52,21 +52,11 @@ def accuracy_table(rows):
                              for c in cats}}
 
 
-def _question(qid):
-    """A row's id as a cluster key: a hostile id that is a JSON list or object by its JSON text."""
-    return qid if isinstance(qid, (str, int, float, bool)) else json.dumps(qid, sort_keys=True, default=str)
-
-
-def _read_json(read, run_dir, notes=None):
-    """read_run_config / read_summary of the run, or {} when it is missing or unreadable (a file
-    that exists but cannot be read, e.g. nested too deep, adds a note to `notes`)."""
+def _read_json(read, run_dir):
+    """read_run_config / read_summary of the run, or {} when it is missing or unreadable."""
     try:
         return read(run_dir)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        if notes is not None:
-            notes.append(_failed("part of the run's settings and summary", exc))
+    except (OSError, ValueError):
         return {}
 
 
@@ -106,8 +96,7 @@ def _failed(what, exc):
 # ----------------------------------------------------------------------------- sections
 
 def _summary_section(run_dir, rows):
-    notes = []
-    config, summary = _read_json(read_run_config, run_dir, notes), _read_json(read_summary, run_dir, notes)
+    config, summary = _read_json(read_run_config, run_dir), _read_json(read_summary, run_dir)
     acc = accuracy_table(rows)
     o = acc["overall"]
     settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
@@ -121,8 +110,7 @@ def _summary_section(run_dir, rows):
             f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval'
             + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')</p>'
             + _table(["category", "n", "correct", "accuracy [95% Wilson CI]"], cats)
-            + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>"
-            + "".join(notes))
+            + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
 
 
 def _probe_rows(res):
@@ -282,6 +270,28 @@ SCRIPT = r"""
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
+def _hashable_id(row):
+    """`row`, or a copy whose id (a hostile JSON list or object) is its JSON text: ids are cluster keys."""
+    qid = row.get("id")
+    if qid is None or isinstance(qid, (str, int, float, bool)):
+        return row
+    return dict(row, id=json.dumps(qid, sort_keys=True, default=str))
+
+
+def _unreadable_notes(run_dir):
+    """A note for run_config.json / summary.json when one exists but cannot be read (nested too deep,
+    not JSON, a FIFO): the summary section shows the rest without it."""
+    notes = []
+    for read in (read_run_config, read_summary):
+        try:
+            read(run_dir)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            notes.append(_failed("part of the run's settings and summary", exc))
+    return "".join(notes)
+
+
 def build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
                  progress=True, model=None, tokenizer=None):
     """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
@@ -298,7 +308,7 @@ def build_report(run_dir, output=None, layers=None, color_by="correct", probe=Tr
     name = os.path.basename(os.path.normpath(run_dir))
     output = os.fspath(output) if output else f"{name}_report.html"
     captured = reader.has_records()
-    sections = [_summary_section(run_dir, rows)]
+    sections = [_summary_section(run_dir, [_hashable_id(row) for row in rows]) + _unreadable_notes(run_dir)]
     if captured:
         if probe:
             sections.append(_probe_section(run_dir, layers))
