@@ -101,7 +101,7 @@ class RunReader:
             return None
         rel = shard or file
         where = f"results row {row.get(schema.ID)!r}"
-        if not isinstance(rel, str):
+        if not isinstance(rel, str) or not _file_name(rel):
             raise CorruptFileError(f"{where} names its record with {rel!r}, not a path: {self._results}")
         index = row.get(schema.ACTIVATION_ROW) if shard else None
         if shard and (type(index) is not int or index < 0):
@@ -250,6 +250,15 @@ def _check_identity(record, row, path):
         raise RecordMismatchError(f"results row {row.get(schema.ID)!r} names a record of question {shown!r}: {path}")
 
 
+def _file_name(text):
+    """Can `text` name a file here? (a lone surrogate such as "\\ud800", valid in JSON, cannot:
+    os functions would raise UnicodeEncodeError; a NUL cannot either)."""
+    try:
+        return b"\0" not in os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+
+
 def _activations_dir(run_dir):
     """The run's activations folder, relative to the run: run_config.json's activation_save_dir
     when that is a folder inside the run, else "activations"."""
@@ -258,7 +267,8 @@ def _activations_dir(run_dir):
     except (OSError, ValueError):
         config = {}
     rel = config.get("activation_save_dir") if isinstance(config, dict) else None
-    if isinstance(rel, str) and rel and not os.path.isabs(rel) and ".." not in rel.replace("\\", "/").split("/"):
+    if isinstance(rel, str) and rel and _file_name(rel) and not os.path.isabs(rel) \
+            and ".." not in rel.replace("\\", "/").split("/"):
         return rel
     return run_folder.ACTIVATIONS_DIR
 

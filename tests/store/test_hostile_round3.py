@@ -347,6 +347,21 @@ def test_a_row_naming_its_record_with_a_number_is_skipped(tmp_path):
     assert run_folder.iter_record_files(run) == sorted(os.path.join(run, r["activation_file"]) for r in rows[2:])
 
 
+def test_paths_that_name_no_file_are_refused(tmp_path):
+    """Found by the run-folder fuzzer: a lone surrogate ("\\ud800", valid JSON) as activation_file or as
+    run_config.json's activation_save_dir was a UnicodeEncodeError from os.path; a NUL a ValueError."""
+    run = hostile.write_run(tmp_path / "run")
+    rows = _rows(run)
+    rows[0]["activation_file"], rows[1]["activation_file"] = "activations/\ud800", "activations/a\0b"
+    _write_lines(run, [json.dumps(r).encode() for r in rows])
+    with open(os.path.join(run, "run_config.json"), "w") as f:
+        json.dump({"activation_save_dir": "\ud800"}, f)
+    pairs, bad = RunReader(run).located(errors="collect")
+    assert len(pairs) == 6 and [type(e) for _, e in bad] == [CorruptFileError] * 2
+    assert all("not a path" in str(e) for _, e in bad)
+    assert analyze_directory(run, progress=False)["skipped"] == 2
+
+
 def test_save_file_shards_stay_readable(tmp_path):
     """Control: a shard rewritten by the safetensors library itself (its own key order) still reads."""
     shard = write_shard(tmp_path / "units" / "abcdef.safetensors", ["q1"], [hostile.record()])
