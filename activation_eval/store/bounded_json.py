@@ -22,7 +22,9 @@ Example:
     >>> loads('{"a": [1, 2]}')
     {'a': [1, 2]}
     >>> loads("[" * 101 + "]" * 101)
-    JSONLimitError: JSON nesting deeper than 100
+    Traceback (most recent call last):
+    ...
+    activation_eval.store.bounded_json.JSONLimitError: JSON nesting deeper than 100
     >>> loads_lines(b'{"id": "q1"}\\n{"id": \\n{"id": "q3"}\\n')
     ([(1, {'id': 'q1'}), (3, {'id': 'q3'})], [(2, 'Expecting value: line 1 column 8 (char 7)')])
 
