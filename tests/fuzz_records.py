@@ -395,7 +395,7 @@ def _seeds(folder, names=None, targets=("records",)):
     records += [("pkl", hostile.same_hash_keys(2000), "same-hash dict keys"),
                 ("pkl", hostile.same_hash_keys(2000, "set"), "same-hash set members"),
                 ("pkl", hostile.huge_shape(3000), "huge shape integers")]
-    return out + [s for s in records if names is None or s[2] in names], templates
+    return [s for s in out + records if names is None or s[2] in names], templates
 
 
 def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50,
