@@ -181,7 +181,9 @@ def loads_lines(data, max_depth=MAX_DEPTH, max_values=MAX_VALUES):
         if start < nl:
             line = text[start:nl]        # the scanner must not run on past the line's end
             try:
-                check_limits(line, max_depth, max_values)
+                if (max_depth is not None and line.count("[") + line.count("{") > max_depth) or (
+                        max_values is not None and len(line) >= max_values):
+                    check_limits(line, max_depth, max_values)     # (the quick bounds inline: 100k rows)
                 value, end = _SCAN(line, 0)
             except JSONLimitError as exc:
                 bad.append((number, str(exc)))
