@@ -1,6 +1,7 @@
-"""Fuzz the record loaders (.pkl and .safetensors) and the shard readers (--activation_store
-shards) with hypothesis-made mutations of valid and hostile files, for a set time; reports
-executions and findings as JSON.
+"""Fuzz the record loaders (.pkl and .safetensors), the shard readers (--activation_store
+shards) and the run-folder readers (results.jsonl, run_config.json, summary.json, a run's shards)
+with hypothesis-made mutations of valid and hostile files, for a set time; reports executions and
+findings as JSON.
 
 Each case is loaded in a worker subprocess, so a segfault or a hang is a finding, not the end
 of the fuzzer: the worker runs load_activations (whole record, then one layer) and, when a
@@ -17,23 +18,34 @@ interesting bytes, inserted bytes or pickle snippets (BUILD, REDUCE, memo gets, 
 deleted / duplicated / truncated ranges, splices of another seed, and, for .safetensors,
 header JSON values replaced by interesting numbers, strings and types.
 
+Run folders (--targets runs): two valid runs of 8 questions (hostile.write_run: the file store
+and the shard store); a case mutates ONE of a run's files (results.jsonl, run_config.json,
+summary.json or its first shard; also JSON-aware: a row's or setting's value replaced by a deep
+list, a huge number, "../" or "/dev/zero" paths, "5", a surrogate, ...) and the worker reads the
+folder as every analysis mode does: RunReader rows and records (errors="yield"), read_run_config,
+read_summary, load_run_layer, analyze_directory, then merge_results (what --resume does). A
+finding is a crash, a hang, memory over 1 GB, or an error other than the documented ones
+(CorruptFileError / UnsafeFileError / RecordMismatchError, OSError, or a ValueError naming the run).
+
 It lives next to the tests because it is test tooling that shares their file builders
-(hostile.py); test_fuzz.py runs it for 20 s with a fixed seed in the normal suite.
+(hostile.py); test_fuzz.py runs it with a fixed seed in the normal suite (records 20 s, runs 15 s).
 
 Public names:
     main(argv=None) -> int       the command line (0: no findings, 1: findings)
-    fuzz(seconds, seed, out, loader="safe", seeds=None) -> report dict
+    fuzz(seconds, seed, out, loader="safe", seeds=None, targets=("records", "runs")) -> report dict
     worker_main(loader)          the worker loop (`--worker`)
     peak_rss_mb()                this process's peak RSS (VmHWM)
 
 Example:
     $ python tests/fuzz_records.py --seconds 600 --seed 1 --out fuzz-findings
+    $ python tests/fuzz_records.py --targets runs --seconds 300 --seed 1
     {"executions": 41210, "minutes": 10.0, "crashes": 0, "hangs": 0, ..., "peak_rss_mb": 412}
 """
 import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +57,18 @@ SNIPPETS = [b"b", b"R", b"0", b"2", b"h\x00", b"h\x01", b"q\x00", b"s", b"a", b"
             b"t", b"(", b")", b"\x85" * 64, b"]", b"}", b"\x8f", b"N", b"\x88",
             b"J\xff\xff\xff\x7f", b"\x8a\x08" + (2 ** 63 - 1).to_bytes(8, "little"),
             b"cnumpy\ndtype\n", b"ctorch\nfrom_numpy\n", b"cbuiltins\nset\n",
-            b"\x96" + (2 ** 40).to_bytes(8, "little")]
+            b"\x96" + (2 ** 40).to_bytes(8, "little"), b"[" * 3000, b'{"a":' * 2000, b"\xe2\x80\xa8", b"\n"]
 INTERESTING = [0, 1, 0x7f, 0x80, 0xff, ord("b"), ord("R"), ord("("), ord("t"), ord("\x85")]
 JSON_VALUES = [0, -1, 1, 2 ** 31, 2 ** 63, 2 ** 64, 10 ** 30, 1.5, None, True, "", "F64",
                "BOOL", "activations", [], {}, [2 ** 63, 2 ** 63, 0], "[]", '"x"', "{}", "null"]
+RUN_VALUES = JSON_VALUES + [99, "5", "q1", "q0", "\ud800", "$\\foo{$", "../results.jsonl", "/dev/zero",
+                            "activations/units/abcdef1.safetensors", "activations", ["x", 1], {"a": 1},
+                            "[" * 150 + "]" * 150, [[[[[[[[[[[]]]]]]]]]]], float("nan"), "a\u2028b",
+                            json.loads("[" * 500 + "]" * 500)]
+RUN_FILES = {"results": "results.jsonl", "config": "run_config.json", "summary": "summary.json",
+             "runshard": "activations/units/abcdef0.safetensors"}      # what a run case mutates
+RUN_STORES = {"results": ("files", "shards"), "config": ("files", "shards"), "summary": ("files",),
+              "runshard": ("shards",)}
 
 
 # ----------------------------------------------------------------------------- worker
@@ -59,12 +79,23 @@ def _run_case(path, load_activations, describe_record, jsonable, loader):
     import pickle
 
     from activation_eval.store.errors import CorruptFileError, UnsafeFileError
+    if loader == "plain" and os.path.isdir(path):     # the harness self-test: an unbounded reader
+        try:
+            with open(os.path.join(path, "results.jsonl"), "rb") as f:
+                [json.loads(line) for line in f.read().split(b"\n") if line.strip()]
+        except ValueError:
+            return "refused"
+        except Exception as e:                   # noqa: BLE001 - e.g. RecursionError: a finding
+            return "bug", f"rows: {type(e).__name__}: {str(e)[:300]}"
+        return "ok"
     if loader == "plain":                        # the harness self-test: an unsafe loader
         with open(path, "rb") as f:
             repr(pickle.load(f))
         return "ok"
     if path.endswith(".shard"):
         return _run_shard_case(path)
+    if os.path.isdir(path):
+        return _run_folder_case(path)
     record = None
     # one layer: the partial-read path of .safetensors (for .pkl it is the same unpickling)
     for layers in (None, ["layer_0"]) if path.endswith(".safetensors") else (None,):
@@ -107,6 +138,43 @@ def _run_shard_case(path):
     except Exception as e:                       # noqa: BLE001 - any other error is a finding
         return "bug", f"{type(e).__name__}: {str(e)[:300]}"
     return "ok"
+
+
+def _run_folder_case(folder):
+    """A run folder read as every analysis mode reads it, then merged as --resume does: "ok",
+    "refused" (a documented error) or ("bug", text)."""
+    from activation_eval import load_run_layer
+    from activation_eval.analysis.stats import analyze_directory
+    from activation_eval.store import run_folder
+    from activation_eval.store.errors import CorruptFileError, UnsafeFileError
+    from activation_eval.store.run_reader import RunReader
+    refused = False
+    steps = [("rows", lambda: RunReader(folder).rows),
+             ("records", lambda: [r for _, r in RunReader(folder).records(errors="yield")]),
+             ("run_config", lambda: run_folder.read_run_config(folder)),
+             ("summary", lambda: run_folder.read_summary(folder)),
+             ("load_run_layer", lambda: load_run_layer(folder, "layer_0")),
+             ("directory", lambda: analyze_directory(folder, progress=False)),
+             ("merge", lambda: run_folder.merge_results(folder))]
+    for name, step in steps:
+        try:
+            out = step()
+            if name == "records" and any(isinstance(r, Exception) for r in out):
+                bad = next(r for r in out if isinstance(r, Exception))
+                if not isinstance(bad, (CorruptFileError, UnsafeFileError, OSError)):
+                    return "bug", f"records: {type(bad).__name__}: {str(bad)[:300]}"
+                refused = True
+        except (CorruptFileError, UnsafeFileError, OSError) as e:
+            if folder not in str(e) and not isinstance(e, OSError):
+                return "bug", f"{name}: {type(e).__name__} without the path: {str(e)[:300]}"
+            refused = True
+        except ValueError as e:
+            if type(e) is not ValueError or folder not in str(e):
+                return "bug", f"{name}: {type(e).__name__}: {str(e)[:300]}"
+            refused = True
+        except Exception as e:                   # noqa: BLE001 - any other error is a finding
+            return "bug", f"{name}: {type(e).__name__}: {str(e)[:300]}"
+    return "refused" if refused else "ok"
 
 
 def peak_rss_mb():
@@ -235,6 +303,29 @@ def _set_json_value(data, index, value):
     return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
+def _set_text_value(data, index, value):
+    """A JSON / JSON-lines text whose index-th value (depth-first over its lines) is `value`."""
+    lines = data.split(b"\n")
+    try:
+        docs = [json.loads(line) if line.strip() else None for line in lines]
+    except (ValueError, RecursionError):         # a torn or deep seed: byte mutations only
+        return data
+    slots = []
+
+    def walk(node):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in list(items):
+            slots.append((node, key))
+            walk(child)
+    for doc in docs:
+        walk(doc)
+    if slots:
+        node, key = slots[index % len(slots)]
+        node[key] = value
+    return b"\n".join(json.dumps(d, ensure_ascii=False).encode("utf-8", "backslashreplace")
+                      if d is not None else line for d, line in zip(docs, lines))
+
+
 def mutate(data, ops, seeds, ext):
     """`data` after the mutation ops (positions are fractions of the current length)."""
     data = bytearray(data)
@@ -258,47 +349,85 @@ def mutate(data, ops, seeds, ext):
         elif kind == "splice":
             other = seeds[op[1] % len(seeds)][1]
             data[at(op[2]):] = other[int(op[3] * len(other)):]
-        elif kind == "json" and ext in ("safetensors", "shard"):
+        elif kind == "json" and ext in ("safetensors", "shard", "runshard"):
             data = bytearray(_set_json_value(bytes(data), op[1], op[2]))
+        elif kind == "json" and ext in ("results", "config", "summary"):
+            data = bytearray(_set_text_value(bytes(data), op[1], RUN_VALUES[op[1] % len(RUN_VALUES)]))
     return bytes(data)
 
 
 # ----------------------------------------------------------------------------- the fuzz loop
 
-def _seeds(folder, names=None):
-    """[(extension, bytes, name)] of tests/hostile.py's valid and hostile files."""
+def _run_seeds(folder):
+    """[(kind, bytes, name)] of the files of two valid runs (file and shard store) that run cases
+    mutate, and {store: run folder} of the templates (hostile.write_run)."""
     import hostile
+    runs = {store: hostile.write_run(os.path.join(folder, f"run-{store}"), store) for store in ("files", "shards")}
     out = []
+    for kind, stores in RUN_STORES.items():
+        for store in stores:
+            with open(os.path.join(runs[store], RUN_FILES[kind]), "rb") as f:
+                out.append((kind, f.read(), f"run {store} {kind}"))
+    rows = out[0][1].split(b"\n")                # issue 20's hostile run files, as seeds too
+    out += [("results", b"\n".join(rows[:2] + [b"[" * 3000 + b"]" * 3000] + rows[2:]), "run files deep line"),
+            ("results", b"\n".join(rows[:2] + [b'{"a":"', b'"}, {"b":1}'] + rows[2:]), "run files torn pair"),
+            ("summary", b'{"a": ' * 3000 + b"1" + b"}" * 3000, "run files deep summary"),
+            ("config", b'{"activation_save_dir": "/dev"}', "run files outside save dir")]
+    return out, runs
+
+
+def _seeds(folder, names=None, targets=("records",)):
+    """([(extension, bytes, name)], {store: template run folder}): tests/hostile.py's valid and
+    hostile files (targets "records"), and the files of two valid runs (targets "runs"; kinds
+    "results", "config", "summary", "runshard", mutated inside a copy of their run)."""
+    import hostile
+    out, templates = [], {}
+    if "runs" in targets:
+        runs, templates = _run_seeds(os.path.join(folder, "runs"))
+        out += [s for s in runs if names is None or s[2] in names]
+    if "records" not in targets:
+        return out, templates
     valid = {**hostile.valid_files(os.path.join(folder, "valid")), **hostile.shard_files(os.path.join(folder, "shards"))}
     for name, path in valid.items():
         with open(path, "rb") as f:
             out.append((os.path.splitext(path)[1][1:], f.read(), name))
-    out += [(ext, data, name) for name, (ext, data) in hostile.attacks().items()]
-    return [s for s in out if names is None or s[2] in names]
+    records = [(ext, data, name) for name, (ext, data) in hostile.attacks().items()]
+    records += [("pkl", hostile.same_hash_keys(2000), "same-hash dict keys"),
+                ("pkl", hostile.same_hash_keys(2000, "set"), "same-hash set members"),
+                ("pkl", hostile.huge_shape(3000), "huge shape integers")]
+    return [s for s in out + records if names is None or s[2] in names], templates
 
 
-def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50):
-    """Fuzz for `seconds`; returns the report (findings' files are saved under `out`)."""
+def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50,
+         targets=("records", "runs")):
+    """Fuzz for `seconds`; returns the report (findings' files are saved under `out`: a run case's
+    whole folder). `targets`: "records" (record files and shards), "runs" (run folders), or both."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     worker = _Worker(loader)
     worker.start()                               # imports while the seeds are made
     work = tempfile.mkdtemp(prefix="fuzz-records-")
-    seed_files = _seeds(work, seeds)
+    seed_files, templates = _seeds(work, seeds, targets)
     if not seed_files:
         worker.stop()
         raise ValueError(f"no seed files named {seeds}")
     worker.wait_ready()                          # (its imports are not fuzzing time)
-    report = {"seed": seed, "loader": loader, "hypothesis": hypothesis.__version__,
+    report = {"seed": seed, "loader": loader, "targets": list(targets), "hypothesis": hypothesis.__version__,
               "seeds": len(seed_files), "executions": 0, "by_format": {}, "outcomes": {},
               "analysis_errors": {}, "crashes": 0, "hangs": 0, "memory": 0, "loader_bugs": 0,
               "peak_rss_mb": 0, "findings": []}
     start = time.monotonic()
 
     def execute(ext, data, origin):
-        path = os.path.join(work, f"case.{ext}")
-        with open(path, "wb") as f:
+        if ext in RUN_FILES:                     # a copy of the seed's run with one file mutated
+            path = os.path.join(work, "case-run")
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(templates[origin.split()[1]], path, symlinks=True)
+            target = os.path.join(path, RUN_FILES[ext])
+        else:
+            path = target = os.path.join(work, f"case.{ext}")
+        with open(target, "wb") as f:
             f.write(data)
         kind, detail, rss = worker.run(path, case_timeout)
         report["executions"] += 1
@@ -327,8 +456,11 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
         if finding:
             os.makedirs(out, exist_ok=True)
             saved = os.path.join(out, f"finding-{len(report['findings']):03d}.{ext}")
-            with open(saved, "wb") as f:
-                f.write(data)
+            if ext in RUN_FILES:
+                shutil.copytree(path, saved, symlinks=True)
+            else:
+                with open(saved, "wb") as f:
+                    f.write(data)
             report["findings"].append({"file": saved, "from": origin, "what": finding})
 
     for ext, data, name in seed_files:           # every seed once, as it is
@@ -351,6 +483,7 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
             round_ += 1
     finally:
         worker.stop()
+        shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - start
     report["seconds"] = round(elapsed, 1)
     report["minutes"] = round(elapsed / 60, 2)
@@ -367,17 +500,20 @@ def main(argv=None):
     p.add_argument("--loader", choices=["safe", "plain"], default="safe",
                    help="plain: pickle.load, to check that the harness catches crashes")
     p.add_argument("--seeds", nargs="+", metavar="NAME", help="only these seed files")
+    p.add_argument("--targets", nargs="+", choices=["records", "runs"], default=["records", "runs"],
+                   help="what to fuzz: record files and shards, run folders (default: both)")
     p.add_argument("--case_timeout", type=float, default=30.0, help="seconds per case")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.loader)
-    report = fuzz(args.seconds, args.seed, args.out, args.loader, args.seeds, args.case_timeout)
+    report = fuzz(args.seconds, args.seed, args.out, args.loader, args.seeds, args.case_timeout,
+                  targets=tuple(args.targets))
     print(json.dumps(report, indent=1))
     print(f"{report['executions']} executions in {report['minutes']} min "
           f"({report['executions_per_second']}/s): {report['crashes']} crashes, "
           f"{report['hangs']} hangs, {report['memory']} over {MEMORY_LIMIT_MB} MB, "
-          f"{report['loader_bugs']} loader bugs; peak RSS {report['peak_rss_mb']} MB",
+          f"{report['loader_bugs']} loader bugs (errors other than ours); peak RSS {report['peak_rss_mb']} MB",
           file=sys.stderr)
     return 1 if report["findings"] else 0
 

@@ -15,6 +15,13 @@ Public names:
     write_format_1_shard(path, ids, records)   a shard as format 1 wrote it (safetensors' writer)
     attacks()              {name: (extension, bytes)} of the hostile files (computed once)
     write_attacks(folder)  {name: path} of every hostile file
+    same_hash_keys(n, kind="dict")   a pickle of n int keys k * (2**61 - 1), which all hash alike
+                           (kind "dict", "set" or "frozenset"): inserting them is quadratic (issue 20)
+    huge_shape(nbytes, nints=16)     a pickle of numpy _frombuffer with a shape of `nints` random
+                           ints of `nbytes` bytes each: multiplying them out is superlinear (issue 20)
+    many_entries(n)        a .safetensors head whose header lists n zero-size tensors (issue 20)
+    write_run(folder, store="files", n=8)   a valid run folder (results.jsonl, run_config.json,
+                           summary.json, n records in either store) made without a model
 
 Example:
     >>> paths = write_attacks(tmp_path)
@@ -290,6 +297,77 @@ def _attack_safetensors():
             "data_offsets"][1] - start]}),
         "extra entry field": edit({"offsets": 1}),
     }
+
+
+def _long(value):
+    """LONG1 / LONG4 of an int (two's complement, little-endian)."""
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return (b"\x8a" + bytes([len(data)]) if len(data) < 256 else b"\x8b" + struct.pack("<I", len(data))) + data
+
+
+def same_hash_keys(n, kind="dict"):
+    """{k * (2**61 - 1): None} (or a set / frozenset of them) for k = 1..n, as a protocol-4 pickle."""
+    keys = [_long(k * (2 ** 61 - 1)) for k in range(1, n + 1)]
+    if kind == "dict":
+        return op.P4 + op.EMPTY_DICT + op.MARK + b"".join(k + op.NONE for k in keys) + b"u" + op.STOP
+    if kind == "set":
+        return op.P4 + op.EMPTY_SET + op.MARK + b"".join(keys) + op.ADDITEMS + op.STOP
+    return op.P4 + op.MARK + b"".join(keys) + op.FROZENSET + op.STOP
+
+
+def huge_shape(nbytes, nints=16):
+    """numpy _frombuffer(b"", float32, <nints huge ints>, "C") as a pickle: each int has `nbytes`
+    random bytes (CPython multiplies powers of two fast: the ints must be random)."""
+    import random
+    rng = random.Random(0)
+    ints = b"".join(_long(rng.getrandbits(8 * nbytes - 2) | 1 << (8 * nbytes - 3)) for _ in range(nints))
+    return (op.P4 + op.glob("numpy.core.numeric", "_frombuffer") + op.MARK + op.bytes(b"")
+            + op.glob("numpy", "dtype") + op.str("f4") + op.FALSE + op.TRUE + op.TUPLE3 + op.REDUCE
+            + op.MARK + ints + op.TUPLE + op.str("C") + op.TUPLE + op.REDUCE + op.STOP)
+
+
+def many_entries(n):
+    """A .safetensors record file whose header lists n zero-size float32 tensors."""
+    header = {"__metadata__": {"format": "activation-record"}}
+    header.update({f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(n)})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def write_run(folder, store="files", n=8):
+    """A valid run folder of n questions (categories "cat0"/"cat1", every other one correct) whose
+    records (layers embeddings, layer_0, layer_1) are in `store` ("files" or "shards": two shards);
+    made without a model, in a second. -> folder."""
+    from activation_eval import schema
+    from activation_eval.store.run_folder import record_path
+    from activation_eval.store.shards import write_shard
+    folder = os.fspath(folder)
+    acts = os.path.join(folder, "activations")
+    os.makedirs(os.path.join(acts, "units"), exist_ok=True)
+    ids = [f"q{i}" for i in range(n)]
+    recs = [dict(record(seed=i), grading={"id": q, "correct": i % 2 == 0}) for i, q in enumerate(ids)]
+    rows = []
+    for i, q in enumerate(ids):
+        row = schema.answered_row({"id": q, "question": f"question {i}", "answer": "A", "category": f"cat{i % 2}"},
+                                  f"Q{i}", "A", {"extracted": "A", "correct": i % 2 == 0, "grader": "exact"}, 4, 3)
+        if store == "files":
+            path = save_activations(recs[i], record_path(acts, q, "safetensors"))
+            row[schema.ACTIVATION_FILE] = os.path.relpath(path, folder)
+        rows.append(row)
+    if store == "shards":
+        for half, part in enumerate((range(0, n // 2), range(n // 2, n))):
+            rel = f"activations/units/abcdef{half}.safetensors"
+            write_shard(os.path.join(folder, rel), [ids[i] for i in part], [recs[i] for i in part])
+            for r, i in enumerate(part):
+                rows[i][schema.ACTIVATION_SHARD], rows[i][schema.ACTIVATION_ROW] = rel, r
+    with open(os.path.join(folder, "results.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with open(os.path.join(folder, "run_config.json"), "w") as f:
+        json.dump({"model": "tiny/random", "benchmark": "builtin"}, f)
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump({"total": n, "accuracy": 0.5, "wall_time_s": 1.0}, f)
+    return folder
 
 
 @functools.lru_cache(maxsize=1)

@@ -277,6 +277,8 @@ def _pick_vector(record, layer, reduce, path):
         return t[-1].float().numpy()
     if "num_prompt_tokens" in record:
         n_prompt = record["num_prompt_tokens"]
+        if type(n_prompt) is not int:           # e.g. "5" in a stranger's record
+            raise CorruptFileError(f"the record's num_prompt_tokens is {str(n_prompt)[:40]!r}, not an integer: {path}")
     elif "input_ids" in record:                 # seed records: [P] or [1, P]
         n_prompt = int(np.shape(record["input_ids"])[-1])
     else:

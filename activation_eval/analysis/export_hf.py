@@ -11,8 +11,8 @@ Example:
     >>> ds.num_rows, ds[:3]["layer_5"].shape, ds[:3]["correct"].dtype       # (rows, hidden), their grades
     (12, (3, 64), dtype('bool'))
 
-Columns: id (string), correct (bool; null for an ungraded row), category (string; null when the
-benchmark has none), and per layer a fixed-length float32 list (the layer reduced per question by
+Columns: id (string), correct (bool; null for an ungraded row), category (string, str() of any
+other JSON value; null when the benchmark has none), and per layer a fixed-length float32 list (the layer reduced per question by
 `reduce`, as load_run_layer does). Rows follow results.jsonl (benchmark order). Works on runs of
 either store. All requested layers are held in memory once (n x hidden float32 each); the folder
 is written beside `out_dir` and renamed into place, so a failed export leaves nothing behind.
@@ -25,6 +25,12 @@ import numpy as np
 
 from .arrays import run_layers
 from .dataset import load_run_layer, parse_reduce
+
+
+def _text(value):
+    """A row's id or category as Arrow string text: str() of any JSON value (a list category, an int
+    id), lone surrogates (valid in JSON) escaped, so that no row's value makes Arrow fail."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def export_hf(run_dir, out_dir, layers=None, reduce="last_prompt"):
@@ -42,11 +48,12 @@ def export_hf(run_dir, out_dir, layers=None, reduce="last_prompt"):
     for name in names:
         X, rows = load_run_layer(run_dir, name, reduce=reduce)
         if ids is None:
-            ids = [str(r["id"]) for r in rows]
+            ids = [_text(r["id"]) for r in rows]
             columns["id"] = pa.array(ids, pa.string())
             columns["correct"] = pa.array([r.get("correct") if isinstance(r.get("correct"), bool) else None
                                            for r in rows], pa.bool_())
-            columns["category"] = pa.array([r.get("category") for r in rows], pa.string())
+            columns["category"] = pa.array([None if r.get("category") is None else _text(r["category"])
+                                            for r in rows], pa.string())
         X = np.ascontiguousarray(X, dtype=np.float32)
         columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
     table = pa.table(columns)

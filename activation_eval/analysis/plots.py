@@ -1,7 +1,8 @@
 """Plots of activation analyses: each function writes one PNG and returns its path.
 
 Headless: figures are `matplotlib.figure.Figure` objects saved directly (the Agg canvas); pyplot
-and the global backend are never touched, and matplotlib (and scikit-learn for PCA) is imported
+and the global backend are never touched; every text is plain text (no mathtext, no TeX: names
+from a run are drawn as they are), and matplotlib (and scikit-learn for PCA) is imported
 inside the functions, so importing this module does not import them. The analysis CLI
 (--plot, --probe) calls them; analyze_activations.py re-exports them.
 
@@ -32,6 +33,7 @@ Example:
     >>> plots.plot_probe(probe.probe_run("results/mc"), "plots/probe_mc.png")
     'plots/probe_mc.png'
 """
+import functools
 import math
 import os
 
@@ -41,6 +43,20 @@ from .arrays import as_2d, record_meta, run_layers
 from .dataset import load_run_layer
 
 MAX_LABELLED_POSITIONS = 48  # heatmap: token labels on the axis up to this many positions
+
+
+def _plain_text(plot):
+    """`plot` run with every text drawn as plain text: matplotlib's mathtext and TeX off
+    (text.parse_math, text.usetex), so that a category, layer, model or run name holding "$"
+    is drawn as it is (`$\\foo{$` made savefig raise; "$5 and $6" was typeset as math). Text
+    objects read the setting when they are made: every title, label, legend and tick of the
+    figure is made inside this context, up to savefig."""
+    @functools.wraps(plot)
+    def run(*args, **kwargs):
+        import matplotlib
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return plot(*args, **kwargs)
+    return run
 
 
 def _figure(w, h):
@@ -92,6 +108,7 @@ def _wants_log(low, high):
     return bool(low.size) and np.all(low > 0) and high.max() / low.min() > 20
 
 
+@_plain_text
 def plot_layer_norms(layer_stats, path, title="Per-position L2 norm by layer"):
     """Median per-position L2 norm per layer with its interquartile band (never below 0).
 
@@ -128,6 +145,7 @@ def plot_layer_norms(layer_stats, path, title="Per-position L2 norm by layer"):
     return _save(fig, path)
 
 
+@_plain_text
 def plot_histograms(record, path, bins=60, title=None):
     """Grid of per-layer histograms of activation values over each layer's 1st-99th percentile.
 
@@ -169,6 +187,7 @@ def _token_labels(tokens, positions, tokenizer=None):
     return [f"{p}: {i}" if i is not None else str(p) for p, i in zip(positions, ids)]
 
 
+@_plain_text
 def plot_position_heatmap(record, path, tokenizer=None):
     """Heatmap of per-position L2 norms: layers (rows) x kept positions (columns), log colour scale.
 
@@ -207,6 +226,7 @@ def plot_position_heatmap(record, path, tokenizer=None):
     return _save(fig, path)
 
 
+@_plain_text
 def plot_compare(comparison, path):
     """Cosine similarity (left) and L2 distance (right) by layer for each comparison kind; the
     title names both files (A and B)."""
@@ -260,6 +280,7 @@ def _field_values(rows, field):
     return [r.get(field) for r in rows]
 
 
+@_plain_text
 def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False):
     """2-D PCA of a run's activations at `layer` (one vector per question, `reduce` as in
     load_run_layer): colour by the results rows' `color_by` field (default correct / incorrect;
@@ -330,6 +351,7 @@ def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt"
     return _save(fig, path)
 
 
+@_plain_text
 def plot_logit_lens(result, path):
     """Logit lens curves (lens.logit_lens_run): the gold first token's median rank (log axis, lower
     is better) and mean probability by layer, correct vs incorrect questions, 95% bootstrap bands,
@@ -374,6 +396,7 @@ def plot_logit_lens(result, path):
     return _save(fig, path)
 
 
+@_plain_text
 def plot_probe(result, path):
     """Probe AUROC by layer with its 95% band, every control as a line, and the selectivity with
     its Bonferroni-adjusted band below; the verdict layer is marked. With a test run, the transfer

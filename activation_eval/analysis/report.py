@@ -286,6 +286,28 @@ SCRIPT = r"""
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
+def _hashable_id(row):
+    """`row`, or a copy whose id (a hostile JSON list or object) is its JSON text: ids are cluster keys."""
+    qid = row.get("id")
+    if qid is None or isinstance(qid, (str, int, float, bool)):
+        return row
+    return dict(row, id=json.dumps(qid, sort_keys=True, default=str))
+
+
+def _unreadable_notes(run_dir):
+    """A note for run_config.json / summary.json when one exists but cannot be read (nested too deep,
+    not JSON, a FIFO): the summary section shows the rest without it."""
+    notes = []
+    for read in (read_run_config, read_summary):
+        try:
+            read(run_dir)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            notes.append(_failed("part of the run's settings and summary", exc))
+    return "".join(notes)
+
+
 def build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
                  progress=True, model=None, tokenizer=None):
     """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
@@ -302,7 +324,7 @@ def build_report(run_dir, output=None, layers=None, color_by="correct", probe=Tr
     name = os.path.basename(os.path.normpath(run_dir))
     output = os.fspath(output) if output else f"{name}_report.html"
     captured = reader.has_records()
-    sections = [_summary_section(run_dir, rows)]
+    sections = [_summary_section(run_dir, [_hashable_id(row) for row in rows]) + _unreadable_notes(run_dir)]
     if captured:
         if probe:
             sections.append(_probe_section(run_dir, layers))

@@ -168,6 +168,8 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
+        if os.path.exists(directory):       # /dev/zero, a file: it exists, it is not a folder
+            raise NotADirectoryError(f"not a folder: {directory} (--directory reads a folder of records or a run folder)")
         raise FileNotFoundError(f"no such directory: {directory}")
     sources = _record_sources(directory, layers)
     found = len(sources)

@@ -5,6 +5,7 @@ Public names:
                                        rename it over `path`, fsync the folder
     write_pieces(path, pieces)         write byte-like pieces with as few writev calls as possible
     write_text_atomic(path, text)      atomic UTF-8 text write
+    encode_text(text) -> bytes         UTF-8, a lone surrogate as its JSON escape
     write_json_atomic(path, obj)       atomic indented JSON write (datetimes as ISO-8601)
     json_default(value)                the json.dumps default= used for records and run files
     remove_stale_temp_files(directory) delete temp files left by killed writers; -> count
@@ -54,6 +55,14 @@ def json_default(value):
 
 
 
+def encode_text(text):
+    """`text` as UTF-8, a lone surrogate as its backslash escape (JSON's own escape of it)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
 def write_text_atomic(path, text):
     """Write `text` (UTF-8) to `path` so that readers see the old or the new file, never half.
 
@@ -63,9 +72,11 @@ def write_text_atomic(path, text):
     'runs/r1/results.jsonl'
 
     Same temp-file + fsync + rename as save_activations; raises StorageError on I/O failure.
+    A lone surrogate (valid in a JSON string: "\\ud800", kept raw by json.dumps(ensure_ascii=False))
+    is written as its escape \\ud800, which in JSON text reads back as the same string.
     """
     path = os.fspath(path)
-    data = text.encode("utf-8")
+    data = encode_text(text)
 
     def write(tmp_path):
         with open(tmp_path, "wb") as f:

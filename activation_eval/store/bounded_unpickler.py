@@ -5,7 +5,9 @@ Public names:
     MAX_OPS                  pickle opcodes per file: bounds the Python objects a file can create
     BoundedUnpickler(file, size_limit, ops)   no globals, calls, BUILDs, persistent ids or extension
                              codes; tuples and frozensets at most MAX_DEPTH deep when built; items added
-                             only to plain containers; no allocation of a size read from the file
+                             only to plain containers, dict keys and set members only of the types
+                             checks.check_keys allows (no crafted hash collisions: work stays linear);
+                             no allocation of a size read from the file
     count_ops(cls) -> cls    class decorator: every opcode counts against MAX_OPS
     read_storage_payload(b, ops) -> Storage   the one storage of a legacy torch.save payload, every
                              count checked against the bytes present
@@ -23,7 +25,7 @@ from collections import OrderedDict
 
 import torch
 
-from .checks import MAX_DEPTH, LimitExceeded, short_repr
+from .checks import MAX_DEPTH, MAX_INT, LimitExceeded, check_keys, short_repr
 from .pickle_globals import STORAGE_TYPES, Refused, Storage
 
 __all__ = ["MAX_OPS", "BoundedUnpickler", "count_ops", "read_storage_payload"]
@@ -105,6 +107,7 @@ class BoundedUnpickler(pickle._Unpickler):
 
     def load_frozenset(self):
         items = self.pop_mark()
+        check_keys(items, "frozenset member")
         self.append(self._tracked(frozenset, items))
     dispatch[pickle.FROZENSET[0]] = load_frozenset
 
@@ -134,6 +137,7 @@ class BoundedUnpickler(pickle._Unpickler):
         value = self.stack.pop()
         key = self.stack.pop()
         target = self._target(dict)
+        check_keys((key,))
         self._grown(target, (key, value))
         target[key] = value
     dispatch[pickle.SETITEM[0]] = load_setitem
@@ -143,6 +147,7 @@ class BoundedUnpickler(pickle._Unpickler):
         target = self._target(dict)
         if len(items) % 2:
             raise ValueError("SETITEMS with an odd number of items")
+        check_keys(items[::2])
         self._grown(target, items)
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
@@ -151,6 +156,7 @@ class BoundedUnpickler(pickle._Unpickler):
     def load_additems(self):
         items = self.pop_mark()
         target = self._target(set)
+        check_keys(items, "set member")
         self._grown(target, items)
         target.update(items)
     dispatch[pickle.ADDITEMS[0]] = load_additems
@@ -207,7 +213,7 @@ class _PayloadUnpickler(BoundedUnpickler):
         if not (type(pid) is tuple and len(pid) in (5, 6) and pid[0] == "storage"
                 and (len(pid) == 5 or pid[5] is None)                 # no view metadata
                 and isinstance(pid[1], _StorageType) and type(pid[2]) is str
-                and type(pid[4]) is int and pid[4] >= 0):
+                and type(pid[4]) is int and 0 <= pid[4] < MAX_INT):
             raise ValueError(f"malformed storage reference {short_repr(pid)}")
         self.storages.append((pid[2], pid[1].dtype, pid[4]))
         return None

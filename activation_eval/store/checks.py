@@ -4,10 +4,14 @@ Used by the unpickler (safe_pickle.py, pickle_globals.py), the .safetensors read
 (safetensors_file.py) and the shard reader (shards.py).
 
 Public names:
-    MAX_DEPTH, MAX_NODES, DECODED_RATIO, DECODED_SLACK, MAX_DIMS, MAX_EXTENT     the limits
+    MAX_DEPTH, MAX_NODES, DECODED_RATIO, DECODED_SLACK, MAX_DIMS, MAX_EXTENT, MAX_INT, MAX_KEY_INT   the limits
     LimitExceeded             internal: a file exceeds a size or nesting limit (the reader says which file)
     short_repr(value) -> str  a bounded repr for messages about hostile values
-    check_ints(values, what) -> tuple       at most MAX_DIMS plain ints (no bools), else ValueError
+    check_ints(values, what) -> tuple       at most MAX_DIMS plain ints (no bools) of magnitude below
+                                            MAX_INT, checked before any arithmetic, else ValueError
+    check_keys(keys, what)                  dict keys and set members only of the types a record uses
+                                            (str, bytes, bool, None, ints below MAX_KEY_INT): no crafted
+                                            hash collisions (k * (2**61 - 1) all hash alike)
     check_shape(shape) -> tuple             non-negative ints whose non-zero ones multiply to <= MAX_EXTENT
     check_numeric_dtype(np_dtype) -> dtype  a plain native numeric numpy dtype, else ValueError
     check_torch_dtype(dtype) -> dtype       a numeric torch dtype (dtypes.TORCH_DTYPES), else ValueError
@@ -37,9 +41,9 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from .errors import corrupt
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "DECODED_RATIO", "DECODED_SLACK", "MAX_DIMS", "MAX_EXTENT", "LimitExceeded",
-           "short_repr", "check_ints", "check_shape", "check_numeric_dtype", "check_torch_dtype", "check_bools",
-           "dense_axis_order", "check_offsets", "check_structure"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "DECODED_RATIO", "DECODED_SLACK", "MAX_DIMS", "MAX_EXTENT", "MAX_INT",
+           "MAX_KEY_INT", "LimitExceeded", "short_repr", "check_ints", "check_keys", "check_shape", "check_numeric_dtype",
+           "check_torch_dtype", "check_bools", "dense_axis_order", "check_offsets", "check_structure"]
 
 MAX_DEPTH = 100              # nesting of containers (a record needs about 5)
 MAX_NODES = 1_000_000        # objects of the loaded record, a shared one counted at every use
@@ -47,6 +51,11 @@ DECODED_RATIO = 4            # tensors, arrays, strings: at most this many times
 DECODED_SLACK = 1 << 20      # ... plus this many bytes
 MAX_DIMS = 16                # dimensions of a tensor or array
 MAX_EXTENT = 1 << 48         # product of a shape's non-zero dimensions (a (0, 2**63) is refused)
+MAX_INT = 1 << 63            # |shape, stride, offset, count| below this: checked before any arithmetic
+                             # (16 ints of a million digits each took 313 s to multiply out)
+MAX_KEY_INT = (1 << 61) - 2  # int dict keys / set members: Python hashes ints modulo 2**61 - 1, so
+                             # distinct ints below it never collide (k * (2**61 - 1) all hash to 0:
+                             # 146k such keys took 627 s to insert)
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
@@ -59,16 +68,39 @@ _repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
 
 
 def short_repr(value):
-    """repr(value) cut to a few levels and characters: safe to put a hostile value in a message."""
-    return _repr.repr(value)
+    """repr(value) cut to a few levels and characters: safe to put a hostile value in a message
+    (an int too long to print is shown by its size)."""
+    try:
+        return _repr.repr(value)
+    except ValueError:                 # int too long for str() (sys.get_int_max_str_digits)
+        return f"<a {type(value).__name__} holding an integer too long to print>"
 
 
 def check_ints(values, what):
     """`values` as a tuple if it is at most MAX_DIMS plain ints (no bools), else ValueError naming `what`."""
     if not isinstance(values, (tuple, list, torch.Size)) or len(values) > MAX_DIMS or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"bad {what}: {short_repr(values)}")
+            isinstance(v, int) and not isinstance(v, bool) and -MAX_INT < v < MAX_INT for v in values):
+        raise ValueError(f"bad {what} {short_repr(values)}")
     return tuple(values)
+
+
+_KEY_TYPES = (str, bytes, bool, type(None))
+
+
+def check_keys(keys, what="dict key"):
+    """ValueError unless every one of `keys` (dict keys, set or frozenset members) is a str,
+    bytes, bool, None or an int of magnitude at most MAX_KEY_INT: their hashes are keyed (str,
+    bytes) or distinct, so no file can make inserting n keys cost n**2 (floats, big ints and
+    tuples of ints can be crafted to collide; records never use them as keys)."""
+    for key in keys:
+        kind = type(key)
+        if kind is int:
+            if -MAX_KEY_INT <= key <= MAX_KEY_INT:
+                continue
+        elif kind in _KEY_TYPES:
+            continue
+        shown = "an int outside +-(2**61 - 2)" if kind is int else f"a {kind.__name__}"
+        raise ValueError(f"a {what} that is {shown}: records use str, bytes, bool, None and small int keys")
 
 
 def check_shape(values):

@@ -27,7 +27,17 @@ import numpy as np
 import torch
 
 from ..dtypes import TORCH_DTYPES
-from .checks import check_bools, check_ints, check_numeric_dtype, check_shape, check_torch_dtype, dense_axis_order, short_repr
+from .checks import (
+    MAX_INT,
+    check_bools,
+    check_ints,
+    check_keys,
+    check_numeric_dtype,
+    check_shape,
+    check_torch_dtype,
+    dense_axis_order,
+    short_repr,
+)
 
 __all__ = ["GLOBALS", "LOAD_FROM_BYTES", "STORAGE_TYPES", "Storage", "PendingArray", "TorchVersion", "NDARRAY",
            "TENSOR", "Refused"]
@@ -151,7 +161,7 @@ def _dense_tensor(storage, dtype, offset, size, stride):
         raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage")
     check_torch_dtype(dtype)
     size, stride = check_shape(size), check_ints(stride, "stride")
-    if not isinstance(offset, int) or offset < 0 or len(size) != len(stride):
+    if type(offset) is not int or not 0 <= offset < MAX_INT or len(size) != len(stride):
         raise ValueError(f"bad tensor layout: offset {short_repr(offset)}, size {size}, "
                          f"stride {stride}")
     if storage.data.numel() % dtype.itemsize:
@@ -264,17 +274,22 @@ def _items(args, what):
 
 
 def _safe_set(*args):
-    return set(_items(args, "set"))
+    items = _items(args, "set")
+    check_keys(items, "set member")
+    return set(items)
 
 
 def _safe_frozenset(*args):
-    return frozenset(_items(args, "frozenset"))
+    items = _items(args, "frozenset")
+    check_keys(items, "frozenset member")
+    return frozenset(items)
 
 
 def _safe_ordered_dict(*args):
     pairs = _items(args, "OrderedDict")
     if not all(type(p) in (list, tuple) and len(p) == 2 for p in pairs):
         raise ValueError("unexpected OrderedDict() items")
+    check_keys([p[0] for p in pairs])
     return OrderedDict(pairs)
 
 

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 import torch
 
 from .atomic import atomic_write, json_default, write_pieces
+from .bounded_json import loads
 from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
 from .files import open_regular
 from .run_folder import RECORD_FORMATS as FORMATS
@@ -311,7 +312,7 @@ def _load_safetensors(path, layers):
         entries, meta, data_start, _ = read_header(f, path, size)
         try:
             fields, key_order, tensor_fields, layer_order = _record_layout(meta, entries)
-        except (ValueError, TypeError, RecursionError) as e:
+        except (ValueError, TypeError) as e:
             raise corrupt(path, e) from None
         check_structure(fields, size, path)
         names = _select_layers(layer_order, layers, path)
@@ -323,9 +324,8 @@ def _load_safetensors(path, layers):
         # anyone truncating it afterwards would turn into a SIGBUS on first touch
         keys.sort(key=lambda k: entries[k]["data_offsets"][0])
         tensors = {k: _read_tensor(f, k, entries[k], data_start, path) for k in keys}
-    for key, t in tensors.items():
-        if t.dtype == torch.bool and t.numel() and t.view(torch.uint8).max() > 1:
-            raise corrupt(path, f"tensor {key!r} holds bool bytes other than 0 and 1")
+    # (bool tensors' bytes, like the header and the record JSON, were checked by the readers both
+    # stores share: safetensors_file.read_tensor, checked_header, bounded_json, checks.check_structure)
     record = {}
     for key in key_order:
         if key == "activations":
@@ -338,7 +338,7 @@ def _load_safetensors(path, layers):
 
 def _json_field(meta, name, kind):
     """The metadata field `name`, a JSON text of a `kind` (dict, or list of unique strings)."""
-    value = json.loads(meta[name]) if isinstance(meta.get(name), str) else None
+    value = loads(meta[name]) if isinstance(meta.get(name), str) else None
     if kind is dict and isinstance(value, dict):
         return value
     if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value) \

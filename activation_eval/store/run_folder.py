@@ -17,6 +17,7 @@ Public names:
     check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
     record_file_problem(path)                None, or why a record file is missing or incomplete (cheap)
     row_key(row)                             what identifies a results row: id, or (id, sample)
+    hashable_key(row)                        row_key(row) as a dict key (a list or object id: its JSON text)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
@@ -63,10 +64,11 @@ import stat
 
 from .. import schema
 from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
-from .atomic import write_text_atomic
-from .bulk_json import loads_bulk
+from .atomic import encode_text, write_text_atomic
+from .bounded_json import loads, loads_lines
 from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
 from .files import read_regular_bytes
+from .safetensors_file import checked_header
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,8 @@ def read_summary(run_dir):
 def _read_json_object(path, what):
     data = read_regular_bytes(path, MAX_JSON_FILE_BYTES, what=what)
     try:
-        value = json.loads(data.decode("utf-8"))
-    except ValueError as exc:            # UnicodeDecodeError is one too
+        value = loads(data)              # bounded: nesting, values; UTF-8 only
+    except ValueError as exc:            # UnicodeDecodeError and JSONLimitError are ones too
         raise CorruptFileError(f"cannot read {what} (not JSON: {str(exc)[:200]}): {path}") from None
     if not isinstance(value, dict):
         raise CorruptFileError(f"cannot read {what} (a JSON {type(value).__name__}, not an object): {path}")
@@ -224,10 +226,9 @@ def _safetensors_problem(f, size):
     if n > min(size - 8, _MAX_HEADER):
         return "truncated safetensors header"
     try:
-        header = json.loads(f.read(n))
-        end = 8 + n + max((int(entry["data_offsets"][1]) for key, entry in header.items()
-                           if key != "__metadata__"), default=0)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        entries, _ = checked_header(f.read(n))
+        end = 8 + n + max((entry["data_offsets"][1] for entry in entries.values()), default=0)
+    except (ValueError, TypeError):
         return "garbled safetensors header"
     if end != size:
         return f"truncated or padded: its tensors end at byte {end}, the file has {size}"
@@ -265,8 +266,8 @@ def iter_record_files(directory):
     if os.path.isfile(os.path.join(directory, RESULTS_FILE)):
         sub = os.path.join(directory, ACTIVATIONS_DIR)
         if not os.path.isdir(sub):
-            files = [os.path.join(directory, row["activation_file"])
-                     for row in read_results(directory) if row.get("activation_file")]
+            files = [os.path.join(directory, row["activation_file"]) for row in read_results(directory)
+                     if row.get("activation_file") and isinstance(row["activation_file"], str)]   # a stranger's 5: skipped
             return sorted(p for p in files if os.path.isfile(p))
         directory = sub
     return sorted(os.path.join(directory, name) for name in os.listdir(directory)
@@ -285,41 +286,14 @@ def scan_results(path):
     if not os.path.lexists(path):
         return [], []
     data = read_regular_bytes(path, MAX_RESULTS_BYTES, what="results file")   # never a FIFO or a device
-    rows = _parse_whole(data)
-    if rows is not None:
+    values, bad = loads_lines(data)     # bounded JSON, lines split on "\n" only, each line alone
+    for number, reason in bad[:20]:
+        log.debug("%s: line %d: %s", path, number, reason)
+    rows = [value for _, value in values if type(value) is dict]
+    if len(rows) == len(values) and not bad:
         return rows, []
-    rows, dropped = [], []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            dropped.append(number)
+    dropped = sorted([number for number, _ in bad] + [number for number, value in values if type(value) is not dict])
     return rows, dropped
-
-
-def _parse_whole(data):
-    """The rows of an intact results file in one C-level JSON parse (its lines joined into one
-    array: 100k rows 3x faster than line by line), or None when any line is not exactly one JSON
-    object, or blank (then each line is parsed alone, to keep every valid row)."""
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-    if not text:
-        return None
-    try:
-        rows = loads_bulk("[" + text.replace("\n", ",") + "]")
-    except ValueError:
-        return None
-    if len(rows) != text.count("\n") + 1 or not all(type(row) is dict for row in rows):
-        return None             # e.g. two objects on one line, or one object over two lines
-    return rows
 
 
 def _warn_dropped(path, dropped, action):
@@ -397,7 +371,7 @@ def _end_with_newline(path):
 def append_results(path, rows):
     """Append rows and make them durable before anything else happens."""
     with _open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
-        f.write(_jsonl(rows).encode("utf-8"))
+        f.write(encode_text(_jsonl(rows)))       # a lone surrogate in a row: its JSON escape
         f.flush()
         os.fsync(f.fileno())
 
@@ -414,11 +388,12 @@ def merge_results(run_dir, order=()):
         rows, dropped = scan_results(source)
         _warn_dropped(source, dropped, "dropped")
         for row in rows:
-            stored.pop(row_key(row), None)
-            stored[row_key(row)] = row
+            key = hashable_key(row)
+            stored.pop(key, None)
+            stored[key] = row
     by_id = {}
     for row in stored.values():
-        by_id.setdefault(row.get("id"), []).append(row)
+        by_id.setdefault(_hashable(row.get("id")), []).append(row)
     ordered = []
     for qid in list(dict.fromkeys(order)) + list(by_id):
         ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
@@ -430,6 +405,19 @@ def merge_results(run_dir, order=()):
     except OSError:
         pass                                                      # absent, or something else lives there
     return ordered
+
+
+def hashable_key(row):
+    """row_key(row), or its JSON text when a hostile row's id is a list or an object (unhashable)."""
+    return _hashable(row_key(row))
+
+
+def _hashable(key):
+    try:
+        hash(key)
+        return key
+    except TypeError:
+        return json.dumps(key, sort_keys=True, default=str)
 
 
 def _sample_order(sample):

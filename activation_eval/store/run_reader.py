@@ -42,7 +42,6 @@ The policy, in one place:
 """
 import dataclasses
 import functools
-import json
 import logging
 import os
 
@@ -77,21 +76,13 @@ def read_run_rows(run_dir):
     rows = [schema.upgrade_row(row) for row in run_folder.read_results(run_dir)]
     last = {}
     for i, row in enumerate(rows):
-        last[_hashable(schema.row_key(row))] = i
+        last[run_folder.hashable_key(row)] = i
     if len(last) == len(rows):
         return rows
     log.warning("%s: %d row(s) answer a question that a later row answers again (an interrupted "
                 "--resume); only the last row of each is used", run_folder.results_path(run_dir), len(rows) - len(last))
     keep = set(last.values())
     return [row for i, row in enumerate(rows) if i in keep]
-
-
-def _hashable(key):
-    try:
-        hash(key)
-        return key
-    except TypeError:                          # a hostile id such as a list
-        return json.dumps(key, sort_keys=True, default=str)
 
 
 class RunReader:
@@ -118,7 +109,7 @@ class RunReader:
             return None
         rel = shard or file
         where = f"results row {row.get(schema.ID)!r}"
-        if not isinstance(rel, str):
+        if not isinstance(rel, str) or not _file_name(rel):
             raise CorruptFileError(f"{where} names its record with {rel!r}, not a path: {self._results}")
         index = row.get(schema.ACTIVATION_ROW) if shard else None
         if shard and (type(index) is not int or index < 0):
@@ -129,6 +120,8 @@ class RunReader:
             raise CorruptFileError(f"{where} names {rel!r}, which is outside the run's activations folder "
                                    f"{self.root}: records are only read from there: {self._results}")
         if not os.path.isfile(path):
+            if os.path.exists(path):         # a FIFO, a device, a folder: it exists, and is refused
+                raise CorruptFileError(f"{where} names {rel!r}, which is not a regular file: {path}")
             raise FileNotFoundError(f"{where} names {rel!r}, which does not exist: {path}")
         return Location("shard" if shard else "file", path, index)
 
@@ -197,6 +190,9 @@ class RunReader:
             yield from self._shard_records(path, wanted, layers, errors)
 
     def _shard_records(self, path, wanted, layers, errors):
+        """(row, record) of the shard's `wanted` [(index, row)]; a row naming a row the shard lacks
+        or holds for another question is a RecordMismatchError: raised, or with errors="yield"
+        given for that row alone (the shard's other rows are read)."""
         rows = dict(wanted)
         done = set()
         try:
@@ -204,11 +200,21 @@ class RunReader:
             for index, row in wanted:
                 if index >= len(ids) or ids[index] != str(row.get(schema.ID)):
                     found = ids[index] if index < len(ids) else "no such row"
-                    raise RecordMismatchError(f"results row {row.get(schema.ID)!r} names row {index} of the shard, "
+                    exc = RecordMismatchError(f"results row {row.get(schema.ID)!r} names row {index} of the shard, "
                                               f"which holds {found!r}: {path}")
+                    if errors != "yield":
+                        raise exc
+                    rows.pop(index, None)
+                    done.add(index)
+                    yield row, exc
             for index, record in iter_shard_records(path, sorted(rows), layers):
-                _check_identity(record, rows[index], path)
                 done.add(index)
+                try:
+                    _check_identity(record, rows[index], path)
+                except RecordMismatchError as exc:
+                    if errors != "yield":
+                        raise
+                    record = exc
                 yield rows[index], record
         except (OSError, ValueError) as exc:
             if errors != "yield":
@@ -252,6 +258,15 @@ def _check_identity(record, row, path):
         raise RecordMismatchError(f"results row {row.get(schema.ID)!r} names a record of question {shown!r}: {path}")
 
 
+def _file_name(text):
+    """Can `text` name a file here? (a lone surrogate such as "\\ud800", valid in JSON, cannot:
+    os functions would raise UnicodeEncodeError; a NUL cannot either)."""
+    try:
+        return b"\0" not in os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+
+
 def _activations_dir(run_dir):
     """The run's activations folder, relative to the run: run_config.json's activation_save_dir
     when that is a folder inside the run, else "activations"."""
@@ -260,7 +275,8 @@ def _activations_dir(run_dir):
     except (OSError, ValueError):
         config = {}
     rel = config.get("activation_save_dir") if isinstance(config, dict) else None
-    if isinstance(rel, str) and rel and not os.path.isabs(rel) and ".." not in rel.replace("\\", "/").split("/"):
+    if isinstance(rel, str) and rel and _file_name(rel) and not os.path.isabs(rel) \
+            and ".." not in rel.replace("\\", "/").split("/"):
         return rel
     return run_folder.ACTIVATIONS_DIR
 

@@ -7,7 +7,8 @@ Public names:
     header_bytes(layout, metadata)     the 8-byte length + padded JSON header of [(name, dtype, shape)]
     check_head(f, path, nbytes, size=None) -> (head bytes, header length, file size)
     read_header(f, path, size) -> (entries, metadata, data start, head bytes)   all checked, tiling too
-    checked_header(text) -> (entries, metadata)    the JSON header's checks alone
+    checked_header(text) -> (entries, metadata)    the JSON header's checks alone: UTF-8 only, at most
+                                       MAX_TENSORS entries, nesting at most 100 (bounded_json)
     check_entry(key, entry)            one tensor entry's checks (dtype, shape, byte span)
     read_tensor(f, key, entry, data_start, path) -> tensor   a checked entry's bytes, one read
 
@@ -33,10 +34,14 @@ import numpy as np
 import torch
 
 from ..dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
-from .checks import check_shape
+from .bounded_json import loads
+from .checks import MAX_DIMS, check_bools, check_shape
 from .errors import corrupt, format_hint
 
 MAX_HEADER = 100_000_000                  # the safetensors library's own limit
+MAX_TENSORS = 16_384                      # tensor entries in one header (a record or shard of a
+                                          # 200-layer model needs about 210): parsing costs ~2 KB each
+_HEADER_VALUES = MAX_TENSORS * (MAX_DIMS + 8) + 1024   # JSON values of a header that has at most that
 # safetensors dtype codes in safetensors' sort order, and their inverse: the one table (activation_eval/dtypes.py)
 DTYPES = SAFETENSORS_DTYPES
 DTYPE_NAMES = SAFETENSORS_CODES
@@ -90,7 +95,7 @@ def read_header(f, path, size):
         head += f.read(8 + n - len(head))
     try:
         entries, meta = checked_header(head[8:8 + n])
-    except (ValueError, TypeError, RecursionError) as e:
+    except (ValueError, TypeError) as e:
         raise corrupt(path, e) from None
     end = 0
     for key, entry in sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"]):
@@ -106,11 +111,19 @@ def read_header(f, path, size):
 
 
 def checked_header(text):
-    """(tensor entries, metadata) of a safetensors header's JSON `text`; ValueError unless it is an
-    object, its metadata a {str: str} object and every entry one check_entry accepts."""
-    entries = json.loads(text)
+    """(tensor entries, metadata) of a safetensors header's JSON `text`; ValueError unless it is a
+    UTF-8 JSON object (json.loads would take UTF-16 and UTF-32 too) of at most MAX_TENSORS
+    entries, its metadata a {str: str} object and every entry one check_entry accepts. The
+    number of values is bounded before the parse (bounded_json), so a header of a million entries
+    is refused in time and memory proportional to its bytes, before a dict is made."""
+    try:
+        entries = loads(text, max_values=_HEADER_VALUES)
+    except UnicodeDecodeError:
+        raise ValueError("the header is not UTF-8 JSON") from None
     if not isinstance(entries, dict):
         raise ValueError("the header is not a JSON object")
+    if len(entries) > MAX_TENSORS + 1:
+        raise ValueError(f"the header lists {len(entries) - 1} tensors, more than {MAX_TENSORS}")
     meta = entries.pop("__metadata__", None) or {}
     if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
         raise ValueError("header metadata is not a {str: str} object")
@@ -135,7 +148,8 @@ def check_entry(key, entry):
 
 def read_tensor(f, key, entry, data_start, path):
     """Tensor `key` of the .safetensors file open as `f`: its byte range (checked by
-    read_header) read into a new tensor."""
+    read_header) read into a new tensor; a bool tensor's bytes must be 0 or 1 (checks.check_bools:
+    the one check of both stores, records and shards)."""
     dtype, shape = DTYPES[entry["dtype"]], entry["shape"]
     start, end = entry["data_offsets"]
     if end == start:
@@ -144,4 +158,9 @@ def read_tensor(f, key, entry, data_start, path):
     f.seek(data_start + start)
     if f.readinto(buf) != end - start:
         raise corrupt(path, f"tensor {key!r} is cut short")
+    if dtype == torch.bool:
+        try:
+            check_bools(buf, f"tensor {key!r:.100}")
+        except ValueError as e:
+            raise corrupt(path, e) from None
     return torch.frombuffer(buf, dtype=dtype).reshape(shape)

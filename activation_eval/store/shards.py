@@ -42,15 +42,14 @@ per question are what the offsets are for. Every header entry, offset table and 
 checked before anything is allocated: a hostile or torn file gives CorruptFileError naming it.
 """
 import dataclasses
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from .bulk_json import loads_bulk, loads_each
-from .checks import check_offsets
+from .bounded_json import loads, loads_each
+from .checks import check_offsets, check_structure
 from .errors import corrupt
 from .files import open_regular
 from .safetensors_file import read_header
@@ -116,7 +115,7 @@ def read_shard_index(path, f=None):
         if version not in _VERSIONS:
             raise ValueError(f"shard format version {version!r}, this reader knows {', '.join(_VERSIONS)}")
         index_keys = _INDEX + (("index.record_offsets",) if version != "1" else ())
-        ids, layers, fields = (json.loads(meta[k]) for k in ("ids", "layer_order", "tensor_fields"))
+        ids, layers, fields = (loads(meta[k]) for k in ("ids", "layer_order", "tensor_fields"))
         if not (_strings(ids) and _strings(layers) and _strings(fields)) or len(set(ids)) != len(ids):
             raise ValueError("malformed ids, layer_order or tensor_fields in the metadata")
         names = (list(index_keys) + ["records"] + [f"act.{n}" for n in layers]
@@ -296,27 +295,32 @@ def _read_rows(f, key, entry, data_start, path, lo=None, hi=None):
 
 def _record_parts(index, rows, first, last, read):
     """{row: {"fields": ..., "key_order": [...]}} of the given rows (first..last-1 spans them):
-    in format 2 only their bytes of `records` are read and only their JSON is parsed."""
+    in format 2 only their bytes of `records` are read and only their JSON is parsed. Each
+    record's fields pass the checks a per-question file's do (bounded_json, checks.check_structure)."""
     path, o = index.path, index.record_offsets
     try:
         if o is None:                                   # format 1: one JSON array of every record
-            blob = read("records")
-            parts = loads_bulk(blob.numpy().tobytes().decode("utf-8"))
+            blob = read("records").numpy().tobytes()
+            parts = loads(blob, max_values=None)
             if not (isinstance(parts, list) and len(parts) == len(index.ids)):
                 raise ValueError(f"expected a list of {len(index.ids)} record entries")
             parts = {i: parts[i] for i in rows}
+            sizes = dict.fromkeys(parts, len(blob))
         else:
             blob = read("records", o[first], o[last]).numpy().tobytes()
             base = int(o[first])
             wanted = sorted(set(rows))
-            texts = [blob[o[i] - base:o[i + 1] - base].decode("utf-8") for i in wanted]
+            texts = [blob[o[i] - base:o[i + 1] - base] for i in wanted]
             parts = dict(zip(wanted, loads_each(texts)))       # each text alone: none spills into the next
+            sizes = dict(zip(wanted, map(len, texts)))
         for part in parts.values():
             if not (isinstance(part, dict) and isinstance(part.get("fields"), dict)
                     and _strings(part.get("key_order")) and "activations" in part["key_order"]):
                 raise ValueError("expected record entries with fields and key_order")
     except Exception as e:
         raise corrupt(path, f"records: {type(e).__name__}: {str(e)[:300]}") from None
+    for i, part in parts.items():
+        check_structure(part["fields"], sizes[i], path)
     return parts
 
 

@@ -1,5 +1,5 @@
-"""A short seeded run of the record-loader fuzzer (tests/fuzz_records.py) in the normal suite,
-and a check that its harness does catch a crash."""
+"""Short seeded runs of the fuzzer (tests/fuzz_records.py) in the normal suite: record loaders and
+run-folder readers, and checks that its harness does catch a crash and a reader's raw error."""
 import json
 import os
 import subprocess
@@ -25,7 +25,7 @@ def run_fuzzer(tmp_path, *args):
 def test_seeded_fuzz_run_finds_nothing(tmp_path):
     """20 s of mutations of valid and hostile .pkl / .safetensors files and shards: no crash, hang, loader
     error other than ours, or peak RSS over 1 GB; both formats and both outcomes reached."""
-    code, report = run_fuzzer(tmp_path, "--seconds", "20", "--seed", "0")
+    code, report = run_fuzzer(tmp_path, "--seconds", "20", "--seed", "0", "--targets", "records")
     print(f"fuzz: {report['executions']} executions in {report['seconds']} s, "
           f"peak RSS {report['peak_rss_mb']} MB, outcomes {report['outcomes']}")
     assert report["findings"] == [] and code == 0
@@ -47,3 +47,28 @@ def test_the_harness_catches_a_crash(tmp_path):
     (finding,) = report["findings"]
     assert finding["from"] == "object dtype scalar" and finding["what"] == "crash (SIGSEGV)"
     assert os.path.getsize(finding["file"]) > 0
+
+
+def test_seeded_run_folder_fuzz_finds_nothing(tmp_path):
+    """15 s of mutations of two valid runs' results.jsonl, run_config.json, summary.json and shards,
+    each read as every analysis mode reads a run: no crash, hang, error other than the documented
+    ones, or peak RSS over 1 GB; every kind of run file reached; both outcomes."""
+    code, report = run_fuzzer(tmp_path, "--seconds", "15", "--seed", "0", "--targets", "runs")
+    print(f"run fuzz: {report['executions']} executions in {report['seconds']} s, "
+          f"peak RSS {report['peak_rss_mb']} MB, outcomes {report['outcomes']}")
+    assert report["findings"] == [] and code == 0 and report["loader_bugs"] == 0
+    assert set(report["by_format"]) == {"results", "config", "summary", "runshard"}
+    assert report["outcomes"]["ok"] > 0 and report["outcomes"]["refused"] > 0
+    assert report["executions"] >= report["seeds"] + 50 and 0 < report["peak_rss_mb"] < 1024
+
+
+def test_the_harness_catches_a_raw_error_of_a_run_reader(tmp_path):
+    """Control: read with an unbounded JSON reader (--loader plain: json.loads per line), the seed run
+    whose results.jsonl has a line 3000 brackets deep is a RecursionError, which the fuzzer reports as
+    a finding, saving the run folder; our readers drop that line (the seeded run above reads it)."""
+    code, report = run_fuzzer(tmp_path, "--seconds", "0", "--loader", "plain", "--targets", "runs",
+                              "--seeds", "run files deep line", "run files results")
+    assert code == 1 and report["executions"] == 2 and report["outcomes"] == {"ok": 1, "bug": 1}
+    (finding,) = report["findings"]
+    assert finding["from"] == "run files deep line" and finding["what"].startswith("rows: RecursionError")
+    assert os.path.isfile(os.path.join(finding["file"], "results.jsonl"))
