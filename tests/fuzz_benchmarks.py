@@ -153,7 +153,6 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
     """Fuzz for `seconds`; returns the report (findings' files are saved under `out`)."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hypothesis_seed
     worker = _Worker(reader)
     worker.start()
     work = tempfile.mkdtemp(prefix="fuzz-benchmarks-")
@@ -214,19 +213,7 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
         same_kind = [s for s in plain_seeds if s[0] == kind] or plain_seeds
         execute(kind, fuzz_records.mutate(data, ops, same_kind, kind), name, template)
 
-    round_ = 0
-    try:
-        while time.monotonic() - start < seconds:
-            hypothesis_seed(seed * 1_000_003 + round_)(one_case)()
-            round_ += 1
-    finally:
-        worker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    elapsed = time.monotonic() - start
-    report["seconds"] = round(elapsed, 1)
-    report["minutes"] = round(elapsed / 60, 2)
-    report["executions_per_second"] = round(report["executions"] / elapsed, 1)
-    return report
+    return fuzz_records.run_rounds(one_case, seed, seconds, start, worker, work, report)
 
 
 def main(argv=None):

@@ -404,7 +404,6 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
     whole folder). `targets`: "records" (record files and shards), "runs" (run folders), or both."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hypothesis_seed
     worker = _Worker(loader)
     worker.start()                               # imports while the seeds are made
     work = tempfile.mkdtemp(prefix="fuzz-records-")
@@ -476,6 +475,13 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
         ext, data, name = seed_files[which % len(seed_files)]
         execute(ext, mutate(data, ops, seed_files, ext), name)
 
+    return run_rounds(one_case, seed, seconds, start, worker, work, report)
+
+
+def run_rounds(one_case, seed, seconds, start, worker, work, report):
+    """Run hypothesis rounds of `one_case` until `seconds` have passed since `start`, then stop the
+    worker, remove the work folder and add the timing to `report` (shared with fuzz_benchmarks.py)."""
+    from hypothesis import seed as hypothesis_seed
     round_ = 0
     try:
         while time.monotonic() - start < seconds:
