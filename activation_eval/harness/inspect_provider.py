@@ -10,9 +10,17 @@ Public names:
 Example:
     $ inspect eval task.py --model activation-eval/path/to/model --max-tokens 64 \\
         -M output_dir=runs/r1 -M layers=[0,-1] -M activation_store=shards
-    >>> from inspect_ai import eval
-    >>> eval(task, model="activation-eval/path/to/model", model_args={"output_dir": "runs/r1"})
-    >>> RunReader("runs/r1").rows[0]["correct"]       # the sample's first scorer
+    >>> from inspect_ai import Task, eval
+    >>> from inspect_ai.dataset import MemoryDataset, Sample
+    >>> from inspect_ai.scorer import match
+    >>> from activation_eval.store.run_reader import RunReader
+    >>> task = Task(dataset=MemoryDataset([Sample(input="2+2=", target="4", id="s1")]), scorer=match())
+    >>> logs = eval(task, model="activation-eval/models/tiny-llama", display="none", log_dir="logs", max_tokens=4,
+    ...             model_args={"output_dir": "runs/insp", "device": "cpu", "layers": "0"})
+    inspect_ai v...
+    >>> row = RunReader("runs/insp").rows[0]
+    >>> row["id"].endswith("/s1"), type(row["correct"])       # the sample's first scorer
+    (True, <class 'bool'>)
 
 Generation: capture/generation.py's generate_records (continuous batching when it applies, else
 model.generate on left-padded batches, under ActivationCapture): greedy unless the task or

@@ -8,9 +8,11 @@ Public names:
     score_fields(scores)  the row's verdict from an EvalSample's scores (first scorer)
     RUNS                  output_dir (real path) -> InspectRun of the live providers
 
-Example:
-    >>> logs = inspect_ai.eval(task, model="activation-eval/path/to/model", model_args={"output_dir": "runs/r1"})
-    >>> RunReader("runs/r1").rows[0]["correct"]
+Example (a task evaluated with the provider: see inspect_provider.py's example):
+    >>> from inspect_ai.scorer import Score
+    >>> fields = score_fields({"match": Score(value="C", answer="4"), "other": Score(value=0.5)})
+    >>> fields["correct"], fields["extracted"], fields["grader"], fields["scores"]
+    (True, '4', 'inspect:match', {'match': 'C', 'other': 0.5})
 
 Scores are only known once Inspect has scored a sample, so nothing is written from generate():
 the provider keeps each sample's last capture in memory, and the hook `on_sample_end` (after
