@@ -201,15 +201,17 @@ def test_runs_of_earlier_versions_keep_their_batch_field_readable(run):
     assert all("batch" not in r for r in read_run_rows(run))
 
 
-def test_the_cli_probe_and_directory_modes_count_each_question_once(run, capsys):
+def test_the_cli_probe_and_directory_modes_count_each_question_once(run, capsys, tmp_path):
     rows = read_rows(run)
     for i, row in enumerate(rows):              # a random model is never right: make both classes
         row["correct"] = i % 2 == 0
     write_rows(run, rows + [dict(r, correct=not r["correct"]) for r in rows[:6]])
     assert analysis_cli.main(["--probe", str(run), "--json", "--no_progress", "--bootstrap", "1000",
-                              "--folds", "2"]) == 0
+                              "--folds", "2", "--output_dir", str(tmp_path / "plots")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 12 and res["class_counts"] == {"False": 6, "True": 6}
+    assert analysis_cli.main(["--directory", str(run), "--json", "--no_progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["files_read"] == 12
 
 
 def test_only_run_folder_knows_where_results_live():
