@@ -42,11 +42,11 @@ print("RESULT", repr(outcome), round(time.monotonic() - t, 1), hwm, flush=True)
 
 def build(folder, names):
     """Write the cases' files (in a child: the 30M-row builder needs memory)."""
-    code = ("import sys, json; sys.path.insert(0, {!r}); import hostile_benchmarks as h\n"
+    code = ("import sys, json; import hostile_benchmarks as h\n"
             "for name, (fn, file, args) in json.loads(sys.argv[1]).items():\n"
-            "    getattr(h, fn)(sys.argv[2] + '/' + file, *args)\n").format(os.path.join(ROOT, "tests"))
+            "    getattr(h, fn)(sys.argv[2] + '/' + file, *args)\n")
     subprocess.run([sys.executable, "-c", code, json.dumps({n: CASES[n] for n in names}), folder], check=True,
-                   env=dict(os.environ, PYTHONPATH=ROOT))
+                   env=dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT])))
     return {n: os.path.join(folder, CASES[n][1]) for n in names}
 
 

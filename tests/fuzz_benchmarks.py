@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fuzz_records  # noqa: E402  (the harness: worker process, byte mutations, peak RSS)
+import fuzz_records  # the harness (worker process, byte mutations, peak RSS): beside this file, so on sys.path
 
 MEMORY_LIMIT_MB = fuzz_records.MEMORY_LIMIT_MB
 TEXT_SNIPPETS = [b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"\n", b"\r\n", b"\t", b"|", b'""', b"\x00",
