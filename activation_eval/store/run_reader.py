@@ -115,15 +115,30 @@ class RunReader:
         if shard and (type(index) is not int or index < 0):
             raise CorruptFileError(f"{where} names shard {rel!r} without an integer {schema.ACTIVATION_ROW!r} "
                                    f">= 0 (got {index!r}): {self._results}")
-        path = os.path.realpath(os.path.join(self.run_dir, rel))
-        if os.path.commonpath([self.root, path]) != self.root or path == self.root:
+        path, problem = self._resolved(rel)
+        if problem == "outside":
             raise CorruptFileError(f"{where} names {rel!r}, which is outside the run's activations folder "
                                    f"{self.root}: records are only read from there: {self._results}")
-        if not os.path.isfile(path):
-            if os.path.exists(path):         # a FIFO, a device, a folder: it exists, and is refused
-                raise CorruptFileError(f"{where} names {rel!r}, which is not a regular file: {path}")
+        if problem == "not regular":         # a FIFO, a device, a folder: it exists, and is refused
+            raise CorruptFileError(f"{where} names {rel!r}, which is not a regular file: {path}")
+        if problem == "missing":
             raise FileNotFoundError(f"{where} names {rel!r}, which does not exist: {path}")
         return Location("shard" if shard else "file", path, index)
+
+    def _resolved(self, rel):
+        """(resolved path, None | "outside" | "not regular" | "missing") of a row's record path, looked
+        up once per distinct spelling (100k rows of a shard run name a few dozen shards)."""
+        cache = self.__dict__.setdefault("_paths", {})
+        if rel not in cache:
+            path = os.path.realpath(os.path.join(self.run_dir, rel))
+            if os.path.commonpath([self.root, path]) != self.root or path == self.root:
+                problem = "outside"
+            elif os.path.isfile(path):
+                problem = None
+            else:
+                problem = "not regular" if os.path.exists(path) else "missing"
+            cache[rel] = (path, problem)
+        return cache[rel]
 
     @property
     def _results(self):
