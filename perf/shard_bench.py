@@ -118,7 +118,7 @@ def write_shard_run(folder, pool, n, shard_mb, fresh=False, rss=None):
     for start in range(0, n, UNIT):
         key = f"{start:012x}"
         for q in range(start, min(n, start + UNIT)):
-            record = pool[q % len(pool)]
+            record = own_record(pool[q % len(pool)], f"q{q:07d}")       # a record is its row's (run_reader checks)
             if fresh:
                 record = {**record, "activations": {k: t.clone() for k, t in record["activations"].items()}}
             buffer.add(results_row(f"q{q:07d}", record), record, key)
@@ -130,13 +130,19 @@ def write_shard_run(folder, pool, n, shard_mb, fresh=False, rss=None):
         run_folder.append_results(results, buffer.flush())
 
 
+def own_record(record, qid):
+    """The pooled record as question `qid`'s: its grading names it (the tensors are shared)."""
+    return {**record, "grading": {**record["grading"], "id": qid}}
+
+
 def write_file_run(records, run_folder, pool, folder, n, fmt):
     """n questions through the file store as the runner writes them: the record file (atomic,
     fsync), then its row appended to results.jsonl (fsync)."""
     results = run_folder.results_path(folder)
     os.makedirs(folder, exist_ok=True)
     for q in range(n):
-        qid, record = f"q{q:07d}", pool[q % len(pool)]
+        qid = f"q{q:07d}"
+        record = own_record(pool[q % len(pool)], qid)
         path = run_folder.record_path(os.path.join(folder, "activations"), qid, fmt)
         records.save_activations(record, path)
         run_folder.append_results(results, [{**results_row(qid, record), "activation_file": os.path.relpath(path, folder)}])

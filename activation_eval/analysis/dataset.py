@@ -27,6 +27,7 @@ import sys
 import numpy as np
 import torch
 
+from ..store.bounded_json import gc_paused
 from ..store.errors import CorruptFileError
 from ..store.run_folder import RESULTS_FILE
 from ..store.run_reader import RunReader
@@ -56,6 +57,7 @@ def load_run_layer(run_dir, layer, reduce="last_prompt", progress=False):
     return matrices[layer], used
 
 
+@gc_paused
 def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
     """load_run_layer for several layers at once: each record file is read once (a pickle is
     always read whole, so one layer at a time would read it once per layer).

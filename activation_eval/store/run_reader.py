@@ -40,13 +40,14 @@ The policy, in one place:
   RecordMismatchError, and so is a record whose question id (the record's "grading" entry, a
   shard's index) is not its row's.
 """
-import dataclasses
 import functools
 import logging
 import os
+from typing import NamedTuple
 
 from .. import schema
 from . import run_folder
+from .bounded_json import gc_paused
 from .errors import CorruptFileError
 from .records import load_record_file
 from .shards import iter_shard_records, read_shard_index
@@ -59,8 +60,7 @@ class RecordMismatchError(CorruptFileError):
     """A results row names a record that belongs to another question, or that another row owns."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):            # a tuple: 100k of them are made per read of a big run
     kind: str                  # "file" or "shard"
     path: str                  # resolved, inside the run's activations folder
     row: int | None = None     # the question's row in a shard
@@ -109,13 +109,15 @@ class RunReader:
             return None
         rel = shard or file
         where = f"results row {row.get(schema.ID)!r}"
-        if not isinstance(rel, str) or not _file_name(rel):
+        if not isinstance(rel, str):
             raise CorruptFileError(f"{where} names its record with {rel!r}, not a path: {self._results}")
         index = row.get(schema.ACTIVATION_ROW) if shard else None
         if shard and (type(index) is not int or index < 0):
             raise CorruptFileError(f"{where} names shard {rel!r} without an integer {schema.ACTIVATION_ROW!r} "
                                    f">= 0 (got {index!r}): {self._results}")
         path, problem = self._resolved(rel)
+        if problem == "not a path":
+            raise CorruptFileError(f"{where} names its record with {rel!r}, not a path: {self._results}")
         if problem == "outside":
             raise CorruptFileError(f"{where} names {rel!r}, which is outside the run's activations folder "
                                    f"{self.root}: records are only read from there: {self._results}")
@@ -126,9 +128,11 @@ class RunReader:
         return Location("shard" if shard else "file", path, index)
 
     def _resolved(self, rel):
-        """(resolved path, None | "outside" | "not regular" | "missing") of a row's record path, looked
+        """(resolved path, None | "not a path" | "outside" | "not regular" | "missing") of a row's record path, looked
         up once per distinct spelling (100k rows of a shard run name a few dozen shards)."""
         cache = self.__dict__.setdefault("_paths", {})
+        if rel not in cache and not _file_name(rel):
+            cache[rel] = (None, "not a path")
         if rel not in cache:
             path = os.path.realpath(os.path.join(self.run_dir, rel))
             if os.path.commonpath([self.root, path]) != self.root or path == self.root:
@@ -144,6 +148,7 @@ class RunReader:
     def _results(self):
         return run_folder.results_path(self.run_dir)
 
+    @gc_paused
     def located(self, errors="raise"):
         """[(row, Location)] of the rows with a record, each Location once. errors="raise": the
         first bad row raises; "collect": -> (pairs, [(row, exception)]) instead."""
