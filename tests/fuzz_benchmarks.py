@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-import fuzz_records  # the harness (worker process, byte mutations, peak RSS): beside this file, so on sys.path
+import fuzz_records  # the harness (worker process, byte mutations, peak RSS), in this script's own folder
 
 MEMORY_LIMIT_MB = fuzz_records.MEMORY_LIMIT_MB
 TEXT_SNIPPETS = [b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"\n", b"\r\n", b"\t", b"|", b'""', b"\x00",
