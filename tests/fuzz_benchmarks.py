@@ -170,26 +170,7 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
     def execute(kind, data, origin, template):
         case = _write_case(cases, kind, data, template)
         outcome_kind, detail, rss = worker.run(case, case_timeout)
-        report["executions"] += 1
-        report["by_format"][kind] = report["by_format"].get(kind, 0) + 1
-        finding = None
-        if outcome_kind == "crash":
-            report["crashes"] += 1
-            finding = f"crash ({detail})"
-        elif outcome_kind == "hang":
-            report["hangs"] += 1
-            finding = detail
-        else:
-            report["peak_rss_mb"] = max(report["peak_rss_mb"], rss)
-            outcome = detail[0] if isinstance(detail, list) else detail
-            report["outcomes"][outcome] = report["outcomes"].get(outcome, 0) + 1
-            if outcome == "bug":
-                report["reader_bugs"] += 1
-                finding = detail[1]
-            if rss > MEMORY_LIMIT_MB:
-                report["memory"] += 1
-                finding = f"peak RSS {rss} MB"
-                worker.stop()
+        finding = fuzz_records.tally(report, worker, kind, outcome_kind, detail, rss, "reader_bugs")
         if finding:
             os.makedirs(out, exist_ok=True)
             saved = os.path.join(out, f"finding-{len(report['findings']):03d}.{kind}")

@@ -429,29 +429,7 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
         with open(target, "wb") as f:
             f.write(data)
         kind, detail, rss = worker.run(path, case_timeout)
-        report["executions"] += 1
-        report["by_format"][ext] = report["by_format"].get(ext, 0) + 1
-        finding = None
-        if kind == "crash":
-            report["crashes"] += 1
-            finding = f"crash ({detail})"
-        elif kind == "hang":
-            report["hangs"] += 1
-            finding = detail
-        else:
-            report["peak_rss_mb"] = max(report["peak_rss_mb"], rss)
-            outcome = detail[0] if isinstance(detail, list) else detail
-            report["outcomes"][outcome] = report["outcomes"].get(outcome, 0) + 1
-            if outcome == "analysis":
-                report["analysis_errors"][detail[1]] = report["analysis_errors"].get(
-                    detail[1], 0) + 1
-            elif outcome == "bug":
-                report["loader_bugs"] += 1
-                finding = detail[1]
-            if rss > MEMORY_LIMIT_MB:
-                report["memory"] += 1
-                finding = f"peak RSS {rss} MB"
-                worker.stop()                    # a fresh worker: its peak starts again
+        finding = tally(report, worker, ext, kind, detail, rss, "loader_bugs")
         if finding:
             os.makedirs(out, exist_ok=True)
             saved = os.path.join(out, f"finding-{len(report['findings']):03d}.{ext}")
@@ -476,6 +454,34 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
         execute(ext, mutate(data, ops, seed_files, ext), name)
 
     return run_rounds(one_case, seed, seconds, start, worker, work, report)
+
+
+def tally(report, worker, fmt, kind, detail, rss, bug_key):
+    """Count one case's outcome in `report` (shared with fuzz_benchmarks.py); -> what to save it as
+    a finding for (None: nothing found). `bug_key`: the report's counter of errors other than ours."""
+    report["executions"] += 1
+    report["by_format"][fmt] = report["by_format"].get(fmt, 0) + 1
+    if kind == "crash":
+        report["crashes"] += 1
+        return f"crash ({detail})"
+    if kind == "hang":
+        report["hangs"] += 1
+        return detail
+    finding = None
+    report["peak_rss_mb"] = max(report["peak_rss_mb"], rss)
+    outcome = detail[0] if isinstance(detail, list) else detail
+    report["outcomes"][outcome] = report["outcomes"].get(outcome, 0) + 1
+    if outcome == "analysis":
+        errors = report.setdefault("analysis_errors", {})
+        errors[detail[1]] = errors.get(detail[1], 0) + 1
+    elif outcome == "bug":
+        report[bug_key] += 1
+        finding = detail[1]
+    if rss > MEMORY_LIMIT_MB:
+        report["memory"] += 1
+        finding = f"peak RSS {rss} MB"
+        worker.stop()                    # a fresh worker: its peak starts again
+    return finding
 
 
 def run_rounds(one_case, seed, seconds, start, worker, work, report):
