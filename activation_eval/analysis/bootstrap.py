@@ -6,8 +6,18 @@ as weights. Weighting lets one sort of the scores serve every resample, so 10,00
 hundreds of questions take milliseconds, and the same count matrix pairs every model's statistic
 (paired bootstrap: probe and controls are judged on the same resampled questions).
 
+Runs with several samples per question (--num_samples > 1) hold several rows per question id; those
+rows are not independent, so the bootstrap must draw QUESTIONS: with `clusters`, resample_counts draws
+the questions with replacement and every row gets its question's count (cluster_index makes the
+cluster indices from the rows' ids).
+
 Public names:
-    resample_counts(n, n_resamples, seed, chunk=512)   yields (m, n) int count matrices, m <= chunk
+    resample_counts(n, n_resamples, seed, chunk=512, clusters=None)
+                                                       yields (m, n) int count matrices, m <= chunk;
+                                                       with clusters (n,), whole clusters are drawn
+    cluster_index(rows) -> (clusters (n,), n_clusters) or None
+                                                       rows (dicts with "id") grouped by id; None
+                                                       when every id is unique
     weighted_auroc(scores, positive, weights, strata=None) -> (m,)
                                                        binary AUROC (Mann-Whitney, ties count 1/2);
                                                        nan where a resample lacks a class; with
@@ -30,23 +40,50 @@ Example:
     >>> draws = np.concatenate([macro_auroc(P, y, W) for W in resample_counts(len(y), 2000, seed=0)])
     >>> percentile_interval(draws, 0.95)                         # 95% interval over resampled questions
     [0.67, 1.0]
+    >>> rows = [{"id": "q1", "sample": 0}, {"id": "q1", "sample": 1}, {"id": "q2", "sample": 0}]
+    >>> clusters, n_clusters = cluster_index(rows)
+    >>> clusters.tolist(), n_clusters
+    ([0, 0, 1], 2)
+    >>> W = next(resample_counts(3, 4, seed=0, clusters=clusters))     # both rows of q1 share a count
+    >>> bool(np.all(W[:, 0] == W[:, 1])), W[:, [0, 2]].sum(axis=1).tolist()
+    (True, [2, 2, 2, 2])
 """
 import numpy as np
 
 
-def resample_counts(n, n_resamples, seed, chunk=512):
+def resample_counts(n, n_resamples, seed, chunk=512, clusters=None):
     """Bootstrap resamples of n items as count matrices, `chunk` rows at a time (bounded memory).
 
-    The same (n, n_resamples, seed, chunk) always gives the same matrices, so callers can pair
-    several statistics by iterating once and computing all of them on each chunk.
+    The same (n, n_resamples, seed, chunk, clusters) always gives the same matrices, so callers can
+    pair several statistics by iterating once and computing all of them on each chunk.
+    With `clusters` (n,) (e.g. from cluster_index), each resample draws the C distinct clusters C
+    times with replacement (multinomial(C, 1/C)) and every item gets the count of its cluster.
     """
     rng = np.random.default_rng(seed)
-    p = np.full(n, 1.0 / n)
+    if clusters is not None:
+        uniques, clusters = np.unique(np.asarray(clusters), return_inverse=True)
+        if clusters.shape != (n,):
+            raise ValueError(f"clusters has shape {np.shape(clusters)}, expected ({n},)")
+        n_draw = len(uniques)
+    else:
+        n_draw = n
+    p = np.full(n_draw, 1.0 / n_draw)
     done = 0
     while done < n_resamples:
         m = min(chunk, n_resamples - done)
-        yield rng.multinomial(n, p, size=m)
+        counts = rng.multinomial(n_draw, p, size=m)
+        yield counts if clusters is None else counts[:, clusters]
         done += m
+
+
+def cluster_index(rows):
+    """Cluster of every row by its "id" (numbered in order of first appearance) and the number of
+    clusters, or None when every id is unique (each row its own cluster: the plain bootstrap)."""
+    number = {}
+    clusters = np.array([number.setdefault(row["id"], len(number)) for row in rows], dtype=np.int64)
+    if len(number) == len(clusters):
+        return None
+    return clusters, len(number)
 
 
 def weighted_auroc(scores, positive, weights, strata=None):
