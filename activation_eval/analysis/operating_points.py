@@ -1,0 +1,201 @@
+"""Operating points of a binary classifier's scores, with bootstrap intervals over questions.
+
+AUROC says how well scores rank; a user deploying a probe (say, as a detector of wrong answers) also
+needs the precision it reaches (AUPRC), the TPR it keeps at a low false-positive rate, the FPR it
+costs to catch 95% of the positives, and whether its probabilities mean what they say (Brier, ECE).
+Like bootstrap.py, every metric takes a weight matrix (m, n), one bootstrap resample per row
+(counts from resample_counts), so one sort of the scores serves every resample.
+
+Public names:
+    weighted_auprc(scores, positive, weights) -> (m,)  average precision, sklearn's definition:
+                                                       sum_k (R_k - R_{k-1}) P_k over the distinct
+                                                       scores, descending; nan without positives
+    tpr_at_fpr(scores, positive, weights, max_fpr=0.01) -> (m,)
+                                                       highest TPR over the thresholds (the distinct
+                                                       scores, as roc_curve) whose FPR <= max_fpr
+    fpr_at_tpr(scores, positive, weights, min_tpr=0.95) -> (m,)
+                                                       lowest FPR over the thresholds whose TPR >= min_tpr
+    weighted_brier(proba, positive, weights) -> (m,)   mean squared error of the probabilities
+    weighted_ece(proba, positive, weights, bins=10) -> (m,)
+                                                       expected calibration error, equal-width bins on
+                                                       [0, 1]: sum_b W_b/W |mean proba_b - frequency_b|
+    operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=0.95) -> dict
+                                                       all five on every row ("value") with percentile
+                                                       intervals ("ci") over resampled questions
+
+tpr_at_fpr and fpr_at_tpr are nan when a resample lacks a class (the rate is undefined), weighted_auprc
+when it lacks positives (with no negatives the precision is 1 everywhere and AP = 1); Brier and ECE
+need no class balance. percentile_interval skips the nan resamples. ECE is biased upward (binning
+noise adds to every gap), in a resample more so: its interval tends to sit above the value.
+
+Example:
+    >>> proba = np.array([.9, .8, .7, .6, .3, .2])
+    >>> positive = np.array([1, 1, 0, 1, 0, 0], bool)
+    >>> W = np.ones((1, 6))
+    >>> round(float(weighted_auprc(proba, positive, W)[0]), 4)        # (1 + 1 + 3/4) / 3
+    0.9167
+    >>> float(tpr_at_fpr(proba, positive, W, max_fpr=0.0)[0]), float(fpr_at_tpr(proba, positive, W, 1.0)[0])
+    (0.6666666666666666, 0.3333333333333333)
+    >>> round(float(weighted_brier(proba, positive, W)[0]), 4)        # (.01+.04+.49+.16+.09+.04) / 6
+    0.1383
+    >>> out = operating_points(proba, positive, n_boot=500, seed=0)
+    >>> out["n_positive"], out["n_negative"], out["auprc"]["value"] == float(weighted_auprc(proba, positive, W)[0])
+    (3, 3, True)
+    >>> for note in out["note"].split("; "): print(note)
+    fewer than 100 negatives: TPR at 1% FPR rests on less than one false positive, unstable
+    fewer than 20 positives: FPR at 95% TPR is the FPR at 100% TPR
+    >>> out["tpr_at_1pct_fpr"]["value"], out["fpr_at_95pct_tpr"]["ci"][1]
+    (0.6666666666666666, 1.0)
+"""
+import numpy as np
+
+from .bootstrap import percentile_interval, resample_counts
+
+__all__ = ["weighted_auprc", "tpr_at_fpr", "fpr_at_tpr", "weighted_brier", "weighted_ece", "operating_points"]
+
+MAX_FPR = 0.01
+MIN_TPR = 0.95
+
+
+def _weights(weights):
+    return np.atleast_2d(np.asarray(weights, dtype=np.float64))
+
+
+def _cumulative_counts(scores, positive, weights):
+    """Weighted true and false positives (G, m) at each distinct score taken as the threshold
+    (predict positive when score >= threshold), thresholds descending as in sklearn's curves."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores = scores[order]
+    w = np.ascontiguousarray(_weights(weights).T[order])             # (n, m): questions as rows
+    pos_w, neg_w = w * positive[order, None], w * ~positive[order, None]
+    tp, fp = np.cumsum(pos_w, axis=0), np.cumsum(neg_w, axis=0)
+    last_of_group = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
+    return tp[last_of_group], fp[last_of_group]
+
+
+def _auprc(tp, fp):
+    total_pos = tp[-1]
+    called = tp + fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(called > 0, tp / np.where(called > 0, called, 1), 0.0)
+        recall_gain = np.diff(tp, axis=0, prepend=0.0)                # (R_k - R_{k-1}) * positives
+        return np.where(total_pos > 0, (recall_gain * precision).sum(axis=0) / total_pos, np.nan)
+
+
+def _rates(tp, fp):
+    """(tpr, fpr) (G + 1, m), the first row the threshold above every score (0, 0); nan columns
+    where a resample lacks a class."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, fpr = tp / tp[-1], fp / fp[-1]
+    undefined = (tp[-1] <= 0) | (fp[-1] <= 0)
+    zero = np.zeros((1, tp.shape[1]))
+    tpr, fpr = np.vstack([zero, tpr]), np.vstack([zero, fpr])
+    tpr[:, undefined] = np.nan
+    fpr[:, undefined] = np.nan
+    return tpr, fpr
+
+
+def _tpr_at_fpr(tp, fp, max_fpr):
+    tpr, fpr = _rates(tp, fp)
+    best = np.max(np.where(fpr <= max_fpr, tpr, 0.0), axis=0)         # TPR grows as FPR does
+    return np.where(np.isnan(tpr[-1]), np.nan, best)
+
+
+def _fpr_at_tpr(tp, fp, min_tpr):
+    tpr, fpr = _rates(tp, fp)
+    best = np.min(np.where(tpr >= min_tpr, fpr, np.inf), axis=0)      # the last threshold has TPR 1
+    return np.where(np.isnan(fpr[-1]), np.nan, best)
+
+
+def weighted_auprc(scores, positive, weights):
+    """Average precision per row of `weights` (m, n): sklearn.metrics.average_precision_score(positive,
+    scores, sample_weight=row); tied scores form one threshold. nan where a row has no positive weight."""
+    return _auprc(*_cumulative_counts(scores, positive, weights))
+
+
+def tpr_at_fpr(scores, positive, weights, max_fpr=MAX_FPR):
+    """Highest TPR over the thresholds of sklearn.metrics.roc_curve(drop_intermediate=False) (the
+    distinct scores, plus one above them all: TPR 0) whose FPR <= max_fpr; no interpolation."""
+    return _tpr_at_fpr(*_cumulative_counts(scores, positive, weights), max_fpr)
+
+
+def fpr_at_tpr(scores, positive, weights, min_tpr=MIN_TPR):
+    """Lowest FPR over the same thresholds whose TPR >= min_tpr; no interpolation."""
+    return _fpr_at_tpr(*_cumulative_counts(scores, positive, weights), min_tpr)
+
+
+def _check_proba(proba):
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 1 or np.any((proba < 0) | (proba > 1)) or np.any(np.isnan(proba)):
+        raise ValueError("proba must be a 1-D array of probabilities in [0, 1] (the positive class's)")
+    return proba
+
+
+def weighted_brier(proba, positive, weights):
+    """Brier score per row of `weights` (m, n): sklearn.metrics.brier_score_loss(positive, proba,
+    sample_weight=row)."""
+    weights = _weights(weights)
+    error = (_check_proba(proba) - np.asarray(positive, dtype=np.float64)) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return weights @ error / weights.sum(axis=1)
+
+
+def weighted_ece(proba, positive, weights, bins=10):
+    """Expected calibration error per row of `weights` (m, n): `bins` equal-width bins on [0, 1]
+    (bin b is [b/bins, (b+1)/bins), the last one closed at 1); sum over bins of (bin weight / total weight) times
+    |weighted mean proba - weighted frequency of positives| in the bin."""
+    proba = _check_proba(proba)
+    weights = _weights(weights)
+    inner_edges = np.arange(1, bins) / bins                        # b / bins, so 0.3 is in [0.3, 0.4) as written
+    which = np.searchsorted(inner_edges, proba, side="right")      # bin b holds b/bins <= p < (b+1)/bins
+    gap = np.zeros((len(proba), bins))                              # (n, bins): proba - label in its bin
+    gap[np.arange(len(proba)), which] = proba - np.asarray(positive, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):           # |sum w (p - y)| per bin = W_b |mean p - freq|
+        return np.abs(weights @ gap).sum(axis=1) / weights.sum(axis=1)
+
+
+def _all_metrics(proba, positive, weights):
+    tp, fp = _cumulative_counts(proba, positive, weights)
+    return {"auprc": _auprc(tp, fp), "tpr_at_1pct_fpr": _tpr_at_fpr(tp, fp, MAX_FPR),
+            "fpr_at_95pct_tpr": _fpr_at_tpr(tp, fp, MIN_TPR), "brier": weighted_brier(proba, positive, weights),
+            "ece": weighted_ece(proba, positive, weights)}
+
+
+def _notes(n_positive, n_negative):
+    notes = []
+    if n_negative < 1 / MAX_FPR:
+        notes.append(f"fewer than {round(1 / MAX_FPR)} negatives: TPR at 1% FPR rests on less than one false positive, "
+                     "unstable")
+    if n_positive < 1 / (1 - MIN_TPR):
+        notes.append(f"fewer than {round(1 / (1 - MIN_TPR))} positives: FPR at 95% TPR is the FPR at 100% TPR")
+    if min(n_positive, n_negative) == 0:
+        notes.append("one class only: the ranking metrics are undefined (nan)")
+    return "; ".join(notes)
+
+
+def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=0.95):
+    """AUPRC, TPR at 1% FPR, FPR at 95% TPR, Brier and ECE (10 bins) of `proba` (n,) (the positive
+    class's probability) for the boolean `positive` (n,): each {"value": on every row, "ci": [lo, hi]}
+    with the percentile interval holding `level` of `n_boot` bootstrap resamples (of `clusters`, e.g.
+    cluster_index(rows)[0], when rows share a question). Also "prevalence", "n_positive",
+    "n_negative", "n_boot", "n_clusters", "level" and, when a figure rests on too few rows, "note"."""
+    proba = _check_proba(proba)
+    positive = np.asarray(positive, dtype=bool)
+    n = len(proba)
+    values = {k: float(v[0]) for k, v in _all_metrics(proba, positive, np.ones((1, n))).items()}
+    draws = {k: [] for k in values}
+    for W in resample_counts(n, n_boot, seed, clusters=clusters):
+        for k, v in _all_metrics(proba, positive, W).items():
+            draws[k].append(v)
+    n_positive = int(positive.sum())
+    out = {"prevalence": n_positive / n if n else float("nan"), "n_positive": n_positive,
+           "n_negative": n - n_positive, "n_boot": n_boot,
+           "n_clusters": n if clusters is None else len(np.unique(clusters)), "level": level}
+    for k, v in values.items():
+        out[k] = {"value": v, "ci": percentile_interval(np.concatenate(draws[k]), level)}
+    note = _notes(n_positive, n - n_positive)
+    if note:
+        out["note"] = note
+    return out
