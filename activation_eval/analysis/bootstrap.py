@@ -80,7 +80,8 @@ def cluster_index(rows):
     """Cluster of every row by its "id" (numbered in order of first appearance) and the number of
     clusters, or None when every id is unique (each row its own cluster: the plain bootstrap)."""
     number = {}
-    clusters = np.array([number.setdefault(row["id"], len(number)) for row in rows], dtype=np.int64)
+    # as text: an id from a stranger's results.jsonl may be a list or dict (unhashable)
+    clusters = np.array([number.setdefault(str(row.get("id")), len(number)) for row in rows], dtype=np.int64)
     if len(number) == len(clusters):
         return None
     return clusters, len(number)

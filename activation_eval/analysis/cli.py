@@ -64,6 +64,7 @@ from .plots import (
     plot_probe,
 )
 from .probe import NO_EVIDENCE, probe_run
+from .probe_models import FAMILIES
 from .report import build_report
 from .stats import STAT_KEYS, analyze_directory, compare_files, describe_record
 
@@ -278,9 +279,10 @@ def build_parser(prog="analyze_activations.py"):
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
     sel.add_argument("--color_by", metavar="FIELD", default="correct",
                      help="PCA plot: colour points by this results field (default: correct); marker = category")
-    sel.add_argument("--reduce", default="last_prompt", metavar="HOW",
+    sel.add_argument("--reduce", default="auto", metavar="HOW",
                      help="--probe, --export_hf and the run-folder PCA plot: one vector per question from "
-                          "last_prompt (default), mean_prompt, last, answer_first, answer_mean or a token index")
+                          "auto (default: answer_first when generated positions were captured, else last_prompt), "
+                          "last_prompt, mean_prompt, last, answer_first, answer_mean, answer_last or a token index")
     pr = p.add_argument_group("probe (--probe)")
     pr.add_argument("--target", default="correct", metavar="FIELD",
                     help="boolean or categorical field of the results rows to predict (default: correct)")
@@ -289,6 +291,14 @@ def build_parser(prog="analyze_activations.py"):
     pr.add_argument("--probe_groups", metavar="FIELD",
                     help="hold out whole groups of FIELD (e.g. category) per fold instead of "
                          "stratified folds")
+    pr.add_argument("--transfer", metavar="FIELD",
+                    help="also train the best layer's probe on each value of FIELD (e.g. category) and test it on "
+                         "every other value: an AUROC matrix with intervals (with --test_run: across the two runs)")
+    pr.add_argument("--probe_family", default="logistic", choices=FAMILIES,
+                    help="probe of the main sweep: logistic regression (default) or mass-mean (difference of the "
+                         "class means; binary targets); the other is reported beside it")
+    pr.add_argument("--cv_seeds", type=int, default=3, metavar="N",
+                    help="cross-validation splits with seeds S, S+1, ... S+N-1, all reported (default 3)")
     pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
     pr.add_argument("--seed", type=int, default=0, metavar="S",
                     help="seed of the fold shuffling and the bootstrap (default 0)")
@@ -338,7 +348,8 @@ PLOT_OPTIONS = {
     "norms": ("layers", "limit"), "histograms": ("layers",), "heatmap": ("layers", "tokenizer"),
     "pca": ("color_by", "reduce"), "compare": ("layers",), "logit_lens": ("layers", "model"),
     "report": ("layers", "color_by", "model"),
-    "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap"),
+    "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
+              "probe_family", "cv_seeds"),
 }
 _TAGS = {"probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok"}
 _PATH_OPTIONS = ("test_run", "model", "tokenizer")
@@ -433,9 +444,12 @@ def run(args):
             raise ValueError("--folds must be at least 2")
         if args.bootstrap is not None and args.bootstrap < 1000:
             raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
+        if args.cv_seeds < 1:
+            raise ValueError("--cv_seeds must be at least 1")
         res = probe_run(args.probe, layers, args.folds, args.seed, target=args.target,
                         groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
-                        reduce=_parse_reduce(args.reduce), progress=not args.no_progress)
+                        reduce=_parse_reduce(args.reduce), progress=not args.no_progress,
+                        family=args.probe_family, cv_seeds=args.cv_seeds, transfer=args.transfer)
         text = _text_probe(res)
         plots.append(plot_probe(res, os.path.join(od, plot_name(args, "probe", f"probe_{res['run_name']}"))))
     if plots:

@@ -152,7 +152,7 @@ def test_null_runs_claim_a_layer_at_most_5_percent_of_the_time():
                  "question": f"question number {i}", "num_prompt_tokens": int(rng.integers(5, 20)),
                  "num_generated_tokens": int(rng.integers(1, 30))} for i in range(n)]
         features = {f"layer_{k}": rng.normal(size=(n, 8)) for k in range(8)}
-        res = probe_features(features, rows, n_splits=3, seed=seed, n_bootstrap=1000)
+        res = probe_features(features, rows, n_splits=3, seed=seed, n_bootstrap=1000, cv_seeds=1)
         claims.append(res["verdict"] != NO_EVIDENCE)
     assert sum(claims) <= 1, claims
 
@@ -185,7 +185,7 @@ def test_auroc_matches_sklearn_on_the_same_out_of_fold_scores():
     for name, X in features.items():
         assert res["layers"][name]["auroc"] == pytest.approx(sklearn_oof_auroc(X, rows, y, seed=7), abs=1e-9)
     assert res["cv"] == {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 7, "groups": None,
-                         "auroc_pairs": "all out-of-fold predictions pooled"}
+                         "auroc_pairs": "all out-of-fold predictions pooled", "seeds": [7, 8, 9]}
 
 
 def test_bootstrap_statistics_match_explicit_resamples():

@@ -1,0 +1,86 @@
+"""Transfer of a probe across groups of questions: trained on one group, how well does it rank another?
+
+Orgad et al. (2024) found probes of answer correctness to be skill-specific: high AUROC within a
+dataset, near chance across. A transfer matrix makes that visible: row g = trained on group g's
+questions, column h = scored on group h's; the diagonal is the out-of-fold AUROC within the group
+(cross-validated, so it is not scored on its own training questions), off-diagonal cells use a
+probe fitted on all of g. A direction shared by all groups transfers; a group-specific one does not.
+Groups are the values of a results field (--transfer category) or the runs (--test_run: the
+training run and the test run).
+
+Each cell carries a percentile bootstrap interval over the tested group's questions (clustered by
+question when a run has several samples per question). A cell is null when the training group has
+fewer than 2 questions of a class or the tested group lacks a class (no AUROC exists).
+
+Public names:
+    transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_splits=5, clusters=None,
+                    level=0.95) -> {"groups", "n", "level", "auroc", "auroc_ci", "notes"}
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> n = 240; y = rng.integers(0, 2, n); group = np.array(["a", "b", "c"] * 80)
+    >>> X = rng.normal(size=(n, 8)); X[:, 0] += 2.0 * (2 * y - 1)          # one direction in every group
+    >>> rows = [{"id": str(i), "category": g} for i, g in enumerate(group)]
+    >>> res = transfer_matrix(X, y, group, rows, lambda: make_probe("logistic"), n_boot=1000)
+    >>> res["groups"], min(min(r) for r in res["auroc"]) > 0.85            # every cell well above chance
+    (['a', 'b', 'c'], True)
+"""
+import numpy as np
+
+from .bootstrap import macro_auroc, percentile_interval, resample_counts
+from .folds import make_folds
+from .probe_models import make_probe  # noqa: F401  (used in the example)
+
+
+def transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_splits=5, clusters=None,
+                    level=0.95):
+    """The transfer matrix of `make_model()` probes on X (n, hidden) for class indices y (n,); group_of
+    (n,) the group of each question; rows the results rows (folds keep categories); see the module docstring."""
+    X, y, group_of = np.asarray(X, dtype=np.float64), np.asarray(y), np.asarray(group_of).astype(str)
+    groups = sorted(set(group_of.tolist()))
+    n_classes = int(y.max()) + 1
+    members = {g: np.flatnonzero(group_of == g) for g in groups}
+    notes = []
+    scores = {}                       # (train g, test h) -> class probabilities of h's questions
+    for g in groups:
+        idx = members[g]
+        counts = np.bincount(y[idx], minlength=n_classes)
+        if counts.min() < 2:
+            notes.append(f"{g}: {int(counts.min())} question(s) of a class, too few to train on")
+            continue
+        sub = _renumber(clusters, idx)
+        splits, _ = make_folds(y[idx], [rows[i] for i in idx], n_splits, seed, None, [], sub)
+        oof = np.zeros((len(idx), n_classes))
+        for train, test in splits:
+            oof[test] = make_model().fit(X[idx][train], y[idx][train]).predict_proba(X[idx][test])
+        scores[g, g] = oof
+        model = make_model().fit(X[idx], y[idx])
+        for h in groups:
+            if h != g:
+                scores[g, h] = model.predict_proba(X[members[h]])
+    auroc = [[None] * len(groups) for _ in groups]
+    auroc_ci = [[None] * len(groups) for _ in groups]
+    for j, h in enumerate(groups):
+        idx = members[h]
+        if len(np.unique(y[idx])) < n_classes:
+            notes.append(f"{h}: lacks a class, no AUROC can be scored on it")
+            continue
+        trained = [(i, g) for i, g in enumerate(groups) if (g, h) in scores]
+        if not trained:
+            continue
+        ones = np.ones((1, len(idx)))
+        draws = [np.concatenate([macro_auroc(scores[g, h], y[idx], W) for W in
+                                 resample_counts(len(idx), n_boot, seed, clusters=_renumber(clusters, idx))])
+                 for _, g in trained]
+        for (i, g), boot in zip(trained, draws):
+            auroc[i][j] = float(macro_auroc(scores[g, h], y[idx], ones)[0])
+            auroc_ci[i][j] = percentile_interval(boot, level)
+    return {"groups": groups, "n": {g: int(len(members[g])) for g in groups}, "level": level,
+            "auroc": auroc, "auroc_ci": auroc_ci, "notes": notes}
+
+
+def _renumber(clusters, idx):
+    """The cluster indices of rows `idx`, renumbered 0..k-1 (None stays None)."""
+    if clusters is None:
+        return None
+    return np.unique(np.asarray(clusters)[idx], return_inverse=True)[1]
