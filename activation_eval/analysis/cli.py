@@ -55,6 +55,7 @@ from .export_hf import export_hf
 from .lens import logit_lens_run
 from .plots import (
     default_layer,
+    level_label,
     plot_compare,
     plot_histograms,
     plot_layer_norms,
@@ -152,50 +153,137 @@ def _text_compare(res):
                      + ["", format_table(heads, rows)])
 
 
-def _ci(value, ci):
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+def _ci(value, ci, fmt="{:.3f}"):
+    if value is None:
+        return "-"
+    if not ci or ci[0] is None:
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _side_name(part, name):
+    ctrl = (part.get("controls") or {}).get(name)
+    side = ctrl.get("side") if isinstance(ctrl, dict) else None
+    return f"{name}, {side} side" if side else str(name)
 
 
 def _probe_tables(part, res):
     """The controls table and the per-layer table of one probe evaluation (a run or a transfer)."""
     best = part["best_control"]
-    controls = format_table(["control", "AUROC [95% CI]", "accuracy [95% CI]"],
-                            [[c + (" (best)" if c == best else ""), _ci(v["auroc"], v["auroc_ci"]),
-                              _ci(v["accuracy"], v["accuracy_ci"])] for c, v in part["controls"].items()])
-    adj = res["bootstrap"]["adjusted_level"] * 100
+    plain = level_label(res["bootstrap"].get("level", 0.95))
+    adjusted = level_label(res["bootstrap"]["adjusted_level"])
+    marks = {best: "best", part.get("best_input_control"): "best input", part.get("best_output_control"): "best output"}
+    controls = format_table(["control", "side", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]"],
+                            [[c + (f" ({marks[c]})" if c in marks else ""), v.get("side") or "-",
+                              _ci(v["auroc"], v["auroc_ci"]), _ci(v.get("accuracy"), v.get("accuracy_ci"))]
+                             for c, v in part["controls"].items()])
+    layers = part["layers"]
+    unadjusted = any(v.get("selectivity_ci_unadjusted") for v in layers.values())
+    task = any(v.get("control_task_auroc") is not None for v in layers.values())
     rows = [[n + (" <- verdict" if n == part["verdict"] else ""), _ci(v["auroc"], v["auroc_ci"]),
-             _ci(v["accuracy"], v["accuracy_ci"]), f"{part['controls'][best]['auroc']:.3f}",
-             _ci(v["selectivity"], v["selectivity_ci"])] for n, v in part["layers"].items()]
-    layers = format_table(["layer", "AUROC [95% CI]", "accuracy [95% CI]", f"best control ({best})",
-                           f"selectivity [{adj:.2f}% CI, adjusted]"], rows)
-    return controls + "\n\n" + layers
+             _ci(v["accuracy"], v["accuracy_ci"]), _ci(v["selectivity"], v["selectivity_ci"], "{:+.3f}")]
+            + ([_ci(v["selectivity"], v.get("selectivity_ci_unadjusted"), "{:+.3f}")] if unadjusted else [])
+            + ([_ci(v.get("control_task_auroc"), v.get("control_task_auroc_ci")),
+                _ci(v.get("hl_selectivity"), None, "{:+.3f}")] if task else [])
+            for n, v in layers.items()]
+    table = format_table(["layer", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]", f"selectivity [{adjusted} CI, adjusted]"]
+                         + ([f"selectivity [{plain} CI]"] if unadjusted else [])
+                         + ([f"control task [{plain} CI]", "H&L selectivity"] if task else []), rows)
+    key = (f"selectivity = AUROC - best control's ({_side_name(part, best)}: "
+           f"{part['controls'][best]['auroc']:.3f}); the {adjusted} interval is Bonferroni-adjusted over "
+           f"{len(layers)} layers (the verdict's)" + (f", the {plain} one unadjusted" if unadjusted else "")
+           + ("; control task = the probe on labels shuffled within category (Hewitt & Liang), H&L selectivity = "
+              "AUROC - control task" if task else ""))
+    return controls + "\n\n" + key + "\n" + table
 
 
 def _verdict_line(part):
     best = part["best_layer"]
     v = part["layers"][best]
+    ctrl = part["best_control"]
+    c = part["controls"][ctrl]
+    baseline = f"best control {_side_name(part, ctrl)}: AUROC {_ci(c['auroc'], c['auroc_ci'])}"
+    other = {"input": part.get("best_input_control"), "output": part.get("best_output_control")}
+    side = c.get("side") or ""
+    other = [f"best {s}-side {n}: {part['controls'][n]['auroc']:.3f}" for s, n in other.items()
+             if n and n != ctrl and s != side and n in part["controls"]]
+    baseline += "".join(f"; {o}" for o in other)
     if part["verdict"] == NO_EVIDENCE:
         return (f"verdict:    {NO_EVIDENCE}: no layer's adjusted selectivity interval is above 0 "
-                f"(best layer {best}: AUROC {v['auroc']:.3f}, selectivity {v['selectivity']:+.3f})")
+                f"(best layer {best}: AUROC {v['auroc']:.3f}, selectivity {v['selectivity']:+.3f}; {baseline})")
     w = part["layers"][part["verdict"]]
     return (f"verdict:    {part['verdict']} is the first layer that beats every control: selectivity "
             f"{w['selectivity']:+.3f}, adjusted interval [{w['selectivity_ci'][0]:+.3f}, "
-            f"{w['selectivity_ci'][1]:+.3f}] (best layer {best}: AUROC {v['auroc']:.3f})")
+            f"{w['selectivity_ci'][1]:+.3f}] ({baseline}; best layer {best}: AUROC {v['auroc']:.3f})")
+
+
+def _probe_extras(res):
+    """Operating points, probe families and CV seeds, positions and transfer: the tables the result has."""
+    out = []
+    ops = res.get("operating_points")
+    if isinstance(ops, dict) and ops.get("rows"):
+        lv, prev = level_label(ops.get("level")), ops.get("prevalence")
+        keys = ("auprc", "tpr_at_1pct_fpr", "fpr_at_95pct_tpr", "brier", "ece")
+        heads = [f"AUPRC [{lv} CI]" + (f" (chance {prev:.3f})" if prev is not None else ""), f"TPR@1%FPR [{lv} CI]",
+                 f"FPR@95%TPR [{lv} CI]", f"Brier [{lv} CI]", f"ECE [{lv} CI]"]
+        rows = [[name] + [_ci((r.get(k) or {}).get("value"), (r.get(k) or {}).get("ci")) for k in keys]
+                for name, r in ops["rows"].items()]
+        out.append("operating points (out-of-fold; chance AUPRC = prevalence of the positive class)\n"
+                   + format_table(["scores of"] + heads, rows))
+    # the main sweep's family is the per-layer table above: only the other family is listed here
+    fams = {k: v for k, v in (res.get("families") or {}).items() if v and k != res.get("family")}
+    ranges = (res.get("seeds") or {}).get("range") or {}
+    if fams or ranges:
+        plain = level_label(res["bootstrap"].get("level", 0.95))
+        seeds = ", ".join(map(str, (res.get("seeds") or {}).get("seeds") or []))
+        rows = [[n] + [_ci((f.get(n) or {}).get("auroc"), (f.get(n) or {}).get("auroc_ci")) for f in fams.values()]
+                + ([f"{ranges[n][0]:.3f} - {ranges[n][1]:.3f}" if ranges.get(n) else "-"] if ranges else [])
+                for n in res["layers"]]
+        out.append(f"other probe family and cross-validation seeds (the {res.get('family') or 'main'} probe: above)\n"
+                   + format_table(
+            ["layer"] + [f"{k} AUROC [{plain} CI]" for k in fams] + ([f"AUROC min - max over seeds {seeds}"] if ranges else []),
+            rows))
+    grid = res.get("positions")
+    if isinstance(grid, dict) and grid.get("auroc"):
+        lv, cis = level_label(grid.get("level")), grid.get("auroc_ci") or {}
+        rows = [[n] + [_ci(a.get(p), (cis.get(n) or {}).get(p)) for p in grid["positions"]] for n, a in grid["auroc"].items()]
+        out.append(f"AUROC by token position ({grid.get('n')} questions that have every position; {lv} CI; chance 0.5)\n"
+                   + format_table(["layer"] + [p + (" (main)" if p == res.get("position") else "") for p in grid["positions"]],
+                                  rows))
+    t = res.get("transfer")
+    if isinstance(t, dict) and t.get("groups"):
+        lv, cis, counts = level_label(t.get("level")), t.get("auroc_ci") or [], t.get("n") or {}
+        rows = [[f"{g} (n={counts.get(g, '?')})"]
+                + [_ci(a, cis[i][j] if i < len(cis) and cis[i] else None) + (" *" if i == j and a is not None else "")
+                   for j, a in enumerate(t["auroc"][i])] for i, g in enumerate(t["groups"])]
+        out.append(f"transfer across {t.get('by')} values at {t.get('layer')}: AUROC [{lv} CI], row = trained on, "
+                   f"column = tested on, * = out-of-fold within the group; chance 0.5\n"
+                   + format_table(["trained on"] + list(t["groups"]), rows))
+    return out
 
 
 def _text_probe(res):
+    warnings = res.get("warnings") or []
     counts = ", ".join(f"{k}: {v}" for k, v in res["class_counts"].items())
     b = res["bootstrap"]
+    clusters = res.get("clusters")
+    family = {"mass_mean": "mass-mean probe (difference of class means)"}.get(res.get("family"),
+                                                                             "standardized logistic regression")
+    position = res.get("position") or res["reduce"]
     head = [f"run:        {res['run_dir']}",
-            f"target:     {res['target']} ({counts}; {res['n']} questions); AUROC {res['auroc_kind']}",
-            f"probe:      standardized logistic regression on {res['reduce']} activations; "
-            f"{res['cv']['folds']}-fold {res['cv']['method']}, seed {res['cv']['seed']}",
-            f"intervals:  95% percentile bootstrap over questions ({b['resamples']} resamples, paired "
-            f"across probe and controls); selectivity = AUROC - best control's AUROC, interval "
-            f"{b['adjustment']} ({b['adjusted_level'] * 100:.2f}%), best control taken as the "
-            f"{b['best_control']}"]
+            f"target:     {res['target']} ({counts}; {res['n']} questions); AUROC {res['auroc_kind']}"
+            + (f"; {clusters['rows']} rows in {clusters['n_clusters']} clusters by {clusters['by']}" if clusters else ""),
+            f"probe:      {family} on {position} activations"
+            + (f" ({res['position_note']})" if res.get("position_note") else "")
+            + f"; {res['cv']['folds']}-fold {res['cv']['method']}, seed {res['cv']['seed']}",
+            f"intervals:  {level_label(b.get('level', 0.95))} percentile bootstrap over questions ({b['resamples']} "
+            f"resamples, paired across probe and controls); selectivity = AUROC - best control's AUROC, interval "
+            f"{b['adjustment']} ({level_label(b['adjusted_level'])}), best control taken as the {b['best_control']}"]
     head += [f"note:       {n}" for n in res["notes"]]
-    out = ["\n".join(head), _probe_tables(res, res)]
+    head += [f"left out:   control {k}: {v}" for k, v in (res.get("dropped_controls") or {}).items()]
+    out = (["WARNINGS:\n" + "\n".join(f"  ! {w}" for w in warnings)] if warnings else []) + ["\n".join(head),
+                                                                                            _probe_tables(res, res)]
+    out += _probe_extras(res)
     t = res.get("test_run")
     if t:
         tc = ", ".join(f"{k}: {v}" for k, v in t["class_counts"].items())

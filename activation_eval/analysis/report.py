@@ -31,7 +31,7 @@ from ..store.atomic import write_text_atomic
 from ..store.run_folder import read_run_config, read_summary
 from ..store.run_reader import RunReader
 from .arrays import run_layers
-from .plots import default_layer, plot_logit_lens, plot_pca, plot_probe
+from .plots import default_layer, level_label, plot_logit_lens, plot_pca, plot_position_auroc, plot_probe, plot_transfer
 
 esc = html.escape   # quote=True: safe in text and in attribute values
 
@@ -129,17 +129,56 @@ def _summary_section(run_dir, rows):
             + "<details><summary>settings</summary>" + _table(["setting", "value"], settings) + "</details>")
 
 
+WARN_STYLE = "background:#fff3cd;border-left:5px solid #c0392b;padding:.4em .8em;margin:.6em 0"
+
+
+def _levels(res):
+    """(label of the plain intervals, label of the selectivity's adjusted interval) at their real levels."""
+    boot = res.get("bootstrap") if isinstance(res.get("bootstrap"), dict) else {}
+    plain = level_label(boot.get("level", 0.95))
+    adjusted = boot.get("adjusted_level")
+    n_layers = res.get("layers_tested") or len(res.get("layers") or {})
+    adj = (f"{level_label(adjusted)} CI, Bonferroni over {n_layers} layers" if adjusted is not None
+           else "CI, level not recorded")
+    return plain, adj
+
+
+def _side(res, name):
+    ctrl = (res.get("controls") or {}).get(name)
+    side = ctrl.get("side") if isinstance(ctrl, dict) else None
+    return f"{name} ({side} side)" if side else str(name)
+
+
 def _probe_rows(res):
-    """Per layer, whichever of the probe's figures are present (new AUROC format or the old one)."""
-    keys = [k for k in ("auroc", "accuracy", "selectivity") if any(k in v for v in res["layers"].values())]
-    headers = ["layer"] + [f"{k} [95% CI]" if any(f"{k}_ci" in v for v in res["layers"].values()) else k
-                           for k in keys]
-    legacy = "std" in next(iter(res["layers"].values()), {})
+    """Per layer, whichever of the probe's figures are present (issue 21's, issue 14's or the old format),
+    each interval headed by its real level."""
+    layers = res.get("layers") or {}
+    plain, adjusted = _levels(res)
+    best = res.get("best_control")
+    # (value key, interval key, header, format); the unadjusted selectivity column only where the result has it
+    columns = [("auroc", "auroc_ci", f"auroc [{plain} CI]", "{:.3f}"),
+               ("accuracy", "accuracy_ci", f"accuracy [{plain} CI]", "{:.3f}"),
+               ("selectivity", "selectivity_ci",
+                f"selectivity{f' vs {best}' if best else ''} [{adjusted}]", "{:+.3f}"),
+               ("selectivity", "selectivity_ci_unadjusted", f"selectivity [{plain} CI, unadjusted]", "{:+.3f}"),
+               ("control_task_auroc", "control_task_auroc_ci",
+                f"control task AUROC [{plain} CI] (labels shuffled within category)", "{:.3f}"),
+               ("hl_selectivity", None, "H&L selectivity = AUROC - control task (no interval)", "{:+.3f}")]
+    values = [v for v in layers.values() if isinstance(v, dict)]
+
+    def has(key):
+        return any(v.get(key) is not None for v in values)
+    present = [c for c in columns if has(c[0]) and (c[1] != "selectivity_ci_unadjusted" or has(c[1]))]
+    # an interval the result does not have is not announced in the header
+    headers = ["layer"] + [h if ci is None or has(ci) else key for key, ci, h, _ in present]
+    legacy = "std" in (values[0] if values else {})
     if legacy:
         headers.append("+- std over folds")
     rows = []
-    for name, v in res["layers"].items():
-        row = [name] + [_num(v.get(k), v.get(f"{k}_ci")) for k in keys]
+    for name, v in layers.items():
+        v = v if isinstance(v, dict) else {}
+        row = [name + (" <- verdict" if name == res.get("verdict") else "")] + [_num(v.get(key), v.get(ci) if ci else None, fmt)
+                                                  for key, ci, _, fmt in present]
         rows.append(row + ([_num(v.get("std"))] if legacy else []))
     return headers, rows
 
@@ -153,28 +192,223 @@ def _probe_section(run_dir, layers):
         return "<h2>Probe</h2>" + _failed("The probe", exc)
 
 
-def _probe_html(res):
-    """The probe's verdict, plot (plots.plot_probe), per-layer table and controls, as far as present."""
-    parts = ["<h2>Probe: does a layer predict a correct answer?</h2>"]
-    if res.get("verdict") is not None:
-        verdict = res["verdict"] if isinstance(res["verdict"], str) else json.dumps(res["verdict"])
-        parts.append(f'<p class="verdict"><b>verdict</b>: {esc(verdict)}</p>')
-    if res.get("best_layer") is not None:
-        parts.append(f"<p><b>best layer</b>: {esc(str(res['best_layer']))}</p>")
+def _figure_or_note(what, plot, res, **kwargs):
     try:
-        parts.append(_png(plot_probe, res))
-    except Exception as exc:  # noqa: BLE001
-        parts.append(_failed("The probe plot", exc))
-    headers, rows = _probe_rows(res)
-    parts.append(_table(headers, rows))
-    if isinstance(res.get("controls"), dict):
-        parts.append("<h3>Controls</h3>" + _table(
-            ["control", "AUROC [95% CI]"],
-            [[n, _num(c.get("auroc"), c.get("auroc_ci")) if isinstance(c, dict) else c]
-             for n, c in res["controls"].items()]))
+        return _png(plot, res, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn does not cost the tables
+        return _failed(what, exc)
+
+
+def _probe_html(res):
+    """The probe's warnings, verdict, plot (plots.plot_probe), per-layer table, controls, operating
+    points, probe families and CV seeds, positions and transfer, as far as the result has them."""
+    target = res.get("target")
+    question = "a correct answer" if target in (None, "correct") else f"{target!r}"
+    parts = [f"<h2>Probe: does a layer predict {esc(question)}?</h2>", _probe_warnings(res), _probe_verdict(res),
+             _probe_setup(res)]
+    if isinstance(res.get("layers"), dict) and res["layers"]:
+        parts.append(_figure_or_note("The probe plot", plot_probe, res, positions=False))
+        headers, rows = _probe_rows(res)
+        parts.append("<h3>Per layer</h3>" + _table(headers, rows, "probe"))
+    parts += [_probe_controls(res), _operating_points(res), _families_and_seeds(res), _positions(res),
+              _transfer(res)]
     if res.get("majority_baseline") is not None:
         parts.append(f"<p>majority-class baseline: {res['majority_baseline']:.3f}</p>")
+    notes = [n for n in res.get("notes") or [] if n]
+    if notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{esc(str(n))}</li>" for n in notes) + "</ul>")
     return "".join(parts)
+
+
+def _probe_warnings(res):
+    warnings = [w for w in res.get("warnings") or [] if w]
+    if not warnings:
+        return ""
+    return (f'<div class="warnings" style="{WARN_STYLE}"><b>Warnings: read before the verdict</b><ul>'
+            + "".join(f"<li>{esc(str(w))}</li>" for w in warnings) + "</ul></div>")
+
+
+def _control_auroc(res, name):
+    ctrl = (res.get("controls") or {}).get(name)
+    return f" (AUROC {_num(ctrl.get('auroc'), ctrl.get('auroc_ci'))})" if isinstance(ctrl, dict) else ""
+
+
+def _probe_verdict(res):
+    """The verdict line (as the probe wrote it), the best layer, and the best control of each side."""
+    parts = []
+    if res.get("verdict") is not None:
+        verdict = res["verdict"] if isinstance(res["verdict"], str) else json.dumps(res["verdict"])
+        why = ""
+        layer = (res.get("layers") or {}).get(verdict)
+        if isinstance(layer, dict) and layer.get("selectivity") is not None:
+            _, adjusted = _levels(res)
+            why = (f" &nbsp; selectivity {esc(_num(layer['selectivity'], layer.get('selectivity_ci'), '{:+.3f}'))} "
+                   f"[{esc(adjusted)}] over the best control: the first layer whose interval is above 0")
+        parts.append(f'<p class="verdict"><b>verdict</b>: {esc(verdict)}{why}</p>')
+    if res.get("best_layer") is not None:
+        parts.append(f"<p><b>best layer</b>: {esc(str(res['best_layer']))}</p>")
+    best = [(label, res.get(key)) for key, label in (("best_control", "best control (the verdict's baseline)"),
+                                                     ("best_input_control", "best input-side control"),
+                                                     ("best_output_control", "best output-side control"))
+            if key in res]
+    if best:
+        parts.append("<p>" + " &nbsp;|&nbsp; ".join(
+            f"<b>{esc(label)}</b>: " + (esc(_side(res, name) + _control_auroc(res, name)) if name else "none")
+            for label, name in best) + "</p>")
+    return "".join(parts)
+
+
+def _probe_setup(res):
+    """One line each: the questions, the position read and the probe family, the folds, the intervals."""
+    lines = []
+    if res.get("n") is not None:
+        counts = res.get("class_counts") or {}
+        clusters = res.get("clusters")
+        lines.append(f"{res['n']} questions" + (f" ({', '.join(f'{k}: {v}' for k, v in counts.items())})" if counts else "")
+                     + (f"; clustered: {clusters.get('rows')} rows in {clusters.get('n_clusters')} clusters by "
+                        f"{clusters.get('by')} (resampled as clusters)" if isinstance(clusters, dict) else ""))
+    if res.get("position") or res.get("family"):
+        lines.append(f"probe family {res.get('family') or '?'} at position {res.get('position') or res.get('reduce') or '?'}"
+                     + (f": {res['position_note']}" if res.get("position_note") else ""))
+    cv = res.get("cv") if isinstance(res.get("cv"), dict) else {}
+    if cv:
+        lines.append(f"{cv.get('folds')}-fold {cv.get('method')}, seed {cv.get('seed')}; AUROC pairs: {cv.get('auroc_pairs')}")
+    boot = res.get("bootstrap") if isinstance(res.get("bootstrap"), dict) else {}
+    if boot:
+        plain, adjusted = _levels(res)
+        lines.append(f"intervals: {plain} percentile bootstrap over questions ({boot.get('resamples')} resamples, paired "
+                     f"across probe and controls); the selectivity's: {adjusted}" + _family_wise(res))
+    return "".join(f'<p class="setup">{esc(str(line))}</p>' for line in lines)
+
+
+def _family_wise(res):
+    """The suffix " (all L together: 95%)": the level at which the L adjusted intervals hold together (1 - L * (1 - level))."""
+    level = (res.get("bootstrap") or {}).get("adjusted_level")
+    n_layers = res.get("layers_tested") or len(res.get("layers") or {})
+    if level is None or not n_layers:
+        return ""
+    return f" (all {n_layers} together: {level_label(1 - n_layers * (1 - level))})"
+
+
+def _probe_controls(res):
+    """The controls table: side (where the results have it), AUROC and accuracy with intervals, the best ones marked."""
+    controls = res.get("controls")
+    if not isinstance(controls, dict) or not controls:
+        return ""
+    plain, _ = _levels(res)
+    entries = {name: c if isinstance(c, dict) else {"auroc": c} for name, c in controls.items()}
+    sided = any(c.get("side") for c in entries.values())
+    accuracy = any(c.get("accuracy") is not None for c in entries.values())
+    marks = {res.get("best_input_control"): "best input-side", res.get("best_output_control"): "best output-side"}
+    rows = []
+    for name, c in entries.items():
+        best = [m for m in ("best" if name == res.get("best_control") else None, marks.get(name)) if m]
+        auroc = _num(c["auroc"], c.get("auroc_ci")) if isinstance(c.get("auroc"), (int, float)) else str(c.get("auroc"))
+        rows.append([name + (f" ({', '.join(best)})" if best else "")] + ([c.get("side") or "-"] if sided else [])
+                    + [auroc] + ([_num(c.get("accuracy"), c.get("accuracy_ci"))] if accuracy else []))
+    headers = (["control"] + (["side (input: the question; output: the model's output)"] if sided else [])
+               + [f"AUROC [{plain} CI]"] + ([f"accuracy [{plain} CI]"] if accuracy else []))
+    dropped = res.get("dropped_controls") or {}
+    return ("<h3>Controls</h3>" + _table(headers, rows, "probe")
+            + (f'<p class="setup">left out: {esc("; ".join(f"{k} ({v})" for k, v in dropped.items()))}</p>'
+               if dropped else ""))
+
+
+OPERATING_POINTS = (("auprc", "AUPRC"), ("tpr_at_1pct_fpr", "TPR at 1% FPR"), ("fpr_at_95pct_tpr", "FPR at 95% TPR"),
+                    ("brier", "Brier (lower is better)"), ("ece", "ECE (lower is better)"))
+
+
+def _operating_points(res):
+    ops = res.get("operating_points")
+    if not isinstance(ops, dict) or not isinstance(ops.get("rows"), dict) or not ops["rows"]:
+        return ""
+    level = level_label(ops.get("level"))
+    prevalence = ops.get("prevalence")
+    headers = ["scores of"] + [
+        f"{label} [{level} CI]" + (f" (chance = prevalence {prevalence:.3f})" if key == "auprc" and prevalence is not None
+                                   else "") for key, label in OPERATING_POINTS]
+    rows = []
+    for name, row in ops["rows"].items():
+        row = row if isinstance(row, dict) else {}
+        label = (f"control: {_side(res, name[len('control:'):])}" if name.startswith("control:")
+                 else name + (" (best layer)" if name == res.get("best_layer") else ""))
+        rows.append([label] + [_num(row[key].get("value"), row[key].get("ci")) if isinstance(row.get(key), dict) else "-"
+                               for key, _ in OPERATING_POINTS])
+    classes = res.get("classes") or []
+    positive = f"positive class: {classes[-1]}" if len(classes) == 2 else "binary target"
+    return ("<h3>Operating points</h3><p>The out-of-fold probabilities read as a detector "
+            f"({esc(str(positive))}); FPR = false-positive rate, TPR = true-positive rate.</p>"
+            + _table(headers, rows, "probe"))
+
+
+def _families_and_seeds(res):
+    families = res.get("families") if isinstance(res.get("families"), dict) else {}
+    families = {k: v for k, v in families.items() if isinstance(v, dict) and v}
+    seeds = res.get("seeds") if isinstance(res.get("seeds"), dict) else {}
+    ranges = seeds.get("range") if isinstance(seeds.get("range"), dict) else {}
+    if not families and not ranges:
+        return ""
+    plain, _ = _levels(res)
+    names = list(res.get("layers") or {}) or list(dict.fromkeys(n for f in families.values() for n in f))
+    names += [n for f in families.values() for n in f if n not in names]
+    names += [n for n in ranges if n not in names]
+    headers = ["layer"] + [f"{k.replace('_', '-')} AUROC [{plain} CI]" for k in families]
+    seed_list = ", ".join(map(str, seeds.get("seeds") or [])) or "?"
+    if ranges:
+        headers.append(f"AUROC over CV seeds {seed_list}: min - max (spread of the fold split)")
+    rows = []
+    for name in names:
+        row = [name]
+        for fam in families.values():
+            v = fam.get(name)
+            row.append(_num(v.get("auroc"), v.get("auroc_ci")) if isinstance(v, dict) else "-")
+        if ranges:
+            r = ranges.get(name)
+            row.append(f"{r[0]:.3f} - {r[1]:.3f}" if r and r[0] is not None else "-")
+        rows.append(row)
+    return ("<h3>Probe families and cross-validation seeds</h3>"
+            "<details><summary>logistic vs mass-mean probe, and the AUROC's range over fold seeds, per layer</summary>"
+            + _table(headers, rows, "probe") + "</details>")
+
+
+def _positions(res):
+    grid = res.get("positions")
+    if not isinstance(grid, dict) or not isinstance(grid.get("auroc"), dict) or not grid["auroc"]:
+        return ""
+    positions = list(grid.get("positions") or dict.fromkeys(p for v in grid["auroc"].values() for p in v))
+    cis = grid.get("auroc_ci") if isinstance(grid.get("auroc_ci"), dict) else {}
+    level = level_label(grid.get("level"))
+    main = res.get("position")
+    headers = ["layer"] + [f"{p}{' (main sweep)' if p == main else ''} AUROC [{level} CI]" for p in positions]
+    rows = [[name] + [_num((vals or {}).get(p), (cis.get(name) or {}).get(p)) for p in positions]
+            for name, vals in grid["auroc"].items()]
+    return (f"<h3>By token position</h3><p>The probe at every layer and position, on the {grid.get('n')} questions "
+            f"that have every position (chance 0.5).</p>"
+            + _figure_or_note("The position heatmap", plot_position_auroc, res)
+            + "<details><summary>table</summary>" + _table(headers, rows, "probe") + "</details>")
+
+
+def _transfer(res):
+    t = res.get("transfer")
+    if not isinstance(t, dict) or not t.get("groups") or not isinstance(t.get("auroc"), list):
+        return ""
+    groups, level, counts = list(t["groups"]), level_label(t.get("level")), t.get("n") or {}
+    cis = t.get("auroc_ci") or []
+
+    def cell(i, j):
+        try:
+            value = t["auroc"][i][j]
+            ci = cis[i][j] if i < len(cis) and j < len(cis[i]) else None
+        except (IndexError, TypeError):
+            return "-"
+        return _num(value, ci) + (" (out-of-fold within)" if i == j and value is not None else "")
+    rows = [[f"{g} (n={counts[g]})" if g in counts else g] + [cell(i, j) for j in range(len(groups))]
+            for i, g in enumerate(groups)]
+    by = t.get("by") or "group"
+    return (f"<h3>Transfer across {esc(str(by))} values</h3><p>At {esc(str(t.get('layer', '?')))}: trained on the "
+            f"row's group, tested on the column's; the diagonal is out-of-fold within the group. AUROC [{level} CI]; "
+            "chance 0.5.</p>" + _figure_or_note("The transfer heatmap", plot_transfer, res)
+            + _table([f"trained on \\ tested on ({by})"] + groups, rows, "probe"))
 
 
 def _lens_section(run_dir, layers, progress, model, tokenizer):
@@ -239,6 +473,7 @@ th{background:#f3f3f3}#questions th{cursor:pointer;user-select:none}
 #questions td{max-width:28em;white-space:pre-wrap;word-break:break-word}
 #questions td:nth-child(-n+3),#questions td:last-child{white-space:nowrap;word-break:normal}
 img{max-width:100%;height:auto;display:block;margin:.6em 0}
+table.probe td{white-space:nowrap}
 .big{font-size:1.2em}.note{color:#a33}.verdict{background:#f5f5dc;padding:.5em}
 .filters{margin:.5em 0}.filters input{width:18em}
 """

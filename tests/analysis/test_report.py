@@ -210,6 +210,8 @@ def test_report_renders_the_probes_auroc_format(synthetic, tmp_path, monkeypatch
     root, _, _ = synthetic
     text = open(report.build_report(root, tmp_path / "auroc.html", lens=False), encoding="utf-8").read()
     assert "<b>verdict</b>: layer_1 &lt;beats&gt; the controls" in text
-    assert "<th>auroc [95% CI]</th><th>accuracy [95% CI]</th><th>selectivity [95% CI]</th>" in text
-    assert "<td>layer_1</td><td>0.913 [0.850, 0.960]</td><td>0.840 [0.760, 0.900]</td><td>0.310 [0.200, 0.410]</td>" in text
+    # the selectivity interval was labelled 95% though Bonferroni-adjusted; without bootstrap.adjusted_level
+    # in the result its level is unknown and no level is claimed (issue 21)
+    assert "<th>auroc [95% CI]</th><th>accuracy [95% CI]</th><th>selectivity [CI, level not recorded]</th>" in text
+    assert "<td>layer_1</td><td>0.913 [0.850, 0.960]</td><td>0.840 [0.760, 0.900]</td><td>+0.310 [+0.200, +0.410]</td>" in text
     assert "<td>category</td><td>0.603 [0.520, 0.690]</td>" in text and "Logit lens" not in text
