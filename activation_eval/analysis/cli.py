@@ -63,6 +63,7 @@ from .plots import (
     plot_pca,
     plot_position_heatmap,
     plot_probe,
+    plot_transfer,
 )
 from .probe import NO_EVIDENCE, probe_run
 from .probe_models import FAMILIES
@@ -540,6 +541,8 @@ def run(args):
                         family=args.probe_family, cv_seeds=args.cv_seeds, transfer=args.transfer)
         text = _text_probe(res)
         plots.append(plot_probe(res, os.path.join(od, plot_name(args, "probe", f"probe_{res['run_name']}"))))
+        if res.get("transfer"):
+            plots.append(plot_transfer(res, os.path.join(od, plot_name(args, "probe", f"transfer_{res['run_name']}"))))
     if plots:
         res["plots"] = plots
         text += "\n\n" + "\n".join(f"saved plot: {p}" for p in plots)

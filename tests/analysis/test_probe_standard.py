@@ -209,3 +209,26 @@ def test_bad_probe_options_are_refused():
     with pytest.raises(ValueError, match="binary target"):
         probe_features({"layer_0": rng.normal(size=(n, 3))}, rows, target="category", family="mass_mean",
                        n_bootstrap=1000)
+
+
+# ----------------------------------------------------------------------------- at the answer (run folders)
+
+def test_signal_only_at_the_answer_is_found_at_the_answer_not_at_the_last_prompt_token(tmp_path):
+    from position_runs import write_position_run
+
+    from activation_eval.analysis.probe import probe_run
+    run, truth = write_position_run(tmp_path / "run", n=150, plant_at="answer_first", strength=1.5)
+    res = probe_run(run, n_bootstrap=1000, cv_seeds=1)
+    assert res["position"] == "answer_first" and "generated" in res["position_note"]
+    assert res["verdict"] in res["layers"]                         # a layer beats every control
+    table = res["positions"]
+    assert table["positions"] == ["last_prompt", "answer_first", "answer_mean", "answer_last"]
+    assert table["n"] == res["n"] == 150 - len(truth.left_out)
+    for layer, by_position in table["auroc"].items():
+        assert by_position["answer_first"] > 0.8, layer
+        assert by_position["last_prompt"] < 0.68, layer           # nothing planted there
+        lo, hi = table["auroc_ci"][layer]["last_prompt"]
+        assert lo < 0.5 < hi or hi < 0.75
+    at_prompt = probe_run(run, reduce="last_prompt", n_bootstrap=1000, cv_seeds=1)
+    assert at_prompt["position"] == "last_prompt" and at_prompt["positions"] is None
+    assert at_prompt["verdict"] == NO_EVIDENCE
