@@ -52,7 +52,7 @@ from ..store.atomic import file_in_the_way
 from .arrays import load_record
 from .dataset import parse_reduce
 from .export_hf import export_hf
-from .lens import logit_lens_run
+from .lens import lens_comparison, logit_lens_run
 from .plots import (
     default_layer,
     level_label,
@@ -322,10 +322,21 @@ def _text_lens(res):
         f"token); {res['skipped_no_position']} skipped (last prompt token not kept)",
         f"intervals:  {res['interval']}",
         f"chance:     rank {res['chance_rank']:.0f}, probability {res['chance_prob_per_token']:.2g} per token "
-        f"(vocab {res['vocab_size']})", "",
+        f"(vocab {res['vocab_size']})", "", *_text_lens_comparison(res), "",
+        f"per group ({'pooled over ' + res['stratified_by'] if 'stratified_by' in res else 'pooled'}):",
         format_table(["layer", "rank_correct [95% CI]", "rank_incorrect [95% CI]", "prob_correct [95% CI]",
                       "prob_incorrect [95% CI]", "most common top-1"], rows),
         "", "--json lists every question's rank, probability and top-5 tokens per layer"])
+
+
+def _text_lens_comparison(res):
+    """The correct-vs-incorrect lines of the lens (lens.lens_comparison): stratified first, pooled beside."""
+    if "stratified" not in res:
+        return []
+    c = lens_comparison(res)
+    table = ["", format_table(c["headers"], c["rows"])] if c["rows"] else []
+    return ([f"compare:    {c['what']}; {c['line']}", f"            {c['method']}"] + table
+            + ([c["warning"]] if c["warning"] else []))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -340,6 +351,7 @@ EPILOG = """examples:
   python analyze_activations.py --probe results/run1 --test_run results/run2
   python analyze_activations.py --directory results/run1 --plot --color_by category
   python analyze_activations.py --logit_lens results/run1 --output_dir plots
+  python analyze_activations.py --logit_lens results/run1 --stratify_by grader
   python analyze_activations.py --report results/run1 --output results/run1/report.html
   python analyze_activations.py --export_hf results/run1 exports/run1 --layers layer_5,layer_10
 """
@@ -368,6 +380,9 @@ def build_parser(prog="analyze_activations.py"):
     sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
     sel.add_argument("--color_by", metavar="FIELD", default="correct",
                      help="PCA plot: colour points by this results field (default: correct); marker = category")
+    sel.add_argument("--stratify_by", default="category", metavar="FIELD",
+                     help="compare correct vs incorrect within each value of this results field, the pooled "
+                          "comparison beside (default: category): logit lens, report, PCA caption")
     sel.add_argument("--reduce", default="auto", metavar="HOW",
                      help="--probe, --export_hf and the run-folder PCA plot: one vector per question from "
                           "auto (default: answer_first when generated positions were captured, else last_prompt), "
@@ -422,6 +437,14 @@ def _parse_layers(text):
     return names
 
 
+def _parse_stratify_by(text):
+    """The one place --stratify_by is parsed: a results field name."""
+    field = text.strip()
+    if not field:
+        raise ValueError("--stratify_by is empty: give a results field, e.g. category")
+    return field
+
+
 def _source_name(path):
     """A file's stem or a folder's name, for plot file names ("results/run1/" -> "run1")."""
     return os.path.splitext(os.path.basename(os.path.normpath(os.fspath(path))))[0] or "source"
@@ -435,12 +458,12 @@ def _parse_reduce(text):
 # with other options never overwrite one another's plots; the same options give the same name.
 PLOT_OPTIONS = {
     "norms": ("layers", "limit"), "histograms": ("layers",), "heatmap": ("layers", "tokenizer"),
-    "pca": ("color_by", "reduce"), "compare": ("layers",), "logit_lens": ("layers", "model"),
-    "report": ("layers", "color_by", "model"),
+    "pca": ("color_by", "reduce", "stratify_by"), "compare": ("layers",),
+    "logit_lens": ("layers", "model", "stratify_by"), "report": ("layers", "color_by", "model", "stratify_by"),
     "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
               "probe_family", "cv_seeds"),
 }
-_TAGS = {"probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok"}
+_TAGS = {"probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
 _PATH_OPTIONS = ("test_run", "model", "tokenizer")
 
 
@@ -470,6 +493,7 @@ def _check_output_folder(folder, flag):
 def run(args):
     """Execute parsed CLI args; returns (result dict, text); plot paths go in result["plots"]."""
     layers = _parse_layers(args.layers)
+    stratify_by = _parse_stratify_by(args.stratify_by)
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
     od, plots = args.output_dir, []
@@ -506,7 +530,7 @@ def run(args):
                 layer = args.layer or default_layer(list(res["layers"]))
                 plots.append(plot_pca(args.directory, os.path.join(od, plot_name(args, "pca", f"{name}_pca_{layer}")),
                                       layer, color_by=args.color_by, reduce=_parse_reduce(args.reduce),
-                                      progress=not args.no_progress))
+                                      progress=not args.no_progress, stratify_by=stratify_by))
     elif args.export_hf:
         res = export_hf(*args.export_hf, layers=layers, reduce=_parse_reduce(args.reduce))
         text = (f"exported {res['rows']} questions ({', '.join(res['columns'])}; reduce={res['reduce']}) "
@@ -518,7 +542,8 @@ def run(args):
             a, b = (_source_name(f) for f in args.compare)
             plots.append(plot_compare(res, os.path.join(od, plot_name(args, "compare", f"compare_{a}_vs_{b}"))))
     elif args.logit_lens:
-        res = logit_lens_run(args.logit_lens, layers, model=args.model, progress=not args.no_progress)
+        res = logit_lens_run(args.logit_lens, layers, model=args.model, progress=not args.no_progress,
+                             stratify_by=stratify_by)
         text = _text_lens(res)
         plots.append(plot_logit_lens(res, os.path.join(od, plot_name(args, "logit_lens",
                                                                      f"{_source_name(args.logit_lens)}_logit_lens"))))
@@ -526,7 +551,7 @@ def run(args):
         output = args.output or os.path.join(od, plot_name(args, "report", f"{_source_name(args.report)}_report",
                                                            ".html"))
         path = build_report(args.report, output, layers=layers, color_by=args.color_by,
-                            progress=not args.no_progress, model=args.model)
+                            progress=not args.no_progress, model=args.model, stratify_by=stratify_by)
         res, text = {"report": path}, f"saved report: {path}"
     else:
         if args.folds < 2:

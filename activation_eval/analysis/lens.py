@@ -12,9 +12,22 @@ Gold tokens: a question's candidate first tokens are the first token of every ac
 a variant whose first token is only whitespace is dropped. Rank = the best rank (1 = top) of any
 candidate; probability = the summed probability of the distinct candidates.
 
+Correct vs incorrect: the groups' curves (median rank, mean probability) are pooled over the run;
+beside them, per layer, the difference incorrect - correct within each category (or the results
+field `stratify_by`), weighted and bootstrapped as in analysis/stratify.py, for the mean ln(rank)
+(ranks run from 1 to the vocabulary size with a heavy tail: the log makes one rank-30000 question
+not outweigh many; the difference is the log of the ratio of geometric-mean ranks, > 0 when the
+gold token ranks lower for wrong answers) and the mean probability, and the same difference pooled.
+Questions answered several times (--num_samples) are resampled whole, by question id.
+
 Public names:
     logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
-                   n_resamples=1000, seed=0) -> dict      per question and per layer; curves by group
+                   n_resamples=1000, seed=0, stratify_by="category") -> dict
+                                                          per question and per layer; curves by group;
+                                                          "stratified": {layer: {"log_rank", "prob"}}
+    lens_comparison(result) -> {"what", "line", "method", "headers", "rows", "warning"}
+                                                          the correct-vs-incorrect table shown by the CLI
+                                                          and the report: stratified first, pooled beside
     project(model, hidden, layer_names) -> logits         final norm (not for final_norm) + unembedding
     gold_first_tokens(tokenizer, row) -> [token id, ...]  the candidate first tokens of the gold answer
     final_norm_module(model)                              the model's final norm (from
@@ -30,6 +43,12 @@ Example:
     >>> rank = res["layers"]["layer_20"]["all"]["median_rank"]      # groups: correct, incorrect, all
     >>> res["chance_rank"], 1 <= rank <= res["vocab_size"]           # a random model: near chance (1 = top)
     (150.5, True)
+    >>> cmp = res["stratified"]["layer_20"]["log_rank"]              # incorrect - correct, mean ln(rank)
+    >>> res["stratified_by"], sorted(cmp["stratified"]), sorted(cmp["pooled"]), cmp["level"]
+    ('category', ['ci', 'value'], ['ci', 'value'], 0.95)
+    >>> from activation_eval.analysis.stratify import strata_line
+    >>> strata_line(cmp)                                   # this run's questions are all of one category
+    "not stratified: one stratum (category 'multiple_choice')"
     >>> top = res["questions"][0]["layers"]["layer_29"]["top"]        # [[token, probability], ...], best first
     >>> len(top), top[0][1] >= top[1][1], all(0 < p < 1 for _, p in top)
     (5, True, True)
@@ -47,6 +66,15 @@ from ..store.run_folder import config_path, read_run_config
 from ..store.run_reader import RunReader
 from .arrays import as_2d, record_meta
 from .intervals import bootstrap_ci
+from .stratify import (
+    DIFFERENCE,
+    WEIGHTS,
+    format_estimate,
+    reversal_warning,
+    row_strata,
+    strata_line,
+    stratified_differences,
+)
 
 GROUPS = ("correct", "incorrect", "all")
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s*(.+?)\s*$")
@@ -209,8 +237,54 @@ def _group_curves(questions, names, n_resamples, seed):
     return out
 
 
+def _stratified_curves(questions, names, strata, n_resamples, seed, by):
+    """Per layer: {"log_rank", "prob"}: stratify.stratified_difference of incorrect - correct, every
+    layer on the same resamples, clustered by question id."""
+    columns = {}
+    for name in names:
+        cells = [q["layers"][name] for q in questions]
+        columns[name, "log_rank"] = [np.log(c["rank"]) if "rank" in c else np.nan for c in cells]
+        columns[name, "prob"] = [c.get("prob", np.nan) for c in cells]
+    ids = [("row", i) if q["id"] is None else q["id"] for i, q in enumerate(questions)]
+    res = stratified_differences(columns, [q["correct"] for q in questions], strata, n_boot=n_resamples,
+                                 seed=seed, clusters=ids, by=by)
+    return {name: {"log_rank": res[name, "log_rank"], "prob": res[name, "prob"]} for name in names}
+
+
+COMPARED = (("log_rank", "ln rank"), ("prob", "prob"))
+REVERSED = "(!)"      # marks a pooled difference whose sign is opposite to the stratified one
+
+
+def lens_comparison(result):
+    """The correct-vs-incorrect table of a logit_lens_run result: per layer the stratified difference
+    (incorrect - correct) of the mean ln(rank) and of the mean probability with its interval, the
+    pooled one beside; one stratum: the pooled one alone, headed "not stratified"; no rows without
+    both correct and incorrect questions. "what" says what is compared, "line" how it was stratified
+    (stratify.strata_line), "warning" names the layers whose pooled sign is reversed (or is None)."""
+    strat = result["stratified"]
+    first = strat[result["layer_names"][0]]["log_rank"]
+    level = f"{first['level'] * 100:g}%"
+    one = first["strata_used"] + len(first["strata_skipped"]) <= 1
+    parts = (("pooled", "not stratified"),) if one else (("stratified", "stratified"), ("pooled", "pooled"))
+    return {"what": ("incorrect - correct per layer: mean ln(gold rank) (> 0: the gold token ranks lower when the "
+                     "answer is wrong) and mean gold probability"),
+            "line": strata_line(first),
+            "method": result["stratified_method"],
+            "headers": ["layer"] + [f"{label}: {title} [{level} CI]" for _, label in COMPARED for _, title in parts],
+            "rows": [[name] + [_cell(strat[name][k], part) for k, _ in COMPARED for part, _ in parts]
+                     for name in strat if strat[name]["log_rank"]["pooled"]["value"] is not None],
+            "warning": reversal_warning({f"{name} ({label})": strat[name][k] for name in strat
+                                         for k, label in COMPARED}, mark=REVERSED)}
+
+
+def _cell(comparison, part):
+    """A table cell: the estimate with its interval; a pooled one whose sign is reversed marked."""
+    text = format_estimate(comparison[part])
+    return text + f" {REVERSED}" if part == "pooled" and comparison["sign_reversal"] else text
+
+
 def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
-                   n_resamples=1000, seed=0):
+                   n_resamples=1000, seed=0, stratify_by="category"):
     """The logit lens over every captured question of a run (see the module docstring).
 
     The model is the run's (run_config.json's "model", loaded with models.load_model) when it is
@@ -219,6 +293,8 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     path or name to load (the CLI's --model), or a loaded model together with its `tokenizer`.
     Questions whose record lacks the last prompt token are counted in "skipped_no_position"; those
     without a gold token (no accepted answer) get top-k tokens but no rank. Intervals: 95% percentile bootstrap over questions.
+    `stratify_by`: the results field whose values are the strata of the correct-vs-incorrect
+    differences (a field no row has is a ValueError, raised before the model is loaded).
     >>> res = logit_lens_run("results/run1", layers=["layer_29"], progress=False)
     >>> res["layers"]["layer_29"]["all"]["median_rank"]
     133.0
@@ -229,11 +305,12 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
     pairs = reader.located()
     if not pairs:
         raise ValueError(f"no question of {run_dir} has saved activations; run main.py with --capture_activations")
+    row_strata([row for row, _ in pairs], stratify_by)                   # a missing field: fail before loading
     if isinstance(model, (str, os.PathLike)):           # --model PATH
         model, tokenizer = _load_run_model(run_dir, model)
     elif model is None or tokenizer is None:
         model, tokenizer = _load_run_model(run_dir)
-    questions, names, skipped = [], None, 0
+    questions, used_rows, names, skipped = [], [], None, 0
     for row, record in tqdm(reader.records(layers, pairs=pairs), total=len(pairs), desc="logit lens", unit="q",
                             file=sys.stderr, disable=not progress):
         if layers is not None:
@@ -245,6 +322,7 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
             skipped += 1
         else:
             questions.append(q)
+            used_rows.append(row)
         del record
     if not questions:
         raise ValueError(f"no record of {run_dir} keeps the last prompt token; the logit lens needs it "
@@ -259,4 +337,10 @@ def logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, pr
             "without_gold": sum(not q["gold_token_ids"] for q in questions),
             "vocab_size": vocab, "chance_rank": (vocab + 1) / 2, "chance_prob_per_token": 1 / vocab,
             "layer_names": names, "layers": _group_curves(questions, names, n_resamples, seed),
+            "stratified_by": stratify_by,
+            "stratified_method": f"{DIFFERENCE} within each {stratify_by} value; weights {WEIGHTS}; 95% percentile "
+                                 f"bootstrap ({n_resamples} resamples) of questions within each {stratify_by} value, "
+                                 f"a question's samples together",
+            "stratified": _stratified_curves(questions, names, row_strata(used_rows, stratify_by), n_resamples, seed,
+                                             stratify_by),
             "questions": questions}

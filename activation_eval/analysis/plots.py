@@ -15,11 +15,14 @@ Public names:
     plot_position_heatmap(record, path, tokenizer=None)
                                                      layers x positions heatmap of L2 norms
     plot_compare(comparison, path)                   cosine and L2 distance by layer, naming A and B
-    plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False)
-                                                     2-D PCA of a run's activations, coloured by a
-                                                     results field, marker by category
+    plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False,
+             stratify_by="category")                 2-D PCA of a run's activations, coloured by a
+                                                     results field, marker by category; coloured by
+                                                     correct, a caption with the PC 1 / PC 2 mean
+                                                     difference within category, pooled beside
     plot_logit_lens(lens_result, path)               gold-token rank / probability by layer, correct vs
-                                                     incorrect, bootstrap bands, chance level
+                                                     incorrect, bootstrap bands, chance level; below, the
+                                                     difference within category beside the pooled one
     plot_probe(probe_result, path, positions=True)   probe AUROC by layer with 95% bands, the control task,
                                                      the controls by side (input dashed, output solid),
                                                      selectivity with its adjusted and unadjusted bands at
@@ -46,6 +49,7 @@ Example:
 import functools
 import math
 import os
+import textwrap
 
 import numpy as np
 
@@ -290,12 +294,39 @@ def _field_values(rows, field):
     return [r.get(field) for r in rows]
 
 
+def _pca_caption(Z, rows, stratify_by):
+    """Coloured by correctness, the eye compares correct and incorrect points pooled over categories:
+    a caption with the difference of the mean PC 1 and PC 2 coordinates (incorrect - correct) within
+    `stratify_by` (stratify.stratified_difference), the pooled one beside; "" without both classes."""
+    from .stratify import format_estimate, row_strata, strata_line, stratified_differences
+    correct = [r.get("correct") for r in rows]
+    if not ({True, False} <= {c for c in correct if isinstance(c, bool)}):
+        return ""
+    ids = [("row", i) if r.get("id") is None else r.get("id") for i, r in enumerate(rows)]
+    res = stratified_differences({"PC 1": Z[:, 0], "PC 2": Z[:, 1]}, correct, row_strata(rows, stratify_by),
+                                 clusters=ids, by=stratify_by)
+    first = res["PC 1"]
+    one = first["strata_used"] + len(first["strata_skipped"]) <= 1
+    lines = [f"mean coordinate, incorrect - correct, {first['level'] * 100:g}% bootstrap interval; {strata_line(first)}"]
+    for pc, r in res.items():
+        if one:
+            lines.append(f"{pc}: {format_estimate(r['pooled'])}")
+        else:
+            flip = f"  - signs disagree (Simpson's paradox): read the within-{stratify_by} figure"
+            lines.append(f"{pc}: {format_estimate(r['stratified'])} within {stratify_by};  pooled "
+                         f"{format_estimate(r['pooled'])}" + (flip if r["sign_reversal"] else ""))
+    return "\n".join(lines)
+
+
 @_plain_text
-def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False):
+def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt", progress=False,
+             stratify_by="category"):
     """2-D PCA of a run's activations at `layer` (one vector per question, `reduce` as in
     load_run_layer): colour by the results rows' `color_by` field (default correct / incorrect;
     a numeric field with many values gets a colour scale), marker by category (by correctness when
-    colouring by category), legends for both.
+    colouring by category), legends for both. Coloured by correct, a caption gives the difference
+    of the mean PC 1 / PC 2 coordinates, incorrect - correct, within `stratify_by` (the results
+    field whose values are the strata; default category) with its 95% interval, the pooled one beside.
     """
     from sklearn.decomposition import PCA
     layer = layer or default_layer(run_layers(run_dir))
@@ -358,34 +389,104 @@ def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt"
     ax.set_title(f"PCA of {where} activations at {layer} (n={len(rows)})\n{os.path.basename(os.path.normpath(run_dir))}",
                  fontsize=10)
     ax.grid(alpha=0.3)
+    caption = _pca_caption(Z, rows, stratify_by) if color_by == "correct" else ""
+    if caption:
+        fig.supxlabel(caption, fontsize=7.5, x=0.02, ha="left")
     return _save(fig, path)
+
+
+def _band_by_layer(ax, xs, n_body, vals, ci, color, label, **style):
+    """A line with its interval band over the layers; a final_norm (beyond n_body) an errorbar point apart."""
+    vals, ci = np.asarray(vals, dtype=float), np.asarray(ci, dtype=float).reshape(len(vals), 2)
+    ax.plot(xs[:n_body], vals[:n_body], marker="o", markersize=4, color=color, label=label, **style)
+    ax.fill_between(xs[:n_body], ci[:n_body, 0], ci[:n_body, 1], color=color, alpha=0.2)
+    if len(xs) > n_body:
+        ax.errorbar([xs[-1]], [vals[-1]], yerr=[[vals[-1] - ci[-1, 0]], [ci[-1, 1] - vals[-1]]],
+                    marker="s", color=color, capsize=4, linestyle="none")
+
+
+def _plain_log_ticks(ax):
+    """Plain numbers (1, 10, 100) on the log y axis of `ax`: its default labels are mathtext, which
+    _plain_text turns off, so they would be drawn as "$\\mathdefault{10^{2}}$". Spanning less than
+    two decades, the 2s and 5s (20, 50, 200) are labelled too. Call it when everything is drawn."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def plain(v, _):
+        return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+    low, high = sorted(ax.get_ylim())
+    ax.yaxis.set_major_formatter(FuncFormatter(plain))
+    if low > 0 and high / low < 100:
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: plain(v, _) if round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _estimates(cells, part):
+    """(values, intervals) of stratify.stratified_difference results' `part` ("stratified" / "pooled")."""
+    nan = float("nan")
+    vals = [nan if c[part]["value"] is None else c[part]["value"] for c in cells]
+    ci = [[nan if v is None else v for v in c[part]["ci"]] for c in cells]
+    return vals, ci
+
+
+def _lens_differences(ax, result, order, xs, n_body, key, ylabel):
+    """The correct-vs-incorrect panel of one lens quantity: the stratified difference by layer with its
+    band, the pooled one beside (dashed), 0 marked, layers with a reversed pooled sign circled."""
+    from .stratify import strata_line
+    cells = [result["stratified"][name][key] for name in order]
+    first = cells[0]
+    by, level = first["by"] or "stratum", f"{first['level'] * 100:g}%"
+    one = first["strata_used"] + len(first["strata_skipped"]) <= 1
+    if not one and first["strata_used"]:
+        vals, ci = _estimates(cells, "stratified")
+        k = first["strata_used"]
+        _band_by_layer(ax, xs, n_body, vals, ci, "tab:purple",
+                       f"within {by} ({k} {'stratum' if k == 1 else 'strata'}, weighted), {level} band")
+    vals, ci = _estimates(cells, "pooled")
+    ax.set_title(textwrap.fill(f"correct vs incorrect: {strata_line(first)}", 64), fontsize=9)
+    if all(np.isnan(vals)):
+        ax.set_yticks([])
+        ax.set_ylabel(ylabel, fontsize=9)
+        return
+    label = (f"not stratified: one stratum, {level} band" if one
+             else f"pooled (ignores {by}), {level} band" + ("" if first["strata_used"] else
+                                                            f"; no {by} has both classes"))
+    _band_by_layer(ax, xs, n_body, vals, ci, "0.35", label, linestyle="--")
+    flipped = [i for i, c in enumerate(cells) if c["sign_reversal"]]
+    if flipped:
+        ax.plot([xs[i] for i in flipped], [vals[i] for i in flipped], linestyle="none", marker="o", markersize=11,
+                markerfacecolor="none", markeredgecolor="red", markeredgewidth=1.5,
+                label="pooled sign opposite to the stratified one")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(ylabel, fontsize=9)
 
 
 @_plain_text
 def plot_logit_lens(result, path):
     """Logit lens curves (lens.logit_lens_run): the gold first token's median rank (log axis, lower
-    is better) and mean probability by layer, correct vs incorrect questions, 95% bootstrap bands,
-    chance level dashed; final_norm (the model's own output) drawn apart."""
+    is better) and mean probability by layer, correct vs incorrect questions (pooled groups), 95%
+    bootstrap bands, chance level dashed; final_norm (the model's own output) drawn apart. Below
+    each (when the result has "stratified"): the difference incorrect - correct by layer within
+    the strata (category) with its band, the pooled difference beside, layers whose pooled sign is
+    reversed circled in red."""
     names = result["layer_names"]
     body, has_final = _split_final(names)
     order = body + (["final_norm"] if has_final else [])
     xs = list(range(len(body))) + ([len(body)] if has_final else [])
-    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 5.0)
-    ax_rank, ax_prob = fig.subplots(1, 2)
+    compared = bool(result.get("stratified"))
+    fig = _figure(min(16, max(10, 0.5 * len(names) + 4)), 8.8 if compared else 5.0)
+    axes = fig.subplots(2 if compared else 1, 2, sharex="col", squeeze=False)
+    ax_rank, ax_prob = axes[0]
     colors = {"correct": "tab:green", "incorrect": "tab:red", "all": "tab:blue"}
     groups = [g for g in ("correct", "incorrect") if result["layers"][names[0]][g]["n"]] or ["all"]
     for group in groups:
         n = result["layers"][names[0]][group]["n"]
         for ax, key in ((ax_rank, "median_rank"), (ax_prob, "mean_prob")):
-            vals = np.array([result["layers"][name][group][key] for name in order], dtype=float)
-            ci = np.array([[np.nan if v is None else v for v in result["layers"][name][group][key + "_ci"]]
-                           for name in order], dtype=float)
-            k = len(body)
-            ax.plot(xs[:k], vals[:k], marker="o", color=colors[group], label=f"{group} (n={n})")
-            ax.fill_between(xs[:k], ci[:k, 0], ci[:k, 1], color=colors[group], alpha=0.2)
-            if has_final:
-                ax.errorbar([xs[-1]], [vals[-1]], yerr=[[vals[-1] - ci[-1, 0]], [ci[-1, 1] - vals[-1]]],
-                            marker="s", color=colors[group], capsize=4, linestyle="none")
+            vals = [result["layers"][name][group][key] for name in order]
+            ci = [[np.nan if v is None else v for v in result["layers"][name][group][key + "_ci"]] for name in order]
+            _band_by_layer(ax, xs, len(body), [np.nan if v is None else v for v in vals], ci, colors[group],
+                           f"{group} (n={n})")
     ax_rank.axhline(result["chance_rank"], color="gray", linestyle="--",
                     label=f"chance (uniform guess: {result['chance_rank']:.0f})")
     ax_prob.axhline(result["chance_prob_per_token"], color="gray", linestyle="--",
@@ -395,12 +496,23 @@ def plot_logit_lens(result, path):
     ax_rank.set_ylabel("median rank of the gold first token (log; top = 1)")
     ax_prob.set_ylabel("mean probability of the gold first token")
     ax_prob.set_ylim(bottom=0)
-    for ax in (ax_rank, ax_prob):
-        _layer_axis(ax, order)
+    by = result.get("stratified_by") or "category"
+    if compared:
+        ax_rank.set_title(f"groups pooled over {by}", fontsize=9)
+        ax_prob.set_title(f"groups pooled over {by}", fontsize=9)
+        _lens_differences(axes[1][0], result, order, xs, len(body), "log_rank",
+                          "mean ln(rank) difference, incorrect - correct\n(> 0: gold ranked lower when wrong)")
+        _lens_differences(axes[1][1], result, order, xs, len(body), "prob",
+                          "mean probability difference, incorrect - correct\n(< 0: gold less likely when wrong)")
+    for ax in axes.ravel():
         if has_final:
             ax.axvline(len(body) - 0.5, color="gray", linestyle=":", linewidth=1)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        _layer_axis(ax, order)
+    _plain_log_ticks(ax_rank)
     fig.suptitle(f"Logit lens at the last prompt token - {os.path.basename(os.path.normpath(result['run_dir']))} "
                  f"({result['questions_used']} questions; bands: 95% bootstrap)", fontsize=10)
     return _save(fig, path)

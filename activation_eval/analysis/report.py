@@ -12,7 +12,7 @@ weights are not on this machine) says why in its place; the rest of the report i
 
 Public names:
     build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
-                 progress=True, model=None, tokenizer=None) -> path of the HTML file
+                 progress=True, model=None, tokenizer=None, stratify_by="category") -> path of the HTML file
     accuracy_table(rows) -> dict        overall and per-category accuracy (and acc_norm) with the summary's
                                         Wilson 95% intervals and small-n flags
 
@@ -411,10 +411,11 @@ def _transfer(res):
             + _table([f"trained on \\ tested on ({by})"] + groups, rows, "probe"))
 
 
-def _lens_section(run_dir, layers, progress, model, tokenizer):
+def _lens_section(run_dir, layers, progress, model, tokenizer, stratify_by="category"):
     from .lens import logit_lens_run
     try:
-        res = logit_lens_run(run_dir, layers, model=model, tokenizer=tokenizer, progress=progress)
+        res = logit_lens_run(run_dir, layers, model=model, tokenizer=tokenizer, progress=progress,
+                             stratify_by=stratify_by)
     except Exception as exc:  # noqa: BLE001 - e.g. the model's weights are not on this machine
         return "<h2>Logit lens</h2>" + _failed("The logit lens", exc)
     rows = [[n] + [_num(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in ("correct", "incorrect")]
@@ -423,14 +424,25 @@ def _lens_section(run_dir, layers, progress, model, tokenizer):
     return ("<h2>Logit lens</h2>"
             f"<p>{esc(res['position'])}; gold: {esc(res['gold'])}; intervals: {esc(res['interval'])}; "
             f"chance rank {res['chance_rank']:.0f}.</p>" + _png(plot_logit_lens, res)
+            + _lens_comparison(res)
+            + f"<h3>Per group (pooled over {esc(res['stratified_by'])})</h3>"
             + _table(["layer", "median rank, correct", "median rank, incorrect", "mean prob, correct",
                       "mean prob, incorrect"], rows))
 
 
-def _pca_section(run_dir, layers, color_by):
+def _lens_comparison(res):
+    """The lens's correct-vs-incorrect table (lens.lens_comparison): stratified first, pooled beside."""
+    from .lens import lens_comparison
+    c = lens_comparison(res)
+    return (f"<h3>Correct vs incorrect</h3><p>{esc(c['what'])}; <b>{esc(c['line'])}</b>. {esc(c['method'])}.</p>"
+            + (f'<p class="note">{esc(c["warning"])}</p>' if c["warning"] else "")
+            + (_table(c["headers"], c["rows"]) if c["rows"] else ""))
+
+
+def _pca_section(run_dir, layers, color_by, stratify_by="category"):
     try:
         layer = default_layer(layers or run_layers(run_dir))
-        return "<h2>PCA</h2>" + _png(plot_pca, run_dir, layer=layer, color_by=color_by)
+        return "<h2>PCA</h2>" + _png(plot_pca, run_dir, layer=layer, color_by=color_by, stratify_by=stratify_by)
     except Exception as exc:  # noqa: BLE001
         return "<h2>PCA</h2>" + _failed("The PCA", exc)
 
@@ -544,12 +556,13 @@ def _unreadable_notes(run_dir):
 
 
 def build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
-                 progress=True, model=None, tokenizer=None):
+                 progress=True, model=None, tokenizer=None, stratify_by="category"):
     """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
 
     `probe` / `lens` False leave those sections out; `model` / `tokenizer` go to the logit lens
     (a loaded pair, or `model` a local path; default: the run's model from run_config.json when it
-    is local; else the lens section says how to pass one and the rest is written). Written atomically.
+    is local; else the lens section says how to pass one and the rest is written); `stratify_by`: the
+    results field whose values stratify the correct-vs-incorrect comparisons. Written atomically.
     """
     run_dir = os.fspath(run_dir)
     reader = RunReader(run_dir)
@@ -564,8 +577,8 @@ def build_report(run_dir, output=None, layers=None, color_by="correct", probe=Tr
         if probe:
             sections.append(_probe_section(run_dir, layers))
         if lens:
-            sections.append(_lens_section(run_dir, layers, progress, model, tokenizer))
-        sections.append(_pca_section(run_dir, layers, color_by))
+            sections.append(_lens_section(run_dir, layers, progress, model, tokenizer, stratify_by))
+        sections.append(_pca_section(run_dir, layers, color_by, stratify_by))
     else:
         sections.append('<p class="note">This run saved no activations (main.py --capture_activations): '
                         "no probe, logit lens or PCA.</p>")

@@ -53,6 +53,8 @@ def lens_run(tiny_dir, tmp_path_factory):
     rows = read_rows(out)   # the random model answers nothing right: mark some correct to get two groups
     for row in rows[:4]:
         row["correct"] = True
+    for i, row in enumerate(rows):          # and two categories, each with correct and incorrect questions
+        row["category"] = ("geo", "capitals")[i % 2]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
 
@@ -114,3 +116,62 @@ def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):
     code = aa.main(["--logit_lens", str(out), "--output_dir", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "no-such-model" in err and err.count("\n") == 1
+
+
+def _cmh_reference(questions, value):
+    """The stratified (CMH-weighted) and pooled difference incorrect - correct, computed here per category."""
+    num = den = 0.0
+    for cat in {q["category"] for q in questions}:
+        right = [value(q) for q in questions if q["category"] == cat and q["correct"] is True]
+        wrong = [value(q) for q in questions if q["category"] == cat and q["correct"] is False]
+        w = len(right) * len(wrong) / (len(right) + len(wrong))
+        num, den = num + w * (np.mean(wrong) - np.mean(right)), den + w
+    pooled = (np.mean([value(q) for q in questions if q["correct"] is False])
+              - np.mean([value(q) for q in questions if q["correct"] is True]))
+    return num / den, pooled
+
+
+def test_lens_compares_correct_and_incorrect_within_category(lens_run):
+    res = logit_lens_run(lens_run, progress=False, n_resamples=500)
+    assert res["stratified_by"] == "category" and set(res["stratified"]) == set(res["layer_names"])
+    for name in res["layer_names"]:
+        for key, value in (("log_rank", lambda q, n=name: np.log(q["layers"][n]["rank"])),
+                           ("prob", lambda q, n=name: q["layers"][n]["prob"])):
+            cmp = res["stratified"][name][key]
+            stratified, pooled = _cmh_reference(res["questions"], value)
+            assert cmp["stratified"]["value"] == pytest.approx(stratified, abs=1e-12)
+            assert cmp["pooled"]["value"] == pytest.approx(pooled, abs=1e-12)
+            assert cmp["by"] == "category" and cmp["strata_used"] == 2 and cmp["strata_skipped"] == []
+            assert {s: (c["n_correct"], c["n_incorrect"]) for s, c in cmp["strata"].items()} == \
+                {"geo": (2, 3), "capitals": (2, 3)}
+            for part in ("stratified", "pooled"):
+                lo, hi = cmp[part]["ci"]
+                assert lo <= cmp[part]["value"] <= hi
+    again = logit_lens_run(lens_run, progress=False, n_resamples=500, stratify_by="grader")
+    cmp = again["stratified"]["layer_0"]["log_rank"]
+    assert again["stratified_by"] == "grader" and cmp["strata_used"] == 1 and list(cmp["strata"]) == ["text"]
+    assert cmp["stratified"]["value"] == pytest.approx(cmp["pooled"]["value"])
+
+
+def test_lens_cli_shows_the_stratified_difference_first(lens_run, tmp_path, capsys):
+    code = aa.main(["--logit_lens", str(lens_run), "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "layer_0,final_norm"])
+    out = capsys.readouterr().out
+    assert code == 0 and "stratified by category (2 strata); pooled shown beside" in out
+    header = next(line for line in out.splitlines() if line.startswith("layer") and "ln rank" in line)
+    assert header.split()[1:] == ["ln", "rank:", "stratified", "[95%", "CI]", "ln", "rank:", "pooled", "[95%", "CI]",
+                                  "prob:", "stratified", "[95%", "CI]", "prob:", "pooled", "[95%", "CI]"]
+    assert out.index("ln rank: stratified") < out.index("rank_correct [95% CI]")   # before the pooled groups
+    code = aa.main(["--logit_lens", str(lens_run), "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "layer_0", "--stratify_by", "grader", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["stratified_by"] == "grader"
+    assert os.path.basename(res["plots"][0]) == "lensrun_logit_lens_layers-layer_0_strat-grader.png"
+    code = aa.main(["--logit_lens", str(lens_run), "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "layer_0", "--stratify_by", "grader"])
+    out = capsys.readouterr().out
+    assert code == 0 and "not stratified: one stratum (grader 'text')" in out and "ln rank: not stratified" in out
+    code = aa.main(["--logit_lens", str(lens_run), "--stratify_by", "nope", "--output_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no results row has a field 'nope' to stratify by" in err and "category" in err
+    assert "logit lens" not in err and err.count("\n") == 1                     # before any model or progress bar

@@ -131,3 +131,75 @@ def test_pca_colours_by_field_and_marks_category(tmp_path, figures, capsys):
                     "--output_dir", str(tmp_path / "o"), "--no_progress"])
     err = capsys.readouterr().err
     assert code == 2 and "no results row has a field 'nope'" in err and "category" in err and err.count("\n") == 1
+
+
+def test_pca_caption_compares_within_category(tmp_path, figures):
+    """A planted Simpson case: along the first direction the multiple-choice questions (mostly wrong) sit
+    far below the others, and within each category wrong answers sit 1 higher. The caption's PC 1
+    figures are the CMH-weighted and pooled differences of sklearn's PC 1, computed here."""
+    from sklearn.decomposition import PCA
+    rng = np.random.default_rng(1)
+    root, rows, last = tmp_path / "simpson", [], []
+    os.makedirs(root / "activations")
+    for i in range(120):
+        mc = i % 3 == 0
+        correct = bool(rng.random() < (0.2 if mc else 0.8))
+        a = rng.normal(size=(3, 8)).astype(np.float32) * 0.5
+        a[:, 0] += (-4 if mc else 0) + (0 if correct else 1.0)
+        storage.save_activations({"activations": {"layer_0": torch.from_numpy(a)}, "input_ids": torch.arange(3),
+                                  "num_prompt_tokens": 3}, str(root / f"activations/q{i}.pkl"))
+        rows.append({"id": f"q{i}", "category": "mc" if mc else "open", "correct": correct, "grader": "text",
+                     "activation_file": f"activations/q{i}.pkl"})
+        last.append(a[-1])
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plots.plot_pca(root, tmp_path / "p.png", "layer_0")
+    caption = figures[-1].get_supxlabel().split("\n")
+    pc1 = PCA(n_components=2).fit_transform(np.asarray(last, dtype=np.float64))[:, 0]
+    cats, right = np.array([r["category"] for r in rows]), np.array([r["correct"] for r in rows])
+    num = den = 0.0
+    for c in ("mc", "open"):
+        m = cats == c
+        w = (m & right).sum() * (m & ~right).sum() / m.sum()
+        num, den = num + w * (pc1[m & ~right].mean() - pc1[m & right].mean()), den + w
+    pooled = pc1[~right].mean() - pc1[right].mean()
+    assert np.sign(num) != np.sign(pooled)                               # the planted reversal
+    assert caption[0] == ("mean coordinate, incorrect - correct, 95% bootstrap interval; stratified by category "
+                          "(2 strata); pooled shown beside")
+    assert caption[1].startswith(f"PC 1: {num / den:+.3g} [") and f"pooled {pooled:+.3g} [" in caption[1]
+    assert "signs disagree (Simpson's paradox)" in caption[1] and "signs disagree" not in caption[2]
+    plots.plot_pca(root, tmp_path / "c.png", "layer_0", color_by="category")
+    assert figures[-1].get_supxlabel() == ""                            # no correctness colours: no caption
+    code = aa.main(["--directory", str(root), "--plot", "--stratify_by", "grader", "--output_dir", str(tmp_path / "o"),
+                    "--no_progress", "--json"])
+    assert code == 0 and figures[-1].get_supxlabel().split("\n")[0].endswith("not stratified: one stratum (grader 'text')")
+    assert os.path.exists(tmp_path / "o" / "simpson_pca_layer_0_strat-grader.png")
+
+
+def test_logit_lens_plot_draws_the_stratified_difference_beside_the_pooled(tmp_path, figures):
+    """The lower panels: per layer the stratified difference (line + band), the pooled one, and a red ring
+    exactly at the layers whose pooled sign is reversed; values from stratify, drawn as they are."""
+    from activation_eval.analysis.stratify import stratified_difference
+    rng = np.random.default_rng(0)
+    names = ["layer_0", "layer_1", "layer_2", "final_norm"]
+    cats = np.array(["mc"] * 60 + ["open"] * 60)
+    correct = np.r_[rng.random(60) < 0.2, rng.random(60) < 0.8]
+    stat = {"n": 3, "median_rank": 5.0, "median_rank_ci": [2.0, 9.0], "mean_prob": 0.1, "mean_prob_ci": [0.0, 0.2]}
+    strat = {}
+    for i, name in enumerate(names):      # the within-category effect grows with depth; mc sits 3 lower
+        v = np.where(cats == "mc", -3.0, 0.0) + 0.8 * i * ~correct + rng.normal(0, 0.3, 120)
+        cmp = stratified_difference(v, correct, cats, n_boot=500, by="category")
+        strat[name] = {"log_rank": cmp, "prob": cmp}
+    lens = {"layer_names": names, "layers": {n: {"correct": stat, "incorrect": stat} for n in names},
+            "chance_rank": 50.0, "chance_prob_per_token": 0.01, "run_dir": "r", "questions_used": 120,
+            "stratified_by": "category", "stratified": strat}
+    plots.plot_logit_lens(lens, tmp_path / "lens.png")
+    ax = figures[-1].axes[2]                                             # lower left: ln rank
+    assert ax.get_title().startswith("correct vs incorrect: stratified by category (2 strata)")
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    within = next(ln for label, ln in lines.items() if label.startswith("within category (2 strata"))
+    pooled = next(ln for label, ln in lines.items() if label.startswith("pooled (ignores category)"))
+    np.testing.assert_allclose(within.get_ydata(), [strat[n]["log_rank"]["stratified"]["value"] for n in names[:3]])
+    np.testing.assert_allclose(pooled.get_ydata(), [strat[n]["log_rank"]["pooled"]["value"] for n in names[:3]])
+    rings = lines["pooled sign opposite to the stratified one"]
+    flipped = [i for i, n in enumerate(names) if strat[n]["log_rank"]["sign_reversal"]]
+    assert 0 < len(flipped) < len(names) and list(rings.get_xdata()) == flipped
