@@ -31,11 +31,11 @@ generated token is never fed back, so it has none).
 The answer reductions use the question's "answer_positions" (the generated tokens that spell the
 grader's extracted answer, recorded in the results row when generated positions are captured).
 The answer rows of a record are its kept rows at those positions (the first row of each
-position, in record order):
+position, in position order):
     answer_first   the row of the answer's first token (that token itself must be kept)
     answer_mean    the mean of the answer rows
-    answer_last    the last answer row (an answer ending at the last generated token: the token
-                   before it)
+    answer_last    the row of the last kept answer token (an answer ending at the last generated
+                   token: the token before it, which has a row)
 A question without answer rows (no extracted answer in the response, answer_positions empty or
 missing, or none of its tokens kept) falls back to the first generated token (position
 num_prompt_tokens) for all three; one without that row either is left out of the matrix (and of
@@ -270,7 +270,7 @@ def _pick_rows(reduce, kept, record, row, path):
         if reduce == "answer_first":
             rows = [first_row[span[0]]] if span and span[0] in first_row else []
         else:
-            rows = sorted(first_row[p] for p in set(span) if p in first_row)
+            rows = [first_row[p] for p in sorted(set(span)) if p in first_row]
             rows = rows[-1:] if reduce == "answer_last" else rows
         if rows:
             return rows, ANSWER_SPAN
@@ -468,20 +468,26 @@ class _KeptRows(NamedTuple):
         return _first_per_question((self.positions == wanted) & (wanted >= 0), self.owner, self.flat, self.m)
 
 
-def _first_per_question(mask, owner, flat, m, last=False):
-    """Per question (0..m-1), the first (last=True: last) of its flat rows where `mask` holds; -1 where none.
-    `owner` is non-decreasing, so a question's selected rows are contiguous."""
+def _first_per_question(mask, owner, flat, m):
+    """Per question (0..m-1), the first of its flat rows where `mask` holds; -1 where none."""
     o, f = owner[mask], flat[mask]
     found = np.full(m, -1, dtype=np.int64)
-    if len(o):
-        edge = np.concatenate([[True], o[1:] != o[:-1]]) if not last else np.concatenate([o[1:] != o[:-1], [True]])
-        found[o[edge]] = f[edge]
+    edge = _run_edges(o)
+    found[o[edge]] = f[edge]
     return found
+
+
+def _run_edges(o, last=False):
+    """The first (last=True: last) element of each run of equal values of the non-decreasing `o`."""
+    if not len(o):
+        return np.zeros(0, dtype=bool)
+    change = o[1:] != o[:-1]
+    return np.concatenate([change, [True]]) if last else np.concatenate([[True], change])
 
 
 def _answer_plan(reduce, kept_rows, n_prompt, result_rows, path):
     """([flat rows] per question, sources [m]) of an answer reduction in a shard: the answer rows
-    (the first row of each answer position, record order) reduced, else the first generated token."""
+    (the first row of each answer position, position order) reduced, else the first generated token."""
     owner, flat, positions, m = kept_rows
     top = int(positions.max(initial=-1))         # an answer position above every kept one has no row
     spans = [_answer_span(row, None, path) for row in result_rows]
@@ -490,16 +496,20 @@ def _answer_plan(reduce, kept_rows, n_prompt, result_rows, path):
     span_pos = np.array([p for s in spans for p in s], dtype=np.int64)
     keys = owner * (top + 1) + positions
     in_answer = np.isin(keys, span_owner * (top + 1) + span_pos) & (positions >= 0)
-    _, first_of_key = np.unique(keys[in_answer], return_index=True)     # a position kept twice: its first row
-    answer = np.zeros(len(flat), dtype=bool)
-    answer[np.flatnonzero(in_answer)[first_of_key]] = True
+    # the keys sorted: one row per (question, answer position), by question then position; a
+    # position kept twice: its first row
+    _, first_of_key = np.unique(keys[in_answer], return_index=True)
+    answer = np.flatnonzero(in_answer)[first_of_key]
+    o, f = owner[answer], flat[answer]
     if reduce == "answer_mean":
         per_question = [[] for _ in range(m)]
-        for q, f in zip(owner[answer].tolist(), flat[answer].tolist()):
-            per_question[q].append(f)
+        for q, row in zip(o.tolist(), f.tolist()):
+            per_question[q].append(row)
     else:                                       # answer_first: its one answer row; answer_last: the last one
-        found = _first_per_question(answer, owner, flat, m, last=reduce == "answer_last")
-        per_question = [[f] if f >= 0 else [] for f in found.tolist()]
+        per_question = [[] for _ in range(m)]
+        edge = _run_edges(o, last=reduce == "answer_last")
+        for q, row in zip(o[edge].tolist(), f[edge].tolist()):
+            per_question[q] = [row]
     fallback = kept_rows.first_at(n_prompt)
     sources = np.full(m, None, dtype=object)
     for q in range(m):

@@ -5,6 +5,7 @@ Public names:
     write_position_run(root, n=120, layers=("layer_0", "layer_1", "layer_2"), plant_at="answer_first", ...)
                       -> (run_dir, PositionRun)
     PositionRun       what was written: rows, acts, expected, left_out, direction
+    save_run(root, rows, records, store="files", ...)   write given rows and records as a run folder
     CASES             the kinds of question, and DEFAULT_CASES, the mix used by default
 
 Example (a test module in tests/analysis imports it as a sibling, like helpers.py):
@@ -125,11 +126,7 @@ def write_position_run(root, n=120, layers=("layer_0", "layer_1", "layer_2"), pl
             "num_prompt_tokens": P, "num_generated_tokens": N, "dtype": str(dtype).replace("torch.", ""),
             "grading": {"id": qid, "correct": correct},
             **({"answer_positions": span} if "answer_positions" in row else {})})
-    _save(root, rows, records, store, fmt, shard_questions, shuffle_shards, rng)
-    write_text_atomic(os.path.join(root, "results.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
-    write_text_atomic(os.path.join(root, "run_config.json"), json.dumps({
-        "model": "synthetic", "capture_activations": True, "positions": positions,
-        "activation_store": "files" if store == "files" else "shards"}))
+    save_run(root, rows, records, store, fmt, shard_questions, shuffle_shards, rng, positions)
     return root, PositionRun(rows, truth_acts, expected, left_out if positions != "last_prompt" else [r["id"] for r in rows],
                              direction, positions)
 
@@ -164,7 +161,14 @@ def _kept(positions, P, N):
     return {"all": list(range(covered)), "generated": list(range(P, covered)), "last_prompt": [P - 1]}[positions]
 
 
-def _save(root, rows, records, store, fmt, shard_questions, shuffle_shards, rng):
+def save_run(root, rows, records, store="files", fmt="mixed", shard_questions=7, shuffle_shards=False, rng=None,
+             positions="all"):
+    """Write `records` (one per results row, same order) under root/activations as `store` says
+    (write_position_run's arguments), set each row's record fields, and write results.jsonl and
+    run_config.json. `rng`: a numpy Generator for shuffle_shards."""
+    root = os.fspath(root)
+    os.makedirs(os.path.join(root, "activations", "units"), exist_ok=True)
+    rng = np.random.default_rng(0) if rng is None else rng
     in_shards = [store == "shards" or (store == "mixed" and i % 2 == 0) for i in range(len(rows))]
     if store not in ("files", "shards", "mixed"):
         raise ValueError(f"store must be files, shards or mixed, got {store!r}")
@@ -183,3 +187,8 @@ def _save(root, rows, records, store, fmt, shard_questions, shuffle_shards, rng)
         write_shard(os.path.join(root, rel), [rows[i]["id"] for i in members], [records[i] for i in members])
         for shard_row, i in enumerate(members):
             rows[i]["activation_shard"], rows[i]["activation_row"] = rel, shard_row
+    write_text_atomic(os.path.join(root, "results.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomic(os.path.join(root, "run_config.json"), json.dumps({
+        "model": "synthetic", "capture_activations": True, "positions": positions,
+        "activation_store": "files" if store == "files" else "shards"}))
+    return root

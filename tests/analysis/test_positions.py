@@ -11,7 +11,7 @@ import collections
 import numpy as np
 import pytest
 import torch
-from position_runs import write_position_run
+from position_runs import save_run, write_position_run
 from sklearn.metrics import roc_auc_score
 
 from activation_eval.analysis import dataset
@@ -202,3 +202,39 @@ def test_a_signal_planted_at_the_answer_is_there_and_not_at_the_last_prompt_toke
     for (position, layer), value in auroc.items():
         if position == "last_prompt" or layer != "layer_2":
             assert abs(value - 0.5) < 0.15, (position, layer)     # 178 questions: chance AUROC's sd is about 0.04
+
+
+# (P, N, positions_kept, answer_positions, {reduction: kept row indices (None: left out)}): captures
+# with token indices keep arbitrary positions, in any order, some twice
+SPARSE = [
+    (3, 7, [0, 1, 2, 3, 5, 5, 7], [4, 5, 6, 7],            # the first answer token (4) is not kept
+     {"answer_first": [3], "answer_mean": [4, 6], "answer_last": [6]}),
+    (3, 7, [0, 1, 2, 5], [4],                               # neither the answer nor P = 3 is kept
+     {"answer_first": None, "answer_mean": None, "answer_last": None}),
+    (3, 8, [2, 9, 6, 4, 4], [4, 5, 6],                      # position order, not record order
+     {"answer_first": [3], "answer_mean": [3, 2], "answer_last": [2]}),
+    (2, 5, [5, 2, 1], [],                                   # no span: P = 2 is row 1
+     {"answer_first": [1], "answer_mean": [1], "answer_last": [1]}),
+]
+
+
+@pytest.mark.parametrize("store", ["files", "shards"])
+def test_sparse_and_repeated_kept_positions(tmp_path, store):
+    rng = np.random.default_rng(3)
+    rows, records = [], []
+    for i, (P, N, kept, span, _) in enumerate(SPARSE):
+        acts = torch.from_numpy(rng.normal(size=(len(kept), 8)).astype(np.float32))
+        rows.append({"id": f"s{i}", "correct": bool(i % 2), "num_prompt_tokens": P, "num_generated_tokens": N,
+                     "answer_positions": span})
+        records.append({"prompt": "p", "response": "r", "activations": {"layer_0": acts}, "positions_kept": kept,
+                        "num_prompt_tokens": P, "num_generated_tokens": N, "grading": {"id": f"s{i}"}})
+    run = save_run(tmp_path / "run", rows, records, store=store, shuffle_shards=True)
+    for reduce in ANSWERS:
+        X, used = load_run_layer(run, "layer_0", reduce)
+        want = [(r, e[reduce]) for r, (*_, e) in zip(records, SPARSE) if e[reduce] is not None]
+        assert len(used) == len(want) == 3
+        for x, (record, picked) in zip(X, want):
+            assert np.array_equal(x, record["activations"]["layer_0"][picked].double().mean(0).float().numpy())
+    _, _, info = load_run_positions(run, ["layer_0"], ANSWERS)
+    assert info["sources"]["answer_first"] == ["fallback", "answer_span", "fallback"]
+    assert info["sources"]["answer_mean"] == ["answer_span", "answer_span", "fallback"] and info["left_out"] == ["s1"]
