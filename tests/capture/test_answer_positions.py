@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from activation_eval.analysis.dataset import load_run_layer
+from activation_eval.analysis.dataset import load_run_layer, load_run_positions, resolve_reduce
 from activation_eval.eval.answering import answer_token_positions
 from activation_eval.store import run_reader
 from helpers import read_rows, run_main
@@ -100,20 +100,30 @@ def test_run_records_answer_positions_that_spell_the_extracted_answer(runs, toke
 
 def test_answer_reductions_pick_the_answer_rows(runs):
     run = runs / "all"
-    X_first, used = load_run_layer(run, "layer_2", reduce="answer_first")
-    X_mean, used_mean = load_run_layer(run, "layer_2", reduce="answer_mean")
-    assert [r["id"] for r in used] == [r["id"] for r in used_mean]
-    assert len(used) >= 3
+    mats, used, info = load_run_positions(run, ["layer_2"], ["answer_first", "answer_mean", "answer_last", "last_prompt"])
+    X_first, used_first = load_run_layer(run, "layer_2", reduce="answer_first")
+    assert [r["id"] for r in used] == [r["id"] for r in used_first] and np.array_equal(X_first, mats["answer_first"]["layer_2"])
+    assert len(used) == len(read_rows(run)) and info["left_out"] == []     # every answer has >= 2 tokens here
+    spans = 0
     for i, row in enumerate(used):
         rec = run_reader.load_activations(run / row["activation_file"])
         acts, kept = rec["activations"]["layer_2"], list(rec["positions_kept"])
-        assert kept == list(range(row["num_prompt_tokens"] + row["num_generated_tokens"] - 1))
-        first = row["answer_positions"][0]
-        np.testing.assert_array_equal(X_first[i], acts[first].numpy())
+        P = row["num_prompt_tokens"]
+        assert kept == list(range(P + row["num_generated_tokens"] - 1))
         rows = [p for p in row["answer_positions"] if p in kept]   # the last token has no activation
-        np.testing.assert_allclose(X_mean[i], acts[rows].double().mean(0).numpy(), rtol=1e-6, atol=1e-7)
-    X_last, _ = load_run_layer(run, "layer_2", reduce="last_prompt")
-    assert not np.allclose(X_last[: len(used)], X_first)
+        if not rows:            # no extracted answer in the response: the first generated token
+            assert {info["sources"][k][i] for k in info["sources"]} == {"fallback"}
+            for k in ("answer_first", "answer_mean", "answer_last"):
+                np.testing.assert_array_equal(mats[k]["layer_2"][i], acts[P].numpy())
+            continue
+        spans += 1
+        assert row["answer_positions"][0] in kept and {info["sources"][k][i] for k in info["sources"]} == {"answer_span"}
+        np.testing.assert_array_equal(mats["answer_first"]["layer_2"][i], acts[row["answer_positions"][0]].numpy())
+        np.testing.assert_array_equal(mats["answer_last"]["layer_2"][i], acts[rows[-1]].numpy())
+        np.testing.assert_allclose(mats["answer_mean"]["layer_2"][i], acts[rows].double().mean(0).numpy(),
+                                   rtol=1e-6, atol=1e-7)
+    assert spans >= 3 and info["counts"]["answer_first"]["answer_span"] == spans
+    assert not np.allclose(mats["last_prompt"]["layer_2"], X_first)
 
 
 def test_answer_reductions_need_generated_positions(runs):
@@ -121,4 +131,6 @@ def test_answer_reductions_need_generated_positions(runs):
     with pytest.raises(ValueError, match="--positions all or generated"):
         load_run_layer(runs / "last", "layer_0", reduce="answer_first")
     with pytest.raises(ValueError, match="reduce must be one of"):
-        load_run_layer(runs / "last", "layer_0", reduce="answer_last")
+        load_run_layer(runs / "last", "layer_0", reduce="answer_final")
+    assert resolve_reduce(runs / "last", "auto")[0] == "last_prompt"
+    assert resolve_reduce(runs / "all", "auto")[0] == "answer_first"
