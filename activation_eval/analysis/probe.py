@@ -149,7 +149,7 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups
             mats, rows, by_position, tests, test_rows = load_block(part)
             for name in part:
                 extra = {p: by_position[p].pop(name) for p in HEATMAP_POSITIONS} if by_position else None
-                X = mats.pop(name)
+                X = extra[position] if extra else mats.pop(name)
                 yield _Layer(name, X, rows, tests.pop(name, None), test_rows, extra)
             if start == 0:
                 copies = (len(HEATMAP_POSITIONS) if heatmap else 1) + (1 if test_dir else 0)
