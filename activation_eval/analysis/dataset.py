@@ -237,12 +237,9 @@ def _record_vectors(record, row, layers, reduces, path):
         if kept is not None and len(layer_kept) != len(kept):
             raise CorruptFileError(f"layers {layers[0]!r} and {name!r} keep different numbers of positions: {path}")
         kept = layer_kept
-    picks = {}
-    for reduce in reduces:
-        pick = _pick_rows(reduce, kept, record, row, path)
-        if pick is None:
-            return None
-        picks[reduce] = pick
+    picks = {reduce: _pick_rows(reduce, kept, record, row, path) for reduce in reduces}   # every one raises as it would alone
+    if any(pick is None for pick in picks.values()):
+        return None
     # copies: a view would keep the record's whole layer tensor alive until np.stack
     return {reduce: ({name: _reduced(t, rows, reduce in _MEAN_REDUCTIONS) for name, t in tensors.items()}, source)
             for reduce, (rows, source) in picks.items()}
@@ -364,7 +361,7 @@ def _shard_run_layers(reader, pairs, layers, reduces, progress):
         for group, plan, shard in zip(groups, plans, read):
             if plan.ok.any():
                 blocks.append(([s for s, keep in zip(group.slots, plan.ok) if keep],
-                               {r: _shard_vectors(shard, plan, r, group) for r in reduces}))
+                               {r: _shard_vectors(shard, plan, r) for r in reduces}))
         slot_to_out = np.cumsum(ok) - 1
         for r in reduces:
             out[r][layer] = _assembled(blocks, r, slot_to_out, int(ok.sum()), layer, run_dir)
@@ -490,6 +487,8 @@ def _answer_plan(reduce, kept_rows, n_prompt, result_rows, path):
     (the first row of each answer position, position order) reduced, else the first generated token."""
     owner, flat, positions, m = kept_rows
     top = int(positions.max(initial=-1))         # an answer position above every kept one has no row
+    if m and top + 1 > 2**62 // m:               # keys (question, position) below would overflow int64
+        raise CorruptFileError(f"the shard's index.positions holds token position {top}: {path}")
     spans = [_answer_span(row, None, path) for row in result_rows]
     spans = [[p for p in (s[:1] if reduce == "answer_first" else s) if 0 <= p <= top] for s in spans]
     span_owner = np.repeat(np.arange(m), [len(s) for s in spans])
@@ -523,7 +522,7 @@ def _answer_plan(reduce, kept_rows, n_prompt, result_rows, path):
     return per_question, sources
 
 
-def _shard_vectors(shard, plan, reduce, group):
+def _shard_vectors(shard, plan, reduce):
     """The float32 [questions kept, hidden] vectors of `reduce` of a shard's layer, as planned."""
     t = shard.tensor
     if t.dim() != 2:

@@ -94,7 +94,8 @@ def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
         run_reader.load_activations(sharded, "no-such-id")
 
 
-@pytest.mark.parametrize("reduce", ["last_prompt", "mean_prompt", "last", 3])
+@pytest.mark.parametrize("reduce", ["last_prompt", "mean_prompt", "last", 3, "answer_first", "answer_mean", "answer_last",
+                                    "auto"])
 def test_load_run_layer_is_equal_on_both_stores(runs, reduce):
     X_f, rows_f = load_run_layer(runs[0], "layer_0", reduce=reduce)
     X_s, rows_s = load_run_layer(runs[1], "layer_0", reduce=reduce)
