@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 from .arrays import run_layers
-from .dataset import load_run_layer, parse_reduce
+from .dataset import load_run_layer, resolve_reduce
 
 
 def _text(value):
@@ -40,7 +40,7 @@ def export_hf(run_dir, out_dir, layers=None, reduce="last_prompt"):
     import pyarrow as pa
 
     run_dir, out_dir = os.fspath(run_dir), os.fspath(out_dir)
-    reduce = parse_reduce(reduce)
+    reduce = resolve_reduce(run_dir, reduce)[0]          # "auto" made concrete: the export names what it holds
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise FileExistsError(f"--export_hf: {out_dir} exists and is not an empty folder; choose another")
     names = list(layers) if layers else run_layers(run_dir)

@@ -54,7 +54,7 @@ import textwrap
 import numpy as np
 
 from .arrays import as_2d, record_meta, run_layers
-from .dataset import load_run_layer
+from .dataset import load_run_layer, resolve_reduce
 
 MAX_LABELLED_POSITIONS = 48  # heatmap: token labels on the axis up to this many positions
 
@@ -330,6 +330,7 @@ def plot_pca(run_dir, path, layer=None, color_by="correct", reduce="last_prompt"
     """
     from sklearn.decomposition import PCA
     layer = layer or default_layer(run_layers(run_dir))
+    reduce = resolve_reduce(run_dir, reduce)[0]              # the title names the concrete position
     X, rows = load_run_layer(run_dir, layer, reduce=reduce, progress=progress)
     if len(rows) < 2:
         raise ValueError(f"PCA needs at least 2 examples; {run_dir} has {len(rows)}")
