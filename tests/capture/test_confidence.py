@@ -73,6 +73,7 @@ def test_figures_match_one_plain_forward(model_with_eos, continuous_batching):
         assert -1e-6 <= record[schema.FIRST_TOKEN_ENTROPY] <= torch.log(torch.tensor(len(tok))).item() + 1e-6
 
 
+@pytest.mark.slow
 def test_both_decoding_paths_give_the_same_figures(model_with_eos):
     model, tok = model_with_eos
     for batch_size in (1, 3, None):
