@@ -7,7 +7,9 @@ This module imports nothing of the project, so every layer may import it.
 Public names:
     ID, SAMPLE, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
     NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS, GRADER_NOTE,
-    ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW          the row keys, one constant each
+    ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW,
+    ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, P_TRUE   the row keys, one constant each
+    CONFIDENCE_FIELDS          the output-confidence keys every generated row has (not P_TRUE: --p_true only)
     LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
     RESULT_FIELDS              the keys every row has, in order
     ResultRow                  a TypedDict of a results row (all keys documented there)
@@ -35,6 +37,11 @@ UNIT = "unit"                  # the key of the planned unit of questions the ro
 LEGACY_UNIT = "batch"          # its name before 2026-12-03 (it never was a generate() batch)
 ACTIVATION_FILE = "activation_file"                        # the file store: a path relative to the run
 ACTIVATION_SHARD, ACTIVATION_ROW = "activation_shard", "activation_row"   # the shard store
+# output confidence of a generated answer (capture/generation.py), from the forward passes that generated it
+ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM = "answer_logprob_mean", "answer_logprob_sum"
+FIRST_TOKEN_ENTROPY = "first_token_entropy"
+P_TRUE = "p_true"              # --p_true: the model's P(True) that its answer is correct (eval/p_true.py)
+CONFIDENCE_FIELDS = (ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY)
 
 RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
                  NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
@@ -62,6 +69,15 @@ class ResultRow(TypedDict, total=False):
     activation_file: str           # the file store: "activations/<name>.<pkl|safetensors>"
     activation_shard: str          # the shard store: "activations/units/<key>.safetensors"
     activation_row: int            # ... and the question's row in that shard
+    # output confidence, on every generated row (not on log-likelihood or error rows). Computed from
+    # the forward passes that generated the answer, under the model's raw distribution (softmax of
+    # the logits at temperature 1, before sampling warpers), over exactly the tokens the record keeps
+    # (output_ids: up to and including the first EOS), in nats:
+    answer_logprob_mean: float     # mean of log p(token | prompt, tokens before) over the answer's tokens
+    answer_logprob_sum: float      # their sum: the log-probability of the whole generated answer
+    first_token_entropy: float     # entropy of the first generated token's distribution
+    p_true: float                  # --p_true: P(True) in [0, 1] that the response is correct, as the model
+                                   # judges it when asked afterwards (Kadavath et al. 2022; eval/p_true.py)
     # log-likelihood multiple choice adds: scoring, style, correct_norm, extracted_norm, correct_bytes,
     # extracted_bytes, choice_logprobs (eval/multiple_choice.py)
 

@@ -5,8 +5,8 @@ tokenizer is a byte-level BPE trained in-process on a few sentences, and every m
 `AutoModelForCausalLM.from_config` with hidden size 64 and 3 layers. `reference` is the independent
 check of captured activations: transformers' own output_hidden_states.
 
-Public names: make_tokenizer, tiny_config, tiny_model, hook_counts, rel_err, reference, run_main,
-read_rows, CORPUS, CHAT_TEMPLATE.
+Public names: make_tokenizer, tiny_config, tiny_model, hook_counts, rel_err, reference, p_true_reference,
+run_main, read_rows, CORPUS, CHAT_TEMPLATE.
 """
 import json
 import os
@@ -109,6 +109,28 @@ def reference(model, record):
     ref = {"embeddings": raw[0][0], "final_norm": tied[-1][0]}
     ref.update({f"layer_{i}": raw[i + 1][0] for i in range(n_layers)})
     return ref
+
+
+def p_true_reference(model, tokenizer, question, response, chat=False, system_prompt=None):
+    """P(True) of Kadavath et al. 2022 from plain unbatched forwards: the prompt written out here,
+    " (A)" / " (B)" (no space after a chat template) split off as lm-eval splits a continuation,
+    log p summed over each continuation's tokens, then pA / (pA + pB)."""
+    prompt = (f"Question: {question}\nProposed Answer: {response}\nIs the proposed answer:\n (A) True\n (B) False\n"
+              f"The proposed answer is:")
+    if chat:
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": prompt}]
+        context = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        context = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+    context_ids = tokenizer(context, add_special_tokens=not chat)["input_ids"]
+    sums = []
+    for target in ("(A)", "(B)") if chat else (" (A)", " (B)"):
+        whole = tokenizer(context + target, add_special_tokens=not chat)["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        sums.append(sum(logprobs[j - 1, whole[j]] for j in range(len(context_ids), len(whole))))
+    return torch.softmax(torch.stack(sums), 0)[0].item()
 
 
 def run_main(*args):

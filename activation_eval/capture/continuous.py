@@ -4,15 +4,19 @@ emitted EOS.
 
 Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
-    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None, pick=None)
-        -> iterator of (index, kept new tokens, (acts, kept) or None), in the order answers finish
+    decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None, pick=None,
+           confidence=True) -> iterator of Finished, in the order answers finish
+    Finished      (index, tokens, captured, logprobs, first_token_entropy): one finished answer
+    token_logprobs(logits, tokens) -> (B,) float32   log p(token) under the raw distribution
+    entropy(logits) -> (B,) float32                  entropy (nats) of the raw distribution
 
 Example:
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
-    >>> for i, tokens, _ in decode(model, ids, width=8, max_new_tokens=16, stop_ids={tok.eos_token_id}, pad_id=0):
-    ...     print(i, len(tokens))                         # a random model: no EOS within 16 tokens
-    0 16
-    1 16
+    >>> for i, tokens, _, logprobs, entropy in decode(model, ids, width=8, max_new_tokens=16,
+    ...                                              stop_ids={tok.eos_token_id}, pad_id=0):
+    ...     print(i, len(tokens), len(logprobs), all(lp <= 0 for lp in logprobs), entropy > 0)   # no EOS in 16
+    0 16 16 True True
+    1 16 16 True True
 
 How: `model.generate` keeps every row of a batch until the longest answer ends (on the built-in
 benchmark, half of the decode slots of a batch of 8 went to rows that had finished). Here the
@@ -26,9 +30,16 @@ the argmax of the last logits, as greedy `generate` picks them (no logits proces
 unsupported_reason), or whatever `pick(logits, prompt indices)` chooses (sampling.Sampler draws
 each prompt's tokens from its own seeded stream, so they do not depend on the batch). The work
 depends only on the prompts and their order, so a run is reproducible bit for bit.
+
+Confidence (confidence=True): from the same logits that choose each token, the log-probability of
+the chosen token and, at an answer's first token, the entropy of the whole next-token distribution,
+both under the model's RAW distribution (softmax of the logits at temperature 1, before any sampling
+warper such as temperature, top-k or top-p), in float32. They reach the host with the step's tokens
+in the step's one device-to-host copy (the float32 bits travel as integers beside the token ids).
 """
 import inspect
 from collections import deque
+from typing import NamedTuple
 
 import torch
 from transformers import DynamicCache, GenerationConfig
@@ -77,22 +88,35 @@ def _cache_argument(model):
     return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
+class Finished(NamedTuple):
+    """One finished answer, as decode yields it."""
+    index: int                    # into decode's prompts
+    tokens: list                  # the generated token ids the record keeps (cut)
+    captured: object              # (acts, kept) from capture.finish, or None without a capture
+    logprobs: list                # log p(token) of each kept token, raw distribution (None: confidence=False)
+    first_token_entropy: float    # entropy (nats) of the first token's raw distribution (None: confidence=False)
+
+
 class _Row:
-    __slots__ = ("index", "slot", "prompt_len", "tokens", "done")
+    __slots__ = ("index", "slot", "prompt_len", "tokens", "done", "logprobs", "entropy")
 
     def __init__(self, index, slot, prompt_len):
         self.index, self.slot, self.prompt_len, self.tokens, self.done = index, slot, prompt_len, [], False
+        self.logprobs, self.entropy = [], None
 
 
 @torch.no_grad()
 def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None,
-           pick=None):
+           pick=None, confidence=True):
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
-    Yields (index into prompts, the generated token ids the record keeps, (acts, kept) from
-    capture.finish or None) as each answer ends. `capture` is a capture.RowCapture with the same
-    width, entered by the caller; `cut(tokens)` is how many of the generated tokens (up to and
-    including the stopping one) the record keeps, e.g. up to its first EOS. A slot is refilled once
+    Yields a Finished (index into prompts, the generated token ids the record keeps, (acts, kept)
+    from capture.finish or None, each kept token's log-probability, the first token's entropy) as
+    each answer ends; the last two are None with confidence=False (they are computed from the
+    logits that pick the tokens, under the raw distribution: see the module docstring).
+    `capture` is a capture.RowCapture with the same width, entered by the caller; `cut(tokens)` is
+    how many of the generated tokens (up to and including the stopping one) the record keeps, e.g.
+    up to its first EOS (the log-probabilities are cut alike). A slot is refilled once
     `refill_at` slots are free (default: a quarter of the width), which batches prefills and cache merges.
     `pick(logits (B, vocab), prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
     """
@@ -112,9 +136,10 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
             new = [_Row(i, free.pop(), len(prompts[i])) for i in
                    [queue.popleft() for _ in range(min(len(free), len(queue)))]]
             new_cache, new_mask, first = _prefill(model, forward, [prompts[r.index][len(prefix):] for r in new],
-                                                  prefix_kv, pad_id, device, capture, new, pick)
-            for row, token in zip(new, first):
-                _add_token(row, token, stop_ids, max_new_tokens)
+                                                  prefix_kv, pad_id, device, capture, new, pick, confidence)
+            for row, (token, logprob, entropy_) in zip(new, first):
+                row.entropy = entropy_
+                _add_token(row, token, logprob, stop_ids, max_new_tokens)
             yield from _finished(new, capture, cut, free)
         if new or any(r.done for r in rows):            # one cache copy for leaving and joining rows
             cache, mask = _merge(cache, mask, rows, new_cache, new_mask, new)
@@ -127,29 +152,57 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)                  # (B, T+1)
         if capture is not None:
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
-        tokens = pick(forward(tokens, mask, positions, cache)[:, 0], [r.index for r in rows])[:, None]   # (B, 1)
-        positions = positions + 1
-        for row, token in zip(rows, tokens[:, 0].tolist()):      # the step's one device sync
-            _add_token(row, token, stop_ids, max_new_tokens)
-        yield from _finished(rows, capture, cut, free)
+        logits = forward(tokens, mask, positions, cache)[:, 0]                                  # (B, vocab)
+        tokens = pick(logits, [r.index for r in rows])                                          # (B,)
+        extras = (token_logprobs(logits, tokens),) if confidence else ()
+        for row, (token, logprob) in zip(rows, _to_host(tokens, *extras, columns=2)):   # the step's one device sync
+            _add_token(row, token, logprob, stop_ids, max_new_tokens)
+        tokens, positions = tokens[:, None], positions + 1                                      # (B, 1)
+        yield from _finished(rows, capture, cut, free, confidence)
 
 
 def _argmax(logits, indices):
     return logits.argmax(-1)
 
 
-def _add_token(row, token, stop_ids, max_new_tokens):
+def token_logprobs(logits, tokens):
+    """log p(tokens[i]) under softmax(logits[i]) (the raw distribution: temperature 1, no warpers),
+    in float32: logits (B, vocab), tokens (B,) -> (B,)."""
+    return logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+
+
+def entropy(logits):
+    """Entropy in nats of softmax(logits[i]) (the raw distribution), in float32: (B, vocab) -> (B,).
+    Tokens of probability 0 (logit -inf) add nothing."""
+    logp = logits.float().log_softmax(-1)
+    return -(logp.exp() * logp).nan_to_num(nan=0.0).sum(-1)
+
+
+def _to_host(tokens, *floats, columns):
+    """Rows of (token, float, ...) on the host, `columns` wide (None where a float is not given), in
+    ONE device-to-host copy: each float32's bits travel as an integer beside the token ids."""
+    parts = [tokens.long()] + [f.float().contiguous().view(torch.int32).long() for f in floats]
+    host = torch.stack(parts, 1).cpu()                                                   # (B, 1 + len(floats))
+    out = [host[:, 0].tolist()] + [host[:, k].to(torch.int32).view(torch.float32).tolist()
+                                   for k in range(1, host.shape[1])]
+    out += [[None] * host.shape[0]] * (columns - len(out))
+    return list(zip(*out))
+
+
+def _add_token(row, token, logprob, stop_ids, max_new_tokens):
     row.tokens.append(token)
+    row.logprobs.append(logprob)
     row.done = token in stop_ids or len(row.tokens) >= max_new_tokens
 
 
-def _finished(rows, capture, cut, free):
+def _finished(rows, capture, cut, free, confidence=True):
     for row in rows:
         if row.done:
             n = cut(row.tokens)
             acts = capture.finish(row.index, row.slot, row.prompt_len, n) if capture is not None else None
             free.append(row.slot)
-            yield row.index, row.tokens[:n], acts
+            yield Finished(row.index, row.tokens[:n], acts, row.logprobs[:n] if confidence else None,
+                           row.entropy if confidence else None)
 
 
 def _shared_prefix(prompts):
@@ -187,9 +240,10 @@ def _prefix_forward(model, forward, prefix, device, capture):
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows, pick=_argmax):
+def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows, pick=_argmax, confidence=True):
     """Forward new prompts (after the shared prefix, whose cache they start from) as one left-padded
-    batch: (cache, mask, first tokens). The mask is [prefix, pads, prompt]; positions skip the pads."""
+    batch: (cache, mask, [(first token, its log-probability, the entropy) per prompt], the last two
+    None without confidence). The mask is [prefix, pads, prompt]; positions skip the pads."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -205,7 +259,10 @@ def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows, 
         layer.update(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
     if capture is not None:
         capture.route_prefill([r.index for r in rows], [width - len(p) for p in prompts])
-    return cache, mask, pick(forward(ids, mask, positions, cache)[:, 0], [r.index for r in rows]).tolist()
+    logits = forward(ids, mask, positions, cache)[:, 0]                                         # (B, vocab)
+    first = pick(logits, [r.index for r in rows])                                               # (B,)
+    extras = (token_logprobs(logits, first), entropy(logits)) if confidence else ()
+    return cache, mask, _to_host(first, *extras, columns=3)
 
 
 def _merge(cache, mask, rows, new_cache, new_mask, new):

@@ -3,7 +3,10 @@ record per prompt.
 
 Public names:
     GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching /
-                              system prompt / temperature, top_p, top_k, seed (sampling; temperature 0 = greedy)
+                              system prompt / temperature, top_p, top_k, seed (sampling; temperature 0 = greedy) /
+                              confidence (each record's answer log-probability and first-token entropy)
+    confidence_fields(logprobs, first_token_entropy) -> {output_logprobs, answer_logprob_mean, answer_logprob_sum,
+                              first_token_entropy}: a record's confidence figures
     model_texts(tokenizer, prompts, use_chat_template, system_prompt=None) -> (texts, add special tokens?)
                               a prompt is a string, or a conversation: [{"role": ..., "content": ...}, ...]
     encode_prompts(tokenizer, prompts, use_chat_template, system_prompt=None) -> BatchEncoding (left-padded)
@@ -12,6 +15,7 @@ Public names:
     iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> (index, record), ...
     decoding_mode(model, tokenizer, settings) -> ("continuous" | "generate", why not continuous)
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
+    OUTPUT_LOGPROBS           "output_logprobs": the record key of each kept token's log-probability
 
 Example:
     >>> records = generate_records(model, tok, ["2+2=?", "Capital of France?"],
@@ -29,10 +33,19 @@ seeded from (seed, keys[i]); keys default to the prompts' indices.
 A record is the dict described in ACTIVATION_CAPTURE_README.md: the seed's keys (prompt, response,
 model, timestamp, input_ids, output_ids, activations) plus layer names, kept positions, dtype, a
 model summary, the generation settings and library versions.
+
+Output confidence (settings.confidence, on by default): every record also holds output_logprobs,
+log p(token | everything before it) of each token it keeps in output_ids (up to and including the
+first EOS), answer_logprob_sum / answer_logprob_mean, their sum / mean, and
+first_token_entropy, the entropy (nats) of the distribution the first generated token was drawn
+from. All three come from the logits of the forward passes that generated the answer, under the
+model's RAW distribution (softmax at temperature 1, before any sampling warper or logits
+processor), in float32; both decoding paths give the same figures.
 """
 import contextlib
 import dataclasses
 import datetime
+import math
 import platform
 
 import jinja2
@@ -43,12 +56,14 @@ import activation_eval
 
 from ..dtypes import FLOAT_DTYPES, float_dtype
 from ..models import uses_chat_template
+from ..schema import ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY
 from . import continuous
 from .hooks import ActivationCapture, find_decoder_layers
 from .row_capture import RowCapture
 from .sampling import Sampler
 
 DTYPE_NAMES = FLOAT_DTYPES            # --activation_dtype names (activation_eval/dtypes.py)
+OUTPUT_LOGPROBS = "output_logprobs"   # a record's per-token log-probabilities (not a results row key)
 
 
 @dataclasses.dataclass
@@ -62,6 +77,7 @@ class GenerationSettings:
     top_p: float = 1.0                  # nucleus sampling mass (1.0: off); needs temperature > 0
     top_k: int = 0                      # keep the k most likely tokens (0: off); needs temperature > 0
     seed: int = 0                       # with the prompt's key, seeds its random stream
+    confidence: bool = True             # answer log-probability and first-token entropy in each record
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -168,6 +184,18 @@ def _generated_length(tokens, eos_ids):
     return len(tokens)
 
 
+def confidence_fields(logprobs, first_token_entropy):
+    """The record's confidence figures from the kept tokens' log-probabilities (raw distribution).
+
+    >>> confidence_fields([-0.5, -1.5, -1.0], 2.25)
+    {'output_logprobs': [-0.5, -1.5, -1.0], 'answer_logprob_mean': -1.0, 'answer_logprob_sum': -3.0, 'first_token_entropy': 2.25}
+    """
+    logprobs = [float(lp) for lp in logprobs]
+    total = math.fsum(logprobs)
+    return {OUTPUT_LOGPROBS: logprobs, ANSWER_LOGPROB_MEAN: total / len(logprobs) if logprobs else None,
+            ANSWER_LOGPROB_SUM: total, FIRST_TOKEN_ENTROPY: float(first_token_entropy)}
+
+
 def model_summary(model):
     config = model.config
     return {"class": type(model).__name__, "model_type": getattr(config, "model_type", None),
@@ -255,11 +283,12 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
         cap = RowCapture(model, capture.layers, capture.positions, capture.torch_dtype(),
                          width=width, max_steps=settings.max_new_tokens - 1)
     with cap if cap is not None else contextlib.nullcontext():
-        for index, tokens, captured in continuous.decode(
-                model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
-                cut=lambda toks: _generated_length(toks, eos_ids), pick=sampler.pick if sampler else None):
-            yield index, _record(tokenizer, prompts[index], torch.tensor(ids[index]), torch.tensor(tokens),
-                                 shared, cap, captured)
+        for done in continuous.decode(model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
+                                      cut=lambda toks: _generated_length(toks, eos_ids),
+                                      pick=sampler.pick if sampler else None, confidence=settings.confidence):
+            confidence = confidence_fields(done.logprobs, done.first_token_entropy) if settings.confidence else None
+            yield done.index, _record(tokenizer, prompts[done.index], torch.tensor(ids[done.index]),
+                                      torch.tensor(done.tokens), shared, cap, done.captured, confidence)
 
 
 def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared):
@@ -271,21 +300,35 @@ def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared
     cap = None
     if capture is not None:
         cap = ActivationCapture(model, capture.layers, capture.positions, capture.torch_dtype())
+    # output_logits: generate's raw per-step logits (before its logits processors), for the confidence figures
+    extra = {"output_logits": True, "return_dict_in_generate": True} if settings.confidence else {}
     with cap if cap is not None else contextlib.nullcontext():
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs).cpu()
-    return _batch_records(tokenizer, prompts, batch, output, _eos_ids(model, tokenizer), shared, cap)
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **{**kwargs, **extra})
+    sequences = output.sequences if settings.confidence else output                      # (B, P_pad + N)
+    steps = _step_confidence(output.logits, sequences[:, input_ids.shape[1]:]) if settings.confidence else None
+    return _batch_records(tokenizer, prompts, batch, sequences.cpu(), _eos_ids(model, tokenizer), shared, cap, steps)
 
 
-def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap):
-    """Records from one generate call's output (B, P_pad + N) and its capture; releases the capture."""
+def _step_confidence(logits, new_tokens):
+    """(log p of each generated token (B, N), the first token's entropy (B,)) on the host, from
+    generate's raw logits (one (B, vocab) tensor per step), a step at a time (no (B, N, vocab) copy)."""
+    logprobs = torch.stack([continuous.token_logprobs(step, new_tokens[:, t]) for t, step in enumerate(logits)], 1)
+    return logprobs.cpu(), continuous.entropy(logits[0]).cpu()
+
+
+def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap, steps=None):
+    """Records from one generate call's output (B, P_pad + N) and its capture; releases the capture.
+    `steps`: (log-probabilities (B, N), first-token entropies (B,)) of the generated tokens, or None."""
     width = batch["input_ids"].shape[1]
     pads = [int((batch["attention_mask"][row] == 0).sum()) for row in range(len(prompts))]
     gen_lens = [_generated_length(output[row, width:], eos_ids) for row in range(len(prompts))]
+    confidence = [None] * len(prompts) if steps is None else [
+        confidence_fields(steps[0][row, :gen_lens[row]].tolist(), steps[1][row]) for row in range(len(prompts))]
     # layer by layer for the whole batch: the activations are held about once, not twice
     captured = cap.batch_activations(pads, [width - pad for pad in pads], gen_lens, width) if cap is not None else None
     records = [_record(tokenizer, prompt, batch["input_ids"][row, pads[row]:].clone(),
                        output[row, width:width + gen_lens[row]].clone(), shared, cap,
-                       captured[row] if cap is not None else None)
+                       captured[row] if cap is not None else None, confidence[row])
                for row, prompt in enumerate(prompts)]
     if cap is not None:
         cap.release()
@@ -306,12 +349,14 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
     return shared
 
 
-def _record(tokenizer, prompt, input_ids, output_ids, shared, cap, captured):
-    """One record: the seed's keys, token counts, shared fields and (with a capture) activations."""
+def _record(tokenizer, prompt, input_ids, output_ids, shared, cap, captured, confidence=None):
+    """One record: the seed's keys, token counts, shared fields, the confidence figures (a dict, or
+    None) and (with a capture) activations."""
     timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {"prompt": prompt, "response": tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
               "model": shared["model"], "timestamp": timestamp, "input_ids": input_ids, "output_ids": output_ids,
-              **shared, "num_prompt_tokens": len(input_ids), "num_generated_tokens": len(output_ids)}
+              **shared, "num_prompt_tokens": len(input_ids), "num_generated_tokens": len(output_ids),
+              **(confidence or {})}
     if cap is not None:
         acts, kept = captured
         record.update(activations=acts, layer_names=list(cap.names), positions=cap.positions,

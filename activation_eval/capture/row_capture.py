@@ -11,7 +11,8 @@ Example:
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
     >>> with RowCapture(model, layers=[0, -1], width=2, max_steps=7) as cap:     # max_new_tokens - 1 steps
     ...     answers = list(decode(model, ids, 2, 8, {tok.eos_token_id}, tok.pad_token_id, capture=cap))
-    >>> i, tokens, (acts, kept) = answers[0]              # from cap.finish(...) of the first answer to end
+    >>> first = answers[0]                                # the first answer to end (a continuous.Finished)
+    >>> i, tokens, (acts, kept) = first.index, first.tokens, first.captured     # captured: from cap.finish(...)
     >>> list(acts), acts["layer_2"].shape == (len(ids[i]) + len(tokens) - 1, 64), kept[:3]
     (['layer_0', 'layer_2'], True, [0, 1, 2])
 """

@@ -18,7 +18,9 @@ Example:
     geo-003 ['Rome'] False 4
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
-extracted, correct, grader, num_prompt_tokens, num_generated_tokens}, plus "system_prompt" when
+extracted, correct, grader, num_prompt_tokens, num_generated_tokens, answer_logprob_mean,
+answer_logprob_sum, first_token_entropy (the output confidence: see schema.ResultRow; absent when
+settings.confidence is off)}, plus "system_prompt" when
 settings has one and `sample` for rows that carry one (runner.with_samples). `prompt` is the exact
 text asked (with few-shot examples; see prompts.prompt_of), before the system prompt and chat
 template that generation applies. A row without a gold answer (a bare question) is ungraded:
@@ -31,7 +33,7 @@ its batch.
 import re
 
 from ..capture.generation import iter_records
-from ..schema import RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
+from ..schema import CONFIDENCE_FIELDS, RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
 from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
@@ -63,7 +65,8 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         row = rows[index]
         verdict = grade(record["response"], row) if has_gold(row) else _UNGRADED
         result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
-                              record["num_generated_tokens"], system_prompt)
+                              record["num_generated_tokens"], system_prompt,
+                              **{k: record[k] for k in CONFIDENCE_FIELDS if k in record})
         if row.get("sample") is not None:
             record["sample"] = row["sample"]
         record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",

@@ -50,7 +50,7 @@ from inspect_ai.model import (
     ModelUsage,
 )
 
-from ..capture.generation import CaptureSettings, GenerationSettings, generate_records
+from ..capture.generation import OUTPUT_LOGPROBS, CaptureSettings, GenerationSettings, confidence_fields, generate_records
 from ..capture.hooks import resolve_layers
 from ..models import load_model
 from . import inspect_run
@@ -252,7 +252,8 @@ def _ends_with_eos(model, tokenizer, record):
 
 def _cut_at_stop(record, tokenizer, stop):
     """Cut a record after the token that completes its first stop sequence: output ids, response,
-    and the activations of positions past the last fed token (P + n - 2)."""
+    the confidence figures (over the kept tokens) and the activations of positions past the last
+    fed token (P + n - 2)."""
     ids = record["output_ids"]
     n = _stop_length(tokenizer, ids.tolist(), list(stop))
     if n >= len(ids):
@@ -260,6 +261,8 @@ def _cut_at_stop(record, tokenizer, stop):
     record["output_ids"] = ids[:n].clone()
     record["num_generated_tokens"] = n
     record["response"] = tokenizer.decode(record["output_ids"], skip_special_tokens=True).strip()
+    if OUTPUT_LOGPROBS in record:
+        record.update(confidence_fields(record[OUTPUT_LOGPROBS][:n], record["first_token_entropy"]))
     if "activations" in record:
         last = len(record["input_ids"]) + n - 2
         keep = [i for i, p in enumerate(record["positions_kept"]) if p <= last]

@@ -154,6 +154,11 @@ class RunConfig:
                              "cloze (ARC, HellaSwag) = the prompt does not list them ('Question: ...\nAnswer:'), "
                              "each choice's text is scored", resume=True, choices=MC_STYLES,
                              default_text="mmlu, or cloze when --prompt_template has no {choices}")
+    p_true: bool = _setting(False, _D, "after each unit of questions is answered, ask the model whether each proposed "
+                            "answer is correct (Kadavath et al. 2022: 'Question: ...\nProposed Answer: ...\nIs the "
+                            "proposed answer:\n (A) True\n (B) False\nThe proposed answer is:'), score ' (A)' and "
+                            "' (B)' by log-likelihood, and record P(True) = pA / (pA + pB) as p_true in each row. "
+                            "Costs one scoring forward per answer", resume=True)
     # output
     output_dir: str = _setting(None, _O, "run folder", metavar="DIR", default_text="results/<timestamp>")
     resume: bool = _setting(False, _O, "continue the run in --output_dir, skipping answered questions")

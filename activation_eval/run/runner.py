@@ -47,6 +47,8 @@ unless all its rows carry its key. A run thus gives the same rows and records ho
 was interrupted and however many processes answered it. Rows (and record files) are written as
 each question finishes; with --activation_store shards finished units' records are held until
 they fill a shard (--shard_size_mb, see run/shard_buffer.py), then written, then their rows.
+With --p_true a unit's rows wait until the unit is answered: the model is then asked about each
+answer (eval/p_true.py, no capture) and the rows are written with their p_true.
 """
 import ctypes
 import functools
@@ -64,6 +66,7 @@ from ..capture.generation import prompt_lengths
 from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
 from ..eval.multiple_choice import iter_choice_scores
+from ..eval.p_true import add_p_true
 from ..eval.prompts import prompt_of, with_prompts
 from ..models import load_model
 from ..store import run_folder
@@ -231,14 +234,24 @@ def _run(config, procs):
                                                                             config.system_prompt)])
                 bar.update(1)
                 continue
+            answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
             for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
                 if buffer is not None:
-                    buffer.add(result, record, key)
+                    buffer.add(result, record, key)            # its row is written with its shard, below
                 else:
-                    run_folder.append_results(results_path, [_save_record(config, result, record, key)])
+                    result = _save_record(config, result, record, key)
+                    if not config.p_true:
+                        run_folder.append_results(results_path, [result])
+                answered.append(result)
                 del record
                 _trim_heap()
                 bar.update(1)
+            if config.p_true:
+                # after the unit, not per question: its answers are scored in batches; a crash before the
+                # rows are written leaves the unit without rows, and --resume answers it again whole
+                add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
+                if buffer is None:
+                    run_folder.append_results(results_path, answered)
             if buffer is not None and buffer.full():
                 run_folder.append_results(results_path, buffer.flush())
             distributed.crash_point(procs.rank, n)

@@ -139,6 +139,14 @@ def test_shard_store_and_stop_sequences(model, tiny_dir, tmp_path):
     (row, record), = reader.records()
     assert record["output_ids"].tolist() == answer[:first].tolist() and row["num_generated_tokens"] == first
     assert stop in row["response"]
+    # the confidence figures cover the kept tokens only (one plain forward as the reference)
+    kept = answer[:first]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model[0](torch.cat([ids, kept])[None]).logits[0].double(), -1)
+    want = [logprobs[len(ids) - 1 + j, t].item() for j, t in enumerate(kept.tolist())]
+    assert record["output_logprobs"] == pytest.approx(want, abs=2e-5)
+    assert record["answer_logprob_sum"] == pytest.approx(sum(want), abs=2e-5 * first)
+    assert record["answer_logprob_mean"] == pytest.approx(sum(want) / first, abs=2e-5)
     ref = reference(model[0], record)
     assert record["positions_kept"] == list(range(len(ids) + first - 1))
     for name in ("layer_0", "layer_2"):
