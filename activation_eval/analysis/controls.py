@@ -38,8 +38,10 @@ import functools
 
 import numpy as np
 
+from .. import schema
+
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
-CONFIDENCE_FIELDS = ("answer_logprob_mean", "answer_logprob_sum", "first_token_entropy", "p_true")
+CONFIDENCE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)      # the row keys, one control each
 OUTPUT_CONTROLS = CONFIDENCE_FIELDS + ("output_confidence",)
 CONTROL_NAMES = INPUT_CONTROLS + OUTPUT_CONTROLS
 LENGTH_FIELDS = ("num_prompt_tokens", "num_generated_tokens")
