@@ -26,7 +26,9 @@ Public names:
 tpr_at_fpr and fpr_at_tpr are nan when a resample lacks a class (the rate is undefined), weighted_auprc
 when it lacks positives (with no negatives the precision is 1 everywhere and AP = 1); Brier and ECE
 need no class balance. percentile_interval skips the nan resamples. ECE is biased upward (binning
-noise adds to every gap), in a resample more so: its interval tends to sit above the value.
+noise adds to every gap), in a resample more so, so its percentile interval tends to sit above the
+value; ECE gets the basic (reverse-percentile) bootstrap interval [2v - q_hi, 2v - q_lo] instead,
+which corrects that shift, clipped to [0, 1] (its "interval" key says "basic").
 
 Example:
     >>> proba = np.array([.9, .8, .7, .6, .3, .2])
@@ -194,7 +196,11 @@ def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=
            "n_negative": n - n_positive, "n_boot": n_boot,
            "n_clusters": n if clusters is None else len(np.unique(clusters)), "level": level}
     for k, v in values.items():
-        out[k] = {"value": v, "ci": percentile_interval(np.concatenate(draws[k]), level)}
+        lo, hi = percentile_interval(np.concatenate(draws[k]), level)
+        if k == "ece":         # biased upward: the basic interval, see the module docstring
+            out[k] = {"value": v, "ci": [max(0.0, 2 * v - hi), min(1.0, 2 * v - lo)], "interval": "basic"}
+        else:
+            out[k] = {"value": v, "ci": [lo, hi]}
     note = _notes(n_positive, n - n_positive)
     if note:
         out["note"] = note

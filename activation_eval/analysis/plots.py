@@ -570,7 +570,7 @@ def plot_probe(result, path, positions=True):
     top.set_ylim(0, 1.02)
     top.set_ylabel(f"AUROC ({result.get('auroc_kind') or 'binary'})")
     top.grid(alpha=0.3)
-    top.set_title(_probe_title(result), fontsize=10)
+    top.set_title(_wrap(_probe_title(result), int((width - 4) * 13)), fontsize=10)   # the legends take ~4 in
     _selectivity_panel(bottom, x, result)
     verdict = result.get("verdict")
     marks = [(verdict, "C1", "-", "verdict")]
@@ -589,6 +589,11 @@ def plot_probe(result, path, positions=True):
         _position_panel(axes[2], *pos, result)
     _layer_axis(axes[-1], names)
     return _save(fig, path)
+
+
+def _wrap(text, chars):
+    """Each line of `text` wrapped at `chars` characters: a title wider than its axes is cut off."""
+    return "\n".join(textwrap.fill(line, max(40, chars)) for line in text.split("\n"))
 
 
 def _probe_title(result):
@@ -729,9 +734,10 @@ def _position_panel(ax, positions, values, result):
     ax.set_yticklabels([p + (" (main sweep)" if p == main else "") for p in positions], fontsize=8)
     ax.set_ylabel("position")
     grid = result["positions"]
-    ax.set_title(f"probe AUROC by token position (n={grid.get('n')} questions that have every position; "
-                 f"{level_label(grid.get('level'))} intervals in the JSON / report); colour: white = 0.5 (chance), "
-                 f"red above, blue below", fontsize=9)
+    chars = int(ax.get_figure().get_size_inches()[0] * 14) - 56     # the legends' width, as above the axes
+    ax.set_title(_wrap(f"probe AUROC by token position (n={grid.get('n')} questions that have every position; "
+                       f"{level_label(grid.get('level'))} intervals in the JSON / report); colour: white = 0.5 "
+                       f"(chance), red above, blue below", chars), fontsize=9)
 
 
 @_plain_text
