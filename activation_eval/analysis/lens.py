@@ -226,15 +226,24 @@ def _group_curves(questions, names, n_resamples, seed):
     for name in names:
         out[name] = {}
         for group, qs in members.items():
-            ranks = np.array([q["layers"][name]["rank"] for q in qs if "rank" in q["layers"][name]], dtype=float)
-            probs = np.array([q["layers"][name]["prob"] for q in qs if "prob" in q["layers"][name]])
-            out[name][group] = {
+            ranked = [q for q in qs if "rank" in q["layers"][name]]
+            ranks = np.array([q["layers"][name]["rank"] for q in ranked], dtype=float)
+            with_prob = [q for q in qs if "prob" in q["layers"][name]]
+            probs = np.array([q["layers"][name]["prob"] for q in with_prob])
+            out[name][group] = {       # a question's samples resampled together (clusters = ids)
                 "n": int(ranks.size),
                 "median_rank": float(np.median(ranks)) if ranks.size else None,
-                "median_rank_ci": bootstrap_ci(ranks, np.median, n_resamples, seed=seed),
+                "median_rank_ci": bootstrap_ci(ranks, np.median, n_resamples, seed=seed,
+                                               clusters=_cluster_keys(ranked)),
                 "mean_prob": float(probs.mean()) if probs.size else None,
-                "mean_prob_ci": bootstrap_ci(probs, np.mean, n_resamples, seed=seed)}
+                "mean_prob_ci": bootstrap_ci(probs, np.mean, n_resamples, seed=seed,
+                                             clusters=_cluster_keys(with_prob))}
     return out
+
+
+def _cluster_keys(questions):
+    """The question id of each row (a row without one is its own cluster)."""
+    return [("row", i) if q["id"] is None else q["id"] for i, q in enumerate(questions)]
 
 
 def _stratified_curves(questions, names, strata, n_resamples, seed, by):
@@ -245,7 +254,7 @@ def _stratified_curves(questions, names, strata, n_resamples, seed, by):
         cells = [q["layers"][name] for q in questions]
         columns[name, "log_rank"] = [np.log(c["rank"]) if "rank" in c else np.nan for c in cells]
         columns[name, "prob"] = [c.get("prob", np.nan) for c in cells]
-    ids = [("row", i) if q["id"] is None else q["id"] for i, q in enumerate(questions)]
+    ids = _cluster_keys(questions)
     res = stratified_differences(columns, [q["correct"] for q in questions], strata, n_boot=n_resamples,
                                  seed=seed, clusters=ids, by=by)
     return {name: {"log_rank": res[name, "log_rank"], "prob": res[name, "prob"]} for name in names}

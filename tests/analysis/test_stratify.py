@@ -157,3 +157,18 @@ def test_row_strata():
         row_strata(rows, "nope")
     with pytest.raises(ValueError, match="statistic"):
         stratified_difference([1, 2], [True, False], statistic="mode")
+
+
+def test_bootstrap_ci_draws_whole_questions():
+    """Four identical samples per question: the clustered interval is the one-sample-per-question
+    interval, the row bootstrap's is far narrower (it counts 4n rows as independent)."""
+    from activation_eval.analysis.intervals import bootstrap_ci
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=40)
+    single = bootstrap_ci(values, np.mean, 2000, seed=1)
+    repeated = np.repeat(values, 4)
+    clustered = bootstrap_ci(repeated, np.mean, 2000, seed=1, clusters=np.repeat(np.arange(40), 4))
+    rows = bootstrap_ci(repeated, np.mean, 2000, seed=1)
+    width = lambda ci: ci[1] - ci[0]                         # noqa: E731
+    assert width(clustered) == pytest.approx(width(single), rel=0.15)
+    assert width(rows) < 0.65 * width(clustered)
