@@ -184,9 +184,13 @@ def _probe_rows(res):
 
 
 def _probe_section(run_dir, layers):
+    from ..store.run_reader import read_run_rows
     from .probe import probe_run
     try:
-        res = probe_run(run_dir, **({"layers": layers} if layers else {}))
+        # transfer across categories when the run has several (the field asks whether a probe generalises)
+        cats = [r.get("category") for r in read_run_rows(run_dir)]
+        several = None not in cats and len(set(map(str, cats))) > 1
+        res = probe_run(run_dir, transfer="category" if several else None, **({"layers": layers} if layers else {}))
         return _probe_html(res)
     except Exception as exc:  # noqa: BLE001 - the report still shows everything else
         return "<h2>Probe</h2>" + _failed("The probe", exc)
