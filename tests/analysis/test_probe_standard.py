@@ -51,6 +51,9 @@ def test_correctness_explained_by_logprob_is_no_evidence_and_names_that_control(
     y = np.array([r["correct"] for r in rows])
     raw = roc_auc_score(y, [r["answer_logprob_mean"] for r in rows])
     assert abs(res["controls"]["answer_logprob_mean"]["auroc"] - raw) < 0.02
+    from activation_eval.analysis.cli import _text_probe
+    verdict = next(line for line in _text_probe(res).splitlines() if line.startswith("verdict:"))
+    assert NO_EVIDENCE in verdict and f"best control {res['best_control']}, output side" in verdict
 
 
 def test_without_confidence_fields_only_input_controls_with_a_note():
