@@ -294,14 +294,6 @@ def _text_probe(res):
     return "\n\n".join(out)
 
 
-def _fmt_ci(value, ci, fmt="{:.3g}"):
-    if value is None:
-        return "-"
-    if not ci or ci[0] is None:
-        return fmt.format(value)
-    return f"{fmt.format(value)} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-
-
 def _text_lens(res):
     groups = ("correct", "incorrect")
     rows = []
@@ -311,8 +303,8 @@ def _text_lens(res):
             tok, _ = q["layers"][name]["top"][0]
             top[tok] = top.get(tok, 0) + 1
         common = max(top, key=top.get)
-        rows.append([name] + [_fmt_ci(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in groups]
-                    + [_fmt_ci(v[g]["mean_prob"], v[g]["mean_prob_ci"], "{:.3f}") for g in groups]
+        rows.append([name] + [_ci(v[g]["median_rank"], v[g]["median_rank_ci"], "{:.0f}") for g in groups]
+                    + [_ci(v[g]["mean_prob"], v[g]["mean_prob_ci"], "{:.3f}") for g in groups]
                     + [f"{common!r} ({top[common]}/{len(res['questions'])})"])
     n = {g: res["layers"][res["layer_names"][0]][g]["n"] for g in groups}
     return "\n".join([

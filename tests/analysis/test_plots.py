@@ -14,19 +14,6 @@ from activation_eval.store import records as storage
 LAYERS = ["embeddings", "layer_0", "layer_1", "final_norm"]
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Capture every figure a plot function saves (it is still written to disk)."""
-    saved = []
-    real = plots._save
-
-    def keep(fig, path):
-        saved.append(fig)
-        return real(fig, path)
-    monkeypatch.setattr(plots, "_save", keep)
-    return saved
-
-
 def sink_record(n_pos=40, hidden=32, seed=0):
     """Ordinary positions of norm ~ scale, and one attention-sink position of norm ~2.5e4."""
     g = torch.Generator().manual_seed(seed)

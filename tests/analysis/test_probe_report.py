@@ -160,19 +160,6 @@ def ci3(v, ci, sign=""):
     return f"{f.format(v)} [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure a plot function saves (it is still written to disk)."""
-    saved = []
-    real = plots._save
-
-    def keep(fig, path):
-        saved.append(fig)
-        return real(fig, path)
-    monkeypatch.setattr(plots, "_save", keep)
-    return saved
-
-
 def texts(fig):
     return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
 
