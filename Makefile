@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	ACTIVATION_EVAL_VIA_MAKE=1 $(PY) main.py --capture_activations --positions last_prompt $(ARGS)
+	ACTIVATION_EVAL_VIA_MAKE=1 $(PY) main.py --capture_activations --positions answer $(ARGS)
 
 # what `make run` prints as the next step, e.g. make analyze ARGS='--probe results/<timestamp>'
 .PHONY: analyze

@@ -107,7 +107,8 @@ def generate_inference_with_activations(prompt, model=None, save_path=None, laye
 
     save_path: write the record at once (.pkl or .safetensors, by extension).
     layers_to_capture: None (embeddings + every decoder layer), names, ints or module paths.
-    positions: "all", "prompt", "generated", "last_prompt" or a list of absolute token indices.
+    positions: "all", "prompt", "generated", "last_prompt", "answer" (the last prompt token and the
+        generated tokens) or a list of absolute token indices.
     """
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
     settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)

@@ -115,7 +115,7 @@ def _check_sampling(settings):
 @dataclasses.dataclass
 class CaptureSettings:
     layers: object = None        # None: embeddings + every decoder layer; names, ints, module paths
-    positions: object = "all"    # all / prompt / generated / last_prompt / list of ints
+    positions: object = "all"    # all / prompt / generated / last_prompt / answer / list of ints
     dtype: object = None         # activation dtype; None: the model's dtype
 
     def torch_dtype(self):

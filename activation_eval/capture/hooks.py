@@ -30,7 +30,7 @@ generated token is never fed back and has no activation.
 import torch
 
 from .layers import CaptureError, find_decoder_layers, find_final_norm, layer_names, resolve_layers  # noqa: F401
-from .positions import POSITION_MODES, kept_positions, parse_positions  # noqa: F401
+from .positions import POSITION_MODES, kept_positions, parse_positions, prompt_rows  # noqa: F401
 
 __all__ = ["ActivationCapture", "to_cpu", "CaptureError", "find_decoder_layers", "find_final_norm", "layer_names",
            "resolve_layers", "POSITION_MODES", "parse_positions", "kept_positions"]
@@ -65,6 +65,7 @@ class ActivationCapture:
         self._calls = {name: 0 for name in self.names}
         self._open = {}                                      # name -> _StepBuffer of one-token CPU steps
         self._prompt_only = self.positions in ("prompt", "last_prompt")
+        self._prompt_rows = prompt_rows(self.positions)   # "all" | "last" | "none" rows of the prompt call
         self._joined = {}
 
     def _hook_targets(self):
@@ -130,12 +131,12 @@ class ActivationCapture:
             if hidden.dim() == 3 and hidden.shape[1] == 1 and hidden.is_cpu:
                 self._open_step_buffer(name, hidden, buf)
                 return
-        elif self.positions == "generated":
+        elif self._prompt_rows == "none":
             # keep only the shape, so a 1-token answer still yields an empty (0, hidden) tensor
             self._steps[name].append(hidden.new_empty((hidden.shape[0], 0, hidden.shape[-1])))
             return
         hidden = hidden.detach()
-        if self.positions == "last_prompt":
+        if self._prompt_rows == "last" and not call:
             hidden = hidden[:, -1:]                          # do not keep the whole prompt alive
         self._close(name)
         # a copy: a later module may write into this output in place (tests/test_continuous.py)
@@ -157,9 +158,7 @@ class ActivationCapture:
 
     def _offset(self, prompt_width):
         """Padded index of the first stored position."""
-        if self.positions == "last_prompt":
-            return prompt_width - 1
-        return prompt_width if self.positions == "generated" else 0
+        return {"last": prompt_width - 1, "none": prompt_width}.get(self._prompt_rows, 0)
 
     def joined(self, name):
         """All stored steps of one layer as one CPU tensor (B, S, H), in the capture dtype."""

@@ -23,7 +23,8 @@ logits only for the last max-continuation-length positions).
 Records: the generation record's keys (ACTIVATION_CAPTURE_README.md) with input_ids = the context
 ids, output_ids empty (nothing is generated), response "", and: continuations, continuation_ids,
 choice_logprobs (sums), choice_token_logprobs, choice_num_tokens. Activations cover the prompt
-only: positions "all" and "prompt" keep 0 .. P-1, "last_prompt" P-1, ints index 0 .. P-1; the
+only: positions "all" and "prompt" keep 0 .. P-1, "last_prompt" and "answer" P-1 (nothing is
+generated: the answer positions are the last prompt token alone), ints index 0 .. P-1; the
 prompt's positions are the same in every continuation's row (causal attention), and are taken
 from the first one.
 """
@@ -63,7 +64,8 @@ class PromptCapture(ActivationCapture):
     def __init__(self, model, layers, positions, dtype, rows):
         super().__init__(model, layers, positions, dtype)
         if self.positions == "generated":
-            raise ValueError("positions 'generated': scoring generates nothing; use prompt, last_prompt, all or ints")
+            raise ValueError("positions 'generated': scoring generates nothing; use prompt, last_prompt, "
+                             "answer (= last_prompt), all or ints")
         self._rows = rows                                   # LongTensor of batch rows to keep
         self._rows_on = {}
 

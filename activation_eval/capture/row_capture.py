@@ -80,12 +80,12 @@ class RowCapture(ActivationCapture):
         hidden = hidden.detach()
         kind, who, pads = route
         if kind == "prefix":
-            if self.positions not in ("generated", "last_prompt"):
+            if self._prompt_rows == "all":                   # "last": each prompt has a token after the prefix
                 self._prefix[name] = hidden[0].clone()
-        elif self.positions != "generated":
+        elif self._prompt_rows != "none":
             # copies, not views: a later module may write into this output in place (the copy is
             # ~0.1% of a call), and a view would keep the whole batch's output alive
-            last = self.positions == "last_prompt"
+            last = self._prompt_rows == "last"
             for row, (question, pad) in enumerate(zip(who, pads)):
                 self._prompts.setdefault(question, {})[name] = (hidden[row, -1:] if last else hidden[row, pad:]).clone()
 

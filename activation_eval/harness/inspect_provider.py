@@ -73,7 +73,7 @@ class ActivationEvalAPI(ModelAPI):
     -M arguments:
       output_dir           the run folder to write (required; must not hold a run already)
       layers               names, ints or module paths (list or "0;-1"); default embeddings + every layer
-      positions            all (default) | prompt | generated | last_prompt | list of indices
+      positions            all (default) | prompt | generated | last_prompt | answer | list of indices
       activation_store     files (one record file per sample) | shards (shards per task)
       activation_dtype     float32 | bfloat16 | float16 (default: the model's)
       activation_format    pkl | safetensors (the file store's format)

@@ -33,9 +33,9 @@ What is kept, per request (lm-eval Instance), in memory until `write_run`:
                   tokens) are by default the context's last token and the continuation tokens that
                   are fed back, P-1 .. P+N-2: the N positions whose outputs score the N tokens (the
                   last continuation token is never an input). positions=all/prompt/last_prompt/
-                  generated/ints mean what they mean for generation, the continuation playing the
-                  generated tokens. Requests HFLM answers from one row (its one-token logits
-                  cache) are each given that row's positions.
+                  generated/answer/ints mean what they mean for generation, the continuation playing
+                  the generated tokens (answer = P-1 .. P+N-2, the default). Requests HFLM answers
+                  from one row (its one-token logits cache) are each given that row's positions.
   generate_until  as main.py: left-padded batch under ActivationCapture (default positions "all"),
                   each row cut where lm-eval's stop sequences (or EOS) end its answer.
   loglikelihood_rolling  HFLM's, without capture (the row has the log-likelihood, no record).

@@ -173,7 +173,8 @@ class RunConfig:
     layers: str = _setting(None, _C, "comma-separated names, indices or module paths, e.g. "
                            "embeddings,0,5,-1,final_norm", resume=True, metavar="LIST",
                            default_text="embeddings and every decoder layer")
-    positions: str = _setting("all", _C, "all, prompt, generated, last_prompt, or token indices like 0,5,-1",
+    positions: str = _setting("all", _C, "all, prompt, generated, last_prompt, answer (the last "
+                              "prompt token and the generated tokens), or token indices like 0,5,-1",
                               resume=True, metavar="MODE")
     activation_dtype: str = _setting(None, _C, "dtype of the saved activations", resume=True,
                                      choices=tuple(DTYPE_NAMES), default_text="the model's dtype")
@@ -271,7 +272,7 @@ class RunConfig:
                                "do not apply (drop them, or use --mc_scoring generate)")
             if self.positions == "generated":
                 raise RunError("--mc_scoring loglikelihood captures the prompt only: use --positions prompt, "
-                               "last_prompt, all (= prompt) or prompt token indices")
+                               "last_prompt, answer (= last_prompt), all (= prompt) or prompt token indices")
         elif self.num_samples > 1 and not self.temperature:
             raise RunError(f"--num_samples {self.num_samples} with greedy decoding gives the same answer "
                            f"{self.num_samples} times: add --temperature (e.g. 0.7) to sample")

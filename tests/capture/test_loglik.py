@@ -40,7 +40,7 @@ def model(request, tokenizer):
     return tiny_model(request.param, tokenizer)
 
 
-@pytest.mark.parametrize("positions", ["all", "last_prompt", [0, -1]])
+@pytest.mark.parametrize("positions", ["all", "last_prompt", "answer", [0, -1]])
 def test_choice_logprobs_and_prompt_activations_equal_an_unbatched_reference(model, positions):
     model, tok = model
     capture = CaptureSettings(layers=["embeddings", 0, -1, "final_norm"], positions=positions)
@@ -62,7 +62,7 @@ def test_choice_logprobs_and_prompt_activations_equal_an_unbatched_reference(mod
         assert record["input_ids"].tolist() == tok(format_question(row, style="cloze"))["input_ids"]
         assert record["output_ids"].numel() == 0 and record["choice_logprobs"] == result["choice_logprobs"]
         P = len(record["input_ids"])
-        expected = {"all": list(range(P)), "last_prompt": [P - 1]}[positions] if isinstance(positions, str) \
+        expected = {"all": list(range(P)), "last_prompt": [P - 1], "answer": [P - 1]}[positions] if isinstance(positions, str) \
             else [0, P - 1]
         assert record["positions_kept"] == expected
         hidden = reference(model, record)
