@@ -179,7 +179,7 @@ def _finish(run_dir, reduces, matrices, used, sources, left_out):
     if not used:
         raise ValueError(f"no question of {run_dir} has a kept answer position or first generated token "
                          f"(reduce={'/'.join(answers)}): answer positions are recorded when generated tokens are "
-                         f"captured (main.py --capture_activations --positions all or generated)")
+                         f"captured (main.py --capture_activations --positions answer, all or generated)")
     counts = {r: {ANSWER_SPAN: sources[r].count(ANSWER_SPAN), FALLBACK: sources[r].count(FALLBACK),
                   "left_out": len(left_out)} for r in answers}
     for r in answers:

@@ -162,7 +162,7 @@ def test_auto_follows_what_the_run_captured(tmp_path, store):
     assert [r["id"] for r in rows] == [r["id"] for r in truth.rows]
     assert all(np.array_equal(x, truth.acts[r["id"]]["layer_0"][r["num_prompt_tokens"] - 1]) for x, r in zip(X, rows))
     assert resolve_reduce(prompt, "mean_prompt") == ("mean_prompt", "reduce='mean_prompt' as asked")
-    with pytest.raises(ValueError, match="--positions all or generated"):       # no generated position kept
+    with pytest.raises(ValueError, match="--positions answer, all or generated"):       # no generated position kept
         load_run_layer(prompt, "layer_0", "answer_last")
     with pytest.raises(ValueError, match="no row for token position"):          # --positions generated
         load_run_positions(generated, ["layer_0"])

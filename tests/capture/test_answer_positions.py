@@ -128,7 +128,7 @@ def test_answer_reductions_pick_the_answer_rows(runs):
 
 def test_answer_reductions_need_generated_positions(runs):
     assert all("answer_positions" not in r for r in read_rows(runs / "last"))
-    with pytest.raises(ValueError, match="--positions all or generated"):
+    with pytest.raises(ValueError, match="--positions answer, all or generated"):
         load_run_layer(runs / "last", "layer_0", reduce="answer_first")
     with pytest.raises(ValueError, match="reduce must be one of"):
         load_run_layer(runs / "last", "layer_0", reduce="answer_final")
