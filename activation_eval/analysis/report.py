@@ -412,7 +412,8 @@ def _transfer(res):
     return (f"<h3>Transfer across {esc(str(by))} values</h3><p>At {esc(str(t.get('layer', '?')))}: trained on the "
             f"row's group, tested on the column's; the diagonal is out-of-fold within the group. AUROC [{level} CI]; "
             "chance 0.5.</p>" + _figure_or_note("The transfer heatmap", plot_transfer, res)
-            + _table([f"trained on \\ tested on ({by})"] + groups, rows, "probe"))
+            + '<div style="overflow-x:auto">'      # many groups: the matrix scrolls instead of leaving the page
+            + _table([f"trained on \\ tested on ({by})"] + groups, rows, "probe") + "</div>")
 
 
 def _lens_section(run_dir, layers, progress, model, tokenizer, stratify_by="category"):
