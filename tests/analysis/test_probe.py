@@ -242,8 +242,13 @@ def test_test_run_transfer(tmp_path, capsys):
     code, out, err = run_cli(capsys, "--probe", train, "--test_run", test, "--output_dir", tmp_path / "p",
                              "--json", "--bootstrap", "1000")
     assert code == 0, err
-    t = json.loads(out)["test_run"]
+    res = json.loads(out)
+    t = res["test_run"]
     assert t["n"] == 100 and t["run_name"] == "test" and t["verdict"] == "layer_2"
+    # the run x run transfer matrix at the best layer: the off-diagonal cell is the test run's AUROC above
+    m = res["transfer"]
+    assert m["by"] == "run" and m["groups"] == ["test", "train"] and m["n"] == {"test": 100, "train": 120}
+    assert m["auroc"][1][0] == pytest.approx(t["layers"][m["layer"]]["auroc"], abs=1e-9)
     # the reference: fit on all of the training run, score the test run, sklearn's AUROC
     tr_features, tr_rows = synthetic(n=120, n_layers=4, seed=21, plant_from=2, strength=1.5)
     y_tr = np.array([r["correct"] for r in tr_rows])
