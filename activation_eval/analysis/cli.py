@@ -38,6 +38,7 @@ From Python, main(argv) prints the same and returns the exit code:
     2
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -566,6 +567,22 @@ def run(args):
     return res, text
 
 
+@contextlib.contextmanager
+def _transformers_bars(show):
+    """--no_progress / --quiet also hides transformers' "Loading weights" bar (the lens loads the model)."""
+    if show:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def main(argv=None, prog="analyze_activations.py"):
     """CLI entry point; returns the exit code (0 ok, 2 on any error, with a one-line message)."""
     parser = build_parser(prog)
@@ -574,7 +591,8 @@ def main(argv=None, prog="analyze_activations.py"):
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else 2
     try:
-        res, text = run(args)
+        with _transformers_bars(not (args.no_progress and (args.report or args.logit_lens))):   # they load the model
+            res, text = run(args)
     except Exception as e:  # noqa: BLE001 - one clear line for every failure; --debug for the traceback
         if args.debug:
             raise

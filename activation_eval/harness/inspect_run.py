@@ -173,6 +173,8 @@ class InspectRun:
         prompt = record["prompt"] if record else None
         system = (record.get("generation") or {}).get("system_prompt") if record else None
         response = sample.output.completion if sample.output else None
+        if record:          # the output confidence of the kept tokens (inspect_provider), a probe control
+            extra.update({k: record[k] for k in schema.CONFIDENCE_FIELDS if k in record})
         return schema.answered_row(question, prompt, response, verdict,
                                    record["num_prompt_tokens"] if record else None,
                                    record["num_generated_tokens"] if record else 0, system_prompt=system,

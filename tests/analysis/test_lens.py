@@ -93,13 +93,27 @@ def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
 def test_lens_cli_json_text_and_plot(lens_run, tmp_path, capsys):
     code = aa.main(["--logit_lens", str(lens_run), "--json", "--no_progress", "--output_dir", str(tmp_path),
                     "--layers", "layer_0,final_norm"])
-    res = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    res = json.loads(out)
     assert code == 0 and res["layer_names"] == ["layer_0", "final_norm"]
     assert os.path.basename(res["plots"][0]) == "lensrun_logit_lens_layers-layer_0+final_norm.png"
     assert os.path.getsize(res["plots"][0]) > 10_000
     code = aa.main(["--logit_lens", str(lens_run), "--output_dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 0 and "rank_correct [95% CI]" in out and "chance:" in out and "logit lens" in err  # progress bar
+
+
+def test_no_progress_hides_transformers_loading_bar_while_the_lens_runs(monkeypatch, tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    from activation_eval.analysis import cli
+    seen = []
+    monkeypatch.setattr(cli, "run", lambda args: (seen.append(hf_logging.is_progress_bar_enabled()), ({}, ""))[1])
+    assert hf_logging.is_progress_bar_enabled()
+    for argv in (["--logit_lens", str(tmp_path), "--no_progress"], ["--report", str(tmp_path), "--quiet"],
+                 ["--logit_lens", str(tmp_path)]):
+        assert cli.main(argv) == 0
+    assert seen == [False, False, True] and hf_logging.is_progress_bar_enabled()     # restored afterwards
 
 
 def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):

@@ -97,6 +97,10 @@ def test_rows_one_per_sample_with_the_first_scorers_verdict(captured, model):
         ids, answer, text = greedy(model, q)
         assert row["response"] == text and row["prompt"] == q == row["question"]
         assert (row["num_prompt_tokens"], row["num_generated_tokens"]) == (len(ids), len(answer))
+        record = RunReader(out).record(row["id"])            # the row carries its record's output confidence
+        assert row["answer_logprob_sum"] == record["answer_logprob_sum"] and row["answer_logprob_sum"] < 0
+        assert row["answer_logprob_mean"] == pytest.approx(row["answer_logprob_sum"] / len(answer))
+        assert row["first_token_entropy"] == record["first_token_entropy"] > 0
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["producer"] == "inspect" and summary["questions"] == 7 and summary["correct"] == 1
     assert summary["per_category"]["tiny_match"]["accuracy"] == pytest.approx(0.25)
