@@ -28,13 +28,14 @@ lint: setup
 	$(PY) -m ruff check .
 
 # everything: lint, the suite, then every module's docstring examples as doctests (activation_eval/conftest.py
-# makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing)
+# makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing).
+# The suite runs on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes).
 test: setup lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 	$(PY) -m pytest -q --doctest-modules activation_eval
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
