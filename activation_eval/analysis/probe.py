@@ -94,7 +94,7 @@ from ..store.run_folder import is_run_folder
 from .arrays import run_layers
 from .bootstrap import cluster_index, macro_auroc, percentile_interval, resample_counts, weighted_accuracy
 from .controls import control_inputs, control_side, make_control, own_controls
-from .dataset import ANSWER_REDUCTIONS, load_run_layers, load_run_positions, resolve_reduce
+from .dataset import ANSWER_REDUCTIONS, HEATMAP_POSITIONS, load_run_layers, load_run_positions, resolve_reduce
 from .folds import control_task_labels, labels, labels_of_test_run, make_folds, small_sample_warnings
 from .operating_points import operating_points
 from .probe_models import FAMILIES, make_probe
@@ -104,7 +104,6 @@ NO_EVIDENCE = "no evidence beyond the controls"
 ALPHA = 0.05
 LEVEL = 0.95                       # the plain (per-figure) intervals
 LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the record files
-HEATMAP_POSITIONS = ("last_prompt", "answer_first", "answer_mean", "answer_last")
 TABLE_RESAMPLES = 2000             # resamples of the side tables (families, seeds, positions, operating points)
 
 
@@ -134,7 +133,7 @@ def probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups
         """{layer: X}, rows, {position: {layer: X}} or None, {layer: X_test}, test rows."""
         if heatmap:
             by_position, rows, _ = load_run_positions(run_dir, part, positions=HEATMAP_POSITIONS)
-            mats = by_position[position]
+            mats = {}                               # the main position's matrices are by_position[position]
         else:
             by_position = None
             mats, rows = load_run_layers(run_dir, part, reduce=position)
