@@ -344,8 +344,7 @@ class _Sweep:
         self.oof, self.test_scores, self.control_task, self.seed_auroc = {}, {}, {}, {}
         self.families = {f: {} for f in FAMILIES if f == setup.family or setup.n_classes == 2}
         self.positions = {}                  # position -> {layer: proba}
-        self.best = (-1.0, None)             # (AUROC, layer) of the best layer so far, and its data
-        self.ones = None
+        self.best = (-1.0, None, None, None)      # (AUROC, layer, X, X_test) of the best layer so far
 
     def add(self, layer):
         s = self.setup
