@@ -1,17 +1,17 @@
 """Fixtures of the analysis tests."""
 import pytest
 
-from activation_eval.analysis import plots
+from activation_eval.analysis import plot_base
 
 
 @pytest.fixture
 def figures(monkeypatch):
     """Every figure a plot function saves (it is still written to disk)."""
     saved = []
-    real = plots._save
+    real = plot_base.save_png
 
     def keep(fig, path):
         saved.append(fig)
         return real(fig, path)
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plot_base, "save_png", keep)
     return saved

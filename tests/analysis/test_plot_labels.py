@@ -11,7 +11,7 @@ import torch
 
 import hostile
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.analysis import plots
+from activation_eval.analysis import plot_base, plots
 from activation_eval.analysis.report import build_report
 from activation_eval.analysis.stats import analyze_file, compare_files
 from activation_eval.store.records import save_activations
@@ -28,13 +28,13 @@ def _texts(fig):
 def drawn(monkeypatch):
     """The texts of every figure saved (and whether each one parses math), as the PNG has them."""
     got = []
-    save = plots._save
+    save = plot_base.save_png
 
     def spy(fig, path):
         out = save(fig, path)
         got.append([(t.get_text(), t.get_parse_math()) for t in fig.findobj(matplotlib.text.Text)])
         return out
-    monkeypatch.setattr(plots, "_save", spy)
+    monkeypatch.setattr(plot_base, "save_png", spy)
     return got
 
 
