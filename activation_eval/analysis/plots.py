@@ -23,17 +23,8 @@ Public names:
     plot_logit_lens(lens_result, path)               gold-token rank / probability by layer, correct vs
                                                      incorrect, bootstrap bands, chance level; below, the
                                                      difference within category beside the pooled one
-    plot_probe(probe_result, path, positions=True)   probe AUROC by layer with 95% bands, the control task,
-                                                     the controls by side (input dashed, output solid),
-                                                     selectivity with its adjusted and unadjusted bands at
-                                                     their real levels, the verdict; AUROC by layer x
-                                                     position below when the result has it
-    plot_position_auroc(probe_result, path)          layers x token positions heatmap of probe AUROC,
-                                                     annotated, colours centred at chance (0.5)
-    plot_transfer(probe_result, path)                trained-on x tested-on group heatmap of probe AUROC with
-                                                     intervals, the diagonal (out-of-fold within) boxed
-    level_label(level) -> str                        an interval's level as written: 0.9984 -> "99.84%"
-                                                     (the four probe plots live in probe_plots.py)
+    plot_probe, plot_position_auroc, plot_transfer, level_label
+                                                     the probe's plots, re-exported from probe_plots.py
     default_layer(names) -> str                      the middle decoder layer (PCA default)
     MAX_LABELLED_POSITIONS                           heatmap: token labels up to this many positions
 
