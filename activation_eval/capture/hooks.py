@@ -3,9 +3,8 @@
 Public names:
     ActivationCapture(model, layers=None, positions="all", dtype=None)   context manager
     to_cpu(tensors) -> [CPU tensor, ...]           one device-to-host copy for same-shaped tensors
-Re-exported (their owners): layer_names, resolve_layers, find_decoder_layers, find_final_norm,
-CaptureError (capture/layers.py); parse_positions, kept_positions, POSITION_MODES
-(capture/positions.py). RowCapture (continuous batching) lives in capture/row_capture.py.
+Layer requests are resolved by capture/layers.py, position requests parsed by schema/names.py;
+RowCapture (continuous batching) lives in capture/row_capture.py.
 
 Example:
     >>> batch = tok(["Capital of France?"], return_tensors="pt")       # one prompt of P tokens: no padding
@@ -29,11 +28,13 @@ generated token is never fed back and has no activation.
 """
 import torch
 
-from .layers import CaptureError, find_decoder_layers, find_final_norm, layer_names, resolve_layers  # noqa: F401
-from .positions import POSITION_MODES, kept_positions, parse_positions, prompt_rows  # noqa: F401
+from ..architecture import ArchitectureError as CaptureError
+from ..architecture import find_decoder_layers, find_final_norm
+from ..schema.names import EMBEDDINGS, FINAL_NORM, decoder_index, keeps_generated, parse_positions, prompt_rows
+from .layers import resolve_layers
+from .positions import kept_positions
 
-__all__ = ["ActivationCapture", "to_cpu", "CaptureError", "find_decoder_layers", "find_final_norm", "layer_names",
-           "resolve_layers", "POSITION_MODES", "parse_positions", "kept_positions"]
+__all__ = ["ActivationCapture", "to_cpu"]
 
 
 class ActivationCapture:
@@ -64,7 +65,7 @@ class ActivationCapture:
         self._steps = {name: [] for name in self.names}      # name -> per-call tensors (B, T, H)
         self._calls = {name: 0 for name in self.names}
         self._open = {}                                      # name -> _StepBuffer of one-token CPU steps
-        self._prompt_only = self.positions in ("prompt", "last_prompt")
+        self._prompt_only = not keeps_generated(self.positions)
         self._prompt_rows = prompt_rows(self.positions)   # "all" | "last" | "none" rows of the prompt call
         self._joined = {}
 
@@ -73,12 +74,13 @@ class ActivationCapture:
         _, norm = find_final_norm(self.model)
         targets = []
         for name in self.names:
-            if name == "embeddings":
+            index = decoder_index(name)
+            if name == EMBEDDINGS:
                 targets.append((name, layers[0], "pre"))
-            elif name == "final_norm":
+            elif name == FINAL_NORM:
                 targets.append((name, norm, "post"))
-            elif name.startswith("layer_") and name[6:].isdigit():
-                targets.append((name, layers[int(name[6:])], "post"))
+            elif index is not None:
+                targets.append((name, layers[index], "post"))
             else:
                 targets.append((name, self.model.get_submodule(name), "post"))
         return targets

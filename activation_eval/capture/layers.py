@@ -14,6 +14,7 @@ Example:
     ['embeddings', 'layer_2']
 """
 from ..architecture import ArchitectureError, find_decoder_layers, find_final_norm
+from ..schema.names import decoder_index, layer_name, model_layer_names
 
 __all__ = ["layer_names", "resolve_layers", "find_decoder_layers", "find_final_norm", "CaptureError"]
 
@@ -23,10 +24,7 @@ CaptureError = ArchitectureError     # one error for "this model's layers cannot
 def layer_names(model):
     """Every canonical name this model offers, in forward order."""
     _, layers = find_decoder_layers(model)
-    names = ["embeddings"] + [f"layer_{i}" for i in range(len(layers))]
-    if find_final_norm(model)[1] is not None:
-        names.append("final_norm")
-    return names
+    return model_layer_names(len(layers), final_norm=find_final_norm(model)[1] is not None)
 
 
 def resolve_layers(model, layers=None):
@@ -38,7 +36,7 @@ def resolve_layers(model, layers=None):
     valid names before any hook exists.
     """
     valid = layer_names(model)
-    n_layers = sum(name.startswith("layer_") for name in valid)
+    n_layers = sum(decoder_index(name) is not None for name in valid)
     if layers is None:
         return valid[: n_layers + 1]
     if isinstance(layers, (str, int)):
@@ -66,7 +64,7 @@ def _resolve_one(item, valid, n_layers, modules):
         if not -n_layers <= item < n_layers:
             raise ValueError(f"layer index {item} is out of range for a model with {n_layers} layers "
                              f"(use {-n_layers} .. {n_layers - 1}); valid names: {_describe(valid)}")
-        return f"layer_{item % n_layers}"
+        return layer_name(item % n_layers)
     if item in valid:
         return item
     if item and item in modules:
@@ -76,8 +74,8 @@ def _resolve_one(item, valid, n_layers, modules):
 
 
 def _describe(valid):
-    layers = [v for v in valid if v.startswith("layer_")]
-    rest = [v for v in valid if not v.startswith("layer_")]
+    layers = [v for v in valid if decoder_index(v) is not None]
+    rest = [v for v in valid if decoder_index(v) is None]
     span = f"{layers[0]} .. {layers[-1]}" if len(layers) > 1 else ", ".join(layers)
     return ", ".join(rest[:1] + [span] + rest[1:]) + f" (or ints {-len(layers)} .. {len(layers) - 1})"
 

@@ -18,6 +18,7 @@ Example:
 """
 import torch
 
+from ..schema.names import keeps_generated
 from .hooks import ActivationCapture, to_cpu
 from .layers import CaptureError
 from .positions import kept_positions
@@ -47,7 +48,7 @@ class RowCapture(ActivationCapture):
         self._prefix = {}       # name -> (prefix length, hidden) of the prompts' shared start, if any
         self._prompts = {}      # question -> {name: tensor (prompt positions kept, hidden)}
         self._buffers = {}      # name -> (width * max_steps, 1, hidden) step buffer
-        self._keeps_steps = self.positions not in ("prompt", "last_prompt")
+        self._keeps_steps = keeps_generated(self.positions)
         self._meta = {}         # name -> (hidden size, dtype, device) of its outputs
 
     def route_prefix(self):

@@ -61,7 +61,10 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..capture.generation import CaptureSettings
-from ..capture.hooks import ActivationCapture, kept_positions, parse_positions, resolve_layers
+from ..capture.hooks import ActivationCapture
+from ..capture.layers import resolve_layers
+from ..capture.positions import kept_positions
+from ..schema.names import parse_positions
 from ..store import run_folder
 
 log = logging.getLogger(__name__)

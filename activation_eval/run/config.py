@@ -35,12 +35,13 @@ import math
 import os
 
 from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
-from ..capture.hooks import parse_positions, resolve_layers
+from ..capture.layers import resolve_layers
 from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
 from ..eval.benchmark_limits import LIMITS_HELP, parse_limits
 from ..eval.multiple_choice import MC_STYLES
 from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template, lists_choices
 from ..models import CHAT_TEMPLATE_SETTINGS, DEFAULT_MODEL, DTYPES, check_device
+from ..schema.names import parse_positions
 from ..store.atomic import file_in_the_way
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed

@@ -3,15 +3,12 @@ transformers' output_hidden_states=True over prompt + generated tokens (minus th
 import pytest
 import torch
 
+from activation_eval.architecture import ArchitectureError as CaptureError
+from activation_eval.architecture import find_final_norm
 from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
-from activation_eval.capture.hooks import (
-    ActivationCapture,
-    CaptureError,
-    find_final_norm,
-    kept_positions,
-    layer_names,
-    resolve_layers,
-)
+from activation_eval.capture.hooks import ActivationCapture
+from activation_eval.capture.layers import layer_names, resolve_layers
+from activation_eval.capture.positions import kept_positions
 from helpers import hook_counts, make_tokenizer, reference, rel_err, tiny_model
 
 PROMPTS = ["What is the capital of France?", "two plus two",

@@ -7,9 +7,10 @@ import torch
 from activation_eval.analysis import dataset
 from activation_eval.capture.continuous import decode
 from activation_eval.capture.generation import CaptureSettings, GenerationSettings, encode_prompts, generate_records
-from activation_eval.capture.hooks import ActivationCapture, kept_positions
-from activation_eval.capture.positions import parse_positions, prompt_rows
+from activation_eval.capture.hooks import ActivationCapture
+from activation_eval.capture.positions import kept_positions
 from activation_eval.capture.row_capture import RowCapture
+from activation_eval.schema.names import parse_positions, prompt_rows
 from activation_eval.store import run_reader
 from helpers import read_rows, reference, rel_err, run_main
 

@@ -6,7 +6,7 @@ import pytest
 
 import main
 import utils
-from activation_eval.capture.hooks import layer_names
+from activation_eval.capture.layers import layer_names
 from activation_eval.models import default_model_dir, load_model
 from helpers import reference, rel_err
 

@@ -46,7 +46,7 @@ def models():
 @pytest.mark.parametrize("model_type", TINY_TYPES + ("opt",))
 def test_capture_and_lens_find_the_same_final_norm(models, model_type):
     model = models[model_type]
-    path, module = hooks.find_final_norm(model)
+    path, module = architecture.find_final_norm(model)
     assert module is not None and module is lens.final_norm_module(model) is architecture.final_norm_module(model)
     assert module is model.get_submodule(path)
     assert "final_norm" in layers.layer_names(model)
@@ -75,10 +75,10 @@ def test_a_model_without_a_final_norm_gets_one_clear_error():
             return x
     model = torch.nn.Module()
     model.layers = torch.nn.ModuleList([Block(), Block()])
-    assert hooks.find_final_norm(model) == (None, None)
+    assert architecture.find_final_norm(model) == (None, None)
     with pytest.raises(ValueError, match="cannot find the final norm of Module"):
         lens.final_norm_module(model)
-    assert hooks.CaptureError is architecture.ArchitectureError
+    assert layers.CaptureError is architecture.ArchitectureError
 
 
 # ----------------------------------------------------------------------------- dtype names
@@ -243,25 +243,6 @@ def test_split_modules_are_small_and_document_their_public_names(name):
     assert module.__doc__ and "Example:" in module.__doc__ and ">>>" in module.__doc__, name
     for public in getattr(module, "__all__", []):
         assert public in module.__doc__ and hasattr(module, public), (name, public)
-
-
-def test_old_import_paths_still_work():
-    from activation_eval.capture.hooks import (  # noqa: F401
-        CaptureError,
-        find_decoder_layers,
-        find_final_norm,
-        kept_positions,
-        layer_names,
-        parse_positions,
-        resolve_layers,
-    )
-    from activation_eval.eval.benchmark import HF_PREFIX, normalize_row, stable_id  # noqa: F401
-    from activation_eval.eval.grading import LETTERS, GoldError, grader_name, resolve_gold  # noqa: F401
-    from activation_eval.store import checks, safe_pickle, safetensors_file, shards
-    assert safe_pickle.check_shape is checks.check_shape is safetensors_file.check_shape
-    assert safe_pickle.check_structure is checks.check_structure
-    assert shards.check_offsets is checks.check_offsets
-    assert safe_pickle._GLOBALS[("torch", "Size")] is not None
 
 
 def test_shape_and_layout_checks():

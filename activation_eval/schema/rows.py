@@ -28,6 +28,12 @@ Example:
 """
 from typing import Any, TypedDict
 
+__all__ = ["ID", "SAMPLE", "CATEGORY", "QUESTION", "PROMPT", "RESPONSE", "ANSWER", "EXTRACTED", "CORRECT", "GRADER",
+           "NUM_PROMPT_TOKENS", "NUM_GENERATED_TOKENS", "SYSTEM_PROMPT", "ERROR", "ANSWER_POSITIONS", "GRADER_NOTE",
+           "UNIT", "LEGACY_UNIT", "ACTIVATION_FILE", "ACTIVATION_SHARD", "ACTIVATION_ROW", "ANSWER_LOGPROB_MEAN",
+           "ANSWER_LOGPROB_SUM", "FIRST_TOKEN_ENTROPY", "P_TRUE", "CONFIDENCE_FIELDS", "RESULT_FIELDS", "ResultRow",
+           "answered_row", "error_row", "row_key", "row_unit", "upgrade_row", "record_identity"]
+
 ID, SAMPLE, CATEGORY, QUESTION, PROMPT = "id", "sample", "category", "question", "prompt"
 RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER = "response", "answer", "extracted", "correct", "grader"
 NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS = "num_prompt_tokens", "num_generated_tokens"
