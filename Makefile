@@ -26,6 +26,7 @@ analyze: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # everything: lint, the suite, then every module's docstring examples as doctests (activation_eval/conftest.py
 # makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing).

@@ -28,7 +28,7 @@ Example:
     >>> parse_reduce("answer_first"), parse_reduce(3)
     ('answer_first', 3)
 """
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Final, Literal, SupportsIndex, TypeAlias, get_args
 
 EMBEDDINGS: Final = "embeddings"        # hidden_states[0]: the input of the first decoder layer
 FINAL_NORM: Final = "final_norm"        # the final norm's output (transformers' last hidden state)
@@ -121,6 +121,6 @@ def parse_reduce(reduce: object) -> Reduction | Literal["auto"] | int:
                 return name
         if text.isascii() and text.isdigit():
             return int(text)
-    elif not isinstance(reduce, bool) and hasattr(reduce, "__index__") and int(reduce.__index__()) >= 0:  # type: ignore[attr-defined]
-        return int(reduce.__index__())  # type: ignore[attr-defined]
+    elif isinstance(reduce, SupportsIndex) and not isinstance(reduce, bool) and reduce.__index__() >= 0:
+        return reduce.__index__()
     raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS + (AUTO,))} or a token index >= 0, got {reduce!r}")

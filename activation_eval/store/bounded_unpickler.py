@@ -15,13 +15,15 @@ Public names:
 Example:
     >>> @count_ops
     ... class Plain(BoundedUnpickler):
-    ...     dispatch = dict(BoundedUnpickler.dispatch)
+    ...     dispatch: ClassVar[dict[int, Callable[[Any], Any]]] = dict(BoundedUnpickler.dispatch)
     >>> Plain(io.BytesIO(pickle.dumps([1, (2, 3)])), 100, [0]).load()
     [1, (2, 3)]
 """
 import io
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,7 +42,8 @@ class BoundedUnpickler(pickle._Unpickler):
     unpickling) at most MAX_DEPTH deep when built, items added only to plain containers, and
     no globals, calls, BUILDs, persistent ids or extension codes (subclasses allow some)."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    # the opcode table of pickle's pure-Python unpickler, whose handlers take the unpickler itself
+    dispatch: ClassVar[dict[int, Callable[[Any], Any]]] = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, size_limit, ops):
         super().__init__(file)

@@ -45,6 +45,8 @@ import io
 import os
 import pickle
 import stat
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -92,7 +94,7 @@ class _RecordUnpickler(BoundedUnpickler):
     Records hold few objects and tensor bytes are read in bulk, so the speed difference from
     the C unpickler is small."""
 
-    dispatch = dict(BoundedUnpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[[Any], Any]]] = dict(BoundedUnpickler.dispatch)
 
     def __init__(self, file, size_limit):
         super().__init__(file, size_limit, [0])

@@ -74,7 +74,7 @@ class ShardIndex:
     row_offsets: np.ndarray    # int64 [n + 1]
     positions: np.ndarray      # int64 [rows]
     num_prompt_tokens: np.ndarray   # int64 [n]
-    record_offsets: np.ndarray = None   # int64 [n + 1] into `records` (None: format 1, one JSON array)
+    record_offsets: np.ndarray | None = None   # int64 [n + 1] into `records` (None: format 1, one JSON array)
 
     def row(self, question_id):
         try:
