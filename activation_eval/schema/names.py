@@ -124,3 +124,7 @@ def parse_reduce(reduce: object) -> Reduction | Literal["auto"] | int:
     elif isinstance(reduce, SupportsIndex) and not isinstance(reduce, bool) and reduce.__index__() >= 0:
         return reduce.__index__()
     raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS + (AUTO,))} or a token index >= 0, got {reduce!r}")
+
+
+VOCABULARIES = {"layer names": (EMBEDDINGS, "layer_<i>", FINAL_NORM), "position modes (--positions)": POSITION_MODES,
+                "reductions (--reduce)": REDUCTIONS + (AUTO, "<token index>")}

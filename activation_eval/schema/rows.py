@@ -26,7 +26,7 @@ Example:
     >>> r[CORRECT], row_key(r), row_unit(upgrade_row({"id": "q1", "batch": "3f2a"}))
     (True, 'q1', '3f2a')
 """
-from typing import Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 __all__ = ["ID", "SAMPLE", "CATEGORY", "QUESTION", "PROMPT", "RESPONSE", "ANSWER", "EXTRACTED", "CORRECT", "GRADER",
            "NUM_PROMPT_TOKENS", "NUM_GENERATED_TOKENS", "SYSTEM_PROMPT", "ERROR", "ANSWER_POSITIONS", "GRADER_NOTE",
@@ -53,39 +53,57 @@ RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CO
                  NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
 
 
-class ResultRow(TypedDict, total=False):
-    """One line of results.jsonl: one answered (or failed) question, or one sample of it."""
-    id: Any                        # the benchmark question's id (a string for rows we write)
-    sample: int                    # the answer's index with --num_samples > 1 (absent otherwise)
-    category: str | None
-    question: str
-    prompt: str                    # the exact text asked, before system prompt and chat template
-    response: str | None
-    answer: Any                    # the accepted answers (a list), or the benchmark's answer
-    extracted: str | None          # what the grader read from the response
-    correct: bool | None           # None: ungraded (no gold answer) or not answered
-    grader: str | None
-    grader_note: str               # present when the grader explains its verdict (a contradictory answer)
-    num_prompt_tokens: int | None
-    num_generated_tokens: int
-    system_prompt: str             # present when the run used one
-    error: str                     # present when the question could not be answered
-    unit: str                      # the unit key (hex) of the planned unit it was answered in
-    answer_positions: list[int]    # generated positions that spell the extracted answer
-    activation_file: str           # the file store: "activations/<name>.<pkl|safetensors>"
-    activation_shard: str          # the shard store: "activations/units/<key>.safetensors"
-    activation_row: int            # ... and the question's row in that shard
-    # output confidence, on every generated row (not on log-likelihood or error rows). Computed from
-    # the forward passes that generated the answer, under the model's raw distribution (softmax of
-    # the logits at temperature 1, before sampling warpers), over exactly the tokens the record keeps
-    # (output_ids: up to and including the first EOS), in nats:
-    answer_logprob_mean: float     # mean of log p(token | prompt, tokens before) over the answer's tokens
-    answer_logprob_sum: float      # their sum: the log-probability of the whole generated answer
-    first_token_entropy: float     # entropy of the first generated token's distribution
-    p_true: float                  # --p_true: P(True) in [0, 1] that the response is correct, as the model
-                                   # judges it when asked afterwards (Kadavath et al. 2022; eval/p_true.py)
-    # log-likelihood multiple choice adds: scoring, style, correct_norm, extracted_norm, correct_bytes,
-    # extracted_bytes, choice_logprobs (eval/multiple_choice.py)
+FORMAT_VERSION = 2       # 2: the unit key is "unit" (1, before 2026-12-03: "batch"; upgrade_row reads both)
+
+
+class ResultRow(TypedDict):
+    """One line of results.jsonl: one answered (or failed) question, or one sample of it. Every
+    producer (main.py, the lm-eval backend, the Inspect provider) writes this shape; the keys marked
+    not required are present where they apply."""
+    id: Annotated[Any, "the question's id: a string for rows this tool writes (lm-eval: <task>/<doc_id>)"]
+    category: Annotated[str | None, "the benchmark's category (lm-eval and Inspect: the task)"]
+    question: Annotated[str, "the question as the benchmark states it"]
+    prompt: Annotated[str | None, "the exact text asked, before system prompt and chat template"]
+    response: Annotated[str | None, "the model's answer (None: not answered)"]
+    answer: Annotated[Any, "the accepted answers (a list), or the benchmark's answer"]
+    extracted: Annotated[str | None, "what the grader read from the response"]
+    correct: Annotated[bool | None, "the verdict; None: ungraded (no gold answer) or not answered"]
+    grader: Annotated[str | None, "the grader that decided (lm-eval:<metric>, inspect:<scorer>, ...)"]
+    num_prompt_tokens: Annotated[int | None, "tokens of the prompt as fed (chat template included)"]
+    num_generated_tokens: Annotated[int, "tokens generated (0 for log-likelihood scoring and errors)"]
+    sample: NotRequired[Annotated[int, "the answer's index with --num_samples > 1 (Inspect: epoch - 1)"]]
+    grader_note: NotRequired[Annotated[str, "why a verdict is what it is, e.g. a contradictory answer"]]
+    system_prompt: NotRequired[Annotated[str, "the system prompt, when the run used one"]]
+    error: NotRequired[Annotated[str, "why the question was not answered (then correct is None)"]]
+    unit: NotRequired[Annotated[str, "main.py: the key (hex) of the planned unit the row was answered in"]]
+    answer_positions: NotRequired[Annotated[list[int], "generated positions that spell the extracted answer"]]
+    activation_file: NotRequired[Annotated[str, "the file store: the record, activations/<name>.<pkl|safetensors>"]]
+    activation_shard: NotRequired[Annotated[str, "the shard store: activations/units/<key>.safetensors"]]
+    activation_row: NotRequired[Annotated[int, "the shard store: the question's row in that shard"]]
+    answer_logprob_mean: NotRequired[Annotated[float, "generated rows: mean log p(token) over the answer's tokens "
+                                                      "(raw distribution, temperature 1, EOS included; nats)"]]
+    answer_logprob_sum: NotRequired[Annotated[float, "generated rows: their sum, the whole answer's log-probability"]]
+    first_token_entropy: NotRequired[Annotated[float, "generated rows: entropy (nats) of the first token's distribution"]]
+    p_true: NotRequired[Annotated[float, "--p_true: the model's P(True) that its answer is correct (Kadavath et al.)"]]
+    scoring: NotRequired[Annotated[str, "--mc_scoring loglikelihood: \"loglikelihood\""]]
+    style: NotRequired[Annotated[str, "--mc_scoring loglikelihood: what was scored (letters or texts)"]]
+    correct_norm: NotRequired[Annotated[bool, "log-likelihood scoring: verdict by log-likelihood per character (acc_norm)"]]
+    extracted_norm: NotRequired[Annotated[str, "log-likelihood scoring: the choice acc_norm picked"]]
+    correct_bytes: NotRequired[Annotated[bool, "log-likelihood scoring: verdict by log-likelihood per byte (acc_bytes)"]]
+    extracted_bytes: NotRequired[Annotated[str, "log-likelihood scoring: the choice acc_bytes picked"]]
+    choice_logprobs: NotRequired[Annotated[list[float], "log-likelihood scoring: each choice's log-likelihood"]]
+    choices: NotRequired[Annotated[list[str], "lm-eval and Inspect multiple choice: the choices"]]
+    task: NotRequired[Annotated[str, "lm-eval and Inspect: the task"]]
+    doc_id: NotRequired[Annotated[Any, "lm-eval: the document's id in its task"]]
+    metric: NotRequired[Annotated[str | None, "lm-eval: the metric that decided correct"]]
+    metrics: NotRequired[Annotated[dict[str, Any], "lm-eval: the document's metrics"]]
+    sample_id: NotRequired[Annotated[Any, "Inspect: the sample's id"]]
+    epoch: NotRequired[Annotated[int, "Inspect: the sample's epoch (1-based)"]]
+    score: NotRequired[Annotated[Any, "Inspect: the first score's value, as Inspect gave it"]]
+    scores: NotRequired[Annotated[dict[str, Any], "Inspect: every scorer's value"]]
+
+
+CONTRACTS = (ResultRow,)
 
 
 def _base(row, prompt, system_prompt):
