@@ -100,7 +100,8 @@ def main(argv=None, prog="main.py"):
     restore_sigterm = distributed.install_stop_handler() if distributed.world_size() > 1 else _stop_on_sigterm()
     config = None
     try:
-        from .runner import format_summary, run_benchmark
+        from ..schema.summary import format_summary
+        from .runner import run_benchmark
         config = config_from_args(args, progress=not args.quiet)
         summary = run_benchmark(config)
     except KeyboardInterrupt as exc:               # Ctrl-C, or SIGTERM (a job scheduler, `kill`)

@@ -43,6 +43,7 @@ from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template,
 from ..models import CHAT_TEMPLATE_SETTINGS, DEFAULT_MODEL, DTYPES, check_device
 from ..schema.names import parse_positions
 from ..store.atomic import file_in_the_way
+from ..store.errors import RunFolderError
 from ..store.run_folder import ACTIVATIONS_DIR
 from . import distributed
 
@@ -56,8 +57,9 @@ GROUPS = ("model", "benchmark", "prompt", "generation", "decoding and scoring", 
           "several processes (torchrun / accelerate launch)")
 
 
-class RunError(ValueError):
-    """A run cannot start or continue; the message says why and what to do."""
+class RunError(RunFolderError):
+    """A run cannot start or continue; the message says why and what to do (a RunFolderError: the
+    run folder's own refusals, raised by store/, are ones too)."""
 
 
 def _setting(default, group, help, *, resume=False, metavar=None, choices=None, default_text=None, flag=None):

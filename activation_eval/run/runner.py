@@ -2,17 +2,14 @@
 
 Public names:
     run_benchmark(config) -> summary dict   (config: a RunConfig, see config.py)
-    format_summary(summary) -> str          the aligned table the CLI prints (summary.py, re-exported)
-    plan_batches, batch_key, unfinished     the plan of units (plan.py, re-exported; see "Batches" below)
-    check_output_dir, open_output_dir       the run folder's checks (settings, benchmark) and reopening
-    select_rows, with_samples               the questions a run answers, one per sample (plan.py)
+    check_resume(config, stored, rows)      --resume: the stored settings and benchmark are this run's
     model_context, prompt_errors, error_row questions too long for the model: a row with an error
     resume_message(jobs, stored, todo)      what --resume prints: answered questions, units answered again
-    make_summary(config, rows, ...)         what summary.json holds (summary.py, re-exported)
 
 Example:
     >>> summary = run_benchmark(RunConfig(model="models/tiny-llama", limit=3, max_new_tokens=4, progress=False,
     ...                                   output_dir="results/try", capture_activations=True))
+    >>> from activation_eval.schema.summary import format_summary
     >>> print(format_summary(summary))                          # a random model: nothing correct
     model      models/tiny-llama
     benchmark  .../activation_eval/data/benchmark.jsonl
@@ -27,10 +24,10 @@ Example:
     >>> sorted(os.listdir("results/try/activations"))
     ['geo-001.pkl', 'geo-002.pkl', 'geo-003.pkl']
 
-The run folder's layout and its files are owned by store/run_folder.py; the lock held for the
-whole run is run/lock.py, and what --resume checks (benchmark fingerprint, record files) run/resume.py.
-Records are always written to <output_dir>/activations (an --activation_save_dir elsewhere is
-linked there, owned by this run and locked: run/save_dir.py).
+Every file of the run folder is written by store/run_writer.py's RunWriter, which claims the folder
+(a lock held for the whole run) before anything else; what --resume checks (settings, benchmark
+fingerprint, record files) is run/resume.py's. Records are always written to <output_dir>/activations
+(an --activation_save_dir elsewhere is linked there, owned by this run and locked: store/save_dir.py).
 
 A question whose prompt (after the chat template) plus --max_new_tokens does not fit the model's
 context is not generated: it gets a results row with an `error` and no answer, is left out of
@@ -46,7 +43,7 @@ answered whole, by one process, and each row keeps the unit's key: --resume re-a
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as
 each question finishes; with --activation_store shards finished units' records are held until
-they fill a shard (--shard_size_mb, see run/shard_buffer.py), then written, then their rows.
+they fill a shard (--shard_size_mb), then written, then their rows (the run writer's flush).
 With --p_true a unit's rows wait until the unit is answered: the model is then asked about each
 answer (eval/p_true.py, no capture) and the rows are written with their p_true.
 """
@@ -55,7 +52,6 @@ import functools
 import hashlib
 import logging
 import os
-import stat
 import time
 
 import torch
@@ -70,80 +66,46 @@ from ..eval.p_true import add_p_true
 from ..eval.prompts import prompt_of, with_prompts
 from ..models import load_model
 from ..store import run_folder
-from ..store.atomic import remove_stale_temp_files, write_json_atomic
-from ..store.records import save_activations
+from ..store.run_writer import RunWriter
 from . import distributed
-from .config import RunConfig, RunError, benchmark_label, resume_defaults  # noqa: F401  (re-exported: the runner's inputs)
-from .lock import RunLock
-from .plan import GROUP_BATCHES, batch_key, plan_batches, refused_rows, select_rows, unfinished, unit_size, with_samples  # noqa: F401,E501  (re-exported)
+from .config import RunError, resume_defaults
+from .plan import batch_key, plan_batches, refused_rows, select_rows, unfinished, unit_size, with_samples
 from .resume import benchmark_fingerprint, check_benchmark, missing_records
-from .save_dir import check_save_dir, lock_save_dir, open_save_dir, record_dir
-from .shard_buffer import ShardBuffer, remove_unreferenced_shards
-from .summary import format_summary, make_summary  # noqa: F401  (format_summary re-exported)
+from .summary import make_summary
 
 log = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- the output folder
 
-def check_output_dir(config, rows=None):
-    """Refuse a non-empty folder without --resume, or a resume with other settings or an edited
-    benchmark (`rows`: the questions asked; see resume.py). Writes nothing."""
+def check_resume(config, stored, rows=None):
+    """--resume: RunError unless the stored run (`stored`: its run_config.json, None for a new folder)
+    has this run's settings and asked the same questions (`rows`; resume.py). Writes nothing; returns
+    the benchmark fingerprint to store (the stored one, updated when more questions are asked now)."""
+    fingerprint = benchmark_fingerprint(config.benchmark, rows or [])
+    if not config.resume or stored is None:
+        return fingerprint
     out = config.output_dir
-    # a lock file alone (a run's own, or one a killed run left) is no content; a symlink there is
-    lock = {run_folder.LOCK_FILE} if _is_plain_file(run_folder.lock_path(out)) else set()
-    if os.path.isdir(out) and set(os.listdir(out)) - lock and not config.resume:
-        raise RunError(f"output folder {out} already exists and is not empty; pass --resume to continue "
-                       f"that run, or choose another --output_dir")
-    if config.resume and os.path.lexists(run_folder.config_path(out)):
-        stored = _read_run_config(out)
-        # a setting added after the run was written is absent there: the run used its default
-        defaults = resume_defaults()
-        diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
-                 for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
-        if diffs:
-            raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
-                           + ". Use the stored settings, or a new --output_dir")
-        if rows is not None:
-            answered, _ = run_folder.scan_results(run_folder.results_path(out))
-            check_benchmark(stored, benchmark_fingerprint(config.benchmark, rows), rows, out, answered)
+    # a setting added after the run was written is absent there: the run used its default
+    defaults = resume_defaults()
+    diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
+             for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
+    if diffs:
+        raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
+                       + ". Use the stored settings, or a new --output_dir")
+    if rows is None:
+        return fingerprint
+    answered, _ = run_folder.scan_results(run_folder.results_path(out))
+    update = check_benchmark(stored, fingerprint, rows, out, answered)
+    return update or {k: stored[k] for k in fingerprint if k in stored}
 
 
-def _is_plain_file(path):
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _read_run_config(run_dir):
-    try:
-        return run_folder.read_run_config(run_dir)
-    except (OSError, ValueError) as exc:
-        raise RunError(f"--resume: {exc}; it holds the run's settings: restore it, or choose another "
-                       f"--output_dir") from None
-
-
-def open_output_dir(config, rows=()):
-    """Create (or reopen) the run folder; returns {id: batch key} of the rows already answered
-    (shards left by an interrupted multi-process run are merged into results.jsonl first). A row
-    whose record file is missing or incomplete is left out, so that its batch is answered again."""
-    out = config.output_dir
-    os.makedirs(out, exist_ok=True)
-    _store_fingerprint(config, rows)
-    remove_stale_temp_files(out)        # e.g. a results.jsonl rewrite cut short
-    if config.capture_activations:
-        acts = open_save_dir(config)        # <output_dir>/activations: the save dir, or a link to it
-        removed = remove_stale_temp_files(acts)
-        removed += remove_stale_temp_files(os.path.join(acts, run_folder.UNITS_DIR))
-        if removed:
-            log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
-    if run_folder.shard_files(out):
-        stored = run_folder.merge_results(out, [row["id"] for row in rows])
-    else:
-        stored = run_folder.repair_results(run_folder.results_path(out))
-    lost = missing_records(stored, out) if config.capture_activations else {}
+def _open(config, writer, rows, fingerprint):
+    """Open the claimed run folder (run_config.json, leftovers, parts merged); returns {row key: unit
+    key} of the rows already answered. A row whose record file is missing or incomplete is left out,
+    so that its unit is answered again."""
+    stored = writer.open({**config.resume_view(), **fingerprint}, order=[row["id"] for row in rows])
+    lost = missing_records(stored, config.output_dir) if config.capture_activations else {}
     if lost:
         shown = ", ".join(f"{qid!r} ({why})" for qid, why in list(lost.items())[:5]) + (", ..." if len(lost) > 5 else "")
         log.warning("%d question(s) answered again: their record files were missing or unreadable: %s",
@@ -151,19 +113,11 @@ def open_output_dir(config, rows=()):
     return {schema.row_key(row): schema.row_unit(row) for row in stored if schema.row_key(row) not in lost}
 
 
-def _store_fingerprint(config, rows):
-    """run_config.json: the settings and the benchmark's fingerprint; a resumed run updates the
-    fingerprint when it asks more questions, or when the folder predates fingerprints."""
-    path = run_folder.config_path(config.output_dir)
-    fingerprint = benchmark_fingerprint(config.benchmark, rows)
-    if not os.path.lexists(path):
-        write_json_atomic(path, {**config.resume_view(), **fingerprint})
-        return
-    stored = _read_run_config(config.output_dir)
-    answered, _ = run_folder.scan_results(run_folder.results_path(config.output_dir))
-    update = check_benchmark(stored, fingerprint, rows, config.output_dir, answered, quiet=True)
-    if update:
-        write_json_atomic(path, {**stored, **update})
+def _writer(config, procs):
+    return RunWriter(config.output_dir, "main", resume=config.resume, store=config.activation_store,
+                     record_format=config.activation_format, shard_bytes=int(config.shard_size_mb * 2**20),
+                     save_dir=config.activation_save_dir if config.capture_activations else None,
+                     rank=procs.rank, world=procs.world)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -172,30 +126,24 @@ def run_benchmark(config):
     """Answer, grade (and capture) every question; returns the summary written to summary.json.
 
     Under torchrun / accelerate launch every process runs this: each answers its share of the
-    batches into shards/, then the main process merges the shards and writes the summary. The main
-    process holds the run folder's lock (run/lock.py) from before the first check to the end: the
-    other processes are part of the same run, and coordinate through the collectives and their shards.
+    batches into its own part of the results, then the main process merges the parts and writes
+    the summary. The main process's run writer claims the run folder (a lock) before the first
+    check and holds it to the end: the other processes are part of the same run, and coordinate
+    through the collectives and their parts.
     """
     procs = distributed.init(config.device, config.device_map, config.dist_timeout)
-    locks = []
+    writer = _writer(config, procs)
     try:
-        procs.on_main(lambda: _lock(config, locks), "locking the output folder")     # only the outcome travels
-        return _run(config, procs)
+        procs.on_main(lambda: bool(writer.claim()), "locking the output folder")     # only the outcome travels
+        return _run(config, procs, writer)
     finally:
-        for lock in reversed(locks):
-            lock.release()
+        writer.release()
 
 
-def _lock(config, locks):
-    """The run folder's lock, then an external --activation_save_dir's (run/save_dir.py), into `locks`."""
-    locks.append(RunLock(config.output_dir).acquire())
-    locks += filter(None, [lock_save_dir(config)])
-    return True
-
-
-def _run(config, procs):
+def _run(config, procs, writer):
     # every input is checked (on the main process first) before anything is written
-    rows, skipped = procs.main_first(lambda: _load_rows(config, check=procs.is_main), "checking the inputs")
+    rows, skipped, fingerprint = procs.main_first(lambda: _load_rows(config, writer, check=procs.is_main),
+                                                  "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
     settings = config.generation_settings()
     loglik = config.mc_scoring == "loglikelihood"
@@ -210,7 +158,7 @@ def _run(config, procs):
     batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
     answer = functools.partial(iter_choice_scores, style=config.mc_style) if loglik else iter_answers
     _check_processes_agree(config, procs, batches)
-    stored = procs.on_main(lambda: open_output_dir(config, rows), "opening the output folder")
+    stored = procs.on_main(lambda: _open(config, writer, rows, fingerprint), "opening the output folder")
     _check_folder_is_shared(config, procs)
     todo = unfinished(batches, stored)
     mine = distributed.share(todo, procs.rank, procs.world)
@@ -220,28 +168,25 @@ def _run(config, procs):
     if too_long and procs.is_main:
         log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
-    results_path = _results_path(config, procs)
     torch.manual_seed(config.seed)
-    # the shard store: finished units wait here until they fill a shard (shard_buffer.py); without
-    # capture there is nothing to shard, and rows are written as each question finishes
-    buffer = ShardBuffer(config) if config.capture_activations and config.activation_store == "shards" else None
+    # rows are written as each question finishes (the shard store: when a shard is full, after its
+    # records; --p_true: after the unit's answers are scored)
+    per_question = not config.p_true and not (config.capture_activations and config.activation_store == "shards")
     start = time.perf_counter()
     with _progress_bar(procs, len(jobs), to_answer, mine, config.progress) as bar:
         for n, batch in enumerate(mine, 1):
             key = batch_key(batch)
             if batch[0]["id"] in too_long:
-                run_folder.append_results(results_path, [error_row(batch[0], too_long[batch[0]["id"]], key,
-                                                                            config.system_prompt)])
+                writer.add(error_row(batch[0], too_long[batch[0]["id"]], key, config.system_prompt))
+                writer.flush()
                 bar.update(1)
                 continue
             answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
             for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
-                if buffer is not None:
-                    buffer.add(result, record, key)            # its row is written with its shard, below
-                else:
-                    result = _save_record(config, result, record, key)
-                    if not config.p_true:
-                        run_folder.append_results(results_path, [result])
+                result[schema.UNIT] = key
+                writer.add(result, record if config.capture_activations else None)
+                if per_question:
+                    writer.flush()
                 answered.append(result)
                 del record
                 _trim_heap()
@@ -250,16 +195,13 @@ def _run(config, procs):
                 # after the unit, not per question: its answers are scored in batches; a crash before the
                 # rows are written leaves the unit without rows, and --resume answers it again whole
                 add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
-                if buffer is None:
-                    run_folder.append_results(results_path, answered)
-            if buffer is not None and buffer.full():
-                run_folder.append_results(results_path, buffer.flush())
+            if not (config.capture_activations and config.activation_store == "shards") or writer.full():
+                writer.flush()
             distributed.crash_point(procs.rank, n)
-        if buffer:
-            run_folder.append_results(results_path, buffer.flush())
+        writer.flush()
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
-    return procs.on_main(lambda: _finish(config, rows, batches, elapsed, to_answer, procs.world, skipped),
+    return procs.on_main(lambda: _finish(config, writer, rows, batches, elapsed, to_answer, procs.world, skipped),
                          "merging the results")
 
 
@@ -323,8 +265,10 @@ def _trim_heap():
         trim(0)
 
 
-def _load_rows(config, check=True):
-    """(the rows to answer, each with its prompt; the benchmark's skipped rows)."""
+def _load_rows(config, writer, check=True):
+    """(the rows to answer, each with its prompt; the benchmark's skipped rows; the benchmark fingerprint
+    to store): on the main process (check) --resume's settings and benchmark are checked against the
+    folder the writer claimed, and the record names."""
     bench = read_benchmark(config.benchmark, **config.benchmark_options())
     pool = None                                    # few-shot examples: the other rows by default
     if config.fewshot_file or config.fewshot_split:
@@ -332,13 +276,10 @@ def _load_rows(config, check=True):
         pool = read_benchmark(source, **dict(config.benchmark_options(), split=config.fewshot_split, **own)).rows
     rows = with_prompts(select_rows(bench.rows, config, warn=check), config.prompt_settings(),
                         pool if pool is not None else bench.rows)
-    if check:
-        check_output_dir(config, rows)
-        if config.capture_activations:
-            check_save_dir(config)
-            run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows],
-                                          config.activation_format)
-    return rows, bench.skipped + refused_rows(bench.rows, config)
+    fingerprint = check_resume(config, writer.stored_config, rows) if check else {}
+    if check and config.capture_activations:
+        run_folder.check_record_names(config.activation_save_dir, [row["id"] for row in rows], config.activation_format)
+    return rows, bench.skipped + refused_rows(bench.rows, config), fingerprint
 
 
 def _load_model(config, procs):
@@ -382,13 +323,6 @@ def _wait_for_file(path, seconds=60):
     return True
 
 
-def _results_path(config, procs):
-    """results.jsonl for a single process; shards/results.rank<R>.jsonl for each of several."""
-    if procs.world == 1:
-        return run_folder.results_path(config.output_dir)
-    return run_folder.shard_path(config.output_dir, procs.rank)
-
-
 def _progress_bar(procs, total, to_answer, mine, show=True):
     if procs.world == 1:
         return tqdm(total=total, initial=total - to_answer, desc="questions", unit="q", disable=not show)
@@ -396,22 +330,10 @@ def _progress_bar(procs, total, to_answer, mine, show=True):
                 disable=not (show and procs.is_main))
 
 
-def _save_record(config, result, record, key):
-    """Write the question's record file (complete) before its results row exists."""
-    result[schema.UNIT] = key
-    if record is None or "activations" not in record:
-        return result
-    path = run_folder.record_path(record_dir(config), result["id"], config.activation_format,
-                                  sample=result.get("sample"))
-    save_activations(record, path)
-    result[schema.ACTIVATION_FILE] = os.path.relpath(path, config.output_dir)
-    return result
-
-
 def resume_message(jobs, stored, todo):
     """What --resume will do: questions (answers, with --num_samples) already answered, and the
     units answered (again) whole."""
-    key = run_folder.row_key
+    key = schema.row_key
     answered, total = sum(1 for row in jobs if key(row) in stored), len(jobs)
     again = sum(1 for batch in todo for row in batch if key(row) in stored)
     return (f"resuming: {answered} of {total} questions already answered; {len(todo)} unit(s) of questions "
@@ -419,16 +341,12 @@ def resume_message(jobs, stored, todo):
             f"answered whole so that results stay bit-identical")
 
 
-def _finish(config, rows, batches, elapsed, answered, processes, skipped=()):
-    """Merge every row into results.jsonl, check that every batch is complete, write summary.json."""
-    final = run_folder.merge_results(config.output_dir, [row["id"] for row in rows])
+def _finish(config, writer, rows, batches, elapsed, answered, processes, skipped=()):
+    """Merge every row into results.jsonl, check that every unit is complete, write summary.json."""
+    final = writer.finish(order=[row["id"] for row in rows])
     missing = sum(map(len, unfinished(batches, {schema.row_key(row): schema.row_unit(row) for row in final})))
     if missing:
-        raise RunError(f"{missing} question(s) have no up-to-date results row after merging the shards of "
+        raise RunError(f"{missing} question(s) have no up-to-date results row after merging the parts of "
                        f"{config.output_dir} (is it on a file system every node shares?); rerun with --resume")
-    if config.capture_activations and config.activation_store == "shards":
-        remove_unreferenced_shards(config.output_dir, record_dir(config), final)
-    summary = make_summary(config, final, elapsed, answered_now=answered, processes=processes, rows=rows,
-                           skipped=skipped)
-    write_json_atomic(run_folder.summary_path(config.output_dir), summary)
-    return summary
+    return writer.write_summary(make_summary(config, final, elapsed, answered_now=answered, processes=processes,
+                                             rows=rows, skipped=skipped))

@@ -26,7 +26,7 @@ import types
 import typing
 from typing import Any
 
-MODULES = ("rows", "names")
+MODULES = ("rows", "record", "summary", "run_config", "names")
 _DEFAULT_PATH = os.path.join("docs", "formats.md")
 _HEADER = """# Formats
 

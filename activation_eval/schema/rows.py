@@ -18,7 +18,6 @@ Public names:
     row_key(row)               what identifies a row: its id, or (id, sample)
     row_unit(row)              the row's unit key (also from a legacy "batch")
     upgrade_row(row)           a row as read from any version's results.jsonl, in today's schema
-    record_identity(record)    (question id, sample) a record says it belongs to, or None
 
 Example:
     >>> row = {"id": "q1", "question": "2+2?", "answer": "4", "category": "math"}
@@ -32,7 +31,7 @@ __all__ = ["ID", "SAMPLE", "CATEGORY", "QUESTION", "PROMPT", "RESPONSE", "ANSWER
            "NUM_PROMPT_TOKENS", "NUM_GENERATED_TOKENS", "SYSTEM_PROMPT", "ERROR", "ANSWER_POSITIONS", "GRADER_NOTE",
            "UNIT", "LEGACY_UNIT", "ACTIVATION_FILE", "ACTIVATION_SHARD", "ACTIVATION_ROW", "ANSWER_LOGPROB_MEAN",
            "ANSWER_LOGPROB_SUM", "FIRST_TOKEN_ENTROPY", "P_TRUE", "CONFIDENCE_FIELDS", "RESULT_FIELDS", "ResultRow",
-           "answered_row", "error_row", "row_key", "row_unit", "upgrade_row", "record_identity"]
+           "answered_row", "error_row", "row_key", "row_unit", "upgrade_row"]
 
 ID, SAMPLE, CATEGORY, QUESTION, PROMPT = "id", "sample", "category", "question", "prompt"
 RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER = "response", "answer", "extracted", "correct", "grader"
@@ -156,12 +155,3 @@ def upgrade_row(row):
     if LEGACY_UNIT in row and UNIT not in row:
         row[UNIT] = row.pop(LEGACY_UNIT)
     return row
-
-
-def record_identity(record):
-    """(question id, sample) that a record says it belongs to (its "grading" entry, written with
-    the row), or None for a record that names no question (the notebook API's, seed pickles)."""
-    grading = record.get("grading") if isinstance(record, dict) else None
-    if not isinstance(grading, dict) or grading.get(ID) is None:
-        return None
-    return str(grading[ID]), record.get(SAMPLE)

@@ -4,6 +4,7 @@ Public names:
     StorageError(OSError)           a write failed (the previous file is left unchanged)
     CorruptFileError(ValueError)    a file is empty, truncated, garbled or not a record
     UnsafeFileError(ValueError)     a pickle references what a record never contains
+    RunFolderError(ValueError)      a run folder cannot be written: in use, another producer's, not a folder
     corrupt(path, reason)           -> CorruptFileError "corrupt or unreadable ... (reason): path";
                                     reason: a text or the parser's exception
     format_hint(head)               "; it looks like ..." for a file named as the wrong format
@@ -35,6 +36,12 @@ class CorruptFileError(ValueError):
 class UnsafeFileError(ValueError):
     """A pickle references a global that activation records never contain (it could run code).
     The message names the global and ends with the file's path."""
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be claimed or written: another live writer holds it, it holds another
+    producer's run, it is not a folder, a file in it is not what the run writes. The message says
+    what to do, in the words of the producer that asked (--output_dir, model_args, -M)."""
 
 
 def corrupt(path, reason):

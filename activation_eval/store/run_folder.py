@@ -1,4 +1,4 @@
-"""The run folder: every file name in it, and the one reader/appender/repairer/merger of results.jsonl.
+"""The run folder: every file name in it, and the one reader of results.jsonl.
 
 Public names:
     RESULTS_FILE, SUMMARY_FILE, CONFIG_FILE, ACTIVATIONS_DIR, SHARDS_DIR, LOCK_FILE  the names, in ONE place
@@ -10,7 +10,6 @@ Public names:
     results_path(run_dir), config_path(run_dir), summary_path(run_dir), lock_path(run_dir)
     read_run_config(run_dir), read_summary(run_dir)   run_config.json / summary.json as a dict (the
                                              one reader of each: regular file, size-capped, an object)
-    shard_path(run_dir, rank)                shards/results.rank<R>.jsonl (creates shards/)
     shard_files(run_dir)                     the shard files present, sorted
     record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
                                              question id (and sample index: "<id>@s<k>")
@@ -21,9 +20,9 @@ Public names:
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
-    repair_results(path)                     rewrite a results file without its torn lines; -> rows
-    append_results(path, rows)               append rows, flushed and fsynced
-    merge_results(run_dir, order)            fold results.jsonl + shards into results.jsonl
+    open_own_file(path, flags), own_folder(run_dir, name)   a run's own file / folder, never through a link
+    jsonl(rows), warn_dropped(path, dropped, action), hashable(key)   helpers the run writer shares
+Writing (appending, repairing, merging results.jsonl and its parts) is store/run_writer.py's alone.
 
 A results row is identified by row_key(row): its `id` (the benchmark question's id) or, for rows
 with a `sample` (the answer's index with --num_samples > 1), the pair (id, sample).
@@ -64,7 +63,6 @@ import stat
 
 from .. import schema
 from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
-from .atomic import encode_text, write_text_atomic
 from .bounded_json import loads, loads_lines
 from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
 from .files import read_regular_bytes
@@ -134,15 +132,8 @@ def _read_json_object(path, what):
     return value
 
 
-def shard_path(run_dir, rank):
-    """shards/results.rank<R>.jsonl of process `rank` (the shards/ folder is created)."""
-    folder = _own_folder(run_dir, SHARDS_DIR)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"results.rank{rank}.jsonl")
-
-
 def shard_files(run_dir):
-    folder = _own_folder(run_dir, SHARDS_DIR)
+    folder = own_folder(run_dir, SHARDS_DIR)
     return sorted(glob.glob(os.path.join(glob.escape(folder), _SHARD_GLOB)))
 
 
@@ -296,7 +287,7 @@ def scan_results(path):
     return rows, dropped
 
 
-def _warn_dropped(path, dropped, action):
+def warn_dropped(path, dropped, action):
     if dropped:
         shown = ", ".join(map(str, dropped[:20])) + (", ..." if len(dropped) > 20 else "")
         log.warning("%s: %s %d torn or unreadable line(s) (line %s); every valid row is kept",
@@ -312,23 +303,11 @@ def read_results(run_dir):
     if not os.path.lexists(path):
         raise FileNotFoundError(f"no {RESULTS_FILE} in run folder: {path}")
     rows, dropped = scan_results(path)
-    _warn_dropped(path, dropped, "ignoring")
+    warn_dropped(path, dropped, "ignoring")
     return rows
 
 
-def repair_results(path):
-    """Rewrite the results file at `path` without its torn lines (atomically; only if it has any)
-    so that appending after it is safe; returns its rows."""
-    rows, dropped = scan_results(path)
-    if dropped:
-        _warn_dropped(path, dropped, "dropped")
-        write_text_atomic(path, _jsonl(rows))
-    elif os.path.exists(path):
-        _end_with_newline(path)
-    return rows
-
-
-def _open_own_file(path, flags):
+def open_own_file(path, flags):
     """A binary file of the run opened for writing without following a symlink (the run writes only
     its own files: a results.jsonl that links elsewhere would have its target written)."""
     try:
@@ -347,7 +326,7 @@ def _symlink_error(message):
     return err
 
 
-def _own_folder(run_dir, name):
+def own_folder(run_dir, name):
     """<run_dir>/<name>, refused when it is a symlink (the run's files stay in the run)."""
     folder = os.path.join(os.fspath(run_dir), name)
     if os.path.islink(folder):
@@ -356,63 +335,12 @@ def _own_folder(run_dir, name):
     return folder
 
 
-def _end_with_newline(path):
-    """A file whose last line is complete but lacks its newline gets one (appends start a new line)."""
-    with _open_own_file(path, os.O_RDWR) as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def append_results(path, rows):
-    """Append rows and make them durable before anything else happens."""
-    with _open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
-        f.write(encode_text(_jsonl(rows)))       # a lone surrogate in a row: its JSON escape
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def merge_results(run_dir, order=()):
-    """Fold results.jsonl and every shard into results.jsonl (atomically), rows of the ids in
-    `order` first in that order (the samples of an id by sample index), then the rest; a row key
-    (row_key: id, or id and sample) written twice keeps its latest row (shards are newer than results.jsonl).
-    Removes the shards and an empty shards/ folder."""
-    path = results_path(run_dir)
-    shards = shard_files(run_dir)
-    stored = {}
-    for source in [path] + shards:
-        rows, dropped = scan_results(source)
-        _warn_dropped(source, dropped, "dropped")
-        for row in rows:
-            key = hashable_key(row)
-            stored.pop(key, None)
-            stored[key] = row
-    by_id = {}
-    for row in stored.values():
-        by_id.setdefault(_hashable(row.get("id")), []).append(row)
-    ordered = []
-    for qid in list(dict.fromkeys(order)) + list(by_id):
-        ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get("sample")))
-    write_text_atomic(path, _jsonl(ordered))
-    for shard in shards:
-        os.remove(shard)
-    try:
-        os.rmdir(os.path.join(os.fspath(run_dir), SHARDS_DIR))   # also when no process had work left
-    except OSError:
-        pass                                                      # absent, or something else lives there
-    return ordered
-
-
 def hashable_key(row):
     """row_key(row), or its JSON text when a hostile row's id is a list or an object (unhashable)."""
-    return _hashable(row_key(row))
+    return hashable(row_key(row))
 
 
-def _hashable(key):
+def hashable(key):
     try:
         hash(key)
         return key
@@ -420,9 +348,5 @@ def _hashable(key):
         return json.dumps(key, sort_keys=True, default=str)
 
 
-def _sample_order(sample):
-    return (0, sample) if isinstance(sample, int) else (1, str(sample))
-
-
-def _jsonl(rows):
+def jsonl(rows):
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

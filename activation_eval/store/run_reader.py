@@ -46,6 +46,7 @@ import os
 from typing import NamedTuple
 
 from .. import schema
+from ..schema.record import record_identity
 from . import run_folder
 from .bounded_json import gc_paused
 from .errors import CorruptFileError
@@ -269,7 +270,7 @@ class RunReader:
 
 def _check_identity(record, row, path):
     """RecordMismatchError when the record says it belongs to another question (or sample)."""
-    identity = schema.record_identity(record)
+    identity = record_identity(record)
     if identity is None:
         return                          # records of earlier versions and the notebook API name none
     qid, sample = identity

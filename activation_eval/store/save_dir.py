@@ -1,31 +1,30 @@
 """The run's activations folder, and an --activation_save_dir that lies elsewhere: one run owns it.
 
 Public names:
-    record_dir(config)          <output_dir>/activations: where records are written and rows point, always
-    is_external(config)         does the save dir resolve to a place outside the run folder?
-    check_save_dir(config)      RunError if the save dir cannot be this run's (writes nothing)
-    lock_save_dir(config)       a held RunLock on an external save dir (None otherwise)
-    open_save_dir(config)       create the save dir, <output_dir>/activations (a link to it when it
-                                lies elsewhere) and the owner file of an external save dir
+    record_dir(run_dir)         <run_dir>/activations: where records are written and rows point, always
+    is_external(run_dir, save_dir)   does the save dir resolve to a place outside the run folder?
+    check_save_dir(run_dir, save_dir, resume=False)   RunFolderError if the save dir cannot be this
+                                run's (writes nothing)
+    lock_save_dir(run_dir, save_dir, holder)   a held RunLock on an external save dir (None otherwise)
+    open_save_dir(run_dir, save_dir, resume=False)   create the save dir, <run_dir>/activations (a link
+                                to it when it lies elsewhere) and the owner file of an external save dir
     owns(run_dir, activations_dir)   is that activations folder this run's own (to delete in it)?
     OWNER_FILE, SAVE_LOCK_FILE  the two files this module keeps in an external save dir
 
 Example:
     >>> import contextlib
-    >>> from activation_eval.run.config import RunConfig
-    >>> config = RunConfig(output_dir="runs/r2", capture_activations=True, activation_save_dir="scratch/r2")
-    >>> check_save_dir(config)                    # at the checks, before anything is written
-    >>> os.makedirs("runs/r2")                    # the runner makes the run folder first
-    >>> with lock_save_dir(config) or contextlib.nullcontext():
-    ...     open_save_dir(config)                 # runs/r2/activations -> scratch/r2
-    ...     record_dir(config)                    # where records are written and rows point
+    >>> check_save_dir("runs/r2", "scratch/r2")    # at the checks, before anything is written
+    >>> os.makedirs("runs/r2")                    # the run writer makes the run folder first
+    >>> with lock_save_dir("runs/r2", "scratch/r2", "main.py") or contextlib.nullcontext():
+    ...     open_save_dir("runs/r2", "scratch/r2")     # runs/r2/activations -> scratch/r2
+    ...     record_dir("runs/r2")                      # where records are written and rows point
     'runs/r2/activations'
     'runs/r2/activations'
     >>> os.path.islink("runs/r2/activations"), os.path.realpath("runs/r2/activations") == os.path.realpath("scratch/r2")
     (True, True)
-    >>> check_save_dir(RunConfig(output_dir="runs/r3", capture_activations=True, activation_save_dir="scratch/r2"))
+    >>> check_save_dir("runs/r3", "scratch/r2")
     Traceback (most recent call last):
-    activation_eval.run.config.RunError: ...
+    activation_eval.store.errors.RunFolderError: ...
 
 The contract: rows name their records as `activations/...` inside the run folder, whatever
 --activation_save_dir says. By default the save dir IS <output_dir>/activations. When it lies
@@ -41,9 +40,9 @@ already holds files but no owner file (another tool's or an earlier version's re
 import errno
 import os
 
-from ..store import run_folder
-from ..store.files import read_regular_bytes
-from .config import RunError
+from . import run_folder
+from .errors import RunFolderError
+from .files import read_regular_bytes
 from .lock import RunLock
 
 OWNER_FILE = ".activation_eval_owner"
@@ -51,9 +50,9 @@ SAVE_LOCK_FILE = ".activation_eval.lock"
 _OWNER_MAX = 1 << 16
 
 
-def record_dir(config):
-    """<output_dir>/activations: the folder records are written to (through the link, if any)."""
-    return os.path.join(config.output_dir, run_folder.ACTIVATIONS_DIR)
+def record_dir(run_dir):
+    """<run_dir>/activations: the folder records are written to (through the link, if any)."""
+    return os.path.join(os.fspath(run_dir), run_folder.ACTIVATIONS_DIR)
 
 
 def _inside(path, folder):
@@ -61,28 +60,28 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def _resolved(config):
+def _resolved(run_dir, save_dir):
     """(resolved run folder, resolved save dir)."""
-    return os.path.realpath(config.output_dir), os.path.realpath(config.activation_save_dir)
+    return os.path.realpath(run_dir), os.path.realpath(save_dir)
 
 
-def is_external(config):
-    run, save = _resolved(config)
+def is_external(run_dir, save_dir):
+    run, save = _resolved(run_dir, save_dir)
     return not _inside(save, run)
 
 
-def check_save_dir(config):
-    """RunError (with what to do) unless the save dir can be this run's: not the run folder nor a
+def check_save_dir(run_dir, save_dir, resume=False):
+    """RunFolderError (with what to do) unless the save dir can be this run's: not the run folder nor a
     folder holding it; <output_dir>/activations absent, the save dir, or a link to it; an external
     save dir owned by no other run (and, for a fresh run, empty if it has no owner). Writes nothing."""
-    run, save = _resolved(config)
-    given = config.activation_save_dir
+    run, save = _resolved(run_dir, save_dir)
+    given = save_dir
     if _inside(run, save):
-        raise RunError(f"--activation_save_dir {given} is the output folder or holds it: give it a folder of "
+        raise RunFolderError(f"--activation_save_dir {given} is the output folder or holds it: give it a folder of "
                        f"its own (default: <output_dir>/activations)")
-    act = record_dir(config)
+    act = record_dir(run_dir)
     if os.path.lexists(act) and os.path.realpath(act) != save:
-        raise RunError(f"{act} already exists and is not --activation_save_dir {given} (nor a link to it): "
+        raise RunFolderError(f"{act} already exists and is not --activation_save_dir {given} (nor a link to it): "
                        f"a run's records are always reached through its activations/ folder; remove it, or "
                        f"use the run's own --activation_save_dir")
     if _inside(save, run):
@@ -90,34 +89,34 @@ def check_save_dir(config):
     owner = _owner(save)
     if owner is not None and owner != run:
         marker = os.path.join(given, OWNER_FILE)
-        raise RunError(f"--activation_save_dir {given} belongs to run {owner} (see {marker}); choose another "
+        raise RunFolderError(f"--activation_save_dir {given} belongs to run {owner} (see {marker}); choose another "
                        f"--activation_save_dir (one per run), or delete {marker} if that run is gone")
-    if owner is None and not config.resume and _has_files(save):
-        raise RunError(f"--activation_save_dir {given} already holds files but no run's {OWNER_FILE}: records "
+    if owner is None and not resume and _has_files(save):
+        raise RunFolderError(f"--activation_save_dir {given} already holds files but no run's {OWNER_FILE}: records "
                        f"are named by question id, so this run would overwrite them; choose an empty or new "
                        f"--activation_save_dir")
 
 
-def lock_save_dir(config):
-    """An external save dir's lock, held (RunError if another run holds it); None for a save dir inside
-    the run folder (the run folder's own lock covers it). Creates the save dir if needed."""
-    if not config.capture_activations or not is_external(config):
+def lock_save_dir(run_dir, save_dir, holder="a run"):
+    """An external save dir's lock, held (RunFolderError if another run holds it); None for a save dir
+    inside the run folder (the run folder's own lock covers it). Creates the save dir if needed."""
+    if not is_external(run_dir, save_dir):
         return None
-    return RunLock(config.activation_save_dir, SAVE_LOCK_FILE, what="--activation_save_dir",
-                   hint="choose another --activation_save_dir").acquire()
+    return RunLock(save_dir, SAVE_LOCK_FILE, what="--activation_save_dir", hint="choose another --activation_save_dir",
+                   holder=holder).acquire()
 
 
-def open_save_dir(config):
+def open_save_dir(run_dir, save_dir, resume=False):
     """Create the save dir and make <output_dir>/activations reach it; an external one gets this
-    run's owner file. Call after check_save_dir, holding lock_save_dir. Returns record_dir(config)."""
-    check_save_dir(config)
-    run, save = _resolved(config)
-    os.makedirs(config.activation_save_dir, exist_ok=True)
-    act = record_dir(config)
+    run's owner file. Call after check_save_dir, holding lock_save_dir. Returns record_dir(run_dir)."""
+    check_save_dir(run_dir, save_dir, resume)
+    run, save = _resolved(run_dir, save_dir)
+    os.makedirs(save_dir, exist_ok=True)
+    act = record_dir(run_dir)
     if not os.path.lexists(act):
         external = not _inside(save, run)
         # an external folder by its absolute path; one inside the run folder relative to it (moves with it)
-        target = os.path.abspath(config.activation_save_dir) if external else os.path.relpath(save, run)
+        target = os.path.abspath(save_dir) if external else os.path.relpath(save, run)
         os.symlink(target, act)
     if not _inside(save, run) and _owner(save) is None:
         _write_owner(save, run)
@@ -132,7 +131,7 @@ def owns(run_dir, activations_dir):
         return True
     try:
         return _owner(acts) == run
-    except RunError:
+    except RunFolderError:
         return False
 
 
@@ -142,12 +141,12 @@ def _owner(save):
     if not os.path.lexists(marker):
         return None
     if os.path.islink(marker):
-        raise RunError(f"{marker} is a symbolic link, not an owner file this tool writes: remove it, or "
+        raise RunFolderError(f"{marker} is a symbolic link, not an owner file this tool writes: remove it, or "
                        f"choose another --activation_save_dir")
     try:
         text = read_regular_bytes(marker, _OWNER_MAX, what="the save dir's owner file").decode("utf-8").strip()
     except (OSError, ValueError) as exc:
-        raise RunError(f"{exc}; remove it, or choose another --activation_save_dir") from None
+        raise RunFolderError(f"{exc}; remove it, or choose another --activation_save_dir") from None
     return text or None
 
 
@@ -170,6 +169,6 @@ def _has_files(save):
         return False
     except OSError as exc:
         if exc.errno == errno.ENOTDIR:
-            raise RunError(f"--activation_save_dir {save} is not a folder") from None
+            raise RunFolderError(f"--activation_save_dir {save} is not a folder") from None
         raise
     return bool(names - {SAVE_LOCK_FILE})
