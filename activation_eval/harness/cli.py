@@ -21,6 +21,7 @@ import sys
 from lm_eval import evaluator
 from lm_eval.utils import simple_parse_args_string
 
+from ..store.errors import RunFolderError
 from .lm_eval_model import MODEL_NAME, UNWRITTEN, ActivationEvalLM
 
 
@@ -77,6 +78,9 @@ def console_main(argv=None):
     lm_eval.simple_evaluate = simple_evaluate
     try:
         cli_evaluate()
+    except RunFolderError as exc:          # a folder refused, a bad model_arg: one line, nothing written
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
     finally:
         if original is None:
             del lm_eval.simple_evaluate

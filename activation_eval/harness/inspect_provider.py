@@ -40,6 +40,8 @@ import os
 
 import anyio
 import anyio.to_thread
+import inspect_ai
+from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.log._samples import sample_active
 from inspect_ai.model import (
     ChatCompletionChoice,
@@ -51,19 +53,30 @@ from inspect_ai.model import (
 )
 
 from ..capture.generation import OUTPUT_LOGPROBS, CaptureSettings, GenerationSettings, confidence_fields, generate_records
-from ..capture.hooks import resolve_layers
+from ..capture.layers import resolve_layers
 from ..models import load_model
+from ..store.errors import RunFolderError
+from ..store.run_writer import RunWriter
 from . import inspect_run
-from .lm_eval_model import FORMATS, STORES, _check_output_dir, _parse_positions, _split, _stop_length
+from .options import RUN_ARGS, HarnessArgumentError, parse_run_options, stop_length
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "activation-eval"
-MODEL_ARGS = ("output_dir", "layers", "positions", "activation_store", "activation_dtype", "activation_format",
-              "capture_activations", "dtype", "device", "batch_size", "model_path", "use_chat_template",
-              "continuous_batching")
+MODEL_ARGS = (*RUN_ARGS, "dtype", "device", "batch_size", "model_path", "use_chat_template", "continuous_batching")
 DEFAULT_MAX_TOKENS = 512        # when neither the task nor --max-tokens sets max_tokens
 GATHER_S = 0.05                 # how long a generate() call waits for others to join its batch
+
+
+class ProviderError(PrerequisiteError, RunFolderError):
+    """A -M argument or the run folder refused: Inspect prints the message alone (no traceback)."""
+
+    def __init__(self, message):
+        PrerequisiteError.__init__(self, message)
+        RunFolderError.__init__(self, message)
+
+    def __str__(self):
+        return str(self.message)
 
 
 class ActivationEvalAPI(ModelAPI):
@@ -71,7 +84,9 @@ class ActivationEvalAPI(ModelAPI):
     with capture, the run folder written as samples are scored (inspect_run.py hooks).
 
     -M arguments:
-      output_dir           the run folder to write (required; must not hold a run already)
+      output_dir           the run folder to write (required; refused when it holds anything, unless resume)
+      resume               true: continue a run folder this provider wrote (e.g. killed); samples evaluated
+                           again replace their rows (default false)
       layers               names, ints or module paths (list or "0;-1"); default embeddings + every layer
       positions            all (default) | prompt | generated | last_prompt | answer | list of indices
       activation_store     files (one record file per sample) | shards (shards per task)
@@ -89,39 +104,59 @@ class ActivationEvalAPI(ModelAPI):
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config or GenerateConfig())
         unknown = sorted(set(model_args) - set(MODEL_ARGS))
         if unknown:
-            raise ValueError(f"{PROVIDER}: unknown model argument(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(MODEL_ARGS)}")
-        args = {"layers": None, "positions": None, "activation_store": "files", "activation_dtype": None,
-                "activation_format": "pkl", "capture_activations": True, "dtype": "auto", "device": "auto",
-                "batch_size": 16, "model_path": None, "use_chat_template": "auto", "continuous_batching": True,
-                **model_args}
-        self.output_dir = _check_output_dir(args.get("output_dir"))
-        if args["activation_store"] not in STORES:
-            raise ValueError(f"activation_store must be one of {', '.join(STORES)}, got {args['activation_store']!r}")
-        if args["activation_format"] not in FORMATS:
-            raise ValueError(f"activation_format must be one of {', '.join(FORMATS)}, got {args['activation_format']!r}")
-        for flag in ("capture_activations", "continuous_batching"):
-            if not isinstance(args[flag], bool):
-                raise ValueError(f"{flag} must be true or false, got {args[flag]!r}")
-        if isinstance(args["batch_size"], bool) or not isinstance(args["batch_size"], int) or args["batch_size"] < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {args['batch_size']!r}")
-        positions = _parse_positions(args["positions"])
-        self.capture = CaptureSettings(_split(args["layers"]), "all" if positions is None else positions,
-                                       args["activation_dtype"])
-        self.capture.torch_dtype()                                    # checks the name before loading
-        self.capture_activations = args["capture_activations"]
-        self.activation_store, self.activation_format = args["activation_store"], args["activation_format"]
-        self.batch_size, self.use_chat_template = args["batch_size"], args["use_chat_template"]
-        self.continuous_batching = args["continuous_batching"]
-        self.source = _model_source(args["model_path"] or model_name)
-        self.model, self.tokenizer = load_model(self.source, dtype=args["dtype"], device=args["device"])
-        self.layer_names = resolve_layers(self.model, self.capture.layers)   # a bad layer fails here
-        self.capture.layers = self.layer_names
-        self.harness_args = {k: args[k] for k in MODEL_ARGS if k != "model_path"}
-        self.harness_args.update(output_dir=self.output_dir, model=self.source)
+            raise ProviderError(f"{PROVIDER}: unknown model argument(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(MODEL_ARGS)}")
+        args = {**RUN_ARGS, "dtype": "auto", "device": "auto", "batch_size": 16, "model_path": None,
+                "use_chat_template": "auto", "continuous_batching": True, **model_args}
+        try:
+            self._configure(args)
+            self.writer = RunWriter(self.output_dir, "inspect", resume=self.options.resume, capture=self.options.capture,
+                                    store=self.options.store, record_format=self.options.record_format).claim()
+        except RunFolderError as exc:
+            raise ProviderError(str(exc)) from None
+        try:             # the folder is claimed before the model loads: a refusal costs nothing
+            self.source = _model_source(args["model_path"] or model_name)
+            self.model, self.tokenizer = load_model(self.source, dtype=args["dtype"], device=args["device"])
+            self.layer_names = resolve_layers(self.model, self.capture.layers)   # a bad layer fails here
+            self.capture.layers = self.layer_names
+            self.harness_args = {**{k: args[k] for k in MODEL_ARGS if k not in RUN_ARGS and k != "model_path"},
+                                 "output_dir": self.output_dir, **self.options.settings(), "model": self.source}
+            self.writer.open({**self.harness_args, "inspect_version": inspect_ai.__version__,
+                              "layer_names": list(self.layer_names)},
+                             compare=("model", "layer_names", "positions", "activation_store", "activation_dtype",
+                                      "activation_format", "capture_activations"))
+        except RunFolderError as exc:
+            self.writer.release()
+            raise ProviderError(str(exc)) from None
+        except BaseException:
+            self.writer.release()
+            raise
         self.calls = {}                      # (eval id, sample id, epoch) -> {"count": n, "record": last}
         self._waiting, self._running = [], None
-        self.run = inspect_run.InspectRun(self)
+        self.run = inspect_run.InspectRun(self, self.writer)
+
+    def _configure(self, args):
+        """Every -M argument checked (and the capture settings built) before anything is claimed or loaded."""
+        self.options = parse_run_options(args, "inspect")
+        self.output_dir = self.options.output_dir
+        if not isinstance(args["continuous_batching"], bool):
+            raise HarnessArgumentError(f"continuous_batching must be true or false, got {args['continuous_batching']!r}")
+        if isinstance(args["batch_size"], bool) or not isinstance(args["batch_size"], int) or args["batch_size"] < 1:
+            raise HarnessArgumentError(f"batch_size must be an integer >= 1, got {args['batch_size']!r}")
+        positions = self.options.positions
+        self.capture = CaptureSettings(self.options.layers, "all" if positions is None else positions, self.options.dtype)
+        try:
+            self.capture.torch_dtype()                                # checks the name before loading
+        except ValueError as exc:
+            raise HarnessArgumentError(str(exc)) from None
+        self.capture_activations = self.options.capture
+        self.activation_store, self.activation_format = self.options.store, self.options.record_format
+        self.batch_size, self.use_chat_template = args["batch_size"], args["use_chat_template"]
+        self.continuous_batching = args["continuous_batching"]
+
+    def close(self):
+        """Inspect is done with this model: the run folder is let go."""
+        self.writer.release()
 
     # ------------------------------------------------------------------------- Inspect's ModelAPI
 
@@ -255,7 +290,7 @@ def _cut_at_stop(record, tokenizer, stop):
     the confidence figures (over the kept tokens) and the activations of positions past the last
     fed token (P + n - 2)."""
     ids = record["output_ids"]
-    n = _stop_length(tokenizer, ids.tolist(), list(stop))
+    n = stop_length(tokenizer, ids.tolist(), list(stop))
     if n >= len(ids):
         return
     record["output_ids"] = ids[:n].clone()

@@ -16,10 +16,11 @@ Example (a task evaluated with the provider: see inspect_provider.py's example):
 
 Scores are only known once Inspect has scored a sample, so nothing is written from generate():
 the provider keeps each sample's last capture in memory, and the hook `on_sample_end` (after
-scoring) writes the sample's record (file store) and appends its row to results.jsonl; with the
-shard store the task's records and rows wait for the task's end (or SHARD_BYTES). `on_task_end`
-rewrites results.jsonl in dataset order (store/run_folder.merge_results) and writes summary.json
-and run_config.json: after every task, so a run of several tasks is complete after each.
+scoring) hands the sample's row and record to the provider's run writer (store/run_writer.py),
+which writes them at once (file store) or when a shard is full (shard store). `on_task_end`
+flushes, rewrites results.jsonl in dataset order (the writer's finish) and writes summary.json and
+the tasks into run_config.json: after every task, so a run of several tasks is complete after each.
+Memory holds the captures of samples in flight and, with shards, one shard's records.
 
 A row (schema.answered_row): id "<task>/<sample id>", category = the task, question = the
 sample's input text, prompt = the user's text of the last generate() call (the conversation as
@@ -33,24 +34,17 @@ ACTIVATION_CAPTURE_README.md plus "grading" (the row's verdict) and "inspect" (t
 epoch, eval id).
 """
 import datetime
-import hashlib
 import logging
 import os
 
-import inspect_ai
 from inspect_ai.hooks import Hooks, hooks
 from inspect_ai.scorer import value_to_float
 
 from .. import schema
-from ..accuracy import accuracy_stats
 from ..capture.generation import model_name, model_summary, versions
-from ..store import run_folder
-from ..store.atomic import write_json_atomic
-from ..store.records import save_activations
-from ..store.shards import write_shard
+from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
-SHARD_BYTES = 256 * 2**20           # a task's records are split into shards of about this size
 RUNS = {}
 
 
@@ -97,13 +91,10 @@ def _text(content):
 class InspectRun:
     """The run folder of one provider instance (see the module docstring)."""
 
-    def __init__(self, api):
-        self.api, self.out = api, api.output_dir
+    def __init__(self, api, writer):
+        self.api, self.out, self.writer = api, api.output_dir, writer
         self.tasks = {}                   # eval id -> {"task", "ids", "epochs", "results"}
         self.order = []                   # row ids in dataset order, task after task
-        self.pending = {}                 # task -> [(row, record)] awaiting a shard (shard store)
-        self.parts = {}                   # task -> shards written
-        self.rows_written = 0
         key = os.path.realpath(self.out)
         if key in RUNS:
             log.warning("%s: an earlier %s model for this output_dir is replaced", self.out, "activation-eval")
@@ -128,32 +119,19 @@ class InspectRun:
         row = self._row(info, sample, record, call["count"] if call else 0)
         keep = (self.api.capture_activations and record is not None and "activations" in record
                 and sample.error is None)
-        if not keep:
-            self._append([row])
-            return
-        record = self._finish_record(record, row, info, eval_id, sample)
-        acts_dir = os.path.join(self.out, run_folder.ACTIVATIONS_DIR)
-        if self.api.activation_store == "files":
-            path = run_folder.record_path(acts_dir, row[schema.ID], self.api.activation_format, row.get(schema.SAMPLE))
-            os.makedirs(acts_dir, exist_ok=True)
-            save_activations(record, path)
-            row[schema.ACTIVATION_FILE] = os.path.relpath(path, self.out)
-            self._append([row])
-            return
-        pending = self.pending.setdefault(info["task"], [])
-        pending.append((row, record))
-        if sum(_bytes(r) for _, r in pending) >= SHARD_BYTES:
-            self._flush(info["task"])
+        record = self._finish_record(record, row, info, eval_id, sample) if keep else None
+        self.writer.add(row, record)
+        if self.writer.store == "files" or self.writer.full():
+            self.writer.flush()
 
     def task_ended(self, eval_id, log_):
         info = self.tasks.get(eval_id)
         if info is None:
             return
         info["results"] = _results(log_)
-        self._flush(info["task"])
-        rows = run_folder.merge_results(self.out, self.order) if run_folder.is_run_folder(self.out) else []
-        write_json_atomic(run_folder.config_path(self.out), self._config())
-        write_json_atomic(run_folder.summary_path(self.out), self._summary(rows))
+        rows = self.writer.finish(order=self.order)
+        self.writer.update_config(tasks=[info["task"] for info in self.tasks.values()])
+        self.writer.write_summary(self._summary(rows))
 
     # --------------------------------------------------------------------- rows and records
 
@@ -182,76 +160,23 @@ class InspectRun:
 
     def _finish_record(self, record, row, info, eval_id, sample):
         record = dict(record, timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
-        record["grading"] = {k: row[k] for k in (schema.ID, schema.CATEGORY, schema.ANSWER, schema.EXTRACTED,
-                                                 schema.CORRECT, schema.GRADER)}
-        if row.get(schema.SAMPLE) is not None:
-            record[schema.SAMPLE] = row[schema.SAMPLE]
         record["generation"] = {**record.get("generation", {}), "harness": "inspect"}
         record["inspect"] = {"task": info["task"], "sample_id": sample.id, "epoch": sample.epoch, "eval_id": eval_id,
                              "generate_calls": row["generate_calls"]}
         return record
 
-    def _append(self, rows):
-        os.makedirs(self.out, exist_ok=True)
-        run_folder.append_results(run_folder.results_path(self.out), rows)
-        self.rows_written += len(rows)
-
-    def _flush(self, task):
-        """The shard store: the task's waiting records as one shard (named by a hash of task and
-        part), then their rows."""
-        group = self.pending.pop(task, [])
-        if not group:
-            return
-        part = self.parts.get(task, 0)
-        self.parts[task] = part + 1
-        key = hashlib.sha256(f"inspect\0{task}\0{part}".encode()).hexdigest()[:16]
-        acts_dir = os.path.join(self.out, run_folder.ACTIVATIONS_DIR)
-        path = run_folder.unit_shard_path(acts_dir, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_shard(path, [_shard_id(row) for row, _ in group], [record for _, record in group])
-        for index, (row, _) in enumerate(group):
-            row[schema.ACTIVATION_SHARD] = os.path.relpath(path, self.out)
-            row[schema.ACTIVATION_ROW] = index
-        self._append([row for row, _ in group])
-
-    # --------------------------------------------------------------------- summary and config
-
-    def _config(self):
-        return {"producer": "inspect", "inspect_version": inspect_ai.__version__, **_plain(self.api.harness_args),
-                "tasks": [info["task"] for info in self.tasks.values()], "layer_names": list(self.api.layer_names),
-                "activation_save_dir": run_folder.ACTIVATIONS_DIR}
+    # --------------------------------------------------------------------- summary
 
     def _summary(self, rows):
-        graded = [r for r in rows if r.get(schema.CORRECT) is not None]
-        several = any(r.get(schema.SAMPLE) is not None for r in rows)
-        overall = accuracy_stats([r[schema.CORRECT] for r in graded],
-                                 questions=[r[schema.ID] for r in graded] if several else None)
-        per = {}
-        for task in dict.fromkeys(r[schema.CATEGORY] for r in rows):
-            group = [r for r in rows if r[schema.CATEGORY] == task]
-            flags = [r for r in group if r.get(schema.CORRECT) is not None]
-            stats = accuracy_stats([r[schema.CORRECT] for r in flags],
-                                   questions=[r[schema.ID] for r in flags] if several else None)
-            per[task] = {**stats, "grader": group[0].get(schema.GRADER), "samples": len(group)}
+        """schema/summary.py's summary: each task scored by its first scorer."""
         model = self.api.model
-        return {"producer": "inspect", "model": model_name(model), "model_info": model_summary(model),
-                "versions": versions(), "output_dir": self.out, "questions": len(rows), "graded": len(graded),
-                "ungraded": len(rows) - len(graded), "errors": sum(1 for r in rows if r.get(schema.ERROR)),
-                "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
-                "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": None,
-                "per_category": per, "capture_activations": self.api.capture_activations,
-                "activation_store": self.api.activation_store if self.api.capture_activations else None,
-                "activation_dir": run_folder.ACTIVATIONS_DIR if self.api.capture_activations else None,
-                "inspect_results": {info["task"]: info["results"] for info in self.tasks.values()}}
-
-
-def _shard_id(row):
-    sample = row.get(schema.SAMPLE)
-    return row[schema.ID] if sample is None else f"{row[schema.ID]}@s{sample}"
-
-
-def _bytes(record):
-    return sum(t.numel() * t.element_size() for t in record["activations"].values())
+        return build_summary(rows, producer="inspect", model=model_name(model),
+                             benchmark=", ".join(info["task"] for info in self.tasks.values()), output_dir=self.out,
+                             metric=lambda row: str(row.get(schema.GRADER) or "inspect").removeprefix("inspect:"),
+                             capture_activations=self.api.capture_activations,
+                             activation_store=self.api.activation_store, activation_dir="activations",
+                             details={"inspect_results": {info["task"]: info["results"] for info in self.tasks.values()},
+                                      "model_info": model_summary(model), "versions": versions()})
 
 
 def _results(log_):

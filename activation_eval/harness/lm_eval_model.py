@@ -3,7 +3,7 @@
 Public names:
     ActivationEvalLM        HFLM + forward hooks around HFLM's own model calls; .write_run(results)
     MODEL_NAME              "activation-eval": the name lm-eval's registry knows it by
-    HARNESS_ARGS            the model_args this class adds to HFLM's
+    HARNESS_ARGS            the model_args this class adds to HFLM's (harness/options.py's RUN_ARGS)
 
 Example (the model built by hand and given to lm-eval; tasks/tiny_mc.yaml is a local task):
     >>> import lm_eval
@@ -26,7 +26,13 @@ where HFLM runs the model (`_model_call` for log-likelihoods, `_model_generate` 
 the project's ActivationCapture, whose hooks read layer outputs and change nothing, so every
 log-likelihood and every generated token is the `hf` backend's.
 
-What is kept, per request (lm-eval Instance), in memory until `write_run`:
+The run folder is claimed (store/run_writer.py: locked, refused when another writer holds it or it
+holds a run, unless resume=true continues this backend's own) when the model is built, before it is
+loaded. What is kept, per request (lm-eval Instance): its tokens, positions and scores in memory,
+its activations on disk in the run folder's scratch (store/staging.py), one file per scoring or
+generation batch, as each batch is answered; `write_run` assembles each document's record from
+them once lm-eval has scored the documents (lm_eval_run.py). So memory does not grow with the
+number of documents.
   loglikelihood   the request's row of the right-padded scoring batch is found by its tokens
                   ((context + continuation)[:-1], as HFLM feeds it); with P context and N
                   continuation tokens fed, positions (as in main.py: 0-based indices into the fed
@@ -42,8 +48,8 @@ What is kept, per request (lm-eval Instance), in memory until `write_run`:
 
 Several processes (`accelerate launch` / `torchrun` with N processes: lm-eval's data parallelism):
 each process answers its share of the documents (lm-eval's rank::world split), writes its own rows
-(shards/results.rank<R>.jsonl) and records into the one run folder, and process 0 merges the rows
-once all are written (as main.py does; run_writer.py). lm-eval's HFLM turns data parallelism on only
+(a part of results.jsonl) and records into the one run folder, and process 0 merges the rows once
+all are written (as main.py does; store/run_writer.py). Process 0 claims the folder. lm-eval's HFLM turns data parallelism on only
 with more than one GPU; this class also turns it on for CPU processes and several processes sharing
 one GPU (otherwise every process would answer every document into the same folder). A process
 keeps its own documents' samples as lm-eval gathers them to process 0 (gather_object), and the
@@ -55,6 +61,7 @@ import contextlib
 import logging
 import os
 
+import lm_eval
 import lm_eval.models  # noqa: F401  (the registry's lazy entries: "hf" stays known next to ours)
 import torch
 from lm_eval.api.registry import register_model
@@ -64,18 +71,16 @@ from ..capture.generation import CaptureSettings
 from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
 from ..capture.positions import kept_positions
-from ..schema.names import parse_positions
-from ..store import run_folder
+from ..store.run_writer import RunWriter
+from .options import RUN_ARGS, parse_run_options, stop_length
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "activation-eval"
-STORES = ("files", "shards")
-FORMATS = ("pkl", "safetensors")
-HARNESS_ARGS = ("output_dir", "layers", "positions", "activation_store", "activation_dtype",
-                "activation_format", "capture_activations")
-# output_dir (real path) -> the model whose run folder is not written yet: held (with its captures)
-# until write_run, which a plain lm_eval.simple_evaluate(model="activation-eval") leaves to the caller
+HARNESS_ARGS = tuple(RUN_ARGS)
+# output_dir (real path) -> the model whose run folder is not written yet: it holds the folder (and
+# its captures) until write_run, which a plain lm_eval.simple_evaluate(model="activation-eval") leaves
+# to the caller
 UNWRITTEN = {}
 
 
@@ -96,7 +101,9 @@ class ActivationEvalLM(HFLM):
     """lm-eval's HFLM that captures activations and writes a run folder (see the module docstring).
 
     model_args, besides every HFLM argument (pretrained, dtype, device, batch_size, ...):
-      output_dir           the run folder to write (required; must not hold a run already)
+      output_dir           the run folder to write (required; refused when it holds anything, unless resume)
+      resume               true: continue a run folder this backend wrote (e.g. killed): every document
+                           is evaluated again, the folder's own leftovers are cleaned (default false)
       layers               names, ints or module paths (list, or a string split on , ; : or spaces);
                            default: embeddings + every decoder layer
       positions            default: log-likelihood P-1 .. P+N-2, generation "all" (main.py's default)
@@ -107,26 +114,48 @@ class ActivationEvalLM(HFLM):
     """
 
     def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
-                 activation_dtype=None, activation_format="pkl", capture_activations=True, **kwargs):
-        self.output_dir = _check_output_dir(output_dir)
-        if activation_store not in STORES:
-            raise ValueError(f"activation_store must be one of {', '.join(STORES)}, got {activation_store!r}")
-        if activation_format not in FORMATS:
-            raise ValueError(f"activation_format must be one of {', '.join(FORMATS)}, got {activation_format!r}")
-        if not isinstance(capture_activations, bool):
-            raise ValueError(f"capture_activations must be true or false, got {capture_activations!r}")
-        self.capture_settings = CaptureSettings(_split(layers), _parse_positions(positions), activation_dtype)
+                 activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, **kwargs):
+        options = parse_run_options({"output_dir": output_dir, "layers": layers, "positions": positions,
+                                     "activation_store": activation_store, "activation_dtype": activation_dtype,
+                                     "activation_format": activation_format,
+                                     "capture_activations": capture_activations, "resume": resume}, "lm-eval")
+        self.output_dir, self.options = options.output_dir, options
+        self.capture_settings = CaptureSettings(options.layers, options.positions, options.dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not torch.cuda.is_available():
+        world, rank = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", "0") or 0)
+        if world > 1 and not torch.cuda.is_available():
             # torchrun on a machine without GPUs: accelerate makes CPU processes a group only when told
             # (`accelerate launch --cpu` sets this too); without it every process would answer everything
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-        super().__init__(pretrained=pretrained, **kwargs)
-        self.capture_activations = capture_activations
-        self.activation_store, self.activation_format = activation_store, activation_format
-        self.harness_args = {"output_dir": self.output_dir, "layers": layers, "positions": positions,
-                             "activation_store": activation_store, "activation_dtype": activation_dtype,
-                             "activation_format": activation_format, "capture_activations": capture_activations}
+        self.writer = self._claim(rank, world)          # before the model loads: a refusal costs nothing
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+            self._start(pretrained, rank, world)
+        except BaseException:
+            self.writer.release()
+            raise
+
+    def _claim(self, rank, world):
+        """The run writer of output_dir; process 0 claims the folder (an earlier model of this folder in
+        this process, never written, gives it up)."""
+        key = os.path.realpath(self.output_dir)
+        earlier = UNWRITTEN.pop(key, None)
+        if earlier is not None:
+            log.warning("%s: an earlier %s model for this output_dir never wrote its run folder; its captures "
+                        "are dropped", self.output_dir, MODEL_NAME)
+            earlier.writer.release()
+        o = self.options
+        writer = RunWriter(self.output_dir, "lm-eval", resume=o.resume, capture=o.capture, store=o.store,
+                           record_format=o.record_format, rank=rank, world=world)
+        if rank == 0:
+            writer.claim()
+        UNWRITTEN[key] = self
+        return writer
+
+    def _start(self, pretrained, rank, world):
+        """After HFLM loaded the model: the layers checked, run_config.json written (process 0), the scratch."""
+        self.capture_activations = self.options.capture
+        self.activation_store, self.activation_format = self.options.store, self.options.record_format
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
             # HFLM leaves rank 0 of 1 when it sees at most one GPU: every process would answer everything
@@ -135,13 +164,19 @@ class ActivationEvalLM(HFLM):
         if self.backend != "causal":
             raise ValueError(f"{MODEL_NAME} captures decoder-only (causal) models; {pretrained!r} is {self.backend}")
         self.layer_names = resolve_layers(self.model, self.capture_settings.layers)   # checked before any request
+        self.harness_args = {"output_dir": self.output_dir, **self.options.settings(), "resume": self.options.resume}
+        if rank == 0:
+            model = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+            self.writer.open({"model": model, "lm_eval_version": lm_eval.__version__, **self.options.settings(),
+                              "layer_names": list(self.layer_names)},
+                             compare=("model", "layer_names", "positions", "activation_store", "activation_dtype",
+                                      "activation_format", "capture_activations"))
+        if world > 1:
+            self.barrier()                   # the folder is open before any process stages a request
+        self.staging = self.writer.staging(f"rank{self._rank}")
         self.requests_seen = collections.defaultdict(list)   # (task, doc_id) -> [entry per answered request]
         self._reqs = self._pending = self._batch = self._gen_pending = self._gen_contexts = None
-        key = os.path.realpath(self.output_dir)
-        if key in UNWRITTEN:
-            log.warning("%s: an earlier %s model for this output_dir never wrote its run folder; its captures "
-                        "are dropped", self.output_dir, MODEL_NAME)
-        UNWRITTEN[key] = self
+        self._staged = 0
 
     # ------------------------------------------------------------------------- loglikelihood
 
@@ -163,7 +198,7 @@ class ActivationEvalLM(HFLM):
             fed = (list(ctx_ids) + list(cont_ids))[-(self.max_length + 1):][:-1]
             n_ctx = len(fed) - len(cont_ids) + 1             # context tokens fed (fewer when truncated)
             entries.append({"kind": "loglikelihood", "context_ids": fed[:n_ctx], "continuation_ids": list(cont_ids),
-                            "positions": self._loglik_positions(n_ctx, len(cont_ids)), "activations": None})
+                            "positions": self._loglik_positions(n_ctx, len(cont_ids)), "staged": None})
             pending[tuple(fed)].append(i)
         self._pending, self._entries = (pending if self.capture_activations else None), entries
         results = super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
@@ -216,8 +251,10 @@ class ActivationEvalLM(HFLM):
             index = torch.tensor(flat, dtype=torch.long, device=hidden.device)
             picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index).to(self.capture_dtype or hidden.dtype)
             parts[name] = picked.cpu().split(counts)
+        staged = {}
         for k, (i, _) in enumerate(batch["wants"]):
-            self._entries[i]["activations"] = {name: parts[name][k].clone() for name in self.layer_names}
+            staged[self._stage_key(self._entries[i])] = {name: parts[name][k].clone() for name in self.layer_names}
+        self.staging.put(staged)
 
     # ------------------------------------------------------------------------- generate_until
 
@@ -264,18 +301,27 @@ class ActivationEvalLM(HFLM):
         mask = generation_kwargs.get("attention_mask")
         pads = [int((mask[r] == 0).sum()) if mask is not None else 0 for r in range(len(contexts))]
         generated = out[:, width:].cpu()
-        gen_lens = [_stop_length(self.tokenizer, generated[r].tolist(), stop) for r in range(len(contexts))]
+        gen_lens = [stop_length(self.tokenizer, generated[r].tolist(), stop) for r in range(len(contexts))]
         captured = cap.batch_activations(pads, [width - p for p in pads], gen_lens, width) if cap is not None else None
         if cap is not None:
             cap.release()
+        staged = {}
         for r, text in enumerate(contexts):
             j = self._gen_pending[text].popleft()
             entry = {"kind": "generate_until", "context_ids": context[r, pads[r]:].tolist(),
-                     "output_ids": generated[r, :gen_lens[r]].tolist(), "activations": None, "positions": None}
+                     "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None}
             if captured is not None:
-                entry["activations"], entry["positions"] = captured[r]
+                acts, entry["positions"] = captured[r]
+                staged[self._stage_key(entry)] = acts
             self._gen_entries[j] = entry
+        self.staging.put(staged)
         return out
+
+    def _stage_key(self, entry):
+        """A new key for an entry's activations in the scratch (kept in the entry)."""
+        entry["staged"] = f"r{self._staged}"
+        self._staged += 1
+        return entry["staged"]
 
     # ------------------------------------------------------------------------- the run folder
 
@@ -283,6 +329,8 @@ class ActivationEvalLM(HFLM):
         entry["request_index"] = req.idx
         seen = self.requests_seen[(req.task_name, req.doc_id)]
         if any(e["request_index"] == req.idx and e["kind"] == entry["kind"] for e in seen):
+            if entry.get("staged") is not None:
+                self.staging.drop(entry["staged"])
             return            # a repeat of the request (lm-eval's padding across processes, repeats > 1)
         seen.append(entry)
 
@@ -295,51 +343,15 @@ class ActivationEvalLM(HFLM):
 
     def write_run(self, results):
         """Write the run folder at output_dir from lm-eval's results (which must hold "samples":
-        simple_evaluate(log_samples=True)); returns the summary written to summary.json."""
-        from .run_writer import write_run_folder
-        summary = write_run_folder(self, results)
-        if UNWRITTEN.get(os.path.realpath(self.output_dir)) is self:
-            del UNWRITTEN[os.path.realpath(self.output_dir)]
-        self.requests_seen.clear()
-        return summary
-
-
-def _check_output_dir(output_dir):
-    if output_dir is None or not isinstance(output_dir, str) or not output_dir.strip():
-        raise ValueError(f"{MODEL_NAME} needs output_dir=FOLDER in model_args: the run folder it writes "
-                         f"(rows, records, summary)")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"output_dir {output_dir!r} exists and is not a folder")
-    if run_folder.is_run_folder(output_dir):
-        raise ValueError(f"output_dir {output_dir!r} already holds a run ({run_folder.RESULTS_FILE}); "
-                         f"choose a new folder (nothing in it was changed)")
-    if os.path.isdir(output_dir) and run_folder.shard_files(output_dir):
-        raise ValueError(f"output_dir {output_dir!r} holds the rows of an unfinished run of several processes "
-                         f"({run_folder.SHARDS_DIR}/); choose a new folder (nothing in it was changed)")
-    return output_dir
-
-
-def _split(value):
-    """A layers / positions value from model_args: lists stay, strings are split on , ; : or spaces
-    (lm-eval's --model_args splits on commas: write layers=[0,-1] or layers=0;-1)."""
-    if isinstance(value, str):
-        items = [p for p in value.replace(";", ",").replace(":", ",").replace(" ", ",").split(",") if p]
-        return items if len(items) > 1 else (items[0] if items else None)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _parse_positions(positions):
-    positions = _split(positions)
-    if positions is None:
-        return None
-    if isinstance(positions, list):
+        simple_evaluate(log_samples=True)); returns the summary written to summary.json (process 0)."""
+        from .lm_eval_run import write_run_folder
         try:
-            positions = [int(p) for p in positions]
-        except ValueError:
-            raise ValueError(f"positions: a list of token indices, got {positions!r}") from None
-    return parse_positions(positions)
+            return write_run_folder(self, results)
+        finally:
+            if UNWRITTEN.get(os.path.realpath(self.output_dir)) is self:
+                del UNWRITTEN[os.path.realpath(self.output_dir)]
+            self.requests_seen.clear()
+            self.writer.release()
 
 
 def _kwargs_key(gen_kwargs):
@@ -352,18 +364,3 @@ def _kwargs_key(gen_kwargs):
         return key
     except (TypeError, AttributeError):
         return repr(gen_kwargs)
-
-
-def _stop_length(tokenizer, tokens, stop):
-    """Tokens of a generated row up to and including the one that completes its first stop
-    sequence (lm-eval's MultiTokenEOSCriteria: decoded text of the last few tokens, special tokens
-    kept, so the EOS string counts); all tokens when none occurs."""
-    stop = [s for s in (stop or []) if s]
-    if not stop:
-        return len(tokens)
-    window = max(len(tokenizer.encode(s, add_special_tokens=False)) for s in stop) + 2
-    for n in range(1, len(tokens) + 1):
-        text = tokenizer.decode(tokens[max(0, n - window):n], skip_special_tokens=False)
-        if any(s in text for s in stop):
-            return n
-    return len(tokens)

@@ -114,9 +114,9 @@ def _open(config, writer, rows, fingerprint):
 
 
 def _writer(config, procs):
-    return RunWriter(config.output_dir, "main", resume=config.resume, store=config.activation_store,
-                     record_format=config.activation_format, shard_bytes=int(config.shard_size_mb * 2**20),
-                     save_dir=config.activation_save_dir if config.capture_activations else None,
+    return RunWriter(config.output_dir, "main", resume=config.resume, capture=config.capture_activations,
+                     store=config.activation_store, record_format=config.activation_format,
+                     shard_bytes=int(config.shard_size_mb * 2**20), save_dir=config.activation_save_dir,
                      rank=procs.rank, world=procs.world)
 
 

@@ -18,7 +18,7 @@ Example (6 results rows of one category, 4 correct):
     >>> rows = [{"id": f"q{i}", "category": "geo", "correct": i < 4} for i in range(6)]
     >>> s = build_summary(rows, producer="main", model="tiny", benchmark="bench.jsonl", output_dir="results/demo",
     ...                   chance={row["id"]: 0.0 for row in rows}, elapsed=12.0, answered_now=6)
-    >>> s["correct"], s["metric"], [round(x, 3) for x in s["accuracy_ci95"]], s["per_category"]["geo"]["questions"]
+    >>> s["correct"], s["metric"], [round(x, 3) for x in s["accuracy_ci95"]], s["per_category"]["geo"]["answers"]
     (4, 'accuracy', [0.3, 0.903], 6)
     >>> print(format_summary(s))
     model      tiny
@@ -69,7 +69,8 @@ class CategoryStats(TypedDict):
     """One category's (lm-eval and Inspect: one task's) accuracy and counts."""
     metric: Annotated[str, "what decides `correct` here (main.py: accuracy by its graders; lm-eval: the "
                            "task's metric, e.g. acc or exact_match; Inspect: the first scorer)"]
-    questions: Annotated[int, "results rows (answers) in the category, graded or not"]
+    questions: Annotated[int, "distinct questions in the category (samples of one question count once)"]
+    answers: Annotated[int, "results rows in the category (answers: one per question and sample), graded or not"]
     errors: Annotated[int, "rows not answered (an error), left out of the accuracy"]
     n: Annotated[int, "graded answers"]
     correct: Annotated[int, "correct answers"]
@@ -90,7 +91,8 @@ class Summary(TypedDict):
     benchmark: Annotated[str, "the benchmark file (main.py) or the tasks (harnesses)"]
     output_dir: Annotated[str, "the run folder"]
     metric: Annotated[str, "the metric every category shares, or \"mixed\" (then the overall figures are null)"]
-    questions: Annotated[int, "results rows (answers)"]
+    questions: Annotated[int, "distinct questions (samples of one question count once)"]
+    answers: Annotated[int, "results rows: one per question and sample"]
     graded: Annotated[int, "rows with a verdict"]
     ungraded: Annotated[int, "answered rows without a verdict (no gold answer, a score that is not 0/1)"]
     errors: Annotated[int, "rows not answered"]
@@ -146,7 +148,8 @@ def build_summary(rows: list[dict[str, Any]], *, producer: Producer, model: str,
     skipped = list(skipped)
     answered_now = len(rows) if answered_now is None else answered_now
     return {"format_version": FORMAT_VERSION, "producer": producer, "model": str(model), "benchmark": str(benchmark),
-            "output_dir": str(output_dir), "metric": shared, "questions": len(rows), "graded": len(graded),
+            "output_dir": str(output_dir), "metric": shared, "questions": _distinct(rows), "answers": len(rows),
+            "graded": len(graded),
             "ungraded": len(answered) - len(graded), "errors": len(rows) - len(answered),
             "correct": overall["correct"] if overall else None,
             "accuracy": overall["accuracy"] if overall else None,
@@ -179,7 +182,7 @@ def _category(rows: list[dict[str, Any]], metric: Callable[[Mapping[str, Any]], 
     stats = _stats(graded, chance, several)
     norm = [r for r in rows if isinstance(r.get("correct_norm"), bool)]
     byte = [r for r in rows if isinstance(r.get("correct_bytes"), bool)]
-    return {"metric": names.pop() if len(names) == 1 else MIXED, "questions": len(rows),
+    return {"metric": names.pop() if len(names) == 1 else MIXED, "questions": _distinct(rows), "answers": len(rows),
             "errors": sum(1 for r in rows if r.get("error")), "n": stats["n"], "correct": stats["correct"],
             "accuracy": stats["accuracy"], "stderr": stats["stderr"], "ci95": stats["ci95"], "chance": stats["chance"],
             "small_n": stats["small_n"], "norm": _stats(norm, chance, several, "correct_norm") if norm else None,
@@ -196,6 +199,10 @@ def _loglik(rows: list[dict[str, Any]]) -> LoglikStats | None:
             "chance_accuracy": sum(1 / max(1, len(r.get("choice_logprobs") or [0])) for r in scored) / len(scored),
             "norm": _stats(scored, {}, several, "correct_norm"),
             "bytes": _stats(byte, {}, several, "correct_bytes") if byte else None}
+
+
+def _distinct(rows: list[dict[str, Any]]) -> int:
+    return len({str(r.get("id")) for r in rows})
 
 
 def _hashable(value: Any) -> bool:
@@ -282,7 +289,7 @@ def _notes(summary: Summary) -> list[str]:
         lines.append(f"contradictory {summary['contradictory']} answer(s) whose letter and text name different "
                      f"choices, graded incorrect (see the rows' grader_note)")
     if summary["errors"]:
-        lines.append(f"errors     {summary['errors']} of {summary['questions']} questions not answered, left out of "
+        lines.append(f"errors     {summary['errors']} of {summary['answers']} questions not answered, left out of "
                      f"accuracy (see the rows' error field)")
     if summary["ungraded"]:
         lines.append(f"ungraded   {summary['ungraded']} question(s) without a verdict (not in the accuracy)")

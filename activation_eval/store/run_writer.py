@@ -6,7 +6,7 @@ writes records and rows durably in the units the producer flushes, merges severa
 parts, and writes summary.json. No other module opens results.jsonl, a part or a shard for writing.
 
 Public names:
-    RunWriter(run_dir, producer, *, resume=False, store="files", record_format="pkl",
+    RunWriter(run_dir, producer, *, resume=False, capture=True, store="files", record_format="pkl",
               shard_bytes=SHARD_BYTES, save_dir=None, rank=0, world=1)
         .claim() -> self           (process 0) the lock, then the refusals (module docstring)
         .stored_config             the run_config.json of the folder it continues (None: a new run)
@@ -19,6 +19,7 @@ Public names:
         .staging(tag) -> Staging   scratch tensors of requests in flight (store/staging.py)
         .finish(order=()) -> rows  (process 0) the parts merged into results.jsonl in `order`, shards no
                                    row names removed, scratch removed; the final rows
+        .update_config(**settings) (process 0) settings known only later (lm-eval's tasks) into run_config.json
         .write_summary(summary)    summary.json (schema/summary.py's build_summary made it)
         .release()                 the locks; also a context manager's exit
     SHARD_BYTES, SHARD_MAX_SECONDS, WORDS
@@ -84,13 +85,13 @@ _SHARD_FILE = re.compile(r"[0-9a-f]{12}\.safetensors|[0-9a-f]{16}\.safetensors")
 
 
 class RunWriter:
-    def __init__(self, run_dir, producer, *, resume=False, store="files", record_format="pkl",
+    def __init__(self, run_dir, producer, *, resume=False, capture=True, store="files", record_format="pkl",
                  shard_bytes=SHARD_BYTES, save_dir=None, rank=0, world=1):
         if producer not in WORDS:
             raise ValueError(f"unknown producer {producer!r}; one of {', '.join(WORDS)}")
         if store not in STORES or record_format not in RECORD_FORMATS:
             raise ValueError(f"store must be one of {STORES} and record_format one of {RECORD_FORMATS}")
-        self.run_dir, self.producer, self.resume = os.fspath(run_dir), producer, bool(resume)
+        self.run_dir, self.producer, self.resume, self.capture = os.fspath(run_dir), producer, bool(resume), capture
         self.store, self.record_format, self.shard_bytes = store, record_format, int(shard_bytes)
         self.save_dir = os.fspath(save_dir) if save_dir else record_dir(self.run_dir)
         self.rank, self.world = rank, world
@@ -113,7 +114,7 @@ class RunWriter:
             self._locks.append(RunLock(self.run_dir, holder=self.label,
                                        hint=f"choose another {folder_flag}").acquire())
             self._check_content(folder_flag, resume_flag)
-            if is_external(self.run_dir, self.save_dir):
+            if self.capture and is_external(self.run_dir, self.save_dir):
                 check_save_dir(self.run_dir, self.save_dir, self.resume)
                 self._locks += filter(None, [lock_save_dir(self.run_dir, self.save_dir, self.label)])
         except BaseException:
@@ -157,8 +158,9 @@ class RunWriter:
         os.makedirs(out, exist_ok=True)
         write_json_atomic(run_folder.config_path(out), {**stored, **run_info(self.producer, settings)})
         removed = remove_stale_temp_files(out)
-        acts = open_save_dir(out, self.save_dir, self.resume)
-        removed += remove_stale_temp_files(acts) + remove_stale_temp_files(os.path.join(acts, run_folder.UNITS_DIR))
+        if self.capture:
+            acts = open_save_dir(out, self.save_dir, self.resume)
+            removed += remove_stale_temp_files(acts) + remove_stale_temp_files(os.path.join(acts, run_folder.UNITS_DIR))
         if removed:
             log.info("removed %d unfinished temp file(s) from an interrupted run", removed)
         _remove_scratch(out)
@@ -227,12 +229,17 @@ class RunWriter:
         if self._rows or self._buffer:
             self.flush()
         final = merge_results(self.run_dir, order)
-        if self.store == "shards":
+        if self.capture and self.store == "shards":
             remove_unreferenced_shards(self.run_dir, record_dir(self.run_dir), final)
         for area in self._staging:
             area.remove()
         _remove_scratch(self.run_dir)
         return final
+
+    def update_config(self, **settings):
+        """(process 0) Add settings known only later (lm-eval: the tasks) to run_config.json."""
+        stored = run_folder.read_run_config(self.run_dir)
+        write_json_atomic(run_folder.config_path(self.run_dir), {**stored, **settings})
 
     def write_summary(self, summary):
         write_json_atomic(run_folder.summary_path(self.run_dir), summary)

@@ -102,9 +102,14 @@ def test_rows_one_per_sample_with_the_first_scorers_verdict(captured, model):
         assert row["answer_logprob_mean"] == pytest.approx(row["answer_logprob_sum"] / len(answer))
         assert row["first_token_entropy"] == record["first_token_entropy"] > 0
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["producer"] == "inspect" and summary["questions"] == 7 and summary["correct"] == 1
+    # two tasks scored by different scorers (match, choice): each task's figure, no pooled one
+    assert summary["producer"] == "inspect" and summary["questions"] == 7 and summary["metric"] == "mixed"
     assert summary["per_category"]["tiny_match"]["accuracy"] == pytest.approx(0.25)
-    assert summary["inspect_results"]["tiny_match"]["match"]["accuracy"] == pytest.approx(0.25)   # Inspect's own metric
+    assert (summary["per_category"]["tiny_match"]["metric"], summary["per_category"]["tiny_choice"]["metric"]) == (
+        "match", "choice")
+    assert sum(c["correct"] for c in summary["per_category"].values()) == 1
+    inspect_own = summary["details"]["inspect_results"]["tiny_match"]["match"]["accuracy"]     # Inspect's own metric
+    assert inspect_own == pytest.approx(0.25)
     config = json.load(open(os.path.join(out, "run_config.json")))
     assert config["producer"] == "inspect" and config["tasks"] == ["tiny_match", "tiny_choice"]
     assert config["layer_names"] == ["embeddings", "layer_0", "layer_2", "final_norm"]
@@ -167,7 +172,8 @@ def test_without_capture_and_several_epochs(model, tiny_dir, tmp_path):
     assert [(r["id"], r["sample"], r["epoch"]) for r in reader.rows] == [
         ("tiny_epochs/0", 0, 1), ("tiny_epochs/0", 1, 2), ("tiny_epochs/1", 0, 1), ("tiny_epochs/1", 1, 2)]
     summary = json.load(open(out / "summary.json"))
-    assert summary["questions"] == 4 and summary["per_category"]["tiny_epochs"]["questions"] == 2
+    assert (summary["answers"], summary["questions"], summary["num_samples"]) == (4, 2, 2)
+    assert summary["per_category"]["tiny_epochs"]["questions"] == 2
 
 
 def test_several_turns_keep_the_last_call(model, tiny_dir, tmp_path):
@@ -219,7 +225,7 @@ def test_refuses_bad_model_args_before_loading(tmp_path):
         ActivationEvalAPI("no-such-model", output_dir=str(tmp_path / "r"), activation_store="x")
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.jsonl").write_text("")
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ValueError, match="already exists and is not empty; pass -M resume=true"):
         ActivationEvalAPI("no-such-model", output_dir=str(tmp_path / "r"))
 
 

@@ -137,8 +137,13 @@ def test_rows_one_per_document_with_the_tasks_metrics(captured, hf_results):
         else:
             assert row["response"] == sample["resps"][0][0] and row["answer"] == "Paris"
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["questions"] == 10 and summary["correct"] == sum(r["correct"] for r in rows)
-    assert summary["per_category"]["tiny_mc"]["accuracy"] == pytest.approx(hf_results["results"]["tiny_mc"]["acc,none"])
+    # two tasks scored by different metrics: each task's figure, never one pooled "accuracy"
+    assert summary["questions"] == 10 and summary["metric"] == "mixed" and summary["accuracy"] is None
+    per = summary["per_category"]
+    assert (per["tiny_mc"]["metric"], per["tiny_gen"]["metric"]) == ("acc", "exact_match")
+    assert per["tiny_mc"]["accuracy"] == pytest.approx(hf_results["results"]["tiny_mc"]["acc,none"])
+    assert per["tiny_gen"]["accuracy"] == pytest.approx(hf_results["results"]["tiny_gen"]["exact_match,none"])
+    assert sum(c["correct"] for c in per.values()) == sum(r["correct"] for r in rows)
     config = json.load(open(os.path.join(out, "run_config.json")))
     assert config["producer"] == "lm-eval" and config["activation_store"] == "files"
     assert "samples" in results                                # log_samples=True was asked for: kept
@@ -193,7 +198,9 @@ def test_plain_lm_eval_simple_evaluate_then_write_run(tiny_dir, task_dir, tmp_pa
     args = f"pretrained={tiny_dir},dtype=float32,output_dir={out},layers=0;-1,positions=last_prompt"
     results = _evaluate(lm_eval.simple_evaluate, "activation-eval", args, task_dir)
     assert results["results"] == hf_results["results"]
-    assert not os.path.exists(out) and harness.cli.UNWRITTEN
+    # claimed when the model was built (run_config.json names the producer); no row until write_run
+    assert json.load(open(os.path.join(out, "run_config.json")))["producer"] == "lm-eval" and harness.cli.UNWRITTEN
+    assert not os.path.exists(os.path.join(out, "results.jsonl"))
     harness.write_run(results)
     assert not harness.cli.UNWRITTEN                          # the model (and its captures) let go
     records = dict((row["id"], rec) for row, rec in RunReader(out).records())
@@ -210,7 +217,7 @@ def test_refuses_bad_model_args_before_loading(tmp_path):
         harness.ActivationEvalLM(pretrained="no-such-model", output_dir=str(tmp_path / "r"), activation_store="x")
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.jsonl").write_text("")
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ValueError, match="already exists and is not empty; pass resume=true"):
         harness.ActivationEvalLM(pretrained="no-such-model", output_dir=str(tmp_path / "r"))
 
 
@@ -278,4 +285,5 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
         for name, tensor in record["activations"].items():          # other batches: equal up to float rounding
             assert rel_err(tensor, other["activations"][name]) < 1e-5, (row["id"], name)
     summary = json.load(open(out / "summary.json"))
-    assert summary["questions"] == 9 and summary["correct"] == sum(bool(r["correct"]) for r in expected)
+    assert summary["questions"] == 9
+    assert sum(c["correct"] for c in summary["per_category"].values()) == sum(bool(r["correct"]) for r in expected)

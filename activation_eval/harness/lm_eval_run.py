@@ -1,4 +1,4 @@
-"""The run folder of an lm-eval run: one results row per (task, doc_id), its record, summary, config.
+"""The rows and records of an lm-eval run, handed to the run writer: one per (task, doc_id).
 
 Public names:
     write_run_folder(lm, results) -> summary     lm: an ActivationEvalLM that answered the requests;
@@ -15,7 +15,7 @@ Example (tasks/tiny_mc.yaml: a local multiple-choice task):
     ...                                   task_manager=TaskManager(include_path="tasks", include_defaults=False))
     >>> [(task, doc_id) for task, doc_id, _ in doc_rows(results)]
     [('tiny_mc', 0), ('tiny_mc', 1), ('tiny_mc', 2)]
-    >>> summary = write_run_folder(lm, results)
+    >>> summary = lm.write_run(results)                     # write_run_folder(lm, results), then the lock released
     >>> summary["accuracy"] == results["results"]["tiny_mc"]["acc,none"]      # lm-eval's acc, per document
     True
 
@@ -32,27 +32,24 @@ A row (schema.answered_row; one per (task, doc_id), the first filter's sample):
 A record: the generation record's keys (ACTIVATION_CAPTURE_README.md). For log-likelihood
 documents input_ids = the first request's fed context, output_ids empty, and the activations are
 every request's kept positions back to back in request order (choice order); "requests" gives each
-request's rows [start, end), continuation ids, context length and log-likelihood. "grading"
-holds the row's verdict (the run reader checks that a record is its row's).
+request's rows [start, end), continuation ids, context length and log-likelihood. The run writer
+stamps it with the row's verdict ("grading"; the run reader checks that a record is its row's).
+
+Memory: a document's activations wait on disk (the model's staging, one file per batch) until its
+record is assembled here, then go to the writer one document at a time; rows and records are
+flushed as they are made (the shard store: whenever a shard is full).
 """
 import datetime
-import hashlib
 import logging
-import os
 import time
 
 import torch
 
 from .. import schema
 from ..capture.generation import model_name, model_summary, versions
-from ..eval.scores import accuracy_stats
-from ..store import run_folder
-from ..store.atomic import write_json_atomic
-from ..store.records import save_activations
-from ..store.shards import write_shard
+from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
-SHARD_BYTES = 256 * 2**20           # a task's records are split into shards of about this size
 
 
 def doc_rows(results):
@@ -114,64 +111,46 @@ def _plain(value):
 
 
 def write_run_folder(lm, results):
-    """Records (complete) first, then results.jsonl, run_config.json and summary.json.
+    """Every document's row and record through lm's run writer, then (process 0) the merge, the tasks
+    in run_config.json and summary.json.
 
     Several processes (lm.world_size > 1; every process calls this, `results` is None except on
-    process 0): each writes its own documents' records and rows (shards/results.rank<R>.jsonl, from
-    the samples it kept: lm.own_samples), then process 0 merges the rows in lm-eval's document
-    order and writes run_config.json and summary.json; returns the summary on process 0, else None.
+    process 0): each writes its own documents' records and rows (from the samples it kept:
+    lm.own_samples), then process 0 merges the rows in lm-eval's document order; returns the summary
+    on process 0, else None.
     """
     started = time.time()
-    out = lm.output_dir
-    if run_folder.is_run_folder(out):
-        raise ValueError(f"output_dir {out!r} already holds a run ({run_folder.RESULTS_FILE}); nothing was "
-                         f"written (choose a new folder)")
+    writer = lm.writer
     several = lm.world_size > 1
     if several and lm.own_samples is None:
         raise RuntimeError(f"process {lm.rank} of {lm.world_size}: lm-eval gathered no samples from this process; "
                            f"run with activation_eval.harness.simple_evaluate (it asks lm-eval for samples)")
-    rows = _write_docs(lm, doc_rows({"samples": lm.own_samples} if several else results),
-                       f"rank{lm.rank}" if several else "")
-    if not several:
-        run_folder.append_results(run_folder.results_path(out), rows)
-    else:
-        run_folder.append_results(run_folder.shard_path(out, lm.rank), rows)
+    docs = doc_rows({"samples": lm.own_samples} if several else results)
+    shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions()}
+    for task, doc_id, fields in docs:
+        entries = sorted(lm.requests_seen.get((task, doc_id), []), key=lambda e: e["request_index"])
+        row = _row(task, doc_id, fields, entries)
+        staged = lm.capture_activations and entries and all(e.get("staged") is not None for e in entries)
+        writer.add(row, _record(lm, row, entries, shared) if staged else None)
+        for e in entries:
+            if e.get("staged") is not None:
+                lm.staging.drop(e["staged"])
+        if writer.store == "files" or writer.full():
+            writer.flush()
+    writer.flush()
+    if several:
         lm.barrier()                                             # every process's rows and records are written
         if lm.rank != 0:
             lm.barrier()                                         # ... and process 0 has merged them
             return None
-        rows = run_folder.merge_results(out, [f"{task}/{doc_id}" for task, doc_id, _ in doc_rows(results)])
-    config = _run_config(lm, results)
-    write_json_atomic(run_folder.config_path(out), config)
-    summary = _summary(lm, rows, results, time.time() - started)
-    write_json_atomic(run_folder.summary_path(out), summary)
+    final = writer.finish(order=[f"{task}/{doc_id}" for task, doc_id, _ in doc_rows(results)])
+    config = results.get("config") or {}
+    writer.update_config(model_args=_plain(config.get("model_args")), tasks=list(results.get("samples") or {}),
+                         limit=_plain(config.get("limit")))
+    summary = writer.write_summary(_summary(lm, final, results, time.time() - started))
     if several:
         lm.barrier()
     return summary
-
-
-def _write_docs(lm, docs, tag):
-    """The records of `docs` (files, or shards named with `tag`) and their rows (returned, not written)."""
-    out = lm.output_dir
-    acts_dir = os.path.join(out, run_folder.ACTIVATIONS_DIR)
-    os.makedirs(out, exist_ok=True)
-    shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions()}
-    rows, pending = [], []                                   # pending: (row, record) awaiting a shard
-    for task, doc_id, fields in docs:
-        row = _row(task, doc_id, fields, lm.requests_seen.get((task, doc_id), []))
-        entries = sorted(lm.requests_seen.get((task, doc_id), []), key=lambda e: e["request_index"])
-        if lm.capture_activations and entries and all(e["activations"] is not None for e in entries):
-            record = _record(lm, row, entries, shared)
-            if lm.activation_store == "files":
-                path = run_folder.record_path(acts_dir, row[schema.ID], lm.activation_format)
-                os.makedirs(acts_dir, exist_ok=True)
-                save_activations(record, path)
-                row[schema.ACTIVATION_FILE] = os.path.relpath(path, out)
-            else:
-                pending.append((row, record))
-        rows.append(row)
-    _write_shards(out, acts_dir, pending, tag)
-    return rows
 
 
 def _row(task, doc_id, fields, entries):
@@ -188,8 +167,10 @@ def _row(task, doc_id, fields, entries):
 
 
 def _record(lm, row, entries, shared):
+    """The document's record: its requests' activations (read back from the staging) back to back."""
     first = entries[0]
-    acts = {name: torch.cat([e["activations"][name] for e in entries]) for name in lm.layer_names}
+    parts = [lm.staging.get(e["staged"]) for e in entries]
+    acts = {name: torch.cat([p[name] for p in parts]) for name in lm.layer_names}
     kept, requests, start = [], [], 0
     for e in entries:
         n = len(e["positions"])
@@ -213,64 +194,14 @@ def _record(lm, row, entries, shared):
             "activations": acts, "layer_names": list(lm.layer_names),
             "positions": ("scored" if loglik else "all") if positions is None else positions,
             "positions_kept": kept, "dtype": str(next(iter(acts.values())).dtype).replace("torch.", ""),
-            "requests": requests, "task": row["task"], "doc_id": row["doc_id"],
-            "grading": {k: row[k] for k in ("id", "category", "answer", "extracted", "correct", "grader")}}
-
-
-def _write_shards(out, acts_dir, pending, tag=""):
-    """The shard store: each task's records in shards of about SHARD_BYTES, named by a hash of
-    (task, part) (and the process's tag: "rank<R>" with several processes); rows get
-    activation_shard + activation_row."""
-    by_task = {}
-    for row, record in pending:
-        by_task.setdefault(row["task"], []).append((row, record))
-    for task, items in by_task.items():
-        part, size, group = 0, 0, []
-        for row, record in items + [(None, None)]:
-            if row is not None:
-                group.append((row, record))
-                size += sum(t.numel() * t.element_size() for t in record["activations"].values())
-            if group and (row is None or size >= SHARD_BYTES):
-                name = f"{task}\0{part}" if not tag else f"{task}\0{tag}\0{part}"
-                key = hashlib.sha256(name.encode()).hexdigest()[:16]
-                path = run_folder.unit_shard_path(acts_dir, key)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_shard(path, [r[schema.ID] for r, _ in group], [rec for _, rec in group])
-                for index, (r, _) in enumerate(group):
-                    r[schema.ACTIVATION_SHARD] = os.path.relpath(path, out)
-                    r[schema.ACTIVATION_ROW] = index
-                part, size, group = part + 1, 0, []
-
-
-def _run_config(lm, results):
-    config = results.get("config") or {}
-    return {"producer": "lm-eval", "lm_eval_version": _lm_eval_version(), "model": lm.pretrained
-            if isinstance(lm.pretrained, str) else model_name(lm.model),
-            "model_args": _plain(config.get("model_args")), "tasks": list(results.get("samples") or {}),
-            "limit": _plain(config.get("limit")), **_plain(lm.harness_args),
-            "layer_names": list(lm.layer_names), "activation_save_dir": run_folder.ACTIVATIONS_DIR}
+            "requests": requests, "task": row["task"], "doc_id": row["doc_id"]}
 
 
 def _summary(lm, rows, results, elapsed):
-    graded = [r for r in rows if r.get("correct") is not None]
-    by_task = {}
-    for row in rows:
-        by_task.setdefault(row["category"], []).append(row)
-    overall = accuracy_stats([r["correct"] for r in graded])
-    per = {}
-    for task, group in by_task.items():
-        flags = [r["correct"] for r in group if r.get("correct") is not None]
-        per[task] = {**accuracy_stats(flags), "metric": group[0].get("metric"), "documents": len(group)}
-    return {"producer": "lm-eval", "model": model_name(lm.model), "output_dir": lm.output_dir,
-            "questions": len(rows), "graded": len(graded), "ungraded": len(rows) - len(graded), "errors": 0,
-            "correct": overall["correct"], "accuracy": overall["accuracy"] if graded else 0.0,
-            "accuracy_stderr": overall["stderr"], "accuracy_ci95": overall["ci95"], "chance": None,
-            "per_category": per, "capture_activations": lm.capture_activations,
-            "activation_store": lm.activation_store if lm.capture_activations else None,
-            "activation_dir": run_folder.ACTIVATIONS_DIR if lm.capture_activations else None,
-            "lm_eval_results": _plain(results.get("results")), "write_time_s": round(elapsed, 3)}
-
-
-def _lm_eval_version():
-    import lm_eval
-    return lm_eval.__version__
+    """schema/summary.py's summary: each task scored by its metric (acc, exact_match, ...)."""
+    return build_summary(rows, producer="lm-eval", model=model_name(lm.model),
+                         benchmark=", ".join(results.get("samples") or {}), output_dir=lm.output_dir,
+                         metric=lambda row: row.get("metric") or "lm-eval", elapsed=elapsed,
+                         processes=lm.world_size, capture_activations=lm.capture_activations,
+                         activation_store=lm.activation_store, activation_dir="activations",
+                         details={"lm_eval_results": _plain(results.get("results"))})
