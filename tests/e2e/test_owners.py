@@ -16,7 +16,8 @@ from activation_eval.analysis import lens, report
 from activation_eval.capture import hooks, layers
 from activation_eval.eval import gold, grading, multiple_choice, prompts
 from activation_eval.run.config import RunConfig
-from activation_eval.run.runner import format_summary, make_summary
+from activation_eval.run.summary import make_summary
+from activation_eval.schema.summary import format_summary
 from helpers import REPO_ROOT, make_tokenizer, tiny_model
 
 ROOT = REPO_ROOT

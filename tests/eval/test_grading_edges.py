@@ -22,8 +22,9 @@ from activation_eval.eval.grading import grade
 from activation_eval.eval.prompts import format_question
 from activation_eval.eval.rows import normalize_row, stable_id
 from activation_eval.run.config import RunConfig
-from activation_eval.run.summary import format_summary, make_summary
+from activation_eval.run.summary import make_summary
 from activation_eval.schema import answered_row
+from activation_eval.schema.summary import format_summary
 
 
 def _write(tmp_path, rows, name="b.jsonl"):

@@ -10,7 +10,8 @@ from scipy import stats
 
 from activation_eval.eval.scores import accuracy_stats, chance_accuracy
 from activation_eval.run.config import RunConfig
-from activation_eval.run.runner import format_summary, make_summary
+from activation_eval.run.summary import make_summary
+from activation_eval.schema.summary import format_summary
 from helpers import read_rows, run_main
 
 

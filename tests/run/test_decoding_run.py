@@ -9,7 +9,8 @@ import pytest
 from activation_eval.eval.benchmark import load_benchmark
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import select_rows
-from activation_eval.store import run_reader
+from activation_eval.store import run_reader, run_writer
+from activation_eval.store.run_writer import RunWriter
 from helpers import read_rows, run_main
 
 SAMPLED = ["--limit", 4, "--max_new_tokens", 5, "--temperature", 1.0, "--num_samples", 2,
@@ -124,7 +125,9 @@ def test_rows_and_record_files_are_keyed_by_id_and_sample(tmp_path):
     # merging: one row per (id, sample), the latest wins, samples of an id in order, ids in `order`
     (tmp_path / "results.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [{"id": "b", "v": 1}, {"id": "a", "sample": 1, "v": 1}]))
-    run_folder.append_results(run_folder.shard_path(tmp_path, 0), [{"id": "a", "sample": 1, "v": 2},
-                                                                   {"id": "a", "sample": 0, "v": 2}])
-    merged = run_folder.merge_results(tmp_path, ["a", "b"])
+    part = RunWriter(tmp_path, "main", rank=0, world=2)                # process 0 of 2 writes its part
+    for row in ({"id": "a", "sample": 1, "v": 2}, {"id": "a", "sample": 0, "v": 2}):
+        part.add(row)
+    part.flush()
+    merged = run_writer.merge_results(tmp_path, ["a", "b"])
     assert [(r["id"], r.get("sample"), r["v"]) for r in merged] == [("a", 0, 2), ("a", 1, 2), ("b", None, 1)]

@@ -14,8 +14,8 @@ import torch
 
 from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.run import runner
-from activation_eval.run.lock import RunLock
 from activation_eval.store import run_folder
+from activation_eval.store.lock import RunLock
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
 from helpers import REPO_ROOT, make_tokenizer, read_rows, run_main, tiny_model

@@ -14,17 +14,16 @@ import torch
 
 import hostile
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.run import runner
 from activation_eval.run.config import RunConfig, RunError
-from activation_eval.run.lock import RunLock
-from activation_eval.run.save_dir import OWNER_FILE, SAVE_LOCK_FILE, lock_save_dir
-from activation_eval.run.shard_buffer import remove_unreferenced_shards
 from activation_eval.store import run_folder, shards
 from activation_eval.store.atomic import remove_stale_temp_files
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.files import open_regular, read_regular_bytes
+from activation_eval.store.lock import RunLock
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
+from activation_eval.store.run_writer import RunWriter, append_results, merge_results, remove_unreferenced_shards, repair_results
+from activation_eval.store.save_dir import OWNER_FILE, SAVE_LOCK_FILE, lock_save_dir
 from helpers import REPO_ROOT, read_rows, run_main
 
 ROOT = REPO_ROOT
@@ -119,11 +118,11 @@ def test_a_folder_holding_only_a_symlinked_lock_is_not_empty(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     os.symlink(tmp_path / "elsewhere", out / run_folder.LOCK_FILE)
-    with pytest.raises(RunError, match="already exists and is not empty"):
-        runner.check_output_dir(RunConfig(output_dir=str(out)))
+    with pytest.raises(RunError, match="is not a regular file"):       # refused, the link never followed
+        RunWriter(out, "main").claim()
     os.unlink(out / run_folder.LOCK_FILE)
     (out / run_folder.LOCK_FILE).write_text("123\n")        # a killed run's plain lock file: still empty
-    runner.check_output_dir(RunConfig(output_dir=str(out)))
+    RunWriter(out, "main").claim().release()
 
 
 # ----------------------------------------------------------------------------- shard cleanup
@@ -404,14 +403,14 @@ def test_results_and_shards_that_are_symlinks_are_never_written_through(tmp_path
     run.mkdir()
     os.symlink(target, run / "results.jsonl")
     with pytest.raises(OSError, match="symbolic link"):
-        run_folder.append_results(str(run / "results.jsonl"), [{"id": "a"}])
-    run_folder.repair_results(str(run / "results.jsonl"))     # drops the torn line: replaces the link itself
+        append_results(str(run / "results.jsonl"), [{"id": "a"}])
+    repair_results(str(run / "results.jsonl"))     # drops the torn line: replaces the link itself
     assert target.read_text() == "keep me\n"
     target.write_text('{"id": "a"}')                            # a complete row without its newline
     os.remove(run / "results.jsonl")
     os.symlink(target, run / "results.jsonl")
     with pytest.raises(OSError, match="symbolic link"):
-        run_folder.repair_results(str(run / "results.jsonl"))
+        repair_results(str(run / "results.jsonl"))
     assert target.read_text() == '{"id": "a"}'
     other = tmp_path / "elsewhere"
     other.mkdir()
@@ -419,7 +418,9 @@ def test_results_and_shards_that_are_symlinks_are_never_written_through(tmp_path
     os.remove(run / "results.jsonl")
     os.symlink(other, run / "shards")
     with pytest.raises(OSError, match="symbolic link"):
-        run_folder.shard_path(str(run), 0)
+        part = RunWriter(run, "main", rank=0, world=2)
+        part.add({"id": "c"})
+        part.flush()
     with pytest.raises(OSError, match="symbolic link"):
-        run_folder.merge_results(str(run))
+        merge_results(str(run))
     assert (other / "results.rank0.jsonl").read_text() == '{"id": "b"}\n'

@@ -19,10 +19,10 @@ import hostile
 from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.run.distributed import CRASH_ENV
-from activation_eval.run.shard_buffer import shard_name
 from activation_eval.schema import CONFIDENCE_FIELDS
-from activation_eval.store import run_folder, run_reader, shards
+from activation_eval.store import run_reader, run_writer, shards
 from activation_eval.store.errors import CorruptFileError
+from activation_eval.store.run_writer import RunWriter, shard_name
 from helpers import REPO_ROOT, read_rows, run_main
 
 ROOT = REPO_ROOT
@@ -124,7 +124,7 @@ def test_analyze_directory_reads_shards_like_files(runs, capsys):
 def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_completes(
         tiny_dir, runs, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_append = run_folder.append_results
+    real_append = run_writer.append_results
     appended = []
 
     def append_then_fail(path, rows):
@@ -133,9 +133,9 @@ def test_a_failure_between_a_shard_and_its_rows_leaves_no_row_and_resume_complet
         appended.append(len(rows))
         real_append(path, rows)
 
-    monkeypatch.setattr(run_folder, "append_results", append_then_fail)
+    monkeypatch.setattr(run_writer, "append_results", append_then_fail)
     assert run_main(*args(tiny_dir, out, "shards", shard_mb=0)) == 2
-    monkeypatch.setattr(run_folder, "append_results", real_append)
+    monkeypatch.setattr(run_writer, "append_results", real_append)
     rows = read_rows(out)
     assert len(rows) == appended[0] == 8                        # one whole unit, nothing of the next
     units = out / "activations" / "units"
@@ -159,14 +159,14 @@ def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_
     def fail(path, rows):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_folder, "append_results", fail)
+    monkeypatch.setattr(run_writer, "append_results", fail)
     assert run_main(*args(tiny_dir, out, "shards")) == 2
     monkeypatch.undo()
     units = out / "activations" / "units"
     assert not (out / "results.jsonl").exists()                   # no row: both units were in the buffer
     assert os.listdir(units) == os.listdir(runs[1] / "activations" / "units")   # their complete shard, unnamed
     # resumed with one unit per shard (not a setting a resume must share): other names, the orphan goes
-    caplog.set_level(logging.INFO, logger="activation_eval.run.shard_buffer")
+    caplog.set_level(logging.INFO, logger="activation_eval.store.run_writer")
     assert run_main(*args(tiny_dir, out, "shards", shard_mb=0), "--resume") == 0
     rows = read_rows(out)
     assert sorted(os.listdir(units)) == unit_shards(rows) and len(unit_shards(rows)) == 2
@@ -430,22 +430,18 @@ def buffered_record(rows_kept):
 
 
 def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monkeypatch):
-    from activation_eval.run.config import RunConfig
-    from activation_eval.run.shard_buffer import ShardBuffer
     # each question keeps 4 rows of 256 float32 = 4 KiB; a unit of 3 questions 12 KiB; target 20 KiB
-    config = RunConfig(output_dir=str(tmp_path), capture_activations=True, activation_store="shards",
-                       shard_size_mb=20 / 1024)
-    buffer, written = ShardBuffer(config), []
+    buffer, written = RunWriter(tmp_path, "main", store="shards", shard_bytes=20 * 1024), []
     for u, key in enumerate(["aaaaaa000001", "aaaaaa000002", "aaaaaa000003"]):
         for q in range(3):
-            buffer.add({"id": f"u{u}q{q}"}, buffered_record(4), key)
+            buffer.add({"id": f"u{u}q{q}", "unit": key}, buffered_record(4))
         if buffer.full():
             written.append(buffer.flush())
     assert not buffer.full()                              # 12 KiB held after the second flush point
     written.append(buffer.flush())
     assert [len(rows) for rows in written] == [6, 3]     # two units (24 KiB >= 20) then the last one
     first, last = written
-    first_shard = shard_name(["aaaaaa000001", "aaaaaa000002"])
+    first_shard = shard_name([{"unit": "aaaaaa000001"}, {"unit": "aaaaaa000002"}])
     assert {r["activation_shard"] for r in first} == {f"activations/units/{first_shard}.safetensors"}
     assert {r["activation_shard"] for r in last} == {"activations/units/aaaaaa000003.safetensors"}
     assert [r["activation_row"] for r in first] == list(range(6)) and [r["unit"] for r in first][2:4] == \
@@ -453,19 +449,16 @@ def test_units_are_grouped_until_the_target_size_and_never_split(tmp_path, monke
     for rows in written:
         path = tmp_path / rows[0]["activation_shard"]
         assert shards.read_shard_index(path).ids == [r["id"] for r in rows]
-    assert not buffer and buffer.flush() == []
+    assert not buffer.pending() and buffer.flush() == []
 
 
 def test_a_unit_waits_at_most_ten_minutes_for_its_shard(tmp_path, monkeypatch):
-    from activation_eval.run import shard_buffer
-    from activation_eval.run.config import RunConfig
-    config = RunConfig(output_dir=str(tmp_path), capture_activations=True, activation_store="shards")
     now = [1000.0]
-    monkeypatch.setattr(shard_buffer.time, "monotonic", lambda: now[0])
-    buffer = shard_buffer.ShardBuffer(config)
+    monkeypatch.setattr(run_writer.time, "monotonic", lambda: now[0])
+    buffer = RunWriter(tmp_path, "main", store="shards")
     assert not buffer.full()                              # empty: nothing to write
-    buffer.add({"id": "a"}, buffered_record(1), "bbbbbb000001")
-    now[0] += shard_buffer.SHARD_MAX_SECONDS - 1
+    buffer.add({"id": "a", "unit": "bbbbbb000001"}, buffered_record(1))
+    now[0] += run_writer.SHARD_MAX_SECONDS - 1
     assert not buffer.full()                              # 1 KiB, far below 256 MB, and not yet old
     now[0] += 1
     assert buffer.full()
@@ -521,7 +514,7 @@ def test_load_run_layer_over_several_shards_equals_the_file_store(tiny_dir, runs
 
 
 def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_path):
-    from activation_eval.run.shard_buffer import remove_unreferenced_shards
+    from activation_eval.store.run_writer import remove_unreferenced_shards
     run, shared = tmp_path / "run", tmp_path / "shared_acts"
     a, b = "aaaaaaaaaaaa.safetensors", "bbbbbbbbbbbb.safetensors"      # unit-key names
     for folder in (run / "activations" / "units", shared / "units"):
@@ -536,8 +529,8 @@ def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_p
 
 def test_without_capture_the_shard_store_writes_each_row_at_once(tiny_dir, tmp_path, monkeypatch):
     out, seen = tmp_path / "run", []
-    real_append = run_folder.append_results
-    monkeypatch.setattr(run_folder, "append_results", lambda path, rows: (seen.append(len(rows)), real_append(path, rows)))
+    real_append = run_writer.append_results
+    monkeypatch.setattr(run_writer, "append_results", lambda path, rows: (seen.append(len(rows)), real_append(path, rows)))
     cli = [a for a in args(tiny_dir, out, "shards", limit=4) if a != "--capture_activations"]
     assert run_main(*cli) == 0
     assert seen == [1, 1, 1, 1] and len(read_rows(out)) == 4            # not held for a shard that never comes
