@@ -61,7 +61,7 @@ def read(doc):
         return f.read()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parts(doc):
     """(prose, code blocks): prose is the text outside fenced blocks (its 4-space-indented lines moved to the
     code); each code block is (language, text)."""
@@ -173,7 +173,7 @@ def flag_uses(doc):
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parser_options(command):
     """{option string: default} of a command's parser (None for options known only by name)."""
     if command == "main":
@@ -252,7 +252,7 @@ def _same(default, text):
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_targets():
     text = read("Makefile")
     targets = set(re.findall(r"^([\w-]+)\s*:", text, re.M))
@@ -277,7 +277,7 @@ def slug(heading):
     return text.replace(" ", "-")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def anchors(doc):
     return {slug(line.lstrip("#")) for line in parts(doc)[0].splitlines() if re.match(r"#{1,6} ", line)}
 
@@ -300,10 +300,10 @@ def test_every_relative_link_and_anchor_resolves(doc):
 PACKAGE_ROOMS = ("capture", "eval", "store", "run", "harness", "analysis", "schema")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def repo_files():
     names = set()
-    for folder, dirs, files in os.walk(REPO_ROOT):
+    for _folder, dirs, files in os.walk(REPO_ROOT):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "results")]
         names.update(files)
     return names
@@ -341,7 +341,7 @@ HARNESS_ARGS = _literal_tuple("activation_eval/harness/lm_eval_model.py", "HARNE
 INSPECT_ARGS = _literal_tuple("activation_eval/harness/inspect_provider.py", "MODEL_ARGS")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lm_eval_model_args():
     from lm_eval.models.huggingface import HFLM
     return HARNESS_ARGS | set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
@@ -416,7 +416,7 @@ def _import(name):
     return importlib.import_module(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def constant(name, module="*"):
     """The value of a module-level NAME = <expression of literals and other such names> in activation_eval/,
     wherever it lives (a module may move; two different values are an error); `module`: only in files of that name."""
