@@ -417,15 +417,26 @@ def _import(name):
 
 
 @functools.cache
-def constant(name, module="*"):
+def module_assignments():
+    """{NAME: [(module path, value node)]} of every module-level assignment in activation_eval/ (parsed once)."""
+    found = {}
+    for path in glob.glob(os.path.join(REPO_ROOT, "activation_eval", "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            body = ast.parse(f.read()).body
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            for target in targets:
+                if isinstance(target, ast.Name) and node.value is not None:
+                    found.setdefault(target.id, []).append((path, node.value))
+    return found
+
+
+@functools.cache
+def constant(name, module=None):
     """The value of a module-level NAME = <expression of literals and other such names> in activation_eval/,
     wherever it lives (a module may move; two different values are an error); `module`: only in files of that name."""
-    values = {}
-    for path in glob.glob(os.path.join(REPO_ROOT, "activation_eval", "**", f"{module}.py"), recursive=True):
-        for node in ast.parse(open(path, encoding="utf-8").read()).body:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-            if node.__class__ in (ast.Assign, ast.AnnAssign) and any(getattr(t, "id", None) == name for t in targets):
-                values[path] = _evaluate(node.value)
+    values = {path: _evaluate(node) for path, node in module_assignments().get(name, [])
+              if module is None or os.path.basename(path) == f"{module}.py"}
     assert values, f"no module of activation_eval defines {name}"
     assert len(set(values.values())) == 1, f"{name} differs between modules: {values}"
     return next(iter(values.values()))
