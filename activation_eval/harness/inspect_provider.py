@@ -58,12 +58,12 @@ from ..models import load_model
 from ..store.errors import RunFolderError
 from ..store.run_writer import RunWriter
 from . import inspect_run
-from .options import RUN_ARGS, HarnessArgumentError, parse_run_options, stop_length
+from .options import INSPECT_MODEL_ARGS, RUN_ARGS, HarnessArgumentError, parse_run_options, stop_length
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "activation-eval"
-MODEL_ARGS = (*RUN_ARGS, "dtype", "device", "batch_size", "model_path", "use_chat_template", "continuous_batching")
+MODEL_ARGS = INSPECT_MODEL_ARGS
 DEFAULT_MAX_TOKENS = 512        # when neither the task nor --max-tokens sets max_tokens
 GATHER_S = 0.05                 # how long a generate() call waits for others to join its batch
 

@@ -4,6 +4,7 @@ Imports neither lm-eval nor Inspect, so that each producer loads only its own ha
 
 Public names:
     RUN_ARGS                the run-folder arguments every producer takes (and their defaults)
+    INSPECT_MODEL_ARGS      every -M argument of the Inspect provider: RUN_ARGS and its model's own
     RunOptions              the parsed run-folder arguments (a frozen dataclass)
     parse_run_options(args, producer) -> RunOptions    checks every value, names the bad one
     split_list(value)       "0;-1" / "0,-1" / [0, -1] -> a list (or one item)
@@ -28,6 +29,7 @@ STORES = ("files", "shards")
 FORMATS = ("pkl", "safetensors")
 RUN_ARGS = {"output_dir": None, "layers": None, "positions": None, "activation_store": "files",
             "activation_dtype": None, "activation_format": "pkl", "capture_activations": True, "resume": False}
+INSPECT_MODEL_ARGS = (*RUN_ARGS, "dtype", "device", "batch_size", "model_path", "use_chat_template", "continuous_batching")
 
 
 class HarnessArgumentError(RunFolderError):

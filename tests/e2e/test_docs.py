@@ -29,6 +29,7 @@ import shlex
 
 import pytest
 
+from activation_eval.harness.options import INSPECT_MODEL_ARGS, RUN_ARGS
 from helpers import REPO_ROOT
 
 DOCS = ["README.md", "CONTRIBUTING.md", "ACTIVATION_CAPTURE_README.md", "PERF.md", "CHANGELOG.md"] + sorted(
@@ -329,16 +330,8 @@ def test_every_file_path_in_backticks_exists(doc):
     assert not missing, f"{doc} names files that do not exist: {missing}"
 
 
-def _literal_tuple(path, name):
-    """A module-level tuple of strings, read without importing the module (the harnesses import lm-eval, Inspect)."""
-    for node in ast.parse(read(path)).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-            return set(ast.literal_eval(node.value))
-    raise AssertionError(f"{path} defines no {name}")
-
-
-HARNESS_ARGS = _literal_tuple("activation_eval/harness/lm_eval_model.py", "HARNESS_ARGS")
-INSPECT_ARGS = _literal_tuple("activation_eval/harness/inspect_provider.py", "MODEL_ARGS")
+HARNESS_ARGS = set(RUN_ARGS)                    # lm_eval_model.HARNESS_ARGS, without importing lm-eval
+INSPECT_ARGS = set(INSPECT_MODEL_ARGS)          # inspect_provider.MODEL_ARGS, without importing Inspect
 
 
 @functools.cache
