@@ -47,6 +47,7 @@ def main():
     from activation_eval.eval.benchmark import load_benchmark
     from activation_eval.models import DEFAULT_MODEL, load_model
     from activation_eval.run import runner
+    from activation_eval.run.config import RunConfig
     model_name = args.model or DEFAULT_MODEL
     global SORTER
     SORTER = "plan_batches" if hasattr(runner, "plan_batches") else "length_sorted_batches"
@@ -65,7 +66,7 @@ def main():
     def run(name, batch_size, sort=True, continuous=True):
         out = os.path.join(tmp_root, name.replace(" ", "_"))
         shutil.rmtree(out, ignore_errors=True)
-        config = runner.RunConfig(model=model_name, limit=args.limit, batch_size=batch_size,
+        config = RunConfig(model=model_name, limit=args.limit, batch_size=batch_size,
                                   max_new_tokens=args.max_new_tokens, output_dir=out,
                                   continuous_batching=continuous)
         real = getattr(runner, SORTER)
@@ -99,7 +100,7 @@ def main():
         variants["8 unsorted"] = lambda: run("8 unsorted", 8, sort=False, continuous=False)
     try:
         # one short untimed run warms the model, tokenizer and caches
-        runner.run_benchmark(runner.RunConfig(model=model_name, limit=8, batch_size=8, max_new_tokens=args.max_new_tokens,
+        runner.run_benchmark(RunConfig(model=model_name, limit=8, batch_size=8, max_new_tokens=args.max_new_tokens,
                                     output_dir=os.path.join(tmp_root, "warmup")))
         wall, cpu = common.interleaved(variants, args.repeats, warmup=0)
     finally:

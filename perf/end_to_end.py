@@ -44,6 +44,7 @@ def main():
     common.setup(args.threads)
     from activation_eval.models import DEFAULT_MODEL, load_model
     from activation_eval.run import runner
+    from activation_eval.run.config import RunConfig
     from activation_eval.store import atomic
     model_name = args.model or DEFAULT_MODEL
     load_model(model_name)                       # cached for the process: no variant pays for it
@@ -53,7 +54,7 @@ def main():
     def run(name, capture=False, fmt="pkl", save=True, fsync=True):
         out = os.path.join(tmp_root, name)
         shutil.rmtree(out, ignore_errors=True)
-        config = runner.RunConfig(model=model_name, limit=args.limit, batch_size=args.batch_size,
+        config = RunConfig(model=model_name, limit=args.limit, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, output_dir=out,
                                   capture_activations=capture, activation_format=fmt)
         real_save, real_fsync = runner.save_activations, atomic.fsync_path

@@ -149,7 +149,7 @@ def valid_files(folder):
 def shard_files(folder):
     """{name: path} of valid shards (--activation_store shards) in every format version, named
     .shard so the fuzzer knows to read them with the shard readers."""
-    from activation_eval.store.shards import write_shard
+    from activation_eval.store.shard_writer import write_shard
     os.makedirs(folder, exist_ok=True)
     recs = [record(seed=i, n_prompt=3 + i, n_generated=2 + i % 2) for i in range(3)]
     ids = ["q-a", "q-b", "q-c"]
@@ -341,7 +341,7 @@ def write_run(folder, store="files", n=8):
     made without a model, in a second. -> folder."""
     from activation_eval import schema
     from activation_eval.store.run_folder import record_path
-    from activation_eval.store.shards import write_shard
+    from activation_eval.store.shard_writer import write_shard
     folder = os.fspath(folder)
     acts = os.path.join(folder, "activations")
     os.makedirs(os.path.join(acts, "units"), exist_ok=True)

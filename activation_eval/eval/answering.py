@@ -33,7 +33,7 @@ its batch.
 import re
 
 from ..capture.generation import iter_records
-from ..schema import CONFIDENCE_FIELDS, RESULT_FIELDS, answered_row  # noqa: F401  (RESULT_FIELDS re-exported)
+from ..schema import CONFIDENCE_FIELDS, answered_row
 from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of

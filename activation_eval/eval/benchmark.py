@@ -40,8 +40,8 @@ import collections
 import logging
 import os
 
-from .benchmark_files import HF_PREFIX, read_records  # noqa: F401  (HF_PREFIX re-exported)
-from .benchmark_limits import DEFAULT_LIMITS, BenchmarkLimits, parse_limits  # noqa: F401  (re-exported)
+from .benchmark_files import read_records
+from .benchmark_limits import DEFAULT_LIMITS, BenchmarkLimits, parse_limits
 from .errors import BenchmarkError
 from .gold import grader_name
 from .grading import GRADERS, grade, grade_choice, grade_choice_all, grade_number, grade_text

@@ -60,7 +60,7 @@ import math
 import re
 
 from .errors import BenchmarkError
-from .gold import LETTERS, GoldError, grader_name, has_gold, resolve_gold, row_gold  # noqa: F401
+from .gold import LETTERS, GoldError, grader_name, has_gold, resolve_gold, row_gold
 from .text_norm import contains_phrase, extract_number, normalized_tokens, parse_number
 
 __all__ = ["GoldError", "resolve_gold", "grader_name", "has_gold", "grade_text", "grade_choice", "grade_choice_all",

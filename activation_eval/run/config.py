@@ -36,7 +36,8 @@ import os
 
 from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
 from ..capture.layers import resolve_layers
-from ..eval.benchmark import DEFAULT_BENCHMARK, HF_PREFIX
+from ..eval.benchmark import DEFAULT_BENCHMARK
+from ..eval.benchmark_files import HF_PREFIX
 from ..eval.benchmark_limits import LIMITS_HELP, parse_limits
 from ..eval.multiple_choice import MC_STYLES
 from ..eval.prompts import DEFAULT_FEWSHOT_SEED, PromptSettings, check_template, lists_choices

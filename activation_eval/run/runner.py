@@ -38,7 +38,7 @@ batching (the default, greedy or sampled) a unit holds GROUP_BATCHES x batch_siz
 which batch_size decode at once and a finished one's slot is refilled from the unit; otherwise a
 unit is one model.generate batch (with --mc_scoring loglikelihood, batch_size questions scored
 together). With --num_samples N every question is planned N times, as (id, sample) pairs
-(run_folder.row_key). Float results depend on which questions share a forward pass, so a unit is
+(schema.row_key). Float results depend on which questions share a forward pass, so a unit is
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it. Rows (and record files) are written as

@@ -9,8 +9,8 @@ Public names:
                                     reason: a text or the parser's exception
     format_hint(head)               "; it looks like ..." for a file named as the wrong format
 
-records.py re-exports the three errors (`records.CorruptFileError is CorruptFileError`); they
-live here so that records.py and safe_pickle.py can both raise them without importing each other.
+They live here so that records.py, safe_pickle.py and the run folder's modules can all raise them
+without importing each other.
 Every load error is one of the two ValueErrors, its message ending with the file's path, so that
 the CLIs print it as one line and exit 2.
 

@@ -1,7 +1,7 @@
 """One run at a time in a run folder: an exclusive lock held for the whole run.
 
 Public names:
-    RunLock(run_dir, name=LOCK_FILE, what="output folder", hint="choose another --output_dir", holder="a run")
+    RunLock(run_dir, name=LOCK_FILE, what="output folder", hint="choose another --output_dir", holder="another run")
                           acquire() -> self (RunFolderError naming the holder if another one holds it),
                           release(); a context manager. name/what/hint: another folder's lock (an
                           --activation_save_dir's); holder: who takes it, for the message others get
@@ -36,10 +36,10 @@ _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | 
 
 class RunLock:
     def __init__(self, run_dir, name=run_folder.LOCK_FILE, what="output folder", hint="choose another --output_dir",
-                 holder="a run"):
+                 holder="another run"):
         self.run_dir = os.fspath(run_dir)
         self.path = os.path.join(self.run_dir, name)
-        self.what, self.hint, self.holder = what, hint, " ".join(str(holder).split())[:80] or "a run"
+        self.what, self.hint, self.holder = what, hint, " ".join(str(holder).split())[:80] or "another run"
         self._fd = None
         self._created_dir = False
 

@@ -6,10 +6,8 @@ Public names:
     load_record_file(path, layers=None)  read one record file back, optionally only some layers;
                                          never runs code from the file (a run folder's records:
                                          run_reader.load_activations(run_dir, question_id))
-    StorageError(OSError)                a write failed (the previous file is left unchanged)
-    CorruptFileError(ValueError)         a file is empty, truncated, garbled or not a record
-    UnsafeFileError(ValueError)          a pickle references what a record never contains
-                                         (the three errors are defined in errors.py)
+Its errors (StorageError on a failed write, CorruptFileError and UnsafeFileError on a bad file)
+are errors.py's.
 
 Example:
     >>> from activation_eval.store.run_folder import record_path
@@ -44,7 +42,7 @@ import torch
 
 from .atomic import atomic_write, json_default, write_pieces
 from .bounded_json import loads
-from .errors import CorruptFileError, StorageError, UnsafeFileError, corrupt  # noqa: F401  (re-exported)
+from .errors import corrupt
 from .files import open_regular
 from .run_folder import RECORD_FORMATS as FORMATS
 from .run_folder import RESULTS_FILE

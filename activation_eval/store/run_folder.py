@@ -15,8 +15,7 @@ Public names:
                                              question id (and sample index: "<id>@s<k>")
     check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
     record_file_problem(path)                None, or why a record file is missing or incomplete (cheap)
-    row_key(row)                             what identifies a results row: id, or (id, sample)
-    hashable_key(row)                        row_key(row) as a dict key (a list or object id: its JSON text)
+    hashable_key(row)                        schema.row_key(row) as a dict key (a list or object id: its JSON text)
     iter_record_files(directory)             sorted record files of a folder or run folder
     read_results(run_dir)                    rows of results.jsonl: every valid row, torn lines dropped
     scan_results(path)                       (rows, dropped line numbers) of any results file
@@ -24,7 +23,7 @@ Public names:
     jsonl(rows), warn_dropped(path, dropped, action), hashable(key)   helpers the run writer shares
 Writing (appending, repairing, merging results.jsonl and its parts) is store/run_writer.py's alone.
 
-A results row is identified by row_key(row): its `id` (the benchmark question's id) or, for rows
+A results row is identified by schema.row_key(row): its `id` (the benchmark question's id) or, for rows
 with a `sample` (the answer's index with --num_samples > 1), the pair (id, sample).
 
 Example:
@@ -62,9 +61,8 @@ import re
 import stat
 
 from .. import schema
-from ..schema import row_key  # noqa: F401  (re-exported: what identifies a row)
 from .bounded_json import loads, loads_lines
-from .errors import CorruptFileError, StorageError  # noqa: F401  (re-exported for callers that catch it)
+from .errors import CorruptFileError, StorageError
 from .files import read_regular_bytes
 from .safetensors_file import checked_header
 
@@ -337,7 +335,7 @@ def own_folder(run_dir, name):
 
 def hashable_key(row):
     """row_key(row), or its JSON text when a hostile row's id is a list or an object (unhashable)."""
-    return hashable(row_key(row))
+    return hashable(schema.row_key(row))
 
 
 def hashable(key):

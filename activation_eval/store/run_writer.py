@@ -23,6 +23,10 @@ Public names:
         .write_summary(summary)    summary.json (schema/summary.py's build_summary made it)
         .release()                 the locks; also a context manager's exit
     SHARD_BYTES, SHARD_MAX_SECONDS, WORDS
+    shard_name(rows)               a shard's name: its unit key, or a digest of its units' (rows') keys
+    append_results(path, rows)     rows appended to results.jsonl or a part, fsynced, never through a link
+    repair_results(path) -> rows   a results file rewritten without its torn lines (only if it has any)
+    merge_results(run_dir, order=()) -> rows   results.jsonl and every part folded into results.jsonl
     remove_unreferenced_shards(run_dir, activations_dir, rows) -> int
 
 Example:
@@ -69,7 +73,8 @@ from .errors import CorruptFileError, RunFolderError
 from .lock import RunLock
 from .records import save_activations
 from .save_dir import check_save_dir, is_external, lock_save_dir, open_save_dir, owns, record_dir
-from .shards import read_shard_index, write_shard
+from .shard_writer import write_shard
+from .shards import read_shard_index
 from .staging import STAGING_DIR, Staging
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,8 @@ Public names:
                          only the globals records hold (tensors, numpy, datetimes, containers)
                          are resolved, each to a checking shim; anything else raises
                          UnsafeFileError and runs nothing
-    open_regular(path)   (from files.py, re-exported) open a file for reading only if it is a
-                         regular file (never blocks on a FIFO) -> (unbuffered binary file, size)
-    check_shape, check_structure, MAX_DEPTH, MAX_NODES, DECODED_RATIO, DECODED_SLACK, MAX_DIMS,
-    MAX_EXTENT           re-exported from checks.py (the generic checks and limits); MAX_OPS from
-                         bounded_unpickler.py
-    UnsafeFileError      (from errors.py; also records.UnsafeFileError)
-    CorruptFileError     (from errors.py; also records.CorruptFileError)
+The checks and limits it applies live in checks.py and bounded_unpickler.py, its errors
+(UnsafeFileError, CorruptFileError) in errors.py.
 
 Example:
     >>> obj = safe_load("runs/r1/activations/geo-001.pkl")
@@ -51,20 +46,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..dtypes import TORCH_DTYPES
-from .bounded_unpickler import MAX_OPS, BoundedUnpickler, count_ops, read_storage_payload  # noqa: F401
-from .checks import (  # noqa: F401
-    DECODED_RATIO,
-    DECODED_SLACK,
-    MAX_DEPTH,
-    MAX_DIMS,
-    MAX_EXTENT,
-    MAX_NODES,
+from .bounded_unpickler import BoundedUnpickler, count_ops, read_storage_payload
+from .checks import (
     LimitExceeded,
-    check_shape,
     check_structure,
 )
-from .errors import CorruptFileError, UnsafeFileError, corrupt, format_hint  # noqa: F401
-from .files import open_regular, read_exactly  # noqa: F401  (open_regular: re-exported, moved to files.py)
+from .errors import UnsafeFileError, corrupt, format_hint
+from .files import open_regular, read_exactly
 from .pickle_globals import GLOBALS, LOAD_FROM_BYTES, PendingArray, Refused, TorchVersion
 
 _GLOBALS = GLOBALS           # the allow-list under its older name (tests read it)

@@ -97,7 +97,7 @@ def check_save_dir(run_dir, save_dir, resume=False):
                        f"--activation_save_dir")
 
 
-def lock_save_dir(run_dir, save_dir, holder="a run"):
+def lock_save_dir(run_dir, save_dir, holder="another run"):
     """An external save dir's lock, held (RunFolderError if another run holds it); None for a save dir
     inside the run folder (the run folder's own lock covers it). Creates the save dir if needed."""
     if not is_external(run_dir, save_dir):

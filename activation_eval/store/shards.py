@@ -56,7 +56,7 @@ from .safetensors_file import read_header
 
 # a module global, so that a test can watch which byte ranges a read takes
 from .safetensors_file import read_tensor as _read_tensor
-from .shard_writer import SHARD_FORMAT, write_shard  # noqa: F401  (re-exported)
+from .shard_writer import SHARD_FORMAT
 
 _VERSIONS = ("1", "2")       # what the reader knows: 1 has one JSON array of every record's fields
 

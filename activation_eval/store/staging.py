@@ -23,7 +23,8 @@ only that key's byte ranges. Files are removed once every key in them was droppe
 import os
 import shutil
 
-from .shards import load_shard_record, write_shard
+from .shard_writer import write_shard
+from .shards import load_shard_record
 
 STAGING_DIR = ".staging"
 

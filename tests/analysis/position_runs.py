@@ -40,7 +40,7 @@ import torch
 
 from activation_eval.store.atomic import write_text_atomic
 from activation_eval.store.records import save_activations
-from activation_eval.store.shards import write_shard
+from activation_eval.store.shard_writer import write_shard
 
 CASES = ("span", "span_at_end", "span_last_token", "no_span", "missing", "one_token")
 DEFAULT_CASES = ("span", "span", "span", "span", "span_at_end", "span_last_token", "no_span", "missing", "one_token")

@@ -8,7 +8,7 @@ import torch
 
 from activation_eval.capture import continuous
 from activation_eval.capture.generation import CaptureSettings, GenerationSettings, decoding_mode, encode_each, generate_records
-from activation_eval.run import runner
+from activation_eval.run import plan
 from helpers import make_tokenizer, tiny_model
 
 QUESTIONS = ["What is the capital of France?", "two plus two", "The quick brown fox jumps over the lazy dog",
@@ -137,8 +137,8 @@ def test_a_logits_processor_in_the_generation_config_uses_model_generate(tokeniz
 
 def test_the_runner_plans_units_of_several_batches_only_for_continuous_batching(llama):
     model, tok = llama
-    assert runner.unit_size(model, tok, GenerationSettings(), 4) == 4 * runner.GROUP_BATCHES
-    assert runner.unit_size(model, tok, GenerationSettings(continuous_batching=False), 4) == 4
+    assert plan.unit_size(model, tok, GenerationSettings(), 4) == 4 * plan.GROUP_BATCHES
+    assert plan.unit_size(model, tok, GenerationSettings(continuous_batching=False), 4) == 4
 
 
 @pytest.mark.parametrize("continuous_batching", [True, False])

@@ -14,7 +14,7 @@ PACKAGE = os.path.join(ROOT, "activation_eval")
 # run -> store <- analysis; store imports nothing of the project; analysis never capture or run
 # leaves: one owner per shared concept (final-norm lookup, dtype names, the accuracy interval, the row schema), at
 # the package root; they import nothing of the project, so every room, the store included, may import them
-LEAVES = {"architecture", "dtypes", "accuracy", "schema"}   # schema: the results row's keys and builders
+LEAVES = {"architecture", "dtypes", "accuracy", "schema"}   # schema: the typed contracts and shared names
 ALLOWED = {
     "models": set(),
     "capture": {"models"},
@@ -29,7 +29,8 @@ ALLOWED = {
     "conftest": {"capture", "eval", "store"},   # the doctests' setup (pytest only): the eval CLI through tests/helpers.py,
                                        # the benchmark rows and a record its examples use
 }
-ALLOWED = {**{room: allowed | LEAVES for room, allowed in ALLOWED.items()}, **{leaf: set() for leaf in LEAVES}}
+ALLOWED = {**{room: allowed | LEAVES for room, allowed in ALLOWED.items()}, **{leaf: set() for leaf in LEAVES},
+           "schema": {"accuracy"}}      # the summary contract's intervals: accuracy imports nothing of the project
 
 
 def project_imports(path):

@@ -14,7 +14,7 @@ from activation_eval import accuracy, architecture, dtypes
 from activation_eval.accuracy import accuracy_stats, wilson_interval
 from activation_eval.analysis import lens, report
 from activation_eval.capture import hooks, layers
-from activation_eval.eval import gold, grading, multiple_choice, prompts
+from activation_eval.eval import gold, multiple_choice, prompts
 from activation_eval.run.config import RunConfig
 from activation_eval.run.summary import make_summary
 from activation_eval.schema.summary import format_summary
@@ -134,7 +134,7 @@ def test_dtype_tables_and_choice_letters_are_written_once():
 
 def test_choice_letters_have_one_owner():
     assert gold.LETTERS == string.ascii_uppercase
-    assert grading.LETTERS is prompts.LETTERS is multiple_choice.LETTERS is gold.LETTERS
+    assert gold.LETTERS is prompts.LETTERS is multiple_choice.LETTERS is gold.LETTERS
 
 
 @pytest.mark.parametrize("answer, expected", [(0, True), (1, True), ("B", True), (["Paris"], True), (0.5, True),

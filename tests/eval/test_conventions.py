@@ -5,7 +5,8 @@ import json
 import pytest
 
 from activation_eval.eval.benchmark import BenchmarkError, load_benchmark, normalize_row, read_benchmark
-from activation_eval.eval.grading import GoldError, grade, resolve_gold
+from activation_eval.eval.gold import GoldError, resolve_gold
+from activation_eval.eval.grading import grade
 
 
 def jsonl(tmp_path, rows, name="b.jsonl"):

@@ -178,13 +178,14 @@ def test_acc_norm_has_the_same_wilson_interval_in_cli_summary_and_report(tmp_pat
              "correct_bytes": i % 2 == 0, "choice_logprobs": [-1.0, -2.0]} for i in range(10)]
     config = RunConfig(output_dir=str(tmp_path / "o"), mc_scoring="loglikelihood")
     summary = make_summary(config, rows, 1.0, 10)
-    assert summary["accuracy_norm"] == 0.5 and summary["accuracy_norm_ci95"] == pytest.approx(_wilson(5, 10), abs=1e-12)
-    assert summary["accuracy_bytes_ci95"] == summary["accuracy_norm_ci95"]
+    norm, byte = summary["log_likelihood"]["norm"], summary["log_likelihood"]["bytes"]
+    assert norm["accuracy"] == 0.5 and norm["ci95"] == pytest.approx(_wilson(5, 10), abs=1e-12)
+    assert byte["ci95"] == norm["ci95"]
     assert summary["per_category"]["c"]["norm"]["ci95"] == pytest.approx(_wilson(2, 3), abs=1e-12)
     table = report.accuracy_table(rows)
-    assert list(table["overall"]["norm"]["ci"]) == summary["accuracy_norm_ci95"]
+    assert list(table["overall"]["norm"]["ci"]) == norm["ci95"]
     assert list(table["per_category"]["d"]["norm"]["ci"]) == summary["per_category"]["d"]["norm"]["ci95"]
-    low, high = summary["accuracy_norm_ci95"]
+    low, high = norm["ci95"]
     text = format_summary(summary)
     assert f"acc_norm   50.0% ± 15.8% (SE), 95% CI {low:.1%}-{high:.1%}" in text
     c = summary["per_category"]["c"]["norm"]["ci95"]

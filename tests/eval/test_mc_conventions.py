@@ -196,9 +196,10 @@ def test_run_scores_mmlu_style_reports_acc_norm_with_intervals_and_refuses_multi
     assert [r["id"] for r in rows] == [r["id"] for r in RAW]
     assert all(r["style"] == "mmlu" and r["prompt"].endswith("Answer:") for r in rows)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["mc_style"] == "mmlu" and summary["skipped_ids"] == ["multi"]
-    low, high = summary["accuracy_norm_ci95"]
-    assert low < summary["accuracy_norm"] < high or summary["accuracy_norm"] in (low, high)
+    norm = summary["log_likelihood"]["norm"]
+    assert summary["details"]["mc_style"] == "mmlu" and summary["skipped_ids"] == ["multi"]
+    low, high = norm["ci95"]
+    assert low < norm["accuracy"] < high or norm["accuracy"] in (low, high)
     assert high - low > 0.2                                        # 6 questions: never a collapsed interval
     printed = capsys.readouterr().out
     assert "acc_norm   " in printed and "acc_bytes  " in printed and "95% CI" in printed.split("acc_norm")[1]

@@ -133,13 +133,14 @@ def test_fewshot_examples_come_from_the_split_or_file_given(tmp_path):
 
     from activation_eval.run.config import RunConfig
     from activation_eval.run.runner import _load_rows
+    from activation_eval.store.run_writer import RunWriter
     test = [{"question": f"Test question {i}?", "choices": ["x", "y"], "answer": i % 2} for i in range(4)]
     dev = [{"question": "Dev question?", "choices": ["x", "y"], "answer": 1}]
     datasets.DatasetDict({"test": datasets.Dataset.from_list(test),
                           "dev": datasets.Dataset.from_list(dev)}).save_to_disk(tmp_path / "ds")
     config = RunConfig(benchmark=str(tmp_path / "ds"), split="test", num_fewshot=1, fewshot_split="dev",
                        output_dir=str(tmp_path / "o1"))
-    rows, skipped = _load_rows(config)
+    rows, skipped, _ = _load_rows(config, RunWriter(config.output_dir, "main"))
     assert len(rows) == 4 and skipped == []
     for row in rows:
         assert row["prompt"].startswith("Dev question?\nA. x\nB. y\nAnswer with the letter of the correct choice.\nB\n\n")
@@ -147,7 +148,7 @@ def test_fewshot_examples_come_from_the_split_or_file_given(tmp_path):
     fewshot.write_text('{"question": "File question?", "answer": "7"}\n')
     config = RunConfig(benchmark=str(tmp_path / "ds"), split="test", num_fewshot=1, fewshot_file=str(fewshot),
                        output_dir=str(tmp_path / "o2"), limit=2)
-    rows, _ = _load_rows(config)
+    rows, _, _ = _load_rows(config, RunWriter(config.output_dir, "main"))
     assert len(rows) == 2 and all(r["prompt"].startswith("File question?\nAnswer with a number only.\n7\n\n")
                                   for r in rows)
     with pytest.raises(ValueError, match="need --num_fewshot"):

@@ -108,8 +108,8 @@ def test_loglikelihood_run_scores_choice_rows_and_skips_the_others(tiny_dir, tmp
         assert rec["positions_kept"] == [rec["num_prompt_tokens"] - 1]
         assert rec["activations"]["layer_2"].shape == (1, 64)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["correct_norm"] == sum(r["correct_norm"] for r in rows)
-    assert summary["chance_accuracy"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 4) / 3)
+    assert summary["log_likelihood"]["norm"]["correct"] == sum(r["correct_norm"] for r in rows)
+    assert summary["log_likelihood"]["chance_accuracy"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 4) / 3)
     assert "acc_norm" in capsys.readouterr().out
     # resuming with generated answers would mix two kinds of rows: refused
     assert run_main(*args[:-2], "--mc_scoring", "generate", "--output_dir", out, "--resume") == 2

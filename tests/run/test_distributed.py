@@ -12,8 +12,10 @@ import time
 import pytest
 import torch
 
-from activation_eval.run import distributed, runner
+from activation_eval.run import distributed, plan, runner
+from activation_eval.run.config import RunConfig, RunError
 from activation_eval.store import run_reader, run_writer
+from activation_eval.store.run_writer import RunWriter
 from helpers import REPO_ROOT, read_rows, run_main
 
 ROOT = REPO_ROOT
@@ -122,7 +124,7 @@ def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir,
     assert len(survivor) == 1 and "--resume" in survivor[0], crashed.stderr
     assert "[rank0]: Traceback" not in crashed.stderr
     shard = out / "shards" / "results.rank1.jsonl"
-    assert len(shard.read_text().splitlines()) == runner.GROUP_BATCHES * 2   # process 1's one unit is kept
+    assert len(shard.read_text().splitlines()) == plan.GROUP_BATCHES * 2   # process 1's one unit is kept
     for row in map(json.loads, shard.read_text().splitlines()):
         run_reader.load_activations(out / row["activation_file"])       # with its complete records
     assert not (out / "summary.json").exists()
@@ -230,23 +232,23 @@ def test_merge_keeps_the_latest_row_and_benchmark_order(tmp_path):
 
 
 def test_a_lost_shard_is_an_error_not_a_short_summary(tmp_path):
-    config = runner.RunConfig(output_dir=str(tmp_path))
+    config = RunConfig(output_dir=str(tmp_path))
     bench = [{"id": "a"}, {"id": "b"}]
     batches = [[bench[0]], [bench[1]]]
-    row = {"id": "a", "unit": runner.batch_key(batches[0]), "correct": True}
+    row = {"id": "a", "unit": plan.batch_key(batches[0]), "correct": True}
     (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
-    with pytest.raises(runner.RunError, match="1 question.*--resume"):
-        runner._finish(config, bench, batches, elapsed=1.0, answered=2, processes=2)
+    with pytest.raises(RunError, match="1 question.*--resume"):
+        runner._finish(config, RunWriter(tmp_path, "main"), bench, batches, elapsed=1.0, answered=2, processes=2)
     assert not (tmp_path / "summary.json").exists()
 
 
 def test_unfinished_batches_are_answered_whole():
     a, b, c = {"id": "a"}, {"id": "b"}, {"id": "c"}
-    plan = [[a, b], [c]]
-    ab, cc = runner.batch_key([a, b]), runner.batch_key([c])
-    assert runner.unfinished(plan, {"a": ab, "b": ab, "c": cc}) == []
-    assert runner.unfinished(plan, {"a": ab, "c": cc}) == [[a, b]]              # b missing: redo a too
-    assert runner.unfinished(plan, {"a": "other", "b": ab, "c": cc}) == [[a, b]]  # a from another batch
+    units = [[a, b], [c]]
+    ab, cc = plan.batch_key([a, b]), plan.batch_key([c])
+    assert plan.unfinished(units, {"a": ab, "b": ab, "c": cc}) == []
+    assert plan.unfinished(units, {"a": ab, "c": cc}) == [[a, b]]              # b missing: redo a too
+    assert plan.unfinished(units, {"a": "other", "b": ab, "c": cc}) == [[a, b]]  # a from another batch
     assert distributed.share([0, 1, 2, 3, 4], 1, 2) == [1, 3]
 
 

@@ -15,6 +15,7 @@ import torch
 from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.run import runner
 from activation_eval.store import run_folder
+from activation_eval.store.errors import RunFolderError
 from activation_eval.store.lock import RunLock
 from activation_eval.store.records import save_activations
 from activation_eval.store.run_reader import load_activations
@@ -64,7 +65,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_the_first_completes(ti
             first.send_signal(signal.SIGCONT)
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
-        assert lines[-1] == (f"error: output folder {out} is in use by another run (pid {first.pid}): wait for it "
+        assert lines[-1] == (f"error: output folder {out} is in use by main.py (pid {first.pid}): wait for it "
                              f"to finish, or choose another --output_dir"), second.stderr
         assert "Traceback" not in second.stderr
         _, err = first.communicate(timeout=120)
@@ -101,8 +102,8 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     out.mkdir()
     (out / run_folder.LOCK_FILE).write_text("999999\n")       # what SIGKILL leaves: the file, no lock
     with RunLock(out) as lock:
-        assert (out / run_folder.LOCK_FILE).read_text() == f"{os.getpid()}\n"
-        with pytest.raises(runner.RunError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
+        assert (out / run_folder.LOCK_FILE).read_text().splitlines()[0] == f"{os.getpid()}"
+        with pytest.raises(RunFolderError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
             RunLock(out).acquire()               # a second open file description: flock excludes it too
     assert lock._fd is None and os.listdir(out) == [] and out.is_dir()      # a folder it did not create stays
 

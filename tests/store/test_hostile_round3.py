@@ -30,7 +30,8 @@ from activation_eval.store.records import load_record_file, save_activations
 from activation_eval.store.run_reader import RecordMismatchError, RunReader
 from activation_eval.store.safe_pickle import safe_load
 from activation_eval.store.safetensors_file import MAX_TENSORS
-from activation_eval.store.shards import iter_shard_records, write_shard
+from activation_eval.store.shard_writer import write_shard
+from activation_eval.store.shards import iter_shard_records
 
 
 def _rows(run):

@@ -14,10 +14,9 @@ import torch
 
 import hostile
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.run.config import RunConfig, RunError
-from activation_eval.store import run_folder, shards
+from activation_eval.store import run_folder, shard_writer
 from activation_eval.store.atomic import remove_stale_temp_files
-from activation_eval.store.errors import CorruptFileError
+from activation_eval.store.errors import CorruptFileError, RunFolderError
 from activation_eval.store.files import open_regular, read_regular_bytes
 from activation_eval.store.lock import RunLock
 from activation_eval.store.records import save_activations
@@ -109,7 +108,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_is_not_truncated(tiny_dir, b
 def test_a_lock_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, kind, no_hang):
     lock = tmp_path / run_folder.LOCK_FILE
     {"fifo": os.mkfifo, "folder": os.mkdir, "dangling link": lambda p: os.symlink(tmp_path / "nowhere", p)}[kind](lock)
-    with pytest.raises(RunError, match="is not a regular file"):
+    with pytest.raises(RunFolderError, match="is not a regular file"):
         RunLock(tmp_path).acquire()
     assert not (tmp_path / "nowhere").exists()           # a dangling link is not followed to create its target
 
@@ -118,7 +117,7 @@ def test_a_folder_holding_only_a_symlinked_lock_is_not_empty(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     os.symlink(tmp_path / "elsewhere", out / run_folder.LOCK_FILE)
-    with pytest.raises(RunError, match="is not a regular file"):       # refused, the link never followed
+    with pytest.raises(RunFolderError, match="is not a regular file"):       # refused, the link never followed
         RunWriter(out, "main").claim()
     os.unlink(out / run_folder.LOCK_FILE)
     (out / run_folder.LOCK_FILE).write_text("123\n")        # a killed run's plain lock file: still empty
@@ -128,7 +127,7 @@ def test_a_folder_holding_only_a_symlinked_lock_is_not_empty(tmp_path):
 # ----------------------------------------------------------------------------- shard cleanup
 
 def _shard(folder, name, ids):
-    return shards.write_shard(folder / "units" / name, ids, [hostile.record(seed=i) for i in range(len(ids))])
+    return shard_writer.write_shard(folder / "units" / name, ids, [hostile.record(seed=i) for i in range(len(ids))])
 
 
 def test_cleanup_through_a_shared_scratch_link_deletes_nothing_of_another_run(tmp_path):
@@ -233,8 +232,7 @@ def test_two_runs_with_one_save_dir_the_second_is_refused(tiny_dir, bench, tmp_p
 
 def test_a_save_dir_lock_message(tiny_dir, bench, tmp_path, capsys):
     save = tmp_path / "scratch"
-    held = lock_save_dir(RunConfig(output_dir=str(tmp_path / "a"), capture_activations=True,
-                                   activation_save_dir=str(save)))
+    held = lock_save_dir(str(tmp_path / "a"), str(save))
     try:
         assert run_main(*args(tiny_dir, bench, tmp_path / "b", "--activation_save_dir", save)) == 2
         err = last_error(capsys)
@@ -385,7 +383,7 @@ def test_a_loaded_record_survives_its_file_being_truncated(tmp_path, kind):
     if kind == "shard":
         rec = dict(hostile.record(n_prompt=33, n_generated=32),               # 64 positions
                    activations={"layer_0": torch.randn(64, 1024), "layer_1": torch.randn(64, 1024)})
-        path = shards.write_shard(tmp_path / "units" / "aaaaaaaaaaaa.safetensors", ["q1", "q2"], [rec, rec])
+        path = shard_writer.write_shard(tmp_path / "units" / "aaaaaaaaaaaa.safetensors", ["q1", "q2"], [rec, rec])
     else:
         path = save_activations(dict(hostile.record(), **big), tmp_path / "q.safetensors")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -20,7 +20,7 @@ from activation_eval import load_run_layer
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.schema import CONFIDENCE_FIELDS
-from activation_eval.store import run_reader, run_writer, shards
+from activation_eval.store import run_reader, run_writer, shard_writer, shards
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.run_writer import RunWriter, shard_name
 from helpers import REPO_ROOT, read_rows, run_main
@@ -78,7 +78,8 @@ def test_shard_store_gives_the_same_rows_and_records_as_the_file_store(runs):
     keys = list(dict.fromkeys(r["unit"] for r in sorted(rows_s, key=lambda r: r["activation_row"])))
     assert len(keys) == 2 and sorted(os.listdir(sharded / "activations")) == ["units"]
     # both units in one shard (far below --shard_size_mb), named by the digest of their keys
-    assert units == [f"{shard_name(keys)}.safetensors"] and len(units[0]) == len("0123456789abcdef.safetensors")
+    name = shard_name([{"unit": k} for k in keys])
+    assert units == [f"{name}.safetensors"] and len(units[0]) == len("0123456789abcdef.safetensors")
     assert {r["activation_shard"] for r in rows_s} == {f"activations/units/{units[0]}"}
     assert sorted(r["activation_row"] for r in rows_s) == list(range(12))
     lengths = set()
@@ -240,7 +241,7 @@ def small_shard(tmp_path):
     recs = [{"prompt": f"p{i}", "input_ids": torch.arange(2 + i),
              "activations": {"layer_0": torch.full((1 + i, 4), float(i))}, "positions_kept": list(range(1 + i)),
              "num_prompt_tokens": 2 + i} for i in range(3)]
-    return shards.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs), recs
+    return shard_writer.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs), recs
 
 
 def rewrite_header(path, edit):
@@ -266,7 +267,7 @@ def test_one_record_of_a_big_shard_reads_only_its_rows(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(5)
     recs = [{"input_ids": torch.arange(2 + i % 3), "prompt": f"p{i}", "activations": {
         name: torch.randn(1 + i % 4, 32, generator=g) for name in ("embeddings", "layer_0")}} for i in range(200)]
-    path = shards.write_shard(tmp_path / "units" / "abcdef.safetensors", [f"q{i}" for i in range(200)], recs)
+    path = shard_writer.write_shard(tmp_path / "units" / "abcdef.safetensors", [f"q{i}" for i in range(200)], recs)
     spans = []
     real = shards._read_tensor
     monkeypatch.setattr(shards, "_read_tensor", lambda f, key, entry, *a: (
@@ -292,7 +293,7 @@ def test_a_shard_is_a_safetensors_file_that_safetensors_reads(tmp_path):
     recs = [{"input_ids": torch.arange(3 + i), "activations": {
         "embeddings": torch.randn(2 + i, 8, dtype=torch.bfloat16), "layer_0": torch.randn(2 + i, 8)}}
         for i in range(4)]
-    path = shards.write_shard(tmp_path / "units" / "abcdef.safetensors", list("abcd"), recs)
+    path = shard_writer.write_shard(tmp_path / "units" / "abcdef.safetensors", list("abcd"), recs)
     with safe_open(path, framework="pt") as f:
         assert torch.equal(f.get_tensor("act.embeddings"), torch.cat([r["activations"]["embeddings"] for r in recs]))
         assert torch.equal(f.get_tensor("act.layer_0"), torch.cat([r["activations"]["layer_0"] for r in recs]))
@@ -315,7 +316,7 @@ def test_a_shard_of_mismatched_records_is_refused_and_leaves_no_file(tmp_path, e
             for _ in range(3)]
     edit(recs[1])
     with pytest.raises((ValueError, TypeError), match=message):
-        shards.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs)
+        shard_writer.write_shard(tmp_path / "units" / "abcdef.safetensors", ["a", "b", "c"], recs)
     assert not (tmp_path / "units").exists() or os.listdir(tmp_path / "units") == []
 
 
@@ -492,7 +493,7 @@ def test_many_shards_are_read_concurrently_in_order(tmp_path):
     for k in range(5):
         recs = [{"activations": {"layer_0": torch.randn(1 + i, 8, generator=g)}, "positions_kept": list(range(1 + i))}
                 for i in range(3)]
-        paths.append(shards.write_shard(tmp_path / "units" / f"abcde{k}.safetensors", [f"{k}-{i}" for i in range(3)], recs))
+        paths.append(shard_writer.write_shard(tmp_path / "units" / f"abcde{k}.safetensors", [f"{k}-{i}" for i in range(3)], recs))
         expected.append(torch.cat([r["activations"]["layer_0"] for r in recs]))
     got = shards.read_shard_layers(paths, "layer_0")
     assert [layer.index.path for layer in got] == paths
@@ -519,7 +520,7 @@ def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_p
     a, b = "aaaaaaaaaaaa.safetensors", "bbbbbbbbbbbb.safetensors"      # unit-key names
     for folder in (run / "activations" / "units", shared / "units"):
         for name in (a, b):
-            shards.write_shard(folder / name, ["q"], [hostile.record()])
+            shard_writer.write_shard(folder / name, ["q"], [hostile.record()])
     rows = [{"id": "q", "activation_shard": f"activations/units/{a}", "activation_row": 0}]
     assert remove_unreferenced_shards(run, shared, rows) == 0            # another folder: maybe other runs'
     assert sorted(os.listdir(shared / "units")) == [a, b]

@@ -977,10 +977,9 @@ def test_load_run_layer_errors(tmp_path):
 
 
 @pytest.mark.parametrize("module, names", [
-    (storage, ("FORMATS", "save_activations", "load_record_file", "StorageError", "CorruptFileError",
-               "UnsafeFileError")),
-    (run_folder, ("RESULTS_FILE", "read_results", "iter_record_files", "record_path", "repair_results",
-                  "append_results", "merge_results", "shard_path")),
+    (storage, ("FORMATS", "save_activations", "load_record_file")),
+    (run_folder, ("RESULTS_FILE", "read_results", "iter_record_files", "record_path", "scan_results")),
+    (run_writer, ("RunWriter", "repair_results", "append_results", "merge_results", "remove_unreferenced_shards")),
     (atomic, ("atomic_write", "write_text_atomic", "write_json_atomic", "remove_stale_temp_files")),
 ])
 def test_module_docstring_lists_public_names(module, names):
@@ -1000,13 +999,10 @@ def test_safe_load_reads_a_path_or_a_file_object(tmp_path):
         safe_pickle.safe_load(io.BytesIO(b""))
 
 
-def test_errors_are_shared_and_split_modules_document_their_names():
+def test_split_modules_document_their_names():
     from activation_eval.store import errors as record_errors
-    for name in ("StorageError", "CorruptFileError", "UnsafeFileError"):
-        assert getattr(storage, name) is getattr(record_errors, name)
-    assert safe_pickle.UnsafeFileError is storage.UnsafeFileError
-    for module, names in ((safe_pickle, ("safe_load", "UnsafeFileError", "CorruptFileError")),
-                          (record_errors, ("StorageError", "CorruptFileError", "UnsafeFileError",
+    for module, names in ((safe_pickle, ("safe_load",)),
+                          (record_errors, ("StorageError", "CorruptFileError", "UnsafeFileError", "RunFolderError",
                                            "corrupt", "format_hint")),
                           (safetensors_file, ("DTYPES", "DTYPE_NAMES", "HEAD_READ", "header_bytes", "check_head",
                                               "read_header", "checked_header", "check_entry", "read_tensor"))):
