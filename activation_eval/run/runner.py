@@ -7,6 +7,7 @@ Public names:
     resume_message(jobs, stored, todo)      what --resume prints: answered questions, units answered again
 
 Example:
+    >>> from activation_eval.run.config import RunConfig
     >>> summary = run_benchmark(RunConfig(model="models/tiny-llama", limit=3, max_new_tokens=4, progress=False,
     ...                                   output_dir="results/try", capture_activations=True))
     >>> from activation_eval.schema.summary import format_summary

@@ -71,7 +71,7 @@ def read_regular_bytes(path, max_bytes, what="file"):
     """The bytes of the regular file at `path`, at most `max_bytes` of them (None: no cap).
 
     >>> read_regular_bytes("runs/r1/summary.json", 16 * 2**20, what="run summary")[:14]
-    b'{\\n  "model": "'
+    b'{\\n  "format_ve'
     >>> read_regular_bytes("runs/r1/summary.json", 100, what="run summary")
     Traceback (most recent call last):
     activation_eval.store.errors.CorruptFileError: ...100...: runs/r1/summary.json

@@ -32,14 +32,16 @@ Public names:
 Example:
     >>> from activation_eval.schema.summary import build_summary
     >>> rows = [{"id": "q1", "category": "geo", "correct": True}, {"id": "q2", "category": "geo", "correct": False}]
-    >>> with RunWriter("runs/w1", "main").claim() as writer:
-    ...     writer.open({"model": "tiny"})
+    >>> with RunWriter("runs/w1", "main", capture=False).claim() as writer:
+    ...     stored = writer.open({"model": "tiny"})       # the rows already written: none
     ...     for row in rows:
-    ...         writer.add(row)                      # and its record, when it has one
+    ...         _ = writer.add(row)                      # and its record, when it has one
     ...     written = writer.flush()
     ...     final = writer.finish(order=["q1", "q2"])
-    ...     writer.write_summary(build_summary(final, producer="main", model="tiny", benchmark="b", output_dir="runs/w1"))
-    []
+    ...     summary = writer.write_summary(build_summary(final, producer="main", model="tiny", benchmark="b",
+    ...                                                  output_dir="runs/w1"))
+    >>> stored, [row["id"] for row in final], summary["accuracy"]
+    ([], ['q1', 'q2'], 0.5)
     >>> RunWriter("runs/w1", "lm-eval", resume=True).claim()
     Traceback (most recent call last):
     activation_eval.store.errors.RunFolderError: output folder runs/w1 holds a run written by main.py; the lm-eval ...

@@ -1,8 +1,6 @@
 """Activation shards: the records of many questions in one file, each layer contiguous.
 
 Public names:
-    write_shard(path, ids, records)        one atomic write (one fsync) of the records; -> path
-                                           (shard_writer.py, re-exported)
     read_shard_index(path) -> ShardIndex   the checked header: ids, layers, fields, row offsets
     load_shard_record(path, row, layers=None) -> record     the same dict the file store returns
     iter_shard_records(path, rows=None, layers=None) -> (row, record), ...   one open, one header parse
@@ -10,8 +8,11 @@ Public names:
     read_shard_layers(paths, layer, workers=8) -> [ShardLayer]   the same for many shards, concurrently
     SHARD_FORMAT                           the header's metadata "format" value
 
+Shards are written by shard_writer.write_shard(path, ids, records) (one atomic write, one fsync).
+
 Example:
     >>> from activation_eval.store.run_reader import load_activations
+    >>> from activation_eval.store.shard_writer import write_shard
     >>> rec1, rec2 = (load_activations("runs/r1", q) for q in ("geo-001", "geo-002"))
     >>> os.makedirs("acts/units")
     >>> write_shard("acts/units/3f2a9c.safetensors", ["geo-001", "geo-002"], [rec1, rec2])
@@ -178,6 +179,7 @@ def _read_index(f, head, key, entry, data_start, path):
 def read_shard_layer(path, layer):
     """One layer of every question of the shard: its index and the [rows, ...] tensor (one read).
 
+    >>> from activation_eval.store.shard_writer import write_shard
     >>> write_shard("3f2a9c.safetensors", ["q1", "q2"], [record, record])
     '3f2a9c.safetensors'
     >>> layer = read_shard_layer("3f2a9c.safetensors", "layer_2")
@@ -198,6 +200,7 @@ def read_shard_layer(path, layer):
 def read_shard_layers(paths, layer, workers=8):
     """read_shard_layer of every shard in `paths`, in order, up to `workers` reads at a time.
 
+    >>> from activation_eval.store.shard_writer import write_shard
     >>> paths = [write_shard(name, ["q1"], [record]) for name in ("a.safetensors", "b.safetensors")]
     >>> layers = read_shard_layers(paths, "layer_2")
     >>> [layer.rows(0).shape for layer in layers]
@@ -223,6 +226,7 @@ def _check_layers(index, layers):
 def iter_shard_records(path, rows=None, layers=None):
     """(row, record) for the given rows (default: all) of the shard, with only `layers` if given.
 
+    >>> from activation_eval.store.shard_writer import write_shard
     >>> write_shard("3f2a9c.safetensors", ["q1", "q2"], [record, record])
     '3f2a9c.safetensors'
     >>> for row, rec in iter_shard_records("3f2a9c.safetensors", layers=["layer_2"]):

@@ -11,6 +11,7 @@ Public names:
                                .get(key) -> {name: tensor}; .drop(key); .remove(); len()
 
 Example:
+    >>> import torch
     >>> area = Staging("runs/s1/.staging/rank0")
     >>> area.put({"req-0": {"layer_0": torch.ones(2, 4)}, "req-1": {"layer_0": torch.zeros(1, 4)}})
     >>> area.get("req-1")["layer_0"].shape, len(area)
