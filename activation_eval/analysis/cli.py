@@ -49,9 +49,9 @@ import sys
 import numpy as np
 import torch
 
+from ..schema.names import parse_reduce
 from ..store.atomic import file_in_the_way
 from .arrays import load_record
-from .dataset import parse_reduce
 from .export_hf import export_hf
 from .lens import lens_comparison, logit_lens_run
 from .plots import (
@@ -441,9 +441,6 @@ def _parse_stratify_by(text):
 def _source_name(path):
     """A file's stem or a folder's name, for plot file names ("results/run1/" -> "run1")."""
     return os.path.splitext(os.path.basename(os.path.normpath(os.fspath(path))))[0] or "source"
-def _parse_reduce(text):
-    """The one place --reduce is parsed: a name or a token index."""
-    return parse_reduce(int(text) if text.strip().lstrip("-").isdigit() else text.strip())
 
 
 # The options that change each plot (besides its source): a value other than the default goes into
@@ -522,10 +519,10 @@ def run(args):
             if res["is_run"]:
                 layer = args.layer or default_layer(list(res["layers"]))
                 plots.append(plot_pca(args.directory, os.path.join(od, plot_name(args, "pca", f"{name}_pca_{layer}")),
-                                      layer, color_by=args.color_by, reduce=_parse_reduce(args.reduce),
+                                      layer, color_by=args.color_by, reduce=parse_reduce(args.reduce),
                                       progress=not args.no_progress, stratify_by=stratify_by))
     elif args.export_hf:
-        res = export_hf(*args.export_hf, layers=layers, reduce=_parse_reduce(args.reduce))
+        res = export_hf(*args.export_hf, layers=layers, reduce=parse_reduce(args.reduce))
         text = (f"exported {res['rows']} questions ({', '.join(res['columns'])}; reduce={res['reduce']}) "
                 f"to {res['path']}\nload: datasets.load_from_disk({res['path']!r})")
     elif args.compare:
@@ -555,7 +552,7 @@ def run(args):
             raise ValueError("--cv_seeds must be at least 1")
         res = probe_run(args.probe, layers, args.folds, args.seed, target=args.target,
                         groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
-                        reduce=_parse_reduce(args.reduce), progress=not args.no_progress,
+                        reduce=parse_reduce(args.reduce), progress=not args.no_progress,
                         family=args.probe_family, cv_seeds=args.cv_seeds, transfer=args.transfer)
         text = _text_probe(res)
         plots.append(plot_probe(res, os.path.join(od, plot_name(args, "probe", f"probe_{res['run_name']}"))))

@@ -9,6 +9,7 @@ it answered (Kadavath et al. 2022: answer log-probability, entropy, P(True)).
 Public names:
     CONTROL_NAMES                         input side, then output side (below)
     INPUT_CONTROLS, OUTPUT_CONTROLS       the two sides
+    OUTPUT_SCORE_FIELDS                   the row keys the output side reads (schema.CONFIDENCE_FIELDS + P_TRUE)
     control_side(name) -> "input" | "output"
     control_inputs(rows, drop=()) -> (dict, notes)
                                           name -> model input for each control the rows allow (less
@@ -41,12 +42,14 @@ import numpy as np
 from .. import schema
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
-CONFIDENCE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)      # the row keys, one control each
-OUTPUT_CONTROLS = CONFIDENCE_FIELDS + ("output_confidence",)
+# the row keys of the model's own scores of its answer, one output-side control each: schema's confidence
+# fields and P(True) (--p_true)
+OUTPUT_SCORE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)
+OUTPUT_CONTROLS = OUTPUT_SCORE_FIELDS + ("output_confidence",)
 CONTROL_NAMES = INPUT_CONTROLS + OUTPUT_CONTROLS
 LENGTH_FIELDS = ("num_prompt_tokens", "num_generated_tokens")
 _OWN = {"category": ("category",), "num_prompt_tokens": ("length",), "num_generated_tokens": ("length",),
-        "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in CONFIDENCE_FIELDS}}
+        "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in OUTPUT_SCORE_FIELDS}}
 
 
 def control_side(name):
@@ -93,7 +96,7 @@ def _number(v):
 def _output_side(rows):
     """The confidence figures every row carries, one control each, and all of them together."""
     inputs, notes, columns = {}, [], []
-    for field in CONFIDENCE_FIELDS:
+    for field in OUTPUT_SCORE_FIELDS:
         have = sum(_number(r.get(field)) for r in rows)
         if have == len(rows):
             columns.append(field)

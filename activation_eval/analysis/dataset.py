@@ -1,10 +1,6 @@
 """Datasets from a run: one vector per question for a layer, ready for probes and plots.
 
 Public names:
-    REDUCTIONS            ("last_prompt", "mean_prompt", "last", "answer_first", "answer_mean",
-                          "answer_last") or an int token index: how a record becomes one vector
-    AUTO                  "auto": answer_first when the run captured generated positions, else last_prompt
-    HEATMAP_POSITIONS     ("last_prompt", "answer_first", "answer_mean", "answer_last")
     load_run_layer(run_dir, layer, reduce="last_prompt", progress=False) -> (float32 [n, hidden], rows)
     load_run_layers(run_dir, layers, reduce="last_prompt", progress=False) -> ({layer: [n, hidden]}, rows)
                           the same for several layers, each file read once
@@ -13,7 +9,9 @@ Public names:
                           several reductions of the same questions, each file read once; `info`
                           says which position each answer reduction used per question
     resolve_reduce(run_dir, reduce) -> (reduce, note)    "auto" made concrete, and why
-    parse_reduce(reduce)  the one check of a reduce= value ("auto" included)
+
+The reductions themselves (REDUCTIONS, AUTO, ANSWER_REDUCTIONS, HEATMAP_POSITIONS, parse_reduce: how a
+record becomes one vector) are named in activation_eval/schema/names.py, their one owner.
 
 Example:
     >>> X, rows = load_run_layer("runs/r1", "layer_5", reduce="mean_prompt")
@@ -50,6 +48,7 @@ import numpy as np
 import torch
 
 from ..schema import ANSWER_POSITIONS, ID
+from ..schema.names import ANSWER_REDUCTIONS, AUTO, HEATMAP_POSITIONS, MEAN_REDUCTIONS, parse_reduce
 from ..store.bounded_json import gc_paused
 from ..store.errors import CorruptFileError
 from ..store.run_folder import RESULTS_FILE
@@ -57,11 +56,7 @@ from ..store.run_reader import RunReader
 from ..store.shards import read_shard_index, read_shard_layers
 
 log = logging.getLogger(__name__)
-ANSWER_REDUCTIONS = ("answer_first", "answer_mean", "answer_last")
-AUTO = "auto"
-HEATMAP_POSITIONS = ("last_prompt", "answer_first", "answer_mean", "answer_last")
 ANSWER_SPAN, FALLBACK = "answer_span", "fallback"        # where an answer reduction's rows came from
-_MEAN_REDUCTIONS = ("mean_prompt", "answer_mean")         # a mean over rows (the others take one row)
 
 
 def load_run_layer(run_dir, layer, reduce="last_prompt", progress=False):
@@ -101,7 +96,7 @@ def load_run_layers(run_dir, layers, reduce="last_prompt", progress=False):
 
 
 def load_run_positions(run_dir, layers, positions=HEATMAP_POSITIONS, progress=False):
-    """Several reductions (`positions`, each one of REDUCTIONS) of the same questions ->
+    """Several reductions (`positions`, each one of schema.names.REDUCTIONS) of the same questions ->
     ({position: {layer: float32 [n, hidden]}}, rows, info). Each record file is read once for
     all layers and positions (a shard run: each layer once per shard).
 
@@ -241,7 +236,7 @@ def _record_vectors(record, row, layers, reduces, path):
     if any(pick is None for pick in picks.values()):
         return None
     # copies: a view would keep the record's whole layer tensor alive until np.stack
-    return {reduce: ({name: _reduced(t, rows, reduce in _MEAN_REDUCTIONS) for name, t in tensors.items()}, source)
+    return {reduce: ({name: _reduced(t, rows, reduce in MEAN_REDUCTIONS) for name, t in tensors.items()}, source)
             for reduce, (rows, source) in picks.items()}
 
 
@@ -533,7 +528,7 @@ def _shard_vectors(shard, plan, reduce):
         raise CorruptFileError(f"the shard's index names row {int(chosen.max())} of a layer of {t.shape[0]} rows: "
                                f"{shard.index.path}")
     keep = np.flatnonzero(plan.ok)
-    if reduce not in _MEAN_REDUCTIONS:          # one row per question
+    if reduce not in MEAN_REDUCTIONS:          # one row per question
         return _take_rows(t, chosen[bounds[keep]])
     # one torch mean per question, as for a per-question file (bit-identical results)
     return np.stack([t[torch.from_numpy(chosen[bounds[q]:bounds[q + 1]])].float().mean(dim=0).numpy() for q in keep])
@@ -545,20 +540,6 @@ def _take_rows(t, rows):
     if len(rows) == t.shape[0] and np.array_equal(rows, np.arange(len(rows))):
         return t.float().numpy()
     return t[torch.from_numpy(rows)].float().numpy()
-
-
-REDUCTIONS = ("last_prompt", "mean_prompt", "last") + ANSWER_REDUCTIONS
-
-
-def parse_reduce(reduce):
-    """One of REDUCTIONS, AUTO or an int token index >= 0, checked once."""
-    if isinstance(reduce, str) and (reduce in REDUCTIONS or reduce == AUTO):
-        return reduce
-    if isinstance(reduce, (int, np.integer)) and not isinstance(reduce, bool) \
-            and reduce >= 0:
-        return int(reduce)
-    raise ValueError(f"reduce must be one of {REDUCTIONS + (AUTO,)} or a token index >= 0, "
-                     f"got {reduce!r}")
 
 
 def _layer_rows(record, layer, path):

@@ -62,6 +62,7 @@ import torch
 
 from ..architecture import final_norm_module
 from ..models import DEFAULT_MODEL, load_model
+from ..schema.names import FINAL_NORM
 from ..store.run_folder import config_path, read_run_config
 from ..store.run_reader import RunReader
 from .arrays import as_2d, record_meta
@@ -88,7 +89,7 @@ def project(model, hidden, layer_names):
         raise ValueError(f"{type(model).__name__} has no output embedding (lm_head) to project through")
     param = next(head.parameters())
     h = torch.as_tensor(hidden).to(device=param.device, dtype=param.dtype)
-    needs_norm = torch.tensor([name != "final_norm" for name in layer_names], device=h.device)
+    needs_norm = torch.tensor([name != FINAL_NORM for name in layer_names], device=h.device)
     if bool(needs_norm.any()):
         normed = final_norm_module(model)(h[needs_norm])
         h = h.clone()

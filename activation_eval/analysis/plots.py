@@ -44,6 +44,7 @@ import textwrap
 
 import numpy as np
 
+from ..schema.names import FINAL_NORM, decoder_index
 from . import plot_base
 from .arrays import as_2d, record_meta, run_layers
 from .dataset import load_run_layer, resolve_reduce
@@ -60,7 +61,7 @@ def _layer_figure(names):
 
 def _split_final(names):
     """(every name but final_norm, whether final_norm is among them): final_norm is drawn apart."""
-    return [n for n in names if n != "final_norm"], "final_norm" in names
+    return [n for n in names if n != FINAL_NORM], FINAL_NORM in names
 
 
 def _plot_by_layer(ax, names, values, **style):
@@ -69,9 +70,9 @@ def _plot_by_layer(ax, names, values, **style):
     vals = np.asarray(values, dtype=float)
     line, = ax.plot(range(len(body)), vals[: len(body)], marker="o", **style)
     if has_final:
-        ax.plot([len(body)], [vals[names.index("final_norm")]], marker="s", linestyle="none",
+        ax.plot([len(body)], [vals[names.index(FINAL_NORM)]], marker="s", linestyle="none",
                 color=line.get_color())
-    return body + (["final_norm"] if has_final else [])
+    return body + ([FINAL_NORM] if has_final else [])
 
 
 def _wants_log(low, high):
@@ -99,12 +100,12 @@ def plot_layer_norms(layer_stats, path, title="Per-position L2 norm by layer"):
     ax.fill_between(xs, q["q25"][: len(body)], q["q75"][: len(body)], color="tab:blue", alpha=0.25,
                     label="interquartile range (25th-75th percentile)")
     if has_final:
-        i, x = names.index("final_norm"), len(body)
+        i, x = names.index(FINAL_NORM), len(body)
         ax.axvline(x - 0.5, color="gray", linestyle=":", linewidth=1)
         ax.errorbar([x], [q["median"][i]], yerr=[[q["median"][i] - q["q25"][i]], [q["q75"][i] - q["median"][i]]],
                     marker="s", color="tab:orange", capsize=4, linestyle="none",
                     label="final_norm (after the final norm; median, IQR)")
-    plot_base.layer_axis(ax, body + (["final_norm"] if has_final else []))
+    plot_base.layer_axis(ax, body + ([FINAL_NORM] if has_final else []))
     if _wants_log(q["q25"], q["q75"]):
         ax.set_yscale("log")
         ax.set_ylabel("L2 norm of a position's activation (log scale)")
@@ -208,7 +209,7 @@ def plot_compare(comparison, path):
     labels = {"last_prompt_token": "last prompt token", "prompt_mean": "mean over prompt",
               "common_prefix": "common prefix (mean per position)"}
     body, has_final = _split_final(names)
-    order = body + (["final_norm"] if has_final else [])
+    order = body + ([FINAL_NORM] if has_final else [])
     for key, label in labels.items():
         vals = [comparison["layers"][n][key] for n in order]
         if all(v is None for v in vals):
@@ -235,7 +236,7 @@ def plot_compare(comparison, path):
 
 def default_layer(names):
     """The middle decoder layer (layer_{L//2}) when names are layer_i, else the middle name."""
-    decoder = [n for n in names if n.startswith("layer_") and n[6:].isdigit()]
+    decoder = [n for n in names if decoder_index(n) is not None]
     pool = decoder or list(names)
     return pool[len(pool) // 2]
 
@@ -431,7 +432,7 @@ def plot_logit_lens(result, path):
     reversed circled in red."""
     names = result["layer_names"]
     body, has_final = _split_final(names)
-    order = body + (["final_norm"] if has_final else [])
+    order = body + ([FINAL_NORM] if has_final else [])
     xs = list(range(len(body))) + ([len(body)] if has_final else [])
     compared = bool(result.get("stratified"))
     fig = plot_base.new_figure(min(16, max(10, 0.5 * len(names) + 4)), 8.8 if compared else 5.0)

@@ -47,7 +47,6 @@ Public names:
     default_resamples(n_layers) -> int     bootstrap resamples used when n_bootstrap is None
     NO_EVIDENCE                            "no evidence beyond the controls"
     ALPHA                                  0.05: family-wise error rate of the verdict's intervals
-    HEATMAP_POSITIONS                      the positions of the layer x position table
 
 Result (the --json output of `analyze_activations.py --probe`):
     run_dir, run_name, target, classes (as strings), class_counts, n (rows), reduce and position (the
@@ -90,11 +89,12 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..schema.names import ANSWER_REDUCTIONS, HEATMAP_POSITIONS
 from ..store.run_folder import is_run_folder
 from .arrays import run_layers
 from .bootstrap import cluster_index, macro_auroc, percentile_interval, resample_counts, weighted_accuracy
 from .controls import control_inputs, control_side, make_control, own_controls
-from .dataset import ANSWER_REDUCTIONS, HEATMAP_POSITIONS, load_run_layers, load_run_positions, resolve_reduce
+from .dataset import load_run_layers, load_run_positions, resolve_reduce
 from .folds import control_task_labels, labels, labels_of_test_run, make_folds, small_sample_warnings
 from .operating_points import operating_points
 from .probe_models import FAMILIES, make_probe

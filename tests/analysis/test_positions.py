@@ -15,14 +15,8 @@ from position_runs import save_run, write_position_run
 from sklearn.metrics import roc_auc_score
 
 from activation_eval.analysis import dataset
-from activation_eval.analysis.dataset import (
-    HEATMAP_POSITIONS,
-    load_run_layer,
-    load_run_layers,
-    load_run_positions,
-    parse_reduce,
-    resolve_reduce,
-)
+from activation_eval.analysis.dataset import load_run_layer, load_run_layers, load_run_positions, resolve_reduce
+from activation_eval.schema.names import HEATMAP_POSITIONS, parse_reduce
 from activation_eval.store import run_reader
 from activation_eval.store.errors import CorruptFileError
 
@@ -172,7 +166,7 @@ def test_auto_follows_what_the_run_captured(tmp_path, store):
 
 def test_parse_reduce_knows_auto_and_answer_last():
     assert [parse_reduce(r) for r in ("auto", "answer_last", np.int64(4))] == ["auto", "answer_last", 4]
-    with pytest.raises(ValueError, match="'answer_last', 'auto'"):
+    with pytest.raises(ValueError, match="answer_last, auto"):
         parse_reduce("answer_end")
 
 
