@@ -7,6 +7,8 @@ analysis/probe/ builds it (probe_run, probe_features); the --json output of
 
 Public names:
     ProbeResult         the whole result
+    ProbeScores         layers and controls scored on one set of questions, and the verdict
+                        (analysis.probe.evaluate_scores; the part a ProbeResult and a TestRunResult share)
     LayerScore          one layer's probe: AUROC, accuracy, selectivity over the best control
     ControlScore        one control: AUROC and accuracy, input or output side
     CvSetup, BootstrapSetup, Clusters   how the figures were computed
@@ -146,6 +148,18 @@ class PositionTable:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProbeScores:
+    """Every layer's probe and every control scored on the same questions, and the verdict they give."""
+    best_control: Annotated[str, "the control with the highest AUROC (either side): the verdict's baseline"]
+    best_input_control: Annotated[str | None, "the best input-side control (None: none)"]
+    best_output_control: Annotated[str | None, "the best output-side control (None: none)"]
+    best_layer: Annotated[str, "the layer with the highest AUROC"]
+    verdict: Annotated[str, "the first layer whose adjusted selectivity interval is above 0, else NO_EVIDENCE"]
+    controls: Annotated[dict[str, ControlScore], "every control"]
+    layers: Annotated[dict[str, LayerScore], "every layer"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TestRunResult:
     """--test_run: probes and controls trained on all of the run, scored on the test run's questions."""
     __test__: ClassVar[bool] = False        # not a pytest test class
@@ -173,8 +187,9 @@ class ProbeResult:
     classes: Annotated[list[str], "the target's classes, as strings, in label order"]
     class_counts: Annotated[dict[str, int], "rows per class"]
     n: Annotated[int, "rows probed"]
-    reduce: Annotated[str | None, "the reduction that made one vector per question (auto made concrete)"]
-    position: Annotated[str | None, "the same: the token position read (None: in-memory data)"]
+    reduce: Annotated[str | int | None, "the reduction that made one vector per question (auto made concrete; "
+                                        "an int: a token index; None: in-memory data)"]
+    position: Annotated[str | int | None, "the same: the token position read"]
     position_note: Annotated[str | None, "why that position (auto: what the run captured)"]
     family: Annotated[Literal["logistic", "mass_mean"], "the probe family of the main sweep"]
     auroc_kind: Annotated[Literal["binary", "one-vs-rest macro"], "how AUROC is computed for the classes"]
@@ -203,5 +218,5 @@ class ProbeResult:
     test_run: Annotated[TestRunResult | None, "--test_run: the probes scored on that run's questions"]
 
 
-CONTRACTS = (ProbeResult, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
+CONTRACTS = (ProbeResult, ProbeScores, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
              OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult)

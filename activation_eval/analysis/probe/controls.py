@@ -39,7 +39,7 @@ import functools
 
 import numpy as np
 
-from .. import schema
+from ... import schema
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
 # the row keys of the model's own scores of its answer, one output-side control each: schema's confidence

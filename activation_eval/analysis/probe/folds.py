@@ -16,7 +16,7 @@ Example:
     >>> rows = [{"id": f"q{i // 2}", "sample": i % 2, "category": "ab"[i % 4 < 2], "correct": i % 3 == 0}
     ...         for i in range(24)]                                   # 12 questions x 2 samples
     >>> classes, y = labels(rows, "correct", "the run")
-    >>> from activation_eval.analysis.bootstrap import cluster_index
+    >>> from activation_eval.analysis.probe.bootstrap import cluster_index
     >>> clusters, k = cluster_index(rows); k
     12
     >>> splits, how = make_folds(y, rows, 3, 0, None, [], clusters)

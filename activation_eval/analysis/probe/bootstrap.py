@@ -27,6 +27,7 @@ Public names:
                                                        (binary: the AUROC of column 1)
     weighted_accuracy(hits, weights) -> (m,)           fraction of correct predictions
     percentile_interval(samples, level) -> [lo, hi]    nan-aware percentile interval
+    interval(samples, level) -> (lo, hi)               the same as a contract's Interval (None: undefined)
 
 Example:
     >>> W = np.ones((1, 4))
@@ -48,7 +49,11 @@ Example:
     >>> bool(np.all(W[:, 0] == W[:, 1])), W[:, [0, 2]].sum(axis=1).tolist()
     (True, [2, 2, 2, 2])
 """
+import math
+
 import numpy as np
+
+from ...schema.estimates import Interval
 
 
 def resample_counts(n, n_resamples, seed, chunk=512, clusters=None):
@@ -152,3 +157,9 @@ def percentile_interval(samples, level):
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(samples, [tail, 100.0 - tail])
     return [float(lo), float(hi)]
+
+
+def interval(samples, level) -> Interval:
+    """percentile_interval as the contracts' Interval: a (low, high) tuple, None where it is undefined."""
+    lo, hi = percentile_interval(samples, level)
+    return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
