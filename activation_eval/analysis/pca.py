@@ -92,42 +92,10 @@ def plot_pca(run_dir: str | os.PathLike[str], path: str | os.PathLike[str], laye
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in colors)
     levels = sorted({str(v) for v in colors}, key=lambda v: (v not in ("True", "False"), v))
     if numeric and len(levels) > MAX_COLOR_LEVELS:
-        import matplotlib.cm
-        import matplotlib.colors
-        norm = matplotlib.colors.Normalize(min(colors), max(colors))
-        for cat, marker in by_cat.items():
-            m = np.array([c == cat for c in cats])
-            ax.scatter(Z[m, 0], Z[m, 1], c=np.array(colors, dtype=float)[m], cmap="viridis", norm=norm,
-                            marker=marker, s=26, alpha=0.8, edgecolors="none")
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=color_by)
-        color_legend = None
+        _scatter_scale(fig, ax, Z, colors, cats, by_cat, color_by)
     else:
-        if len(levels) > MAX_COLOR_LEVELS:
-            raise ValueError(f"--color_by {color_by}: {len(levels)} distinct values; colour needs at most "
-                             f"{MAX_COLOR_LEVELS} (or a numeric field)")
-        palette = {"True": "tab:green", "False": "tab:red"}
-        others = iter(["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
-                       "tab:olive", "tab:cyan", "gold", "black"])
-        cmap = {v: palette.get(v) or next(others) for v in levels}
-        strs = np.array([str(v) for v in colors])
-        for cat, marker in by_cat.items():
-            for level in levels:
-                m = (strs == level) & np.array([c == cat for c in cats])
-                if m.any():
-                    ax.scatter(Z[m, 0], Z[m, 1], color=cmap[level], marker=marker, s=26, alpha=0.8,
-                               edgecolors="none")
-        from matplotlib.lines import Line2D
-        names = {"True": "correct", "False": "incorrect"} if color_by == "correct" else {}
-        color_legend = ax.legend(
-            [Line2D([], [], color=cmap[v], marker="o", linestyle="none") for v in levels],
-            [f"{names.get(v, v)} ({int((strs == v).sum())})" for v in levels],
-            title=color_by, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        ax.add_artist(color_legend)
-    from matplotlib.lines import Line2D
-    ax.legend([Line2D([], [], color="black", marker=mk, linestyle="none", markerfacecolor="none")
-               for mk in by_cat.values()],
-              [f"{c} ({cats.count(c)})" for c in by_cat], title=f"{marker_field} (marker)",
-              loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
+        _scatter_levels(ax, Z, colors, levels, cats, by_cat, color_by)
+    _marker_legend(ax, cats, by_cat, marker_field)
     ev = pca.explained_variance_ratio_ * 100
     ax.set_xlabel(f"PC 1 ({ev[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC 2 ({ev[1]:.1f}% of variance)")
@@ -139,3 +107,48 @@ def plot_pca(run_dir: str | os.PathLike[str], path: str | os.PathLike[str], laye
     if caption:
         fig.supxlabel(caption, fontsize=7.5, x=0.02, ha="left")
     return plot_base.save_png(fig, path)
+
+
+def _scatter_scale(fig: Any, ax: Any, Z: np.ndarray, colors: list[Any], cats: list[str], by_cat: dict[str, str],
+                   color_by: str) -> None:
+    """A numeric field with many values: one colour scale (viridis) and its colour bar."""
+    import matplotlib.cm
+    import matplotlib.colors
+    norm = matplotlib.colors.Normalize(min(colors), max(colors))
+    for cat, marker in by_cat.items():
+        m = np.array([c == cat for c in cats])
+        ax.scatter(Z[m, 0], Z[m, 1], c=np.array(colors, dtype=float)[m], cmap="viridis", norm=norm,
+                   marker=marker, s=26, alpha=0.8, edgecolors="none")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=color_by)
+
+
+def _scatter_levels(ax: Any, Z: np.ndarray, colors: list[Any], levels: list[str], cats: list[str],
+                    by_cat: dict[str, str], color_by: str) -> None:
+    """A few distinct values: one colour each (correct green, incorrect red) and a legend with their counts."""
+    from matplotlib.lines import Line2D
+    if len(levels) > MAX_COLOR_LEVELS:
+        raise ValueError(f"--color_by {color_by}: {len(levels)} distinct values; colour needs at most "
+                         f"{MAX_COLOR_LEVELS} (or a numeric field)")
+    palette = {"True": "tab:green", "False": "tab:red"}
+    others = iter(["tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+                   "tab:olive", "tab:cyan", "gold", "black"])
+    cmap = {v: palette.get(v) or next(others) for v in levels}
+    strs = np.array([str(v) for v in colors])
+    for cat, marker in by_cat.items():
+        for level in levels:
+            m = (strs == level) & np.array([c == cat for c in cats])
+            if m.any():
+                ax.scatter(Z[m, 0], Z[m, 1], color=cmap[level], marker=marker, s=26, alpha=0.8, edgecolors="none")
+    names = {"True": "correct", "False": "incorrect"} if color_by == "correct" else {}
+    legend = ax.legend([Line2D([], [], color=cmap[v], marker="o", linestyle="none") for v in levels],
+                       [f"{names.get(v, v)} ({int((strs == v).sum())})" for v in levels],
+                       title=color_by, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.add_artist(legend)
+
+
+def _marker_legend(ax: Any, cats: list[str], by_cat: dict[str, str], marker_field: str) -> None:
+    from matplotlib.lines import Line2D
+    ax.legend([Line2D([], [], color="black", marker=mk, linestyle="none", markerfacecolor="none")
+               for mk in by_cat.values()],
+              [f"{c} ({cats.count(c)})" for c in by_cat], title=f"{marker_field} (marker)",
+              loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)

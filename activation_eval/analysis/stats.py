@@ -255,11 +255,12 @@ def _read_sources(directory: str, sources: list[tuple[str, Any]],
         labels = {id(row): label for label, (row, _) in pairs}
         reader = RunReader(directory)
         for row, record in reader.records(layers, errors="yield", pairs=[source for _, source in pairs]):
+            read: Any = record
             if not isinstance(record, Exception) and layers is not None:
                 missing = [n for n in layers if n not in record.get("activations", {})]
                 if missing:
-                    record = ValueError(f"no layer(s) {', '.join(missing)} in this record")
-            yield labels[id(row)], row.get("correct"), record
+                    read = ValueError(f"no layer(s) {', '.join(missing)} in this record")
+            yield labels[id(row)], row.get("correct"), read
 
 
 def _cos_dist(u: np.ndarray, v: np.ndarray) -> Similarity:

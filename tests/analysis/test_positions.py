@@ -14,7 +14,7 @@ import torch
 from position_runs import save_run, write_position_run
 from sklearn.metrics import roc_auc_score
 
-from activation_eval.analysis import dataset
+from activation_eval.analysis import shard_rows
 from activation_eval.analysis.dataset import load_run_layer, load_run_layers, load_run_positions, resolve_reduce
 from activation_eval.schema.names import HEATMAP_POSITIONS, parse_reduce
 from activation_eval.store import run_reader
@@ -117,13 +117,13 @@ def test_positions_read_each_record_file_once(runs, monkeypatch):
 def test_positions_read_each_shard_layer_once(runs, monkeypatch):
     run, _ = runs["shards"]
     reads = collections.Counter()
-    real = dataset.read_shard_layers
+    real = shard_rows.read_shard_layers
 
     def counting(paths, layer, workers=8):
         reads.update((p, layer) for p in paths)
         return real(paths, layer, workers)
 
-    monkeypatch.setattr(dataset, "read_shard_layers", counting)
+    monkeypatch.setattr(shard_rows, "read_shard_layers", counting)
     load_run_positions(run, LAYERS)
     assert len(reads) == 9 * len(LAYERS) and set(reads.values()) == {1}      # 60 questions in shards of 7
 

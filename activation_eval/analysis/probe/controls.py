@@ -36,10 +36,13 @@ Example:
     (12, 2)
 """
 import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ... import schema
+from ...schema.probe import Side
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
 # the row keys of the model's own scores of its answer, one output-side control each: schema's confidence
@@ -52,17 +55,17 @@ _OWN = {"category": ("category",), "num_prompt_tokens": ("length",), "num_genera
         "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in OUTPUT_SCORE_FIELDS}}
 
 
-def control_side(name):
+def control_side(name: str) -> Side:
     """"output" for a control that reads the model's confidence in its answer, else "input"."""
     return "output" if name in OUTPUT_CONTROLS else "input"
 
 
-def own_controls(target):
+def own_controls(target: str) -> tuple[str, ...]:
     """The controls that read the probe's target itself: they would "predict" it trivially."""
     return _OWN.get(target, ())
 
 
-def control_inputs(rows, drop=()):
+def control_inputs(rows: Sequence[Mapping[str, Any]], drop: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
     """(name -> input usable by make_control(name), notes): every control the rows can feed,
     except those named in `drop`."""
     inputs, notes = _input_side(rows)
@@ -111,7 +114,7 @@ def _output_side(rows):
     return inputs, notes
 
 
-def make_control(name):
+def make_control(name: str) -> Any:
     """An unfitted sklearn classifier with predict_proba for control `name`."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

@@ -80,7 +80,8 @@ class Setup:
         if family == "mass_mean" and self.n_classes != 2:
             raise ValueError(f"the mass-mean probe needs a binary target; {target!r} has {self.n_classes} classes")
         self.y_test: np.ndarray | None = None
-        self.test_rows, self.test_clusters = test_rows, None
+        self.test_rows = test_rows
+        self.test_clusters: np.ndarray | None = None
         self.test_inputs: dict[str, Any] = {}
         if test_rows is not None:
             self._add_test_run(test_rows, own)
