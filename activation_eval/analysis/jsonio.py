@@ -58,8 +58,8 @@ def to_json(value: Any) -> Any:
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.ndarray) or type(value).__module__ == "torch":
-        return to_json(value.tolist())
+    if isinstance(value, np.ndarray) or (type(value).__module__ == "torch" and hasattr(value, "tolist")):
+        return to_json(value.tolist())            # a tensor (torch is not imported here: a record may hold one)
     return value if value is None or isinstance(value, (str, int)) else str(value)
 
 
