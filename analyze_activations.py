@@ -7,24 +7,25 @@
     python analyze_activations.py --report results/run1 --output run1.html
 
 A thin entry point over activation_eval.analysis (also installed as `activation-eval-analyze`);
-the functions behind each mode are re-exported here for scripts written against this file.
+the functions behind each mode are re-exported here for scripts written against this file. Each
+returns a typed result (activation_eval/schema/; docs/formats.md): read its fields as attributes.
 """
 import sys
 
-from activation_eval.analysis.cli import build_parser, format_table, main, run  # noqa: F401
+from activation_eval.analysis.cli import build_parser, main, run  # noqa: F401
 from activation_eval.analysis.dataset import load_run_layer  # noqa: F401
 from activation_eval.analysis.lens import logit_lens_run  # noqa: F401
+from activation_eval.analysis.lens.plots import plot_logit_lens  # noqa: F401
+from activation_eval.analysis.pca import plot_pca  # noqa: F401
 from activation_eval.analysis.plots import (  # noqa: F401
     default_layer,
     plot_compare,
     plot_histograms,
     plot_layer_norms,
-    plot_logit_lens,
-    plot_pca,
     plot_position_heatmap,
-    plot_probe,
 )
 from activation_eval.analysis.probe import probe_run  # noqa: F401
+from activation_eval.analysis.probe.plots import plot_probe  # noqa: F401
 from activation_eval.analysis.report import build_report  # noqa: F401
 from activation_eval.analysis.stats import (  # noqa: F401
     analyze_directory,
@@ -34,6 +35,7 @@ from activation_eval.analysis.stats import (  # noqa: F401
     describe_record,
     tensor_stats,
 )
+from activation_eval.analysis.text import format_table  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

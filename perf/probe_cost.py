@@ -48,8 +48,7 @@ def main():
         res = results[str(runnable[name])]
         s = common.stats(cpus[name], cpus[base], "cpu_")
         w = common.stats(walls[name], walls[base], "wall_")
-        rows.append({"variant": name, "position": res.get("position") or res.get("reduce"),
-                     "n": res["n"], "layers": res["layers_tested"], **s, **w})
+        rows.append({"variant": name, "position": res.position, "n": res.n, "layers": res.layers_tested, **s, **w})
     common.write_json("probe_cost", {"machine": common.machine_info(), "run_dir": args.run_dir,
                                      "repeats": args.repeats, "rows": rows})
     print(common.table(rows, [("variant", "variant", ""), ("position", "position", ""), ("n", "n", "d"),

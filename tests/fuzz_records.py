@@ -192,14 +192,14 @@ def worker_main(loader):
     """Read case paths from stdin, answer one JSON line per case on stdout."""
     import warnings
     warnings.simplefilter("ignore")
-    from activation_eval.analysis.cli import _jsonable
+    from activation_eval.analysis.jsonio import to_json
     from activation_eval.analysis.stats import describe_record
     from activation_eval.store.run_reader import load_activations
     out = sys.stdout
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:
-        outcome = _run_case(line.rstrip("\n"), load_activations, describe_record, _jsonable,
+        outcome = _run_case(line.rstrip("\n"), load_activations, describe_record, to_json,
                             loader)
         rss = peak_rss_mb()
         out.write(json.dumps({"outcome": outcome, "rss_mb": rss}) + "\n")

@@ -1,4 +1,16 @@
-"""Analysis of saved records: arrays.py, dataset.py (load_run_layer, load_run_positions, reduce=), stats.py,
-intervals.py, probe.py (+ controls.py, folds.py, probe_models.py, bootstrap.py, operating_points.py,
-transfer.py), stratify.py (correct vs incorrect within strata), lens.py (logit lens), plots.py, report.py
-(HTML run report), export_hf.py (a datasets folder), cli.py."""
+"""Analysis of saved records. Every mode's result is a typed contract of activation_eval/schema/.
+
+    cli.py          the command line: parses, dispatches to commands/ (one module per mode), prints
+    commands/       file, directory, compare, probe, lens, report, export: options, result, text, plots
+    arrays.py       a record as float64 arrays; a run's layer names
+    dataset.py      one vector per question for a layer (load_run_layer, load_run_positions, reduce=)
+    stats.py        per-layer statistics of records, folders and pairs of records
+    probe/          linear probes with controls, the verdict, operating points, transfer
+    lens/           the logit lens
+    stratify.py     correct vs incorrect within strata (category, or a named field)
+    intervals.py    bootstrap intervals of statistics
+    plots.py, pca.py, plot_base.py     record plots, the run-folder PCA, what plots share
+    report.py       the HTML run report (html.py: its pieces)
+    export_hf.py    a datasets folder
+    text.py, jsonio.py                 text tables; results as JSON and back
+"""

@@ -25,6 +25,10 @@ Example:
     >>> run_layers("results/run1")[-2:], labels.shape, set(labels.tolist()) <= {0, 1}
     (['layer_28', 'layer_29'], (12,), True)
 """
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -33,7 +37,7 @@ from ..store.run_folder import is_run_folder, iter_record_files
 from ..store.run_reader import RunReader
 
 
-def as_2d(x):
+def as_2d(x: Any) -> np.ndarray:
     """Tensor/array -> float64 numpy array (positions, hidden). A leading batch dim of 1 is dropped."""
     a = x.detach().to(torch.float64).cpu().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
     if a.ndim == 3 and a.shape[0] == 1:
@@ -45,14 +49,14 @@ def as_2d(x):
     return a
 
 
-def token_ids(x):
+def token_ids(x: Any) -> list[int]:
     """Token ids (tensor, array or list, any shape) -> a flat list of ints; None -> []."""
     if x is None:
         return []
     return [int(v) for v in (x.reshape(-1).tolist() if torch.is_tensor(x) else np.asarray(x).reshape(-1).tolist())]
 
 
-def record_meta(record):
+def record_meta(record: Any) -> dict[str, Any]:
     """The fields analysis needs, with the seed-record defaults filled in."""
     acts = record.get("activations") if isinstance(record, dict) else None
     if not isinstance(acts, dict):
@@ -75,13 +79,13 @@ def record_meta(record):
             "tokens": input_ids + output_ids, "layer_names": list(acts), "dtype": dtype}
 
 
-def _shape(t):
+def _shape(t: Any) -> list[int]:
     """Shape of `t` as rows first: a leading batch dim of 1 dropped, a 1-D tensor one row."""
     s = list(t.shape)
     return s[1:] if len(s) == 3 and s[0] == 1 else ([1] + s if len(s) == 1 else s)
 
 
-def load_record(path, layers=None):
+def load_record(path: str | os.PathLike[str], layers: Sequence[str] | None = None) -> dict[str, Any]:
     """load_record_file(path, layers); a requested layer the record lacks is a ValueError."""
     record = load_record_file(path, layers=layers)
     if layers is not None:
@@ -91,7 +95,7 @@ def load_record(path, layers=None):
     return record
 
 
-def run_layers(run_dir):
+def run_layers(run_dir: str | os.PathLike[str]) -> list[str]:
     """Layer names (record order) of a run folder (either store: store.run_reader), or of a
     folder of record files (its first file)."""
     if is_run_folder(run_dir):
@@ -102,7 +106,7 @@ def run_layers(run_dir):
     raise ValueError(f"no activation record files in {run_dir}")
 
 
-def correct_labels(rows, run_dir):
+def correct_labels(rows: Sequence[Mapping[str, Any]], run_dir: str | os.PathLike[str]) -> np.ndarray:
     """The rows' "correct" as an int array (1 / 0); a row without a boolean one is a ValueError."""
     bad = [r.get("id") for r in rows if not isinstance(r.get("correct"), bool)]
     if bad:

@@ -1,24 +1,26 @@
-"""Uncertainty of figures shown to a researcher: 95% intervals for proportions and statistics.
+"""Uncertainty of figures shown to a researcher: percentile bootstrap intervals of statistics.
+
+The interval of a proportion (Wilson score) has its one owner in activation_eval/accuracy.py.
 
 Public names:
-    wilson_interval(correct, n, level=0.95) -> (low, high)     of a proportion (Wilson score; from
-                                                                activation_eval/accuracy.py, the one owner)
     bootstrap_ci(values, statistic=np.mean, n_resamples=1000, level=0.95, seed=0, clusters=None) -> (low, high)
                                                                 percentile bootstrap over the values (over
                                                                 whole clusters, e.g. a question's samples)
 
 Example:
-    >>> wilson_interval(64, 122)                    # accuracy 52.5%
-    (0.437, 0.611)
     >>> bootstrap_ci([3, 1, 40, 2, 7], np.median)   # interval of the median rank
     (1.0, 40.0)
 """
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
-from ..accuracy import wilson_interval  # noqa: F401  (re-exported)
+from ..schema.estimates import Interval
 
 
-def bootstrap_ci(values, statistic=np.mean, n_resamples=1000, level=0.95, seed=0, clusters=None):
+def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, n_resamples: int = 1000, level: float = 0.95,
+                 seed: int = 0, clusters: Sequence[Any] | None = None) -> Interval:
     """Percentile-bootstrap interval of statistic(values) over resampled values (scipy.stats.bootstrap).
 
     clusters: one key per value (e.g. the question id of each sample); when some key repeats, each
@@ -42,9 +44,10 @@ def bootstrap_ci(values, statistic=np.mean, n_resamples=1000, level=0.95, seed=0
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _cluster_ci(values, statistic, n_resamples, level, seed, keys):
+def _cluster_ci(values: np.ndarray, statistic: Callable[..., Any], n_resamples: int, level: float, seed: int,
+                keys: list[str]) -> Interval:
     """bootstrap_ci drawing whole clusters: each resample is C clusters drawn with replacement."""
-    groups = {}
+    groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     members = [np.asarray(g) for g in groups.values()]

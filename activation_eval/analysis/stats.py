@@ -1,92 +1,105 @@
 """Per-layer statistics of records, streamed aggregates over folders, and record comparisons.
 
+Each builds a typed result of activation_eval/schema/stats.py (the --file, --directory and --compare
+results); every statistic is float64.
+
 Public names:
-    tensor_stats(tensor) -> dict                 mean, std, min, max, per-position and total L2 norm,
-                                                 quartiles of the per-position norms (NORM_QUANTILE_KEYS)
-    describe_record(record, path=None) -> dict   metadata + per-layer stats of one record
-    analyze_file(path, layers=None) -> dict      describe_record of a file
-    analyze_directory(directory, limit=None, layers=None, progress=True) -> dict
+    tensor_stats(tensor) -> TensorStats          mean, std, min, max, per-position and total L2 norm,
+                                                 quartiles of the per-position norms
+    describe_record(record, path=None) -> FileResult   metadata + per-layer stats of one record
+    analyze_file(path, layers=None) -> FileResult      describe_record of a file
+    analyze_directory(directory, limit=None, layers=None, progress=True) -> DirectoryResult
                                                  streamed per-layer aggregates + per-file summary
-    compare_records(record_a, record_b, layers=None) -> dict
-    compare_files(path_a, path_b, layers=None) -> dict   cosine / L2 distance per layer, 3 alignments
+    compare_records(record_a, record_b, layers=None) -> CompareResult
+    compare_files(path_a, path_b, layers=None) -> CompareResult   cosine / L2 distance per layer, 3 alignments
     STAT_KEYS                                    the statistics' names, in table order
-    NORM_QUANTILE_KEYS                           position_norm_q25 / _median / _q75
     NORM_SAMPLE_CAP                              directory quartiles: exact up to this many positions
                                                  per layer, then from a seeded uniform sample of them
 
 Example:
     >>> stats = analyze_file("results/run1/activations/geo-001.safetensors")
-    >>> stats["layers"]["layer_3"]["position_norm_mean"]         # the tiny model's small activations
+    >>> stats.layers["layer_3"].position_norm_mean         # the tiny model's small activations
     0.278
     >>> a, b = "runs/r1/activations/geo-001.pkl", "results/run1/activations/geo-001.safetensors"   # one record, 2 formats
-    >>> cmp = compare_files(a, b); cmp["layers"]["layer_3"]["last_prompt_token"]["cosine"]
+    >>> compare_files(a, b).layers["layer_3"].last_prompt_token.cosine
     1.0
-
-All statistics are float64.
 """
 import math
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
+from ..schema.stats import (
+    CompareLayer,
+    CompareResult,
+    DirectoryFile,
+    DirectoryLayer,
+    DirectoryResult,
+    FileResult,
+    Similarity,
+    SkippedFile,
+    TensorStats,
+)
 from ..store.run_folder import is_run_folder, iter_record_files
 from ..store.run_reader import RunReader
 from .arrays import as_2d, load_record, record_meta
 
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
-NORM_QUANTILE_KEYS = ("position_norm_q25", "position_norm_median", "position_norm_q75")
 
 PROGRESS_MIN_FILES = 20    # show a progress bar from this many files on
 NORM_SAMPLE_CAP = 200_000  # per layer: norms kept for the directory quartiles (reservoir beyond this)
 
 
-def _norm_quantiles(norms):
-    """The quartiles of per-position norms, keyed by NORM_QUANTILE_KEYS (None when there are none)."""
+def _norm_quartiles(norms: np.ndarray) -> dict[str, float | None]:
+    """The quartiles of per-position norms as the contracts' position_norm_q25 / _median / _q75."""
+    keys = ("position_norm_q25", "position_norm_median", "position_norm_q75")
     if len(norms) == 0:
-        return dict.fromkeys(NORM_QUANTILE_KEYS)
-    return dict(zip(NORM_QUANTILE_KEYS, (float(v) for v in np.percentile(norms, [25, 50, 75]))))
+        return dict.fromkeys(keys)
+    return dict(zip(keys, (float(v) for v in np.percentile(norms, [25, 50, 75]))))
 
 
-
-def tensor_stats(tensor):
+def tensor_stats(tensor: Any) -> TensorStats:
     """Float64 statistics of one activation tensor (positions, hidden).
 
     std is the population std (ddof=0); position_norm_* are over the L2 norms of the rows;
     l2_norm is the norm of the whole tensor.
     >>> import torch
-    >>> tensor_stats(torch.ones(3, 4))["position_norm_mean"]   # each row's L2 norm: sqrt(4)
+    >>> tensor_stats(torch.ones(3, 4)).position_norm_mean   # each row's L2 norm: sqrt(4)
     2.0
     """
     a = as_2d(tensor)
-    out = {"shape": list(a.shape)}
     if a.size == 0:
-        return {**out, **{k: None for k in STAT_KEYS + NORM_QUANTILE_KEYS}}
+        return TensorStats(shape=list(a.shape), mean=None, std=None, min=None, max=None, position_norm_mean=None,
+                           position_norm_std=None, l2_norm=None, **_norm_quartiles(np.empty(0)))
     norms = np.linalg.norm(a, axis=1)
-    return {**out, "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
-            "max": float(a.max()), "position_norm_mean": float(norms.mean()),
-            "position_norm_std": float(norms.std()), "l2_norm": float(np.linalg.norm(a)),
-            **_norm_quantiles(norms)}
+    return TensorStats(shape=list(a.shape), mean=float(a.mean()), std=float(a.std()), min=float(a.min()),
+                       max=float(a.max()), position_norm_mean=float(norms.mean()), position_norm_std=float(norms.std()),
+                       l2_norm=float(np.linalg.norm(a)), **_norm_quartiles(norms))
 
 
-
-def describe_record(record, path=None):
+def describe_record(record: dict[str, Any], path: str | os.PathLike[str] | None = None) -> FileResult:
     """Metadata and per-layer statistics of one record (layers in the record's order)."""
     m = record_meta(record)
-    return {"file": None if path is None else os.fspath(path),
-            "model": record.get("model"), "prompt": record.get("prompt"),
-            "response": record.get("response"), "timestamp": record.get("timestamp"),
-            "num_prompt_tokens": m["num_prompt_tokens"], "num_generated_tokens": m["num_generated_tokens"],
-            "num_positions": len(m["positions"]), "dtype": m["dtype"],
-            "model_info": record.get("model_info"), "grading": record.get("grading"),
-            "layers": {name: tensor_stats(t) for name, t in record["activations"].items()}}
+    return FileResult(file=None if path is None else os.fspath(path),
+                      model=record.get("model"), prompt=record.get("prompt"),
+                      response=record.get("response"), timestamp=record.get("timestamp"),
+                      num_prompt_tokens=m["num_prompt_tokens"], num_generated_tokens=m["num_generated_tokens"],
+                      num_positions=len(m["positions"]), dtype=m["dtype"],
+                      model_info=record.get("model_info"), grading=_grading(record.get("grading")),
+                      layers={name: tensor_stats(t) for name, t in record["activations"].items()})
 
 
+def _grading(grading: Any) -> dict[str, Any] | None:
+    """A record's grading entry (a dict written with its row), or None for anything else."""
+    return grading if isinstance(grading, dict) and grading else None
 
-def analyze_file(path, layers=None):
+
+def analyze_file(path: str | os.PathLike[str], layers: list[str] | None = None) -> FileResult:
     """`describe_record` of the record stored at `path` (only `layers` when given)."""
     return describe_record(load_record(path, layers), path)
-
 
 
 def _layer_partial(tensor):
@@ -143,27 +156,27 @@ class _LayerAccumulator:
         self.norm_sq += norm_sq
         self._keep_norms(norms)
 
-    def result(self):
+    def result(self) -> DirectoryLayer:
         if not self.count:
-            return {"files": self.files, "positions": 0,
-                    **{k: None for k in STAT_KEYS + NORM_QUANTILE_KEYS if k != "l2_norm"}}
+            return DirectoryLayer(files=self.files, positions=0, mean=None, std=None, min=None, max=None,
+                                  position_norm_mean=None, position_norm_std=None, norm_quantiles_from=0,
+                                  **_norm_quartiles(np.empty(0)))
         pn_mean = self.norm_sum / self.rows
-        return {"files": self.files, "positions": self.rows, "mean": self.mean,
-                "std": math.sqrt(max(self.m2 / self.count, 0.0)), "min": self.min, "max": self.max,
-                "position_norm_mean": pn_mean,
-                "position_norm_std": math.sqrt(max(self.norm_sq / self.rows - pn_mean ** 2, 0.0)),
-                **_norm_quantiles(self.norms), "norm_quantiles_from": len(self.norms)}
+        return DirectoryLayer(files=self.files, positions=self.rows, mean=self.mean,
+                              std=math.sqrt(max(self.m2 / self.count, 0.0)), min=self.min, max=self.max,
+                              position_norm_mean=pn_mean,
+                              position_norm_std=math.sqrt(max(self.norm_sq / self.rows - pn_mean ** 2, 0.0)),
+                              norm_quantiles_from=len(self.norms), **_norm_quartiles(self.norms))
 
 
-
-def analyze_directory(directory, limit=None, layers=None, progress=True):
+def analyze_directory(directory: str | os.PathLike[str], limit: int | None = None, layers: list[str] | None = None,
+                      progress: bool = True) -> DirectoryResult:
     """Stream every record of a folder (or run folder): per-layer aggregates + a per-file summary.
 
     One record is in memory at a time. A file that cannot be read or analysed (corrupt,
-    hostile, not a regular file, odd tensors) is skipped, whole: it is listed under "errors"
-    ({"file", "error"}) and counted in "skipped", and the scan goes on; it is an error when
-    none can be read.
-    >>> agg = analyze_directory("results/run1", limit=100, progress=False); agg["layers"]["layer_0"]["std"]
+    hostile, not a regular file, odd tensors) is skipped, whole: it is listed under `errors`
+    and counted in `skipped`, and the scan goes on; it is an error when none can be read.
+    >>> agg = analyze_directory("results/run1", limit=100, progress=False); agg.layers["layer_0"].std
     0.0222
     """
     directory = os.fspath(directory)
@@ -178,7 +191,9 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     if not sources:
         raise ValueError(f"no activation record files (.pkl, .safetensors) or shards in {directory}")
     from tqdm import tqdm
-    accs, summaries, errors = {}, [], []
+    accs: dict[str, _LayerAccumulator] = {}
+    summaries: list[DirectoryFile] = []
+    errors: list[SkippedFile] = []
     bar = tqdm(total=len(sources), desc="records", unit="record", file=sys.stderr,
                disable=not progress or len(sources) < PROGRESS_MIN_FILES)
     for rel, correct, record in _read_sources(directory, sources, layers):
@@ -189,12 +204,11 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
             m = record_meta(record)
             # every layer's statistics first, so that a file failing half-way adds nothing
             partials = {name: _layer_partial(t) for name, t in record["activations"].items()}
-            summary = {"file": rel, "model": record.get("model"),
-                       "prompt_tokens": m["num_prompt_tokens"],
-                       "generated_tokens": m["num_generated_tokens"], "positions": len(m["positions"]),
-                       "layers": len(m["layer_names"]), "correct": correct}
+            summary = DirectoryFile(file=rel, model=record.get("model"), prompt_tokens=m["num_prompt_tokens"],
+                                    generated_tokens=m["num_generated_tokens"], positions=len(m["positions"]),
+                                    layers=len(m["layer_names"]), correct=correct)
         except Exception as e:  # noqa: BLE001 - one unreadable file must not end a long scan
-            errors.append({"file": rel, "error": " ".join(str(e).split()) or type(e).__name__})
+            errors.append(SkippedFile(file=rel, error=" ".join(str(e).split()) or type(e).__name__))
             continue
         finally:
             record = None
@@ -204,11 +218,10 @@ def analyze_directory(directory, limit=None, layers=None, progress=True):
     bar.close()
     if not summaries:
         raise ValueError(f"none of the {len(sources)} records in {directory} could be read; "
-                         f"first error: {errors[0]['file']}: {errors[0]['error']}")
-    return {"directory": directory, "is_run": is_run_folder(directory), "files_found": found,
-            "files_read": len(summaries), "skipped": len(errors), "errors": errors,
-            "layers": {name: acc.result() for name, acc in accs.items()}, "files": summaries}
-
+                         f"first error: {errors[0].file}: {errors[0].error}")
+    return DirectoryResult(directory=directory, is_run=is_run_folder(directory), files_found=found,
+                           files_read=len(summaries), skipped=len(errors), errors=errors,
+                           layers={name: acc.result() for name, acc in accs.items()}, files=summaries)
 
 
 def _record_sources(directory, layers):
@@ -223,7 +236,8 @@ def _record_sources(directory, layers):
     return [(os.path.relpath(path, directory), path) for path in iter_record_files(directory)]
 
 
-def _read_sources(directory, sources, layers):
+def _read_sources(directory: str, sources: list[tuple[str, Any]],
+                  layers: list[str] | None) -> Iterator[tuple[str, Any, Any]]:
     """(label, correct, record or the exception that reading it raised), each shard opened once;
     one shard's records in memory at a time. `correct` is the run's row's (None outside a run)."""
     pairs = [(label, source) for label, source in sources if isinstance(source, tuple)
@@ -241,28 +255,29 @@ def _read_sources(directory, sources, layers):
         labels = {id(row): label for label, (row, _) in pairs}
         reader = RunReader(directory)
         for row, record in reader.records(layers, errors="yield", pairs=[source for _, source in pairs]):
+            read: Any = record
             if not isinstance(record, Exception) and layers is not None:
                 missing = [n for n in layers if n not in record.get("activations", {})]
                 if missing:
-                    record = ValueError(f"no layer(s) {', '.join(missing)} in this record")
-            yield labels[id(row)], row.get("correct"), record
+                    read = ValueError(f"no layer(s) {', '.join(missing)} in this record")
+            yield labels[id(row)], row.get("correct"), read
 
 
-def _cos_dist(u, v):
+def _cos_dist(u: np.ndarray, v: np.ndarray) -> Similarity:
     nu, nv = np.linalg.norm(u), np.linalg.norm(v)
     cos = float(np.dot(u, v) / (nu * nv)) if nu > 0 and nv > 0 else None
-    return {"cosine": cos, "l2_distance": float(np.linalg.norm(u - v))}
+    return Similarity(cosine=cos, l2_distance=float(np.linalg.norm(u - v)), positions=None)
 
 
-
-def compare_records(record_a, record_b, layers=None):
+def compare_records(record_a: dict[str, Any], record_b: dict[str, Any], layers: list[str] | None = None,
+                    files: list[str] | None = None) -> CompareResult:
     """Per-layer cosine similarity and L2 distance of two records, three ways:
 
     last_prompt_token: the row at position num_prompt_tokens-1 of each record;
     prompt_mean: the mean over each record's kept prompt positions;
     common_prefix: positions inside the token prefix both sequences share (as fed: prompt + generated),
     kept in both; cosine and distance are averaged over those positions. "notes" states what was
-    compared when the lengths differ.
+    compared when the lengths differ. `files`: the records' files, for the result to name.
     """
     ma, mb = record_meta(record_a), record_meta(record_b)
     names = [n for n in ma["layer_names"] if n in mb["layer_names"] and (layers is None or n in layers)]
@@ -298,30 +313,34 @@ def compare_records(record_a, record_b, layers=None):
         notes.append(f"common token prefix: {k} tokens (positions 0-{k - 1}); {len(pairs)} of them kept in "
                      f"both records" + ("" if len(ma["tokens"]) == len(mb["tokens"]) else
                                         f"; sequence lengths {len(ma['tokens'])} vs {len(mb['tokens'])}"))
-    out = {}
-    for name in names:
-        xa, xb = as_2d(record_a["activations"][name]), as_2d(record_b["activations"][name])
-        if xa.shape[1] != xb.shape[1]:
-            raise ValueError(f"layer {name!r}: hidden sizes differ ({xa.shape[1]} vs {xb.shape[1]})")
-        res = {"last_prompt_token": None, "prompt_mean": None, "common_prefix": None}
-        if last_a is not None and last_b is not None:
-            res["last_prompt_token"] = _cos_dist(xa[last_a], xb[last_b])
-        if prompt_a and prompt_b:
-            res["prompt_mean"] = _cos_dist(xa[prompt_a].mean(0), xb[prompt_b].mean(0))
-        if pairs:
-            each = [_cos_dist(xa[i], xb[j]) for i, j in pairs]
-            coss = [e["cosine"] for e in each if e["cosine"] is not None]
-            res["common_prefix"] = {"cosine": float(np.mean(coss)) if coss else None,
-                                    "l2_distance": float(np.mean([e["l2_distance"] for e in each])),
-                                    "positions": len(pairs)}
-        out[name] = res
-    return {"num_prompt_tokens": [pa, pb], "num_tokens": [len(ma["tokens"]), len(mb["tokens"])],
-            "common_prefix_tokens": k, "notes": notes, "layers": out}
+    out = {name: _compare_layer(record_a["activations"][name], record_b["activations"][name], name,
+                                (last_a, last_b), (prompt_a, prompt_b), pairs) for name in names}
+    return CompareResult(files=files, num_prompt_tokens=[pa, pb], num_tokens=[len(ma["tokens"]), len(mb["tokens"])],
+                         common_prefix_tokens=k, notes=notes, layers=out)
 
 
+def _compare_layer(a: Any, b: Any, name: str, last: tuple[int | None, int | None], prompt: tuple[list[int], list[int]],
+                   pairs: list[tuple[int, int]]) -> CompareLayer:
+    """One layer of two records in the three alignments (row indices of each record; None: not comparable)."""
+    xa, xb = as_2d(a), as_2d(b)
+    if xa.shape[1] != xb.shape[1]:
+        raise ValueError(f"layer {name!r}: hidden sizes differ ({xa.shape[1]} vs {xb.shape[1]})")
+    last_a, last_b = last
+    prompt_a, prompt_b = prompt
+    common = None
+    if pairs:
+        each = [_cos_dist(xa[i], xb[j]) for i, j in pairs]
+        coss = [e.cosine for e in each if e.cosine is not None]
+        common = Similarity(cosine=float(np.mean(coss)) if coss else None,
+                            l2_distance=float(np.mean([e.l2_distance for e in each])), positions=len(pairs))
+    return CompareLayer(
+        last_prompt_token=_cos_dist(xa[last_a], xb[last_b]) if last_a is not None and last_b is not None else None,
+        prompt_mean=_cos_dist(xa[prompt_a].mean(0), xb[prompt_b].mean(0)) if prompt_a and prompt_b else None,
+        common_prefix=common)
 
-def compare_files(path_a, path_b, layers=None):
+
+def compare_files(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str],
+                  layers: list[str] | None = None) -> CompareResult:
     """`compare_records` of two record files."""
-    res = compare_records(load_record(path_a, layers), load_record(path_b, layers), layers)
-    return {"files": [os.fspath(path_a), os.fspath(path_b)], **res}
-
+    return compare_records(load_record(path_a, layers), load_record(path_b, layers), layers,
+                           files=[os.fspath(path_a), os.fspath(path_b)])

@@ -31,11 +31,10 @@ Rows whose `correct` is not True / False, or whose value is nan, are left out.
 
 Public names:
     stratified_difference(values, correct, strata=None, n_boot=2000, seed=0, clusters=None, level=0.95,
-                          statistic="mean", by=None) -> dict
-        {"stratified": {"value", "ci"}, "pooled": {"value", "ci"}, "by", "strata": {s: {"n_correct",
-         "n_incorrect", "difference", "weight"}}, "strata_used", "strata_skipped", "sign_reversal", "level",
-         "statistic", "n_boot", "resampling"}
-    stratified_differences(columns, correct, ...) -> {name: that dict}
+                          statistic="mean", by=None) -> schema.stratify.Difference
+        stratified and pooled estimates with intervals, each stratum's counts, difference and weight,
+        strata used and skipped, the sign reversal flag
+    stratified_differences(columns, correct, ...) -> {name: Difference}
         several value columns over the same rows, judged on the same resamples (paired), e.g. every
         layer of a logit lens at once
     row_strata(rows, field="category") -> [label, ...]
@@ -56,16 +55,22 @@ in category "b", whose values are all low, so the pooled difference is negative)
     >>> correct = [True] * 16 + [False] * 4 + [True] * 4 + [False] * 16
     >>> cats = ["a"] * 20 + ["b"] * 20
     >>> res = stratified_difference(values, correct, cats, by="category")
-    >>> res["stratified"]["value"], res["pooled"]["value"], res["sign_reversal"]
+    >>> res.stratified.value, res.pooled.value, res.sign_reversal
     (1.0, -2.0, True)
-    >>> res["stratified"]["ci"][0] > 0 > res["pooled"]["ci"][1]             # 95% intervals
+    >>> res.stratified.ci[0] > 0 > res.pooled.ci[1]             # 95% intervals
     True
-    >>> res["strata"]["a"]
-    {'n_correct': 16, 'n_incorrect': 4, 'difference': 1.0, 'weight': 0.5}
+    >>> res.strata["a"]
+    Stratum(n_correct=16, n_incorrect=4, difference=1.0, weight=0.5)
     >>> strata_line(res)
     'stratified by category (2 strata); pooled shown beside'
 """
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
+
+from ..schema.estimates import Estimate
+from ..schema.stratify import Difference, Stratum
 
 DIFFERENCE = "incorrect - correct"
 WEIGHTS = "n_correct * n_incorrect / (n_correct + n_incorrect) per stratum (Cochran-Mantel-Haenszel)"
@@ -73,7 +78,7 @@ DEFAULT_FIELD = "category"
 MAX_CELLS = 4_000_000      # resample count matrices are built this many cells at a time
 
 
-def row_strata(rows, field=DEFAULT_FIELD):
+def row_strata(rows: Sequence[Mapping[str, Any]], field: str = DEFAULT_FIELD) -> list[str]:
     """The stratum label (a string) of each results row's `field` (see the module docstring); rows
     without the default field (category) are all "uncategorized": one stratum, which outputs say."""
     if field != DEFAULT_FIELD and not any(field in r for r in rows):
@@ -84,17 +89,18 @@ def row_strata(rows, field=DEFAULT_FIELD):
     return [missing if r.get(field) is None or r.get(field) == "" else str(r.get(field)) for r in rows]
 
 
-def strata_line(result):
+def strata_line(result: Difference) -> str:
     """One line saying how `result` (a stratified_difference) was stratified, for every output."""
-    by = result["by"] or "stratum"
-    used, skipped = result["strata_used"], result["strata_skipped"]
+    by = result.by or "stratum"
+    used, skipped = result.strata_used, result.strata_skipped
     total = used + len(skipped)
-    n_c, n_i = (sum(c[k] for c in result["strata"].values()) for k in ("n_correct", "n_incorrect"))
+    n_c = sum(c.n_correct for c in result.strata.values())
+    n_i = sum(c.n_incorrect for c in result.strata.values())
     if not (n_c and n_i):
         return f"not compared: {n_c} correct and {n_i} incorrect rows"
     if total <= 1:
-        only = next(iter(result["strata"]), None)
-        return "not stratified: one stratum" + (f" ({by} {only!r})" if result["by"] and only is not None else "")
+        only = next(iter(result.strata), None)
+        return "not stratified: one stratum" + (f" ({by} {only!r})" if result.by and only is not None else "")
     if used == 0:
         return (f"not stratified: no {by} value holds both correct and incorrect rows ({total} values); the pooled "
                 f"figure is confounded by {by}")
@@ -105,14 +111,14 @@ def strata_line(result):
     return line + "); pooled shown beside"
 
 
-def reversal_warning(results, mark=None):
+def reversal_warning(results: Mapping[str, Difference], mark: str | None = None) -> str | None:
     """A warning naming the labels of `results` ({label: stratified_difference}) whose pooled difference
     points the opposite way to the stratified one (the first three and the last when there are more
     than five; `mark`: the sign that marks them in a table); None when there is none."""
-    flagged = [label for label, r in results.items() if r["sign_reversal"]]
+    flagged = [label for label, r in results.items() if r.sign_reversal]
     if not flagged:
         return None
-    by = next(iter(results.values()))["by"] or "stratum"
+    by = next(iter(results.values())).by or "stratum"
     names = ", ".join(flagged) if len(flagged) <= 5 else f"{', '.join(flagged[:3])}, ..., {flagged[-1]}"
     count = f" ({len(flagged)} of {len(results)}" + (f", marked {mark})" if mark else ")")
     return (f"warning: at {names}{count} the pooled difference points the opposite way to the stratified one "
@@ -120,31 +126,34 @@ def reversal_warning(results, mark=None):
             f"{by}, not correctness); read the stratified figure")
 
 
-def format_estimate(estimate, fmt="{:+.3g}"):
-    """'value [low, high]' of a {"value", "ci"} estimate; '-' when undefined."""
-    if estimate is None or estimate["value"] is None:
+def format_estimate(estimate: Estimate | None, fmt: str = "{:+.3g}") -> str:
+    """'value [low, high]' of an estimate; '-' when undefined."""
+    if estimate is None or estimate.value is None:
         return "-"
-    lo, hi = estimate["ci"]
-    text = fmt.format(estimate["value"])
-    return text if lo is None else f"{text} [{fmt.format(lo)}, {fmt.format(hi)}]"
+    lo, hi = estimate.ci
+    text = fmt.format(estimate.value)
+    return text if lo is None or hi is None else f"{text} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
-def stratified_difference(values, correct, strata=None, n_boot=2000, seed=0, clusters=None, level=0.95,
-                          statistic="mean", by=None):
+def stratified_difference(values: Any, correct: Sequence[Any], strata: Sequence[str] | None = None,
+                          n_boot: int = 2000, seed: int = 0, clusters: Sequence[Any] | None = None,
+                          level: float = 0.95, statistic: str = "mean", by: str | None = None) -> Difference:
     """The stratified and pooled difference (incorrect - correct) of `values`, with intervals.
 
     `strata` (one label per row; None: one stratum), `clusters` (one id per row, resampled whole;
     None: rows), `by` the strata's name for the result. See the module docstring.
     >>> r = stratified_difference([1, 2, 4, 10, 10, 12], [1, 1, 0, 1, 0, 0], list("aaabbb"))
-    >>> r["stratified"]["value"], round(r["pooled"]["value"], 4), r["strata_used"]   # hand-checked in the tests
+    >>> r.stratified.value, round(r.pooled.value, 4), r.strata_used   # hand-checked in the tests
     (1.75, 4.3333, 2)
     """
     return stratified_differences({"value": values}, correct, strata, n_boot, seed, clusters, level,
                                   statistic, by)["value"]
 
 
-def stratified_differences(columns, correct, strata=None, n_boot=2000, seed=0, clusters=None, level=0.95,
-                           statistic="mean", by=None):
+def stratified_differences(columns: Mapping[Any, Any], correct: Sequence[Any],
+                           strata: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
+                           clusters: Sequence[Any] | None = None, level: float = 0.95, statistic: str = "mean",
+                           by: str | None = None) -> dict[Any, Difference]:
     """stratified_difference of every column of `columns` ({name: values}, all over the same rows),
     every column judged on the same bootstrap resamples."""
     if statistic not in ("mean", "median"):
@@ -170,29 +179,39 @@ def stratified_differences(columns, correct, strata=None, n_boot=2000, seed=0, c
     unit_code = unit_code.reshape(-1)
     est = _Estimator(V, wrong, s_code, len(order), statistic)
     point = est(np.ones((1, len(idx))))
-    strat_boot, pool_boot = [], []
+    strat_draws: list[np.ndarray] = []
+    pool_draws: list[np.ndarray] = []
     n_units = int(unit_code.max()) + 1 if len(idx) else 0
     for W in _resample(unit_code, _blocks(unit_code, s_code, n_units), n_boot, seed):
-        strat_boot.append(est(W)["stratified"])
+        strat_draws.append(est(W)["stratified"])
     for W in _resample(unit_code, [np.arange(n_units)], n_boot, seed + 1):
-        pool_boot.append(est(W)["pooled"])
-    strat_boot = np.concatenate(strat_boot) if strat_boot else np.full((0, len(names)), np.nan)
-    pool_boot = np.concatenate(pool_boot) if pool_boot else np.full((0, len(names)), np.nan)
+        pool_draws.append(est(W)["pooled"])
+    strat_boot = np.concatenate(strat_draws) if strat_draws else np.full((0, len(names)), np.nan)
+    pool_boot = np.concatenate(pool_draws) if pool_draws else np.full((0, len(names)), np.nan)
     resampling = ("rows" if clusters is None else "clusters") + " within strata (stratified); over all rows (pooled)"
     out = {}
     for j, name in enumerate(names):
-        cells = {order[s]: _cell(point["per_stratum"][:, s, j]) for s in range(len(order))}
-        total = sum(c["weight"] for c in cells.values())
-        for c in cells.values():
-            c["weight"] = c["weight"] / total if total else 0.0
+        cells = _strata(order, point["per_stratum"][:, :, j])
         stratified = _estimate(point["stratified"][0, j], strat_boot[:, j], level)
         pooled = _estimate(point["pooled"][0, j], pool_boot[:, j], level)
-        out[name] = {"stratified": stratified, "pooled": pooled, "by": by, "strata": cells,
-                     "strata_used": sum(c["difference"] is not None for c in cells.values()),
-                     "strata_skipped": [s for s, c in cells.items() if c["difference"] is None],
-                     "sign_reversal": _reversed(stratified, pooled), "level": level, "statistic": statistic,
-                     "n_boot": n_boot, "resampling": resampling}
+        out[name] = Difference(stratified=stratified, pooled=pooled, by=by, strata=cells,
+                               strata_used=sum(c.difference is not None for c in cells.values()),
+                               strata_skipped=[s for s, c in cells.items() if c.difference is None],
+                               sign_reversal=_reversed(stratified, pooled), level=level,
+                               statistic="median" if statistic == "median" else "mean", n_boot=n_boot,
+                               resampling=resampling)
     return out
+
+
+def _strata(order: list[str], per_stratum: np.ndarray) -> dict[str, Stratum]:
+    """Each stratum's Stratum from its (n_correct, n_incorrect, difference) column of `per_stratum` (3, strata),
+    the weights n_c n_i / (n_c + n_i) normalised to sum 1."""
+    raw = {s: per_stratum[:, i] for i, s in enumerate(order)}
+    weight = {s: n_c * n_i / (n_c + n_i) if n_c and n_i else 0.0 for s, (n_c, n_i, _) in raw.items()}
+    total = sum(weight.values())
+    return {s: Stratum(n_correct=int(n_c), n_incorrect=int(n_i), difference=float(d) if n_c and n_i else None,
+                       weight=float(weight[s] / total) if total else 0.0)
+            for s, (n_c, n_i, d) in raw.items()}
 
 
 def _graded(c):
@@ -209,31 +228,23 @@ def _codes(ids):
                      for x in ids], dtype=int)
 
 
-def _cell(stats):
-    """One stratum's {"n_correct", "n_incorrect", "difference", "weight" (unnormalised here)}."""
-    n_c, n_i, diff = stats
-    w = n_c * n_i / (n_c + n_i) if n_c and n_i else 0.0
-    return {"n_correct": int(n_c), "n_incorrect": int(n_i),
-            "difference": None if not (n_c and n_i) else float(diff), "weight": float(w)}
-
-
-def _estimate(value, boot, level):
+def _estimate(value: float, boot: np.ndarray, level: float) -> Estimate:
     value = float(value)
     if not np.isfinite(value):
-        return {"value": None, "ci": [None, None]}
+        return Estimate(value=None, ci=(None, None))
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
-        return {"value": value, "ci": [None, None]}
+        return Estimate(value=value, ci=(None, None))
     tail = 50.0 * (1.0 - level)
     lo, hi = np.percentile(boot, [tail, 100.0 - tail])
-    return {"value": value, "ci": [float(lo), float(hi)]}
+    return Estimate(value=value, ci=(float(lo), float(hi)))
 
 
-def _reversed(stratified, pooled):
-    s, p, ci = stratified["value"], pooled["value"], pooled["ci"]
-    if s is None or p is None or ci[0] is None or s * p >= 0:
+def _reversed(stratified: Estimate, pooled: Estimate) -> bool:
+    s, p, (lo, hi) = stratified.value, pooled.value, pooled.ci
+    if s is None or p is None or lo is None or hi is None or s * p >= 0:
         return False
-    return bool(ci[0] > 0 or ci[1] < 0)
+    return bool(lo > 0 or hi < 0)
 
 
 def _blocks(unit_code, s_code, n_units):

@@ -8,6 +8,13 @@ to make it; readers use its fields, never `.get` guesses. docs/formats.md is gen
 Modules:
     rows       the results row (one line of results.jsonl): keys, ResultRow, answered_row, error_row
     names      layer names, capture position modes, analysis reductions
+    estimates  an estimate with its interval (the building block of the analysis results)
+    probe      the probe result (ProbeResult)
+    transfer   the probe's transfer matrix (TransferResult)
+    lens       the logit lens result (LensResult)
+    stratify   correct-vs-incorrect differences within strata (Difference)
+    stats      --file, --directory and --compare results
+    outputs    --export_hf and --report results
 
 The results row's names are the package's own (the contract every producer and reader touches):
 

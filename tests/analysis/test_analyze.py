@@ -97,38 +97,52 @@ def test_tensor_stats_matches_numpy():
     t = torch.randn(7, 5, generator=torch.Generator().manual_seed(1)) * 3 + 0.5
     a = t.double().numpy()
     s = aa.tensor_stats(t)
-    assert s["shape"] == [7, 5]
-    assert s["mean"] == pytest.approx(a.mean()) and s["std"] == pytest.approx(a.std())
-    assert s["min"] == pytest.approx(a.min()) and s["max"] == pytest.approx(a.max())
+    assert s.shape == [7, 5]
+    assert s.mean == pytest.approx(a.mean()) and s.std == pytest.approx(a.std())
+    assert s.min == pytest.approx(a.min()) and s.max == pytest.approx(a.max())
     norms = np.linalg.norm(a, axis=1)
-    assert s["position_norm_mean"] == pytest.approx(norms.mean())
-    assert s["position_norm_std"] == pytest.approx(norms.std())
-    assert s["l2_norm"] == pytest.approx(np.sqrt((a ** 2).sum()))
-    assert aa.tensor_stats(torch.ones(3, 4))["position_norm_mean"] == 2.0
+    assert s.position_norm_mean == pytest.approx(norms.mean())
+    assert s.position_norm_std == pytest.approx(norms.std())
+    assert s.l2_norm == pytest.approx(np.sqrt((a ** 2).sum()))
+    np.testing.assert_allclose([s.position_norm_q25, s.position_norm_median, s.position_norm_q75],
+                               np.percentile(norms, [25, 50, 75]))
+    assert aa.tensor_stats(torch.ones(3, 4)).position_norm_mean == 2.0
+    empty = aa.tensor_stats(torch.ones(0, 4))
+    assert empty.shape == [0, 4] and empty.mean is None and empty.position_norm_median is None
 
 
 def test_tensor_stats_bf16_is_float64():
     t = torch.full((4, 8), 1000.0, dtype=torch.bfloat16)
     s = aa.tensor_stats(t)
-    assert s["mean"] == 1000.0 and s["l2_norm"] == pytest.approx(1000.0 * np.sqrt(32))
+    assert s.mean == 1000.0 and s.l2_norm == pytest.approx(1000.0 * np.sqrt(32))
 
 
 @pytest.mark.parametrize("ext", [".pkl", ".safetensors"])
-def test_file_json_stats_and_metadata(tmp_path, capsys, ext):
+def test_file_stats_and_metadata(tmp_path, ext):
     rec = make_record()
     path = save(rec, tmp_path / f"r{ext}")
-    code, out, _ = run_cli(capsys, "--file", path, "--json")
-    assert code == 0
-    res = json.loads(out)
-    assert list(res["layers"]) == LAYERS
-    assert res["model"] == "tiny-test" and res["num_prompt_tokens"] == 5 and res["num_generated_tokens"] == 3
-    assert res["num_positions"] == 7 and res["dtype"] == "float32"
+    res = aa.analyze_file(path)
+    assert list(res.layers) == LAYERS and res.file == path
+    assert res.model == "tiny-test" and res.num_prompt_tokens == 5 and res.num_generated_tokens == 3
+    assert res.num_positions == 7 and res.dtype == "float32"
     for name in LAYERS:
         a = rec["activations"][name].double().numpy()
-        s = res["layers"][name]
-        assert s["shape"] == [7, HIDDEN]
-        assert s["mean"] == pytest.approx(a.mean()) and s["std"] == pytest.approx(a.std())
-        assert s["l2_norm"] == pytest.approx(np.linalg.norm(a))
+        s = res.layers[name]
+        assert s.shape == [7, HIDDEN]
+        assert s.mean == pytest.approx(a.mean()) and s.std == pytest.approx(a.std())
+        assert s.l2_norm == pytest.approx(np.linalg.norm(a))
+
+
+def test_file_json_is_the_result_with_its_format_version(tmp_path, capsys):
+    """The CLI's --json: the typed result's fields as keys, plus format_version; reading it back gives the result."""
+    from activation_eval.analysis.jsonio import from_json
+    from activation_eval.schema.stats import FileResult
+    path = save(make_record(), tmp_path / "r.safetensors")
+    code, out, _ = run_cli(capsys, "--file", path, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["format_version"] == 1 and list(data)[1:4] == ["file", "model", "prompt"]
+    assert from_json(FileResult, data) == aa.analyze_file(path)
 
 
 def test_file_text_table_and_layer_selection(tmp_path, capsys):
@@ -142,12 +156,9 @@ def test_file_text_table_and_layer_selection(tmp_path, capsys):
 @pytest.mark.parametrize("ext", [".pkl", ".safetensors"])
 def test_seed_only_record(tmp_path, capsys, ext):
     path = save(make_record(seed_only=True), tmp_path / f"seed{ext}")
-    code, out, _ = run_cli(capsys, "--file", path, "--json")
-    assert code == 0
-    res = json.loads(out)
-    assert res["num_prompt_tokens"] == 5 and res["num_positions"] == 7 and list(res["layers"]) == LAYERS
-    code, out, _ = run_cli(capsys, "--compare", path, path, "--json")
-    assert code == 0 and json.loads(out)["layers"]["layer_0"]["last_prompt_token"]["cosine"] == pytest.approx(1.0)
+    res = aa.analyze_file(path)
+    assert res.num_prompt_tokens == 5 and res.num_positions == 7 and list(res.layers) == LAYERS
+    assert aa.compare_files(path, path).layers["layer_0"].last_prompt_token.cosine == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- directory
@@ -159,21 +170,21 @@ def test_directory_aggregates_match_numpy(tmp_path, capsys):
     save(make_record(seed=9, seed_only=True), tmp_path / "seed.pkl")
     recs.append(make_record(seed=9, seed_only=True))
     (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
-    code, out, _ = run_cli(capsys, "--directory", tmp_path, "--json")
-    assert code == 0
-    res = json.loads(out)
-    assert res["files_read"] == 6 and len(res["errors"]) == 1 and res["errors"][0]["file"] == "broken.pkl"
-    assert list(res["layers"]) == LAYERS
+    res = aa.analyze_directory(tmp_path, progress=False)
+    assert res.files_read == 6 and res.files_found == 7 and res.skipped == 1
+    assert [e.file for e in res.errors] == ["broken.pkl"] and res.errors[0].error
+    assert list(res.layers) == LAYERS and not res.is_run
     for name in LAYERS:
         a = np.concatenate([r["activations"][name].double().numpy() for r in recs])
-        s = res["layers"][name]
-        assert s["files"] == 6 and s["positions"] == a.shape[0]
-        assert s["mean"] == pytest.approx(a.mean()) and s["std"] == pytest.approx(a.std())
-        assert s["min"] == pytest.approx(a.min()) and s["max"] == pytest.approx(a.max())
-        assert s["position_norm_mean"] == pytest.approx(np.linalg.norm(a, axis=1).mean())
-        assert s["position_norm_std"] == pytest.approx(np.linalg.norm(a, axis=1).std())
+        s = res.layers[name]
+        assert s.files == 6 and s.positions == a.shape[0]
+        assert s.mean == pytest.approx(a.mean()) and s.std == pytest.approx(a.std())
+        assert s.min == pytest.approx(a.min()) and s.max == pytest.approx(a.max())
+        assert s.position_norm_mean == pytest.approx(np.linalg.norm(a, axis=1).mean())
+        assert s.position_norm_std == pytest.approx(np.linalg.norm(a, axis=1).std())
+    assert aa.analyze_directory(tmp_path, limit=2, progress=False).files_read <= 2
     code, out, _ = run_cli(capsys, "--directory", tmp_path, "--limit", "2", "--json")
-    assert json.loads(out)["files_read"] <= 2
+    assert code == 0 and json.loads(out)["files_read"] <= 2
     code, out, _ = run_cli(capsys, "--directory", tmp_path)
     assert code == 0 and "records:" in out and "skipped broken.pkl" in out
 
@@ -184,7 +195,7 @@ def test_directory_progress_bar_for_many_files(tmp_path, capsys):
     res = aa.analyze_directory(tmp_path)
     err = capsys.readouterr().err
     n = stats.PROGRESS_MIN_FILES + 2
-    assert res["files_read"] == n and f"{n}/{n}" in err
+    assert res.files_read == n and f"{n}/{n}" in err
     aa.analyze_directory(tmp_path, progress=False)
     assert capsys.readouterr().err == ""
 
@@ -208,14 +219,13 @@ def test_directory_run_folder_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize("ext", [".pkl", ".safetensors"])
 def test_compare_same_file_is_identical(tmp_path, capsys, ext):
     path = save(make_record(), tmp_path / f"r{ext}")
-    code, out, _ = run_cli(capsys, "--compare", path, path, "--json")
-    assert code == 0
-    res = json.loads(out)
-    assert list(res["layers"]) == LAYERS and res["common_prefix_tokens"] == 8
-    for name, v in res["layers"].items():
-        for kind in ("last_prompt_token", "prompt_mean", "common_prefix"):
-            assert v[kind]["cosine"] == pytest.approx(1.0), (name, kind)
-            assert v[kind]["l2_distance"] == pytest.approx(0.0, abs=1e-9), (name, kind)
+    res = aa.compare_files(path, path)
+    assert list(res.layers) == LAYERS and res.common_prefix_tokens == 8 and res.files == [path, path]
+    for name, v in res.layers.items():
+        for kind in (v.last_prompt_token, v.prompt_mean, v.common_prefix):
+            assert kind.cosine == pytest.approx(1.0), name
+            assert kind.l2_distance == pytest.approx(0.0, abs=1e-9), name
+    assert res.layers["layer_0"].common_prefix.positions == 7
 
 
 def test_compare_different_lengths_states_what_was_compared(tmp_path, capsys):
@@ -226,19 +236,24 @@ def test_compare_different_lengths_states_what_was_compared(tmp_path, capsys):
         b["activations"][k][:3] = a["activations"][k][:3]
     pa, pb = save(a, tmp_path / "a.pkl"), save(b, tmp_path / "b.safetensors")
     res = aa.compare_files(pa, pb)
-    assert res["num_prompt_tokens"] == [5, 7] and res["common_prefix_tokens"] == 3
-    notes = " ".join(res["notes"])
+    assert res.num_prompt_tokens == [5, 7] and res.common_prefix_tokens == 3
+    notes = " ".join(res.notes)
     assert "prompt lengths differ (5 vs 7" in notes and "position 4 of A with position 6 of B" in notes
     assert "common token prefix: 3 tokens" in notes
-    pref = res["layers"]["layer_1"]["common_prefix"]
-    assert pref["positions"] == 3 and pref["cosine"] == pytest.approx(1.0) and pref["l2_distance"] == pytest.approx(0)
+    pref = res.layers["layer_1"].common_prefix
+    assert pref.positions == 3 and pref.cosine == pytest.approx(1.0) and pref.l2_distance == pytest.approx(0)
+    # the last prompt tokens (position 4 of A, 6 of B) and the prompt means, against numpy
+    xa, xb = a["activations"]["layer_1"].double().numpy(), b["activations"]["layer_1"].double().numpy()
+    u, v = xa[4], xb[6]
+    assert res.layers["layer_1"].last_prompt_token.cosine == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+    assert res.layers["layer_1"].prompt_mean.l2_distance == pytest.approx(np.linalg.norm(xa[:5].mean(0) - xb[:7].mean(0)))
     code, out, _ = run_cli(capsys, "--compare", pa, pb, "--plot", "--output_dir", tmp_path / "plots")
     assert code == 0 and "note: prompt lengths differ" in out and "cos_prefix" in out
     assert_png(str(tmp_path / "plots" / "compare_a_vs_b.png"))                   # names both files
 
     c = save(make_record(seed=2, input_ids=[50, 51]), tmp_path / "c.pkl")
     res = aa.compare_files(pa, c)
-    assert res["layers"]["layer_0"]["common_prefix"] is None and "no common prefix" in " ".join(res["notes"])
+    assert res.layers["layer_0"].common_prefix is None and "no common prefix" in " ".join(res.notes)
 
 
 def test_compare_hidden_size_mismatch_is_clear_error(tmp_path, capsys):
@@ -266,14 +281,17 @@ def test_heatmap_many_positions(tmp_path):
     assert_png(aa.plot_position_heatmap(rec, str(tmp_path / "h.png")))
 
 
-def test_plots_module_is_re_exported_and_lazy():
+def test_plot_functions_are_exported_from_their_owners_and_lazy():
     import subprocess
 
-    from activation_eval.analysis import plots
-    names = ("plot_layer_norms", "plot_histograms", "plot_position_heatmap", "plot_compare", "plot_pca",
-             "plot_probe", "default_layer")
-    for name in names:
-        assert getattr(aa, name) is getattr(plots, name) and name in plots.__doc__
+    from activation_eval.analysis import pca, plots
+    from activation_eval.analysis.lens import plots as lens_plots
+    from activation_eval.analysis.probe import plots as probe_plots
+    owners = {plots: ("plot_layer_norms", "plot_histograms", "plot_position_heatmap", "plot_compare", "default_layer"),
+              pca: ("plot_pca",), probe_plots: ("plot_probe",), lens_plots: ("plot_logit_lens",)}
+    for module, names in owners.items():
+        for name in names:
+            assert getattr(aa, name) is getattr(module, name) and name in module.__doc__
     code = "import sys, analyze_activations; sys.exit('matplotlib' in sys.modules or 'sklearn' in sys.modules)"
     root = REPO_ROOT
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
@@ -290,26 +308,25 @@ def test_records_module_documents_its_names():
 
 def test_probe_finds_planted_signal(tmp_path, capsys):
     run = make_run(tmp_path / "run", n=60, signal_from=2)
-    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
-    assert code == 0
-    res = json.loads(out)
-    auroc = {k: v["auroc"] for k, v in res["layers"].items()}
+    res = aa.probe_run(run, n_bootstrap=1000, cv_seeds=1)
+    auroc = {k: v.auroc for k, v in res.layers.items()}
     assert list(auroc) == ["layer_0", "layer_1", "layer_2", "layer_3"]
-    assert res["controls"]["majority"]["auroc"] == pytest.approx(0.5) and res["n"] == 60
+    assert res.controls["majority"].auroc == pytest.approx(0.5) and res.n == 60
     assert auroc["layer_2"] >= 0.9 and auroc["layer_3"] >= 0.9
     assert auroc["layer_0"] <= 0.75 and auroc["layer_1"] <= 0.75
-    assert res["best_layer"] in ("layer_2", "layer_3") and res["verdict"] == "layer_2"
-    assert_png(res["plots"][0])
-    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--no_progress")
+    assert res.best_layer in ("layer_2", "layer_3") and res.verdict == "layer_2"
+    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--no_progress",
+                           "--bootstrap", "1000", "--cv_seeds", "1")
     assert code == 0 and "majority" in out and "verdict:    layer_2" in out
+    assert_png(str(tmp_path / "plots" / "probe_run_bootstrap-1000_cv_seeds-1.png"))
 
 
 def test_probe_stays_near_chance_on_noise(tmp_path):
     run = make_run(tmp_path / "run", n=60, signal_from=None, seed=3)
-    res = aa.probe_run(run)
-    for name, v in res["layers"].items():
-        assert v["auroc"] <= 0.75, (name, v)
-    assert res["verdict"] == "no evidence beyond the controls"
+    res = aa.probe_run(run, n_bootstrap=1000, cv_seeds=1)
+    for name, v in res.layers.items():
+        assert v.auroc <= 0.75, (name, v)
+    assert res.verdict == "no evidence beyond the controls"
 
 
 def test_probe_errors(tmp_path, capsys):

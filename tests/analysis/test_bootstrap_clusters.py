@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from activation_eval.analysis.bootstrap import cluster_index, resample_counts, weighted_auroc
+from activation_eval.analysis.probe.bootstrap import cluster_index, resample_counts, weighted_auroc
 
 
 def clustered_data(n_clusters=200, seed=0):

@@ -64,30 +64,33 @@ def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
     from activation_eval.store import run_reader
     res = logit_lens_run(lens_run, progress=False)
     model, tok = load_model(tiny_dir)
-    assert res["layer_names"] == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
-    assert res["questions_used"] == 10 and res["skipped_no_position"] == 0
-    for q, row in zip(res["questions"], read_rows(lens_run)):
+    assert res.layer_names == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
+    assert res.questions_used == 10 and res.skipped_no_position == 0 and res.without_gold == 0
+    assert res.vocab_size == model.config.vocab_size and res.chance_rank == (res.vocab_size + 1) / 2
+    for q, row in zip(res.questions, read_rows(lens_run)):
         rec = run_reader.load_activations(lens_run / row["activation_file"])
         with torch.no_grad():
             ref = torch.softmax(model(rec["input_ids"][None]).logits[0, -1].double(), -1)
         gold = gold_first_tokens(tok, row)
         want_rank = min(int((ref > ref[g]).sum()) + 1 for g in gold)
         for name in ("layer_2", "final_norm"):          # through the norm, and already normed
-            lens = q["layers"][name]
-            assert lens["generated_rank"] == 1, "greedy decoding picked the top token"
-            assert lens["rank"] == want_rank and lens["prob"] == pytest.approx(float(ref[gold].sum()), rel=1e-4)
+            lens = q.layers[name]
+            assert lens.generated_rank == 1, "greedy decoding picked the top token"
+            assert lens.rank == want_rank and lens.prob == pytest.approx(float(ref[gold].sum()), rel=1e-4)
             top = ref.topk(5)
-            assert [t for t, _ in lens["top"]] == [tok.decode([i]) for i in top.indices.tolist()]
-            np.testing.assert_allclose([p for _, p in lens["top"]], top.values.numpy(), rtol=1e-4)
-    # curves: the groups' medians are the medians of the questions' own ranks
-    for name in res["layer_names"]:
-        for group, flag in (("correct", True), ("incorrect", False)):
-            ranks = [q["layers"][name]["rank"] for q in res["questions"] if q["correct"] is flag]
-            cell = res["layers"][name][group]
-            assert cell["n"] == len(ranks) == (4 if flag else 6)
-            assert cell["median_rank"] == np.median(ranks)
-            lo, hi = cell["median_rank_ci"]
-            assert min(ranks) <= lo <= cell["median_rank"] <= hi <= max(ranks)
+            assert [t for t, _ in lens.top] == [tok.decode([i]) for i in top.indices.tolist()]
+            np.testing.assert_allclose([p for _, p in lens.top], top.values.numpy(), rtol=1e-4)
+    # curves: the groups' medians are the medians of the questions' own ranks, the means their probabilities' means
+    for name in res.layer_names:
+        groups = res.layers[name]
+        for cell, flag in ((groups.correct, True), (groups.incorrect, False)):
+            ranks = [q.layers[name].rank for q in res.questions if q.correct is flag]
+            probs = [q.layers[name].prob for q in res.questions if q.correct is flag]
+            assert cell.n == len(ranks) == (4 if flag else 6)
+            assert cell.median_rank == np.median(ranks) and cell.mean_prob == pytest.approx(np.mean(probs))
+            lo, hi = cell.median_rank_ci
+            assert min(ranks) <= lo <= cell.median_rank <= hi <= max(ranks)
+        assert groups.all.n == 10 and groups.all.median_rank == np.median([q.layers[name].rank for q in res.questions])
 
 
 def test_lens_cli_json_text_and_plot(lens_run, tmp_path, capsys):
@@ -107,8 +110,9 @@ def test_no_progress_hides_transformers_loading_bar_while_the_lens_runs(monkeypa
     from transformers.utils import logging as hf_logging
 
     from activation_eval.analysis import cli
+    from activation_eval.analysis.commands.base import Outcome
     seen = []
-    monkeypatch.setattr(cli, "run", lambda args: (seen.append(hf_logging.is_progress_bar_enabled()), ({}, ""))[1])
+    monkeypatch.setattr(cli, "run", lambda args: (seen.append(hf_logging.is_progress_bar_enabled()), Outcome(None, ""))[1])
     assert hf_logging.is_progress_bar_enabled()
     for argv in (["--logit_lens", str(tmp_path), "--no_progress"], ["--report", str(tmp_path), "--quiet"],
                  ["--logit_lens", str(tmp_path)]):
@@ -135,36 +139,35 @@ def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):
 def _cmh_reference(questions, value):
     """The stratified (CMH-weighted) and pooled difference incorrect - correct, computed here per category."""
     num = den = 0.0
-    for cat in {q["category"] for q in questions}:
-        right = [value(q) for q in questions if q["category"] == cat and q["correct"] is True]
-        wrong = [value(q) for q in questions if q["category"] == cat and q["correct"] is False]
+    for cat in {q.category for q in questions}:
+        right = [value(q) for q in questions if q.category == cat and q.correct is True]
+        wrong = [value(q) for q in questions if q.category == cat and q.correct is False]
         w = len(right) * len(wrong) / (len(right) + len(wrong))
         num, den = num + w * (np.mean(wrong) - np.mean(right)), den + w
-    pooled = (np.mean([value(q) for q in questions if q["correct"] is False])
-              - np.mean([value(q) for q in questions if q["correct"] is True]))
+    pooled = (np.mean([value(q) for q in questions if q.correct is False])
+              - np.mean([value(q) for q in questions if q.correct is True]))
     return num / den, pooled
 
 
 def test_lens_compares_correct_and_incorrect_within_category(lens_run):
     res = logit_lens_run(lens_run, progress=False, n_resamples=500)
-    assert res["stratified_by"] == "category" and set(res["stratified"]) == set(res["layer_names"])
-    for name in res["layer_names"]:
-        for key, value in (("log_rank", lambda q, n=name: np.log(q["layers"][n]["rank"])),
-                           ("prob", lambda q, n=name: q["layers"][n]["prob"])):
-            cmp = res["stratified"][name][key]
-            stratified, pooled = _cmh_reference(res["questions"], value)
-            assert cmp["stratified"]["value"] == pytest.approx(stratified, abs=1e-12)
-            assert cmp["pooled"]["value"] == pytest.approx(pooled, abs=1e-12)
-            assert cmp["by"] == "category" and cmp["strata_used"] == 2 and cmp["strata_skipped"] == []
-            assert {s: (c["n_correct"], c["n_incorrect"]) for s, c in cmp["strata"].items()} == \
+    assert res.stratified_by == "category" and set(res.stratified) == set(res.layer_names)
+    for name in res.layer_names:
+        for cmp, value in ((res.stratified[name].log_rank, lambda q, n=name: np.log(q.layers[n].rank)),
+                           (res.stratified[name].prob, lambda q, n=name: q.layers[n].prob)):
+            stratified, pooled = _cmh_reference(res.questions, value)
+            assert cmp.stratified.value == pytest.approx(stratified, abs=1e-12)
+            assert cmp.pooled.value == pytest.approx(pooled, abs=1e-12)
+            assert cmp.by == "category" and cmp.strata_used == 2 and cmp.strata_skipped == []
+            assert {s: (c.n_correct, c.n_incorrect) for s, c in cmp.strata.items()} == \
                 {"geo": (2, 3), "capitals": (2, 3)}
-            for part in ("stratified", "pooled"):
-                lo, hi = cmp[part]["ci"]
-                assert lo <= cmp[part]["value"] <= hi
+            for part in (cmp.stratified, cmp.pooled):
+                lo, hi = part.ci
+                assert lo <= part.value <= hi
     again = logit_lens_run(lens_run, progress=False, n_resamples=500, stratify_by="grader")
-    cmp = again["stratified"]["layer_0"]["log_rank"]
-    assert again["stratified_by"] == "grader" and cmp["strata_used"] == 1 and list(cmp["strata"]) == ["text"]
-    assert cmp["stratified"]["value"] == pytest.approx(cmp["pooled"]["value"])
+    cmp = again.stratified["layer_0"].log_rank
+    assert again.stratified_by == "grader" and cmp.strata_used == 1 and list(cmp.strata) == ["text"]
+    assert cmp.stratified.value == pytest.approx(cmp.pooled.value)
 
 
 def test_lens_cli_shows_the_stratified_difference_first(lens_run, tmp_path, capsys):

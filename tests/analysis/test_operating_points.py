@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_curve
 
-from activation_eval.analysis import operating_points as op
-from activation_eval.analysis.bootstrap import percentile_interval, resample_counts
+from activation_eval.analysis.probe import operating_points as op
+from activation_eval.analysis.probe.bootstrap import percentile_interval, resample_counts
 
 
 def tied_data(n=80, seed=0):

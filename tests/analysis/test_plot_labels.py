@@ -1,6 +1,7 @@
 """Issue 20, item 6: labels are drawn as plain text. A category, layer or run name holding matplotlib
 mathtext (`$\\foo{$`, a dollar pair) made --plot fail (a ValueError from the mathtext parser at
 savefig) and removed the report's PCA; names with "$" in them were typeset as math."""
+import dataclasses
 import json
 import os
 
@@ -8,12 +9,14 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from lens_results import lens_result
 
 import hostile
 from activation_eval.analysis import cli as analysis_cli
-from activation_eval.analysis import plot_base, plots
+from activation_eval.analysis import pca, plot_base, plots
+from activation_eval.analysis.lens.plots import plot_logit_lens
 from activation_eval.analysis.report import build_report
-from activation_eval.analysis.stats import analyze_file, compare_files
+from activation_eval.analysis.stats import analyze_file, compare_files, tensor_stats
 from activation_eval.store.records import save_activations
 
 BAD = "$\\foo{$"                  # not valid mathtext: the parser raises
@@ -50,7 +53,7 @@ def test_record_plots_draw_names_as_plain_text(tmp_path, drawn):
     names = [BAD, PRICE, "layer_0"]
     path = save_activations(_record(names), tmp_path / f"{BAD}.pkl")
     res = analyze_file(path)
-    plots.plot_layer_norms(res["layers"], tmp_path / "norms.png", title=f"norms - {BAD}")
+    plots.plot_layer_norms(res.layers, tmp_path / "norms.png", title=f"norms - {BAD}")
     plots.plot_histograms(_record(names), tmp_path / "hist.png")
     plots.plot_position_heatmap(_record(names), tmp_path / "heat.png")
     plots.plot_compare(compare_files(path, path), tmp_path / "compare.png")
@@ -74,14 +77,10 @@ def _odd_run(tmp_path):
 
 def test_pca_probe_and_lens_plots_draw_categories_as_plain_text(tmp_path, drawn):
     run = _odd_run(tmp_path)
-    plots.plot_pca(run, tmp_path / "pca.png", "layer_0", color_by="category")
+    pca.plot_pca(run, tmp_path / "pca.png", "layer_0", color_by="category")
     assert analysis_cli.main(["--probe", run, "--folds", "2", "--probe_groups", "category",
                               "--output_dir", str(tmp_path / "out"), "--no_progress"]) == 0
-    layers = [BAD, "layer_0", "final_norm"]
-    stat = {"n": 3, "median_rank": 5.0, "median_rank_ci": [2.0, 9.0], "mean_prob": 0.1, "mean_prob_ci": [0.0, 0.2]}
-    lens = {"layer_names": layers, "layers": {n: {"correct": stat, "incorrect": stat} for n in layers},
-            "chance_rank": 50.0, "chance_prob_per_token": 0.01, "run_dir": run, "questions_used": 6}
-    plots.plot_logit_lens(lens, tmp_path / "lens.png")
+    plot_logit_lens(lens_result([BAD, "layer_0", "final_norm"], run_dir=run), tmp_path / "lens.png")
     assert len(drawn) == 3
     flat = [t for texts in drawn for t, _ in texts]
     assert any(BAD in t for t in flat) and any(PRICE in t for t in flat)
@@ -98,7 +97,8 @@ def test_report_keeps_its_pca_with_such_names(tmp_path):
 def test_the_plain_text_png_shows_the_dollars(tmp_path):
     """Look at the picture: the title holds both dollar signs (mathtext would drop them); a PNG made
     here is kept in tmp_path/title.png for a look."""
-    stats = {"layer_0": {"position_norm_median": 1.0, "position_norm_q25": 0.5, "position_norm_q75": 2.0}}
+    stats = {"layer_0": dataclasses.replace(tensor_stats(torch.ones(2, 3)), position_norm_median=1.0,
+                                            position_norm_q25=0.5, position_norm_q75=2.0)}
     out = plots.plot_layer_norms(stats, tmp_path / "title.png", title=PRICE)
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 100 and np.asarray(image).std() > 0

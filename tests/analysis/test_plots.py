@@ -1,14 +1,17 @@
 """Plots a paper could use (issue 14, item 4): checked on the figures' own artists (captured before
 saving) against values computed here with numpy, plus the PNGs' existence."""
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from lens_results import lens_result
 
 import analyze_activations as aa
-from activation_eval.analysis import plots, stats
+from activation_eval.analysis import pca, plots, stats
+from activation_eval.analysis.lens.plots import plot_logit_lens
 from activation_eval.store import records as storage
 
 LAYERS = ["embeddings", "layer_0", "layer_1", "final_norm"]
@@ -32,20 +35,20 @@ def test_norms_median_iqr_never_below_zero_log_axis_final_apart(tmp_path, figure
     res = aa.describe_record(rec)
     for name in LAYERS:
         norms = np.linalg.norm(rec["activations"][name].double().numpy(), axis=1)
-        s = res["layers"][name]
-        np.testing.assert_allclose([s["position_norm_q25"], s["position_norm_median"], s["position_norm_q75"]],
+        s = res.layers[name]
+        np.testing.assert_allclose([s.position_norm_q25, s.position_norm_median, s.position_norm_q75],
                                    np.percentile(norms, [25, 50, 75]))
-    plots.plot_layer_norms(res["layers"], tmp_path / "n.png")
+    plots.plot_layer_norms(res.layers, tmp_path / "n.png")
     ax = figures[-1].axes[0]
     band = ax.collections[0].get_paths()[0].vertices
     assert band[:, 1].min() >= 0                                     # the old mean - std went far below 0
     assert ax.get_yscale() == "log"                                  # the band spans > 20x (scales 1 .. 31)
     line = ax.lines[0]
     assert list(line.get_xdata()) == [0, 1, 2]                       # final_norm is not joined to layer_1
-    np.testing.assert_allclose(line.get_ydata(), [res["layers"][n]["position_norm_median"] for n in LAYERS[:3]])
+    np.testing.assert_allclose(line.get_ydata(), [res.layers[n].position_norm_median for n in LAYERS[:3]])
     assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
-    flat = {n: {**res["layers"][n], "position_norm_q25": 4.0, "position_norm_median": 5.0, "position_norm_q75": 6.0}
-            for n in LAYERS}
+    flat = {n: dataclasses.replace(res.layers[n], position_norm_q25=4.0, position_norm_median=5.0,
+                                   position_norm_q75=6.0) for n in LAYERS}
     plots.plot_layer_norms(flat, tmp_path / "flat.png")
     assert figures[-1].axes[0].get_yscale() == "linear" and figures[-1].axes[0].get_ylim()[0] == 0
 
@@ -70,15 +73,16 @@ def test_directory_quartiles_exact_then_uniform_sample(tmp_path, monkeypatch):
         storage.save_activations({"activations": {"layer_0": torch.from_numpy(a)}, "input_ids": torch.arange(50)},
                                  str(tmp_path / f"r{i:02d}.safetensors"))
     norms = np.concatenate([np.linalg.norm(a, axis=1) for a in files])
-    exact = aa.analyze_directory(tmp_path, progress=False)["layers"]["layer_0"]
-    np.testing.assert_allclose([exact["position_norm_q25"], exact["position_norm_median"], exact["position_norm_q75"]],
+    exact = aa.analyze_directory(tmp_path, progress=False).layers["layer_0"]
+    np.testing.assert_allclose([exact.position_norm_q25, exact.position_norm_median, exact.position_norm_q75],
                                np.percentile(norms, [25, 50, 75]))
+    assert exact.norm_quantiles_from == len(norms)
     monkeypatch.setattr(stats, "NORM_SAMPLE_CAP", 400)               # 1500 norms: a sample of 400
-    sampled = aa.analyze_directory(tmp_path, progress=False)["layers"]["layer_0"]
-    assert sampled["norm_quantiles_from"] == 400
+    sampled = aa.analyze_directory(tmp_path, progress=False).layers["layer_0"]
+    assert sampled.norm_quantiles_from == 400
     # a uniform sample's median is within a few standard errors of the true one; a sample biased to the
     # first files (the first 400 norms) would be far below it
-    assert abs(sampled["position_norm_median"] - np.median(norms)) < 0.1 * np.median(norms)
+    assert abs(sampled.position_norm_median - np.median(norms)) < 0.1 * np.median(norms)
     assert np.median(norms[:400]) < 0.6 * np.median(norms)
 
 
@@ -104,15 +108,15 @@ def legend_texts(ax):
 
 def test_pca_colours_by_field_and_marks_category(tmp_path, figures, capsys):
     rows = make_run(tmp_path / "pcarun")
-    plots.plot_pca(tmp_path / "pcarun", tmp_path / "p.png", "layer_0")
+    pca.plot_pca(tmp_path / "pcarun", tmp_path / "p.png", "layer_0")
     texts, titles = legend_texts(figures[-1].axes[0])
     k = sum(r["correct"] for r in rows)
     assert titles == ["correct", "category (marker)"]
     assert texts == [[f"incorrect ({len(rows) - k})", f"correct ({k})"], ["geo (10)", "math (10)", "mc (10)"]]
-    plots.plot_pca(tmp_path / "pcarun", tmp_path / "c.png", "layer_0", color_by="category")
+    pca.plot_pca(tmp_path / "pcarun", tmp_path / "c.png", "layer_0", color_by="category")
     texts, titles = legend_texts(figures[-1].axes[0])
     assert titles == ["category", "correct (marker)"] and texts[1] == [f"correct ({k})", f"incorrect ({len(rows) - k})"]
-    plots.plot_pca(tmp_path / "pcarun", tmp_path / "g.png", "layer_0", color_by="num_generated_tokens")
+    pca.plot_pca(tmp_path / "pcarun", tmp_path / "g.png", "layer_0", color_by="num_generated_tokens")
     assert figures[-1].axes[-1].get_ylabel() == "num_generated_tokens"         # a colour bar for numbers
     code = aa.main(["--directory", str(tmp_path / "pcarun"), "--plot", "--color_by", "nope",
                     "--output_dir", str(tmp_path / "o"), "--no_progress"])
@@ -139,7 +143,7 @@ def test_pca_caption_compares_within_category(tmp_path, figures):
                      "activation_file": f"activations/q{i}.pkl"})
         last.append(a[-1])
     (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plots.plot_pca(root, tmp_path / "p.png", "layer_0")
+    pca.plot_pca(root, tmp_path / "p.png", "layer_0")
     caption = figures[-1].get_supxlabel().split("\n")
     pc1 = PCA(n_components=2).fit_transform(np.asarray(last, dtype=np.float64))[:, 0]
     cats, right = np.array([r["category"] for r in rows]), np.array([r["correct"] for r in rows])
@@ -154,7 +158,7 @@ def test_pca_caption_compares_within_category(tmp_path, figures):
                           "(2 strata); pooled shown beside")
     assert caption[1].startswith(f"PC 1: {num / den:+.3g} [") and f"pooled {pooled:+.3g} [" in caption[1]
     assert "signs disagree (Simpson's paradox)" in caption[1] and "signs disagree" not in caption[2]
-    plots.plot_pca(root, tmp_path / "c.png", "layer_0", color_by="category")
+    pca.plot_pca(root, tmp_path / "c.png", "layer_0", color_by="category")
     assert figures[-1].get_supxlabel() == ""                            # no correctness colours: no caption
     code = aa.main(["--directory", str(root), "--plot", "--stratify_by", "grader", "--output_dir", str(tmp_path / "o"),
                     "--no_progress", "--json"])
@@ -170,23 +174,18 @@ def test_logit_lens_plot_draws_the_stratified_difference_beside_the_pooled(tmp_p
     names = ["layer_0", "layer_1", "layer_2", "final_norm"]
     cats = np.array(["mc"] * 60 + ["open"] * 60)
     correct = np.r_[rng.random(60) < 0.2, rng.random(60) < 0.8]
-    stat = {"n": 3, "median_rank": 5.0, "median_rank_ci": [2.0, 9.0], "mean_prob": 0.1, "mean_prob_ci": [0.0, 0.2]}
     strat = {}
     for i, name in enumerate(names):      # the within-category effect grows with depth; mc sits 3 lower
         v = np.where(cats == "mc", -3.0, 0.0) + 0.8 * i * ~correct + rng.normal(0, 0.3, 120)
-        cmp = stratified_difference(v, correct, cats, n_boot=500, by="category")
-        strat[name] = {"log_rank": cmp, "prob": cmp}
-    lens = {"layer_names": names, "layers": {n: {"correct": stat, "incorrect": stat} for n in names},
-            "chance_rank": 50.0, "chance_prob_per_token": 0.01, "run_dir": "r", "questions_used": 120,
-            "stratified_by": "category", "stratified": strat}
-    plots.plot_logit_lens(lens, tmp_path / "lens.png")
+        strat[name] = stratified_difference(v, correct, cats, n_boot=500, by="category")
+    plot_logit_lens(lens_result(names, strat, questions_used=120), tmp_path / "lens.png")
     ax = figures[-1].axes[2]                                             # lower left: ln rank
     assert ax.get_title().startswith("correct vs incorrect: stratified by category (2 strata)")
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     within = next(ln for label, ln in lines.items() if label.startswith("within category (2 strata"))
     pooled = next(ln for label, ln in lines.items() if label.startswith("pooled (ignores category)"))
-    np.testing.assert_allclose(within.get_ydata(), [strat[n]["log_rank"]["stratified"]["value"] for n in names[:3]])
-    np.testing.assert_allclose(pooled.get_ydata(), [strat[n]["log_rank"]["pooled"]["value"] for n in names[:3]])
+    np.testing.assert_allclose(within.get_ydata(), [strat[n].stratified.value for n in names[:3]])
+    np.testing.assert_allclose(pooled.get_ydata(), [strat[n].pooled.value for n in names[:3]])
     rings = lines["pooled sign opposite to the stratified one"]
-    flipped = [i for i, n in enumerate(names) if strat[n]["log_rank"]["sign_reversal"]]
+    flipped = [i for i, n in enumerate(names) if strat[n].sign_reversal]
     assert 0 < len(flipped) < len(names) and list(rings.get_xdata()) == flipped

@@ -14,15 +14,9 @@ import torch
 from position_runs import save_run, write_position_run
 from sklearn.metrics import roc_auc_score
 
-from activation_eval.analysis import dataset
-from activation_eval.analysis.dataset import (
-    HEATMAP_POSITIONS,
-    load_run_layer,
-    load_run_layers,
-    load_run_positions,
-    parse_reduce,
-    resolve_reduce,
-)
+from activation_eval.analysis import shard_rows
+from activation_eval.analysis.dataset import load_run_layer, load_run_layers, load_run_positions, resolve_reduce
+from activation_eval.schema.names import HEATMAP_POSITIONS, parse_reduce
 from activation_eval.store import run_reader
 from activation_eval.store.errors import CorruptFileError
 
@@ -123,13 +117,13 @@ def test_positions_read_each_record_file_once(runs, monkeypatch):
 def test_positions_read_each_shard_layer_once(runs, monkeypatch):
     run, _ = runs["shards"]
     reads = collections.Counter()
-    real = dataset.read_shard_layers
+    real = shard_rows.read_shard_layers
 
     def counting(paths, layer, workers=8):
         reads.update((p, layer) for p in paths)
         return real(paths, layer, workers)
 
-    monkeypatch.setattr(dataset, "read_shard_layers", counting)
+    monkeypatch.setattr(shard_rows, "read_shard_layers", counting)
     load_run_positions(run, LAYERS)
     assert len(reads) == 9 * len(LAYERS) and set(reads.values()) == {1}      # 60 questions in shards of 7
 
@@ -172,7 +166,7 @@ def test_auto_follows_what_the_run_captured(tmp_path, store):
 
 def test_parse_reduce_knows_auto_and_answer_last():
     assert [parse_reduce(r) for r in ("auto", "answer_last", np.int64(4))] == ["auto", "answer_last", 4]
-    with pytest.raises(ValueError, match="'answer_last', 'auto'"):
+    with pytest.raises(ValueError, match="answer_last, auto"):
         parse_reduce("answer_end")
 
 

@@ -21,8 +21,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import analyze_activations as aa
-from activation_eval.analysis import bootstrap
-from activation_eval.analysis.probe import NO_EVIDENCE, evaluate_scores, probe_features
+from activation_eval.analysis.jsonio import from_json
+from activation_eval.analysis.probe import NO_EVIDENCE, bootstrap, evaluate_scores, probe_features, probe_run
+from activation_eval.analysis.probe.text import probe_text
+from activation_eval.schema.probe import ProbeResult
 from activation_eval.store.atomic import write_text_atomic
 from activation_eval.store.records import save_activations
 
@@ -105,35 +107,35 @@ def sklearn_oof_auroc(X, rows, y, folds=5, seed=0, multi=False):
 def test_correctness_explained_by_category_gives_no_evidence(tmp_path, capsys):
     features, rows = synthetic(seed=1, plant_from=None, category_strength=6.0)
     run = write_run(tmp_path / "bycat", features, rows)
+    res = probe_run(run)
+    # a probe alone looks good (it reads the category), but the category control is as good
+    assert max(v.auroc for v in res.layers.values()) > 0.7
+    assert res.controls["category"].auroc > 0.7 and res.best_control in ("category", "bag_of_words")
+    assert res.verdict == NO_EVIDENCE
+    for name, v in res.layers.items():
+        assert v.selectivity_ci[0] <= 0 and v.auroc_ci[0] <= v.auroc <= v.auroc_ci[1], name
+    # the command line: the same result as JSON, its plot, the verdict as text
     code, out, err = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
     assert code == 0, err
-    res = json.loads(out)
-    # a probe alone looks good (it reads the category), but the category control is as good
-    assert max(v["auroc"] for v in res["layers"].values()) > 0.7
-    assert res["controls"]["category"]["auroc"] > 0.7 and res["best_control"] in ("category", "bag_of_words")
-    assert res["verdict"] == NO_EVIDENCE
-    for name, v in res["layers"].items():
-        assert v["selectivity_ci"][0] <= 0 and v["auroc_ci"][0] <= v["auroc"] <= v["auroc_ci"][1], name
-    assert res["plots"] == [str(tmp_path / "plots" / "probe_bycat.png")] and os.path.isfile(res["plots"][0])
-    code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--no_progress")
-    assert code == 0 and f"\nverdict:    {NO_EVIDENCE}: no layer" in out
+    data = json.loads(out)
+    assert data["plots"] == [str(tmp_path / "plots" / "probe_bycat.png")] and os.path.isfile(data["plots"][0])
+    assert from_json(ProbeResult, data) == res
+    assert f"\nverdict:    {NO_EVIDENCE}: no layer" in probe_text(res)
 
 
 def test_planted_direction_is_found_where_planted(tmp_path, capsys):
     features, rows = synthetic(seed=2, plant_from=3, strength=1.5)
     run = write_run(tmp_path / "planted", features, rows)
-    code, out, err = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
-    assert code == 0, err
-    res = json.loads(out)
-    assert res["verdict"] == "layer_3" and res["best_layer"] in ("layer_3", "layer_4", "layer_5")
+    res = probe_run(run)
+    assert res.verdict == "layer_3" and res.best_layer in ("layer_3", "layer_4", "layer_5")
     for name in ("layer_0", "layer_1", "layer_2"):       # the category is there, correctness is not
-        assert res["layers"][name]["selectivity_ci"][0] <= 0, name
+        assert res.layers[name].selectivity_ci[0] <= 0, name
     for name in ("layer_3", "layer_4", "layer_5"):
-        assert res["layers"][name]["selectivity_ci"][0] > 0 and res["layers"][name]["auroc"] > 0.85
-    assert res["n"] == 160 and res["layers_tested"] == 6 and set(res["controls"]) == {
+        assert res.layers[name].selectivity_ci[0] > 0 and res.layers[name].auroc > 0.85
+    assert res.n == 160 and res.layers_tested == 6 and set(res.controls) == {
         "majority", "category", "length", "bag_of_words"}
-    assert res["controls"]["majority"]["auroc"] == 0.5
-    assert "Bonferroni over 6 layers" in res["bootstrap"]["adjustment"]
+    assert res.controls["majority"].auroc == 0.5
+    assert "Bonferroni over 6 layers" in res.bootstrap.adjustment and res.bootstrap.adjusted_level == 1 - 0.05 / 6
     code, out, _ = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--no_progress")
     assert code == 0 and "verdict:    layer_3 is the first layer that beats every control" in out
     assert "layer_3 <- verdict" in out and "selectivity [99.17% CI, adjusted]" in out
@@ -153,7 +155,7 @@ def test_null_runs_claim_a_layer_at_most_5_percent_of_the_time():
                  "num_generated_tokens": int(rng.integers(1, 30))} for i in range(n)]
         features = {f"layer_{k}": rng.normal(size=(n, 8)) for k in range(8)}
         res = probe_features(features, rows, n_splits=3, seed=seed, n_bootstrap=1000, cv_seeds=1)
-        claims.append(res["verdict"] != NO_EVIDENCE)
+        claims.append(res.verdict != NO_EVIDENCE)
     assert sum(claims) <= 1, claims
 
 
@@ -172,7 +174,7 @@ def test_null_scores_claim_a_layer_at_most_5_percent_of_the_time():
         res = evaluate_scores(y, {f"layer_{k}": random_proba() for k in range(20)},
                               {"majority": np.tile([0.0, 1.0], (n, 1)), "a": random_proba(),
                                "b": random_proba()}, 1000, seed)
-        claims += res["verdict"] != NO_EVIDENCE
+        claims += res.verdict != NO_EVIDENCE
     assert claims <= 3, claims          # 5% of 60
 
 
@@ -183,9 +185,10 @@ def test_auroc_matches_sklearn_on_the_same_out_of_fold_scores():
     y = np.array([int(r["correct"]) for r in rows])
     res = probe_features(features, rows, seed=7, n_bootstrap=1000)
     for name, X in features.items():
-        assert res["layers"][name]["auroc"] == pytest.approx(sklearn_oof_auroc(X, rows, y, seed=7), abs=1e-9)
-    assert res["cv"] == {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 7, "groups": None,
-                         "auroc_pairs": "all out-of-fold predictions pooled", "seeds": [7, 8, 9]}
+        assert res.layers[name].auroc == pytest.approx(sklearn_oof_auroc(X, rows, y, seed=7), abs=1e-9)
+    assert (res.cv.method, res.cv.folds, res.cv.seed, res.cv.groups, res.cv.seeds) == (
+        "StratifiedKFold on target x category", 5, 7, None, [7, 8, 9])
+    assert res.cv.auroc_pairs == "all out-of-fold predictions pooled"
 
 
 def test_bootstrap_statistics_match_explicit_resamples():
@@ -221,34 +224,32 @@ def test_target_categorical_field(tmp_path, capsys):
     features, rows = synthetic(n=n, n_layers=4, hidden=hidden, seed=12,
                                extra={"difficulty": (levels, 2, vecs)})
     run = write_run(tmp_path / "cat", features, rows)
-    code, out, err = run_cli(capsys, "--probe", run, "--target", "difficulty", "--output_dir", tmp_path / "p",
-                             "--json", "--bootstrap", "1000")
-    assert code == 0, err
-    res = json.loads(out)
-    assert res["auroc_kind"] == "one-vs-rest macro" and res["classes"] == ["easy", "hard", "medium"]
-    assert sum(res["class_counts"].values()) == n and res["verdict"] == "layer_2"
+    res = probe_run(run, target="difficulty", n_bootstrap=1000)
+    assert res.auroc_kind == "one-vs-rest macro" and res.classes == ["easy", "hard", "medium"]
+    assert sum(res.class_counts.values()) == n and res.verdict == "layer_2"
+    assert res.operating_points is None and set(res.families) == {"logistic"}      # binary-only parts left out
     y = np.array([["easy", "hard", "medium"].index(v) for v in levels])
     for name in ("layer_1", "layer_3"):
         ref = sklearn_oof_auroc(features[name], rows, y, multi=True)
-        assert res["layers"][name]["auroc"] == pytest.approx(ref, abs=1e-9)
-    assert res["layers"]["layer_3"]["auroc"] > 0.9 and res["layers"]["layer_1"]["auroc"] < 0.7
-    assert os.path.basename(res["plots"][0]) == "probe_cat_target-difficulty_bootstrap-1000.png"
+        assert res.layers[name].auroc == pytest.approx(ref, abs=1e-9)
+    assert res.layers["layer_3"].auroc > 0.9 and res.layers["layer_1"].auroc < 0.7
+    code, out, err = run_cli(capsys, "--probe", run, "--target", "difficulty", "--output_dir", tmp_path / "p",
+                             "--json", "--bootstrap", "1000")
+    assert code == 0, err
+    assert os.path.basename(json.loads(out)["plots"][0]) == "probe_cat_target-difficulty_bootstrap-1000.png"
 
 
 def test_test_run_transfer(tmp_path, capsys):
     train = write_run(tmp_path / "train", *synthetic(n=120, n_layers=4, seed=21, plant_from=2, strength=1.5))
     test_features, test_rows = synthetic(n=100, n_layers=4, seed=22, plant_from=2, strength=1.5)
     test = write_run(tmp_path / "test", test_features, test_rows)
-    code, out, err = run_cli(capsys, "--probe", train, "--test_run", test, "--output_dir", tmp_path / "p",
-                             "--json", "--bootstrap", "1000")
-    assert code == 0, err
-    res = json.loads(out)
-    t = res["test_run"]
-    assert t["n"] == 100 and t["run_name"] == "test" and t["verdict"] == "layer_2"
+    res = probe_run(train, test_run=test, n_bootstrap=1000)
+    t = res.test_run
+    assert t.n == 100 and t.run_name == "test" and t.run_dir == test and t.verdict == "layer_2"
     # the run x run transfer matrix at the best layer: the off-diagonal cell is the test run's AUROC above
-    m = res["transfer"]
-    assert m["by"] == "run" and m["groups"] == ["test", "train"] and m["n"] == {"test": 100, "train": 120}
-    assert m["auroc"][1][0] == pytest.approx(t["layers"][m["layer"]]["auroc"], abs=1e-9)
+    m = res.transfer
+    assert m.by == "run" and m.groups == ["test", "train"] and m.n == {"test": 100, "train": 120}
+    assert m.layer == res.best_layer and m.auroc[1][0] == pytest.approx(t.layers[m.layer].auroc, abs=1e-9)
     # the reference: fit on all of the training run, score the test run, sklearn's AUROC
     tr_features, tr_rows = synthetic(n=120, n_layers=4, seed=21, plant_from=2, strength=1.5)
     y_tr = np.array([r["correct"] for r in tr_rows])
@@ -257,10 +258,10 @@ def test_test_run_transfer(tmp_path, capsys):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(tr_features[name].astype(np.float64), y_tr)
         ref = roc_auc_score(y_te, model.predict_proba(test_features[name].astype(np.float64))[:, 1])
-        assert t["layers"][name]["auroc"] == pytest.approx(ref, abs=1e-6)
-        lo, hi = t["layers"][name]["auroc_ci"]
+        assert t.layers[name].auroc == pytest.approx(ref, abs=1e-6)
+        lo, hi = t.layers[name].auroc_ci
         assert lo < ref < hi
-    assert t["layers"]["layer_3"]["auroc"] > 0.85
+    assert t.layers["layer_3"].auroc > 0.85
     code, out, _ = run_cli(capsys, "--probe", train, "--test_run", test, "--output_dir", tmp_path / "p",
                            "--no_progress", "--bootstrap", "1000")
     assert code == 0 and "transfer verdict:    layer_2" in out
@@ -269,10 +270,10 @@ def test_test_run_transfer(tmp_path, capsys):
 def test_probe_groups_hold_out_whole_categories():
     features, rows = synthetic(n=160, n_layers=4, seed=31, plant_from=2, strength=1.5)
     res = probe_features(features, rows, groups="category", n_bootstrap=1000)
-    assert res["cv"]["method"].startswith("GroupKFold") and res["cv"]["folds"] == 4
+    assert res.cv.method.startswith("GroupKFold") and res.cv.folds == 4 and res.cv.auroc_pairs == "within each fold"
     # a held-out question's category is never seen in training: the category control is blind
-    assert res["controls"]["category"]["auroc"] == pytest.approx(0.5)
-    assert res["verdict"] == "layer_2"
+    assert res.controls["category"].auroc == pytest.approx(0.5)
+    assert res.verdict == "layer_2"
     # the reference: sklearn on the same group folds, AUROC within each fold, pair-weighted
     y = np.array([int(r["correct"]) for r in rows])
     groups = [r["category"] for r in rows]
@@ -282,7 +283,7 @@ def test_probe_groups_hold_out_whole_categories():
         proba = cross_val_predict(model, features[name].astype(np.float64), y, cv=cv, method="predict_proba")
         per_fold = [(roc_auc_score(y[te], proba[te, 1]), y[te].sum() * (1 - y[te]).sum()) for _, te in cv]
         ref = sum(a * w for a, w in per_fold) / sum(w for _, w in per_fold)
-        assert res["layers"][name]["auroc"] == pytest.approx(ref, abs=1e-9)
+        assert res.layers[name].auroc == pytest.approx(ref, abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -328,12 +329,12 @@ def test_probe_input_errors(tmp_path, capsys):
 def test_run_folder_gives_the_arrays_result_when_layers_are_read_in_blocks(tmp_path, monkeypatch):
     """probe_run reads layers in blocks (each record file once per block); with a budget that
     forces blocks of 2 layers, every layer must still reach the probe under its own name."""
-    from activation_eval.analysis import probe
+    from activation_eval.analysis.probe import run as probe_module
     features, rows = synthetic(n=60, n_layers=5, hidden=8, seed=51, plant_from=3, strength=1.5)
     run = write_run(tmp_path / "blocks", features, [dict(r) for r in rows])
-    monkeypatch.setattr(probe, "LOAD_BUDGET_BYTES", 2 * 60 * 8 * 4)
-    from_files = probe.probe_run(run, n_bootstrap=1000)
+    monkeypatch.setattr(probe_module, "LOAD_BUDGET_BYTES", 2 * 60 * 8 * 4)
+    from_files = probe_run(run, n_bootstrap=1000)
     in_memory = probe_features(features, rows, n_bootstrap=1000)
-    assert list(from_files["layers"]) == list(features)
-    assert from_files["layers"] == in_memory["layers"] and from_files["controls"] == in_memory["controls"]
-    assert from_files["run_name"] == "blocks" and from_files["reduce"] == "last_prompt"
+    assert list(from_files.layers) == list(features)
+    assert from_files.layers == in_memory.layers and from_files.controls == in_memory.controls
+    assert from_files.run_name == "blocks" and from_files.reduce == "last_prompt"

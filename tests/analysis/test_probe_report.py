@@ -1,8 +1,9 @@
 """Issue 21 (presentation): the probe's new result keys drawn and written out - plots (position
 heatmap, transfer matrix, controls by side, intervals at their real level), the report's probe
-section and the --probe text. A fixture dict in the agreed shape (notes/probe_json.md) with known
-numbers; every figure is checked against those numbers, and older results (keys absent or null)
-still render."""
+section and the --probe text. A fixture in the --json shape of a ProbeResult (docs/formats.md) with
+known numbers, read with jsonio.from_json; every figure is checked against those numbers, and a result
+without its optional parts (positions, transfer, operating points) renders without them."""
+import dataclasses
 import html
 import math
 import re
@@ -12,8 +13,12 @@ import matplotlib
 import numpy as np
 import pytest
 
-from activation_eval.analysis import cli as analysis_cli
-from activation_eval.analysis import plots, report
+from activation_eval.analysis.jsonio import from_json, to_json
+from activation_eval.analysis.probe import plots
+from activation_eval.analysis.probe.html import probe_html
+from activation_eval.analysis.probe.text import probe_text
+from activation_eval.analysis.text import level_label
+from activation_eval.schema.probe import ProbeResult
 
 LAYERS = ["embeddings"] + [f"layer_{i}" for i in range(30)]          # 31 layers: Bonferroni level 99.84%
 POSITIONS = ["last_prompt", "answer_first", "answer_mean", "answer_last"]
@@ -38,8 +43,8 @@ def _ci(v, half, lo=0.0, hi=1.0):
     return [round(max(lo, v - half), 3), round(min(hi, v + half), 3)]
 
 
-def probe_result():
-    """A realistic probe_run result after issue 21 (binary target, 400 questions, every new key)."""
+def probe_json():
+    """A realistic probe_run result as --json writes it (binary target, 400 questions, every part)."""
     best_ctrl = OUTPUT["output_confidence"]
     layers = {}
     for i, name in enumerate(LAYERS):
@@ -55,19 +60,20 @@ def probe_result():
                 for side, group in (("input", INPUT), ("output", OUTPUT)) for name, v in group.items()}
     verdict = next(n for n, v in layers.items() if v["selectivity_ci"][0] > 0)
 
-    def point(v, half):
-        return {"value": v, "ci": _ci(v, half)}
+    def point(v, half, interval="percentile"):
+        return {"value": v, "ci": _ci(v, half), "interval": interval}
 
     def op_row(auprc, tpr, fpr, brier, ece):
         return {"auprc": point(auprc, 0.05), "tpr_at_1pct_fpr": point(tpr, 0.06), "fpr_at_95pct_tpr": point(fpr, 0.08),
-                "brier": point(brier, 0.02), "ece": point(ece, 0.03)}
+                "brier": point(brier, 0.02), "ece": point(ece, 0.03, "basic")}
     return {
-        "run_dir": "results/run31", "run_name": "run31", "target": "correct", "classes": ["False", "True"],
+        "format_version": 1, "run_dir": "results/run31", "run_name": "run31", "target": "correct", "classes": ["False", "True"],
         "class_counts": {"False": 160, "True": 240}, "n": 400, "reduce": "answer_first",
         "auroc_kind": "binary", "layers_tested": len(LAYERS),
         "cv": {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 0, "groups": None,
-               "auroc_pairs": "all out-of-fold predictions pooled"},
+               "auroc_pairs": "all out-of-fold predictions pooled", "seeds": [0, 1, 2]},
         "bootstrap": {"resamples": 12400, "seed": 0, "level": 0.95, "adjusted_level": 1 - 0.05 / len(LAYERS),
+                      "unit": "question (its samples together)",
                       "adjustment": f"Bonferroni over {len(LAYERS)} layers", "best_control": "maximum (paired)"},
         "notes": ["folds keep the category proportions"],
         "position": "answer_first",
@@ -89,7 +95,7 @@ def probe_result():
                   "auroc": {n: [v["auroc"], round(v["auroc"] - 0.012, 3), round(v["auroc"] + 0.007, 3)]
                             for n, v in layers.items()},
                   "range": {n: [round(v["auroc"] - 0.012, 3), round(v["auroc"] + 0.007, 3)] for n, v in layers.items()}},
-        "operating_points": {"level": 0.95, "prevalence": 0.6,
+        "operating_points": {"level": 0.95, "prevalence": 0.6, "positive": "True",
                              "rows": {"layer_15": op_row(0.912, 0.183, 0.472, 0.151, 0.042),
                                       "control:output_confidence": op_row(0.834, 0.071, 0.688, 0.205, 0.061),
                                       "control:bag_of_words": op_row(0.721, 0.024, 0.861, 0.231, 0.083)}},
@@ -97,13 +103,22 @@ def probe_result():
                       "auroc": {n: {p: round(position_auroc(i, p), 3) for p in POSITIONS} for i, n in enumerate(LAYERS)},
                       "auroc_ci": {n: {p: _ci(position_auroc(i, p), 0.05) for p in POSITIONS}
                                    for i, n in enumerate(LAYERS)}},
-        "transfer": {"by": "category", "layer": "layer_15", "groups": GROUPS,
+        "transfer": {"format_version": 1, "by": "category", "layer": "layer_15", "groups": GROUPS, "notes": [],
                      "n": {"geography": 150, "history": 140, "$\\foo{$": 110}, "level": 0.95,
                      "auroc": [[0.861, 0.702, 0.553], [0.688, 0.874, None], [0.512, 0.47, 0.803]],
                      "auroc_ci": [[[0.8, 0.91], [0.62, 0.78], [0.45, 0.65]], [[0.6, 0.77], [0.82, 0.92], None],
                                   [[0.42, 0.6], [0.38, 0.56], [0.72, 0.88]]]},
         "test_run": None,
     }
+
+
+def probe_result():
+    """The fixture as the typed result the renderers read."""
+    return from_json(ProbeResult, probe_json())
+
+
+def test_the_fixture_reads_and_writes_back_unchanged():
+    assert to_json(probe_result()) == probe_json()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -173,13 +188,13 @@ def is_png(path, min_bytes=20_000):
 # ----------------------------------------------------------------------------- plots
 
 def test_level_label_writes_the_real_level():
-    assert plots.level_label(0.95) == "95%" and plots.level_label(1 - 0.05 / 31) == "99.84%"
-    assert plots.level_label(1 - 0.05 / 3) == "98.33%" and plots.level_label(0.9) == "90%"
+    assert level_label(0.95) == "95%" and level_label(1 - 0.05 / 31) == "99.84%"
+    assert level_label(1 - 0.05 / 3) == "98.33%" and level_label(0.9) == "90%"
 
 
 def test_position_heatmap_cells_are_the_fixtures_aurocs(tmp_path, figures):
-    res = probe_result()
-    assert is_png(plots.plot_position_auroc(res, tmp_path / "pos.png"))
+    res = probe_json()
+    assert is_png(plots.plot_position_auroc(probe_result(), tmp_path / "pos.png"))
     fig = figures[-1]
     ax = fig.axes[0]
     grid = res["positions"]["auroc"]
@@ -195,8 +210,8 @@ def test_position_heatmap_cells_are_the_fixtures_aurocs(tmp_path, figures):
 
 
 def test_transfer_heatmap_shows_auroc_interval_and_boxed_diagonal(tmp_path, figures):
-    res = probe_result()
-    assert is_png(plots.plot_transfer(res, tmp_path / "transfer.png"))
+    res = probe_json()
+    assert is_png(plots.plot_transfer(probe_result(), tmp_path / "transfer.png"))
     ax = figures[-1].axes[0]
     t = res["transfer"]
     cells = [x.get_text() for x in ax.texts]
@@ -215,8 +230,8 @@ def test_transfer_heatmap_shows_auroc_interval_and_boxed_diagonal(tmp_path, figu
 
 
 def test_probe_plot_labels_real_levels_and_sides(tmp_path, figures):
-    res = probe_result()
-    assert is_png(plots.plot_probe(res, tmp_path / "probe.png"), 60_000)
+    res = probe_json()
+    assert is_png(plots.plot_probe(probe_result(), tmp_path / "probe.png"), 60_000)
     fig = figures[-1]
     top, bottom, heat = fig.axes[:3]
     labels = [t.get_text() for t in bottom.get_legend().get_texts()]
@@ -238,13 +253,13 @@ def test_probe_plot_labels_real_levels_and_sides(tmp_path, figures):
     np.testing.assert_allclose(heat.images[0].get_array(),
                                [[res["positions"]["auroc"][n][p] for n in LAYERS] for p in POSITIONS])
     assert "2 warning(s)" in top.get_title()
-    plots.plot_probe(res, tmp_path / "alone.png", positions=False)
+    assert "verdict: layer_12 is the first layer that beats every control" in top.get_title()     # verdict.py's
+    plots.plot_probe(probe_result(), tmp_path / "alone.png", positions=False)
     assert len([ax for ax in figures[-1].axes if ax.images]) == 0
 
 
 def test_new_plots_draw_names_as_plain_text(tmp_path, figures):
-    res = probe_result()
-    res["run_name"] = "costs $5 and $6"
+    res = dataclasses.replace(probe_result(), run_name="costs $5 and $6")
     for plot in (plots.plot_probe, plots.plot_position_auroc, plots.plot_transfer):
         plot(res, tmp_path / "p.png")
     for fig in figures:
@@ -254,8 +269,7 @@ def test_new_plots_draw_names_as_plain_text(tmp_path, figures):
 
 
 def test_new_plots_refuse_results_without_their_keys(tmp_path):
-    res = probe_result()
-    res["positions"] = res["transfer"] = None
+    res = dataclasses.replace(probe_result(), positions=None, transfer=None)
     with pytest.raises(ValueError, match="per-position"):
         plots.plot_position_auroc(res, tmp_path / "p.png")
     with pytest.raises(ValueError, match="transfer"):
@@ -266,8 +280,8 @@ def test_new_plots_refuse_results_without_their_keys(tmp_path):
 # ----------------------------------------------------------------------------- report
 
 def test_report_labels_each_interval_with_its_real_level():
-    res = probe_result()
-    page = report._probe_html(res)
+    res = probe_json()
+    page = probe_html(probe_result())
     parsed = tables(page)
     headers, rows = parsed.table("layer")
     adj = "selectivity vs output_confidence [99.84% CI, Bonferroni over 31 layers]"
@@ -285,8 +299,8 @@ def test_report_labels_each_interval_with_its_real_level():
 
 
 def test_report_warnings_verdict_and_controls_by_side():
-    res = probe_result()
-    page = report._probe_html(res)
+    res = probe_json()
+    page = probe_html(probe_result())
     warn = page.index('class="warnings"')
     assert warn < page.index('class="verdict"') < page.index("<img")
     assert all(html.escape(w) in page[warn:page.index('class="verdict"')] for w in res["warnings"])
@@ -302,8 +316,8 @@ def test_report_warnings_verdict_and_controls_by_side():
 
 
 def test_report_operating_points_families_positions_transfer():
-    res = probe_result()
-    parsed = tables(report._probe_html(res))
+    res = probe_json()
+    parsed = tables(probe_html(probe_result()))
     headers, rows = parsed.table("scores of")
     assert headers[1] == "AUPRC [95% CI] (chance = prevalence 0.600)"
     assert headers[2:] == ["TPR at 1% FPR [95% CI]", "FPR at 95% TPR [95% CI]", "Brier (lower is better) [95% CI]",
@@ -338,66 +352,52 @@ def test_report_operating_points_families_positions_transfer():
 
 
 def test_report_section_has_one_inline_png_per_figure():
-    page = report._probe_html(probe_result())
+    page = probe_html(probe_result())
     assert page.count('<img alt="figure" src="data:image/png;base64,') == 3      # probe, positions, transfer
     assert "not available" not in page
 
 
-NEW_KEYS = ("position", "position_note", "family", "warnings", "clusters", "best_input_control", "best_output_control",
-            "dropped_controls", "families", "seeds", "operating_points", "positions", "transfer")
-
-
-@pytest.mark.parametrize("missing", ["absent", "null"])
-def test_report_and_text_without_the_new_keys(missing):
-    """An issue-14 result (no new key, or each one null) renders: what is present, nothing invented."""
-    res = probe_result()
-    for key in NEW_KEYS:
-        if missing == "absent":
-            del res[key]
-        else:
-            res[key] = None
-    for v in res["layers"].values():
-        for key in ("control_task_auroc", "control_task_auroc_ci", "hl_selectivity", "selectivity_ci_unadjusted"):
-            del v[key]
-    for c in res["controls"].values():
-        del c["side"]
-    page = report._probe_html(res)
+def test_report_and_text_without_the_optional_parts():
+    """A result without positions, transfer, operating points (a multi-class or last-prompt probe), clusters,
+    warnings and notes renders what it has and announces nothing it lacks."""
+    res = dataclasses.replace(probe_result(), positions=None, transfer=None, operating_points=None, clusters=None,
+                              warnings=[], notes=[], dropped_controls={})
+    page = probe_html(res)
     parsed = tables(page)
-    assert [h for h in parsed.h3] == ["Per layer", "Controls", "Notes"]
+    assert parsed.h3 == ["Per layer", "Controls", "Probe families and cross-validation seeds"]
     headers, _ = parsed.table("layer")
-    assert headers == ["layer", "auroc [95% CI]", "accuracy [95% CI]",
-                       "selectivity vs output_confidence [99.84% CI, Bonferroni over 31 layers]"]
-    assert "warnings" not in page and page.count("<img") == 1
-    text = analysis_cli._text_probe(res)
+    assert headers[:4] == ["layer", "auroc [95% CI]", "accuracy [95% CI]",
+                           "selectivity vs output_confidence [99.84% CI, Bonferroni over 31 layers]"]
+    assert "warnings" not in page and page.count("<img") == 1 and "clustered" not in page and "left out" not in page
+    text = probe_text(res)
     assert not text.startswith("WARNINGS") and "selectivity [99.84% CI, adjusted]" in text
-    assert "control task" not in text and "operating points" not in text and "transfer across" not in text
+    assert "operating points" not in text and "transfer across" not in text and "AUROC by token position" not in text
     assert text.splitlines()[-1].startswith("verdict:    layer_12 is the first layer that beats every control")
 
 
-def test_report_of_sparse_and_odd_results_never_crashes():
-    sparse = [{"layers": {"layer_0": {"auroc": 0.6}}},
-              {"layers": {"layer_0": {"accuracy": 0.6, "std": 0.1}}, "majority_baseline": 0.5},    # the oldest format
-              {"layers": {"layer_0": None}, "controls": {"majority": None}, "warnings": None, "positions": {},
-               "transfer": {"groups": ["a"], "auroc": [[None]], "auroc_ci": None}, "operating_points": {"rows": None},
-               "families": {"mass_mean": None}, "seeds": {"range": None}},
-              {"layers": {}, "verdict": None, "best_control": None, "best_input_control": None,
-               "best_output_control": None, "transfer": {"groups": ["a", "b"], "auroc": [[0.5]]}}]
-    for res in sparse:
-        page = report._probe_html(res)
-        assert page.startswith("<h2>Probe")
-    legacy = tables(report._probe_html(sparse[1])).table("layer")[0]
-    assert legacy == ["layer", "accuracy", "+- std over folds"]
-    res = {"layers": {"layer_0": {"auroc": 0.6, "auroc_ci": [0.5, 0.7], "selectivity": 0.1,
-                                  "selectivity_ci": [0.0, 0.2]}}}
-    headers = tables(report._probe_html(res)).table("layer")[0]
-    assert headers == ["layer", "auroc [95% CI]", "selectivity [CI, level not recorded]"]    # no level claimed
+def test_reading_a_result_refuses_what_it_cannot_trust():
+    """--json output read back (from_json): a newer format version, a missing field, a wrong value or an unknown
+    key is an error naming it, never a result with guessed parts."""
+    with pytest.raises(ValueError, match="format version 2 is newer"):
+        from_json(ProbeResult, dict(probe_json(), format_version=2))
+    sparse = probe_json()
+    del sparse["layers"]["layer_3"]["selectivity_ci"]
+    with pytest.raises(ValueError, match=r"ProbeResult.layers\['layer_3'\]: missing field 'selectivity_ci'"):
+        from_json(ProbeResult, sparse)
+    odd = probe_json()
+    odd["controls"]["length"]["side"] = "sideways"
+    with pytest.raises(ValueError, match="sideways"):
+        from_json(ProbeResult, odd)
+    with pytest.raises(ValueError, match="unknown field.*'majority_baseline'"):
+        from_json(ProbeResult, dict(probe_json(), majority_baseline=0.5))
+    assert from_json(ProbeResult, dict(probe_json(), plots=["p.png"])) == probe_result()     # the CLI's own key
 
 
 # ----------------------------------------------------------------------------- text
 
 def test_text_probe_warnings_first_levels_and_tables():
-    res = probe_result()
-    text = analysis_cli._text_probe(res)
+    res = probe_json()
+    text = probe_text(probe_result())
     assert text.startswith("WARNINGS:\n  ! " + res["warnings"][0])
     verdict = text.splitlines()[-1]
     assert verdict.startswith("verdict:    layer_12 is the first layer that beats every control")
@@ -426,7 +426,7 @@ def test_text_probe_warnings_first_levels_and_tables():
 
 
 def test_a_real_probe_result_renders_everywhere(tmp_path):
-    """probe_features' own result (whatever new keys it has today) goes through the text, the report and the plot."""
+    """probe_features' own result goes through the text, the report and the plot, and through JSON unchanged."""
     from activation_eval.analysis.probe import probe_features
     rng = np.random.default_rng(0)
     rows = [{"id": f"q{i}", "correct": i % 2 == 0, "category": "ab"[i % 3 == 0], "question": f"question {i}",
@@ -434,10 +434,11 @@ def test_a_real_probe_result_renders_everywhere(tmp_path):
     y = np.array([r["correct"] for r in rows])
     res = probe_features({"layer_0": rng.normal(size=(60, 8)), "layer_1": rng.normal(size=(60, 8)) + 1.5 * y[:, None]},
                          rows, n_bootstrap=1000)
-    res.update(run_dir="mem", run_name="mem", reduce="last_prompt")
-    text = analysis_cli._text_probe(res)
-    adjusted = plots.level_label(res["bootstrap"]["adjusted_level"])
+    res = dataclasses.replace(res, run_dir="mem", run_name="mem", reduce="last_prompt")
+    text = probe_text(res)
+    adjusted = level_label(res.bootstrap.adjusted_level)
     assert adjusted == "97.5%" and f"selectivity [{adjusted} CI, adjusted]" in text
-    page = report._probe_html(res)
+    page = probe_html(res)
     assert f"[{adjusted} CI, Bonferroni over 2 layers]" in page and "not available" not in page
     assert is_png(plots.plot_probe(res, tmp_path / "real.png"))
+    assert from_json(ProbeResult, to_json(res)) == res

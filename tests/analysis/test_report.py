@@ -197,22 +197,27 @@ def test_report_filters_and_sorts_in_chromium(synthetic, tmp_path):
     assert img.shape[:2] == (3000, 1200) and img[..., :3].std() > 0.05   # a page, not a blank canvas
 
 
-def test_report_renders_the_probes_auroc_format(synthetic, tmp_path, monkeypatch):
-    """The probe's --json shape of issue 14 (AUROC, intervals, selectivity, controls, verdict)."""
-    from activation_eval.analysis import probe
-    result = {"layers": {"layer_0": {"auroc": 0.512, "auroc_ci": [0.41, 0.60], "accuracy": 0.55,
-                                     "accuracy_ci": [0.45, 0.65], "selectivity": -0.08, "selectivity_ci": [-0.2, 0.04]},
-                         "layer_1": {"auroc": 0.913, "auroc_ci": [0.85, 0.96], "accuracy": 0.84,
-                                     "accuracy_ci": [0.76, 0.9], "selectivity": 0.31, "selectivity_ci": [0.2, 0.41]}},
-              "controls": {"majority": {"auroc": 0.5, "auroc_ci": [0.5, 0.5]},
-                           "category": {"auroc": 0.603, "auroc_ci": [0.52, 0.69]}},
-              "best_layer": "layer_1", "verdict": "layer_1 <beats> the controls"}
-    monkeypatch.setattr(probe, "probe_run", lambda run_dir, **kw: result)
-    root, _, _ = synthetic
-    text = open(report.build_report(root, tmp_path / "auroc.html", lens=False), encoding="utf-8").read()
-    assert "<b>verdict</b>: layer_1 &lt;beats&gt; the controls" in text
-    # the selectivity interval was labelled 95% though Bonferroni-adjusted; without bootstrap.adjusted_level
-    # in the result its level is unknown and no level is claimed (issue 21)
-    assert "<th>auroc [95% CI]</th><th>accuracy [95% CI]</th><th>selectivity [CI, level not recorded]</th>" in text
-    assert "<td>layer_1</td><td>0.913 [0.850, 0.960]</td><td>0.840 [0.760, 0.900]</td><td>+0.310 [+0.200, +0.410]</td>" in text
-    assert "<td>category</td><td>0.603 [0.520, 0.690]</td>" in text and "Logit lens" not in text
+def test_report_shows_the_probes_own_numbers(synthetic):
+    """The probe section holds the ProbeResult of the run (transfer across its two categories), each figure
+    as probe_run computed it, the intervals headed by their real levels, the verdict as verdict.py words it."""
+    import html as html_module
+    import re
+
+    from activation_eval.analysis.probe import probe_run
+    from activation_eval.analysis.probe.verdict import verdict
+    from activation_eval.analysis.text import level_label
+    root, _, out = synthetic
+    res = probe_run(root, transfer="category")
+    text = open(out, encoding="utf-8").read()
+    adjusted = f"{level_label(res.bootstrap.adjusted_level)} CI, Bonferroni over {len(res.layers)} layers"
+    assert (f"<th>auroc [95% CI]</th><th>accuracy [95% CI]</th><th>selectivity vs {res.best_control} "
+            f"[{adjusted}]</th>") in text
+    for name, v in res.layers.items():
+        row = (f"<td>{name}{' &lt;- verdict' if name == res.verdict else ''}</td>"
+               f"<td>{v.auroc:.3f} [{v.auroc_ci[0]:.3f}, {v.auroc_ci[1]:.3f}]</td>"
+               f"<td>{v.accuracy:.3f} [{v.accuracy_ci[0]:.3f}, {v.accuracy_ci[1]:.3f}]</td>")
+        assert row in text, name
+    c = res.controls["category"]
+    assert re.search(rf"<td>category[^<]*</td><td>input</td><td>{c.auroc:.3f} \[{c.auroc_ci[0]:.3f}, ", text)
+    assert f"<b>verdict</b>: {html_module.escape(verdict(res).sentence)}" in text
+    assert res.verdict in res.layers and "Transfer across category values" in text

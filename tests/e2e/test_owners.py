@@ -13,6 +13,7 @@ from scipy import stats
 from activation_eval import accuracy, architecture, dtypes
 from activation_eval.accuracy import accuracy_stats, wilson_interval
 from activation_eval.analysis import lens, report
+from activation_eval.analysis.lens import projection
 from activation_eval.capture import hooks, layers
 from activation_eval.eval import gold, multiple_choice, prompts
 from activation_eval.run.config import RunConfig
@@ -48,7 +49,8 @@ def models():
 def test_capture_and_lens_find_the_same_final_norm(models, model_type):
     model = models[model_type]
     path, module = architecture.find_final_norm(model)
-    assert module is not None and module is lens.final_norm_module(model) is architecture.final_norm_module(model)
+    assert module is not None and module is architecture.final_norm_module(model)
+    assert projection.final_norm_module is architecture.final_norm_module        # the lens projects through it
     assert module is model.get_submodule(path)
     assert "final_norm" in layers.layer_names(model)
 
@@ -78,7 +80,7 @@ def test_a_model_without_a_final_norm_gets_one_clear_error():
     model.layers = torch.nn.ModuleList([Block(), Block()])
     assert architecture.find_final_norm(model) == (None, None)
     with pytest.raises(ValueError, match="cannot find the final norm of Module"):
-        lens.final_norm_module(model)
+        projection.final_norm_module(model)
     assert layers.CaptureError is architecture.ArchitectureError
 
 
@@ -219,7 +221,7 @@ def test_the_report_and_summary_name_the_method():
     assert "Wilson" in accuracy.INTERVAL_METHOD
     from activation_eval.analysis import intervals
     from activation_eval.eval import scores
-    assert intervals.wilson_interval is wilson_interval and scores.accuracy_stats is accuracy_stats
+    assert not hasattr(intervals, "wilson_interval") and scores.accuracy_stats is accuracy_stats   # no second path
 
 
 # ----------------------------------------------------------------------------- the split modules

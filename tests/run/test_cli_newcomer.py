@@ -28,6 +28,9 @@ import analyze_activations as aa
 from activation_eval import models
 from activation_eval.analysis import cli as analysis_cli
 from activation_eval.analysis import lens
+from activation_eval.analysis.commands.base import plot_name
+from activation_eval.analysis.jsonio import to_json
+from activation_eval.analysis.lens import model as lens_model
 from activation_eval.run import cli
 from activation_eval.run import config as run_config
 from activation_eval.run.config import RunConfig, RunError
@@ -141,7 +144,7 @@ def no_loading(monkeypatch):
 
     def refuse(*a, **k):
         raise AssertionError(f"the analysis tried to load or connect: {a[:2]}")
-    monkeypatch.setattr(lens, "load_model", refuse)
+    monkeypatch.setattr(lens_model, "load_model", refuse)
     monkeypatch.setattr(models, "_load_uncached", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
@@ -185,7 +188,7 @@ def test_lens_and_report_with_model_flag_use_it(hub_run, captured, tiny_dir, tmp
     assert os.path.basename(res["plots"][0]) == f"hubrun_logit_lens_model-{os.path.basename(tiny_dir)}.png"
     # the same numbers as the lens on the original run, whose run_config names the local folder
     ref = lens.logit_lens_run(captured, progress=False)
-    assert json.loads(json.dumps(ref["layers"])) == res["layers"]
+    assert to_json(ref)["layers"] == res["layers"]
     code = aa.main(["--report", str(hub_run), "--model", tiny_dir, "--quiet", "--output", str(tmp_path / "r.html")])
     page = (tmp_path / "r.html").read_text()
     assert code == 0 and "<h2>Logit lens</h2>" in page and "not available" not in page.split("<h2>Logit lens</h2>")[1][:400]
@@ -463,10 +466,10 @@ def test_plot_names_carry_the_options_that_change_them(captured, tmp_path, capsy
 def test_plot_name_of_long_and_path_options():
     args = aa.build_parser().parse_args(["--probe", "r", "--layers", ",".join(f"layer_{i}" for i in range(30)),
                                          "--test_run", "/data/runs/other-run/", "--reduce", "mean_prompt"])
-    name = analysis_cli.plot_name(args, "probe", "probe_r")
+    name = plot_name(args, "probe", "probe_r")
     assert name.startswith("probe_r_reduce-mean_prompt_layers-layer_0+layer_1+layer_2+") and name.endswith(
         "_test-other-run.png")
     assert len(name) < 120 and "/" not in name
     other = aa.build_parser().parse_args(["--probe", "r", "--layers", ",".join(f"layer_{i}" for i in range(31)),
                                           "--test_run", "/data/runs/other-run/", "--reduce", "mean_prompt"])
-    assert analysis_cli.plot_name(other, "probe", "probe_r") != name   # a hash tells long lists apart
+    assert plot_name(other, "probe", "probe_r") != name   # a hash tells long lists apart

@@ -66,7 +66,7 @@ def test_a_deep_results_line_is_dropped_with_its_line_number(tmp_path, caplog):
     _write_lines(run, lines[:3] + [b'{"id": ' * 5000 + b"1" + b"}" * 5000] + lines[3:])
     X, used = load_run_layer(run, "layer_0")
     assert X.shape[0] == len(used) == 8
-    assert analyze_directory(run, progress=False)["files_read"] == 8
+    assert analyze_directory(run, progress=False).files_read == 8
     assert analysis_cli.main(["--probe", str(run), "--folds", "2", "--output_dir", str(tmp_path / "o")]) == 0
 
 
@@ -288,9 +288,9 @@ def test_an_odd_shard_row_is_skipped_alone(tmp_path):
     rows[6]["activation_row"] = 0              # q6 names q4's row
     _write_lines(run, _lines(rows))
     agg = analyze_directory(run, progress=False)
-    assert agg["files_read"] == 6 and agg["skipped"] == 2
-    assert {e["file"] for e in agg["errors"]} == {"activations/units/abcdef0.safetensors#99", "row 'q6'"}
-    assert "name the same record" in str(agg["errors"])
+    assert agg.files_read == 6 and agg.skipped == 2
+    assert {e.file for e in agg.errors} == {"activations/units/abcdef0.safetensors#99", "row 'q6'"}
+    assert "name the same record" in str(agg.errors)
     got = list(RunReader(run).records(errors="yield"))
     assert sum(isinstance(r, RecordMismatchError) for _, r in got) == 2 and len(got) == 8
     for call in (lambda: load_run_layer(run, "layer_0"), lambda: export_hf(run, tmp_path / "hf")):
@@ -317,7 +317,7 @@ def test_odd_row_and_record_fields_give_documented_errors(tmp_path, capsys):
         rows[i].pop("activation_file")
     _write_lines(run, [json.dumps(r).encode() for r in rows])
     out = export_hf(run, tmp_path / "hf", layers=["layer_0"])
-    assert out["rows"] == 6
+    assert out.rows == 6
     page = open(build_report(run, tmp_path / "r.html", progress=False, lens=False), encoding="utf-8").read()
     assert "PCA" in page and "q\\ud8003" in page
     run_writer.repair_results(os.path.join(run, "results.jsonl"))       # rewrites need no UTF-8 of a surrogate
@@ -328,7 +328,7 @@ def test_odd_row_and_record_fields_give_documented_errors(tmp_path, capsys):
     _write_lines(run, [json.dumps(r).encode() for r in rows])
     with pytest.raises(CorruptFileError, match="names 'activations/fifo.safetensors', which is not a regular file"):
         load_run_layer(run, "layer_0")
-    assert analyze_directory(run, progress=False)["skipped"] == 1
+    assert analyze_directory(run, progress=False).skipped == 1
     capsys.readouterr()
     assert analysis_cli.main(["--directory", "/dev/zero"]) == 2
     err = capsys.readouterr().err
@@ -360,7 +360,7 @@ def test_paths_that_name_no_file_are_refused(tmp_path):
     pairs, bad = RunReader(run).located(errors="collect")
     assert len(pairs) == 6 and [type(e) for _, e in bad] == [CorruptFileError] * 2
     assert all("not a path" in str(e) for _, e in bad)
-    assert analyze_directory(run, progress=False)["skipped"] == 2
+    assert analyze_directory(run, progress=False).skipped == 2
 
 
 def test_save_file_shards_stay_readable(tmp_path):

@@ -54,9 +54,9 @@ def test_duplicate_rows_of_a_killed_resume_count_once(run):
     latest = {r["id"]: r["correct"] for r in rows + again}
     assert all(r["correct"] == latest[r["id"]] for r in used)
     out = export_hf(run, run.parent / "export", layers=["layer_0"])
-    assert out["rows"] == 12
+    assert out.rows == 12
     agg = analyze_directory(str(run), progress=False)
-    assert agg["files_read"] == 12 and agg["skipped"] == 0
+    assert agg.files_read == 12 and agg.skipped == 0
 
 
 def test_report_and_lens_see_a_shard_store_run(made, tmp_path, tiny_dir):
@@ -106,11 +106,11 @@ def test_directory_scan_reports_the_rows_correct_column(run):
     """--directory's correct column is the results row's verdict (not what a record says)."""
     rows = {r["id"]: r for r in read_rows(run)}
     agg = analyze_directory(str(run), progress=False)
-    assert agg["files_read"] == 12
+    assert agg.files_read == 12
     by_label = {}
     for row, location in RunReader(run).located():
         by_label[location.label(str(run))] = row["correct"]
-    assert {f["file"]: f["correct"] for f in agg["files"]} == by_label
+    assert {f.file: f.correct for f in agg.files} == by_label
     assert sorted(by_label.values()) == sorted(r["correct"] for r in rows.values())
 
 
@@ -142,7 +142,7 @@ def test_record_paths_outside_the_activations_folder_are_refused(run, tmp_path):
         with pytest.raises(CorruptFileError, match="outside"):
             load_run_layer(run, "layer_0")
     agg = analyze_directory(str(run), progress=False)       # a scan skips and counts it
-    assert agg["files_read"] == 11 and agg["skipped"] == 1
+    assert agg.files_read == 11 and agg.skipped == 1
 
 
 def test_a_symlinked_activations_folder_is_followed(run, tmp_path):
@@ -169,7 +169,7 @@ def test_a_record_named_by_many_rows_is_read_once(run, monkeypatch):
     monkeypatch.setattr(run_reader, "load_record_file", lambda *a, **k: loads.append(a) or real_file(*a, **k))
     monkeypatch.setattr(run_reader, "iter_shard_records", lambda *a, **k: loads.append(a) or real_shard(*a, **k))
     agg = analyze_directory(str(run), progress=False)
-    assert len(loads) == 1 and agg["files_read"] == 1 and agg["skipped"] == 299
+    assert len(loads) == 1 and agg.files_read == 1 and agg.skipped == 299
 
 
 def test_a_shard_row_whose_id_is_not_the_questions_is_refused(made, tmp_path):

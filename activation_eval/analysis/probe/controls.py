@@ -9,6 +9,7 @@ it answered (Kadavath et al. 2022: answer log-probability, entropy, P(True)).
 Public names:
     CONTROL_NAMES                         input side, then output side (below)
     INPUT_CONTROLS, OUTPUT_CONTROLS       the two sides
+    OUTPUT_SCORE_FIELDS                   the row keys the output side reads (schema.CONFIDENCE_FIELDS + P_TRUE)
     control_side(name) -> "input" | "output"
     control_inputs(rows, drop=()) -> (dict, notes)
                                           name -> model input for each control the rows allow (less
@@ -35,31 +36,36 @@ Example:
     (12, 2)
 """
 import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .. import schema
+from ... import schema
+from ...schema.probe import Side
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
-CONFIDENCE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)      # the row keys, one control each
-OUTPUT_CONTROLS = CONFIDENCE_FIELDS + ("output_confidence",)
+# the row keys of the model's own scores of its answer, one output-side control each: schema's confidence
+# fields and P(True) (--p_true)
+OUTPUT_SCORE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)
+OUTPUT_CONTROLS = OUTPUT_SCORE_FIELDS + ("output_confidence",)
 CONTROL_NAMES = INPUT_CONTROLS + OUTPUT_CONTROLS
 LENGTH_FIELDS = ("num_prompt_tokens", "num_generated_tokens")
 _OWN = {"category": ("category",), "num_prompt_tokens": ("length",), "num_generated_tokens": ("length",),
-        "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in CONFIDENCE_FIELDS}}
+        "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in OUTPUT_SCORE_FIELDS}}
 
 
-def control_side(name):
+def control_side(name: str) -> Side:
     """"output" for a control that reads the model's confidence in its answer, else "input"."""
     return "output" if name in OUTPUT_CONTROLS else "input"
 
 
-def own_controls(target):
+def own_controls(target: str) -> tuple[str, ...]:
     """The controls that read the probe's target itself: they would "predict" it trivially."""
     return _OWN.get(target, ())
 
 
-def control_inputs(rows, drop=()):
+def control_inputs(rows: Sequence[Mapping[str, Any]], drop: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
     """(name -> input usable by make_control(name), notes): every control the rows can feed,
     except those named in `drop`."""
     inputs, notes = _input_side(rows)
@@ -93,7 +99,7 @@ def _number(v):
 def _output_side(rows):
     """The confidence figures every row carries, one control each, and all of them together."""
     inputs, notes, columns = {}, [], []
-    for field in CONFIDENCE_FIELDS:
+    for field in OUTPUT_SCORE_FIELDS:
         have = sum(_number(r.get(field)) for r in rows)
         if have == len(rows):
             columns.append(field)
@@ -108,7 +114,7 @@ def _output_side(rows):
     return inputs, notes
 
 
-def make_control(name):
+def make_control(name: str) -> Any:
     """An unfitted sklearn classifier with predict_proba for control `name`."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

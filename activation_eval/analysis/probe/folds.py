@@ -16,7 +16,7 @@ Example:
     >>> rows = [{"id": f"q{i // 2}", "sample": i % 2, "category": "ab"[i % 4 < 2], "correct": i % 3 == 0}
     ...         for i in range(24)]                                   # 12 questions x 2 samples
     >>> classes, y = labels(rows, "correct", "the run")
-    >>> from activation_eval.analysis.bootstrap import cluster_index
+    >>> from activation_eval.analysis.probe.bootstrap import cluster_index
     >>> clusters, k = cluster_index(rows); k
     12
     >>> splits, how = make_folds(y, rows, 3, 0, None, [], clusters)
@@ -28,14 +28,17 @@ Example:
     True
 """
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+Rows = Sequence[Mapping[str, Any]]
 SMALL_N = 30                   # fewer questions than this: warn
 SMALL_CLASS = 10               # a class with fewer members than this: warn
 
 
-def labels(rows, target, where):
+def labels(rows: Rows, target: str, where: str) -> tuple[list[Any], np.ndarray]:
     """(sorted classes, int class index per row) of a boolean or categorical field."""
     missing = [r.get("id") for r in rows if r.get(target) is None]
     if missing:
@@ -62,7 +65,7 @@ def labels(rows, target, where):
     return classes, y
 
 
-def labels_of_test_run(rows, target, classes):
+def labels_of_test_run(rows: Rows, target: str, classes: Sequence[Any]) -> np.ndarray:
     """Class indices (in the training run's `classes`) of a test run's rows."""
     test_classes, y = labels(rows, target, "the test run")
     unknown = [c for c in test_classes if c not in classes]
@@ -73,7 +76,8 @@ def labels_of_test_run(rows, target, classes):
     return np.array([index[test_classes[i]] for i in y])
 
 
-def make_folds(y, rows, n_splits, seed, groups, notes, clusters=None):
+def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str | None, notes: list[str],
+               clusters: np.ndarray | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     """(list of (train, test) index arrays, description); every training fold holds every class.
 
     groups: a results field whose values are held out whole (GroupKFold); clusters: an int array
@@ -127,7 +131,7 @@ def _all_classes_in_training(splits, y, n_classes):
     return all(len(np.unique(y[train])) == n_classes for train, _ in splits)
 
 
-def control_task_labels(y, rows, seed):
+def control_task_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
     """Hewitt & Liang (2019)'s control task for this probe: the labels permuted within each category,
     so the category still predicts them but nothing about the single question does. A probe that
     scores as well on these labels as on the real ones reads the category, not the question."""
@@ -140,7 +144,8 @@ def control_task_labels(y, rows, seed):
     return out
 
 
-def small_sample_warnings(y, classes, target, n_clusters=None):
+def small_sample_warnings(y: np.ndarray, classes: Sequence[Any], target: str,
+                          n_clusters: int | None = None) -> list[str]:
     """Warnings for a probe on few questions (n < 30) or a rare class (< 10 members)."""
     out = []
     n = len(y) if n_clusters is None else n_clusters

@@ -28,7 +28,7 @@ when it lacks positives (with no negatives the precision is 1 everywhere and AP 
 need no class balance. percentile_interval skips the nan resamples. ECE is biased upward (binning
 noise adds to every gap), in a resample more so, so its percentile interval tends to sit above the
 value; ECE gets the basic (reverse-percentile) bootstrap interval [2v - q_hi, 2v - q_lo] instead,
-which corrects that shift, clipped to [0, 1] (its "interval" key says "basic").
+which corrects that shift, clipped to [0, 1] (its "interval" key says "basic"; the others' "percentile").
 
 Example:
     >>> proba = np.array([.9, .8, .7, .6, .3, .2])
@@ -200,7 +200,7 @@ def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=
         if k == "ece":         # biased upward: the basic interval, see the module docstring
             out[k] = {"value": v, "ci": [max(0.0, 2 * v - hi), min(1.0, 2 * v - lo)], "interval": "basic"}
         else:
-            out[k] = {"value": v, "ci": [lo, hi]}
+            out[k] = {"value": v, "ci": [lo, hi], "interval": "percentile"}
     note = _notes(n_positive, n - n_positive)
     if note:
         out["note"] = note

@@ -27,6 +27,7 @@ Public names:
                                                        (binary: the AUROC of column 1)
     weighted_accuracy(hits, weights) -> (m,)           fraction of correct predictions
     percentile_interval(samples, level) -> [lo, hi]    nan-aware percentile interval
+    interval(samples, level) -> (lo, hi)               the same as a contract's Interval (None: undefined)
 
 Example:
     >>> W = np.ones((1, 4))
@@ -48,10 +49,17 @@ Example:
     >>> bool(np.all(W[:, 0] == W[:, 1])), W[:, [0, 2]].sum(axis=1).tolist()
     (True, [2, 2, 2, 2])
 """
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
+from ...schema.estimates import Interval
 
-def resample_counts(n, n_resamples, seed, chunk=512, clusters=None):
+
+def resample_counts(n: int, n_resamples: int, seed: int, chunk: int = 512,
+                    clusters: Any = None) -> Iterator[np.ndarray]:
     """Bootstrap resamples of n items as count matrices, `chunk` rows at a time (bounded memory).
 
     The same (n, n_resamples, seed, chunk, clusters) always gives the same matrices, so callers can
@@ -76,10 +84,10 @@ def resample_counts(n, n_resamples, seed, chunk=512, clusters=None):
         done += m
 
 
-def cluster_index(rows):
+def cluster_index(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, int] | None:
     """Cluster of every row by its "id" (numbered in order of first appearance) and the number of
     clusters, or None when every id is unique (each row its own cluster: the plain bootstrap)."""
-    number = {}
+    number: dict[str, int] = {}
     # as text: an id from a stranger's results.jsonl may be a list or dict (unhashable)
     clusters = np.array([number.setdefault(str(row.get("id")), len(number)) for row in rows], dtype=np.int64)
     if len(number) == len(clusters):
@@ -87,7 +95,7 @@ def cluster_index(rows):
     return clusters, len(number)
 
 
-def weighted_auroc(scores, positive, weights, strata=None):
+def weighted_auroc(scores: Any, positive: Any, weights: Any, strata: Any = None) -> np.ndarray:
     """Binary AUROC of `scores` for the boolean `positive`, once per row of `weights` (m, n).
 
     Equals sklearn.metrics.roc_auc_score(positive, scores) for a row of ones; a row with counts
@@ -125,7 +133,7 @@ def _wins_and_pairs(scores, positive, weights):
     return wins, pos.sum(axis=0) * neg.sum(axis=0)
 
 
-def macro_auroc(proba, y, weights, strata=None):
+def macro_auroc(proba: Any, y: Any, weights: Any, strata: Any = None) -> np.ndarray:
     """AUROC of class probabilities `proba` (n, k) for class indices `y`: the AUROC of column 1
     for k == 2, else the unweighted mean over classes of one-vs-rest AUROCs (sklearn's
     roc_auc_score(multi_class="ovr", average="macro")); nan where a resample lacks a class."""
@@ -137,13 +145,13 @@ def macro_auroc(proba, y, weights, strata=None):
     return np.mean(per_class, axis=0)          # nan if any class is missing from the resample
 
 
-def weighted_accuracy(hits, weights):
+def weighted_accuracy(hits: Any, weights: Any) -> np.ndarray:
     """Accuracy per row of `weights` (m, n) given the boolean `hits` (prediction == label)."""
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     return weights @ np.asarray(hits, dtype=np.float64) / weights.sum(axis=1)
 
 
-def percentile_interval(samples, level):
+def percentile_interval(samples: Any, level: float) -> list[float]:
     """[lo, hi] percentile interval holding `level` of the finite samples (nan if none)."""
     samples = np.asarray(samples, dtype=np.float64)
     samples = samples[np.isfinite(samples)]
@@ -152,3 +160,9 @@ def percentile_interval(samples, level):
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(samples, [tail, 100.0 - tail])
     return [float(lo), float(hi)]
+
+
+def interval(samples: Any, level: float) -> Interval:
+    """percentile_interval as the contracts' Interval: a (low, high) tuple, None where it is undefined."""
+    lo, hi = percentile_interval(samples, level)
+    return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)

@@ -20,12 +20,14 @@ Example:
     >>> probe.predict_proba(X).shape, float((probe.predict(X) == y).mean()) > 0.8
     ((100, 2), True)
 """
+from typing import Any
+
 import numpy as np
 
 FAMILIES = ("logistic", "mass_mean")
 
 
-def make_probe(family):
+def make_probe(family: str) -> Any:
     """An unfitted classifier of probe `family` (see the module docstring)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

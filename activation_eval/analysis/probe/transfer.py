@@ -14,34 +14,52 @@ fewer than 2 questions of a class or the tested group lacks a class (no AUROC ex
 
 Public names:
     transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_splits=5, clusters=None,
-                    level=0.95) -> {"groups", "n", "level", "auroc", "auroc_ci", "notes"}
+                    level=0.95, by="group", layer=None) -> TransferResult (schema/transfer.py)
 
 Example:
+    >>> from activation_eval.analysis.probe.models import make_probe
     >>> rng = np.random.default_rng(0)
     >>> n = 240; y = rng.integers(0, 2, n); group = np.array(["a", "b", "c"] * 80)
     >>> X = rng.normal(size=(n, 8)); X[:, 0] += 2.0 * (2 * y - 1)          # one direction in every group
     >>> rows = [{"id": str(i), "category": g} for i, g in enumerate(group)]
-    >>> res = transfer_matrix(X, y, group, rows, lambda: make_probe("logistic"), n_boot=1000)
-    >>> res["groups"], min(min(r) for r in res["auroc"]) > 0.85            # every cell well above chance
+    >>> res = transfer_matrix(X, y, group, rows, lambda: make_probe("logistic"), n_boot=1000, by="category")
+    >>> res.groups, min(min(r) for r in res.auroc) > 0.85            # every cell well above chance
     (['a', 'b', 'c'], True)
 """
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
-from .bootstrap import macro_auroc, percentile_interval, resample_counts
+from ...schema.estimates import Interval
+from ...schema.transfer import TransferResult
+from .bootstrap import interval, macro_auroc, resample_counts
 from .folds import make_folds
-from .probe_models import make_probe  # noqa: F401  (used in the example)
 
 
-def transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_splits=5, clusters=None,
-                    level=0.95):
+def transfer_matrix(X: Any, y: Any, group_of: Sequence[Any], rows: Sequence[Mapping[str, Any]],
+                    make_model: Callable[[], Any], n_boot: int = 2000, seed: int = 0, n_splits: int = 5,
+                    clusters: Any = None, level: float = 0.95, by: str = "group",
+                    layer: str | None = None) -> TransferResult:
     """The transfer matrix of `make_model()` probes on X (n, hidden) for class indices y (n,); group_of
-    (n,) the group of each question; rows the results rows (folds keep categories); see the module docstring."""
-    X, y, group_of = np.asarray(X, dtype=np.float64), np.asarray(y), np.asarray(group_of).astype(str)
-    groups = sorted(set(group_of.tolist()))
+    (n,) the group of each question; rows the results rows (folds keep categories); `by` names what the
+    groups are and `layer` where X comes from, for the result; see the module docstring."""
+    X, y, labels = np.asarray(X, dtype=np.float64), np.asarray(y), np.asarray(group_of).astype(str)
+    groups = sorted(set(labels.tolist()))
+    members = {g: np.flatnonzero(labels == g) for g in groups}
+    notes: list[str] = []
+    scores = _fit_groups(X, y, groups, members, rows, make_model, n_splits, seed, clusters, notes)
+    auroc, auroc_ci = _score_cells(y, groups, members, scores, n_boot, seed, clusters, level, notes)
+    return TransferResult(by=by, layer=layer, groups=groups, n={g: int(len(members[g])) for g in groups},
+                          level=level, auroc=auroc, auroc_ci=auroc_ci, notes=notes)
+
+
+def _fit_groups(X: np.ndarray, y: np.ndarray, groups: list[str], members: dict[str, np.ndarray],
+                rows: Sequence[Mapping[str, Any]], make_model: Callable[[], Any], n_splits: int, seed: int,
+                clusters: Any, notes: list[str]) -> dict[tuple[str, str], np.ndarray]:
+    """{(train g, test h): class probabilities of h's questions}: out-of-fold within g, else fitted on all of g."""
     n_classes = int(y.max()) + 1
-    members = {g: np.flatnonzero(group_of == g) for g in groups}
-    notes = []
-    scores = {}                       # (train g, test h) -> class probabilities of h's questions
+    scores = {}
     for g in groups:
         idx = members[g]
         counts = np.bincount(y[idx], minlength=n_classes)
@@ -58,8 +76,16 @@ def transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_spl
         for h in groups:
             if h != g:
                 scores[g, h] = model.predict_proba(X[members[h]])
-    auroc = [[None] * len(groups) for _ in groups]
-    auroc_ci = [[None] * len(groups) for _ in groups]
+    return scores
+
+
+def _score_cells(y: np.ndarray, groups: list[str], members: dict[str, np.ndarray],
+                 scores: dict[tuple[str, str], np.ndarray], n_boot: int, seed: int, clusters: Any, level: float,
+                 notes: list[str]) -> tuple[list[list[float | None]], list[list[Interval | None]]]:
+    """Each cell's AUROC and its percentile interval over the tested group's resampled questions."""
+    n_classes = int(y.max()) + 1
+    auroc: list[list[float | None]] = [[None] * len(groups) for _ in groups]
+    auroc_ci: list[list[Interval | None]] = [[None] * len(groups) for _ in groups]
     for j, h in enumerate(groups):
         idx = members[h]
         if len(np.unique(y[idx])) < n_classes:
@@ -74,12 +100,11 @@ def transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_spl
                  for _, g in trained]
         for (i, g), boot in zip(trained, draws):
             auroc[i][j] = float(macro_auroc(scores[g, h], y[idx], ones)[0])
-            auroc_ci[i][j] = percentile_interval(boot, level)
-    return {"groups": groups, "n": {g: int(len(members[g])) for g in groups}, "level": level,
-            "auroc": auroc, "auroc_ci": auroc_ci, "notes": notes}
+            auroc_ci[i][j] = interval(boot, level)
+    return auroc, auroc_ci
 
 
-def _renumber(clusters, idx):
+def _renumber(clusters: Any, idx: np.ndarray) -> np.ndarray | None:
     """The cluster indices of rows `idx`, renumbered 0..k-1 (None stays None)."""
     if clusters is None:
         return None

@@ -1,0 +1,72 @@
+"""--probe RUN_DIR: per-layer probes with controls (probe.probe_run -> ProbeResult).
+
+Text: probe/text.py; plots (always written to --output_dir): the probe by layer and, with a transfer
+matrix (--transfer FIELD or --test_run), its heatmap (probe/plots.py).
+
+Public names:
+    COMMAND
+
+Example:
+    $ python analyze_activations.py --probe results/run1 --target category --probe_groups category --json
+"""
+import argparse
+
+from ...schema.names import parse_reduce
+from ..probe import probe_run
+from ..probe.models import FAMILIES
+from ..probe.plots import plot_probe, plot_transfer
+from ..probe.text import probe_text
+from .base import Command, Groups, Options, Outcome, plot_path
+
+
+class ProbeCommand(Command):
+    name = "probe"
+
+    def add_mode(self, group: argparse._MutuallyExclusiveGroup) -> None:
+        group.add_argument("--probe", metavar="RUN_DIR", help="a run folder: per-layer probe of answer correctness")
+
+    def add_options(self, groups: Groups) -> None:
+        pr = groups["parser"].add_argument_group("probe (--probe)")
+        pr.add_argument("--target", default="correct", metavar="FIELD",
+                        help="boolean or categorical field of the results rows to predict (default: correct)")
+        pr.add_argument("--test_run", metavar="RUN_DIR",
+                        help="also train on all of --probe's run and report transfer to this run's questions")
+        pr.add_argument("--probe_groups", metavar="FIELD",
+                        help="hold out whole groups of FIELD (e.g. category) per fold instead of stratified folds")
+        pr.add_argument("--transfer", metavar="FIELD",
+                        help="also train the best layer's probe on each value of FIELD (e.g. category) and test it "
+                             "on every other value: an AUROC matrix with intervals (with --test_run: across the two "
+                             "runs)")
+        pr.add_argument("--probe_family", default="logistic", choices=FAMILIES,
+                        help="probe of the main sweep: logistic regression (default) or mass-mean (difference of the "
+                             "class means; binary targets); the other is reported beside it")
+        pr.add_argument("--cv_seeds", type=int, default=3, metavar="N",
+                        help="cross-validation splits with seeds S, S+1, ... S+N-1, all reported (default 3)")
+        pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
+        pr.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of the fold shuffling and the bootstrap (default 0)")
+        pr.add_argument("--bootstrap", type=int, metavar="B",
+                        help="bootstrap resamples, at least 1000 (default: enough for ~10 beyond each "
+                             "Bonferroni-adjusted tail, 2000-20000)")
+
+    def output_folders(self, args: argparse.Namespace) -> list[tuple[str, str]]:
+        return [(args.output_dir, "--output_dir")]
+
+    def run(self, args: argparse.Namespace, options: Options) -> Outcome:
+        if args.folds < 2:
+            raise ValueError("--folds must be at least 2")
+        if args.bootstrap is not None and args.bootstrap < 1000:
+            raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
+        if args.cv_seeds < 1:
+            raise ValueError("--cv_seeds must be at least 1")
+        result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
+                           groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
+                           reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
+                           cv_seeds=args.cv_seeds, transfer=args.transfer)
+        plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
+        if result.transfer is not None:
+            plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))
+        return Outcome(result, probe_text(result), plots)
+
+
+COMMAND = ProbeCommand()

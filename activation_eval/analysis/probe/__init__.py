@@ -1,0 +1,70 @@
+"""Linear probes with controls: from which layer on do activations predict a field of the results
+(by default whether the answer was correct) better than the question's category, length, words and
+the model's own confidence in its answer?
+
+Per layer, a probe (models.py: standardized logistic regression by default, or mass-mean) on one
+vector per question gives out-of-fold class probabilities under cross-validation: StratifiedKFold on
+the joint key target x category (folds keep the category proportions), StratifiedGroupKFold on the
+question when a run has several samples per question (a question's samples never straddle a split),
+or with groups="category" GroupKFold (whole categories held out). The vector is taken at the exact
+answer by default (reduce="auto": the first token of the extracted answer when generated positions
+were captured, else the last prompt token; `position` says which), following Orgad et al. 2024.
+
+The controls of controls.py are fitted on the same folds: input side (majority, category, length,
+bag_of_words) and output side (the answer's mean and summed log-probability, the first token's
+entropy, P(True), and all of them together: the model's own confidence, recorded while it answered).
+A control that reads the target itself (--target category: the category control) is dropped, with a
+note. AUROC (primary; binary, or one-vs-rest macro for more than two classes) and accuracy of the
+pooled out-of-fold predictions come with 95% percentile bootstrap intervals over questions (a
+question's samples drawn together). With groups, AUROC compares only questions of the same held-out
+fold: pooled over folds, each fold model's own offset would rank whole groups against each other.
+
+Selectivity of a layer = its AUROC - the best control's AUROC, over both sides. Its interval is a
+paired bootstrap (probe and controls on the same resampled questions; the best control is the
+maximum over the controls within each resample, so choosing the best control is part of the
+uncertainty), Bonferroni-adjusted over the L layers tested: the percentile interval
+[alpha/(2L), 1 - alpha/(2L)], alpha = 0.05, so all L intervals hold together with probability >= 95%
+(`bootstrap.adjusted_level`, e.g. 99.84% for 31 layers). The verdict names the first layer (in
+record order) whose adjusted interval lies above 0, else NO_EVIDENCE; `best_control` says which
+control it had to beat. With every layer pure noise it names a layer at most ~alpha/2 of the time.
+The intervals count the uncertainty of the test questions, not of refitting the probes.
+
+Beside the verdict (tables at 95%, 2000 resamples): the Hewitt & Liang (2019) control task (the
+same probe on labels shuffled within category: hl_selectivity = AUROC - control-task AUROC), both
+probe families, the AUROC under other CV seeds, operating points of the best layer and of every
+control (AUPRC, TPR at 1% FPR, FPR at 95% TPR, Brier score, calibration error; operating_points.py),
+the layer x position AUROC table (last prompt token, first / mean / last answer token) when
+generated positions were captured, and the transfer matrix across groups (transfer.py).
+
+Modules:
+    run               probe_run(run_dir, ...), probe_features(features, rows, ...) -> ProbeResult (schema/probe.py)
+    build             the one builder of a ProbeResult from a sweep
+    sweep             labels, folds and controls fixed once (Setup); per-layer out-of-fold probabilities (Sweep)
+    scores            evaluate_scores(y, layer_proba, control_proba, n_boot, seed, ...) -> ProbeScores; the
+                      bootstrap, selectivity and verdict; default_resamples, NO_EVIDENCE, ALPHA
+    verdict           the verdict in words: the one rendering text, report and plot title use
+    text, html, plots the command line's output, the report's section, the probe's plots
+    controls, folds, models, bootstrap, operating_points, transfer
+                      control classifiers, cross-validation folds, probe families, the weighted bootstrap,
+                      detector operating points, the transfer matrix
+
+The package's front holds the names a script needs: probe_run, probe_features, evaluate_scores,
+default_resamples, NO_EVIDENCE, ALPHA. The --json output of `analyze_activations.py --probe` is the
+ProbeResult (docs/formats.md lists every field).
+
+Example:
+    >>> res = probe_run("results/mc")         # 12 questions of a random model: no evidence
+    >>> res.n, res.class_counts, res.layers_tested        # which ones it got right: the weights' luck
+    (12, {'False': ..., 'True': ...}, 31)
+    >>> res.cv.folds == min(5, *res.class_counts.values())       # n_splits, at most the smaller class
+    True
+    >>> layer = res.layers["layer_12"]; lo, hi = layer.auroc_ci
+    >>> 0 <= lo <= hi <= 1 and 0 <= layer.auroc <= 1
+    True
+    >>> res.verdict
+    'no evidence beyond the controls'
+"""
+from .run import probe_features, probe_run
+from .scores import ALPHA, NO_EVIDENCE, default_resamples, evaluate_scores
+
+__all__ = ["probe_run", "probe_features", "evaluate_scores", "default_resamples", "NO_EVIDENCE", "ALPHA"]

@@ -1,0 +1,121 @@
+"""The probe's entry points: a run folder (probe_run) or in-memory matrices (probe_features) -> a ProbeResult.
+
+probe_run reads one vector per question per layer (dataset.py; reduce="auto": the first token of
+the extracted answer when generated positions were captured, else the last prompt token), each record
+file read once per block of layers that fits LOAD_BUDGET_BYTES (once in all for probe-sized runs); with
+an answer position it also reads the other positions of the layer x position table.
+
+Public names:
+    probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None, test_run=None,
+              n_bootstrap=None, reduce="auto", progress=False, family="logistic", cv_seeds=3,
+              transfer=None) -> ProbeResult
+    probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
+                   test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
+                   transfer=None, position_features=None) -> ProbeResult
+    LOAD_BUDGET_BYTES
+
+Example:
+    >>> res = probe_run("results/mc", layers=["layer_5", "layer_20"]); res.verdict, res.best_layer
+    ('no evidence beyond the controls', 'layer_...')
+"""
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ...schema.names import ANSWER_REDUCTIONS, HEATMAP_POSITIONS
+from ...schema.probe import ProbeResult
+from ...store.run_folder import is_run_folder
+from ..arrays import run_layers
+from ..dataset import load_run_layers, load_run_positions, resolve_reduce
+from .build import Where, probe
+from .sweep import LayerData
+
+LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the record files
+
+
+def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = None, n_splits: int = 5, seed: int = 0,
+              target: str = "correct", groups: str | None = None, test_run: str | os.PathLike[str] | None = None,
+              n_bootstrap: int | None = None, reduce: str | int = "auto", progress: bool = False,
+              family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None) -> ProbeResult:
+    """Probe every layer of a run folder (see the module docstring and the package's)."""
+    run = _check_run(run_dir)
+    test_dir = _check_run(test_run) if test_run is not None else None
+    names = list(layers) if layers else run_layers(run)
+    if not names:
+        raise ValueError("no layers to probe")
+    position, position_note = resolve_reduce(run, reduce)
+    where = Where(run_dir=run, run_name=_run_name(run), reduce=position, position_note=position_note,
+                  test_dir=test_dir, test_name=_run_name(test_dir) if test_dir else None)
+    return probe(_read_layers(run, names, position, test_dir), len(names), target, n_splits, seed, groups,
+                 n_bootstrap, progress, family, cv_seeds, transfer, (_run_name(run), where.test_name), where)
+
+
+def _read_layers(run_dir: str, names: list[str], position: Any, test_dir: str | None) -> Iterator[LayerData]:
+    """The first layer alone (it sizes the blocks), then the others in blocks that fit LOAD_BUDGET_BYTES."""
+    heatmap = position in ANSWER_REDUCTIONS and test_dir is None
+    start, block = 0, 1
+    while start < len(names):
+        part = names[start:start + block]
+        mats, rows, by_position, tests, test_rows = _read_block(run_dir, part, position, test_dir, heatmap)
+        X = None
+        for name in part:
+            extra = {str(p): by_position[p].pop(name) for p in HEATMAP_POSITIONS} if by_position else None
+            X = extra[position] if extra else mats.pop(name)
+            yield LayerData(name, X, rows, tests.pop(name, None), test_rows, extra)
+        if start == 0 and X is not None:
+            copies = (len(HEATMAP_POSITIONS) if heatmap else 1) + (1 if test_dir else 0)
+            block = max(1, LOAD_BUDGET_BYTES // (max(1, X.nbytes) * copies))
+        start += len(part)
+
+
+def _read_block(run_dir: str, part: list[str], position: Any, test_dir: str | None, heatmap: bool) -> tuple[Any, ...]:
+    """{layer: X}, rows, {position: {layer: X}} or None, {layer: X_test}, test rows."""
+    if heatmap:
+        by_position, rows, _ = load_run_positions(run_dir, part, positions=HEATMAP_POSITIONS)
+        mats: dict[str, Any] = {}                     # the main position's matrices are by_position[position]
+    else:
+        by_position = None
+        mats, rows = load_run_layers(run_dir, part, reduce=position)
+    tests, test_rows = load_run_layers(test_dir, part, reduce=position) if test_dir else ({}, None)
+    return mats, rows, by_position, tests, test_rows
+
+
+def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], target: str = "correct",
+                   n_splits: int = 5, seed: int = 0, groups: str | None = None, n_bootstrap: int | None = None,
+                   test_features: Mapping[str, Any] | None = None, test_rows: Sequence[Mapping[str, Any]] | None = None,
+                   progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
+                   position_features: Mapping[str, Mapping[str, Any]] | None = None) -> ProbeResult:
+    """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
+    the n results rows (target, category, question, token counts); optionally the same for a
+    test run to score transfer on, and position_features {position: {layer: X}} for the
+    layer x position table.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> rows = [{"id": f"q{i}", "correct": i % 2 == 0, "category": "ab"[i % 3 == 0], "question": f"question {i}",
+    ...          "num_prompt_tokens": 10, "num_generated_tokens": 4} for i in range(60)]
+    >>> y = np.array([row["correct"] for row in rows])
+    >>> X0 = rng.normal(size=(60, 8))                            # noise
+    >>> X1 = rng.normal(size=(60, 8)) + 1.5 * y[:, None]          # knows the answer is correct
+    >>> res = probe_features({"layer_0": X0, "layer_1": X1}, rows, n_bootstrap=1000)
+    >>> res.verdict, res.layers["layer_1"].auroc > 0.9, res.layers["layer_0"].auroc < 0.75
+    ('layer_1', True, True)
+    """
+    def layers() -> Iterator[LayerData]:
+        for name, X in features.items():
+            extra = {p: position_features[p][name] for p in position_features} if position_features else None
+            yield LayerData(name, X, rows, None if test_features is None else test_features[name],
+                            test_rows if test_features is not None else None, extra)
+    return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
+                 transfer, ("run", "test run" if test_features is not None else None), Where())
+
+
+def _check_run(path: str | os.PathLike[str]) -> str:
+    path = os.fspath(path)
+    if not os.path.isdir(path) or not is_run_folder(path):
+        raise FileNotFoundError(f"not a run folder (no results.jsonl): {path}")
+    return path
+
+
+def _run_name(run_dir: str) -> str:
+    return os.path.basename(os.path.normpath(os.path.abspath(run_dir)))

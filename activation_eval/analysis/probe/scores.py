@@ -1,0 +1,118 @@
+"""The probe's bootstrap: AUROC and accuracy of every layer and control on the same resampled questions,
+selectivity over the best control, and the verdict.
+
+Selectivity of a layer = its AUROC - the best control's AUROC, over both sides. Its interval is a
+paired bootstrap (probe and controls on the same resampled questions; the best control is the
+maximum over the controls within each resample, so choosing the best control is part of the
+uncertainty), Bonferroni-adjusted over the L layers tested: the percentile interval
+[alpha/(2L), 1 - alpha/(2L)], alpha = 0.05, so all L intervals hold together with probability >= 95%.
+The verdict names the first layer (in record order) whose adjusted interval lies above 0, else
+NO_EVIDENCE. With every layer pure noise it names a layer at most ~alpha/2 of the time.
+
+Public names:
+    evaluate_scores(y, layer_proba, control_proba, n_boot, seed, strata=None, clusters=None) -> ProbeScores
+    auroc_table(y, probas, n_boot, seed, strata=None, clusters=None) -> {name: AurocEstimate}   (95%)
+    auroc(proba, y, strata=None) -> float
+    default_resamples(n_layers) -> int     bootstrap resamples used when n_bootstrap is None
+    NO_EVIDENCE, ALPHA, LEVEL
+
+Example:
+    >>> y = np.array([0, 1] * 20)                                            # 40 questions
+    >>> P0 = np.full((40, 2), 0.5)                                         # a layer that knows nothing
+    >>> P1 = np.stack([1 - (y * 0.6 + 0.2), y * 0.6 + 0.2], axis=1)        # one that separates the classes
+    >>> res = evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": P0}, 2000, seed=0)
+    >>> res.verdict, res.layers["layer_1"].auroc, res.controls["majority"].side
+    ('layer_1', 1.0, 'input')
+"""
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ...schema.probe import AurocEstimate, ControlScore, LayerScore, ProbeScores
+from .bootstrap import interval, macro_auroc, resample_counts, weighted_accuracy
+from .controls import control_side
+
+NO_EVIDENCE = "no evidence beyond the controls"
+ALPHA = 0.05                       # family-wise error rate of the verdict's intervals
+LEVEL = 0.95                       # the plain (per-figure) intervals
+
+
+def default_resamples(n_layers: int) -> int:
+    """Resamples that leave ~10 draws beyond each Bonferroni-adjusted tail (at least 2000, at most 20000)."""
+    return int(min(20000, max(2000, math.ceil(10 * 2 * n_layers / ALPHA))))
+
+
+def auroc(proba: np.ndarray, y: np.ndarray, strata: np.ndarray | None = None) -> float:
+    """The AUROC of class probabilities on all questions (macro_auroc with unit weights)."""
+    return float(macro_auroc(proba, y, np.ones((1, len(y))), strata)[0])
+
+
+def auroc_table(y: np.ndarray, probas: Mapping[str, np.ndarray], n_boot: int, seed: int,
+                strata: np.ndarray | None = None, clusters: np.ndarray | None = None) -> dict[str, AurocEstimate]:
+    """{name: AurocEstimate} of class probabilities on the same resampled questions (LEVEL)."""
+    names = list(probas)
+    boot = np.concatenate([np.stack([macro_auroc(probas[n], y, W, strata) for n in names], axis=1)
+                           for W in resample_counts(len(y), n_boot, seed, clusters=clusters)])
+    return {n: AurocEstimate(auroc=auroc(probas[n], y, strata), auroc_ci=interval(boot[:, i], LEVEL))
+            for i, n in enumerate(names)}
+
+
+def evaluate_scores(y: np.ndarray, layer_proba: Mapping[str, Any], control_proba: Mapping[str, Any], n_boot: int,
+                    seed: int, strata: np.ndarray | None = None, clusters: np.ndarray | None = None) -> ProbeScores:
+    """AUROC / accuracy with intervals for every model, selectivity per layer, the verdict, from class
+    probabilities: y int class indices (n,), layer_proba {layer: (n, k)} in layer order, control_proba
+    {control: (n, k)}; a value may also be (probabilities, predicted classes), else the predicted class
+    is the most probable one; strata (n,): compare only pairs within a stratum (fold); clusters (n,):
+    question index of each row, resampled whole (runs with several samples per question)."""
+    names = list(layer_proba) + list(control_proba)
+    scored = [v if isinstance(v, tuple) else (v, np.argmax(v, axis=1))
+              for v in list(layer_proba.values()) + list(control_proba.values())]
+    probas = [np.asarray(p, dtype=np.float64) for p, _ in scored]
+    hits = [np.asarray(pred) == y for _, pred in scored]
+    ones = np.ones((1, len(y)))
+    point_auroc = np.array([macro_auroc(p, y, ones, strata)[0] for p in probas])
+    point_acc = np.array([weighted_accuracy(h, ones)[0] for h in hits])
+    boot_auroc, boot_acc = _resampled(y, probas, hits, n_boot, seed, strata, clusters)      # (B, models)
+
+    n_layers = len(layer_proba)
+    ctrl = slice(n_layers, len(names))
+    best_ctrl_boot = np.max(boot_auroc[:, ctrl], axis=1)      # nan if any control is nan there
+    best_ctrl = int(np.argmax(point_auroc[ctrl]))
+    adjusted = 1 - ALPHA / n_layers
+
+    def figures(i: int) -> dict[str, Any]:
+        return {"auroc": float(point_auroc[i]), "auroc_ci": interval(boot_auroc[:, i], LEVEL),
+                "accuracy": float(point_acc[i]), "accuracy_ci": interval(boot_acc[:, i], LEVEL)}
+
+    layers = {}
+    for i, name in enumerate(layer_proba):
+        sel = boot_auroc[:, i] - best_ctrl_boot
+        layers[name] = LayerScore(**figures(i), selectivity=float(point_auroc[i] - point_auroc[ctrl][best_ctrl]),
+                                  selectivity_ci=interval(sel, adjusted), selectivity_ci_unadjusted=interval(sel, LEVEL),
+                                  control_task_auroc=None, control_task_auroc_ci=None, hl_selectivity=None)
+    controls = {name: ControlScore(**figures(n_layers + j), side=control_side(name))
+                for j, name in enumerate(control_proba)}
+    verdict = next((n for n, v in layers.items() if v.selectivity_ci[0] is not None and v.selectivity_ci[0] > 0),
+                   NO_EVIDENCE)
+    return ProbeScores(best_control=list(controls)[best_ctrl], best_input_control=_best_of_side(controls, "input"),
+                       best_output_control=_best_of_side(controls, "output"),
+                       best_layer=max(layers, key=lambda n: layers[n].auroc), verdict=verdict,
+                       controls=controls, layers=layers)
+
+
+def _resampled(y: np.ndarray, probas: list[np.ndarray], hits: list[np.ndarray], n_boot: int, seed: int,
+               strata: np.ndarray | None, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC, accuracy) of every model on every resample (B, models): the same resamples for all."""
+    boot_auroc, boot_acc = [], []
+    for W in resample_counts(len(y), n_boot, seed, clusters=clusters):
+        boot_auroc.append(np.stack([macro_auroc(p, y, W, strata) for p in probas], axis=1))
+        boot_acc.append(np.stack([weighted_accuracy(h, W) for h in hits], axis=1))
+    return np.concatenate(boot_auroc), np.concatenate(boot_acc)
+
+
+def _best_of_side(controls: Mapping[str, ControlScore], side: str) -> str | None:
+    """The control of `side` with the highest AUROC (None when the side has none)."""
+    names = [n for n, c in controls.items() if c.side == side]
+    return max(names, key=lambda n: controls[n].auroc) if names else None

@@ -1,0 +1,187 @@
+"""The probe's fitting: labels, folds and controls fixed once (Setup), then every layer's out-of-fold
+class probabilities (Sweep), one layer at a time, so that a run's layers never all sit in memory.
+
+Per layer, a probe (models.py: standardized logistic regression by default, or mass-mean) gives
+out-of-fold class probabilities under cross-validation (folds.py): the main family on the main folds,
+the other family, the control task (labels shuffled within category), the other CV seeds and the other
+token positions; with a test run, the probe fitted on all of the run scores the test run's questions.
+
+Public names:
+    Setup(rows, target, n_splits, seed, groups, test_rows, family, cv_seeds)
+    Sweep(setup).add(layer)         fit one LayerData
+    LayerData                       one layer's name, matrix, rows, test matrix and rows, {position: matrix}
+    oof_proba(make_model, X, y, splits, n_classes) -> (probabilities (n, k), predicted classes (n,))
+    fit_score(model, X, y, X_test) -> (probabilities, predicted classes) of X_test
+    one_blas_thread()               context: BLAS limited to one thread during the fits
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> rows = [{"id": f"q{i}", "correct": i % 2 == 0, "category": "ab"[i % 3 == 0], "question": f"q {i}",
+    ...          "num_prompt_tokens": 10, "num_generated_tokens": 4} for i in range(40)]
+    >>> setup = Setup(rows, "correct", 5, 0, None, None, "logistic", 1)
+    >>> sweep = Sweep(setup); sweep.add(LayerData("layer_0", rng.normal(size=(40, 4)), rows, None, None, None))
+    >>> sweep.oof["layer_0"][0].shape, len(setup.splits), sorted(setup.control_inputs)
+    ((40, 2), 5, ['bag_of_words', 'category', 'length', 'majority'])
+"""
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bootstrap import cluster_index, macro_auroc
+from .controls import control_inputs, own_controls
+from .folds import control_task_labels, labels, labels_of_test_run, make_folds, small_sample_warnings
+from .models import FAMILIES, make_probe
+
+Rows = Sequence[Mapping[str, Any]]
+Proba = tuple[np.ndarray, np.ndarray]          # (class probabilities (n, k), predicted classes (n,))
+
+
+@dataclass
+class LayerData:
+    """One layer's data: its name, matrix, rows, the test run's matrix and rows, and {position: matrix}."""
+    name: str
+    X: Any
+    rows: Rows
+    X_test: Any
+    test_rows: Rows | None
+    positions: Mapping[str, Any] | None
+
+
+class Setup:
+    """Labels, folds, clusters and control inputs of a probe, fixed by the first layer's rows."""
+
+    def __init__(self, rows: Rows, target: str, n_splits: int, seed: int, groups: str | None, test_rows: Rows | None,
+                 family: str, cv_seeds: int) -> None:
+        self.rows, self.target, self.groups, self.family, self.seed = rows, target, groups, family, seed
+        self.notes: list[str] = []
+        self.classes, self.y = labels(rows, target, "the run")
+        self.n_classes = len(self.classes)
+        found = cluster_index(rows)
+        self.clusters: np.ndarray | None = found[0] if found else None
+        self.n_clusters: int = found[1] if found else len(rows)
+        self.splits, self.method = make_folds(self.y, rows, n_splits, seed, groups, self.notes, self.clusters)
+        self.seeds = [seed + i for i in range(int(cv_seeds))]
+        self.seed_splits = [make_folds(self.y, rows, n_splits, s, groups, [], self.clusters)[0] for s in self.seeds[1:]]
+        self.control_task_y = control_task_labels(self.y, rows, seed)
+        self.strata = self._fold_strata() if groups else None
+        own = own_controls(target)
+        self.control_inputs, notes = control_inputs(rows, drop=own)
+        self.dropped = {c: f"it reads the target {target!r} itself" for c in own}
+        self.notes += notes + [f"control {c!r} dropped: {why}" for c, why in self.dropped.items()]
+        self.warnings = small_sample_warnings(self.y, self.classes, target,
+                                              self.n_clusters if self.clusters is not None else None)
+        if self.clusters is not None:
+            self.warnings.append(f"{len(self.y)} rows of {self.n_clusters} questions (several samples each): "
+                                 f"folds and resampling keep each question's samples together")
+        if family == "mass_mean" and self.n_classes != 2:
+            raise ValueError(f"the mass-mean probe needs a binary target; {target!r} has {self.n_classes} classes")
+        self.y_test: np.ndarray | None = None
+        self.test_rows = test_rows
+        self.test_clusters: np.ndarray | None = None
+        self.test_inputs: dict[str, Any] = {}
+        if test_rows is not None:
+            self._add_test_run(test_rows, own)
+
+    def _fold_strata(self) -> np.ndarray:
+        """With held-out groups, AUROC compares only questions of the same held-out fold: pooled over
+        folds, each fold model's own offset would rank whole groups against each other."""
+        strata = np.zeros(len(self.y), dtype=int)
+        for fold, (_, test) in enumerate(self.splits):
+            strata[test] = fold
+        return strata
+
+    def _add_test_run(self, test_rows: Rows, own: Sequence[str]) -> None:
+        self.y_test = labels_of_test_run(test_rows, self.target, self.classes)
+        found = cluster_index(test_rows)
+        self.test_clusters = found[0] if found else None
+        self.test_inputs, test_notes = control_inputs(test_rows, drop=own)
+        for c in set(self.control_inputs) - set(self.test_inputs):   # both runs must feed a control
+            del self.control_inputs[c]
+        self.notes += [f"test run: {n}" for n in test_notes]
+
+    def check_rows(self, layer: str, rows: Rows, test_rows: Rows | None) -> None:
+        """Every layer must cover the same questions as the first one."""
+        for got, want, which in ((rows, self.rows, "run"), (test_rows, self.test_rows, "test run")):
+            if got is not None and want is not None and [r.get("id") for r in got] != [r.get("id") for r in want]:
+                raise ValueError(f"layer {layer!r} of the {which} covers other questions than "
+                                 f"the first layer; every record must hold every probed layer")
+
+    def counts(self, y: np.ndarray) -> dict[str, int]:
+        return {str(c): int((y == i).sum()) for i, c in enumerate(self.classes)}
+
+
+class Sweep:
+    """Out-of-fold class probabilities of every layer: the main family on the main folds, the other
+    family, the control task, the other CV seeds and the other positions; the best layer's matrices
+    are kept for the transfer matrix."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.oof: dict[str, Proba] = {}
+        self.test_scores: dict[str, Proba] = {}
+        self.control_task: dict[str, np.ndarray] = {}
+        self.seed_auroc: dict[str, list[float]] = {}
+        self.families: dict[str, dict[str, np.ndarray]] = {f: {} for f in FAMILIES
+                                                           if f == setup.family or setup.n_classes == 2}
+        self.positions: dict[str, dict[str, np.ndarray]] = {}          # position -> {layer: proba}
+        self.best: tuple[float, str | None, Any, Any] = (-1.0, None, None, None)   # (AUROC, layer, X, X_test)
+
+    def add(self, layer: LayerData) -> None:
+        s = self.setup
+        X = np.asarray(layer.X, dtype=np.float64)
+        fit: Callable[[], Any] = lambda: make_probe(s.family)                          # noqa: E731
+        self.oof[layer.name] = oof_proba(fit, X, s.y, s.splits, s.n_classes)
+        self.families[s.family][layer.name] = self.oof[layer.name][0]
+        for other in self.families:
+            if other != s.family:
+                self.families[other][layer.name] = oof_proba(functools.partial(make_probe, other), X, s.y,
+                                                             s.splits, s.n_classes)[0]
+        self.control_task[layer.name] = oof_proba(fit, X, s.control_task_y, s.splits, s.n_classes)[0]
+        auroc = _auroc(self.oof[layer.name][0], s.y, s.strata)
+        self.seed_auroc[layer.name] = [auroc] + [_auroc(oof_proba(fit, X, s.y, splits, s.n_classes)[0], s.y)
+                                                 for splits in s.seed_splits]
+        for position, Xp in (layer.positions or {}).items():
+            proba = (self.oof[layer.name][0] if Xp is layer.X else
+                     oof_proba(fit, np.asarray(Xp, dtype=np.float64), s.y, s.splits, s.n_classes)[0])
+            self.positions.setdefault(position, {})[layer.name] = proba
+        X_test = None
+        if layer.X_test is not None:
+            X_test = np.asarray(layer.X_test, np.float64)
+            self.test_scores[layer.name] = fit_score(fit(), X, s.y, X_test)
+        if auroc > self.best[0]:
+            self.best = (auroc, layer.name, X, X_test)
+
+
+def _auroc(proba: np.ndarray, y: np.ndarray, strata: np.ndarray | None = None) -> float:
+    return float(macro_auroc(proba, y, np.ones((1, len(y))), strata)[0])
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread: probe-sized fits (hundreds of questions) run several times
+    slower with threaded BLAS, most of all on a busy machine."""
+    import sklearn.linear_model  # noqa: F401  (loads scipy's BLAS, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        yield
+
+
+def oof_proba(make_model: Callable[[], Any], X: np.ndarray, y: np.ndarray,
+              splits: Sequence[tuple[np.ndarray, np.ndarray]], n_classes: int) -> Proba:
+    """Out-of-fold (class probabilities (n, n_classes), predicted classes (n,)): each question
+    scored by the model of the fold that held it out."""
+    proba, pred = np.zeros((len(y), n_classes)), np.zeros(len(y), dtype=int)
+    for train, test in splits:
+        model = make_model().fit(X[train], y[train])
+        proba[test], pred[test] = model.predict_proba(X[test]), model.predict(X[test])
+    return proba, pred
+
+
+def fit_score(model: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> Proba:
+    """(class probabilities, predicted classes) of X_test from `model` fitted on all of X, y."""
+    model.fit(X, y)
+    return model.predict_proba(X_test), model.predict(X_test)

@@ -1,0 +1,222 @@
+"""The probe result: from which layer on do activations predict a results field (by default whether
+the answer was correct) better than every control?
+
+analysis/probe/ builds it (probe_run, probe_features); the --json output of
+`analyze_activations.py --probe` is this result, its fields as keys, plus "format_version" (and
+"plots", the files the command wrote). Every AUROC is a float in [0, 1]; intervals are [low, high].
+
+Public names:
+    ProbeResult         the whole result
+    ProbeScores         layers and controls scored on one set of questions, and the verdict
+                        (analysis.probe.evaluate_scores; the part a ProbeResult and a TestRunResult share)
+    LayerScore          one layer's probe: AUROC, accuracy, selectivity over the best control
+    ControlScore        one control: AUROC and accuracy, input or output side
+    CvSetup, BootstrapSetup, Clusters   how the figures were computed
+    AurocEstimate       an AUROC with its interval (probe families)
+    SeedSpread          the AUROC under other cross-validation seeds
+    OperatingPoints, OperatingPointRow, Metric   the detector's figures (binary targets)
+    PositionTable       AUROC by layer x token position
+    TestRunResult       trained on the run, scored on another run's questions (--test_run)
+    Side                "input" | "output"
+    FORMAT_VERSION, CONTRACTS
+
+Example:
+    >>> c = ControlScore(auroc=0.61, auroc_ci=(0.55, 0.67), accuracy=0.6, accuracy_ci=(0.54, 0.66), side="input")
+    >>> c.side, c.auroc_ci[0]
+    ('input', 0.55)
+"""
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal, TypeAlias
+
+from .estimates import Interval
+from .transfer import TransferResult
+
+FORMAT_VERSION = 1
+
+Side: TypeAlias = Literal["input", "output"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerScore:
+    """One layer's probe, scored on the pooled out-of-fold predictions (test run: on its questions)."""
+    auroc: Annotated[float, "AUROC (binary, or one-vs-rest macro for more than two classes)"]
+    auroc_ci: Annotated[Interval, "its percentile bootstrap interval over questions (bootstrap.level)"]
+    accuracy: Annotated[float, "accuracy of the predicted classes"]
+    accuracy_ci: Annotated[Interval, "its interval (bootstrap.level)"]
+    selectivity: Annotated[float, "AUROC - the best control's AUROC"]
+    selectivity_ci: Annotated[Interval, "its paired interval at bootstrap.adjusted_level (Bonferroni over the layers): "
+                                        "the verdict's"]
+    selectivity_ci_unadjusted: Annotated[Interval, "the same at bootstrap.level, unadjusted"]
+    control_task_auroc: Annotated[float | None, "the probe on labels shuffled within category (Hewitt & Liang); "
+                                                "None for a test run"]
+    control_task_auroc_ci: Annotated[Interval | None, "its interval (level 0.95)"]
+    hl_selectivity: Annotated[float | None, "AUROC - control_task_auroc (no interval)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlScore:
+    """One control classifier: what the probe must beat before a layer is said to know."""
+    auroc: Annotated[float, "AUROC of its out-of-fold predictions (majority: exactly 0.5)"]
+    auroc_ci: Annotated[Interval, "its interval (bootstrap.level)"]
+    accuracy: Annotated[float, "accuracy of its predicted classes"]
+    accuracy_ci: Annotated[Interval, "its interval (bootstrap.level)"]
+    side: Annotated[Side, "input: reads the question (category, length, words); output: the model's own "
+                          "confidence in its answer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CvSetup:
+    """The cross-validation that gave the out-of-fold predictions."""
+    method: Annotated[str, "the fold maker, e.g. StratifiedKFold on target x category"]
+    folds: Annotated[int, "folds (at most the smaller class's size)"]
+    seed: Annotated[int, "seed of the fold shuffling"]
+    groups: Annotated[str | None, "--probe_groups: the results field whose values are held out whole"]
+    auroc_pairs: Annotated[str, "which (positive, negative) pairs AUROC compares: pooled, or within each fold"]
+    seeds: Annotated[list[int], "the CV seeds of the seed table (the first is `seed`)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapSetup:
+    """How the intervals were computed."""
+    resamples: Annotated[int, "bootstrap resamples of the main tables"]
+    seed: Annotated[int, "seed of the resampling"]
+    level: Annotated[float, "level of the plain intervals (0.95)"]
+    unit: Annotated[str, "what is resampled: questions (a question's samples together)"]
+    adjustment: Annotated[str, "the multiple-comparison adjustment of selectivity_ci"]
+    adjusted_level: Annotated[float, "level of selectivity_ci: 1 - alpha / layers"]
+    best_control: Annotated[str, "how the best control enters a resample (the maximum within each, paired)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clusters:
+    """Several rows per question (--num_samples > 1): folds and resampling keep a question's rows together."""
+    by: Annotated[str, "the results field that names the question (id)"]
+    n_clusters: Annotated[int, "questions"]
+    rows: Annotated[int, "rows (samples)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AurocEstimate:
+    """An AUROC with its interval (level 0.95)."""
+    auroc: Annotated[float, "AUROC"]
+    auroc_ci: Annotated[Interval, "its percentile bootstrap interval"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedSpread:
+    """The probe's AUROC under other cross-validation splits: how much the fold split moves it."""
+    seeds: Annotated[list[int], "the CV seeds"]
+    auroc: Annotated[dict[str, list[float]], "per layer, the AUROC under each seed"]
+    range: Annotated[dict[str, tuple[float, float]], "per layer, [min, max] over the seeds"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    """One operating-point figure with its interval."""
+    value: Annotated[float | None, "the figure on all questions (None: undefined, e.g. a class is missing)"]
+    ci: Annotated[Interval, "its bootstrap interval (OperatingPoints.level)"]
+    interval: Annotated[Literal["percentile", "basic"], "percentile, or basic for the upward-biased ECE"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatingPointRow:
+    """The out-of-fold probabilities of one scorer (the best layer, or a control) read as a detector."""
+    auprc: Annotated[Metric, "average precision (chance: the prevalence of the positive class)"]
+    tpr_at_1pct_fpr: Annotated[Metric, "highest true-positive rate at a false-positive rate <= 1%"]
+    fpr_at_95pct_tpr: Annotated[Metric, "lowest false-positive rate at a true-positive rate >= 95%"]
+    brier: Annotated[Metric, "Brier score (lower is better)"]
+    ece: Annotated[Metric, "expected calibration error, 10 bins (lower is better)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatingPoints:
+    """Operating points of the best layer and of every control but majority (binary targets)."""
+    level: Annotated[float, "the intervals' level"]
+    prevalence: Annotated[float, "share of the positive class"]
+    positive: Annotated[str, "the positive class (the second of `classes`)"]
+    rows: Annotated[dict[str, OperatingPointRow], "by scorer: the best layer's name, or control:<name>"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionTable:
+    """The probe at every layer and token position (runs that captured generated positions)."""
+    positions: Annotated[list[str], "the positions (reductions): last_prompt, answer_first, answer_mean, answer_last"]
+    n: Annotated[int, "questions that have every position"]
+    level: Annotated[float, "the intervals' level"]
+    auroc: Annotated[dict[str, dict[str, float]], "[layer][position] AUROC"]
+    auroc_ci: Annotated[dict[str, dict[str, Interval]], "[layer][position] its interval"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeScores:
+    """Every layer's probe and every control scored on the same questions, and the verdict they give."""
+    best_control: Annotated[str, "the control with the highest AUROC (either side): the verdict's baseline"]
+    best_input_control: Annotated[str | None, "the best input-side control (None: none)"]
+    best_output_control: Annotated[str | None, "the best output-side control (None: none)"]
+    best_layer: Annotated[str, "the layer with the highest AUROC"]
+    verdict: Annotated[str, "the first layer whose adjusted selectivity interval is above 0, else NO_EVIDENCE"]
+    controls: Annotated[dict[str, ControlScore], "every control"]
+    layers: Annotated[dict[str, LayerScore], "every layer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestRunResult:
+    """--test_run: probes and controls trained on all of the run, scored on the test run's questions."""
+    __test__: ClassVar[bool] = False        # not a pytest test class
+    run_dir: Annotated[str | None, "the test run folder"]
+    run_name: Annotated[str | None, "its folder name"]
+    n: Annotated[int, "its questions (rows)"]
+    class_counts: Annotated[dict[str, int], "its rows per class"]
+    best_control: Annotated[str, "the control with the highest AUROC there"]
+    best_input_control: Annotated[str | None, "the best input-side control (None: none)"]
+    best_output_control: Annotated[str | None, "the best output-side control (None: none)"]
+    best_layer: Annotated[str, "the layer with the highest AUROC there"]
+    verdict: Annotated[str, "the first layer whose adjusted selectivity interval is above 0, else NO_EVIDENCE"]
+    controls: Annotated[dict[str, ControlScore], "every control, scored there"]
+    layers: Annotated[dict[str, LayerScore], "every layer, scored there (no control task)"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeResult:
+    """The probe of one run: per layer, a linear probe's out-of-fold AUROC against controls computed the
+    same way, a verdict, and the side tables (families, seeds, operating points, positions, transfer)."""
+    format_version: ClassVar[int] = FORMAT_VERSION
+    run_dir: Annotated[str | None, "the run folder (None: probe_features on in-memory data)"]
+    run_name: Annotated[str | None, "its folder name"]
+    target: Annotated[str, "the results field predicted (default correct)"]
+    classes: Annotated[list[str], "the target's classes, as strings, in label order"]
+    class_counts: Annotated[dict[str, int], "rows per class"]
+    n: Annotated[int, "rows probed"]
+    reduce: Annotated[str | int | None, "the reduction that made one vector per question (auto made concrete; "
+                                        "an int: a token index; None: in-memory data)"]
+    position: Annotated[str | int | None, "the same: the token position read"]
+    position_note: Annotated[str | None, "why that position (auto: what the run captured)"]
+    family: Annotated[Literal["logistic", "mass_mean"], "the probe family of the main sweep"]
+    auroc_kind: Annotated[Literal["binary", "one-vs-rest macro"], "how AUROC is computed for the classes"]
+    layers_tested: Annotated[int, "layers probed (the Bonferroni count)"]
+    cv: Annotated[CvSetup, "the cross-validation"]
+    bootstrap: Annotated[BootstrapSetup, "the intervals"]
+    clusters: Annotated[Clusters | None, "several rows per question: how they were grouped (None: one each)"]
+    warnings: Annotated[list[str], "read before the verdict: few questions, a rare class, samples per question"]
+    notes: Annotated[list[str], "what was done differently and why (controls left out, folds reduced)"]
+    dropped_controls: Annotated[dict[str, str], "controls left out because they read the target itself: why"]
+    best_control: Annotated[str, "the control with the highest AUROC (either side): the verdict's baseline"]
+    best_input_control: Annotated[str | None, "the best input-side control (None: none)"]
+    best_output_control: Annotated[str | None, "the best output-side control (None: the rows carry no confidence)"]
+    best_layer: Annotated[str, "the layer with the highest probe AUROC"]
+    verdict: Annotated[str, "the first layer (record order) whose adjusted selectivity interval lies above 0, else "
+                            "\"no evidence beyond the controls\""]
+    controls: Annotated[dict[str, ControlScore], "every control, input side then output side"]
+    layers: Annotated[dict[str, LayerScore], "every layer probed, in record order"]
+    families: Annotated[dict[str, dict[str, AurocEstimate]], "[family][layer]: both probe families (binary targets; "
+                                                             "else the main one)"]
+    seeds: Annotated[SeedSpread, "the AUROC under the other CV seeds"]
+    operating_points: Annotated[OperatingPoints | None, "binary targets: the detector's figures (else None)"]
+    positions: Annotated[PositionTable | None, "AUROC by layer x position (None: the run kept no generated positions, "
+                                               "or a test run)"]
+    transfer: Annotated[TransferResult | None, "--transfer FIELD or --test_run: the best layer's transfer matrix"]
+    test_run: Annotated[TestRunResult | None, "--test_run: the probes scored on that run's questions"]
+
+
+CONTRACTS = (ProbeResult, ProbeScores, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
+             OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult)

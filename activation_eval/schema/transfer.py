@@ -1,0 +1,42 @@
+"""The transfer result: how well a probe trained on one group of questions ranks another.
+
+Row g of the matrix = the probe trained on group g, column h = scored on group h's questions; the
+diagonal is out-of-fold within the group. Groups are the values of a results field (--transfer
+category) or the two runs (--probe with --test_run). analysis/probe/transfer.py builds it.
+
+Public names:
+    TransferResult      the matrix with its intervals (the --json output's "transfer")
+    FORMAT_VERSION, CONTRACTS
+
+Example:
+    >>> t = TransferResult(by="category", layer="layer_3", groups=["a", "b"], n={"a": 40, "b": 38}, level=0.95,
+    ...                    auroc=[[0.8, 0.7], [None, 0.75]], auroc_ci=[[(0.7, 0.9), (0.6, 0.8)], [None, (0.6, 0.85)]],
+    ...                    notes=[])
+    >>> t.auroc[0][1], t.format_version
+    (0.7, 1)
+"""
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
+
+from .estimates import Interval
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferResult:
+    """The transfer matrix of a probe across groups of questions, AUROC with intervals per cell."""
+    format_version: ClassVar[int] = FORMAT_VERSION
+    by: Annotated[str, "what the groups are: a results field (e.g. category) or \"run\" (--test_run)"]
+    layer: Annotated[str | None, "the layer whose probe was transferred (the probe's best layer)"]
+    groups: Annotated[list[str], "the groups, sorted: the matrix's rows (trained on) and columns (tested on)"]
+    n: Annotated[dict[str, int], "questions (rows) per group"]
+    level: Annotated[float, "the intervals' level, e.g. 0.95"]
+    auroc: Annotated[list[list[float | None]], "[trained on][tested on] AUROC; the diagonal out-of-fold within the "
+                                               "group; None: no probe (a class < 2 questions) or no class to score"]
+    auroc_ci: Annotated[list[list[Interval | None]], "each cell's percentile bootstrap interval over the tested "
+                                                     "group's questions (None where the cell is None)"]
+    notes: Annotated[list[str], "why cells are missing"]
+
+
+CONTRACTS = (TransferResult,)
