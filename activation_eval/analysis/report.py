@@ -13,8 +13,9 @@ weights are not on this machine) says why in its place; the rest of the report i
 Public names:
     build_report(run_dir, output=None, layers=None, color_by="correct", probe=True, lens=True,
                  progress=True, model=None, tokenizer=None, stratify_by="category") -> path of the HTML file
-    accuracy_table(rows) -> dict        overall and per-category accuracy (and acc_norm) with the summary's
-                                        Wilson 95% intervals and small-n flags
+    run_summary(run_dir, rows, config) -> Summary   summary.json (this version's), else the one builder's
+                                        summary of the rows: overall and per-category accuracy with
+                                        Wilson 95% intervals, the metric of each, small-n flags
 
 Example:
     >>> build_report("results/run1", "reports/run1.html")
@@ -23,9 +24,12 @@ Example:
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from ..accuracy import SMALL_N_NOTE, accuracy_stats
+from ..accuracy import SMALL_N_NOTE
+from ..schema.run_config import producer_of
+from ..schema.summary import FORMAT_VERSION as SUMMARY_FORMAT
+from ..schema.summary import MIXED, PRODUCERS, Summary, build_summary
 from ..store.atomic import write_text_atomic
 from ..store.run_folder import read_run_config, read_summary
 from ..store.run_reader import RunReader, read_run_rows
@@ -39,29 +43,17 @@ from .probe import probe_run
 from .probe.html import probe_html
 
 
-def accuracy_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """{"overall": {...}, "per_category": {name: {...}}}; each {n, correct, accuracy, ci, small_n} with the
-    95% interval of summary.json (accuracy.accuracy_stats: Wilson, clustered by question when a
-    question has several answers), over the rows graded True / False (ungraded rows are not counted);
-    small_n: fewer than accuracy.SMALL_N questions. Rows scored by log-likelihood add "norm": the same
-    figures for acc_norm (their correct_norm)."""
-    def stats(rs: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
-        graded = [r for r in rs if isinstance(r.get(key), bool)]
-        ids = [r["id"] if r.get("id") is not None else ("row", i) for i, r in enumerate(graded)]
-        s = accuracy_stats([r[key] for r in graded], questions=ids)
-        return {"n": s["n"], "correct": s["correct"], "accuracy": s["accuracy"],
-                "ci": tuple(s["ci95"]) if s["ci95"] else (None, None), "small_n": s["small_n"],
-                **({"questions": s["questions"]} if "questions" in s else {})}
-
-    def cell(rs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        out = stats(rs, "correct")
-        if any(isinstance(r.get("correct_norm"), bool) for r in rs):
-            out["norm"] = stats(rs, "correct_norm")
-        return out
-    cats = sorted({str(r.get("category") or "uncategorized") for r in rows})
-    return {"overall": cell(rows),
-            "per_category": {c: cell([r for r in rows if str(r.get("category") or "uncategorized") == c])
-                             for c in cats}}
+def run_summary(run_dir: str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Summary:
+    """The run's summary (schema/summary.py): its summary.json when written in this version's format,
+    else the one builder's summary of its rows (a run that was interrupted, or written by an earlier
+    version): either way the figures main.py printed and summary.json holds, never a second method."""
+    stored = _read_json(read_summary, run_dir)
+    if stored.get("format_version") == SUMMARY_FORMAT and isinstance(stored.get("per_category"), dict):
+        return cast(Summary, stored)
+    producer = producer_of(config)
+    return build_summary([dict(r) for r in rows], producer=producer if producer in PRODUCERS else "main",  # type: ignore[arg-type]
+                         model=str(config.get("model") or stored.get("model") or "?"),
+                         benchmark=str(config.get("benchmark") or stored.get("benchmark") or "?"), output_dir=run_dir)
 
 
 def _read_json(read: Callable[[str], Any], run_dir: str) -> dict[str, Any]:
@@ -76,28 +68,46 @@ def _read_json(read: Callable[[str], Any], run_dir: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- sections
 
 def _summary_section(run_dir: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    config, summary = _read_json(read_run_config, run_dir), _read_json(read_summary, run_dir)
-    acc = accuracy_table(rows)
-    o = acc["overall"]
+    config = _read_json(read_run_config, run_dir)
+    summary = run_summary(run_dir, rows, config)
+    cats = summary["per_category"]
+    norm = any(c["norm"] for c in cats.values())
+    metric = any(c["metric"] != "accuracy" for c in cats.values())
+    cells = [[name, f'{c["n"]}{"*" if c["small_n"] else ""}', c["correct"], pct(c["accuracy"], _ci(c["ci95"]))]
+             + ([c["metric"]] if metric else [])
+             + ([pct(c["norm"]["accuracy"], _ci(c["norm"]["ci95"])) if c["norm"] else "-"] if norm else [])
+             for name, c in cats.items()]
     settings = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
-    for key in ("wall_time_s", "questions_per_second", "processes", "batch_size"):
-        if summary.get(key) is not None:
-            settings.append([key, summary[key]])
-    norm = "norm" in o
-    cats = [[c, f'{v["n"]}{"*" if v["small_n"] else ""}', v["correct"], pct(v["accuracy"], v["ci"])]
-            + ([pct(v["norm"]["accuracy"], v["norm"]["ci"]) if "norm" in v else "-"] if norm else [])
-            for c, v in acc["per_category"].items()]
-    small = any(v["small_n"] for v in acc["per_category"].values())
-    return (f"<h2>Run</h2><p><b>model</b> {esc(str(config.get('model') or summary.get('model') or '?'))}"
-            f" &nbsp; <b>benchmark</b> {esc(str(summary.get('benchmark') or config.get('benchmark') or '?'))}</p>"
-            f'<p class="big">accuracy {esc(pct(o["accuracy"], o["ci"]))} &nbsp; '
-            f'({o["correct"]}/{o["n"]} correct; 95% Wilson interval'
-            + (f', clustered by question: {o["questions"]} questions' if "questions" in o else "") + ')'
-            + (f' &nbsp; acc_norm {esc(pct(o["norm"]["accuracy"], o["norm"]["ci"]))}' if norm else "") + '</p>'
-            + table(["category", "n", "correct", "accuracy [95% Wilson CI]"]
-                     + (["acc_norm [95% Wilson CI]"] if norm else []), cats)
+    speed = {"wall_time_s": summary["wall_time_s"], "questions_per_second": summary["questions_per_second"],
+             "processes": summary["processes"]}
+    settings += [[k, str(v)] for k, v in speed.items() if v is not None]
+    settings += [[k, json.dumps(v)] for k, v in summary["details"].items()]
+    small = any(c["small_n"] for c in cats.values())
+    return (f"<h2>Run</h2><p><b>model</b> {esc(summary['model'])} &nbsp; <b>benchmark</b> "
+            f"{esc(summary['benchmark'])} &nbsp; <b>written by</b> {esc(summary['producer'])}</p>"
+            f'<p class="big">{_overall(summary)}</p>'
+            + table(["category", "n", "correct", "accuracy [95% Wilson CI]"] + (["metric"] if metric else [])
+                    + (["acc_norm [95% Wilson CI]"] if norm else []), cells)
             + (f'<p class="note">{esc(SMALL_N_NOTE)}</p>' if small else "")
             + "<details><summary>settings</summary>" + table(["setting", "value"], settings) + "</details>")
+
+
+def _ci(ci: list[float] | None) -> tuple[float | None, float | None]:
+    return (ci[0], ci[1]) if ci else (None, None)
+
+
+def _overall(summary: Summary) -> str:
+    """The overall accuracy line: only for a metric every category shares."""
+    if summary["metric"] == MIXED:
+        metrics = ", ".join(sorted({c["metric"] for c in summary["per_category"].values()}))
+        return esc(f"accuracy: - (the categories are scored by different metrics: {metrics}; see each category)")
+    clustered = summary["answers"] > summary["questions"]
+    loglik = summary["log_likelihood"]
+    return (f'accuracy {esc(pct(summary["accuracy"], _ci(summary["accuracy_ci95"])))} &nbsp; '
+            f'({summary["correct"]}/{summary["graded"]} correct'
+            + (f' by {esc(summary["metric"])}' if summary["metric"] != "accuracy" else "") + '; 95% Wilson interval'
+            + (f', clustered by question: {summary["questions"]} questions' if clustered else "") + ')'
+            + (f' &nbsp; acc_norm {esc(pct(loglik["norm"]["accuracy"], _ci(loglik["norm"]["ci95"])))}' if loglik else ""))
 
 
 def _probe_section(run_dir: str, layers: list[str] | None) -> str:

@@ -172,7 +172,6 @@ class InspectRun:
         model = self.api.model
         return build_summary(rows, producer="inspect", model=model_name(model),
                              benchmark=", ".join(info["task"] for info in self.tasks.values()), output_dir=self.out,
-                             metric=lambda row: str(row.get(schema.GRADER) or "inspect").removeprefix("inspect:"),
                              capture_activations=self.api.capture_activations,
                              activation_store=self.api.activation_store, activation_dir="activations",
                              details={"inspect_results": {info["task"]: info["results"] for info in self.tasks.values()},

@@ -201,7 +201,7 @@ def _summary(lm, rows, results, elapsed):
     """schema/summary.py's summary: each task scored by its metric (acc, exact_match, ...)."""
     return build_summary(rows, producer="lm-eval", model=model_name(lm.model),
                          benchmark=", ".join(results.get("samples") or {}), output_dir=lm.output_dir,
-                         metric=lambda row: row.get("metric") or "lm-eval", elapsed=elapsed,
+                         elapsed=elapsed,
                          processes=lm.world_size, capture_activations=lm.capture_activations,
                          activation_store=lm.activation_store, activation_dir="activations",
                          details={"lm_eval_results": _plain(results.get("results"))})

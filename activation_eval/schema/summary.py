@@ -10,7 +10,8 @@ baseline.
 Public names:
     FORMAT_VERSION, Summary, CategoryStats, AccuracyStats, LoglikStats    the contract
     PRODUCERS               ("main", "lm-eval", "inspect")
-    build_summary(rows, *, producer, model, benchmark, output_dir, metric=..., chance=None, ...) -> Summary
+    build_summary(rows, *, producer, model, benchmark, output_dir, metric=None, chance=None, ...) -> Summary
+    metric_of(producer) -> (row -> metric name)   what decides a row's `correct`, per producer
     format_summary(summary) -> str      the aligned table the CLIs print
     MIXED                   the overall `metric` when categories are scored by different metrics
 
@@ -121,20 +122,28 @@ class Summary(TypedDict):
 CONTRACTS = (Summary, CategoryStats, AccuracyStats, LoglikStats)
 
 
-def _main_metric(row: Mapping[str, Any]) -> str:
-    return "accuracy"
+def metric_of(producer: str) -> Callable[[Mapping[str, Any]], str]:
+    """The name of what decided a row's `correct`: main.py's graders give accuracy; lm-eval's rows name
+    their task's metric (acc, exact_match, ...); Inspect's their first scorer (grader "inspect:<scorer>")."""
+    if producer == "lm-eval":
+        return lambda row: str(row.get("metric") or "lm-eval")
+    if producer == "inspect":
+        return lambda row: str(row.get("grader") or "inspect").removeprefix("inspect:")
+    return lambda row: "accuracy"
 
 
 def build_summary(rows: list[dict[str, Any]], *, producer: Producer, model: str, benchmark: str, output_dir: str,
-                  metric: Callable[[Mapping[str, Any]], str] = _main_metric, chance: Mapping[Any, float] | None = None,
+                  metric: Callable[[Mapping[str, Any]], str] | None = None, chance: Mapping[Any, float] | None = None,
                   skipped: Iterable[Any] = (), elapsed: float = 0.0, answered_now: int | None = None,
                   processes: int = 1, capture_activations: bool = False, activation_store: str | None = None,
                   activation_dir: str | None = None, details: Mapping[str, Any] | None = None) -> Summary:
     """The summary of a run's final results rows (see the module docstring).
 
-    metric(row): the name of what decided the row's `correct`; chance: {question id: chance accuracy}
+    metric(row): the name of what decided the row's `correct` (default: metric_of(producer)); chance:
+    {question id: chance accuracy}
     (a category's chance is known when every graded row's is); skipped: ids of benchmark rows not asked."""
     chance = chance or {}
+    metric = metric or metric_of(producer)
     answered = [r for r in rows if not r.get("error")]
     graded = [r for r in answered if r.get("correct") is not None]
     several = any(r.get("sample") is not None for r in rows)

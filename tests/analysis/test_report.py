@@ -100,14 +100,14 @@ def synthetic(tmp_path_factory):
 
 
 def test_accuracy_intervals_are_wilson(synthetic):
-    _, rows, _ = synthetic
-    acc = report.accuracy_table(rows)
+    root, rows, _ = synthetic
+    acc = report.run_summary(str(root), rows, {})
     k, n = sum(r["correct"] for r in rows), len(rows)
-    assert acc["overall"]["n"] == n and acc["overall"]["correct"] == k
-    np.testing.assert_allclose(acc["overall"]["ci"], wilson(k, n), rtol=1e-9)
+    assert acc["graded"] == n and acc["correct"] == k
+    np.testing.assert_allclose(acc["accuracy_ci95"], wilson(k, n), rtol=1e-9)
     for cat in ("alpha", "beta"):
         sub = [r for r in rows if r["category"] == cat]
-        np.testing.assert_allclose(acc["per_category"][cat]["ci"], wilson(sum(r["correct"] for r in sub), len(sub)))
+        np.testing.assert_allclose(acc["per_category"][cat]["ci95"], wilson(sum(r["correct"] for r in sub), len(sub)))
 
 
 def test_report_is_self_contained_and_escaped(synthetic):

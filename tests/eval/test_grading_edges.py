@@ -122,14 +122,16 @@ def test_rows_keep_the_note_and_the_summary_counts_contradictions(tmp_path):
 
 # ----------------------------------------------------------------------------- intervals
 
-def _same_numbers(summary, rows):
-    """The report's table and the summary give the same intervals, overall and per category."""
-    table = report.accuracy_table(rows)
-    assert list(table["overall"]["ci"]) == summary["accuracy_ci95"]
-    for name, cell in table["per_category"].items():
-        assert list(cell["ci"]) == summary["per_category"][name]["ci95"]
-        assert cell["small_n"] == summary["per_category"][name]["small_n"]
-    return table
+def _same_numbers(summary, rows, tmp_path):
+    """The report (of a folder without summary.json: built from the rows) shows the CLI summary's
+    figures: the same overall and per-category intervals and small-n marks."""
+    page = report._summary_section(str(tmp_path / "no-summary"), rows)
+    low, high = summary["accuracy_ci95"]
+    assert f"{summary['accuracy']:.1%} [{low:.1%}, {high:.1%}]" in page
+    for name, cell in summary["per_category"].items():
+        n = f"{cell['n']}{'*' if cell['small_n'] else ''}"
+        assert f"<td>{name}</td><td>{n}</td>" in page and f"[{cell['ci95'][0]:.1%}, {cell['ci95'][1]:.1%}]" in page
+    return page
 
 
 def test_zero_of_twelve_is_never_zero_width_in_cli_summary_and_report(tmp_path):
@@ -137,7 +139,7 @@ def test_zero_of_twelve_is_never_zero_width_in_cli_summary_and_report(tmp_path):
     summary = make_summary(RunConfig(output_dir=str(tmp_path / "o")), rows, 1.0, 12)
     assert summary["accuracy_ci95"] == pytest.approx(_wilson(0, 12), abs=1e-12)
     assert summary["per_category"]["x"]["small_n"] is False
-    _same_numbers(summary, rows)
+    _same_numbers(summary, rows, tmp_path)
     text = format_summary(summary)
     assert "0.0%-0.0%" not in text and "0.0%-24.2%" in text and SMALL_N_NOTE not in text
 
@@ -150,7 +152,7 @@ def test_categories_of_one_question_have_wide_intervals_and_are_flagged(tmp_path
     assert cats["alone"]["ci95"] == pytest.approx(_wilson(1, 1), abs=1e-12) and cats["alone"]["ci95"][0] < 0.25
     assert cats["wrong"]["ci95"] == pytest.approx(_wilson(0, 1), abs=1e-12) and cats["wrong"]["ci95"][1] > 0.75
     assert (cats["alone"]["small_n"], cats["wrong"]["small_n"], cats["many"]["small_n"]) == (True, True, False)
-    _same_numbers(summary, rows)
+    _same_numbers(summary, rows, tmp_path)
     text = format_summary(summary)
     lines = {line.split()[0]: line for line in text.splitlines() if line.split()}
     assert lines["alone"].split()[1] == "1*" and lines["many"].split()[1] == "6" and SMALL_N_NOTE in text
@@ -169,7 +171,7 @@ def test_clustered_runs_of_three_questions_never_collapse(tmp_path):
         if len(set(pattern)) == 1:                                     # every answer agrees: the 3 questions alone
             assert summary["accuracy_ci95"] == pytest.approx(_wilson(sum(pattern), 3), abs=1e-12)
         assert summary["per_category"]["c"]["small_n"] is True and summary["per_category"]["c"]["questions"] == 3
-        assert _same_numbers(summary, rows)["overall"]["questions"] == 3
+        assert "clustered by question: 3 questions" in _same_numbers(summary, rows, tmp_path)
         assert "0.0%-0.0%" not in format_summary(summary) and "100.0%-100.0%" not in format_summary(summary)
 
 
@@ -182,9 +184,10 @@ def test_acc_norm_has_the_same_wilson_interval_in_cli_summary_and_report(tmp_pat
     assert norm["accuracy"] == 0.5 and norm["ci95"] == pytest.approx(_wilson(5, 10), abs=1e-12)
     assert byte["ci95"] == norm["ci95"]
     assert summary["per_category"]["c"]["norm"]["ci95"] == pytest.approx(_wilson(2, 3), abs=1e-12)
-    table = report.accuracy_table(rows)
-    assert list(table["overall"]["norm"]["ci"]) == norm["ci95"]
-    assert list(table["per_category"]["d"]["norm"]["ci"]) == summary["per_category"]["d"]["norm"]["ci95"]
+    page = report._summary_section(str(tmp_path / "no-summary"), rows)
+    assert f"acc_norm 50.0% [{norm['ci95'][0]:.1%}, {norm['ci95'][1]:.1%}]" in page
+    d = summary["per_category"]["d"]["norm"]["ci95"]
+    assert f"[{d[0]:.1%}, {d[1]:.1%}]" in page
     low, high = norm["ci95"]
     text = format_summary(summary)
     assert f"acc_norm   50.0% ± 15.8% (SE), 95% CI {low:.1%}-{high:.1%}" in text
