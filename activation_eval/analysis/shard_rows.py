@@ -23,6 +23,7 @@ import torch
 from ..schema import ID
 from ..schema.names import ANSWER_REDUCTIONS, MEAN_REDUCTIONS
 from ..store.errors import CorruptFileError
+from ..store.run_folder import shard_row_id
 from ..store.shards import read_shard_index, read_shard_layers
 from .record_rows import ANSWER_SPAN, FALLBACK, answer_span, record_vectors
 
@@ -109,11 +110,12 @@ class _Plan(NamedTuple):
 
 def _shard_plan(index, group, reduces):
     """The _Plan of questions group.shard_rows of a shard (vectorized over its hundreds of questions)."""
-    rows, ids, path = group.shard_rows, [row.get(ID) for row in group.rows], index.path
+    rows, path = group.shard_rows, index.path
+    ids, wanted = [row.get(ID) for row in group.rows], [shard_row_id(row) for row in group.rows]
     n = len(index.ids)
     held = index.ids if rows == list(range(n)) else [index.ids[i] if 0 <= i < n else None for i in rows]
-    if held != list(map(str, ids)):
-        qid, i, found = next((q, i, h) for q, i, h in zip(ids, rows, held) if h != str(q))
+    if held != wanted:
+        qid, i, found = next((q, i, h) for q, i, h, w in zip(ids, rows, held, wanted) if h != w)
         raise CorruptFileError(f"results row {qid!r} names row {i} of the shard, which holds "
                                f"{found if found is not None else 'no such row'!r}: {path}")
     m = len(rows)

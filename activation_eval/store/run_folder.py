@@ -11,6 +11,7 @@ Public names:
     read_run_config(run_dir), read_summary(run_dir)   run_config.json / summary.json as a dict (the
                                              one reader of each: regular file, size-capped, an object)
     shard_files(run_dir)                     the shard files present, sorted
+    shard_row_id(row)                        the id a shard's index gives a row's record ("<id>@s<k>" for samples)
     record_path(directory, question_id, fmt, sample=None)  a filesystem-safe record file path for a
                                              question id (and sample index: "<id>@s<k>")
     check_record_names(directory, ids, fmt)  ValueError if two ids would share a record file
@@ -133,6 +134,17 @@ def _read_json_object(path, what):
 def shard_files(run_dir):
     folder = own_folder(run_dir, SHARDS_DIR)
     return sorted(glob.glob(os.path.join(glob.escape(folder), _SHARD_GLOB)))
+
+
+def shard_row_id(row):
+    """The id a shard's index gives a row's record: the question id, and "@s<k>" for an answer sample
+    (Inspect epochs), so that the samples of one question share a shard under distinct ids.
+
+    >>> shard_row_id({"id": "q1"}), shard_row_id({"id": "q1", "sample": 2})
+    ('q1', 'q1@s2')
+    """
+    sample = row.get(schema.SAMPLE)
+    return str(row.get(schema.ID)) if sample is None else f"{row.get(schema.ID)}@s{sample}"
 
 
 def record_path(directory, question_id, fmt="pkl", sample=None):

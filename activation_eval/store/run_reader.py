@@ -219,7 +219,7 @@ class RunReader:
         try:
             ids = read_shard_index(path).ids
             for index, row in wanted:
-                if index >= len(ids) or ids[index] != str(row.get(schema.ID)):
+                if index >= len(ids) or ids[index] != run_folder.shard_row_id(row):
                     found = ids[index] if index < len(ids) else "no such row"
                     exc = RecordMismatchError(f"results row {row.get(schema.ID)!r} names row {index} of the shard, "
                                               f"which holds {found!r}: {path}")

@@ -210,7 +210,7 @@ class RunWriter:
             rows = [row for row, _ in self._buffer]
             path = run_folder.unit_shard_path(record_dir(self.run_dir), shard_name(rows))
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_shard(path, [str(row[schema.ID]) for row in rows], [record for _, record in self._buffer])
+            write_shard(path, [run_folder.shard_row_id(row) for row in rows], [record for _, record in self._buffer])
             for index, row in enumerate(rows):
                 row[schema.ACTIVATION_SHARD] = os.path.relpath(path, self.run_dir)
                 row[schema.ACTIVATION_ROW] = index
@@ -396,7 +396,7 @@ def remove_unreferenced_shards(run_dir, activations_dir, rows):
     units_real = os.path.join(os.path.realpath(activations_dir), run_folder.UNITS_DIR)
     named = {os.path.realpath(os.path.join(run_dir, row[schema.ACTIVATION_SHARD])) for row in rows
              if isinstance(row.get(schema.ACTIVATION_SHARD), str)}
-    ids = {str(row.get(schema.ID)) for row in rows}
+    ids = {run_folder.shard_row_id(row) for row in rows}
     removed = kept = 0
     for name in sorted(os.listdir(units)):
         path = os.path.join(units, name)

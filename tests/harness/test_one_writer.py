@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,3 +291,34 @@ def test_a_killed_lm_eval_run_continues_with_resume(tiny_dir, golds, tmp_path):
     assert [r["id"] for r in reader.rows] == [f"{CATEGORY}/{i}" for i in range(4)]
     assert [row["correct"] for row in reader.rows] == [True, True, False, False]
     assert len(list(reader.records())) == 4 and not (out / ".staging").exists()
+
+
+def test_inspect_epochs_in_the_shard_store_read_back_as_their_rows(tiny_dir, tmp_path):
+    """Every sample of every epoch in one shard, each row reading back its own record (the provider
+    used to name shard rows <id>@s<k>, which the run reader refused as another question's)."""
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import MemoryDataset, Sample
+    from inspect_ai.scorer import match
+    from inspect_ai.solver import generate
+    task = Task(dataset=MemoryDataset([Sample(input=q, target="x", id=i) for i, q in enumerate(QUESTIONS[:2])]),
+                solver=generate(), scorer=match(), name="tiny_epochs", epochs=2)
+    out = tmp_path / "run"
+    logs = inspect_eval(task, model=f"activation-eval/{tiny_dir}", display="none", log_dir=str(tmp_path / "logs"),
+                        max_tokens=4, model_args={"output_dir": str(out), "dtype": "float32", "device": "cpu",
+                                                  "layers": "0", "activation_store": "shards"})
+    assert logs[0].status == "success", logs[0].error
+    pairs = list(RunReader(str(out)).records())
+    assert sorted((row["id"], row["sample"]) for row, _ in pairs) == [
+        ("tiny_epochs/0", 0), ("tiny_epochs/0", 1), ("tiny_epochs/1", 0), ("tiny_epochs/1", 1)]
+    for row, record in pairs:
+        assert record["grading"]["id"] == row["id"] and record["sample"] == row["sample"]
+        assert record["response"] == row["response"]
+    from activation_eval.analysis.dataset import load_run_layer
+    X, rows = load_run_layer(str(out), "layer_0", reduce="last_prompt")          # the shard reader of the probe
+    assert X.shape[0] == 4 and [(r["id"], r["sample"]) for r in rows] == [(row["id"], row["sample"]) for row in rows]
+    for x, row in zip(X, rows):
+        record = next(rec for r, rec in pairs if (r["id"], r["sample"]) == (row["id"], row["sample"]))
+        assert np.array_equal(x,
+                              record["activations"]["layer_0"][record["positions_kept"].index(
+                                  record["num_prompt_tokens"] - 1)].numpy())
