@@ -6,11 +6,12 @@
 A planned unit is answered whole by one process, and --resume answers a unit again unless all its
 rows are written (results depend in the last float bits on which questions share a forward pass,
 so a unit is the grain of a bit-identical resume). With continuous batching a unit of G batches
+(--unit_batches G)
 lets a finished row's slot be refilled from the unit G x batch_size questions long; G = 1 keeps
 only the questions in flight at risk of an interruption (the unit is what decodes at once), and
 pays for it with the emptying end of every unit. This script measures that price on the default
-model (main.py without capture, greedy): run_benchmark with plan.GROUP_BATCHES set to each value,
-interleaved, medians; "decode use" = useful row-steps over batch_size x decode steps.
+model (main.py without capture, greedy): run_benchmark with each --unit_batches value, interleaved,
+medians.
 Writes perf/out/unit_size.json; prints the table last.
 """
 import os
@@ -25,11 +26,11 @@ def main():
     p.add_argument("--limit", type=int, default=48, help="questions per run (default 48)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=32)
-    p.add_argument("--groups", default="8,1", help="GROUP_BATCHES values (default 8,1; the first is the baseline)")
+    p.add_argument("--groups", default="8,1", help="--unit_batches values (default 8,1; the first is the baseline)")
     args = p.parse_args()
     common.setup(args.threads)
     from activation_eval.models import DEFAULT_MODEL, load_model
-    from activation_eval.run import plan, runner
+    from activation_eval.run import runner
     from activation_eval.run.config import RunConfig
     load_model(DEFAULT_MODEL)                                  # loaded (and converted) once, before timing
     groups = [int(g) for g in args.groups.split(",")]
@@ -39,8 +40,7 @@ def main():
         def run():
             out = os.path.join(tmp, f"g{group}")
             shutil.rmtree(out, ignore_errors=True)
-            plan.GROUP_BATCHES = group
-            runner.run_benchmark(RunConfig(limit=args.limit, batch_size=args.batch_size, output_dir=out,
+            runner.run_benchmark(RunConfig(limit=args.limit, batch_size=args.batch_size, output_dir=out, unit_batches=group,
                                            max_new_tokens=args.max_new_tokens, progress=False))
         return run
 

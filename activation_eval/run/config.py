@@ -137,6 +137,10 @@ class RunConfig:
     batch_size: int = _setting(8, _G, "prompts decoded at once (--mc_scoring loglikelihood: questions scored at "
                                "once); with greedy decoding a finished answer's row is refilled with the next "
                                "question at once (continuous batching)", metavar="N")
+    unit_batches: int = _setting(1, _G, "continuous batching: refill finished rows from a unit of N batches "
+                                 "(N x --batch_size questions, answered whole). 1 = an interruption loses at most "
+                                 "the questions in flight; more = fewer emptying ends of units (faster), but "
+                                 "--resume answers up to N x --batch_size questions again", metavar="N")
     continuous_batching: bool = _setting(True, _G, "answer fixed batches with model.generate instead (rows that "
                                          "finished keep decoding)", flag="--no_continuous_batching")
     max_new_tokens: int = _setting(32, _G, "tokens generated per answer", resume=True, metavar="N")
@@ -222,6 +226,8 @@ class RunConfig:
         self._check_decoding()
         if self.batch_size < 1:
             raise RunError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if isinstance(self.unit_batches, bool) or not isinstance(self.unit_batches, int) or self.unit_batches < 1:
+            raise RunError(f"--unit_batches must be an integer >= 1, got {self.unit_batches!r}")
         if self.max_new_tokens < 1:
             raise RunError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.shard_size_mb >= 0 and math.isfinite(self.shard_size_mb)):

@@ -1,11 +1,10 @@
 """The plan of a run: which questions it answers, and their split into units.
 
 Public names:
-    GROUP_BATCHES                              with continuous batching, a unit holds this many batches' questions
     select_rows(rows, config, warn=True)       the questions a run answers (--mc_scoring, --limit, --shuffle)
     refused_rows(rows, config) -> [{"id", "where", "reason"}]   rows --mc_scoring loglikelihood cannot score
     with_samples(rows, num_samples)            one planned answer per (question, sample)
-    unit_size(model, tokenizer, settings, batch_size)   questions per planned unit
+    unit_size(model, tokenizer, settings, batch_size, unit_batches=1)   questions per planned unit
     plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None)
                                                units of rows with similar prompt lengths
     batch_key(unit)                            the unit's key (hex), kept in each of its rows as "unit"
@@ -37,7 +36,6 @@ from ..eval.prompts import prompt_of
 from .config import RunError
 
 log = logging.getLogger(__name__)
-GROUP_BATCHES = 8       # with continuous batching, a planned unit holds this many batches' questions
 
 
 def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, system_prompt=None):
@@ -49,12 +47,13 @@ def plan_batches(rows, tokenizer, chat_template, batch_size, lengths=None, syste
     return [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
-def unit_size(model, tokenizer, settings, batch_size):
+def unit_size(model, tokenizer, settings, batch_size, unit_batches=1):
     """Questions per planned unit: `batch_size` for model.generate batches; with continuous batching
-    (batch_size rows decode at once, a finished row is refilled) GROUP_BATCHES times as many, so
-    little time goes to a unit's last, emptying steps."""
+    (batch_size rows decode at once, a finished row is refilled from the unit) `unit_batches` times as
+    many: 1 (the default) keeps only the questions in flight at risk of an interruption, more spend
+    less time in units' last, emptying steps (perf/unit_size.py)."""
     continuous = decoding_mode(model, tokenizer, settings)[0] == "continuous"
-    return batch_size * GROUP_BATCHES if continuous else batch_size
+    return batch_size * unit_batches if continuous else batch_size
 
 
 def batch_key(batch):

@@ -34,15 +34,15 @@ A question whose prompt (after the chat template) plus --max_new_tokens does not
 context is not generated: it gets a results row with an `error` and no answer, is left out of
 accuracy and counted under "errors" in the summary; the run goes on.
 
-Batches: the run's questions are split once into length-sorted units (the plan): with continuous
-batching (the default, greedy or sampled) a unit holds GROUP_BATCHES x batch_size questions, of
-which batch_size decode at once and a finished one's slot is refilled from the unit; otherwise a
-unit is one model.generate batch (with --mc_scoring loglikelihood, batch_size questions scored
-together). With --num_samples N every question is planned N times, as (id, sample) pairs
-(schema.row_key). Float results depend on which questions share a forward pass, so a unit is
+Batches: the run's questions are split once into length-sorted units (the plan): a unit is what
+decodes at once, batch_size questions (with --mc_scoring loglikelihood, scored together; with
+continuous batching and --unit_batches N, N x batch_size questions of which batch_size decode at
+once and a finished one's slot is refilled from the unit). With --num_samples N every question is
+planned N times, as (id, sample) pairs (schema.row_key). Float results depend on which questions share a forward pass, so a unit is
 answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
-was interrupted and however many processes answered it. Rows (and record files) are written as
+was interrupted and however many processes answered it, and an interruption loses at most the
+questions in flight (with the default --unit_batches 1). Rows (and record files) are written as
 each question finishes; with --activation_store shards finished units' records are held until
 they fill a shard (--shard_size_mb), then written, then their rows (the run writer's flush).
 With --p_true a unit's rows wait until the unit is answered: the model is then asked about each
@@ -154,7 +154,7 @@ def _run(config, procs, writer):
     length_of = {row["id"]: n for row, n in zip(rows, lengths)}
     jobs = with_samples(rows, config.num_samples)
     fits = [job for job in jobs if job["id"] not in too_long]
-    size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size)
+    size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size, config.unit_batches)
     batches = plan_batches(fits, tokenizer, config.chat_template, size, lengths=[length_of[j["id"]] for j in fits])
     batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
     answer = functools.partial(iter_choice_scores, style=config.mc_style) if loglik else iter_answers

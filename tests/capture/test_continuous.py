@@ -137,8 +137,9 @@ def test_a_logits_processor_in_the_generation_config_uses_model_generate(tokeniz
 
 def test_the_runner_plans_units_of_several_batches_only_for_continuous_batching(llama):
     model, tok = llama
-    assert plan.unit_size(model, tok, GenerationSettings(), 4) == 4 * plan.GROUP_BATCHES
-    assert plan.unit_size(model, tok, GenerationSettings(continuous_batching=False), 4) == 4
+    assert plan.unit_size(model, tok, GenerationSettings(), 4) == 4                 # the default: the batch in flight
+    assert plan.unit_size(model, tok, GenerationSettings(), 4, unit_batches=3) == 12
+    assert plan.unit_size(model, tok, GenerationSettings(continuous_batching=False), 4, unit_batches=3) == 4
 
 
 @pytest.mark.parametrize("continuous_batching", [True, False])

@@ -460,6 +460,11 @@ def _builtin_questions():
         return sum(1 for line in f if line.strip())
 
 
+def _main_default(flag):
+    from activation_eval.run.cli import build_parser
+    return next(a.default for a in build_parser()._actions if flag in a.option_strings)
+
+
 def _analysis_help(flag):
     from activation_eval.analysis.cli import build_parser
     return next(a.help for a in build_parser()._actions if flag in a.option_strings)
@@ -485,7 +490,7 @@ CONSTANTS = [
     ("docs/security.md", "1 GiB in all", lambda: _benchmark_limits().total_bytes, 2 ** 30),
     ("docs/security.md", "JSON nested at most 100 deep", lambda: _benchmark_limits().depth, 100),
     ("docs/capture.md", "also after 10 minutes", lambda: constant("SHARD_MAX_SECONDS"), 600),
-    ("docs/scaling.md", "a unit holds 8 x `--batch_size` questions", lambda: constant("GROUP_BATCHES"), 8),
+    ("docs/scaling.md", "a unit holds N x `--batch_size` questions", lambda: _main_default("--unit_batches"), 1),
     ("docs/evaluation.md", "A category of fewer than 5 questions is flagged", lambda: constant("SMALL_N", "accuracy"), 5),
     ("docs/harnesses.md", "`--max-tokens` defaults to 512", lambda: constant("DEFAULT_MAX_TOKENS"), 512),
     ("docs/analysis.md", "`--bootstrap B`, at least 1000", lambda: "at least 1000" in _analysis_help("--bootstrap"), True),

@@ -25,7 +25,7 @@ if not os.path.isfile(TORCHRUN[0]):
 TIMING = ("wall_time_s", "questions_per_second", "processes", "answered_this_run", "output_dir", "activation_dir")
 
 
-LIMIT = 40      # units of GROUP_BATCHES x 2 questions: 16, 16, 8 -> both processes get work
+LIMIT = 40      # units of --batch_size 2 questions: 20 of them, shared by both processes
 
 
 def args_for(model, out, limit=LIMIT):
@@ -124,7 +124,7 @@ def test_a_dying_process_stops_the_others_clearly_and_resume_completes(tiny_dir,
     assert len(survivor) == 1 and "--resume" in survivor[0], crashed.stderr
     assert "[rank0]: Traceback" not in crashed.stderr
     shard = out / "shards" / "results.rank1.jsonl"
-    assert len(shard.read_text().splitlines()) == plan.GROUP_BATCHES * 2   # process 1's one unit is kept
+    assert len(shard.read_text().splitlines()) == 2        # process 1's one unit (--batch_size 2) is kept
     for row in map(json.loads, shard.read_text().splitlines()):
         run_reader.load_activations(out / row["activation_file"])       # with its complete records
     assert not (out / "summary.json").exists()
