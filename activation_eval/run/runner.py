@@ -38,8 +38,8 @@ Batches: the run's questions are split once into length-sorted units (the plan):
 decodes at once, batch_size questions (with --mc_scoring loglikelihood, scored together; with
 continuous batching and --unit_batches N, N x batch_size questions of which batch_size decode at
 once and a finished one's slot is refilled from the unit). With --num_samples N every question is
-planned N times, as (id, sample) pairs (schema.row_key). Float results depend on which questions share a forward pass, so a unit is
-answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
+planned N times, as (id, sample) pairs (schema.row_key). Float results depend on which questions
+share a forward pass, so a unit is answered whole, by one process, and each row keeps the unit's key: --resume re-answers a unit
 unless all its rows carry its key. A run thus gives the same rows and records however often it
 was interrupted and however many processes answered it, and an interruption loses at most the
 questions in flight (with the default --unit_batches 1). Rows (and record files) are written as
