@@ -30,9 +30,9 @@ STORE_FIELDS = ("activation_file", "activation_shard", "activation_row")
 
 
 def args(model, out, store, limit=12, shard_mb=None):
-    # batch 1 with continuous batching: units of 8 questions, so 12 questions make 2 units; by default
-    # both go into one shard, with shard_mb=0 each into its own
-    return ["--model", model, "--limit", str(limit), "--batch_size", "1", "--max_new_tokens", "6",
+    # batch 1 with continuous batching and --unit_batches 8: units of 8 questions, so 12 questions make
+    # 2 units; by default both go into one shard, with shard_mb=0 each into its own
+    return ["--model", model, "--limit", str(limit), "--batch_size", "1", "--unit_batches", "8", "--max_new_tokens", "6",
             "--capture_activations", "--layers", "embeddings,0,-1,final_norm", "--output_dir", str(out),
             "--activation_store", store] + ([] if shard_mb is None else ["--shard_size_mb", str(shard_mb)])
 
