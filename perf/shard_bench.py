@@ -10,7 +10,7 @@ record carries (prompt, response, model summary, generation settings, versions, 
 activations are random; a pool of 64 distinct records is reused under fresh question ids.
 
 Write (interleaved repeats, fresh folder each): "shards" = the runner's shard writer
-(run.shard_buffer.ShardBuffer) on units of 64 questions (the runner's unit at --batch_size 8):
+(the run writer's shard store) on units of 64 questions (the runner's unit at --batch_size 8):
 units are held until they reach --shard_mb (default: main.py's --shard_size_mb, 256 MB, ~3,600
 questions here), then written as one shard (atomic, one fsync) and their rows appended to
 results.jsonl (one fsync); "shards, one unit each" = the same with --shard_size_mb 0;
@@ -38,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 
 import common
 import numpy as np
@@ -105,29 +104,25 @@ def results_row(qid, record):
 
 
 def write_shard_run(folder, pool, n, shard_mb, fresh=False, rss=None):
-    """n questions through the runner's shard writer (run.shard_buffer.ShardBuffer): units of UNIT
+    """n questions through the run writer's shard store (store/run_writer.RunWriter): units of UNIT
     questions, a shard written (atomic, one fsync) when the held units reach `shard_mb` MB, then
     its rows appended to results.jsonl (one fsync). fresh: every record gets its own activation
     tensors (as a real run's do: what memory holds), else the pool's are shared. RSS after every unit."""
-    from activation_eval.run.shard_buffer import ShardBuffer
-    from activation_eval.store import run_folder
-    config = types.SimpleNamespace(shard_size_mb=shard_mb, output_dir=folder,
-                                   activation_save_dir=os.path.join(folder, "activations"))
-    buffer, results = ShardBuffer(config), run_folder.results_path(folder)
-    os.makedirs(folder, exist_ok=True)
+    from activation_eval.store.run_writer import RunWriter
+    writer = RunWriter(folder, "main", store="shards", shard_bytes=int(shard_mb * 2**20))
+    os.makedirs(os.path.join(folder, "activations"), exist_ok=True)
     for start in range(0, n, UNIT):
         key = f"{start:012x}"
         for q in range(start, min(n, start + UNIT)):
             record = own_record(pool[q % len(pool)], f"q{q:07d}")       # a record is its row's (run_reader checks)
             if fresh:
                 record = {**record, "activations": {k: t.clone() for k, t in record["activations"].items()}}
-            buffer.add(results_row(f"q{q:07d}", record), record, key)
-        if buffer.full():
-            run_folder.append_results(results, buffer.flush())
+            writer.add({**results_row(f"q{q:07d}", record), "unit": key}, record)
+        if writer.full():
+            writer.flush()
         if rss is not None:
             rss.append(rss_mb())
-    if buffer:
-        run_folder.append_results(results, buffer.flush())
+    writer.flush()
 
 
 def own_record(record, qid):
@@ -136,16 +131,15 @@ def own_record(record, qid):
 
 
 def write_file_run(records, run_folder, pool, folder, n, fmt):
-    """n questions through the file store as the runner writes them: the record file (atomic,
-    fsync), then its row appended to results.jsonl (fsync)."""
-    results = run_folder.results_path(folder)
-    os.makedirs(folder, exist_ok=True)
+    """n questions through the file store as the runner writes them (the run writer, one flush per
+    question): the record file (atomic, fsync), then its row appended to results.jsonl (fsync)."""
+    from activation_eval.store.run_writer import RunWriter
+    writer = RunWriter(folder, "main", record_format=fmt)
+    os.makedirs(os.path.join(folder, "activations"), exist_ok=True)
     for q in range(n):
         qid = f"q{q:07d}"
-        record = own_record(pool[q % len(pool)], qid)
-        path = run_folder.record_path(os.path.join(folder, "activations"), qid, fmt)
-        records.save_activations(record, path)
-        run_folder.append_results(results, [{**results_row(qid, record), "activation_file": os.path.relpath(path, folder)}])
+        writer.add(results_row(qid, record := own_record(pool[q % len(pool)], qid)), record)
+        writer.flush()
 
 
 def one_record(run, n, cold, store, lookups=21):
