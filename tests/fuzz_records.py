@@ -145,7 +145,7 @@ def _run_folder_case(folder):
     "refused" (a documented error) or ("bug", text)."""
     from activation_eval import load_run_layer
     from activation_eval.analysis.stats import analyze_directory
-    from activation_eval.store import run_folder, run_writer
+    from activation_eval.store import run_files, run_folder
     from activation_eval.store.errors import CorruptFileError, UnsafeFileError
     from activation_eval.store.run_reader import RunReader
     refused = False
@@ -155,7 +155,7 @@ def _run_folder_case(folder):
              ("summary", lambda: run_folder.read_summary(folder)),
              ("load_run_layer", lambda: load_run_layer(folder, "layer_0")),
              ("directory", lambda: analyze_directory(folder, progress=False)),
-             ("merge", lambda: run_writer.merge_results(folder))]
+             ("merge", lambda: run_files.merge_results(folder))]
     for name, step in steps:
         try:
             out = step()

@@ -146,18 +146,7 @@ def _run(config, procs, writer):
     rows, skipped, fingerprint = procs.main_first(lambda: _load_rows(config, writer, check=procs.is_main),
                                                   "checking the inputs")
     model, tokenizer, capture = procs.main_first(lambda: _load_model(config, procs), "loading the model")
-    settings = config.generation_settings()
-    loglik = config.mc_scoring == "loglikelihood"
-    lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], config.chat_template, config.system_prompt)
-    # a scored question feeds its prompt and one choice at a time; 1 new token is the least it needs
-    too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), 1 if loglik else config.max_new_tokens)
-    length_of = {row["id"]: n for row, n in zip(rows, lengths)}
-    jobs = with_samples(rows, config.num_samples)
-    fits = [job for job in jobs if job["id"] not in too_long]
-    size = config.batch_size if loglik else unit_size(model, tokenizer, settings, config.batch_size, config.unit_batches)
-    batches = plan_batches(fits, tokenizer, config.chat_template, size, lengths=[length_of[j["id"]] for j in fits])
-    batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
-    answer = functools.partial(iter_choice_scores, style=config.mc_style) if loglik else iter_answers
+    jobs, batches, too_long = _plan(config, rows, model, tokenizer)
     _check_processes_agree(config, procs, batches)
     stored = procs.on_main(lambda: _open(config, writer, rows, fingerprint), "opening the output folder")
     _check_folder_is_shared(config, procs)
@@ -170,40 +159,64 @@ def _run(config, procs, writer):
         log.warning("%d question(s) do not fit the model's context and get a results row with an error instead "
                     "of an answer (e.g. %r: %s)", len(too_long), *_first_error(too_long))
     torch.manual_seed(config.seed)
-    # rows are written as each question finishes (the shard store: when a shard is full, after its
-    # records; --p_true: after the unit's answers are scored)
-    per_question = not config.p_true and not (config.capture_activations and config.activation_store == "shards")
     start = time.perf_counter()
     with _progress_bar(procs, len(jobs), to_answer, mine, config.progress) as bar:
         for n, batch in enumerate(mine, 1):
-            key = batch_key(batch)
-            if batch[0]["id"] in too_long:
-                writer.add(error_row(batch[0], too_long[batch[0]["id"]], key, config.system_prompt))
-                writer.flush()
-                bar.update(1)
-                continue
-            answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
-            for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
-                result[schema.UNIT] = key
-                writer.add(result, record if config.capture_activations else None)
-                if per_question:
-                    writer.flush()
-                answered.append(result)
-                del record
-                _trim_heap()
-                bar.update(1)
-            if config.p_true:
-                # after the unit, not per question: its answers are scored in batches; a crash before the
-                # rows are written leaves the unit without rows, and --resume answers it again whole
-                add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
-            if not (config.capture_activations and config.activation_store == "shards") or writer.full():
-                writer.flush()
+            _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar)
             distributed.crash_point(procs.rank, n)
         writer.flush()
     procs.barrier("waiting for the other processes to finish")
     elapsed = time.perf_counter() - start
     return procs.on_main(lambda: _finish(config, writer, rows, batches, elapsed, to_answer, procs.world, skipped),
                          "merging the results")
+
+
+def _plan(config, rows, model, tokenizer):
+    """(the planned answers: one per question and sample; their units; {id: (tokens, error)} of the
+    questions too long for the model, each planned as a unit of its own)."""
+    loglik = config.mc_scoring == "loglikelihood"
+    lengths = prompt_lengths(tokenizer, [prompt_of(r) for r in rows], config.chat_template, config.system_prompt)
+    # a scored question feeds its prompt and one choice at a time; 1 new token is the least it needs
+    too_long = prompt_errors(rows, lengths, model_context(model, tokenizer), 1 if loglik else config.max_new_tokens)
+    length_of = {row["id"]: n for row, n in zip(rows, lengths)}
+    jobs = with_samples(rows, config.num_samples)
+    fits = [job for job in jobs if job["id"] not in too_long]
+    size = config.batch_size if loglik else unit_size(model, tokenizer, config.generation_settings(),
+                                                      config.batch_size, config.unit_batches)
+    batches = plan_batches(fits, tokenizer, config.chat_template, size, lengths=[length_of[j["id"]] for j in fits])
+    batches += [[job] for job in jobs if job["id"] in too_long]     # one error row each, nothing generated
+    return jobs, batches, too_long
+
+
+def _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar):
+    """Answer one unit into the writer: rows are written as each question finishes (the shard store:
+    when a shard is full, after its records; --p_true: after the unit's answers are scored)."""
+    key = batch_key(batch)
+    if batch[0]["id"] in too_long:
+        writer.add(error_row(batch[0], too_long[batch[0]["id"]], key, config.system_prompt))
+        writer.flush()
+        bar.update(1)
+        return
+    shards = config.capture_activations and config.activation_store == "shards"
+    settings = config.generation_settings()
+    answer = (functools.partial(iter_choice_scores, style=config.mc_style) if config.mc_scoring == "loglikelihood"
+              else iter_answers)
+    answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
+    for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
+        result[schema.UNIT] = key
+        writer.add(result, record if config.capture_activations else None)
+        if not (config.p_true or shards):
+            writer.flush()
+        answered.append(result)
+        del record
+        _trim_heap()
+        bar.update(1)
+    if config.p_true:
+        # after the unit, not per question: its answers are scored in batches; a crash before the
+        # rows are written leaves the unit without rows, and --resume answers it again whole
+        add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
+    if not shards or writer.full():
+        writer.flush()
 
 
 # ----------------------------------------------------------------------------- prompts too long

@@ -23,11 +23,8 @@ Public names:
         .write_summary(summary)    summary.json (schema/summary.py's build_summary made it)
         .release()                 the locks; also a context manager's exit
     SHARD_BYTES, SHARD_MAX_SECONDS, WORDS
-    shard_name(rows)               a shard's name: its unit key, or a digest of its units' (rows') keys
-    append_results(path, rows)     rows appended to results.jsonl or a part, fsynced, never through a link
-    repair_results(path) -> rows   a results file rewritten without its torn lines (only if it has any)
-    merge_results(run_dir, order=()) -> rows   results.jsonl and every part folded into results.jsonl
-    remove_unreferenced_shards(run_dir, activations_dir, rows) -> int
+Its file work (appending, repairing and merging results.jsonl and its parts, shard names, removing
+orphan shards) is store/run_files.py's, which only the writer calls.
 
 Example:
     >>> from activation_eval.schema.summary import build_summary
@@ -58,10 +55,8 @@ is appended (fsynced) at flush(): a producer may complete a row it added (e.g. P
 A crash loses what was not flushed; rows that name a missing record are answered again on resume
 (run/resume.py), shards no row names are removed at finish().
 """
-import hashlib
 import logging
 import os
-import re
 import shutil
 import stat
 import time
@@ -70,13 +65,13 @@ from .. import schema
 from ..schema.record import stamp
 from ..schema.run_config import PRODUCER_LABELS, producer_of, run_info
 from . import run_folder
-from .atomic import encode_text, file_in_the_way, remove_stale_temp_files, write_json_atomic, write_text_atomic
-from .errors import CorruptFileError, RunFolderError
+from .atomic import file_in_the_way, remove_stale_temp_files, write_json_atomic
+from .errors import RunFolderError
 from .lock import RunLock
 from .records import save_activations
-from .save_dir import check_save_dir, is_external, lock_save_dir, open_save_dir, owns, record_dir
+from .run_files import append_results, merge_results, remove_unreferenced_shards, repair_results, shard_name
+from .save_dir import check_save_dir, is_external, lock_save_dir, open_save_dir, record_dir
 from .shard_writer import write_shard
-from .shards import read_shard_index
 from .staging import STAGING_DIR, Staging
 
 log = logging.getLogger(__name__)
@@ -88,7 +83,6 @@ WORDS = {"main": ("--output_dir", "--resume"),
          "lm-eval": ("output_dir (model_args)", "resume=true (model_args)"),
          "inspect": ("-M output_dir", "-M resume=true")}
 STORES, RECORD_FORMATS = ("files", "shards"), ("pkl", "safetensors")
-_SHARD_FILE = re.compile(r"[0-9a-f]{12}\.safetensors|[0-9a-f]{16}\.safetensors")
 
 
 class RunWriter:
@@ -291,134 +285,3 @@ def _remove_scratch(run_dir):
     scratch = os.path.join(run_dir, STAGING_DIR)
     if os.path.isdir(scratch) and not os.path.islink(scratch):
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def shard_name(rows):
-    """A shard's name: the unit key of a one-unit shard (main.py's rows carry their unit); else the first
-    16 hex digits of the SHA-256 of its units' keys, or of its rows' keys, in order."""
-    units = list(dict.fromkeys(row.get(schema.UNIT) for row in rows))
-    if all(isinstance(u, str) for u in units):
-        if len(units) == 1:
-            return units[0]
-        text = " ".join(units)
-    else:
-        text = "\x1f".join(f"{row.get(schema.ID)}\x1e{row.get(schema.SAMPLE)}" for row in rows)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def append_results(path, rows):
-    """Append rows to a results file (or a part) and make them durable before anything else happens;
-    never through a symlink."""
-    with run_folder.open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
-        f.write(encode_text(run_folder.jsonl(rows)))       # a lone surrogate in a row: its JSON escape
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def repair_results(path):
-    """Rewrite a results file without its torn lines (atomically; only if it has any) so that appending
-    after it is safe; returns its rows."""
-    rows, dropped = run_folder.scan_results(path)
-    if dropped:
-        run_folder.warn_dropped(path, dropped, "dropped")
-        write_json_lines(path, rows)
-    elif os.path.exists(path):
-        _end_with_newline(path)
-    return rows
-
-
-def write_json_lines(path, rows):
-    write_text_atomic(path, run_folder.jsonl(rows))
-
-
-def _end_with_newline(path):
-    """A file whose last line is complete but lacks its newline gets one (appends start a new line)."""
-    with run_folder.open_own_file(path, os.O_RDWR) as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def merge_results(run_dir, order=()):
-    """Fold results.jsonl and every part (shards/results.rank<R>.jsonl) into results.jsonl (atomically),
-    rows of the ids in `order` first in that order (the samples of an id by sample index), then the rest;
-    a row key written twice keeps its latest row (parts are newer than results.jsonl). Removes the parts
-    and an empty shards/ folder."""
-    path = run_folder.results_path(run_dir)
-    parts = run_folder.shard_files(run_dir)
-    stored = {}
-    for source in [path] + parts:
-        rows, dropped = run_folder.scan_results(source)
-        run_folder.warn_dropped(source, dropped, "dropped")
-        for row in rows:
-            key = run_folder.hashable_key(row)
-            stored.pop(key, None)
-            stored[key] = row
-    by_id = {}
-    for row in stored.values():
-        by_id.setdefault(run_folder.hashable(row.get(schema.ID)), []).append(row)
-    ordered = []
-    for qid in list(dict.fromkeys(order)) + list(by_id):
-        ordered += sorted(by_id.pop(qid, []), key=lambda r: _sample_order(r.get(schema.SAMPLE)))
-    write_json_lines(path, ordered)
-    for part in parts:
-        os.remove(part)
-    try:
-        os.rmdir(os.path.join(os.fspath(run_dir), run_folder.SHARDS_DIR))   # also when no process had work left
-    except OSError:
-        pass                                                               # absent, or something else lives there
-    return ordered
-
-
-def _sample_order(sample):
-    return (0, sample) if isinstance(sample, int) else (1, str(sample))
-
-
-def remove_unreferenced_shards(run_dir, activations_dir, rows):
-    """Remove this run's shards that no results row names: shards written just before a crash,
-    whose rows were written again into other shards. Returns the number removed.
-
-    Deletes only what is surely the run's own, judged on resolved paths: the activations folder
-    must be the run's (inside the run folder, or an external save dir whose owner file names this
-    run: save_dir.owns) and units/ in it a real folder, not a link; a shard must be a regular file
-    there (not a link) with a name this tool gives (12 or 16 hex digits), named by no row (compared
-    after resolving), and its index must list only question ids of `rows`. Anything else, e.g.
-    another run's shards in a shared scratch folder, another tool's *.safetensors, or a shard that
-    cannot be read, is left alone."""
-    run_dir, activations_dir = os.fspath(run_dir), os.fspath(activations_dir)
-    units = os.path.join(activations_dir, run_folder.UNITS_DIR)
-    if not owns(run_dir, activations_dir) or os.path.islink(units) or not os.path.isdir(units):
-        return 0
-    units_real = os.path.join(os.path.realpath(activations_dir), run_folder.UNITS_DIR)
-    named = {os.path.realpath(os.path.join(run_dir, row[schema.ACTIVATION_SHARD])) for row in rows
-             if isinstance(row.get(schema.ACTIVATION_SHARD), str)}
-    ids = {run_folder.shard_row_id(row) for row in rows}
-    removed = kept = 0
-    for name in sorted(os.listdir(units)):
-        path = os.path.join(units, name)
-        if not _SHARD_FILE.fullmatch(name) or os.path.realpath(path) in named:
-            continue
-        try:
-            if not stat.S_ISREG(os.lstat(path).st_mode) or os.path.realpath(path) != os.path.join(units_real, name):
-                continue
-            if not set(read_shard_index(path).ids) <= ids:
-                kept += 1
-                continue
-        except (OSError, CorruptFileError):
-            kept += 1
-            continue
-        os.remove(path)
-        removed += 1
-    if removed:
-        log.info("removed %d shard(s) that no results row names (written before an interruption; their "
-                 "questions were answered again)", removed)
-    if kept:
-        log.warning("left %d unreferenced shard file(s) in %s: not readable as this run's shards (another "
-                    "run's or tool's files?)", kept, units)
-    return removed
-
-

@@ -9,7 +9,7 @@ import pytest
 from activation_eval.eval.benchmark import load_benchmark
 from activation_eval.run.config import RunConfig
 from activation_eval.run.runner import select_rows
-from activation_eval.store import run_reader, run_writer
+from activation_eval.store import run_files, run_reader
 from activation_eval.store.run_writer import RunWriter
 from helpers import read_rows, run_main
 
@@ -129,5 +129,5 @@ def test_rows_and_record_files_are_keyed_by_id_and_sample(tmp_path):
     for row in ({"id": "a", "sample": 1, "v": 2}, {"id": "a", "sample": 0, "v": 2}):
         part.add(row)
     part.flush()
-    merged = run_writer.merge_results(tmp_path, ["a", "b"])
+    merged = run_files.merge_results(tmp_path, ["a", "b"])
     assert [(r["id"], r.get("sample"), r["v"]) for r in merged] == [("a", 0, 2), ("a", 1, 2), ("b", None, 1)]

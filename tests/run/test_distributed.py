@@ -14,7 +14,7 @@ import torch
 
 from activation_eval.run import distributed, plan, runner
 from activation_eval.run.config import RunConfig, RunError
-from activation_eval.store import run_reader, run_writer
+from activation_eval.store import run_files, run_reader
 from activation_eval.store.run_writer import RunWriter
 from helpers import REPO_ROOT, read_rows, run_main
 
@@ -226,7 +226,7 @@ def test_merge_keeps_the_latest_row_and_benchmark_order(tmp_path):
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "results.rank0.jsonl").write_text('{"id": "c", "v": 2}\n{"id": "a", "v": 2}\n')
     (tmp_path / "shards" / "results.rank1.jsonl").write_text('{"id": "b", "v": 2}\n{"id": "d", "v"')
-    merged = run_writer.merge_results(tmp_path, list("abcd"))
+    merged = run_files.merge_results(tmp_path, list("abcd"))
     assert [(r["id"], r["v"]) for r in merged] == [("a", 2), ("b", 2), ("c", 2), ("z", 1)]
     assert read_rows(tmp_path) == merged and not (tmp_path / "shards").exists()
 

@@ -23,7 +23,7 @@ from activation_eval.analysis import cli as analysis_cli
 from activation_eval.analysis.export_hf import export_hf
 from activation_eval.analysis.report import build_report
 from activation_eval.analysis.stats import analyze_directory
-from activation_eval.store import bounded_json, run_folder, run_writer
+from activation_eval.store import bounded_json, run_files, run_folder
 from activation_eval.store.bounded_json import JSONLimitError, loads, loads_lines
 from activation_eval.store.errors import CorruptFileError
 from activation_eval.store.records import load_record_file, save_activations
@@ -61,7 +61,7 @@ def test_a_deep_results_line_is_dropped_with_its_line_number(tmp_path, caplog):
         rows = run_folder.read_results(run)
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(8)]
     assert "line 4" in caplog.text
-    assert run_writer.repair_results(os.path.join(run, "results.jsonl")) == rows     # what --resume does
+    assert run_files.repair_results(os.path.join(run, "results.jsonl")) == rows     # what --resume does
     assert [r["id"] for r in _rows(run)] == [r["id"] for r in rows]
     _write_lines(run, lines[:3] + [b'{"id": ' * 5000 + b"1" + b"}" * 5000] + lines[3:])
     X, used = load_run_layer(run, "layer_0")
@@ -320,8 +320,8 @@ def test_odd_row_and_record_fields_give_documented_errors(tmp_path, capsys):
     assert out.rows == 6
     page = open(build_report(run, tmp_path / "r.html", progress=False, lens=False), encoding="utf-8").read()
     assert "PCA" in page and "q\\ud8003" in page
-    run_writer.repair_results(os.path.join(run, "results.jsonl"))       # rewrites need no UTF-8 of a surrogate
-    run_writer.merge_results(run)
+    run_files.repair_results(os.path.join(run, "results.jsonl"))       # rewrites need no UTF-8 of a surrogate
+    run_files.merge_results(run)
     assert run_folder.read_results(run) == rows
     os.mkfifo(os.path.join(run, "activations", "fifo.safetensors"))
     rows[4]["activation_file"] = "activations/fifo.safetensors"

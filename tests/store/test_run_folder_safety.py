@@ -20,8 +20,9 @@ from activation_eval.store.errors import CorruptFileError, RunFolderError
 from activation_eval.store.files import open_regular, read_regular_bytes
 from activation_eval.store.lock import RunLock
 from activation_eval.store.records import save_activations
+from activation_eval.store.run_files import append_results, merge_results, remove_unreferenced_shards, repair_results
 from activation_eval.store.run_reader import load_activations
-from activation_eval.store.run_writer import RunWriter, append_results, merge_results, remove_unreferenced_shards, repair_results
+from activation_eval.store.run_writer import RunWriter
 from activation_eval.store.save_dir import OWNER_FILE, SAVE_LOCK_FILE, lock_save_dir
 from helpers import REPO_ROOT, read_rows, run_main
 

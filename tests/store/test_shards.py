@@ -22,7 +22,8 @@ from activation_eval.run.distributed import CRASH_ENV
 from activation_eval.schema import CONFIDENCE_FIELDS
 from activation_eval.store import run_reader, run_writer, shard_writer, shards
 from activation_eval.store.errors import CorruptFileError
-from activation_eval.store.run_writer import RunWriter, shard_name
+from activation_eval.store.run_files import shard_name
+from activation_eval.store.run_writer import RunWriter
 from helpers import REPO_ROOT, read_rows, run_main
 
 ROOT = REPO_ROOT
@@ -515,7 +516,7 @@ def test_load_run_layer_over_several_shards_equals_the_file_store(tiny_dir, runs
 
 
 def test_only_the_runs_own_activations_folder_is_cleaned_of_unnamed_shards(tmp_path):
-    from activation_eval.store.run_writer import remove_unreferenced_shards
+    from activation_eval.store.run_files import remove_unreferenced_shards
     run, shared = tmp_path / "run", tmp_path / "shared_acts"
     a, b = "aaaaaaaaaaaa.safetensors", "bbbbbbbbbbbb.safetensors"      # unit-key names
     for folder in (run / "activations" / "units", shared / "units"):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from activation_eval.analysis.dataset import load_run_layer
-from activation_eval.store import atomic, run_folder, run_writer, safe_pickle, safetensors_file
+from activation_eval.store import atomic, run_files, run_folder, run_writer, safe_pickle, safetensors_file
 from activation_eval.store import records as storage
 from activation_eval.store.atomic import remove_stale_temp_files
 from activation_eval.store.errors import CorruptFileError, StorageError, UnsafeFileError
@@ -932,7 +932,7 @@ def test_torn_middle_line_keeps_every_valid_row_after_it(tmp_path, caplog):
     assert [r["id"] for r in rows] == ["geo-000", "geo-002", "geo-003"]
     assert "1 torn or unreadable line(s) (line 2)" in caplog.text
     # the repairer (what --resume runs) follows the same policy and rewrites the file without it
-    assert [r["id"] for r in run_writer.repair_results(path)] == ["geo-000", "geo-002", "geo-003"]
+    assert [r["id"] for r in run_files.repair_results(path)] == ["geo-000", "geo-002", "geo-003"]
     assert path.read_text().count("\n") == 3 and read_results(tmp_path / "run") == rows
 
 
@@ -979,7 +979,8 @@ def test_load_run_layer_errors(tmp_path):
 @pytest.mark.parametrize("module, names", [
     (storage, ("FORMATS", "save_activations", "load_record_file")),
     (run_folder, ("RESULTS_FILE", "read_results", "iter_record_files", "record_path", "scan_results")),
-    (run_writer, ("RunWriter", "repair_results", "append_results", "merge_results", "remove_unreferenced_shards")),
+    (run_writer, ("RunWriter", "SHARD_BYTES", "WORDS")),
+    (run_files, ("repair_results", "append_results", "merge_results", "shard_name", "remove_unreferenced_shards")),
     (atomic, ("atomic_write", "write_text_atomic", "write_json_atomic", "remove_stale_temp_files")),
 ])
 def test_module_docstring_lists_public_names(module, names):
