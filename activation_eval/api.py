@@ -31,6 +31,7 @@ from .eval.answering import answer_rows
 from .eval.benchmark import normalize_row, stable_id
 from .eval.gold import has_gold
 from .models import DEFAULT_MODEL, load_model
+from .schema.record import stamp
 from .store import records
 from .store.records import save_activations
 from .store.run_folder import record_path
@@ -167,6 +168,7 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
     settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)
     capture = CaptureSettings(layers_to_capture, positions, activation_dtype) if capture_activations else None
     result, record = answer_rows(model, tokenizer, [row], settings, capture)[0]
+    stamp(record, result)                       # the record says which question it answers, and the verdict
     if capture_activations and save_activations:
         path = record_path(activation_save_dir, row["id"], activation_format)
         records.save_activations(record, path)  # the argument save_activations is a bool here

@@ -24,9 +24,9 @@ settings.confidence is off)}, plus "system_prompt" when
 settings has one and `sample` for rows that carry one (runner.with_samples). `prompt` is the exact
 text asked (with few-shot examples; see prompts.prompt_of), before the system prompt and chat
 template that generation applies. A row without a gold answer (a bare question) is ungraded:
-correct, extracted and grader are None. With `capture`, each record also holds its activations and
-a "grading" entry with the same verdict; when generated positions are captured, record and result
-also hold "answer_positions" (see answer_token_positions). When the settings sample, a row's random
+correct, extracted and grader are None. With `capture`, each record also holds its activations (the
+run writer stamps a stored record with its row's verdict, "grading"); when generated positions are
+captured, record and result also hold "answer_positions" (see answer_token_positions). When the settings sample, a row's random
 stream is seeded from (settings.seed, its id, its sample index), so its answer does not depend on
 its batch.
 """
@@ -67,10 +67,6 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
                               record["num_generated_tokens"], system_prompt,
                               **{k: record[k] for k in CONFIDENCE_FIELDS if k in record})
-        if row.get("sample") is not None:
-            record["sample"] = row["sample"]
-        record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",
-                                                    "grader_note") if k in result}
         if _captures_generated(record):
             positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],
                                                tokenizer, record["num_prompt_tokens"])

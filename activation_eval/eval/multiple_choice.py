@@ -45,7 +45,8 @@ the argmax picks one choice, and lm-eval's multiple-target rule (right when it i
 grade "A" right where the generated grader asks for the whole set. The result row has extracted /
 correct (acc), extracted_norm / correct_norm (acc_norm), extracted_bytes / correct_bytes (acc_bytes),
 choice_logprobs and style; its response is the text of the choice acc picked. The record is
-capture.loglik's (choice log-probabilities, prompt activations) plus "grading".
+capture.loglik's (choice log-probabilities, prompt activations); the run writer stamps a stored one
+with its row's verdict ("grading": acc, acc_norm and acc_bytes).
 """
 import numpy as np
 
@@ -143,9 +144,6 @@ def iter_choice_scores(model, tokenizer, rows, settings=None, capture=None, batc
                               correct_norm=verdict_norm["correct"], extracted_norm=LETTERS[best_norm],
                               correct_bytes=verdict_bytes["correct"], extracted_bytes=LETTERS[best_bytes],
                               choice_logprobs=record["choice_logprobs"])
-        record["grading"] = {k: result[k] for k in ("id", "category", "answer", "extracted", "correct", "grader",
-                                                    "correct_norm", "extracted_norm", "correct_bytes",
-                                                    "extracted_bytes")}
         yield result, record
 
 
