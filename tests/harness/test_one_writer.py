@@ -322,3 +322,27 @@ def test_inspect_epochs_in_the_shard_store_read_back_as_their_rows(tiny_dir, tmp
         assert np.array_equal(x,
                               record["activations"]["layer_0"][record["positions_kept"].index(
                                   record["num_prompt_tokens"] - 1)].numpy())
+
+
+def test_only_the_store_writes_run_folder_files():
+    """Every producer hands rows and records to the run writer: outside store/, no module appends,
+    repairs or merges results, writes a shard, takes a run lock or writes run_config / summary."""
+    import ast
+
+    from helpers import REPO_ROOT
+    writers = {"append_results", "repair_results", "merge_results", "write_shard", "RunLock", "write_json_atomic",
+               "remove_unreferenced_shards", "open_own_file"}
+    package = os.path.join(REPO_ROOT, "activation_eval")
+    found = []
+    for folder, _, files in os.walk(package):
+        if os.path.relpath(folder, package).split(os.sep)[0] == "store":
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                for node in ast.walk(ast.parse(open(path).read())):
+                    called = node.func if isinstance(node, ast.Call) else None
+                    called = getattr(called, "attr", None) or getattr(called, "id", None)
+                    if called in writers:
+                        found.append(f"{os.path.relpath(path, package)}:{node.lineno} {called}")
+    assert not found, found
