@@ -1,6 +1,6 @@
 """Peak memory of each producer against the number of documents: 1x and 4x, capture on.
 
-    .venv/bin/python perf/producer_memory.py                  # 40 and 160 documents, every producer
+    .venv/bin/python perf/producer_memory.py --docs 80        # 80 and 320 documents, every producer
     .venv/bin/python perf/producer_memory.py --docs 25 --producers lm-eval
 
 Target (issue 26): each producer's peak RSS at 4x the documents within +15% of its peak at 1x, i.e.
