@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run lint test test-fast clean
+.PHONY: setup run lint test test-fast test-unit clean
 setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
@@ -28,15 +28,22 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# everything: lint, the suite, then every module's docstring examples as doctests (activation_eval/conftest.py
-# makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing).
-# The suite runs on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes).
+# The tests come in three tiers (tests/conftest.py gives each test its tier from the fixtures and helpers it uses):
+# unit (no model, no process), model (tiny random models in-process), slow (processes, the real default model,
+# harness evaluations, fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute, one process:
+# two xdist workers would each import everything first), test-fast (unit + model, about two minutes).
+# test: lint, every tier, then every module's docstring examples as doctests (activation_eval/conftest.py makes
+# the run folders and the tiny model they use). The suite runs on 2 pytest-xdist workers (each test is
+# independent: its own tmp folders and processes).
 test: setup lint
 	$(PY) -m pytest -q -n 2 tests
 	$(PY) -m pytest -q --doctest-modules activation_eval
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+test-unit: setup
+	$(PY) -m pytest -q -p no:xdist -m unit tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
