@@ -48,13 +48,17 @@ def loads_a_saved_model(path):
     return AutoModelForCausalLM.from_pretrained(path)
 
 
+FUNCTIONS = {f.__name__: f for f in (pure, make_tokenizer, builds_a_model, calls_a_helper_that_builds_a_model,
+                                     loads_a_saved_model, starts_a_process, announced_slow, calls_an_announced_helper)}
+
+
 @pytest.mark.parametrize("name, tier", [
     ("pure", "unit"), ("make_tokenizer", "unit"), ("builds_a_model", "model"),
     ("calls_a_helper_that_builds_a_model", "model"), ("loads_a_saved_model", "model"), ("starts_a_process", "slow"),
     ("announced_slow", "slow"), ("calls_an_announced_helper", "slow")])
 def test_the_code_a_test_reaches_gives_its_tier(tiers, name, tier):
     """(by name: a function passed as a parameter counts as called by the test)"""
-    assert tiers._Reader().tier(globals()[name]) == tier
+    assert tiers._Reader().tier(FUNCTIONS[name]) == tier
 
 
 def test_every_collected_test_has_exactly_one_tier(request):
