@@ -67,13 +67,10 @@ def test_every_collected_test_has_exactly_one_tier(request):
 
 
 def test_fixtures_helpers_and_folders_give_the_tier(request, tiers):
-    by_name = {item.nodeid.split("::", 1)[1]: item for item in request.session.items
-               if item.nodeid.startswith("tests/e2e/test_tiers.py::")}
-    tier = {name: item.get_closest_marker("unit") and "unit" or item.get_closest_marker("model") and "model" or "slow"
-            for name, item in by_name.items()}
-    assert tier["test_every_collected_test_has_exactly_one_tier"] == "unit"
-    assert tier["test_a_unit_test_that_builds_a_model_fails"] == "model"          # it calls tiny_model
-    for item in request.session.items:                                         # the llama fixture, tests/analysis/
+    assert request.node.get_closest_marker("unit")                  # this test reaches nothing heavy
+    builds = globals()["test_a_unit_test_that_builds_a_model_fails"]   # (by name: naming it would reach it)
+    assert tiers._Reader().tier(builds) == "model"                  # it calls tiny_model
+    for item in request.session.items:            # those selected: the llama fixture, tests/analysis/
         if "llama" in item.fixturenames or item.nodeid.startswith("tests/analysis/"):
             assert tiers.tier_of(item) in ("model", "slow"), item.nodeid
 
