@@ -1,31 +1,35 @@
 """Shared pytest fixtures (the helpers themselves live in helpers.py), and the test tiers.
 
 Every test gets exactly one tier, as a marker, when it is collected; nobody writes it by hand:
-    unit    no model at all and no process: pure functions, files written by the test
-    model   tiny random models in-process (tests/helpers.py's tiny_model, the fixtures below, run_main on
-            a tiny saved model)
-    slow    a subprocess or several processes (torchrun, console scripts, the fuzzers' workers), the real
-            default model, fuzzing, Monte Carlo; also every test marked @pytest.mark.slow by hand
+    unit    in-process, no model and no process: pure functions, files the test writes (all of them: ~30 s)
+    model   in-process work of seconds: tiny random models (helpers.tiny_model, run_main, the llama / tiny_dir
+            fixtures below), and the analysis room's probes, reports and figures (tests/analysis/, build_report)
+    slow    processes (subprocess, torchrun, console scripts, the fuzzers' workers), whole lm-eval / Inspect
+            evaluations, the real default model, Monte Carlo; and every test marked @pytest.mark.slow
 A test's tier is the highest that anything it uses announces:
-  - the fixtures it uses, directly or through other fixtures (their code is read as below);
-  - the code of the test, of those fixtures, and of every function or class of tests/ they call (helpers.py,
-    hostile.py, a module's own helpers), read from their compiled code: a helper announces its tier with
-    helpers.needs("model" | "slow") (tiny_model, run_main, ...), and a name in NAME_TIERS announces it too
-    (`subprocess`, `Popen`, `multiprocessing` -> slow; `from_config`, `from_pretrained`, `load_model` -> model);
-  - a marker: @pytest.mark.slow (or .model) raises the tier, never lowers it; SLOW_ELSEWHERE names the few
-    compute-heavy tests (Monte Carlo) in folders this file's owner may not edit, until they carry the marker.
+  - the code of the test, of every fixture it uses (directly or through other fixtures), and of every function
+    or class of tests/ that these reach (helpers.py, hostile.py, a module's own helpers), read from the compiled
+    code when the test is collected: a helper announces its tier with @helpers.needs("model" | "slow")
+    (tiny_model, run_main, ...), and so do the names in NAME_TIERS and CALLABLE_TIERS (`subprocess`, `Popen`,
+    `multiprocessing`, `simple_evaluate`, Inspect's `eval` -> slow; `from_config`, `from_pretrained`,
+    `load_model`, `build_report` -> model);
+  - its folder (FOLDER_TIERS: tests/analysis/ is at least model);
+  - a marker: @pytest.mark.slow (or .model) raises the tier, never lowers it. SLOW_ELSEWHERE names the Monte
+    Carlo tests of a folder this file's owner could not edit (issue 26), until they carry the marker.
 So a new test that calls tiny_model, uses `tiny_dir` or starts a process is tiered without anyone remembering.
 
-The tiers cannot rot: while a unit test runs (its setup and call), building a transformers model or starting a
-process fails it; while a model test runs, starting a process or building a model larger than a tiny one (the
-real default model) fails it. The message says what to do (use a fixture / helper that announces it, or mark
-the test). A unit test that still takes long is listed at the end of the run (UNIT_BUDGET_S).
+The tiers cannot rot: while a unit test sets up and runs, building a transformers model or starting a process
+fails it; while a model test does, starting a process or building a model larger than a tiny one (the real
+default model) fails it, even where the code under test catches the error. The message says what to do. A unit
+test that passes but takes over UNIT_BUDGET_S is listed at the end of the run (mark it slow if it stays so).
 
-Make targets (the suite runs on 2 pytest-xdist workers; each test is independent):
-    make test-unit   pytest -m unit: the loop while editing pure code (under a minute)
-    make test-fast   pytest -m "not slow": unit + model (about two minutes on a quiet machine)
-    make test        lint, then every test of every tier, then the modules' doctests
+Make targets:
+    make test-unit   pytest -m unit, in one process (two xdist workers would each import everything first):
+                     the loop while editing pure code, under a minute
+    make test-fast   pytest -n 2 -m "not slow": unit + model, about two minutes
+    make test        lint, every test of every tier (-n 2), then the modules' doctests
 `-m "not slow"` keeps its old meaning (everything but the slow tier); `pytest -m model`, `-m slow` pick one tier.
+Every test process runs torch with one intra-op thread (OMP_NUM_THREADS, below).
 """
 import os
 import sys
