@@ -28,13 +28,14 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# The tests come in three tiers (tests/conftest.py gives each test its tier from the fixtures and helpers it uses):
-# unit (no model, no process), model (tiny random models in-process), slow (processes, the real default model,
-# harness evaluations, fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute, one process:
-# two xdist workers would each import everything first), test-fast (unit + model, about two minutes).
-# test: lint, every tier, then every module's docstring examples as doctests (activation_eval/conftest.py makes
-# the run folders and the tiny model they use). The suite runs on 2 pytest-xdist workers (each test is
-# independent: its own tmp folders and processes).
+# The tests come in three tiers, which tests/conftest.py gives each test from the fixtures, helpers and folder it
+# uses (its docstring says how): unit (no model, no process), model (tiny random models and the analysis room's
+# probes and figures, in-process), slow (processes, whole lm-eval / Inspect evaluations, the real default model,
+# fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute; one process, since two xdist workers
+# would each import everything first) and test-fast (unit + model, about two minutes on 2 workers).
+# test: lint, every tier on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes),
+# then every module's docstring examples as doctests (activation_eval/conftest.py makes the run folders and the
+# tiny model they use; one process: on 2 workers each would build those, measured no faster).
 test: setup lint
 	$(PY) -m pytest -q -n 2 tests
 	$(PY) -m pytest -q --doctest-modules activation_eval
