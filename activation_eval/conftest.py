@@ -69,6 +69,9 @@ metric_list:
   - metric: acc_norm
 """
 NAMESPACE = ("model", "tok", "tokenizer", "rows", "record")
+# one intra-op torch thread (set before torch loads, as tests/conftest.py does): the examples' models are tiny, and
+# on a busy machine OpenMP threads waiting on each other made the doctests 2.5 times slower (122 s -> 49 s here)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _helpers():

@@ -16,11 +16,12 @@ with the .arrow data file (or state.json) replaced by the mutated bytes.
 
 Public names:
     main(argv=None) -> int       the command line (0: no findings, 1: findings)
-    fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0) -> report dict
+    fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, cases=None) -> report dict
     worker_main(reader)          the worker loop (`--worker`)
 
 Example:
     $ python tests/fuzz_benchmarks.py --seconds 300 --seed 1 --out fuzz-findings
+    $ python tests/fuzz_benchmarks.py --cases 500 --seed 0          # what test_fuzz_benchmarks.py runs
     {"executions": 9120, "by_format": {"jsonl": ..., "arrow": ...}, "crashes": 0, ...}
 """
 import argparse
@@ -148,8 +149,9 @@ def _strategies():
 
 # ----------------------------------------------------------------------------- the fuzz loop
 
-def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, rounds_of=50):
-    """Fuzz for `seconds`; returns the report (findings' files are saved under `out`)."""
+def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, rounds_of=50, cases=None):
+    """Fuzz for `seconds` (or until `cases` mutated cases have run, if sooner); returns the report (findings'
+    files are saved under `out`)."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
     worker = _Worker(reader)
@@ -164,11 +166,11 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
               "executions": 0, "by_format": {}, "outcomes": {}, "crashes": 0, "hangs": 0, "memory": 0,
               "reader_bugs": 0, "peak_rss_mb": 0, "findings": []}
     start = time.monotonic()
-    cases = os.path.join(work, "cases")
-    os.makedirs(cases)
+    case_dir = os.path.join(work, "cases")
+    os.makedirs(case_dir)
 
     def execute(kind, data, origin, template):
-        case = _write_case(cases, kind, data, template)
+        case = _write_case(case_dir, kind, data, template)
         outcome_kind, detail, rss = worker.run(case, case_timeout)
         finding = fuzz_records.tally(report, worker, kind, outcome_kind, detail, rss, "reader_bugs")
         if finding:
@@ -187,19 +189,21 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
               suppress_health_check=list(HealthCheck))
     @given(which=seed_strategy, ops=ops_strategy)
     def one_case(which, ops):
-        if time.monotonic() - start > seconds:
+        if fuzz_records.finished(report, start, seconds, cases):
             return
         kind, data, name, template = seed_files[which % len(seed_files)]
         same_kind = [s for s in plain_seeds if s[0] == kind] or plain_seeds
         execute(kind, fuzz_records.mutate(data, ops, same_kind, kind), name, template)
 
-    return fuzz_records.run_rounds(one_case, seed, seconds, start, worker, work, report)
+    return fuzz_records.run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60, help="how long to fuzz (default 60)")
+    p.add_argument("--cases", type=int, help="stop after this many mutated cases, if sooner than --seconds (the "
+                                             "same cases on every machine for a given --seed)")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     p.add_argument("--out", default="fuzz-findings", help="folder for the findings' files")
     p.add_argument("--reader", choices=["ours", "plain"], default="ours",
@@ -210,7 +214,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.reader)
-    report = fuzz(args.seconds, args.seed, args.out, args.reader, args.seeds, args.case_timeout)
+    report = fuzz(args.seconds, args.seed, args.out, args.reader, args.seeds, args.case_timeout, cases=args.cases)
     print(json.dumps(report, indent=1))
     print(f"{report['executions']} executions in {report['minutes']} min ({report['executions_per_second']}/s): "
           f"{report['crashes']} crashes, {report['hangs']} hangs, {report['memory']} over {MEMORY_LIMIT_MB} MB, "

@@ -28,17 +28,19 @@ finding is a crash, a hang, memory over 1 GB, or an error other than the documen
 (CorruptFileError / UnsafeFileError / RecordMismatchError, OSError, or a ValueError naming the run).
 
 It lives next to the tests because it is test tooling that shares their file builders
-(hostile.py); test_fuzz.py runs it with a fixed seed in the normal suite (records 20 s, runs 15 s).
+(hostile.py); test_fuzz.py runs it with a fixed seed and a fixed number of cases in the normal suite
+(--cases: the same cases on every machine, however busy; records 600, runs 150, a few seconds each).
 
 Public names:
     main(argv=None) -> int       the command line (0: no findings, 1: findings)
-    fuzz(seconds, seed, out, loader="safe", seeds=None, targets=("records", "runs")) -> report dict
+    fuzz(seconds, seed, out, loader="safe", seeds=None, targets=("records", "runs"), cases=None) -> report dict
     worker_main(loader)          the worker loop (`--worker`)
     peak_rss_mb()                this process's peak RSS (VmHWM)
 
 Example:
     $ python tests/fuzz_records.py --seconds 600 --seed 1 --out fuzz-findings
     $ python tests/fuzz_records.py --targets runs --seconds 300 --seed 1
+    $ python tests/fuzz_records.py --targets records --cases 600 --seed 0      # what test_fuzz.py runs
     {"executions": 41210, "minutes": 10.0, "crashes": 0, "hangs": 0, ..., "peak_rss_mb": 412}
 """
 import argparse
@@ -399,9 +401,10 @@ def _seeds(folder, names=None, targets=("records",)):
 
 
 def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, rounds_of=50,
-         targets=("records", "runs")):
-    """Fuzz for `seconds`; returns the report (findings' files are saved under `out`: a run case's
-    whole folder). `targets`: "records" (record files and shards), "runs" (run folders), or both."""
+         targets=("records", "runs"), cases=None):
+    """Fuzz for `seconds` (or until `cases` mutated cases have run, if sooner); returns the report (findings'
+    files are saved under `out`: a run case's whole folder). `targets`: "records" (record files and shards),
+    "runs" (run folders), or both."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
     worker = _Worker(loader)
@@ -448,12 +451,12 @@ def fuzz(seconds, seed, out, loader="safe", seeds=None, case_timeout=30.0, round
               suppress_health_check=list(HealthCheck))
     @given(which=seed_strategy, ops=ops_strategy)
     def one_case(which, ops):
-        if time.monotonic() - start > seconds:
+        if finished(report, start, seconds, cases):
             return
         ext, data, name = seed_files[which % len(seed_files)]
         execute(ext, mutate(data, ops, seed_files, ext), name)
 
-    return run_rounds(one_case, seed, seconds, start, worker, work, report)
+    return run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
 
 
 def tally(report, worker, fmt, kind, detail, rss, bug_key):
@@ -484,13 +487,20 @@ def tally(report, worker, fmt, kind, detail, rss, bug_key):
     return finding
 
 
-def run_rounds(one_case, seed, seconds, start, worker, work, report):
-    """Run hypothesis rounds of `one_case` until `seconds` have passed since `start`, then stop the
-    worker, remove the work folder and add the timing to `report` (shared with fuzz_benchmarks.py)."""
+def finished(report, start, seconds, cases=None):
+    """Whether the fuzzing is over: `seconds` have passed since `start`, or `cases` mutated cases (executions
+    beyond the seeds' own) have run (shared with fuzz_benchmarks.py)."""
+    return time.monotonic() - start >= seconds or (cases is not None and report["executions"] >= report["seeds"] + cases)
+
+
+def run_rounds(one_case, seed, seconds, start, worker, work, report, cases=None):
+    """Run hypothesis rounds of `one_case` until finished() (`seconds` since `start`, or `cases` mutated
+    cases), then stop the worker, remove the work folder and add the timing to `report` (shared with
+    fuzz_benchmarks.py)."""
     from hypothesis import seed as hypothesis_seed
     round_ = 0
     try:
-        while time.monotonic() - start < seconds:
+        while not finished(report, start, seconds, cases):
             hypothesis_seed(seed * 1_000_003 + round_)(one_case)()
             round_ += 1
     finally:
@@ -507,6 +517,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60, help="how long to fuzz (default 60)")
+    p.add_argument("--cases", type=int, help="stop after this many mutated cases, if sooner than --seconds (the "
+                                             "same cases on every machine for a given --seed)")
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     p.add_argument("--out", default="fuzz-findings", help="folder for the findings' files")
     p.add_argument("--loader", choices=["safe", "plain"], default="safe",
@@ -520,7 +532,7 @@ def main(argv=None):
     if args.worker:
         return worker_main(args.loader)
     report = fuzz(args.seconds, args.seed, args.out, args.loader, args.seeds, args.case_timeout,
-                  targets=tuple(args.targets))
+                  targets=tuple(args.targets), cases=args.cases)
     print(json.dumps(report, indent=1))
     print(f"{report['executions']} executions in {report['minutes']} min "
           f"({report['executions_per_second']}/s): {report['crashes']} crashes, "

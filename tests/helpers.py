@@ -6,7 +6,10 @@ tokenizer is a byte-level BPE trained in-process on a few sentences, and every m
 check of captured activations: transformers' own output_hidden_states.
 
 Public names: make_tokenizer, tiny_config, tiny_model, hook_counts, rel_err, reference, p_true_reference,
-run_main, read_rows, CORPUS, CHAT_TEMPLATE.
+run_main, read_rows, needs, CORPUS, CHAT_TEMPLATE.
+
+A helper that builds a model or starts a process announces it with @needs("model") / @needs("slow"): every test
+that calls it (directly, through a fixture or another helper) is put in that tier (tests/conftest.py).
 """
 import json
 import os
@@ -28,6 +31,15 @@ CORPUS = [
 ]
 CHAT_TEMPLATE = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def needs(tier):
+    """Announce a helper's cost ("model": builds tiny models in-process; "slow": starts processes, the real
+    default model): tests/conftest.py puts every test that reaches the helper in that tier."""
+    def announce(function):
+        function.test_tier = tier
+        return function
+    return announce
 
 
 def make_tokenizer(chat_template=False):
@@ -64,6 +76,7 @@ def tiny_config(model_type, vocab_size):
     return AutoConfig.for_model(model_type, **common, **per_type)
 
 
+@needs("model")
 def tiny_model(model_type="llama", tokenizer=None, seed=0, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
     tokenizer = tokenizer or make_tokenizer()
@@ -91,6 +104,7 @@ def rel_err(a, b):
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
+@needs("model")
 def reference(model, record):
     """{name: (positions, hidden)} from plain forwards with output_hidden_states=True.
 
@@ -111,6 +125,7 @@ def reference(model, record):
     return ref
 
 
+@needs("model")
 def p_true_reference(model, tokenizer, question, response, chat=False, system_prompt=None):
     """P(True) of Kadavath et al. 2022 from plain unbatched forwards: the prompt written out here,
     " (A)" / " (B)" (no space after a chat template) split off as lm-eval splits a continuation,
@@ -133,6 +148,7 @@ def p_true_reference(model, tokenizer, question, response, chat=False, system_pr
     return torch.softmax(torch.stack(sums), 0)[0].item()
 
 
+@needs("model")
 def run_main(*args):
     return cli.main([*map(str, args), "--quiet"])
 

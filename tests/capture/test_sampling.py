@@ -45,18 +45,25 @@ def test_different_seeds_give_different_samples_and_greedy_is_unchanged(llama):
 def test_pick_follows_the_warped_softmax():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]])
     n = 20000
+    # n draws of the one prompt's stream in one call (n rows that all name prompt 0): the same uniforms, in
+    # the same order, as n calls of one row each, without n passes through the warpers
+    many, same = logits.expand(n, -1), [0] * n
     sampler = Sampler(temperature=0.5, top_k=0, top_p=1.0, seed=0, keys=["q"])
-    counts = torch.bincount(torch.cat([sampler.pick(logits, [0]) for _ in range(n)]), minlength=5).double() / n
+    counts = torch.bincount(sampler.pick(many, same), minlength=5).double() / n
     expected = torch.softmax(logits[0].double() / 0.5, -1)
     assert torch.allclose(counts, expected, atol=0.015)
     # top_k=2: only the two most likely tokens, renormalised
     sampler = Sampler(temperature=1.0, top_k=2, top_p=1.0, seed=0, keys=["q"])
-    counts = torch.bincount(torch.cat([sampler.pick(logits, [0]) for _ in range(n)]), minlength=5).double() / n
+    counts = torch.bincount(sampler.pick(many, same), minlength=5).double() / n
     two = torch.softmax(torch.tensor([2.0, 1.0], dtype=torch.float64), -1)
     assert torch.allclose(counts[:2], two, atol=0.015) and counts[2:].sum() == 0
     # top_p=0.5: the smallest set of tokens with mass >= 0.5 is token 0 alone (p = 0.53 at T=1)
     sampler = Sampler(temperature=1.0, top_k=0, top_p=0.5, seed=0, keys=["q"])
-    assert set(torch.cat([sampler.pick(logits, [0]) for _ in range(200)]).tolist()) == {0}
+    assert set(sampler.pick(logits.expand(200, -1), [0] * 200).tolist()) == {0}
+    # one call of n rows draws what n calls of one row draw
+    batched = Sampler(temperature=0.5, top_k=0, top_p=1.0, seed=1, keys=["q"]).pick(logits.expand(50, -1), [0] * 50)
+    single = Sampler(temperature=0.5, top_k=0, top_p=1.0, seed=1, keys=["q"])
+    assert batched.tolist() == [int(single.pick(logits, [0])) for _ in range(50)]
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -95,8 +95,10 @@ def _lm_eval_samples(tiny_dir, folder, docs_by_task):
         data.write_text("".join(json.dumps(d) + "\n" for d in docs))
         (folder / f"{name}.yaml").write_text(YAML.format(name=name, data=data))
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # only these local tasks: indexing lm-eval's thousands of bundled task files took ~10 s of every run
+    tasks = TaskManager(include_path=str(folder), include_defaults=False)
     out = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": tiny_dir, "dtype": "float32"},
-                                  tasks=list(docs_by_task), task_manager=TaskManager(include_path=str(folder)),
+                                  tasks=list(docs_by_task), task_manager=tasks,
                                   batch_size=4, device="cpu", bootstrap_iters=0, log_samples=True)
     return {name: {s["doc_id"]: s for s in samples} for name, samples in out["samples"].items()}, out["results"]
 
