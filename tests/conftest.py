@@ -14,8 +14,7 @@ A test's tier is the highest that anything it uses announces:
     `multiprocessing`, `simple_evaluate`, Inspect's `eval` -> slow; `from_config`, `from_pretrained`,
     `load_model`, `build_report` -> model);
   - its folder (FOLDER_TIERS: tests/analysis/ is at least model);
-  - a marker: @pytest.mark.slow (or .model) raises the tier, never lowers it. SLOW_ELSEWHERE names the Monte
-    Carlo tests of a folder this file's owner could not edit (issue 26), until they carry the marker.
+  - a marker: @pytest.mark.slow (or .model) raises the tier, never lowers it (the Monte Carlo tests carry it).
 So a new test that calls tiny_model, uses `tiny_dir` or starts a process is tiered without anyone remembering.
 
 The tiers cannot rot: while a unit test sets up and runs, building a transformers model or starting a process
@@ -91,10 +90,6 @@ FOLDER_TIERS = {"analysis": "model"}
 CALLABLE_TIERS = {"inspect_ai._eval.eval.eval": "slow"}     # a whole Inspect evaluation (imported under any name)
 # compute-heavy tests in folders whose files this conftest's owner may not edit (issue 26): Monte Carlo and
 # bootstrap-heavy probes with no model and no process. The marker belongs in their files; until then, here.
-SLOW_ELSEWHERE = {
-    "tests/analysis/test_probe.py::test_null_runs_claim_a_layer_at_most_5_percent_of_the_time",     # 20 seeds
-    "tests/analysis/test_probe.py::test_null_scores_claim_a_layer_at_most_5_percent_of_the_time",   # 60 seeds
-}
 UNIT_BUDGET_S = 2.0         # a unit test over this (setup + call) is listed at the end of the run
 TINY_HIDDEN_MAX = 256       # a model test may build models up to this hidden size (the tiny ones have 64)
 
@@ -173,8 +168,6 @@ def tier_of(item):
     for marker in item.iter_markers():
         if marker.name in TIERS:
             found = max(found, marker.name, key=_rank)
-    if item.nodeid.split("[")[0] in SLOW_ELSEWHERE:
-        found = "slow"
     folder = os.path.relpath(str(item.path), TESTS_DIR).split(os.sep)[0]
     found = max(found, FOLDER_TIERS.get(folder, "unit"), key=_rank)
     if isinstance(item, pytest.DoctestItem):      # activation_eval's docstrings (their setup builds tiny models)

@@ -141,6 +141,7 @@ def test_planted_direction_is_found_where_planted(tmp_path, capsys):
     assert "layer_3 <- verdict" in out and "selectivity [99.17% CI, adjusted]" in out
 
 
+@pytest.mark.slow        # Monte Carlo: many seeded runs
 def test_null_runs_claim_a_layer_at_most_5_percent_of_the_time():
     """Pure noise, 8 layers, 20 seeds, the whole pipeline (3 folds and 1000 resamples keep it
     cheap). Bonferroni: each layer's one-sided false claim has probability <= alpha/(2L), so a
@@ -159,6 +160,7 @@ def test_null_runs_claim_a_layer_at_most_5_percent_of_the_time():
     assert sum(claims) <= 1, claims
 
 
+@pytest.mark.slow        # Monte Carlo: many seeded runs
 def test_null_scores_claim_a_layer_at_most_5_percent_of_the_time():
     """The bootstrap and Bonferroni step alone, on 60 sets of random out-of-fold scores (20
     layers, 3 controls): the rate of claims stays within the bound (expected <= 2.5%)."""

@@ -69,7 +69,8 @@ def task_dir(tmp_path_factory):
 
 
 def _evaluate(evaluate, model, model_args, task_dir, **extra):
-    return evaluate(model=model, model_args=model_args, tasks=TASKS, task_manager=TaskManager(include_path=task_dir),
+    return evaluate(model=model, model_args=model_args, tasks=TASKS,
+                    task_manager=TaskManager(include_path=task_dir, include_defaults=False),
                     batch_size=4, device="cpu", bootstrap_iters=0, **extra)
 
 

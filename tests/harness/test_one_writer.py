@@ -278,7 +278,7 @@ def test_a_killed_lm_eval_run_continues_with_resume(tiny_dir, golds, tmp_path):
             return original(self, *a, **k)
         h.ActivationEvalLM._model_generate = dying
         h.simple_evaluate(model="activation-eval", tasks=["{CATEGORY}"], batch_size=1, device="cpu",
-                          task_manager=TaskManager(include_path={task_dir!r}),
+                          task_manager=TaskManager(include_path={task_dir!r}, include_defaults=False),
                           model_args={{"pretrained": {tiny_dir!r}, "dtype": "float32", "output_dir": {str(out)!r},
                                       "layers": [0, -1]}})
         """)
