@@ -126,7 +126,7 @@ def main(argv=None, prog="main.py"):
     if not is_main:
         return 0
     try:
-        print(format_summary(summary))
+        print(format_summary(summary, run_folder.results_path(summary["output_dir"])))
         if config.capture_activations:
             print(activation_overview(config.activation_save_dir, config.output_dir))
         sys.stdout.flush()

@@ -11,7 +11,7 @@ Example:
     >>> summary = run_benchmark(RunConfig(model="models/tiny-llama", limit=3, max_new_tokens=4, progress=False,
     ...                                   output_dir="results/try", capture_activations=True))
     >>> from activation_eval.schema.summary import format_summary
-    >>> print(format_summary(summary))                          # a random model: nothing correct
+    >>> print(format_summary(summary, "results/try/results.jsonl"))   # a random model: nothing correct
     model      models/tiny-llama
     benchmark  .../activation_eval/data/benchmark.jsonl
     accuracy   0.0% ± 0.0% (SE), 95% CI 0.0%-56.1%, chance 0.0%  (0/3 correct)

@@ -12,7 +12,7 @@ Public names:
     PRODUCERS               ("main", "lm-eval", "inspect")
     build_summary(rows, *, producer, model, benchmark, output_dir, metric=None, chance=None, ...) -> Summary
     metric_of(producer) -> (row -> metric name)   what decides a row's `correct`, per producer
-    format_summary(summary) -> str      the aligned table the CLIs print
+    format_summary(summary, results_file=None) -> str   the aligned table the CLIs print (and where the rows are)
     MIXED                   the overall `metric` when categories are scored by different metrics
 
 Example (6 results rows of one category, 4 correct):
@@ -21,7 +21,7 @@ Example (6 results rows of one category, 4 correct):
     ...                   chance={row["id"]: 0.0 for row in rows}, elapsed=12.0, answered_now=6)
     >>> s["correct"], s["metric"], [round(x, 3) for x in s["accuracy_ci95"]], s["per_category"]["geo"]["answers"]
     (4, 'accuracy', [0.3, 0.903], 6)
-    >>> print(format_summary(s))
+    >>> print(format_summary(s, results_file="results/demo/results.jsonl"))
     model      tiny
     benchmark  bench.jsonl
     accuracy   66.7% ± 19.2% (SE), 95% CI 30.0%-90.3%, chance 0.0%  (4/6 correct)
@@ -32,7 +32,6 @@ Example (6 results rows of one category, 4 correct):
     wall time  12.0 s for 6 questions (0.50 questions/s)
     results    results/demo/results.jsonl
 """
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
@@ -236,8 +235,9 @@ _LOGLIK_WHAT = {"norm": "log-likelihood per character of the choice, lm-eval's a
                 "bytes": "log-likelihood per UTF-8 byte of the choice, lm-eval's acc_bytes"}
 
 
-def format_summary(summary: Summary) -> str:
-    """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance."""
+def format_summary(summary: Summary, results_file: str | None = None) -> str:
+    """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance;
+    `results_file` (the run's results.jsonl) is named last when given."""
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}", _overall_line(summary)]
     loglik = summary["log_likelihood"]
     for name in ("norm", "bytes"):
@@ -257,7 +257,8 @@ def format_summary(summary: Summary) -> str:
     qps = summary["questions_per_second"]
     lines += ["", f"wall time  {summary['wall_time_s']:.1f} s for {summary['answered_this_run']} questions"
               + (f" ({qps:.2f} questions/s)" if qps else "")]
-    lines.append(f"results    {os.path.join(summary['output_dir'], 'results.jsonl')}")
+    if results_file:
+        lines.append(f"results    {results_file}")
     return "\n".join(lines)
 
 

@@ -168,7 +168,7 @@ def test_a_failure_after_a_grouped_shard_loses_its_units_and_resume_removes_the_
     assert not (out / "results.jsonl").exists()                   # no row: both units were in the buffer
     assert os.listdir(units) == os.listdir(runs[1] / "activations" / "units")   # their complete shard, unnamed
     # resumed with one unit per shard (not a setting a resume must share): other names, the orphan goes
-    caplog.set_level(logging.INFO, logger="activation_eval.store.run_writer")
+    caplog.set_level(logging.INFO, logger="activation_eval.store.run_files")
     assert run_main(*args(tiny_dir, out, "shards", shard_mb=0), "--resume") == 0
     rows = read_rows(out)
     assert sorted(os.listdir(units)) == unit_shards(rows) and len(unit_shards(rows)) == 2
