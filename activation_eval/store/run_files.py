@@ -11,8 +11,8 @@ Public names:
     remove_unreferenced_shards(run_dir, activations_dir, rows) -> int   this run's shards no row names
 
 Example:
-    >>> append_results("runs/p1/results.jsonl", [{"id": "q1", "v": 1}, {"id": "q2", "v": 1}])
     >>> os.makedirs("runs/p1/shards")
+    >>> append_results("runs/p1/results.jsonl", [{"id": "q1", "v": 1}, {"id": "q2", "v": 1}])
     >>> append_results("runs/p1/shards/results.rank1.jsonl", [{"id": "q1", "v": 2}])      # a newer part
     >>> [(row["id"], row["v"]) for row in merge_results("runs/p1", order=["q2", "q1"])]
     [('q2', 1), ('q1', 2)]
