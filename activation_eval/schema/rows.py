@@ -10,6 +10,9 @@ Public names:
     ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW,
     ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, P_TRUE   the row keys, one constant each
     CONFIDENCE_FIELDS          the output-confidence keys every generated row has (not P_TRUE: --p_true only)
+    ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX   the answer span's token figures (issue 27)
+    SEMANTIC_ENTROPY, SELF_CONSISTENCY, EIGENSCORE   sample-based scores of a question (analysis, --num_samples > 1)
+    SCORE_ORIENTATION          {score: +1 | -1}: +1 when a higher value means "more likely correct" (fixed by definition)
     LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
     RESULT_FIELDS              the keys every row has, in order
     ResultRow                  a TypedDict of a results row (all keys documented there)
@@ -30,7 +33,9 @@ from typing import Annotated, Any, NotRequired, TypedDict
 __all__ = ["ID", "SAMPLE", "CATEGORY", "QUESTION", "PROMPT", "RESPONSE", "ANSWER", "EXTRACTED", "CORRECT", "GRADER",
            "NUM_PROMPT_TOKENS", "NUM_GENERATED_TOKENS", "SYSTEM_PROMPT", "ERROR", "ANSWER_POSITIONS", "GRADER_NOTE",
            "UNIT", "LEGACY_UNIT", "ACTIVATION_FILE", "ACTIVATION_SHARD", "ACTIVATION_ROW", "ANSWER_LOGPROB_MEAN",
-           "ANSWER_LOGPROB_SUM", "FIRST_TOKEN_ENTROPY", "P_TRUE", "CONFIDENCE_FIELDS", "RESULT_FIELDS", "ResultRow",
+           "ANSWER_LOGPROB_SUM", "FIRST_TOKEN_ENTROPY", "P_TRUE", "CONFIDENCE_FIELDS",
+           "ANSWER_LOGPROB_MIN", "ANSWER_ENTROPY_MEAN", "ANSWER_ENTROPY_MAX", "SEMANTIC_ENTROPY", "SELF_CONSISTENCY",
+           "EIGENSCORE", "SCORE_ORIENTATION", "RESULT_FIELDS", "ResultRow",
            "answered_row", "error_row", "row_key", "row_unit", "upgrade_row"]
 
 ID, SAMPLE, CATEGORY, QUESTION, PROMPT = "id", "sample", "category", "question", "prompt"
@@ -47,6 +52,16 @@ ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM = "answer_logprob_mean", "answer_logprob
 FIRST_TOKEN_ENTROPY = "first_token_entropy"
 P_TRUE = "p_true"              # --p_true: the model's P(True) that its answer is correct (eval/p_true.py)
 CONFIDENCE_FIELDS = (ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY)
+# over the answer span's tokens: the lowest token log-probability, the mean and the highest entropy (nats)
+ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX = "answer_logprob_min", "answer_entropy_mean", \
+    "answer_entropy_max"
+# computed by the analysis from a question's samples (--num_samples > 1), never written into rows
+SEMANTIC_ENTROPY, SELF_CONSISTENCY, EIGENSCORE = "semantic_entropy", "self_consistency", "eigenscore"
+# the direction of each single score, fixed by its definition (never fitted): +1 when a higher value means the
+# answer is more likely correct (a log-probability, P(True), agreement), -1 when less likely (an entropy)
+SCORE_ORIENTATION = {ANSWER_LOGPROB_MEAN: 1, ANSWER_LOGPROB_SUM: 1, ANSWER_LOGPROB_MIN: 1, FIRST_TOKEN_ENTROPY: -1,
+                     ANSWER_ENTROPY_MEAN: -1, ANSWER_ENTROPY_MAX: -1, P_TRUE: 1, SEMANTIC_ENTROPY: -1,
+                     SELF_CONSISTENCY: 1, EIGENSCORE: -1}
 
 RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CORRECT, GRADER,
                  NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
