@@ -62,8 +62,10 @@ def lens_run(tiny_dir, tmp_path_factory):
 def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
     from activation_eval.models import load_model
     from activation_eval.store import run_reader
-    res = logit_lens_run(lens_run, progress=False)
+    res = logit_lens_run(lens_run, progress=False, position="last_prompt")        # the old reading, labelled
     model, tok = load_model(tiny_dir)
+    assert res.reading == "last_prompt" and "read at the last prompt token" in res.caveats[-1]
+    assert all(q.position == q_row["num_prompt_tokens"] - 1 for q, q_row in zip(res.questions, read_rows(lens_run)))
     assert res.layer_names == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
     assert res.questions_used == 10 and res.skipped_no_position == 0 and res.without_gold == 0
     assert res.vocab_size == model.config.vocab_size and res.chance_rank == (res.vocab_size + 1) / 2
@@ -125,7 +127,8 @@ def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):
     assert run_main("--model", tiny_dir, "--limit", 2, "--max_new_tokens", 3, "--output_dir", out,
                     "--capture_activations", "--positions", "generated", "--layers", "0") == 0
     capsys.readouterr()
-    for argv, msg in ((["--logit_lens", str(out)], "keeps the last prompt token"),
+    for argv, msg in ((["--logit_lens", str(out)], "could be read at its answer"),    # P-1 not kept
+                      (["--logit_lens", str(out), "--lens_position", "last_prompt"], "keeps the last prompt token"),
                       (["--logit_lens", str(tmp_path)], "not a run folder")):
         code = aa.main(argv + ["--no_progress", "--output_dir", str(tmp_path / "p")])
         err = capsys.readouterr().err
