@@ -83,7 +83,7 @@ def lens_caveats(reading: str, n_correct: int, n_incorrect: int, at_start: Mappi
         out.append(f"the comparison rests on {n_correct} correct and {n_incorrect} incorrect questions (fewer "
                    f"than {MIN_PER_CLASS} in a class): read it as anecdotal, its intervals as unstable")
     shares = {g: at_start.get(g, 0) / n_start[g] for g in ("correct", "incorrect") if n_start.get(g)}
-    if reading == "answer" and len(shares) == 2 and abs(shares["correct"] - shares["incorrect"]) >= SHARE_GAP:
+    if reading == "answer" and len(shares) == 2 and abs(shares["correct"] - shares["incorrect"]) >= SHARE_GAP - 1e-9:
         out.append(f"the groups are read at different kinds of position: {at_start.get('correct', 0)}/"
                    f"{n_start['correct']} correct and {at_start.get('incorrect', 0)}/{n_start['incorrect']} "
                    f"incorrect answers open the response (read at the last prompt token), the rest after a "
