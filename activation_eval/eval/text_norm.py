@@ -5,6 +5,8 @@ Public names:
     normalized_tokens(text) -> [str]     accents dropped, lowercased, number words as digits,
                                          punctuation as spaces, articles a/an/the dropped
     contains_phrase(tokens, phrase) -> bool   phrase is a contiguous run of whole tokens
+    clause_tokens(text) -> (tokens, clause index of each)   normalized_tokens clause by clause (a clause
+                                         ends at , ; : ! ? a full stop, a newline, brackets or a dash)
     words_to_digits(text) -> str         lowercase number words zero..ninety-nine as digits
     parse_number(text) -> float or None  a whole-string number ("1,024", "-3", "0.5")
     extract_number(text) -> (cleaned text, value) or None   the answer number of a response
@@ -16,6 +18,8 @@ Example:
     True
     >>> parse_number("1,024"), extract_number("6 x 7 = 42.0, not 41")
     (1024.0, ('42.0', 42.0))
+    >>> clause_tokens("Canberra, not Sydney.")
+    (['canberra', 'not', 'sydney'], [0, 1, 1])
 
 Every function runs in time linear in its input (possessive quantifiers; no rescans per match).
 """
@@ -23,7 +27,8 @@ import bisect
 import re
 import unicodedata
 
-__all__ = ["normalized_tokens", "contains_phrase", "words_to_digits", "parse_number", "extract_number"]
+__all__ = ["normalized_tokens", "contains_phrase", "clause_tokens", "words_to_digits", "parse_number",
+           "extract_number"]
 
 _ARTICLES = {"a", "an", "the"}
 _UNITS = {w: i for i, w in enumerate(
@@ -60,6 +65,20 @@ def contains_phrase(tokens, phrase):
         return False
     first = phrase[0]
     return any(tok == first and tokens[i:i + n] == phrase for i, tok in enumerate(tokens))
+
+
+_CLAUSE_END_RE = re.compile(r"[,;:!?\n()\[\]\u2014\u2013]|\.(?!\d)|\s-\s")
+
+
+def clause_tokens(text):
+    """(normalized tokens of `text`, the clause index of each): the tokens are normalized_tokens of each clause
+    in turn (the same as normalized_tokens(text) but where a number word pair spans a clause end)."""
+    tokens, clauses = [], []
+    for index, part in enumerate(_CLAUSE_END_RE.split(text)):
+        words = normalized_tokens(part)
+        tokens += words
+        clauses += [index] * len(words)
+    return tokens, clauses
 
 
 # linear as it is: the lookbehinds let a number start only once per run of digits and separators
