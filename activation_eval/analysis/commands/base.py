@@ -128,7 +128,8 @@ PLOT_OPTIONS = {
     "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
               "probe_family", "cv_seeds"),
 }
-_TAGS = {"lens_position": "at", "probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
+_TAGS = {"lens_position": "at",
+         "probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
 _PATH_OPTIONS = ("test_run", "model", "tokenizer")
 
 

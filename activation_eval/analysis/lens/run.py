@@ -2,15 +2,15 @@
 
 Each layer's activation at the position that emits the extracted answer's first token (reading.py:
 answer_positions[0] - 1; `position="last_prompt"`: the last prompt token P-1, labelled; "auto": the
-answer when the rows hold answer spans, else the last prompt token) is projected (projection.project); rank = the best rank of any gold candidate, probability =
-the candidates' summed probability. Groups (correct / incorrect / all) get the median rank and mean
-probability per layer; beside them, per layer, the difference incorrect - correct within each value
-of `stratify_by` (stratify.py) of the mean ln(rank) (ranks have a heavy tail: the log keeps one
-rank-30000 question from outweighing many; the difference is the log of the ratio of geometric-mean
-ranks) and of the mean probability, with the pooled difference beside. Intervals: 95% percentile
-bootstrap over questions, a question's samples (--num_samples) resampled together. Questions without an
-answer span are left out and counted; caveats (reading.lens_caveats) name few rows per class and groups
-read at different kinds of position.
+answer when the rows hold answer spans, else the last prompt token) is projected (projection.project);
+rank = the best rank of any gold candidate, probability = the candidates' summed probability. Groups
+(correct / incorrect / all) get the median rank and mean probability per layer; beside them, per
+layer, the difference incorrect - correct within each value of `stratify_by` (stratify.py) of the
+mean ln(rank) (ranks have a heavy tail: the log keeps one rank-30000 question from outweighing many;
+the difference is the log of the ratio of geometric-mean ranks) and of the mean probability, with the
+pooled difference beside. Intervals: 95% percentile bootstrap over questions, a question's samples
+(--num_samples) resampled together. Questions without an answer span are left out and counted;
+caveats (reading.lens_caveats) name few rows per class and groups read at different kinds of position.
 
 Public names:
     logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
