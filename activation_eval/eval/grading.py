@@ -63,8 +63,9 @@ choice_all  The set of letters chosen, by the first rule that finds any: the let
 number The last cue ("=", "equals", "answer is", "result is", "total is") followed by a number
        gives the first number after it; with no such cue, the last number in the response.
        "1,024" is 1024, "-3" is negative but "5-3" is 5 and 3, "142" is never 42. Number words
-       ("twelve") are read only when the response has no digits. Compared numerically
-       (42 == 42.0, relative tolerance 1e-9).
+       ("twelve") are read only when the response has no digits. A number right after a
+       negation ("not 42", "isn't 42") is skipped; when it was the gold, grader_note says so.
+       Compared numerically (42 == 42.0, relative tolerance 1e-9).
 """
 import math
 import re
@@ -72,7 +73,7 @@ import re
 from ..schema.summary import NOT_JUDGEABLE_NOTE
 from .errors import BenchmarkError
 from .gold import LETTERS, GoldError, grader_name, has_gold, resolve_gold, row_gold
-from .negation import AFFIRMED, NEGATED, negation_note, phrase_status
+from .negation import AFFIRMED, NEGATED, negated_number_note, negation_note, phrase_status
 from .text_norm import clause_tokens, contains_phrase, extract_number, normalized_tokens, parse_number
 
 __all__ = ["GoldError", "resolve_gold", "grader_name", "has_gold", "grade_text", "grade_choice", "grade_choice_all",
@@ -253,6 +254,8 @@ def grade(response, row):
         extracted, correct, note = _grade_text(response, graded)
     else:
         extracted, correct = GRADERS[kind](response, graded)
+        if kind == "number" and not correct:
+            note = negated_number_note(_response_text(response), [(a, parse_number(a)) for a in answers])
     if note:
         return {"extracted": extracted, "correct": False, "grader": name, "grader_note": note}
     return {"extracted": extracted, "correct": bool(correct), "grader": name}

@@ -17,6 +17,7 @@ Public names:
     WINDOW, AFFIRMED, NEGATED, ABSENT
     phrase_status(tokens, clauses, phrase) -> (AFFIRMED | NEGATED | ABSENT, the cue or None)
     negation_note(answer, cue) -> str     the grader_note of an answer whose gold appears only negated
+    negated_number_note(response, golds) -> note or None   the same for a gold number ("it is not 42")
 
 Example:
     >>> from activation_eval.eval.text_norm import clause_tokens
@@ -27,7 +28,10 @@ Example:
     >>> phrase_status(*clause_tokens("I don't think it is Canberra."), ["canberra"])
     ('negated', "n't")
 """
+import math
+
 from ..schema.summary import NEGATED_NOTE
+from .text_norm import negated_numbers
 
 WINDOW = 4          # tokens before a match in which a cue negates it
 AFFIRMED, NEGATED, ABSENT = "affirmed", "negated", "absent"
@@ -77,3 +81,17 @@ def phrase_status(tokens, clauses, phrase):
 def negation_note(answer, cue):
     """The grader_note of a response that names the gold answer only after a negation."""
     return f"{NEGATED_NOTE}: the gold {answer!r} appears only after a negation ({cue!r}); graded incorrect"
+
+
+def negated_number_note(response, golds):
+    """The grader_note of a response that names a gold number only after a negation (text_norm.extract_number
+    skips such a number), else None. golds: [(gold text, value), ...].
+
+    >>> negated_number_note("The answer is not 42; it is 41.", [("42", 42.0)])[:39]
+    "negated: the gold '42' appears only aft"
+    """
+    for value, cue in negated_numbers(response):
+        for text, gold in golds:
+            if math.isclose(value, gold, rel_tol=1e-9, abs_tol=1e-9):
+                return negation_note(text, cue)
+    return None

@@ -1,7 +1,8 @@
 """Grading that knows its limits (issue 27 item 8), against hand-labelled cases.
 
 - A gold named only inside a negation ("It is not Canberra; it is Sydney.") is not a match: incorrect,
-  with a grader_note; "Canberra, not Sydney." stays correct. Also the choice grader's text rule.
+  with a grader_note; "Canberra, not Sydney." stays correct. Also the choice grader's text rule, and the
+  number grader ("The answer is not 42; it is 41." reads 41).
 - A row whose gold is a sentence (a false_premise column true, FreshQA; or every accepted answer of 10+
   words) is left ungraded with a grader_note, and the summary counts it.
 - Hugging Face TruthfulQA mc1_targets / mc2_targets ({"choices", "labels"}) are read as multiple choice.
@@ -70,6 +71,21 @@ def test_choice_text_rule_skips_negated_choices(response, picked):
     for gold in ("A", "B"):
         verdict = grade(response, {"question": "Capital of Italy?", "answer": gold, "choices": ["Paris", "Rome"]})
         assert verdict["extracted"] == picked and verdict["correct"] is (picked == gold)
+
+
+@pytest.mark.parametrize("response, gold, extracted, correct, negated", [
+    ("The answer is not 42; it is 41.", "42", "41", False, True),    # before: the cue's number, 42: correct
+    ("The answer is not 42; it is 41.", "41", "41", True, False),
+    ("It is never 42.", "42", None, False, True),
+    ("The answer isn't 42, it's 43.", "42", "43", False, True),
+    ("It is not 41, it is 42.", "42", "42", True, False),
+    ("6 x 7 = 42.0, not 41", "42", "42.0", True, False),
+    ("142 is not 42", "142", "142", True, False),
+    ("It is not seven.", "7", None, False, True),
+])
+def test_number_grader_skips_negated_numbers(response, gold, extracted, correct, negated):
+    verdict = grade(response, {"question": "?", "answer": gold})
+    assert (verdict["extracted"], verdict["correct"], "grader_note" in verdict) == (extracted, correct, negated)
 
 
 # ----------------------------------------------------------------------------- not judgeable by matching
