@@ -195,3 +195,17 @@ def test_bad_targets_are_skipped_with_a_reason(tmp_path):
     reasons = {s["id"]: s["reason"] for s in bench.skipped}
     assert [r["id"] for r in bench.rows] == ["ok"] and set(reasons) == {"short", "none", "two"}
     assert "same length" in reasons["short"] and "labelled 1" in reasons["none"] and "0 or 1" in reasons["two"]
+
+
+def test_a_run_carries_false_premise_to_its_rows_and_summary(tiny_dir, tmp_path):
+    from helpers import read_rows, run_main
+    bench = _write_jsonl(tmp_path / "fresh.jsonl", [
+        {"id": "fp", "question": "Who was the first female pope?", "answer": REBUTTAL, "false_premise": "TRUE"},
+        {"id": "ok", "question": "Capital of France?", "answer": "Paris", "false_premise": "FALSE"}])
+    out = tmp_path / "run"
+    assert run_main("--model", tiny_dir, "--benchmark", bench, "--max_new_tokens", 4, "--output_dir", out) == 0
+    rows = {r["id"]: r for r in read_rows(out)}
+    assert rows["fp"]["correct"] is None and rows["fp"]["grader_note"].startswith("not judgeable by matching")
+    assert isinstance(rows["ok"]["correct"], bool)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["not_judgeable"], summary["ungraded"], summary["graded"]) == (1, 1, 1)
