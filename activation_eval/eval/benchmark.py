@@ -30,7 +30,9 @@ the hub, or offline its local cache). A source with several splits needs `split`
 answer_field may name several columns, as a comma list ("answer_0,answer_1") or a glob
 ("answer_*"): their non-empty cells are accepted aliases. Choices may be a list or ARC's
 {"label": [...], "text": [...]}. What the gold answer means is decided by gold.resolve_gold
-(see there: integer = 0-based index, letters, labels, lists, GSM8K "#### N").
+(see there: integer = 0-based index, letters, labels, lists, GSM8K "#### N"). A file without an answer
+column but with Hugging Face TruthfulQA's mc1_targets (or mc2_targets) is read as multiple choice from
+it (rows.py; --answer_field mc2_targets picks mc2); a false_premise column is carried into the rows.
 
 A normalized row is
     {"id": str, "question": str, "answer": [str, ...] (accepted answers; letters for choices),
@@ -47,6 +49,7 @@ from .gold import grader_name
 from .grading import GRADERS, grade, grade_choice, grade_choice_all, grade_number, grade_text
 from .prompts import format_question
 from .rows import (
+    FALSE_PREMISE,
     answer_columns_of,
     check_field_names,
     check_fields_present,
@@ -74,6 +77,17 @@ Benchmark.__doc__ = """rows: normalized rows in source order; skipped: [{"id", "
 
 
 # ----------------------------------------------------------------------------- loading
+
+TARGETS_FIELDS = ("mc1_targets", "mc2_targets")     # Hugging Face TruthfulQA's multiple_choice columns
+
+
+def targets_field(answer_field, available):
+    """The answer column to read: `answer_field`, or mc1_targets (else mc2_targets) when it is the default
+    "answer" and the file has no such column but has a targets column (TruthfulQA's multiple_choice)."""
+    if answer_field != "answer" or answer_field in available:
+        return answer_field
+    return next((f for f in TARGETS_FIELDS if f in available), answer_field)
+
 
 def load_benchmark(path=None, **options):
     """Read a benchmark into normalized rows, in source order (options: see read_benchmark).
@@ -117,12 +131,15 @@ def read_benchmark(path=None, *, question_field="question", answer_field="answer
     def wanted(available):                    # the columns the rows are built from
         if not available:
             return []
+        fields.update(answer=targets_field(fields["answer"], available))
         check_fields_present(fields, available, name)
         answers = answer_columns_of(fields["answer"], available, name)
-        return [fields[role] for role in ("question", "choices", "id", "category")] + answers
+        extra = [FALSE_PREMISE] if FALSE_PREMISE in available else []
+        return [fields[role] for role in ("question", "choices", "id", "category")] + answers + extra
     records, available, from_table = read_records(name, skip_rows, subset, split, limits=limits, wanted=wanted)
     if not records:
         raise BenchmarkError(f"{name}: no rows found; add at least one question")
+    fields.update(answer=targets_field(fields["answer"], available))
     check_fields_present(fields, available, name)
     answer_columns = answer_columns_of(fields["answer"], available, name)
     rows, wheres, skipped = [], [], []

@@ -8,7 +8,10 @@ Public names:
     grade_choice_all grader for multiple choice where every gold letter must be chosen, nothing else.
     grade_number    grader for numeric answers.
     grade           grade one response with the row's grader -> dict (+ "grader_note" for a
-                    contradictory answer).
+                    contradictory answer, a gold named only inside a negation, or a row left
+                    ungraded because matching cannot judge it).
+    not_judgeable(row, answers, kind) -> note or None   why matching cannot judge the row
+    SENTENCE_TOKENS the length (normalized tokens) from which a text gold counts as a sentence
     contradiction_note(letter, text_letter) -> "letter A but text of B"
     GRADERS         {"text": ..., "choice": ..., "choice_all": ..., "number": ...}.
 Re-exported from gold.py: GoldError, resolve_gold, grader_name, has_gold, LETTERS.
@@ -27,9 +30,15 @@ text   Both sides are normalized: accents dropped, lowercased, the number words 
        turned into digits ("seven" == "7"), punctuation turned into spaces, the articles a/an/the
        dropped. Correct when the tokens of any accepted answer appear as a contiguous run of
        whole tokens in the response: "The capital of France is Paris." counts for "Paris",
-       "Parisian" does not, "Paris, Texas" does (qualifiers are not parsed). Negations and
-       hedges ("not Paris", "London or Paris") are not detected. extracted is the accepted
-       answer that matched, else the response's first line.
+       "Parisian" does not, "Paris, Texas" does (qualifiers are not parsed). A match inside a
+       negation does not count (negation.py): "It is not Canberra; it is Sydney." is incorrect
+       for "Canberra", with "grader_note": "negated: ..."; "Canberra, not Sydney." is correct.
+       Hedges ("London or Paris") are not detected. extracted is the accepted answer that
+       matched, else the response's first line.
+       Not judgeable by matching (correct None, "grader_note": "not judgeable by matching: ...",
+       counted in the summary's not_judgeable): a row whose false_premise column is true
+       (FreshQA: its gold is a rebuttal sentence), or whose every accepted answer is a sentence
+       of SENTENCE_TOKENS (10) or more normalized tokens: a paraphrase never matches it verbatim.
 choice The first rule that finds a letter (within the row's choices) wins:
        1. a cue: "answer is (B)", "Answer: b", "option C", "choice D" (the last cue counts;
           a lowercase "a"/"i" followed by a word is an article/pronoun, not a letter);
@@ -39,7 +48,8 @@ choice The first rule that finds a letter (within the row's choices) wins:
        4. marked letters anywhere, "(B)" or "B)", if they all name the same letter;
        5. standalone capital letters, if they all name the same letter ("A" opening a sentence
           and followed by a word is the article, "I" followed by a word is the pronoun);
-       6. the text of exactly one choice appears in the response (see the text rule).
+       6. the text of exactly one choice appears in the response, not inside a negation (see the
+          text rule: "not Paris; Rome" names Rome).
        The gold answer may be a letter or the text of a choice.
        Contradictory answers: when the letter came from a cue or a leading mark (rules 1 and 3) and
        the rest of its line names exactly one choice by its text, and that is another choice ("A. 4"
@@ -53,18 +63,23 @@ choice_all  The set of letters chosen, by the first rule that finds any: the let
 number The last cue ("=", "equals", "answer is", "result is", "total is") followed by a number
        gives the first number after it; with no such cue, the last number in the response.
        "1,024" is 1024, "-3" is negative but "5-3" is 5 and 3, "142" is never 42. Number words
-       ("twelve") are read only when the response has no digits. Compared numerically
-       (42 == 42.0, relative tolerance 1e-9).
+       ("twelve") are read only when the response has no digits. A number right after a
+       negation ("not 42", "isn't 42") is skipped; when it was the gold, grader_note says so.
+       Compared numerically (42 == 42.0, relative tolerance 1e-9).
 """
 import math
 import re
 
+from ..schema.summary import NOT_JUDGEABLE_NOTE
 from .errors import BenchmarkError
 from .gold import LETTERS, GoldError, grader_name, has_gold, resolve_gold, row_gold
-from .text_norm import contains_phrase, extract_number, normalized_tokens, parse_number
+from .negation import AFFIRMED, NEGATED, negated_number_note, negation_note, phrase_status
+from .text_norm import clause_tokens, contains_phrase, extract_number, normalized_tokens, parse_number
 
 __all__ = ["GoldError", "resolve_gold", "grader_name", "has_gold", "grade_text", "grade_choice", "grade_choice_all",
-           "grade_number", "grade", "GRADERS", "LETTERS", "contradiction_note"]
+           "grade_number", "grade", "GRADERS", "LETTERS", "contradiction_note", "not_judgeable", "SENTENCE_TOKENS"]
+
+SENTENCE_TOKENS = 10    # a text gold of this many normalized tokens or more is a sentence, not an answer to match
 
 
 def _response_text(response):
@@ -92,19 +107,53 @@ def _gold_answers(row):
 # ----------------------------------------------------------------------------- graders
 
 def grade_text(response, row):
-    """Whole-word/phrase match of any accepted answer inside the response.
+    """Whole-word/phrase match of any accepted answer inside the response, not inside a negation.
 
     Example:
         >>> grade_text("The capital of France is Paris.", {"answer": ["Paris"]})
         ('Paris', True)
+        >>> grade_text("It is not Canberra; it is Sydney.", {"answer": ["Canberra"]})
+        ('It is not Canberra; it is Sydney.', False)
     """
+    extracted, correct, _ = _grade_text(response, row)
+    return extracted, correct
+
+
+def _grade_text(response, row):
+    """(extracted, correct, note or None): grade_text with the negation note."""
     response = _response_text(response)
-    tokens = normalized_tokens(response)
+    tokens, clauses = clause_tokens(response)
+    negated = None
     for answer in _gold_answers(row):
         gold = normalized_tokens(answer)
-        if contains_phrase(tokens, gold) or (not gold and response.strip().lower() == answer.lower()):
-            return answer, True
-    return _first_line(response), False
+        if not gold and response.strip().lower() == answer.lower():
+            return answer, True, None
+        status, cue = phrase_status(tokens, clauses, gold)
+        if status == AFFIRMED:
+            return answer, True, None
+        if status == NEGATED and negated is None:
+            negated = negation_note(answer, cue)
+    return _first_line(response), False, negated
+
+
+def not_judgeable(row, answers, kind):
+    """Why matching cannot judge a row (its grader_note), or None: a text row whose false_premise is true, or
+    whose every accepted answer has SENTENCE_TOKENS normalized tokens or more.
+
+    Example:
+        >>> not_judgeable({"false_premise": True}, ["The premise is false: there was no such war."], "text")
+        'not judgeable by matching: a false-premise row (its gold is a rebuttal, not an answer to find)'
+        >>> not_judgeable({}, ["Paris"], "text") is None
+        True
+    """
+    if kind != "text":
+        return None
+    if row.get("false_premise") is True:
+        return f"{NOT_JUDGEABLE_NOTE}: a false-premise row (its gold is a rebuttal, not an answer to find)"
+    if answers and all(len(normalized_tokens(a)) >= SENTENCE_TOKENS for a in answers):
+        return (f"{NOT_JUDGEABLE_NOTE}: the gold is a sentence ({SENTENCE_TOKENS}+ words in every accepted answer), "
+                f"which a response would paraphrase")
+    return None
 
 
 def _gold_indices(row):
@@ -195,12 +244,20 @@ def grade(response, row):
     answers, name = row_gold(row)
     graded = dict(row, answer=answers, grader=name)
     kind = name.split(":")[0]
+    unjudged = not_judgeable(row, answers, kind)
+    if unjudged:
+        return {"extracted": None, "correct": None, "grader": name, "grader_note": unjudged}
+    note = None
     if kind == "choice":
         extracted, correct, note = _grade_choice(response, graded)
-        if note:
-            return {"extracted": extracted, "correct": False, "grader": name, "grader_note": note}
+    elif kind == "text":
+        extracted, correct, note = _grade_text(response, graded)
     else:
         extracted, correct = GRADERS[kind](response, graded)
+        if kind == "number" and not correct:
+            note = negated_number_note(_response_text(response), [(a, parse_number(a)) for a in answers])
+    if note:
+        return {"extracted": extracted, "correct": False, "grader": name, "grader_note": note}
     return {"extracted": extracted, "correct": bool(correct), "grader": name}
 
 
@@ -329,9 +386,9 @@ def _is_word_capital(text, m, n):
 def _choices_by_text(text, choices):
     """Indices of the choices whose text appears in the response (a choice inside a longer named one,
     "Paris" in "Paris, Texas", does not count)."""
-    tokens = normalized_tokens(text)
+    tokens, clauses = clause_tokens(text)
     phrases = {i: normalized_tokens(c) for i, c in enumerate(choices)}
-    hits = [i for i, p in phrases.items() if contains_phrase(tokens, p)]
+    hits = [i for i, p in phrases.items() if phrase_status(tokens, clauses, p)[0] == AFFIRMED]
     return [i for i in hits if not any(j != i and len(phrases[j]) > len(phrases[i])
                                        and contains_phrase(phrases[j], phrases[i]) for j in hits)]
 

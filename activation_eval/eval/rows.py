@@ -11,6 +11,7 @@ Public names:
     answer_columns_of(spec, available, name) -> [column, ...]   "answer", "a,b" or globs ("answer_*")
     skipped_id(record, fields) -> str or None the id a skipped row is named by
     check_unique_ids(rows, wheres, name, id_field)   BenchmarkError naming duplicate ids and places
+    FALSE_PREMISE                             "false_premise": the column (and row key) of a false-premise row
 
 Example:
     >>> row = normalize_row({"question": "1 + 1 = ?", "choices": ["1", "2", "3", "4"], "answer": 1})
@@ -20,6 +21,15 @@ Example:
 A normalized row is
     {"id": str, "question": str, "answer": [str, ...] (accepted answers; letters for choices),
      "choices": [str, ...] or None, "category": str or None, "grader": str (e.g. "choice:index")}
+plus "false_premise": True when the row's false_premise column is true (FreshQA; true, "TRUE", "yes",
+1): the grader leaves such a text row ungraded (grading.not_judgeable).
+
+Hugging Face targets (TruthfulQA's mc1_targets / mc2_targets): an answer cell {"choices": [...], "labels":
+[0/1, ...]} gives the choices and the gold: one choice labelled 1 (mc1) is graded as an index ("choice:index");
+several labelled 1 (mc2) are graded "choice:any": a response that picks any one of the true choices is
+correct (one letter is asked for; lm-eval's mc2 metric, the probability mass on the true choices, needs
+log-likelihoods of every choice and is not this). read_benchmark reads mc1_targets when the file has no
+answer column (--answer_field mc2_targets for mc2).
 What the gold answer means is decided by gold.resolve_gold. Choices that carry their own letters
 ("A) 3", "B) 4", ...) are kept without them (gold.unlettered), since prompts letter choices; a gold
 given as the text of such a choice still names it. A table cell (CSV / TSV) holding a
@@ -34,7 +44,7 @@ from .errors import BenchmarkError
 from .gold import LETTERS, GoldError, resolve_gold, scalar_text, unlettered
 
 __all__ = ["normalize_row", "stable_id", "DEFAULT_FIELDS", "check_field_names", "check_fields_present",
-           "answer_columns_of", "skipped_id", "check_unique_ids"]
+           "answer_columns_of", "skipped_id", "check_unique_ids", "FALSE_PREMISE"]
 
 MAX_CELL_DEPTH = 100   # a table cell holding a JSON list (benchmark_limits' default depth)
 DEFAULT_FIELDS = {"question": "question", "answer": "answer", "choices": "choices",
@@ -100,19 +110,59 @@ def normalize_row(record, fields=None, answer_columns=None, from_table=False):
     columns = answer_columns or [fields["answer"]]
     values = [_cell(record.get(c), from_table, c) for c in columns]
     answer = values[0] if len(values) == 1 else [v for value in values for v in _as_list(value)]
+    targets = _targets(answer, columns)
+    if targets:
+        choices, answer = targets
+        labels = None
     plain = unlettered(choices)
     try:
         answers, grader = _resolve(answer, choices, plain, labels)
     except GoldError as e:
         raise GoldError(f"{e} (field {', '.join(map(repr, columns))})") from None
+    if targets and len(answers) > 1:
+        grader = "choice:any"                      # mc2: any one true choice is a correct pick
     row_id = scalar_text(record.get(fields["id"]))
     if row_id is None:
         raise BenchmarkError(f"field {fields['id']!r} must be text or a number")
     category = scalar_text(record.get(fields["category"]))
     if category is None:
         raise BenchmarkError(f"field {fields['category']!r} must be text")
-    return {"id": row_id or stable_id(question, plain), "question": question, "answer": answers,
-            "choices": plain, "category": category or None, "grader": grader}
+    row = {"id": row_id or stable_id(question, plain), "question": question, "answer": answers,
+           "choices": plain, "category": category or None, "grader": grader}
+    if _is_true(record.get(FALSE_PREMISE)):
+        row[FALSE_PREMISE] = True
+    return row
+
+
+FALSE_PREMISE = "false_premise"       # FreshQA's column: the question rests on a false premise
+_TRUE = {"true", "yes", "1", "y", "t"}
+
+
+def _is_true(value):
+    """A true cell: True, 1, or text such as "TRUE" / "yes"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1
+    return isinstance(value, str) and value.strip().lower() in _TRUE
+
+
+def _targets(answer, columns):
+    """(choices, [0-based indices of the true ones]) of a Hugging Face targets cell {"choices": [...], "labels":
+    [0/1, ...]} (TruthfulQA's mc1_targets / mc2_targets), else None."""
+    if not (isinstance(answer, dict) and "choices" in answer and "labels" in answer):
+        return None
+    choices, labels = answer["choices"], answer["labels"]
+    where = f"field {columns[0]!r}"
+    if not isinstance(choices, list) or not isinstance(labels, list) or len(choices) != len(labels):
+        raise BenchmarkError(f"{where}: 'choices' and 'labels' must be lists of the same length")
+    if any(label not in (0, 1) for label in labels):
+        raise BenchmarkError(f"{where}: 'labels' must be 0 or 1 for each choice, got {labels[:10]}")
+    true = [i for i, label in enumerate(labels) if label == 1]
+    if not true:
+        raise GoldError(f"{where}: no choice is labelled 1 (true)")
+    checked, _ = _choice_list(choices, False, columns[0])
+    return checked, true
 
 
 def _resolve(answer, choices, plain, labels):

@@ -21,7 +21,8 @@ __all__ = ["accuracy_stats", "chance_accuracy"]
 
 def chance_accuracy(row):
     """The expected accuracy of a uniform random guess: 1/choices for one gold letter, 1/(2^choices - 1)
-    for choice_all (any non-empty set of letters), 0 for number and text answers.
+    for choice_all (any non-empty set of letters), true/choices for choice:any (one letter, any true
+    one counts), 0 for number and text answers.
 
     Example:
         >>> chance_accuracy({"choices": ["a", "b", "c", "d"], "grader": "choice:index"})
@@ -31,6 +32,8 @@ def chance_accuracy(row):
     n = len(row.get("choices") or [])
     if grader.startswith("choice_all") and n:
         return 1 / (2 ** n - 1)
+    if grader == "choice:any" and n:                 # any of the true choices (TruthfulQA mc2): their share
+        return len(row.get("answer") or [1]) / n
     if grader.startswith("choice") and n:
         return 1 / n
     return 0.0

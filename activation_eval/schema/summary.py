@@ -14,6 +14,7 @@ Public names:
     metric_of(producer) -> (row -> metric name)   what decides a row's `correct`, per producer
     format_summary(summary, results_file=None) -> str   the aligned table the CLIs print (and where the rows are)
     MIXED                   the overall `metric` when categories are scored by different metrics
+    NEGATED_NOTE, NOT_JUDGEABLE_NOTE   how the grader_notes that the summary counts apart begin (eval/grading.py)
 
 Example (6 results rows of one category, 4 correct):
     >>> rows = [{"id": f"q{i}", "category": "geo", "correct": i < 4} for i in range(6)]
@@ -37,7 +38,10 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 from ..accuracy import SMALL_N_NOTE, accuracy_stats
 
-FORMAT_VERSION = 2      # 2: one builder for every producer, metric named (1: main.py's, lm-eval's, Inspect's own)
+FORMAT_VERSION = 3      # 3: negated and not_judgeable counted (2: one builder for every producer, metric named;
+#                         1: main.py's, lm-eval's, Inspect's own)
+NEGATED_NOTE = "negated"                          # the gold appears only inside a negation: graded incorrect
+NOT_JUDGEABLE_NOTE = "not judgeable by matching"  # a sentence gold (a false premise): left ungraded
 PRODUCERS = ("main", "lm-eval", "inspect")
 Producer = Literal["main", "lm-eval", "inspect"]
 MIXED = "mixed"
@@ -104,6 +108,9 @@ class Summary(TypedDict):
     num_samples: Annotated[int, "answers per question (--num_samples, Inspect epochs); intervals cluster them"]
     per_category: Annotated[dict[str, CategoryStats], "by category (main.py) or task (harnesses)"]
     contradictory: Annotated[int, "answers whose letter and text name different choices"]
+    negated: Annotated[int, "answers that name the gold only inside a negation (\"not Canberra\"), graded incorrect"]
+    not_judgeable: Annotated[int, "answered rows left ungraded: their gold is a sentence that matching cannot judge "
+                                  "(a false premise); counted in ungraded too"]
     log_likelihood: Annotated[LoglikStats | None, "--mc_scoring loglikelihood: acc_norm and acc_bytes"]
     skipped_rows: Annotated[int, "benchmark rows the grader cannot use, not asked"]
     skipped_ids: Annotated[list[Any], "their ids"]
@@ -165,7 +172,10 @@ def build_summary(rows: list[dict[str, Any]], *, producer: Producer, model: str,
             "accuracy_ci95": overall["ci95"] if overall else None,
             "chance": overall["chance"] if overall else None,
             "num_samples": max([int(r["sample"]) + 1 for r in rows if isinstance(r.get("sample"), int)] or [1]),
-            "per_category": per, "contradictory": sum(1 for r in graded if r.get("grader_note")),
+            "per_category": per, "contradictory": sum(1 for r in graded if _note(r) and not _note(r).startswith(
+                NEGATED_NOTE)), "negated": sum(1 for r in graded if _note(r).startswith(NEGATED_NOTE)),
+            "not_judgeable": sum(1 for r in answered if r.get("correct") is None
+                                 and _note(r).startswith(NOT_JUDGEABLE_NOTE)),
             "log_likelihood": _loglik(rows), "skipped_rows": len(skipped), "skipped_ids": skipped,
             "answered_this_run": answered_now, "wall_time_s": round(float(elapsed), 3),
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
@@ -207,6 +217,10 @@ def _loglik(rows: list[dict[str, Any]]) -> LoglikStats | None:
             "chance_accuracy": sum(1 / max(1, len(r.get("choice_logprobs") or [0])) for r in scored) / len(scored),
             "norm": _stats(scored, {}, several, "correct_norm"),
             "bytes": _stats(byte, {}, several, "correct_bytes") if byte else None}
+
+
+def _note(row: Mapping[str, Any]) -> str:
+    return str(row.get("grader_note") or "")
 
 
 def _distinct(rows: list[dict[str, Any]]) -> int:
@@ -298,6 +312,12 @@ def _notes(summary: Summary) -> list[str]:
     if summary["contradictory"]:
         lines.append(f"contradictory {summary['contradictory']} answer(s) whose letter and text name different "
                      f"choices, graded incorrect (see the rows' grader_note)")
+    if summary["negated"]:
+        lines.append(f"negated    {summary['negated']} answer(s) naming the gold only after a negation (\"not X\"), "
+                     f"graded incorrect (see the rows' grader_note)")
+    if summary["not_judgeable"]:
+        lines.append(f"not judged {summary['not_judgeable']} question(s) whose gold is a sentence (a false premise) "
+                     f"that matching cannot judge, left ungraded (see the rows' grader_note)")
     if summary["errors"]:
         lines.append(f"errors     {summary['errors']} of {summary['answers']} questions not answered, left out of "
                      f"accuracy (see the rows' error field)")

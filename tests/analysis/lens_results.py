@@ -14,7 +14,9 @@ def lens_result(names, stratified=None, run_dir="r", questions_used=6, curve=CUR
         one = stratified_difference([1.0, 2.0, 3.0, 5.0], [True, False, True, False], ["a", "a", "b", "b"],
                                     n_boot=200, by="category")
         stratified = dict.fromkeys(names, one)
-    data = {"format_version": 1, "run_dir": str(run_dir), "model": "m", "position": "last prompt token (P-1)",
+    data = {"format_version": 2, "run_dir": str(run_dir), "model": "m", "reading": "answer",
+            "position": "the position that emits the answer's first token", "skipped_no_answer_span": 0,
+            "at_response_start": {"correct": 0, "incorrect": 0}, "min_per_class": 10, "caveats": [],
             "gold": "first token", "interval": "95%", "questions_used": questions_used, "skipped_no_position": 0,
             "without_gold": 0, "vocab_size": 99, "chance_rank": 50.0, "chance_prob_per_token": 0.01,
             "layer_names": list(names),

@@ -62,8 +62,10 @@ def lens_run(tiny_dir, tmp_path_factory):
 def test_lens_reproduces_the_models_next_token_distribution(lens_run, tiny_dir):
     from activation_eval.models import load_model
     from activation_eval.store import run_reader
-    res = logit_lens_run(lens_run, progress=False)
+    res = logit_lens_run(lens_run, progress=False, position="last_prompt")        # the old reading, labelled
     model, tok = load_model(tiny_dir)
+    assert res.reading == "last_prompt" and "read at the last prompt token" in res.caveats[-1]
+    assert all(q.position == q_row["num_prompt_tokens"] - 1 for q, q_row in zip(res.questions, read_rows(lens_run)))
     assert res.layer_names == ["embeddings", "layer_0", "layer_1", "layer_2", "final_norm"]
     assert res.questions_used == 10 and res.skipped_no_position == 0 and res.without_gold == 0
     assert res.vocab_size == model.config.vocab_size and res.chance_rank == (res.vocab_size + 1) / 2
@@ -125,7 +127,8 @@ def test_lens_errors_are_one_line(tiny_dir, tmp_path, capsys):
     assert run_main("--model", tiny_dir, "--limit", 2, "--max_new_tokens", 3, "--output_dir", out,
                     "--capture_activations", "--positions", "generated", "--layers", "0") == 0
     capsys.readouterr()
-    for argv, msg in ((["--logit_lens", str(out)], "keeps the last prompt token"),
+    for argv, msg in ((["--logit_lens", str(out)], "could be read at its answer"),    # P-1 not kept
+                      (["--logit_lens", str(out), "--lens_position", "last_prompt"], "keeps the last prompt token"),
                       (["--logit_lens", str(tmp_path)], "not a run folder")):
         code = aa.main(argv + ["--no_progress", "--output_dir", str(tmp_path / "p")])
         err = capsys.readouterr().err
@@ -192,3 +195,138 @@ def test_lens_cli_shows_the_stratified_difference_first(lens_run, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and "no results row has a field 'nope' to stratify by" in err and "category" in err
     assert "logit lens" not in err and err.count("\n") == 1                     # before any model or progress bar
+
+
+# ----------------------------------------------------------------------------- the lens at the answer (issue 27)
+
+PREAMBLE_QUESTIONS = 12
+
+
+@pytest.fixture(scope="module")
+def preamble_run(tiny_dir, tmp_path_factory):
+    """A chat-template run whose answers follow a preamble: each row's answer is the generated token k (2 to 4
+    tokens into the response, as "Paris" in "The capital of France is Paris"); correct rows have that token as
+    gold, incorrect ones another word, and their answer opens the response (k = 0). The last row has no answer
+    span (answer_positions []: the extracted answer not found); the one before has no answer_positions in its
+    row (an incorrect one): the record's are read."""
+    from activation_eval.models import load_model
+    from activation_eval.store import run_reader
+    out = tmp_path_factory.mktemp("lens") / "preamble"
+    assert run_main("--model", tiny_dir, "--limit", PREAMBLE_QUESTIONS, "--batch_size", 4, "--max_new_tokens", 8,
+                    "--output_dir", out, "--capture_activations", "--positions", "all",
+                    "--layers", "embeddings,0,1,2,final_norm") == 0
+    _, tok = load_model(tiny_dir)
+    rows = read_rows(out)
+    for i, row in enumerate(rows):
+        rec = run_reader.load_activations(out / row["activation_file"])
+        generated = rec["output_ids"].tolist()
+        assert len(generated) == 8, "the random model ran to --max_new_tokens"
+        correct = i % 2 == 0
+        k = 2 + i % 3 if correct else 0
+        start = row["num_prompt_tokens"] + k
+        row.update(correct=correct, category=("geo", "capitals")[i % 4 // 2], extracted=tok.decode(generated[k]),
+                   answer=[tok.decode(generated[k]).strip() or "Paris"] if correct else ["Paris"],
+                   answer_positions=[start, start + 1])
+    rows[-1]["answer_positions"] = []
+    del rows[-2]["answer_positions"]
+    rows[-2].update(correct=False, answer=["Paris"])
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def _by_hand(model, tok, rec, position, gold_texts, layer):
+    """The gold rank and probability at `position`, from transformers' output_hidden_states with the final norm
+    and lm_head applied here (layer -1: the normed state); candidates: each gold's first token, as-is and with a
+    leading space."""
+    ids = torch.cat([rec["input_ids"], rec["output_ids"][:-1]])[None]
+    with torch.no_grad():
+        model.config.tie_last_hidden_states = False
+        try:
+            raw = model(ids, output_hidden_states=True).hidden_states
+        finally:
+            del model.config.tie_last_hidden_states
+        h = raw[layer + 1][0, position] if layer >= 0 else model(ids, output_hidden_states=True).hidden_states[-1][0, position]
+        logits = model.lm_head(h if layer < 0 else model.model.norm(h)).double()
+    cands = {tok(t, add_special_tokens=False)["input_ids"][0] for g in gold_texts for t in (g, " " + g)}
+    cands = [c for c in cands if tok.decode([c]).strip()]
+    probs = torch.softmax(logits, -1)
+    return min(int((logits > logits[c]).sum()) + 1 for c in cands), float(probs[cands].sum())
+
+
+def test_lens_reads_the_position_that_emits_the_answer(preamble_run, tiny_dir):
+    from activation_eval.models import load_model
+    from activation_eval.store import run_reader
+    res = logit_lens_run(preamble_run, progress=False, n_resamples=200)
+    model, tok = load_model(tiny_dir)
+    spans = _spans(preamble_run)
+    rows = [r for r in read_rows(preamble_run) if spans[r["id"]]]
+    assert res.reading == "answer" and res.position.startswith("auto: the position that emits")
+    assert res.skipped_no_answer_span == PREAMBLE_QUESTIONS - len(rows) >= 1 and res.questions_used == len(rows)
+    assert res.skipped_no_position == 0
+    n_correct = sum(r["correct"] for r in rows)
+    opens = sum(spans[r["id"]][0] == r["num_prompt_tokens"] for r in rows if not r["correct"])
+    assert n_correct == 5 and res.at_response_start == {"correct": 0, "incorrect": opens}
+    checked = 0
+    for q, row in zip(res.questions, rows):
+        rec = run_reader.load_activations(preamble_run / row["activation_file"])
+        start = spans[row["id"]][0]
+        assert q.id == row["id"] and q.answer_start == start and q.position == start - 1      # the emitting position
+        assert q.at_last_prompt == (start == row["num_prompt_tokens"])
+        for name, layer in (("layer_1", 1), ("final_norm", -1)):
+            rank, prob = _by_hand(model, tok, rec, start - 1, row["answer"], layer)
+            assert q.layers[name].rank == rank and q.layers[name].prob == pytest.approx(prob, rel=1e-4)
+        answer_id = int(rec["output_ids"][start - row["num_prompt_tokens"]])
+        assert q.next_token == tok.decode([answer_id]) and q.layers["final_norm"].generated_rank == 1     # greedy
+        if row["correct"] and tok(row["answer"][0], add_special_tokens=False)["input_ids"][0] == answer_id:
+            assert q.layers["final_norm"].rank == 1     # the model emitted its answer there: the gold token is top-1
+            checked += 1
+    assert checked >= 2, "too few answers whose token round-trips through the tokenizer"
+    old = logit_lens_run(preamble_run, progress=False, n_resamples=200, position="last_prompt")
+    assert old.reading == "last_prompt" and old.skipped_no_answer_span == 0 and old.questions_used == PREAMBLE_QUESTIONS
+    assert all(q.position == r["num_prompt_tokens"] - 1 for q, r in zip(old.questions, read_rows(preamble_run)))
+    moved = [(a.layers["final_norm"].rank, b.layers["final_norm"].rank) for a, b in zip(res.questions, old.questions)
+             if a.correct]
+    assert any(new != before for new, before in moved)      # the reading changed what the correct rows show
+
+
+def _spans(run):
+    """{id: the answer span}: the results row's answer_positions, else its record's (read here)."""
+    from activation_eval.store import run_reader
+    return {r["id"]: r["answer_positions"] if "answer_positions" in r else
+            run_reader.load_activations(run / r["activation_file"]).get("answer_positions", []) for r in read_rows(run)}
+
+
+def test_lens_caveats_few_rows_and_mixed_positions_in_json_text_and_report(preamble_run, tmp_path, capsys):
+    from activation_eval.analysis.lens.html import lens_html
+    from activation_eval.analysis.lens.reading import read_position
+    assert read_position({}, {}, 10, "answer", "r") == "no_answer_span"        # neither row nor record has a span
+    res = logit_lens_run(preamble_run, progress=False, n_resamples=200)
+    spans = _spans(preamble_run)
+    wrong = [r for r in read_rows(preamble_run) if spans[r["id"]] and not r["correct"]]
+    opens = sum(spans[r["id"]][0] == r["num_prompt_tokens"] for r in wrong)
+    assert opens >= 5 and opens / len(wrong) >= 0.2
+    few, mixed = res.caveats
+    assert f"5 correct and {len(wrong)} incorrect" in few and "fewer than 10" in few and res.min_per_class == 10
+    assert f"0/5 correct and {opens}/{len(wrong)} incorrect answers open the response" in mixed
+    code = aa.main(["--logit_lens", str(preamble_run), "--json", "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "final_norm"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["caveats"] == [few, mixed] and data["skipped_no_answer_span"] == res.skipped_no_answer_span
+    code = aa.main(["--logit_lens", str(preamble_run), "--no_progress", "--output_dir", str(tmp_path),
+                    "--layers", "final_norm"])
+    out = capsys.readouterr().out
+    left_out = f"{res.skipped_no_answer_span} left out without an answer span"
+    assert code == 0 and f"caveat:     {few}" in out and left_out in out
+    html = lens_html(res)
+    assert "Caveat: the comparison rests on 5 correct" in html and left_out in html
+
+
+@pytest.mark.parametrize("n_correct, n_incorrect, few", [(10, 10, False), (9, 30, True), (30, 9, True), (0, 12, True)])
+def test_few_rows_caveat_threshold(n_correct, n_incorrect, few):
+    from activation_eval.analysis.lens.reading import lens_caveats
+    caveats = lens_caveats("answer", n_correct, n_incorrect, {"correct": 0, "incorrect": 0},
+                           {"correct": n_correct, "incorrect": n_incorrect})
+    assert any("anecdotal" in c for c in caveats) == few
+    mixed = lens_caveats("answer", 20, 20, {"correct": 2, "incorrect": 6}, {"correct": 20, "incorrect": 20})
+    assert len(mixed) == 1 and "2/20 correct and 6/20 incorrect" in mixed[0]                  # shares 0.1 vs 0.3
+    assert lens_caveats("answer", 20, 20, {"correct": 2, "incorrect": 5}, {"correct": 20, "incorrect": 20}) == []

@@ -153,7 +153,8 @@ def test_report_with_logit_lens_from_a_tiny_model_run(tiny_dir, tmp_path):
                     "--capture_activations", "--layers", "0,1,2,final_norm") == 0
     out = report.build_report(run, tmp_path / "tiny.html", progress=False)
     text = open(out, encoding="utf-8").read()
-    assert "<h2>Logit lens</h2><p>last prompt token" in text and "median rank, correct" in text
+    assert "<h2>Logit lens</h2><p>Read at: auto: " in text and "median rank, correct" in text
+    assert "Caveat: the comparison rests on 0 correct and " in text                # 6 minus those left out
     assert "<h3>Correct vs incorrect</h3>" in text and "<b>not compared: 0 correct and 6 incorrect rows</b>" in text
     assert "The probe not available" in text and "only one class" in text   # the random model is never right
     assert len([t for t, _ in parse(out).tags if t == "img"]) == 2          # lens and PCA

@@ -15,7 +15,7 @@ ROWS = {"text": {"answer": ["Paris"]},
 LENGTH = 25_000     # characters: a quadratic grader takes tens of seconds, a linear one a few hundredths
 LIMIT_S = 0.25      # CPU seconds per response (10 times the linear graders' measured worst)
 UNITS = ["A ", "a ", "I ", "A. ", ". A ", "answer ", "answer a ", "answers are ", "A, ", "(A) ", "B) ", "(",
-         "\n", " ", "= 1 ", "1 ", "1,", "- ", "twenty ", "Paris "]
+         "\n", " ", "= 1 ", "1 ", "1,", "- ", "twenty ", "Paris ", "not ", "not 1 ", "isn't Paris ", "not Paris, "]
 
 
 def degenerate(n):

@@ -124,11 +124,12 @@ def source_name(path: str | os.PathLike[str]) -> str:
 PLOT_OPTIONS = {
     "norms": ("layers", "limit"), "histograms": ("layers",), "heatmap": ("layers", "tokenizer"),
     "pca": ("color_by", "reduce", "stratify_by"), "compare": ("layers",),
-    "logit_lens": ("layers", "model", "stratify_by"), "report": ("layers", "color_by", "model", "stratify_by"),
+    "logit_lens": ("layers", "model", "stratify_by", "lens_position"), "report": ("layers", "color_by", "model", "stratify_by"),
     "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
               "probe_family", "cv_seeds"),
 }
-_TAGS = {"probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
+_TAGS = {"lens_position": "at",
+         "probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
 _PATH_OPTIONS = ("test_run", "model", "tokenizer")
 
 

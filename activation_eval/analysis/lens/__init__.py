@@ -1,15 +1,19 @@
 """Logit lens: what every captured layer would predict as the answer's first token.
 
-Each layer's activation at the last prompt token (position P-1, the one whose output is the first
-generated token) goes through the model's final norm and unembedding (lm_head, also when it is
-tied to the input embeddings; Gemma-2 style final logit soft-capping applied); `final_norm` is
-already normed and goes through the unembedding only. So the lens at `final_norm` (or at the last
-layer, through the norm) is the model's own next-token distribution at P-1. The model is the run's
+Each layer's activation at the position that emits the extracted answer's first token (the one
+before the answer span's first token: "The capital of France is Paris" is read at "is"; reading.py;
+position="last_prompt" reads the last prompt token P-1 instead, labelled) goes through the model's
+final norm and unembedding (lm_head, also when it is tied to the input embeddings; Gemma-2 style
+final logit soft-capping applied); `final_norm` is already normed and goes through the unembedding
+only. So the lens at `final_norm` (or at the last layer, through the norm) is the model's own
+next-token distribution at the position read. The model is the run's
 when it is local, else the one passed (`model=`, the CLI's --model); the analysis never downloads.
 
 Modules:
     run          logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
-                                n_resamples=1000, seed=0, stratify_by="category") -> LensResult (schema/lens.py)
+                                n_resamples=1000, seed=0, stratify_by="category", position="auto")
+                                 -> LensResult (schema/lens.py)
+    reading      resolve_reading(rows, reading), read_position(...), lens_caveats(...): where it reads, caveats
     projection   project(model, hidden, layer_names), gold_first_tokens(tokenizer, row), ranks(logits, ids)
     model        is_local_model(name), ModelNotLocalError, load_run_model(run_dir, model=None)
     compare      lens_comparison(result): the correct-vs-incorrect table (stratified first, pooled beside)
@@ -25,6 +29,8 @@ Example:
     >>> rank = res.layers["layer_20"].all.median_rank             # groups: correct, incorrect, all
     >>> res.chance_rank, 1 <= rank <= res.vocab_size               # a random model: near chance (1 = top)
     (150.5, True)
+    >>> res.reading, res.caveats[0][:23]          # scored by log-likelihood: no answer span, the last prompt token
+    ('last_prompt', 'the comparison rests on')
     >>> cmp = res.stratified["layer_20"].log_rank                  # incorrect - correct, mean ln(rank)
     >>> res.stratified_by, cmp.level, lens_comparison(res).line    # this run's questions are all of one category
     ('category', 0.95, "not stratified: one stratum (category 'multiple_choice')")

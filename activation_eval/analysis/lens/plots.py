@@ -1,7 +1,8 @@
 """The logit lens plot: the gold first token's rank and probability by layer, correct vs incorrect.
 
 Public names:
-    plot_logit_lens(result, path) -> path    gold-token median rank (log axis) and mean probability by layer,
+    plot_logit_lens(result, path) -> path    where it reads and the caveats in the title; gold-token median rank
+                                             (log axis) and mean probability by layer,
                                              correct vs incorrect (pooled groups), 95% bootstrap bands, chance
                                              dashed, final_norm apart; below, the difference incorrect - correct
                                              within the strata with its band, the pooled one beside, layers
@@ -132,8 +133,13 @@ def plot_logit_lens(result: LensResult, path: str | os.PathLike[str]) -> str:
     for ax in axes[-1]:
         plot_base.layer_axis(ax, order)
     _plain_log_ticks(ax_rank)
-    fig.suptitle(f"Logit lens at the last prompt token - {os.path.basename(os.path.normpath(result.run_dir))} "
-                 f"({result.questions_used} questions; bands: 95% bootstrap)", fontsize=10)
+    where = "the answer (the position that emits its first token)" if result.reading == "answer" else \
+        "the last prompt token"
+    left_out = (f"; {result.skipped_no_answer_span} left out without an answer span"
+                if result.reading == "answer" and result.skipped_no_answer_span else "")
+    caveats = "".join("\n" + textwrap.shorten(f"caveat: {c}", 150) for c in result.caveats)
+    fig.suptitle(f"Logit lens at {where} - {os.path.basename(os.path.normpath(result.run_dir))} "
+                 f"({result.questions_used} questions{left_out}; bands: 95% bootstrap){caveats}", fontsize=10)
     return plot_base.save_png(fig, path)
 
 

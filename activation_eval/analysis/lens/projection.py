@@ -76,7 +76,7 @@ def _choice_letters(row: Mapping[str, Any], answers: list[str]) -> list[str]:
 def gold_first_tokens(tokenizer: Any, row: Mapping[str, Any]) -> list[int]:
     """Candidate first-token ids of the results row's gold answer (see the module docstring); [] if none."""
     answers = _accepted(row)
-    if row.get("grader") == "choice":
+    if str(row.get("grader") or "").startswith("choice"):     # choice:index, choice:any, choice_all too
         answers = _choice_letters(row, answers)
     ids: list[int] = []
     for answer in answers:

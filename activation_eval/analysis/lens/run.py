@@ -1,17 +1,20 @@
 """logit_lens_run: the lens over every captured question of a run -> a LensResult (schema/lens.py).
 
-Each layer's activation at the last prompt token (position P-1, whose output is the first generated
-token) is projected (projection.project); rank = the best rank of any gold candidate, probability =
-the candidates' summed probability. Groups (correct / incorrect / all) get the median rank and mean
-probability per layer; beside them, per layer, the difference incorrect - correct within each value
-of `stratify_by` (stratify.py) of the mean ln(rank) (ranks have a heavy tail: the log keeps one
-rank-30000 question from outweighing many; the difference is the log of the ratio of geometric-mean
-ranks) and of the mean probability, with the pooled difference beside. Intervals: 95% percentile
-bootstrap over questions, a question's samples (--num_samples) resampled together.
+Each layer's activation at the position that emits the extracted answer's first token (reading.py:
+answer_positions[0] - 1; `position="last_prompt"`: the last prompt token P-1, labelled; "auto": the
+answer when the rows hold answer spans, else the last prompt token) is projected (projection.project);
+rank = the best rank of any gold candidate, probability = the candidates' summed probability. Groups
+(correct / incorrect / all) get the median rank and mean probability per layer; beside them, per
+layer, the difference incorrect - correct within each value of `stratify_by` (stratify.py) of the
+mean ln(rank) (ranks have a heavy tail: the log keeps one rank-30000 question from outweighing many;
+the difference is the log of the ratio of geometric-mean ranks) and of the mean probability, with the
+pooled difference beside. Intervals: 95% percentile bootstrap over questions, a question's samples
+(--num_samples) resampled together. Questions without an answer span are left out and counted;
+caveats (reading.lens_caveats) name few rows per class and groups read at different kinds of position.
 
 Public names:
     logit_lens_run(run_dir, layers=None, model=None, tokenizer=None, top_k=5, progress=True,
-                   n_resamples=1000, seed=0, stratify_by="category") -> LensResult
+                   n_resamples=1000, seed=0, stratify_by="category", position="auto") -> LensResult
 
 Example:
     >>> res = logit_lens_run("results/run1", layers=["layer_29"], progress=False)
@@ -33,23 +36,25 @@ from ..intervals import bootstrap_ci
 from ..stratify import DIFFERENCE, WEIGHTS, row_strata, stratified_differences
 from .model import load_run_model
 from .projection import gold_first_tokens, project, ranks
+from .reading import MIN_PER_CLASS, NO_SPAN, lens_caveats, read_position, resolve_reading
 
-POSITION = "last prompt token (P-1), which predicts the first answer token"
 GOLD = ("first token of each accepted answer (choice: its letter), with and without a leading space; rank = best "
         "candidate's, prob = summed candidates'")
 
 
 def logit_lens_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = None, model: Any = None,
                    tokenizer: Any = None, top_k: int = 5, progress: bool = True, n_resamples: int = 1000,
-                   seed: int = 0, stratify_by: str = "category") -> LensResult:
+                   seed: int = 0, stratify_by: str = "category", position: str = "auto") -> LensResult:
     """The logit lens over every captured question of a run (see the module docstring).
 
     The model is the run's (run_config.json's "model") when it is local (model.is_local_model; a hub
     id raises ModelNotLocalError before any loading: the analysis never downloads), unless `model` is
     given: a path or name to load (the CLI's --model), or a loaded model together with its `tokenizer`.
-    Questions whose record lacks the last prompt token are counted in skipped_no_position; those
-    without a gold token get top-k tokens but no rank. `stratify_by`: the results field whose values
-    are the strata (a field no row has is a ValueError, raised before the model is loaded).
+    `position`: "answer", "last_prompt" or "auto" (reading.py). Questions without an answer span
+    are counted in skipped_no_answer_span, those whose record lacks the position read in
+    skipped_no_position; those without a gold token get top-k tokens but no rank. `stratify_by`: the
+    results field whose values are the strata (a field no row has is a ValueError, raised before the
+    model is loaded).
     """
     run_dir = os.fspath(run_dir)
     reader = RunReader(run_dir)
@@ -57,22 +62,31 @@ def logit_lens_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None
     if not pairs:
         raise ValueError(f"no question of {run_dir} has saved activations; run main.py with --capture_activations")
     row_strata([row for row, _ in pairs], stratify_by)                   # a missing field: fail before loading
+    reading, words = resolve_reading([row for row, _ in pairs], position)
     if isinstance(model, (str, os.PathLike)):           # --model PATH
         model, tokenizer = load_run_model(run_dir, model)
     elif model is None or tokenizer is None:
         model, tokenizer = load_run_model(run_dir)
-    questions, rows, names, skipped = _read_questions(reader, pairs, layers, model, tokenizer, top_k, progress)
+    questions, rows, names, skipped = _read_questions(reader, pairs, layers, model, tokenizer, top_k, progress,
+                                                      reading)
     if not questions:
-        raise ValueError(f"no record of {run_dir} keeps the last prompt token; the logit lens needs it "
-                         f"(capture with --positions all, prompt or last_prompt)")
+        raise ValueError(_nothing_read(run_dir, reading, skipped))
     vocab = int(model.get_output_embeddings().weight.shape[0])
+    groups = {name: _groups(questions, name, n_resamples, seed) for name in names}
+    first = groups[names[0]]
+    at_start = {g: sum(q.at_last_prompt for q in questions if q.correct is flag and q.gold_token_ids)
+                for g, flag in (("correct", True), ("incorrect", False))}
     return LensResult(
         run_dir=run_dir, model=getattr(model, "name_or_path_for_records", None) or model.name_or_path,
-        position=POSITION, gold=GOLD, interval=f"95% percentile bootstrap over questions ({n_resamples} resamples)",
-        questions_used=len(questions), skipped_no_position=skipped,
+        reading=reading, position=words, gold=GOLD,
+        interval=f"95% percentile bootstrap over questions ({n_resamples} resamples)",
+        questions_used=len(questions), skipped_no_answer_span=skipped[NO_SPAN], skipped_no_position=skipped["position"],
+        at_response_start=at_start, min_per_class=MIN_PER_CLASS,
+        caveats=lens_caveats(reading, first.correct.n, first.incorrect.n, at_start,
+                             {"correct": first.correct.n, "incorrect": first.incorrect.n}),
         without_gold=sum(not q.gold_token_ids for q in questions),
         vocab_size=vocab, chance_rank=(vocab + 1) / 2, chance_prob_per_token=1 / vocab,
-        layer_names=names, layers={name: _groups(questions, name, n_resamples, seed) for name in names},
+        layer_names=names, layers=groups,
         stratified_by=stratify_by,
         stratified_method=f"{DIFFERENCE} within each {stratify_by} value; weights {WEIGHTS}; 95% percentile bootstrap "
                           f"({n_resamples} resamples) of questions within each {stratify_by} value, a question's "
@@ -82,10 +96,12 @@ def logit_lens_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None
 
 
 def _read_questions(reader: RunReader, pairs: Any, layers: Sequence[str] | None, model: Any, tokenizer: Any,
-                    top_k: int, progress: bool) -> tuple[list[QuestionLens], list[dict[str, Any]], list[str], int]:
-    """(the lens of every question that keeps the last prompt token, their rows, the layer names, skipped)."""
+                    top_k: int, progress: bool, reading: str
+                    ) -> tuple[list[QuestionLens], list[dict[str, Any]], list[str], dict[str, int]]:
+    """(the lens of every question read, their rows, the layer names, {NO_SPAN: left out without an answer
+    span, "position": left out because the record lacks the position})."""
     from tqdm import tqdm
-    questions, used_rows, skipped = [], [], 0
+    questions, used_rows, skipped = [], [], {NO_SPAN: 0, "position": 0}
     names: list[str] = []
     for row, record in tqdm(reader.records(list(layers) if layers else None, pairs=pairs), total=len(pairs),
                             desc="logit lens", unit="q", file=sys.stderr, disable=not progress):
@@ -93,9 +109,11 @@ def _read_questions(reader: RunReader, pairs: Any, layers: Sequence[str] | None,
         if missing:
             raise ValueError(f"the record of question {row.get('id')!r} has no layer(s) {', '.join(missing)}")
         names = names or list(record["activations"])
-        q = _question_lens(model, tokenizer, record, row, names, top_k)
+        meta = record_meta(record)
+        where = read_position(row, record, meta["num_prompt_tokens"], reading, str(row.get("activation_file")))
+        q = None if where == NO_SPAN else _question_lens(model, tokenizer, record, meta, row, names, top_k, where)
         if q is None:
-            skipped += 1
+            skipped[NO_SPAN if where == NO_SPAN else "position"] += 1
         else:
             questions.append(q)
             used_rows.append(row)
@@ -103,12 +121,21 @@ def _read_questions(reader: RunReader, pairs: Any, layers: Sequence[str] | None,
     return questions, used_rows, names, skipped
 
 
-def _question_lens(model: Any, tokenizer: Any, record: dict[str, Any], row: Mapping[str, Any], names: list[str],
-                   top_k: int) -> QuestionLens | None:
-    """Per layer: gold rank / probability, the first generated token's rank, the top-k tokens; None when
-    the record lacks the last prompt token."""
-    meta = record_meta(record)
-    target = meta["num_prompt_tokens"] - 1
+def _nothing_read(run_dir: str, reading: str, skipped: dict[str, int]) -> str:
+    """The message when no question could be read."""
+    if reading == "last_prompt":
+        return (f"no record of {run_dir} keeps the last prompt token; the logit lens needs it "
+                f"(capture with --positions all, prompt or last_prompt)")
+    return (f"no question of {run_dir} could be read at its answer: {skipped[NO_SPAN]} have no answer span "
+            f"(answer_positions), {skipped['position']} records lack the position that emits it (capture with "
+            f"--positions all); --lens_position last_prompt reads the last prompt token instead")
+
+
+def _question_lens(model: Any, tokenizer: Any, record: dict[str, Any], meta: dict[str, Any], row: Mapping[str, Any],
+                   names: list[str], top_k: int, where: Any) -> QuestionLens | None:
+    """Per layer: gold rank / probability, the rank of the token generated from the position read, the top-k
+    tokens; None when the record lacks the position (`where`: (position, answer start), read_position's)."""
+    target, answer_start = where
     if target not in meta["positions"]:
         return None
     at = meta["positions"].index(target)
@@ -116,11 +143,11 @@ def _question_lens(model: Any, tokenizer: Any, record: dict[str, Any], row: Mapp
     logits = project(model, hidden, names)                         # (layers, vocab)
     probs = torch.softmax(logits, dim=-1).double()
     gold = gold_first_tokens(tokenizer, row)
-    out_ids = meta["tokens"][meta["num_prompt_tokens"]:]
+    next_ids = meta["tokens"][target + 1:target + 2]               # the token generated from the position read
     top_p, top_i = probs.topk(top_k, dim=-1)
     gold_ranks = ranks(logits, gold).tolist() if gold else None          # (layers,)
     gold_p = probs[:, gold].sum(-1).tolist() if gold else None
-    gen_ranks = ranks(logits, out_ids[:1]).tolist() if out_ids else None
+    gen_ranks = ranks(logits, next_ids).tolist() if next_ids else None
     pieces = {int(i): tokenizer.decode([int(i)]) for i in top_i.unique().tolist()}
     layers = {name: QuestionLayer(top=[(pieces[i], p) for p, i in zip(top_p[li].tolist(), top_i[li].tolist())],
                                   rank=int(gold_ranks[li]) if gold_ranks else None,
@@ -131,7 +158,9 @@ def _question_lens(model: Any, tokenizer: Any, record: dict[str, Any], row: Mapp
     return QuestionLens(id=row.get("id"), category=row.get("category"),
                         correct=correct if isinstance(correct, bool) else None,
                         gold_token_ids=gold, gold_tokens=[tokenizer.decode([i]) for i in gold],
-                        first_generated_token=tokenizer.decode(out_ids[:1]) if out_ids else None, layers=layers)
+                        position=target, answer_start=answer_start,
+                        at_last_prompt=target == meta["num_prompt_tokens"] - 1,
+                        next_token=tokenizer.decode(next_ids) if next_ids else None, layers=layers)
 
 
 def _groups(questions: list[QuestionLens], name: str, n_resamples: int, seed: int) -> LensGroups:

@@ -1,8 +1,10 @@
 """The lens result as the command line prints it (--logit_lens without --json).
 
 Public names:
-    lens_text(result) -> str     the setup lines, the correct-vs-incorrect table (stratified first),
-                                 and the groups' curves per layer with the most common top-1 token
+    lens_text(result) -> str     the setup lines (with the questions left out and the caveats), the
+                                 correct-vs-incorrect table (stratified first), and the groups' curves per
+                                 layer with the most common top-1 token
+    skipped_line(result) -> str  the questions left out, and why
 
 Example:
     >>> from activation_eval.analysis.lens import logit_lens_run
@@ -23,14 +25,22 @@ def lens_text(result: LensResult) -> str:
         f"run:        {result.run_dir}", f"model:      {result.model}", f"position:   {result.position}",
         f"gold:       {result.gold}",
         f"questions:  {result.questions_used} ({first.correct.n} correct, {first.incorrect.n} incorrect with a gold "
-        f"token); {result.skipped_no_position} skipped (last prompt token not kept)",
+        f"token); {skipped_line(result)}",
         f"intervals:  {result.interval}",
+        *[f"caveat:     {c}" for c in result.caveats],
         f"chance:     rank {result.chance_rank:.0f}, probability {result.chance_prob_per_token:.2g} per token "
         f"(vocab {result.vocab_size})", "", *_comparison_lines(result), "",
         f"per group (pooled over {result.stratified_by}):",
         format_table(["layer", "rank_correct [95% CI]", "rank_incorrect [95% CI]", "prob_correct [95% CI]",
                       "prob_incorrect [95% CI]", "most common top-1"], _group_rows(result)),
         "", "--json lists every question's rank, probability and top-5 tokens per layer"])
+
+
+def skipped_line(result: LensResult) -> str:
+    """The questions left out: without an answer span (reading answer), without the position read."""
+    span = (f"{result.skipped_no_answer_span} left out without an answer span (no answer_positions, or the extracted "
+            f"answer not in the response), " if result.reading == "answer" else "")
+    return span + f"{result.skipped_no_position} left out (the position read was not kept)"
 
 
 def _group_rows(result: LensResult) -> list[list[str]]:
