@@ -66,7 +66,7 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike[str], positions: boo
     names = list(result.layers)
     x = np.arange(len(names))
     pos = _position_grid(result.positions, names) if positions else None
-    width = min(15, max(9, 0.3 * len(names) + 6))
+    width = min(15, max(10, 0.3 * len(names) + 6))
     heights = [3, 2] + ([0.32 * len(pos[0]) + 0.6] if pos else [])
     fig = plot_base.new_figure(width, 7.5 + (heights[-1] + 0.4 if pos else 0))
     axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights)
@@ -80,7 +80,7 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike[str], positions: boo
     top.set_ylim(0, 1.02)
     top.set_ylabel(f"AUROC ({result.auroc_kind})")
     top.grid(alpha=0.3)
-    top.set_title(_wrap(_probe_title(result), int((width - 4) * 13)), fontsize=10)   # the legends take ~4 in
+    top.set_title(_wrap(_probe_title(result), int((width - 4.5) * 12)), fontsize=10)   # the legends take ~4.5 in
     _selectivity_panel(bottom, x, result)
     marks = [(result.verdict, "C1", "-", "verdict")]
     if transfer is not None and transfer.verdict in result.layers:
@@ -162,8 +162,7 @@ def _control_lines(ax: Any, result: ProbeResult) -> None:
     rows = list(curves)
     for group, what in (("input", "input-side controls (question only; dashed), AUROC [95% CI]"),
                         ("answer", "answer-token controls (the answer's identity; dash-dot), AUROC [95% CI]"),
-                        ("output", "output-side controls (model's own output; solid; raw = the score itself, "
-                                   "never fitted), AUROC [95% CI]")):
+                        ("output", "output-side controls (model's output; solid; raw: never fitted), AUROC [95% CI]")):
         if handles[group]:
             rows += [(heading, what)] + [(h, h.get_label()) for h in handles[group]]
     ax.legend([h for h, _ in rows], [lab for _, lab in rows], loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -189,8 +188,7 @@ def _selectivity_panel(ax: Any, x: np.ndarray, result: ProbeResult) -> None:
         gain, band = _values(layers, lambda v: v.embedding_gain), _bands(layers, lambda v: v.embedding_gain_ci)
         ax.fill_between(x, band[:, 0], band[:, 1], color="C4", alpha=0.12)
         ax.plot(x, gain, marker="s", markersize=3, color="C4", linewidth=1,
-                label=f"gain over answer_embedding (the embedding layer at the same position), "
-                      f"{level_label(result.bootstrap.level)} paired band")
+                label=f"gain over answer_embedding (same position), {level_label(result.bootstrap.level)} paired band")
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_ylabel("selectivity (AUROC)")
     ax.grid(alpha=0.3)
