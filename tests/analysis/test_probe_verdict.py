@@ -296,3 +296,17 @@ def test_probe_run_at_the_answer_reads_the_embedding_layer_as_a_control(tmp_path
         both = probe_run(run2, test_run=run3, n_bootstrap=1000, cv_seeds=1)
         t = both.test_run
         assert t.controls["answer_embedding"].auroc == t.layers["embeddings"].auroc        # the same fit, scored there
+
+
+def test_a_score_only_the_training_run_has_is_left_out_with_a_note():
+    """--test_run where only the run has P(True): no crash, the control left out and named."""
+    features, rows, _, _ = confidence_explained(n=120, seed=8)
+    test_features, test_rows, _, _ = confidence_explained(n=80, seed=9)
+    for r in test_rows:
+        r["id"] = "t" + r["id"]
+        del r["p_true"]
+    res = probe_features(features, rows, test_features=test_features, test_rows=test_rows, n_bootstrap=1000,
+                         cv_seeds=1)
+    assert "p_true" not in res.controls and "p_true" not in res.test_run.controls
+    assert any("p_true" in n and "test run" in n for n in res.notes)
+    assert res.controls["answer_logprob_mean"].scoring == "raw"

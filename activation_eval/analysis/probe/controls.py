@@ -54,6 +54,7 @@ Example:
     [-0.1, -2.0]
 """
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -121,7 +122,7 @@ def _answer_side(rows, embedding):
                      "(the records hold no 'embeddings' layer, or in-memory features came without it)")
     texts = [str(r.get(schema.EXTRACTED) if r.get(schema.EXTRACTED) is not None else r.get(schema.RESPONSE) or "")
              for r in rows]
-    if any(t.strip() for t in texts):
+    if any(re.search(r"\w", t) for t in texts):       # TF-IDF needs a word somewhere
         inputs[ANSWER_TOKENS] = np.array(texts, dtype=object)
     else:
         notes.append("answer_tokens control left out: results rows have no extracted answer or response text")

@@ -61,7 +61,7 @@ def _side(result: ProbeResult, name: str | None) -> str:
     if name is None:
         return "none"
     c: ControlScore = result.controls[name]
-    return f"{name} ({c.side} side) (AUROC {num(c.auroc, c.auroc_ci)})"
+    return f"{name} ({c.side} side{', raw score' if c.scoring == 'raw' else ''}) (AUROC {num(c.auroc, c.auroc_ci)})"
 
 
 def _verdict(result: ProbeResult) -> str:

@@ -131,10 +131,28 @@ class Setup:
         self.test_clusters = found[0] if found else None
         self.test_inputs, test_notes = control_inputs(test_rows, drop=own, answer=self.answer,
                                                       answer_embedding=answer_embedding)
-        for c in set(self.control_inputs) - set(self.test_inputs):   # both runs must feed a control
+        self._shared_confidence()
+        missing = [c for c in self.control_inputs if c not in self.test_inputs]
+        for c in missing:                                            # both runs must feed a control
             del self.control_inputs[c]
+        if missing:
+            self.notes.append(f"control(s) {', '.join(missing)} left out: the test run's rows cannot feed them "
+                              f"(controls use what both runs have)")
         self.raw = [c for c in self.raw if c in self.control_inputs]
         self.notes += [f"test run: {n}" for n in test_notes]
+
+    def _shared_confidence(self) -> None:
+        """output_confidence of both runs from the single scores both carry (else a fit on one run's columns
+        could not score the other's)."""
+        combined = "output_confidence"
+        if combined not in self.control_inputs or combined not in self.test_inputs:
+            return
+        shared = [f for f in OUTPUT_SCORE_FIELDS if f in self.control_inputs and f in self.test_inputs]
+        if len(shared) < 2:
+            del self.test_inputs[combined]                 # left out below, with the others the test run lacks
+            return
+        for inputs in (self.control_inputs, self.test_inputs):
+            inputs[combined] = np.hstack([inputs[f] for f in shared])
 
     def check_rows(self, layer: str, rows: Rows, test_rows: Rows | None) -> None:
         """Every layer must cover the same questions as the first one."""
