@@ -20,6 +20,8 @@ Public names:
     Side                "input" | "output"
     ControlScoring      "raw" | "fitted"
     OOF_PAIRS_WITHIN_FOLDS   the cv.oof_scoring value
+    upgrade_probe_json(data) -> data     a saved --json probe result of format 1 in today's keys (read it
+                                         then with analysis.jsonio.from_json(ProbeResult, ...))
     FORMAT_VERSION, CONTRACTS
 
 Example:
@@ -248,3 +250,46 @@ class ProbeResult:
 
 CONTRACTS = (ProbeResult, ProbeScores, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
              OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult)
+
+
+# format 1 -> 2 (issue 27): the shuffle within category was called the control task; it is the permutation test
+_V1_LAYER_KEYS = {"control_task_auroc": "permutation_auroc", "control_task_auroc_ci": "permutation_auroc_ci",
+                  "hl_selectivity": "permutation_selectivity"}
+_V2_LAYER_NONE = ("hl_control_auroc", "hl_control_auroc_ci", "hl_selectivity", "embedding_gain", "embedding_gain_ci")
+
+
+def upgrade_probe_json(data: dict) -> dict:
+    """A probe result's JSON of any format in today's keys (a new dict; format 2 and later unchanged).
+    Format 1 had no raw scores (every control fitted), pooled out-of-fold AUROC without groups, and named
+    the permutation test the control task; the figures are kept, the new fields say so (None: not computed).
+
+    >>> old = {"format_version": 1, "cv": {"auroc_pairs": "all out-of-fold predictions pooled"}, "test_run": None,
+    ...        "layers": {"layer_0": {"control_task_auroc": 0.5, "control_task_auroc_ci": [0.4, 0.6], "hl_selectivity": 0.1}},
+    ...        "controls": {"length": {"auroc": 0.55}}}
+    >>> new = upgrade_probe_json(old)
+    >>> new["layers"]["layer_0"]["permutation_auroc"], new["layers"]["layer_0"]["hl_selectivity"], new["cv"]["oof_scoring"]
+    (0.5, None, 'all out-of-fold predictions pooled')
+    >>> new["controls"]["length"]["scoring"], new["format_version"]
+    ('fitted', 2)
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int) or data["format_version"] >= 2:
+        return data
+    out = dict(data, format_version=2, answer_controls=[], raw_controls=[])
+    cv = dict(out.get("cv") or {})
+    cv.setdefault("oof_scoring", cv.get("auroc_pairs", "all out-of-fold predictions pooled"))
+    out["cv"] = cv
+    for part in (out, out.get("test_run")):
+        if isinstance(part, dict):
+            _upgrade_scores(part)
+    return out
+
+
+def _upgrade_scores(part: dict) -> None:
+    """Format 1 -> 2 of the layers and controls of a ProbeResult or TestRunResult (in place)."""
+    layers = {}
+    for name, layer in (part.get("layers") or {}).items():
+        new = {_V1_LAYER_KEYS.get(k, k): v for k, v in layer.items()}
+        layers[name] = dict(new, **{k: None for k in _V2_LAYER_NONE})
+    part["layers"] = layers
+    part["controls"] = {name: dict(c, scoring="fitted", orientation=None)
+                        for name, c in (part.get("controls") or {}).items()}

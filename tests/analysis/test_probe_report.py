@@ -468,3 +468,32 @@ def test_a_real_probe_result_renders_everywhere(tmp_path):
     assert f"[{adjusted} CI, Bonferroni over 2 layers]" in page and "not available" not in page
     assert is_png(plots.plot_probe(res, tmp_path / "real.png"))
     assert from_json(ProbeResult, to_json(res)) == res
+
+
+def test_a_format_1_result_reads_after_its_upgrade():
+    """A --json probe result saved before issue 27 (format 1): the shuffle within category was the "control task",
+    controls had no scoring, cv no oof_scoring. upgrade_probe_json moves its figures to today's keys."""
+    from activation_eval.schema.probe import upgrade_probe_json
+    old = probe_json()
+    old["format_version"] = 1
+    for key in ("answer_controls", "raw_controls"):
+        del old[key]
+    del old["cv"]["oof_scoring"]
+    old["cv"]["auroc_pairs"] = "all out-of-fold predictions pooled"
+    for layer in old["layers"].values():
+        layer["control_task_auroc"] = layer.pop("permutation_auroc")
+        layer["control_task_auroc_ci"] = layer.pop("permutation_auroc_ci")
+        layer["hl_selectivity"] = layer.pop("permutation_selectivity")
+        for key in ("hl_control_auroc", "hl_control_auroc_ci", "embedding_gain", "embedding_gain_ci"):
+            del layer[key]
+    for c in old["controls"].values():
+        del c["scoring"], c["orientation"]
+    with pytest.raises(ValueError, match="missing field"):
+        from_json(ProbeResult, old)
+    res = from_json(ProbeResult, upgrade_probe_json(old))
+    want = probe_json()["layers"]["layer_12"]
+    got = res.layers["layer_12"]
+    assert got.permutation_auroc == want["permutation_auroc"] and got.permutation_selectivity == want["permutation_selectivity"]
+    assert got.hl_control_auroc is None and got.embedding_gain is None
+    assert res.cv.oof_scoring == "all out-of-fold predictions pooled" and res.controls["p_true"].scoring == "fitted"
+    assert "layer_12 is the first layer" in probe_text(res)
