@@ -18,10 +18,15 @@ Public names:
     PositionTable       AUROC by layer x token position
     TestRunResult       trained on the run, scored on another run's questions (--test_run)
     Side                "input" | "output"
+    ControlScoring      "raw" | "fitted"
+    OOF_PAIRS_WITHIN_FOLDS   the cv.oof_scoring value
+    upgrade_probe_json(data) -> data     a saved --json probe result of format 1 in today's keys (read it
+                                         then with analysis.jsonio.from_json(ProbeResult, ...))
     FORMAT_VERSION, CONTRACTS
 
 Example:
-    >>> c = ControlScore(auroc=0.61, auroc_ci=(0.55, 0.67), accuracy=0.6, accuracy_ci=(0.54, 0.66), side="input")
+    >>> c = ControlScore(auroc=0.61, auroc_ci=(0.55, 0.67), accuracy=0.6, accuracy_ci=(0.54, 0.66), side="input",
+    ...                  scoring="fitted", orientation=None)
     >>> c.side, c.auroc_ci[0]
     ('input', 0.55)
 """
@@ -31,9 +36,12 @@ from typing import Annotated, ClassVar, Literal, TypeAlias
 from .estimates import Interval
 from .transfer import TransferResult
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2       # 2 (issue 27): raw single scores, pairs within folds, answer-token controls,
+                         # permutation test vs Hewitt & Liang's control task
 
 Side: TypeAlias = Literal["input", "output"]
+ControlScoring: TypeAlias = Literal["raw", "fitted"]
+OOF_PAIRS_WITHIN_FOLDS = "pairs within folds"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,21 +55,36 @@ class LayerScore:
     selectivity_ci: Annotated[Interval, "its paired interval at bootstrap.adjusted_level (Bonferroni over the layers): "
                                         "the verdict's"]
     selectivity_ci_unadjusted: Annotated[Interval, "the same at bootstrap.level, unadjusted"]
-    control_task_auroc: Annotated[float | None, "the probe on labels shuffled within category (Hewitt & Liang); "
-                                                "None for a test run"]
-    control_task_auroc_ci: Annotated[Interval | None, "its interval (level 0.95)"]
-    hl_selectivity: Annotated[float | None, "AUROC - control_task_auroc (no interval)"]
+    # issue 27 (verdict): the permutation test (today's shuffle, renamed), Hewitt & Liang's control task as defined,
+    # and the gain over the answer's own embedding
+    permutation_auroc: Annotated[float | None, "permutation test: the probe on labels shuffled within category "
+                                               "(called the control task before format 2); None for a test run"]
+    permutation_auroc_ci: Annotated[Interval | None, "its interval (level 0.95)"]
+    permutation_selectivity: Annotated[float | None, "AUROC - permutation_auroc (no interval)"]
+    hl_control_auroc: Annotated[float | None, "Hewitt & Liang's control task: the probe on a fixed random label per "
+                                              "input type (category x normalised extracted answer); None: not run"]
+    hl_control_auroc_ci: Annotated[Interval | None, "its interval (level 0.95)"]
+    hl_selectivity: Annotated[float | None, "AUROC - hl_control_auroc (no interval; before format 2: AUROC - "
+                                            "the shuffle's AUROC)"]
+    embedding_gain: Annotated[float | None, "AUROC - the answer_embedding control's AUROC (the embedding layer at "
+                                            "the same position); None without that control"]
+    embedding_gain_ci: Annotated[Interval | None, "its paired interval (bootstrap.level, unadjusted)"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ControlScore:
     """One control classifier: what the probe must beat before a layer is said to know."""
-    auroc: Annotated[float, "AUROC of its out-of-fold predictions (majority: exactly 0.5)"]
+    auroc: Annotated[float, "AUROC: of the raw score (scoring raw), or of the out-of-fold predictions as "
+                            "cv.oof_scoring says (majority: exactly 0.5)"]
     auroc_ci: Annotated[Interval, "its interval (bootstrap.level)"]
-    accuracy: Annotated[float, "accuracy of its predicted classes"]
+    accuracy: Annotated[float | None, "accuracy of its predicted classes (None: a raw score has no threshold)"]
     accuracy_ci: Annotated[Interval, "its interval (bootstrap.level)"]
-    side: Annotated[Side, "input: reads the question (category, length, words); output: the model's own "
-                          "confidence in its answer"]
+    side: Annotated[Side, "input: reads the question (category, length, words) or the answer's own tokens; output: "
+                          "the model's own confidence in its answer"]
+    scoring: Annotated[ControlScoring, "raw: the score itself, oriented by definition, never fitted; fitted: a "
+                                       "classifier's out-of-fold predictions"]
+    orientation: Annotated[int | None, "raw scores: +1 higher = more likely correct, -1 less likely (schema "
+                                       "SCORE_ORIENTATION); None when fitted"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +95,9 @@ class CvSetup:
     seed: Annotated[int, "seed of the fold shuffling"]
     groups: Annotated[str | None, "--probe_groups: the results field whose values are held out whole"]
     auroc_pairs: Annotated[str, "which (positive, negative) pairs AUROC compares: pooled, or within each fold"]
+    oof_scoring: Annotated[str, "how out-of-fold scores become an AUROC (layers and fitted controls, every CV seed): "
+                                "\"pairs within folds\" (a pair is compared only when one fold held out both, "
+                                "so no fold's offset ranks folds against each other)"]
     seeds: Annotated[list[int], "the CV seeds of the seed table (the first is `seed`)"]
 
 
@@ -200,6 +226,10 @@ class ProbeResult:
     warnings: Annotated[list[str], "read before the verdict: few questions, a rare class, samples per question"]
     notes: Annotated[list[str], "what was done differently and why (controls left out, folds reduced)"]
     dropped_controls: Annotated[dict[str, str], "controls left out because they read the target itself: why"]
+    answer_controls: Annotated[list[str], "the answer-token controls present (answer_embedding, answer_tokens): "
+                                          "a probe at the answer must beat its own token identity"]
+    raw_controls: Annotated[list[str], "the single scores scored raw (binary target 'correct'); other targets fit "
+                                       "them (notes say so)"]
     best_control: Annotated[str, "the control with the highest AUROC (either side): the verdict's baseline"]
     best_input_control: Annotated[str | None, "the best input-side control (None: none)"]
     best_output_control: Annotated[str | None, "the best output-side control (None: the rows carry no confidence)"]
@@ -220,3 +250,46 @@ class ProbeResult:
 
 CONTRACTS = (ProbeResult, ProbeScores, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
              OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult)
+
+
+# format 1 -> 2 (issue 27): the shuffle within category was called the control task; it is the permutation test
+_V1_LAYER_KEYS = {"control_task_auroc": "permutation_auroc", "control_task_auroc_ci": "permutation_auroc_ci",
+                  "hl_selectivity": "permutation_selectivity"}
+_V2_LAYER_NONE = ("hl_control_auroc", "hl_control_auroc_ci", "hl_selectivity", "embedding_gain", "embedding_gain_ci")
+
+
+def upgrade_probe_json(data: dict) -> dict:
+    """A probe result's JSON of any format in today's keys (a new dict; format 2 and later unchanged).
+    Format 1 had no raw scores (every control fitted), pooled out-of-fold AUROC without groups, and named
+    the permutation test the control task; the figures are kept, the new fields say so (None: not computed).
+
+    >>> old = {"format_version": 1, "cv": {"auroc_pairs": "all out-of-fold predictions pooled"}, "test_run": None,
+    ...        "layers": {"layer_0": {"control_task_auroc": 0.5, "control_task_auroc_ci": [0.4, 0.6], "hl_selectivity": 0.1}},
+    ...        "controls": {"length": {"auroc": 0.55}}}
+    >>> new = upgrade_probe_json(old)
+    >>> new["layers"]["layer_0"]["permutation_auroc"], new["layers"]["layer_0"]["hl_selectivity"], new["cv"]["oof_scoring"]
+    (0.5, None, 'all out-of-fold predictions pooled')
+    >>> new["controls"]["length"]["scoring"], new["format_version"]
+    ('fitted', 2)
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int) or data["format_version"] >= 2:
+        return data
+    out = dict(data, format_version=2, answer_controls=[], raw_controls=[])
+    cv = dict(out.get("cv") or {})
+    cv.setdefault("oof_scoring", cv.get("auroc_pairs", "all out-of-fold predictions pooled"))
+    out["cv"] = cv
+    for part in (out, out.get("test_run")):
+        if isinstance(part, dict):
+            _upgrade_scores(part)
+    return out
+
+
+def _upgrade_scores(part: dict) -> None:
+    """Format 1 -> 2 of the layers and controls of a ProbeResult or TestRunResult (in place)."""
+    layers = {}
+    for name, layer in (part.get("layers") or {}).items():
+        new = {_V1_LAYER_KEYS.get(k, k): v for k, v in layer.items()}
+        layers[name] = dict(new, **{k: None for k in _V2_LAYER_NONE})
+    part["layers"] = layers
+    part["controls"] = {name: dict(c, scoring="fitted", orientation=None)
+                        for name, c in (part.get("controls") or {}).items()}

@@ -91,7 +91,9 @@ def run_cli(capsys, *argv):
 
 
 def sklearn_oof_auroc(X, rows, y, folds=5, seed=0, multi=False):
-    """The reference: sklearn's cross_val_predict on the documented folds, then roc_auc_score."""
+    """The reference: sklearn's cross_val_predict on the documented folds, then roc_auc_score within each fold,
+    pair-weighted over the folds (issue 27: pairs within folds; pooled, the folds' offsets would rank folds
+    against each other); one-vs-rest: that per class, then the mean over classes."""
     key = [f"{label}|{r['category']}" for label, r in zip(y, rows)]
     k = min(folds, int(np.bincount(y).min()))
     with warnings.catch_warnings():                      # small target x category cells
@@ -99,7 +101,15 @@ def sklearn_oof_auroc(X, rows, y, folds=5, seed=0, multi=False):
         cv = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, key))
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     proba = cross_val_predict(model, np.asarray(X, np.float64), y, cv=cv, method="predict_proba")
-    return roc_auc_score(y, proba, multi_class="ovr") if multi else roc_auc_score(y, proba[:, 1])
+    return np.mean([within_folds(y == c, proba[:, c], cv) for c in range(proba.shape[1])]) if multi else \
+        within_folds(y == 1, proba[:, 1], cv)
+
+
+def within_folds(positive, score, cv):
+    """sklearn's roc_auc_score in each held-out fold, weighted by the fold's (positive, negative) pairs."""
+    parts = [(roc_auc_score(positive[te], score[te]), positive[te].sum() * (~positive[te]).sum()) for _, te in cv
+             if 0 < positive[te].sum() < len(te)]
+    return sum(a * w for a, w in parts) / sum(w for _, w in parts)
 
 
 # ----------------------------------------------------------------------------- the verdict
@@ -190,7 +200,7 @@ def test_auroc_matches_sklearn_on_the_same_out_of_fold_scores():
         assert res.layers[name].auroc == pytest.approx(sklearn_oof_auroc(X, rows, y, seed=7), abs=1e-9)
     assert (res.cv.method, res.cv.folds, res.cv.seed, res.cv.groups, res.cv.seeds) == (
         "StratifiedKFold on target x category", 5, 7, None, [7, 8, 9])
-    assert res.cv.auroc_pairs == "all out-of-fold predictions pooled"
+    assert res.cv.oof_scoring == "pairs within folds"
 
 
 def test_bootstrap_statistics_match_explicit_resamples():
@@ -272,7 +282,7 @@ def test_test_run_transfer(tmp_path, capsys):
 def test_probe_groups_hold_out_whole_categories():
     features, rows = synthetic(n=160, n_layers=4, seed=31, plant_from=2, strength=1.5)
     res = probe_features(features, rows, groups="category", n_bootstrap=1000)
-    assert res.cv.method.startswith("GroupKFold") and res.cv.folds == 4 and res.cv.auroc_pairs == "within each fold"
+    assert res.cv.method.startswith("GroupKFold") and res.cv.folds == 4 and res.cv.oof_scoring == "pairs within folds"
     # a held-out question's category is never seen in training: the category control is blind
     assert res.controls["category"].auroc == pytest.approx(0.5)
     assert res.verdict == "layer_2"

@@ -22,10 +22,13 @@ from activation_eval.schema.probe import ProbeResult
 
 LAYERS = ["embeddings"] + [f"layer_{i}" for i in range(30)]          # 31 layers: Bonferroni level 99.84%
 POSITIONS = ["last_prompt", "answer_first", "answer_mean", "answer_last"]
-INPUT = {"majority": 0.5, "category": 0.61, "length": 0.553, "bag_of_words": 0.642}
+INPUT = {"majority": 0.5, "category": 0.61, "length": 0.553, "bag_of_words": 0.642, "answer_embedding": 0.58,
+         "answer_tokens": 0.57}
 OUTPUT = {"answer_logprob_mean": 0.712, "answer_logprob_sum": 0.664, "first_token_entropy": 0.681,
           "p_true": 0.741, "output_confidence": 0.762}
 GROUPS = ["geography", "history", "$\\foo{$"]
+RAW = {"answer_logprob_mean": 1, "answer_logprob_sum": 1, "first_token_entropy": -1, "p_true": 1}
+EMBEDDING = INPUT["answer_embedding"]
 
 
 def probe_auroc(i):
@@ -53,11 +56,16 @@ def probe_json():
         layers[name] = {"auroc": a, "auroc_ci": _ci(a, 0.04), "accuracy": round(a - 0.1, 3),
                         "accuracy_ci": _ci(a - 0.1, 0.045), "selectivity": sel,
                         "selectivity_ci": _ci(sel, 0.075, -1), "selectivity_ci_unadjusted": _ci(sel, 0.05, -1),
-                        "control_task_auroc": ct, "control_task_auroc_ci": _ci(ct, 0.05),
-                        "hl_selectivity": round(a - ct, 3)}
+                        "permutation_auroc": ct, "permutation_auroc_ci": _ci(ct, 0.05),
+                        "permutation_selectivity": round(a - ct, 3),
+                        "hl_control_auroc": round(ct + 0.01, 3), "hl_control_auroc_ci": _ci(ct + 0.01, 0.05),
+                        "hl_selectivity": round(a - ct - 0.01, 3),
+                        "embedding_gain": round(a - EMBEDDING, 3), "embedding_gain_ci": _ci(a - EMBEDDING, 0.06, -1)}
     controls = {name: {"auroc": v, "auroc_ci": _ci(v, 0.05), "accuracy": round(v - 0.05, 3),
-                       "accuracy_ci": _ci(v - 0.05, 0.05), "side": side}
+                       "accuracy_ci": _ci(v - 0.05, 0.05), "side": side, "scoring": "fitted", "orientation": None}
                 for side, group in (("input", INPUT), ("output", OUTPUT)) for name, v in group.items()}
+    for name in RAW:                                   # single scores: the raw score, no accuracy
+        controls[name].update(scoring="raw", orientation=RAW[name], accuracy=None, accuracy_ci=[None, None])
     verdict = next(n for n, v in layers.items() if v["selectivity_ci"][0] > 0)
 
     def point(v, half, interval="percentile"):
@@ -67,11 +75,12 @@ def probe_json():
         return {"auprc": point(auprc, 0.05), "tpr_at_1pct_fpr": point(tpr, 0.06), "fpr_at_95pct_tpr": point(fpr, 0.08),
                 "brier": point(brier, 0.02), "ece": point(ece, 0.03, "basic")}
     return {
-        "format_version": 1, "run_dir": "results/run31", "run_name": "run31", "target": "correct", "classes": ["False", "True"],
+        "format_version": 2, "run_dir": "results/run31", "run_name": "run31", "target": "correct", "classes": ["False", "True"],
         "class_counts": {"False": 160, "True": 240}, "n": 400, "reduce": "answer_first",
         "auroc_kind": "binary", "layers_tested": len(LAYERS),
         "cv": {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 0, "groups": None,
-               "auroc_pairs": "all out-of-fold predictions pooled", "seeds": [0, 1, 2]},
+               "auroc_pairs": "within each fold (raw single scores: all pairs)", "oof_scoring": "pairs within folds",
+               "seeds": [0, 1, 2]},
         "bootstrap": {"resamples": 12400, "seed": 0, "level": 0.95, "adjusted_level": 1 - 0.05 / len(LAYERS),
                       "unit": "question (its samples together)",
                       "adjustment": f"Bonferroni over {len(LAYERS)} layers", "best_control": "maximum (paired)"},
@@ -86,6 +95,7 @@ def probe_json():
         "best_control": "output_confidence", "best_input_control": "bag_of_words",
         "best_output_control": "output_confidence",
         "dropped_controls": {"p_true_raw": "no row carries it"},
+        "answer_controls": ["answer_embedding", "answer_tokens"], "raw_controls": list(RAW),
         "best_layer": max(layers, key=lambda n: layers[n]["auroc"]), "verdict": verdict,
         "controls": controls, "layers": layers,
         "families": {"logistic": {n: {"auroc": v["auroc"], "auroc_ci": v["auroc_ci"]} for n, v in layers.items()},
@@ -248,8 +258,15 @@ def test_probe_plot_labels_real_levels_and_sides(tmp_path, figures):
     legend = [t.get_text() for t in top.get_legend().get_texts()]
     assert any(t.startswith("input-side controls") for t in legend) and any(t.startswith("output-side") for t in legend)
     assert "output_confidence (best) 0.76 [0.71, 0.81]" in legend
-    task = [ln for ln in top.lines if ln.get_label().startswith("control task")][0]
-    np.testing.assert_allclose(task.get_ydata(), [res["layers"][n]["control_task_auroc"] for n in LAYERS])
+    for label, key in (("H&L control task", "hl_control_auroc"), ("permutation test", "permutation_auroc")):
+        task = [ln for ln in top.lines if ln.get_label().startswith(label)][0]
+        np.testing.assert_allclose(task.get_ydata(), [res["layers"][n][key] for n in LAYERS])
+    # raw scores marked raw, the answer-token controls a group of their own, the gain over the embedding below
+    assert "answer_logprob_mean raw 0.71 [0.66, 0.76]" in legend and "output_confidence (best) 0.76 [0.71, 0.81]" in legend
+    assert any(t.startswith("answer-token controls") for t in legend)
+    gain = [ln for ln in bottom.lines if ln.get_label().startswith("gain over answer_embedding")][0]
+    np.testing.assert_allclose(gain.get_ydata(), [res["layers"][n]["embedding_gain"] for n in LAYERS])
+    assert "pairs within folds" in top.get_title()
     np.testing.assert_allclose(heat.images[0].get_array(),
                                [[res["positions"]["auroc"][n][p] for n in LAYERS] for p in POSITIONS])
     assert "2 warning(s)" in top.get_title()
@@ -292,10 +309,14 @@ def test_report_labels_each_interval_with_its_real_level():
     row = rows["layer_12 <- verdict"]
     assert row[headers.index(adj)] == ci3(v["selectivity"], v["selectivity_ci"], "+")
     assert row[headers.index("selectivity [95% CI, unadjusted]")] == ci3(v["selectivity"], v["selectivity_ci_unadjusted"], "+")
-    task = [h for h in headers if h.startswith("control task AUROC [95% CI]")][0]
-    assert row[headers.index(task)] == ci3(v["control_task_auroc"], v["control_task_auroc_ci"])
+    task = [h for h in headers if h.startswith("H&L control task AUROC [95% CI]")][0]
+    assert row[headers.index(task)] == ci3(v["hl_control_auroc"], v["hl_control_auroc_ci"])
     hl = [h for h in headers if h.startswith("H&L selectivity")][0]
-    assert row[headers.index(hl)] == f"{v['auroc'] - v['control_task_auroc']:+.3f}"
+    assert row[headers.index(hl)] == f"{v['auroc'] - v['hl_control_auroc']:+.3f}"
+    perm = [h for h in headers if h.startswith("permutation test AUROC [95% CI]")][0]
+    assert row[headers.index(perm)] == ci3(v["permutation_auroc"], v["permutation_auroc_ci"])
+    gain = [h for h in headers if h.startswith("gain over answer_embedding")][0]
+    assert "[95% CI, paired]" in gain and row[headers.index(gain)] == ci3(v["embedding_gain"], v["embedding_gain_ci"], "+")
 
 
 def test_report_warnings_verdict_and_controls_by_side():
@@ -310,7 +331,10 @@ def test_report_warnings_verdict_and_controls_by_side():
     headers, rows = tables(page).table("control")
     assert headers[1].startswith("side")
     assert rows["bag_of_words (best input-side)"][1] == "input"
-    assert rows["output_confidence (best, best output-side)"][1:3] == ["output", "0.762 [0.712, 0.812]"]
+    assert rows["output_confidence (best, best output-side)"][1:4] == ["output", "fitted", "0.762 [0.712, 0.812]"]
+    assert rows["first_token_entropy"][1:5] == ["output", "raw, lower = correct", "0.681 [0.631, 0.731]", "-"]
+    assert rows["answer_embedding"][1:3] == ["input", "fitted, answer token"]
+    assert "pairs within folds" in page and "single scores scored raw" in page
     assert "left out: p_true_raw (no row carries it)" in page
     assert "answer_first: generated positions captured" in page and "400 rows in 100 clusters by id" in page
 
@@ -378,8 +402,8 @@ def test_report_and_text_without_the_optional_parts():
 def test_reading_a_result_refuses_what_it_cannot_trust():
     """--json output read back (from_json): a newer format version, a missing field, a wrong value or an unknown
     key is an error naming it, never a result with guessed parts."""
-    with pytest.raises(ValueError, match="format version 2 is newer"):
-        from_json(ProbeResult, dict(probe_json(), format_version=2))
+    with pytest.raises(ValueError, match="format version 3 is newer"):
+        from_json(ProbeResult, dict(probe_json(), format_version=3))
     sparse = probe_json()
     del sparse["layers"]["layer_3"]["selectivity_ci"]
     with pytest.raises(ValueError, match=r"ProbeResult.layers\['layer_3'\]: missing field 'selectivity_ci'"):
@@ -409,10 +433,12 @@ def test_text_probe_warnings_first_levels_and_tables():
     v = res["layers"]["layer_12"]
     for cell in (ci3(v["auroc"], v["auroc_ci"]), ci3(v["selectivity"], v["selectivity_ci"], "+"),
                  ci3(v["selectivity"], v["selectivity_ci_unadjusted"], "+"),
-                 ci3(v["control_task_auroc"], v["control_task_auroc_ci"]), f"{v['hl_selectivity']:+.3f}"):
+                 ci3(v["hl_control_auroc"], v["hl_control_auroc_ci"]), f"{v['hl_selectivity']:+.3f}",
+                 ci3(v["permutation_auroc"], v["permutation_auroc_ci"]), ci3(v["embedding_gain"], v["embedding_gain_ci"], "+")):
         assert cell in layer
     control = next(line for line in text.splitlines() if line.startswith("answer_logprob_mean"))
-    assert control.split()[1] == "output"
+    assert control.split()[1:6] == ["output", "raw", "(higher", "=", "correct)"] and control.rstrip().endswith("-")
+    assert "pairs within folds" in text and "single scores scored raw" in text
     ops = res["operating_points"]["rows"]["layer_15"]
     op_line = next(line for line in text.splitlines() if line.startswith("layer_15 ") and "0.912" in line)
     assert all(ci3(ops[k]["value"], ops[k]["ci"]) in op_line
@@ -442,3 +468,32 @@ def test_a_real_probe_result_renders_everywhere(tmp_path):
     assert f"[{adjusted} CI, Bonferroni over 2 layers]" in page and "not available" not in page
     assert is_png(plots.plot_probe(res, tmp_path / "real.png"))
     assert from_json(ProbeResult, to_json(res)) == res
+
+
+def test_a_format_1_result_reads_after_its_upgrade():
+    """A --json probe result saved before issue 27 (format 1): the shuffle within category was the "control task",
+    controls had no scoring, cv no oof_scoring. upgrade_probe_json moves its figures to today's keys."""
+    from activation_eval.schema.probe import upgrade_probe_json
+    old = probe_json()
+    old["format_version"] = 1
+    for key in ("answer_controls", "raw_controls"):
+        del old[key]
+    del old["cv"]["oof_scoring"]
+    old["cv"]["auroc_pairs"] = "all out-of-fold predictions pooled"
+    for layer in old["layers"].values():
+        layer["control_task_auroc"] = layer.pop("permutation_auroc")
+        layer["control_task_auroc_ci"] = layer.pop("permutation_auroc_ci")
+        layer["hl_selectivity"] = layer.pop("permutation_selectivity")
+        for key in ("hl_control_auroc", "hl_control_auroc_ci", "embedding_gain", "embedding_gain_ci"):
+            del layer[key]
+    for c in old["controls"].values():
+        del c["scoring"], c["orientation"]
+    with pytest.raises(ValueError, match="missing field"):
+        from_json(ProbeResult, old)
+    res = from_json(ProbeResult, upgrade_probe_json(old))
+    want = probe_json()["layers"]["layer_12"]
+    got = res.layers["layer_12"]
+    assert got.permutation_auroc == want["permutation_auroc"] and got.permutation_selectivity == want["permutation_selectivity"]
+    assert got.hl_control_auroc is None and got.embedding_gain is None
+    assert res.cv.oof_scoring == "all out-of-fold predictions pooled" and res.controls["p_true"].scoring == "fitted"
+    assert "layer_12 is the first layer" in probe_text(res)

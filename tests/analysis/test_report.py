@@ -219,6 +219,7 @@ def test_report_shows_the_probes_own_numbers(synthetic):
                f"<td>{v.accuracy:.3f} [{v.accuracy_ci[0]:.3f}, {v.accuracy_ci[1]:.3f}]</td>")
         assert row in text, name
     c = res.controls["category"]
-    assert re.search(rf"<td>category[^<]*</td><td>input</td><td>{c.auroc:.3f} \[{c.auroc_ci[0]:.3f}, ", text)
+    assert re.search(rf"<td>category[^<]*</td><td>input</td><td>fitted</td><td>{c.auroc:.3f} \[{c.auroc_ci[0]:.3f}, ",
+                     text)
     assert f"<b>verdict</b>: {html_module.escape(verdict(res).sentence)}" in text
     assert res.verdict in res.layers and "Transfer across category values" in text

@@ -10,14 +10,17 @@ or with groups="category" GroupKFold (whole categories held out). The vector is 
 answer by default (reduce="auto": the first token of the extracted answer when generated positions
 were captured, else the last prompt token; `position` says which), following Orgad et al. 2024.
 
-The controls of controls.py are fitted on the same folds: input side (majority, category, length,
-bag_of_words) and output side (the answer's mean and summed log-probability, the first token's
-entropy, P(True), and all of them together: the model's own confidence, recorded while it answered).
-A control that reads the target itself (--target category: the category control) is dropped, with a
-note. AUROC (primary; binary, or one-vs-rest macro for more than two classes) and accuracy of the
-pooled out-of-fold predictions come with 95% percentile bootstrap intervals over questions (a
-question's samples drawn together). With groups, AUROC compares only questions of the same held-out
-fold: pooled over folds, each fold model's own offset would rank whole groups against each other.
+The controls of controls.py: input side (majority, category, length, bag_of_words, fitted on the
+same folds; at the answer also answer_embedding, the embedding layer at the same position, and
+answer_tokens, the extracted answer's words: the answer's own token identity) and output side (every
+single confidence score the rows carry, scored raw as the field does: the AUROC of the score itself,
+oriented by schema.SCORE_ORIENTATION, never fitted, for the target "correct"; and all of them together,
+fitted). A control that reads the target itself (--target category: the category control) is dropped,
+with a note. AUROC (primary; binary, or one-vs-rest macro for more than two classes) and accuracy of
+the out-of-fold predictions come with 95% percentile bootstrap intervals over questions (a question's
+samples drawn together). AUROC compares only pairs of questions held out by the same fold
+(cv.oof_scoring "pairs within folds"): pooled over folds, each fold model's own offset would rank
+folds against each other (a constant feature would not score 0.5).
 
 Selectivity of a layer = its AUROC - the best control's AUROC, over both sides. Its interval is a
 paired bootstrap (probe and controls on the same resampled questions; the best control is the
@@ -26,13 +29,15 @@ uncertainty), Bonferroni-adjusted over the L layers tested: the percentile inter
 [alpha/(2L), 1 - alpha/(2L)], alpha = 0.05, so all L intervals hold together with probability >= 95%
 (`bootstrap.adjusted_level`, e.g. 99.84% for 31 layers). The verdict names the first layer (in
 record order) whose adjusted interval lies above 0, else NO_EVIDENCE; `best_control` says which
-control it had to beat. With every layer pure noise it names a layer at most ~alpha/2 of the time.
+control it had to beat (in words: "no evidence beyond the answer-token control" when that is it).
+With every layer pure noise it names a layer at most ~alpha/2 of the time.
 The intervals count the uncertainty of the test questions, not of refitting the probes.
 
-Beside the verdict (tables at 95%, 2000 resamples): the Hewitt & Liang (2019) control task (the
-same probe on labels shuffled within category: hl_selectivity = AUROC - control-task AUROC), both
-probe families, the AUROC under other CV seeds, operating points of the best layer and of every
-control (AUPRC, TPR at 1% FPR, FPR at 95% TPR, Brier score, calibration error; operating_points.py),
+Beside the verdict (tables at 95%, 2000 resamples): the gain of each layer over answer_embedding,
+Hewitt & Liang's (2019) control task (a fixed random label per input type: hl_selectivity = AUROC -
+control-task AUROC), the permutation test (labels shuffled within category), both probe families,
+the AUROC under other CV seeds, operating points of the best layer and of every control (AUPRC,
+TPR at 1% FPR, FPR at 95% TPR, Brier score, calibration error; operating_points.py),
 the layer x position AUROC table (last prompt token, first / mean / last answer token) when
 generated positions were captured, and the transfer matrix across groups (transfer.py).
 

@@ -1,17 +1,24 @@
 """The one builder of a ProbeResult (schema/probe.py): a sweep's probabilities -> scores, side tables, verdict.
 
-Beside the verdict (tables at 95%, at most TABLE_RESAMPLES resamples): the Hewitt & Liang (2019)
-control task (hl_selectivity = AUROC - control-task AUROC), both probe families, the AUROC under other
-CV seeds, operating points of the best layer and of every control (operating_points.py), the layer x
-position AUROC table when generated positions were captured, and the transfer matrix (transfer.py).
+Single scores are scored raw (target "correct": the oriented score's AUROC, never fitted); every
+fitted model's out-of-fold scores are compared within folds only (cv.oof_scoring). A model whose
+whole interval lies below 0.5 gets a warning. Beside the verdict (tables at 95%, at most
+TABLE_RESAMPLES resamples): the permutation test (labels shuffled within category) and Hewitt &
+Liang's (2019) control task (a fixed random label per input type; hl_selectivity = AUROC - its AUROC),
+both probe families, the AUROC under other CV seeds, operating points of the best layer and of every
+control (operating_points.py), the layer x position AUROC table when generated positions were
+captured, and the transfer matrix (transfer.py).
 
 Public names:
     probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
-          transfer, run_names, where) -> ProbeResult
+          transfer, run_names, where, at_answer=False) -> ProbeResult
                                         fit every layer of `layer_data` (one pass), then bootstrap all
-                                        models together; `where` names the run folders
+                                        models together; `where` names the run folders; `at_answer`
+                                        adds the answer-token controls (the first LayerData carries
+                                        the embedding layer at the probe's position)
+    below_chance_warnings(part, what) -> [str]
     Where                               run_dir, run_name, reduce, position, position_note, test_dir, test_name
-    TABLE_RESAMPLES
+    TABLE_RESAMPLES, BELOW_CHANCE
 
 Example:
     >>> from activation_eval.analysis.probe.sweep import LayerData
@@ -23,6 +30,7 @@ Example:
     >>> res.layers_tested, res.verdict, res.operating_points.positive
     (1, 'no evidence beyond the controls', 'True')
 """
+import dataclasses
 import functools
 import sys
 from collections.abc import Iterable, Mapping
@@ -31,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ...schema import P_TRUE
 from ...schema.probe import (
     BootstrapSetup,
     Clusters,
@@ -46,14 +55,15 @@ from ...schema.probe import (
     TestRunResult,
 )
 from ...schema.transfer import TransferResult
-from .controls import make_control
+from .controls import ANSWER_CONTROLS, make_control, raw_score
 from .models import FAMILIES, make_probe
 from .operating_points import operating_points
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
-from .sweep import LayerData, Proba, Setup, Sweep, fit_score, one_blas_thread, oof_proba
+from .sweep import OOF_SCORING, LayerData, Setup, Sweep, fit_score, one_blas_thread, oof_proba
 from .transfer import transfer_matrix
 
 TABLE_RESAMPLES = 2000             # resamples of the side tables (families, seeds, positions, operating points)
+BELOW_CHANCE = 0.5                 # a model whose whole AUROC interval lies below this gets a warning
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,11 @@ class Where:
 
 def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
           n_bootstrap: int | None, progress: bool, family: str, cv_seeds: int, transfer: str | None,
-          run_names: tuple[str, str | None], where: Where) -> ProbeResult:
+          run_names: tuple[str, str | None], where: Where, at_answer: bool = False) -> ProbeResult:
     """Fit every layer (one pass over `layer_data`), then bootstrap all models together."""
     n_boot = _check_options(n_layers, n_bootstrap, family, cv_seeds)
     setup, sweep, controls, test_controls = _fit(layer_data, n_layers, target, n_splits, seed, groups, family,
-                                                 cv_seeds, progress)
+                                                 cv_seeds, progress, at_answer)
     scores = evaluate_scores(setup.y, sweep.oof, controls, n_boot, seed, setup.strata, setup.clusters)
     B = min(n_boot, TABLE_RESAMPLES)
     matrix = None
@@ -84,16 +94,20 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
     if setup.y_test is not None:
         test_run = _test_run(setup, evaluate_scores(setup.y_test, sweep.test_scores, test_controls, n_boot, seed,
                                                     clusters=setup.test_clusters), where)
+    warnings = list(setup.warnings) + below_chance_warnings(scores, "")
+    if test_run is not None:
+        warnings += below_chance_warnings(test_run, "test run: ")
     return ProbeResult(
         run_dir=where.run_dir, run_name=where.run_name, target=setup.target, classes=[str(c) for c in setup.classes],
         class_counts=setup.counts(setup.y), n=len(setup.y), reduce=where.reduce, position=where.reduce,
         position_note=where.position_note, family="mass_mean" if family == "mass_mean" else "logistic",
         auroc_kind="binary" if setup.n_classes == 2 else "one-vs-rest macro", layers_tested=len(sweep.oof),
         cv=_cv(setup), bootstrap=_bootstrap(setup, n_boot, len(sweep.oof)), clusters=_clusters(setup),
-        warnings=list(setup.warnings), notes=list(setup.notes), dropped_controls=setup.dropped,
+        warnings=warnings, notes=list(setup.notes), dropped_controls=setup.dropped,
+        answer_controls=[c for c in ANSWER_CONTROLS if c in scores.controls], raw_controls=list(setup.raw),
         best_control=scores.best_control, best_input_control=scores.best_input_control,
         best_output_control=scores.best_output_control, best_layer=scores.best_layer, verdict=scores.verdict,
-        controls=scores.controls, layers=_with_control_task(scores, sweep, B, seed),
+        controls=scores.controls, layers=_with_control_tasks(scores, sweep, B, seed),
         families={f: auroc_table(setup.y, probas, B, seed, setup.strata, setup.clusters)
                   for f, probas in sweep.families.items()},
         seeds=SeedSpread(seeds=setup.seeds, auroc=sweep.seed_auroc,
@@ -113,9 +127,24 @@ def _check_options(n_layers: int, n_bootstrap: int | None, family: str, cv_seeds
     return n_boot
 
 
+def below_chance_warnings(part: Any, prefix: str) -> list[str]:
+    """A warning for each layer or control (of a ProbeScores / TestRunResult) whose whole AUROC interval lies
+    below 0.5: a model that ranks the classes the wrong way round is an artefact to explain, not a finding."""
+    out = []
+    for kind, models in (("layer", part.layers), ("control", part.controls)):
+        for name, m in models.items():
+            lo, hi = m.auroc_ci
+            if hi is not None and hi < BELOW_CHANCE:
+                out.append(f"{prefix}{kind} {name} AUROC {m.auroc:.2f} [{lo:.2f}, {hi:.2f}]: below chance, its whole "
+                           f"interval under {BELOW_CHANCE}; a model that ranks the classes the wrong way round points "
+                           f"to an artefact (folds, a confound), not to knowledge")
+    return out
+
+
 def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
-         family: str, cv_seeds: int, progress: bool) -> tuple[Setup, Sweep, dict[str, Proba], dict[str, Proba]]:
-    """(setup, sweep, the controls' out-of-fold probabilities, the controls' scores on the test run)."""
+         family: str, cv_seeds: int, progress: bool, at_answer: bool
+         ) -> tuple[Setup, Sweep, dict[str, Any], dict[str, Any]]:
+    """(setup, sweep, the controls' out-of-fold probabilities or raw scores, the controls' scores on the test run)."""
     from tqdm.auto import tqdm
     setup: Setup | None = None
     sweep: Sweep | None = None
@@ -124,7 +153,9 @@ def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: 
     with one_blas_thread():
         for layer in bar:
             if setup is None:
-                setup = Setup(layer.rows, target, n_splits, seed, groups, layer.test_rows, family, cv_seeds)
+                setup = Setup(layer.rows, target, n_splits, seed, groups, layer.test_rows, family, cv_seeds,
+                              answer=at_answer, answer_embedding=layer.answer_embedding,
+                              test_answer_embedding=layer.test_answer_embedding)
                 sweep = Sweep(setup)
             setup.check_rows(layer.name, layer.rows, layer.test_rows)
             assert sweep is not None
@@ -132,18 +163,21 @@ def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: 
         if setup is None or sweep is None:
             raise ValueError("no layers to probe")
         s = setup
-        controls = {c: oof_proba(functools.partial(make_control, c), x, s.y, s.splits, s.n_classes)
-                    for c, x in s.control_inputs.items()}
-        test_controls = {}
+        controls: dict[str, Any] = {
+            c: raw_score(c, x) if c in s.raw else oof_proba(functools.partial(make_control, c), x, s.y, s.splits,
+                                                               s.n_classes)
+            for c, x in s.control_inputs.items()}
+        test_controls: dict[str, Any] = {}
         if s.y_test is not None:
-            test_controls = {c: fit_score(make_control(c), s.control_inputs[c], s.y, s.test_inputs[c])
+            test_controls = {c: raw_score(c, s.test_inputs[c]) if c in s.raw else
+                             fit_score(make_control(c), s.control_inputs[c], s.y, s.test_inputs[c])
                              for c in s.control_inputs}
     return setup, sweep, controls, test_controls
 
 
 def _cv(setup: Setup) -> CvSetup:
     return CvSetup(method=setup.method, folds=len(setup.splits), seed=setup.seed, groups=setup.groups,
-                   auroc_pairs="within each fold" if setup.groups else "all out-of-fold predictions pooled",
+                   auroc_pairs="within each fold (raw single scores: all pairs)", oof_scoring=OOF_SCORING,
                    seeds=setup.seeds)
 
 
@@ -160,20 +194,21 @@ def _clusters(setup: Setup) -> Clusters | None:
     return None if setup.clusters is None else Clusters(by="id", n_clusters=setup.n_clusters, rows=len(setup.y))
 
 
-def _with_control_task(scores: ProbeScores, sweep: Sweep, n_boot: int, seed: int) -> dict[str, LayerScore]:
-    """Each layer's score with the Hewitt & Liang control task (labels shuffled within category) beside."""
+def _with_control_tasks(scores: ProbeScores, sweep: Sweep, n_boot: int, seed: int) -> dict[str, LayerScore]:
+    """Each layer's score with the permutation test (labels shuffled within category) and Hewitt & Liang's
+    control task (a fixed random label per input type) beside."""
     s = sweep.setup
-    task = auroc_table(s.control_task_y, sweep.control_task, n_boot, seed, s.strata, s.clusters)
-    main = auroc_table(s.y, {n: p for n, (p, _) in sweep.oof.items()}, n_boot, seed, s.strata, s.clusters)
+    perm = auroc_table(s.permutation_y, sweep.permutation, n_boot, seed, s.strata, s.clusters)
+    hl = (auroc_table(s.hl_y, sweep.hl_control, n_boot, seed, s.strata, s.clusters)
+          if s.hl_y is not None and sweep.hl_control else {})
     out = {}
     for name, layer in scores.layers.items():
-        t = task[name]
-        out[name] = LayerScore(auroc=layer.auroc, auroc_ci=layer.auroc_ci, accuracy=layer.accuracy,
-                               accuracy_ci=layer.accuracy_ci, selectivity=layer.selectivity,
-                               selectivity_ci=layer.selectivity_ci,
-                               selectivity_ci_unadjusted=layer.selectivity_ci_unadjusted,
-                               control_task_auroc=t.auroc, control_task_auroc_ci=t.auroc_ci,
-                               hl_selectivity=main[name].auroc - t.auroc)
+        p, h = perm[name], hl.get(name)
+        out[name] = dataclasses.replace(layer, permutation_auroc=p.auroc, permutation_auroc_ci=p.auroc_ci,
+                                        permutation_selectivity=layer.auroc - p.auroc,
+                                        hl_control_auroc=None if h is None else h.auroc,
+                                        hl_control_auroc_ci=None if h is None else h.auroc_ci,
+                                        hl_selectivity=None if h is None else layer.auroc - h.auroc)
     return out
 
 
@@ -188,24 +223,38 @@ def _positions(setup: Setup, sweep: Sweep, n_boot: int, seed: int) -> PositionTa
                          auroc_ci={n: {p: tables[p][n].auroc_ci for p in tables} for n in sweep.oof})
 
 
-def _operating_points(setup: Setup, sweep: Sweep, best_layer: str, controls: Mapping[str, Proba], n_boot: int,
+def _operating_points(setup: Setup, sweep: Sweep, best_layer: str, controls: Mapping[str, Any], n_boot: int,
                       seed: int) -> OperatingPoints | None:
-    """The best layer's and every control's (but majority's) operating points (binary targets, else None)."""
+    """The best layer's and every control's (but majority's) operating points (binary targets, else None).
+    A raw score is read through its ranks (AUPRC and the rates depend on the order only); it is no
+    probability, so its Brier and ECE are None (but P(True)'s, which is one)."""
     if setup.n_classes != 2:
         return None
-    scored = {best_layer: sweep.oof[best_layer][0],
-              **{f"control:{c}": p for c, (p, _) in controls.items() if c != "majority"}}
-    rows = {name: _point_row(operating_points(p[:, 1], setup.y == 1, n_boot=n_boot, seed=seed,
-                                              clusters=setup.clusters, level=LEVEL))
-            for name, p in scored.items()}
+    scored = {best_layer: (sweep.oof[best_layer][0][:, 1], True)}
+    for c, v in controls.items():
+        if c != "majority":
+            scored[f"control:{c}"] = (_as_unit_interval(c, v), c == P_TRUE) if c in setup.raw else (v[0][:, 1], True)
+    rows = {name: _point_row(operating_points(p, setup.y == 1, n_boot=n_boot, seed=seed,
+                                              clusters=setup.clusters, level=LEVEL), probability=is_probability)
+            for name, (p, is_probability) in scored.items()}
     return OperatingPoints(level=LEVEL, prevalence=float(np.mean(setup.y == 1)), positive=str(setup.classes[1]),
                            rows=rows)
 
 
-def _point_row(figures: Mapping[str, Any]) -> OperatingPointRow:
-    """operating_points' figures as the result's row."""
+def _as_unit_interval(name: str, score: np.ndarray) -> np.ndarray:
+    """A raw score in [0, 1] in the same order: P(True) as it is, any other through its ranks (ties kept)."""
+    if name == P_TRUE and np.all((score >= 0) & (score <= 1)):
+        return score
+    from scipy.stats import rankdata
+    return (rankdata(score) - 1) / max(1, len(score) - 1)
+
+
+def _point_row(figures: Mapping[str, Any], probability: bool = True) -> OperatingPointRow:
+    """operating_points' figures as the result's row (Brier and ECE None for a score that is no probability)."""
     def metric(key: str) -> Metric:
         f = figures[key]
+        if not probability and key in ("brier", "ece"):
+            return Metric(value=None, ci=(None, None), interval="basic" if key == "ece" else "percentile")
         value, (lo, hi) = f["value"], f["ci"]
         finite = [None if v is None or not np.isfinite(v) else float(v) for v in (value, lo, hi)]
         return Metric(value=finite[0], ci=(finite[1], finite[2]),

@@ -3,17 +3,28 @@
 Each control predicts the probe's target from something other than activations, read from the
 results rows (results.jsonl): if a control does as well as a layer's probe, the layer need not
 hold more than the control's information. Input-side controls know the question (its category,
-length, words); output-side controls know the model's own confidence in its answer, recorded while
-it answered (Kadavath et al. 2022: answer log-probability, entropy, P(True)).
+length, words) or, for a probe at the answer, the answer's own tokens; output-side controls know the
+model's own confidence in its answer, recorded while it answered (Kadavath et al. 2022: answer
+log-probability, entropy, P(True)).
+
+Single scores are scored as the field scores them (Orgad et al. 2024, Kadavath et al. 2022,
+TruthTorchLM): for the binary target "correct", the AUROC of the raw score, oriented by its
+definition (schema.SCORE_ORIENTATION: higher log-probability = more likely correct, higher entropy =
+less likely), never fitted (raw_score). Fitted models only for combinations (output_confidence: all
+single scores together) and for the input side.
 
 Public names:
-    CONTROL_NAMES                         input side, then output side (below)
+    CONTROL_NAMES                         input side, answer-token, then output side (below)
     INPUT_CONTROLS, OUTPUT_CONTROLS       the two sides
-    OUTPUT_SCORE_FIELDS                   the row keys the output side reads (schema.CONFIDENCE_FIELDS + P_TRUE)
+    ANSWER_CONTROLS                       the answer-token controls (input side; probes at the answer)
+    OUTPUT_SCORE_FIELDS                   the single scores the output side reads (schema.SCORE_ORIENTATION's keys)
+    RAW_TARGET                            the target raw scores apply to ("correct")
     control_side(name) -> "input" | "output"
-    control_inputs(rows, drop=()) -> (dict, notes)
+    control_inputs(rows, drop=(), answer=False, answer_embedding=None) -> (dict, notes)
                                           name -> model input for each control the rows allow (less
-                                          `drop`); notes say why a control was left out
+                                          `drop`); notes say why a control was left out; `answer`
+                                          adds answer_tokens, `answer_embedding` (n, hidden) that control
+    raw_score(name, x) -> (n,)            a single score oriented so that higher = more likely correct
     own_controls(target) -> (names)       the controls that read the target itself (dropped for it)
     make_control(name) -> sklearn estimator, unfitted
 
@@ -21,9 +32,14 @@ Public names:
     category      one-hot of the row's "category" (logistic regression)
     length        num_prompt_tokens and num_generated_tokens, log-scaled (logistic regression)
     bag_of_words  TF-IDF of the question's words and word pairs (logistic regression)
-    answer_logprob_mean, answer_logprob_sum, first_token_entropy, p_true
-                  that one figure of the row (standardized logistic regression)
-    output_confidence  all of the four the rows carry, together
+    answer_embedding  the embedding layer at the probe's position (standardized logistic regression, as the
+                  probe): the token's identity with no context
+    answer_tokens TF-IDF of the extracted answer's words (else the response's; words, not token ids: rows hold
+                  no token ids), single characters kept ("A", "5")
+    answer_logprob_mean, answer_logprob_sum, answer_logprob_min, first_token_entropy, answer_entropy_mean,
+    answer_entropy_max, p_true, ...
+                  that one figure of the row: raw (target "correct"), else standardized logistic regression
+    output_confidence  all of the single scores the rows carry, together (standardized logistic regression)
 
 Example:
     >>> from activation_eval.store.run_reader import read_run_rows
@@ -34,8 +50,11 @@ Example:
     >>> y = np.array([row["correct"] for row in rows])
     >>> make_control("length").fit(inputs["length"], y).predict_proba(inputs["length"]).shape
     (12, 2)
+    >>> raw_score("first_token_entropy", np.array([[0.1], [2.0]])).tolist()   # entropy: lower = more confident
+    [-0.1, -2.0]
 """
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,18 +64,23 @@ from ... import schema
 from ...schema.probe import Side
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
-# the row keys of the model's own scores of its answer, one output-side control each: schema's confidence
-# fields and P(True) (--p_true)
-OUTPUT_SCORE_FIELDS = schema.CONFIDENCE_FIELDS + (schema.P_TRUE,)
+ANSWER_EMBEDDING, ANSWER_TOKENS = "answer_embedding", "answer_tokens"
+ANSWER_CONTROLS = (ANSWER_EMBEDDING, ANSWER_TOKENS)
+# the row keys of the model's own scores of its answer, one output-side control each: every single score whose
+# orientation the schema fixes (confidence fields, the answer span's figures, P(True), sample-based scores)
+OUTPUT_SCORE_FIELDS = tuple(schema.SCORE_ORIENTATION)
 OUTPUT_CONTROLS = OUTPUT_SCORE_FIELDS + ("output_confidence",)
-CONTROL_NAMES = INPUT_CONTROLS + OUTPUT_CONTROLS
+CONTROL_NAMES = INPUT_CONTROLS + ANSWER_CONTROLS + OUTPUT_CONTROLS
+RAW_TARGET = schema.CORRECT
 LENGTH_FIELDS = ("num_prompt_tokens", "num_generated_tokens")
 _OWN = {"category": ("category",), "num_prompt_tokens": ("length",), "num_generated_tokens": ("length",),
-        "question": ("bag_of_words",), **{f: (f, "output_confidence") for f in OUTPUT_SCORE_FIELDS}}
+        "question": ("bag_of_words",), schema.EXTRACTED: (ANSWER_TOKENS,), schema.RESPONSE: (ANSWER_TOKENS,),
+        **{f: (f, "output_confidence") for f in OUTPUT_SCORE_FIELDS}}
 
 
 def control_side(name: str) -> Side:
-    """"output" for a control that reads the model's confidence in its answer, else "input"."""
+    """"output" for a control that reads the model's confidence in its answer, else "input" (the answer-token
+    controls too: they see the answer's identity, not the model's confidence)."""
     return "output" if name in OUTPUT_CONTROLS else "input"
 
 
@@ -65,13 +89,44 @@ def own_controls(target: str) -> tuple[str, ...]:
     return _OWN.get(target, ())
 
 
-def control_inputs(rows: Sequence[Mapping[str, Any]], drop: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
+def raw_score(name: str, x: Any) -> np.ndarray:
+    """The single score `name` (its input column, (n, 1) or (n,)) oriented by its definition: higher =
+    more likely correct (schema.SCORE_ORIENTATION)."""
+    return schema.SCORE_ORIENTATION[name] * np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def control_inputs(rows: Sequence[Mapping[str, Any]], drop: Sequence[str] = (), answer: bool = False,
+                   answer_embedding: Any = None) -> tuple[dict[str, Any], list[str]]:
     """(name -> input usable by make_control(name), notes): every control the rows can feed,
-    except those named in `drop`."""
+    except those named in `drop`; with `answer` (a probe at the answer) the answer-token controls too."""
     inputs, notes = _input_side(rows)
+    if answer:
+        answer_inputs, answer_notes = _answer_side(rows, answer_embedding)
+        inputs.update(answer_inputs)
+        notes += answer_notes
     output, output_notes = _output_side(rows)
     inputs.update(output)
     return {k: v for k, v in inputs.items() if k not in drop}, notes + output_notes
+
+
+def _answer_side(rows, embedding):
+    """answer_embedding (the given matrix) and answer_tokens (the extracted answer's words, else the response's)."""
+    inputs, notes = {}, []
+    if embedding is not None:
+        E = np.asarray(embedding, dtype=np.float64)
+        if E.shape[0] != len(rows):
+            raise ValueError(f"answer_embedding has {E.shape[0]} rows, the run {len(rows)}")
+        inputs[ANSWER_EMBEDDING] = E
+    else:
+        notes.append("answer_embedding control left out: no embedding layer at the probe's position "
+                     "(the records hold no 'embeddings' layer, or in-memory features came without it)")
+    texts = [str(r.get(schema.EXTRACTED) if r.get(schema.EXTRACTED) is not None else r.get(schema.RESPONSE) or "")
+             for r in rows]
+    if any(re.search(r"\w", t) for t in texts):       # TF-IDF needs a word somewhere
+        inputs[ANSWER_TOKENS] = np.array(texts, dtype=object)
+    else:
+        notes.append("answer_tokens control left out: results rows have no extracted answer or response text")
+    return inputs, notes
 
 
 def _input_side(rows):
@@ -125,10 +180,13 @@ def make_control(name: str) -> Any:
         return _majority_class()()
     if name == "category":       # a category unseen in training (grouped CV) gets no feature
         return make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=2000))
-    if name == "length" or name in OUTPUT_CONTROLS:
+    if name in ("length", ANSWER_EMBEDDING) or name in OUTPUT_CONTROLS:
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     if name == "bag_of_words":
         return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                             LogisticRegression(max_iter=2000))
+    if name == ANSWER_TOKENS:           # single characters are answers too ("A", "5")
+        return make_pipeline(TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", ngram_range=(1, 2), sublinear_tf=True),
                              LogisticRegression(max_iter=2000))
     raise ValueError(f"unknown control {name!r}; known: {', '.join(CONTROL_NAMES)}")
 

@@ -9,7 +9,11 @@ Public names:
     labels(rows, target, where) -> (sorted classes, int class index per row)
     labels_of_test_run(rows, target, classes) -> class indices of a test run's rows in the training classes
     make_folds(y, rows, n_splits, seed, groups, notes, clusters=None) -> ([(train, test), ...], description)
-    control_task_labels(y, rows, seed) -> y shuffled within category (Hewitt & Liang 2019's control task)
+    permutation_labels(y, rows, seed) -> y shuffled within category (a permutation test; called the
+                                         control task before issue 27)
+    hl_control_labels(y, rows, seed) -> a fixed random label per input type (Hewitt & Liang 2019's
+                                         control task as defined), or None when it leaves one class
+    input_type(row) -> str               the input type: category x normalised extracted answer
     small_sample_warnings(y, classes, target, n_clusters=None) -> [str]: n < 30 or a class < 10
 
 Example:
@@ -24,9 +28,18 @@ Example:
     True
     >>> how
     'StratifiedGroupKFold on the target, samples of a question kept together'
-    >>> sorted(control_task_labels(y, rows, seed=0)) == sorted(y)           # the same labels, reassigned
+    >>> sorted(permutation_labels(y, rows, seed=0)) == sorted(y)            # the same labels, reassigned
     True
+    >>> rows = [{"category": "geo", "extracted": f"City {i % 10}."} for i in range(40)]
+    >>> input_type(rows[3]) == input_type({"category": "geo", "extracted": " city 3"})   # normalised answer
+    True
+    >>> hl = hl_control_labels(np.array([0, 1] * 20), rows, seed=0)
+    >>> len({(input_type(r), int(label)) for r, label in zip(rows, hl)})    # one label per type: 10 types
+    10
 """
+import hashlib
+import re
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -131,10 +144,11 @@ def _all_classes_in_training(splits, y, n_classes):
     return all(len(np.unique(y[train])) == n_classes for train, _ in splits)
 
 
-def control_task_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
-    """Hewitt & Liang (2019)'s control task for this probe: the labels permuted within each category,
-    so the category still predicts them but nothing about the single question does. A probe that
-    scores as well on these labels as on the real ones reads the category, not the question."""
+def permutation_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
+    """A permutation test for this probe: the labels permuted within each category, so the category still
+    predicts them but nothing about the single question does. A probe that scores as well on these labels
+    as on the real ones reads the category, not the question. (Before issue 27 this was called Hewitt &
+    Liang's control task; theirs is hl_control_labels.)"""
     rng = np.random.default_rng(seed)
     out = np.array(y, copy=True)
     cats = np.array([str(r.get("category") or "") for r in rows])
@@ -142,6 +156,35 @@ def control_task_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
         where = np.flatnonzero(cats == cat)
         out[where] = rng.permutation(out[where])
     return out
+
+
+def input_type(row: Mapping[str, Any]) -> str:
+    """A row's input type for the control task: its category and its normalised extracted answer (else its
+    response): accents dropped, lowercased, punctuation as spaces, whitespace collapsed."""
+    answer = row.get("extracted") if row.get("extracted") is not None else row.get("response")
+    text = unicodedata.normalize("NFKD", str(answer or ""))
+    text = re.sub(r"[\W_]+", " ", "".join(c for c in text if not unicodedata.combining(c)).lower()).strip()
+    return f"{row.get('category') or ''}\x1f{text}"
+
+
+def hl_control_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray | None:
+    """Hewitt & Liang (2019)'s control task: every input type (input_type: category x normalised answer) gets one
+    label drawn at random from the target's empirical class distribution, by a generator seeded with `seed` and
+    the type itself, so the label is a fixed function of the type (whatever the row order). A probe does well on
+    it only by memorising types: selectivity = AUROC - this AUROC. None when the draw leaves fewer than 2
+    classes, or a class with fewer than 2 rows (no folds possible)."""
+    n_classes = int(np.max(y)) + 1
+    share = np.bincount(y, minlength=n_classes) / len(y)
+    labels: dict[str, int] = {}
+    out = np.empty(len(y), dtype=int)
+    for i, row in enumerate(rows):
+        key = input_type(row)
+        if key not in labels:
+            digest = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+            labels[key] = int(np.random.default_rng([int(seed), digest]).choice(n_classes, p=share))
+        out[i] = labels[key]
+    counts = np.bincount(out, minlength=n_classes)
+    return out if (counts >= 2).sum() == n_classes else None
 
 
 def small_sample_warnings(y: np.ndarray, classes: Sequence[Any], target: str,

@@ -61,7 +61,7 @@ def _side(result: ProbeResult, name: str | None) -> str:
     if name is None:
         return "none"
     c: ControlScore = result.controls[name]
-    return f"{name} ({c.side} side) (AUROC {num(c.auroc, c.auroc_ci)})"
+    return f"{name} ({c.side} side{', raw score' if c.scoring == 'raw' else ''}) (AUROC {num(c.auroc, c.auroc_ci)})"
 
 
 def _verdict(result: ProbeResult) -> str:
@@ -86,45 +86,66 @@ def _setup(result: ProbeResult) -> str:
                 if c is not None else ""),
              f"probe family {result.family} at position {result.position}"
              + (f": {result.position_note}" if result.position_note else ""),
-             f"{cv.folds}-fold {cv.method}, seed {cv.seed}; AUROC pairs: {cv.auroc_pairs}",
+             f"{cv.folds}-fold {cv.method}, seed {cv.seed}; AUROC pairs: {cv.auroc_pairs}; out-of-fold "
+             f"scoring: {cv.oof_scoring} (layers, fitted controls, every CV seed: no fold's offset ranks folds "
+             f"against each other)",
              f"intervals: {level_label(b.level)} percentile bootstrap over questions ({b.resamples} resamples, paired "
              f"across probe and controls); the selectivity's: {_adjusted(result)} (all {result.layers_tested} "
              f"together: {family_wise})"]
+    if result.raw_controls:
+        lines.append(f"single scores scored raw, as the field does (the AUROC of the score itself, oriented by "
+                     f"definition, never fitted): {', '.join(result.raw_controls)}")
+    if result.answer_controls:
+        lines.append(f"the probe reads the answer's tokens: a layer must beat their identity too "
+                     f"({', '.join(result.answer_controls)}, input side)")
     return "".join(f'<p class="setup">{esc(line)}</p>' for line in lines)
 
 
 def _layers(result: ProbeResult) -> str:
     """The per-layer table, each interval headed by its real level."""
     plain = level_label(result.bootstrap.level)
-    task = any(v.control_task_auroc is not None for v in result.layers.values())
+    layers = result.layers.values()
+    gain = any(v.embedding_gain is not None for v in layers)
+    hl = any(v.hl_control_auroc is not None for v in layers)
+    perm = any(v.permutation_auroc is not None for v in layers)
     headers = (["layer", f"auroc [{plain} CI]", f"accuracy [{plain} CI]",
                 f"selectivity vs {result.best_control} [{_adjusted(result)}]", f"selectivity [{plain} CI, unadjusted]"]
-               + ([f"control task AUROC [{plain} CI] (labels shuffled within category)",
-                   "H&L selectivity = AUROC - control task (no interval)"] if task else []))
+               + ([f"gain over answer_embedding (the embedding layer at the same position) [{plain} CI, paired]"]
+                  if gain else [])
+               + ([f"H&L control task AUROC [{plain} CI] (a fixed random label per input type)",
+                   "H&L selectivity = AUROC - control task (no interval)"] if hl else [])
+               + ([f"permutation test AUROC [{plain} CI] (labels shuffled within category)"] if perm else []))
     rows = [[name + (" <- verdict" if name == result.verdict else ""), num(v.auroc, v.auroc_ci),
              num(v.accuracy, v.accuracy_ci), num(v.selectivity, v.selectivity_ci, "{:+.3f}"),
              num(v.selectivity, v.selectivity_ci_unadjusted, "{:+.3f}")]
-            + ([num(v.control_task_auroc, v.control_task_auroc_ci), num(v.hl_selectivity, None, "{:+.3f}")] if task
-               else [])
+            + ([num(v.embedding_gain, v.embedding_gain_ci, "{:+.3f}")] if gain else [])
+            + ([num(v.hl_control_auroc, v.hl_control_auroc_ci), num(v.hl_selectivity, None, "{:+.3f}")] if hl else [])
+            + ([num(v.permutation_auroc, v.permutation_auroc_ci)] if perm else [])
             for name, v in result.layers.items()]
     return table(headers, rows, "probe")
 
 
 def _controls(result: ProbeResult) -> str:
-    """The controls table: side, AUROC and accuracy with intervals, the best ones marked; the left-out ones."""
+    """The controls table: side, scoring, AUROC and accuracy with intervals, the best ones marked; the left-out ones."""
     plain = level_label(result.bootstrap.level)
     marks = {result.best_input_control: "best input-side", result.best_output_control: "best output-side"}
     rows = []
     for name, c in result.controls.items():
         best = [m for m in ("best" if name == result.best_control else None, marks.get(name)) if m]
-        rows.append([name + (f" ({', '.join(best)})" if best else ""), c.side, num(c.auroc, c.auroc_ci),
-                     num(c.accuracy, c.accuracy_ci)])
-    headers = ["control", "side (input: the question; output: the model's output)", f"AUROC [{plain} CI]",
-               f"accuracy [{plain} CI]"]
+        rows.append([name + (f" ({', '.join(best)})" if best else ""), c.side, _scoring(name, c, result),
+                     num(c.auroc, c.auroc_ci), num(c.accuracy, c.accuracy_ci)])
+    headers = ["control", "side (input: the question or the answer's tokens; output: the model's output)",
+               "scoring (raw: the score itself; fitted: out-of-fold)", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]"]
     dropped = result.dropped_controls
     return ("<h3>Controls</h3>" + table(headers, rows, "probe")
             + (f'<p class="setup">left out: {esc("; ".join(f"{k} ({v})" for k, v in dropped.items()))}</p>'
                if dropped else ""))
+
+
+def _scoring(name: str, c: ControlScore, result: ProbeResult) -> str:
+    if c.scoring == "raw":
+        return "raw" + (f", {'higher' if c.orientation > 0 else 'lower'} = correct" if c.orientation else "")
+    return "fitted" + (", answer token" if name in result.answer_controls else "")
 
 
 def _operating_points(result: ProbeResult, ops: OperatingPoints) -> str:

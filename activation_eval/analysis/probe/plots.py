@@ -1,12 +1,14 @@
 """Plots of a probe result (a ProbeResult, schema/probe.py): each function writes one PNG and returns its path.
 
 Public names:
-    plot_probe(probe_result, path, positions=True)   probe AUROC by layer with 95% bands, the control task,
-                                                     the controls by side (input dashed, output solid),
-                                                     selectivity with its adjusted and unadjusted bands at
-                                                     their real levels, the verdict (verdict.py) in the
-                                                     title; AUROC by layer x position below when the
-                                                     result has it
+    plot_probe(probe_result, path, positions=True)   probe AUROC by layer with 95% bands, the H&L control task
+                                                     and the permutation test, the controls by side (input
+                                                     dashed, answer-token dash-dot, output solid; raw scores
+                                                     marked "raw"), selectivity with its adjusted and
+                                                     unadjusted bands at their real levels and the gain over
+                                                     the answer's embedding, the verdict (verdict.py) and the
+                                                     out-of-fold scoring in the title; AUROC by layer x
+                                                     position below when the result has it
     plot_position_auroc(probe_result, path)          layers x token positions heatmap of probe AUROC,
                                                      annotated, colours centred at chance (0.5)
     plot_transfer(probe_result, path)                trained-on x tested-on group heatmap of probe AUROC with
@@ -32,7 +34,9 @@ from .verdict import verdict as verdict_of
 
 # controls by side: the question alone (dashed, cool colours), the model's own output (solid, warm colours)
 INPUT_STYLES = [(":", "0.45"), ("--", "C4"), ("-.", "C9"), ((0, (6, 2)), "#1f3b73")]
-OUTPUT_STYLES = [("-", "#d62728"), ("-", "#ff7f0e"), ("-", "#e377c2"), ("-", "#8c564b"), ("-", "#bcbd22")]
+OUTPUT_STYLES = [("-", "#d62728"), ("-", "#ff7f0e"), ("-", "#e377c2"), ("-", "#8c564b"), ("-", "#bcbd22"),
+                 ("-", "#9e0142"), ("-", "#f46d43")]
+ANSWER_STYLES = [((0, (5, 1, 1, 1)), "#2ca02c"), ((0, (2, 1)), "#17becf")]
 
 
 def _ci_text(ci: Interval | None, fmt: str = "{:.2f}") -> str:
@@ -62,7 +66,7 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike[str], positions: boo
     names = list(result.layers)
     x = np.arange(len(names))
     pos = _position_grid(result.positions, names) if positions else None
-    width = min(15, max(9, 0.3 * len(names) + 6))
+    width = min(15, max(10, 0.3 * len(names) + 6))
     heights = [3, 2] + ([0.32 * len(pos[0]) + 0.6] if pos else [])
     fig = plot_base.new_figure(width, 7.5 + (heights[-1] + 0.4 if pos else 0))
     axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights)
@@ -71,12 +75,12 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike[str], positions: boo
     transfer = result.test_run
     if transfer is not None:
         _probe_curve(top, x, transfer.layers, "C3", f"transfer AUROC on {transfer.run_name or 'test run'}")
-    _control_task_curve(top, x, result.layers)
+    _control_task_curves(top, x, result.layers)
     _control_lines(top, result)
     top.set_ylim(0, 1.02)
     top.set_ylabel(f"AUROC ({result.auroc_kind})")
     top.grid(alpha=0.3)
-    top.set_title(_wrap(_probe_title(result), int((width - 4) * 13)), fontsize=10)   # the legends take ~4 in
+    top.set_title(_wrap(_probe_title(result), int((width - 4.5) * 12)), fontsize=10)   # the legends take ~4.5 in
     _selectivity_panel(bottom, x, result)
     marks = [(result.verdict, "C1", "-", "verdict")]
     if transfer is not None and transfer.verdict in result.layers:
@@ -106,48 +110,61 @@ def _probe_title(result: ProbeResult) -> str:
     c = result.clusters
     n = f"n={result.n}" + (f" rows in {c.n_clusters} {c.by} clusters" if c is not None else "")
     title = (f"{family.capitalize()} of '{result.target}'{where} by layer - {run} ({n}, {result.cv.folds}-fold CV, "
-             f"{level_label(result.bootstrap.level)} bootstrap bands)\nverdict: {verdict_of(result).headline}")
+             f"{level_label(result.bootstrap.level)} bootstrap bands; out-of-fold AUROC: {result.cv.oof_scoring})"
+             f"\nverdict: {verdict_of(result).headline}")
     warnings = result.warnings
     if warnings:
         title += f"\n{len(warnings)} warning(s): {warnings[0]}" + (" (more in the report)" if len(warnings) > 1 else "")
     return title
 
 
-def _control_task_curve(ax: Any, x: np.ndarray, layers: Mapping[str, LayerScore]) -> None:
-    """Hewitt & Liang's control task per layer (the same probe on labels shuffled within category)."""
-    if all(v.control_task_auroc is None for v in layers.values()):
-        return
-    auroc = _values(layers, lambda v: v.control_task_auroc)
-    ci = _bands(layers, lambda v: v.control_task_auroc_ci)
-    ax.fill_between(x, ci[:, 0], ci[:, 1], color="0.5", alpha=0.15)
-    ax.plot(x, auroc, marker=".", markersize=3, color="0.4", linewidth=1,
-            label="control task: labels shuffled within category (Hewitt & Liang), 95% band")
+def _control_task_curves(ax: Any, x: np.ndarray, layers: Mapping[str, LayerScore]) -> None:
+    """Hewitt & Liang's control task (a fixed random label per input type) and the permutation test (labels
+    shuffled within category) per layer, each with its band."""
+    for value, band, color, style, label in (
+            (lambda v: v.hl_control_auroc, lambda v: v.hl_control_auroc_ci, "0.3", "-",
+             "H&L control task: a fixed random label per input type, 95% band"),
+            (lambda v: v.permutation_auroc, lambda v: v.permutation_auroc_ci, "0.55", ":",
+             "permutation test: labels shuffled within category, 95% band")):
+        if all(value(v) is None for v in layers.values()):
+            continue
+        auroc, ci = _values(layers, value), _bands(layers, band)
+        ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.12)
+        ax.plot(x, auroc, marker=".", markersize=3, color=color, linestyle=style, linewidth=1, label=label)
+
+
+def _control_group(name: str, side: str, answer: Sequence[str]) -> str:
+    return "answer" if name in answer else side
 
 
 def _control_lines(ax: Any, result: ProbeResult) -> None:
-    """Every control as a horizontal line; input-side (the question alone) dashed in cool colours,
-    output-side (the model's own output) solid in warm colours; two legends outside the axes."""
+    """Every control as a horizontal line; input-side (the question alone) dashed in cool colours, answer-token
+    (the answer's own tokens) dash-dot in greens, output-side (the model's own output) solid in warm colours;
+    raw scores marked "raw"; one legend outside the axes, a heading per group."""
     from matplotlib.lines import Line2D
-    handles: dict[str, list[Any]] = {"input": [], "output": []}
+    pools: dict[str, list[tuple[Any, str]]] = {"input": INPUT_STYLES, "answer": ANSWER_STYLES, "output": OUTPUT_STYLES}
+    handles: dict[str, list[Any]] = {g: [] for g in pools}
     for name, ctrl in result.controls.items():
-        side = ctrl.side
-        pool = OUTPUT_STYLES if side == "output" else INPUT_STYLES
-        style, color = pool[len(handles[side]) % len(pool)]
+        group = _control_group(name, ctrl.side, result.answer_controls)
+        pool = pools[group]
+        style, color = pool[len(handles[group]) % len(pool)]
         mark = " (best)" if name == result.best_control else ""
+        raw = " raw" if ctrl.scoring == "raw" else ""
         line = ax.axhline(ctrl.auroc, color=color, linestyle=style, linewidth=2.2 if mark else 1.2,
-                          label=f"{name}{mark} {ctrl.auroc:.2f} {_ci_text(ctrl.auroc_ci)}")
-        handles[side].append(line)
+                          label=f"{name}{mark}{raw} {ctrl.auroc:.2f} {_ci_text(ctrl.auroc_ci)}")
+        handles[group].append(line)
         lo, hi = ctrl.auroc_ci
         if mark and lo is not None and hi is not None:
             ax.axhspan(lo, hi, color=color, alpha=0.08)
-    curves = ax.get_legend_handles_labels()
-    curves = [(h, lab) for h, lab in zip(*curves) if h not in handles["input"] + handles["output"]]
+    drawn = [h for group in handles.values() for h in group]
+    curves = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if h not in drawn]
     heading = Line2D([], [], linestyle="none")
     rows = list(curves)
-    for side, what in (("input", "input-side controls (question only; dashed), AUROC [95% CI]"),
-                       ("output", "output-side controls (model's own output; solid), AUROC [95% CI]")):
-        if handles[side]:
-            rows += [(heading, what)] + [(h, h.get_label()) for h in handles[side]]
+    for group, what in (("input", "input-side controls (question only; dashed), AUROC [95% CI]"),
+                        ("answer", "answer-token controls (the answer's identity; dash-dot), AUROC [95% CI]"),
+                        ("output", "output-side controls (model's output; solid; raw: never fitted), AUROC [95% CI]")):
+        if handles[group]:
+            rows += [(heading, what)] + [(h, h.get_label()) for h in handles[group]]
     ax.legend([h for h, _ in rows], [lab for _, lab in rows], loc="upper left", bbox_to_anchor=(1.01, 1.0),
               fontsize=7)
 
@@ -167,6 +184,11 @@ def _selectivity_panel(ax: Any, x: np.ndarray, result: ProbeResult) -> None:
     side = result.controls[best].side
     ax.plot(x, sel, marker="o", markersize=3, color="C2",
             label=f"selectivity = probe - best control ({best}, {side} side)")
+    if any(v.embedding_gain is not None for v in layers.values()):
+        gain, band = _values(layers, lambda v: v.embedding_gain), _bands(layers, lambda v: v.embedding_gain_ci)
+        ax.fill_between(x, band[:, 0], band[:, 1], color="C4", alpha=0.12)
+        ax.plot(x, gain, marker="s", markersize=3, color="C4", linewidth=1,
+                label=f"gain over answer_embedding (same position), {level_label(result.bootstrap.level)} paired band")
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_ylabel("selectivity (AUROC)")
     ax.grid(alpha=0.3)

@@ -3,7 +3,9 @@
 probe_run reads one vector per question per layer (dataset.py; reduce="auto": the first token of
 the extracted answer when generated positions were captured, else the last prompt token), each record
 file read once per block of layers that fits LOAD_BUDGET_BYTES (once in all for probe-sized runs); with
-an answer position it also reads the other positions of the layer x position table.
+an answer position it also reads the other positions of the layer x position table, and the record's
+embedding layer ("embeddings", hidden_states[0]) at the same position for the answer_embedding control
+(with the answer_tokens control: a probe at the answer must beat its own token identity).
 
 Public names:
     probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None, test_run=None,
@@ -11,7 +13,10 @@ Public names:
               transfer=None) -> ProbeResult
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
-                   transfer=None, position_features=None) -> ProbeResult
+                   transfer=None, position_features=None, answer_embedding=None, test_answer_embedding=None,
+                   at_answer=None) -> ProbeResult
+                   answer_embedding (n, hidden): the embedding layer at the features' position; with it (or
+                   at_answer=True) the features are read at the answer and the answer-token controls join
     LOAD_BUDGET_BYTES
 
 Example:
@@ -22,7 +27,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ...schema.names import ANSWER_REDUCTIONS, HEATMAP_POSITIONS
+from ...schema.names import ANSWER_REDUCTIONS, EMBEDDINGS, HEATMAP_POSITIONS
 from ...schema.probe import ProbeResult
 from ...store.run_folder import is_run_folder
 from ..arrays import run_layers
@@ -46,37 +51,56 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     position, position_note = resolve_reduce(run, reduce)
     where = Where(run_dir=run, run_name=_run_name(run), reduce=position, position_note=position_note,
                   test_dir=test_dir, test_name=_run_name(test_dir) if test_dir else None)
-    return probe(_read_layers(run, names, position, test_dir), len(names), target, n_splits, seed, groups,
-                 n_bootstrap, progress, family, cv_seeds, transfer, (_run_name(run), where.test_name), where)
+    at_answer = position in ANSWER_REDUCTIONS
+    embedding = EMBEDDINGS if at_answer and EMBEDDINGS in run_layers(run) else None
+    test_embedding = embedding if embedding and test_dir is not None and EMBEDDINGS in run_layers(test_dir) else None
+    return probe(_read_layers(run, names, position, test_dir, embedding, test_embedding), len(names), target,
+                 n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds, transfer,
+                 (_run_name(run), where.test_name), where, at_answer=at_answer)
 
 
-def _read_layers(run_dir: str, names: list[str], position: Any, test_dir: str | None) -> Iterator[LayerData]:
-    """The first layer alone (it sizes the blocks), then the others in blocks that fit LOAD_BUDGET_BYTES."""
+def _read_layers(run_dir: str, names: list[str], position: Any, test_dir: str | None, embedding: str | None = None,
+                 test_embedding: str | None = None) -> Iterator[LayerData]:
+    """The first layer alone (it sizes the blocks), then the others in blocks that fit LOAD_BUDGET_BYTES. The
+    first block also reads `embedding` (the embedding layer, for the answer_embedding control), so that its
+    rows are the layers' rows; the first LayerData carries it."""
     heatmap = position in ANSWER_REDUCTIONS and test_dir is None
     start, block = 0, 1
     while start < len(names):
         part = names[start:start + block]
-        mats, rows, by_position, tests, test_rows = _read_block(run_dir, part, position, test_dir, heatmap)
+        extra_layer = embedding if start == 0 and embedding and embedding not in part else None
+        mats, rows, by_position, tests, test_rows = _read_block(run_dir, part + ([extra_layer] if extra_layer else []),
+                                                                position, test_dir, heatmap,
+                                                                test_embedding is not None or not extra_layer)
+        main = by_position[position] if by_position else mats
+        emb = (main.pop(extra_layer) if extra_layer else main.get(embedding)) if start == 0 and embedding else None
+        test_emb = None
+        if emb is not None and test_embedding:
+            test_emb = tests.pop(extra_layer) if extra_layer else tests.get(embedding)
         X = None
         for name in part:
             extra = {str(p): by_position[p].pop(name) for p in HEATMAP_POSITIONS} if by_position else None
             X = extra[position] if extra else mats.pop(name)
-            yield LayerData(name, X, rows, tests.pop(name, None), test_rows, extra)
+            yield LayerData(name, X, rows, tests.pop(name, None), test_rows, extra, emb, test_emb)
+            emb = test_emb = None
         if start == 0 and X is not None:
             copies = (len(HEATMAP_POSITIONS) if heatmap else 1) + (1 if test_dir else 0)
             block = max(1, LOAD_BUDGET_BYTES // (max(1, X.nbytes) * copies))
         start += len(part)
 
 
-def _read_block(run_dir: str, part: list[str], position: Any, test_dir: str | None, heatmap: bool) -> tuple[Any, ...]:
-    """{layer: X}, rows, {position: {layer: X}} or None, {layer: X_test}, test rows."""
+def _read_block(run_dir: str, part: list[str], position: Any, test_dir: str | None, heatmap: bool,
+                test_has_all: bool = True) -> tuple[Any, ...]:
+    """{layer: X}, rows, {position: {layer: X}} or None, {layer: X_test}, test rows (the test run's layers: all of
+    `part`, else all but its last, the embedding layer the test run lacks)."""
     if heatmap:
         by_position, rows, _ = load_run_positions(run_dir, part, positions=HEATMAP_POSITIONS)
         mats: dict[str, Any] = {}                     # the main position's matrices are by_position[position]
     else:
         by_position = None
         mats, rows = load_run_layers(run_dir, part, reduce=position)
-    tests, test_rows = load_run_layers(test_dir, part, reduce=position) if test_dir else ({}, None)
+    test_part = part if test_has_all else part[:-1]
+    tests, test_rows = load_run_layers(test_dir, test_part, reduce=position) if test_dir else ({}, None)
     return mats, rows, by_position, tests, test_rows
 
 
@@ -84,11 +108,14 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
                    n_splits: int = 5, seed: int = 0, groups: str | None = None, n_bootstrap: int | None = None,
                    test_features: Mapping[str, Any] | None = None, test_rows: Sequence[Mapping[str, Any]] | None = None,
                    progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
-                   position_features: Mapping[str, Mapping[str, Any]] | None = None) -> ProbeResult:
+                   position_features: Mapping[str, Mapping[str, Any]] | None = None, answer_embedding: Any = None,
+                   test_answer_embedding: Any = None, at_answer: bool | None = None) -> ProbeResult:
     """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on, and position_features {position: {layer: X}} for the
-    layer x position table.
+    layer x position table. Features read at the answer (at_answer, by default True exactly when
+    answer_embedding is given) get the answer-token controls: answer_embedding (n, hidden), the
+    embedding layer at the same position (test_answer_embedding: the test run's), and answer_tokens.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -102,12 +129,14 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     ('layer_1', True, True)
     """
     def layers() -> Iterator[LayerData]:
-        for name, X in features.items():
+        for i, (name, X) in enumerate(features.items()):
             extra = {p: position_features[p][name] for p in position_features} if position_features else None
             yield LayerData(name, X, rows, None if test_features is None else test_features[name],
-                            test_rows if test_features is not None else None, extra)
+                            test_rows if test_features is not None else None, extra,
+                            answer_embedding if i == 0 else None, test_answer_embedding if i == 0 else None)
+    answer = answer_embedding is not None if at_answer is None else bool(at_answer)
     return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
-                 transfer, ("run", "test run" if test_features is not None else None), Where())
+                 transfer, ("run", "test run" if test_features is not None else None), Where(), at_answer=answer)
 
 
 def _check_run(path: str | os.PathLike[str]) -> str:

@@ -9,6 +9,11 @@ uncertainty), Bonferroni-adjusted over the L layers tested: the percentile inter
 The verdict names the first layer (in record order) whose adjusted interval lies above 0, else
 NO_EVIDENCE. With every layer pure noise it names a layer at most ~alpha/2 of the time.
 
+A control given as a 1-D score (a raw single score, oriented so that higher = class 1) is scored as
+the field scores it: AUROC over all pairs, never fitted, no accuracy (it has no threshold). Class
+probabilities (layers, fitted controls) are scored over the pairs `strata` allows (within each fold).
+With an answer_embedding control, each layer's gain over it (AUROC - its AUROC) gets a paired interval.
+
 Public names:
     evaluate_scores(y, layer_proba, control_proba, n_boot, seed, strata=None, clusters=None) -> ProbeScores
     auroc_table(y, probas, n_boot, seed, strata=None, clusters=None) -> {name: AurocEstimate}   (95%)
@@ -23,6 +28,9 @@ Example:
     >>> res = evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": P0}, 2000, seed=0)
     >>> res.verdict, res.layers["layer_1"].auroc, res.controls["majority"].side
     ('layer_1', 1.0, 'input')
+    >>> raw = evaluate_scores(y, {"layer_0": P0}, {"answer_logprob_mean": y - 0.5}, 2000, seed=0)
+    >>> c = raw.controls["answer_logprob_mean"]; c.scoring, c.auroc, c.accuracy
+    ('raw', 1.0, None)
 """
 import math
 from collections.abc import Mapping
@@ -30,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from ...schema import SCORE_ORIENTATION
 from ...schema.probe import AurocEstimate, ControlScore, LayerScore, ProbeScores
 from .bootstrap import interval, macro_auroc, resample_counts, weighted_accuracy
-from .controls import control_side
+from .controls import ANSWER_EMBEDDING, control_side
 
 NO_EVIDENCE = "no evidence beyond the controls"
 ALPHA = 0.05                       # family-wise error rate of the verdict's intervals
@@ -64,36 +73,43 @@ def evaluate_scores(y: np.ndarray, layer_proba: Mapping[str, Any], control_proba
     """AUROC / accuracy with intervals for every model, selectivity per layer, the verdict, from class
     probabilities: y int class indices (n,), layer_proba {layer: (n, k)} in layer order, control_proba
     {control: (n, k)}; a value may also be (probabilities, predicted classes), else the predicted class
-    is the most probable one; strata (n,): compare only pairs within a stratum (fold); clusters (n,):
-    question index of each row, resampled whole (runs with several samples per question)."""
+    is the most probable one; a control's value may be a 1-D raw score (binary y: higher = class 1),
+    scored over all pairs with no accuracy; strata (n,): compare only pairs within a stratum (fold) for
+    the probabilities; clusters (n,): question index of each row, resampled whole (several samples per question)."""
     names = list(layer_proba) + list(control_proba)
-    scored = [v if isinstance(v, tuple) else (v, np.argmax(v, axis=1))
-              for v in list(layer_proba.values()) + list(control_proba.values())]
-    probas = [np.asarray(p, dtype=np.float64) for p, _ in scored]
-    hits = [np.asarray(pred) == y for _, pred in scored]
+    models = [_model(v, y, strata) for v in list(layer_proba.values()) + list(control_proba.values())]
     ones = np.ones((1, len(y)))
-    point_auroc = np.array([macro_auroc(p, y, ones, strata)[0] for p in probas])
-    point_acc = np.array([weighted_accuracy(h, ones)[0] for h in hits])
-    boot_auroc, boot_acc = _resampled(y, probas, hits, n_boot, seed, strata, clusters)      # (B, models)
+    point_auroc = np.array([macro_auroc(p, y, ones, st)[0] for p, _, st in models])
+    point_acc = np.array([np.nan if h is None else weighted_accuracy(h, ones)[0] for _, h, _ in models])
+    boot_auroc, boot_acc = _resampled(y, models, n_boot, seed, clusters)      # (B, models)
 
     n_layers = len(layer_proba)
     ctrl = slice(n_layers, len(names))
     best_ctrl_boot = np.max(boot_auroc[:, ctrl], axis=1)      # nan if any control is nan there
     best_ctrl = int(np.argmax(point_auroc[ctrl]))
     adjusted = 1 - ALPHA / n_layers
+    emb = names.index(ANSWER_EMBEDDING) if ANSWER_EMBEDDING in control_proba else None
 
     def figures(i: int) -> dict[str, Any]:
+        acc = None if np.isnan(point_acc[i]) else float(point_acc[i])
         return {"auroc": float(point_auroc[i]), "auroc_ci": interval(boot_auroc[:, i], LEVEL),
-                "accuracy": float(point_acc[i]), "accuracy_ci": interval(boot_acc[:, i], LEVEL)}
+                "accuracy": acc, "accuracy_ci": interval(boot_acc[:, i], LEVEL)}
 
     layers = {}
     for i, name in enumerate(layer_proba):
         sel = boot_auroc[:, i] - best_ctrl_boot
-        layers[name] = LayerScore(**figures(i), selectivity=float(point_auroc[i] - point_auroc[ctrl][best_ctrl]),
+        f = figures(i)
+        layers[name] = LayerScore(**f, selectivity=float(point_auroc[i] - point_auroc[ctrl][best_ctrl]),
                                   selectivity_ci=interval(sel, adjusted), selectivity_ci_unadjusted=interval(sel, LEVEL),
-                                  control_task_auroc=None, control_task_auroc_ci=None, hl_selectivity=None)
-    controls = {name: ControlScore(**figures(n_layers + j), side=control_side(name))
-                for j, name in enumerate(control_proba)}
+                                  permutation_auroc=None, permutation_auroc_ci=None, permutation_selectivity=None,
+                                  hl_control_auroc=None, hl_control_auroc_ci=None, hl_selectivity=None,
+                                  embedding_gain=None if emb is None else float(point_auroc[i] - point_auroc[emb]),
+                                  embedding_gain_ci=None if emb is None else interval(boot_auroc[:, i] - boot_auroc[:, emb],
+                                                                                      LEVEL))
+    controls = {name: ControlScore(**figures(n_layers + j), side=control_side(name),
+                                   scoring="raw" if _is_raw(v) else "fitted",
+                                   orientation=SCORE_ORIENTATION.get(name) if _is_raw(v) else None)
+                for j, (name, v) in enumerate(control_proba.items())}
     verdict = next((n for n, v in layers.items() if v.selectivity_ci[0] is not None and v.selectivity_ci[0] > 0),
                    NO_EVIDENCE)
     return ProbeScores(best_control=list(controls)[best_ctrl], best_input_control=_best_of_side(controls, "input"),
@@ -102,13 +118,29 @@ def evaluate_scores(y: np.ndarray, layer_proba: Mapping[str, Any], control_proba
                        controls=controls, layers=layers)
 
 
-def _resampled(y: np.ndarray, probas: list[np.ndarray], hits: list[np.ndarray], n_boot: int, seed: int,
-               strata: np.ndarray | None, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(AUROC, accuracy) of every model on every resample (B, models): the same resamples for all."""
+def _is_raw(value: Any) -> bool:
+    return not isinstance(value, tuple) and np.ndim(value) == 1
+
+
+def _model(value: Any, y: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None,
+                                                                          np.ndarray | None]:
+    """(class scores (n, k), hits or None, strata or None) of a layer's or control's value."""
+    if _is_raw(value):                                               # a raw score: all pairs, no threshold
+        score = np.asarray(value, dtype=np.float64)
+        return np.stack([-score, score], axis=1), None, None
+    proba, pred = value if isinstance(value, tuple) else (value, np.argmax(value, axis=1))
+    return np.asarray(proba, dtype=np.float64), np.asarray(pred) == y, strata
+
+
+def _resampled(y: np.ndarray, models: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]], n_boot: int,
+               seed: int, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC, accuracy) of every model on every resample (B, models): the same resamples for all (accuracy
+    nan for a raw score)."""
     boot_auroc, boot_acc = [], []
     for W in resample_counts(len(y), n_boot, seed, clusters=clusters):
-        boot_auroc.append(np.stack([macro_auroc(p, y, W, strata) for p in probas], axis=1))
-        boot_acc.append(np.stack([weighted_accuracy(h, W) for h in hits], axis=1))
+        boot_auroc.append(np.stack([macro_auroc(p, y, W, st) for p, _, st in models], axis=1))
+        boot_acc.append(np.stack([np.full(len(W), np.nan) if h is None else weighted_accuracy(h, W)
+                                  for _, h, _ in models], axis=1))
     return np.concatenate(boot_auroc), np.concatenate(boot_acc)
 
 

@@ -3,13 +3,21 @@ class probabilities (Sweep), one layer at a time, so that a run's layers never a
 
 Per layer, a probe (models.py: standardized logistic regression by default, or mass-mean) gives
 out-of-fold class probabilities under cross-validation (folds.py): the main family on the main folds,
-the other family, the control task (labels shuffled within category), the other CV seeds and the other
-token positions; with a test run, the probe fitted on all of the run scores the test run's questions.
+the other family, the permutation test (labels shuffled within category), Hewitt & Liang's control task
+(a fixed random label per input type), the other CV seeds and the other token positions; with a test
+run, the probe fitted on all of the run scores the test run's questions.
+
+Out-of-fold scores become an AUROC by comparing only pairs that one fold held out (OOF_SCORING, strata =
+the fold of each question, for every CV seed): pooled, each fold model's own offset would rank folds
+against each other, and the folds' class balances differ, so a constant feature would not score 0.5.
 
 Public names:
-    Setup(rows, target, n_splits, seed, groups, test_rows, family, cv_seeds)
+    Setup(rows, target, n_splits, seed, groups, test_rows, family, cv_seeds, answer=False, answer_embedding=None,
+          test_answer_embedding=None)
+                                    .strata: the fold of each question; .raw: the controls scored raw
     Sweep(setup).add(layer)         fit one LayerData
     LayerData                       one layer's name, matrix, rows, test matrix and rows, {position: matrix}
+                                    (the first may carry the embedding layer at the probe's position)
     oof_proba(make_model, X, y, splits, n_classes) -> (probabilities (n, k), predicted classes (n,))
     fit_score(model, X, y, X_test) -> (probabilities, predicted classes) of X_test
     one_blas_thread()               context: BLAS limited to one thread during the fits
@@ -22,6 +30,8 @@ Example:
     >>> sweep = Sweep(setup); sweep.add(LayerData("layer_0", rng.normal(size=(40, 4)), rows, None, None, None))
     >>> sweep.oof["layer_0"][0].shape, len(setup.splits), sorted(setup.control_inputs)
     ((40, 2), 5, ['bag_of_words', 'category', 'length', 'majority'])
+    >>> sorted(set(setup.strata.tolist()))                  # AUROC pairs: within each of the 5 folds
+    [0, 1, 2, 3, 4]
 """
 import contextlib
 import functools
@@ -31,13 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from ...schema.probe import OOF_PAIRS_WITHIN_FOLDS
 from .bootstrap import cluster_index, macro_auroc
-from .controls import control_inputs, own_controls
-from .folds import control_task_labels, labels, labels_of_test_run, make_folds, small_sample_warnings
+from .controls import OUTPUT_SCORE_FIELDS, RAW_TARGET, control_inputs, own_controls
+from .folds import hl_control_labels, labels, labels_of_test_run, make_folds, permutation_labels, small_sample_warnings
 from .models import FAMILIES, make_probe
 
 Rows = Sequence[Mapping[str, Any]]
 Proba = tuple[np.ndarray, np.ndarray]          # (class probabilities (n, k), predicted classes (n,))
+OOF_SCORING = OOF_PAIRS_WITHIN_FOLDS
 
 
 @dataclass
@@ -49,13 +61,16 @@ class LayerData:
     X_test: Any
     test_rows: Rows | None
     positions: Mapping[str, Any] | None
+    answer_embedding: Any = None           # the embedding layer at the same position, run and test run (the
+    test_answer_embedding: Any = None      # first layer carries them: the answer_embedding control)
 
 
 class Setup:
     """Labels, folds, clusters and control inputs of a probe, fixed by the first layer's rows."""
 
     def __init__(self, rows: Rows, target: str, n_splits: int, seed: int, groups: str | None, test_rows: Rows | None,
-                 family: str, cv_seeds: int) -> None:
+                 family: str, cv_seeds: int, answer: bool = False, answer_embedding: Any = None,
+                 test_answer_embedding: Any = None) -> None:
         self.rows, self.target, self.groups, self.family, self.seed = rows, target, groups, family, seed
         self.notes: list[str] = []
         self.classes, self.y = labels(rows, target, "the run")
@@ -66,12 +81,16 @@ class Setup:
         self.splits, self.method = make_folds(self.y, rows, n_splits, seed, groups, self.notes, self.clusters)
         self.seeds = [seed + i for i in range(int(cv_seeds))]
         self.seed_splits = [make_folds(self.y, rows, n_splits, s, groups, [], self.clusters)[0] for s in self.seeds[1:]]
-        self.control_task_y = control_task_labels(self.y, rows, seed)
-        self.strata = self._fold_strata() if groups else None
+        self.strata = fold_strata(self.splits, len(self.y))
+        self.seed_strata = [fold_strata(splits, len(self.y)) for splits in self.seed_splits]
+        self.permutation_y = permutation_labels(self.y, rows, seed)
+        self.hl_y = self._hl_labels(rows, seed)
         own = own_controls(target)
-        self.control_inputs, notes = control_inputs(rows, drop=own)
+        self.answer = answer
+        self.control_inputs, notes = control_inputs(rows, drop=own, answer=answer, answer_embedding=answer_embedding)
         self.dropped = {c: f"it reads the target {target!r} itself" for c in own}
         self.notes += notes + [f"control {c!r} dropped: {why}" for c, why in self.dropped.items()]
+        self.raw = self._raw_controls()
         self.warnings = small_sample_warnings(self.y, self.classes, target,
                                               self.n_clusters if self.clusters is not None else None)
         if self.clusters is not None:
@@ -84,24 +103,56 @@ class Setup:
         self.test_clusters: np.ndarray | None = None
         self.test_inputs: dict[str, Any] = {}
         if test_rows is not None:
-            self._add_test_run(test_rows, own)
+            self._add_test_run(test_rows, own, test_answer_embedding)
 
-    def _fold_strata(self) -> np.ndarray:
-        """With held-out groups, AUROC compares only questions of the same held-out fold: pooled over
-        folds, each fold model's own offset would rank whole groups against each other."""
-        strata = np.zeros(len(self.y), dtype=int)
-        for fold, (_, test) in enumerate(self.splits):
-            strata[test] = fold
-        return strata
+    def _hl_labels(self, rows: Rows, seed: int) -> np.ndarray | None:
+        """Hewitt & Liang's labels, or None (with a note) when some training fold would lack a class."""
+        hl = hl_control_labels(self.y, rows, seed)
+        if hl is not None and all(len(np.unique(hl[train])) == self.n_classes for train, _ in self.splits):
+            return hl
+        self.notes.append("Hewitt & Liang control task left out: its random labels per input type leave a training "
+                          "fold without a class (too few input types)")
+        return None
 
-    def _add_test_run(self, test_rows: Rows, own: Sequence[str]) -> None:
+    def _raw_controls(self) -> list[str]:
+        """The single scores scored raw: every one the rows carry, for the binary target "correct"."""
+        singles = [c for c in self.control_inputs if c in OUTPUT_SCORE_FIELDS]
+        if not singles:
+            return []
+        if self.target == RAW_TARGET and [str(c) for c in self.classes] == ["False", "True"]:
+            return singles
+        self.notes.append(f"single scores ({', '.join(singles)}) fitted (logistic regression, out-of-fold), not "
+                          f"scored raw: their orientation is defined for the target {RAW_TARGET!r} only")
+        return []
+
+    def _add_test_run(self, test_rows: Rows, own: Sequence[str], answer_embedding: Any) -> None:
         self.y_test = labels_of_test_run(test_rows, self.target, self.classes)
         found = cluster_index(test_rows)
         self.test_clusters = found[0] if found else None
-        self.test_inputs, test_notes = control_inputs(test_rows, drop=own)
-        for c in set(self.control_inputs) - set(self.test_inputs):   # both runs must feed a control
+        self.test_inputs, test_notes = control_inputs(test_rows, drop=own, answer=self.answer,
+                                                      answer_embedding=answer_embedding)
+        self._shared_confidence()
+        missing = [c for c in self.control_inputs if c not in self.test_inputs]
+        for c in missing:                                            # both runs must feed a control
             del self.control_inputs[c]
+        if missing:
+            self.notes.append(f"control(s) {', '.join(missing)} left out: the test run's rows cannot feed them "
+                              f"(controls use what both runs have)")
+        self.raw = [c for c in self.raw if c in self.control_inputs]
         self.notes += [f"test run: {n}" for n in test_notes]
+
+    def _shared_confidence(self) -> None:
+        """output_confidence of both runs from the single scores both carry (else a fit on one run's columns
+        could not score the other's)."""
+        combined = "output_confidence"
+        if combined not in self.control_inputs or combined not in self.test_inputs:
+            return
+        shared = [f for f in OUTPUT_SCORE_FIELDS if f in self.control_inputs and f in self.test_inputs]
+        if len(shared) < 2:
+            del self.test_inputs[combined]                 # left out below, with the others the test run lacks
+            return
+        for inputs in (self.control_inputs, self.test_inputs):
+            inputs[combined] = np.hstack([inputs[f] for f in shared])
 
     def check_rows(self, layer: str, rows: Rows, test_rows: Rows | None) -> None:
         """Every layer must cover the same questions as the first one."""
@@ -114,16 +165,25 @@ class Setup:
         return {str(c): int((y == i).sum()) for i, c in enumerate(self.classes)}
 
 
+def fold_strata(splits: Sequence[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """The fold that held out each question: AUROC compares only pairs within a fold (OOF_SCORING)."""
+    strata = np.zeros(n, dtype=int)
+    for fold, (_, test) in enumerate(splits):
+        strata[test] = fold
+    return strata
+
+
 class Sweep:
     """Out-of-fold class probabilities of every layer: the main family on the main folds, the other
-    family, the control task, the other CV seeds and the other positions; the best layer's matrices
-    are kept for the transfer matrix."""
+    family, the permutation test, Hewitt & Liang's control task, the other CV seeds and the other
+    positions; the best layer's matrices are kept for the transfer matrix."""
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
         self.oof: dict[str, Proba] = {}
         self.test_scores: dict[str, Proba] = {}
-        self.control_task: dict[str, np.ndarray] = {}
+        self.permutation: dict[str, np.ndarray] = {}
+        self.hl_control: dict[str, np.ndarray] = {}
         self.seed_auroc: dict[str, list[float]] = {}
         self.families: dict[str, dict[str, np.ndarray]] = {f: {} for f in FAMILIES
                                                            if f == setup.family or setup.n_classes == 2}
@@ -140,10 +200,12 @@ class Sweep:
             if other != s.family:
                 self.families[other][layer.name] = oof_proba(functools.partial(make_probe, other), X, s.y,
                                                              s.splits, s.n_classes)[0]
-        self.control_task[layer.name] = oof_proba(fit, X, s.control_task_y, s.splits, s.n_classes)[0]
+        self.permutation[layer.name] = oof_proba(fit, X, s.permutation_y, s.splits, s.n_classes)[0]
+        if s.hl_y is not None:
+            self.hl_control[layer.name] = oof_proba(fit, X, s.hl_y, s.splits, s.n_classes)[0]
         auroc = _auroc(self.oof[layer.name][0], s.y, s.strata)
-        self.seed_auroc[layer.name] = [auroc] + [_auroc(oof_proba(fit, X, s.y, splits, s.n_classes)[0], s.y)
-                                                 for splits in s.seed_splits]
+        self.seed_auroc[layer.name] = [auroc] + [_auroc(oof_proba(fit, X, s.y, splits, s.n_classes)[0], s.y, strata)
+                                                 for splits, strata in zip(s.seed_splits, s.seed_strata)]
         for position, Xp in (layer.positions or {}).items():
             proba = (self.oof[layer.name][0] if Xp is layer.X else
                      oof_proba(fit, np.asarray(Xp, dtype=np.float64), s.y, s.splits, s.n_classes)[0])

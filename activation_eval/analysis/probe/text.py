@@ -12,7 +12,7 @@ Example:
     >>> print(probe_text(probe_run("results/mc", layers=["layer_5"])).splitlines()[-1][:48])
     verdict:    no evidence beyond the controls: no
 """
-from ...schema.probe import OperatingPoints, PositionTable, ProbeResult, SeedSpread, TestRunResult
+from ...schema.probe import ControlScore, OperatingPoints, PositionTable, ProbeResult, SeedSpread, TestRunResult
 from ...schema.transfer import TransferResult
 from ..text import format_table, level_label, with_ci
 from .verdict import side_name, verdict
@@ -45,10 +45,16 @@ def _head(result: ProbeResult) -> list[str]:
             + (f"; {c.rows} rows in {c.n_clusters} clusters by {c.by}" if c is not None else ""),
             f"probe:      {FAMILY_NAMES[result.family]} on {result.position} activations"
             + (f" ({result.position_note})" if result.position_note else "")
-            + f"; {cv.folds}-fold {cv.method}, seed {cv.seed}",
+            + f"; {cv.folds}-fold {cv.method}, seed {cv.seed}; out-of-fold AUROC: {cv.oof_scoring} (every CV seed)",
             f"intervals:  {level_label(b.level)} percentile bootstrap over questions ({b.resamples} "
             f"resamples, paired across probe and controls); selectivity = AUROC - best control's AUROC, interval "
             f"{b.adjustment} ({level_label(b.adjusted_level)}), best control taken as the {b.best_control}"]
+    if result.raw_controls:
+        head.append(f"baselines:  single scores scored raw, as the field does (AUROC of the score itself, oriented by "
+                    f"definition, never fitted): {', '.join(result.raw_controls)}")
+    if result.answer_controls:
+        head.append(f"answer:     the probe reads the answer's tokens, so it must beat their identity: "
+                    f"{', '.join(result.answer_controls)} (input side)")
     head += [f"note:       {n}" for n in result.notes]
     head += [f"left out:   control {k}: {v}" for k, v in result.dropped_controls.items()]
     return head
@@ -59,26 +65,42 @@ def _tables(part: ProbeResult | TestRunResult, result: ProbeResult) -> str:
     plain, adjusted = level_label(result.bootstrap.level), level_label(result.bootstrap.adjusted_level)
     marks = {part.best_control: "best", part.best_input_control: "best input",
              part.best_output_control: "best output"}
-    controls = format_table(["control", "side", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]"],
-                            [[c + (f" ({marks[c]})" if c in marks else ""), v.side,
+    controls = format_table(["control", "side", "scoring", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]"],
+                            [[c + (f" ({marks[c]})" if c in marks else ""), v.side, _scoring(c, v),
                               with_ci(v.auroc, v.auroc_ci), with_ci(v.accuracy, v.accuracy_ci)]
                              for c, v in part.controls.items()])
-    task = any(v.control_task_auroc is not None for v in part.layers.values())
+    perm = any(v.permutation_auroc is not None for v in part.layers.values())
+    hl = any(v.hl_control_auroc is not None for v in part.layers.values())
+    gain = any(v.embedding_gain is not None for v in part.layers.values())
     rows = [[n + (" <- verdict" if n == part.verdict else ""), with_ci(v.auroc, v.auroc_ci),
              with_ci(v.accuracy, v.accuracy_ci), with_ci(v.selectivity, v.selectivity_ci, "{:+.3f}"),
              with_ci(v.selectivity, v.selectivity_ci_unadjusted, "{:+.3f}")]
-            + ([with_ci(v.control_task_auroc, v.control_task_auroc_ci),
-                with_ci(v.hl_selectivity, None, "{:+.3f}")] if task else [])
+            + ([with_ci(v.embedding_gain, v.embedding_gain_ci, "{:+.3f}")] if gain else [])
+            + ([with_ci(v.hl_control_auroc, v.hl_control_auroc_ci), with_ci(v.hl_selectivity, None, "{:+.3f}")]
+               if hl else [])
+            + ([with_ci(v.permutation_auroc, v.permutation_auroc_ci)] if perm else [])
             for n, v in part.layers.items()]
     table = format_table(["layer", f"AUROC [{plain} CI]", f"accuracy [{plain} CI]",
                           f"selectivity [{adjusted} CI, adjusted]", f"selectivity [{plain} CI]"]
-                         + ([f"control task [{plain} CI]", "H&L selectivity"] if task else []), rows)
+                         + ([f"gain over answer_embedding [{plain} CI]"] if gain else [])
+                         + ([f"H&L control task [{plain} CI]", "H&L selectivity"] if hl else [])
+                         + ([f"permutation test [{plain} CI]"] if perm else []), rows)
     key = (f"selectivity = AUROC - best control's ({side_name(part, part.best_control)}: "
            f"{part.controls[part.best_control].auroc:.3f}); the {adjusted} interval is Bonferroni-adjusted over "
            f"{len(part.layers)} layers (the verdict's), the {plain} one unadjusted"
-           + ("; control task = the probe on labels shuffled within category (Hewitt & Liang), H&L selectivity = "
-              "AUROC - control task" if task else ""))
+           + ("; gain over answer_embedding = AUROC - the embedding layer's at the same position (paired)"
+              if gain else "")
+           + ("; H&L control task = the probe on a fixed random label per input type (category x answer; Hewitt & "
+              "Liang), H&L selectivity = AUROC - control task" if hl else "")
+           + ("; permutation test = the probe on labels shuffled within category" if perm else ""))
     return controls + "\n\n" + key + "\n" + table
+
+
+def _scoring(name: str, c: ControlScore) -> str:
+    """"raw (+1)" for a raw score with its orientation, "fitted" otherwise."""
+    if c.scoring != "raw":
+        return "fitted"
+    return "raw" + (f" ({'higher' if c.orientation > 0 else 'lower'} = correct)" if c.orientation else "")
 
 
 def _extras(result: ProbeResult) -> list[str]:

@@ -1,12 +1,16 @@
 """The probe's verdict in words: the one rendering the text output, the HTML report and the plot title use.
 
 A layer "knows" only where its selectivity (AUROC - the best control's) has an adjusted interval above
-0; the verdict names the first such layer, else says there is no evidence beyond the controls. Its
-sentence states the evidence (the selectivity and its adjusted interval, or the best layer's figures)
-and the baseline it had to beat (the best control, and the best control of the other side).
+0; the verdict names the first such layer, else says there is no evidence beyond the controls, naming
+the control no layer could beat ("no evidence beyond the answer-token control" when that control reads
+only the answer's own tokens). Its sentence states the evidence (the selectivity and its adjusted
+interval, or the best layer's figures) and the baseline it had to beat (the best control, raw or
+fitted, and the best control of the other side).
 
 Public names:
     verdict(part) -> Verdict     of a ProbeResult, TestRunResult or ProbeScores
+    side_name(part, name) -> str "answer_logprob_mean, output side, raw score"
+    NO_EVIDENCE_ANSWER           the headline's start when the best control reads the answer's tokens
     Verdict                      layer (None: no evidence), headline, evidence, baseline; .sentence
     Judged                       what verdict() reads (the protocol the three results share)
 
@@ -17,6 +21,8 @@ Example:
     >>> v = verdict(evaluate_scores(y, {"layer_0": P0, "layer_1": P1}, {"majority": P0}, 2000, seed=0))
     >>> v.layer, v.headline
     ('layer_1', 'layer_1 is the first layer that beats every control')
+    >>> verdict(evaluate_scores(y, {"layer_0": P0}, {"answer_embedding": P1}, 2000, seed=0)).headline
+    "no evidence beyond the answer-token control: no layer's adjusted selectivity interval over answer_embedding is above 0"
     >>> headline, baseline = v.sentence.split(" (", 1); baseline
     'best control majority, input side: AUROC 0.500 [0.500, 0.500]; best layer layer_1: AUROC 1.000)'
 """
@@ -28,7 +34,10 @@ import numpy as np  # noqa: F401  (used in the example)
 
 from ...schema.probe import ControlScore, LayerScore
 from ..text import with_ci
+from .controls import ANSWER_CONTROLS
 from .scores import NO_EVIDENCE
+
+NO_EVIDENCE_ANSWER = "no evidence beyond the answer-token control"
 
 
 class Judged(Protocol):
@@ -65,8 +74,9 @@ class Verdict:
 
 
 def side_name(part: Judged, name: str) -> str:
-    """A control's name with its side: "length, input side"."""
-    return f"{name}, {part.controls[name].side} side"
+    """A control's name with its side (and "raw score" for a single score scored raw): "length, input side"."""
+    c = part.controls[name]
+    return f"{name}, {c.side} side" + (", raw score" if c.scoring == "raw" else "")
 
 
 def verdict(part: Judged) -> Verdict:
@@ -78,7 +88,9 @@ def verdict(part: Judged) -> Verdict:
         if name and name != part.best_control and side != control.side and name in part.controls:
             baseline += f"; best {side}-side {name}: {part.controls[name].auroc:.3f}"
     if part.verdict == NO_EVIDENCE or part.verdict not in part.layers:
-        return Verdict(layer=None, headline=f"{NO_EVIDENCE}: no layer's adjusted selectivity interval is above 0",
+        start = NO_EVIDENCE_ANSWER if part.best_control in ANSWER_CONTROLS else NO_EVIDENCE
+        return Verdict(layer=None, headline=f"{start}: no layer's adjusted selectivity interval over "
+                                            f"{part.best_control} is above 0",
                        evidence=f"best layer {part.best_layer}: AUROC {best.auroc:.3f}, selectivity "
                                 f"{best.selectivity:+.3f}", baseline=baseline)
     chosen = part.layers[part.verdict]
