@@ -155,7 +155,8 @@ def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: 
             if setup is None:
                 setup = Setup(layer.rows, target, n_splits, seed, groups, layer.test_rows, family, cv_seeds,
                               answer=at_answer, answer_embedding=layer.answer_embedding,
-                              test_answer_embedding=layer.test_answer_embedding)
+                              test_answer_embedding=layer.test_answer_embedding,
+                              sample_embeddings=layer.sample_embeddings)
                 sweep = Sweep(setup)
             setup.check_rows(layer.name, layer.rows, layer.test_rows)
             assert sweep is not None

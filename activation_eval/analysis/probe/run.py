@@ -14,7 +14,7 @@ Public names:
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
                    transfer=None, position_features=None, answer_embedding=None, test_answer_embedding=None,
-                   at_answer=None) -> ProbeResult
+                   at_answer=None, sample_embeddings=None) -> ProbeResult
                    answer_embedding (n, hidden): the embedding layer at the features' position; with it (or
                    at_answer=True) the features are read at the answer and the answer-token controls join
     LOAD_BUDGET_BYTES
@@ -23,10 +23,12 @@ Example:
     >>> res = probe_run("results/mc", layers=["layer_5", "layer_20"]); res.verdict, res.best_layer
     ('no evidence beyond the controls', 'layer_...')
 """
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ... import schema
 from ...schema.names import ANSWER_REDUCTIONS, EMBEDDINGS, HEATMAP_POSITIONS
 from ...schema.probe import ProbeResult
 from ...store.run_folder import is_run_folder
@@ -54,9 +56,29 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     at_answer = position in ANSWER_REDUCTIONS
     embedding = EMBEDDINGS if at_answer and EMBEDDINGS in run_layers(run) else None
     test_embedding = embedding if embedding and test_dir is not None and EMBEDDINGS in run_layers(test_dir) else None
-    return probe(_read_layers(run, names, position, test_dir, embedding, test_embedding), len(names), target,
-                 n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds, transfer,
-                 (_run_name(run), where.test_name), where, at_answer=at_answer)
+    layer_data = _with_sample_embeddings(_read_layers(run, names, position, test_dir, embedding, test_embedding), run)
+    return probe(layer_data, len(names), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
+                 transfer, (_run_name(run), where.test_name), where, at_answer=at_answer)
+
+
+def _with_sample_embeddings(layer_data: Iterator[LayerData], run_dir: str) -> Iterator[LayerData]:
+    """The layers, the first carrying the run's sample embeddings for EigenScore when its rows hold several
+    samples of a question: INSIDE's choice, the middle layer at the last token (here the last captured one),
+    aligned to the first layer's rows by row key (none when some row has no such vector)."""
+    first = next(layer_data, None)
+    if first is None:
+        return
+    if any(row.get(schema.SAMPLE) is not None for row in first.rows):
+        blocks = [name for name in run_layers(run_dir) if name != EMBEDDINGS]
+        if blocks:
+            mats, rows = load_run_layers(run_dir, [blocks[len(blocks) // 2]], reduce="last")
+            at = {schema.row_key(row): i for i, row in enumerate(rows)}
+            keys = [schema.row_key(row) for row in first.rows]
+            if all(key in at for key in keys):
+                order = [at[key] for key in keys]
+                first = dataclasses.replace(first, sample_embeddings=next(iter(mats.values()))[order])
+    yield first
+    yield from layer_data
 
 
 def _read_layers(run_dir: str, names: list[str], position: Any, test_dir: str | None, embedding: str | None = None,
@@ -109,13 +131,16 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
                    test_features: Mapping[str, Any] | None = None, test_rows: Sequence[Mapping[str, Any]] | None = None,
                    progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
                    position_features: Mapping[str, Mapping[str, Any]] | None = None, answer_embedding: Any = None,
-                   test_answer_embedding: Any = None, at_answer: bool | None = None) -> ProbeResult:
+                   test_answer_embedding: Any = None, at_answer: bool | None = None,
+                   sample_embeddings: Any = None) -> ProbeResult:
     """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on, and position_features {position: {layer: X}} for the
     layer x position table. Features read at the answer (at_answer, by default True exactly when
     answer_embedding is given) get the answer-token controls: answer_embedding (n, hidden), the
     embedding layer at the same position (test_answer_embedding: the test run's), and answer_tokens.
+    Rows holding several samples of a question (a "sample" key) get the sample-based scores
+    (sample_scores.py) as raw controls; sample_embeddings (n, hidden) adds EigenScore.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -133,7 +158,8 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
             extra = {p: position_features[p][name] for p in position_features} if position_features else None
             yield LayerData(name, X, rows, None if test_features is None else test_features[name],
                             test_rows if test_features is not None else None, extra,
-                            answer_embedding if i == 0 else None, test_answer_embedding if i == 0 else None)
+                            answer_embedding if i == 0 else None, test_answer_embedding if i == 0 else None,
+                            sample_embeddings if i == 0 else None)
     answer = answer_embedding is not None if at_answer is None else bool(at_answer)
     return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
                  transfer, ("run", "test run" if test_features is not None else None), Where(), at_answer=answer)

@@ -46,6 +46,7 @@ from .bootstrap import cluster_index, macro_auroc
 from .controls import OUTPUT_SCORE_FIELDS, RAW_TARGET, control_inputs, own_controls
 from .folds import hl_control_labels, labels, labels_of_test_run, make_folds, permutation_labels, small_sample_warnings
 from .models import FAMILIES, make_probe
+from .sample_scores import with_sample_scores
 
 Rows = Sequence[Mapping[str, Any]]
 Proba = tuple[np.ndarray, np.ndarray]          # (class probabilities (n, k), predicted classes (n,))
@@ -63,6 +64,7 @@ class LayerData:
     positions: Mapping[str, Any] | None
     answer_embedding: Any = None           # the embedding layer at the same position, run and test run (the
     test_answer_embedding: Any = None      # first layer carries them: the answer_embedding control)
+    sample_embeddings: Any = None          # a run with samples: the middle layer at the last token (EigenScore)
 
 
 class Setup:
@@ -70,9 +72,11 @@ class Setup:
 
     def __init__(self, rows: Rows, target: str, n_splits: int, seed: int, groups: str | None, test_rows: Rows | None,
                  family: str, cv_seeds: int, answer: bool = False, answer_embedding: Any = None,
-                 test_answer_embedding: Any = None) -> None:
+                 test_answer_embedding: Any = None, sample_embeddings: Any = None) -> None:
+        rows, self.notes = with_sample_scores(rows, sample_embeddings)        # several samples: their scores join
+        if test_rows is not None:
+            test_rows = with_sample_scores(test_rows)[0]
         self.rows, self.target, self.groups, self.family, self.seed = rows, target, groups, family, seed
-        self.notes: list[str] = []
         self.classes, self.y = labels(rows, target, "the run")
         self.n_classes = len(self.classes)
         found = cluster_index(rows)
