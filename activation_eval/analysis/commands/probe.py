@@ -31,6 +31,10 @@ class ProbeCommand(Command):
                         help="boolean or categorical field of the results rows to predict (default: correct)")
         pr.add_argument("--test_run", metavar="RUN_DIR",
                         help="also train on all of --probe's run and report transfer to this run's questions")
+        pr.add_argument("--keep_overlap", action="store_true",
+                        help="keep the test questions that the training questions share (same id or same prompt "
+                             "text) in --test_run and --transfer; by default they are left out and counted, since "
+                             "scoring them is in-sample (the output says so when kept)")
         pr.add_argument("--probe_groups", metavar="FIELD",
                         help="hold out whole groups of FIELD (e.g. category) per fold instead of stratified folds")
         pr.add_argument("--transfer", metavar="FIELD",
@@ -62,7 +66,7 @@ class ProbeCommand(Command):
         result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
                            groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
                            reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
-                           cv_seeds=args.cv_seeds, transfer=args.transfer)
+                           cv_seeds=args.cv_seeds, transfer=args.transfer, keep_overlap=args.keep_overlap)
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
         if result.transfer is not None:
             plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))

@@ -5,19 +5,26 @@ the extracted answer when generated positions were captured, else the last promp
 file read once per block of layers that fits LOAD_BUDGET_BYTES (once in all for probe-sized runs); with
 an answer position it also reads the other positions of the layer x position table.
 
+With a test run (test_run=, test_features=) the two runs are kept apart (overlap.py): the test run's
+questions that the training run also holds (same id or prompt hash) are left out and counted, unless
+keep_overlap (then labelled in-sample); a test run wholly shared is an error; a confidence field only
+one run carries is left out of both runs' controls with a note; different hidden sizes are an error
+naming both runs.
+
 Public names:
     probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None, test_run=None,
               n_bootstrap=None, reduce="auto", progress=False, family="logistic", cv_seeds=3,
-              transfer=None) -> ProbeResult
+              transfer=None, keep_overlap=False) -> ProbeResult
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
-                   transfer=None, position_features=None) -> ProbeResult
+                   transfer=None, position_features=None, keep_overlap=False) -> ProbeResult
     LOAD_BUDGET_BYTES
 
 Example:
     >>> res = probe_run("results/mc", layers=["layer_5", "layer_20"]); res.verdict, res.best_layer
     ('no evidence beyond the controls', 'layer_...')
 """
+import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -28,6 +35,7 @@ from ...store.run_folder import is_run_folder
 from ..arrays import run_layers
 from ..dataset import load_run_layers, load_run_positions, resolve_reduce
 from .build import Where, probe
+from .overlap import TestSplit
 from .sweep import LayerData
 
 LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the record files
@@ -36,7 +44,8 @@ LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the reco
 def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = None, n_splits: int = 5, seed: int = 0,
               target: str = "correct", groups: str | None = None, test_run: str | os.PathLike[str] | None = None,
               n_bootstrap: int | None = None, reduce: str | int = "auto", progress: bool = False,
-              family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None) -> ProbeResult:
+              family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
+              keep_overlap: bool = False) -> ProbeResult:
     """Probe every layer of a run folder (see the module docstring and the package's)."""
     run = _check_run(run_dir)
     test_dir = _check_run(test_run) if test_run is not None else None
@@ -44,28 +53,50 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     if not names:
         raise ValueError("no layers to probe")
     position, position_note = resolve_reduce(run, reduce)
-    where = Where(run_dir=run, run_name=_run_name(run), reduce=position, position_note=position_note,
-                  test_dir=test_dir, test_name=_run_name(test_dir) if test_dir else None)
-    return probe(_read_layers(run, names, position, test_dir), len(names), target, n_splits, seed, groups,
-                 n_bootstrap, progress, family, cv_seeds, transfer, (_run_name(run), where.test_name), where)
+    run_names = (_run_name(run), _run_name(test_dir) if test_dir else None)
+    reader = _RunLayers(run, names, position, test_dir, keep_overlap, run_names)
+    layer_data = iter(reader)
+    first = next(layer_data)                     # fixes the test split (reader.split) before the result is built
+    where = Where(run_dir=run, run_name=run_names[0], reduce=position, position_note=position_note,
+                  test_dir=test_dir, test_name=run_names[1], keep_overlap=keep_overlap, test_split=reader.split)
+    return probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
+                 n_bootstrap, progress, family, cv_seeds, transfer, run_names, where)
 
 
-def _read_layers(run_dir: str, names: list[str], position: Any, test_dir: str | None) -> Iterator[LayerData]:
-    """The first layer alone (it sizes the blocks), then the others in blocks that fit LOAD_BUDGET_BYTES."""
-    heatmap = position in ANSWER_REDUCTIONS and test_dir is None
-    start, block = 0, 1
-    while start < len(names):
-        part = names[start:start + block]
-        mats, rows, by_position, tests, test_rows = _read_block(run_dir, part, position, test_dir, heatmap)
-        X = None
-        for name in part:
-            extra = {str(p): by_position[p].pop(name) for p in HEATMAP_POSITIONS} if by_position else None
-            X = extra[position] if extra else mats.pop(name)
-            yield LayerData(name, X, rows, tests.pop(name, None), test_rows, extra)
-        if start == 0 and X is not None:
-            copies = (len(HEATMAP_POSITIONS) if heatmap else 1) + (1 if test_dir else 0)
-            block = max(1, LOAD_BUDGET_BYTES // (max(1, X.nbytes) * copies))
-        start += len(part)
+class _RunLayers:
+    """The layers of a run (and its test run) as LayerData: the first layer alone (it sizes the blocks),
+    then the others in blocks that fit LOAD_BUDGET_BYTES; the test split is fixed by the first block."""
+
+    def __init__(self, run_dir: str, names: list[str], position: Any, test_dir: str | None, keep_overlap: bool,
+                 run_names: tuple[str, str | None]) -> None:
+        self.run_dir, self.names, self.position, self.test_dir = run_dir, names, position, test_dir
+        self.keep_overlap, self.run_names = keep_overlap, run_names
+        self.split: TestSplit | None = None
+
+    def __iter__(self) -> Iterator[LayerData]:
+        names, position, test_dir = self.names, self.position, self.test_dir
+        heatmap = position in ANSWER_REDUCTIONS and test_dir is None
+        start, block = 0, 1
+        while start < len(names):
+            part = names[start:start + block]
+            mats, rows, by_position, tests, test_rows = _read_block(self.run_dir, part, position, test_dir, heatmap)
+            X = None
+            for name in part:
+                extra = {str(p): by_position[p].pop(name) for p in HEATMAP_POSITIONS} if by_position else None
+                X = extra[position] if extra else mats.pop(name)
+                yield self._layer(name, X, rows, tests.pop(name, None), test_rows, extra)
+            if start == 0 and X is not None:
+                copies = (len(HEATMAP_POSITIONS) if heatmap else 1) + (1 if test_dir else 0)
+                block = max(1, LOAD_BUDGET_BYTES // (max(1, X.nbytes) * copies))
+            start += len(part)
+
+    def _layer(self, name: str, X: Any, rows: Any, X_test: Any, test_rows: Any, extra: Any) -> LayerData:
+        if test_rows is None:
+            return LayerData(name, X, rows, None, None, extra)
+        if self.split is None:
+            self.split = TestSplit(rows, test_rows, self.keep_overlap, (self.run_names[0], str(self.run_names[1])))
+        s = self.split
+        return LayerData(name, X, s.rows, s.test_matrix(name, X, X_test), s.test_rows, extra)
 
 
 def _read_block(run_dir: str, part: list[str], position: Any, test_dir: str | None, heatmap: bool) -> tuple[Any, ...]:
@@ -84,7 +115,8 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
                    n_splits: int = 5, seed: int = 0, groups: str | None = None, n_bootstrap: int | None = None,
                    test_features: Mapping[str, Any] | None = None, test_rows: Sequence[Mapping[str, Any]] | None = None,
                    progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
-                   position_features: Mapping[str, Mapping[str, Any]] | None = None) -> ProbeResult:
+                   position_features: Mapping[str, Mapping[str, Any]] | None = None,
+                   keep_overlap: bool = False) -> ProbeResult:
     """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on, and position_features {position: {layer: X}} for the
@@ -101,13 +133,22 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     >>> res.verdict, res.layers["layer_1"].auroc > 0.9, res.layers["layer_0"].auroc < 0.75
     ('layer_1', True, True)
     """
+    split = None
+    if test_features is not None:
+        split = TestSplit(rows, test_rows or [], keep_overlap, ("run", "test run"))
+
     def layers() -> Iterator[LayerData]:
         for name, X in features.items():
             extra = {p: position_features[p][name] for p in position_features} if position_features else None
-            yield LayerData(name, X, rows, None if test_features is None else test_features[name],
-                            test_rows if test_features is not None else None, extra)
+            if split is None:
+                yield LayerData(name, X, rows, None, None, extra)
+            else:
+                assert test_features is not None
+                yield LayerData(name, X, split.rows, split.test_matrix(name, X, test_features[name]), split.test_rows,
+                                extra)
     return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
-                 transfer, ("run", "test run" if test_features is not None else None), Where())
+                 transfer, ("run", "test run" if test_features is not None else None),
+                 Where(keep_overlap=keep_overlap, test_split=split))
 
 
 def _check_run(path: str | os.PathLike[str]) -> str:
