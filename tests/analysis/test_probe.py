@@ -118,7 +118,8 @@ def test_correctness_explained_by_category_gives_no_evidence(tmp_path, capsys):
     code, out, err = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert data["plots"] == [str(tmp_path / "plots" / "probe_bycat.png")] and os.path.isfile(data["plots"][0])
+    assert data["plots"] == [str(tmp_path / "plots" / name) for name in ("probe_bycat.png", "risk_coverage_bycat.png")]
+    assert all(os.path.isfile(p) for p in data["plots"])
     assert from_json(ProbeResult, data) == res
     assert f"\nverdict:    {NO_EVIDENCE}: no layer" in probe_text(res)
 

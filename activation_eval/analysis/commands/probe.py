@@ -1,7 +1,8 @@
 """--probe RUN_DIR: per-layer probes with controls (probe.probe_run -> ProbeResult).
 
-Text: probe/text.py; plots (always written to --output_dir): the probe by layer and, with a transfer
-matrix (--transfer FIELD or --test_run), its heatmap (probe/plots.py).
+Text: probe/text.py; plots (always written to --output_dir): the probe by layer, the risk-coverage
+curves of error detection (binary targets; probe/selective_report.py) and, with a transfer matrix
+(--transfer FIELD or --test_run), its heatmap (probe/plots.py).
 
 Public names:
     COMMAND
@@ -15,6 +16,7 @@ from ...schema.names import parse_reduce
 from ..probe import probe_run
 from ..probe.models import FAMILIES
 from ..probe.plots import plot_probe, plot_transfer
+from ..probe.selective_report import plot_risk_coverage
 from ..probe.text import probe_text
 from .base import Command, Groups, Options, Outcome, plot_path
 
@@ -70,6 +72,9 @@ class ProbeCommand(Command):
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
         if result.transfer is not None:
             plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))
+        if result.error_detection is not None and result.error_detection.selective:
+            plots.append(plot_risk_coverage(result, plot_path(args, options, "probe",
+                                                              f"risk_coverage_{result.run_name}")))
         return Outcome(result, probe_text(result), plots)
 
 

@@ -19,6 +19,7 @@ from ...schema.transfer import TransferResult
 from ..html import esc, figure_or_note, num, table
 from ..text import level_label
 from .plots import plot_position_auroc, plot_probe, plot_transfer
+from .selective_report import error_detection_html
 from .verdict import verdict
 
 WARN_STYLE = "background:#fff3cd;border-left:5px solid #c0392b;padding:.4em .8em;margin:.6em 0"
@@ -34,6 +35,7 @@ def probe_html(result: ProbeResult) -> str:
              "<h3>Per layer</h3>" + _layers(result), _controls(result)]
     if result.operating_points is not None and result.operating_points.rows:
         parts.append(_operating_points(result, result.operating_points))
+    parts.append(error_detection_html(result))
     parts.append(_families_and_seeds(result))
     if result.positions is not None and result.positions.auroc:
         parts.append(_positions(result, result.positions))
