@@ -231,7 +231,7 @@ class ProbeResult:
                                         "an int: a token index; None: in-memory data)"]
     position: Annotated[str | int | None, "the same: the token position read"]
     position_note: Annotated[str | None, "why that position (auto: what the run captured)"]
-    family: Annotated[Literal["logistic", "mass_mean"], "the probe family of the main sweep"]
+    family: Annotated[Literal["logistic", "mass_mean", "mlp"], "the probe family of the main sweep (mlp: SAPLMA's)"]
     auroc_kind: Annotated[Literal["binary", "one-vs-rest macro"], "how AUROC is computed for the classes"]
     layers_tested: Annotated[int, "layers probed (the Bonferroni count)"]
     cv: Annotated[CvSetup, "the cross-validation"]

@@ -14,7 +14,7 @@ import argparse
 
 from ...schema.names import parse_reduce
 from ..probe import probe_run
-from ..probe.models import FAMILIES
+from ..probe.models import PROBE_FAMILIES
 from ..probe.plots import plot_probe, plot_transfer
 from ..probe.selective_report import plot_risk_coverage
 from ..probe.text import probe_text
@@ -43,9 +43,10 @@ class ProbeCommand(Command):
                         help="also train the best layer's probe on each value of FIELD (e.g. category) and test it "
                              "on every other value: an AUROC matrix with intervals (with --test_run: across the two "
                              "runs)")
-        pr.add_argument("--probe_family", default="logistic", choices=FAMILIES,
-                        help="probe of the main sweep: logistic regression (default) or mass-mean (difference of the "
-                             "class means; binary targets); the other is reported beside it")
+        pr.add_argument("--probe_family", default="logistic", choices=PROBE_FAMILIES,
+                        help="probe of the main sweep: logistic regression (default), mass-mean (difference of the "
+                             "class means; binary targets) or mlp (SAPLMA's MLP, 256-128-64 scaled down for small "
+                             "runs); the linear families are reported beside it")
         pr.add_argument("--cv_seeds", type=int, default=3, metavar="N",
                         help="cross-validation splits with seeds S, S+1, ... S+N-1, all reported (default 3)")
         pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")

@@ -48,7 +48,7 @@ from ...schema.probe import (
 from ...schema.transfer import TransferResult
 from .controls import make_control
 from .error_detection import error_detection_of
-from .models import FAMILIES, make_probe
+from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
 from .overlap import TestSplit, test_split_fields
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
@@ -91,7 +91,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
     return ProbeResult(
         run_dir=where.run_dir, run_name=where.run_name, target=setup.target, classes=[str(c) for c in setup.classes],
         class_counts=setup.counts(setup.y), n=len(setup.y), reduce=where.reduce, position=where.reduce,
-        position_note=where.position_note, family="mass_mean" if family == "mass_mean" else "logistic",
+        position_note=where.position_note, family=family_name(family),
         auroc_kind="binary" if setup.n_classes == 2 else "one-vs-rest macro", layers_tested=len(sweep.oof),
         cv=_cv(setup), bootstrap=_bootstrap(setup, n_boot, len(sweep.oof)), clusters=_clusters(setup),
         warnings=list(setup.warnings), notes=list(setup.notes), dropped_controls=setup.dropped,
@@ -111,8 +111,8 @@ def _check_options(n_layers: int, n_bootstrap: int | None, family: str, cv_seeds
     n_boot = default_resamples(n_layers) if n_bootstrap is None else int(n_bootstrap)
     if n_boot < 1000:
         raise ValueError(f"n_bootstrap must be at least 1000 resamples, got {n_boot}")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown probe family {family!r}; known: {', '.join(FAMILIES)}")
+    if family not in PROBE_FAMILIES:
+        raise ValueError(f"unknown probe family {family!r}; known: {', '.join(PROBE_FAMILIES)}")
     if int(cv_seeds) < 1:
         raise ValueError(f"cv_seeds must be at least 1, got {cv_seeds}")
     return n_boot

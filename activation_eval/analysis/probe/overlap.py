@@ -153,4 +153,3 @@ def test_split_fields(split: "TestSplit | None", test_rows: Rows | None) -> dict
     n = len(test_rows or ())
     return {"overlap": Overlap(n_test=n, shared_by_id=0, shared_by_prompt=0, shared=0, dropped=0, in_sample=False),
             "notes": []}
-test_split_fields.__test__ = False          # type: ignore[attr-defined]  (not a pytest test)

@@ -29,7 +29,7 @@ import numpy as np
 from ...schema.probe import ErrorDetection, Metric, OperatingPoints, ProbeResult, TestRunResult
 from ...schema.transfer import TransferResult
 from .. import plot_base
-from ..html import esc, figure_or_note, num, table
+from ..html import esc, figure_or_note, table
 from ..text import format_table, level_label, with_ci
 from .overlap import overlap_line
 
@@ -108,12 +108,9 @@ def test_split_text(test_run: TestRunResult) -> str:
     elif o.dropped:
         head = f"overlap:    {overlap_line(o)}, left out: the test run is scored on its other {test_run.n}"
     else:
-        head = f"overlap:    none (no test question shares an id or a prompt with the training run's {o.n_test})"
+        head = f"overlap:    none (none of the test run's {o.n_test} questions shares an id or a prompt with the training run)"
     notes = [n for n in test_run.notes if not n.startswith(f"{o.shared} of {o.n_test} questions shared")]
     return head + "".join(f"\nnote:       {n}" for n in notes)
-
-
-test_split_text.__test__ = False          # type: ignore[attr-defined]  (not a pytest test)
 
 
 def error_detection_html(result: ProbeResult) -> str:

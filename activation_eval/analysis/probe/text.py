@@ -18,7 +18,8 @@ from ..text import format_table, level_label, with_ci
 from .selective_report import selective_paragraphs, test_split_text
 from .verdict import side_name, verdict
 
-FAMILY_NAMES = {"mass_mean": "mass-mean probe (difference of class means)", "logistic": "standardized logistic regression"}
+FAMILY_NAMES = {"mass_mean": "mass-mean probe (difference of class means)", "logistic": "standardized logistic regression",
+                "mlp": "MLP probe (SAPLMA)"}
 
 
 def probe_text(result: ProbeResult) -> str:
