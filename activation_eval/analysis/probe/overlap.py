@@ -41,8 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from ... import schema
 from ...schema.transfer import Overlap
 from .controls import OUTPUT_SCORE_FIELDS
+
+# every single confidence field a control may read: the controls' and every score with a fixed orientation
+SCORE_FIELDS = tuple(dict.fromkeys((*OUTPUT_SCORE_FIELDS, *schema.SCORE_ORIENTATION)))
 
 __all__ = ["prompt_hash", "shared_rows", "split_overlap", "TestSplit", "common_fields", "overlap_line", "test_split_fields"]
 
@@ -124,7 +128,7 @@ class TestSplit:
                              f"overlapping, nothing is left to measure transfer on; test on another run's questions, "
                              f"or pass --keep_overlap to score them in-sample")
         kept = [test_rows[i] for i in self.keep]
-        self.rows, self.test_rows, self.notes = common_fields(train_rows, kept, OUTPUT_SCORE_FIELDS, names)
+        self.rows, self.test_rows, self.notes = common_fields(train_rows, kept, SCORE_FIELDS, names)
         if self.overlap.dropped:
             self.notes.insert(0, f"{overlap_line(self.overlap)} left out of the test run")
         elif self.overlap.in_sample:
