@@ -217,3 +217,33 @@ def test_mlp_probe_finds_an_xor_signal_that_logistic_regression_cannot():
     y = correct.astype(int)
     assert roc_auc_score(y, oof_proba(X, y, rows)) < 0.65
     assert auc(*roc_curve(y, oof_proba(X, y, rows))[:2]) < 0.65
+
+
+# ----------------------------------------------------------------------------- text, report, plot
+
+@pytest.mark.slow
+def test_error_detection_is_printed_reported_and_drawn_with_intervals(tmp_path, figures):
+    from activation_eval.analysis.probe.html import probe_html
+    from activation_eval.analysis.probe.selective_report import plot_risk_coverage
+    from activation_eval.analysis.probe.text import probe_text
+    features, rows = synthetic(n=120, n_layers=2, seed=8, plant_from=1, strength=1.2)
+    res = probe_features(features, rows, n_bootstrap=1000, cv_seeds=1)
+    ed, best = res.error_detection, res.best_layer
+    text = probe_text(res)
+    first, second = text.index('positive class "incorrect"'), text.index('positive class "correct"')
+    assert first < second < text.index("selective answering")
+    row = ed.selective[best]
+    selective = text[text.index("selective answering"):].splitlines()
+    line = next(s for s in selective if s.startswith(best + " "))
+    assert f"{row.prr.value:.3f} [{row.prr.ci[0]:.3f}, {row.prr.ci[1]:.3f}]" in line
+    assert f"{row.aurc.value:.3f} [{row.aurc.ci[0]:.3f}, {row.aurc.ci[1]:.3f}]" in line
+    assert f"random order AURC = error rate {ed.error_rate:.3f}" in text
+    page = probe_html(res)
+    assert "<h3>Error detection and selective answering</h3>" in page and page.count("<img") >= 2
+    path = plot_risk_coverage(res, tmp_path / "rc.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    labels = [ln.get_label() for ln in figures[-1].axes[0].get_lines()]
+    assert len(labels) == len(ed.selective) + 2                       # every scorer, random and oracle
+    assert any(lab.startswith(f"{best} (best layer): AURC {row.aurc.value:.3f}") for lab in labels)
+    assert any(lab.startswith("random order: risk = error rate") for lab in labels)

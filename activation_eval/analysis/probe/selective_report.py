@@ -60,8 +60,11 @@ def _selective_table(ed: ErrorDetection) -> tuple[list[str], list[list[str]]]:
 
 
 def _baselines(ed: ErrorDetection) -> str:
+    n_correct = round(ed.n * (1 - ed.error_rate))
+    oracle = [min(1.0, n_correct / max(1, math.ceil(c * ed.n - 1e-9))) for c in (0.8, 0.9)]
     return (f"baselines: random order AURC = error rate {ed.error_rate:.3f}, PRR 0, accuracy@coverage "
-            f"{1 - ed.error_rate:.3f}; oracle (every correct answer first) AURC {_fmt(ed.oracle_aurc)}, PRR 1")
+            f"{1 - ed.error_rate:.3f}; oracle (every correct answer first) AURC {_fmt(ed.oracle_aurc)}, PRR 1, "
+            f"accuracy@80% {oracle[0]:.3f}, @90% {oracle[1]:.3f}")
 
 
 def _fmt(v: float | None) -> str:
@@ -152,7 +155,7 @@ def plot_risk_coverage(result: ProbeResult, path: str | os.PathLike[str]) -> str
     ed = result.error_detection
     if ed is None or not ed.selective:
         raise ValueError("the probe result has no error detection (binary targets only)")
-    fig = plot_base.new_figure(8.0, 5.2)
+    fig = plot_base.new_figure(8.0, 6.0 + 0.18 * len(ed.selective))
     ax = fig.subplots()
     x = np.asarray(ed.coverage)
     lv = level_label(ed.level)
@@ -164,12 +167,14 @@ def plot_risk_coverage(result: ProbeResult, path: str | os.PathLike[str]) -> str
         ax.plot(x, risk, marker="o" if best else None, markersize=3, linewidth=2.2 if best else 1.1,
                 linestyle="-" if best else "--", label=label, **({"color": "black"} if best else {}))
     ax.axhline(ed.error_rate, color="grey", linestyle=":", label=f"random order: risk = error rate {ed.error_rate:.3f}")
-    ax.plot(x, _oracle_risk(ed), color="green", linestyle="-.", label="oracle: every correct answer first")
+    ax.plot(x, _oracle_risk(ed), color="grey", linestyle="-.", label=f"oracle (every correct answer first): AURC "
+                                                                      f"{_fmt(ed.oracle_aurc)}")
     ax.set_xlabel("coverage (share of questions answered, most confident first)")
     ax.set_ylabel("risk (share of the answered that are incorrect)")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7, loc="upper left", title=f"[{lv} bootstrap intervals]", title_fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), title=f"[{lv} bootstrap intervals]",
+              title_fontsize=7)
     ax.set_title(f"Risk-coverage of '{result.target}' - {result.run_name or 'run'} ({ed.n} questions); lower is "
                  f"better", fontsize=10)
     return plot_base.save_png(fig, path)
