@@ -50,7 +50,7 @@ from .controls import make_control
 from .error_detection import error_detection_of
 from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
-from .overlap import TestSplit, test_split_fields
+from .overlap import TestSplit, split_fields
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
 from .sweep import LayerData, Proba, Setup, Sweep, fit_score, one_blas_thread, oof_proba
 from .transfer import transfer_matrix
@@ -249,4 +249,4 @@ def _test_run(setup: Setup, scores: ProbeScores, where: Where) -> TestRunResult:
                          class_counts=setup.counts(setup.y_test), best_control=scores.best_control,
                          best_input_control=scores.best_input_control, best_output_control=scores.best_output_control,
                          best_layer=scores.best_layer, verdict=scores.verdict, controls=scores.controls,
-                         layers=scores.layers, **test_split_fields(where.test_split, setup.test_rows))
+                         layers=scores.layers, **split_fields(where.test_split, setup.test_rows))

@@ -2,7 +2,8 @@
 
 Warnings first (read before the verdict), the verdict (verdict.py) with the best layer and the best
 control of each side, what was done, the probe plot, the per-layer table (each interval headed by its
-real level), the controls, and the side tables the result has: operating points, probe families and
+real level), the controls, and the side tables the result has: operating points, error detection
+(selective_report.py: both orientations, PRR, AURC, with the risk-coverage plot), probe families and
 CV seeds, positions (with their heatmap), transfer (with its heatmap), notes.
 
 Public names:
@@ -12,7 +13,7 @@ Example:
     >>> from activation_eval.analysis.probe import probe_run
     >>> page = probe_html(probe_run("results/mc", layers=["layer_5", "layer_6"]))
     >>> page[:48], page.count("<img")
-    ('<h2>Probe: does a layer predict a correct answer', 1)
+    ('<h2>Probe: does a layer predict a correct answer', 2)
 """
 from ...schema.probe import ControlScore, OperatingPointRow, OperatingPoints, PositionTable, ProbeResult
 from ...schema.transfer import TransferResult

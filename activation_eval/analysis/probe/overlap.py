@@ -21,7 +21,7 @@ Public names:
                                             .test_rows, .notes; .test_matrix(layer, X, X_test)
                                             keeps the test rows and checks the hidden sizes
     common_fields(train_rows, test_rows, fields, names) -> (train rows, test rows, notes)
-    test_split_fields(split, test_rows) -> {"overlap", "notes"}
+    split_fields(split, test_rows) -> {"overlap", "notes"}
                                             a TestRunResult's fields from the split (none: nothing shared)
     overlap_line(overlap) -> str            "12 of 40 questions shared with the training run (10 by id, ...)"
 
@@ -48,7 +48,7 @@ from .controls import OUTPUT_SCORE_FIELDS
 # every single confidence field a control may read: the controls' and every score with a fixed orientation
 SCORE_FIELDS = tuple(dict.fromkeys((*OUTPUT_SCORE_FIELDS, *schema.SCORE_ORIENTATION)))
 
-__all__ = ["prompt_hash", "shared_rows", "split_overlap", "TestSplit", "common_fields", "overlap_line", "test_split_fields"]
+__all__ = ["prompt_hash", "shared_rows", "split_overlap", "TestSplit", "common_fields", "overlap_line", "split_fields"]
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -150,7 +150,7 @@ def overlap_line(overlap: Overlap) -> str:
             f"id, {overlap.shared_by_prompt} by prompt hash)")
 
 
-def test_split_fields(split: "TestSplit | None", test_rows: Rows | None) -> dict[str, Any]:
+def split_fields(split: "TestSplit | None", test_rows: Rows | None) -> dict[str, Any]:
     """{"overlap", "notes"} of a TestRunResult: the split's, or (in-memory data split elsewhere) nothing shared."""
     if split is not None:
         return {"overlap": split.overlap, "notes": list(split.notes)}

@@ -9,7 +9,7 @@ draws every scorer's curve with the random and the oracle ones.
 
 Public names:
     selective_paragraphs(result) -> [str]    the --probe text's paragraphs: error detection, transfer overlap
-    test_split_text(test_run) -> str         the --test_run paragraph: questions shared / left out, notes
+    overlap_paragraph(test_run) -> str         the --test_run paragraph: questions shared / left out, notes
     error_detection_html(result) -> str      the report's section ("" without error detection)
     plot_risk_coverage(result, path) -> str  the plot, saved as a PNG
 
@@ -33,7 +33,7 @@ from ..html import esc, figure_or_note, table
 from ..text import format_table, level_label, with_ci
 from .overlap import overlap_line
 
-__all__ = ["selective_paragraphs", "test_split_text", "error_detection_html", "plot_risk_coverage"]
+__all__ = ["selective_paragraphs", "overlap_paragraph", "error_detection_html", "plot_risk_coverage"]
 
 POINTS = (("auprc", "AUPRC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("fpr_at_95pct_tpr", "FPR@95%TPR"),
           ("brier", "Brier"), ("ece", "ECE"))
@@ -103,7 +103,7 @@ def _transfer_overlap(t: TransferResult) -> str | None:
             + "; ".join(f"{g} -> {h}: {k}" for g, h, k in cells))
 
 
-def test_split_text(test_run: TestRunResult) -> str:
+def overlap_paragraph(test_run: TestRunResult) -> str:
     """The --test_run paragraph: what the two runs share and what was left out."""
     o = test_run.overlap
     if o.in_sample:
