@@ -135,7 +135,9 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     """
     split = None
     if test_features is not None:
-        split = TestSplit(rows, test_rows or [], keep_overlap, ("run", "test run"))
+        if not test_rows:
+            raise ValueError("test_features needs test_rows: the test run's results rows, one per row of its matrices")
+        split = TestSplit(rows, test_rows, keep_overlap, ("run", "test run"))
 
     def layers() -> Iterator[LayerData]:
         for name, X in features.items():
