@@ -63,9 +63,16 @@ CURVE_COVERAGE = tuple(round(0.05 * i, 2) for i in range(1, 21))
 SELECTIVE_COVERAGES = (0.8, 0.9)
 
 
-def _harmonic(x: np.ndarray) -> np.ndarray:
-    """H(x) = sum_{j=1..x} 1/j for integer x, extended to reals by the digamma function (H(0) = 0)."""
-    return digamma(np.asarray(x, dtype=np.float64) + 1.0) + np.euler_gamma
+def _harmonic(x: Any) -> np.ndarray:
+    """H(x) = sum_{j=1..x} 1/j (H(0) = 0): a table for whole numbers (bootstrap counts), else the
+    digamma function's extension to reals."""
+    x = np.asarray(x, dtype=np.float64)
+    whole = x.astype(np.int64)
+    if np.array_equal(whole, x) and (x.size == 0 or whole.min() >= 0):
+        top = int(whole.max()) if x.size else 0
+        table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1))])
+        return table[whole]
+    return digamma(x + 1.0) + np.euler_gamma
 
 
 def _tie_blocks(confidence: Any, correct: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -84,60 +91,80 @@ def _before(block: np.ndarray) -> np.ndarray:
     return np.cumsum(block, axis=0) - block
 
 
-def weighted_aurc(confidence: Any, correct: Any, weights: Any) -> np.ndarray:
-    """AURC per row of `weights` (m, n): the mean over k of the expected risk of the k most confident."""
-    gw, ge = _tie_blocks(confidence, correct, weights)
-    k0, e0 = _before(gw), _before(ge)
+def _rate(gw: np.ndarray, ge: np.ndarray) -> np.ndarray:
+    """Incorrect weight per position of each block (0 in an empty block)."""
+    out = np.zeros_like(ge)
+    np.divide(ge, gw, out=out, where=gw > 0)
+    return out
+
+
+def _aurc(gw: np.ndarray, ge: np.ndarray, parts: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    k0, e0, rate = parts or (_before(gw), _before(ge), _rate(gw, ge))
+    # sum over a block's positions k0 + j of the expected risk (e0 + j rate) / (k0 + j), j = 1..gw
+    block_sum = (e0 - rate * k0) * (_harmonic(k0 + gw) - _harmonic(k0)) + rate * gw
+    total = gw.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(gw > 0, ge / np.where(gw > 0, gw, 1), 0.0)       # errors per position in the block
-        # sum over the block's positions k0 + j of (e0 + j rate) / (k0 + j), j = 1..gw
-        block_sum = (e0 - rate * k0) * (_harmonic(k0 + gw) - _harmonic(k0)) + rate * gw
-        total = gw.sum(axis=0)
         return np.where(total > 0, block_sum.sum(axis=0) / total, np.nan)
 
 
-def weighted_oracle_aurc(correct: Any, weights: Any) -> np.ndarray:
-    """The AURC of the oracle order (every correct answer first) per row of `weights`."""
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    total = w.sum(axis=1)
-    n_correct = w @ np.asarray(correct, dtype=np.float64)
-    n_wrong = total - n_correct
+def _oracle(total: np.ndarray, n_wrong: np.ndarray) -> np.ndarray:
+    """sum_{k > C} (k - C) / k over the positions of the oracle order, / total (C correct)."""
+    n_correct = total - n_wrong
     with np.errstate(invalid="ignore", divide="ignore"):
         tail = n_wrong - n_correct * (_harmonic(total) - _harmonic(n_correct))
         return np.where(total > 0, tail / total, np.nan)
 
 
-def weighted_prr(confidence: Any, correct: Any, weights: Any) -> np.ndarray:
-    """Prediction rejection ratio per row of `weights`: (random - AURC) / (random - oracle)."""
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    total = w.sum(axis=1)
+def _prr(gw: np.ndarray, ge: np.ndarray, aurc: np.ndarray) -> np.ndarray:
+    total, n_wrong = gw.sum(axis=0), ge.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        random = (total - w @ np.asarray(correct, dtype=np.float64)) / total
-        gap = random - weighted_oracle_aurc(correct, w)
-        prr = (random - weighted_aurc(confidence, correct, w)) / gap
-    return np.where(gap > 1e-12, prr, np.nan)
+        random = n_wrong / total
+        gap = random - _oracle(total, n_wrong)
+        return np.where(gap > 1e-12, (random - aurc) / np.where(gap > 1e-12, gap, 1), np.nan)
 
 
-def weighted_risk_at(confidence: Any, correct: Any, weights: Any, coverages: Any) -> np.ndarray:
-    """Expected selective risk (m, len(coverages)) of the k = ceil(c * total weight) most confident."""
-    gw, ge = _tie_blocks(confidence, correct, weights)
-    k0, e0, upto = _before(gw), _before(ge), np.cumsum(gw, axis=0)
+def _risk_at(gw: np.ndarray, ge: np.ndarray, coverages: Any, parts: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    k0, e0, rate = parts or (_before(gw), _before(ge), _rate(gw, ge))
+    upto = k0 + gw
     total = upto[-1]
     out = np.full((gw.shape[1], len(coverages)), np.nan)
     columns = np.arange(gw.shape[1])
     for j, c in enumerate(coverages):
         k = np.maximum(1.0, np.ceil(c * total - 1e-9))
         block = np.argmax(upto >= k - 1e-9, axis=0)                        # the block holding position k
-        g0, e, kb = gw[block, columns], ge[block, columns], k0[block, columns]
+        errors = e0[block, columns] + (k - k0[block, columns]) * rate[block, columns]
         with np.errstate(invalid="ignore", divide="ignore"):
-            errors = e0[block, columns] + (k - kb) * np.where(g0 > 0, e / np.where(g0 > 0, g0, 1), 0.0)
             out[:, j] = np.where(total > 0, errors / k, np.nan)
     return out
 
 
+def weighted_aurc(confidence: Any, correct: Any, weights: Any) -> np.ndarray:
+    """AURC per row of `weights` (m, n): the mean over k of the expected risk of the k most confident."""
+    return _aurc(*_tie_blocks(confidence, correct, weights))
+
+
+def weighted_oracle_aurc(correct: Any, weights: Any) -> np.ndarray:
+    """The AURC of the oracle order (every correct answer first) per row of `weights`."""
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    return _oracle(w.sum(axis=1), w @ (~np.asarray(correct, dtype=bool)).astype(np.float64))
+
+
+def weighted_prr(confidence: Any, correct: Any, weights: Any) -> np.ndarray:
+    """Prediction rejection ratio per row of `weights`: (random - AURC) / (random - oracle)."""
+    gw, ge = _tie_blocks(confidence, correct, weights)
+    return _prr(gw, ge, _aurc(gw, ge))
+
+
+def weighted_risk_at(confidence: Any, correct: Any, weights: Any, coverages: Any) -> np.ndarray:
+    """Expected selective risk (m, len(coverages)) of the k = ceil(c * total weight) most confident."""
+    return _risk_at(*_tie_blocks(confidence, correct, weights), coverages)
+
+
 def _all(confidence: np.ndarray, correct: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
-    risk = weighted_risk_at(confidence, correct, W, SELECTIVE_COVERAGES)
-    return {"aurc": weighted_aurc(confidence, correct, W), "prr": weighted_prr(confidence, correct, W),
+    gw, ge = _tie_blocks(confidence, correct, W)
+    parts = (_before(gw), _before(ge), _rate(gw, ge))                    # shared by AURC and the risks
+    aurc, risk = _aurc(gw, ge, parts), _risk_at(gw, ge, SELECTIVE_COVERAGES, parts)
+    return {"aurc": aurc, "prr": _prr(gw, ge, aurc),
             "selective_accuracy_80": 1.0 - risk[:, 0], "selective_accuracy_90": 1.0 - risk[:, 1]}
 
 
