@@ -17,6 +17,9 @@ Public names:
     OperatingPoints, OperatingPointRow, Metric   the detector's figures (binary targets)
     PositionTable       AUROC by layer x token position
     TestRunResult       trained on the run, scored on another run's questions (--test_run)
+    ErrorDetection, SelectiveRow   error detection as the field scores it: operating points with
+                        "incorrect" and with "correct" as the positive class, PRR, AURC, the
+                        risk-coverage curve and selective accuracy (binary targets)
     Side                "input" | "output"
     ControlScoring      "raw" | "fitted"
     OOF_PAIRS_WITHIN_FOLDS   the cv.oof_scoring value
@@ -34,10 +37,11 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from .estimates import Interval
-from .transfer import TransferResult
+from .transfer import Overlap, TransferResult
 
 FORMAT_VERSION = 2       # 2 (issue 27): raw single scores, pairs within folds, answer-token controls,
-                         # permutation test vs Hewitt & Liang's control task
+                         # permutation test vs Hewitt & Liang's control task, error_detection,
+                         # test_run.overlap and test_run.notes
 
 Side: TypeAlias = Literal["input", "output"]
 ControlScoring: TypeAlias = Literal["raw", "fitted"]
@@ -200,6 +204,43 @@ class TestRunResult:
     verdict: Annotated[str, "the first layer whose adjusted selectivity interval is above 0, else NO_EVIDENCE"]
     controls: Annotated[dict[str, ControlScore], "every control, scored there"]
     layers: Annotated[dict[str, LayerScore], "every layer, scored there (no control task)"]
+    overlap: Annotated[Overlap, "the test run's questions shared with the training run (by id or prompt hash): "
+                                "left out, or kept and labelled in-sample (--keep_overlap)"]
+    notes: Annotated[list[str], "what differs between the runs: controls left out because only one run carries "
+                                "their field"]
+
+
+# ----------------------------------------------------------------------------- error detection (issue 27, item 6)
+
+@dataclass(frozen=True, kw_only=True)
+class SelectiveRow:
+    """One scorer's probability that the answer is correct, used to answer selectively: keep the most
+    confident questions, abstain on the rest (analysis/probe/selective.py has the definitions)."""
+    prr: Annotated[Metric, "prediction rejection ratio: (random AURC - AURC) / (random AURC - oracle AURC); "
+                           "1 oracle, 0 random"]
+    aurc: Annotated[Metric, "area under the risk-coverage curve: the mean selective risk over coverages k/n "
+                            "(lower is better; random: error_rate)"]
+    selective_accuracy_80: Annotated[Metric, "accuracy on the most confident 80% of the questions"]
+    selective_accuracy_90: Annotated[Metric, "accuracy on the most confident 90%"]
+    risk: Annotated[list[float | None], "the risk-coverage curve: expected share of incorrect answers among the "
+                                        "most confident, at each of ErrorDetection.coverage"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorDetection:
+    """The best layer and every control (but majority) read as detectors of wrong answers
+    (hallucination detection) and as confidence for selective answering (binary targets)."""
+    level: Annotated[float, "the intervals' level"]
+    n: Annotated[int, "rows scored"]
+    scores: Annotated[str, "what each scorer's confidence is (the out-of-fold probability of the second class)"]
+    negative_class: Annotated[str, "the class read as an error (\"False\" for correct): its share is the error rate"]
+    error_rate: Annotated[float, "share of that class: the AURC of a random order"]
+    oracle_aurc: Annotated[float, "the AURC of the oracle order (every correct answer first)"]
+    orientations: Annotated[dict[str, OperatingPoints], "operating points with each class as the positive one: "
+                                                        "\"incorrect\" first (error detection), then \"correct\""]
+    coverage: Annotated[list[float], "the coverages of the risk-coverage curves (0.05 ... 1.0)"]
+    selective: Annotated[dict[str, SelectiveRow], "by scorer: the best layer's name, or control:<name>"]
+    notes: Annotated[list[str], "read before the figures: too few errors, one class only"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +258,7 @@ class ProbeResult:
                                         "an int: a token index; None: in-memory data)"]
     position: Annotated[str | int | None, "the same: the token position read"]
     position_note: Annotated[str | None, "why that position (auto: what the run captured)"]
-    family: Annotated[Literal["logistic", "mass_mean"], "the probe family of the main sweep"]
+    family: Annotated[Literal["logistic", "mass_mean", "mlp"], "the probe family of the main sweep (mlp: SAPLMA's)"]
     auroc_kind: Annotated[Literal["binary", "one-vs-rest macro"], "how AUROC is computed for the classes"]
     layers_tested: Annotated[int, "layers probed (the Bonferroni count)"]
     cv: Annotated[CvSetup, "the cross-validation"]
@@ -242,6 +283,8 @@ class ProbeResult:
                                                              "else the main one)"]
     seeds: Annotated[SeedSpread, "the AUROC under the other CV seeds"]
     operating_points: Annotated[OperatingPoints | None, "binary targets: the detector's figures (else None)"]
+    error_detection: Annotated[ErrorDetection | None, "binary targets: both orientations, PRR, AURC, risk-coverage, "
+                                                      "selective accuracy (else None)"]
     positions: Annotated[PositionTable | None, "AUROC by layer x position (None: the run kept no generated positions, "
                                                "or a test run)"]
     transfer: Annotated[TransferResult | None, "--transfer FIELD or --test_run: the best layer's transfer matrix"]
@@ -249,7 +292,7 @@ class ProbeResult:
 
 
 CONTRACTS = (ProbeResult, ProbeScores, LayerScore, ControlScore, CvSetup, BootstrapSetup, Clusters, AurocEstimate, SeedSpread,
-             OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult)
+             OperatingPoints, OperatingPointRow, Metric, PositionTable, TestRunResult, ErrorDetection, SelectiveRow)
 
 
 # format 1 -> 2 (issue 27): the shuffle within category was called the control task; it is the permutation test
@@ -274,7 +317,9 @@ def upgrade_probe_json(data: dict) -> dict:
     """
     if not isinstance(data, dict) or not isinstance(data.get("format_version"), int) or data["format_version"] >= 2:
         return data
-    out = dict(data, format_version=2, answer_controls=[], raw_controls=[])
+    out = dict(data, format_version=2, answer_controls=[], raw_controls=[], error_detection=None)
+    if isinstance(out.get("test_run"), dict):
+        out["test_run"] = dict(out["test_run"], overlap=None, notes=[])
     cv = dict(out.get("cv") or {})
     cv.setdefault("oof_scoring", cv.get("auroc_pairs", "all out-of-fold predictions pooled"))
     out["cv"] = cv

@@ -6,21 +6,22 @@ category) or the two runs (--probe with --test_run). analysis/probe/transfer.py 
 
 Public names:
     TransferResult      the matrix with its intervals (the --json output's "transfer")
+    Overlap             the questions a test set shares with its training set (--test_run)
     FORMAT_VERSION, CONTRACTS
 
 Example:
     >>> t = TransferResult(by="category", layer="layer_3", groups=["a", "b"], n={"a": 40, "b": 38}, level=0.95,
     ...                    auroc=[[0.8, 0.7], [None, 0.75]], auroc_ci=[[(0.7, 0.9), (0.6, 0.8)], [None, (0.6, 0.85)]],
-    ...                    notes=[])
+    ...                    notes=[], shared=[[0, 0], [0, 0]], in_sample=False)
     >>> t.auroc[0][1], t.format_version
-    (0.7, 1)
+    (0.7, 2)
 """
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from .estimates import Interval
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # 2: shared, in_sample and Overlap (issue 27)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,25 @@ class TransferResult:
     auroc_ci: Annotated[list[list[Interval | None]], "each cell's percentile bootstrap interval over the tested "
                                                      "group's questions (None where the cell is None)"]
     notes: Annotated[list[str], "why cells are missing"]
+    shared: Annotated[list[list[int]], "[trained on][tested on] rows of the tested group that the training group "
+                                       "shares (same id or same prompt hash): left out of the cell unless in_sample "
+                                       "(the diagonal, cross-validated within the group: 0)"]
+    in_sample: Annotated[bool, "--keep_overlap: shared rows were kept, so cells with shared > 0 are partly in-sample"]
 
 
-CONTRACTS = (TransferResult,)
+@dataclass(frozen=True, kw_only=True)
+class Overlap:
+    """Questions of a test set that its training set also holds: by id, or by a hash of the prompt text
+    (the same question under another id). Scoring them measures memory of the training questions, not
+    transfer, so they are left out of the test set unless --keep_overlap keeps them (then in-sample)."""
+    n_test: Annotated[int, "test rows before the check"]
+    shared_by_id: Annotated[int, "test rows whose id the training set holds"]
+    shared_by_prompt: Annotated[int, "test rows whose prompt hash (sha256 of the prompt, else the question, "
+                                     "whitespace collapsed) the training set holds"]
+    shared: Annotated[int, "test rows shared by either"]
+    dropped: Annotated[int, "rows left out of the test set (0 with --keep_overlap)"]
+    in_sample: Annotated[bool, "--keep_overlap: the shared rows were scored, so the test figures are partly "
+                               "in-sample"]
+
+
+CONTRACTS = (TransferResult, Overlap)

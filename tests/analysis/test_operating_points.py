@@ -179,3 +179,18 @@ def test_clustered_intervals_are_wider_when_a_questions_samples_agree():
     width = {k: np.diff(grouped[k]["ci"])[0] / np.diff(rows[k]["ci"])[0] for k in ("auprc", "brier")}
     assert all(w > 1.3 for w in width.values()), width
     assert grouped["auprc"]["value"] == rows["auprc"]["value"]
+
+
+def test_raw_scores_get_the_ranking_metrics_and_no_calibration():
+    """Issue 27: a raw score (a log-probability) read as a detector: AUPRC and the rates as sklearn
+    gives them for the score itself; Brier and ECE need probabilities, so they are undefined, said."""
+    proba, positive = tied_data(seed=5)
+    raw = np.log(proba + 0.01) * 3.0                                   # monotone: the same ranking, not in [0, 1]
+    out = op.operating_points(raw, positive, n_boot=200, seed=0)
+    assert out["auprc"]["value"] == pytest.approx(average_precision_score(positive, raw))
+    assert out["tpr_at_1pct_fpr"]["value"] == pytest.approx(ref_tpr_at_fpr(positive, raw, None, 0.01))
+    assert out["fpr_at_95pct_tpr"]["value"] == pytest.approx(ref_fpr_at_tpr(positive, raw, None, 0.95))
+    assert np.isnan(out["brier"]["value"]) and np.isnan(out["ece"]["value"])
+    assert "not probabilities" in out["note"]
+    with pytest.raises(ValueError, match="without nan"):
+        op.operating_points(np.r_[raw[:-1], np.nan], positive)

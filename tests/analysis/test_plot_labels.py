@@ -81,7 +81,7 @@ def test_pca_probe_and_lens_plots_draw_categories_as_plain_text(tmp_path, drawn)
     assert analysis_cli.main(["--probe", run, "--folds", "2", "--probe_groups", "category",
                               "--output_dir", str(tmp_path / "out"), "--no_progress"]) == 0
     plot_logit_lens(lens_result([BAD, "layer_0", "final_norm"], run_dir=run), tmp_path / "lens.png")
-    assert len(drawn) == 3
+    assert len(drawn) == 4                 # PCA, probe, risk-coverage (error detection), lens
     flat = [t for texts in drawn for t, _ in texts]
     assert any(BAD in t for t in flat) and any(PRICE in t for t in flat)
     assert all(parse is False for texts in drawn for _, parse in texts)

@@ -128,7 +128,8 @@ def test_correctness_explained_by_category_gives_no_evidence(tmp_path, capsys):
     code, out, err = run_cli(capsys, "--probe", run, "--output_dir", tmp_path / "plots", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert data["plots"] == [str(tmp_path / "plots" / "probe_bycat.png")] and os.path.isfile(data["plots"][0])
+    assert data["plots"] == [str(tmp_path / "plots" / name) for name in ("probe_bycat.png", "risk_coverage_bycat.png")]
+    assert all(os.path.isfile(p) for p in data["plots"])
     assert from_json(ProbeResult, data) == res
     assert f"\nverdict:    {NO_EVIDENCE}: no layer" in probe_text(res)
 
@@ -254,6 +255,8 @@ def test_target_categorical_field(tmp_path, capsys):
 def test_test_run_transfer(tmp_path, capsys):
     train = write_run(tmp_path / "train", *synthetic(n=120, n_layers=4, seed=21, plant_from=2, strength=1.5))
     test_features, test_rows = synthetic(n=100, n_layers=4, seed=22, plant_from=2, strength=1.5)
+    for r in test_rows:                        # other questions than the training run's (shared ones are left out)
+        r["id"], r["question"] = "t" + r["id"], "Another " + r["question"]
     test = write_run(tmp_path / "test", test_features, test_rows)
     res = probe_run(train, test_run=test, n_bootstrap=1000)
     t = res.test_run
@@ -323,6 +326,7 @@ def test_probe_input_errors(tmp_path, capsys):
     other_features, other_rows = synthetic(n=40, n_layers=2, seed=42)
     for i, r in enumerate(other_rows):
         r["rare"] = ("y", "z")[i % 2]                      # "z" never occurs in the training run
+        r["id"], r["question"] = "o" + r["id"], "Other " + r["question"]      # not the training run's questions
     other = write_run(tmp_path / "other", other_features, other_rows)
     for r in rows:
         r["rare"] = ("x", "y")[int(r["id"][1:]) % 2]

@@ -109,11 +109,13 @@ def probe_json():
                              "rows": {"layer_15": op_row(0.912, 0.183, 0.472, 0.151, 0.042),
                                       "control:output_confidence": op_row(0.834, 0.071, 0.688, 0.205, 0.061),
                                       "control:bag_of_words": op_row(0.721, 0.024, 0.861, 0.231, 0.083)}},
+        "error_detection": None,
         "positions": {"positions": POSITIONS, "n": 372, "level": 0.95,
                       "auroc": {n: {p: round(position_auroc(i, p), 3) for p in POSITIONS} for i, n in enumerate(LAYERS)},
                       "auroc_ci": {n: {p: _ci(position_auroc(i, p), 0.05) for p in POSITIONS}
                                    for i, n in enumerate(LAYERS)}},
-        "transfer": {"format_version": 1, "by": "category", "layer": "layer_15", "groups": GROUPS, "notes": [],
+        "transfer": {"format_version": 2, "by": "category", "layer": "layer_15", "groups": GROUPS, "notes": [],
+                     "shared": [[0, 0, 0], [0, 0, 0], [0, 0, 0]], "in_sample": False,
                      "n": {"geography": 150, "history": 140, "$\\foo{$": 110}, "level": 0.95,
                      "auroc": [[0.861, 0.702, 0.553], [0.688, 0.874, None], [0.512, 0.47, 0.803]],
                      "auroc_ci": [[[0.8, 0.91], [0.62, 0.78], [0.45, 0.65]], [[0.6, 0.77], [0.82, 0.92], None],
@@ -402,8 +404,9 @@ def test_report_and_text_without_the_optional_parts():
 def test_reading_a_result_refuses_what_it_cannot_trust():
     """--json output read back (from_json): a newer format version, a missing field, a wrong value or an unknown
     key is an error naming it, never a result with guessed parts."""
-    with pytest.raises(ValueError, match="format version 3 is newer"):
-        from_json(ProbeResult, dict(probe_json(), format_version=3))
+    newer = ProbeResult.format_version + 1
+    with pytest.raises(ValueError, match=f"format version {newer} is newer"):
+        from_json(ProbeResult, dict(probe_json(), format_version=newer))
     sparse = probe_json()
     del sparse["layers"]["layer_3"]["selectivity_ci"]
     with pytest.raises(ValueError, match=r"ProbeResult.layers\['layer_3'\]: missing field 'selectivity_ci'"):

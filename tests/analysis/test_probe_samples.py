@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from activation_eval import schema
-from activation_eval.analysis.probe.run import _read_layers, _with_sample_embeddings, probe_features
+from activation_eval.analysis.probe.run import _RunLayers, _with_sample_embeddings, probe_features
 from activation_eval.analysis.probe.sample_scores import answer_key, eigenscore, semantic_entropy
 from activation_eval.store.run_reader import RunReader, load_activations
 from helpers import run_main
@@ -55,7 +55,8 @@ def test_a_sampled_runs_eigenscore_vectors_are_the_middle_layer_at_the_last_toke
     run = tmp_path / "run"
     assert run_main("--model", tiny_dir, "--limit", 3, "--max_new_tokens", 4, "--temperature", 1.0,
                     "--num_samples", 3, "--capture_activations", "--positions", "all", "--output_dir", run) == 0
-    first = next(_with_sample_embeddings(_read_layers(str(run), ["layer_0"], "last_prompt", None), str(run)))
+    layers = _RunLayers(str(run), ["layer_0"], "last_prompt", None, False, ("run", None))
+    first = next(_with_sample_embeddings(iter(layers), str(run)))
     rows = RunReader(str(run)).rows
     layers = [name for name in load_activations(str(run / rows[0]["activation_file"]))["activations"]
               if name != "embeddings"]

@@ -145,8 +145,8 @@ def test_a_multi_class_target_fits_the_single_scores_and_says_so():
 def test_raw_score_on_a_test_run_is_its_raw_auroc_there():
     features, rows, _, _ = confidence_explained(n=160, seed=1)
     test_features, test_rows, y_test, test_scores = confidence_explained(n=120, seed=2)
-    for r in test_rows:
-        r["id"] = "t" + r["id"]
+    for r in test_rows:                 # other questions: neither their ids nor their texts are the run's
+        r["id"], r["question"] = "t" + r["id"], "test " + r["question"]
     res = probe_features(features, rows, test_features=test_features, test_rows=test_rows, n_bootstrap=1000,
                          cv_seeds=1)
     c = res.test_run.controls["answer_logprob_mean"]
@@ -293,7 +293,8 @@ def test_probe_run_at_the_answer_reads_the_embedding_layer_as_a_control(tmp_path
     if probed is None:                    # a test run: the control is fitted on the run, scored on the test run
         run3, _ = write_position_run(tmp_path / "run3", n=100, layers=("embeddings", "layer_0", "layer_1"),
                                      plant_at="answer_first", plant_layers=["layer_1"], strength=1.5, seed=7)
-        both = probe_run(run2, test_run=run3, n_bootstrap=1000, cv_seeds=1)
+        # run3 asks run2's questions (the same ids and prompts): kept, in-sample, to check the control's scoring
+        both = probe_run(run2, test_run=run3, n_bootstrap=1000, cv_seeds=1, keep_overlap=True)
         t = both.test_run
         assert t.controls["answer_embedding"].auroc == t.layers["embeddings"].auroc        # the same fit, scored there
 
@@ -303,10 +304,10 @@ def test_a_score_only_the_training_run_has_is_left_out_with_a_note():
     features, rows, _, _ = confidence_explained(n=120, seed=8)
     test_features, test_rows, _, _ = confidence_explained(n=80, seed=9)
     for r in test_rows:
-        r["id"] = "t" + r["id"]
+        r["id"], r["question"] = "t" + r["id"], "test " + r["question"]
         del r["p_true"]
     res = probe_features(features, rows, test_features=test_features, test_rows=test_rows, n_bootstrap=1000,
                          cv_seeds=1)
     assert "p_true" not in res.controls and "p_true" not in res.test_run.controls
-    assert any("p_true" in n and "test run" in n for n in res.notes)
+    assert any("p_true" in n and "test run" in n for n in res.notes + res.test_run.notes)
     assert res.controls["answer_logprob_mean"].scoring == "raw"

@@ -460,7 +460,8 @@ def test_plot_names_carry_the_options_that_change_them(captured, tmp_path, capsy
         assert code == 0, err
         pca.append(os.path.basename(json.loads(out)["plots"][1]))
     assert pca == ["run16_pca_layer_0.png", "run16_pca_layer_0_color-category.png", "run16_pca_layer_0_color-topic.png"]
-    assert sorted(os.listdir(od)) == sorted(set(names + pca + ["run16_norms.png"]))
+    risk = [n.replace("probe_", "risk_coverage_", 1) for n in names]          # error detection's plot beside
+    assert sorted(os.listdir(od)) == sorted(set(names + risk + pca + ["run16_norms.png"]))
 
 
 def test_plot_name_of_long_and_path_options():

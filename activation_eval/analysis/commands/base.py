@@ -126,7 +126,7 @@ PLOT_OPTIONS = {
     "pca": ("color_by", "reduce", "stratify_by"), "compare": ("layers",),
     "logit_lens": ("layers", "model", "stratify_by", "lens_position"), "report": ("layers", "color_by", "model", "stratify_by"),
     "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
-              "probe_family", "cv_seeds"),
+              "probe_family", "cv_seeds", "keep_overlap"),
 }
 _TAGS = {"lens_position": "at",
          "probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}

@@ -1,7 +1,8 @@
 """--probe RUN_DIR: per-layer probes with controls (probe.probe_run -> ProbeResult).
 
-Text: probe/text.py; plots (always written to --output_dir): the probe by layer and, with a transfer
-matrix (--transfer FIELD or --test_run), its heatmap (probe/plots.py).
+Text: probe/text.py; plots (always written to --output_dir): the probe by layer, the risk-coverage
+curves of error detection (binary targets; probe/selective_report.py) and, with a transfer matrix
+(--transfer FIELD or --test_run), its heatmap (probe/plots.py).
 
 Public names:
     COMMAND
@@ -13,8 +14,9 @@ import argparse
 
 from ...schema.names import parse_reduce
 from ..probe import probe_run
-from ..probe.models import FAMILIES
+from ..probe.models import PROBE_FAMILIES
 from ..probe.plots import plot_probe, plot_transfer
+from ..probe.selective_report import plot_risk_coverage
 from ..probe.text import probe_text
 from .base import Command, Groups, Options, Outcome, plot_path
 
@@ -31,15 +33,20 @@ class ProbeCommand(Command):
                         help="boolean or categorical field of the results rows to predict (default: correct)")
         pr.add_argument("--test_run", metavar="RUN_DIR",
                         help="also train on all of --probe's run and report transfer to this run's questions")
+        pr.add_argument("--keep_overlap", action="store_true",
+                        help="keep the test questions that the training questions share (same id or same prompt "
+                             "text) in --test_run and --transfer; by default they are left out and counted, since "
+                             "scoring them is in-sample (the output says so when kept)")
         pr.add_argument("--probe_groups", metavar="FIELD",
                         help="hold out whole groups of FIELD (e.g. category) per fold instead of stratified folds")
         pr.add_argument("--transfer", metavar="FIELD",
                         help="also train the best layer's probe on each value of FIELD (e.g. category) and test it "
                              "on every other value: an AUROC matrix with intervals (with --test_run: across the two "
                              "runs)")
-        pr.add_argument("--probe_family", default="logistic", choices=FAMILIES,
-                        help="probe of the main sweep: logistic regression (default) or mass-mean (difference of the "
-                             "class means; binary targets); the other is reported beside it")
+        pr.add_argument("--probe_family", default="logistic", choices=PROBE_FAMILIES,
+                        help="probe of the main sweep: logistic regression (default), mass-mean (difference of the "
+                             "class means; binary targets) or mlp (SAPLMA's MLP, 256-128-64 scaled down for small "
+                             "runs); the linear families are reported beside it")
         pr.add_argument("--cv_seeds", type=int, default=3, metavar="N",
                         help="cross-validation splits with seeds S, S+1, ... S+N-1, all reported (default 3)")
         pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
@@ -62,10 +69,13 @@ class ProbeCommand(Command):
         result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
                            groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
                            reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
-                           cv_seeds=args.cv_seeds, transfer=args.transfer)
+                           cv_seeds=args.cv_seeds, transfer=args.transfer, keep_overlap=args.keep_overlap)
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
         if result.transfer is not None:
             plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))
+        if result.error_detection is not None and result.error_detection.selective:
+            plots.append(plot_risk_coverage(result, plot_path(args, options, "probe",
+                                                              f"risk_coverage_{result.run_name}")))
         return Outcome(result, probe_text(result), plots)
 
 

@@ -50,8 +50,13 @@ Modules:
     verdict           the verdict in words: the one rendering text, report and plot title use
     text, html, plots the command line's output, the report's section, the probe's plots
     controls, folds, models, bootstrap, operating_points, transfer
-                      control classifiers, cross-validation folds, probe families, the weighted bootstrap,
-                      detector operating points, the transfer matrix
+                      control classifiers, cross-validation folds, probe families (logistic, mass-mean,
+                      SAPLMA's MLP), the weighted bootstrap, detector operating points, the transfer matrix
+    selective, error_detection, selective_report
+                      PRR, AURC, risk-coverage and selective accuracy; both orientations (incorrect first)
+                      -> ErrorDetection; their text, report section and risk-coverage plot
+    overlap           train and test kept apart: questions shared by id or prompt hash left out
+                      (--keep_overlap: kept, in-sample), controls on the fields both runs carry
 
 The package's front holds the names a script needs: probe_run, probe_features, evaluate_scores,
 default_resamples, NO_EVIDENCE, ALPHA. The --json output of `analyze_activations.py --probe` is the

@@ -56,8 +56,10 @@ from ...schema.probe import (
 )
 from ...schema.transfer import TransferResult
 from .controls import ANSWER_CONTROLS, make_control, raw_score
-from .models import FAMILIES, make_probe
+from .error_detection import error_detection_of
+from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
+from .overlap import TestSplit, split_fields
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
 from .sweep import OOF_SCORING, LayerData, Setup, Sweep, fit_score, one_blas_thread, oof_proba
 from .transfer import transfer_matrix
@@ -75,6 +77,8 @@ class Where:
     position_note: str | None = None
     test_dir: str | None = None
     test_name: str | None = None
+    keep_overlap: bool = False              # --keep_overlap: shared questions stay in cross-run/group tests
+    test_split: TestSplit | None = None     # --test_run: the overlap and the fields both runs carry (overlap.py)
 
 
 def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
@@ -89,7 +93,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
     matrix = None
     if transfer is not None or setup.y_test is not None:
         with one_blas_thread():
-            matrix = _transfer(sweep, transfer, run_names, seed)
+            matrix = _transfer(sweep, transfer, run_names, seed, where.keep_overlap)
     test_run = None
     if setup.y_test is not None:
         test_run = _test_run(setup, evaluate_scores(setup.y_test, sweep.test_scores, test_controls, n_boot, seed,
@@ -100,7 +104,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
     return ProbeResult(
         run_dir=where.run_dir, run_name=where.run_name, target=setup.target, classes=[str(c) for c in setup.classes],
         class_counts=setup.counts(setup.y), n=len(setup.y), reduce=where.reduce, position=where.reduce,
-        position_note=where.position_note, family="mass_mean" if family == "mass_mean" else "logistic",
+        position_note=where.position_note, family=family_name(family),
         auroc_kind="binary" if setup.n_classes == 2 else "one-vs-rest macro", layers_tested=len(sweep.oof),
         cv=_cv(setup), bootstrap=_bootstrap(setup, n_boot, len(sweep.oof)), clusters=_clusters(setup),
         warnings=warnings, notes=list(setup.notes), dropped_controls=setup.dropped,
@@ -113,6 +117,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
         seeds=SeedSpread(seeds=setup.seeds, auroc=sweep.seed_auroc,
                          range={n: (min(a), max(a)) for n, a in sweep.seed_auroc.items()}),
         operating_points=_operating_points(setup, sweep, scores.best_layer, controls, B, seed),
+        error_detection=error_detection_of(setup, scores.best_layer, sweep.oof, controls, B, seed),
         positions=_positions(setup, sweep, B, seed), transfer=matrix, test_run=test_run)
 
 
@@ -120,8 +125,8 @@ def _check_options(n_layers: int, n_bootstrap: int | None, family: str, cv_seeds
     n_boot = default_resamples(n_layers) if n_bootstrap is None else int(n_bootstrap)
     if n_boot < 1000:
         raise ValueError(f"n_bootstrap must be at least 1000 resamples, got {n_boot}")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown probe family {family!r}; known: {', '.join(FAMILIES)}")
+    if family not in PROBE_FAMILIES:
+        raise ValueError(f"unknown probe family {family!r}; known: {', '.join(PROBE_FAMILIES)}")
     if int(cv_seeds) < 1:
         raise ValueError(f"cv_seeds must be at least 1, got {cv_seeds}")
     return n_boot
@@ -264,7 +269,8 @@ def _point_row(figures: Mapping[str, Any], probability: bool = True) -> Operatin
                              fpr_at_95pct_tpr=metric("fpr_at_95pct_tpr"), brier=metric("brier"), ece=metric("ece"))
 
 
-def _transfer(sweep: Sweep, field: str | None, run_names: tuple[str, str | None], seed: int) -> TransferResult:
+def _transfer(sweep: Sweep, field: str | None, run_names: tuple[str, str | None], seed: int,
+              keep_overlap: bool = False) -> TransferResult:
     """The transfer matrix of the best layer: across values of `field`, or across the two runs."""
     s = sweep.setup
     _, name, X, X_test = sweep.best
@@ -276,14 +282,15 @@ def _transfer(sweep: Sweep, field: str | None, run_names: tuple[str, str | None]
         if missing:
             raise ValueError(f"--transfer {field}: {missing} of {len(s.rows)} results rows have no {field!r}")
         group_of = [str(r.get(field)) for r in s.rows]
-        return transfer_matrix(X, s.y, group_of, s.rows, fit, seed=seed, clusters=s.clusters, by=field, layer=name)
+        return transfer_matrix(X, s.y, group_of, s.rows, fit, seed=seed, clusters=s.clusters, by=field, layer=name,
+                               keep_overlap=keep_overlap)
     assert s.test_rows is not None and s.y_test is not None
     rows = list(s.rows) + list(s.test_rows)
     group_of = [run_names[0]] * len(s.rows) + [run_names[1] or "test run"] * len(s.test_rows)
     keys = [f"{g}\x1f{r.get('id')}" for g, r in zip(group_of, rows)]
     clusters = np.unique(keys, return_inverse=True)[1]
     return transfer_matrix(np.vstack([X, X_test]), np.concatenate([s.y, s.y_test]), group_of, rows, fit,
-                           seed=seed, clusters=clusters, by="run", layer=name)
+                           seed=seed, clusters=clusters, by="run", layer=name, keep_overlap=keep_overlap)
 
 
 def _test_run(setup: Setup, scores: ProbeScores, where: Where) -> TestRunResult:
@@ -292,4 +299,4 @@ def _test_run(setup: Setup, scores: ProbeScores, where: Where) -> TestRunResult:
                          class_counts=setup.counts(setup.y_test), best_control=scores.best_control,
                          best_input_control=scores.best_input_control, best_output_control=scores.best_output_control,
                          best_layer=scores.best_layer, verdict=scores.verdict, controls=scores.controls,
-                         layers=scores.layers)
+                         layers=scores.layers, **split_fields(where.test_split, setup.test_rows))

@@ -2,7 +2,8 @@
 
 Warnings first (read before the verdict), the verdict (verdict.py) with the best layer and the best
 control of each side, what was done, the probe plot, the per-layer table (each interval headed by its
-real level), the controls, and the side tables the result has: operating points, probe families and
+real level), the controls, and the side tables the result has: operating points, error detection
+(selective_report.py: both orientations, PRR, AURC, with the risk-coverage plot), probe families and
 CV seeds, positions (with their heatmap), transfer (with its heatmap), notes.
 
 Public names:
@@ -12,13 +13,14 @@ Example:
     >>> from activation_eval.analysis.probe import probe_run
     >>> page = probe_html(probe_run("results/mc", layers=["layer_5", "layer_6"]))
     >>> page[:48], page.count("<img")
-    ('<h2>Probe: does a layer predict a correct answer', 1)
+    ('<h2>Probe: does a layer predict a correct answer', 2)
 """
 from ...schema.probe import ControlScore, OperatingPointRow, OperatingPoints, PositionTable, ProbeResult
 from ...schema.transfer import TransferResult
 from ..html import esc, figure_or_note, num, table
 from ..text import level_label
 from .plots import plot_position_auroc, plot_probe, plot_transfer
+from .selective_report import error_detection_html
 from .verdict import verdict
 
 WARN_STYLE = "background:#fff3cd;border-left:5px solid #c0392b;padding:.4em .8em;margin:.6em 0"
@@ -34,6 +36,7 @@ def probe_html(result: ProbeResult) -> str:
              "<h3>Per layer</h3>" + _layers(result), _controls(result)]
     if result.operating_points is not None and result.operating_points.rows:
         parts.append(_operating_points(result, result.operating_points))
+    parts.append(error_detection_html(result))
     parts.append(_families_and_seeds(result))
     if result.positions is not None and result.positions.auroc:
         parts.append(_positions(result, result.positions))

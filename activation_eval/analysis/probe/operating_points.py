@@ -158,11 +158,17 @@ def weighted_ece(proba, positive, weights, bins=10):
         return np.abs(weights @ gap).sum(axis=1) / weights.sum(axis=1)
 
 
-def _all_metrics(proba, positive, weights):
+def _all_metrics(proba, positive, weights, calibrated=True):
     tp, fp = _cumulative_counts(proba, positive, weights)
+    undefined = np.full(np.atleast_2d(weights).shape[0], np.nan)
     return {"auprc": _auprc(tp, fp), "tpr_at_1pct_fpr": _tpr_at_fpr(tp, fp, MAX_FPR),
-            "fpr_at_95pct_tpr": _fpr_at_tpr(tp, fp, MIN_TPR), "brier": weighted_brier(proba, positive, weights),
-            "ece": weighted_ece(proba, positive, weights)}
+            "fpr_at_95pct_tpr": _fpr_at_tpr(tp, fp, MIN_TPR),
+            "brier": weighted_brier(proba, positive, weights) if calibrated else undefined,
+            "ece": weighted_ece(proba, positive, weights) if calibrated else undefined}
+
+
+def _is_probability(scores):
+    return bool(np.all((scores >= 0) & (scores <= 1)))
 
 
 def _notes(n_positive, n_negative):
@@ -179,17 +185,21 @@ def _notes(n_positive, n_negative):
 
 def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=0.95):
     """AUPRC, TPR at 1% FPR, FPR at 95% TPR, Brier and ECE (10 bins) of `proba` (n,) (the positive
-    class's probability) for the boolean `positive` (n,): each {"value": on every row, "ci": [lo, hi]}
+    class's probability; a raw score outside [0, 1] gets the ranking metrics only, Brier and ECE nan
+    with a note) for the boolean `positive` (n,): each {"value": on every row, "ci": [lo, hi]}
     with the percentile interval holding `level` of `n_boot` bootstrap resamples (of `clusters`, e.g.
     cluster_index(rows)[0], when rows share a question). Also "prevalence", "n_positive",
     "n_negative", "n_boot", "n_clusters", "level" and, when a figure rests on too few rows, "note"."""
-    proba = _check_proba(proba)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 1 or np.any(np.isnan(proba)):
+        raise ValueError("proba must be a 1-D array of scores without nan (the positive class's)")
+    calibrated = _is_probability(proba)
     positive = np.asarray(positive, dtype=bool)
     n = len(proba)
-    values = {k: float(v[0]) for k, v in _all_metrics(proba, positive, np.ones((1, n))).items()}
+    values = {k: float(v[0]) for k, v in _all_metrics(proba, positive, np.ones((1, n)), calibrated).items()}
     draws = {k: [] for k in values}
     for W in resample_counts(n, n_boot, seed, clusters=clusters):
-        for k, v in _all_metrics(proba, positive, W).items():
+        for k, v in _all_metrics(proba, positive, W, calibrated).items():
             draws[k].append(v)
     n_positive = int(positive.sum())
     out = {"prevalence": n_positive / n if n else float("nan"), "n_positive": n_positive,
@@ -202,6 +212,8 @@ def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=
         else:
             out[k] = {"value": v, "ci": [lo, hi], "interval": "percentile"}
     note = _notes(n_positive, n - n_positive)
+    if not calibrated:
+        note = "; ".join([note] * bool(note) + ["scores outside [0, 1]: not probabilities, Brier and ECE undefined"])
     if note:
         out["note"] = note
     return out

@@ -189,7 +189,7 @@ class Sweep:
         self.permutation: dict[str, np.ndarray] = {}
         self.hl_control: dict[str, np.ndarray] = {}
         self.seed_auroc: dict[str, list[float]] = {}
-        self.families: dict[str, dict[str, np.ndarray]] = {f: {} for f in FAMILIES
+        self.families: dict[str, dict[str, np.ndarray]] = {f: {} for f in dict.fromkeys((*FAMILIES, setup.family))
                                                            if f == setup.family or setup.n_classes == 2}
         self.positions: dict[str, dict[str, np.ndarray]] = {}          # position -> {layer: proba}
         self.best: tuple[float, str | None, Any, Any] = (-1.0, None, None, None)   # (AUROC, layer, X, X_test)

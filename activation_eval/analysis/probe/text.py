@@ -15,9 +15,11 @@ Example:
 from ...schema.probe import ControlScore, OperatingPoints, PositionTable, ProbeResult, SeedSpread, TestRunResult
 from ...schema.transfer import TransferResult
 from ..text import format_table, level_label, with_ci
+from .selective_report import overlap_paragraph, selective_paragraphs
 from .verdict import side_name, verdict
 
-FAMILY_NAMES = {"mass_mean": "mass-mean probe (difference of class means)", "logistic": "standardized logistic regression"}
+FAMILY_NAMES = {"mass_mean": "mass-mean probe (difference of class means)", "logistic": "standardized logistic regression",
+                "mlp": "MLP probe (SAPLMA)"}
 
 
 def probe_text(result: ProbeResult) -> str:
@@ -28,7 +30,7 @@ def probe_text(result: ProbeResult) -> str:
     if t is not None:
         counts = ", ".join(f"{k}: {v}" for k, v in t.class_counts.items())
         out += [f"transfer:   trained on all of {result.run_dir}, scored on {t.run_dir} ({counts}; {t.n} questions)",
-                _tables(t, result), "transfer verdict:    " + verdict(t).sentence]
+                overlap_paragraph(t), _tables(t, result), "transfer verdict:    " + verdict(t).sentence]
     out.append("verdict:    " + verdict(result).sentence)
     return "\n\n".join(out)
 
@@ -115,6 +117,7 @@ def _extras(result: ProbeResult) -> list[str]:
         out.append(_positions(result.positions, result.position))
     if result.transfer is not None and result.transfer.groups:
         out.append(_transfer(result.transfer))
+    out += selective_paragraphs(result)
     return out
 
 

@@ -12,6 +12,10 @@ Each cell carries a percentile bootstrap interval over the tested group's questi
 question when a run has several samples per question). A cell is null when the training group has
 fewer than 2 questions of a class or the tested group lacks a class (no AUROC exists).
 
+Train and test kept apart (overlap.py): an off-diagonal cell leaves out the tested group's rows that
+the training group shares (same id, e.g. another sample of the same question, or same prompt hash);
+`shared` counts them per cell. With keep_overlap they stay and the result says in_sample.
+
 Public names:
     transfer_matrix(X, y, group_of, rows, make_model, n_boot=2000, seed=0, n_splits=5, clusters=None,
                     level=0.95, by="group", layer=None) -> TransferResult (schema/transfer.py)
@@ -35,12 +39,13 @@ from ...schema.estimates import Interval
 from ...schema.transfer import TransferResult
 from .bootstrap import interval, macro_auroc, resample_counts
 from .folds import make_folds
+from .overlap import shared_rows
 
 
 def transfer_matrix(X: Any, y: Any, group_of: Sequence[Any], rows: Sequence[Mapping[str, Any]],
                     make_model: Callable[[], Any], n_boot: int = 2000, seed: int = 0, n_splits: int = 5,
                     clusters: Any = None, level: float = 0.95, by: str = "group",
-                    layer: str | None = None) -> TransferResult:
+                    layer: str | None = None, keep_overlap: bool = False) -> TransferResult:
     """The transfer matrix of `make_model()` probes on X (n, hidden) for class indices y (n,); group_of
     (n,) the group of each question; rows the results rows (folds keep categories); `by` names what the
     groups are and `layer` where X comes from, for the result; see the module docstring."""
@@ -48,16 +53,38 @@ def transfer_matrix(X: Any, y: Any, group_of: Sequence[Any], rows: Sequence[Mapp
     groups = sorted(set(labels.tolist()))
     members = {g: np.flatnonzero(labels == g) for g in groups}
     notes: list[str] = []
-    scores = _fit_groups(X, y, groups, members, rows, make_model, n_splits, seed, clusters, notes)
-    auroc, auroc_ci = _score_cells(y, groups, members, scores, n_boot, seed, clusters, level, notes)
+    tested, shared = _tested_rows(groups, members, rows, keep_overlap)
+    scores = _fit_groups(X, y, groups, members, tested, rows, make_model, n_splits, seed, clusters, notes)
+    auroc, auroc_ci = _score_cells(y, groups, tested, scores, n_boot, seed, clusters, level, notes)
     return TransferResult(by=by, layer=layer, groups=groups, n={g: int(len(members[g])) for g in groups},
-                          level=level, auroc=auroc, auroc_ci=auroc_ci, notes=notes)
+                          level=level, auroc=auroc, auroc_ci=auroc_ci, notes=notes,
+                          shared=[[shared[g, h] for h in groups] for g in groups],
+                          in_sample=bool(keep_overlap and any(shared.values())))
+
+
+def _tested_rows(groups: list[str], members: dict[str, np.ndarray], rows: Sequence[Mapping[str, Any]],
+                 keep_overlap: bool) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], int]]:
+    """({(train g, test h): the rows of h the cell scores}, {(g, h): rows of h that g shares})."""
+    tested, shared = {}, {}
+    for g in groups:
+        train_rows = [rows[i] for i in members[g]]
+        for h in groups:
+            if g == h:                     # out-of-fold within the group
+                tested[g, h], shared[g, h] = members[h], 0
+                continue
+            by_id, by_prompt = shared_rows(train_rows, [rows[i] for i in members[h]])
+            both = by_id | by_prompt
+            shared[g, h] = int(both.sum())
+            tested[g, h] = members[h] if keep_overlap else members[h][~both]
+    return tested, shared
 
 
 def _fit_groups(X: np.ndarray, y: np.ndarray, groups: list[str], members: dict[str, np.ndarray],
-                rows: Sequence[Mapping[str, Any]], make_model: Callable[[], Any], n_splits: int, seed: int,
-                clusters: Any, notes: list[str]) -> dict[tuple[str, str], np.ndarray]:
-    """{(train g, test h): class probabilities of h's questions}: out-of-fold within g, else fitted on all of g."""
+                tested: dict[tuple[str, str], np.ndarray], rows: Sequence[Mapping[str, Any]],
+                make_model: Callable[[], Any], n_splits: int, seed: int, clusters: Any,
+                notes: list[str]) -> dict[tuple[str, str], np.ndarray]:
+    """{(train g, test h): class probabilities of the cell's tested rows}: out-of-fold within g, else
+    fitted on all of g."""
     n_classes = int(y.max()) + 1
     scores = {}
     for g in groups:
@@ -74,31 +101,32 @@ def _fit_groups(X: np.ndarray, y: np.ndarray, groups: list[str], members: dict[s
         scores[g, g] = oof
         model = make_model().fit(X[idx], y[idx])
         for h in groups:
-            if h != g:
-                scores[g, h] = model.predict_proba(X[members[h]])
+            if h != g and len(tested[g, h]):
+                scores[g, h] = model.predict_proba(X[tested[g, h]])
     return scores
 
 
-def _score_cells(y: np.ndarray, groups: list[str], members: dict[str, np.ndarray],
+def _score_cells(y: np.ndarray, groups: list[str], tested: dict[tuple[str, str], np.ndarray],
                  scores: dict[tuple[str, str], np.ndarray], n_boot: int, seed: int, clusters: Any, level: float,
                  notes: list[str]) -> tuple[list[list[float | None]], list[list[Interval | None]]]:
-    """Each cell's AUROC and its percentile interval over the tested group's resampled questions."""
+    """Each cell's AUROC and its percentile interval over its tested rows, resampled."""
     n_classes = int(y.max()) + 1
     auroc: list[list[float | None]] = [[None] * len(groups) for _ in groups]
     auroc_ci: list[list[Interval | None]] = [[None] * len(groups) for _ in groups]
     for j, h in enumerate(groups):
-        idx = members[h]
-        if len(np.unique(y[idx])) < n_classes:
+        if len(np.unique(y[tested[h, h]])) < n_classes:
             notes.append(f"{h}: lacks a class, no AUROC can be scored on it")
             continue
-        trained = [(i, g) for i, g in enumerate(groups) if (g, h) in scores]
-        if not trained:
-            continue
-        ones = np.ones((1, len(idx)))
-        draws = [np.concatenate([macro_auroc(scores[g, h], y[idx], W) for W in
-                                 resample_counts(len(idx), n_boot, seed, clusters=_renumber(clusters, idx))])
-                 for _, g in trained]
-        for (i, g), boot in zip(trained, draws):
+        for i, g in enumerate(groups):
+            idx = tested[g, h]
+            if (g, h) not in scores:
+                continue
+            if len(np.unique(y[idx])) < n_classes:
+                notes.append(f"{g} -> {h}: lacks a class once the shared rows are left out, no AUROC")
+                continue
+            ones = np.ones((1, len(idx)))
+            boot = np.concatenate([macro_auroc(scores[g, h], y[idx], W) for W in
+                                   resample_counts(len(idx), n_boot, seed, clusters=_renumber(clusters, idx))])
             auroc[i][j] = float(macro_auroc(scores[g, h], y[idx], ones)[0])
             auroc_ci[i][j] = interval(boot, level)
     return auroc, auroc_ci
