@@ -52,7 +52,8 @@ from inspect_ai.model import (
     ModelUsage,
 )
 
-from ..capture.generation import OUTPUT_LOGPROBS, CaptureSettings, GenerationSettings, confidence_fields, generate_records
+from ..capture.confidence import OUTPUT_ENTROPIES, OUTPUT_LOGPROBS, confidence_fields
+from ..capture.generation import CaptureSettings, GenerationSettings, generate_records
 from ..capture.layers import resolve_layers
 from ..models import load_model
 from ..store.errors import RunFolderError
@@ -297,7 +298,7 @@ def _cut_at_stop(record, tokenizer, stop):
     record["num_generated_tokens"] = n
     record["response"] = tokenizer.decode(record["output_ids"], skip_special_tokens=True).strip()
     if OUTPUT_LOGPROBS in record:
-        record.update(confidence_fields(record[OUTPUT_LOGPROBS][:n], record["first_token_entropy"]))
+        record.update(confidence_fields(record[OUTPUT_LOGPROBS][:n], record[OUTPUT_ENTROPIES][:n]))
     if "activations" in record:
         last = len(record["input_ids"]) + n - 2
         keep = [i for i, p in enumerate(record["positions_kept"]) if p <= last]

@@ -43,7 +43,11 @@ number of documents.
                   the generated tokens (answer = P-1 .. P+N-2, the default). Requests HFLM answers
                   from one row (its one-token logits cache) are each given that row's positions.
   generate_until  as main.py: left-padded batch under ActivationCapture (default positions "all"),
-                  each row cut where lm-eval's stop sequences (or EOS) end its answer.
+                  each row cut where lm-eval's stop sequences (or EOS) end its answer. generate() is
+                  asked for its raw per-step logits (output_logits; the tokens are unchanged), from
+                  which each kept token's log-probability and entropy are taken, as main.py's
+                  model.generate path does: no extra forward. lm_eval_run.py turns them into the
+                  row's confidence fields and answer positions.
   loglikelihood_rolling  HFLM's, without capture (the row has the log-likelihood, no record).
 
 Several processes (`accelerate launch` / `torchrun` with N processes: lm-eval's data parallelism):
@@ -67,7 +71,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..capture.generation import CaptureSettings
+from ..capture.generation import CaptureSettings, step_confidence
 from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
 from ..capture.positions import kept_positions
@@ -295,9 +299,13 @@ class ActivationEvalLM(HFLM):
             positions = self.capture_settings.positions
             cap = ActivationCapture(self.model, self.layer_names, "all" if positions is None else positions,
                                     self.capture_dtype)
+        # output_logits: generate's raw per-step logits (before its logits processors), for the confidence figures
         with cap if cap is not None else contextlib.nullcontext():
-            out = super()._model_generate(context, max_length, stop, **generation_kwargs)
-        width = context.shape[1]
+            output = super()._model_generate(context, max_length, stop, **generation_kwargs, output_logits=True,
+                                             return_dict_in_generate=True)
+        out, width = output.sequences, context.shape[1]
+        logprobs, entropies = step_confidence(output.logits, out[:, width:])            # (B, N) each, on the host
+        del output
         mask = generation_kwargs.get("attention_mask")
         pads = [int((mask[r] == 0).sum()) if mask is not None else 0 for r in range(len(contexts))]
         generated = out[:, width:].cpu()
@@ -309,7 +317,8 @@ class ActivationEvalLM(HFLM):
         for r, text in enumerate(contexts):
             j = self._gen_pending[text].popleft()
             entry = {"kind": "generate_until", "context_ids": context[r, pads[r]:].tolist(),
-                     "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None}
+                     "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None,
+                     "logprobs": logprobs[r, :gen_lens[r]].tolist(), "entropies": entropies[r, :gen_lens[r]].tolist()}
             if captured is not None:
                 acts, entry["positions"] = captured[r]
                 staged[self._stage_key(entry)] = acts

@@ -15,8 +15,10 @@ import torch
 pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt): run make setup")
 import lm_eval  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 import activation_eval.harness as harness  # noqa: E402
+from activation_eval import schema  # noqa: E402
 from activation_eval.store.run_reader import RunReader  # noqa: E402
 from helpers import reference, rel_err  # noqa: E402
 
@@ -118,6 +120,9 @@ def test_equal_to_hf_without_capture(tiny_dir, task_dir, hf_results, tmp_path):
     _assert_equal_to_hf(ours, hf_results)
     reader = RunReader(out)
     assert len(reader.rows) == 10 and not reader.has_records()
+    for row in reader.rows:                   # generation rows: the confidence figures, no answer positions
+        generated = row["category"] == "tiny_gen"
+        assert all((k in row) == generated for k in schema.CONFIDENCE_FIELDS) and "answer_positions" not in row
     assert not os.path.exists(os.path.join(out, "activations"))
 
 
@@ -175,6 +180,38 @@ def test_records_equal_output_hidden_states(captured, tiny_dir):
                 assert rel_err(tensor[a:b], ref[name][positions]) < 1e-4, (row["id"], name)
         lls = [req["loglikelihood"] for req in record["requests"]]
         assert lls == pytest.approx(row["choice_logprobs"], abs=1e-9)
+
+
+def test_generation_rows_carry_answer_positions_and_confidence(captured, tiny_dir):
+    """As main.py's rows: answer positions that spell the filtered answer, and the confidence figures of
+    the generate() call that wrote it, against one plain float64 forward (log_softmax, Categorical)."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    gen = [(row, record) for row, record in RunReader(captured[0]).records() if row["category"] == "tiny_gen"]
+    assert len(gen) == 4
+    for row, record in gen:
+        prompt, output = record["input_ids"], record["output_ids"]
+        with torch.no_grad():
+            logits = model(torch.cat([prompt, output])[None]).logits[0].double()
+        at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(output))
+        logprobs = torch.log_softmax(logits[at], -1).gather(-1, output[:, None])[:, 0]
+        entropies = torch.distributions.Categorical(logits=logits[at]).entropy()
+        assert torch.allclose(torch.tensor(record["output_logprobs"], dtype=torch.float64), logprobs, atol=1e-5, rtol=0)
+        assert torch.allclose(torch.tensor(record["output_entropies"], dtype=torch.float64), entropies, atol=1e-5, rtol=0)
+        if len(output) == 1:       # a one-token answer keeps no generated position (as main.py): no positions
+            assert "answer_positions" not in row and row["extracted"] == ""
+            span = [0]
+        else:
+            positions = row["answer_positions"]
+            assert record["answer_positions"] == positions and positions, row["id"]
+            span = [p - len(prompt) for p in positions]
+            assert row["extracted"].strip() in tok.decode(output[span]).strip()      # the span spells the answer
+        want = {schema.ANSWER_LOGPROB_MEAN: logprobs.mean(), schema.ANSWER_LOGPROB_SUM: logprobs.sum(),
+                schema.FIRST_TOKEN_ENTROPY: entropies[0], schema.ANSWER_LOGPROB_MIN: logprobs[span].min(),
+                schema.ANSWER_ENTROPY_MEAN: entropies[span].mean(), schema.ANSWER_ENTROPY_MAX: entropies[span].max()}
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value.item(), abs=1e-5 * len(output)), (row["id"], key)
 
 
 def test_shard_store_holds_the_same_records(captured, tiny_dir, task_dir, tmp_path):
