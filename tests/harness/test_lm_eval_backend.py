@@ -304,8 +304,10 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
     expected = [r for r in one.rows if r["category"] == "tiny_gen" or r["doc_id"] < 5]
     assert [r["id"] for r in two.rows] == [r["id"] for r in expected]
     for mine, theirs in zip(two.rows, expected):       # every field; log-likelihoods of other batches to 1e-4
-        assert mine.get("choice_logprobs") == pytest.approx(theirs.get("choice_logprobs"), abs=1e-4)
-        mine, theirs = ({k: v for k, v in r.items() if k != "choice_logprobs"} for r in (mine, theirs))
+        for key in ("choice_logprobs", *schema.CONFIDENCE_FIELDS):
+            assert mine.get(key) == pytest.approx(theirs.get(key), abs=1e-4), (mine["id"], key)
+        mine, theirs = ({k: v for k, v in r.items() if k not in ("choice_logprobs", *schema.CONFIDENCE_FIELDS)}
+                        for r in (mine, theirs))
         assert mine == theirs, {k: (mine.get(k), theirs.get(k)) for k in mine.keys() | theirs.keys()
                                 if mine.get(k) != theirs.get(k)}
     records = {row["id"]: record for row, record in one.records()}
@@ -317,7 +319,10 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
         for a, b in zip(record.get("requests", []), other.get("requests", []), strict=True):
             assert a.get("loglikelihood") == pytest.approx(b.get("loglikelihood"), abs=1e-4)
             assert {**a, "loglikelihood": None} == {**b, "loglikelihood": None}
-        for key in record.keys() - {"activations", "timestamp", "requests"}:
+        floats = {"output_logprobs", "output_entropies", *schema.CONFIDENCE_FIELDS}     # other batches: to 1e-4
+        for key in floats & record.keys():
+            assert record[key] == pytest.approx(other[key], abs=1e-4), (row["id"], key)
+        for key in record.keys() - {"activations", "timestamp", "requests"} - floats:
             same = torch.equal(record[key], other[key]) if torch.is_tensor(record[key]) else record[key] == other[key]
             assert same, (row["id"], key)
         for name, tensor in record["activations"].items():          # other batches: equal up to float rounding
