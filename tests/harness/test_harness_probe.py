@@ -1,5 +1,5 @@
 """The probe at the answer on an lm-eval generation folder (issue 27 item 4): the folder's rows carry
-answer positions, so `--probe` reads the answer's first token (not "the run captured no generated
+answer positions, so `analyze_activations.py --probe` reads the answer's first token (not "the run captured no generated
 positions"), and a folder of two tasks is read as such.
 
 Two local generate_until tasks (YAML + jsonl in tmp_path, no download) on the tiny random llama of the
@@ -15,8 +15,8 @@ pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import activation_eval.harness as harness  # noqa: E402
+import analyze_activations as aa  # noqa: E402
 from activation_eval import schema  # noqa: E402
-from activation_eval.analysis.probe import probe_run  # noqa: E402
 from activation_eval.store.run_reader import RunReader  # noqa: E402
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -81,9 +81,13 @@ def test_generation_folder_rows_are_probe_ready(gen_folder):
 
 
 @pytest.mark.slow
-def test_probe_reads_the_answer_of_an_lm_eval_generation_folder(gen_folder):
-    result = probe_run(gen_folder, n_bootstrap=1000, cv_seeds=1)
-    assert result.reduce == "answer_first" and "answer_positions" in result.position_note
-    assert result.n >= 2 * DOCS - 4 and set(result.layers) == {"embeddings", "layer_0", "layer_2"}
-    assert set(schema.CONFIDENCE_FIELDS) <= set(result.controls)       # every confidence figure is a control
-    assert result.positions is not None                                # the layer x position table at the answer
+def test_probe_reads_the_answer_of_an_lm_eval_generation_folder(gen_folder, tmp_path, capsys):
+    code = aa.main(["--probe", gen_folder, "--output_dir", str(tmp_path / "plots"), "--json", "--cv_seeds", "1",
+                    "--bootstrap", "1000", "--no_progress"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reduce"] == "answer_first" and "answer_positions" in result["position_note"]
+    assert result["n"] >= 2 * DOCS - 4 and set(result["layers"]) == {"embeddings", "layer_0", "layer_2"}
+    assert set(schema.CONFIDENCE_FIELDS) <= set(result["controls"])    # every confidence figure is a control
+    assert result["positions"] is not None                             # the layer x position table at the answer
+    assert any("stratified by task: the folder holds 2 tasks (gen_a, gen_b)" in n for n in result["notes"])
