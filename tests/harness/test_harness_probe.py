@@ -91,3 +91,36 @@ def test_probe_reads_the_answer_of_an_lm_eval_generation_folder(gen_folder, tmp_
     assert set(schema.CONFIDENCE_FIELDS) <= set(result["controls"])    # every confidence figure is a control
     assert result["positions"] is not None                             # the layer x position table at the answer
     assert any("stratified by task: the folder holds 2 tasks (gen_a, gen_b)" in n for n in result["notes"])
+
+
+@pytest.mark.slow
+def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, tmp_path, capsys):
+    """The same on an Inspect folder: half the samples' targets are the model's own answers (match())."""
+    pytest.importorskip("inspect_ai", reason="inspect-ai is a dependency (requirements.txt): run make setup")
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import MemoryDataset, Sample
+    from inspect_ai.scorer import match
+    from inspect_ai.solver import generate
+
+    questions = [f"question {i} about {'cats' if i % 2 else 'dogs'}?" for i in range(2 * DOCS)]
+
+    def run(out, targets, **args):
+        task = Task(dataset=MemoryDataset([Sample(input=q, target=t, id=f"s{i}")
+                                           for i, (q, t) in enumerate(zip(questions, targets))]),
+                    solver=generate(), scorer=match(), name="tiny_insp")
+        logs = inspect_eval(task, model=f"activation-eval/{tiny_dir}", display="none", log_dir=str(tmp_path / "logs"),
+                            max_tokens=6, model_args={"output_dir": str(out), "dtype": "float32", "device": "cpu",
+                                                      **args})
+        assert logs[0].status == "success"
+        return RunReader(str(out)).rows
+
+    first = run(tmp_path / "first", ["never said"] * len(questions), capture_activations=False)
+    targets = [row["response"] if i % 2 == 0 else "never said" for i, row in enumerate(first)]
+    rows = run(tmp_path / "run", targets, layers="embeddings;0;-1")
+    assert sum(bool(r["correct"]) for r in rows) >= DOCS - 2 and any(r.get(schema.ANSWER_POSITIONS) for r in rows)
+    code = aa.main(["--probe", str(tmp_path / "run"), "--output_dir", str(tmp_path / "plots"), "--json",
+                    "--cv_seeds", "1", "--bootstrap", "1000", "--no_progress"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reduce"] == "answer_first" and set(schema.CONFIDENCE_FIELDS) <= set(result["controls"])
