@@ -94,6 +94,7 @@ class ActivationEvalAPI(ModelAPI):
       activation_dtype     float32 | bfloat16 | float16 (default: the model's)
       activation_format    pkl | safetensors (the file store's format)
       capture_activations  true (default) | false: rows without records
+      confidence           true (default) | false: rows without the confidence fields
       dtype, device        the model's (activation_eval.models.load_model: auto | float32 | ...; auto | cpu | cuda)
       batch_size           most calls decoded together (default 16)
       model_path           load the model from here instead of the name after "activation-eval/"
@@ -235,7 +236,7 @@ class ActivationEvalAPI(ModelAPI):
         settings = GenerationSettings(max_new_tokens=max_new, use_chat_template=self.use_chat_template,
                                       continuous_batching=self.continuous_batching, system_prompt=system,
                                       temperature=temperature, top_p=top_p if sampling else 1.0,
-                                      top_k=top_k if sampling else 0, seed=seed)
+                                      top_k=top_k if sampling else 0, seed=seed, confidence=self.options.confidence)
         capture = self.capture if self.capture_activations else None
         records = generate_records(self.model, self.tokenizer, [conv for conv, _ in items], settings, capture,
                                    batch_size=self.batch_size, keys=[k for _, k in items])

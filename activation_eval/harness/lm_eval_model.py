@@ -115,14 +115,18 @@ class ActivationEvalLM(HFLM):
       activation_dtype     float32 | bfloat16 | float16 (default: the model's)
       activation_format    pkl | safetensors (the file store's format; main.py's default pkl)
       capture_activations  true (default) | false: rows without records
+      confidence           true (default) | false: generation rows without the confidence fields (generate()
+                           then keeps no per-step logits: B x steps x vocab float32 until a batch ends)
     """
 
     def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
-                 activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, **kwargs):
+                 activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, confidence=True,
+                 **kwargs):
         options = parse_run_options({"output_dir": output_dir, "layers": layers, "positions": positions,
                                      "activation_store": activation_store, "activation_dtype": activation_dtype,
                                      "activation_format": activation_format,
-                                     "capture_activations": capture_activations, "resume": resume}, "lm-eval")
+                                     "capture_activations": capture_activations, "resume": resume,
+                                     "confidence": confidence}, "lm-eval")
         self.output_dir, self.options = options.output_dir, options
         self.capture_settings = CaptureSettings(options.layers, options.positions, options.dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
@@ -300,11 +304,11 @@ class ActivationEvalLM(HFLM):
             cap = ActivationCapture(self.model, self.layer_names, "all" if positions is None else positions,
                                     self.capture_dtype)
         # output_logits: generate's raw per-step logits (before its logits processors), for the confidence figures
+        extra = {"output_logits": True, "return_dict_in_generate": True} if self.options.confidence else {}
         with cap if cap is not None else contextlib.nullcontext():
-            output = super()._model_generate(context, max_length, stop, **generation_kwargs, output_logits=True,
-                                             return_dict_in_generate=True)
-        out, width = output.sequences, context.shape[1]
-        logprobs, entropies = step_confidence(output.logits, out[:, width:])            # (B, N) each, on the host
+            output = super()._model_generate(context, max_length, stop, **generation_kwargs, **extra)
+        out, width = (output.sequences if extra else output), context.shape[1]
+        logprobs, entropies = step_confidence(output.logits, out[:, width:]) if extra else (None, None)  # (B, N)
         del output
         mask = generation_kwargs.get("attention_mask")
         pads = [int((mask[r] == 0).sum()) if mask is not None else 0 for r in range(len(contexts))]
@@ -318,7 +322,8 @@ class ActivationEvalLM(HFLM):
             j = self._gen_pending[text].popleft()
             entry = {"kind": "generate_until", "context_ids": context[r, pads[r]:].tolist(),
                      "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None,
-                     "logprobs": logprobs[r, :gen_lens[r]].tolist(), "entropies": entropies[r, :gen_lens[r]].tolist()}
+                     "logprobs": None if logprobs is None else logprobs[r, :gen_lens[r]].tolist(),
+                     "entropies": None if entropies is None else entropies[r, :gen_lens[r]].tolist()}
             if captured is not None:
                 acts, entry["positions"] = captured[r]
                 staged[self._stage_key(entry)] = acts

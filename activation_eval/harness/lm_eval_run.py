@@ -166,15 +166,17 @@ def _confidence(tokenizer, fields, entries, captured):
     filtered answer's tokens, plus answer_positions when `captured` keeps a generated position; {} for
     other documents."""
     first = min(entries, key=lambda e: e["request_index"]) if entries else None
-    if first is None or first["kind"] != "generate_until" or first.get("logprobs") is None:
+    if first is None or first["kind"] != "generate_until":
         return {}
     n_prompt = len(first["context_ids"])
     extracted = fields.get("extracted")
     positions = answer_token_positions((fields.get("response") or "").strip(),
                                        extracted.strip() if isinstance(extracted, str) else extracted,
                                        first["output_ids"], tokenizer, n_prompt)
-    out = confidence_fields(first["logprobs"], first["entropies"],
-                            span_indices(positions, n_prompt, len(first["output_ids"])))
+    out = {}
+    if first.get("logprobs") is not None:                 # confidence=false: none
+        out = confidence_fields(first["logprobs"], first["entropies"],
+                                span_indices(positions, n_prompt, len(first["output_ids"])))
     if captured and any(p >= n_prompt for p in first["positions"] or ()):
         out[schema.ANSWER_POSITIONS] = positions
     return out

@@ -330,3 +330,14 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
     summary = json.load(open(out / "summary.json"))
     assert summary["questions"] == 9
     assert sum(c["correct"] for c in summary["per_category"].values()) == sum(bool(r["correct"]) for r in expected)
+
+
+def test_confidence_false_keeps_the_answers_and_positions_without_the_figures(captured, tiny_dir, task_dir, tmp_path):
+    out = str(tmp_path / "run")
+    args = {"pretrained": tiny_dir, "dtype": "float32", "output_dir": out, "layers": "0", "confidence": "false"}
+    results = _evaluate(harness.simple_evaluate, "activation-eval", args, task_dir)
+    assert results["results"] == captured[1]["results"]
+    with_figures = {row["id"]: row for row in RunReader(captured[0]).rows}
+    for row, record in RunReader(out).records():
+        assert not any(k in row or k in record for k in (*schema.CONFIDENCE_FIELDS, "output_logprobs"))
+        assert row.get("answer_positions") == with_figures[row["id"]].get("answer_positions")
