@@ -10,8 +10,8 @@ Public names:
     ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW,
     ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, P_TRUE   the row keys, one constant each
     ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX   the answer span's token figures (issue 27)
-    CONFIDENCE_FIELDS          the output-confidence keys every generated row has (the five above, less P_TRUE:
-                               --p_true only)
+    CONFIDENCE_FIELDS          the output-confidence keys every generated row has: the six figures above
+                               (not P_TRUE: --p_true only)
     SEMANTIC_ENTROPY, SELF_CONSISTENCY, EIGENSCORE   sample-based scores of a question (analysis, --num_samples > 1)
     SCORE_ORIENTATION          {score: +1 | -1}: +1 when a higher value means "more likely correct" (fixed by definition)
     LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
