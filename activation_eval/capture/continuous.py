@@ -6,15 +6,16 @@ Public names:
     unsupported_reason(model, generate_kwargs) -> None, or why model.generate must be used instead
     decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None, pick=None,
            confidence=True) -> iterator of Finished, in the order answers finish
-    Finished      (index, tokens, captured, logprobs, first_token_entropy): one finished answer
+    Finished      (index, tokens, captured, logprobs, entropies): one finished answer
     token_logprobs(logits, tokens) -> (B,) float32   log p(token) under the raw distribution
     entropy(logits) -> (B,) float32                  entropy (nats) of the raw distribution
+    token_confidence(logits, tokens) -> ((B,), (B,))  both, from one log_softmax
 
 Example:
     >>> ids = [tok("2+2=")["input_ids"], tok("Capital of France?")["input_ids"]]
-    >>> for i, tokens, _, logprobs, entropy in decode(model, ids, width=8, max_new_tokens=16,
-    ...                                              stop_ids={tok.eos_token_id}, pad_id=0):
-    ...     print(i, len(tokens), len(logprobs), all(lp <= 0 for lp in logprobs), entropy > 0)   # no EOS in 16
+    >>> for i, tokens, _, logprobs, entropies in decode(model, ids, width=8, max_new_tokens=16,
+    ...                                                stop_ids={tok.eos_token_id}, pad_id=0):
+    ...     print(i, len(tokens), len(logprobs), all(lp <= 0 for lp in logprobs), min(entropies) > 0)   # no EOS
     0 16 16 True True
     1 16 16 True True
 
@@ -32,8 +33,8 @@ each prompt's tokens from its own seeded stream, so they do not depend on the ba
 depends only on the prompts and their order, so a run is reproducible bit for bit.
 
 Confidence (confidence=True): from the same logits that choose each token, the log-probability of
-the chosen token and, at an answer's first token, the entropy of the whole next-token distribution,
-both under the model's RAW distribution (softmax of the logits at temperature 1, before any sampling
+the chosen token and the entropy of the whole next-token distribution it was chosen from (one
+log_softmax gives both), both under the model's RAW distribution (softmax of the logits at temperature 1, before any sampling
 warper such as temperature, top-k or top-p), in float32. They reach the host with the step's tokens
 in the step's one device-to-host copy (the float32 bits travel as integers beside the token ids).
 """
@@ -94,15 +95,15 @@ class Finished(NamedTuple):
     tokens: list                  # the generated token ids the record keeps (cut)
     captured: object              # (acts, kept) from capture.finish, or None without a capture
     logprobs: list                # log p(token) of each kept token, raw distribution (None: confidence=False)
-    first_token_entropy: float    # entropy (nats) of the first token's raw distribution (None: confidence=False)
+    entropies: list               # entropy (nats) of each kept token's raw distribution (None: confidence=False)
 
 
 class _Row:
-    __slots__ = ("index", "slot", "prompt_len", "tokens", "done", "logprobs", "entropy")
+    __slots__ = ("index", "slot", "prompt_len", "tokens", "done", "logprobs", "entropies")
 
     def __init__(self, index, slot, prompt_len):
         self.index, self.slot, self.prompt_len, self.tokens, self.done = index, slot, prompt_len, [], False
-        self.logprobs, self.entropy = [], None
+        self.logprobs, self.entropies = [], []
 
 
 @torch.no_grad()
@@ -111,12 +112,12 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
     Yields a Finished (index into prompts, the generated token ids the record keeps, (acts, kept)
-    from capture.finish or None, each kept token's log-probability, the first token's entropy) as
+    from capture.finish or None, each kept token's log-probability and its distribution's entropy) as
     each answer ends; the last two are None with confidence=False (they are computed from the
     logits that pick the tokens, under the raw distribution: see the module docstring).
     `capture` is a capture.RowCapture with the same width, entered by the caller; `cut(tokens)` is
     how many of the generated tokens (up to and including the stopping one) the record keeps, e.g.
-    up to its first EOS (the log-probabilities are cut alike). A slot is refilled once
+    up to its first EOS (the log-probabilities and entropies are cut alike). A slot is refilled once
     `refill_at` slots are free (default: a quarter of the width), which batches prefills and cache merges.
     `pick(logits (B, vocab), prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
     """
@@ -138,8 +139,7 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
             new_cache, new_mask, first = _prefill(model, forward, [prompts[r.index][len(prefix):] for r in new],
                                                   prefix_kv, pad_id, device, capture, new, pick, confidence)
             for row, (token, logprob, entropy_) in zip(new, first):
-                row.entropy = entropy_
-                _add_token(row, token, logprob, stop_ids, max_new_tokens)
+                _add_token(row, token, logprob, entropy_, stop_ids, max_new_tokens)
             yield from _finished(new, capture, cut, free)
         if new or any(r.done for r in rows):            # one cache copy for leaving and joining rows
             cache, mask = _merge(cache, mask, rows, new_cache, new_mask, new)
@@ -154,9 +154,9 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
         logits = forward(tokens, mask, positions, cache)[:, 0]                                  # (B, vocab)
         tokens = pick(logits, [r.index for r in rows])                                          # (B,)
-        extras = (token_logprobs(logits, tokens),) if confidence else ()
-        for row, (token, logprob) in zip(rows, _to_host(tokens, *extras, columns=2)):   # the step's one device sync
-            _add_token(row, token, logprob, stop_ids, max_new_tokens)
+        extras = token_confidence(logits, tokens) if confidence else ()
+        for row, (token, logprob, entropy_) in zip(rows, _to_host(tokens, *extras, columns=3)):   # one device sync
+            _add_token(row, token, logprob, entropy_, stop_ids, max_new_tokens)
         tokens, positions = tokens[:, None], positions + 1                                      # (B, 1)
         yield from _finished(rows, capture, cut, free, confidence)
 
@@ -174,8 +174,22 @@ def token_logprobs(logits, tokens):
 def entropy(logits):
     """Entropy in nats of softmax(logits[i]) (the raw distribution), in float32: (B, vocab) -> (B,).
     Tokens of probability 0 (logit -inf) add nothing."""
+    return _entropy_of(logits.float().log_softmax(-1))
+
+
+def _entropy_of(logp):
+    """-sum p log p over the last axis; 0 * -inf (a token of probability 0) counts 0. In place on one
+    temporary and nansum: 2.4x faster than exp * logp -> nan_to_num -> sum on the CPU, same bits."""
+    terms = logp.exp()
+    terms.mul_(logp)
+    return -terms.nansum(-1)
+
+
+def token_confidence(logits, tokens):
+    """(token_logprobs(logits, tokens), entropy(logits)) from one float32 log_softmax: (B, vocab), (B,)
+    -> ((B,), (B,))."""
     logp = logits.float().log_softmax(-1)
-    return -(logp.exp() * logp).nan_to_num(nan=0.0).sum(-1)
+    return logp.gather(-1, tokens[:, None])[:, 0], _entropy_of(logp)
 
 
 def _to_host(tokens, *floats, columns):
@@ -189,9 +203,10 @@ def _to_host(tokens, *floats, columns):
     return list(zip(*out))
 
 
-def _add_token(row, token, logprob, stop_ids, max_new_tokens):
+def _add_token(row, token, logprob, entropy_, stop_ids, max_new_tokens):
     row.tokens.append(token)
     row.logprobs.append(logprob)
+    row.entropies.append(entropy_)
     row.done = token in stop_ids or len(row.tokens) >= max_new_tokens
 
 
@@ -202,7 +217,7 @@ def _finished(rows, capture, cut, free, confidence=True):
             acts = capture.finish(row.index, row.slot, row.prompt_len, n) if capture is not None else None
             free.append(row.slot)
             yield Finished(row.index, row.tokens[:n], acts, row.logprobs[:n] if confidence else None,
-                           row.entropy if confidence else None)
+                           row.entropies[:n] if confidence else None)
 
 
 def _shared_prefix(prompts):
@@ -261,7 +276,7 @@ def _prefill(model, forward, prompts, prefix_kv, pad_id, device, capture, rows, 
         capture.route_prefill([r.index for r in rows], [width - len(p) for p in prompts])
     logits = forward(ids, mask, positions, cache)[:, 0]                                         # (B, vocab)
     first = pick(logits, [r.index for r in rows])                                               # (B,)
-    extras = (token_logprobs(logits, first), entropy(logits)) if confidence else ()
+    extras = token_confidence(logits, first) if confidence else ()
     return cache, mask, _to_host(first, *extras, columns=3)
 
 

@@ -4,9 +4,8 @@ record per prompt.
 Public names:
     GenerationSettings        max_new_tokens / chat template / extra generate() kwargs / continuous batching /
                               system prompt / temperature, top_p, top_k, seed (sampling; temperature 0 = greedy) /
-                              confidence (each record's answer log-probability and first-token entropy)
-    confidence_fields(logprobs, first_token_entropy) -> {output_logprobs, answer_logprob_mean, answer_logprob_sum,
-                              first_token_entropy}: a record's confidence figures
+                              confidence (each record's token log-probabilities and entropies, and their figures)
+    confidence_fields(logprobs, entropies, span=None) -> a record's confidence figures (capture/confidence.py)
     model_texts(tokenizer, prompts, use_chat_template, system_prompt=None) -> (texts, add special tokens?)
                               a prompt is a string, or a conversation: [{"role": ..., "content": ...}, ...]
     encode_prompts(tokenizer, prompts, use_chat_template, system_prompt=None) -> BatchEncoding (left-padded)
@@ -14,8 +13,10 @@ Public names:
     generate_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> [record, ...]
     iter_records(model, tokenizer, prompts, settings, capture=None, batch_size=None, keys=None) -> (index, record), ...
     decoding_mode(model, tokenizer, settings) -> ("continuous" | "generate", why not continuous)
+    step_confidence(logits, new_tokens) -> (log-probabilities (B, N), entropies (B, N)) from generate's raw logits
     CaptureSettings           layers / positions / activation dtype (None capture = plain generation)
     OUTPUT_LOGPROBS           "output_logprobs": the record key of each kept token's log-probability
+    OUTPUT_ENTROPIES          "output_entropies": the record key of each kept token's distribution's entropy
 
 Example:
     >>> records = generate_records(model, tok, ["2+2=?", "Capital of France?"],
@@ -36,16 +37,17 @@ model summary, the generation settings and library versions.
 
 Output confidence (settings.confidence, on by default): every record also holds output_logprobs,
 log p(token | everything before it) of each token it keeps in output_ids (up to and including the
-first EOS), answer_logprob_sum / answer_logprob_mean, their sum / mean, and
-first_token_entropy, the entropy (nats) of the distribution the first generated token was drawn
-from. All three come from the logits of the forward passes that generated the answer, under the
-model's RAW distribution (softmax at temperature 1, before any sampling warper or logits
-processor), in float32; both decoding paths give the same figures.
+first EOS), output_entropies, the entropy (nats) of the distribution each was drawn from,
+answer_logprob_sum / answer_logprob_mean, their sum / mean, first_token_entropy, and
+answer_logprob_min / answer_entropy_mean / answer_entropy_max over every kept token (the answer span
+is applied once the answer is graded: eval/answering.py, capture/confidence.py). All come from the
+logits of the forward passes that generated the answer (no extra forward), under the model's RAW
+distribution (softmax at temperature 1, before any sampling warper or logits processor), in
+float32; both decoding paths give the same figures.
 """
 import contextlib
 import dataclasses
 import datetime
-import math
 import platform
 
 import jinja2
@@ -56,14 +58,16 @@ import activation_eval
 
 from ..dtypes import FLOAT_DTYPES, float_dtype
 from ..models import uses_chat_template
-from ..schema import ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY
 from . import continuous
+from .confidence import OUTPUT_ENTROPIES, OUTPUT_LOGPROBS, confidence_fields
 from .hooks import ActivationCapture, find_decoder_layers
 from .row_capture import RowCapture
 from .sampling import Sampler
 
 DTYPE_NAMES = FLOAT_DTYPES            # --activation_dtype names (activation_eval/dtypes.py)
-OUTPUT_LOGPROBS = "output_logprobs"   # a record's per-token log-probabilities (not a results row key)
+__all__ = ["GenerationSettings", "CaptureSettings", "confidence_fields", "model_texts", "encode_prompts",
+           "encode_each", "prompt_lengths", "generate_records", "iter_records", "decoding_mode", "OUTPUT_LOGPROBS",
+           "OUTPUT_ENTROPIES", "DTYPE_NAMES", "model_summary", "versions", "model_name", "step_confidence"]
 
 
 @dataclasses.dataclass
@@ -77,7 +81,7 @@ class GenerationSettings:
     top_p: float = 1.0                  # nucleus sampling mass (1.0: off); needs temperature > 0
     top_k: int = 0                      # keep the k most likely tokens (0: off); needs temperature > 0
     seed: int = 0                       # with the prompt's key, seeds its random stream
-    confidence: bool = True             # answer log-probability and first-token entropy in each record
+    confidence: bool = True             # token log-probabilities, entropies and their figures in each record
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -184,18 +188,6 @@ def _generated_length(tokens, eos_ids):
     return len(tokens)
 
 
-def confidence_fields(logprobs, first_token_entropy):
-    """The record's confidence figures from the kept tokens' log-probabilities (raw distribution).
-
-    >>> confidence_fields([-0.5, -1.5, -1.0], 2.25)
-    {'output_logprobs': [-0.5, -1.5, -1.0], 'answer_logprob_mean': -1.0, 'answer_logprob_sum': -3.0, 'first_token_entropy': 2.25}
-    """
-    logprobs = [float(lp) for lp in logprobs]
-    total = math.fsum(logprobs)
-    return {OUTPUT_LOGPROBS: logprobs, ANSWER_LOGPROB_MEAN: total / len(logprobs) if logprobs else None,
-            ANSWER_LOGPROB_SUM: total, FIRST_TOKEN_ENTROPY: float(first_token_entropy)}
-
-
 def model_summary(model):
     config = model.config
     return {"class": type(model).__name__, "model_type": getattr(config, "model_type", None),
@@ -286,7 +278,7 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
         for done in continuous.decode(model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
                                       cut=lambda toks: _generated_length(toks, eos_ids),
                                       pick=sampler.pick if sampler else None, confidence=settings.confidence):
-            confidence = confidence_fields(done.logprobs, done.first_token_entropy) if settings.confidence else None
+            confidence = confidence_fields(done.logprobs, done.entropies) if settings.confidence else None
             yield done.index, _record(tokenizer, prompts[done.index], torch.tensor(ids[done.index]),
                                       torch.tensor(done.tokens), shared, cap, done.captured, confidence)
 
@@ -305,25 +297,27 @@ def _generate_batch(model, tokenizer, prompts, settings, capture, kwargs, shared
     with cap if cap is not None else contextlib.nullcontext():
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **{**kwargs, **extra})
     sequences = output.sequences if settings.confidence else output                      # (B, P_pad + N)
-    steps = _step_confidence(output.logits, sequences[:, input_ids.shape[1]:]) if settings.confidence else None
+    steps = step_confidence(output.logits, sequences[:, input_ids.shape[1]:]) if settings.confidence else None
     return _batch_records(tokenizer, prompts, batch, sequences.cpu(), _eos_ids(model, tokenizer), shared, cap, steps)
 
 
-def _step_confidence(logits, new_tokens):
-    """(log p of each generated token (B, N), the first token's entropy (B,)) on the host, from
-    generate's raw logits (one (B, vocab) tensor per step), a step at a time (no (B, N, vocab) copy)."""
-    logprobs = torch.stack([continuous.token_logprobs(step, new_tokens[:, t]) for t, step in enumerate(logits)], 1)
-    return logprobs.cpu(), continuous.entropy(logits[0]).cpu()
+def step_confidence(logits, new_tokens):
+    """(log p of each generated token (B, N), the entropy of each one's distribution (B, N)) on the
+    host, from generate's raw logits (one (B, vocab) tensor per step, output_logits=True), a step at a
+    time (no (B, N, vocab) copy); new_tokens (B, N) are the generated ids."""
+    pairs = [continuous.token_confidence(step, new_tokens[:, t]) for t, step in enumerate(logits)]
+    return torch.stack([lp for lp, _ in pairs], 1).cpu(), torch.stack([h for _, h in pairs], 1).cpu()
 
 
 def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap, steps=None):
     """Records from one generate call's output (B, P_pad + N) and its capture; releases the capture.
-    `steps`: (log-probabilities (B, N), first-token entropies (B,)) of the generated tokens, or None."""
+    `steps`: (log-probabilities (B, N), entropies (B, N)) of the generated tokens, or None."""
     width = batch["input_ids"].shape[1]
     pads = [int((batch["attention_mask"][row] == 0).sum()) for row in range(len(prompts))]
     gen_lens = [_generated_length(output[row, width:], eos_ids) for row in range(len(prompts))]
     confidence = [None] * len(prompts) if steps is None else [
-        confidence_fields(steps[0][row, :gen_lens[row]].tolist(), steps[1][row]) for row in range(len(prompts))]
+        confidence_fields(steps[0][row, :gen_lens[row]].tolist(), steps[1][row, :gen_lens[row]].tolist())
+        for row in range(len(prompts))]
     # layer by layer for the whole batch: the activations are held about once, not twice
     captured = cap.batch_activations(pads, [width - pad for pad in pads], gen_lens, width) if cap is not None else None
     records = [_record(tokenizer, prompt, batch["input_ids"][row, pads[row]:].clone(),

@@ -6,6 +6,8 @@ Public names:
     RESULT_FIELDS   the keys of every result row, in order (schema.RESULT_FIELDS)
     answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens)
                     absolute token positions of the extracted answer's last occurrence in the response
+    captures_generated(record)   does the record keep activations of a generated position? (then the row
+                    and record hold answer_positions)
 
 Example:
     >>> from activation_eval.capture.generation import GenerationSettings
@@ -19,8 +21,9 @@ Example:
 
 A result is JSON-able: {id, category, question, prompt, response, answer (accepted answers),
 extracted, correct, grader, num_prompt_tokens, num_generated_tokens, answer_logprob_mean,
-answer_logprob_sum, first_token_entropy (the output confidence: see schema.ResultRow; absent when
-settings.confidence is off)}, plus "system_prompt" when
+answer_logprob_sum, first_token_entropy, answer_logprob_min, answer_entropy_mean, answer_entropy_max
+(the output confidence, schema.CONFIDENCE_FIELDS: see schema.ResultRow; absent when settings.confidence
+is off; the last three over the extracted answer's tokens, capture/confidence.py)}, plus "system_prompt" when
 settings has one and `sample` for rows that carry one (runner.with_samples). `prompt` is the exact
 text asked (with few-shot examples; see prompts.prompt_of), before the system prompt and chat
 template that generation applies. A row without a gold answer (a bare question) is ungraded:
@@ -32,8 +35,9 @@ its batch.
 """
 import re
 
+from ..capture.confidence import answer_span_fields
 from ..capture.generation import iter_records
-from ..schema import CONFIDENCE_FIELDS, answered_row
+from ..schema import ANSWER_POSITIONS, CONFIDENCE_FIELDS, answered_row
 from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
@@ -64,17 +68,18 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
     for index, record in iter_records(model, tokenizer, prompts, settings, capture, batch_size, keys):
         row = rows[index]
         verdict = grade(record["response"], row) if has_gold(row) else _UNGRADED
+        positions = answer_token_positions(record["response"], verdict["extracted"], record["output_ids"],
+                                           tokenizer, record["num_prompt_tokens"])
+        record.update(answer_span_fields(record, positions))        # the span figures over the answer's tokens
         result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
                               record["num_generated_tokens"], system_prompt,
                               **{k: record[k] for k in CONFIDENCE_FIELDS if k in record})
-        if _captures_generated(record):
-            positions = answer_token_positions(record["response"], result["extracted"], record["output_ids"],
-                                               tokenizer, record["num_prompt_tokens"])
-            result["answer_positions"] = record["answer_positions"] = positions
+        if captures_generated(record):
+            result[ANSWER_POSITIONS] = record[ANSWER_POSITIONS] = positions
         yield result, record
 
 
-def _captures_generated(record):
+def captures_generated(record):
     """Does the record keep activations of any generated position?"""
     kept = record.get("positions_kept")
     return "activations" in record and kept is not None and any(

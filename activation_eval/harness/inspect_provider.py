@@ -52,7 +52,8 @@ from inspect_ai.model import (
     ModelUsage,
 )
 
-from ..capture.generation import OUTPUT_LOGPROBS, CaptureSettings, GenerationSettings, confidence_fields, generate_records
+from ..capture.confidence import OUTPUT_ENTROPIES, OUTPUT_LOGPROBS, confidence_fields
+from ..capture.generation import CaptureSettings, GenerationSettings, generate_records
 from ..capture.layers import resolve_layers
 from ..models import load_model
 from ..store.errors import RunFolderError
@@ -93,6 +94,7 @@ class ActivationEvalAPI(ModelAPI):
       activation_dtype     float32 | bfloat16 | float16 (default: the model's)
       activation_format    pkl | safetensors (the file store's format)
       capture_activations  true (default) | false: rows without records
+      confidence           true (default) | false: rows without the confidence fields
       dtype, device        the model's (activation_eval.models.load_model: auto | float32 | ...; auto | cpu | cuda)
       batch_size           most calls decoded together (default 16)
       model_path           load the model from here instead of the name after "activation-eval/"
@@ -234,7 +236,7 @@ class ActivationEvalAPI(ModelAPI):
         settings = GenerationSettings(max_new_tokens=max_new, use_chat_template=self.use_chat_template,
                                       continuous_batching=self.continuous_batching, system_prompt=system,
                                       temperature=temperature, top_p=top_p if sampling else 1.0,
-                                      top_k=top_k if sampling else 0, seed=seed)
+                                      top_k=top_k if sampling else 0, seed=seed, confidence=self.options.confidence)
         capture = self.capture if self.capture_activations else None
         records = generate_records(self.model, self.tokenizer, [conv for conv, _ in items], settings, capture,
                                    batch_size=self.batch_size, keys=[k for _, k in items])
@@ -297,7 +299,7 @@ def _cut_at_stop(record, tokenizer, stop):
     record["num_generated_tokens"] = n
     record["response"] = tokenizer.decode(record["output_ids"], skip_special_tokens=True).strip()
     if OUTPUT_LOGPROBS in record:
-        record.update(confidence_fields(record[OUTPUT_LOGPROBS][:n], record["first_token_entropy"]))
+        record.update(confidence_fields(record[OUTPUT_LOGPROBS][:n], record[OUTPUT_ENTROPIES][:n]))
     if "activations" in record:
         last = len(record["input_ids"]) + n - 2
         keep = [i for i, p in enumerate(record["positions_kept"]) if p <= last]

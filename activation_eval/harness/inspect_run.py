@@ -25,7 +25,9 @@ Memory holds the captures of samples in flight and, with shards, one shard's rec
 A row (schema.answered_row): id "<task>/<sample id>", category = the task, question = the
 sample's input text, prompt = the user's text of the last generate() call (the conversation as
 "role: text" lines when it had several turns), system_prompt, response = the scored output,
-answer = the target, extracted = the first score's answer, correct = the first score as a bool
+answer = the target, extracted = the first score's answer, answer_positions (when generated
+positions are captured) and the confidence fields (schema.CONFIDENCE_FIELDS; the answer span's
+figures over the extracted answer's tokens, as main.py's), correct = the first score as a bool
 (C -> True, I and N -> False, 1/0 and true/false; other values None), grader "inspect:<scorer>",
 score (the first score's value as Inspect gave it), scores {scorer: value}, explanation, choices
 (multiple choice), task, sample_id, epoch, generate_calls, error (a sample that failed), sample =
@@ -41,7 +43,9 @@ from inspect_ai.hooks import Hooks, hooks
 from inspect_ai.scorer import value_to_float
 
 from .. import schema
+from ..capture.confidence import answer_span_fields
 from ..capture.generation import model_name, model_summary, versions
+from ..eval.answering import answer_token_positions, captures_generated
 from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -152,11 +156,24 @@ class InspectRun:
         system = (record.get("generation") or {}).get("system_prompt") if record else None
         response = sample.output.completion if sample.output else None
         if record:          # the output confidence of the kept tokens (inspect_provider), a probe control
+            extra.update(self._answer_span(record, verdict["extracted"]))
             extra.update({k: record[k] for k in schema.CONFIDENCE_FIELDS if k in record})
         return schema.answered_row(question, prompt, response, verdict,
                                    record["num_prompt_tokens"] if record else None,
                                    record["num_generated_tokens"] if record else 0, system_prompt=system,
                                    task=task, sample_id=sample.id, epoch=sample.epoch, generate_calls=calls, **extra)
+
+    def _answer_span(self, record, extracted):
+        """The answer span, as main.py's (eval/answering.py): the record's span figures recomputed over
+        the extracted answer's tokens (in place); {answer_positions} when the record keeps a generated
+        position (then the record holds them too), else {}."""
+        positions = answer_token_positions(record["response"], extracted, record["output_ids"], self.api.tokenizer,
+                                           record["num_prompt_tokens"])
+        record.update(answer_span_fields(record, positions))
+        if not captures_generated(record):
+            return {}
+        record[schema.ANSWER_POSITIONS] = positions
+        return {schema.ANSWER_POSITIONS: positions}
 
     def _finish_record(self, record, row, info, eval_id, sample):
         record = dict(record, timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))

@@ -43,7 +43,11 @@ number of documents.
                   the generated tokens (answer = P-1 .. P+N-2, the default). Requests HFLM answers
                   from one row (its one-token logits cache) are each given that row's positions.
   generate_until  as main.py: left-padded batch under ActivationCapture (default positions "all"),
-                  each row cut where lm-eval's stop sequences (or EOS) end its answer.
+                  each row cut where lm-eval's stop sequences (or EOS) end its answer. generate() is
+                  asked for its raw per-step logits (output_logits; the tokens are unchanged), from
+                  which each kept token's log-probability and entropy are taken, as main.py's
+                  model.generate path does: no extra forward. lm_eval_run.py turns them into the
+                  row's confidence fields and answer positions.
   loglikelihood_rolling  HFLM's, without capture (the row has the log-likelihood, no record).
 
 Several processes (`accelerate launch` / `torchrun` with N processes: lm-eval's data parallelism):
@@ -67,7 +71,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..capture.generation import CaptureSettings
+from ..capture.generation import CaptureSettings, step_confidence
 from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
 from ..capture.positions import kept_positions
@@ -111,14 +115,18 @@ class ActivationEvalLM(HFLM):
       activation_dtype     float32 | bfloat16 | float16 (default: the model's)
       activation_format    pkl | safetensors (the file store's format; main.py's default pkl)
       capture_activations  true (default) | false: rows without records
+      confidence           true (default) | false: generation rows without the confidence fields (generate()
+                           then keeps no per-step logits: B x steps x vocab float32 until a batch ends)
     """
 
     def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
-                 activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, **kwargs):
+                 activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, confidence=True,
+                 **kwargs):
         options = parse_run_options({"output_dir": output_dir, "layers": layers, "positions": positions,
                                      "activation_store": activation_store, "activation_dtype": activation_dtype,
                                      "activation_format": activation_format,
-                                     "capture_activations": capture_activations, "resume": resume}, "lm-eval")
+                                     "capture_activations": capture_activations, "resume": resume,
+                                     "confidence": confidence}, "lm-eval")
         self.output_dir, self.options = options.output_dir, options
         self.capture_settings = CaptureSettings(options.layers, options.positions, options.dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
@@ -295,9 +303,13 @@ class ActivationEvalLM(HFLM):
             positions = self.capture_settings.positions
             cap = ActivationCapture(self.model, self.layer_names, "all" if positions is None else positions,
                                     self.capture_dtype)
+        # output_logits: generate's raw per-step logits (before its logits processors), for the confidence figures
+        extra = {"output_logits": True, "return_dict_in_generate": True} if self.options.confidence else {}
         with cap if cap is not None else contextlib.nullcontext():
-            out = super()._model_generate(context, max_length, stop, **generation_kwargs)
-        width = context.shape[1]
+            output = super()._model_generate(context, max_length, stop, **generation_kwargs, **extra)
+        out, width = (output.sequences if extra else output), context.shape[1]
+        logprobs, entropies = step_confidence(output.logits, out[:, width:]) if extra else (None, None)  # (B, N)
+        del output
         mask = generation_kwargs.get("attention_mask")
         pads = [int((mask[r] == 0).sum()) if mask is not None else 0 for r in range(len(contexts))]
         generated = out[:, width:].cpu()
@@ -309,7 +321,9 @@ class ActivationEvalLM(HFLM):
         for r, text in enumerate(contexts):
             j = self._gen_pending[text].popleft()
             entry = {"kind": "generate_until", "context_ids": context[r, pads[r]:].tolist(),
-                     "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None}
+                     "output_ids": generated[r, :gen_lens[r]].tolist(), "staged": None, "positions": None,
+                     "logprobs": None if logprobs is None else logprobs[r, :gen_lens[r]].tolist(),
+                     "entropies": None if entropies is None else entropies[r, :gen_lens[r]].tolist()}
             if captured is not None:
                 acts, entry["positions"] = captured[r]
                 staged[self._stage_key(entry)] = acts

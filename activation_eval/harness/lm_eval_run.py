@@ -26,10 +26,14 @@ A row (schema.answered_row; one per (task, doc_id), the first filter's sample):
     as a bool when that is 0/1 (else None, the value is in metrics), grader "lm-eval:<metric>";
     log-likelihood tasks: choices (the continuations), choice_logprobs, choice_is_greedy, response
     and extracted = the most likely choice; generation: response = the model's text, extracted =
-    the filtered answer; metrics {name: value}, metrics_by_filter when the task has several
+    the filtered answer, the confidence fields (schema.CONFIDENCE_FIELDS, from the generate() call
+    that wrote the answer; the answer span is the filtered answer's tokens in the response, else
+    every kept token) and, when the record keeps generated positions, answer_positions (as main.py's:
+    prompt length + index into the generated tokens); metrics {name: value}, metrics_by_filter when the task has several
     filters, task, doc_id, and the record's place (activation_file, or activation_shard +
     activation_row).
-A record: the generation record's keys (ACTIVATION_CAPTURE_README.md). For log-likelihood
+A record: the generation record's keys (ACTIVATION_CAPTURE_README.md; generation documents also
+output_logprobs, output_entropies, the confidence fields and answer_positions). For log-likelihood
 documents input_ids = the first request's fed context, output_ids empty, and the activations are
 every request's kept positions back to back in request order (choice order); "requests" gives each
 request's rows [start, end), continuation ids, context length and log-likelihood. The run writer
@@ -46,7 +50,9 @@ import time
 import torch
 
 from .. import schema
+from ..capture.confidence import confidence_fields, span_indices
 from ..capture.generation import model_name, model_summary, versions
+from ..eval.answering import answer_token_positions
 from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -129,9 +135,10 @@ def write_run_folder(lm, results):
     shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions()}
     for task, doc_id, fields in docs:
         entries = sorted(lm.requests_seen.get((task, doc_id), []), key=lambda e: e["request_index"])
-        row = _row(task, doc_id, fields, entries)
         staged = lm.capture_activations and entries and all(e.get("staged") is not None for e in entries)
-        writer.add(row, _record(lm, row, entries, shared) if staged else None)
+        confidence = _confidence(lm.tokenizer, fields, entries, bool(staged))
+        row = _row(task, doc_id, fields, entries, confidence)
+        writer.add(row, _record(lm, row, entries, shared, confidence) if staged else None)
         for e in entries:
             if e.get("staged") is not None:
                 lm.staging.drop(e["staged"])
@@ -153,7 +160,29 @@ def write_run_folder(lm, results):
     return summary
 
 
-def _row(task, doc_id, fields, entries):
+def _confidence(tokenizer, fields, entries, captured):
+    """A generation document's confidence fields (capture/confidence.py) from the log-probabilities and
+    entropies its first request's generate() call gave (lm_eval_model.py), the span figures over the
+    filtered answer's tokens, plus answer_positions when `captured` keeps a generated position; {} for
+    other documents."""
+    first = min(entries, key=lambda e: e["request_index"]) if entries else None
+    if first is None or first["kind"] != "generate_until":
+        return {}
+    n_prompt = len(first["context_ids"])
+    extracted = fields.get("extracted")
+    positions = answer_token_positions((fields.get("response") or "").strip(),
+                                       extracted.strip() if isinstance(extracted, str) else extracted,
+                                       first["output_ids"], tokenizer, n_prompt)
+    out = {}
+    if first.get("logprobs") is not None:                 # confidence=false: none
+        out = confidence_fields(first["logprobs"], first["entropies"],
+                                span_indices(positions, n_prompt, len(first["output_ids"])))
+    if captured and any(p >= n_prompt for p in first["positions"] or ()):
+        out[schema.ANSWER_POSITIONS] = positions
+    return out
+
+
+def _row(task, doc_id, fields, entries, confidence):
     prompt = fields.pop("prompt")
     response = fields.pop("response", None)
     verdict = {"extracted": fields.pop("extracted", None), "correct": fields.pop("correct"),
@@ -163,10 +192,11 @@ def _row(task, doc_id, fields, entries):
     n_gen = len(first.get("output_ids") or []) if first else 0
     question = {schema.ID: f"{task}/{doc_id}", schema.CATEGORY: task, schema.QUESTION: prompt,
                 schema.ANSWER: fields.pop("answer")}
-    return schema.answered_row(question, prompt, response, verdict, n_prompt, n_gen, **fields)
+    extra = {k: confidence[k] for k in (*schema.CONFIDENCE_FIELDS, schema.ANSWER_POSITIONS) if k in confidence}
+    return schema.answered_row(question, prompt, response, verdict, n_prompt, n_gen, **fields, **extra)
 
 
-def _record(lm, row, entries, shared):
+def _record(lm, row, entries, shared, confidence):
     """The document's record: its requests' activations (read back from the staging) back to back."""
     first = entries[0]
     parts = [lm.staging.get(e["staged"]) for e in entries]
@@ -194,7 +224,7 @@ def _record(lm, row, entries, shared):
             "activations": acts, "layer_names": list(lm.layer_names),
             "positions": ("scored" if loglik else "all") if positions is None else positions,
             "positions_kept": kept, "dtype": str(next(iter(acts.values())).dtype).replace("torch.", ""),
-            "requests": requests, "task": row["task"], "doc_id": row["doc_id"]}
+            "requests": requests, "task": row["task"], "doc_id": row["doc_id"], **confidence}
 
 
 def _summary(lm, rows, results, elapsed):

@@ -28,7 +28,8 @@ from ..store.errors import RunFolderError
 STORES = ("files", "shards")
 FORMATS = ("pkl", "safetensors")
 RUN_ARGS = {"output_dir": None, "layers": None, "positions": None, "activation_store": "files",
-            "activation_dtype": None, "activation_format": "pkl", "capture_activations": True, "resume": False}
+            "activation_dtype": None, "activation_format": "pkl", "capture_activations": True, "resume": False,
+            "confidence": True}
 INSPECT_MODEL_ARGS = (*RUN_ARGS, "dtype", "device", "batch_size", "model_path", "use_chat_template", "continuous_batching")
 
 
@@ -46,12 +47,13 @@ class RunOptions:
     record_format: str
     capture: bool
     resume: bool
+    confidence: bool = True          # generated answers' token log-probabilities and entropies (their figures)
 
     def settings(self):
         """What run_config.json stores (and a resumed run must repeat)."""
         return {"layers": self.layers, "positions": self.positions, "activation_store": self.store,
                 "activation_dtype": self.dtype, "activation_format": self.record_format,
-                "capture_activations": self.capture}
+                "capture_activations": self.capture, "confidence": self.confidence}
 
 
 def parse_run_options(args, producer):
@@ -64,12 +66,12 @@ def parse_run_options(args, producer):
     for name, allowed in (("activation_store", STORES), ("activation_format", FORMATS)):
         if values[name] not in allowed:
             raise HarnessArgumentError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
-    for name in ("capture_activations", "resume"):
+    for name in ("capture_activations", "resume", "confidence"):
         values[name] = _boolean(name, values[name])
     return RunOptions(output_dir=out, layers=split_list(values["layers"]), positions=_positions(values["positions"]),
                       store=values["activation_store"], dtype=values["activation_dtype"],
                       record_format=values["activation_format"], capture=values["capture_activations"],
-                      resume=values["resume"])
+                      resume=values["resume"], confidence=values["confidence"])
 
 
 def _boolean(name, value):

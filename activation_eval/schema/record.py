@@ -18,11 +18,13 @@ Example:
     >>> row = {"id": "q1", "category": "math", "answer": ["4"], "extracted": "4", "correct": True, "grader": "exact"}
     >>> record = stamp({"prompt": "2+2=", "response": "4"}, row)
     >>> record["grading"]["correct"], record["format_version"], record_identity(record)
-    (True, 2, ('q1', None))
+    (True, 3, ('q1', None))
 """
 from typing import Annotated, Any, NotRequired, TypedDict, cast
 
-FORMAT_VERSION = 2       # 2: format_version and grading from the run writer (1: grading built per producer)
+FORMAT_VERSION = 3       # 3: output_entropies and the answer span's figures; lm-eval generation records carry
+#                          the confidence figures; 2: format_version and grading from the run writer (1: grading
+#                          built per producer)
 
 GRADING_KEYS = ("id", "category", "answer", "extracted", "correct", "grader", "grader_note", "correct_norm",
                 "extracted_norm", "correct_bytes", "extracted_bytes")
@@ -65,9 +67,15 @@ class Record(TypedDict):
                                                       "system prompt, sampling, harness)"]]
     versions: NotRequired[Annotated[dict[str, str], "tool, torch, transformers, python"]]
     output_logprobs: NotRequired[Annotated[list[float], "per output token: log p(token | prompt, earlier tokens)"]]
+    output_entropies: NotRequired[Annotated[list[float], "per output token: entropy (nats) of the distribution it "
+                                                         "was drawn from (raw, temperature 1)"]]
     answer_logprob_mean: NotRequired[Annotated[float, "mean of output_logprobs"]]
     answer_logprob_sum: NotRequired[Annotated[float, "sum of output_logprobs"]]
     first_token_entropy: NotRequired[Annotated[float, "entropy (nats) of the first generated token's distribution"]]
+    answer_logprob_min: NotRequired[Annotated[float, "min of output_logprobs over the answer span (answer_positions; "
+                                                     "without a span: over every output token)"]]
+    answer_entropy_mean: NotRequired[Annotated[float, "mean of output_entropies over the answer span"]]
+    answer_entropy_max: NotRequired[Annotated[float, "max of output_entropies over the answer span"]]
     answer_positions: NotRequired[Annotated[list[int], "positions of the tokens that spell the extracted answer"]]
     choice_logprobs: NotRequired[Annotated[list[float], "log-likelihood scoring: each choice's log-likelihood"]]
     requests: NotRequired[Annotated[list[dict[str, Any]], "lm-eval: each request's rows [start, end) of the "

@@ -9,8 +9,9 @@ Public names:
     NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS, GRADER_NOTE,
     ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW,
     ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, P_TRUE   the row keys, one constant each
-    CONFIDENCE_FIELDS          the output-confidence keys every generated row has (not P_TRUE: --p_true only)
     ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX   the answer span's token figures (issue 27)
+    CONFIDENCE_FIELDS          the output-confidence keys every generated row has: the six figures above
+                               (not P_TRUE: --p_true only)
     SEMANTIC_ENTROPY, SELF_CONSISTENCY, EIGENSCORE   sample-based scores of a question (analysis, --num_samples > 1)
     SCORE_ORIENTATION          {score: +1 | -1}: +1 when a higher value means "more likely correct" (fixed by definition)
     LEGACY_UNIT                "batch": the unit key's name in runs written before 2026-12-03
@@ -51,10 +52,12 @@ ACTIVATION_SHARD, ACTIVATION_ROW = "activation_shard", "activation_row"   # the 
 ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM = "answer_logprob_mean", "answer_logprob_sum"
 FIRST_TOKEN_ENTROPY = "first_token_entropy"
 P_TRUE = "p_true"              # --p_true: the model's P(True) that its answer is correct (eval/p_true.py)
-CONFIDENCE_FIELDS = (ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY)
-# over the answer span's tokens: the lowest token log-probability, the mean and the highest entropy (nats)
+# over the answer span's tokens: the lowest token log-probability, the mean and the highest entropy (nats);
+# the span is the extracted answer's tokens, else every kept generated token (capture/confidence.py)
 ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX = "answer_logprob_min", "answer_entropy_mean", \
     "answer_entropy_max"
+CONFIDENCE_FIELDS = (ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, ANSWER_LOGPROB_MIN,
+                     ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX)
 # computed by the analysis from a question's samples (--num_samples > 1), never written into rows
 SEMANTIC_ENTROPY, SELF_CONSISTENCY, EIGENSCORE = "semantic_entropy", "self_consistency", "eigenscore"
 # the direction of each single score, fixed by its definition (never fitted): +1 when a higher value means the
@@ -67,7 +70,9 @@ RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CO
                  NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
 
 
-FORMAT_VERSION = 2       # 2: the unit key is "unit" (1, before 2026-12-03: "batch"; upgrade_row reads both)
+FORMAT_VERSION = 3       # 3: the answer span's figures (answer_logprob_min, answer_entropy_mean / _max) and
+#                          lm-eval / Inspect generation rows with answer_positions and every confidence field
+#                          2: the unit key is "unit" (1, before 2026-12-03: "batch"; upgrade_row reads both)
 
 
 class ResultRow(TypedDict):
@@ -90,7 +95,10 @@ class ResultRow(TypedDict):
     system_prompt: NotRequired[Annotated[str, "the system prompt, when the run used one"]]
     error: NotRequired[Annotated[str, "why the question was not answered (then correct is None)"]]
     unit: NotRequired[Annotated[str, "main.py: the key (hex) of the planned unit the row was answered in"]]
-    answer_positions: NotRequired[Annotated[list[int], "generated positions that spell the extracted answer"]]
+    answer_positions: NotRequired[Annotated[list[int], "generated positions (prompt length + index into the "
+                                                       "generated tokens) that spell the extracted answer; present "
+                                                       "when the record keeps a generated position (main.py, "
+                                                       "lm-eval generate_until, Inspect)"]]
     activation_file: NotRequired[Annotated[str, "the file store: the record, activations/<name>.<pkl|safetensors>"]]
     activation_shard: NotRequired[Annotated[str, "the shard store: activations/units/<key>.safetensors"]]
     activation_row: NotRequired[Annotated[int, "the shard store: the question's row in that shard"]]
@@ -98,6 +106,12 @@ class ResultRow(TypedDict):
                                                       "(raw distribution, temperature 1, EOS included; nats)"]]
     answer_logprob_sum: NotRequired[Annotated[float, "generated rows: their sum, the whole answer's log-probability"]]
     first_token_entropy: NotRequired[Annotated[float, "generated rows: entropy (nats) of the first token's distribution"]]
+    answer_logprob_min: NotRequired[Annotated[float, "generated rows: the lowest log p(token) over the answer span: the "
+                                                     "tokens of answer_positions (the extracted answer's, computed "
+                                                     "with or without capture), else every kept token (as the mean)"]]
+    answer_entropy_mean: NotRequired[Annotated[float, "generated rows: the mean entropy (nats) of the answer span's "
+                                                      "tokens' distributions (raw distribution, temperature 1)"]]
+    answer_entropy_max: NotRequired[Annotated[float, "generated rows: the highest entropy (nats) over the answer span"]]
     p_true: NotRequired[Annotated[float, "--p_true: the model's P(True) that its answer is correct (Kadavath et al.)"]]
     scoring: NotRequired[Annotated[str, "--mc_scoring loglikelihood: \"loglikelihood\""]]
     style: NotRequired[Annotated[str, "--mc_scoring loglikelihood: what was scored (letters or texts)"]]

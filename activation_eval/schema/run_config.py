@@ -15,7 +15,7 @@ Public names:
 Example:
     >>> info = run_info("lm-eval", {"model": "gpt2", "tasks": ["arc_easy"]})
     >>> info["producer"], info["formats"]["row"], producer_of({"model": "x"})
-    ('lm-eval', 2, 'main')
+    ('lm-eval', 3, 'main')
 """
 from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict

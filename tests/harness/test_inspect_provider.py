@@ -49,6 +49,27 @@ def greedy(model, text, max_new_tokens=MAX_TOKENS):
     return ids[0], answer, tok.decode(answer, skip_special_tokens=True).strip()
 
 
+def assert_answer_span_figures(model, row, record, ids, answer):
+    """Issue 27: the row's answer positions spell its extracted answer, and its confidence figures match
+    one plain float64 forward (log_softmax; Categorical's entropy) over that span, as main.py's rows."""
+    model, tok = model
+    with torch.no_grad():
+        logits = model(torch.cat([ids, answer])[None]).logits[0].double()
+    at = torch.arange(len(ids) - 1, len(ids) - 1 + len(answer))
+    logprobs = torch.log_softmax(logits[at], -1).gather(-1, answer[:, None])[:, 0]
+    entropies = torch.distributions.Categorical(logits=logits[at]).entropy()
+    assert torch.allclose(torch.tensor(record["output_entropies"], dtype=torch.float64), entropies, atol=1e-5, rtol=0)
+    positions = row["answer_positions"]
+    assert record["answer_positions"] == positions
+    span = [p - len(ids) for p in positions] or list(range(len(answer)))
+    if positions:        # contiguous generated tokens (byte pieces of one character may not decode alone)
+        assert span == list(range(span[0], span[-1] + 1)) and 0 <= span[0] and span[-1] < len(answer)
+        assert tok.decode(answer[span[0]:], skip_special_tokens=True).strip().startswith(row["extracted"][:1])
+    assert row["answer_logprob_min"] == pytest.approx(logprobs[span].min().item(), abs=1e-5)
+    assert row["answer_entropy_mean"] == pytest.approx(entropies[span].mean().item(), abs=1e-5)
+    assert row["answer_entropy_max"] == pytest.approx(entropies[span].max().item(), abs=1e-5)
+
+
 def tasks(model):
     """match(): sample q0's target is the model's own answer (so it is correct), the others are not;
     choice(): multiple choice over three letters (the random model never answers "ANSWER: X")."""
@@ -101,6 +122,7 @@ def test_rows_one_per_sample_with_the_first_scorers_verdict(captured, model):
         assert row["answer_logprob_sum"] == record["answer_logprob_sum"] and row["answer_logprob_sum"] < 0
         assert row["answer_logprob_mean"] == pytest.approx(row["answer_logprob_sum"] / len(answer))
         assert row["first_token_entropy"] == record["first_token_entropy"] > 0
+        assert_answer_span_figures(model, row, record, ids, answer)
     summary = json.load(open(os.path.join(out, "summary.json")))
     # two tasks scored by different scorers (match, choice): each task's figure, no pooled one
     assert summary["producer"] == "inspect" and summary["questions"] == 7 and summary["metric"] == "mixed"

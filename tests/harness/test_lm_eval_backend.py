@@ -15,8 +15,10 @@ import torch
 pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt): run make setup")
 import lm_eval  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 import activation_eval.harness as harness  # noqa: E402
+from activation_eval import schema  # noqa: E402
 from activation_eval.store.run_reader import RunReader  # noqa: E402
 from helpers import reference, rel_err  # noqa: E402
 
@@ -118,6 +120,9 @@ def test_equal_to_hf_without_capture(tiny_dir, task_dir, hf_results, tmp_path):
     _assert_equal_to_hf(ours, hf_results)
     reader = RunReader(out)
     assert len(reader.rows) == 10 and not reader.has_records()
+    for row in reader.rows:                   # generation rows: the confidence figures, no answer positions
+        generated = row["category"] == "tiny_gen"
+        assert all((k in row) == generated for k in schema.CONFIDENCE_FIELDS) and "answer_positions" not in row
     assert not os.path.exists(os.path.join(out, "activations"))
 
 
@@ -175,6 +180,38 @@ def test_records_equal_output_hidden_states(captured, tiny_dir):
                 assert rel_err(tensor[a:b], ref[name][positions]) < 1e-4, (row["id"], name)
         lls = [req["loglikelihood"] for req in record["requests"]]
         assert lls == pytest.approx(row["choice_logprobs"], abs=1e-9)
+
+
+def test_generation_rows_carry_answer_positions_and_confidence(captured, tiny_dir):
+    """As main.py's rows: answer positions that spell the filtered answer, and the confidence figures of
+    the generate() call that wrote it, against one plain float64 forward (log_softmax, Categorical)."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    gen = [(row, record) for row, record in RunReader(captured[0]).records() if row["category"] == "tiny_gen"]
+    assert len(gen) == 4
+    for row, record in gen:
+        prompt, output = record["input_ids"], record["output_ids"]
+        with torch.no_grad():
+            logits = model(torch.cat([prompt, output])[None]).logits[0].double()
+        at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(output))
+        logprobs = torch.log_softmax(logits[at], -1).gather(-1, output[:, None])[:, 0]
+        entropies = torch.distributions.Categorical(logits=logits[at]).entropy()
+        assert torch.allclose(torch.tensor(record["output_logprobs"], dtype=torch.float64), logprobs, atol=1e-5, rtol=0)
+        assert torch.allclose(torch.tensor(record["output_entropies"], dtype=torch.float64), entropies, atol=1e-5, rtol=0)
+        if len(output) == 1:       # a one-token answer keeps no generated position (as main.py): no positions
+            assert "answer_positions" not in row and row["extracted"] == ""
+            span = [0]
+        else:
+            positions = row["answer_positions"]
+            assert record["answer_positions"] == positions and positions, row["id"]
+            span = [p - len(prompt) for p in positions]
+            assert row["extracted"].strip() in tok.decode(output[span]).strip()      # the span spells the answer
+        want = {schema.ANSWER_LOGPROB_MEAN: logprobs.mean(), schema.ANSWER_LOGPROB_SUM: logprobs.sum(),
+                schema.FIRST_TOKEN_ENTROPY: entropies[0], schema.ANSWER_LOGPROB_MIN: logprobs[span].min(),
+                schema.ANSWER_ENTROPY_MEAN: entropies[span].mean(), schema.ANSWER_ENTROPY_MAX: entropies[span].max()}
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value.item(), abs=1e-5 * len(output)), (row["id"], key)
 
 
 def test_shard_store_holds_the_same_records(captured, tiny_dir, task_dir, tmp_path):
@@ -267,8 +304,10 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
     expected = [r for r in one.rows if r["category"] == "tiny_gen" or r["doc_id"] < 5]
     assert [r["id"] for r in two.rows] == [r["id"] for r in expected]
     for mine, theirs in zip(two.rows, expected):       # every field; log-likelihoods of other batches to 1e-4
-        assert mine.get("choice_logprobs") == pytest.approx(theirs.get("choice_logprobs"), abs=1e-4)
-        mine, theirs = ({k: v for k, v in r.items() if k != "choice_logprobs"} for r in (mine, theirs))
+        for key in ("choice_logprobs", *schema.CONFIDENCE_FIELDS):
+            assert mine.get(key) == pytest.approx(theirs.get(key), abs=1e-4), (mine["id"], key)
+        mine, theirs = ({k: v for k, v in r.items() if k not in ("choice_logprobs", *schema.CONFIDENCE_FIELDS)}
+                        for r in (mine, theirs))
         assert mine == theirs, {k: (mine.get(k), theirs.get(k)) for k in mine.keys() | theirs.keys()
                                 if mine.get(k) != theirs.get(k)}
     records = {row["id"]: record for row, record in one.records()}
@@ -280,7 +319,10 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
         for a, b in zip(record.get("requests", []), other.get("requests", []), strict=True):
             assert a.get("loglikelihood") == pytest.approx(b.get("loglikelihood"), abs=1e-4)
             assert {**a, "loglikelihood": None} == {**b, "loglikelihood": None}
-        for key in record.keys() - {"activations", "timestamp", "requests"}:
+        floats = {"output_logprobs", "output_entropies", *schema.CONFIDENCE_FIELDS}     # other batches: to 1e-4
+        for key in floats & record.keys():
+            assert record[key] == pytest.approx(other[key], abs=1e-4), (row["id"], key)
+        for key in record.keys() - {"activations", "timestamp", "requests"} - floats:
             same = torch.equal(record[key], other[key]) if torch.is_tensor(record[key]) else record[key] == other[key]
             assert same, (row["id"], key)
         for name, tensor in record["activations"].items():          # other batches: equal up to float rounding
@@ -288,3 +330,14 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
     summary = json.load(open(out / "summary.json"))
     assert summary["questions"] == 9
     assert sum(c["correct"] for c in summary["per_category"].values()) == sum(bool(r["correct"]) for r in expected)
+
+
+def test_confidence_false_keeps_the_answers_and_positions_without_the_figures(captured, tiny_dir, task_dir, tmp_path):
+    out = str(tmp_path / "run")
+    args = {"pretrained": tiny_dir, "dtype": "float32", "output_dir": out, "layers": "0", "confidence": "false"}
+    results = _evaluate(harness.simple_evaluate, "activation-eval", args, task_dir)
+    assert results["results"] == captured[1]["results"]
+    with_figures = {row["id"]: row for row in RunReader(captured[0]).rows}
+    for row, record in RunReader(out).records():
+        assert not any(k in row or k in record for k in (*schema.CONFIDENCE_FIELDS, "output_logprobs"))
+        assert row.get("answer_positions") == with_figures[row["id"]].get("answer_positions")
