@@ -98,6 +98,8 @@ class CvSetup:
     folds: Annotated[int, "folds (at most the smaller class's size)"]
     seed: Annotated[int, "seed of the fold shuffling"]
     groups: Annotated[str | None, "--probe_groups: the results field whose values are held out whole"]
+    strata: Annotated[str | None, "--probe_strata: the results field (e.g. the task) within whose values folds are "
+                                  "stratified and every AUROC compares pairs; None: pooled"]
     auroc_pairs: Annotated[str, "which (positive, negative) pairs AUROC compares: pooled, or within each fold"]
     oof_scoring: Annotated[str, "how out-of-fold scores become an AUROC (layers and fitted controls, every CV seed): "
                                 "\"pairs within folds\" (a pair is compared only when one fold held out both, "
@@ -322,6 +324,7 @@ def upgrade_probe_json(data: dict) -> dict:
         out["test_run"] = dict(out["test_run"], overlap=None, notes=[])
     cv = dict(out.get("cv") or {})
     cv.setdefault("oof_scoring", cv.get("auroc_pairs", "all out-of-fold predictions pooled"))
+    cv.setdefault("strata", None)
     out["cv"] = cv
     for part in (out, out.get("test_run")):
         if isinstance(part, dict):

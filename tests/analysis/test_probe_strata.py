@@ -79,15 +79,17 @@ def test_the_probe_says_it_is_stratified(two_tasks, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stratified_auroc_compares_answers_of_one_task(two_tasks):
-    """Runs once analysis/probe's probe_run takes `strata` (issue 27: the probe's side wires it)."""
-    import inspect
-    if "strata" not in inspect.signature(probe_run).parameters:
-        pytest.skip("probe_run takes no `strata` yet (analysis/probe, issue 27)")
+    """Within a task the category is one value: its AUROC is exactly 0.5 there, and the layer (the task and
+    nothing else) no better; pooled, both 'predict' correctness through the tasks' difficulty."""
     root, rows = two_tasks
     y = np.array([r["correct"] for r in rows])
     task = np.array([r["category"] for r in rows])
     pooled = roc_auc_score(y, task == "B")                     # the task as a score: far from 0.5 pooled
     assert abs(pooled - 0.5) > 0.25
     result = probe_run(root, strata="category", n_bootstrap=1000, cv_seeds=1)
-    assert abs(result.controls["category"].auroc - 0.5) < 0.15                  # constant within each task
+    assert result.cv.strata == "category" and "within each value of 'category'" in result.cv.auroc_pairs
+    assert result.controls["category"].auroc == 0.5                             # constant within each task
     assert abs(result.layers["layer_0"].auroc - 0.5) < 0.2                       # nothing within a task
+    assert result.verdict == "no evidence beyond the controls"
+    pooled_run = probe_run(root, n_bootstrap=1000, cv_seeds=1)
+    assert pooled_run.cv.strata is None and pooled_run.controls["category"].auroc > 0.75

@@ -22,7 +22,6 @@ Example:
 """
 import argparse
 import dataclasses
-import inspect
 from typing import Any
 
 from ...schema.names import parse_reduce
@@ -84,14 +83,11 @@ class ProbeCommand(Command):
         if args.cv_seeds < 1:
             raise ValueError("--cv_seeds must be at least 1")
         strata, strata_note = probe_strata(args.probe, args.probe_strata, args.probe_groups)
-        wired = strata is None or "strata" in inspect.signature(probe_run).parameters
-        if not wired:        # until analysis/probe's probe_run takes `strata` (issue 27): said, not silently dropped
-            strata_note = f"NOT stratified (this probe_run takes no strata), although {strata_note}"
         result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
                            groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
                            reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
                            cv_seeds=args.cv_seeds, transfer=args.transfer, keep_overlap=args.keep_overlap,
-                           **({"strata": strata} if strata is not None and wired else {}))
+                           strata=strata)
         if strata_note:
             result = dataclasses.replace(result, notes=[*result.notes, strata_note])
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]

@@ -83,12 +83,14 @@ class Where:
 
 def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
           n_bootstrap: int | None, progress: bool, family: str, cv_seeds: int, transfer: str | None,
-          run_names: tuple[str, str | None], where: Where, at_answer: bool = False) -> ProbeResult:
+          run_names: tuple[str, str | None], where: Where, at_answer: bool = False,
+          strata: str | None = None) -> ProbeResult:
     """Fit every layer (one pass over `layer_data`), then bootstrap all models together."""
     n_boot = _check_options(n_layers, n_bootstrap, family, cv_seeds)
     setup, sweep, controls, test_controls = _fit(layer_data, n_layers, target, n_splits, seed, groups, family,
-                                                 cv_seeds, progress, at_answer)
-    scores = evaluate_scores(setup.y, sweep.oof, controls, n_boot, seed, setup.strata, setup.clusters)
+                                                 cv_seeds, progress, at_answer, strata)
+    scores = evaluate_scores(setup.y, sweep.oof, controls, n_boot, seed, setup.strata, setup.clusters,
+                             setup.raw_strata)
     B = min(n_boot, TABLE_RESAMPLES)
     matrix = None
     if transfer is not None or setup.y_test is not None:
@@ -147,7 +149,7 @@ def below_chance_warnings(part: Any, prefix: str) -> list[str]:
 
 
 def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
-         family: str, cv_seeds: int, progress: bool, at_answer: bool
+         family: str, cv_seeds: int, progress: bool, at_answer: bool, strata: str | None = None
          ) -> tuple[Setup, Sweep, dict[str, Any], dict[str, Any]]:
     """(setup, sweep, the controls' out-of-fold probabilities or raw scores, the controls' scores on the test run)."""
     from tqdm.auto import tqdm
@@ -161,7 +163,7 @@ def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: 
                 setup = Setup(layer.rows, target, n_splits, seed, groups, layer.test_rows, family, cv_seeds,
                               answer=at_answer, answer_embedding=layer.answer_embedding,
                               test_answer_embedding=layer.test_answer_embedding,
-                              sample_embeddings=layer.sample_embeddings)
+                              sample_embeddings=layer.sample_embeddings, strata=strata)
                 sweep = Sweep(setup)
             setup.check_rows(layer.name, layer.rows, layer.test_rows)
             assert sweep is not None
@@ -182,9 +184,11 @@ def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: 
 
 
 def _cv(setup: Setup) -> CvSetup:
+    within = f" and within each value of {setup.strata_field!r}" if setup.strata_field else ""
     return CvSetup(method=setup.method, folds=len(setup.splits), seed=setup.seed, groups=setup.groups,
-                   auroc_pairs="within each fold (raw single scores: all pairs)", oof_scoring=OOF_SCORING,
-                   seeds=setup.seeds)
+                   strata=setup.strata_field,
+                   auroc_pairs=f"within each fold{within} (raw single scores: all pairs{within})",
+                   oof_scoring=OOF_SCORING, seeds=setup.seeds)
 
 
 def _bootstrap(setup: Setup, n_boot: int, n_layers: int) -> BootstrapSetup:

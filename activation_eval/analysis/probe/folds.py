@@ -90,7 +90,8 @@ def labels_of_test_run(rows: Rows, target: str, classes: Sequence[Any]) -> np.nd
 
 
 def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str | None, notes: list[str],
-               clusters: np.ndarray | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+               clusters: np.ndarray | None = None, field: str = "category"
+               ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     """(list of (train, test) index arrays, description); every training fold holds every class.
 
     groups: a results field whose values are held out whole (GroupKFold); clusters: an int array
@@ -118,7 +119,7 @@ def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str 
         method = "StratifiedGroupKFold on the target, samples of a question kept together"
     else:
         k = min(n_splits, int(np.bincount(y).min()))
-        cats = [str(r.get("category") or "") for r in rows]
+        cats = [str(r.get(field) or "") for r in rows]
         key = [f"{label}|{cat}" for label, cat in zip(y, cats)]
         try:
             with warnings.catch_warnings():       # small target x category cells are expected
@@ -126,11 +127,11 @@ def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str 
                 splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, key))
         except ValueError:                        # every target x category cell smaller than k
             splits = []
-        method = "StratifiedKFold on target x category"
+        method = f"StratifiedKFold on target x {field}"
         if not splits or not _all_classes_in_training(splits, y, n_classes):
             splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
             method = "StratifiedKFold on the target"
-            notes.append("folds keep the target's proportions only: target x category cells too small")
+            notes.append(f"folds keep the target's proportions only: target x {field} cells too small")
     if k < n_splits:
         notes.append(f"{k} folds instead of {n_splits}: "
                      + ("only that many groups" if groups else "the smallest class has that many questions"))

@@ -16,11 +16,13 @@ naming both runs.
 Public names:
     probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None, test_run=None,
               n_bootstrap=None, reduce="auto", progress=False, family="logistic", cv_seeds=3,
-              transfer=None, keep_overlap=False) -> ProbeResult
+              transfer=None, keep_overlap=False, strata=None) -> ProbeResult
+              strata: a results field (e.g. the task: "category") within whose values folds are stratified
+              and every AUROC compares pairs (--probe_strata; auto for a folder of several tasks)
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
                    transfer=None, position_features=None, answer_embedding=None, test_answer_embedding=None,
-                   at_answer=None, sample_embeddings=None, keep_overlap=False) -> ProbeResult
+                   at_answer=None, sample_embeddings=None, keep_overlap=False, strata=None) -> ProbeResult
                    answer_embedding (n, hidden): the embedding layer at the features' position; with it (or
                    at_answer=True) the features are read at the answer and the answer-token controls join
     LOAD_BUDGET_BYTES
@@ -52,7 +54,7 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
               target: str = "correct", groups: str | None = None, test_run: str | os.PathLike[str] | None = None,
               n_bootstrap: int | None = None, reduce: str | int = "auto", progress: bool = False,
               family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
-              keep_overlap: bool = False) -> ProbeResult:
+              keep_overlap: bool = False, strata: str | None = None) -> ProbeResult:
     """Probe every layer of a run folder (see the module docstring and the package's)."""
     run = _check_run(run_dir)
     test_dir = _check_run(test_run) if test_run is not None else None
@@ -70,7 +72,8 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     where = Where(run_dir=run, run_name=run_names[0], reduce=position, position_note=position_note,
                   test_dir=test_dir, test_name=run_names[1], keep_overlap=keep_overlap, test_split=reader.split)
     return probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
-                 n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer)
+                 n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer,
+                 strata=strata)
 
 
 def _with_sample_embeddings(layer_data: Iterator[LayerData], run_dir: str) -> Iterator[LayerData]:
@@ -164,7 +167,7 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
                    progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
                    position_features: Mapping[str, Mapping[str, Any]] | None = None, answer_embedding: Any = None,
                    test_answer_embedding: Any = None, at_answer: bool | None = None,
-                   sample_embeddings: Any = None, keep_overlap: bool = False) -> ProbeResult:
+                   sample_embeddings: Any = None, keep_overlap: bool = False, strata: str | None = None) -> ProbeResult:
     """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on, and position_features {position: {layer: X}} for the
@@ -207,7 +210,7 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     answer = answer_embedding is not None if at_answer is None else bool(at_answer)
     return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
                  transfer, ("run", "test run" if test_features is not None else None),
-                 Where(keep_overlap=keep_overlap, test_split=split), at_answer=answer)
+                 Where(keep_overlap=keep_overlap, test_split=split), at_answer=answer, strata=strata)
 
 def _check_run(path: str | os.PathLike[str]) -> str:
     path = os.fspath(path)

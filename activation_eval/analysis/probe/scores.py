@@ -69,15 +69,17 @@ def auroc_table(y: np.ndarray, probas: Mapping[str, np.ndarray], n_boot: int, se
 
 
 def evaluate_scores(y: np.ndarray, layer_proba: Mapping[str, Any], control_proba: Mapping[str, Any], n_boot: int,
-                    seed: int, strata: np.ndarray | None = None, clusters: np.ndarray | None = None) -> ProbeScores:
+                    seed: int, strata: np.ndarray | None = None, clusters: np.ndarray | None = None,
+                    raw_strata: np.ndarray | None = None) -> ProbeScores:
     """AUROC / accuracy with intervals for every model, selectivity per layer, the verdict, from class
     probabilities: y int class indices (n,), layer_proba {layer: (n, k)} in layer order, control_proba
     {control: (n, k)}; a value may also be (probabilities, predicted classes), else the predicted class
     is the most probable one; a control's value may be a 1-D raw score (binary y: higher = class 1),
     scored over all pairs with no accuracy; strata (n,): compare only pairs within a stratum (fold) for
-    the probabilities; clusters (n,): question index of each row, resampled whole (several samples per question)."""
+    the probabilities; clusters (n,): question index of each row, resampled whole (several samples per question);
+    raw_strata (n,): the pairs a raw score compares (None: all; --probe_strata: within one task)."""
     names = list(layer_proba) + list(control_proba)
-    models = [_model(v, y, strata) for v in list(layer_proba.values()) + list(control_proba.values())]
+    models = [_model(v, y, strata, raw_strata) for v in list(layer_proba.values()) + list(control_proba.values())]
     ones = np.ones((1, len(y)))
     point_auroc = np.array([macro_auroc(p, y, ones, st)[0] for p, _, st in models])
     point_acc = np.array([np.nan if h is None else weighted_accuracy(h, ones)[0] for _, h, _ in models])
@@ -122,12 +124,12 @@ def _is_raw(value: Any) -> bool:
     return not isinstance(value, tuple) and np.ndim(value) == 1
 
 
-def _model(value: Any, y: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None,
-                                                                          np.ndarray | None]:
+def _model(value: Any, y: np.ndarray, strata: np.ndarray | None, raw_strata: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(class scores (n, k), hits or None, strata or None) of a layer's or control's value."""
-    if _is_raw(value):                                               # a raw score: all pairs, no threshold
+    if _is_raw(value):                                # a raw score: all pairs (or raw_strata's), no threshold
         score = np.asarray(value, dtype=np.float64)
-        return np.stack([-score, score], axis=1), None, None
+        return np.stack([-score, score], axis=1), None, raw_strata
     proba, pred = value if isinstance(value, tuple) else (value, np.argmax(value, axis=1))
     return np.asarray(proba, dtype=np.float64), np.asarray(pred) == y, strata
 

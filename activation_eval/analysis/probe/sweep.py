@@ -72,7 +72,7 @@ class Setup:
 
     def __init__(self, rows: Rows, target: str, n_splits: int, seed: int, groups: str | None, test_rows: Rows | None,
                  family: str, cv_seeds: int, answer: bool = False, answer_embedding: Any = None,
-                 test_answer_embedding: Any = None, sample_embeddings: Any = None) -> None:
+                 test_answer_embedding: Any = None, sample_embeddings: Any = None, strata: str | None = None) -> None:
         rows, self.notes = with_sample_scores(rows, sample_embeddings)        # several samples: their scores join
         if test_rows is not None:
             test_rows = with_sample_scores(test_rows)[0]
@@ -82,11 +82,17 @@ class Setup:
         found = cluster_index(rows)
         self.clusters: np.ndarray | None = found[0] if found else None
         self.n_clusters: int = found[1] if found else len(rows)
-        self.splits, self.method = make_folds(self.y, rows, n_splits, seed, groups, self.notes, self.clusters)
+        field = strata or "category"
+        self.strata_field = strata
+        self.splits, self.method = make_folds(self.y, rows, n_splits, seed, groups, self.notes, self.clusters, field)
         self.seeds = [seed + i for i in range(int(cv_seeds))]
-        self.seed_splits = [make_folds(self.y, rows, n_splits, s, groups, [], self.clusters)[0] for s in self.seeds[1:]]
-        self.strata = fold_strata(self.splits, len(self.y))
-        self.seed_strata = [fold_strata(splits, len(self.y)) for splits in self.seed_splits]
+        self.seed_splits = [make_folds(self.y, rows, n_splits, s, groups, [], self.clusters, field)[0]
+                            for s in self.seeds[1:]]
+        # --probe_strata FIELD: every AUROC compares only pairs of one value of FIELD (e.g. one task), so that
+        # what differs between tasks (their difficulty) is no signal; out-of-fold scores also within one fold
+        self.raw_strata = _codes(rows, strata) if strata else None
+        self.strata = _within(fold_strata(self.splits, len(self.y)), self.raw_strata)
+        self.seed_strata = [_within(fold_strata(splits, len(self.y)), self.raw_strata) for splits in self.seed_splits]
         self.permutation_y = permutation_labels(self.y, rows, seed)
         self.hl_y = self._hl_labels(rows, seed)
         own = own_controls(target)
@@ -167,6 +173,17 @@ class Setup:
 
     def counts(self, y: np.ndarray) -> dict[str, int]:
         return {str(c): int((y == i).sum()) for i, c in enumerate(self.classes)}
+
+
+def _codes(rows: Rows, field: str) -> np.ndarray:
+    """An int code per row of the row's value of `field` (as text; missing: "")."""
+    number: dict[str, int] = {}
+    return np.array([number.setdefault(str(r.get(field) or ""), len(number)) for r in rows], dtype=np.int64)
+
+
+def _within(folds: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+    """Strata of pairs within one fold and, given codes, within one value of the strata field too."""
+    return folds if codes is None else folds * (int(codes.max()) + 1) + codes
 
 
 def fold_strata(splits: Sequence[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
