@@ -14,9 +14,10 @@ Example:
     >>> from activation_eval.schema.estimates import Estimate
     >>> from activation_eval.schema.transfer import TransferResult
     >>> t = TransferResult(by="run", layer="layer_1", groups=["a", "b"], n={"a": 3, "b": 4}, level=0.95,
-    ...                    auroc=[[0.5, float("nan")], [None, 0.75]], auroc_ci=[[(0.2, 0.8), None], [None, None]], notes=[])
+    ...                    auroc=[[0.5, float("nan")], [None, 0.75]], auroc_ci=[[(0.2, 0.8), None], [None, None]], notes=[],
+    ...                    shared=[[0, 0], [0, 0]], in_sample=False)
     >>> data = to_json(t); data["format_version"], data["auroc"], data["auroc_ci"][0]
-    (1, [[0.5, None], [None, 0.75]], [[0.2, 0.8], None])
+    (2, [[0.5, None], [None, 0.75]], [[0.2, 0.8], None])
     >>> from_json(TransferResult, data).auroc_ci[0][0]
     (0.2, 0.8)
     >>> from_json(Estimate, {"value": 1.0})

@@ -78,7 +78,7 @@ def probe_json():
         "format_version": 2, "run_dir": "results/run31", "run_name": "run31", "target": "correct", "classes": ["False", "True"],
         "class_counts": {"False": 160, "True": 240}, "n": 400, "reduce": "answer_first",
         "auroc_kind": "binary", "layers_tested": len(LAYERS),
-        "cv": {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 0, "groups": None,
+        "cv": {"method": "StratifiedKFold on target x category", "folds": 5, "seed": 0, "groups": None, "strata": None,
                "auroc_pairs": "within each fold (raw single scores: all pairs)", "oof_scoring": "pairs within folds",
                "seeds": [0, 1, 2]},
         "bootstrap": {"resamples": 12400, "seed": 0, "level": 0.95, "adjusted_level": 1 - 0.05 / len(LAYERS),
@@ -482,6 +482,7 @@ def test_a_format_1_result_reads_after_its_upgrade():
     for key in ("answer_controls", "raw_controls"):
         del old[key]
     del old["cv"]["oof_scoring"]
+    del old["cv"]["strata"]
     old["cv"]["auroc_pairs"] = "all out-of-fold predictions pooled"
     for layer in old["layers"].values():
         layer["control_task_auroc"] = layer.pop("permutation_auroc")

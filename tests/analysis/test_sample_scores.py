@@ -28,10 +28,11 @@ def test_self_consistency_by_hand():
     assert self_consistency(["a", "b", "c", "d"]) == 0.25
 
 
-def test_answers_cluster_by_the_graders_normalisation():
-    assert answer_key({"extracted": "The Paris."}) == answer_key({"extracted": "paris"})
-    assert answer_key({"extracted": "twenty-one"}) == answer_key({"extracted": "21"})
+def test_answers_cluster_by_their_normalised_text():
+    assert answer_key({"extracted": "São Paulo."}) == answer_key({"extracted": "sao  paulo"}) == "sao paulo"
+    assert answer_key({"extracted": "Paris"}) != answer_key({"extracted": "Lyon"})
     assert answer_key({"extracted": None, "response": "Lyon"}) == "lyon"
+    assert answer_key({"extracted": " ", "response": "Lyon"}) == "lyon"
 
 
 def _inside_reference(H):

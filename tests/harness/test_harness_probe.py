@@ -119,6 +119,7 @@ def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, tmp_path, capsys)
     targets = [row["response"] if i % 2 == 0 else "never said" for i, row in enumerate(first)]
     rows = run(tmp_path / "run", targets, layers="embeddings;0;-1")
     assert sum(bool(r["correct"]) for r in rows) >= DOCS - 2 and any(r.get(schema.ANSWER_POSITIONS) for r in rows)
+    capsys.readouterr()                         # Inspect's own banner ("inspect_ai v...") is not the probe's JSON
     code = aa.main(["--probe", str(tmp_path / "run"), "--output_dir", str(tmp_path / "plots"), "--json",
                     "--cv_seeds", "1", "--bootstrap", "1000", "--no_progress"])
     assert code == 0

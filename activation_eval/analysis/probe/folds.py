@@ -13,6 +13,7 @@ Public names:
                                          control task before issue 27)
     hl_control_labels(y, rows, seed) -> a fixed random label per input type (Hewitt & Liang 2019's
                                          control task as defined), or None when it leaves one class
+    answer_text(row) -> str              the normalised extracted answer (else response): a sample's answer, lowercased
     input_type(row) -> str               the input type: category x normalised extracted answer
     small_sample_warnings(y, classes, target, n_clusters=None) -> [str]: n < 30 or a class < 10
 
@@ -159,13 +160,19 @@ def permutation_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
     return out
 
 
-def input_type(row: Mapping[str, Any]) -> str:
-    """A row's input type for the control task: its category and its normalised extracted answer (else its
-    response): accents dropped, lowercased, punctuation as spaces, whitespace collapsed."""
-    answer = row.get("extracted") if row.get("extracted") is not None else row.get("response")
+def answer_text(row: Mapping[str, Any]) -> str:
+    """A row's extracted answer (else its response, when the extracted one is missing or blank), normalised:
+    accents dropped, lowercased, punctuation as spaces, whitespace collapsed ("São Paulo." -> "sao paulo")."""
+    answer = row.get("extracted")
+    if not isinstance(answer, str) or not answer.strip():
+        answer = row.get("response")
     text = unicodedata.normalize("NFKD", str(answer or ""))
-    text = re.sub(r"[\W_]+", " ", "".join(c for c in text if not unicodedata.combining(c)).lower()).strip()
-    return f"{row.get('category') or ''}\x1f{text}"
+    return re.sub(r"[\W_]+", " ", "".join(c for c in text if not unicodedata.combining(c)).lower()).strip()
+
+
+def input_type(row: Mapping[str, Any]) -> str:
+    """A row's input type for the control task: its category and its normalised answer (answer_text)."""
+    return f"{row.get('category') or ''}\x1f{answer_text(row)}"
 
 
 def hl_control_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray | None:

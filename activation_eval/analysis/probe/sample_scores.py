@@ -4,9 +4,9 @@ Three baselines from the hallucination-detection literature, each one number per
 sample row of the question carries its question's number), oriented by schema.SCORE_ORIENTATION:
 
     semantic_entropy   discrete semantic entropy (Farquhar et al. 2024): the samples' answers are
-                       clustered by meaning, here by the grader's normalised extracted answer (the
-                       same words after normalisation = the same meaning); the entropy (nats) of the
-                       clusters' shares. Higher: less likely correct.
+                       clustered by meaning, here by the normalised extracted answer (folds.answer_text:
+                       accents dropped, lowercased, punctuation as spaces; the same text = the same
+                       meaning); the entropy (nats) of the clusters' shares. Higher: less likely correct.
     self_consistency   the share of samples agreeing with the majority answer (Wang et al. 2023).
                        Higher: more likely correct.
     eigenscore         INSIDE's EigenScore (Chen et al. 2024), as its reference code computes it:
@@ -43,17 +43,14 @@ from typing import Any
 import numpy as np
 
 from ... import schema
-from ...eval.text_norm import normalized_tokens
+from .folds import answer_text
 
 EIGEN_ALPHA = 1e-3          # INSIDE's regulariser of the sample covariance
 
 
 def answer_key(row: Mapping[str, Any]) -> str:
-    """The row's extracted answer (else its response), normalised as the grader compares answers."""
-    text = row.get(schema.EXTRACTED)
-    if not isinstance(text, str) or not text.strip():
-        text = row.get(schema.RESPONSE) if isinstance(row.get(schema.RESPONSE), str) else ""
-    return " ".join(normalized_tokens(text))
+    """The row's extracted answer (else its response), normalised (folds.answer_text): a sample's cluster."""
+    return answer_text(row)
 
 
 def semantic_entropy(answers: Sequence[str]) -> float:
