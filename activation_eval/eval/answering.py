@@ -88,8 +88,9 @@ def captures_generated(record):
 
 def answer_token_positions(response, extracted, output_ids, tokenizer, num_prompt_tokens):
     """Absolute token positions (prompt length + index into output_ids) of the generated tokens that
-    cover the LAST occurrence of `extracted` in `response` (case-insensitive); [] when it does not
-    occur verbatim (e.g. a choice graded by its text, an empty answer).
+    cover the LAST occurrence of `extracted` in `response` (case-insensitive) that stands as a whole word (no
+    letter or digit touching it: the letter "B" of "B. Because ..." is not the "b" of "Because"), else the last
+    occurrence anywhere; [] when it does not occur verbatim (e.g. a choice graded by its text, an empty answer).
 
     `response` is the record's: decode(output_ids, skip_special_tokens=True).strip(). Each token's
     character span comes from decoding growing prefixes of output_ids (exact for the tokens the
@@ -102,7 +103,9 @@ def answer_token_positions(response, extracted, output_ids, tokenizer, num_promp
     """
     if not extracted or not response:
         return []
-    matches = list(re.finditer(re.escape(str(extracted)), response, re.IGNORECASE))
+    needle = re.escape(str(extracted))
+    matches = (list(re.finditer(rf"(?<![^\W_]){needle}(?![^\W_])", response, re.IGNORECASE))
+               or list(re.finditer(needle, response, re.IGNORECASE)))
     if not matches:
         return []
     ids = [int(i) for i in (output_ids.tolist() if hasattr(output_ids, "tolist") else output_ids)]

@@ -36,6 +36,18 @@ def test_positions_match_the_tokenizers_offsets(tokenizer, text, extracted):
     assert extracted.lower() in pieces.lower()
 
 
+@pytest.mark.parametrize("text, extracted, start", [
+    ("The answer is B. Because it barks", "B", 14),           # not the "b" of "Because" or "barks"
+    ("Paris. Parisians love it", "Paris", 0),                 # not the "Paris" inside "Parisians"
+    ("Parisians", "Paris", 0),                                # no whole word: the occurrence inside one
+])
+def test_a_whole_word_occurrence_wins_over_a_later_one_inside_a_word(tokenizer, text, extracted, start):
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    end = start + len(extracted)
+    expected = [7 + i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]
+    assert answer_token_positions(text, extracted, torch.tensor(enc["input_ids"]), tokenizer, 7) == expected
+
+
 def test_leading_whitespace_and_missing_answers(tokenizer):
     ids = tokenizer("  is Paris", add_special_tokens=False)["input_ids"]
     response = tokenizer.decode(ids, skip_special_tokens=True).strip()          # as records store it
