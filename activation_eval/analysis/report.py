@@ -170,7 +170,7 @@ def _questions_section(rows: Sequence[Mapping[str, Any]]) -> str:
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;display:block;overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ddd;padding:3px 7px;vertical-align:top;text-align:left}
 th{background:#f3f3f3}#questions th{cursor:pointer;user-select:none}
 #questions td{max-width:28em;white-space:pre-wrap;word-break:break-word}

@@ -71,6 +71,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from .. import models
 from ..capture.generation import CaptureSettings, step_confidence
 from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
@@ -137,7 +138,11 @@ class ActivationEvalLM(HFLM):
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
         self.writer = self._claim(rank, world)          # before the model loads: a refusal costs nothing
         try:
-            super().__init__(pretrained=pretrained, **kwargs)
+            # the offline default model by name, as main.py and the Inspect provider take it: its converted folder
+            source = models.default_model_dir() if pretrained == models.DEFAULT_MODEL else pretrained
+            super().__init__(pretrained=source, **kwargs)
+            if source is not pretrained:                 # records and summary name it as it was asked for
+                self.model.name_or_path_for_records = pretrained
             self._start(pretrained, rank, world)
         except BaseException:
             self.writer.release()

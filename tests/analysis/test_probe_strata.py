@@ -13,8 +13,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import analyze_activations as aa
-from activation_eval.analysis.commands.probe import probe_strata
 from activation_eval.analysis.probe import probe_run
+from activation_eval.analysis.probe.strata import probe_strata
 from activation_eval.store.records import save_activations
 
 N_PER_TASK, P = 40, 5
@@ -91,5 +91,6 @@ def test_stratified_auroc_compares_answers_of_one_task(two_tasks):
     assert result.controls["category"].auroc == 0.5                             # constant within each task
     assert abs(result.layers["layer_0"].auroc - 0.5) < 0.2                       # nothing within a task
     assert result.verdict == "no evidence beyond the controls"
-    pooled_run = probe_run(root, n_bootstrap=1000, cv_seeds=1)
+    assert probe_run(root, n_bootstrap=1000, cv_seeds=1).cv.strata == "category"          # the default: auto
+    pooled_run = probe_run(root, n_bootstrap=1000, cv_seeds=1, strata="none")
     assert pooled_run.cv.strata is None and pooled_run.controls["category"].auroc > 0.75

@@ -341,3 +341,18 @@ def test_confidence_false_keeps_the_answers_and_positions_without_the_figures(ca
     for row, record in RunReader(out).records():
         assert not any(k in row or k in record for k in (*schema.CONFIDENCE_FIELDS, "output_logprobs"))
         assert row.get("answer_positions") == with_figures[row["id"]].get("answer_positions")
+
+
+def test_the_default_model_is_taken_by_name(tiny_dir, task_dir, tmp_path, monkeypatch):
+    """pretrained=SmolLM2-135M-Instruct loads the offline default model's folder (here stood in for by the tiny
+    model), as main.py and the Inspect provider do, and the run folder names the model as it was asked for."""
+    from activation_eval import models
+    asked = []
+    monkeypatch.setattr(models, "default_model_dir", lambda: asked.append(1) or tiny_dir)
+    out = str(tmp_path / "run")
+    _evaluate(harness.simple_evaluate, "activation-eval",
+              {"pretrained": models.DEFAULT_MODEL, "dtype": "float32", "output_dir": out, "capture_activations": False},
+              task_dir)
+    from activation_eval.store.run_folder import read_run_config
+    assert asked and read_run_config(out)["model"] == models.DEFAULT_MODEL
+    assert json.load(open(os.path.join(out, "summary.json")))["model"] == models.DEFAULT_MODEL

@@ -6,26 +6,16 @@ curves of error detection (binary targets; probe/selective_report.py) and, with 
 
 Public names:
     COMMAND
-    probe_strata(run_dir, asked="auto", groups=None) -> (results field or None, note)
-                the field whose values the probe's folds and AUROC pairs stay within: with --probe_strata
-                auto (the default), "category" (the task) for a folder that holds several tasks
-                (run_config.json "tasks", written by the lm-eval and Inspect producers), else none
 
-Several tasks in one folder: their base rates differ, so a probe (and the category control) that
-ranks one task's answers against another's scores the task, not the answer. Such a folder is probed
-stratified by task by default: probe_run(..., strata="category"), whose folds stratify on target x
-task and whose every AUROC compares only answers of the same task (bootstrap.macro_auroc's strata);
-the result's notes say so. --probe_strata none turns it off, --probe_strata FIELD names another field.
+Several tasks in one folder are probed within each task by default (--probe_strata auto: probe/strata.py);
+--probe_strata none pools them, --probe_strata FIELD names another field.
 
 Example:
     $ python analyze_activations.py --probe results/run1 --target category --probe_groups category --json
 """
 import argparse
-import dataclasses
-from typing import Any
 
 from ...schema.names import parse_reduce
-from ...store.run_folder import read_run_config
 from ..probe import probe_run
 from ..probe.models import PROBE_FAMILIES
 from ..probe.plots import plot_probe, plot_transfer
@@ -82,14 +72,11 @@ class ProbeCommand(Command):
             raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
         if args.cv_seeds < 1:
             raise ValueError("--cv_seeds must be at least 1")
-        strata, strata_note = probe_strata(args.probe, args.probe_strata, args.probe_groups)
         result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
                            groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
                            reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
                            cv_seeds=args.cv_seeds, transfer=args.transfer, keep_overlap=args.keep_overlap,
-                           strata=strata)
-        if strata_note:
-            result = dataclasses.replace(result, notes=[*result.notes, strata_note])
+                           strata=args.probe_strata)
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
         if result.transfer is not None:
             plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))
@@ -97,35 +84,6 @@ class ProbeCommand(Command):
             plots.append(plot_risk_coverage(result, plot_path(args, options, "probe",
                                                               f"risk_coverage_{result.run_name}")))
         return Outcome(result, probe_text(result), plots)
-
-
-def probe_strata(run_dir: str, asked: str | None = "auto", groups: str | None = None) -> tuple[str | None, str | None]:
-    """(the results field the probe stays within, or None; a note saying why, or None).
-
-    >>> probe_strata("results/mc")                        # a main.py folder: one benchmark
-    (None, None)
-    >>> probe_strata("results/mc", "none"), probe_strata("results/mc", "subject")[0]
-    ((None, None), 'subject')
-    """
-    if asked in (None, "none"):
-        return None, None
-    if asked != "auto":
-        return asked, f"stratified by {asked!r} (--probe_strata): folds and AUROC pairs stay within each value"
-    tasks = _tasks(run_dir)
-    if len(tasks) < 2 or groups:
-        return None, None
-    shown = ", ".join(map(str, tasks[:5])) + (", ..." if len(tasks) > 5 else "")
-    return "category", (f"stratified by task: the folder holds {len(tasks)} tasks ({shown}); folds and AUROC pairs "
-                        f"stay within a task (its rows' category); --probe_strata none pools them")
-
-
-def _tasks(run_dir: str) -> list[Any]:
-    """The tasks run_config.json names (lm-eval, Inspect), [] when it names none or is missing."""
-    try:
-        tasks = read_run_config(run_dir).get("tasks")
-    except FileNotFoundError:
-        return []
-    return list(tasks) if isinstance(tasks, list) else []
 
 
 COMMAND = ProbeCommand()

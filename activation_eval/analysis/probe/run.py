@@ -16,9 +16,10 @@ naming both runs.
 Public names:
     probe_run(run_dir, layers=None, n_splits=5, seed=0, target="correct", groups=None, test_run=None,
               n_bootstrap=None, reduce="auto", progress=False, family="logistic", cv_seeds=3,
-              transfer=None, keep_overlap=False, strata=None) -> ProbeResult
+              transfer=None, keep_overlap=False, strata="auto") -> ProbeResult
               strata: a results field (e.g. the task: "category") within whose values folds are stratified
-              and every AUROC compares pairs (--probe_strata; auto for a folder of several tasks)
+              and every AUROC compares pairs (--probe_strata); "auto": the task for a folder of several
+              tasks (strata.py), else none; "none": pooled
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
                    transfer=None, position_features=None, answer_embedding=None, test_answer_embedding=None,
@@ -45,6 +46,7 @@ from ..arrays import run_layers
 from ..dataset import load_run_layers, load_run_positions, resolve_reduce
 from .build import Where, probe
 from .overlap import TestSplit
+from .strata import probe_strata
 from .sweep import LayerData
 
 LOAD_BUDGET_BYTES = 1 << 30        # layers read together per pass over the record files
@@ -54,9 +56,10 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
               target: str = "correct", groups: str | None = None, test_run: str | os.PathLike[str] | None = None,
               n_bootstrap: int | None = None, reduce: str | int = "auto", progress: bool = False,
               family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
-              keep_overlap: bool = False, strata: str | None = None) -> ProbeResult:
+              keep_overlap: bool = False, strata: str | None = "auto") -> ProbeResult:
     """Probe every layer of a run folder (see the module docstring and the package's)."""
     run = _check_run(run_dir)
+    strata, strata_note = probe_strata(run, strata, groups)
     test_dir = _check_run(test_run) if test_run is not None else None
     names = list(layers) if layers else run_layers(run)
     if not names:
@@ -71,9 +74,10 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     first = next(layer_data)                     # fixes the test split (reader.split) before the result is built
     where = Where(run_dir=run, run_name=run_names[0], reduce=position, position_note=position_note,
                   test_dir=test_dir, test_name=run_names[1], keep_overlap=keep_overlap, test_split=reader.split)
-    return probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
-                 n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer,
-                 strata=strata)
+    result = probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
+                   n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer,
+                   strata=strata)
+    return dataclasses.replace(result, notes=[*result.notes, strata_note]) if strata_note else result
 
 
 def _with_sample_embeddings(layer_data: Iterator[LayerData], run_dir: str) -> Iterator[LayerData]:

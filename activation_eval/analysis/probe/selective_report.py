@@ -9,6 +9,7 @@ draws every scorer's curve with the random and the oracle ones.
 
 Public names:
     selective_paragraphs(result) -> [str]    the --probe text's paragraphs: error detection, transfer overlap
+    selection_caveat(result) -> str         why the best layer's figures lean optimistic (chosen on these questions)
     overlap_paragraph(test_run) -> str         the --test_run paragraph: questions shared / left out, notes
     error_detection_html(result) -> str      the report's section ("" without error detection)
     plot_risk_coverage(result, path) -> str  the plot, saved as a PNG
@@ -84,7 +85,7 @@ def selective_paragraphs(result: ProbeResult) -> list[str]:
                        f"{ops.prevalence:.3f})\n" + format_table(*_orientation_table(name, ops)))
         out.append("selective answering: keep the most confident questions (PRR: 1 oracle, 0 random; AURC: "
                    "lower is better)\n" + format_table(*_selective_table(ed)) + "\n" + _baselines(ed)
-                   + "".join(f"\nnote: {n}" for n in ed.notes))
+                   + "".join(f"\nnote: {n}" for n in ed.notes) + f"\nnote: {selection_caveat(result)}")
     if result.transfer is not None:
         line = _transfer_overlap(result.transfer)
         if line:
@@ -101,6 +102,15 @@ def _transfer_overlap(t: TransferResult) -> str | None:
            else "left out of those cells (train and test kept apart)")
     return (f"transfer: tested rows that the training {t.by} shares (same id or prompt hash), {how}: "
             + "; ".join(f"{g} -> {h}: {k}" for g, h, k in cells))
+
+
+def selection_caveat(result: ProbeResult) -> str:
+    """Why the best layer's figures lean optimistic: it was picked on the questions it is scored on."""
+    if result.layers_tested < 2:
+        return "one layer probed: no choice among layers to allow for."
+    return (f"{result.best_layer} is the best of {result.layers_tested} layers on these same questions, so its "
+            f"figures lean optimistic (picked after the fact); the controls' do not, and the verdict's adjusted "
+            f"selectivity interval is the comparison that allows for the choice.")
 
 
 def overlap_paragraph(test_run: TestRunResult) -> str:
@@ -124,7 +134,8 @@ def error_detection_html(result: ProbeResult) -> str:
     parts = ["<h3>Error detection and selective answering</h3>",
              f"<p>The out-of-fold probabilities of {esc(result.best_layer)} (the best layer) and of every control "
              "read as a detector of wrong answers (positive class first: incorrect, as hallucination detection "
-             "frames it) and as confidence for answering only the most confident questions.</p>"]
+             "frames it) and as confidence for answering only the most confident questions. "
+             f"{esc(selection_caveat(result))}</p>"]
     negative = next(iter(ed.orientations))
     for name, ops in ed.orientations.items():
         heads, rows = _orientation_table(name, ops)
