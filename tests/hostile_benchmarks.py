@@ -11,6 +11,8 @@ Public names:
                                  reads out of bounds (SIGSEGV / SIGBUS)
     rle_bomb_parquet(path, rows) `rows` identical rows, dictionary + RLE encoded (30M: ~0.3 MB)
     big_cell_parquet(path, nbytes)  one question of nbytes bytes, zstd (20 MB: ~2.5 KB)
+    lying_footer_parquet(path, nbytes, claimed)  big_cell_parquet whose footer claims the question column
+                                 is `claimed` bytes uncompressed (its page header tells the truth)
     zstd_arrow_folder(path, nbytes) a save_to_disk folder whose Arrow stream is zstd-compressed and
                                  holds one nbytes-long question (256 MB: ~9 KB)
     deep_jsonl(path, depth), deep_json(path, depth)   a row nested `depth` levels deep
@@ -101,6 +103,40 @@ def big_cell_parquet(path, nbytes=20_000_000):
     pq.write_table(pa.table({"question": ["x" * nbytes], "answer": ["x"]}), os.fspath(path), compression="zstd",
                    use_dictionary=False, compression_level=19)
     return os.fspath(path)
+
+
+def _varint(n, width=None):
+    """Thrift compact varint of n (unsigned), padded with continuation bytes to `width` bytes."""
+    out = []
+    while True:
+        out.append(n & 0x7F)
+        n >>= 7
+        if not n:
+            break
+    while width and len(out) < width:
+        out.append(0)
+    return bytes(b | 0x80 for b in out[:-1]) + bytes(out[-1:])
+
+
+def lying_footer_parquet(path, nbytes=629_000_000, claimed=100):
+    """One zstd question of nbytes bytes (629 MB: ~20 KB on disk), the footer's total_uncompressed_size of
+    its column chunk rewritten to `claimed` (a padded varint of the same width, found after the field
+    header 0x16 of ColumnMetaData field 6 and before that of field 7; the page header is left alone)."""
+    import pyarrow.parquet as pq
+    path = big_cell_parquet(path, nbytes)
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    true, packed = column.total_uncompressed_size, column.total_compressed_size
+    data = bytearray(open(path, "rb").read())
+    footer_at = len(data) - 8 - struct.unpack("<i", data[-8:-4])[0]
+    old = _varint(2 * true)                                       # zigzag of a positive i64
+    pattern = b"\x16" + old + b"\x16" + _varint(2 * packed)
+    at = data.find(pattern, footer_at)
+    assert at > 0 and data.find(pattern, at + 1) < 0, "the footer's size field was not found once"
+    data[at + 1:at + 1 + len(old)] = _varint(2 * claimed, len(old))
+    with open(path, "wb") as f:
+        f.write(data)
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size == claimed
+    return path
 
 
 def zstd_arrow_folder(path, nbytes=256 << 20):

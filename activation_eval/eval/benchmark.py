@@ -59,6 +59,13 @@ from .rows import (
     stable_id,
 )
 
+SKIPS_LOGGED = 10          # skipped rows warned about one by one; the rest are counted in one line
+REASON_CHARS = 300         # a skip reason quotes the cell: cut, with the bytes left out counted
+
+
+def _short(reason):
+    return reason if len(reason) <= REASON_CHARS else f"{reason[:REASON_CHARS]}... ({len(reason):,} characters)"
+
 __all__ = [
     "BenchmarkError", "DEFAULT_BENCHMARK", "Benchmark", "read_benchmark", "load_benchmark", "BenchmarkLimits",
     "DEFAULT_LIMITS", "parse_limits", "normalize_row",
@@ -152,12 +159,15 @@ def read_benchmark(path=None, *, question_field="question", answer_field="answer
             if strict:
                 raise BenchmarkError(f"{name}: {where}: {e}{f' (row id {row_id})' if row_id else ''}") from None
             skipped.append({"id": row_id, "where": where, "reason": str(e)})
-    for s in skipped:
+    for s in skipped[:SKIPS_LOGGED]:
         log.warning("%s: skipping %s%s: %s (--strict makes this an error)", name, s["where"],
-                    f" (row id {s['id']})" if s["id"] else "", s["reason"])
+                    f" (row id {s['id']})" if s["id"] else "", _short(s["reason"]))
+    if len(skipped) > SKIPS_LOGGED:
+        log.warning("%s: skipping %s more rows (%s rows in all; --strict makes this an error)", name,
+                    f"{len(skipped) - SKIPS_LOGGED:,}", f"{len(skipped):,}")
     if not rows:
-        raise BenchmarkError(f"{name}: no usable rows: all {len(skipped)} were skipped; the first, "
-                             f"{skipped[0]['where']}: {skipped[0]['reason']}")
+        raise BenchmarkError(f"{name}: no usable rows: all {len(skipped):,} were skipped; the first, "
+                             f"{skipped[0]['where']}: {_short(skipped[0]['reason'])}")
     check_unique_ids(rows, wheres, name, fields["id"])
     return Benchmark(rows, skipped)
 

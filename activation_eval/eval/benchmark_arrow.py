@@ -1,6 +1,6 @@
 """Columnar benchmark sources (parquet, folders written by datasets' save_to_disk, loaded datasets) ->
 raw row dicts, bounded: metadata is checked before anything is decoded (row counts, parquet's
-uncompressed sizes, what compressed Arrow buffers decompress to), every record batch is validated
+uncompressed sizes and each page header's, what compressed Arrow buffers decompress to), every record batch is validated
 in full (offsets, dictionary indices: a corrupt offset would make Python's conversion read out of
 bounds and crash the process) and measured (bytes per row and field) before it becomes Python.
 
@@ -26,6 +26,7 @@ import struct
 import numpy as np
 
 from .errors import BenchmarkError
+from .parquet_pages import PageHeaderError, chunk_uncompressed
 
 __all__ = ["read_parquet", "read_saved_dataset", "read_loaded_dataset"]
 
@@ -151,13 +152,7 @@ def read_parquet(name, budget, wanted):
         leaves = [i for i in range(meta.num_columns) if schema.column(i).path.split(".")[0] in kept]
         budget.rows(meta.num_rows, f"the file's metadata ({meta.num_rows:,} rows)")
         budget.row_count -= meta.num_rows                 # counted again, batch by batch
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            for i in leaves:
-                size = max(0, group.column(i).total_uncompressed_size)
-                _check_rows_hold(size, max(0, group.num_rows), 1, budget,
-                                 f"row group {g + 1}, column {schema.column(i).path!r}")
-                budget.decoded(size, f"row group {g + 1} (the metadata's uncompressed size)")
+        _check_declared_sizes(name, meta, schema, leaves, budget)
         strings = [schema.column(i).path for i in leaves if schema.column(i).physical_type == "BYTE_ARRAY"]
         dictionary = pq.ParquetFile(name, read_dictionary=strings)
         records = []
@@ -175,6 +170,27 @@ def read_parquet(name, budget, wanted):
         raise
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError, OverflowError) as e:
         raise BenchmarkError(f"{name}: cannot read as parquet ({_first_line(e)})") from None
+
+
+def _check_declared_sizes(name, meta, schema, leaves, budget):
+    """Each column chunk read: the larger of what the footer and what its page headers say it
+    decompresses to, checked against the rows it holds and the total before any page is decompressed
+    (a reader allocates each page at its header's size: a footer can understate it)."""
+    max_header = 2 * budget.limits.cell_bytes + (1 << 20)     # page statistics hold at most a few values
+    with open(name, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for i in leaves:
+                where, footer = f"row group {g + 1}, column {schema.column(i).path!r}", \
+                    max(0, group.column(i).total_uncompressed_size)
+                try:
+                    pages = chunk_uncompressed(f, file_size, group.column(i), max_header)
+                except PageHeaderError as e:
+                    raise BenchmarkError(f"{name}: {where}: corrupt page header ({e}); write the file again") from None
+                said = "its page headers" if pages > footer else ""
+                budget.rows_hold(max(footer, pages), max(0, group.num_rows), 1, f"{where} ({said})" if said else where)
+                budget.decoded(max(footer, pages), f"row group {g + 1} ({said or 'the metadata'}: uncompressed size)")
 
 
 def _row_group_rows(pf, group, budget, kept, first_row):
@@ -306,19 +322,8 @@ def _check_messages(source, budget, path):
                 if length >= 8 and 0 <= offset and offset + 8 <= body.size:
                     declared = struct.unpack_from("<q", body, offset)[0]
                     size += length - 8 if declared == -1 else max(0, declared)
-            _check_rows_hold(size, rows, fields, budget, f"{where} (compressed)")
+            budget.rows_hold(size, rows, fields, f"{where} (compressed)")
             budget.decoded(size, f"{where} (compressed buffers)")
-
-
-def _check_rows_hold(size, rows, fields, budget, where):
-    """BenchmarkError unless `size` decoded bytes fit in `rows` rows of `fields` cells of at most
-    cell_bytes each (+ 64 bytes of offsets and validity per cell, + 1 MiB): checked before decoding
-    data that decompresses (a small file must not first grow to gigabytes, then be refused)."""
-    most = rows * fields * (budget.limits.cell_bytes + 64) + (1 << 20)
-    if size > most:
-        raise BenchmarkError(f"{budget.name}: {where}: decompresses to {size:,} bytes, more than {rows:,} rows can "
-                             f"hold with at most {budget.limits.cell_bytes:,} bytes a cell (cell_bytes); if the file "
-                             f"is trusted, raise it, e.g. {budget.limits.flag('cell_bytes')}")
 
 
 def _flat_record_batch(meta, where, name):

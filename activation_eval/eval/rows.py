@@ -258,6 +258,14 @@ def stable_id(question, choices=None):
     return "q-" + hashlib.sha1(item.encode("utf-8")).hexdigest()[:10]
 
 
+SHOWN = 3             # ids (and places of each) a message lists; the rest are counted
+
+
+def _first_few(places):
+    shown = ", ".join(places[:SHOWN])
+    return shown + (f" and {len(places) - SHOWN:,} more" if len(places) > SHOWN else "")
+
+
 def check_unique_ids(rows, wheres, name, id_field):
     """BenchmarkError listing every id given to more than one row, with their places."""
     seen = {}
@@ -265,8 +273,11 @@ def check_unique_ids(rows, wheres, name, id_field):
         seen.setdefault(row["id"], []).append(where)
     duplicates = {key: places for key, places in seen.items() if len(places) > 1}
     if duplicates:
-        listed = "; ".join(f"{key!r} at {', '.join(places)}" for key, places in duplicates.items())
-        raise BenchmarkError(f"{name}: duplicate ids: {listed}; give each row a unique {id_field!r} "
+        listed = "; ".join(f"{str(key)[:60]!r} at {_first_few(places)}" for key, places in
+                           list(duplicates.items())[:SHOWN])
+        more = f" and {len(duplicates) - SHOWN:,} more ids" if len(duplicates) > SHOWN else ""
+        raise BenchmarkError(f"{name}: {len(duplicates):,} duplicate ids: {listed}{more}; give each row a unique "
+                             f"{id_field!r} "
                              "(rows without one get an id from the question and its choices, so a "
                              "repeated item also collides)")
 

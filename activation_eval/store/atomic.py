@@ -115,13 +115,13 @@ def atomic_write(path, write):
             except OSError:
                 pass
         if isinstance(e, OSError):
-            raise _storage_error(e, "could not write activation record", path,
+            raise _storage_error(e, f"could not write {os.path.basename(path)}", path,
                                  "any previous file there is unchanged") from e
         raise
     try:
         _fsync_directory(folder)        # makes the rename itself survive a power loss
     except OSError as e:
-        raise _storage_error(e, "wrote activation record but could not fsync its folder", path,
+        raise _storage_error(e, f"wrote {os.path.basename(path)} but could not fsync its folder", path,
                              "it may not survive a crash") from e
 
 
