@@ -32,7 +32,8 @@ import sys
 import tempfile
 import time
 
-import fuzz_records  # the harness (worker process, byte mutations, peak RSS), in this script's own folder
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's package (not an installed one)
+import fuzz_records  # noqa: E402 - the harness (worker process, byte mutations, peak RSS), in this folder
 
 MEMORY_LIMIT_MB = fuzz_records.MEMORY_LIMIT_MB
 TEXT_SNIPPETS = [b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"\n", b"\r\n", b"\t", b"|", b'""', b"\x00",

@@ -20,7 +20,7 @@ Public names:
     huge_shape(nbytes, nints=16)     a pickle of numpy _frombuffer with a shape of `nints` random
                            ints of `nbytes` bytes each: multiplying them out is superlinear (issue 20)
     many_entries(n)        a .safetensors head whose header lists n zero-size tensors (issue 20)
-    write_run(folder, store="files", n=8)   a valid run folder (results.jsonl, run_config.json,
+    write_run(folder, store="files", n=8, hidden=8)   a valid run folder (results.jsonl, run_config.json,
                            summary.json, n records in either store) made without a model
 
 Example:
@@ -335,8 +335,8 @@ def many_entries(n):
     return len(text).to_bytes(8, "little") + text
 
 
-def write_run(folder, store="files", n=8):
-    """A valid run folder of n questions (categories "cat0"/"cat1", every other one correct) whose
+def write_run(folder, store="files", n=8, hidden=8):
+    """A valid run folder of n questions (hidden size `hidden`) (categories "cat0"/"cat1", every other one correct) whose
     records (layers embeddings, layer_0, layer_1) are in `store` ("files" or "shards": two shards);
     made without a model, in a second. -> folder."""
     from activation_eval import schema
@@ -346,7 +346,7 @@ def write_run(folder, store="files", n=8):
     acts = os.path.join(folder, "activations")
     os.makedirs(os.path.join(acts, "units"), exist_ok=True)
     ids = [f"q{i}" for i in range(n)]
-    recs = [dict(record(seed=i), grading={"id": q, "correct": i % 2 == 0}) for i, q in enumerate(ids)]
+    recs = [dict(record(seed=i, hidden=hidden), grading={"id": q, "correct": i % 2 == 0}) for i, q in enumerate(ids)]
     rows = []
     for i, q in enumerate(ids):
         row = schema.answered_row({"id": q, "question": f"question {i}", "answer": "A", "category": f"cat{i % 2}"},
