@@ -30,7 +30,7 @@ import os
 import stat
 
 from .benchmark_arrow import read_loaded_dataset, read_parquet, read_saved_dataset
-from .benchmark_limits import MAX_DEPTH, Budget, json_depth_at, value_size
+from .benchmark_limits import DEPTH_HARD_MAX, Budget, json_depth_at, value_size
 from .errors import BenchmarkError
 
 __all__ = ["read_records", "HF_PREFIX", "FILE_KINDS"]
@@ -123,8 +123,8 @@ def _json_value(text, name, where, budget):
     at = json_depth_at(text, depth)
     if where is None:
         where = f"line {text.count(chr(10), 0, at) + 1}" if at is not None else "the file"
-    needed = MAX_DEPTH + 1 if at is None or json_depth_at(text, MAX_DEPTH) is not None else None
-    raise BenchmarkError(f"{name}: {where}: JSON nested deeper than {min(depth, MAX_DEPTH)} levels (depth); a "
+    needed = DEPTH_HARD_MAX + 1 if at is None or json_depth_at(text, DEPTH_HARD_MAX) is not None else None
+    raise BenchmarkError(f"{name}: {where}: JSON nested deeper than {min(depth, DEPTH_HARD_MAX)} levels (depth); a "
                          f"benchmark row needs a few; {budget.limits.hint('depth', needed)}")
 
 
@@ -142,7 +142,7 @@ def _keep(record, wanted_fields, where, budget, json_depth=0):
         size, depth = value_size(value, budget.limits.depth) if not isinstance(value, str) else \
             (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass")), 0)
         if depth + json_depth > budget.limits.depth:
-            needed = value_size(value, MAX_DEPTH)[1] + json_depth
+            needed = value_size(value, DEPTH_HARD_MAX)[1] + json_depth
             raise _TooDeep(where, f"{budget.name}: {where}: field {field!r} is nested deeper than "
                                  f"{budget.limits.depth} levels (depth); {budget.limits.hint('depth', needed)}")
         budget.cell(field, size, where)

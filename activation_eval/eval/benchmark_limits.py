@@ -5,7 +5,7 @@ run-length-encoded rows, 10^5 nested brackets) is refused before it is decoded, 
 Public names:
     BenchmarkLimits(rows, cell_bytes, total_bytes, depth)   the limits (a frozen dataclass); .hint(name,
                             needed) ends a refusal: a value that reads the file, or that none does
-    MAX_DEPTH               the hard maximum of depth (Python's JSON parser reads no deeper)
+    DEPTH_HARD_MAX          the hard maximum of depth (Python's JSON parser reads no deeper)
     DEFAULT_LIMITS          BenchmarkLimits() with the defaults below
     LIMITS_HELP             what --benchmark_limits takes
     parse_limits(text_or_limits) -> BenchmarkLimits   "rows=5000000,cell_bytes=8MiB" (others keep their default)
@@ -41,7 +41,7 @@ import re
 
 from .errors import BenchmarkError
 
-__all__ = ["BenchmarkLimits", "DEFAULT_LIMITS", "MAX_DEPTH", "LIMITS_HELP", "parse_limits", "Budget", "value_size",
+__all__ = ["BenchmarkLimits", "DEFAULT_LIMITS", "DEPTH_HARD_MAX", "LIMITS_HELP", "parse_limits", "Budget", "value_size",
            "json_depth_at"]
 
 _UNITS = {"": 1, "b": 1, "k": 10 ** 3, "kb": 10 ** 3, "m": 10 ** 6, "mb": 10 ** 6, "g": 10 ** 9, "gb": 10 ** 9,
@@ -72,9 +72,9 @@ class BenchmarkLimits:
 
 
 DEFAULT_LIMITS = BenchmarkLimits()
-MAX_DEPTH = 500                     # deeper JSON: Python's parser stops near its recursion limit (1000
-                                    # frames, less the caller's own)
-HARD_MAXIMA = {"depth": MAX_DEPTH}  # the largest value a limit can take
+DEPTH_HARD_MAX = 500                    # deeper JSON: Python's parser stops near its recursion limit (1000
+                                        # frames, less the caller's own)
+HARD_MAXIMA = {"depth": DEPTH_HARD_MAX}  # the largest value a limit can take
 HARD_REASONS = {"depth": "Python's JSON parser reads no deeper"}
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import hostile_benchmarks as hb
 from activation_eval.eval.benchmark import BenchmarkError, load_benchmark, read_benchmark
-from activation_eval.eval.benchmark_limits import MAX_DEPTH, parse_limits
+from activation_eval.eval.benchmark_limits import DEPTH_HARD_MAX, parse_limits
 from activation_eval.eval.parquet_pages import PageHeaderError, chunk_uncompressed
 from activation_eval.run import cli
 from helpers import REPO_ROOT
@@ -115,19 +115,19 @@ def test_100000_duplicate_rows_give_one_short_line(tmp_path, capsys):
     assert "50,000 duplicate ids: 'q0' at line 1, line 50001;" in err and "and 49,997 more ids" in err
 
 
-@pytest.mark.parametrize("value", ["100000000", str(MAX_DEPTH + 1)])
+@pytest.mark.parametrize("value", ["100000000", str(DEPTH_HARD_MAX + 1)])
 def test_a_depth_beyond_the_parser_is_refused_with_its_maximum(tmp_path, capsys, value):
     path = hb.deep_jsonl(tmp_path / "deep.jsonl", 100_000)
     err = _main_error(capsys, "--benchmark", path, "--benchmark_limits", f"depth={value}",
                       "--output_dir", tmp_path / "out")
-    assert f"depth={value} is beyond the most this reader supports, {MAX_DEPTH}" in err and str(2 * int(value)) not in err
+    assert f"depth={value} is beyond the most this reader supports, {DEPTH_HARD_MAX}" in err and str(2 * int(value)) not in err
 
 
 def test_depth_hints_name_a_value_that_works_or_say_none_does(tmp_path):
     deep = hb.deep_jsonl(tmp_path / "deep.jsonl", 100_000)
     with pytest.raises(BenchmarkError) as e:
-        load_benchmark(deep, limits=f"depth={MAX_DEPTH}")
-    assert f"no --benchmark_limits depth reads it (at most {MAX_DEPTH}" in str(e.value)
+        load_benchmark(deep, limits=f"depth={DEPTH_HARD_MAX}")
+    assert f"no --benchmark_limits depth reads it (at most {DEPTH_HARD_MAX}" in str(e.value)
     assert "raise it" not in str(e.value)
     medium = hb.deep_jsonl(tmp_path / "medium.jsonl", 300)       # 300 levels: depth=200 hints at least 300
     with pytest.raises(BenchmarkError) as e:
@@ -152,5 +152,5 @@ def test_limits_hint_at_least_what_the_file_needs():
     limits = parse_limits("rows=10")
     assert limits.hint("rows", 1_000) == "if the file is trusted, raise it, e.g. --benchmark_limits rows=1000"
     assert limits.hint("rows", 3) == "if the file is trusted, raise it, e.g. --benchmark_limits rows=20"
-    assert parse_limits("depth=400").hint("depth") .endswith(f"depth={MAX_DEPTH}")
-    assert parse_limits("depth=400").hint("depth", MAX_DEPTH + 1).startswith("no --benchmark_limits depth")
+    assert parse_limits("depth=400").hint("depth") .endswith(f"depth={DEPTH_HARD_MAX}")
+    assert parse_limits("depth=400").hint("depth", DEPTH_HARD_MAX + 1).startswith("no --benchmark_limits depth")
