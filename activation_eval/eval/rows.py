@@ -10,7 +10,7 @@ Public names:
     check_fields_present(fields, available, name)     the question (and named optional) columns exist
     answer_columns_of(spec, available, name) -> [column, ...]   "answer", "a,b" or globs ("answer_*")
     skipped_id(record, fields) -> str or None the id a skipped row is named by
-    check_unique_ids(rows, wheres, name, id_field)   BenchmarkError naming duplicate ids and places
+    check_unique_ids(rows, wheres, name, id_field)   BenchmarkError naming duplicate ids and places (a few)
     FALSE_PREMISE                             "false_premise": the column (and row key) of a false-premise row
 
 Example:
@@ -267,7 +267,8 @@ def _first_few(places):
 
 
 def check_unique_ids(rows, wheres, name, id_field):
-    """BenchmarkError listing every id given to more than one row, with their places."""
+    """BenchmarkError naming the ids given to more than one row, with their places (the first few of
+    each, the rest counted: 100,000 copies of one question made a message of 1.2 MB)."""
     seen = {}
     for row, where in zip(rows, wheres):
         seen.setdefault(row["id"], []).append(where)
@@ -276,7 +277,7 @@ def check_unique_ids(rows, wheres, name, id_field):
         listed = "; ".join(f"{str(key)[:60]!r} at {_first_few(places)}" for key, places in
                            list(duplicates.items())[:SHOWN])
         more = f" and {len(duplicates) - SHOWN:,} more ids" if len(duplicates) > SHOWN else ""
-        raise BenchmarkError(f"{name}: {len(duplicates):,} duplicate ids: {listed}{more}; give each row a unique "
+        raise BenchmarkError(f"{name}: duplicate ids: {listed}{more}; give each row a unique "
                              f"{id_field!r} "
                              "(rows without one get an id from the question and its choices, so a "
                              "repeated item also collides)")
