@@ -252,10 +252,10 @@ def stable_id(question, choices=None):
         >>> stable_id("Which is larger?", ["3", "4"]) != stable_id("Which is larger?", ["5", "6"])
         True
     """
-    if not choices:
-        return "q-" + hashlib.sha1(question.strip().encode("utf-8")).hexdigest()[:10]
+    if not choices:                 # surrogatepass: a lone surrogate ("\ud800" in JSON) is hashed, not an error
+        return "q-" + hashlib.sha1(question.strip().encode("utf-8", "surrogatepass")).hexdigest()[:10]
     item = json.dumps([question.strip(), [str(c) for c in choices]], ensure_ascii=False)
-    return "q-" + hashlib.sha1(item.encode("utf-8")).hexdigest()[:10]
+    return "q-" + hashlib.sha1(item.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 SHOWN = 3             # ids (and places of each) a message lists; the rest are counted

@@ -156,3 +156,14 @@ def test_limits_hint_at_least_what_the_file_needs():
     assert limits.hint("rows", 3) == "if the file is trusted, raise it, e.g. --benchmark_limits rows=20"
     assert parse_limits("depth=400").hint("depth") .endswith(f"depth={DEPTH_HARD_MAX}")
     assert parse_limits("depth=400").hint("depth", DEPTH_HARD_MAX + 1).startswith("no --benchmark_limits depth")
+
+
+# ----------------------------------------------------------------------------- the benchmark fuzzer's finding
+
+def test_a_lone_surrogate_in_a_row_without_an_id_is_read(tmp_path):
+    """Found by tests/fuzz_benchmarks.py (seed 1, 5 minutes): a lone surrogate escape (valid JSON) in the
+    choices of a row without an id raised a raw UnicodeEncodeError where the id is hashed."""
+    path = tmp_path / "b.tsv"
+    path.write_text('question\tchoices\tanswer\nWhat?\t"[""1\\ud800"", ""2""]"\t"[""A""]"\n', encoding="utf-8")
+    rows = read_benchmark(path).rows
+    assert len(rows) == 1 and rows[0]["id"].startswith("q-") and rows[0]["choices"][0] == "1\ud800"
