@@ -1,4 +1,4 @@
-"""Peak memory and time of reading each hostile benchmark of issue 20 (tests/hostile_benchmarks.py),
+"""Peak memory and time of reading each hostile benchmark of issues 20 and 29 (tests/hostile_benchmarks.py),
 with the package at two places: this checkout ("after") and, with --before DIR, an export of an
 older commit ("before"; e.g. `git archive 43cd91f activation_eval | tar -x -C /tmp/before`).
 
@@ -25,6 +25,7 @@ CASES = {   # name: (builder in hostile_benchmarks, file name, arguments)
     "big_cell_20MB": ("big_cell_parquet", "big.parquet", (20_000_000,)),
     "zstd_arrow_256MB": ("zstd_arrow_folder", "zstd", (256 << 20,)),
     "deep_jsonl": ("deep_jsonl", "deep.jsonl", (100_000,)),
+    "lying_footer_629MB": ("lying_footer_parquet", "lie.parquet", (629_000_000,)),   # issue 29 (builds with ~6 GB)
 }
 CHILD = r"""
 import sys, time
