@@ -110,11 +110,12 @@ def producer_runs(folder, model_dir=None):
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    model_dir = model_dir or _tiny_model_dir(os.path.join(folder, "tiny-llama"))
-    runs = {f"main-{store}": hostile.write_run(os.path.join(folder, f"main-{store}"), store, n=16)
-            for store in ("files", "shards")}
-    runs["lm-eval"] = _lm_eval_run(model_dir, os.path.join(folder, "lm-eval"))
-    runs["inspect"] = _inspect_run(model_dir, os.path.join(folder, "inspect"))
+    with contextlib.redirect_stdout(sys.stderr):     # the harnesses' banners: stdout is the report's JSON
+        model_dir = model_dir or _tiny_model_dir(os.path.join(folder, "tiny-llama"))
+        runs = {f"main-{store}": hostile.write_run(os.path.join(folder, f"main-{store}"), store, n=16)
+                for store in ("files", "shards")}
+        runs["lm-eval"] = _lm_eval_run(model_dir, os.path.join(folder, "lm-eval"))
+        runs["inspect"] = _inspect_run(model_dir, os.path.join(folder, "inspect"))
     with open(done, "w") as f:
         json.dump(runs, f)
     return runs

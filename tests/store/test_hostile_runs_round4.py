@@ -184,7 +184,7 @@ def test_a_short_seeded_two_run_fuzz_finds_nothing(tmp_path):
                            "--seconds", "600", "--seed", "0", "--out", str(tmp_path / "findings"),
                            "--seed_dir", str(tmp_path / "seeds")], capture_output=True, text=True, timeout=900,
                           cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": REPO_ROOT, "OMP_NUM_THREADS": "1"})
-    assert done.stdout.startswith("{"), done.stderr[-3000:]
+    assert done.stdout.lstrip().startswith("{"), done.stderr[-3000:]      # (the harnesses print blank lines)
     report = json.loads(done.stdout)
     assert report["findings"] == [] and done.returncode == 0
     assert report["runs"] == ["inspect", "lm-eval", "main-files", "main-shards"]
