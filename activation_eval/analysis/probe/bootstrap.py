@@ -11,10 +11,24 @@ rows are not independent, so the bootstrap must draw QUESTIONS: with `clusters`,
 the questions with replacement and every row gets its question's count (cluster_index makes the
 cluster indices from the rows' ids).
 
+From LARGE_N rows on (a large run: 5,000 questions or more) two shortcuts keep the cost linear in n:
+resample_counts draws each resample as n uniform indices with replacement (the same multinomial(n, 1/n)
+counts, a different random stream: numpy's multinomial costs ~50x more per draw), in chunks of at most
+~4M counts; and the probe's AUROC resamples use the first-order (influence) expansion of the weighted
+AUROC around the full sample, AUROC(w) ~= AUROC + sum_i (w_i - 1) g_i, one matrix product for every
+model of a chunk instead of one sort-based pass per model. The dropped terms are O(1/n) against the
+resamples' O(1/sqrt(n)) spread (tests/analysis/test_probe_scale.py compares both with scikit-learn's
+weighted AUROC on the same resamples).
+
 Public names:
     resample_counts(n, n_resamples, seed, chunk=512, clusters=None)
                                                        yields (m, n) int count matrices, m <= chunk;
                                                        with clusters (n,), whole clusters are drawn
+    auroc_gradient(proba, y, strata=None) -> (AUROC, g (n,))
+                                                       the linearized bootstrap: a resample's AUROC
+                                                       ~= AUROC + (counts - 1) @ g (from LARGE_N rows)
+    LARGE_N                                            rows (or clusters) from which resamples are
+                                                       drawn as indices and AUROCs linearized
     cluster_index(rows) -> (clusters (n,), n_clusters) or None
                                                        rows (dicts with "id") grouped by id; None
                                                        when every id is unique
@@ -57,6 +71,9 @@ import numpy as np
 
 from ...schema.estimates import Interval
 
+LARGE_N = 5000                  # rows (clusters) from which the index draw and the linearized AUROC are used
+CHUNK_COUNTS = 1 << 22          # counts per chunk of a large resample (32 MB of int64)
+
 
 def resample_counts(n: int, n_resamples: int, seed: int, chunk: int = 512,
                     clusters: Any = None) -> Iterator[np.ndarray]:
@@ -76,12 +93,21 @@ def resample_counts(n: int, n_resamples: int, seed: int, chunk: int = 512,
     else:
         n_draw = n
     p = np.full(n_draw, 1.0 / n_draw)
+    large = n_draw >= LARGE_N
+    if large:
+        chunk = max(1, min(chunk, CHUNK_COUNTS // n_draw))
     done = 0
     while done < n_resamples:
         m = min(chunk, n_resamples - done)
-        counts = rng.multinomial(n_draw, p, size=m)
+        counts = _index_counts(rng, n_draw, m) if large else rng.multinomial(n_draw, p, size=m)
         yield counts if clusters is None else counts[:, clusters]
         done += m
+
+
+def _index_counts(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+    """m resamples of n items as counts: n uniform draws with replacement each (multinomial(n, 1/n))."""
+    flat = rng.integers(0, n, size=(m, n)) + (np.arange(m) * n)[:, None]
+    return np.bincount(flat.ravel(), minlength=m * n).reshape(m, n)
 
 
 def cluster_index(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, int] | None:
@@ -143,6 +169,43 @@ def macro_auroc(proba: Any, y: Any, weights: Any, strata: Any = None) -> np.ndar
         return weighted_auroc(proba[:, 1], y == 1, weights, strata)
     per_class = [weighted_auroc(proba[:, c], y == c, weights, strata) for c in range(proba.shape[1])]
     return np.mean(per_class, axis=0)          # nan if any class is missing from the resample
+
+
+def auroc_gradient(proba: Any, y: Any, strata: Any = None) -> tuple[float, np.ndarray]:
+    """(AUROC, g): macro_auroc's value at unit weights and its gradient in the weights there, so that a
+    resample's AUROC ~= AUROC + (counts - 1) @ g (first order; exact in the limit of many rows). nan and
+    zeros when no pair can be compared."""
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y)
+    if proba.shape[1] == 2:
+        return _binary_gradient(proba[:, 1], y == 1, strata)
+    parts = [_binary_gradient(proba[:, c], y == c, strata) for c in range(proba.shape[1])]
+    return float(np.mean([a for a, _ in parts])), np.mean([g for _, g in parts], axis=0)
+
+
+def _binary_gradient(scores: np.ndarray, positive: np.ndarray, strata: Any) -> tuple[float, np.ndarray]:
+    """The weighted binary AUROC wins(w) / pairs(w) and its gradient at w = 1 (wins: ranked-right pairs,
+    ties 1/2; pairs within a stratum only)."""
+    n = len(scores)
+    d_wins, d_pairs = np.zeros(n), np.zeros(n)
+    wins = pairs = 0.0
+    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    for idx in groups:
+        pos, neg = idx[positive[idx]], idx[~positive[idx]]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        ps, ns = np.sort(scores[pos]), np.sort(scores[neg])
+        below, upto = np.searchsorted(ns, scores[pos], "left"), np.searchsorted(ns, scores[pos], "right")
+        d_wins[pos] = below + 0.5 * (upto - below)          # negatives a positive outranks (ties 1/2)
+        lo, hi = np.searchsorted(ps, scores[neg], "left"), np.searchsorted(ps, scores[neg], "right")
+        d_wins[neg] = (len(pos) - hi) + 0.5 * (hi - lo)     # positives that outrank a negative
+        d_pairs[pos], d_pairs[neg] = len(neg), len(pos)
+        wins += float(d_wins[pos].sum())
+        pairs += float(len(pos) * len(neg))
+    if pairs == 0:
+        return float("nan"), np.zeros(n)
+    value = wins / pairs
+    return value, (d_wins - value * d_pairs) / pairs
 
 
 def weighted_accuracy(hits: Any, weights: Any) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ...schema import SCORE_ORIENTATION
 from ...schema.probe import AurocEstimate, ControlScore, LayerScore, ProbeScores
-from .bootstrap import interval, macro_auroc, resample_counts, weighted_accuracy
+from .bootstrap import LARGE_N, auroc_gradient, interval, macro_auroc, resample_counts, weighted_accuracy
 from .controls import ANSWER_EMBEDDING, control_side
 
 NO_EVIDENCE = "no evidence beyond the controls"
@@ -62,8 +62,8 @@ def auroc_table(y: np.ndarray, probas: Mapping[str, np.ndarray], n_boot: int, se
                 strata: np.ndarray | None = None, clusters: np.ndarray | None = None) -> dict[str, AurocEstimate]:
     """{name: AurocEstimate} of class probabilities on the same resampled questions (LEVEL)."""
     names = list(probas)
-    boot = np.concatenate([np.stack([macro_auroc(probas[n], y, W, strata) for n in names], axis=1)
-                           for W in resample_counts(len(y), n_boot, seed, clusters=clusters)])
+    resampled = _auroc_resampler([(probas[n], y, strata) for n in names])
+    boot = np.concatenate([resampled(W) for W in resample_counts(len(y), n_boot, seed, clusters=clusters)])
     return {n: AurocEstimate(auroc=auroc(probas[n], y, strata), auroc_ci=interval(boot[:, i], LEVEL))
             for i, n in enumerate(names)}
 
@@ -138,12 +138,29 @@ def _resampled(y: np.ndarray, models: list[tuple[np.ndarray, np.ndarray | None, 
                seed: int, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(AUROC, accuracy) of every model on every resample (B, models): the same resamples for all (accuracy
     nan for a raw score)."""
+    resampled = _auroc_resampler([(p, y, st) for p, _, st in models])
+    hits = np.stack([np.zeros(len(y)) if h is None else np.asarray(h, dtype=np.float64) for _, h, _ in models], axis=1)
+    raw = np.array([h is None for _, h, _ in models])
     boot_auroc, boot_acc = [], []
     for W in resample_counts(len(y), n_boot, seed, clusters=clusters):
-        boot_auroc.append(np.stack([macro_auroc(p, y, W, st) for p, _, st in models], axis=1))
-        boot_acc.append(np.stack([np.full(len(W), np.nan) if h is None else weighted_accuracy(h, W)
-                                  for _, h, _ in models], axis=1))
+        boot_auroc.append(resampled(W))
+        Wf = W.astype(np.float64)
+        acc = Wf @ hits / Wf.sum(axis=1)[:, None]           # every model's accuracy in one product
+        acc[:, raw] = np.nan
+        boot_acc.append(acc)
     return np.concatenate(boot_auroc), np.concatenate(boot_acc)
+
+
+def _auroc_resampler(models: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Any:
+    """W (m, n) -> the AUROC of every (scores, y, strata) on every resample (m, models): exact (one weighted
+    pass per model) below LARGE_N rows, from LARGE_N on the linearized AUROC (bootstrap.py), one product."""
+    n = len(models[0][1]) if models else 0
+    if n < LARGE_N:
+        return lambda W: np.stack([macro_auroc(p, y, W, st) for p, y, st in models], axis=1)
+    grads = [auroc_gradient(p, y, st) for p, y, st in models]
+    point = np.array([a for a, _ in grads])
+    G = np.stack([g for _, g in grads], axis=1)
+    return lambda W: point + (W - 1.0) @ G
 
 
 def _best_of_side(controls: Mapping[str, ControlScore], side: str) -> str | None:
