@@ -37,6 +37,7 @@ def _groups(sizes, seed=0, hidden=6, strength=2.0):
     return X, y, group, rows
 
 
+@pytest.mark.slow
 def test_a_planted_transfer_among_the_kept_groups_matches_sklearn():
     sizes = [40] * 24 + [3] * 30            # 24 groups of 40 rows (20 kept, 4 beyond), 30 of 3 rows (too small)
     X, y, group, rows = _groups(sizes)
@@ -93,6 +94,7 @@ def test_a_too_small_other_group_is_left_out_and_counted():
     assert "5 of 8 category values left out" in res.notes[0] and "5 rows not in the matrix" in res.notes[0]
 
 
+@pytest.mark.slow
 def test_a_20_mb_category_becomes_a_bounded_label_everywhere():
     huge = "x" * 20_000_000
     X, y, group, rows = _groups([20, 20], seed=5)
