@@ -17,7 +17,7 @@ Example:
     ...                    auroc=[[0.5, float("nan")], [None, 0.75]], auroc_ci=[[(0.2, 0.8), None], [None, None]], notes=[],
     ...                    shared=[[0, 0], [0, 0]], in_sample=False)
     >>> data = to_json(t); data["format_version"], data["auroc"], data["auroc_ci"][0]
-    (2, [[0.5, None], [None, 0.75]], [[0.2, 0.8], None])
+    (3, [[0.5, None], [None, 0.75]], [[0.2, 0.8], None])
     >>> from_json(TransferResult, data).auroc_ci[0][0]
     (0.2, 0.8)
     >>> from_json(Estimate, {"value": 1.0})

@@ -172,7 +172,8 @@ def stratified_differences(columns: Mapping[Any, Any], correct: Sequence[Any],
     idx = np.flatnonzero(keep)
     V, wrong, labels, units = V[idx], wrong[idx], labels[idx], units[idx]
     order = sorted(set(labels.tolist()), key=str)
-    s_code = np.array([order.index(s) for s in labels], dtype=int) if len(idx) else np.zeros(0, int)
+    position = {s: i for i, s in enumerate(order)}            # a lookup per row: O(n), not O(n x strata)
+    s_code = np.array([position[s] for s in labels], dtype=int) if len(idx) else np.zeros(0, int)
     by_group = np.lexsort((wrong, s_code))                # rows sorted by (stratum, incorrect): slices
     V, wrong, s_code, units = V[by_group], wrong[by_group], s_code[by_group], units[by_group]
     _, unit_code = np.unique(units, return_inverse=True) if len(idx) else (None, np.zeros(0, int))
@@ -252,8 +253,9 @@ def _blocks(unit_code, s_code, n_units):
     unit_strata = [set() for _ in range(n_units)]
     for u, s in zip(unit_code.tolist(), s_code.tolist()):
         unit_strata[u].add(s)
-    keys = [next(iter(ss)) if len(ss) == 1 else -1 for ss in unit_strata]
-    return [np.flatnonzero(np.array(keys) == k) for k in sorted(set(keys))]
+    keys = np.array([next(iter(ss)) if len(ss) == 1 else -1 for ss in unit_strata], dtype=int)
+    order = np.argsort(keys, kind="stable")                   # each block's units together: O(units log units)
+    return np.split(order, np.flatnonzero(np.diff(keys[order])) + 1) if n_units else []
 
 
 def _resample(unit_code, blocks, n_boot, seed):
@@ -264,15 +266,15 @@ def _resample(unit_code, blocks, n_boot, seed):
     if n_units == 0:
         return
     chunk = max(1, MAX_CELLS // max(n_units, len(unit_code)))
+    members = np.concatenate(blocks)                          # the units, block after block
+    size = np.repeat([len(b) for b in blocks], [len(b) for b in blocks])
+    start = np.repeat(np.cumsum([0] + [len(b) for b in blocks[:-1]]), [len(b) for b in blocks])
     done = 0
-    while done < n_boot:
+    while done < n_boot:                                      # all blocks in one draw: O(m x units) per chunk
         m = min(chunk, n_boot - done)
-        counts = np.zeros((m, n_units))
-        for block in blocks:
-            draws = block[rng.integers(0, len(block), size=(m, len(block)))]        # (m, units of the block)
-            flat = (draws + n_units * np.arange(m)[:, None]).ravel()
-            counts += np.bincount(flat, minlength=m * n_units).reshape(m, n_units)
-        yield counts[:, unit_code]
+        draws = members[start + rng.integers(0, size, size=(m, n_units))]        # within each unit's block
+        flat = (draws + n_units * np.arange(m)[:, None]).ravel()
+        yield np.bincount(flat, minlength=m * n_units).reshape(m, n_units).astype(np.float64)[:, unit_code]
         done += m
 
 

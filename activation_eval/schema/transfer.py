@@ -14,14 +14,15 @@ Example:
     ...                    auroc=[[0.8, 0.7], [None, 0.75]], auroc_ci=[[(0.7, 0.9), (0.6, 0.8)], [None, (0.6, 0.85)]],
     ...                    notes=[], shared=[[0, 0], [0, 0]], in_sample=False)
     >>> t.auroc[0][1], t.format_version
-    (0.7, 2)
+    (0.7, 3)
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from .estimates import Interval
 
-FORMAT_VERSION = 2                 # 2: shared, in_sample and Overlap (issue 27)
+FORMAT_VERSION = 3                 # 2: shared, in_sample and Overlap (issue 27); 3: the group bounds (issue 29)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +43,20 @@ class TransferResult:
                                        "shares (same id or same prompt hash): left out of the cell unless in_sample "
                                        "(the diagonal, cross-validated within the group: 0)"]
     in_sample: Annotated[bool, "--keep_overlap: shared rows were kept, so cells with shared > 0 are partly in-sample"]
+    n_values: Annotated[int, "distinct values of the field (groups) before the bounds; 0: not recorded"] = 0
+    merged: Annotated[int, "values merged into the group \"(other)\" (or left out with it, see skipped_rows): "
+                           "beyond the max_groups largest, or smaller than min_rows / 2 of a class"] = 0
+    skipped_rows: Annotated[int, "rows in no group of the matrix: the merged group was itself too small"] = 0
+    shortened: Annotated[int, "values longer than max_label characters, labelled by their start, an ellipsis "
+                              "and a hash"] = 0
+    max_groups: Annotated[int | None, "groups kept as their own row and column at most (None: all, the two runs)"] = None
+    min_rows: Annotated[int, "rows a group needs (and 2 of each class) to be kept as its own group"] = 0
+    max_label: Annotated[int, "longest group label in characters"] = 40
+    max_tested: Annotated[int | None, "rows of a group its column's cells score at most (a seeded random sample of "
+                                      "a larger group; None: all)"] = None
+    n_tested: Annotated[dict[str, int], "rows of each group its column's cells score (before shared rows are left "
+                                        "out); fewer than n where the group was sampled"] = dataclasses.field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

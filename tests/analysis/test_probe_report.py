@@ -114,8 +114,10 @@ def probe_json():
                       "auroc": {n: {p: round(position_auroc(i, p), 3) for p in POSITIONS} for i, n in enumerate(LAYERS)},
                       "auroc_ci": {n: {p: _ci(position_auroc(i, p), 0.05) for p in POSITIONS}
                                    for i, n in enumerate(LAYERS)}},
-        "transfer": {"format_version": 2, "by": "category", "layer": "layer_15", "groups": GROUPS, "notes": [],
-                     "shared": [[0, 0, 0], [0, 0, 0], [0, 0, 0]], "in_sample": False,
+        "transfer": {"format_version": 3, "by": "category", "layer": "layer_15", "groups": GROUPS, "notes": [],
+                     "shared": [[0, 0, 0], [0, 0, 0], [0, 0, 0]], "in_sample": False, "n_values": 3, "merged": 0,
+                     "skipped_rows": 0, "shortened": 0, "max_groups": 20, "min_rows": 10, "max_label": 40,
+                     "max_tested": 2000, "n_tested": {"geography": 150, "history": 140, "$\\foo{$": 110},
                      "n": {"geography": 150, "history": 140, "$\\foo{$": 110}, "level": 0.95,
                      "auroc": [[0.861, 0.702, 0.553], [0.688, 0.874, None], [0.512, 0.47, 0.803]],
                      "auroc_ci": [[[0.8, 0.91], [0.62, 0.78], [0.45, 0.65]], [[0.6, 0.77], [0.82, 0.92], None],

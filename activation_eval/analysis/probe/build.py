@@ -275,7 +275,8 @@ def _point_row(figures: Mapping[str, Any], probability: bool = True) -> Operatin
 
 def _transfer(sweep: Sweep, field: str | None, run_names: tuple[str, str | None], seed: int,
               keep_overlap: bool = False) -> TransferResult:
-    """The transfer matrix of the best layer: across values of `field`, or across the two runs."""
+    """The transfer matrix of the best layer: across values of `field` (at most transfer.MAX_GROUPS kept, the
+    rest merged into one group, with a note), or across the two runs."""
     s = sweep.setup
     _, name, X, X_test = sweep.best
 
@@ -294,7 +295,8 @@ def _transfer(sweep: Sweep, field: str | None, run_names: tuple[str, str | None]
     keys = [f"{g}\x1f{r.get('id')}" for g, r in zip(group_of, rows)]
     clusters = np.unique(keys, return_inverse=True)[1]
     return transfer_matrix(np.vstack([X, X_test]), np.concatenate([s.y, s.y_test]), group_of, rows, fit,
-                           seed=seed, clusters=clusters, by="run", layer=name, keep_overlap=keep_overlap)
+                           seed=seed, clusters=clusters, by="run", layer=name, keep_overlap=keep_overlap,
+                           max_groups=None, min_rows=0)      # the two runs: never merged
 
 
 def _test_run(setup: Setup, scores: ProbeScores, where: Where) -> TestRunResult:

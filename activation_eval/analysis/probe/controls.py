@@ -29,7 +29,8 @@ Public names:
     make_control(name) -> sklearn estimator, unfitted
 
     majority      the training folds' most frequent class (one score for all: AUROC 0.5)
-    category      one-hot of the row's "category" (logistic regression)
+    category      one-hot of the row's "category" (logistic regression); a text longer than folds.MAX_LABEL
+                  characters is encoded by its start and a hash (folds.bounded_label), with a note
     length        num_prompt_tokens and num_generated_tokens, log-scaled (logistic regression)
     bag_of_words  TF-IDF of the question's words and word pairs (logistic regression)
     answer_embedding  the embedding layer at the probe's position (standardized logistic regression, as the
@@ -62,6 +63,7 @@ import numpy as np
 
 from ... import schema
 from ...schema.probe import Side
+from .folds import MAX_LABEL, bounded_labels
 
 INPUT_CONTROLS = ("majority", "category", "length", "bag_of_words")
 ANSWER_EMBEDDING, ANSWER_TOKENS = "answer_embedding", "answer_tokens"
@@ -131,9 +133,11 @@ def _answer_side(rows, embedding):
 
 def _input_side(rows):
     n = len(rows)
+    categories, shortened = bounded_labels([r.get("category") or "" for r in rows])   # a column per value: bounded
     inputs = {"majority": np.zeros((n, 1)),
-              "category": np.array([[str(r.get("category") or "")] for r in rows], dtype=object)}
-    notes = []
+              "category": np.array([[c] for c in categories], dtype=object)}
+    notes = [] if not shortened else [f"category control: {shortened} category text(s) longer than {MAX_LABEL} "
+                                      f"characters one-hot encoded by their start and a hash (bounded_label)"]
     lengths = [[r.get(f) for f in LENGTH_FIELDS] for r in rows]
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in lengths for v in row):
         inputs["length"] = np.log1p(np.asarray(lengths, dtype=np.float64))

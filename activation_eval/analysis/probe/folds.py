@@ -16,6 +16,11 @@ Public names:
     answer_text(row) -> str              the normalised extracted answer (else response): a sample's answer, lowercased
     input_type(row) -> str               the input type: category x normalised extracted answer
     small_sample_warnings(y, classes, target, n_clusters=None) -> [str]: n < 30 or a class < 10
+    bounded_label(value, limit=MAX_LABEL) -> str   a group / category text as a label of at most `limit`
+                                         characters: longer ones keep their start, an ellipsis and a hash
+                                         of the whole (distinct texts stay distinct)
+    bounded_labels(values, limit=MAX_LABEL) -> ([str], how many were shortened)
+    MAX_LABEL
 
 Example:
     >>> rows = [{"id": f"q{i // 2}", "sample": i % 2, "category": "ab"[i % 4 < 2], "correct": i % 3 == 0}
@@ -37,6 +42,8 @@ Example:
     >>> hl = hl_control_labels(np.array([0, 1] * 20), rows, seed=0)
     >>> len({(input_type(r), int(label)) for r, label in zip(rows, hl)})    # one label per type: 10 types
     10
+    >>> label = bounded_label("x" * 10_000_000); len(label), label[:3], label[31]
+    (40, 'xxx', '…')
 """
 import hashlib
 import re
@@ -50,6 +57,25 @@ import numpy as np
 Rows = Sequence[Mapping[str, Any]]
 SMALL_N = 30                   # fewer questions than this: warn
 SMALL_CLASS = 10               # a class with fewer members than this: warn
+MAX_LABEL = 40                 # group / category texts longer than this become start + ellipsis + hash
+_HASH = 8                      # hex digits of the hash of a shortened label
+
+
+def bounded_label(value: Any, limit: int = MAX_LABEL) -> str:
+    """str(value) when at most `limit` characters, else its first limit - 9 characters, an ellipsis and 8 hex
+    digits of the sha256 of the whole text: a label of exactly `limit` characters (one-hot columns, fold keys,
+    plot and table labels never grow with a stranger's text; two long texts with the same start stay apart)."""
+    text = value if type(value) is str else str(value)
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH]
+    return f"{text[:limit - _HASH - 1]}…{digest}"
+
+
+def bounded_labels(values: Sequence[Any], limit: int = MAX_LABEL) -> tuple[list[str], int]:
+    """([bounded_label(v) for v in values], how many distinct texts were shortened)."""
+    out = [bounded_label(v, limit) for v in values]
+    return out, len({label for label, v in zip(out, values) if len(str(v)) > limit})
 
 
 def labels(rows: Rows, target: str, where: str) -> tuple[list[Any], np.ndarray]:
@@ -103,7 +129,7 @@ def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str 
         raise ValueError(f"folds must be at least 2, got {n_splits}")
     n_classes = int(y.max()) + 1
     if groups:
-        group_labels = [str(r.get(groups) or "") for r in rows]
+        group_labels = [bounded_label(r.get(groups) or "") for r in rows]
         n_groups = len(set(group_labels))
         if n_groups < 2:
             raise ValueError(f"probe groups {groups!r}: every question has the same value "
@@ -120,7 +146,7 @@ def make_folds(y: np.ndarray, rows: Rows, n_splits: int, seed: int, groups: str 
         method = "StratifiedGroupKFold on the target, samples of a question kept together"
     else:
         k = min(n_splits, int(np.bincount(y).min()))
-        cats = [str(r.get(field) or "") for r in rows]
+        cats = [bounded_label(r.get(field) or "") for r in rows]
         key = [f"{label}|{cat}" for label, cat in zip(y, cats)]
         try:
             with warnings.catch_warnings():       # small target x category cells are expected
@@ -153,9 +179,10 @@ def permutation_labels(y: np.ndarray, rows: Rows, seed: int) -> np.ndarray:
     Liang's control task; theirs is hl_control_labels.)"""
     rng = np.random.default_rng(seed)
     out = np.array(y, copy=True)
-    cats = np.array([str(r.get("category") or "") for r in rows])
-    for cat in np.unique(cats):
-        where = np.flatnonzero(cats == cat)
+    _, code = np.unique(np.array([bounded_label(r.get("category") or "") for r in rows]), return_inverse=True)
+    order = np.argsort(code, kind="stable")                  # the rows of each category together: O(n log n)
+    edges = np.flatnonzero(np.diff(code[order])) + 1
+    for where in np.split(order, edges):
         out[where] = rng.permutation(out[where])
     return out
 

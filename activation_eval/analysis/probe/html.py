@@ -206,4 +206,5 @@ def _transfer(result: ProbeResult, t: TransferResult) -> str:
             f"row's group, tested on the column's; the diagonal is out-of-fold within the group. AUROC [{level} CI]; "
             "chance 0.5.</p>" + figure_or_note("The transfer heatmap", plot_transfer, result)
             + '<div style="overflow-x:auto">'      # many groups: the matrix scrolls instead of leaving the page
-            + table([f"trained on \\ tested on ({t.by})"] + list(t.groups), rows, "probe") + "</div>")
+            + table([f"trained on \\ tested on ({t.by})"] + list(t.groups), rows, "probe") + "</div>"
+            + "".join(f"<p>Note: {esc(n)}</p>" for n in t.notes))

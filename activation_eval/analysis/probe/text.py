@@ -160,4 +160,5 @@ def _transfer(t: TransferResult) -> str:
     rows = [[f"{g} (n={t.n[g]})"] + [with_ci(a, t.auroc_ci[i][j]) + (" *" if i == j and a is not None else "")
                                       for j, a in enumerate(t.auroc[i])] for i, g in enumerate(t.groups)]
     return (f"transfer across {t.by} values at {t.layer}: AUROC [{lv} CI], row = trained on, column = tested on, "
-            f"* = out-of-fold within the group; chance 0.5\n" + format_table(["trained on"] + list(t.groups), rows))
+            f"* = out-of-fold within the group; chance 0.5\n" + format_table(["trained on"] + list(t.groups), rows)
+            + "".join(f"\ntransfer note: {n}" for n in t.notes))
