@@ -109,7 +109,6 @@ def main():
         a, v, g, n = args.case
         print(json.dumps(case(a, v, int(g), int(n), args.old)))
         return
-    sys.path.insert(0, os.path.dirname(__file__))
     import common
     sizes = [(30, 1_200), (300, 1_200)] if args.quick else [(g, n) for n in ROWS for g in GROUPS]
     results = []

@@ -25,6 +25,7 @@ Example:
 import argparse
 import contextlib
 import glob
+import importlib.util
 import io
 import json
 import os
@@ -35,8 +36,7 @@ import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]      # this checkout's package, then the test helpers
-import fuzz_records  # noqa: E402  (tests/ is not a package)
+import fuzz_records  # noqa: E402  (tests/ is not a package: the script's own folder)
 
 MAX_ERROR_CHARS = 500
 MAX_LINE_CHARS = 1000
@@ -60,8 +60,10 @@ def _lm_eval_run(model_dir, folder):
 
     import activation_eval.harness as harness
     from activation_eval.store.run_reader import RunReader
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "harness"))
-    import test_harness_probe as tasks_of
+    spec = importlib.util.spec_from_file_location(
+        "test_harness_probe", os.path.join(REPO_ROOT, "tests", "harness", "test_harness_probe.py"))
+    tasks_of = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks_of)
     tasks = os.path.join(folder, "tasks")
     os.makedirs(tasks, exist_ok=True)
 

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's package (not an installed one)
 import fuzz_records  # noqa: E402 - the harness (worker process, byte mutations, peak RSS), in this folder
 
 MEMORY_LIMIT_MB = fuzz_records.MEMORY_LIMIT_MB

@@ -54,8 +54,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's package (not an installed one)
-
 MEMORY_LIMIT_MB = 1024
 SNIPPETS = [b"b", b"R", b"0", b"2", b"h\x00", b"h\x01", b"q\x00", b"s", b"a", b"\x90", b"\x91",
             b"t", b"(", b")", b"\x85" * 64, b"]", b"}", b"\x8f", b"N", b"\x88",

@@ -9,9 +9,8 @@ half of the documents get the model's own answer as their target (exact_match 1)
 import json
 import os
 
+import lm_eval  # noqa: F401  (a dependency: missing, the module fails to import; it never skips)
 import pytest
-
-pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt): run make setup")
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import activation_eval.harness as harness  # noqa: E402
@@ -96,7 +95,6 @@ def test_probe_reads_the_answer_of_an_lm_eval_generation_folder(gen_folder, tmp_
 @pytest.mark.slow
 def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, tmp_path, capsys):
     """The same on an Inspect folder: half the samples' targets are the model's own answers (match())."""
-    pytest.importorskip("inspect_ai", reason="inspect-ai is a dependency (requirements.txt): run make setup")
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
     from inspect_ai.dataset import MemoryDataset, Sample

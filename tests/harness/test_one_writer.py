@@ -13,12 +13,11 @@ import subprocess
 import sys
 import textwrap
 
+import inspect_ai  # noqa: F401  (a dependency: missing, the module fails to import; it never skips)
+import lm_eval  # noqa: F401  (a dependency: missing, the module fails to import; it never skips)
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("lm_eval", reason="lm-eval is a dependency (requirements.txt): run make setup")
-pytest.importorskip("inspect_ai", reason="inspect-ai is a dependency (requirements.txt): run make setup")
 
 from activation_eval.schema.summary import CategoryStats, Summary  # noqa: E402
 from activation_eval.store.lock import RunLock  # noqa: E402
