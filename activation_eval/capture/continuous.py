@@ -108,7 +108,7 @@ class _Row:
 
 @torch.no_grad()
 def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None, cut=len, refill_at=None,
-           pick=None, confidence=True):
+           pick=None, confidence=True, steer=None):
     """Greedy-decode every prompt (a list of token-id lists) with at most `width` rows at a time.
 
     Yields a Finished (index into prompts, the generated token ids the record keeps, (acts, kept)
@@ -120,6 +120,8 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     up to its first EOS (the log-probabilities and entropies are cut alike). A slot is refilled once
     `refill_at` slots are free (default: a quarter of the width), which batches prefills and cache merges.
     `pick(logits (B, vocab), prompt indices) -> tokens (B,)` replaces the argmax (e.g. sampling.Sampler.pick).
+    `steer` (an entered intervene.Interventions) is told before each forward whether it reads prompt
+    or generated tokens.
     """
     pick = pick or _argmax
     device = model.get_input_embeddings().weight.device
@@ -127,6 +129,8 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     stop_ids = set(stop_ids)
     forward = _forward_fn(model)
     prefix = _shared_prefix(prompts)
+    if steer is not None:
+        steer.prompt()
     prefix_kv = _prefix_forward(model, forward, prefix, device, capture) if prefix else None
     queue, free = deque(range(len(prompts))), list(range(width - 1, -1, -1))
     rows, cache, mask = [], None, None                   # rows in the cache; their cache; mask (B, T)
@@ -134,6 +138,8 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
     while queue or rows:
         new, new_cache, new_mask = [], None, None
         if queue and (len(free) >= refill_at or all(r.done for r in rows)):
+            if steer is not None:
+                steer.prompt()
             new = [_Row(i, free.pop(), len(prompts[i])) for i in
                    [queue.popleft() for _ in range(min(len(free), len(queue)))]]
             new_cache, new_mask, first = _prefill(model, forward, [prompts[r.index][len(prefix):] for r in new],
@@ -150,6 +156,8 @@ def decode(model, prompts, width, max_new_tokens, stop_ids, pad_id, capture=None
             tokens = torch.tensor([[r.tokens[-1]] for r in rows], device=device)                   # (B, 1)
             positions = torch.tensor([[r.prompt_len + len(r.tokens) - 1] for r in rows], device=device)
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)                  # (B, T+1)
+        if steer is not None:
+            steer.generated()
         if capture is not None:
             capture.route_step([r.slot for r in rows], [len(r.tokens) - 1 for r in rows], device)
         logits = forward(tokens, mask, positions, cache)[:, 0]                                  # (B, vocab)

@@ -61,6 +61,7 @@ from ..models import uses_chat_template
 from . import continuous
 from .confidence import OUTPUT_ENTROPIES, OUTPUT_LOGPROBS, confidence_fields
 from .hooks import ActivationCapture, find_decoder_layers
+from .intervene import Interventions
 from .row_capture import RowCapture
 from .sampling import Sampler
 
@@ -82,6 +83,7 @@ class GenerationSettings:
     top_k: int = 0                      # keep the k most likely tokens (0: off); needs temperature > 0
     seed: int = 0                       # with the prompt's key, seeds its random stream
     confidence: bool = True             # token log-probabilities, entropies and their figures in each record
+    interventions: tuple = ()           # capture/intervene.py edits made while answering (steer / ablate)
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -89,6 +91,7 @@ class GenerationSettings:
         if self.generate_kwargs.get("num_beams", 1) != 1:
             raise ValueError("beam search (num_beams > 1) is not supported: beams reorder rows between steps")
         _check_sampling(self)
+        self.interventions = tuple(self.interventions or ())
 
     @property
     def sampling(self):
@@ -239,18 +242,21 @@ def iter_records(model, tokenizer, prompts, settings=None, capture=None, batch_s
     batch_size = batch_size or max(len(prompts), 1)
     kwargs = _generate_kwargs(tokenizer, settings)
     mode = decoding_mode(model, tokenizer, settings)[0]
-    shared = _shared_fields(model, tokenizer, settings, kwargs, mode)
+    steer = Interventions(model, settings.interventions)
+    shared = _shared_fields(model, tokenizer, settings, kwargs, mode, steer.entries)
     sampler = _sampler(settings, prompts, keys)
-    if mode == "continuous":
-        yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared,
-                                       sampler)
-        return
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        if sampler is not None:
-            kwargs = {**kwargs, "logits_processor": sampler.logits_processor(range(start, start + len(chunk)))}
-        for row, record in enumerate(_generate_batch(model, tokenizer, chunk, settings, capture, kwargs, shared)):
-            yield start + row, record
+    with steer:
+        if mode == "continuous":
+            yield from _continuous_records(model, tokenizer, prompts, settings, capture, batch_size, kwargs, shared,
+                                           sampler, steer)
+            return
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            if sampler is not None:
+                kwargs = {**kwargs, "logits_processor": sampler.logits_processor(range(start, start + len(chunk)))}
+            steer.begin()
+            for row, record in enumerate(_generate_batch(model, tokenizer, chunk, settings, capture, kwargs, shared)):
+                yield start + row, record
 
 
 def _sampler(settings, prompts, keys):
@@ -263,7 +269,8 @@ def _sampler(settings, prompts, keys):
     return Sampler(settings.temperature, settings.top_k, settings.top_p, settings.seed, keys)
 
 
-def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared, sampler=None):
+def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwargs, shared, sampler=None,
+                        steer=None):
     ids = encode_each(tokenizer, prompts, settings.use_chat_template, settings.system_prompt)
     eos_ids = _eos_ids(model, tokenizer)
     stop = kwargs.get("eos_token_id")
@@ -277,7 +284,8 @@ def _continuous_records(model, tokenizer, prompts, settings, capture, width, kwa
     with cap if cap is not None else contextlib.nullcontext():
         for done in continuous.decode(model, ids, width, settings.max_new_tokens, stop_ids, pad_id, cap,
                                       cut=lambda toks: _generated_length(toks, eos_ids),
-                                      pick=sampler.pick if sampler else None, confidence=settings.confidence):
+                                      pick=sampler.pick if sampler else None, confidence=settings.confidence,
+                                      steer=steer):
             confidence = confidence_fields(done.logprobs, done.entropies) if settings.confidence else None
             yield done.index, _record(tokenizer, prompts[done.index], torch.tensor(ids[done.index]),
                                       torch.tensor(done.tokens), shared, cap, done.captured, confidence)
@@ -329,8 +337,9 @@ def _batch_records(tokenizer, prompts, batch, output, eos_ids, shared, cap, step
     return records
 
 
-def _shared_fields(model, tokenizer, settings, kwargs, mode):
-    """The fields every record of one call shares (`mode`: the decoding path that runs)."""
+def _shared_fields(model, tokenizer, settings, kwargs, mode, interventions=()):
+    """The fields every record of one call shares (`mode`: the decoding path that runs; `interventions`:
+    the entries of the edits made while answering, kept only when there are some)."""
     shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
               "generation": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
     shared["generation"]["chat_template"] = uses_chat_template(tokenizer, settings.use_chat_template)
@@ -340,6 +349,8 @@ def _shared_fields(model, tokenizer, settings, kwargs, mode):
     if settings.sampling:      # sampled by sampling.Sampler on either path, not by generate's own sampler
         shared["generation"].update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                                     top_k=settings.top_k, seed=settings.seed, sampler="per-prompt seeded streams")
+    if interventions:
+        shared["interventions"] = [dict(entry) for entry in interventions]
     return shared
 
 

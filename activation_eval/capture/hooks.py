@@ -29,9 +29,9 @@ generated token is never fed back and has no activation.
 import torch
 
 from ..architecture import ArchitectureError as CaptureError
-from ..architecture import find_decoder_layers, find_final_norm
-from ..schema.names import EMBEDDINGS, FINAL_NORM, decoder_index, keeps_generated, parse_positions, prompt_rows
-from .layers import resolve_layers
+from ..architecture import find_decoder_layers, find_final_norm  # noqa: F401  (re-exported)
+from ..schema.names import keeps_generated, parse_positions, prompt_rows
+from .layers import hook_target, resolve_layers
 from .positions import kept_positions
 
 __all__ = ["ActivationCapture", "to_cpu"]
@@ -70,20 +70,7 @@ class ActivationCapture:
         self._joined = {}
 
     def _hook_targets(self):
-        _, layers = find_decoder_layers(self.model)
-        _, norm = find_final_norm(self.model)
-        targets = []
-        for name in self.names:
-            index = decoder_index(name)
-            if name == EMBEDDINGS:
-                targets.append((name, layers[0], "pre"))
-            elif name == FINAL_NORM:
-                targets.append((name, norm, "post"))
-            elif index is not None:
-                targets.append((name, layers[index], "post"))
-            else:
-                targets.append((name, self.model.get_submodule(name), "post"))
-        return targets
+        return [(name, *hook_target(self.model, name)) for name in self.names]
 
     def __enter__(self):
         try:

@@ -3,6 +3,7 @@
 Public names:
     layer_names(model) -> ["embeddings", "layer_0", ..., "final_norm"]
     resolve_layers(model, layers) -> [name, ...]   (validates; names, ints, module paths)
+    hook_target(model, name) -> (module, "pre" | "post")   where a canonical name's tensor is hooked
     find_decoder_layers(model) -> (path, ModuleList), find_final_norm(model) -> (path, module) or (None, None)
                        from activation_eval.architecture (the one lookup, shared with the logit lens)
     CaptureError       the model's layers cannot be found (= architecture.ArchitectureError)
@@ -14,9 +15,9 @@ Example:
     ['embeddings', 'layer_2']
 """
 from ..architecture import ArchitectureError, find_decoder_layers, find_final_norm
-from ..schema.names import decoder_index, layer_name, model_layer_names
+from ..schema.names import EMBEDDINGS, FINAL_NORM, decoder_index, layer_name, model_layer_names
 
-__all__ = ["layer_names", "resolve_layers", "find_decoder_layers", "find_final_norm", "CaptureError"]
+__all__ = ["layer_names", "resolve_layers", "hook_target", "find_decoder_layers", "find_final_norm", "CaptureError"]
 
 CaptureError = ArchitectureError     # one error for "this model's layers cannot be found" in capture and lens
 
@@ -25,6 +26,20 @@ def layer_names(model):
     """Every canonical name this model offers, in forward order."""
     _, layers = find_decoder_layers(model)
     return model_layer_names(len(layers), final_norm=find_final_norm(model)[1] is not None)
+
+
+def hook_target(model, name):
+    """(module, "pre" | "post"): "embeddings" is the first decoder layer's input (a pre-hook), every
+    other name a module's output (a post-hook): decoder layer i, the final norm, or a module path."""
+    _, layers = find_decoder_layers(model)
+    index = decoder_index(name)
+    if name == EMBEDDINGS:
+        return layers[0], "pre"
+    if name == FINAL_NORM:
+        return find_final_norm(model)[1], "post"
+    if index is not None:
+        return layers[index], "post"
+    return model.get_submodule(name), "post"
 
 
 def resolve_layers(model, layers=None):

@@ -36,6 +36,7 @@ import torch
 from ..models import uses_chat_template
 from .generation import GenerationSettings, _record, model_name, model_summary, model_texts, versions
 from .hooks import ActivationCapture
+from .intervene import Interventions
 
 
 def encode_pair(tokenizer, context, continuation, add_special_tokens=True):
@@ -82,7 +83,8 @@ def iter_scored_records(model, tokenizer, prompts, continuations, settings=None,
     """Yield (index into prompts, record) with the log-probability of each of continuations[index].
 
     `settings` (GenerationSettings) gives the chat template; `capture` (CaptureSettings) the layers,
-    positions and dtype; `batch_size` prompts (all their continuations) share a forward.
+    positions and dtype; `batch_size` prompts (all their continuations) share a forward. settings.interventions apply,
+    the context being the prompt and the continuation the generated tokens (intervene.py's positions).
     """
     settings = settings or GenerationSettings()
     if len(continuations) != len(prompts):
@@ -92,19 +94,24 @@ def iter_scored_records(model, tokenizer, prompts, continuations, settings=None,
     shared = {"model": model_name(model), "model_info": model_summary(model), "versions": versions(),
               "generation": {"decoding": "loglikelihood",
                              "chat_template": uses_chat_template(tokenizer, settings.use_chat_template)}}
+    steer = Interventions(model, settings.interventions)
+    if steer.entries:
+        shared["interventions"] = [dict(entry) for entry in steer.entries]
     batch_size = batch_size or max(len(prompts), 1)
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(prompts))))
-        yield from _score_chunk(model, tokenizer, chunk, prompts, continuations, pairs, capture, shared)
+    with steer:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(prompts))))
+            yield from _score_chunk(model, tokenizer, chunk, prompts, continuations, pairs, capture, shared, steer)
 
 
-def _score_chunk(model, tokenizer, chunk, prompts, continuations, pairs, capture, shared):
-    seqs, targets, first_row = [], [], []
+def _score_chunk(model, tokenizer, chunk, prompts, continuations, pairs, capture, shared, steer):
+    seqs, targets, first_row, context_lens = [], [], [], []
     for i in chunk:
         first_row.append(len(seqs))
         for context_ids, cont_ids in pairs[i]:
             seqs.append((context_ids + cont_ids)[:-1])
             targets.append(cont_ids)
+            context_lens.append(len(context_ids))
     width = max(map(len, seqs))
     keep = max(map(len, targets))                          # the last `keep` columns predict every target
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -119,6 +126,8 @@ def _score_chunk(model, tokenizer, chunk, prompts, continuations, pairs, capture
         cap = PromptCapture(model, capture.layers, capture.positions, capture.torch_dtype(),
                             torch.tensor(first_row, dtype=torch.long))
     device = model.get_input_embeddings().weight.device
+    # interventions: each row's continuation tokens are its generated positions (after pads + context)
+    steer.split([width - len(seq) + n for seq, n in zip(seqs, context_lens)])
     with cap if cap is not None else contextlib.nullcontext():
         logits = _forward(model, ids.to(device), mask.to(device), positions.to(device), keep)  # (R, keep, V)
     logprobs = torch.log_softmax(logits.double(), dim=-1).cpu()            # float64: sums of many tokens
