@@ -11,6 +11,7 @@ Modules:
     estimates  an estimate with its interval (the building block of the analysis results)
     probe      the probe result (ProbeResult)
     transfer   the probe's transfer matrix (TransferResult)
+    causal     the steering / ablation check of a layer's direction (CausalResult)
     lens       the logit lens result (LensResult)
     stratify   correct-vs-incorrect differences within strata (Difference)
     stats      --file, --directory and --compare results

@@ -27,7 +27,7 @@ import typing
 from typing import Any
 
 MODULES = ("rows", "record", "summary", "run_config", "names",                                  # what producers write
-           "estimates", "probe", "transfer", "lens", "stratify", "stats", "outputs")   # the analysis results
+           "estimates", "probe", "transfer", "causal", "lens", "stratify", "stats", "outputs")   # the analysis results
 _DEFAULT_PATH = os.path.join("docs", "formats.md")
 _HEADER = """# Formats
 
