@@ -1,0 +1,25 @@
+"""The causal check of a probe's direction (issue 28): does steering or ablating along it change the
+answers beyond what random directions of the same norm do, and does the sign flip reverse it?
+
+The pure statistics; the re-runs themselves (capture/intervene.py under the run loop) produce the
+answers these modules read.
+
+Modules:
+    directions   mass_mean, logistic_direction, unit, cross_fit, random_directions, spread
+    effects      Answers, paired_change, changed_share, per_question_effect, condition, monotonicity
+    verdict      judge -> Judgement (the verdict and its one sentence), random_band
+    result       ConditionRun, steer_name, causal_result -> schema.causal.CausalResult
+
+Example:
+    >>> from activation_eval.analysis.causal import judge
+    >>> judge(0.02, (-0.01, 0.05), -0.02, {"random_cov_0": 0.04}).verdict
+    'no causal evidence at this layer'
+"""
+from .directions import cross_fit, logistic_direction, mass_mean, random_directions, spread, unit
+from .effects import Answers, changed_share, condition, monotonicity, paired_change, per_question_effect
+from .result import ConditionRun, causal_result, steer_name
+from .verdict import Judgement, judge, random_band
+
+__all__ = ["cross_fit", "logistic_direction", "mass_mean", "random_directions", "spread", "unit", "Answers",
+           "changed_share", "condition", "monotonicity", "paired_change", "per_question_effect", "ConditionRun",
+           "causal_result", "steer_name", "Judgement", "judge", "random_band"]
