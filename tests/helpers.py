@@ -156,3 +156,120 @@ def run_main(*args):
 def read_rows(folder):
     with open(os.path.join(folder, RESULTS_FILE)) as f:
         return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------- planted models (issue 28)
+# Tiny llamas edited so that what steering a direction does is known. Every RMSNorm is made the identity (eps 1e12
+# swamps the mean square in float32, the weight 1e6 cancels its rsqrt): the residual stream is read linearly, so a
+# coordinate zeroed in every later read-in weight is read by nothing, exactly. Axes of the hidden state:
+PLANT_BIAS, PLANT_STOP, PLANT_V, PLANT_SIG = 0, 1, 2, 3     # 1 on every token, 10 on the answers A / B, the
+                                                            # correlate axis v, each token's signal (+1 / -1 / 0)
+PLANT_GAIN = 2.0            # layer 0 (or the last layer) writes GAIN * mean signal of the prompt along its target
+PLANT_LOGIT = 3.0           # logit(A) - logit(B) = 2 * PLANT_LOGIT * (h . u) + PLANT_TIE at the final state
+PLANT_TIE = 0.0371          # an offset no mean signal of a prompt (a fraction k / T) can cancel exactly
+
+
+@needs("model")
+def planted_model(kind="causal", tokenizer=None, seed=0, layer=1, neutral=("Answer", "Question", "answer", "question")):
+    """A tiny llama (hidden 64, 3 layers) whose first answer token is "A" when its prompt's mean token signal
+    (a fixed random +1 / -1 per token made of letters, `info["signal"]`; 0 for the tokens of the words in
+    `neutral`, for punctuation, digits and the special tokens, so a prompt template's own words do not tilt every
+    answer) is >= 0,
+    else "B", then EOS.
+
+    kind="causal": layer 0 writes GAIN * mean signal along a random unit direction u (in coordinates 4..63);
+        later layers write nothing, and lm_head's rows of A and B are +/- LOGIT * u (+ 10 on the bias axis): the
+        direction in `layer`'s output that decides the answer. Steering +u at `layer` turns answers into A.
+    kind="correlate": layer 0 writes the same mean signal along the axis v = e_2 instead, which nothing after
+        layer 0 reads (column 2 zeroed in every later q/k/v/gate/up projection and in lm_head); the last layer
+        computes the answer itself from the signal axis of all positions and writes it along u. At the last prompt
+        token `layer`'s output varies along v (it predicts the answer), but steering along v changes no logit.
+    kind="null": tiny_model's random llama, where no direction decides anything systematically.
+    Both planted kinds also write prompt-dependent noise (a second attention head, in coordinates 4..63
+    orthogonal to u), so the residual's covariance is not the planted direction alone.
+    Returns (model, tokenizer, info): info = {"u", "v" (unit torch vectors), "signal" (per token id), "A", "B"
+    (token ids), "layer"}.
+    """
+    tokenizer = tokenizer or make_tokenizer()
+    if kind == "null":
+        model, _ = tiny_model("llama", tokenizer, seed=seed)
+        return model, tokenizer, {"u": None, "v": None, "signal": None, "A": tokenizer.convert_tokens_to_ids("A"),
+                                  "B": tokenizer.convert_tokens_to_ids("B"), "layer": f"layer_{layer}"}
+    if kind not in ("causal", "correlate"):
+        raise ValueError(f"planted model kind must be causal, correlate or null, got {kind!r}")
+    model, _ = tiny_model("llama", tokenizer, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    hidden, n_layers = model.config.hidden_size, model.config.num_hidden_layers
+    a_id, b_id = tokenizer.convert_tokens_to_ids(["A", "B"])
+    u = torch.zeros(hidden)
+    u[4:] = torch.randn(hidden - 4, generator=gen)
+    u /= u.norm()
+    v = torch.zeros(hidden)
+    v[PLANT_V] = 1.0
+    signal = torch.randint(0, 2, (len(tokenizer),), generator=gen).float() * 2 - 1
+    signal[[*tokenizer.all_special_ids, a_id, b_id]] = 0.0
+    for token, token_id in tokenizer.get_vocab().items():
+        if not tokenizer.convert_tokens_to_string([token]).strip().isalpha():
+            signal[token_id] = 0.0
+    for text in neutral:
+        for spaced in (text, " " + text):
+            signal[tokenizer(spaced, add_special_tokens=False)["input_ids"]] = 0.0
+    model.config.rms_norm_eps = 1e12
+    inner = model.model
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__.endswith("RMSNorm"):
+                module.variance_epsilon = 1e12
+                module.weight.fill_(1e6)
+        E = inner.embed_tokens.weight
+        E.zero_()
+        E[:, 4:] = torch.randn(len(tokenizer), hidden - 4, generator=gen) * 0.3
+        E -= torch.outer(E @ u, u)
+        E[:, PLANT_BIAS] = 1.0
+        E[:, PLANT_SIG] = signal
+        E[[a_id, b_id], PLANT_STOP] = 10.0
+        for block in inner.layers:
+            for proj in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.o_proj, block.mlp.down_proj):
+                proj.weight.zero_()           # uniform attention, no writes ...
+        _plant_head(inner.layers[0].self_attn, read=PLANT_SIG, write=u if kind == "causal" else v)
+        _plant_noise(inner.layers[0].self_attn, u, gen)
+        if kind == "correlate":
+            _plant_head(inner.layers[-1].self_attn, read=PLANT_SIG, write=u)
+            for block in inner.layers[layer + 1:]:
+                for proj in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj,
+                             block.mlp.gate_proj, block.mlp.up_proj):
+                    proj.weight[:, PLANT_V] = 0.0
+        head = model.lm_head.weight
+        head.zero_()
+        head[:, PLANT_BIAS] = -10.0
+        head[a_id] = PLANT_LOGIT * u
+        head[b_id] = -PLANT_LOGIT * u
+        head[[a_id, b_id], PLANT_BIAS] = 10.0
+        head[b_id, PLANT_BIAS] = 10.0 - PLANT_TIE     # no prompt ties A and B (float noise would pick one)
+        head[tokenizer.eos_token_id, PLANT_STOP] = 10.0
+        head[:, PLANT_V] = 0.0
+    model.config.tie_word_embeddings = False
+    assert n_layers > layer + 1, "the planted layer must have a later layer"
+    return model, tokenizer, {"u": u, "v": v, "signal": signal, "A": a_id, "B": b_id, "layer": f"layer_{layer}"}
+
+
+def _plant_head(attn, read, write):
+    """Attention head 0 (query and key weights zero: uniform over the positions so far) reads coordinate `read`
+    and writes GAIN times its mean along `write`."""
+    attn.v_proj.weight[0].zero_()
+    attn.v_proj.weight[0, read] = 1.0
+    attn.o_proj.weight[:, 0] = PLANT_GAIN * write
+
+
+def _plant_noise(attn, u, gen, scale=4.0):
+    """Head 2 (the second key-value group) writes 16 random prompt-dependent means into coordinates 4..63,
+    orthogonal to u (the covariance of the residual gets more than the planted axis)."""
+    head_dim = attn.head_dim
+    hidden = attn.o_proj.weight.shape[0]
+    reads = torch.zeros(head_dim, hidden)
+    reads[:, 4:] = torch.randn(head_dim, hidden - 4, generator=gen) / (hidden - 4) ** 0.5
+    writes = torch.zeros(hidden, head_dim)
+    writes[4:] = torch.randn(hidden - 4, head_dim, generator=gen) * scale / head_dim ** 0.5
+    writes -= torch.outer(u, u @ writes)
+    attn.v_proj.weight[head_dim:2 * head_dim] = reads
+    attn.o_proj.weight[:, 2 * head_dim:3 * head_dim] = writes

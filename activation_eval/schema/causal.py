@@ -45,7 +45,7 @@ class CausalCondition:
                          "\"ablate\", \"random_cov_3\", \"random_iso_0\""]
     kind: Annotated[ConditionKind, "baseline (no intervention), steer (alpha times the unit direction added), "
                                    "ablate (the direction projected out), random (a random unit direction added "
-                                   "with the test alpha's norm)"]
+                                   "with the test alpha's norm, at either sign)"]
     alpha_sd: Annotated[float | None, "alpha in units of the residual's spread along the direction (the std of the "
                                       "run's activations projected on it); None for ablate"]
     alpha: Annotated[float | None, "the added vector's norm with its sign, in the residual's own units (the mean "
@@ -82,14 +82,24 @@ class CausalResult:
                                     "condition at -test_alpha_sd"]
     effect_measure: Annotated[str, "what an effect is: \"gold_logprob_change\" (or \"accuracy_change\" where the "
                                    "gold answer was not scored)"]
+    antisymmetric: Annotated[bool, "the verdict's effects are half the difference between the effects at +alpha and "
+                                   "-alpha (the damage any perturbation of that norm does cancels; every random "
+                                   "direction ran at both signs); False: the effects at +alpha alone"]
     conditions: Annotated[list[CausalCondition], "every condition, the baseline first, then the alphas in order, "
-                                                 "ablation, the random directions"]
-    effect: Annotated[float | None, "the direction's effect at the test alpha"]
+                                                 "ablation, the random directions (\"random_cov_3+\", "
+                                                 "\"random_cov_3-\": the two signs)"]
+    effect: Annotated[float | None, "the direction's effect the verdict reads (antisymmetric: (effect at +test alpha "
+                                    "- effect at -test alpha) / 2 per question, averaged)"]
     effect_ci: Annotated[Interval, "its paired interval (level): the verdict needs it to exclude 0"]
+    test_effect: Annotated[float | None, "the effect at +test_alpha_sd"]
     sign_flip_effect: Annotated[float | None, "the effect at -test_alpha_sd"]
-    sign_flip_reverses: Annotated[bool, "the sign flip's effect is non-zero and of the opposite sign"]
-    random_effects: Annotated[list[float], "each random direction's effect, in the order of the random conditions"]
-    random_p95: Annotated[float | None, "95th percentile of |effect| over the random directions (None: none ran)"]
+    sign_flip_reverses: Annotated[bool, "test_effect and sign_flip_effect are non-zero and of opposite signs"]
+    random_names: Annotated[list[str], "the random directions (random_cov_i: drawn from the residual's covariance, "
+                                       "random_iso_i: isotropic)"]
+    random_effects: Annotated[list[float], "each random direction's effect, defined as the direction's (antisymmetric "
+                                           "or not), at the test alpha's norm; in the order of random_names"]
+    random_p95: Annotated[float | None, "95th percentile of |effect| over the random directions (numpy's \"higher\": "
+                                        "an observed value, the largest below 20 directions); None: none ran"]
     best_random: Annotated[str | None, "the random direction with the largest |effect|"]
     best_random_effect: Annotated[float | None, "its effect"]
     monotonic_rho: Annotated[float | None, "Spearman rho of the effect against alpha over the alpha grid (0 "

@@ -8,18 +8,18 @@ Modules:
     directions   mass_mean, logistic_direction, unit, cross_fit, random_directions, spread
     effects      Answers, paired_change, changed_share, per_question_effect, condition, monotonicity
     verdict      judge -> Judgement (the verdict and its one sentence), random_band
-    result       ConditionRun, steer_name, causal_result -> schema.causal.CausalResult
+    result       ConditionRun, steer_name, random_name, causal_result -> schema.causal.CausalResult
 
 Example:
     >>> from activation_eval.analysis.causal import judge
-    >>> judge(0.02, (-0.01, 0.05), -0.02, {"random_cov_0": 0.04}).verdict
+    >>> judge(0.02, (-0.01, 0.05), 0.01, -0.03, {"random_cov_0": 0.04}).verdict
     'no causal evidence at this layer'
 """
 from .directions import cross_fit, logistic_direction, mass_mean, random_directions, spread, unit
 from .effects import Answers, changed_share, condition, monotonicity, paired_change, per_question_effect
-from .result import ConditionRun, causal_result, steer_name
+from .result import ConditionRun, causal_result, random_name, steer_name
 from .verdict import Judgement, judge, random_band
 
 __all__ = ["cross_fit", "logistic_direction", "mass_mean", "random_directions", "spread", "unit", "Answers",
            "changed_share", "condition", "monotonicity", "paired_change", "per_question_effect", "ConditionRun",
-           "causal_result", "steer_name", "Judgement", "judge", "random_band"]
+           "causal_result", "random_name", "steer_name", "Judgement", "judge", "random_band"]

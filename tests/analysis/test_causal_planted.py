@@ -1,0 +1,145 @@
+"""The causal check on tiny llamas where the answer is known (tests/helpers.planted_model): steering the planted
+direction decides the answer, steering the planted correlate changes no logit, and the whole statistical chain
+(cross-fitted direction, random directions of matched norm, paired effects, verdict) says which is which."""
+import numpy as np
+import pytest
+import torch
+
+from activation_eval.analysis.causal import (
+    Answers,
+    ConditionRun,
+    causal_result,
+    cross_fit,
+    random_directions,
+    random_name,
+    spread,
+    steer_name,
+)
+from activation_eval.capture.intervene import Interventions, ablate, steer
+from helpers import make_tokenizer, planted_model
+
+N_QUESTIONS = 160
+
+
+def _prompts(tokenizer, n, seed=0):
+    rng = np.random.default_rng(seed)
+    words = sorted(t for t in tokenizer.get_vocab() if tokenizer.convert_tokens_to_string([t]).strip().isalpha())
+    return ["Question: " + tokenizer.convert_tokens_to_string(list(rng.choice(words, 8))) + " Answer:"
+            for _ in range(n)]
+
+
+@torch.no_grad()
+def _answer(model, tokenizer, info, prompts, interventions=()):
+    """First answer token (greedy), correct = it is "A", the gold "A"'s log-probability, and layer_1's output at the
+    last prompt token, with the interventions on."""
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    with Interventions(model, list(interventions)):
+        out = model(**batch, output_hidden_states=True)
+    logprobs = torch.log_softmax(out.logits[:, -1].double(), -1)
+    first = logprobs.argmax(-1)
+    layer = int(info["layer"].split("_")[1])
+    answers = Answers(correct=(first == info["A"]).int().numpy(), texts=tokenizer.convert_ids_to_tokens(first),
+                      gold_logprob=logprobs[:, info["A"]].numpy())
+    return answers, out.hidden_states[layer + 1][:, -1].numpy().astype(np.float64), out.logits
+
+
+def _subset(answers, rows):
+    return Answers(correct=np.asarray(answers.correct)[rows], texts=[answers.texts[i] for i in rows],
+                   gold_logprob=np.asarray(answers.gold_logprob)[rows])
+
+
+def _merge(parts, order):
+    """Answers of the folds put back in question order (parts[f] answers the rows order[f])."""
+    n = sum(len(rows) for rows in order)
+    correct, logprob, texts = np.zeros(n, int), np.zeros(n), [""] * n
+    for part, rows in zip(parts, order):
+        correct[rows], logprob[rows] = part.correct, part.gold_logprob
+        for i, t in zip(rows, part.texts):
+            texts[i] = t
+    return Answers(correct=correct, texts=texts, gold_logprob=logprob)
+
+
+def _causal_check(model, tokenizer, info, prompts, alphas_sd=(-4, -2, 2, 4), test_alpha_sd=4, k_random=20, seed=0):
+    """The check as --causal runs it, in-process: cross-fitted mass-mean directions at the last prompt token of
+    info["layer"], each fold's questions steered by the direction of the other folds."""
+    layer = info["layer"]
+    base, X, _ = _answer(model, tokenizer, info, prompts)
+    fold, directions = cross_fit(X, base.correct, n_folds=5, seed=seed)
+    order = [np.flatnonzero(fold == f) for f in range(len(directions))]
+    spreads = [spread(X, d) for d in directions]
+
+    def run(make):
+        return _merge([_answer(model, tokenizer, info, [prompts[i] for i in rows], make(f))[0]
+                       for f, rows in enumerate(order)], order)
+
+    conditions = [ConditionRun(steer_name(a), "steer", float(a), float(a * np.mean(spreads)),
+                               run(lambda f, a=a: [steer(directions[f], layer, a * spreads[f])]))
+                  for a in alphas_sd]
+    conditions.append(ConditionRun("ablate", "ablate", None, None, run(lambda f: [ablate(directions[f], layer)])))
+    test_alpha = test_alpha_sd * float(np.mean(spreads))
+    for name, r in zip(*random_directions(X, k_random, seed=seed)):
+        for alpha in (test_alpha, -test_alpha):
+            answers = _answer(model, tokenizer, info, prompts, [steer(r, layer, alpha)])[0]
+            conditions.append(ConditionRun(random_name(name, alpha), "random", alpha / spread(X, r), alpha, answers))
+    result = causal_result(run="planted", layer=layer, position="last_prompt", direction_method="mass_mean",
+                           direction_source="planted", cross_fitting="5 folds", folds=5,
+                           test_alpha_sd=float(test_alpha_sd), baseline=base, conditions=conditions, seed=seed)
+    return result, X, base, directions
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def test_planted_direction_decides_the_answer(tok):
+    model, tok, info = planted_model("causal", tok)
+    prompts = _prompts(tok, 40)
+    base, X, _ = _answer(model, tok, info, prompts)
+    assert 0.2 < np.mean(base.correct) < 0.8                          # the prompt decides, both answers occur
+    width = spread(X, info["u"].numpy())
+    up, _, _ = _answer(model, tok, info, prompts, [steer(info["u"], info["layer"], 4 * width)])
+    down, _, _ = _answer(model, tok, info, prompts, [steer(info["u"], info["layer"], -4 * width)])
+    assert set(up.texts) == {"A"} and set(down.texts) == {"B"}
+    assert np.all(up.gold_logprob > base.gold_logprob) and np.all(down.gold_logprob < base.gold_logprob)
+
+
+def test_planted_correlate_predicts_but_changes_no_logit(tok):
+    model, tok, info = planted_model("correlate", tok)
+    prompts = _prompts(tok, 40)
+    base, X, logits = _answer(model, tok, info, prompts)
+    # the correlate separates the answers at the layer ...
+    along_v = X @ info["v"].numpy()
+    assert along_v[base.correct == 1].min() >= along_v[base.correct == 0].max()
+    # ... but steering along it, by far more than its spread, changes no logit
+    for alpha in (-50.0, 50.0):
+        steered = _answer(model, tok, info, prompts, [steer(info["v"], info["layer"], alpha)])[2]
+        assert torch.allclose(steered, logits, rtol=0, atol=1e-5)
+    ablated = _answer(model, tok, info, prompts, [ablate(info["v"], info["layer"])])[2]
+    assert torch.allclose(ablated, logits, rtol=0, atol=1e-5)
+    # the model is not dead: the direction it does read (u, written by the last layer) moves the answers
+    moved = _answer(model, tok, info, prompts, [steer(info["u"], "layer_2", 5.0)])[0]
+    assert set(moved.texts) == {"A"}
+
+
+def test_causal_check_finds_the_planted_direction(tok):
+    model, tok, info = planted_model("causal", tok)
+    result, X, base, directions = _causal_check(model, tok, info, _prompts(tok, N_QUESTIONS))
+    assert min(directions @ info["u"].numpy()) > 0.6                 # the cross-fitted directions found u
+    assert result.verdict == "causal" and result.antisymmetric and result.sign_flip_reverses
+    assert result.effect > result.random_p95 and result.effect_ci[0] > 0
+    assert result.test_effect > 0 > result.sign_flip_effect
+    assert result.monotonic_rho == 1.0
+    by_name = {c.name: c for c in result.conditions}
+    assert by_name["alpha=+4"].accuracy == 1.0 and by_name["alpha=-4"].accuracy == 0.0
+    assert len(result.random_effects) == 20 and result.verdict_text.startswith("causal: ")
+
+
+def test_causal_check_says_no_evidence_for_the_planted_correlate(tok):
+    model, tok, info = planted_model("correlate", tok)
+    result, X, base, directions = _causal_check(model, tok, info, _prompts(tok, N_QUESTIONS))
+    assert min(directions @ info["v"].numpy()) > 0.6                 # the probe's direction is the correlate ...
+    assert result.verdict == "no causal evidence at this layer"      # ... which nothing downstream reads
+    assert abs(result.effect) < 1e-5 and result.random_p95 > 0.5
+    assert all(c.changed_share == 0 for c in result.conditions if c.kind in ("steer", "ablate"))
+    assert f"best {result.best_random}: " in result.verdict_text
