@@ -24,9 +24,9 @@ Example:
     >>> j = judge(0.9, (0.6, 1.2), 0.5, -1.3, {"random_cov_0": 0.05, "random_iso_0": -0.12})
     >>> j.verdict
     'causal'
-    >>> print(j.text.replace("], ", "],\\n"))
-    causal: steering along the direction at +/-4 sd moves the gold log-likelihood by +0.900 [+0.600, +1.200],
-    (half the difference between +0.500 at +4 sd and -1.300 at -4 sd), beyond the random band (95th percentile of
+    >>> import textwrap; print(textwrap.fill(j.text, 110))
+    causal: steering along the direction at +/-4 sd moves the gold log-likelihood by +0.900 [+0.600, +1.200] (half
+    the difference between +0.500 at +4 sd and -1.300 at -4 sd), beyond the random band (95th percentile of
     |effect| 0.120 over 2 random directions; best random_iso_0: -0.120), and the sign flip reverses it
     >>> judge(0.1, (-0.1, 0.3), 0.1, -0.1, {"random_cov_0": 0.3}).text.split(":")[0]
     'no causal evidence at this layer'
