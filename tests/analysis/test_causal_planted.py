@@ -29,17 +29,18 @@ def _prompts(tokenizer, n, seed=0):
 
 
 @torch.no_grad()
-def _answer(model, tokenizer, info, prompts, interventions=()):
-    """First answer token (greedy), correct = it is "A", the gold "A"'s log-probability, and layer_1's output at the
-    last prompt token, with the interventions on."""
+def _answer(model, tokenizer, info, prompts, interventions=(), gold=None):
+    """First answer token (greedy), correct = it is the gold token (by default "A"), the gold token's
+    log-probability, and info["layer"]'s output at the last prompt token, with the interventions on."""
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     with Interventions(model, list(interventions)):
         out = model(**batch, output_hidden_states=True)
     logprobs = torch.log_softmax(out.logits[:, -1].double(), -1)
     first = logprobs.argmax(-1)
+    gold = torch.full((len(prompts),), info["A"]) if gold is None else torch.as_tensor(gold)
     layer = int(info["layer"].split("_")[1])
-    answers = Answers(correct=(first == info["A"]).int().numpy(), texts=tokenizer.convert_ids_to_tokens(first),
-                      gold_logprob=logprobs[:, info["A"]].numpy())
+    answers = Answers(correct=(first == gold).int().numpy(), texts=tokenizer.convert_ids_to_tokens(first),
+                      gold_logprob=logprobs[torch.arange(len(prompts)), gold].numpy())
     return answers, out.hidden_states[layer + 1][:, -1].numpy().astype(np.float64), out.logits
 
 
@@ -59,17 +60,19 @@ def _merge(parts, order):
     return Answers(correct=correct, texts=texts, gold_logprob=logprob)
 
 
-def _causal_check(model, tokenizer, info, prompts, alphas_sd=(-4, -2, 2, 4), test_alpha_sd=4, k_random=20, seed=0):
+def _causal_check(model, tokenizer, info, prompts, alphas_sd=(-4, -2, 2, 4), test_alpha_sd=4, k_random=20, seed=0,
+                  gold=None):
     """The check as --causal runs it, in-process: cross-fitted mass-mean directions at the last prompt token of
     info["layer"], each fold's questions steered by the direction of the other folds."""
     layer = info["layer"]
-    base, X, _ = _answer(model, tokenizer, info, prompts)
+    base, X, _ = _answer(model, tokenizer, info, prompts, gold=gold)
     fold, directions = cross_fit(X, base.correct, n_folds=5, seed=seed)
     order = [np.flatnonzero(fold == f) for f in range(len(directions))]
     spreads = [spread(X, d) for d in directions]
 
     def run(make):
-        return _merge([_answer(model, tokenizer, info, [prompts[i] for i in rows], make(f))[0]
+        return _merge([_answer(model, tokenizer, info, [prompts[i] for i in rows], make(f),
+                               None if gold is None else [gold[i] for i in rows])[0]
                        for f, rows in enumerate(order)], order)
 
     conditions = [ConditionRun(steer_name(a), "steer", float(a), float(a * np.mean(spreads)),
@@ -79,7 +82,7 @@ def _causal_check(model, tokenizer, info, prompts, alphas_sd=(-4, -2, 2, 4), tes
     test_alpha = test_alpha_sd * float(np.mean(spreads))
     for name, r in zip(*random_directions(X, k_random, seed=seed)):
         for alpha in (test_alpha, -test_alpha):
-            answers = _answer(model, tokenizer, info, prompts, [steer(r, layer, alpha)])[0]
+            answers = _answer(model, tokenizer, info, prompts, [steer(r, layer, alpha)], gold)[0]
             conditions.append(ConditionRun(random_name(name, alpha), "random", alpha / spread(X, r), alpha, answers))
     result = causal_result(run="planted", layer=layer, position="last_prompt", direction_method="mass_mean",
                            direction_source="planted", cross_fitting="5 folds", folds=5,
@@ -143,3 +146,44 @@ def test_causal_check_says_no_evidence_for_the_planted_correlate(tok):
     assert abs(result.effect) < 1e-5 and result.random_p95 > 0.5
     assert all(c.changed_share == 0 for c in result.conditions if c.kind in ("steer", "ablate"))
     assert f"best {result.best_random}: " in result.verdict_text
+
+
+def test_planted_models_generate_the_answer_then_stop_and_survive_a_save(tok, tmp_path):
+    """The run loop answers by generating and loads models from folders: the planted answer is "A" or "B" then
+    EOS, steering works on model.generate, and a saved and reloaded planted model gives the same logits."""
+    from transformers import AutoModelForCausalLM
+    model, tok, info = planted_model("causal", tok)
+    prompts = _prompts(tok, 6)
+    base = _answer(model, tok, info, prompts)[0]
+    for prompt, first in zip(prompts, base.texts):
+        ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            plain = model.generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1]:].tolist()
+            with Interventions(model, [steer(info["u"], info["layer"], 3.0)]):
+                steered = model.generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1]:].tolist()
+        assert plain == [tok.convert_tokens_to_ids(first), tok.eos_token_id]
+        assert steered == [info["A"], tok.eos_token_id]
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+@pytest.mark.slow
+def test_causal_check_null_calibration_on_random_models(tok):
+    """Random tiny llamas, each question's gold token a coin flip between the model's own two likeliest first
+    tokens: correctness carries nothing about the model's internals, so no direction fitted on it is used.
+    "causal" comes out rarely (the band alone allows 1 / 21 per seed)."""
+    verdicts = []
+    for seed in range(12):
+        model, tok, info = planted_model("null", tok, seed=seed)
+        prompts = _prompts(tok, 60, seed=seed)
+        with torch.no_grad():
+            logits = model(**tok(prompts, return_tensors="pt", padding=True)).logits[:, -1]
+        top2 = logits.topk(2).indices
+        coin = torch.as_tensor(np.random.default_rng(seed).integers(0, 2, len(prompts)))
+        gold = top2[torch.arange(len(prompts)), coin]
+        result = _causal_check(model, tok, info, prompts, alphas_sd=(-4, 4), k_random=20, seed=seed, gold=gold)[0]
+        verdicts.append(result.verdict)
+    assert verdicts.count("causal") <= 1, verdicts
