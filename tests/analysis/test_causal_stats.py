@@ -293,3 +293,17 @@ def test_one_sided_random_effects_are_mostly_damage():
     assert not r.antisymmetric and any("one sign only" in note for note in r.notes)
     assert r.verdict == "no causal evidence at this layer" and r.random_p95 > abs(r.effect)
     assert _result(*_runs(slope=0.1)).verdict == "causal"
+
+
+def test_causal_text_lists_every_condition_and_ends_with_the_verdict():
+    from activation_eval.analysis.causal import causal_text
+    base, runs = _runs()
+    r = _result(base, runs)
+    text = causal_text(r)
+    lines = text.splitlines()
+    for c in r.conditions:
+        assert sum(line.startswith(c.name + " ") for line in lines) == 1
+    assert lines[-1] == f"verdict:    {r.verdict_text}"
+    assert f"best {r.best_random}: {r.best_random_effect:+.3f}" in text and "antisymmetric" in text
+    one_sided = causal_text(_result(*_runs(slope=0.1, signs=(1,))))
+    assert "note: random directions ran at one sign only" in one_sided

@@ -9,6 +9,7 @@ Modules:
     effects      Answers, paired_change, changed_share, per_question_effect, condition, monotonicity
     verdict      judge -> Judgement (the verdict and its one sentence), random_band
     result       ConditionRun, steer_name, random_name, causal_result -> schema.causal.CausalResult
+    text         causal_text(result) -> str (the command line's output)
 
 Example:
     >>> from activation_eval.analysis.causal import judge
@@ -18,8 +19,9 @@ Example:
 from .directions import cross_fit, logistic_direction, mass_mean, random_directions, spread, unit
 from .effects import Answers, changed_share, condition, monotonicity, paired_change, per_question_effect
 from .result import ConditionRun, causal_result, random_name, steer_name
+from .text import causal_text
 from .verdict import Judgement, judge, random_band
 
 __all__ = ["cross_fit", "logistic_direction", "mass_mean", "random_directions", "spread", "unit", "Answers",
            "changed_share", "condition", "monotonicity", "paired_change", "per_question_effect", "ConditionRun",
-           "causal_result", "random_name", "steer_name", "Judgement", "judge", "random_band"]
+           "causal_result", "random_name", "steer_name", "causal_text", "Judgement", "judge", "random_band"]
