@@ -307,3 +307,24 @@ def test_causal_text_lists_every_condition_and_ends_with_the_verdict():
     assert f"best {r.best_random}: {r.best_random_effect:+.3f}" in text and "antisymmetric" in text
     one_sided = causal_text(_result(*_runs(slope=0.1, signs=(1,))))
     assert "note: random directions ran at one sign only" in one_sided
+
+
+def test_plot_causal_draws_the_direction_the_randoms_and_the_band(tmp_path, monkeypatch):
+    import matplotlib.image
+    import matplotlib.text
+
+    from activation_eval.analysis import plot_base
+    from activation_eval.analysis.causal import plot_causal
+    drawn, save = {}, plot_base.save_png
+
+    def spy(fig, path):
+        drawn["texts"] = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+        drawn["points"] = sum(len(line.get_xdata()) for ax in fig.axes for line in ax.get_lines())
+        return save(fig, path)
+    monkeypatch.setattr(plot_base, "save_png", spy)
+    r = _result(*_runs())
+    out = plot_causal(r, tmp_path / "causal.png")
+    assert matplotlib.image.imread(out).shape[0] > 300
+    assert any(r.verdict_text[:60] in " ".join(t.split()) for t in drawn["texts"] if t)
+    # the direction over the 5 alphas, 40 random conditions at +/- the test alpha, 20 antisymmetric random effects
+    assert drawn["points"] >= 5 + 40 + 20
