@@ -328,3 +328,14 @@ def test_plot_causal_draws_the_direction_the_randoms_and_the_band(tmp_path, monk
     assert any(r.verdict_text[:60] in " ".join(t.split()) for t in drawn["texts"] if t)
     # the direction over the 5 alphas, 40 random conditions at +/- the test alpha, 20 antisymmetric random effects
     assert drawn["points"] >= 5 + 40 + 20
+
+
+def test_causal_html_escapes_run_texts_and_holds_every_condition():
+    import dataclasses
+
+    from activation_eval.analysis.causal import causal_html
+    r = dataclasses.replace(_result(*_runs()), run="runs/<script>alert(1)</script>", notes=["a <b> note"])
+    page = causal_html(r)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "a &lt;b&gt; note" in page
+    assert page.count("<tr>") == 1 + len(r.conditions) and page.count("<img") == 1
+    assert r.verdict_text.replace("'", "&#x27;") in page

@@ -11,6 +11,7 @@ Modules:
     result       ConditionRun, steer_name, random_name, causal_result -> schema.causal.CausalResult
     text         causal_text(result) -> str (the command line's output)
     plots        plot_causal(result, path) -> path (effect against alpha, the random band)
+    html         causal_html(result) -> str (the report's section)
 
 Example:
     >>> from activation_eval.analysis.causal import judge
@@ -19,6 +20,7 @@ Example:
 """
 from .directions import cross_fit, logistic_direction, mass_mean, random_directions, spread, unit
 from .effects import Answers, changed_share, condition, monotonicity, paired_change, per_question_effect
+from .html import causal_html
 from .plots import plot_causal
 from .result import ConditionRun, causal_result, random_name, steer_name
 from .text import causal_text
@@ -26,4 +28,5 @@ from .verdict import Judgement, judge, random_band
 
 __all__ = ["cross_fit", "logistic_direction", "mass_mean", "random_directions", "spread", "unit", "Answers",
            "changed_share", "condition", "monotonicity", "paired_change", "per_question_effect", "ConditionRun",
-           "causal_result", "random_name", "steer_name", "causal_text", "plot_causal", "Judgement", "judge", "random_band"]
+           "causal_result", "random_name", "steer_name", "causal_text", "plot_causal", "causal_html", "Judgement",
+           "judge", "random_band"]
