@@ -96,8 +96,8 @@ def ablate(direction, layer, positions="all", source=""):
 
 
 def direction_sha256(direction):
-    """sha256 of the unit direction's float32 bytes (little-endian): the same direction at any scale
-    gives the same checksum."""
+    """sha256 of the unit direction's float32 bytes (little-endian): what was steered along, whatever
+    the file's scale (up to the rounding of the division by the norm)."""
     unit = _unit(direction)
     return hashlib.sha256(unit.numpy().astype("<f4").tobytes()).hexdigest()
 

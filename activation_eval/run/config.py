@@ -118,6 +118,8 @@ class RunConfig:
                              "rounded up); the first ones unless --shuffle", metavar="N")
     shuffle: bool = _setting(False, _B, "with --limit: a random subset (seeded by --seed, kept in benchmark "
                              "order), so it spans the benchmark's categories")
+    question_ids: object = _setting(None, None, None, resume=True)   # code only (the causal check's folds):
+    # answer only these question ids (a tuple, kept in benchmark order), after --limit / --shuffle
     # prompt
     system_prompt: str = _setting(None, _P, "system message of the chat template (without a template: prepended "
                                   "to each prompt)", resume=True, metavar="TEXT")
@@ -219,6 +221,8 @@ class RunConfig:
         if (self.fewshot_split or self.fewshot_file) and not self.num_fewshot:
             raise RunError("--fewshot_split / --fewshot_file need --num_fewshot K (K >= 1)")
         self.limit = parse_limit(self.limit)
+        if self.question_ids is not None:
+            self.question_ids = tuple(str(q) for q in self.question_ids)
         try:
             parse_limits(self.benchmark_limits)
         except ValueError as exc:
@@ -325,6 +329,8 @@ class RunConfig:
         if self.fewshot_file:
             view["fewshot_file"] = os.path.abspath(self.fewshot_file)
         view["activation_save_dir"] = os.path.relpath(self.activation_save_dir, self.output_dir)
+        if self.question_ids is not None:
+            view["question_ids"] = list(self.question_ids)           # as JSON stores it
         return view
 
 

@@ -82,7 +82,8 @@ def select_rows(rows, config, warn=True):
     """The questions the run answers: with --mc_scoring loglikelihood only rows with choices
     (the others skipped with a warning) and one accepted letter (the others skipped with a warning
     naming them, and counted as skipped rows; --strict: an error); then --limit N or a fraction, the
-    first ones or, with --shuffle, a subset drawn with --seed (kept in benchmark order)."""
+    first ones or, with --shuffle, a subset drawn with --seed (kept in benchmark order); then, when
+    config.question_ids is set (code only), those questions alone (an id the benchmark lacks: an error)."""
     if config.mc_scoring == "loglikelihood":
         refused = refused_rows(rows, config)
         if refused and config.strict:
@@ -101,6 +102,18 @@ def select_rows(rows, config, warn=True):
         if not rows:
             raise RunError(f"--mc_scoring loglikelihood: no row of {config.benchmark} has choices "
                            f"(--choices_field {config.choices_field!r}); use --mc_scoring generate")
+    rows = _limited(rows, config)
+    if config.question_ids is None:
+        return rows
+    wanted = set(config.question_ids)
+    missing = wanted - {str(row["id"]) for row in rows}
+    if missing:
+        raise RunError(f"{len(missing)} question id(s) to answer are not among the benchmark's selected rows, "
+                       f"e.g. {sorted(missing)[0]!r}: was the benchmark file changed?")
+    return [row for row in rows if str(row["id"]) in wanted]
+
+
+def _limited(rows, config):
     if config.limit is None:
         return rows
     n = config.limit if isinstance(config.limit, int) else math.ceil(config.limit * len(rows))

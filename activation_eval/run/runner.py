@@ -89,7 +89,7 @@ def check_resume(config, stored, rows=None):
     out = config.output_dir
     # a setting added after the run was written is absent there: the run used its default
     defaults = resume_defaults()
-    diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
+    diffs = [f"{k}: stored {_short(stored.get(k, defaults.get(k)))}, now {_short(v)}"
              for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
     if diffs:
         raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
@@ -99,6 +99,12 @@ def check_resume(config, stored, rows=None):
     answered, _ = run_folder.scan_results(run_folder.results_path(out))
     update = check_benchmark(stored, fingerprint, rows, out, answered)
     return update or {k: stored[k] for k in fingerprint if k in stored}
+
+
+def _short(value, limit=120):
+    """repr(value), cut to `limit` characters (a list of question ids or interventions can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _open(config, writer, rows, fingerprint):

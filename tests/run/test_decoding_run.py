@@ -7,7 +7,7 @@ import os
 import pytest
 
 from activation_eval.eval.benchmark import load_benchmark
-from activation_eval.run.config import RunConfig
+from activation_eval.run.config import RunConfig, RunError
 from activation_eval.run.runner import select_rows
 from activation_eval.store import run_files, run_reader
 from activation_eval.store.run_writer import RunWriter
@@ -64,6 +64,15 @@ def test_limit_fraction_and_shuffle_pick_a_seeded_subset_in_benchmark_order():
     assert [r["id"] for r in subset] == sorted((r["id"] for r in subset), key=order.index)
     assert subset == select_rows(rows, RunConfig(limit=20, shuffle=True, seed=3))
     assert subset != select_rows(rows, RunConfig(limit=20, shuffle=True, seed=4))
+
+
+def test_question_ids_keep_those_questions_in_benchmark_order_and_refuse_unknown_ones():
+    rows = load_benchmark()
+    wanted = [rows[7]["id"], rows[2]["id"], rows[40]["id"]]
+    assert [r["id"] for r in select_rows(rows, RunConfig(question_ids=wanted))] == [rows[i]["id"] for i in (2, 7, 40)]
+    assert RunConfig(question_ids=wanted).resume_view()["question_ids"] == wanted      # JSON's list, for --resume
+    with pytest.raises(RunError, match="1 question id.*'nope'"):
+        select_rows(rows, RunConfig(question_ids=[rows[0]["id"], "nope"]))
 
 
 @pytest.mark.parametrize("args, message", [
