@@ -5,16 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from activation_eval.analysis.causal import (
-    Answers,
-    ConditionRun,
-    causal_result,
-    cross_fit,
-    random_directions,
-    random_name,
-    spread,
-    steer_name,
-)
+from activation_eval.analysis.causal import Answers, ConditionRun, causal_plan, causal_result, merge_answers, spread
 from activation_eval.capture.intervene import Interventions, ablate, steer
 from helpers import make_tokenizer, planted_model
 
@@ -44,50 +35,26 @@ def _answer(model, tokenizer, info, prompts, interventions=(), gold=None):
     return answers, out.hidden_states[layer + 1][:, -1].numpy().astype(np.float64), out.logits
 
 
-def _subset(answers, rows):
-    return Answers(correct=np.asarray(answers.correct)[rows], texts=[answers.texts[i] for i in rows],
-                   gold_logprob=np.asarray(answers.gold_logprob)[rows])
-
-
-def _merge(parts, order):
-    """Answers of the folds put back in question order (parts[f] answers the rows order[f])."""
-    n = sum(len(rows) for rows in order)
-    correct, logprob, texts = np.zeros(n, int), np.zeros(n), [""] * n
-    for part, rows in zip(parts, order):
-        correct[rows], logprob[rows] = part.correct, part.gold_logprob
-        for i, t in zip(rows, part.texts):
-            texts[i] = t
-    return Answers(correct=correct, texts=texts, gold_logprob=logprob)
-
-
 def _causal_check(model, tokenizer, info, prompts, alphas_sd=(-4, -2, 2, 4), test_alpha_sd=4, k_random=20, seed=0,
                   gold=None):
-    """The check as --causal runs it, in-process: cross-fitted mass-mean directions at the last prompt token of
-    info["layer"], each fold's questions steered by the direction of the other folds."""
+    """The check as --causal runs it, in-process: causal_plan's conditions (cross-fitted mass-mean directions at
+    the last prompt token of info["layer"], each fold's questions steered by the direction of the other folds),
+    each edit answered with its intervention, merged back into question order."""
     layer = info["layer"]
     base, X, _ = _answer(model, tokenizer, info, prompts, gold=gold)
-    fold, directions = cross_fit(X, base.correct, n_folds=5, seed=seed)
-    order = [np.flatnonzero(fold == f) for f in range(len(directions))]
-    spreads = [spread(X, d) for d in directions]
+    plan = causal_plan(X, base.correct, alphas_sd, test_alpha_sd, n_folds=5, k_random=k_random, seed=seed)
 
-    def run(make):
-        return _merge([_answer(model, tokenizer, info, [prompts[i] for i in rows], make(f),
-                               None if gold is None else [gold[i] for i in rows])[0]
-                       for f, rows in enumerate(order)], order)
+    def answer(edit):
+        edit_ = steer(edit.direction, layer, edit.alpha) if edit.alpha is not None else ablate(edit.direction, layer)
+        return _answer(model, tokenizer, info, [prompts[i] for i in edit.rows], [edit_],
+                       None if gold is None else [gold[i] for i in edit.rows])[0]
 
-    conditions = [ConditionRun(steer_name(a), "steer", float(a), float(a * np.mean(spreads)),
-                               run(lambda f, a=a: [steer(directions[f], layer, a * spreads[f])]))
-                  for a in alphas_sd]
-    conditions.append(ConditionRun("ablate", "ablate", None, None, run(lambda f: [ablate(directions[f], layer)])))
-    test_alpha = test_alpha_sd * float(np.mean(spreads))
-    for name, r in zip(*random_directions(X, k_random, seed=seed)):
-        for alpha in (test_alpha, -test_alpha):
-            answers = _answer(model, tokenizer, info, prompts, [steer(r, layer, alpha)], gold)[0]
-            conditions.append(ConditionRun(random_name(name, alpha), "random", alpha / spread(X, r), alpha, answers))
+    conditions = [ConditionRun(c.name, c.kind, c.alpha_sd, c.alpha, merge_answers(c, [answer(e) for e in c.edits]))
+                  for c in plan.conditions]
     result = causal_result(run="planted", layer=layer, position="last_prompt", direction_method="mass_mean",
-                           direction_source="planted", cross_fitting="5 folds", folds=5,
+                           direction_source="planted", cross_fitting=plan.cross_fitting, folds=plan.folds,
                            test_alpha_sd=float(test_alpha_sd), baseline=base, conditions=conditions, seed=seed)
-    return result, X, base, directions
+    return result, X, base, plan.directions
 
 
 @pytest.fixture(scope="module")

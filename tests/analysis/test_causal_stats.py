@@ -339,3 +339,49 @@ def test_causal_html_escapes_run_texts_and_holds_every_condition():
     assert "<script>" not in page and "&lt;script&gt;" in page and "a &lt;b&gt; note" in page
     assert page.count("<tr>") == 1 + len(r.conditions) and page.count("<img") == 1
     assert r.verdict_text.replace("'", "&#x27;") in page
+
+
+# ----------------------------------------------------------------------------- the plan
+
+def test_causal_plan_steers_each_fold_by_the_other_folds_direction_at_its_spread():
+    from activation_eval.analysis.causal import causal_plan
+    X, y = _labelled(n=100, seed=9)
+    plan = causal_plan(X, y, alphas_sd=(-1, 2), test_alpha_sd=3.0, n_folds=5, k_random=3, seed=4)
+    names = [c.name for c in plan.conditions]
+    assert names[:5] == ["alpha=-3", "alpha=-1", "alpha=+2", "alpha=+3", "ablate"]    # the test alpha and its flip
+    assert names[5:] == ["random_cov_0+", "random_cov_0-", "random_cov_1+", "random_cov_1-", "random_iso_0+",
+                         "random_iso_0-"]
+    fold, dirs = cross_fit(X, y, n_folds=5, seed=4)
+    assert np.array_equal(plan.fold, fold) and np.allclose(plan.directions, dirs) and plan.folds == 5
+    plus3 = plan.conditions[3]
+    for f, edit in enumerate(plus3.edits):
+        assert np.array_equal(edit.rows, np.flatnonzero(fold == f))
+        np.testing.assert_allclose(edit.direction, dirs[f])
+        assert edit.alpha == pytest.approx(3.0 * np.std(X @ dirs[f], ddof=1))
+    assert plus3.alpha == pytest.approx(np.mean([e.alpha for e in plus3.edits]))
+    assert all(e.alpha is None for e in plan.conditions[4].edits)
+    plus, minus = plan.conditions[5], plan.conditions[6]
+    assert plus.alpha == pytest.approx(plus3.alpha) and minus.alpha == pytest.approx(-plus3.alpha)
+    assert len(plus.edits) == 1 and len(plus.edits[0].rows) == 100
+    np.testing.assert_allclose(plus.edits[0].direction, minus.edits[0].direction)
+
+
+def test_causal_plan_with_a_direction_from_elsewhere_and_merge_answers():
+    from activation_eval.analysis.causal import causal_plan, merge_answers
+    X, y = _labelled(n=30, seed=10)
+    d = np.zeros(X.shape[1])
+    d[0] = 5.0
+    plan = causal_plan(X, y, direction=d, source="runs/other", k_random=0)
+    assert plan.folds == 0 and plan.cross_fitting.startswith("direction from runs/other")
+    assert [len(c.edits) for c in plan.conditions] == [1] * 5
+    assert plan.conditions[0].edits[0].alpha == pytest.approx(-4 * np.std(X[:, 0], ddof=1))
+    # merge_answers puts each edit's answers back at its rows
+    fold_plan = causal_plan(X, y, n_folds=3, k_random=0)
+    cond = fold_plan.conditions[0]
+    parts = [Answers(correct=(e.rows % 2 == 0).astype(int), texts=[f"q{i}" for i in e.rows],
+                     gold_logprob=-e.rows.astype(float)) for e in cond.edits]
+    merged = merge_answers(cond, parts)
+    assert merged.texts == [f"q{i}" for i in range(30)] and np.array_equal(merged.gold_logprob, -np.arange(30.0))
+    assert np.array_equal(merged.correct, (np.arange(30) % 2 == 0).astype(int))
+    with pytest.raises(ValueError, match="answer sets"):
+        merge_answers(cond, parts[:2])
