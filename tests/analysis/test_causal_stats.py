@@ -385,3 +385,17 @@ def test_causal_plan_with_a_direction_from_elsewhere_and_merge_answers():
     assert np.array_equal(merged.correct, (np.arange(30) % 2 == 0).astype(int))
     with pytest.raises(ValueError, match="answer sets"):
         merge_answers(cond, parts[:2])
+
+
+def test_causal_result_without_gold_scores_or_randoms_falls_back_and_says_so():
+    base, runs = _runs()
+    strip = [ConditionRun(c.name, c.kind, c.alpha_sd, c.alpha, Answers(correct=c.answers.correct, texts=c.answers.texts))
+             for c in runs if c.name == "alpha=+4"]
+    r = _result(Answers(correct=base.correct, texts=base.texts), strip)
+    assert r.effect_measure == "accuracy_change" and r.verdict == "no causal evidence at this layer"
+    assert r.effect is not None and r.sign_flip_effect is None and not r.sign_flip_reverses
+    assert r.random_p95 is None and r.monotonic_rho is None and r.n_alphas == 2
+    assert any("log-likelihood was not scored" in n for n in r.notes)
+    assert any("no sign-flipped condition alpha=-4" in n for n in r.notes)
+    assert all(c.gold_logprob_change is None for c in r.conditions)
+    assert from_json(CausalResult, to_json(r)) == r
