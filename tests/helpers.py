@@ -6,7 +6,8 @@ tokenizer is a byte-level BPE trained in-process on a few sentences, and every m
 check of captured activations: transformers' own output_hidden_states.
 
 Public names: make_tokenizer, tiny_config, tiny_model, hook_counts, rel_err, reference, p_true_reference,
-run_main, read_rows, needs, CORPUS, CHAT_TEMPLATE.
+run_main, read_rows, needs, CORPUS, CHAT_TEMPLATE, planted_model (tiny llamas where a direction is known to decide
+the answer, to only correlate with it, or where none does: the causal check's test models, issue 28).
 
 A helper that builds a model or starts a process announces it with @needs("model") / @needs("slow"): every test
 that calls it (directly, through a fixture or another helper) is put in that tier (tests/conftest.py).
