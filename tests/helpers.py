@@ -201,9 +201,9 @@ def planted_model(kind="causal", tokenizer=None, seed=0, layer=1, neutral=("Answ
     model, _ = tiny_model("llama", tokenizer, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1000)
     hidden, n_layers = model.config.hidden_size, model.config.num_hidden_layers
-    if not 0 < layer < n_layers - 1:
-        raise ValueError(f"the planted layer must lie between layer 0 (which writes the signal) and the last "
-                         f"layer (which reads it in the correlate model): 0 < layer < {n_layers - 1}, got {layer}")
+    if not 0 <= layer < n_layers - 1:
+        raise ValueError(f"the planted layer must come before the last layer (which reads the signal in the "
+                         f"correlate model): 0 <= layer < {n_layers - 1}, got {layer}")
     a_id, b_id = tokenizer.convert_tokens_to_ids(["A", "B"])
     u = torch.zeros(hidden)
     u[4:] = torch.randn(hidden - 4, generator=gen)
