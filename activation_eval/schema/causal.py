@@ -112,6 +112,8 @@ class CausalResult:
                                  "direction, and what failed"]
     notes: Annotated[list[str], "what the reader must know (too few questions, no random directions, ...)"]
     level: Annotated[float, "the intervals' level, e.g. 0.95"]
+    n_resamples: Annotated[int, "bootstrap resamples of every interval"] = 2000
+    seed: Annotated[int, "the seed of the folds, the random directions and the bootstrap"] = 0
 
 
 CONTRACTS = (CausalResult, CausalCondition)

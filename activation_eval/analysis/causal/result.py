@@ -143,7 +143,8 @@ def causal_result(*, run: str, layer: str, position: str, direction_method: Dire
                         random_names=list(random_effects), random_effects=list(random_effects.values()),
                         random_p95=j.random_p95, best_random=j.best_random, best_random_effect=j.best_random_effect,
                         monotonic_rho=rho, monotonic_ci=rho_ci, n_alphas=len(alphas), verdict=j.verdict,  # type: ignore[arg-type]
-                        verdict_text=j.text, notes=notes + j.notes, level=level)
+                        verdict_text=j.text, notes=notes + j.notes, level=level, n_resamples=n_resamples,
+                        seed=seed)
 
 
 def _verdict_effect(baseline: Answers, test: ConditionRun | None, flip: ConditionRun | None, measure: str,
