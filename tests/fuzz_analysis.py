@@ -4,7 +4,9 @@ write_run, file and shard stores), the lm-eval backend and the Inspect provider 
 random llama, once, into the seed folder). A case copies one seed run, mutates ONE of its files
 (results.jsonl rows, run_config.json, summary.json, a record file or shard: fuzz_records.mutate, bytes and
 JSON-aware values) and runs the three modes through analyze_activations.main() against a second, valid
-run (or the other way round), in a worker subprocess.
+run (or the other way round), in a worker subprocess. `--producers main` seeds only main.py's two runs
+(seconds instead of a minute of harness evaluations): what the short seeded test in make test runs; the
+long campaigns keep every producer.
 
 A finding: a crash or a hang of the worker (--case_timeout s), its peak RSS over 1 GB, an exception out
 of main(), a traceback on stderr, or a failure whose stderr is not exactly one "error: ..." line of at
@@ -13,13 +15,15 @@ exits non-zero with one short line is "refused"; 0 is "ok".
 
 Public names:
     main(argv=None) -> int       the command line (0: no findings, 1: findings)
-    fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0) -> report dict (fuzz_records' keys)
-    producer_runs(folder, model_dir) -> {name: run folder}   the lm-eval and Inspect seed runs
+    fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0, producers=PRODUCERS)
+                                 -> report dict (fuzz_records' keys)
+    producer_runs(folder, model_dir=None, producers=PRODUCERS) -> {name: run folder}   the seed runs
+    PRODUCERS                    ("main", "lm-eval", "inspect"): every producer, the default
     worker_main()                the worker loop (`--worker`)
 
 Example:
     $ OMP_NUM_THREADS=1 python tests/fuzz_analysis.py --seconds 300 --seed 1 --seed_dir /tmp/fuzz-seeds
-    $ python tests/fuzz_analysis.py --cases 6 --seed 0                         # what test_fuzz_analysis.py runs
+    $ python tests/fuzz_analysis.py --cases 6 --seed 0 --producers main   # test_hostile_runs_round4.py's run
     {"executions": 150, "minutes": 5.0, "crashes": 0, "hangs": 0, ..., "peak_rss_mb": 640}
 """
 import argparse
@@ -41,6 +45,7 @@ import fuzz_records  # noqa: E402  (tests/ is not a package: the script's own fo
 MAX_ERROR_CHARS = 500
 MAX_LINE_CHARS = 1000
 KINDS = {"results": "results.jsonl", "config": "run_config.json", "summary": "summary.json"}
+PRODUCERS = ("main", "lm-eval", "inspect")
 
 
 # ----------------------------------------------------------------------------- the seed runs
@@ -104,23 +109,41 @@ def _inspect_run(model_dir, folder):
     return os.path.join(folder, "run")
 
 
-def producer_runs(folder, model_dir=None):
-    """{name: run folder}: main.py's writer (file and shard stores, hidden size of tests/hostile.py's records),
-    the lm-eval backend and the Inspect provider (the tiny llama, hidden 64); built once into `folder`."""
+def producer_runs(folder, model_dir=None, producers=PRODUCERS):
+    """{name: run folder} of `producers`: main.py's writer ("main": file and shard stores, hidden size of
+    tests/hostile.py's records), the lm-eval backend and the Inspect provider (the tiny llama, hidden 64);
+    built once into `folder` (a folder built for other producers is refused, not mixed)."""
     import hostile
+    unknown = set(producers) - set(PRODUCERS)
+    if unknown or not producers:
+        raise ValueError(f"producers: {sorted(unknown) or 'none'}; choose among {', '.join(PRODUCERS)}")
     done = os.path.join(folder, "seeds.json")
     if os.path.exists(done):
         with open(done) as f:
-            return json.load(f)
+            runs = json.load(f)
+        if sorted(runs) != sorted(_names(producers)):
+            raise ValueError(f"{folder} holds seed runs of {sorted(runs)}, not of {sorted(_names(producers))}: "
+                             f"give another --seed_dir")
+        return runs
+    runs = {}
     with contextlib.redirect_stdout(sys.stderr):     # the harnesses' banners: stdout is the report's JSON
-        model_dir = model_dir or _tiny_model_dir(os.path.join(folder, "tiny-llama"))
-        runs = {f"main-{store}": hostile.write_run(os.path.join(folder, f"main-{store}"), store, n=16)
-                for store in ("files", "shards")}
-        runs["lm-eval"] = _lm_eval_run(model_dir, os.path.join(folder, "lm-eval"))
-        runs["inspect"] = _inspect_run(model_dir, os.path.join(folder, "inspect"))
+        if "main" in producers:
+            runs.update({f"main-{store}": hostile.write_run(os.path.join(folder, f"main-{store}"), store, n=16)
+                         for store in ("files", "shards")})
+        if "lm-eval" in producers or "inspect" in producers:
+            model_dir = model_dir or _tiny_model_dir(os.path.join(folder, "tiny-llama"))
+        if "lm-eval" in producers:
+            runs["lm-eval"] = _lm_eval_run(model_dir, os.path.join(folder, "lm-eval"))
+        if "inspect" in producers:
+            runs["inspect"] = _inspect_run(model_dir, os.path.join(folder, "inspect"))
     with open(done, "w") as f:
         json.dump(runs, f)
     return runs
+
+
+def _names(producers):
+    """The run names producer_runs gives `producers`."""
+    return [name for p in producers for name in (["main-files", "main-shards"] if p == "main" else [p])]
 
 
 def _mutable_files(run):
@@ -213,15 +236,15 @@ class _Worker(fuzz_records._Worker):
 
 # ----------------------------------------------------------------------------- the fuzz loop
 
-def fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0, rounds_of=20):
-    """Fuzz for `seconds` (or `cases` mutated cases); -> the report (fuzz_records' keys; findings' folders
-    saved under `out`)."""
+def fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0, rounds_of=20, producers=PRODUCERS):
+    """Fuzz for `seconds` (or `cases` mutated cases) on the seed runs of `producers`; -> the report
+    (fuzz_records' keys; findings' folders saved under `out`)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
     worker = _Worker("safe")
     worker.start()
     work = tempfile.mkdtemp(prefix="fuzz-analysis-")
-    runs = producer_runs(seed_dir or os.path.join(work, "seeds"))
+    runs = producer_runs(seed_dir or os.path.join(work, "seeds"), producers=producers)
     names = sorted(runs)
     files = {name: _mutable_files(runs[name]) for name in names}
     seeds = []                                       # (kind, bytes, name) for splices
@@ -285,11 +308,18 @@ def main(argv=None):
     p.add_argument("--out", default="fuzz-findings", help="folder for the findings' run folders")
     p.add_argument("--seed_dir", help="folder of the seed runs (made once, then reused); default: a temp folder")
     p.add_argument("--case_timeout", type=float, default=120.0, help="seconds per case (three modes)")
+    p.add_argument("--producers", default=",".join(PRODUCERS),
+                   help=f"comma-separated producers of the seed runs (default: all, {','.join(PRODUCERS)}); "
+                        "main: main.py's writer only, no harness evaluation")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main()
-    report = fuzz(args.seconds, args.seed, args.out, args.cases, args.seed_dir, args.case_timeout)
+    producers = tuple(p.strip() for p in args.producers.split(",") if p.strip())
+    if not producers or set(producers) - set(PRODUCERS):
+        p.error(f"--producers: choose among {', '.join(PRODUCERS)} (got {args.producers!r})")
+    report = fuzz(args.seconds, args.seed, args.out, args.cases, args.seed_dir, args.case_timeout,
+                  producers=producers)
     print(json.dumps(report, indent=2))
     return 1 if report["findings"] else 0
 

@@ -15,6 +15,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 import activation_eval.harness as harness  # noqa: E402
 import analyze_activations as aa  # noqa: E402
+import fuzz_analysis  # noqa: E402  (tests/ is on sys.path: the fuzzer's verdict on the two-run modes)
 from activation_eval import schema  # noqa: E402
 from activation_eval.store.run_reader import RunReader  # noqa: E402
 
@@ -93,8 +94,10 @@ def test_probe_reads_the_answer_of_an_lm_eval_generation_folder(gen_folder, tmp_
 
 
 @pytest.mark.slow
-def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, tmp_path, capsys):
-    """The same on an Inspect folder: half the samples' targets are the model's own answers (match())."""
+def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, gen_folder, tmp_path, capsys):
+    """The same on an Inspect folder: half the samples' targets are the model's own answers (match()); then
+    the two-run modes on this folder and the lm-eval one, each way, as tests/fuzz_analysis.py judges them (its
+    short seeded run in make test seeds main.py's runs only: the harnesses' seed runs cost a minute)."""
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
     from inspect_ai.dataset import MemoryDataset, Sample
@@ -123,3 +126,7 @@ def test_probe_reads_the_answer_of_an_inspect_folder(tiny_dir, tmp_path, capsys)
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["reduce"] == "answer_first" and set(schema.CONFIDENCE_FIELDS) <= set(result["controls"])
+    inspect_run = str(tmp_path / "run")
+    for a, b in ((inspect_run, gen_folder), (gen_folder, inspect_run)):
+        outcome = fuzz_analysis._run_case(f"{a}\t{b}", str(tmp_path / "pair-plots"))
+        assert outcome in ("ok", "refused"), (a, b, outcome)

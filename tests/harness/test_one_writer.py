@@ -108,6 +108,19 @@ def _lm_eval(task_dir, tiny_dir, out, *extra, check=True):
     return done
 
 
+def _lm_eval_in_process(task_dir, tiny_dir, out_or_model_args):
+    """What _lm_eval runs, through harness.simple_evaluate in this process (the command line calls the same
+    function: activation_eval.harness.cli; its own start costs 14 s, which the refusals pay); model_args
+    a string as the command line gives them, or built for the output folder `out_or_model_args`."""
+    from lm_eval.tasks import TaskManager
+
+    import activation_eval.harness as harness
+    args = out_or_model_args if isinstance(out_or_model_args, str) else \
+        {"pretrained": tiny_dir, "dtype": "float32", "output_dir": str(out_or_model_args), "layers": [0, -1]}
+    harness.simple_evaluate(model="activation-eval", tasks=[CATEGORY], batch_size=2, device="cpu",
+                            task_manager=TaskManager(include_path=task_dir, include_defaults=False), model_args=args)
+
+
 def _one_line_error(done):
     """A refusal: a non-zero exit, its message on one line, no traceback."""
     text = " ".join((done.stdout + done.stderr).split())        # Inspect wraps its message at the terminal's width
@@ -129,7 +142,7 @@ def test_three_producers_write_summaries_with_the_same_keys_and_accuracies(tiny_
     assert run_main("--model", tiny_dir, "--benchmark", bench, "--output_dir", tmp_path / "main",
                     "--prompt_template", "{question}", "--chat_template", "off", "--max_new_tokens", MAX_TOKENS,
                     "--dtype", "float32", "--capture_activations", "--layers", "0,-1") == 0
-    _lm_eval(_lm_eval_task(tmp_path, golds), tiny_dir, tmp_path / "lm")
+    _lm_eval_in_process(_lm_eval_task(tmp_path, golds), tiny_dir, tmp_path / "lm")
     (tmp_path / "task.py").write_text(INSPECT_TASK.format(questions=QUESTIONS, golds=golds, category=CATEGORY))
     _inspect(tmp_path, tiny_dir, tmp_path / "insp")
     summaries = {name: json.load(open(tmp_path / name / "summary.json")) for name in ("main", "lm", "insp")}
@@ -167,10 +180,14 @@ def test_inspect_into_a_folder_another_writer_holds_is_one_line(tiny_dir, golds,
         text = _one_line_error(_inspect(tmp_path, tiny_dir, out, check=False))
     assert f"is in use by the Inspect provider (pid {os.getpid()})" in text
     assert not out.exists()                  # nothing written (the folder the holder made went with its lock)
+    # output_dir a file: the provider's own check, a ProviderError as the one above, which the command line
+    # printed as one line (a second `inspect eval` for it paid 6 s)
     file = tmp_path / "a-file"
     file.write_text("not a folder")
-    text = _one_line_error(_inspect(tmp_path, tiny_dir, file, check=False))
-    assert "is a file, not a folder: give -M output_dir a folder path" in text
+    from activation_eval.harness import inspect_provider
+    with pytest.raises(inspect_provider.ProviderError, match=r"is a file, not a folder: give -M output_dir a folder path"):
+        inspect_provider.ActivationEvalAPI("no-such-model", output_dir=str(file), device="cpu", dtype="float32")
+    assert file.read_text() == "not a folder"
 
 
 def test_a_second_lm_eval_writer_is_refused_before_the_model_loads(tiny_dir, tmp_path):
@@ -187,23 +204,6 @@ def test_a_second_lm_eval_writer_is_refused_before_the_model_loads(tiny_dir, tmp
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"is in use by the lm-eval backend (pid {os.getpid()})" in done.stdout      # not "no-such-model": no load
     first.writer.release()
-
-
-@pytest.mark.slow
-def test_lm_eval_into_a_finished_or_other_producers_folder(tiny_dir, golds, tmp_path):
-    task_dir = _lm_eval_task(tmp_path, golds)
-    out = tmp_path / "run"
-    _lm_eval(task_dir, tiny_dir, out)
-    rows = [json.loads(line) for line in open(out / "results.jsonl")]
-    text = _one_line_error(_lm_eval(task_dir, tiny_dir, out, check=False))
-    assert "already exists and is not empty (it holds a run written by the lm-eval backend); pass resume=true" in text
-    assert [json.loads(line) for line in open(out / "results.jsonl")] == rows            # untouched
-    # resume=true continuing its own folder: test_a_killed_lm_eval_run_continues_with_resume
-    assert run_main("--model", tiny_dir, "--output_dir", out, "--resume", "--limit", 2) == 2   # main.py: refused
-    file = tmp_path / "a-file"
-    file.write_text("x")
-    text = _one_line_error(_lm_eval(task_dir, tiny_dir, file, check=False))
-    assert "is a file, not a folder: give output_dir (model_args) a folder path" in text
 
 
 def test_main_refuses_to_continue_another_producers_folder(tiny_dir, tmp_path, capsys):
@@ -247,8 +247,14 @@ def test_a_killed_inspect_run_continues_with_resume(tiny_dir, golds, tmp_path, m
     before = RunReader(str(out)).rows                          # analysis reads what the killed run wrote
     assert 0 < len(before) < 4 and not (out / "summary.json").exists()
     monkeypatch.delenv("KILL_AT_THIRD_SAMPLE")
-    text = _one_line_error(_inspect(tmp_path, tiny_dir, out, check=False))
-    assert "pass -M resume=true to continue that run" in text
+    # without resume: refused, before the model loads; the provider's own check (an `inspect eval` for it paid
+    # 9 s; how the command line prints a ProviderError, one line: test_inspect_into_a_folder_another_writer_holds...)
+    from activation_eval.harness import inspect_provider
+    with monkeypatch.context() as m, pytest.raises(inspect_provider.ProviderError,
+                                                    match=r"pass -M resume=true to continue that run"):
+        m.setattr(inspect_provider, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+        inspect_provider.ActivationEvalAPI(tiny_dir, output_dir=str(out), device="cpu", dtype="float32", layers="0,-1")
+    assert RunReader(str(out)).rows == before                  # untouched
     _inspect(tmp_path, tiny_dir, out, "-M", "resume=true")
     reader = RunReader(str(out))
     assert sorted(r["id"] for r in reader.rows) == [f"{CATEGORY}/{i}" for i in range(4)]
@@ -259,7 +265,7 @@ def test_a_killed_inspect_run_continues_with_resume(tiny_dir, golds, tmp_path, m
 
 
 @pytest.mark.slow
-def test_a_killed_lm_eval_run_continues_with_resume(tiny_dir, golds, tmp_path):
+def test_a_killed_lm_eval_run_continues_with_resume_then_refuses_a_second_run(tiny_dir, golds, tmp_path):
     task_dir = _lm_eval_task(tmp_path, golds)
     out = tmp_path / "run"
     code = textwrap.dedent(f"""\
@@ -283,11 +289,34 @@ def test_a_killed_lm_eval_run_continues_with_resume(tiny_dir, golds, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert json.load(open(out / "run_config.json"))["producer"] == "lm-eval"
     assert os.listdir(out / ".staging" / "rank0")              # the first batch's activations, on disk
-    _lm_eval(task_dir, tiny_dir, out, "resume=true")
+    # resume=true as a string of model_args (lm-eval's parser: the command line's "true"), in this process: the
+    # command line's start costs 14 s, and the refusal below runs it
+    _lm_eval_in_process(task_dir, tiny_dir, f"pretrained={tiny_dir},dtype=float32,output_dir={out},layers=0;-1,"
+                                            "resume=true")
     reader = RunReader(str(out))
     assert [r["id"] for r in reader.rows] == [f"{CATEGORY}/{i}" for i in range(4)]
     assert [row["correct"] for row in reader.rows] == [True, True, False, False]
     assert len(list(reader.records())) == 4 and not (out / ".staging").exists()
+    _refusals_of_a_finished_lm_eval_folder(task_dir, tiny_dir, tmp_path, out)
+
+
+def _refusals_of_a_finished_lm_eval_folder(task_dir, tiny_dir, tmp_path, out):
+    """lm-eval again into its finished folder without resume (the command line: one line, the rows untouched),
+    main.py --resume into it, and output_dir a file (the backend's own check, which the command line prints
+    the same way: a RunFolderError). Part of the killed-run test, whose resumed folder is a finished one: a
+    test of its own paid another lm-eval evaluation (14 s) to make one."""
+    import activation_eval.harness as harness
+    from activation_eval.store.errors import RunFolderError
+    rows = [json.loads(line) for line in open(out / "results.jsonl")]
+    text = _one_line_error(_lm_eval(task_dir, tiny_dir, out, check=False))
+    assert "already exists and is not empty (it holds a run written by the lm-eval backend); pass resume=true" in text
+    assert [json.loads(line) for line in open(out / "results.jsonl")] == rows            # untouched
+    assert run_main("--model", tiny_dir, "--output_dir", out, "--resume", "--limit", 2) == 2   # main.py: refused
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    with pytest.raises(RunFolderError, match=r"is a file, not a folder: give output_dir \(model_args\) a folder path"):
+        harness.ActivationEvalLM(pretrained="no-such-model", output_dir=str(file), dtype="float32", device="cpu")
+    assert file.read_text() == "x"
 
 
 def test_inspect_epochs_in_the_shard_store_read_back_as_their_rows(tiny_dir, tmp_path):
