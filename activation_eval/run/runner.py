@@ -66,6 +66,7 @@ from ..eval.multiple_choice import iter_choice_scores
 from ..eval.p_true import add_p_true
 from ..eval.prompts import prompt_of, with_prompts
 from ..models import load_model
+from ..schema.interventions import INTERVENTIONS, interventions_differ, interventions_of
 from ..store import run_folder
 from ..store.run_writer import RunWriter
 from . import distributed
@@ -89,8 +90,8 @@ def check_resume(config, stored, rows=None):
     out = config.output_dir
     # a setting added after the run was written is absent there: the run used its default
     defaults = resume_defaults()
-    diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"
-             for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
+    diffs = [f"{k}: stored {stored.get(k, defaults.get(k))!r}, now {v!r}"        # interventions: in _open
+             for k, v in config.resume_view().items() if k != INTERVENTIONS and stored.get(k, defaults.get(k)) != v]
     if diffs:
         raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
                        + ". Use the stored settings, or a new --output_dir")
@@ -104,7 +105,14 @@ def check_resume(config, stored, rows=None):
 def _open(config, writer, rows, fingerprint):
     """Open the claimed run folder (run_config.json, leftovers, parts merged); returns {row key: unit
     key} of the rows already answered. A row whose record file is missing or incomplete is left out,
-    so that its unit is answered again."""
+    so that its unit is answered again. --resume: the interventions must be the stored run's (checked
+    here, once the model has named their layers; before anything is written)."""
+    if config.resume and writer.stored_config is not None:
+        differ = interventions_differ(interventions_of(writer.stored_config), config.intervention_entries())
+        if differ:
+            raise RunError(f"--resume: the run in {config.output_dir} was answered under other interventions "
+                           f"({differ}): steered and unsteered answers must not mix. Use the stored "
+                           f"--steer / --ablate settings, or a new --output_dir")
     stored = writer.open({**config.resume_view(), **fingerprint}, order=[row["id"] for row in rows])
     lost = missing_records(stored, config.output_dir) if config.capture_activations else {}
     if lost:
@@ -300,6 +308,7 @@ def _load_model(config, procs):
     """(model, tokenizer, capture settings or None), the capture settings checked against the model."""
     model, tokenizer = load_model(config.model, device=procs.device, dtype=config.dtype, device_map=config.device_map,
                                   max_memory=distributed.placement(procs, config.device_map, config.max_memory))
+    config.bind_model(model)                       # the interventions' layers and sizes, before anything is written
     return model, tokenizer, config.capture_settings(model)
 
 
