@@ -46,7 +46,8 @@ questions in flight (with the default --unit_batches 1). Rows (and record files)
 each question finishes; with --activation_store shards finished units' records are held until
 they fill a shard (--shard_size_mb), then written, then their rows (the run writer's flush).
 With --p_true a unit's rows wait until the unit is answered: the model is then asked about each
-answer (eval/p_true.py, no capture) and the rows are written with their p_true.
+answer (eval/p_true.py, no capture) and the rows are written with their p_true; --gold_logprob
+likewise scores each question's gold answer after its prompt (eval/gold_logprob.py).
 """
 import ctypes
 import functools
@@ -62,6 +63,7 @@ from .. import schema
 from ..capture.generation import prompt_lengths
 from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
+from ..eval.gold_logprob import add_gold_logprob
 from ..eval.multiple_choice import iter_choice_scores
 from ..eval.p_true import add_p_true
 from ..eval.prompts import prompt_of, with_prompts
@@ -209,11 +211,12 @@ def _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar
     settings = config.generation_settings()
     answer = (functools.partial(iter_choice_scores, style=config.mc_style) if config.mc_scoring == "loglikelihood"
               else iter_answers)
-    answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
+    waits = config.p_true or config.gold_logprob
+    answered = []                 # --p_true, --gold_logprob: the unit's rows wait for it (a row is written complete)
     for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
         result[schema.UNIT] = key
         writer.add(result, record if config.capture_activations else None)
-        if not (config.p_true or shards):
+        if not (waits or shards):
             writer.flush()
         answered.append(result)
         del record
@@ -223,6 +226,8 @@ def _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar
         # after the unit, not per question: its answers are scored in batches; a crash before the
         # rows are written leaves the unit without rows, and --resume answers it again whole
         add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
+    if config.gold_logprob:       # the gold answer under teacher forcing, under the same interventions
+        add_gold_logprob(model, tokenizer, batch, answered, settings, config.batch_size, config.mc_style)
     if not shards or writer.full():
         writer.flush()
 

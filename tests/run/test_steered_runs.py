@@ -176,3 +176,19 @@ def test_programmatic_interventions_and_their_exclusions(tmp_path, direction):
                      ablate=direction[0], ablate_layer="1")
     assert [i.kind for i in both.applied_interventions()] == ["ablate", "add"]      # ablation first
     assert RunConfig(output_dir=str(tmp_path / "e")).resume_view()["interventions"] == []
+
+
+def test_gold_logprob_rows_follow_the_intervention(tiny_dir, direction, tmp_path):
+    runs = {}
+    for name, extra in [("plain", ()), ("zero", ("--steer", direction[0], "--steer_layer", 1, "--steer_alpha", 0)),
+                        ("steered", ("--steer", direction[0], "--steer_layer", 1, "--steer_alpha", 20,
+                                     "--intervention_positions", "generated"))]:
+        out = tmp_path / name
+        assert run_main(*base(tiny_dir, out, "--gold_logprob", "--no_continuous_batching", *extra)) == 0
+        runs[name] = read_rows(out)
+        assert _json(out, CONFIG_FILE)["gold_logprob"] is True
+    gold = {name: [r["gold_logprob_sum"] for r in rows] for name, rows in runs.items()}
+    assert all(r["gold_num_tokens"] >= 1 and r["gold_logprob_mean"] < 0 for r in runs["plain"])
+    assert gold["zero"] == gold["plain"]
+    # steering only the generated positions: the answers' prompts are untouched, the gold's tokens are not
+    assert all(a != b for a, b in zip(gold["steered"], gold["plain"]))
