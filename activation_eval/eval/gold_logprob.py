@@ -14,9 +14,9 @@ Example:
     >>> row = {"id": "q1", "question": "Capital of France?", "answer": ["Paris", "paris"], "grader": "text"}
     >>> gold_text(row), gold_text({"question": "?", "choices": ["x", "y"], "answer": ["B"], "grader": "choice"})
     ('Paris', 'B')
-    >>> [scores] = gold_logprobs(model, tok, [with_prompt(row)])
-    >>> scores["gold_num_tokens"], scores["gold_logprob_sum"] < 0
-    (3, True)
+    >>> [scores] = gold_logprobs(model, tok, [row])            # a tiny random model
+    >>> scores["gold_num_tokens"] >= 1, scores["gold_logprob_sum"] < 0
+    (True, True)
 
 Which text is the gold answer: what a few-shot example of the run shows as its answer
 (prompts.fewshot_target), i.e. what the prompt asks the model to say. A multiple-choice row's gold

@@ -7,7 +7,11 @@ Public names:
                        missing or unusable direction file, or flags and the field both given
 
 Example:
+    >>> import torch
     >>> from activation_eval.run.config import RunConfig
+    >>> from activation_eval.store.directions import save_direction
+    >>> save_direction("dirs/truth.safetensors", torch.randn(64))
+    'dirs/truth.safetensors'
     >>> config = RunConfig(steer="dirs/truth.safetensors", steer_layer="3", steer_alpha=4.0, output_dir="results/s")
     >>> [(i.kind, i.layer, i.alpha, i.positions) for i in config.applied_interventions()]
     [('add', '3', 4.0, 'all')]
