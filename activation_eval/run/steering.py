@@ -16,15 +16,13 @@ Example:
     >>> [(i.kind, i.layer, i.alpha, i.positions) for i in config.applied_interventions()]
     [('add', '3', 4.0, 'all')]
 
-Order: --ablate applies before --steer (both at once: with the same direction at the same layer,
-that sets the component along the direction to alpha: clamping). --intervention_positions applies
-to both. A direction's source is its file's absolute path.
+The flags are parsed by store/directions.intervention_specs (the one parser, shared with the
+harnesses): --ablate applies before --steer (both at once: with the same direction at the same
+layer, that sets the component along the direction to alpha: clamping); --intervention_positions
+applies to both; a direction's source is its file's absolute path.
 """
-import math
-import os
-
-from ..capture.intervene import Intervention, Interventions, ablate, steer
-from ..store.directions import load_direction
+from ..capture.intervene import Intervention, Interventions
+from ..store.directions import STEERING_ARGS, intervention_specs
 
 _FLAGS = ("steer", "steer_layer", "steer_alpha", "ablate", "ablate_layer")
 
@@ -44,46 +42,8 @@ def interventions_from_settings(config):
             raise ValueError("--intervention_positions applies to --steer / --ablate: give each Intervention "
                              "its own positions")
         return field, field
-    built = [*_ablation(config), *_steering(config)]
-    if not built and config.intervention_positions != "all":
-        raise ValueError("--intervention_positions needs --steer or --ablate")
-    return field, tuple(built)
-
-
-def _ablation(config):
-    if config.ablate is None and config.ablate_layer is None:
-        return []
-    if config.ablate is None or config.ablate_layer is None:
-        raise ValueError("--ablate FILE and --ablate_layer LAYER go together: add "
-                         + ("--ablate_layer" if config.ablate_layer is None else "--ablate FILE"))
-    return [ablate(_direction("--ablate", config.ablate), config.ablate_layer, config.intervention_positions,
-                   source=os.path.abspath(config.ablate))]
-
-
-def _steering(config):
-    values = {"--steer": config.steer, "--steer_layer": config.steer_layer, "--steer_alpha": config.steer_alpha}
-    if all(v is None for v in values.values()):
-        return []
-    missing = [flag for flag, value in values.items() if value is None]
-    if missing:
-        raise ValueError(f"--steer FILE --steer_layer LAYER --steer_alpha A go together: add {' '.join(missing)}")
-    try:
-        alpha = float(config.steer_alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"--steer_alpha must be a number, got {config.steer_alpha!r}") from None
-    if not math.isfinite(alpha):
-        raise ValueError(f"--steer_alpha must be a finite number, got {config.steer_alpha!r}")
-    return [steer(_direction("--steer", config.steer), config.steer_layer, alpha, config.intervention_positions,
-                  source=os.path.abspath(config.steer))]
-
-
-def _direction(flag, path):
-    try:
-        return load_direction(path)[0]
-    except FileNotFoundError:
-        raise ValueError(f"{flag} {path}: no such file (a .safetensors direction file or a .npy vector)") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag}: {exc}") from None
+    specs = intervention_specs({name: getattr(config, name) for name in STEERING_ARGS})
+    return field, tuple(Intervention(**spec) for spec in specs)
 
 
 def entries_for(model, interventions):

@@ -3,6 +3,13 @@
 Public names:
     save_direction(path, vector, source="", **metadata) -> path   a .safetensors file, written atomically
     load_direction(path) -> (tensor float32 (hidden,), metadata {str: str})   checked; .safetensors or .npy
+    intervention_specs(values, spell=lambda name: f"--{name}") -> [spec, ...]   the one parser of the steering
+                             arguments (main.py's flags, lm-eval's model_args, Inspect's -M): `values` holds
+                             steer, steer_layer, steer_alpha, ablate, ablate_layer, intervention_positions;
+                             each spec is the keyword arguments of capture/intervene.Intervention (kind,
+                             direction, layer, alpha, positions, source), ablation first; ValueError naming
+                             the argument as spell(name) spells it
+    STEERING_ARGS            those six argument names, with their defaults
     DIRECTION_KEY            "direction": the one tensor a direction file holds
     MAX_DIRECTION            the most numbers a direction may have (a hidden size: 2**20)
 
@@ -25,6 +32,7 @@ checked against the file's size before numpy reads it. Any refusal is one line, 
 ending with the path: another tensor than "direction", 2-D, an integer dtype, NaN or infinity,
 all zeros, a garbled file.
 """
+import math
 import os
 
 import numpy as np
@@ -34,9 +42,12 @@ from .atomic import atomic_write, write_pieces
 from .errors import CorruptFileError
 from .safetensors_file import DTYPES, header_bytes, read_header, read_tensor
 
-__all__ = ["save_direction", "load_direction", "DIRECTION_KEY", "MAX_DIRECTION"]
+__all__ = ["save_direction", "load_direction", "intervention_specs", "STEERING_ARGS", "DIRECTION_KEY",
+           "MAX_DIRECTION"]
 
 DIRECTION_KEY = "direction"
+STEERING_ARGS = {"steer": None, "steer_layer": None, "steer_alpha": None, "ablate": None, "ablate_layer": None,
+                 "intervention_positions": "all"}
 MAX_DIRECTION = 2 ** 20          # numbers in a direction: far above any model's hidden size
 _FLOATS = {"F16", "BF16", "F32", "F64"}
 _NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -136,3 +147,47 @@ def _checked(tensor, path):
     if not bool((vector != 0).any()):
         raise _refuse(path, "the direction is all zeros: it has no direction")
     return vector.contiguous()
+
+
+def intervention_specs(values, spell=lambda name: f"--{name}"):
+    """[{kind, direction, layer, alpha, positions, source}, ...] from the steering arguments in `values` (a
+    mapping; missing ones take STEERING_ARGS' defaults): --ablate FILE --ablate_layer L first, then --steer
+    FILE --steer_layer L --steer_alpha A (with the same direction at the same layer, that sets the component
+    along it to alpha). Each file is read and checked here; `source` is its absolute path."""
+    v = {**STEERING_ARGS, **{k: values[k] for k in STEERING_ARGS if k in values and values[k] is not None}}
+    positions = v["intervention_positions"]
+    specs = []
+    if v["ablate"] is not None or v["ablate_layer"] is not None:
+        if v["ablate"] is None or v["ablate_layer"] is None:
+            raise ValueError(f"{spell('ablate')} FILE and {spell('ablate_layer')} LAYER go together: add "
+                             + spell("ablate_layer" if v["ablate_layer"] is None else "ablate"))
+        specs.append({"kind": "ablate", "direction": _flag_direction(spell("ablate"), v["ablate"]),
+                      "layer": v["ablate_layer"], "alpha": 0.0, "positions": positions,
+                      "source": os.path.abspath(v["ablate"])})
+    steering = ("steer", "steer_layer", "steer_alpha")
+    if any(v[name] is not None for name in steering):
+        missing = [spell(name) for name in steering if v[name] is None]
+        if missing:
+            raise ValueError(f"{spell('steer')} FILE {spell('steer_layer')} LAYER {spell('steer_alpha')} A go "
+                             f"together: add {' '.join(missing)}")
+        try:
+            alpha = float(v["steer_alpha"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{spell('steer_alpha')} must be a number, got {v['steer_alpha']!r}") from None
+        if not math.isfinite(alpha):
+            raise ValueError(f"{spell('steer_alpha')} must be a finite number, got {v['steer_alpha']!r}")
+        specs.append({"kind": "add", "direction": _flag_direction(spell("steer"), v["steer"]),
+                      "layer": v["steer_layer"], "alpha": alpha, "positions": positions,
+                      "source": os.path.abspath(v["steer"])})
+    if not specs and positions != "all":
+        raise ValueError(f"{spell('intervention_positions')} needs {spell('steer')} or {spell('ablate')}")
+    return specs
+
+
+def _flag_direction(flag, path):
+    try:
+        return load_direction(path)[0]
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {path}: no such file (a .safetensors direction file or a .npy vector)") from None
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
