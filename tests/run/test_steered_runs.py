@@ -192,3 +192,17 @@ def test_gold_logprob_rows_follow_the_intervention(tiny_dir, direction, tmp_path
     assert gold["zero"] == gold["plain"]
     # steering only the generated positions: the answers' prompts are untouched, the gold's tokens are not
     assert all(a != b for a, b in zip(gold["steered"], gold["plain"]))
+
+
+def test_gold_logprob_of_a_scored_multiple_choice_row_is_its_gold_letters_score(tiny_dir, direction, tmp_path):
+    """--mc_scoring loglikelihood scores " A", " B", ... after the same prompt: the gold's figure is the gold
+    letter's score, steered or not (the same forward under the same interventions)."""
+    for name, extra in [("plain", ()), ("steered", ("--steer", direction[0], "--steer_layer", 1, "--steer_alpha", 9,
+                                                    "--intervention_positions", "generated"))]:
+        out = tmp_path / name
+        assert run_main("--model", tiny_dir, "--limit", 4, "--mc_scoring", "loglikelihood", "--gold_logprob",
+                        "--chat_template", "off", "--output_dir", out, *extra) == 0
+        for row in read_rows(out):
+            gold = "ABCDEFGHIJ".index(row["answer"][0])
+            assert row["gold_num_tokens"] >= 1
+            assert row["gold_logprob_sum"] == pytest.approx(row["choice_logprobs"][gold], abs=1e-6)
