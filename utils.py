@@ -9,13 +9,18 @@ from any directory once the package is installed with `make setup`).
 """
 from activation_eval.api import (  # noqa: F401
     DEFAULT_MODEL,
+    Intervention,
     __all__,
+    ablate,
     answer_and_grade_benchmark_question,
     answer_benchmark_question,
     answer_benchmark_question_with_activations,
     generate_inference,
     generate_inference_with_activations,
     load_activations,
+    load_direction,
     load_model,
     save_activations,
+    save_direction,
+    steer,
 )

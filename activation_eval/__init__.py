@@ -9,6 +9,9 @@ Public names (the notebook API, from api.py):
     save_activations(record, path)
     load_model(model_name_or_path=None, **opts) -> (model, tokenizer)   loaded once, cached
     load_run_layer(run_dir, layer, reduce="last_prompt") -> (X [n, hidden], rows)
+    steer(direction, layer, alpha, ...), ablate(direction, layer, ...), Intervention   edits made while
+        answering: interventions=[...] in the functions above
+    save_direction(path, vector, source=""), load_direction(path)   direction files (.safetensors, .npy)
 
 Example (`model` here is a tiny random 3-layer llama with its tokenizer `tok`; without a model, the
 offline default model SmolLM2-135M-Instruct is loaded and every shape below has hidden size 576):
@@ -38,13 +41,14 @@ _LAZY = {
     "answer_benchmark_question": ".api", "answer_benchmark_question_with_activations": ".api",
     "answer_and_grade_benchmark_question": ".api", "load_activations": ".api", "save_activations": ".api",
     "load_model": ".api", "DEFAULT_MODEL": ".api", "load_run_layer": ".analysis.dataset",
+    "steer": ".api", "ablate": ".api", "Intervention": ".api", "save_direction": ".api", "load_direction": ".api",
 }
 DISTRIBUTION = "activation-eval"  # the installed distribution's name (pyproject.toml's [project] name)
 
 __all__ = ["generate_inference_with_activations", "generate_inference", "answer_benchmark_question",
            "answer_benchmark_question_with_activations", "answer_and_grade_benchmark_question",
            "load_activations", "save_activations", "load_model", "load_run_layer", "DEFAULT_MODEL",
-           "__version__"]
+           "steer", "ablate", "Intervention", "save_direction", "load_direction", "__version__"]
 
 
 def _version():

@@ -11,6 +11,10 @@ Public names:
     answer_and_grade_benchmark_question(question, model=None, ..., capture_activations=False) -> dict
     load_activations(path, layers=None) -> record dict (never runs code from the file)
     save_activations(record, path)
+    steer(direction, layer, alpha, positions="all", source=""), ablate(direction, layer, ...), Intervention
+                    edits made while answering (capture/intervene.py): every function above takes
+                    interventions=[steer(...), ablate(...)], and its record (and result) carries them
+    save_direction(path, vector, source=""), load_direction(path) -> (vector, metadata)   direction files
 
 Example (`model`, `tok`: a tiny random 3-layer llama; with model=None the default model's hidden
 size is 576 and its last layer layer_29):
@@ -20,6 +24,13 @@ size is 576 and its last layer layer_29):
     >>> acts["activations"]["layer_2"].shape == (P + N - 1, 64)      # (positions, hidden)
     True
 
+Steering (`u`: a direction of the model's hidden size; alpha in the residual's own units):
+    >>> u = [1.0] + [0.0] * 63
+    >>> _, steered = generate_inference_with_activations("2 + 2 =", model, tokenizer=tok, max_new_tokens=4,
+    ...                                                  interventions=[steer(u, "layer_1", alpha=8.0)])
+    >>> steered["interventions"][0]["layer"], steered["interventions"][0]["alpha"]
+    ('layer_1', 8.0)
+
 `model` is everywhere a hub id or local path (loaded once and cached), an already loaded
 transformers model together with `tokenizer=`, or None for the offline default model
 (SmolLM2-135M-Instruct). Decoding is greedy unless generate kwargs say otherwise.
@@ -27,19 +38,22 @@ transformers model together with `tokenizer=`, or None for the offline default m
 import os
 
 from .capture.generation import CaptureSettings, GenerationSettings, generate_records
+from .capture.intervene import Intervention, ablate, steer
 from .eval.answering import answer_rows
 from .eval.benchmark import normalize_row, stable_id
 from .eval.gold import has_gold
 from .models import DEFAULT_MODEL, load_model
 from .schema.record import stamp
 from .store import records
+from .store.directions import load_direction, save_direction
 from .store.records import save_activations
 from .store.run_folder import record_path
 from .store.run_reader import load_activations
 
 __all__ = ["load_model", "generate_inference", "generate_inference_with_activations",
            "answer_benchmark_question", "answer_benchmark_question_with_activations",
-           "answer_and_grade_benchmark_question", "load_activations", "save_activations", "DEFAULT_MODEL"]
+           "answer_and_grade_benchmark_question", "load_activations", "save_activations", "DEFAULT_MODEL",
+           "steer", "ablate", "Intervention", "save_direction", "load_direction"]
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -57,10 +71,10 @@ def _model_and_tokenizer(model, tokenizer):
     return model, tokenizer
 
 
-def _settings(max_new_tokens, use_chat_template, generate_kwargs):
+def _settings(max_new_tokens, use_chat_template, generate_kwargs, interventions=()):
     template = "auto" if use_chat_template is None else use_chat_template
     return GenerationSettings(max_new_tokens=max_new_tokens, use_chat_template=template,
-                              generate_kwargs=dict(generate_kwargs))
+                              generate_kwargs=dict(generate_kwargs), interventions=tuple(interventions or ()))
 
 
 def _as_row(question):
@@ -82,7 +96,7 @@ def _as_row(question):
 
 
 def generate_inference(prompt, model=None, *, tokenizer=None, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
-                       use_chat_template=None, **generate_kwargs):
+                       use_chat_template=None, interventions=(), **generate_kwargs):
     """The model's answer to one prompt (greedy by default).
 
     >>> generate_inference("What is the capital of France?")        # the default model  # doctest: +SKIP
@@ -91,14 +105,14 @@ def generate_inference(prompt, model=None, *, tokenizer=None, max_new_tokens=DEF
     <class 'str'>
     """
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
-    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)
+    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs, interventions)
     return generate_records(model, tokenizer, [prompt], settings)[0]["response"]
 
 
 def generate_inference_with_activations(prompt, model=None, save_path=None, layers_to_capture=None, *,
                                         tokenizer=None, positions="all", activation_dtype=None,
                                         max_new_tokens=DEFAULT_MAX_NEW_TOKENS, use_chat_template=None,
-                                        **generate_kwargs):
+                                        interventions=(), **generate_kwargs):
     """Generate an answer while capturing every requested layer; returns (response, record).
 
     >>> response, data = generate_inference_with_activations("2 + 2 =", model, tokenizer=tok, max_new_tokens=4,
@@ -112,7 +126,7 @@ def generate_inference_with_activations(prompt, model=None, save_path=None, laye
         generated tokens) or a list of absolute token indices.
     """
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
-    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)
+    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs, interventions)
     capture = CaptureSettings(layers=layers_to_capture, positions=positions, dtype=activation_dtype)
     record = generate_records(model, tokenizer, [prompt], settings, capture)[0]
     if save_path is not None:
@@ -121,23 +135,24 @@ def generate_inference_with_activations(prompt, model=None, save_path=None, laye
 
 
 def answer_benchmark_question(question, model=None, *, tokenizer=None, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
-                              use_chat_template=None, **generate_kwargs):
+                              use_chat_template=None, interventions=(), **generate_kwargs):
     """The model's answer to a benchmark row (or a question string), prompted as in main.py."""
     return answer_and_grade_benchmark_question(question, model, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
-                                               use_chat_template=use_chat_template, **generate_kwargs)["response"]
+                                               use_chat_template=use_chat_template, interventions=interventions,
+                                               **generate_kwargs)["response"]
 
 
 def answer_benchmark_question_with_activations(question, model=None, save_activations=True,
                                                activation_save_dir="activations", layers_to_capture=None, *,
                                                tokenizer=None, positions="all", activation_dtype=None,
                                                activation_format="pkl", max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
-                                               use_chat_template=None, **generate_kwargs):
+                                               use_chat_template=None, interventions=(), **generate_kwargs):
     """(response, record) for a benchmark row; saved under activation_save_dir/<id>.<format>."""
     result = answer_and_grade_benchmark_question(
         question, model, tokenizer=tokenizer, capture_activations=True, save_activations=save_activations,
         activation_save_dir=activation_save_dir, layers_to_capture=layers_to_capture, positions=positions,
         activation_dtype=activation_dtype, activation_format=activation_format, max_new_tokens=max_new_tokens,
-        use_chat_template=use_chat_template, return_record=True, **generate_kwargs)
+        use_chat_template=use_chat_template, return_record=True, interventions=interventions, **generate_kwargs)
     return result["response"], result.pop("record")
 
 
@@ -146,7 +161,7 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
                                         positions="all", activation_dtype=None, activation_format="pkl",
                                         save_activations=True, return_record=False,
                                         max_new_tokens=DEFAULT_MAX_NEW_TOKENS, use_chat_template=None,
-                                        **generate_kwargs):
+                                        interventions=(), **generate_kwargs):
     """Answer and grade one benchmark row: {id, question, prompt, response, answer, extracted, correct, grader, ...}.
 
     >>> answer_and_grade_benchmark_question({"id": "q1", "question": "What is 2 + 3?", "answer": "5"}, model,
@@ -165,7 +180,7 @@ def answer_and_grade_benchmark_question(question, model=None, *, tokenizer=None,
     """
     row = _as_row(question)
     model, tokenizer = _model_and_tokenizer(model, tokenizer)
-    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs)
+    settings = _settings(max_new_tokens, use_chat_template, generate_kwargs, interventions)
     capture = CaptureSettings(layers_to_capture, positions, activation_dtype) if capture_activations else None
     result, record = answer_rows(model, tokenizer, [row], settings, capture)[0]
     stamp(record, result)                       # the record says which question it answers, and the verdict

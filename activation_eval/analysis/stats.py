@@ -46,6 +46,7 @@ from ..schema.stats import (
 from ..store.run_folder import is_run_folder, iter_record_files
 from ..store.run_reader import RunReader
 from .arrays import as_2d, load_record, record_meta
+from .steered import record_steering_notes
 
 STAT_KEYS = ("mean", "std", "min", "max", "position_norm_mean", "position_norm_std", "l2_norm")
 
@@ -283,7 +284,7 @@ def compare_records(record_a: dict[str, Any], record_b: dict[str, Any], layers: 
     names = [n for n in ma["layer_names"] if n in mb["layer_names"] and (layers is None or n in layers)]
     if not names:
         raise ValueError("the two records share no layer names")
-    notes = []
+    notes = record_steering_notes(record_a, record_b)       # steered and unsteered records: said first
     only = sorted(set(ma["layer_names"]) ^ set(mb["layer_names"]))
     if only:
         notes.append(f"layers present in only one record (skipped): {', '.join(only)}")

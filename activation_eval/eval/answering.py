@@ -38,6 +38,7 @@ import re
 from ..capture.confidence import answer_span_fields
 from ..capture.generation import iter_records
 from ..schema import ANSWER_POSITIONS, CONFIDENCE_FIELDS, answered_row
+from ..schema.interventions import intervention_fields
 from .gold import has_gold
 from .grading import grade
 from .prompts import prompt_of
@@ -73,7 +74,7 @@ def iter_answers(model, tokenizer, rows, settings=None, capture=None, batch_size
         record.update(answer_span_fields(record, positions))        # the span figures over the answer's tokens
         result = answered_row(row, prompts[index], record["response"], verdict, record["num_prompt_tokens"],
                               record["num_generated_tokens"], system_prompt,
-                              **{k: record[k] for k in CONFIDENCE_FIELDS if k in record})
+                              **{k: record[k] for k in CONFIDENCE_FIELDS if k in record}, **intervention_fields(record))
         if captures_generated(record):
             result[ANSWER_POSITIONS] = record[ANSWER_POSITIONS] = positions
         yield result, record

@@ -53,6 +53,7 @@ import numpy as np
 from ..capture.loglik import iter_scored_records
 from ..models import uses_chat_template
 from ..schema import answered_row
+from ..schema.interventions import intervention_fields
 from .gold import LETTERS, has_gold, row_gold
 from .grading import grade
 from .prompts import prompt_of
@@ -143,7 +144,7 @@ def iter_choice_scores(model, tokenizer, rows, settings=None, capture=None, batc
                               scoring="loglikelihood", style=style,
                               correct_norm=verdict_norm["correct"], extracted_norm=LETTERS[best_norm],
                               correct_bytes=verdict_bytes["correct"], extracted_bytes=LETTERS[best_bytes],
-                              choice_logprobs=record["choice_logprobs"])
+                              choice_logprobs=record["choice_logprobs"], **intervention_fields(record))
         yield result, record
 
 

@@ -58,7 +58,7 @@ from ..capture.layers import resolve_layers
 from ..models import load_model
 from ..store.errors import RunFolderError
 from ..store.run_writer import RunWriter
-from . import inspect_run
+from . import inspect_run, steering
 from .options import INSPECT_MODEL_ARGS, RUN_ARGS, HarnessArgumentError, parse_run_options, stop_length
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ class ActivationEvalAPI(ModelAPI):
       activation_format    pkl | safetensors (the file store's format)
       capture_activations  true (default) | false: rows without records
       confidence           true (default) | false: rows without the confidence fields
+      steer, steer_layer, steer_alpha, ablate, ablate_layer, intervention_positions   main.py's steering flags:
+                           the edits made while generating (harness/steering.py); rows and run_config say so
       dtype, device        the model's (activation_eval.models.load_model: auto | float32 | ...; auto | cpu | cuda)
       batch_size           most calls decoded together (default 16)
       model_path           load the model from here instead of the name after "activation-eval/"
@@ -121,10 +123,12 @@ class ActivationEvalAPI(ModelAPI):
             self.model, self.tokenizer = load_model(self.source, dtype=args["dtype"], device=args["device"])
             self.layer_names = resolve_layers(self.model, self.capture.layers)   # a bad layer fails here
             self.capture.layers = self.layer_names
+            self.intervention_entries = steering.checked(self.model, self.options.interventions,
+                                                         self.writer.stored_config).entries
             self.harness_args = {**{k: args[k] for k in MODEL_ARGS if k not in RUN_ARGS and k != "model_path"},
                                  "output_dir": self.output_dir, **self.options.settings(), "model": self.source}
             self.writer.open({**self.harness_args, "inspect_version": inspect_ai.__version__,
-                              "layer_names": list(self.layer_names)},
+                              "layer_names": list(self.layer_names), "interventions": self.intervention_entries},
                              compare=("model", "layer_names", "positions", "activation_store", "activation_dtype",
                                       "activation_format", "capture_activations"))
         except RunFolderError as exc:
@@ -236,7 +240,8 @@ class ActivationEvalAPI(ModelAPI):
         settings = GenerationSettings(max_new_tokens=max_new, use_chat_template=self.use_chat_template,
                                       continuous_batching=self.continuous_batching, system_prompt=system,
                                       temperature=temperature, top_p=top_p if sampling else 1.0,
-                                      top_k=top_k if sampling else 0, seed=seed, confidence=self.options.confidence)
+                                      top_k=top_k if sampling else 0, seed=seed, confidence=self.options.confidence,
+                                      interventions=self.options.interventions)
         capture = self.capture if self.capture_activations else None
         records = generate_records(self.model, self.tokenizer, [conv for conv, _ in items], settings, capture,
                                    batch_size=self.batch_size, keys=[k for _, k in items])

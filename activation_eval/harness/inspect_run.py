@@ -46,6 +46,7 @@ from .. import schema
 from ..capture.confidence import answer_span_fields
 from ..capture.generation import model_name, model_summary, versions
 from ..eval.answering import answer_token_positions, captures_generated
+from ..schema.interventions import intervention_fields
 from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class InspectRun:
         if record:          # the output confidence of the kept tokens (inspect_provider), a probe control
             extra.update(self._answer_span(record, verdict["extracted"]))
             extra.update({k: record[k] for k in schema.CONFIDENCE_FIELDS if k in record})
+        extra.update(intervention_fields({"interventions": self.api.intervention_entries}))     # steered rows say so
         return schema.answered_row(question, prompt, response, verdict,
                                    record["num_prompt_tokens"] if record else None,
                                    record["num_generated_tokens"] if record else 0, system_prompt=system,
@@ -192,7 +194,8 @@ class InspectRun:
                              capture_activations=self.api.capture_activations,
                              activation_store=self.api.activation_store, activation_dir="activations",
                              details={"inspect_results": {info["task"]: info["results"] for info in self.tasks.values()},
-                                      "model_info": model_summary(model), "versions": versions()})
+                                      "model_info": model_summary(model), "versions": versions()},
+                             interventions=self.api.intervention_entries)
 
 
 def _results(log_):

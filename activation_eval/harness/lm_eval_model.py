@@ -77,6 +77,7 @@ from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
 from ..capture.positions import kept_positions
 from ..store.run_writer import RunWriter
+from . import steering
 from .options import RUN_ARGS, parse_run_options, stop_length
 
 log = logging.getLogger(__name__)
@@ -118,16 +119,20 @@ class ActivationEvalLM(HFLM):
       capture_activations  true (default) | false: rows without records
       confidence           true (default) | false: generation rows without the confidence fields (generate()
                            then keeps no per-step logits: B x steps x vocab float32 until a batch ends)
+      steer, steer_layer, ...  main.py's steering flags (harness/steering.py): around _model_call, _model_generate
     """
 
     def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
                  activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, confidence=True,
-                 **kwargs):
+                 steer=None, steer_layer=None, steer_alpha=None, ablate=None, ablate_layer=None,
+                 intervention_positions="all", **kwargs):
         options = parse_run_options({"output_dir": output_dir, "layers": layers, "positions": positions,
                                      "activation_store": activation_store, "activation_dtype": activation_dtype,
                                      "activation_format": activation_format,
                                      "capture_activations": capture_activations, "resume": resume,
-                                     "confidence": confidence}, "lm-eval")
+                                     "confidence": confidence, "steer": steer, "steer_layer": steer_layer,
+                                     "steer_alpha": steer_alpha, "ablate": ablate, "ablate_layer": ablate_layer,
+                                     "intervention_positions": intervention_positions}, "lm-eval")
         self.output_dir, self.options = options.output_dir, options
         self.capture_settings = CaptureSettings(options.layers, options.positions, options.dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
@@ -177,11 +182,13 @@ class ActivationEvalLM(HFLM):
         if self.backend != "causal":
             raise ValueError(f"{MODEL_NAME} captures decoder-only (causal) models; {pretrained!r} is {self.backend}")
         self.layer_names = resolve_layers(self.model, self.capture_settings.layers)   # checked before any request
+        self.steering = steering.checked(self.model, self.options.interventions, self.writer.stored_config)
+        self.intervention_entries = self.steering.entries
         self.harness_args = {"output_dir": self.output_dir, **self.options.settings(), "resume": self.options.resume}
         if rank == 0:
             model = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
             self.writer.open({"model": model, "lm_eval_version": lm_eval.__version__, **self.options.settings(),
-                              "layer_names": list(self.layer_names)},
+                              "layer_names": list(self.layer_names), "interventions": self.intervention_entries},
                              compare=("model", "layer_names", "positions", "activation_store", "activation_dtype",
                                       "activation_format", "capture_activations"))
         if world > 1:
@@ -232,6 +239,10 @@ class ActivationEvalLM(HFLM):
         return kept_positions(positions, n_ctx, n_cont)
 
     def _model_call(self, inps, attn_mask=None, labels=None):
+        with steering.scoring(self.steering):
+            return self._call(inps, attn_mask, labels)
+
+    def _call(self, inps, attn_mask=None, labels=None):
         if self._pending is None:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
         self._flush()
@@ -300,6 +311,10 @@ class ActivationEvalLM(HFLM):
         return super().tok_batch_encode(strings, *args, **kwargs)
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        with self.steering:                # begin(): each hook's first forward is the prompt, later ones generated
+            return self._generate(context, max_length, stop, **generation_kwargs)
+
+    def _generate(self, context, max_length, stop, **generation_kwargs):
         contexts, self._gen_contexts = self._gen_contexts, None
         if self._gen_pending is None or contexts is None or len(contexts) != context.shape[0]:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)

@@ -53,6 +53,7 @@ from .. import schema
 from ..capture.confidence import confidence_fields, span_indices
 from ..capture.generation import model_name, model_summary, versions
 from ..eval.answering import answer_token_positions
+from ..schema.interventions import intervention_fields
 from ..schema.summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -132,12 +133,14 @@ def write_run_folder(lm, results):
         raise RuntimeError(f"process {lm.rank} of {lm.world_size}: lm-eval gathered no samples from this process; "
                            f"run with activation_eval.harness.simple_evaluate (it asks lm-eval for samples)")
     docs = doc_rows({"samples": lm.own_samples} if several else results)
-    shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions()}
+    shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions(),
+              **intervention_fields({"interventions": lm.intervention_entries})}
     for task, doc_id, fields in docs:
         entries = sorted(lm.requests_seen.get((task, doc_id), []), key=lambda e: e["request_index"])
         staged = lm.capture_activations and entries and all(e.get("staged") is not None for e in entries)
         confidence = _confidence(lm.tokenizer, fields, entries, bool(staged))
         row = _row(task, doc_id, fields, entries, confidence)
+        row.update(intervention_fields(shared))                   # a steered run's rows say so
         writer.add(row, _record(lm, row, entries, shared, confidence) if staged else None)
         for e in entries:
             if e.get("staged") is not None:
@@ -234,4 +237,5 @@ def _summary(lm, rows, results, elapsed):
                          elapsed=elapsed,
                          processes=lm.world_size, capture_activations=lm.capture_activations,
                          activation_store=lm.activation_store, activation_dir="activations",
-                         details={"lm_eval_results": _plain(results.get("results"))})
+                         details={"lm_eval_results": _plain(results.get("results"))},
+                         interventions=lm.intervention_entries)

@@ -5,7 +5,8 @@ Imports neither lm-eval nor Inspect, so that each producer loads only its own ha
 Public names:
     RUN_ARGS                the run-folder arguments every producer takes (and their defaults)
     INSPECT_MODEL_ARGS      every -M argument of the Inspect provider: RUN_ARGS and its model's own
-    RunOptions              the parsed run-folder arguments (a frozen dataclass)
+    RunOptions              the parsed run-folder arguments (a frozen dataclass); .interventions: the
+                            steer= / ablate= edits (store/directions.intervention_specs, the one parser)
     parse_run_options(args, producer) -> RunOptions    checks every value, names the bad one
     split_list(value)       "0;-1" / "0,-1" / [0, -1] -> a list (or one item)
     stop_length(tokenizer, tokens, stop) -> int    tokens up to and including the first stop sequence
@@ -22,14 +23,16 @@ Example:
 import dataclasses
 from typing import Any
 
+from ..capture.intervene import Intervention
 from ..schema.names import Positions, parse_positions
+from ..store.directions import STEERING_ARGS, intervention_specs
 from ..store.errors import RunFolderError
 
 STORES = ("files", "shards")
 FORMATS = ("pkl", "safetensors")
 RUN_ARGS = {"output_dir": None, "layers": None, "positions": None, "activation_store": "files",
             "activation_dtype": None, "activation_format": "pkl", "capture_activations": True, "resume": False,
-            "confidence": True}
+            "confidence": True, **STEERING_ARGS}
 INSPECT_MODEL_ARGS = (*RUN_ARGS, "dtype", "device", "batch_size", "model_path", "use_chat_template", "continuous_batching")
 
 
@@ -48,6 +51,7 @@ class RunOptions:
     capture: bool
     resume: bool
     confidence: bool = True          # generated answers' token log-probabilities and entropies (their figures)
+    interventions: tuple = ()        # capture/intervene.py edits (steer=, ablate=, ...): checked against the model later
 
     def settings(self):
         """What run_config.json stores (and a resumed run must repeat)."""
@@ -68,10 +72,18 @@ def parse_run_options(args, producer):
             raise HarnessArgumentError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
     for name in ("capture_activations", "resume", "confidence"):
         values[name] = _boolean(name, values[name])
+    if values["intervention_positions"] not in ("all", "prompt", "generated"):
+        raise HarnessArgumentError(f"intervention_positions must be one of all, prompt, generated, got "
+                                   f"{values['intervention_positions']!r}")
+    try:
+        specs = intervention_specs(values, spell=lambda name: f"{name}=")
+    except ValueError as exc:
+        raise HarnessArgumentError(str(exc)) from None
     return RunOptions(output_dir=out, layers=split_list(values["layers"]), positions=_positions(values["positions"]),
                       store=values["activation_store"], dtype=values["activation_dtype"],
                       record_format=values["activation_format"], capture=values["capture_activations"],
-                      resume=values["resume"], confidence=values["confidence"])
+                      resume=values["resume"], confidence=values["confidence"],
+                      interventions=tuple(Intervention(**spec) for spec in specs))
 
 
 def _boolean(name, value):

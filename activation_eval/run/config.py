@@ -3,7 +3,9 @@
 Public names:
     RunConfig              the settings (what the CLI's flags fill in; field names = flag names), with
                            .generation_settings(), .capture_settings(model), .prompt_settings(),
-                           .benchmark_options(), .resume_view()
+                           .benchmark_options(), .resume_view(), .applied_interventions() (the
+                           Intervention tuple of --ablate / --steer or the `interventions` field),
+                           .bind_model(model) (checks them against the model), .intervention_entries()
     RunError               bad run input (existing folder, mismatched resume, bad value, ...)
     RESUME_KEYS            the fields that change what an answer or record is (marked `resume`)
     resume_defaults()      {resume key: default}: the value an older run folder without that key used
@@ -35,6 +37,7 @@ import math
 import os
 
 from ..capture.generation import DTYPE_NAMES, CaptureSettings, GenerationSettings
+from ..capture.intervene import POSITIONS
 from ..capture.layers import resolve_layers
 from ..eval.benchmark import DEFAULT_BENCHMARK
 from ..eval.benchmark_files import HF_PREFIX
@@ -46,7 +49,7 @@ from ..schema.names import parse_positions
 from ..store.atomic import file_in_the_way
 from ..store.errors import RunFolderError
 from ..store.run_folder import ACTIVATIONS_DIR
-from . import distributed
+from . import distributed, steering
 
 MC_SCORING = ("generate", "loglikelihood")
 ACTIVATION_STORES = ("files", "shards")
@@ -54,8 +57,8 @@ ACTIVATION_FORMATS = ("pkl", "safetensors")
 DEFAULT_SHARD_MB = 256      # --shard_size_mb: one layer of a 256 MB shard is one 8 MB read (31 layers)
 
 # the --help groups, in order; each field's metadata names its group
-GROUPS = ("model", "benchmark", "prompt", "generation", "decoding and scoring", "output", "activation capture",
-          "several processes (torchrun / accelerate launch)")
+GROUPS = ("model", "benchmark", "prompt", "generation", "decoding and scoring", "steering and ablation", "output",
+          "activation capture", "several processes (torchrun / accelerate launch)")
 
 
 class RunError(RunFolderError):
@@ -74,7 +77,7 @@ def _setting(default, group, help, *, resume=False, metavar=None, choices=None, 
     return dataclasses.field(default=default, metadata={"resume": resume, "cli": cli})
 
 
-_M, _B, _P, _G, _D, _O, _C, _N = GROUPS
+_M, _B, _P, _G, _D, _S, _O, _C, _N = GROUPS
 
 
 @dataclasses.dataclass
@@ -169,6 +172,30 @@ class RunConfig:
                             "proposed answer:\n (A) True\n (B) False\nThe proposed answer is:'), score ' (A)' and "
                             "' (B)' by log-likelihood, and record P(True) = pA / (pA + pB) as p_true in each row. "
                             "Costs one scoring forward per answer", resume=True)
+    gold_logprob: bool = _setting(False, _D, "after each unit of questions is answered, score each question's gold "
+                                  "answer as a continuation of its prompt (teacher forcing, under the run's "
+                                  "interventions) and record gold_logprob_sum, gold_logprob_mean and gold_num_tokens "
+                                  "in each row (eval/gold_logprob.py). Costs one scoring forward per question",
+                                  resume=True)
+    # steering and ablation (capture/intervene.py); checked in _check_interventions, built once
+    steer: str = _setting(None, _S, "add alpha times this direction (made a unit vector) to --steer_layer's output "
+                          "while answering: a .safetensors file with one 1-D tensor 'direction', or a .npy vector",
+                          metavar="FILE")
+    steer_layer: str = _setting(None, _S, "the layer --steer edits: layer_3, 3, -1, embeddings, final_norm or a "
+                                "module path", metavar="LAYER")
+    steer_alpha: float = _setting(None, _S, "how far, in the residual's own units (0: a plain run, bit for bit)",
+                                  metavar="A")
+    ablate: str = _setting(None, _S, "project this direction out of --ablate_layer's output (directional ablation); "
+                           "applied before --steer", metavar="FILE")
+    ablate_layer: str = _setting(None, _S, "the layer --ablate edits (as --steer_layer)", metavar="LAYER")
+    intervention_positions: str = _setting("all", _S, "where --steer and --ablate apply: all, prompt (the prompt's "
+                                           "positions) or generated (the generated tokens fed back; "
+                                           "--mc_scoring loglikelihood and --gold_logprob: the scored continuation)",
+                                           choices=POSITIONS)
+    interventions: tuple = _setting((), None, None)   # in code: Intervention objects (steer(...), ablate(...)),
+    #                                                   instead of the flags (the causal check's in-memory directions)
+    _built: tuple = dataclasses.field(default=(), init=False, repr=False, compare=False)    # the edits, in order
+    _entries: list = dataclasses.field(default_factory=list, init=False, repr=False, compare=False)   # their JSON
     # output
     output_dir: str = _setting(None, _O, "run folder", metavar="DIR", default_text="results/<timestamp>")
     resume: bool = _setting(False, _O, "continue the run in --output_dir, skipping answered questions")
@@ -223,6 +250,7 @@ class RunConfig:
         self.limit = parse_limit(self.limit)
         if self.question_ids is not None:
             self.question_ids = tuple(str(q) for q in self.question_ids)
+        self._check_interventions()
         try:
             parse_limits(self.benchmark_limits)
         except ValueError as exc:
@@ -310,7 +338,34 @@ class RunConfig:
         """The capture.generation.GenerationSettings of this run (how every answer is generated)."""
         return GenerationSettings(max_new_tokens=self.max_new_tokens, use_chat_template=self.chat_template,
                                   continuous_batching=self.continuous_batching, system_prompt=self.system_prompt,
-                                  temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+                                  temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed,
+                                  interventions=self.applied_interventions())
+
+    def _check_interventions(self):
+        """--steer / --ablate (files read and checked now, once) or the `interventions` field, never both
+        (run/steering.py); layers and sizes are checked against the model by bind_model."""
+        try:
+            self.interventions, self._built = steering.interventions_from_settings(self)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        self._entries = [item.entry() for item in self._built]       # the layers as given until bind_model
+
+    def applied_interventions(self):
+        """The edits made while answering (capture/intervene.py), in order: from --ablate then --steer, or
+        the `interventions` field; () for a plain run."""
+        return self._built
+
+    def bind_model(self, model):
+        """Check the interventions against `model` (layers, hidden size; RunError) and name their layers canonically."""
+        try:
+            self._entries = steering.entries_for(model, self._built)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+
+    def intervention_entries(self):
+        """[entry, ...] of the interventions (Intervention.entry(): kind, layer, positions, alpha,
+        direction_sha256, direction_source, hidden_size); [] for a plain run."""
+        return [dict(entry) for entry in self._entries]
 
     def capture_settings(self, model):
         """The CaptureSettings of this run for `model` (--layers resolved against it, the activation dtype
@@ -331,6 +386,7 @@ class RunConfig:
         view["activation_save_dir"] = os.path.relpath(self.activation_save_dir, self.output_dir)
         if self.question_ids is not None:
             view["question_ids"] = list(self.question_ids)           # as JSON stores it
+        view["interventions"] = self.intervention_entries()       # compared by schema.interventions_differ
         return view
 
 
@@ -385,5 +441,5 @@ def config_from_args(args, **extra):
     """A RunConfig from parsed flags: every field whose flag (same dest) was given a value (flags
     left at None take the field's default), plus `extra` fields set by the CLI itself."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
-              if getattr(args, f.name, None) is not None}
+              if f.init and getattr(args, f.name, None) is not None}
     return RunConfig(**values, **extra)

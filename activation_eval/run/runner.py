@@ -46,7 +46,8 @@ questions in flight (with the default --unit_batches 1). Rows (and record files)
 each question finishes; with --activation_store shards finished units' records are held until
 they fill a shard (--shard_size_mb), then written, then their rows (the run writer's flush).
 With --p_true a unit's rows wait until the unit is answered: the model is then asked about each
-answer (eval/p_true.py, no capture) and the rows are written with their p_true.
+answer (eval/p_true.py, no capture) and the rows are written with their p_true; --gold_logprob
+likewise scores each question's gold answer after its prompt (eval/gold_logprob.py).
 """
 import ctypes
 import functools
@@ -62,10 +63,12 @@ from .. import schema
 from ..capture.generation import prompt_lengths
 from ..eval.answering import iter_answers
 from ..eval.benchmark import read_benchmark
+from ..eval.gold_logprob import add_gold_logprob
 from ..eval.multiple_choice import iter_choice_scores
 from ..eval.p_true import add_p_true
 from ..eval.prompts import prompt_of, with_prompts
 from ..models import load_model
+from ..schema.interventions import INTERVENTIONS, interventions_differ, interventions_of
 from ..store import run_folder
 from ..store.run_writer import RunWriter
 from . import distributed
@@ -89,8 +92,8 @@ def check_resume(config, stored, rows=None):
     out = config.output_dir
     # a setting added after the run was written is absent there: the run used its default
     defaults = resume_defaults()
-    diffs = [f"{k}: stored {_short(stored.get(k, defaults.get(k)))}, now {_short(v)}"
-             for k, v in config.resume_view().items() if stored.get(k, defaults.get(k)) != v]
+    diffs = [f"{k}: stored {_short(stored.get(k, defaults.get(k)))}, now {_short(v)}"     # interventions: in _open
+             for k, v in config.resume_view().items() if k != INTERVENTIONS and stored.get(k, defaults.get(k)) != v]
     if diffs:
         raise RunError(f"--resume: the settings differ from the stored run in {out}: " + "; ".join(diffs)
                        + ". Use the stored settings, or a new --output_dir")
@@ -110,7 +113,14 @@ def _short(value, limit=120):
 def _open(config, writer, rows, fingerprint):
     """Open the claimed run folder (run_config.json, leftovers, parts merged); returns {row key: unit
     key} of the rows already answered. A row whose record file is missing or incomplete is left out,
-    so that its unit is answered again."""
+    so that its unit is answered again. --resume: the interventions must be the stored run's (checked
+    here, once the model has named their layers; before anything is written)."""
+    if config.resume and writer.stored_config is not None:
+        differ = interventions_differ(interventions_of(writer.stored_config), config.intervention_entries())
+        if differ:
+            raise RunError(f"--resume: the run in {config.output_dir} was answered under other interventions "
+                           f"({differ}): steered and unsteered answers must not mix. Use the stored "
+                           f"--steer / --ablate settings, or a new --output_dir")
     stored = writer.open({**config.resume_view(), **fingerprint}, order=[row["id"] for row in rows])
     lost = missing_records(stored, config.output_dir) if config.capture_activations else {}
     if lost:
@@ -207,11 +217,12 @@ def _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar
     settings = config.generation_settings()
     answer = (functools.partial(iter_choice_scores, style=config.mc_style) if config.mc_scoring == "loglikelihood"
               else iter_answers)
-    answered = []                 # --p_true: the unit's rows wait for it (a row is written complete)
+    waits = config.p_true or config.gold_logprob
+    answered = []                 # --p_true, --gold_logprob: the unit's rows wait for it (a row is written complete)
     for result, record in answer(model, tokenizer, batch, settings, capture, config.batch_size):
         result[schema.UNIT] = key
         writer.add(result, record if config.capture_activations else None)
-        if not (config.p_true or shards):
+        if not (waits or shards):
             writer.flush()
         answered.append(result)
         del record
@@ -221,6 +232,8 @@ def _answer_unit(config, writer, model, tokenizer, capture, batch, too_long, bar
         # after the unit, not per question: its answers are scored in batches; a crash before the
         # rows are written leaves the unit without rows, and --resume answers it again whole
         add_p_true(model, tokenizer, batch, answered, settings, config.batch_size)
+    if config.gold_logprob:       # the gold answer under teacher forcing, under the same interventions
+        add_gold_logprob(model, tokenizer, batch, answered, settings, config.batch_size, config.mc_style)
     if not shards or writer.full():
         writer.flush()
 
@@ -306,6 +319,7 @@ def _load_model(config, procs):
     """(model, tokenizer, capture settings or None), the capture settings checked against the model."""
     model, tokenizer = load_model(config.model, device=procs.device, dtype=config.dtype, device_map=config.device_map,
                                   max_memory=distributed.placement(procs, config.device_map, config.max_memory))
+    config.bind_model(model)                       # the interventions' layers and sizes, before anything is written
     return model, tokenizer, config.capture_settings(model)
 
 

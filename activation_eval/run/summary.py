@@ -32,4 +32,5 @@ def make_summary(config, results, elapsed, answered_now, processes=1, rows=(), s
         activation_store=config.activation_store, activation_dir=config.activation_save_dir,
         details={"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,
                  "mc_scoring": config.mc_scoring, "mc_style": getattr(config, "mc_style", None),
-                 "temperature": config.temperature, "num_samples": config.num_samples})
+                 "temperature": config.temperature, "num_samples": config.num_samples},
+        interventions=config.intervention_entries())

@@ -26,7 +26,7 @@ import types
 import typing
 from typing import Any
 
-MODULES = ("rows", "record", "summary", "run_config", "names",                                  # what producers write
+MODULES = ("rows", "record", "summary", "run_config", "interventions", "names",               # what producers write
            "estimates", "probe", "transfer", "causal", "lens", "stratify", "stats", "outputs")   # the analysis results
 _DEFAULT_PATH = os.path.join("docs", "formats.md")
 _HEADER = """# Formats

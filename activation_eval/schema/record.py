@@ -86,6 +86,8 @@ class Record(TypedDict):
     sample: NotRequired[Annotated[int, "the answer's index with several samples per question"]]
     grading: NotRequired[Annotated[Grading, "the results row's identity and verdict (stored records)"]]
     format_version: NotRequired[Annotated[int, "the record format (stored records)"]]
+    interventions: NotRequired[Annotated[list[dict[str, Any]], "the edits made while answering (steering, ablation; "
+                                         "schema/interventions.py); absent for a plain record"]]
 
 
 CONTRACTS = (Record, Grading)

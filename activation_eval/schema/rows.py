@@ -9,6 +9,7 @@ Public names:
     NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS, SYSTEM_PROMPT, ERROR, UNIT, ANSWER_POSITIONS, GRADER_NOTE,
     ACTIVATION_FILE, ACTIVATION_SHARD, ACTIVATION_ROW,
     ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM, FIRST_TOKEN_ENTROPY, P_TRUE   the row keys, one constant each
+    GOLD_LOGPROB_SUM, GOLD_LOGPROB_MEAN, GOLD_NUM_TOKENS   --gold_logprob's keys (eval/gold_logprob.py)
     ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX   the answer span's token figures (issue 27)
     CONFIDENCE_FIELDS          the output-confidence keys every generated row has: the six figures above
                                (not P_TRUE: --p_true only)
@@ -35,6 +36,7 @@ __all__ = ["ID", "SAMPLE", "CATEGORY", "QUESTION", "PROMPT", "RESPONSE", "ANSWER
            "NUM_PROMPT_TOKENS", "NUM_GENERATED_TOKENS", "SYSTEM_PROMPT", "ERROR", "ANSWER_POSITIONS", "GRADER_NOTE",
            "UNIT", "LEGACY_UNIT", "ACTIVATION_FILE", "ACTIVATION_SHARD", "ACTIVATION_ROW", "ANSWER_LOGPROB_MEAN",
            "ANSWER_LOGPROB_SUM", "FIRST_TOKEN_ENTROPY", "P_TRUE", "CONFIDENCE_FIELDS",
+           "GOLD_LOGPROB_SUM", "GOLD_LOGPROB_MEAN", "GOLD_NUM_TOKENS",
            "ANSWER_LOGPROB_MIN", "ANSWER_ENTROPY_MEAN", "ANSWER_ENTROPY_MAX", "SEMANTIC_ENTROPY", "SELF_CONSISTENCY",
            "EIGENSCORE", "SCORE_ORIENTATION", "RESULT_FIELDS", "ResultRow",
            "answered_row", "error_row", "row_key", "row_unit", "upgrade_row"]
@@ -52,6 +54,8 @@ ACTIVATION_SHARD, ACTIVATION_ROW = "activation_shard", "activation_row"   # the 
 ANSWER_LOGPROB_MEAN, ANSWER_LOGPROB_SUM = "answer_logprob_mean", "answer_logprob_sum"
 FIRST_TOKEN_ENTROPY = "first_token_entropy"
 P_TRUE = "p_true"              # --p_true: the model's P(True) that its answer is correct (eval/p_true.py)
+# --gold_logprob: the gold answer's log-likelihood under teacher forcing (eval/gold_logprob.py)
+GOLD_LOGPROB_SUM, GOLD_LOGPROB_MEAN, GOLD_NUM_TOKENS = "gold_logprob_sum", "gold_logprob_mean", "gold_num_tokens"
 # over the answer span's tokens: the lowest token log-probability, the mean and the highest entropy (nats);
 # the span is the extracted answer's tokens, else every kept generated token (capture/confidence.py)
 ANSWER_LOGPROB_MIN, ANSWER_ENTROPY_MEAN, ANSWER_ENTROPY_MAX = "answer_logprob_min", "answer_entropy_mean", \
@@ -70,7 +74,8 @@ RESULT_FIELDS = (ID, CATEGORY, QUESTION, PROMPT, RESPONSE, ANSWER, EXTRACTED, CO
                  NUM_PROMPT_TOKENS, NUM_GENERATED_TOKENS)
 
 
-FORMAT_VERSION = 3       # 3: the answer span's figures (answer_logprob_min, answer_entropy_mean / _max) and
+FORMAT_VERSION = 4       # 4: interventions (steered / ablated rows), gold_logprob_sum / _mean, gold_num_tokens
+#                          3: the answer span's figures (answer_logprob_min, answer_entropy_mean / _max) and
 #                          lm-eval / Inspect generation rows with answer_positions and every confidence field
 #                          2: the unit key is "unit" (1, before 2026-12-03: "batch"; upgrade_row reads both)
 
@@ -113,6 +118,12 @@ class ResultRow(TypedDict):
                                                       "tokens' distributions (raw distribution, temperature 1)"]]
     answer_entropy_max: NotRequired[Annotated[float, "generated rows: the highest entropy (nats) over the answer span"]]
     p_true: NotRequired[Annotated[float, "--p_true: the model's P(True) that its answer is correct (Kadavath et al.)"]]
+    gold_logprob_sum: NotRequired[Annotated[float, "--gold_logprob: log p(gold answer | prompt) under teacher forcing "
+                                                   "(nats, float64 sum over its tokens; eval/gold_logprob.py)"]]
+    gold_logprob_mean: NotRequired[Annotated[float, "--gold_logprob: that sum / gold_num_tokens"]]
+    gold_num_tokens: NotRequired[Annotated[int, "--gold_logprob: tokens of the gold answer as scored"]]
+    interventions: NotRequired[Annotated[list[dict[str, Any]], "the edits made while answering (steering, "
+                                         "ablation; schema/interventions.py); absent for a plain run"]]
     scoring: NotRequired[Annotated[str, "--mc_scoring loglikelihood: \"loglikelihood\""]]
     style: NotRequired[Annotated[str, "--mc_scoring loglikelihood: what was scored (letters or texts)"]]
     correct_norm: NotRequired[Annotated[bool, "log-likelihood scoring: verdict by log-likelihood per character (acc_norm)"]]

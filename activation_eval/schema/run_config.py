@@ -4,7 +4,9 @@ The run writer (store/run_writer.py) writes it when it opens a folder, before an
 reads it back when a producer asks to continue a folder: a folder written by another producer is
 refused by name. Besides the keys below it holds the producer's own settings, flat (main.py: every
 RunConfig field that --resume compares, and the benchmark's fingerprint; lm-eval: its model_args,
-tasks and limit; Inspect: its -M arguments and tasks).
+tasks and limit; Inspect: its -M arguments and tasks). main.py and the lm-eval backend also write
+"interventions": the edits the run answered under ([] for a plain run; a folder written before
+reads as []; schema/interventions.py).
 
 Public names:
     FORMAT_VERSION, RunInfo        the contract (the keys every producer writes)
@@ -18,11 +20,11 @@ Example:
     ('lm-eval', 3, 'main')
 """
 from collections.abc import Mapping
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from . import record, rows, summary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: interventions
 PRODUCER_LABELS = {"main": "main.py", "lm-eval": "the lm-eval backend", "inspect": "the Inspect provider"}
 
 
@@ -31,6 +33,8 @@ class RunInfo(TypedDict):
     format_version: Annotated[int, "this contract's version"]
     producer: Annotated[summary.Producer, "who writes the folder: main (main.py), lm-eval, inspect"]
     formats: Annotated[dict[str, int], "the format version of each file kind in the folder: row, record, summary"]
+    interventions: NotRequired[Annotated[list[dict[str, Any]], "main.py, lm-eval: the edits made while answering "
+                                         "(schema/interventions.py's entries); [] for a plain run"]]
 
 
 CONTRACTS = (RunInfo,)

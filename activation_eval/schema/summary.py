@@ -37,8 +37,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 from ..accuracy import SMALL_N_NOTE, accuracy_stats
+from .interventions import describe_interventions
 
-FORMAT_VERSION = 3      # 3: negated and not_judgeable counted (2: one builder for every producer, metric named;
+FORMAT_VERSION = 4      # 4: interventions (steered / ablated runs say so); 3: negated and not_judgeable counted
+#                         (2: one builder for every producer, metric named;
 #                         1: main.py's, lm-eval's, Inspect's own)
 NEGATED_NOTE = "negated"                          # the gold appears only inside a negation: graded incorrect
 NOT_JUDGEABLE_NOTE = "not judgeable by matching"  # a sentence gold (a false premise): left ungraded
@@ -123,6 +125,8 @@ class Summary(TypedDict):
     activation_dir: Annotated[str | None, "where the records are (null without capture)"]
     details: Annotated[dict[str, Any], "the producer's own figures: main.py's decoding settings, lm-eval's "
                                        "results per task, Inspect's metrics per task"]
+    interventions: NotRequired[Annotated[list[dict[str, Any]], "the edits made while answering (schema/"
+                                         "interventions.py's entries); [] for a plain run (absent before version 4)"]]
 
 
 CONTRACTS = (Summary, CategoryStats, AccuracyStats, LoglikStats)
@@ -142,12 +146,14 @@ def build_summary(rows: list[dict[str, Any]], *, producer: Producer, model: str,
                   metric: Callable[[Mapping[str, Any]], str] | None = None, chance: Mapping[Any, float] | None = None,
                   skipped: Iterable[Any] = (), elapsed: float = 0.0, answered_now: int | None = None,
                   processes: int = 1, capture_activations: bool = False, activation_store: str | None = None,
-                  activation_dir: str | None = None, details: Mapping[str, Any] | None = None) -> Summary:
+                  activation_dir: str | None = None, details: Mapping[str, Any] | None = None,
+                  interventions: Iterable[Mapping[str, Any]] = ()) -> Summary:
     """The summary of a run's final results rows (see the module docstring).
 
     metric(row): the name of what decided the row's `correct` (default: metric_of(producer)); chance:
     {question id: chance accuracy}
-    (a category's chance is known when every graded row's is); skipped: ids of benchmark rows not asked."""
+    (a category's chance is known when every graded row's is); skipped: ids of benchmark rows not asked;
+    interventions: the entries of the edits the run answered under (schema/interventions.py)."""
     chance = chance or {}
     metric = metric or metric_of(producer)
     answered = [r for r in rows if not r.get("error")]
@@ -181,7 +187,8 @@ def build_summary(rows: list[dict[str, Any]], *, producer: Producer, model: str,
             "questions_per_second": round(answered_now / elapsed, 3) if elapsed > 0 and answered_now else None,
             "processes": int(processes), "capture_activations": bool(capture_activations),
             "activation_store": activation_store if capture_activations else None,
-            "activation_dir": activation_dir if capture_activations else None, "details": dict(details or {})}
+            "activation_dir": activation_dir if capture_activations else None, "details": dict(details or {}),
+            "interventions": [dict(e) for e in interventions]}
 
 
 def _stats(rows: list[dict[str, Any]], chance: Mapping[Any, float], several: bool, key: str = "correct") -> AccuracyStats:
@@ -253,6 +260,8 @@ def format_summary(summary: Summary, results_file: str | None = None) -> str:
     """An aligned, human-readable table of a summary: every accuracy with its SE, 95% CI and chance;
     `results_file` (the run's results.jsonl) is named last when given."""
     lines = [f"model      {summary['model']}", f"benchmark  {summary['benchmark']}", _overall_line(summary)]
+    if summary.get("interventions"):
+        lines.insert(2, f"steered    {describe_interventions(summary.get('interventions') or [])}")
     loglik = summary["log_likelihood"]
     for name in ("norm", "bytes"):
         stats = loglik[name] if loglik else None

@@ -44,6 +44,7 @@ from ...schema.probe import ProbeResult
 from ...store.run_folder import is_run_folder
 from ..arrays import run_layers
 from ..dataset import load_run_layers, load_run_positions, resolve_reduce
+from ..steered import run_steering, steering_notes
 from .build import Where, probe
 from .overlap import TestSplit
 from .strata import probe_strata
@@ -74,10 +75,14 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
     first = next(layer_data)                     # fixes the test split (reader.split) before the result is built
     where = Where(run_dir=run, run_name=run_names[0], reduce=position, position_note=position_note,
                   test_dir=test_dir, test_name=run_names[1], keep_overlap=keep_overlap, test_split=reader.split)
+    runs = [(run_names[0], run_steering(run, first.rows))]
+    if test_dir is not None:
+        runs.append((run_names[1] or test_dir, run_steering(test_dir, first.test_rows or ())))
     result = probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
                    n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer,
                    strata=strata)
-    return dataclasses.replace(result, notes=[*result.notes, strata_note]) if strata_note else result
+    notes = [*([strata_note] if strata_note else []), *steering_notes(runs)]     # steered runs say so
+    return dataclasses.replace(result, notes=[*result.notes, *notes]) if notes else result
 
 
 def _with_sample_embeddings(layer_data: Iterator[LayerData], run_dir: str) -> Iterator[LayerData]:
