@@ -34,6 +34,7 @@ from ..store.atomic import write_text_atomic
 from ..store.run_folder import read_run_config, read_summary
 from ..store.run_reader import RunReader, read_run_rows
 from .arrays import run_layers
+from .causal.saved import causal_section
 from .html import esc, failed, pct, png, table
 from .lens import logit_lens_run
 from .lens.html import lens_html
@@ -249,13 +250,14 @@ def _unreadable_notes(run_dir: str) -> str:
 def build_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
                  layers: list[str] | None = None, color_by: str = "correct", probe: bool = True, lens: bool = True,
                  progress: bool = True, model: Any = None, tokenizer: Any = None,
-                 stratify_by: str = "category") -> str:
+                 stratify_by: str = "category", causal_dir: str | None = "causal") -> str:
     """Write the run's HTML report to `output` (default ./<run name>_report.html); -> its path.
 
     `probe` / `lens` False leave those sections out; `model` / `tokenizer` go to the logit lens
     (a loaded pair, or `model` a local path; default: the run's model from run_config.json when it
     is local; else the lens section says how to pass one and the rest is written); `stratify_by`: the
-    results field whose values stratify the correct-vs-incorrect comparisons. Written atomically.
+    results field whose values stratify the correct-vs-incorrect comparisons; `causal_dir`: where
+    `--causal RUN` saved its checks (their section; None: no section). Written atomically.
     """
     run_dir = os.fspath(run_dir)
     reader = RunReader(run_dir)
@@ -272,6 +274,8 @@ def build_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]
         if lens:
             sections.append(_lens_section(run_dir, layers, progress, model, tokenizer, stratify_by))
         sections.append(_pca_section(run_dir, layers, color_by, stratify_by))
+        if causal_dir is not None:
+            sections.append(causal_section(run_dir, causal_dir))
     else:
         sections.append('<p class="note">This run saved no activations (main.py --capture_activations): '
                         "no probe, logit lens or PCA.</p>")

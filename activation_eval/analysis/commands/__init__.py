@@ -7,6 +7,7 @@
     lens        --logit_lens RUN_DIR        lens.logit_lens_run        -> LensResult
     report      --report RUN_DIR            report.build_report        -> ReportResult
     export      --export_hf RUN_DIR OUT     export_hf.export_hf        -> ExportResult
+    causal      --causal RUN_DIR            causal.check.causal_run    -> CausalResult
 
 Public names:
     COMMANDS        the commands, in the order of the mode flags in --help
@@ -14,15 +15,15 @@ Public names:
 
 Example:
     >>> [c.name for c in COMMANDS]
-    ['file', 'directory', 'compare', 'probe', 'logit_lens', 'report', 'export_hf']
+    ['file', 'directory', 'compare', 'probe', 'logit_lens', 'report', 'export_hf', 'causal']
 """
 import argparse
 
-from . import compare, directory, export, file, lens, probe, report
+from . import causal, compare, directory, export, file, lens, probe, report
 from .base import Command
 
 COMMANDS: tuple[Command, ...] = (file.COMMAND, directory.COMMAND, compare.COMMAND, probe.COMMAND, lens.COMMAND,
-                                 report.COMMAND, export.COMMAND)
+                                 report.COMMAND, export.COMMAND, causal.COMMAND)
 
 
 def by_name(args: argparse.Namespace) -> Command:

@@ -125,12 +125,15 @@ PLOT_OPTIONS = {
     "norms": ("layers", "limit"), "histograms": ("layers",), "heatmap": ("layers", "tokenizer"),
     "pca": ("color_by", "reduce", "stratify_by"), "compare": ("layers",),
     "logit_lens": ("layers", "model", "stratify_by", "lens_position"), "report": ("layers", "color_by", "model", "stratify_by"),
+    "causal": ("causal_layer", "causal_method", "causal_direction", "causal_alphas", "causal_random", "causal_folds",
+               "causal_positions", "limit", "shuffle", "seed", "layers"),
     "probe": ("target", "probe_groups", "reduce", "layers", "test_run", "folds", "seed", "bootstrap", "transfer",
               "probe_family", "cv_seeds", "keep_overlap"),
 }
-_TAGS = {"lens_position": "at",
+_TAGS = {"lens_position": "at", "causal_layer": "layer", "causal_method": "dir", "causal_direction": "from",
+         "causal_alphas": "alphas", "causal_random": "random", "causal_folds": "folds", "causal_positions": "at",
          "probe_groups": "groups", "color_by": "color", "test_run": "test", "tokenizer": "tok", "stratify_by": "strat"}
-_PATH_OPTIONS = ("test_run", "model", "tokenizer")
+_PATH_OPTIONS = ("test_run", "model", "tokenizer", "causal_direction")
 
 
 def plot_name(args: argparse.Namespace, kind: str, base: str, ext: str = ".png") -> str:

@@ -53,7 +53,9 @@ class DirectoryCommand(Command):
 
     def add_options(self, groups: Groups) -> None:
         sel = groups["selection"]
-        sel.add_argument("--limit", type=int, metavar="N", help="--directory: read at most N records")
+        sel.add_argument("--limit", type=int, metavar="N",
+                         help="--directory: read at most N records; --causal: check N questions (the first, or "
+                              "--shuffle)")
         sel.add_argument("--layer", metavar="NAME", help="layer for the run-folder PCA plot (default: middle layer)")
 
     def run(self, args: argparse.Namespace, options: Options) -> Outcome:

@@ -40,7 +40,8 @@ class ReportCommand(Command):
         output = args.output or os.path.join(options.output_dir,
                                              plot_name(args, "report", f"{source_name(args.report)}_report", ".html"))
         path = build_report(args.report, output, layers=options.layers, color_by=args.color_by,
-                            progress=options.progress, model=args.model, stratify_by=options.stratify_by)
+                            progress=options.progress, model=args.model, stratify_by=options.stratify_by,
+                            causal_dir=args.causal_dir)
         return Outcome(ReportResult(report=path), f"saved report: {path}")
 
 
