@@ -76,6 +76,7 @@ from ..capture.generation import CaptureSettings, step_confidence
 from ..capture.hooks import ActivationCapture
 from ..capture.layers import resolve_layers
 from ..capture.positions import kept_positions
+from ..store.directions import STEERING_ARGS
 from ..store.run_writer import RunWriter
 from . import steering
 from .options import RUN_ARGS, parse_run_options, stop_length
@@ -124,15 +125,13 @@ class ActivationEvalLM(HFLM):
 
     def __init__(self, pretrained, output_dir=None, layers=None, positions=None, activation_store="files",
                  activation_dtype=None, activation_format="pkl", capture_activations=True, resume=False, confidence=True,
-                 steer=None, steer_layer=None, steer_alpha=None, ablate=None, ablate_layer=None,
-                 intervention_positions="all", **kwargs):
+                 **kwargs):
         options = parse_run_options({"output_dir": output_dir, "layers": layers, "positions": positions,
                                      "activation_store": activation_store, "activation_dtype": activation_dtype,
                                      "activation_format": activation_format,
                                      "capture_activations": capture_activations, "resume": resume,
-                                     "confidence": confidence, "steer": steer, "steer_layer": steer_layer,
-                                     "steer_alpha": steer_alpha, "ablate": ablate, "ablate_layer": ablate_layer,
-                                     "intervention_positions": intervention_positions}, "lm-eval")
+                                     "confidence": confidence, **{k: kwargs.pop(k) for k in STEERING_ARGS if k in kwargs}},
+                                    "lm-eval")
         self.output_dir, self.options = options.output_dir, options
         self.capture_settings = CaptureSettings(options.layers, options.positions, options.dtype)
         self.capture_dtype = self.capture_settings.torch_dtype()        # checks the name before loading
@@ -150,6 +149,7 @@ class ActivationEvalLM(HFLM):
                 self.model.name_or_path_for_records = pretrained
             self._start(pretrained, rank, world)
         except BaseException:
+            UNWRITTEN.pop(os.path.realpath(self.output_dir), None)     # a model that failed holds no folder
             self.writer.release()
             raise
 
@@ -183,19 +183,18 @@ class ActivationEvalLM(HFLM):
             raise ValueError(f"{MODEL_NAME} captures decoder-only (causal) models; {pretrained!r} is {self.backend}")
         self.layer_names = resolve_layers(self.model, self.capture_settings.layers)   # checked before any request
         self.steering = steering.checked(self.model, self.options.interventions, self.writer.stored_config)
-        self.intervention_entries = self.steering.entries
         self.harness_args = {"output_dir": self.output_dir, **self.options.settings(), "resume": self.options.resume}
         if rank == 0:
             model = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
             self.writer.open({"model": model, "lm_eval_version": lm_eval.__version__, **self.options.settings(),
-                              "layer_names": list(self.layer_names), "interventions": self.intervention_entries},
+                              "layer_names": list(self.layer_names), "interventions": self.steering.entries},
                              compare=("model", "layer_names", "positions", "activation_store", "activation_dtype",
                                       "activation_format", "capture_activations"))
         if world > 1:
             self.barrier()                   # the folder is open before any process stages a request
         self.staging = self.writer.staging(f"rank{self._rank}")
         self.requests_seen = collections.defaultdict(list)   # (task, doc_id) -> [entry per answered request]
-        self._reqs = self._pending = self._batch = self._gen_pending = self._gen_contexts = None
+        self._reqs = self._pending = self._batch = self._gen_pending = self._gen_contexts = self._fed_starts = None
         self._staged = 0
 
     # ------------------------------------------------------------------------- loglikelihood
@@ -205,18 +204,19 @@ class ActivationEvalLM(HFLM):
         try:
             results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         finally:
-            self._reqs = self._pending = self._batch = None
+            self._reqs = self._pending = self._batch = self._fed_starts = None
         return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
         reqs = self._reqs
         if reqs is None or len(reqs) != len(requests):       # loglikelihood_rolling's windows: HFLM's alone
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
-        self._reqs, entries = None, []
+        self._reqs, entries, self._fed_starts = None, [], {}  # fed tokens -> context tokens fed (interventions)
         pending = collections.defaultdict(list)              # fed tokens -> [index of request, ...]
         for i, (_, ctx_ids, cont_ids) in enumerate(requests):
             fed = (list(ctx_ids) + list(cont_ids))[-(self.max_length + 1):][:-1]
             n_ctx = len(fed) - len(cont_ids) + 1             # context tokens fed (fewer when truncated)
+            self._fed_starts[tuple(fed)] = n_ctx
             entries.append({"kind": "loglikelihood", "context_ids": fed[:n_ctx], "continuation_ids": list(cont_ids),
                             "positions": self._loglik_positions(n_ctx, len(cont_ids)), "staged": None})
             pending[tuple(fed)].append(i)
@@ -239,7 +239,7 @@ class ActivationEvalLM(HFLM):
         return kept_positions(positions, n_ctx, n_cont)
 
     def _model_call(self, inps, attn_mask=None, labels=None):
-        with steering.scoring(self.steering):
+        with steering.scoring(self.steering, inps, self._fed_starts):
             return self._call(inps, attn_mask, labels)
 
     def _call(self, inps, attn_mask=None, labels=None):

@@ -134,7 +134,7 @@ def write_run_folder(lm, results):
                            f"run with activation_eval.harness.simple_evaluate (it asks lm-eval for samples)")
     docs = doc_rows({"samples": lm.own_samples} if several else results)
     shared = {"model": model_name(lm.model), "model_info": model_summary(lm.model), "versions": versions(),
-              **intervention_fields({"interventions": lm.intervention_entries})}
+              **intervention_fields({"interventions": lm.steering.entries})}
     for task, doc_id, fields in docs:
         entries = sorted(lm.requests_seen.get((task, doc_id), []), key=lambda e: e["request_index"])
         staged = lm.capture_activations and entries and all(e.get("staged") is not None for e in entries)
@@ -238,4 +238,4 @@ def _summary(lm, rows, results, elapsed):
                          processes=lm.world_size, capture_activations=lm.capture_activations,
                          activation_store=lm.activation_store, activation_dir="activations",
                          details={"lm_eval_results": _plain(results.get("results"))},
-                         interventions=lm.intervention_entries)
+                         interventions=lm.steering.entries)

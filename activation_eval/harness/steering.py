@@ -5,7 +5,8 @@ Public names:
     checked(model, interventions, stored=None) -> capture.intervene.Interventions   layers and sizes
                 checked (ValueError naming the argument), and a resumed folder's interventions the same
                 (RunFolderError naming the difference)
-    scoring(steering)   the context one log-likelihood forward runs under: the edits at every position
+    scoring(steering, inps=None, starts=None)   the context one log-likelihood forward runs under
+    row_starts(inps, starts) -> [int]   each right-padded row's continuation start, matched by its tokens
 
 Example:
     >>> from activation_eval.capture.intervene import steer
@@ -16,10 +17,10 @@ Example:
 Positions. Generation (lm-eval's generate_until, via model.generate) applies prompt / generated as
 main.py does (Interventions.begin(): each hook's first forward is the prompt). A log-likelihood
 request is scored by HFLM in one right-padded forward over context and continuation, several
-requests per batch and sometimes one row for several requests; this backend does not split that
-forward per row, so intervention_positions=prompt or generated is refused for log-likelihood
-requests (all applies at every position, as main.py's --mc_scoring loglikelihood does). main.py's
---mc_scoring loglikelihood and --gold_logprob do split them (capture/loglik.py).
+requests per batch (one row for several one-token continuations of a context): each row is matched
+to its requests by its tokens, and its columns from the context's length on are "generated" (the
+continuation), as main.py's --mc_scoring loglikelihood splits them (capture/loglik.py).
+loglikelihood_rolling requests have no context: prompt / generated are refused there.
 """
 import contextlib
 
@@ -44,15 +45,35 @@ def checked(model, interventions, stored=None):
 
 
 @contextlib.contextmanager
-def scoring(steering):
-    """Run one log-likelihood forward under `steering` (at every position; see the module docstring)."""
+def scoring(steering, inps=None, starts=None):
+    """Run one right-padded log-likelihood forward `inps` (B, T) under `steering`; `starts`: {fed tokens:
+    context tokens fed} of the requests being scored (None: rolling log-likelihoods, whose windows have no
+    context and continuation), which prompt / generated positions need (see the module docstring)."""
     if not steering.interventions:
         yield
         return
     split = [i for i in steering.interventions if i.positions != "all"]
-    if split:
-        raise ValueError(f"intervention_positions={split[0].positions} applies to generate_until tasks: "
-                         f"this backend scores a log-likelihood request's context and continuation in one "
-                         f"forward; use intervention_positions=all, or main.py --mc_scoring loglikelihood")
+    if split and starts is None:
+        raise ValueError(f"intervention_positions={split[0].positions} needs a context and a continuation: "
+                         f"loglikelihood_rolling requests have none; use intervention_positions=all")
     with steering:
+        if split:
+            steering.split(row_starts(inps, starts))
         yield
+
+
+def row_starts(inps, starts):
+    """Each row's context length (its continuation's first column) in a right-padded batch: the row is
+    matched to a request by its tokens (lm-eval pads with zeros, so the shortest match from the last
+    non-zero token on)."""
+    out = []
+    for row in inps.tolist():
+        end = len(row)
+        while end and row[end - 1] == 0:
+            end -= 1
+        found = next((starts[key] for n in range(end, len(row) + 1) if (key := tuple(row[:n])) in starts), None)
+        if found is None:
+            raise RuntimeError("a log-likelihood batch row matches no request (intervention positions); please "
+                               "report this, and use intervention_positions=all meanwhile")
+        out.append(found)
+    return out

@@ -17,7 +17,7 @@ Public names:
 Example:
     >>> info = run_info("lm-eval", {"model": "gpt2", "tasks": ["arc_easy"]})
     >>> info["producer"], info["formats"]["row"], producer_of({"model": "x"})
-    ('lm-eval', 3, 'main')
+    ('lm-eval', 4, 'main')
 """
 from collections.abc import Mapping
 from typing import Annotated, Any, NotRequired, TypedDict

@@ -110,7 +110,45 @@ def test_steered_log_likelihoods_equal_a_hand_made_hook_and_alpha_zero_is_plain(
     assert json.loads((tmp_path / "plain" / "run_config.json").read_text())["interventions"] == []
 
 
-def test_positions_apply_to_generation_and_are_refused_for_log_likelihoods(tiny_dir, setup, tmp_path):
+def _split_reference(model, lm, context, continuation, u, alpha, positions):
+    """log p(continuation | context) from one forward of lm-eval's own token split (HFLM._encode_pair), the
+    edit added by a hook written here at the prompt's columns or the continuation's."""
+    ctx, cont = lm._encode_pair(context, continuation)
+    fed = (ctx + cont)[:-1]
+    mask = torch.zeros(len(fed), 1)
+    mask[len(ctx):] = 1.0                              # the continuation's columns: "generated"
+    mask = mask if positions == "generated" else 1.0 - mask
+    handle = model.model.layers[1].register_forward_hook(
+        lambda m, a, out: (out[0] + alpha * mask * u,) + tuple(out[1:]) if isinstance(out, tuple)
+        else out + alpha * mask * u)
+    try:
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([fed])).logits[0].double(), -1)
+    finally:
+        handle.remove()
+    return sum(float(logprobs[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_log_likelihood_positions_split_context_and_continuation(tiny_dir, setup, tmp_path, positions):
+    task_dir, path, u = setup
+    results = _ours(tiny_dir, tmp_path / positions, task_dir, steer=path, steer_layer=1, steer_alpha=ALPHA,
+                    intervention_positions=positions)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(tiny_dir), batch_size=1, device="cpu")
+    plain = _lls(_ours(tiny_dir, tmp_path / "plain", task_dir))
+    moved = []
+    for sample in results["samples"]["steer_mc"]:
+        for k, (args, resp) in enumerate(zip(sample["arguments"], sample["resps"])):
+            context, continuation = args[0], args[1]
+            want = _split_reference(model, lm, context, continuation, u, ALPHA, positions)
+            assert resp[0][0] == pytest.approx(want, abs=1e-4)
+            moved.append(abs(resp[0][0] - plain[(sample["doc_id"], k)]) > 1e-4)
+    # prompt: every score moves; generated: those of continuations of several tokens (one token is never fed)
+    assert all(moved) if positions == "prompt" else any(moved) and not all(moved)
+
+
+def test_positions_apply_to_generation(tiny_dir, setup, tmp_path):
     task_dir, path, _ = setup
     steer = {"steer": path, "steer_layer": 1, "steer_alpha": 30.0}
     plain = _ours(tiny_dir, tmp_path / "p", task_dir, ("steer_gen",))
@@ -119,8 +157,16 @@ def test_positions_apply_to_generation_and_are_refused_for_log_likelihoods(tiny_
     assert [s["resps"] for s in prompt_only["samples"]["steer_gen"]] != texts
     rows = [json.loads(line) for line in (tmp_path / "g" / "results.jsonl").read_text().splitlines()]
     assert all(r["interventions"][0]["positions"] == "prompt" for r in rows)
-    with pytest.raises(ValueError, match="intervention_positions=generated applies to generate_until"):
-        _ours(tiny_dir, tmp_path / "m", task_dir, intervention_positions="generated", **steer)
+
+
+def test_rolling_log_likelihoods_refuse_split_positions(llama):
+    from activation_eval.capture.intervene import Interventions, steer
+    from activation_eval.harness import steering
+    edits = Interventions(llama[0], [steer(torch.ones(64), 1, 2.0, positions="generated")])
+    with pytest.raises(ValueError, match="loglikelihood_rolling"):
+        with steering.scoring(edits, torch.zeros(1, 3, dtype=torch.long), None):
+            pass
+    assert steering.row_starts(torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0]]), {(5, 6, 7): 2, (5, 6): 1}) == [2, 1]
 
 
 def test_bad_steering_args_are_refused_before_anything_is_written(tiny_dir, setup, tmp_path):
