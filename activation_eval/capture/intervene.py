@@ -81,7 +81,7 @@ class Intervention:
         source and size. `layer`: the canonical name, once resolved against a model."""
         return {"kind": self.kind, "layer": str(self.layer if layer is None else layer), "positions": self.positions,
                 "alpha": self.alpha if self.kind == "add" else None,
-                "direction_sha256": direction_sha256(self.direction), "direction_source": self.source,
+                "direction_sha256": _sha256(self.direction), "direction_source": self.source,
                 "hidden_size": int(self.direction.numel())}
 
 
@@ -98,7 +98,11 @@ def ablate(direction, layer, positions="all", source=""):
 def direction_sha256(direction):
     """sha256 of the unit direction's float32 bytes (little-endian): what was steered along, whatever
     the file's scale (up to the rounding of the division by the norm)."""
-    unit = _unit(direction)
+    return _sha256(_unit(direction))
+
+
+def _sha256(unit):
+    """sha256 of a unit vector's float32 bytes (normalising it again would change its last bits)."""
     return hashlib.sha256(unit.numpy().astype("<f4").tobytes()).hexdigest()
 
 

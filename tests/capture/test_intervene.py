@@ -255,3 +255,6 @@ def test_a_direction_is_named_by_its_unit_vector():
                      "direction_sha256": direction_sha256(u), "direction_source": "dirs/truth.safetensors",
                      "hidden_size": 64}
     assert ablate(u, 3).entry()["alpha"] is None
+    for seed in range(20):        # the entry names the direction as direction_sha256 does (no second normalising)
+        v = direction(seed=seed)
+        assert steer(v, "layer_1", 1.0).entry()["direction_sha256"] == direction_sha256(v)
