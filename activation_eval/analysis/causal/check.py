@@ -73,8 +73,8 @@ def causal_run(run_dir, layer=None, method="mass_mean", alphas=DEFAULT_ALPHAS, n
     """The causal check of RUN (see the module docstring). `direction`: None (cross-fitted from RUN),
     a run folder (fitted there with `method`), or a direction file (store/directions.py)."""
     run_dir = os.fspath(run_dir).rstrip("/") or "/"
-    settings = rerun_settings(run_dir)                      # refuses folders it cannot answer again first
     alphas = _checked_alphas(alphas)
+    settings = rerun_settings(run_dir)                      # refuses folders it cannot answer again first
     layer, position, why = choose_layer(run_dir, layer, layers)
     X, rows = load_run_layer(run_dir, layer, reduce=position)
     X, rows, notes = _graded(X, rows, limit, shuffle, seed)
