@@ -101,7 +101,8 @@ def plot_causal(result: CausalResult, path: str | os.PathLike[str]) -> str:
     left, right = fig.subplots(1, 2, width_ratios=[2.2, 1])
     _alpha_panel(left, result)
     _verdict_panel(right, result)
-    head = (f"causal check of {result.layer} ({result.position}) - {result.run}, {result.direction_method} "
+    run = os.path.basename(os.path.normpath(result.run)) or result.run       # a long path would run off the figure
+    head = (f"causal check of {result.layer} ({result.position}) - {run}, {result.direction_method} "
             f"direction, {result.cross_fitting}")
-    fig.suptitle(head + "\n" + textwrap.fill(result.verdict_text, 150), fontsize=9)
+    fig.suptitle(textwrap.fill(head, 150) + "\n" + textwrap.fill(result.verdict_text, 150), fontsize=9)
     return plot_base.save_png(fig, path)
