@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from activation_eval.analysis import cli
+from activation_eval import experiments as cli  # the analysis command line with --causal
 from activation_eval.analysis.dataset import load_run_layer
 from activation_eval.store.directions import save_direction
 from helpers import make_tokenizer, planted_model, read_rows, run_main

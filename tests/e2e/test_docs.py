@@ -181,6 +181,7 @@ def parser_options(command):
         from activation_eval.run.cli import build_parser
         return _argparse_options(build_parser())
     if command == "analyze":
+        import activation_eval.experiments  # noqa: F401  (registers --causal, as analyze_activations.py does)
         from activation_eval.analysis.cli import build_parser
         return _argparse_options(build_parser())
     if command == "lm-eval":
@@ -466,6 +467,7 @@ def _main_default(flag):
 
 
 def _analysis_help(flag):
+    import activation_eval.experiments  # noqa: F401  (registers --causal)
     from activation_eval.analysis.cli import build_parser
     return next(a.help for a in build_parser()._actions if flag in a.option_strings)
 

@@ -24,6 +24,8 @@ ROOMS = {
     "run": {"eval", "capture", "models", "store"},
     "harness": {"eval", "capture", "models", "store"},  # lm-eval; only its console script imports it
     "analysis": {"store", "models"},
+    # answers a run's questions again under interventions, then analyses them (--causal): run's and analysis' client
+    "experiments": {"analysis", "run", "capture", "store", "models"},
     # the package's faces: the notebook API, the package's lazy public names, Inspect's entry point (pyproject:
     # the provider, imported when used), the doctests' setup (pytest only: the eval CLI through tests/helpers.py,
     # the benchmark rows and a record its examples use)

@@ -47,9 +47,10 @@ def test_every_flag_default_and_choice_is_the_run_configs():
     args = parser.parse_args([])
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     flagged = [f for f, _ in run_config.cli_fields()]
-    # set in code only: progress (the CLI's --quiet), interventions (Intervention objects) and what
-    # RunConfig derives from the steering flags once (_built, _entries)
-    assert set(fields) - {f.name for f in flagged} == {"progress", "interventions", "_built", "_entries"}
+    # set in code only: progress (the CLI's --quiet), interventions (Intervention objects), what RunConfig
+    # derives from the steering flags once (_built, _entries), question_ids (the causal check's folds)
+    assert set(fields) - {f.name for f in flagged} == {"progress", "interventions", "_built", "_entries",
+                                                       "question_ids"}
     actions = {a.dest: a for a in parser._actions}
     for field in flagged:
         assert getattr(args, field.name) == field.default, field.name                # parse [] = the field default

@@ -8,7 +8,7 @@ Public names:
 Example:
     >>> page = causal_section("results/run1", "causal")
     >>> page[:40]
-    "<h2>Causal check: does steering along th"
+    '<h2>Causal check: does steering along th'
 
 A saved result is a file like any other: read bounded (store/run_folder's JSON reader), rebuilt
 through jsonio.from_json (a missing field, an unknown key or a newer format is an error shown in

@@ -7,23 +7,32 @@
     lens        --logit_lens RUN_DIR        lens.logit_lens_run        -> LensResult
     report      --report RUN_DIR            report.build_report        -> ReportResult
     export      --export_hf RUN_DIR OUT     export_hf.export_hf        -> ExportResult
-    causal      --causal RUN_DIR            causal.check.causal_run    -> CausalResult
+    (causal     --causal RUN_DIR            experiments.causal_check   -> CausalResult, registered from outside:
+                                            it answers questions again, which this room never does)
 
 Public names:
     COMMANDS        the commands, in the order of the mode flags in --help
     by_name(args) -> Command   the command whose mode flag was given
+    register(command)          add a command from a room this one may not import (experiments: --causal)
 
 Example:
-    >>> [c.name for c in COMMANDS]
-    ['file', 'directory', 'compare', 'probe', 'logit_lens', 'report', 'export_hf', 'causal']
+    >>> [c.name for c in COMMANDS][:7]           # then what other rooms registered (experiments: causal)
+    ['file', 'directory', 'compare', 'probe', 'logit_lens', 'report', 'export_hf']
 """
 import argparse
 
-from . import causal, compare, directory, export, file, lens, probe, report
+from . import compare, directory, export, file, lens, probe, report
 from .base import Command
 
-COMMANDS: tuple[Command, ...] = (file.COMMAND, directory.COMMAND, compare.COMMAND, probe.COMMAND, lens.COMMAND,
-                                 report.COMMAND, export.COMMAND, causal.COMMAND)
+COMMANDS: list[Command] = [file.COMMAND, directory.COMMAND, compare.COMMAND, probe.COMMAND, lens.COMMAND,
+                           report.COMMAND, export.COMMAND]
+
+
+def register(command: Command) -> None:
+    """Add `command` to the command line (once): how a room that may import analysis, but that analysis may
+    not import, adds a mode (activation_eval/experiments: --causal)."""
+    if all(c.name != command.name for c in COMMANDS):
+        COMMANDS.append(command)
 
 
 def by_name(args: argparse.Namespace) -> Command:

@@ -41,7 +41,7 @@ class ReportCommand(Command):
                                              plot_name(args, "report", f"{source_name(args.report)}_report", ".html"))
         path = build_report(args.report, output, layers=options.layers, color_by=args.color_by,
                             progress=options.progress, model=args.model, stratify_by=options.stratify_by,
-                            causal_dir=args.causal_dir)
+                            causal_dir=getattr(args, "causal_dir", "causal"))     # --causal's folder
         return Outcome(ReportResult(report=path), f"saved report: {path}")
 
 

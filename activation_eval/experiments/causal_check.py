@@ -11,16 +11,17 @@ Public names:
                          and the result (<out>/<run>_<layer>_<method>/causal.json, which --report shows)
 
 Example:
-    >>> result = causal_run("results/run1", alphas=(-4, 4), n_random=4, folds=2, limit=40, out_dir="causal/r1")
-    >>> result.verdict, [c.name for c in result.conditions][:3]
+    >>> result = causal_run("results/run1", alphas=(-4, 4), n_random=4, folds=2, limit=40)   # doctest: +SKIP
+    >>> result.verdict, [c.name for c in result.conditions][:3]                              # doctest: +SKIP
     ('no causal evidence at this layer', ['baseline', 'alpha=-4', 'alpha=+4'])
+    (dozens of re-runs: tests/analysis/test_causal_cli.py runs the whole chain on planted models)
 
 The chain: (1) the layer is the probe's verdict layer, else its best layer, read at the probe's
 position (probe_run; or --causal_layer); (2) the direction is the mass-mean difference (correct minus
 incorrect) or the logistic probe's weights at that layer and position, cross-fitted: each fold's
 questions are steered by the direction fitted on the other folds, so no question is steered by a
 direction fitted on it (a direction from another run or a file is used as it is); (3) RUN's questions
-are answered again with RUN's model, prompts and decoding (conditions.py): unsteered (the baseline),
+are answered again with RUN's model, prompts and decoding (causal_runs.py): unsteered (the baseline),
 steered at each alpha of the grid (alpha_sd spreads of the residual's projection on the direction,
 measured on the fold's training questions), with the direction ablated, and steered by n_random
 random directions of the test alpha's norm (half drawn from the residual's covariance, half
@@ -28,22 +29,23 @@ isotropic); (4) result.py turns the answers into paired effects against the base
 (verdict.py): "causal" only beyond the random directions' 95th percentile of |effect|, with the
 paired interval excluding 0, and reversed by the sign flip.
 """
+import json
 import os
 
 import numpy as np
 
-from ...capture.intervene import ablate, steer
-from ...store.atomic import write_json_atomic
-from ...store.directions import load_direction
-from ...store.run_folder import is_run_folder
-from ..dataset import load_run_layer, resolve_reduce
-from ..jsonio import to_json
-from .conditions import Condition, Part, rerun_settings, run_condition
-from .directions import logistic_direction, mass_mean
-from .effects import Answers
-from .plan import causal_plan, merge_answers
-from .result import ConditionRun, causal_result
-from .saved import RESULT_FILE
+from ..analysis.causal.directions import logistic_direction, mass_mean
+from ..analysis.causal.effects import Answers
+from ..analysis.causal.plan import causal_plan, merge_answers
+from ..analysis.causal.result import ConditionRun, causal_result
+from ..analysis.causal.saved import RESULT_FILE
+from ..analysis.dataset import load_run_layer, resolve_reduce
+from ..analysis.jsonio import to_json
+from ..capture.intervene import ablate, steer
+from ..store.atomic import write_text_atomic
+from ..store.directions import load_direction
+from ..store.run_folder import is_run_folder
+from .causal_runs import Condition, Part, rerun_settings, run_condition
 
 __all__ = ["causal_run", "choose_layer", "DEFAULT_ALPHAS", "DEFAULT_OUT"]
 
@@ -59,7 +61,7 @@ def choose_layer(run_dir, layer=None, layers=None):
     if layer is not None:
         position, note = resolve_reduce(run_dir, "auto")
         return layer, position, f"--causal_layer {layer}; position {note}"
-    from ..probe import probe_run
+    from ..analysis.probe import probe_run
     probe = probe_run(run_dir, layers=layers)
     if probe.verdict in probe.layers:
         return probe.verdict, probe.reduce, f"the probe's verdict layer, at {probe.reduce}"
@@ -107,7 +109,8 @@ def causal_run(run_dir, layer=None, method="mass_mean", alphas=DEFAULT_ALPHAS, n
                            cross_fitting=plan.cross_fitting, folds=plan.folds, test_alpha_sd=max(alphas),
                            baseline=_answers(baseline, [ids[i] for i in kept]), conditions=runs, seed=seed,
                            baseline_dir=os.path.join(out, "baseline"), notes=[f"layer: {why}"] + notes)
-    write_json_atomic(os.path.join(out, RESULT_FILE), to_json(result))     # for --report and the audit
+    # for --report and the audit: beside the condition folders, not in a run folder (those are the run writer's)
+    write_text_atomic(os.path.join(out, RESULT_FILE), json.dumps(to_json(result), indent=2) + "\n")
     return result
 
 

@@ -9,7 +9,9 @@ Public names:
     SKIPPED_SETTINGS                   RUN's settings a re-run does not copy (capture, folders, subsets)
 
 Example:
+    >>> import torch
     >>> from activation_eval.capture.intervene import steer
+    >>> u = torch.ones(64)                                               # the tiny model's hidden size
     >>> settings = rerun_settings("results/run1")                       # model, benchmark, template, decoding
     >>> cond = Condition("alpha=+4", (Part(("geo-001",), (steer(u, "layer_3", 9.1),), "causal/alpha=+4/fold_0"),))
     >>> rows = run_condition(cond, settings); rows["geo-001"]["gold_logprob_mean"] < 0
@@ -23,10 +25,10 @@ rows name the interventions: layer, positions, alpha, the direction's checksum a
 import os
 from dataclasses import dataclass
 
-from ...run.config import RESUME_KEYS, RunConfig
-from ...run.runner import run_benchmark
-from ...store.run_folder import CONFIG_FILE, read_run_config
-from ...store.run_reader import read_run_rows
+from ..run.config import RESUME_KEYS, RunConfig
+from ..run.runner import run_benchmark
+from ..store.run_folder import CONFIG_FILE, read_run_config
+from ..store.run_reader import read_run_rows
 
 __all__ = ["Part", "Condition", "rerun_settings", "run_condition", "SKIPPED_SETTINGS"]
 

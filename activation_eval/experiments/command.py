@@ -1,7 +1,9 @@
-"""--causal RUN_DIR: does the probe's direction change the answers? (causal.check.causal_run -> CausalResult)
+"""--causal RUN_DIR: does the probe's direction change the answers? (causal_check.causal_run -> CausalResult)
 
-Text: causal/text.py; the plot of effect against alpha with the random directions' band (always
-written to --output_dir): causal/plots.py. The condition run folders stay under --causal_dir.
+An analyze_activations.py mode that lives outside the analysis room (which reads saved runs and never runs a
+model): it answers RUN's questions again. Registered with the analysis command line by this package's
+__init__. Text: analysis/causal/text.py; the plot of effect against alpha with the random directions' band
+(always written to --output_dir): analysis/causal/plots.py. The condition run folders stay under --causal_dir.
 
 Public names:
     COMMAND
@@ -11,11 +13,11 @@ Example:
 """
 import argparse
 
-from ..causal.check import DEFAULT_ALPHAS, DEFAULT_OUT, DEFAULT_RANDOM, causal_run
-from ..causal.directions import METHODS
-from ..causal.plots import plot_causal
-from ..causal.text import causal_text
-from .base import Command, Groups, Options, Outcome, plot_path
+from ..analysis.causal.directions import METHODS
+from ..analysis.causal.plots import plot_causal
+from ..analysis.causal.text import causal_text
+from ..analysis.commands.base import Command, Groups, Options, Outcome, plot_path, source_name
+from .causal_check import DEFAULT_ALPHAS, DEFAULT_OUT, DEFAULT_RANDOM, causal_run
 
 
 class CausalCommand(Command):
@@ -79,7 +81,6 @@ def _alphas(text: str) -> list[float]:
 
 
 def _name(path: str) -> str:
-    from .base import source_name
     return source_name(path)
 
 
