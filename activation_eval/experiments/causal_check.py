@@ -5,10 +5,11 @@ Public names:
                seed=0, limit=None, shuffle=False, out_dir=None, direction=None, positions="all", layers=None,
                progress=False) -> CausalResult
     choose_layer(run_dir, layer=None, layers=None) -> (layer, position, why)
-    DEFAULT_ALPHAS       (-4, -2, 2, 4): steering strengths in spreads of the residual along the direction
+    DEFAULT_ALPHAS       (-1, -0.5, 0.5, 1): steering strengths in spreads of the residual along the direction
     DEFAULT_RANDOM       20 random directions, each run at both signs
-    DEFAULT_OUT          "causal": where the condition folders go (<out>/<run>_<layer>_<method>/<condition>/...),
-                         and the result (<out>/<run>_<layer>_<method>/causal.json, which --report shows)
+    DEFAULT_OUT          "causal": where the condition folders go (<out>/<run>_<layer>_<method>_<key>/<condition>/...;
+                         key: 8 hex digits of the grid, K, folds, seed, positions, direction and questions), and
+                         the result (causal.json there, which --report shows)
 
 Example:
     >>> result = causal_run("results/run1", alphas=(-4, 4), n_random=4, folds=2, limit=40)   # doctest: +SKIP
@@ -49,7 +50,8 @@ from .causal_runs import Condition, Part, rerun_settings, run_condition
 
 __all__ = ["causal_run", "choose_layer", "DEFAULT_ALPHAS", "DEFAULT_OUT"]
 
-DEFAULT_ALPHAS = (-4.0, -2.0, 2.0, 4.0)
+DEFAULT_ALPHAS = (-1.0, -0.5, 0.5, 1.0)   # 1 spread ~ the mass-mean difference's norm (CAA, Marks & Tegmark's scale)
+DAMAGE_SHARE = 0.9                        # random directions changing this share of answers (median): a note
 DEFAULT_RANDOM = 20            # random directions (each at both signs): a direction no better than them passes the
                                # band with probability <= 1 / (K + 1), within 5% from K = 19
 DEFAULT_OUT = "causal"
@@ -86,7 +88,8 @@ def causal_run(run_dir, layer=None, method="mass_mean", alphas=DEFAULT_ALPHAS, n
     vector, source = _outside_direction(direction, method, layer, position, X.shape[1], seed)
     plan = causal_plan(X, y, alphas, max(alphas), folds, method, n_random, seed, direction=vector,
                        source=source or f"{name}: {method} at {layer}, {position}")
-    out = os.path.join(out_dir or DEFAULT_OUT, f"{name}_{layer}_{method}")
+    key = _plan_key(alphas, n_random, folds, seed, positions, source, [r["id"] for r in rows])
+    out = os.path.join(out_dir or DEFAULT_OUT, f"{name}_{layer}_{method}_{key}")
     baseline = run_condition(Condition("baseline", (Part(tuple(ids), (), os.path.join(out, "baseline")),)),
                              settings, progress)
     answered = {}
@@ -101,6 +104,7 @@ def causal_run(run_dir, layer=None, method="mass_mean", alphas=DEFAULT_ALPHAS, n
                          _subset(merge_answers(c, [_answers(answered[c.name][1], p.ids) for p in answered[c.name][0]]),
                                  kept), os.path.join(out, c.name))
             for c in plan.conditions]
+    notes += _damage_notes(runs, _answers(baseline, [ids[i] for i in kept]))
     same = sum(baseline[ids[i]].get("response") == rows[i].get("response") for i in kept)
     notes.append(f"the baseline re-run reproduced {same} of RUN's {len(kept)} answers word for word "
                  f"(float rounding can differ between batch layouts and machines)")
@@ -112,6 +116,31 @@ def causal_run(run_dir, layer=None, method="mass_mean", alphas=DEFAULT_ALPHAS, n
     # for --report and the audit: beside the condition folders, not in a run folder (those are the run writer's)
     write_text_atomic(os.path.join(out, RESULT_FILE), json.dumps(to_json(result), indent=2) + "\n")
     return result
+
+
+def _plan_key(alphas, n_random, folds, seed, positions, source, ids):
+    """8 hex digits naming what the condition folders depend on besides run, layer and method: another grid,
+    K, fold count, seed, positions, direction or question subset gets folders of its own (a resumed folder
+    must hold the same interventions: run/resume.py refuses otherwise)."""
+    import hashlib
+    text = json.dumps([list(alphas), n_random, folds, seed, positions, source, list(ids)])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _damage_notes(runs, baseline):
+    """A note when the random directions change nearly every answer: the test alpha then breaks the model
+    along any direction, and the check measures damage more than a direction's use."""
+    randoms = [r for r in runs if r.kind == "random"]
+    if not randoms:
+        return []
+    shares = [float(np.mean([a != b for a, b in zip(r.answers.texts, baseline.texts)])) for r in randoms]
+    accuracy = [float(np.mean(r.answers.correct)) for r in randoms]
+    if np.median(shares) < DAMAGE_SHARE:
+        return []
+    return [f"random directions of the test alpha's norm change {np.median(shares):.0%} of the answers (median; "
+            f"accuracy {np.median(accuracy):.1%} against the baseline's {np.mean(baseline.correct):.1%}): at this "
+            f"norm any direction breaks the model, and the check measures damage more than use; try smaller "
+            f"--causal_alphas"]
 
 
 def _checked_alphas(alphas):

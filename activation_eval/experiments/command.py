@@ -9,7 +9,7 @@ Public names:
     COMMAND
 
 Example:
-    $ python analyze_activations.py --causal results/run1 --limit 60 --shuffle --causal_alphas=-8,-4,4,8
+    $ python analyze_activations.py --causal results/run1 --limit 60 --shuffle --causal_alphas=-2,-1,1,2
 """
 import argparse
 
@@ -41,7 +41,7 @@ class CausalCommand(Command):
                             "(.safetensors or .npy) instead of cross-fitting it on RUN's questions")
         c.add_argument("--causal_alphas", default=",".join(f"{a:g}" for a in DEFAULT_ALPHAS), metavar="LIST",
                        help="signed steering strengths in spreads of the residual along the direction (default "
-                            "%(default)s; write --causal_alphas=-8,-4,4,8: a list starting with a minus needs the =); the "
+                            "%(default)s; write --causal_alphas=-4,-2,2,4: a list starting with a minus needs the =); the "
                             "largest is the test alpha (its negative, the sign flip, is added)")
         c.add_argument("--causal_random", type=int, default=DEFAULT_RANDOM, metavar="K",
                        help="random directions of the test alpha's norm, each run at both signs, half from the "

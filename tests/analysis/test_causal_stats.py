@@ -399,3 +399,15 @@ def test_causal_result_without_gold_scores_or_randoms_falls_back_and_says_so():
     assert any("no sign-flipped condition alpha=-4" in n for n in r.notes)
     assert all(c.gold_logprob_change is None for c in r.conditions)
     assert from_json(CausalResult, to_json(r)) == r
+
+
+def test_random_directions_that_change_nearly_every_answer_get_a_damage_note():
+    from activation_eval.experiments.causal_check import _damage_notes
+    base = Answers(correct=np.array([1, 0, 1, 0]), texts=["a", "b", "c", "d"])
+    broken = [ConditionRun(f"random_iso_{i}+", "random", 1.0, 2.0, Answers(correct=np.zeros(4, int), texts=list("wxyz")))
+              for i in range(3)]
+    gentle = [ConditionRun(f"random_iso_{i}+", "random", 1.0, 2.0, Answers(correct=base.correct, texts=list("abcz")))
+              for i in range(3)]
+    [note] = _damage_notes(broken, base)
+    assert "change 100% of the answers" in note and "accuracy 0.0%" in note and "50.0%" in note
+    assert _damage_notes(gentle, base) == [] and _damage_notes([], base) == []
