@@ -3,8 +3,8 @@
 direction (correct minus incorrect at the probe's position) at +-ALPHA spreads, through the
 activation-eval backend's model_args (steer, steer_layer, steer_alpha).
 
-    .venv/bin/python perf/steered_lm_eval.py results/<default run>           # layer_20, +-4 spreads
-    .venv/bin/python perf/steered_lm_eval.py results/<run> --layer layer_12 --alpha 8
+    .venv/bin/python perf/steered_lm_eval.py results/<default run>           # layer_20, +-1 spread
+    .venv/bin/python perf/steered_lm_eval.py results/<run> --layer layer_12 --alpha 2
 
 Prints, per condition, lm-eval's acc and acc_norm with their standard errors, the mean log-likelihood
 of the gold choice (lm-eval's own per-request figure), and what the run folder's run_config.json says
@@ -51,7 +51,7 @@ def main():
     p = common.base_parser(__doc__, repeats=1)
     p.add_argument("run", help="the default run folder (main.py --capture_activations --positions answer)")
     p.add_argument("--layer", default="layer_20")
-    p.add_argument("--alpha", type=float, default=4.0, help="spreads of the residual along the direction (default 4)")
+    p.add_argument("--alpha", type=float, default=1.0, help="spreads of the residual along the direction (default 1)")
     args = p.parse_args()
     common.setup(args.threads)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
