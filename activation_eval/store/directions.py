@@ -34,6 +34,7 @@ all zeros, a garbled file.
 """
 import math
 import os
+import tokenize
 
 import numpy as np
 import torch
@@ -121,7 +122,9 @@ def _read_npy(path):
             if version not in _NPY_READERS:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, _, dtype = _NPY_READERS[version](f)          # a literal header: no pickle is read
-        except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        # numpy parses the header dict with tokenize and ast.literal_eval: a mangled one raises TokenError
+        # (not a ValueError) or, nested deep, RecursionError (found by the seeded fuzz in test_directions.py)
+        except (ValueError, OSError, SyntaxError, TypeError, tokenize.TokenError, RecursionError) as exc:
             raise _refuse(path, f"not a .npy file: {str(exc)[:200]}") from None
         if dtype.hasobject or dtype.kind != "f":
             raise _refuse(path, f"the direction is {dtype}, not a float vector")
