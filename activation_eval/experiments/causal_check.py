@@ -12,6 +12,8 @@ Public names:
                          the result (causal.json there, which --report shows)
 
 Example:
+    >>> choose_layer("results/run1", layer="layer_3")[:2]       # the layer as given, at the probe's position
+    ('layer_3', 'answer_first')
     >>> result = causal_run("results/run1", alphas=(-4, 4), n_random=4, folds=2, limit=40)   # doctest: +SKIP
     >>> result.verdict, [c.name for c in result.conditions][:3]                              # doctest: +SKIP
     ('no causal evidence at this layer', ['baseline', 'alpha=-4', 'alpha=+4'])

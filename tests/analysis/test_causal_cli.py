@@ -23,7 +23,7 @@ from helpers import make_tokenizer, planted_model, read_rows, run_main
 
 pytestmark = pytest.mark.slow            # dozens of tiny run folders: ~30-60 s per check
 
-N_QUESTIONS = 48
+N_QUESTIONS = 40
 
 
 def planted_run(tmp_path, kind):
@@ -47,7 +47,7 @@ def planted_run(tmp_path, kind):
 
 def causal(run, tmp_path, *extra):
     out = tmp_path / "causal"
-    code = cli.main(["--causal", str(run), "--causal_layer", "layer_1", "--causal_random", "6", "--causal_folds", "3",
+    code = cli.main(["--causal", str(run), "--causal_layer", "layer_1", "--causal_random", "4", "--causal_folds", "2",
                      "--causal_alphas=-4,-2,2,4",
                      "--causal_dir", str(out), "--output_dir", str(tmp_path / "plots"), "--json", "--quiet", *extra])
     return code, out
@@ -63,7 +63,7 @@ def test_the_planted_direction_is_causal_and_every_condition_is_a_kept_run_folde
     result = json.loads(capsys.readouterr().out)
     assert result["verdict"] == "causal" and result["sign_flip_reverses"]
     assert result["effect_ci"][0] > 0 and abs(result["effect"]) > result["random_p95"]
-    assert result["cross_fitting"].startswith("3 folds") and result["folds"] == 3
+    assert result["cross_fitting"].startswith("2 folds") and result["folds"] == 2
     # the cross-fitted direction is the planted one (up to the noise head's share)
     [check] = out.glob(f"{run.name}_layer_1_mass_mean_*")             # _<key of the grid, K, folds, ...>
     fold0 = check / "alpha=+4" / "fold_0"
@@ -77,7 +77,7 @@ def test_the_planted_direction_is_causal_and_every_condition_is_a_kept_run_folde
     assert json.loads((check / "causal.json").read_text())["verdict"] == "causal"
     # a second call resumes every folder: nothing is answered again (the same rows, timestamps included)
     stored = {p: p.read_bytes() for p in check.rglob("results.jsonl")}
-    assert len(stored) == 1 + 5 * 3 + 12                   # baseline, 4 alphas + ablation per fold, 6 randoms x 2
+    assert len(stored) == 1 + 5 * 2 + 8                    # baseline, 4 alphas + ablation per fold, 4 randoms x 2
     code, _ = causal(run, tmp_path)
     assert code == 0 and json.loads(capsys.readouterr().out)["verdict"] == "causal"
     assert {p: p.read_bytes() for p in check.rglob("results.jsonl")} == stored
