@@ -44,6 +44,7 @@ from ...schema.probe import (
     BootstrapSetup,
     Clusters,
     CvSetup,
+    ErrorDetection,
     LayerScore,
     Metric,
     OperatingPointRow,
@@ -57,11 +58,12 @@ from ...schema.probe import (
 from ...schema.transfer import TransferResult
 from .controls import ANSWER_CONTROLS, make_control, raw_score
 from .error_detection import error_detection_of
+from .layer_fits import fit_score, oof_proba
 from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
 from .overlap import TestSplit, split_fields
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
-from .sweep import OOF_SCORING, LayerData, Setup, Sweep, fit_score, one_blas_thread, oof_proba
+from .sweep import OOF_SCORING, LayerData, Setup, Sweep, one_blas_thread
 from .transfer import transfer_matrix
 
 TABLE_RESAMPLES = 2000             # resamples of the side tables (families, seeds, positions, operating points)
@@ -100,6 +102,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
     if setup.y_test is not None:
         test_run = _test_run(setup, evaluate_scores(setup.y_test, sweep.test_scores, test_controls, n_boot, seed,
                                                     clusters=setup.test_clusters), where)
+    errors = error_detection_of(setup, scores.best_layer, sweep.oof, controls, B, seed)
     warnings = list(setup.warnings) + below_chance_warnings(scores, "")
     if test_run is not None:
         warnings += below_chance_warnings(test_run, "test run: ")
@@ -118,8 +121,8 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
                   for f, probas in sweep.families.items()},
         seeds=SeedSpread(seeds=setup.seeds, auroc=sweep.seed_auroc,
                          range={n: (min(a), max(a)) for n, a in sweep.seed_auroc.items()}),
-        operating_points=_operating_points(setup, sweep, scores.best_layer, controls, B, seed),
-        error_detection=error_detection_of(setup, scores.best_layer, sweep.oof, controls, B, seed),
+        operating_points=_operating_points(setup, sweep, scores.best_layer, controls, B, seed, errors),
+        error_detection=errors,
         positions=_positions(setup, sweep, B, seed), transfer=matrix, test_run=test_run)
 
 
@@ -234,18 +237,22 @@ def _positions(setup: Setup, sweep: Sweep, n_boot: int, seed: int) -> PositionTa
 
 
 def _operating_points(setup: Setup, sweep: Sweep, best_layer: str, controls: Mapping[str, Any], n_boot: int,
-                      seed: int) -> OperatingPoints | None:
+                      seed: int, errors: ErrorDetection | None = None) -> OperatingPoints | None:
     """The best layer's and every control's (but majority's) operating points (binary targets, else None).
     A raw score is read through its ranks (AUPRC and the rates depend on the order only); it is no
-    probability, so its Brier and ECE are None (but P(True)'s, which is one)."""
+    probability, so its Brier and ECE are None (but P(True)'s, which is one). A fitted model's row is error
+    detection's row of the second class (`errors`: the same probabilities, resamples and figures)."""
     if setup.n_classes != 2:
         return None
     scored = {best_layer: (sweep.oof[best_layer][0][:, 1], True)}
     for c, v in controls.items():
         if c != "majority":
             scored[f"control:{c}"] = (_as_unit_interval(c, v), c == P_TRUE) if c in setup.raw else (v[0][:, 1], True)
-    rows = {name: _point_row(operating_points(p, setup.y == 1, n_boot=n_boot, seed=seed,
-                                              clusters=setup.clusters, level=LEVEL), probability=is_probability)
+    done = errors.orientations[list(errors.orientations)[1]].rows if errors is not None else {}
+    fitted = {best_layer, *(f"control:{c}" for c in controls if c not in setup.raw)}
+    rows = {name: done[name] if name in done and name in fitted else
+            _point_row(operating_points(p, setup.y == 1, n_boot=n_boot, seed=seed, clusters=setup.clusters,
+                                        level=LEVEL), probability=is_probability)
             for name, (p, is_probability) in scored.items()}
     return OperatingPoints(level=LEVEL, prevalence=float(np.mean(setup.y == 1)), positive=str(setup.classes[1]),
                            rows=rows)

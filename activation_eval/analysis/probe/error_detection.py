@@ -7,8 +7,10 @@ share of wrong answers caught while flagging 1% of the right ones. So the operat
 (operating_points.py) come in both orientations, "incorrect" first, then "correct". Beside them, the
 selective-prediction figures of selective.py: PRR, AURC with its risk-coverage curve, and the
 accuracy at 80% and 90% coverage, each with a percentile bootstrap interval over questions (their
-samples together). The scores are the out-of-fold probabilities of the second class (True: correct)
-of the best layer's probe and of every control but majority (one score for all: nothing to rank).
+samples together), all scores on the same resamples in one pass (error_resamples.py; above its BINS
+distinct scores the resamples read the scores in bins, with a note). The scores are the out-of-fold
+probabilities of the second class (True: correct) of the best layer's probe and of every control but
+majority (one score for all: nothing to rank).
 
 For a binary target other than correct, the first class plays "incorrect" and the keys are the
 classes' names.
@@ -38,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from ...schema.probe import ErrorDetection, Metric, OperatingPointRow, OperatingPoints, SelectiveRow
-from .operating_points import operating_points
-from .selective import CURVE_COVERAGE, selective_figures
+from .error_resamples import BINS, binned_note, error_figures
+from .selective import CURVE_COVERAGE
 
 __all__ = ["error_detection", "error_detection_of", "orientation_names"]
 
@@ -63,22 +65,22 @@ def error_detection(y: Any, classes: Sequence[Any], target: str, scored: Mapping
     y = np.asarray(y)
     correct = y == 1
     negative, positive = orientation_names(target, classes)
+    found = error_figures(scored, correct, n_boot=n_boot, seed=seed, clusters=clusters, level=level)
     orientations = {}
-    for name, is_positive, flip in ((negative, ~correct, True), (positive, correct, False)):
-        rows = {s: _point_row(operating_points(1.0 - p if flip else p, is_positive, n_boot=n_boot, seed=seed,
-                                               clusters=clusters, level=level))
-                for s, p in ((s, np.asarray(p, dtype=np.float64)) for s, p in scored.items())}
+    for name, is_positive, part in ((negative, ~correct, 0), (positive, correct, 1)):
+        rows = {s: _point_row(parts[part]) for s, parts in found.items()}
         orientations[name] = OperatingPoints(level=level, prevalence=float(np.mean(is_positive)),
                                              positive=name, rows=rows)
-    figures = {s: selective_figures(np.asarray(p, dtype=np.float64), correct, n_boot=n_boot, seed=seed,
-                                    clusters=clusters, level=level) for s, p in scored.items()}
+    figures = {s: parts[2] for s, parts in found.items()}
+    blocks = max((len(np.unique(np.asarray(p))) for p in scored.values()), default=0)
+    binned = [binned_note(blocks)] if blocks > BINS else []
     first = next(iter(figures.values()), None)
     error_rate = float(np.mean(~correct))
     return ErrorDetection(level=level, n=len(y), scores=SCORES, negative_class=str(classes[0]), error_rate=error_rate,
                           oracle_aurc=_finite(first["oracle_aurc"]) if first else float("nan"),
                           orientations=orientations, coverage=list(CURVE_COVERAGE),
                           selective={s: _selective_row(f) for s, f in figures.items()},
-                          notes=_notes(int((~correct).sum()), int(correct.sum()), negative))
+                          notes=_notes(int((~correct).sum()), int(correct.sum()), negative) + binned)
 
 
 def error_detection_of(setup: Any, best_layer: str, oof: Mapping[str, Any], controls: Mapping[str, Any],

@@ -23,6 +23,8 @@ Public names:
     make_probe(family) -> unfitted sklearn-style classifier (fit, predict_proba, predict)
     family_name(family) -> the result's family name (a known family, else ValueError)
     mlp_sizes(n) -> the MLP's hidden layer sizes for n training questions
+    standard_scale(var, mean, n, dtype) -> Standardize's scale from a column variance and mean of n rows
+    SHARED_FOLD_FAMILIES            the families layer_fits fits on one standardized copy per fold
     Standardize()                   sklearn StandardScaler's transform (mean 0, population std 1, a constant
                                     column scaled by 1), in the input's float dtype
 
@@ -44,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 FAMILIES = ("logistic", "mass_mean")
+SHARED_FOLD_FAMILIES = FAMILIES              # fitted on a fold's shared standardized copy (layer_fits.oof_many)
 PROBE_FAMILIES = FAMILIES + ("mlp",)
 MLP_WIDTHS = (256, 128, 64)          # SAPLMA's
 MLP_FULL_AT = 1000                   # training questions at which the MLP has its full widths
@@ -85,6 +88,14 @@ def mlp_sizes(n: int) -> tuple[int, ...]:
     return tuple(max(8, int(w * scale)) for w in MLP_WIDTHS)
 
 
+def standard_scale(var: np.ndarray, mean: np.ndarray, n: int, dtype: Any) -> np.ndarray:
+    """The scale Standardize divides by: the population std, 1 for a column StandardScaler calls constant
+    (variance at rounding level for its mean, or a std under 10 eps of `dtype`)."""
+    eps = np.finfo(dtype if np.dtype(dtype).kind == "f" else np.float64).eps
+    constant = var <= (n * eps * mean) ** 2                   # StandardScaler's test of a constant column
+    return np.where(constant | (np.sqrt(var) < 10 * eps), 1.0, np.sqrt(var))
+
+
 class Standardize:
     """Features centred on the training mean and divided by the training (population) std, as sklearn's
     StandardScaler does (a column whose variance is at rounding level is only centred), with float64 sums."""
@@ -93,9 +104,7 @@ class Standardize:
         X = np.asarray(X)
         self.mean_ = X.mean(axis=0, dtype=np.float64)
         var = np.square(X - self.mean_.astype(X.dtype), dtype=np.float64).mean(axis=0)
-        eps = np.finfo(X.dtype if X.dtype.kind == "f" else np.float64).eps
-        constant = var <= (len(X) * eps * self.mean_) ** 2        # StandardScaler's test of a constant column
-        self.scale_ = np.where(constant | (np.sqrt(var) < 10 * eps), 1.0, np.sqrt(var))
+        self.scale_ = standard_scale(var, self.mean_, len(X), X.dtype)
         return self
 
     def transform(self, X):
@@ -144,19 +153,37 @@ class MassMeanProbe:
     on the training questions' projections. Binary only."""
 
     def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float64)
+        self.center_ = X.mean(axis=0)
+        return self.fit_centred(X - self.center_, y)
+
+    def fit_centred(self, Z, y):
+        """fit on rows Z already centred on their mean (float32 kept: sums in float64); then the _centred
+        methods score rows centred on the same mean."""
         from sklearn.linear_model import LogisticRegression
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
+        y = np.asarray(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2:
             raise ValueError(f"the mass-mean probe needs a binary target, got {len(self.classes_)} classes")
-        self.direction_ = X[y == self.classes_[1]].mean(axis=0) - X[y == self.classes_[0]].mean(axis=0)
-        self.center_ = X.mean(axis=0)
-        self._link = LogisticRegression(max_iter=2000).fit(self._project(X), y)
+        self.direction_ = (Z[y == self.classes_[1]].mean(axis=0, dtype=np.float64)
+                           - Z[y == self.classes_[0]].mean(axis=0, dtype=np.float64))
+        self._link = LogisticRegression(max_iter=2000).fit(self._project_centred(Z), y)
         return self
 
-    def _project(self, X):
+    def _project_centred(self, Z):
         norm = np.linalg.norm(self.direction_) or 1.0
-        return ((np.asarray(X, dtype=np.float64) - self.center_) @ (self.direction_ / norm))[:, None]
+        Z = np.asarray(Z)
+        unit = (self.direction_ / norm).astype(Z.dtype if Z.dtype.kind == "f" else np.float64)
+        return np.asarray(Z @ unit, dtype=np.float64)[:, None]
+
+    def predict_proba_centred(self, Z):
+        return self._link.predict_proba(self._project_centred(Z))
+
+    def predict_centred(self, Z):
+        return self._link.predict(self._project_centred(Z))
+
+    def _project(self, X):
+        return self._project_centred(np.asarray(X, dtype=np.float64) - self.center_)
 
     def predict_proba(self, X):
         return self._link.predict_proba(self._project(X))

@@ -4,7 +4,8 @@ AUROC says how well scores rank; a user deploying a probe (say, as a detector of
 needs the precision it reaches (AUPRC), the TPR it keeps at a low false-positive rate, the FPR it
 costs to catch 95% of the positives, and whether its probabilities mean what they say (Brier, ECE).
 Like bootstrap.py, every metric takes a weight matrix (m, n), one bootstrap resample per row
-(counts from resample_counts), so one sort of the scores serves every resample.
+(counts from resample_counts), so one sort of the scores serves every resample; the cumulative sums run
+along each resample's row (contiguous), and several scores share each chunk of resamples.
 
 Public names:
     weighted_auprc(scores, positive, weights) -> (m,)  average precision, sklearn's definition:
@@ -22,6 +23,9 @@ Public names:
     operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=0.95) -> dict
                                                        all five on every row ("value") with percentile
                                                        intervals ("ci") over resampled questions
+    operating_points_of({name: (proba, positive)}, n_boot=2000, seed=0, clusters=None, level=0.95)
+                                                       -> {name: operating_points' dict}: several scores
+                                                       of the same rows on the same resamples, drawn once
 
 tpr_at_fpr and fpr_at_tpr are nan when a resample lacks a class (the rate is undefined), weighted_auprc
 when it lacks positives (with no negatives the precision is 1 everywhere and AP = 1); Brier and ECE
@@ -53,79 +57,91 @@ import numpy as np
 
 from .bootstrap import percentile_interval, resample_counts
 
-__all__ = ["weighted_auprc", "tpr_at_fpr", "fpr_at_tpr", "weighted_brier", "weighted_ece", "operating_points"]
+__all__ = ["weighted_auprc", "tpr_at_fpr", "fpr_at_tpr", "weighted_brier", "weighted_ece", "operating_points",
+           "operating_points_of"]
 
 MAX_FPR = 0.01
 MIN_TPR = 0.95
+ECE_BINS = 10
 
 
 def _weights(weights):
     return np.atleast_2d(np.asarray(weights, dtype=np.float64))
 
 
-def _cumulative_counts(scores, positive, weights):
-    """Weighted true and false positives (G, m) at each distinct score taken as the threshold
-    (predict positive when score >= threshold), thresholds descending as in sklearn's curves."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positive = np.asarray(positive, dtype=bool)
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
-    w = np.ascontiguousarray(_weights(weights).T[order])             # (n, m): questions as rows
-    pos_w, neg_w = w * positive[order, None], w * ~positive[order, None]
-    tp, fp = np.cumsum(pos_w, axis=0), np.cumsum(neg_w, axis=0)
-    last_of_group = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-    return tp[last_of_group], fp[last_of_group]
+class _Sorted:
+    """One score sorted once (descending, ties in input order): the order, which rows are positive in it,
+    and the last row of each block of tied scores (None when all scores differ)."""
+
+    def __init__(self, scores, positive):
+        scores = np.asarray(scores, dtype=np.float64)
+        self.order = np.argsort(-scores, kind="mergesort")
+        self.positive = np.asarray(positive, dtype=bool)[self.order]
+        last = np.r_[np.flatnonzero(np.diff(scores[self.order])), len(scores) - 1]
+        self.last = None if len(last) == len(scores) else last
+
+    def counts(self, weights):
+        """Weighted true positives and positive calls (m, G) at each distinct score taken as the threshold
+        (predict positive when score >= threshold), thresholds descending as in sklearn's curves; the
+        resamples are rows (weights (m, n)), so every cumulative sum runs along contiguous memory."""
+        w = np.atleast_2d(np.asarray(weights))[:, self.order]
+        tp = np.cumsum(np.where(self.positive, w, 0), axis=1)
+        called = np.cumsum(w, axis=1)
+        if self.last is not None:
+            tp, called = tp[:, self.last], called[:, self.last]
+        return tp.astype(np.float64, copy=False), called.astype(np.float64, copy=False)
 
 
-def _auprc(tp, fp):
-    total_pos = tp[-1]
-    called = tp + fp
+def _auprc(tp, called):
+    """sum_k (TP_k - TP_{k-1}) / TP * precision_k per row (m, G); nan without positives."""
+    total_pos = tp[:, -1]
+    gain = np.diff(tp, axis=1, prepend=0.0)                          # (R_k - R_{k-1}) * positives
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(called > 0, tp / np.where(called > 0, called, 1), 0.0)
-        recall_gain = np.diff(tp, axis=0, prepend=0.0)                # (R_k - R_{k-1}) * positives
-        return np.where(total_pos > 0, (recall_gain * precision).sum(axis=0) / total_pos, np.nan)
+        precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
+        return np.where(total_pos > 0, np.einsum("ij,ij->i", gain, precision) / total_pos, np.nan)
 
 
-def _rates(tp, fp):
-    """(tpr, fpr) (G + 1, m), the first row the threshold above every score (0, 0); nan columns
-    where a resample lacks a class."""
+def _tpr_at_fpr(tp, called, max_fpr):
+    """The highest TPR over the thresholds (and one above every score: TPR 0) whose FPR <= max_fpr: FPR
+    grows along the thresholds, so it is the TPR at the last of them that qualifies."""
+    fp = called - tp
+    tp_total, fp_total = tp[:, -1:], fp[:, -1:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr, fpr = tp / tp[-1], fp / fp[-1]
-    undefined = (tp[-1] <= 0) | (fp[-1] <= 0)
-    zero = np.zeros((1, tp.shape[1]))
-    tpr, fpr = np.vstack([zero, tpr]), np.vstack([zero, fpr])
-    tpr[:, undefined] = np.nan
-    fpr[:, undefined] = np.nan
-    return tpr, fpr
+        within = (fp / fp_total <= max_fpr).sum(axis=1)               # thresholds qualifying: a prefix
+        rows = np.arange(len(tp))
+        tpr = np.where(within > 0, tp[rows, np.maximum(within - 1, 0)] / tp_total[:, 0], 0.0)
+    return np.where((tp_total[:, 0] > 0) & (fp_total[:, 0] > 0), tpr, np.nan)
 
 
-def _tpr_at_fpr(tp, fp, max_fpr):
-    tpr, fpr = _rates(tp, fp)
-    best = np.max(np.where(fpr <= max_fpr, tpr, 0.0), axis=0)         # TPR grows as FPR does
-    return np.where(np.isnan(tpr[-1]), np.nan, best)
-
-
-def _fpr_at_tpr(tp, fp, min_tpr):
-    tpr, fpr = _rates(tp, fp)
-    best = np.min(np.where(tpr >= min_tpr, fpr, np.inf), axis=0)      # the last threshold has TPR 1
-    return np.where(np.isnan(fpr[-1]), np.nan, best)
+def _fpr_at_tpr(tp, called, min_tpr):
+    """The lowest FPR over the thresholds whose TPR >= min_tpr (the last threshold has TPR 1; the one above
+    every score, TPR 0, qualifies only for min_tpr <= 0): the FPR at the first of them that qualifies."""
+    fp = called - tp
+    tp_total, fp_total = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = (tp / tp_total < min_tpr).sum(axis=1)                 # thresholds not qualifying: a prefix
+        rows = np.arange(len(tp))
+        fpr = fp[rows, np.minimum(below, tp.shape[1] - 1)] / fp_total[:, 0]
+    if min_tpr <= 0:
+        fpr = np.zeros_like(fpr)
+    return np.where((tp_total[:, 0] > 0) & (fp_total[:, 0] > 0), fpr, np.nan)
 
 
 def weighted_auprc(scores, positive, weights):
     """Average precision per row of `weights` (m, n): sklearn.metrics.average_precision_score(positive,
     scores, sample_weight=row); tied scores form one threshold. nan where a row has no positive weight."""
-    return _auprc(*_cumulative_counts(scores, positive, weights))
+    return _auprc(*_Sorted(scores, positive).counts(weights))
 
 
 def tpr_at_fpr(scores, positive, weights, max_fpr=MAX_FPR):
     """Highest TPR over the thresholds of sklearn.metrics.roc_curve(drop_intermediate=False) (the
     distinct scores, plus one above them all: TPR 0) whose FPR <= max_fpr; no interpolation."""
-    return _tpr_at_fpr(*_cumulative_counts(scores, positive, weights), max_fpr)
+    return _tpr_at_fpr(*_Sorted(scores, positive).counts(weights), max_fpr)
 
 
 def fpr_at_tpr(scores, positive, weights, min_tpr=MIN_TPR):
     """Lowest FPR over the same thresholds whose TPR >= min_tpr; no interpolation."""
-    return _fpr_at_tpr(*_cumulative_counts(scores, positive, weights), min_tpr)
+    return _fpr_at_tpr(*_Sorted(scores, positive).counts(weights), min_tpr)
 
 
 def _check_proba(proba):
@@ -144,7 +160,7 @@ def weighted_brier(proba, positive, weights):
         return weights @ error / weights.sum(axis=1)
 
 
-def weighted_ece(proba, positive, weights, bins=10):
+def weighted_ece(proba, positive, weights, bins=ECE_BINS):
     """Expected calibration error per row of `weights` (m, n): `bins` equal-width bins on [0, 1]
     (bin b is [b/bins, (b+1)/bins), the last one closed at 1); sum over bins of (bin weight / total weight) times
     |weighted mean proba - weighted frequency of positives| in the bin."""
@@ -158,11 +174,11 @@ def weighted_ece(proba, positive, weights, bins=10):
         return np.abs(weights @ gap).sum(axis=1) / weights.sum(axis=1)
 
 
-def _all_metrics(proba, positive, weights, calibrated=True):
-    tp, fp = _cumulative_counts(proba, positive, weights)
+def _all_metrics(sort, proba, positive, weights, calibrated=True):
+    tp, called = sort.counts(weights)
     undefined = np.full(np.atleast_2d(weights).shape[0], np.nan)
-    return {"auprc": _auprc(tp, fp), "tpr_at_1pct_fpr": _tpr_at_fpr(tp, fp, MAX_FPR),
-            "fpr_at_95pct_tpr": _fpr_at_tpr(tp, fp, MIN_TPR),
+    return {"auprc": _auprc(tp, called), "tpr_at_1pct_fpr": _tpr_at_fpr(tp, called, MAX_FPR),
+            "fpr_at_95pct_tpr": _fpr_at_tpr(tp, called, MIN_TPR),
             "brier": weighted_brier(proba, positive, weights) if calibrated else undefined,
             "ece": weighted_ece(proba, positive, weights) if calibrated else undefined}
 
@@ -190,21 +206,38 @@ def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=
     with the percentile interval holding `level` of `n_boot` bootstrap resamples (of `clusters`, e.g.
     cluster_index(rows)[0], when rows share a question). Also "prevalence", "n_positive",
     "n_negative", "n_boot", "n_clusters", "level" and, when a figure rests on too few rows, "note"."""
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.ndim != 1 or np.any(np.isnan(proba)):
-        raise ValueError("proba must be a 1-D array of scores without nan (the positive class's)")
-    calibrated = _is_probability(proba)
-    positive = np.asarray(positive, dtype=bool)
-    n = len(proba)
-    values = {k: float(v[0]) for k, v in _all_metrics(proba, positive, np.ones((1, n)), calibrated).items()}
-    draws = {k: [] for k in values}
+    return operating_points_of({"": (proba, positive)}, n_boot, seed, clusters, level)[""]
+
+
+def operating_points_of(scored, n_boot=2000, seed=0, clusters=None, level=0.95):
+    """{name: operating_points(proba, positive, ...)} for scored {name: (proba, positive)} of the same n rows,
+    on the same resamples (drawn once for all of them: each chunk of resamples serves every score)."""
+    prepared = {}
+    for name, (proba, positive) in scored.items():
+        proba = np.asarray(proba, dtype=np.float64)
+        if proba.ndim != 1 or np.any(np.isnan(proba)):
+            raise ValueError("proba must be a 1-D array of scores without nan (the positive class's)")
+        positive = np.asarray(positive, dtype=bool)
+        prepared[name] = (_Sorted(proba, positive), proba, positive, _is_probability(proba))
+    sizes = {len(proba) for _, proba, _, _ in prepared.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"scores of different lengths: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    draws = {name: {} for name in prepared}
     for W in resample_counts(n, n_boot, seed, clusters=clusters):
-        for k, v in _all_metrics(proba, positive, W, calibrated).items():
-            draws[k].append(v)
+        for name, (sort, proba, positive, calibrated) in prepared.items():
+            for k, v in _all_metrics(sort, proba, positive, W, calibrated).items():
+                draws[name].setdefault(k, []).append(v)
+    n_clusters = n if clusters is None else len(np.unique(clusters))
+    return {name: _figures(*prepared[name], draws[name], n_boot, n_clusters, level) for name in prepared}
+
+
+def _figures(sort, proba, positive, calibrated, draws, n_boot, n_clusters, level):
+    n = len(proba)
+    values = {k: float(v[0]) for k, v in _all_metrics(sort, proba, positive, np.ones((1, n)), calibrated).items()}
     n_positive = int(positive.sum())
     out = {"prevalence": n_positive / n if n else float("nan"), "n_positive": n_positive,
-           "n_negative": n - n_positive, "n_boot": n_boot,
-           "n_clusters": n if clusters is None else len(np.unique(clusters)), "level": level}
+           "n_negative": n - n_positive, "n_boot": n_boot, "n_clusters": n_clusters, "level": level}
     for k, v in values.items():
         lo, hi = percentile_interval(np.concatenate(draws[k]), level)
         if k == "ece":         # biased upward: the basic interval, see the module docstring

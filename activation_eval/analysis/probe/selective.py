@@ -162,7 +162,12 @@ def weighted_risk_at(confidence: Any, correct: Any, weights: Any, coverages: Any
 
 def _all(confidence: np.ndarray, correct: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
     gw, ge = _tie_blocks(confidence, correct, W)
-    parts = (_before(gw), _before(ge), _rate(gw, ge))                    # shared by AURC and the risks
+    return _all_blocks(gw, ge, (_before(gw), _before(ge), _rate(gw, ge)))
+
+
+def _all_blocks(gw: np.ndarray, ge: np.ndarray, parts: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    """The figures of blocks gw, ge (G, m) and parts (weight before, incorrect weight before, rate) of each block
+    (error_resamples.py passes its own)."""
     aurc, risk = _aurc(gw, ge, parts), _risk_at(gw, ge, SELECTIVE_COVERAGES, parts)
     return {"aurc": aurc, "prr": _prr(gw, ge, aurc),
             "selective_accuracy_80": 1.0 - risk[:, 0], "selective_accuracy_90": 1.0 - risk[:, 1]}

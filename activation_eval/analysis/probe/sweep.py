@@ -15,13 +15,11 @@ Public names:
     Setup(rows, target, n_splits, seed, groups, test_rows, family, cv_seeds, answer=False, answer_embedding=None,
           test_answer_embedding=None)
                                     .strata: the fold of each question; .raw: the controls scored raw
-    Sweep(setup).add(layer)         fit one LayerData
+    Sweep(setup).add(layer)         fit one LayerData (layer_fits.fit_layer)
+    Sweep(setup).record(layer, fits) keep the fits of one LayerData made elsewhere (parallel.py)
     LayerData                       one layer's name, matrix, rows, test matrix and rows, {position: matrix}
                                     (the first may carry the embedding layer at the probe's position)
-    oof_proba(make_model, X, y, splits, n_classes) -> (probabilities (n, k), predicted classes (n,))
-    fit_score(model, X, y, X_test) -> (probabilities, predicted classes) of X_test
     one_blas_thread()               context: BLAS limited to one thread during the fits
-    as_float(X)                     float32 kept (a run's activations), anything else float64
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -35,18 +33,18 @@ Example:
     [0, 1, 2, 3, 4]
 """
 import contextlib
-import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...schema.probe import OOF_PAIRS_WITHIN_FOLDS
-from .bootstrap import cluster_index, macro_auroc
+from .bootstrap import cluster_index
 from .controls import OUTPUT_SCORE_FIELDS, RAW_TARGET, control_inputs, own_controls
 from .folds import hl_control_labels, labels, labels_of_test_run, make_folds, permutation_labels, small_sample_warnings
-from .models import FAMILIES, make_probe
+from .layer_fits import FitPlan, LayerFits, as_float, fit_layer
+from .models import FAMILIES
 from .sample_scores import with_sample_scores
 
 Rows = Sequence[Mapping[str, Any]]
@@ -165,6 +163,12 @@ class Setup:
         for inputs in (self.control_inputs, self.test_inputs):
             inputs[combined] = np.hstack([inputs[f] for f in shared])
 
+    def plan(self, families: Sequence[str]) -> FitPlan:
+        """The labels and folds every layer's fits need (layer_fits.FitPlan)."""
+        return FitPlan(y=self.y, splits=self.splits, permutation_y=self.permutation_y, hl_y=self.hl_y,
+                       seed_splits=self.seed_splits, seed_strata=self.seed_strata, strata=self.strata,
+                       family=self.family, families=list(families), n_classes=self.n_classes)
+
     def check_rows(self, layer: str, rows: Rows, test_rows: Rows | None) -> None:
         """Every layer must cover the same questions as the first one."""
         for got, want, which in ((rows, self.rows, "run"), (test_rows, self.test_rows, "test run")):
@@ -211,44 +215,29 @@ class Sweep:
                                                            if f == setup.family or setup.n_classes == 2}
         self.positions: dict[str, dict[str, np.ndarray]] = {}          # position -> {layer: proba}
         self.best: tuple[float, str | None, Any, Any] = (-1.0, None, None, None)   # (AUROC, layer, X, X_test)
+        self.plan = setup.plan(list(self.families))
 
     def add(self, layer: LayerData) -> None:
-        s = self.setup
-        X = as_float(layer.X)
-        fit: Callable[[], Any] = lambda: make_probe(s.family)                          # noqa: E731
-        self.oof[layer.name] = oof_proba(fit, X, s.y, s.splits, s.n_classes)
-        self.families[s.family][layer.name] = self.oof[layer.name][0]
-        for other in self.families:
-            if other != s.family:
-                self.families[other][layer.name] = oof_proba(functools.partial(make_probe, other), X, s.y,
-                                                             s.splits, s.n_classes)[0]
-        self.permutation[layer.name] = oof_proba(fit, X, s.permutation_y, s.splits, s.n_classes)[0]
-        if s.hl_y is not None:
-            self.hl_control[layer.name] = oof_proba(fit, X, s.hl_y, s.splits, s.n_classes)[0]
-        auroc = _auroc(self.oof[layer.name][0], s.y, s.strata)
-        self.seed_auroc[layer.name] = [auroc] + [_auroc(oof_proba(fit, X, s.y, splits, s.n_classes)[0], s.y, strata)
-                                                 for splits, strata in zip(s.seed_splits, s.seed_strata)]
-        for position, Xp in (layer.positions or {}).items():
-            proba = (self.oof[layer.name][0] if Xp is layer.X else
-                     oof_proba(fit, as_float(Xp), s.y, s.splits, s.n_classes)[0])
-            self.positions.setdefault(position, {})[layer.name] = proba
-        X_test = None
-        if layer.X_test is not None:
-            X_test = as_float(layer.X_test)
-            self.test_scores[layer.name] = fit_score(fit(), X, s.y, X_test)
-        if auroc > self.best[0]:
-            self.best = (auroc, layer.name, X, X_test)
+        """Fit one layer here (fit_layer)."""
+        self.record(layer, fit_layer(self.plan, layer.X, layer.positions, layer.X_test))
 
-
-def as_float(X: Any) -> np.ndarray:
-    """X as a float array for the fits: float32 stays float32 (a run's activations: half the memory, and the
-    logistic fits, bound by memory bandwidth, run ~2-3x faster at thousands of questions), else float64."""
-    X = np.asarray(X)
-    return X if X.dtype == np.float32 else X.astype(np.float64)
-
-
-def _auroc(proba: np.ndarray, y: np.ndarray, strata: np.ndarray | None = None) -> float:
-    return float(macro_auroc(proba, y, np.ones((1, len(y))), strata)[0])
+    def record(self, layer: LayerData, fits: LayerFits) -> None:
+        """Keep one layer's fits (from fit_layer, here or in another process); layers in their order."""
+        name = layer.name
+        self.oof[name] = fits.oof
+        for family, proba in fits.families.items():
+            self.families[family][name] = proba
+        self.permutation[name] = fits.permutation
+        if fits.hl_control is not None:
+            self.hl_control[name] = fits.hl_control
+        self.seed_auroc[name] = fits.seed_auroc
+        for position, proba in fits.positions.items():
+            self.positions.setdefault(position, {})[name] = proba
+        if fits.test is not None:
+            self.test_scores[name] = fits.test
+        if fits.seed_auroc[0] > self.best[0]:
+            X_test = None if layer.X_test is None else as_float(layer.X_test)
+            self.best = (fits.seed_auroc[0], name, as_float(layer.X), X_test)
 
 
 @contextlib.contextmanager
@@ -259,20 +248,3 @@ def one_blas_thread() -> Iterator[None]:
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1):
         yield
-
-
-def oof_proba(make_model: Callable[[], Any], X: np.ndarray, y: np.ndarray,
-              splits: Sequence[tuple[np.ndarray, np.ndarray]], n_classes: int) -> Proba:
-    """Out-of-fold (class probabilities (n, n_classes), predicted classes (n,)): each question
-    scored by the model of the fold that held it out."""
-    proba, pred = np.zeros((len(y), n_classes)), np.zeros(len(y), dtype=int)
-    for train, test in splits:
-        model = make_model().fit(X[train], y[train])
-        proba[test], pred[test] = model.predict_proba(X[test]), model.predict(X[test])
-    return proba, pred
-
-
-def fit_score(model: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> Proba:
-    """(class probabilities, predicted classes) of X_test from `model` fitted on all of X, y."""
-    model.fit(X, y)
-    return model.predict_proba(X_test), model.predict(X_test)
