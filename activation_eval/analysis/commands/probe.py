@@ -56,6 +56,9 @@ class ProbeCommand(Command):
         pr.add_argument("--cv_seeds", type=int, default=3, metavar="N",
                         help="cross-validation splits with seeds S, S+1, ... S+N-1, all reported (default 3)")
         pr.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
+        pr.add_argument("--probe_workers", type=int, metavar="N",
+                        help="processes that fit the layers (default: one per CPU, at most 4, from 5,000 questions; "
+                             "else 1); the figures do not depend on it")
         pr.add_argument("--seed", type=int, default=0, metavar="S",
                         help="seed of the fold shuffling and the bootstrap (default 0)")
         pr.add_argument("--bootstrap", type=int, metavar="B",
@@ -72,11 +75,13 @@ class ProbeCommand(Command):
             raise ValueError(f"--bootstrap must be at least 1000 resamples, got {args.bootstrap}")
         if args.cv_seeds < 1:
             raise ValueError("--cv_seeds must be at least 1")
+        if args.probe_workers is not None and args.probe_workers < 1:
+            raise ValueError(f"--probe_workers must be at least 1, got {args.probe_workers}")
         result = probe_run(args.probe, options.layers, args.folds, args.seed, target=args.target,
                            groups=args.probe_groups, test_run=args.test_run, n_bootstrap=args.bootstrap,
                            reduce=parse_reduce(args.reduce), progress=options.progress, family=args.probe_family,
                            cv_seeds=args.cv_seeds, transfer=args.transfer, keep_overlap=args.keep_overlap,
-                           strata=args.probe_strata)
+                           strata=args.probe_strata, workers=args.probe_workers)
         plots = [plot_probe(result, plot_path(args, options, "probe", f"probe_{result.run_name}"))]
         if result.transfer is not None:
             plots.append(plot_transfer(result, plot_path(args, options, "probe", f"transfer_{result.run_name}")))

@@ -11,11 +11,12 @@ captured, and the transfer matrix (transfer.py).
 
 Public names:
     probe(layer_data, n_layers, target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
-          transfer, run_names, where, at_answer=False) -> ProbeResult
-                                        fit every layer of `layer_data` (one pass), then bootstrap all
-                                        models together; `where` names the run folders; `at_answer`
-                                        adds the answer-token controls (the first LayerData carries
-                                        the embedding layer at the probe's position)
+          transfer, run_names, where, at_answer=False, strata=None, workers=None) -> ProbeResult
+                                        fit every layer of `layer_data` (one pass; in `workers` processes,
+                                        parallel.py, None: auto), then bootstrap all models together;
+                                        `where` names the run folders; `at_answer` adds the answer-token
+                                        controls (the first LayerData carries the embedding layer at the
+                                        probe's position)
     below_chance_warnings(part, what) -> [str]
     Where                               run_dir, run_name, reduce, position, position_note, test_dir, test_name
     TABLE_RESAMPLES, BELOW_CHANCE
@@ -32,6 +33,7 @@ Example:
 """
 import dataclasses
 import functools
+import itertools
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ from .layer_fits import fit_score, oof_proba
 from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
 from .overlap import TestSplit, split_fields
+from .parallel import fitted_layers, probe_workers
 from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
 from .sweep import OOF_SCORING, LayerData, Setup, Sweep, one_blas_thread
 from .transfer import transfer_matrix
@@ -86,11 +89,11 @@ class Where:
 def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
           n_bootstrap: int | None, progress: bool, family: str, cv_seeds: int, transfer: str | None,
           run_names: tuple[str, str | None], where: Where, at_answer: bool = False,
-          strata: str | None = None) -> ProbeResult:
+          strata: str | None = None, workers: int | None = None) -> ProbeResult:
     """Fit every layer (one pass over `layer_data`), then bootstrap all models together."""
     n_boot = _check_options(n_layers, n_bootstrap, family, cv_seeds)
     setup, sweep, controls, test_controls = _fit(layer_data, n_layers, target, n_splits, seed, groups, family,
-                                                 cv_seeds, progress, at_answer, strata)
+                                                 cv_seeds, progress, at_answer, strata, workers)
     scores = evaluate_scores(setup.y, sweep.oof, controls, n_boot, seed, setup.strata, setup.clusters,
                              setup.raw_strata)
     B = min(n_boot, TABLE_RESAMPLES)
@@ -152,27 +155,29 @@ def below_chance_warnings(part: Any, prefix: str) -> list[str]:
 
 
 def _fit(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits: int, seed: int, groups: str | None,
-         family: str, cv_seeds: int, progress: bool, at_answer: bool, strata: str | None = None
-         ) -> tuple[Setup, Sweep, dict[str, Any], dict[str, Any]]:
+         family: str, cv_seeds: int, progress: bool, at_answer: bool, strata: str | None = None,
+         workers: int | None = None) -> tuple[Setup, Sweep, dict[str, Any], dict[str, Any]]:
     """(setup, sweep, the controls' out-of-fold probabilities or raw scores, the controls' scores on the test run)."""
     from tqdm.auto import tqdm
-    setup: Setup | None = None
-    sweep: Sweep | None = None
     bar = tqdm(layer_data, total=n_layers, desc="probe layers", unit="layer", file=sys.stderr,
                disable=not progress, leave=False)
+    layers = iter(bar)
+    first = next(layers, None)
+    if first is None:
+        raise ValueError("no layers to probe")
     with one_blas_thread():
-        for layer in bar:
-            if setup is None:
-                setup = Setup(layer.rows, target, n_splits, seed, groups, layer.test_rows, family, cv_seeds,
-                              answer=at_answer, answer_embedding=layer.answer_embedding,
-                              test_answer_embedding=layer.test_answer_embedding,
-                              sample_embeddings=layer.sample_embeddings, strata=strata)
-                sweep = Sweep(setup)
+        setup = Setup(first.rows, target, n_splits, seed, groups, first.test_rows, family, cv_seeds,
+                      answer=at_answer, answer_embedding=first.answer_embedding,
+                      test_answer_embedding=first.test_answer_embedding,
+                      sample_embeddings=first.sample_embeddings, strata=strata)
+        sweep = Sweep(setup)
+
+        def checked(layer: LayerData) -> LayerData:
             setup.check_rows(layer.name, layer.rows, layer.test_rows)
-            assert sweep is not None
-            sweep.add(layer)
-        if setup is None or sweep is None:
-            raise ValueError("no layers to probe")
+            return layer
+        n_workers = probe_workers(workers, len(setup.y), n_layers)
+        for layer, fits in fitted_layers(sweep.plan, map(checked, itertools.chain([first], layers)), n_workers):
+            sweep.record(layer, fits)
         s = setup
         controls: dict[str, Any] = {
             c: raw_score(c, x) if c in s.raw else oof_proba(functools.partial(make_control, c), x, s.y, s.splits,

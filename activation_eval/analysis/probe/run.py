@@ -23,7 +23,8 @@ Public names:
     probe_features(features, rows, target="correct", n_splits=5, seed=0, groups=None, n_bootstrap=None,
                    test_features=None, test_rows=None, progress=False, family="logistic", cv_seeds=3,
                    transfer=None, position_features=None, answer_embedding=None, test_answer_embedding=None,
-                   at_answer=None, sample_embeddings=None, keep_overlap=False, strata=None) -> ProbeResult
+                   at_answer=None, sample_embeddings=None, keep_overlap=False, strata=None, workers=None)
+                   -> ProbeResult
                    answer_embedding (n, hidden): the embedding layer at the features' position; with it (or
                    at_answer=True) the features are read at the answer and the answer-token controls join
     LOAD_BUDGET_BYTES
@@ -57,7 +58,7 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
               target: str = "correct", groups: str | None = None, test_run: str | os.PathLike[str] | None = None,
               n_bootstrap: int | None = None, reduce: str | int = "auto", progress: bool = False,
               family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
-              keep_overlap: bool = False, strata: str | None = "auto") -> ProbeResult:
+              keep_overlap: bool = False, strata: str | None = "auto", workers: int | None = None) -> ProbeResult:
     """Probe every layer of a run folder (see the module docstring and the package's)."""
     run = _check_run(run_dir)
     strata, strata_note = probe_strata(run, strata, groups)
@@ -80,7 +81,7 @@ def probe_run(run_dir: str | os.PathLike[str], layers: Sequence[str] | None = No
         runs.append((run_names[1] or test_dir, run_steering(test_dir, first.test_rows or ())))
     result = probe(itertools.chain([first], layer_data), len(names), target, n_splits, seed, groups,
                    n_bootstrap, progress, family, cv_seeds, transfer, run_names, where, at_answer=at_answer,
-                   strata=strata)
+                   strata=strata, workers=workers)
     notes = [*([strata_note] if strata_note else []), *steering_notes(runs)]     # steered runs say so
     return dataclasses.replace(result, notes=[*result.notes, *notes]) if notes else result
 
@@ -176,7 +177,8 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
                    progress: bool = False, family: str = "logistic", cv_seeds: int = 3, transfer: str | None = None,
                    position_features: Mapping[str, Mapping[str, Any]] | None = None, answer_embedding: Any = None,
                    test_answer_embedding: Any = None, at_answer: bool | None = None,
-                   sample_embeddings: Any = None, keep_overlap: bool = False, strata: str | None = None) -> ProbeResult:
+                   sample_embeddings: Any = None, keep_overlap: bool = False, strata: str | None = None,
+                   workers: int | None = None) -> ProbeResult:
     """probe_run on in-memory data: features {layer: float [n, hidden]} in layer order, `rows`
     the n results rows (target, category, question, token counts); optionally the same for a
     test run to score transfer on, and position_features {position: {layer: X}} for the
@@ -219,7 +221,8 @@ def probe_features(features: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     answer = answer_embedding is not None if at_answer is None else bool(at_answer)
     return probe(layers(), len(features), target, n_splits, seed, groups, n_bootstrap, progress, family, cv_seeds,
                  transfer, ("run", "test run" if test_features is not None else None),
-                 Where(keep_overlap=keep_overlap, test_split=split), at_answer=answer, strata=strata)
+                 Where(keep_overlap=keep_overlap, test_split=split), at_answer=answer, strata=strata,
+                 workers=workers)
 
 def _check_run(path: str | os.PathLike[str]) -> str:
     path = os.fspath(path)
