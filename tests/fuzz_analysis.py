@@ -2,7 +2,7 @@
 `--compare F1 F2`) on run folders written by every producer: the run writer of main.py (tests/hostile.py's
 write_run, file and shard stores), the lm-eval backend and the Inspect provider (both run here on a tiny
 random llama, once, into the seed folder). A case copies one seed run, mutates ONE of its files
-(results.jsonl rows, run_config.json, summary.json, a record file or shard: fuzz_records.mutate, bytes and
+(results.jsonl rows, run_config.json, summary.json, a record file or shard: fuzz_harness.mutate, bytes and
 JSON-aware values) and runs the three modes through analyze_activations.main() against a second, valid
 run (or the other way round), in a worker subprocess. `--producers main` seeds only main.py's two runs
 (seconds instead of a minute of harness evaluations): what the short seeded test in make test runs; the
@@ -40,7 +40,7 @@ import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-import fuzz_records  # noqa: E402  (tests/ is not a package: the script's own folder)
+import fuzz_harness  # noqa: E402  (tests/ is not a package: the script's own folder)
 
 MAX_ERROR_CHARS = 500
 MAX_LINE_CHARS = 1000
@@ -221,12 +221,12 @@ def worker_main():
     out.flush()
     for line in sys.stdin:
         outcome = _run_case(line.rstrip("\n"), plots)
-        out.write(json.dumps({"outcome": outcome, "rss_mb": fuzz_records.peak_rss_mb()}) + "\n")
+        out.write(json.dumps({"outcome": outcome, "rss_mb": fuzz_harness.peak_rss_mb()}) + "\n")
         out.flush()
     return 0
 
 
-class _Worker(fuzz_records._Worker):
+class _Worker(fuzz_harness.Worker):
     def start(self):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -270,7 +270,7 @@ def fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0, roun
             label = f"{kind} {rel}"
         a, b = (runs[b_name], case) if swap else (case, runs[b_name])
         kind, detail, rss = worker.run(f"{a}\t{b}", case_timeout)
-        finding = fuzz_records.tally(report, worker, label.split()[0], kind, detail, rss, "analysis_bugs")
+        finding = fuzz_harness.tally(report, worker, label.split()[0], kind, detail, rss, "analysis_bugs")
         if finding:
             os.makedirs(out, exist_ok=True)
             saved = os.path.join(out, f"finding-{len(report['findings']):03d}")
@@ -281,22 +281,22 @@ def fuzz(seconds, seed, out, cases=None, seed_dir=None, case_timeout=120.0, roun
     for a_name in names:                             # every pair once, as it is
         for b_name in names:
             execute(a_name, b_name, None, False)
-    _, ops_strategy = fuzz_records._strategies()
+    _, ops_strategy = fuzz_harness.strategies()
 
     @settings(max_examples=rounds_of, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(pair=st.tuples(st.integers(0, 10 ** 6), st.integers(0, 10 ** 6), st.integers(0, 10 ** 6)),
            ops=ops_strategy, swap=st.booleans())
     def one_case(pair, ops, swap):
-        if fuzz_records.finished(report, start, seconds, cases):
+        if fuzz_harness.finished(report, start, seconds, cases):
             return
         a_name, b_name = names[pair[0] % len(names)], names[pair[1] % len(names)]
         kind, rel = files[a_name][pair[2] % len(files[a_name])]
         with open(os.path.join(runs[a_name], rel), "rb") as f:
-            data = fuzz_records.mutate(f.read(), ops, seeds, kind)
+            data = fuzz_harness.mutate(f.read(), ops, seeds, kind)
         execute(a_name, b_name, ((kind, rel), data), swap)
 
-    return fuzz_records.run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
+    return fuzz_harness.run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Fuzz the benchmark readers (--benchmark: .jsonl, .json, .csv, .tsv, .parquet, save_to_disk
 folders) with hypothesis-made mutations of valid and hostile seed files, for a set time; reports
-executions and findings as JSON. The harness is tests/fuzz_records.py's: each case is read in a
+executions and findings as JSON. The harness is tests/fuzz_harness.py's: each case is read in a
 worker subprocess (a segfault or hang is a finding, not the end of the fuzzer), mutated with its
 byte operations plus text snippets (brackets, quotes, line separators, huge numbers, CSV quotes).
 
@@ -32,9 +32,9 @@ import sys
 import tempfile
 import time
 
-import fuzz_records  # noqa: E402 - the harness (worker process, byte mutations, peak RSS), in this folder
+import fuzz_harness  # noqa: E402 - the harness (worker process, byte mutations, peak RSS), in this folder
 
-MEMORY_LIMIT_MB = fuzz_records.MEMORY_LIMIT_MB
+MEMORY_LIMIT_MB = fuzz_harness.MEMORY_LIMIT_MB
 TEXT_SNIPPETS = [b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"\n", b"\r\n", b"\t", b"|", b'""', b"\x00",
                  "\u2028".encode(), "\u0085".encode(), b"\xef\xbb\xbf", b"\xff\xfe", b"[" * 200, b"{\"a\":" * 150,
                  b"9" * 5000, b"1e999999", b"-0", b"NaN", b"null", b"true", b'"answer"', b'"choices": [', b"\\ud800",
@@ -73,12 +73,12 @@ def worker_main(reader):
     out.flush()
     for line in sys.stdin:
         outcome = _run_case(line.rstrip("\n"), reader)
-        out.write(json.dumps({"outcome": outcome, "rss_mb": fuzz_records.peak_rss_mb()}) + "\n")
+        out.write(json.dumps({"outcome": outcome, "rss_mb": fuzz_harness.peak_rss_mb()}) + "\n")
         out.flush()
     return 0
 
 
-class _Worker(fuzz_records._Worker):
+class _Worker(fuzz_harness.Worker):
     def start(self):
         import subprocess
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--reader", self.loader],
@@ -141,7 +141,7 @@ def _write_case(work, kind, data, template):
 
 def _strategies():
     from hypothesis import strategies as st
-    seed_strategy, byte_ops = fuzz_records._strategies()
+    seed_strategy, byte_ops = fuzz_harness.strategies()
     pos = st.floats(0, 1, exclude_max=True)
     text_ops = st.tuples(st.just("insert"), pos, st.sampled_from(TEXT_SNIPPETS))
     return seed_strategy, st.lists(st.one_of(text_ops, byte_ops.filter(bool).map(lambda ops: ops[0])), max_size=6)
@@ -172,7 +172,7 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
     def execute(kind, data, origin, template):
         case = _write_case(case_dir, kind, data, template)
         outcome_kind, detail, rss = worker.run(case, case_timeout)
-        finding = fuzz_records.tally(report, worker, kind, outcome_kind, detail, rss, "reader_bugs")
+        finding = fuzz_harness.tally(report, worker, kind, outcome_kind, detail, rss, "reader_bugs")
         if finding:
             os.makedirs(out, exist_ok=True)
             saved = os.path.join(out, f"finding-{len(report['findings']):03d}.{kind}")
@@ -189,13 +189,13 @@ def fuzz(seconds, seed, out, reader="ours", seeds=None, case_timeout=30.0, round
               suppress_health_check=list(HealthCheck))
     @given(which=seed_strategy, ops=ops_strategy)
     def one_case(which, ops):
-        if fuzz_records.finished(report, start, seconds, cases):
+        if fuzz_harness.finished(report, start, seconds, cases):
             return
         kind, data, name, template = seed_files[which % len(seed_files)]
         same_kind = [s for s in plain_seeds if s[0] == kind] or plain_seeds
-        execute(kind, fuzz_records.mutate(data, ops, same_kind, kind), name, template)
+        execute(kind, fuzz_harness.mutate(data, ops, same_kind, kind), name, template)
 
-    return fuzz_records.run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
+    return fuzz_harness.run_rounds(one_case, seed, seconds, start, worker, work, report, cases)
 
 
 def main(argv=None):

@@ -23,8 +23,9 @@ Public names:
     Side                "input" | "output"
     ControlScoring      "raw" | "fitted"
     OOF_PAIRS_WITHIN_FOLDS   the cv.oof_scoring value
-    upgrade_probe_json(data) -> data     a saved --json probe result of format 1 in today's keys (read it
-                                         then with analysis.jsonio.from_json(ProbeResult, ...))
+    upgrade_probe_json(data) -> data     a saved --json probe result of format 1 in today's keys, its transfer
+                                         result (of its own format) too (read it then with
+                                         analysis.jsonio.from_json(ProbeResult, ...))
     FORMAT_VERSION, CONTRACTS
 
 Example:
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from .estimates import Interval
-from .transfer import Overlap, TransferResult
+from .transfer import Overlap, TransferResult, upgrade_transfer_json
 
 FORMAT_VERSION = 2       # 2 (issue 27): raw single scores, pairs within folds, answer-token controls,
                          # permutation test vs Hewitt & Liang's control task, error_detection,
@@ -304,7 +305,8 @@ _V2_LAYER_NONE = ("hl_control_auroc", "hl_control_auroc_ci", "hl_selectivity", "
 
 
 def upgrade_probe_json(data: dict) -> dict:
-    """A probe result's JSON of any format in today's keys (a new dict; format 2 and later unchanged).
+    """A probe result's JSON of any format in today's keys (a new dict; format 2 and later unchanged but for
+    their transfer result, which carries its own format: schema.transfer.upgrade_transfer_json).
     Format 1 had no raw scores (every control fitted), pooled out-of-fold AUROC without groups, and named
     the permutation test the control task; the figures are kept, the new fields say so (None: not computed).
 
@@ -317,7 +319,12 @@ def upgrade_probe_json(data: dict) -> dict:
     >>> new["controls"]["length"]["scoring"], new["format_version"]
     ('fitted', 2)
     """
-    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int) or data["format_version"] >= 2:
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+        return data
+    transfer = upgrade_transfer_json(data.get("transfer"))          # it carries its own format version
+    if transfer is not data.get("transfer"):
+        data = dict(data, transfer=transfer)
+    if data["format_version"] >= 2:
         return data
     out = dict(data, format_version=2, answer_controls=[], raw_controls=[], error_detection=None)
     if isinstance(out.get("test_run"), dict):

@@ -7,6 +7,9 @@ category) or the two runs (--probe with --test_run). analysis/probe/transfer.py 
 Public names:
     TransferResult      the matrix with its intervals (the --json output's "transfer")
     Overlap             the questions a test set shares with its training set (--test_run)
+    upgrade_transfer_json(data) -> data   a saved transfer result of format 1 or 2 in today's keys (read it then
+                        with analysis.jsonio.from_json(TransferResult, ...); schema.probe.upgrade_probe_json
+                        upgrades the transfer a probe result holds)
     FORMAT_VERSION, CONTRACTS
 
 Example:
@@ -18,7 +21,7 @@ Example:
 """
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from .estimates import Interval
 
@@ -75,3 +78,39 @@ class Overlap:
 
 
 CONTRACTS = (TransferResult, Overlap)
+
+
+def upgrade_transfer_json(data: Any) -> Any:
+    """A transfer result's JSON of any format in today's keys (a new dict; format 3 and later unchanged).
+
+    Format 2 kept every value of the field as its own group, labelled by its whole text, and scored every row:
+    the format-3 fields say so (n_values = the groups, nothing merged, skipped, shortened or sampled; no
+    max_groups, min_rows or max_tested; max_label = the longest label it holds; n_tested = n). Format 1 did not
+    look for rows the training group shares with the tested one: they were scored, uncounted (shared 0 in
+    every cell, in_sample true, and a note that says so).
+
+    >>> old = {"format_version": 2, "by": "category", "layer": "layer_3", "groups": ["geography", "math"],
+    ...        "n": {"geography": 40, "math": 38}, "level": 0.95, "auroc": [[0.8, 0.7], [0.6, 0.75]],
+    ...        "auroc_ci": [[[0.7, 0.9], [0.6, 0.8]], [[0.5, 0.7], [0.6, 0.85]]], "notes": [],
+    ...        "shared": [[0, 0], [0, 0]], "in_sample": False}
+    >>> new = upgrade_transfer_json(old)
+    >>> new["format_version"], new["n_values"], new["merged"], new["max_groups"], new["max_label"], new["n_tested"]
+    (3, 2, 0, None, 9, {'geography': 40, 'math': 38})
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("format_version"), int) or data["format_version"] >= 3:
+        return data
+    out = dict(data)
+    groups = [g for g in out.get("groups") or [] if isinstance(g, str)]
+    if out["format_version"] < 2:
+        out["shared"] = [[0] * len(groups) for _ in groups]
+        out["in_sample"] = True
+        out["notes"] = [*(out.get("notes") or []), _V1_OVERLAP_NOTE]
+    out.update(format_version=3, n_values=len(groups), merged=0, skipped_rows=0, shortened=0, max_groups=None,
+               min_rows=0, max_label=max(map(len, groups), default=0), max_tested=None,
+               n_tested=dict(out.get("n") or {}))
+    return out
+
+
+_V1_OVERLAP_NOTE = ("saved in format 1, before rows that the training group shares with the tested group (same id "
+                    "or prompt) were looked for: they were scored and not counted, so cells may be partly in-sample")
+

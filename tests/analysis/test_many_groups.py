@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from activation_eval.analysis.jsonio import to_json
-from activation_eval.analysis.probe.bootstrap import resample_counts
+from activation_eval.analysis.probe.bootstrap import resample_counts, weighted_auroc
 from activation_eval.analysis.probe.build import Where, probe
 from activation_eval.analysis.probe.controls import control_inputs
 from activation_eval.analysis.probe.folds import MAX_LABEL, make_folds, permutation_labels
@@ -138,3 +138,43 @@ def test_stratified_difference_over_1000_strata_matches_a_hand_computation():
     d = values.reshape(1000, 6)[:, 3:].mean(axis=1) - values.reshape(1000, 6)[:, :3].mean(axis=1)
     assert res.stratified.value == pytest.approx(d.mean())          # equal weights 3*3/6 in every stratum
     assert res.strata_used == 1000 and res.stratified.ci[0] < d.mean() < res.stratified.ci[1]
+
+
+def _pairs_auroc(y, s, w, strata, per_stratum):
+    """The pair-weighted mean over strata of per_stratum(y, s, w) (a stratum's AUROC), weighted by its
+    (positive, negative) pairs; strata without a pair left out."""
+    num = den = 0.0
+    for k in np.unique(strata):
+        m = strata == k
+        pairs = w[m][y[m]].sum() * w[m][~y[m]].sum()
+        if pairs > 0:
+            num += per_stratum(y[m], s[m], w[m]) * pairs
+            den += pairs
+    return num / den
+
+
+def _by_definition(y, s, w):
+    """Mann-Whitney over every (positive, negative) pair, each weighted w_i w_j, ties 1/2."""
+    d = s[y][:, None] - s[~y][None, :]
+    return ((d > 0) + 0.5 * (d == 0)).ravel() @ np.outer(w[y], w[~y]).ravel() / (w[y].sum() * w[~y].sum())
+
+
+def test_weighted_auroc_over_1000_strata_is_the_pair_weighted_per_stratum_auroc():
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 12, 1000)                        # strata of 1-11 rows: some hold one class only
+    strata = rng.permutation(np.repeat([f"s{k}" for k in range(1000)], sizes))     # text labels, interleaved
+    n = len(strata)
+    y = rng.integers(0, 2, n).astype(bool)
+    s = np.round(rng.normal(size=n) + y, 1)                  # few distinct scores: ties within strata
+    W = np.stack([np.ones(n), next(resample_counts(n, 1, seed=8))[0], rng.gamma(1.0, size=n)])
+    got = weighted_auroc(s, y, W, strata)
+    expected = [_pairs_auroc(y, s, w, strata, _by_definition) for w in W]
+    assert np.abs(got - expected).max() < 1e-12
+    some = np.isin(strata, [f"s{k}" for k in range(0, 1000, 8)])      # 125 strata: sklearn on each
+    for w, value in zip(W, weighted_auroc(s[some], y[some], W[:, some], strata[some])):
+        sklearn = _pairs_auroc(y[some], s[some], w[some], strata[some],
+                               lambda t, x, v: roc_auc_score(t, x, sample_weight=v))
+        assert abs(value - sklearn) < 1e-12
+    assert weighted_auroc(s, y, W[:1], None)[0] == pytest.approx(roc_auc_score(y, s), abs=1e-12)   # pairs across
+    lone = np.array([f"s{k}" for k in range(n)])             # every row its own stratum: no pair, no AUROC
+    assert np.isnan(weighted_auroc(s, y, W, lone)).all()

@@ -101,7 +101,7 @@ def test_amplification_attacks_are_live_under_plain_pickle(hostile_paths):
 
 MEMORY_SCRIPT = """
 import json, sys
-from fuzz_records import peak_rss_mb
+from fuzz_harness import peak_rss_mb
 from activation_eval.store.run_reader import load_activations
 before = peak_rss_mb() * 1024
 errors = {}

@@ -127,36 +127,50 @@ def weighted_auroc(scores: Any, positive: Any, weights: Any, strata: Any = None)
     Equals sklearn.metrics.roc_auc_score(positive, scores) for a row of ones; a row with counts
     is the AUROC of the resample that holds each question that many times. Ties count 1/2.
     With `strata` (n,) only pairs within the same stratum are compared (the pair-weighted mean
-    of the per-stratum AUROCs), e.g. within each cross-validation fold.
+    of the per-stratum AUROCs), e.g. within each cross-validation fold: one sort by (stratum,
+    score) serves every stratum, so the cost does not grow with the number of strata.
     """
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive, dtype=bool)
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if strata is None:
-        wins, pairs = _wins_and_pairs(scores, positive, weights)
-    else:
-        strata = np.asarray(strata)
-        parts = [_wins_and_pairs(scores[strata == s], positive[strata == s], weights[:, strata == s])
-                 for s in np.unique(strata)]
-        wins, pairs = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    codes = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1].ravel()
+    wins, pairs = _wins_and_pairs(scores, positive, weights, codes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, wins / pairs, np.nan)
 
 
-def _wins_and_pairs(scores, positive, weights):
-    """Per row of weights: weighted (positive, negative) pairs ranked right (ties 1/2), all pairs."""
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    w = np.ascontiguousarray(weights.T[order])                       # (n, m): questions as rows
-    pos_w, neg_w = w * positive[order, None], w * ~positive[order, None]
-    if np.all(np.diff(sorted_scores) > 0):                           # no ties: every score its group
-        pos, neg = pos_w, neg_w
-    else:                                                            # sum the tied questions
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-        pos, neg = np.add.reduceat(pos_w, starts, axis=0), np.add.reduceat(neg_w, starts, axis=0)
-    neg_below = np.cumsum(neg, axis=0) - neg
-    wins = (pos * (neg_below + 0.5 * neg)).sum(axis=0)
-    return wins, pos.sum(axis=0) * neg.sum(axis=0)
+def _wins_and_pairs(scores, positive, weights, codes=None):
+    """Per row of weights: weighted (positive, negative) pairs ranked right (ties 1/2) and all pairs, counting
+    only pairs within a stratum (codes (n,): integer stratum codes; None: one stratum), summed over strata.
+
+    One sort by (stratum, score) instead of one pass over the rows per stratum, then running sums along each
+    resample (resamples as rows, contiguous) read at the ends of the groups of tied questions: a group's
+    positives and negatives and the negatives below it. Within its stratum, the negatives below a group are
+    those below it overall less those below its stratum's first group (exact for counts: bit for bit the
+    per-stratum loop's result; ~1e-15 apart for other weights)."""
+    if codes is None:
+        order = np.argsort(scores, kind="mergesort")
+        step = np.diff(scores[order]) != 0                           # (nan != nan: a score of its own)
+    else:
+        order = np.lexsort((scores, codes))                          # by stratum, then score (stable)
+        step = (np.diff(scores[order]) != 0) | (np.diff(codes[order]) != 0)
+    w = np.take(weights, order, axis=1)          # (m, n) in C order (weights[:, order] is F: slow running sums)
+    pos_w = w * positive[order]
+    ends = np.r_[np.flatnonzero(step), len(scores) - 1] if len(scores) else np.zeros(0, dtype=np.int64)
+    zero = np.zeros((len(w), 1))
+    below_pos = np.concatenate([zero, np.take(np.cumsum(pos_w, axis=1), ends, axis=1)], axis=1)   # (m, groups + 1)
+    below_neg = np.concatenate([zero, np.take(np.cumsum(w - pos_w, axis=1), ends, axis=1)], axis=1)
+    pos, neg = np.diff(below_pos, axis=1), np.diff(below_neg, axis=1)
+    below = below_neg[:, :-1]                                        # negatives below each group
+    if codes is None or len(scores) == 0:
+        return (pos * (below + 0.5 * neg)).sum(axis=1), below_pos[:, -1] * below_neg[:, -1]
+    group_codes = codes[order][ends]
+    first = np.r_[0, np.flatnonzero(np.diff(group_codes)) + 1]      # each stratum's first group
+    bounds = np.r_[first, len(ends)]                                  # ... and the end of its last
+    stratum = np.repeat(np.arange(len(first)), np.diff(bounds))      # each group's stratum (0, 1, ...)
+    below = below - np.take(below_neg[:, first], stratum, axis=1)   # ... within its stratum (exact for counts)
+    pos_s, neg_s = np.diff(below_pos[:, bounds], axis=1), np.diff(below_neg[:, bounds], axis=1)   # (m, strata)
+    return (pos * (below + 0.5 * neg)).sum(axis=1), (pos_s * neg_s).sum(axis=1)
 
 
 def macro_auroc(proba: Any, y: Any, weights: Any, strata: Any = None) -> np.ndarray:
