@@ -70,12 +70,14 @@ def write_run(folder, n, hidden=HIDDEN, layers=LAYERS, seed=0):
     return folder
 
 
-def time_probe(run_dir, extra=()):
-    """(wall s, CPU s, peak RSS MB, parsed --json output) of `analyze_activations.py --probe run_dir`."""
+def time_probe(run_dir, extra=(), code=common.ROOT):
+    """(wall s, CPU s of the child and its workers, peak RSS MB of the largest, parsed --json output) of
+    `analyze_activations.py --probe run_dir` in checkout `code`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, os.path.join(common.ROOT, "analyze_activations.py"), "--probe", run_dir,
-                          "--json", *extra], capture_output=True, text=True, cwd=common.ROOT)
+    env = dict(os.environ, PYTHONPATH=code)
+    out = subprocess.run([sys.executable, os.path.join(code, "analyze_activations.py"), "--probe", run_dir,
+                          "--json", *extra], capture_output=True, text=True, cwd=code, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode:
@@ -90,6 +92,9 @@ def main():
     p.add_argument("--root", default="/tmp/probe_scale", help="where the synthetic runs are written")
     p.add_argument("--keep", action="store_true", help="keep the run folders (reused when present)")
     p.add_argument("--label", default="now", help="names this code version in the JSON (e.g. 'before')")
+    p.add_argument("--probe_args", default="", help="more arguments for --probe, e.g. '--probe_workers 1'")
+    p.add_argument("--code", default=common.ROOT, help="the checkout whose analyze_activations.py runs (a baseline "
+                   "worktree, e.g. one at an older commit)")
     args = p.parse_args()
     common.setup(args.threads)
     rows = []
@@ -99,17 +104,20 @@ def main():
         if not os.path.exists(os.path.join(folder, "results.jsonl")):
             write_run(folder, n)
         written = time.perf_counter() - t0
-        wall, cpu, rss, res = time_probe(folder)
+        wall, cpu, rss, res = time_probe(folder, args.probe_args.split(), args.code)
         best = res.get("best_layer")
         auroc = (res.get("layers") or {}).get(best, {}).get("auroc") if best else None
+        load = os.getloadavg()[0]
         rows.append({"questions": n, "write_s": written, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss,
-                     "verdict": res.get("verdict"), "best_layer": best, "auroc": auroc})
+                     "verdict": res.get("verdict"), "best_layer": best, "auroc": auroc, "load_before": load,
+                     "probe_args": args.probe_args, "code": args.code})
         print(rows[-1], flush=True)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     common.write_json(f"probe_scale_{args.label}", {"machine": common.machine_info(), "label": args.label,
                                                    "rows": rows})
     print(common.table(rows, [("questions", "questions", "d"), ("wall_s", "wall s", ".1f"), ("cpu_s", "CPU s", ".1f"),
+                              ("load_before", "load", ".1f"),
                               ("peak_rss_mb", "peak RSS MB", ".0f"), ("verdict", "verdict", ""),
                               ("auroc", "best AUROC", ".3f")]))
 

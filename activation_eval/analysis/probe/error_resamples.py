@@ -1,26 +1,24 @@
 """Error detection's bootstrap figures of many scores in one pass over the resamples: both orientations'
-operating points and the selective figures of each score from one sort and two cumulative sums per chunk.
+operating points and the selective figures of each score from one sparse product per chunk of resamples.
 
 error_detection.py needs, per score p (the probability of "correct"), operating_points(1 - p, incorrect),
 operating_points(p, correct) and selective_figures(p, correct), each with n_boot resamples of questions.
-Called one by one, each draws the resamples again, sorts the score again and sums the counts again: at
-100,000 questions about 25 s of CPU per call. Here the resamples are drawn once for all scores, and per
-chunk of resamples each score's counts are gathered in its descending order once: the cumulative counts
-of all rows and of correct ones at each block of tied scores give the "correct" orientation directly,
-the "incorrect" one (1 - p, descending = p ascending: the same prefix sums read from the other end, at
-the blocks of 1 - p, which may merge blocks of p where 1 - p rounds to equal values) and the selective
-figures' blocks (the blocks of p). The figures equal the separate calls' (same resamples, same formulas;
-tests/analysis/test_error_resamples.py checks them to 1e-12 on scores with ties).
+Called one by one, each draws the resamples again, sorts the score again and runs about fifty passes over
+n x resamples: at 100,000 questions about 25 s of CPU per call. Here the resamples are drawn once for all
+scores; each score is sorted once and cut into blocks of tied scores; per chunk of resamples one sparse
+product gives each block's count and count of correct rows (and the sums Brier and ECE need), and every
+figure follows from cumulative sums over the blocks: the "correct" orientation directly, the "incorrect"
+one (1 - p descending = the blocks in reverse, merged where 1 - p rounds two values of p to one) and the
+selective figures (the blocks of p). The figures equal the separate calls' (same resamples, same
+formulas; tests/analysis/test_error_resamples.py checks them to 1e-12 on scores with ties).
 
-Above BINS distinct scores (a large run: 100,000 questions), a score's neighbouring blocks of ties are
-merged into about BINS bins of n / BINS questions, and each resample's figures are computed as if each
-bin were one block of tied scores: per chunk one gather and one sum per bin instead of about fifty passes
-over every question, ~15x less time. The values are exact (computed on every question, unbinned), and the
-resamples' figures are moved by the difference between the exact and the binned figure on all questions,
-so that the intervals are the exact figures' to first order: a bin changes a resample's figure by about
-as much as it changes the full sample's. What remains is at most a bin's share of the rates (n / BINS
-questions: 12 at 100,000) (tests/analysis/test_error_resamples.py: intervals within 0.1 of their width of
-the exact bootstrap's at 30,000 questions and 1,000 bins).
+Above BINS distinct scores (a large run: 100,000 questions), neighbouring blocks are merged into about
+BINS bins of n / BINS questions, each read as one block of tied scores. The values stay exact (computed on
+every question, unbinned), and the resamples' figures are moved by the difference between the exact and
+the binned figure on all questions, so that the intervals are the exact figures' to first order: a bin
+changes a resample's figure by about as much as it changes the full sample's. What remains is at most a
+bin's share of the rates (n / BINS questions: 12 at 100,000) (tests/analysis/test_error_resamples.py:
+intervals within 0.1 of their width of the exact bootstrap's at 12,000 questions and 400 bins).
 
 Public names:
     error_figures(scored, correct, n_boot=2000, seed=0, clusters=None, level=0.95)
@@ -35,7 +33,9 @@ Example:
     >>> p = np.clip(0.5 + 0.3 * (correct - 0.5) + 0.2 * rng.normal(size=300), 0, 1)
     >>> wrong, right, selective = error_figures({"s": p}, correct, n_boot=1000)["s"]
     >>> from activation_eval.analysis.probe.operating_points import operating_points
-    >>> wrong == operating_points(1 - p, ~correct, n_boot=1000)
+    >>> reference = operating_points(1 - p, ~correct, n_boot=1000)
+    >>> all(np.allclose([wrong[k]["value"], *wrong[k]["ci"]], [reference[k]["value"], *reference[k]["ci"]],
+    ...                 rtol=0, atol=1e-12) for k in ("auprc", "tpr_at_1pct_fpr", "fpr_at_95pct_tpr", "brier", "ece"))
     True
 """
 import math
@@ -61,35 +61,34 @@ def binned_note(n_blocks: int, bins: int = BINS) -> str:
 
 
 class _Score:
-    """One score's sort (descending p, ties in input order) and its blocks in both orientations; above `bins`
-    blocks of tied scores, neighbouring blocks are merged into about `bins` bins (see BINS)."""
+    """One score's blocks: its rows sorted by descending p (ties in input order) and cut where p changes, or,
+    above `bins` such blocks, where about n / bins rows have passed and a block of ties ends (binned)."""
 
     def __init__(self, p: np.ndarray, correct: np.ndarray, bins: int) -> None:
         n = len(p)
         self.p, self.correct = p, correct
         self.order = np.argsort(-p, kind="mergesort")
-        self.right = correct[self.order]
-        self.last = np.r_[np.flatnonzero(np.diff(p[self.order])), n - 1]        # blocks of p, descending
-        q = (1.0 - p)[self.order[::-1]]                                          # 1 - p descending
-        last_q = np.r_[np.flatnonzero(np.diff(q)), n - 1]
-        self.before_q = n - 2 - last_q          # descending prefix that the ascending prefix leaves out (-1: none)
-        self.starts: np.ndarray | None = None
-        if len(self.last) > bins:               # bins of about n / bins rows, ending where a block of ties ends
+        last = np.r_[np.flatnonzero(np.diff(p[self.order])), n - 1]              # blocks of p, descending
+        self.binned = len(last) > bins
+        if self.binned:
             wanted = np.ceil(np.arange(1, bins + 1) * n / bins).astype(np.int64) - 1
-            ends = np.unique(self.last[np.searchsorted(self.last, wanted, side="left")])
-            self.starts = np.r_[0, ends[:-1] + 1]
-            self.sums = self._sums_matrix()
+            last = np.unique(last[np.searchsorted(last, wanted, side="left")])
+        self.starts = np.r_[0, last[:-1] + 1]
+        # 1 - p, descending, visits the blocks in reverse; where 1 - p rounds two values of p to one, it merges them
+        q = 1.0 - p[self.order][self.starts][::-1]
+        merged = np.r_[0, np.flatnonzero(np.diff(q)) + 1]
+        self.q_starts = None if self.binned or len(merged) == len(q) else merged
+        self.sums = self._sums_matrix()
 
     def _sums_matrix(self) -> Any:
         """A sparse (K, n) matrix whose product with a resample's counts gives, in one pass over the rows: the
-        count of each bin, of its correct rows, the summed squared error (Brier) and the summed p - label of
+        count of each block, of its correct rows, the summed squared error (Brier) and the summed p - label of
         each ECE bin in both orientations (weighted_ece's bins)."""
         from scipy.sparse import csr_matrix
-        assert self.starts is not None
         n, B, p, y = len(self.p), len(self.starts), self.p, self.correct.astype(np.float64)
-        bin_of = np.empty(n, dtype=np.int64)
-        bin_of[self.order] = np.repeat(np.arange(B), np.diff(np.r_[self.starts, n]))
-        rows = [bin_of, B + bin_of[self.correct], np.full(n, 2 * B)]
+        block_of = np.empty(n, dtype=np.int64)
+        block_of[self.order] = np.repeat(np.arange(B), np.diff(np.r_[self.starts, n]))
+        rows = [block_of, B + block_of[self.correct], np.full(n, 2 * B)]
         values = [np.ones(n), np.ones(int(self.correct.sum())), (p - y) ** 2]
         for offset, proba, label in ((2 * B + 1, p, y), (2 * B + 1 + op.ECE_BINS, 1.0 - p, 1.0 - y)):
             rows.append(offset + np.searchsorted(np.arange(1, op.ECE_BINS) / op.ECE_BINS, proba, side="right"))
@@ -98,53 +97,27 @@ class _Score:
         return csr_matrix((np.concatenate(values), (np.concatenate(rows), columns)),
                           shape=(2 * B + 1 + 2 * op.ECE_BINS, n))
 
-    def chunk(self, W: np.ndarray, Wf: np.ndarray, WT: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
-        """The figures of resamples W (m, n) (Wf: W as float64, WT: Wf.T contiguous) in both orientations and
-        selective."""
-        if self.starts is not None:
-            return self._binned(np.ascontiguousarray(Wf.T) if WT is None else WT)
-        w = W[:, self.order]
-        called = np.cumsum(w, axis=1)
-        tp = np.cumsum(np.where(self.right, w, 0), axis=1)
-        called_p = called[:, self.last].astype(np.float64)
-        right_p = tp[:, self.last].astype(np.float64)
-        total, total_right = called[:, -1:].astype(np.float64), tp[:, -1:].astype(np.float64)
-        j = self.before_q
-        called_left = np.where(j >= 0, called[:, np.maximum(j, 0)], 0).astype(np.float64)
-        right_left = np.where(j >= 0, tp[:, np.maximum(j, 0)], 0).astype(np.float64)
-        called_q = total - called_left                                           # ascending prefix sums
-        wrong_q = (total - total_right) - (called_left - right_left)
-        calibration = {}
-        if op._is_probability(self.p):
-            brier = op.weighted_brier(self.p, self.correct, Wf)
-            calibration = {"correct": (brier, op.weighted_ece(self.p, self.correct, Wf)),
-                           "incorrect": (brier, op.weighted_ece(1.0 - self.p, ~self.correct, Wf))}
-        return self._figures(right_p, called_p, wrong_q, called_q, calibration, len(W))
-
-    def _binned(self, WT: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        """The figures with each bin taken as one block of tied scores, in both orientations (one sparse product)."""
-        assert self.starts is not None
+    def chunk(self, WT: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """The figures of the resamples WT (n, m) (counts as float64, a resample per column) in both
+        orientations and selective: each block's sums in one sparse product, then cumulative sums over blocks."""
         B, E = len(self.starts), op.ECE_BINS
         sums = self.sums @ WT                                               # (K, m)
         size, right = sums[:B].T, sums[B:2 * B].T
         total = size.sum(axis=1)
         called_p, right_p = np.cumsum(size, axis=1), np.cumsum(right, axis=1)
-        called_q, wrong_q = np.cumsum(size[:, ::-1], axis=1), np.cumsum((size - right)[:, ::-1], axis=1)
-        calibration = {}
+        size_q, wrong_q = size[:, ::-1], (size - right)[:, ::-1]
+        if self.q_starts is not None:
+            size_q, wrong_q = (np.add.reduceat(a, self.q_starts, axis=1) for a in (size_q, wrong_q))
+        called_q, wrong_q = np.cumsum(size_q, axis=1), np.cumsum(wrong_q, axis=1)
+        undefined = np.full(WT.shape[1], np.nan)
+        brier, ece_p, ece_q = undefined, undefined, undefined
         if op._is_probability(self.p):
             with np.errstate(invalid="ignore", divide="ignore"):
                 brier = sums[2 * B] / total
-                calibration = {
-                    "correct": (brier, np.abs(sums[2 * B + 1:2 * B + 1 + E]).sum(axis=0) / total),
-                    "incorrect": (brier, np.abs(sums[2 * B + 1 + E:]).sum(axis=0) / total)}
-        return self._figures(right_p, called_p, wrong_q, called_q, calibration, WT.shape[1])
-
-    @staticmethod
-    def _figures(right_p: np.ndarray, called_p: np.ndarray, wrong_q: np.ndarray, called_q: np.ndarray,
-                 calibration: Mapping[str, tuple[np.ndarray, np.ndarray]], m: int) -> dict[str, dict[str, np.ndarray]]:
-        undefined = (np.full(m, np.nan), np.full(m, np.nan))
-        return {"incorrect": _point_metrics(wrong_q, called_q, *calibration.get("incorrect", undefined)),
-                "correct": _point_metrics(right_p, called_p, *calibration.get("correct", undefined)),
+                ece_p = np.abs(sums[2 * B + 1:2 * B + 1 + E]).sum(axis=0) / total
+                ece_q = np.abs(sums[2 * B + 1 + E:]).sum(axis=0) / total
+        return {"incorrect": _point_metrics(wrong_q, called_q, brier, ece_q),
+                "correct": _point_metrics(right_p, called_p, brier, ece_p),
                 "selective": _selective_metrics(called_p, called_p - right_p)}
 
 
@@ -175,10 +148,9 @@ def error_figures(scored: Mapping[str, Any], correct: Any, n_boot: int = 2000, s
         scores[name] = _Score(p, correct, bins)
     draws: dict[str, dict[str, dict[str, list[np.ndarray]]]] = {name: {} for name in scores}
     for W in resample_counts(len(correct), n_boot, seed, clusters=clusters):
-        Wf = W.astype(np.float64)
-        WT = np.ascontiguousarray(Wf.T) if any(score.starts is not None for score in scores.values()) else None
+        WT = np.ascontiguousarray(W.T, dtype=np.float64)
         for name, score in scores.items():
-            for part, figures in score.chunk(W, Wf, WT).items():
+            for part, figures in score.chunk(WT).items():
                 for key, values in figures.items():
                     draws[name].setdefault(part, {}).setdefault(key, []).append(values)
     n = len(correct)
@@ -186,7 +158,7 @@ def error_figures(scored: Mapping[str, Any], correct: Any, n_boot: int = 2000, s
     out = {}
     for name, score in scores.items():
         parts = {part: {k: np.concatenate(v) for k, v in figures.items()} for part, figures in draws[name].items()}
-        if score.starts is not None:
+        if score.binned:
             parts = _shifted(score, parts)
         wrong_points = _points(1.0 - score.p, ~correct, parts.get("incorrect", {}), n_boot, n_clusters, level)
         right_points = _points(score.p, correct, parts.get("correct", {}), n_boot, n_clusters, level)
@@ -198,7 +170,7 @@ def _shifted(score: _Score, draws: Mapping[str, Mapping[str, np.ndarray]]) -> di
     """Binned resamples' figures moved by (exact - binned) on the full sample: the intervals of the exact
     figures to first order (the bins change every resample's figure by about the same amount)."""
     ones = np.ones((1, len(score.p)))
-    binned = score.chunk(ones.astype(np.int64), ones)
+    binned = score.chunk(ones.T.copy())
     exact = {"incorrect": _exact_points(1.0 - score.p, ~score.correct),
              "correct": _exact_points(score.p, score.correct),
              "selective": sel._all(score.p, score.correct, ones)}
