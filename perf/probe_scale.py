@@ -11,16 +11,16 @@ last prompt token (--positions last_prompt, the probe's default then reads it) o
 standard normal vectors, plus +-STRENGTH along one fixed unit direction by correctness at layers >= 16. The
 expected verdict is a planted layer at every size. Shards of SHARD_QUESTIONS questions (float32).
 
-Per size: wall s, CPU s (the child's user + system), peak RSS of the child (MB), the verdict and the best
-layer's AUROC; writes perf/out/probe_scale.json; prints the table last. Check `df -h` first: a run takes
-n x 31 x 576 x 4 bytes (71 KB a question: 0.7 GB at 10k, 7 GB at 100k).
+Per size: wall s, CPU s (user + system of the child and its worker processes), peak RSS of the largest
+(MB), the verdict and the best layer's AUROC; writes perf/out/probe_scale.json; prints the table last.
+Check `df -h` first: a run takes n x 31 x 576 x 4 bytes (71 KB a question: 0.7 GB at 10k, 7 GB at 100k).
 """
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import common
@@ -71,19 +71,51 @@ def write_run(folder, n, hidden=HIDDEN, layers=LAYERS, seed=0):
 
 
 def time_probe(run_dir, extra=(), code=common.ROOT):
-    """(wall s, CPU s of the child and its workers, peak RSS MB of the largest, parsed --json output) of
-    `analyze_activations.py --probe run_dir` in checkout `code`."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(wall s, CPU s of the child and every process under it, peak RSS MB of the largest, parsed --json output)
+    of `analyze_activations.py --probe run_dir` in checkout `code`. The probe's worker processes are children of
+    a forkserver that the child never waits for, so their CPU time is read from /proc while they run (every 0.2
+    s; the last 0.2 s of a worker's life may be missed)."""
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=code)
-    out = subprocess.run([sys.executable, os.path.join(code, "analyze_activations.py"), "--probe", run_dir,
-                          "--json", *extra], capture_output=True, text=True, cwd=code, env=env)
+    with open(os.devnull, "w") as quiet:
+        child = subprocess.Popen([sys.executable, os.path.join(code, "analyze_activations.py"), "--probe", run_dir,
+                                  "--json", *extra], stdout=subprocess.PIPE, stderr=quiet, text=True, cwd=code, env=env)
+        seen, peak = {}, {}
+        reader = threading.Thread(target=lambda: seen.setdefault("out", child.stdout.read()))
+        reader.start()
+        while child.poll() is None:
+            for pid, (cpu, rss) in _tree(child.pid).items():
+                seen[pid] = max(seen.get(pid, 0.0), cpu)
+                peak[pid] = max(peak.get(pid, 0.0), rss)
+            time.sleep(0.2)
+        reader.join()
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode:
-        raise SystemExit(f"--probe failed on {run_dir}:\n{out.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, after.ru_maxrss / 1024, json.loads(out.stdout)
+    out = seen.pop("out")
+    if child.returncode:
+        raise SystemExit(f"--probe failed on {run_dir} (exit {child.returncode})")
+    return wall, sum(seen.values()), max(peak.values(), default=0.0), json.loads(out)
+
+
+def _tree(root):
+    """{pid: (CPU s, RSS MB)} of `root` and every process under it (Linux /proc)."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
+                                 int(fields[21]) * page / 2**20)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out[pid] = stats[pid][1:]
+            todo += [p for p, (parent, _, _) in stats.items() if parent == pid]
+    return out
 
 
 def main():
