@@ -43,6 +43,7 @@ import numpy as np
 
 from ...schema import P_TRUE
 from ...schema.probe import (
+    AurocEstimate,
     BootstrapSetup,
     Clusters,
     CvSetup,
@@ -65,7 +66,7 @@ from .models import PROBE_FAMILIES, family_name, make_probe
 from .operating_points import operating_points
 from .overlap import TestSplit, split_fields
 from .parallel import fitted_layers, probe_workers
-from .scores import ALPHA, LEVEL, auroc_table, default_resamples, evaluate_scores
+from .scores import ALPHA, LEVEL, auroc_tables, default_resamples, evaluate_scores
 from .sweep import OOF_SCORING, LayerData, Setup, Sweep, one_blas_thread
 from .transfer import transfer_matrix
 
@@ -106,6 +107,7 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
         test_run = _test_run(setup, evaluate_scores(setup.y_test, sweep.test_scores, test_controls, n_boot, seed,
                                                     clusters=setup.test_clusters), where)
     errors = error_detection_of(setup, scores.best_layer, sweep.oof, controls, B, seed)
+    side = _side_tables(sweep, B, seed)
     warnings = list(setup.warnings) + below_chance_warnings(scores, "")
     if test_run is not None:
         warnings += below_chance_warnings(test_run, "test run: ")
@@ -119,14 +121,13 @@ def probe(layer_data: Iterable[LayerData], n_layers: int, target: str, n_splits:
         answer_controls=[c for c in ANSWER_CONTROLS if c in scores.controls], raw_controls=list(setup.raw),
         best_control=scores.best_control, best_input_control=scores.best_input_control,
         best_output_control=scores.best_output_control, best_layer=scores.best_layer, verdict=scores.verdict,
-        controls=scores.controls, layers=_with_control_tasks(scores, sweep, B, seed),
-        families={f: auroc_table(setup.y, probas, B, seed, setup.strata, setup.clusters)
-                  for f, probas in sweep.families.items()},
+        controls=scores.controls, layers=_with_control_tasks(scores, sweep, side),
+        families={f: side[f"family:{f}"] for f in sweep.families},
         seeds=SeedSpread(seeds=setup.seeds, auroc=sweep.seed_auroc,
                          range={n: (min(a), max(a)) for n, a in sweep.seed_auroc.items()}),
         operating_points=_operating_points(setup, sweep, scores.best_layer, controls, B, seed, errors),
         error_detection=errors,
-        positions=_positions(setup, sweep, B, seed), transfer=matrix, test_run=test_run)
+        positions=_positions(setup, sweep, side), transfer=matrix, test_run=test_run)
 
 
 def _check_options(n_layers: int, n_bootstrap: int | None, family: str, cv_seeds: int) -> int:
@@ -212,13 +213,24 @@ def _clusters(setup: Setup) -> Clusters | None:
     return None if setup.clusters is None else Clusters(by="id", n_clusters=setup.n_clusters, rows=len(setup.y))
 
 
-def _with_control_tasks(scores: ProbeScores, sweep: Sweep, n_boot: int, seed: int) -> dict[str, LayerScore]:
+def _side_tables(sweep: Sweep, n_boot: int, seed: int) -> dict[str, dict[str, AurocEstimate]]:
+    """The AUROC tables beside the verdict, on one draw of resamples: "family:<f>" of each family, "permutation",
+    "hl" (when H&L's labels exist) and "position:<p>" of each position."""
+    s = sweep.setup
+    tables: dict[str, tuple[np.ndarray, Mapping[str, np.ndarray]]] = {
+        f"family:{f}": (s.y, probas) for f, probas in sweep.families.items()}
+    tables["permutation"] = (s.permutation_y, sweep.permutation)
+    if s.hl_y is not None and sweep.hl_control:
+        tables["hl"] = (s.hl_y, sweep.hl_control)
+    tables.update({f"position:{p}": (s.y, probas) for p, probas in sweep.positions.items()})
+    return auroc_tables(tables, n_boot, seed, s.strata, s.clusters)
+
+
+def _with_control_tasks(scores: ProbeScores, sweep: Sweep, side: Mapping[str, Mapping[str, AurocEstimate]]
+                        ) -> dict[str, LayerScore]:
     """Each layer's score with the permutation test (labels shuffled within category) and Hewitt & Liang's
     control task (a fixed random label per input type) beside."""
-    s = sweep.setup
-    perm = auroc_table(s.permutation_y, sweep.permutation, n_boot, seed, s.strata, s.clusters)
-    hl = (auroc_table(s.hl_y, sweep.hl_control, n_boot, seed, s.strata, s.clusters)
-          if s.hl_y is not None and sweep.hl_control else {})
+    perm, hl = side["permutation"], side.get("hl", {})
     out = {}
     for name, layer in scores.layers.items():
         p, h = perm[name], hl.get(name)
@@ -230,12 +242,11 @@ def _with_control_tasks(scores: ProbeScores, sweep: Sweep, n_boot: int, seed: in
     return out
 
 
-def _positions(setup: Setup, sweep: Sweep, n_boot: int, seed: int) -> PositionTable | None:
+def _positions(setup: Setup, sweep: Sweep, side: Mapping[str, Mapping[str, AurocEstimate]]) -> PositionTable | None:
     """The layer x position AUROC table (None when the layers were read at one position)."""
     if not sweep.positions:
         return None
-    tables = {p: auroc_table(setup.y, probas, n_boot, seed, setup.strata, setup.clusters)
-              for p, probas in sweep.positions.items()}
+    tables = {p: side[f"position:{p}"] for p in sweep.positions}
     return PositionTable(positions=list(sweep.positions), n=len(setup.y), level=LEVEL,
                          auroc={n: {p: tables[p][n].auroc for p in tables} for n in sweep.oof},
                          auroc_ci={n: {p: tables[p][n].auroc_ci for p in tables} for n in sweep.oof})

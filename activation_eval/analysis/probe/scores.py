@@ -17,6 +17,8 @@ With an answer_embedding control, each layer's gain over it (AUROC - its AUROC) 
 Public names:
     evaluate_scores(y, layer_proba, control_proba, n_boot, seed, strata=None, clusters=None) -> ProbeScores
     auroc_table(y, probas, n_boot, seed, strata=None, clusters=None) -> {name: AurocEstimate}   (95%)
+    auroc_tables({table: (y, probas)}, n_boot, seed, strata=None, clusters=None) -> {table: auroc_table(...)}
+                                        several tables on one draw of the same resamples
     auroc(proba, y, strata=None) -> float
     default_resamples(n_layers) -> int     bootstrap resamples used when n_bootstrap is None
     NO_EVIDENCE, ALPHA, LEVEL
@@ -61,11 +63,25 @@ def auroc(proba: np.ndarray, y: np.ndarray, strata: np.ndarray | None = None) ->
 def auroc_table(y: np.ndarray, probas: Mapping[str, np.ndarray], n_boot: int, seed: int,
                 strata: np.ndarray | None = None, clusters: np.ndarray | None = None) -> dict[str, AurocEstimate]:
     """{name: AurocEstimate} of class probabilities on the same resampled questions (LEVEL)."""
-    names = list(probas)
-    resampled = _auroc_resampler([(probas[n], y, strata) for n in names])
-    boot = np.concatenate([resampled(W) for W in resample_counts(len(y), n_boot, seed, clusters=clusters)])
-    return {n: AurocEstimate(auroc=auroc(probas[n], y, strata), auroc_ci=interval(boot[:, i], LEVEL))
-            for i, n in enumerate(names)}
+    return auroc_tables({"": (y, probas)}, n_boot, seed, strata, clusters)[""]
+
+
+def auroc_tables(tables: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], n_boot: int, seed: int,
+                 strata: np.ndarray | None = None, clusters: np.ndarray | None = None
+                 ) -> dict[str, dict[str, AurocEstimate]]:
+    """{table: auroc_table(y, probas, ...)} for tables {table: (y, probas)} of the same questions, on one draw of
+    the resamples (the very resamples each auroc_table call would draw: the same n, n_boot, seed, clusters)."""
+    keys = [(table, name) for table, (_, probas) in tables.items() for name in probas]
+    if not keys:
+        return {table: {} for table in tables}
+    resampled = _auroc_resampler([(tables[t][1][name], tables[t][0], strata) for t, name in keys])
+    n = len(next(iter(tables.values()))[0])
+    boot = np.concatenate([resampled(W) for W in resample_counts(n, n_boot, seed, clusters=clusters)])
+    out: dict[str, dict[str, AurocEstimate]] = {table: {} for table in tables}
+    for i, (table, name) in enumerate(keys):
+        y, probas = tables[table]
+        out[table][name] = AurocEstimate(auroc=auroc(probas[name], y, strata), auroc_ci=interval(boot[:, i], LEVEL))
+    return out
 
 
 def evaluate_scores(y: np.ndarray, layer_proba: Mapping[str, Any], control_proba: Mapping[str, Any], n_boot: int,
