@@ -63,6 +63,7 @@ default_resamples, NO_EVIDENCE, ALPHA. The --json output of `analyze_activations
 ProbeResult (docs/formats.md lists every field).
 
 Example:
+    >>> from activation_eval.analysis.probe import probe_run
     >>> res = probe_run("results/mc")         # 12 questions of a random model: no evidence
     >>> res.n, res.class_counts, res.layers_tested        # which ones it got right: the weights' luck
     (12, {'False': ..., 'True': ...}, 31)
@@ -74,7 +75,18 @@ Example:
     >>> res.verdict
     'no evidence beyond the controls'
 """
-from .run import probe_features, probe_run
-from .scores import ALPHA, NO_EVIDENCE, default_resamples, evaluate_scores
+from typing import Any
 
 __all__ = ["probe_run", "probe_features", "evaluate_scores", "default_resamples", "NO_EVIDENCE", "ALPHA"]
+
+
+def __getattr__(name: str) -> Any:
+    """The front's names, imported when first used: a worker process that fits layers (parallel.py) imports
+    only the fitting modules, not the run readers (and torch behind them)."""
+    if name in ("probe_run", "probe_features"):
+        from . import run
+        return getattr(run, name)
+    if name in __all__:
+        from . import scores
+        return getattr(scores, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -106,7 +106,8 @@ def resample_counts(n: int, n_resamples: int, seed: int, chunk: int = 512,
 
 def _index_counts(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     """m resamples of n items as counts: n uniform draws with replacement each (multinomial(n, 1/n))."""
-    flat = rng.integers(0, n, size=(m, n)) + (np.arange(m) * n)[:, None]
+    flat = rng.integers(0, n, size=(m, n))
+    flat += (np.arange(m) * n)[:, None]                 # in place: one (m, n) array less per chunk
     return np.bincount(flat.ravel(), minlength=m * n).reshape(m, n)
 
 
