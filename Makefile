@@ -33,12 +33,13 @@ lint: setup
 # probes and figures, in-process), slow (processes, whole lm-eval / Inspect evaluations, the real default model,
 # fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute; one process, since two xdist workers
 # would each import everything first) and test-fast (unit + model, about two minutes on 2 workers).
-# test: lint, every tier on 2 pytest-xdist workers (each test is independent: its own tmp folders and processes),
-# then every module's docstring examples as doctests (activation_eval/conftest.py makes the run folders and the
-# tiny model they use; one process: on 2 workers each would build those, measured no faster).
+# test: lint, then every tier and every module's docstring examples as doctests in one run on 2 pytest-xdist
+# workers (each test is independent: its own tmp folders and processes). The doctests come first, in one chunk of
+# xdist's first hand-out, so one worker makes the run folders and tiny model they use (activation_eval/conftest.py)
+# while the other starts on the slow modules (tests/conftest.py's slow_modules_first); a second pytest call for
+# them cost its own start and ran on one core.
 test: setup lint
-	$(PY) -m pytest -q -n 2 tests
-	$(PY) -m pytest -q --doctest-modules activation_eval
+	$(PY) -m pytest -q -n 2 --doctest-modules activation_eval tests
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
