@@ -26,7 +26,8 @@ Make targets:
     make test-unit   pytest -m unit, in one process (two xdist workers would each import everything first):
                      the loop while editing pure code, under a minute
     make test-fast   pytest -n 2 -m "not slow": unit + model, about two minutes
-    make test        lint, every test of every tier (-n 2), then the modules' doctests
+    make test        lint, then every test of every tier and the modules' doctests, in one pytest -n 2 run
+                     (slow_modules_first orders them)
 `-m "not slow"` keeps its old meaning (everything but the slow tier); `pytest -m model`, `-m slow` pick one tier.
 Every test process runs torch with one intra-op thread (OMP_NUM_THREADS, below).
 """
@@ -196,6 +197,27 @@ def pytest_collection_modifyitems(config, items):
         item.stash[TIER_KEY] = tier
         if not any(item.iter_markers(tier)):
             item.add_marker(tier)
+    items[:] = slow_modules_first(items)
+
+
+def slow_modules_first(items):
+    """The doctests (make test collects them first: one chunk of xdist's first hand-out, so one worker makes their
+    run folders), then every module that holds a slow test, then the others; each module's tests stay together and
+    in order (its module fixtures are made once per worker). Minutes-long modules started last left one worker
+    running them alone at the end of `make test`; now the end is seconds-long tests."""
+    slow = {item.path for item in items if item.stash.get(TIER_KEY, None) == "slow"}
+
+    def rank(item):
+        return 0 if isinstance(item, pytest.DoctestItem) else 1 if item.path in slow else 2
+    return sorted(items, key=rank)                # stable: collection order within each rank
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collect_file(file_path, parent):
+    """tests/' own modules hold no doctests (tests/hostile.py's example names a tmp_path): with --doctest-modules
+    (make test: `pytest --doctest-modules activation_eval tests`) only the package's docstrings are doctests."""
+    collected = yield
+    return [c for c in collected or () if type(c).__name__ != "DoctestModule"]     # (no public name for it)
 
 
 class TierError(Exception):

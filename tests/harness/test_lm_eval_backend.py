@@ -282,6 +282,22 @@ def test_console_script_is_lm_evals_cli_with_the_model(tiny_dir, task_dir, tmp_p
     assert len(list(reader.records())) == 3
 
 
+# what `activation-eval-lm-eval run` does (its logging, then our simple_evaluate), with a TaskManager of the local
+# tasks only: lm-eval's command line indexes its thousands of task files first, 10-20 s in each process, which the
+# console script's own test (above) pays once
+DATA_PARALLEL = """import sys
+from lm_eval.tasks import TaskManager
+from lm_eval.utils import setup_logging
+
+import activation_eval.harness as harness
+
+setup_logging()
+task_dir, model_args = sys.argv[1:]
+harness.simple_evaluate(model="activation-eval", model_args=model_args, tasks={tasks!r}, batch_size=4, device="cpu",
+                        limit=5, task_manager=TaskManager(include_path=task_dir, include_defaults=False))
+"""
+
+
 @pytest.mark.slow
 def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, tmp_path):
     """lm-eval's data parallelism (torchrun, 2 CPU processes): each process writes its own documents
@@ -289,10 +305,10 @@ def test_two_processes_write_the_one_process_run(captured, tiny_dir, task_dir, t
     gives the processes 3 and 2 documents of tiny_mc, so lm-eval pads one with a repeated request."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "run"
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "activation_eval.harness", "run",
-                           "--model", "activation-eval", "--tasks", ",".join(TASKS), "--include_path", task_dir,
-                           "--model_args", f"pretrained={tiny_dir},dtype=float32,output_dir={out},"
-                           f"layers=embeddings;0;-1;final_norm", "--batch_size", "4", "--device", "cpu", "--limit", "5"],
+    script = tmp_path / "data_parallel.py"
+    script.write_text(DATA_PARALLEL.format(tasks=TASKS))
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), task_dir,
+                           f"pretrained={tiny_dir},dtype=float32,output_dir={out},layers=embeddings;0;-1;final_norm"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Building contexts for tiny_mc on rank 1" in done.stderr       # both processes answered documents

@@ -97,6 +97,24 @@ def _inspect(tmp_path, tiny_dir, out, *extra, task_file="task.py", check=True):
     return done
 
 
+def _inspect_in_process(tmp_path, tiny_dir, out, golds, **model_args):
+    """What _inspect runs for INSPECT_TASK, through inspect_ai.eval in this process (the same task, sample ids and
+    -M arguments as the command line passes them); the command line's own start costs 15-30 s, and
+    test_inspect_command_line_finds_the_provider and the refusal and killed-run tests below start it."""
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import MemoryDataset, Sample
+    from inspect_ai.scorer import match
+    from inspect_ai.solver import generate
+    task = Task(dataset=MemoryDataset([Sample(input=q, target=g, id=i) for i, (q, g) in enumerate(zip(QUESTIONS, golds))]),
+                solver=generate(), scorer=match(), name=CATEGORY)
+    logs = inspect_eval(task, model=f"activation-eval/{tiny_dir}", max_tokens=MAX_TOKENS, display="none",
+                        log_dir=str(tmp_path / "logs"),
+                        model_args={"output_dir": str(out), "dtype": "float32", "device": "cpu",
+                                    "use_chat_template": "off", "layers": [0, -1], **model_args})
+    assert logs[0].status == "success", logs[0].error
+
+
 def _lm_eval(task_dir, tiny_dir, out, *extra, check=True):
     exe = os.path.join(os.path.dirname(sys.executable), "activation-eval-lm-eval")
     done = subprocess.run([exe, "run", "--model", "activation-eval", "--tasks", CATEGORY, "--include_path", task_dir,
@@ -143,8 +161,7 @@ def test_three_producers_write_summaries_with_the_same_keys_and_accuracies(tiny_
                     "--prompt_template", "{question}", "--chat_template", "off", "--max_new_tokens", MAX_TOKENS,
                     "--dtype", "float32", "--capture_activations", "--layers", "0,-1") == 0
     _lm_eval_in_process(_lm_eval_task(tmp_path, golds), tiny_dir, tmp_path / "lm")
-    (tmp_path / "task.py").write_text(INSPECT_TASK.format(questions=QUESTIONS, golds=golds, category=CATEGORY))
-    _inspect(tmp_path, tiny_dir, tmp_path / "insp")
+    _inspect_in_process(tmp_path, tiny_dir, tmp_path / "insp", golds)
     summaries = {name: json.load(open(tmp_path / name / "summary.json")) for name in ("main", "lm", "insp")}
     keys = {name: set(s) for name, s in summaries.items()}
     assert keys["main"] == keys["lm"] == keys["insp"] == set(Summary.__annotations__)
@@ -255,7 +272,7 @@ def test_a_killed_inspect_run_continues_with_resume(tiny_dir, golds, tmp_path, m
         m.setattr(inspect_provider, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
         inspect_provider.ActivationEvalAPI(tiny_dir, output_dir=str(out), device="cpu", dtype="float32", layers="0,-1")
     assert RunReader(str(out)).rows == before                  # untouched
-    _inspect(tmp_path, tiny_dir, out, "-M", "resume=true")
+    _inspect_in_process(tmp_path, tiny_dir, out, golds, resume=True)     # -M resume=true (the killed run: the CLI)
     reader = RunReader(str(out))
     assert sorted(r["id"] for r in reader.rows) == [f"{CATEGORY}/{i}" for i in range(4)]
     assert [row["correct"] for row in sorted(reader.rows, key=lambda r: r["id"])] == [True, True, False, False]

@@ -220,17 +220,21 @@ def test_make_run_hint_names_make_analyze(tmp_path):
     assert ".venv/bin/python analyze_activations.py --probe x" in dry.stdout
 
 
-def test_hint_printed_by_a_run_works_when_pasted_outside_the_venv(captured, tiny_dir, tmp_path):
+def test_hint_printed_by_a_run_works_when_pasted_outside_the_venv(captured, tiny_dir, tmp_path, monkeypatch, capsys):
     """main.py run by the venv's python from a shell whose PATH lacks the venv: the hint names the
-    interpreter by path, and pasted into such a shell (with --directory instead of --probe) it runs."""
+    interpreter by path, and pasted into such a shell (with --directory instead of --probe) it runs. The run
+    itself in this process, in that environment and folder (the hint reads both when it is printed); the pasted
+    hint in a real shell."""
     env = {**os.environ, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     env.pop(cli.VIA_MAKE_ENV, None)
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--model", tiny_dir, "--limit", "2",
-                           "--max_new_tokens", "2", "--capture_activations", "--layers", "0", "--quiet",
-                           "--output_dir", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    hint = done.stdout.rsplit("analyse: ", 1)[1].strip()
+    with monkeypatch.context() as m:
+        m.setenv("PATH", env["PATH"])
+        m.delenv(cli.VIA_MAKE_ENV, raising=False)
+        m.chdir(tmp_path)
+        assert run_main("--model", tiny_dir, "--limit", 2, "--max_new_tokens", 2, "--capture_activations",
+                        "--layers", 0, "--output_dir", out) == 0
+    hint = capsys.readouterr().out.rsplit("analyse: ", 1)[1].strip()
     assert hint.startswith(shlex.quote(sys.executable) + " ") and "--probe" in hint
     pasted = subprocess.run(hint.replace("--probe", "--directory"), shell=True, cwd=tmp_path, env=env,
                             capture_output=True, text=True)
