@@ -38,12 +38,15 @@ lint: setup
 # probes and figures, in-process), slow (processes, whole lm-eval / Inspect evaluations, the real default model,
 # fuzzing, Monte Carlo). The loops while editing: test-unit (under a minute; one process, since two xdist workers
 # would each import everything first) and test-fast (unit + model, about two minutes on 2 workers).
-# test: lint, then every tier and every module's docstring examples as doctests in one run on 2 pytest-xdist
+# test: lint, the project's own bytecode compiled once (where PYTHONDONTWRITEBYTECODE is set, as on the build machines,
+# each test process and each subprocess of the command-line tests would compile the package again: ~0.5 s each), then
+# every tier and every module's docstring examples as doctests in one run on 2 pytest-xdist
 # workers (each test is independent: its own tmp folders and processes). The doctests come first, in one chunk of
 # xdist's first hand-out, so one worker makes the run folders and tiny model they use (activation_eval/conftest.py)
 # while the other starts on the slow modules (tests/conftest.py's slow_modules_first); a second pytest call for
 # them cost its own start and ran on one core.
 test: setup lint
+	$(PY) -m compileall -q -j 0 activation_eval tests perf > /dev/null && $(PY) -m compileall -q -l . > /dev/null
 	$(PY) -m pytest -q -n 2 --doctest-modules activation_eval tests
 
 test-fast: setup

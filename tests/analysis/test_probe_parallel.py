@@ -31,7 +31,6 @@ def _data(n=150, layers=4, hidden=12, seed=0, dtype=np.float64):
     return features, rows, y.astype(int)
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_shared_fold_fits_equal_the_pipelines(dtype):
     features, _, y = _data(n=200, dtype=dtype)
@@ -52,7 +51,6 @@ def test_shared_fold_fits_equal_the_pipelines(dtype):
     assert main.shape == (200, 2) and np.allclose(main.sum(axis=1), 1)
 
 
-@pytest.mark.unit
 def test_probe_workers_auto_and_given():
     assert probe_workers(None, PARALLEL_FROM - 1, 31) == 1                # small runs stay here
     assert probe_workers(None, PARALLEL_FROM, 1) == 1                     # one layer: nothing to share
