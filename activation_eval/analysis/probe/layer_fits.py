@@ -80,23 +80,21 @@ def fit_layer(plan: FitPlan, X: Any, positions: Mapping[str, Any] | None = None,
     table, the entry that `is` X reusing the main fits; X_test: the test run's matrix)."""
     given, X = X, as_float(X)
     p = plan
-    fits = [(p.family, p.y)] + [(f, p.y) for f in p.families if f != p.family] + [(p.family, p.permutation_y)]
-    fits += [(p.family, p.hl_y)] if p.hl_y is not None else []
-    out = oof_many(X, p.splits, fits, p.n_classes)
-    main = out[0]
-    families = {p.family: main[0], **{f: proba for (f, _), (proba, _) in zip(fits[1:], out[1:]) if f != p.family
-                                      and f in p.families}}
-    auroc = _auroc(main[0], p.y, p.strata)
-    seed_auroc = [auroc] + [_auroc(oof_many(X, splits, [(p.family, p.y)], p.n_classes)[0][0], p.y, strata)
-                            for splits, strata in zip(p.seed_splits, p.seed_strata)]
-    by_position = {}
-    for position, Xp in (positions or {}).items():
-        by_position[position] = (main[0] if Xp is given else
-                                 oof_many(as_float(Xp), p.splits, [(p.family, p.y)], p.n_classes)[0][0])
+    others = [f for f in p.families if f != p.family]                   # the other linear family (binary)
+    controls = [p.permutation_y] + ([p.hl_y] if p.hl_y is not None else [])
+    out = oof_many(X, p.splits, [(p.family, p.y), *((f, p.y) for f in others), *((p.family, y) for y in controls)],
+                   p.n_classes)
+    main, other_fits, control_fits = out[0], out[1:1 + len(others)], out[1 + len(others):]
+    families = {p.family: main[0], **{f: proba for f, (proba, _) in zip(others, other_fits)}}
+    seed_auroc = [_auroc(main[0], p.y, p.strata)] + [
+        _auroc(oof_many(X, splits, [(p.family, p.y)], p.n_classes)[0][0], p.y, strata)
+        for splits, strata in zip(p.seed_splits, p.seed_strata)]
+    by_position = {position: main[0] if Xp is given else
+                   oof_many(as_float(Xp), p.splits, [(p.family, p.y)], p.n_classes)[0][0]
+                   for position, Xp in (positions or {}).items()}
     test = None if X_test is None else fit_score(make_probe(p.family), X, p.y, as_float(X_test))
-    n_other = len(fits) - (2 if p.hl_y is not None else 1)
-    return LayerFits(oof=main, families=families, permutation=out[n_other][0],
-                     hl_control=out[n_other + 1][0] if p.hl_y is not None else None, seed_auroc=seed_auroc,
+    return LayerFits(oof=main, families=families, permutation=control_fits[0][0],
+                     hl_control=control_fits[1][0] if p.hl_y is not None else None, seed_auroc=seed_auroc,
                      positions=by_position, test=test)
 
 

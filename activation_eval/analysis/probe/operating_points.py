@@ -5,7 +5,7 @@ needs the precision it reaches (AUPRC), the TPR it keeps at a low false-positive
 costs to catch 95% of the positives, and whether its probabilities mean what they say (Brier, ECE).
 Like bootstrap.py, every metric takes a weight matrix (m, n), one bootstrap resample per row
 (counts from resample_counts), so one sort of the scores serves every resample; the cumulative sums run
-along each resample's row (contiguous), and several scores share each chunk of resamples.
+along each resample's row (contiguous). (error_resamples.py reads many scores on one draw of resamples.)
 
 Public names:
     weighted_auprc(scores, positive, weights) -> (m,)  average precision, sklearn's definition:
@@ -23,9 +23,6 @@ Public names:
     operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=0.95) -> dict
                                                        all five on every row ("value") with percentile
                                                        intervals ("ci") over resampled questions
-    operating_points_of({name: (proba, positive)}, n_boot=2000, seed=0, clusters=None, level=0.95)
-                                                       -> {name: operating_points' dict}: several scores
-                                                       of the same rows on the same resamples, drawn once
 
 tpr_at_fpr and fpr_at_tpr are nan when a resample lacks a class (the rate is undefined), weighted_auprc
 when it lacks positives (with no negatives the precision is 1 everywhere and AP = 1); Brier and ECE
@@ -57,8 +54,7 @@ import numpy as np
 
 from .bootstrap import percentile_interval, resample_counts
 
-__all__ = ["weighted_auprc", "tpr_at_fpr", "fpr_at_tpr", "weighted_brier", "weighted_ece", "operating_points",
-           "operating_points_of"]
+__all__ = ["weighted_auprc", "tpr_at_fpr", "fpr_at_tpr", "weighted_brier", "weighted_ece", "operating_points"]
 
 MAX_FPR = 0.01
 MIN_TPR = 0.95
@@ -206,30 +202,17 @@ def operating_points(proba, positive, n_boot=2000, seed=0, clusters=None, level=
     with the percentile interval holding `level` of `n_boot` bootstrap resamples (of `clusters`, e.g.
     cluster_index(rows)[0], when rows share a question). Also "prevalence", "n_positive",
     "n_negative", "n_boot", "n_clusters", "level" and, when a figure rests on too few rows, "note"."""
-    return operating_points_of({"": (proba, positive)}, n_boot, seed, clusters, level)[""]
-
-
-def operating_points_of(scored, n_boot=2000, seed=0, clusters=None, level=0.95):
-    """{name: operating_points(proba, positive, ...)} for scored {name: (proba, positive)} of the same n rows,
-    on the same resamples (drawn once for all of them: each chunk of resamples serves every score)."""
-    prepared = {}
-    for name, (proba, positive) in scored.items():
-        proba = np.asarray(proba, dtype=np.float64)
-        if proba.ndim != 1 or np.any(np.isnan(proba)):
-            raise ValueError("proba must be a 1-D array of scores without nan (the positive class's)")
-        positive = np.asarray(positive, dtype=bool)
-        prepared[name] = (_Sorted(proba, positive), proba, positive, _is_probability(proba))
-    sizes = {len(proba) for _, proba, _, _ in prepared.values()}
-    if len(sizes) > 1:
-        raise ValueError(f"scores of different lengths: {sorted(sizes)}")
-    n = sizes.pop() if sizes else 0
-    draws = {name: {} for name in prepared}
-    for W in resample_counts(n, n_boot, seed, clusters=clusters):
-        for name, (sort, proba, positive, calibrated) in prepared.items():
-            for k, v in _all_metrics(sort, proba, positive, W, calibrated).items():
-                draws[name].setdefault(k, []).append(v)
-    n_clusters = n if clusters is None else len(np.unique(clusters))
-    return {name: _figures(*prepared[name], draws[name], n_boot, n_clusters, level) for name in prepared}
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 1 or np.any(np.isnan(proba)):
+        raise ValueError("proba must be a 1-D array of scores without nan (the positive class's)")
+    positive = np.asarray(positive, dtype=bool)
+    sort, calibrated = _Sorted(proba, positive), _is_probability(proba)
+    draws = {}
+    for W in resample_counts(len(proba), n_boot, seed, clusters=clusters):
+        for k, v in _all_metrics(sort, proba, positive, W, calibrated).items():
+            draws.setdefault(k, []).append(v)
+    n_clusters = len(proba) if clusters is None else len(np.unique(clusters))
+    return _figures(sort, proba, positive, calibrated, draws, n_boot, n_clusters, level)
 
 
 def _figures(sort, proba, positive, calibrated, draws, n_boot, n_clusters, level):
